@@ -1,0 +1,37 @@
+"""Errors a user can cause. The CLI turns each into one line on stderr."""
+
+
+class FleetpyError(Exception):
+    """Base of every error a user can cause; its message is shown as is."""
+
+
+class UnitNameError(FleetpyError):
+    """A unit name that systemd/fleet would not accept."""
+
+
+class UnitParseError(FleetpyError):
+    """A unit file that does not parse (message carries file:line)."""
+
+
+class FleetOptionError(FleetpyError):
+    """An invalid [X-Fleet] option, value or combination."""
+
+
+class TemplateError(FleetpyError):
+    """A Jinja unit template or its values could not be rendered."""
+
+
+class RegistryError(FleetpyError):
+    """etcd could not be reached or answered an error."""
+
+
+class UnknownUnitError(FleetpyError):
+    """A unit name that is not in the registry."""
+
+
+class StateError(FleetpyError):
+    """A request that does not fit a unit's current state."""
+
+
+class ConfigError(FleetpyError):
+    """Bad configuration: options, environment or config file."""

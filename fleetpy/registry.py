@@ -1,0 +1,716 @@
+"""The registry: every etcd read, write and watch of fleetpy goes through here.
+
+Key layout under the prefix P (default ``/fleetpy``); values are JSON unless noted.
+
+  P/content/<hash>              unit file text (raw), stored once per content hash
+  P/unit/<name>                 UnitRecord: hash, desired state, global flag, owner
+  P/global/<name>               ScheduleEntry of a Global=true unit (read by every agent)
+  P/schedule/<machine>/<name>   ScheduleEntry: the unit placed on that machine, with its
+                                text, so an agent needs nothing but its own prefix
+  P/reason/<name>               why the engine could not place the unit (plain text)
+  P/machines/<machine>          MachineRecord, attached to the agent's lease
+  P/state/<name>/<machine>      UnitState reported by the agent, attached to its lease
+  P/engine/leader               id of the leading engine, attached to its lease
+  P/signature/<hash>            reserved: a detached signature of the content (issue [6])
+
+Only the engine writes P/schedule and P/reason; only clients (CLI) write P/unit, P/global
+and P/content; only agents write P/machines and P/state. Every multi-key change is one
+transaction guarded by the revisions it read, so racing clients never lose an update.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import grpc
+import pyetcd as etcd3
+from pyetcd import exceptions as etcd_exceptions
+
+from .errors import RegistryError, StateError, UnknownUnitError
+
+DESIRED_STATES = ("inactive", "loaded", "launched")
+DEFAULT_PREFIX = "/fleetpy"
+DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+# etcd's default --max-txn-ops is 128; stay under it with room for guards.
+MAX_TXN_OPS = 120
+_CONFLICT_RETRIES = 50
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    prefix: str = DEFAULT_PREFIX
+    timeout: float = 5.0
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    name: str
+    hash: str
+    desired: str
+    is_global: bool = False
+    owner: str | None = None  # set by `apply` (issue [4]) to know which units it manages
+    revision: int = 0  # etcd mod_revision of the record, 0 if not stored
+
+    def to_json(self) -> str:
+        return _dumps({"hash": self.hash, "desired": self.desired,
+                       "global": self.is_global, "owner": self.owner})
+
+    @classmethod
+    def from_json(cls, name: str, raw: bytes, revision: int = 0) -> "UnitRecord":
+        data = json.loads(raw)
+        return cls(name=name, hash=data["hash"], desired=data["desired"],
+                   is_global=bool(data.get("global")), owner=data.get("owner"),
+                   revision=revision)
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """What an agent needs to run one unit: name, content, desired state."""
+
+    name: str
+    hash: str
+    desired: str
+    text: str
+    signature: str | None = None  # issue [6]: verified by agents before running
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"hash": self.hash, "desired": self.desired, "text": self.text}
+        if self.signature is not None:
+            data["signature"] = self.signature
+        return _dumps(data)
+
+    @classmethod
+    def from_json(cls, name: str, raw: bytes) -> "ScheduleEntry":
+        data = json.loads(raw)
+        return cls(name=name, hash=data["hash"], desired=data["desired"],
+                   text=data["text"], signature=data.get("signature"))
+
+
+@dataclass(frozen=True)
+class MachineRecord:
+    id: str
+    ip: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    hostname: str = ""
+
+    def to_json(self) -> str:
+        return _dumps({"ip": self.ip, "metadata": dict(self.metadata), "hostname": self.hostname})
+
+    @classmethod
+    def from_json(cls, machine_id: str, raw: bytes) -> "MachineRecord":
+        data = json.loads(raw)
+        return cls(id=machine_id, ip=data.get("ip", ""),
+                   metadata=dict(data.get("metadata") or {}), hostname=data.get("hostname", ""))
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """LOAD/ACTIVE/SUB as systemctl list-units shows them, for one unit on one machine."""
+
+    name: str
+    machine: str
+    load: str
+    active: str
+    sub: str
+    hash: str = ""
+    message: str = ""  # e.g. systemd's complaint about a unit file it refused
+
+    def to_json(self) -> str:
+        return _dumps({"load": self.load, "active": self.active, "sub": self.sub,
+                       "hash": self.hash, "message": self.message})
+
+    @classmethod
+    def from_json(cls, name: str, machine: str, raw: bytes) -> "UnitState":
+        data = json.loads(raw)
+        return cls(name=name, machine=machine, load=data.get("load", ""),
+                   active=data.get("active", ""), sub=data.get("sub", ""),
+                   hash=data.get("hash", ""), message=data.get("message", ""))
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything a client or the engine needs, read at one etcd revision."""
+
+    revision: int
+    units: dict[str, UnitRecord]
+    machines: dict[str, MachineRecord]
+    schedule: dict[str, tuple[str, ScheduleEntry]]  # unit -> (machine, entry)
+    reasons: dict[str, str]
+    states: dict[str, dict[str, UnitState]]  # unit -> machine -> state
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    kind: str  # "put" | "delete"
+    key: str  # key relative to the watched prefix
+    value: bytes
+    revision: int  # mod_revision of the event
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """One watch response: its events, or an error meaning 'resync from a fresh read'."""
+
+    events: tuple[WatchEvent, ...]
+    revision: int
+    error: Exception | None = None
+    compacted: bool = False
+
+
+@dataclass(frozen=True)
+class UnitChange:
+    """A client's request for one unit, executed by Registry.change_units."""
+
+    name: str
+    desired: str | None = None  # None = leave the desired state alone (submit)
+    text: str | None = None  # content when submitting from a file
+    hash: str | None = None
+    is_global: bool = False
+    template: str | None = None  # an instance without a file takes this template's content
+    owner: str | None = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _parse_endpoint(url: str) -> tuple[str, int, bool]:
+    text = url.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise RegistryError(f"invalid etcd endpoint {url!r}: expected http(s)://HOST:PORT")
+    try:
+        port = parsed.port or 2379
+    except ValueError:
+        raise RegistryError(f"invalid etcd endpoint {url!r}: bad port") from None
+    return parsed.hostname, port, parsed.scheme == "https"
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class _TxnConflict(Exception):
+    """A guarded transaction lost a race; the caller re-reads and retries."""
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+class Registry:
+    """fleetpy's view of etcd. Thread-safe: the underlying gRPC client is."""
+
+    def __init__(self, config: RegistryConfig) -> None:
+        self.config = config
+        self.prefix = config.prefix.rstrip("/") or ""
+        if not self.prefix.startswith("/"):
+            self.prefix = "/" + self.prefix
+        self._endpoint_text = ",".join(config.endpoints)
+        self._client = self._connect()
+        self._watch_lock = threading.Lock()
+
+    # -- connection
+
+    def _connect(self) -> Any:
+        config = self.config
+        endpoints = []
+        creds = None
+        try:
+            if config.ca_file:
+                creds = etcd3.MultiEndpointEtcd3Client.get_secure_creds(
+                    config.ca_file, config.key_file, config.cert_file)
+        except OSError as exc:
+            raise RegistryError(f"cannot read TLS file: {exc}") from None
+        for url in config.endpoints:
+            host, port, secure = _parse_endpoint(url)
+            secure = secure or bool(config.ca_file)
+            if secure and creds is None:
+                raise RegistryError(f"endpoint {url} uses https but no --ca-file was given")
+            # time_retry=1: one network error must not lock an endpoint out for 300 s.
+            endpoints.append(etcd3.Endpoint(host, port, secure=secure, creds=creds,
+                                            time_retry=1.0))
+        try:
+            client = etcd3.MultiEndpointEtcd3Client(
+                endpoints=endpoints, timeout=config.timeout, failover=True,
+                user=config.username, password=config.password)
+        except Exception as exc:  # authentication happens in the constructor
+            raise self._error(exc) from None
+        if config.username and not config.ca_file:
+            # Without TLS gRPC refuses call credentials; the token travels as metadata.
+            client.call_credentials = None
+        return client
+
+    def _error(self, exc: BaseException) -> RegistryError:
+        if isinstance(exc, RegistryError):
+            return exc
+        detail = str(exc) or type(exc).__name__
+        if isinstance(exc, grpc.RpcError):
+            detail = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+        if isinstance(exc, (etcd_exceptions.ConnectionFailedError,
+                            etcd_exceptions.ConnectionTimeoutError,
+                            etcd_exceptions.NoServerAvailableError)):
+            return RegistryError(f"cannot reach etcd at {self._endpoint_text} "
+                                 f"(gave up after {self.config.timeout:g}s): {detail}")
+        return RegistryError(f"etcd at {self._endpoint_text}: {detail}")
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (_TxnConflict, RegistryError):
+            raise
+        except (etcd_exceptions.Etcd3Exception, grpc.RpcError, ValueError) as exc:
+            raise self._error(exc) from None
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # closing a broken channel must not mask the real error
+            pass
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- keys
+
+    def key(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts))
+
+    def _prefix(self, *parts: str) -> str:
+        return self.key(*parts) + "/"
+
+    def _strip(self, prefix: str, key: bytes | str) -> str:
+        text = key.decode() if isinstance(key, bytes) else key
+        return text[len(prefix):]
+
+    @property
+    def txn(self) -> Any:
+        return self._client.transactions
+
+    def ping(self) -> int:
+        """Return etcd's current revision; raises RegistryError if unreachable."""
+        return self._call(lambda: self._client.status()).raft_index  # type: ignore[no-any-return]
+
+    # -- raw reads
+
+    def _range(self, prefix: str) -> list[tuple[bytes, Any]]:
+        return list(self._call(lambda: list(self._client.get_prefix(prefix))))
+
+    def read_view(self, *, with_states: bool = True, with_text: bool = True) -> ClusterView:
+        """Read units, machines, schedule, reasons (and states) at ONE revision."""
+        prefixes = ["unit", "machines", "schedule", "reason"] + (["state"] if with_states else [])
+        gets = []
+        for name in prefixes:
+            start = self._prefix(name)
+            gets.append(self.txn.get(start, etcd3.utils.prefix_range_end(start.encode())))
+        _, responses, revision = self._txn([], gets)
+        units: dict[str, UnitRecord] = {}
+        machines: dict[str, MachineRecord] = {}
+        schedule: dict[str, tuple[str, ScheduleEntry]] = {}
+        reasons: dict[str, str] = {}
+        states: dict[str, dict[str, UnitState]] = {}
+        for name, kvs in zip(prefixes, responses):
+            start = self._prefix(name)
+            for value, meta in kvs:
+                rel = self._strip(start, meta.key)
+                if name == "unit":
+                    units[rel] = UnitRecord.from_json(rel, value, meta.mod_revision)
+                elif name == "machines":
+                    machines[rel] = MachineRecord.from_json(rel, value)
+                elif name == "schedule":
+                    machine, _, unit = rel.partition("/")
+                    entry = ScheduleEntry.from_json(unit, value)
+                    if not with_text:
+                        entry = replace(entry, text="")
+                    schedule[unit] = (machine, entry)
+                elif name == "reason":
+                    reasons[rel] = value.decode()
+                else:
+                    unit, _, machine = rel.rpartition("/")
+                    states.setdefault(unit, {})[machine] = UnitState.from_json(unit, machine, value)
+        return ClusterView(revision, units, machines, schedule, reasons, states)
+
+    def current_revision(self) -> int:
+        response = self._call(lambda: self._client.get_response(self.key("engine", "leader")))
+        return int(response.header.revision)
+
+    def _txn(self, compare: Sequence[Any], success: Sequence[Any],
+             failure: Sequence[Any] = ()) -> tuple[bool, list[Any], int]:
+        """A transaction that also returns etcd's revision after it (the header).
+
+        pyetcd's transaction() drops the header when no key matched; we need the
+        revision to resume watches exactly where a read left off.
+        """
+        def call() -> tuple[bool, list[Any], int]:
+            client = self._client
+            request = etcd3.etcdrpc.TxnRequest(
+                compare=[c.build_message() for c in compare],
+                success=client._ops_to_requests(success),
+                failure=client._ops_to_requests(failure))
+            try:
+                response = client.kvstub.Txn(request, client.timeout,
+                                             credentials=client.call_credentials,
+                                             metadata=client.metadata)
+            except grpc.RpcError as exc:
+                client._manage_grpc_errors(exc)
+                raise
+            results: list[Any] = []
+            for item in response.responses:
+                kind = item.WhichOneof("response")
+                if kind == "response_range":
+                    results.append([(kv.value, kv) for kv in item.response_range.kvs])
+                else:
+                    results.append(item)
+            return bool(response.succeeded), results, int(response.header.revision)
+        return self._call(call)
+
+    # -- units (clients)
+
+    def get_unit(self, name: str) -> UnitRecord | None:
+        value, meta = self._call(lambda: self._client.get(self.key("unit", name)))
+        if value is None:
+            return None
+        return UnitRecord.from_json(name, value, meta.mod_revision)
+
+    def list_units(self) -> dict[str, UnitRecord]:
+        start = self._prefix("unit")
+        return {rel: UnitRecord.from_json(rel, value, meta.mod_revision)
+                for value, meta in self._range(start)
+                for rel in [self._strip(start, meta.key)]}
+
+    def get_content(self, content_hash: str) -> str | None:
+        value, _ = self._call(lambda: self._client.get(self.key("content", content_hash)))
+        return None if value is None else value.decode()
+
+    def change_units(self, changes: Sequence[UnitChange]) -> list[UnitRecord]:
+        """Submit units and/or set their desired state, all-or-nothing per transaction.
+
+        Each unit's record is guarded by the revision read, so concurrent clients
+        never overwrite each other; on a lost race the batch is re-read and retried.
+        Submitting different content under an existing name is an error (fleet:
+        contents are immutable; destroy first). Batches larger than one etcd
+        transaction allows are split into several transactions.
+        """
+        results: list[UnitRecord] = []
+        # 4 ops per unit at most (content, unit, global, + guard compares counted apart)
+        for chunk in _chunks(list(changes), MAX_TXN_OPS // 3):
+            results.extend(self._retry(lambda chunk=chunk: self._change_chunk(chunk)))
+        return results
+
+    def _retry(self, attempt: Callable[[], T]) -> T:
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                return attempt()
+            except _TxnConflict:
+                continue
+        raise RegistryError("gave up after repeated conflicting updates from other clients")
+
+    def _change_chunk(self, chunk: Sequence[UnitChange]) -> list[UnitRecord]:
+        names = [c.name for c in chunk]
+        templates = sorted({c.template for c in chunk if c.template})
+        gets = [self.txn.get(self.key("unit", n)) for n in [*names, *templates]]
+        _, responses, _ = self._txn([], gets)
+        existing: dict[str, UnitRecord] = {}
+        for name, kvs in zip([*names, *templates], responses):
+            for value, meta in kvs:
+                existing[name] = UnitRecord.from_json(name, value, meta.mod_revision)
+
+        compares: list[Any] = []
+        ops: list[Any] = []
+        results: list[UnitRecord] = []
+        contents_put: set[str] = set()
+        for change in chunk:
+            current = existing.get(change.name)
+            key = self.key("unit", change.name)
+            if current is not None:
+                if change.hash is not None and change.hash != current.hash:
+                    raise StateError(
+                        f"{change.name} is already submitted with different contents "
+                        f"(hash {current.hash[:7]}, new {change.hash[:7]}); destroy it first")
+                record = current
+                compares.append(self.txn.mod(key) == current.revision)
+            else:
+                if change.hash is not None and change.text is not None:
+                    record = UnitRecord(change.name, change.hash, "inactive",
+                                        change.is_global, change.owner)
+                    if change.hash not in contents_put:
+                        contents_put.add(change.hash)
+                        ops.append(self.txn.put(self.key("content", change.hash), change.text))
+                elif change.template and change.template in existing:
+                    tmpl = existing[change.template]
+                    record = UnitRecord(change.name, tmpl.hash, "inactive",
+                                        tmpl.is_global, change.owner)
+                    compares.append(self.txn.mod(self.key("unit", change.template)) == tmpl.revision)
+                else:
+                    hint = f" (nor its template {change.template})" if change.template else ""
+                    raise UnknownUnitError(f"unit {change.name} is not submitted{hint}")
+                compares.append(self.txn.version(key) == 0)
+            if change.desired is not None:
+                record = replace(record, desired=change.desired)
+            if current is None or record != current:
+                ops.append(self.txn.put(key, record.to_json()))
+                if record.is_global:
+                    ops.append(self._global_put(record, change))
+            results.append(record)
+        if not ops:
+            return results
+        ok, _, _ = self._txn(compares, ops)
+        if not ok:
+            raise _TxnConflict()
+        return results
+
+    def _global_put(self, record: UnitRecord, change: UnitChange) -> Any:
+        text = change.text if change.hash == record.hash and change.text is not None else None
+        if text is None:
+            text = self.get_content(record.hash) or ""
+        entry = ScheduleEntry(record.name, record.hash, record.desired, text)
+        return self.txn.put(self.key("global", record.name), entry.to_json())
+
+    def destroy_units(self, names: Sequence[str]) -> list[str]:
+        """Delete unit records (and global entries) in one transaction per chunk.
+
+        The engine then unschedules them and agents stop them; content blobs no unit
+        refers to are garbage-collected by the engine.
+        """
+        destroyed: list[str] = []
+        for chunk in _chunks(list(names), MAX_TXN_OPS // 2):
+            def attempt(chunk: Sequence[str] = chunk) -> list[str]:
+                gets = [self.txn.get(self.key("unit", n)) for n in chunk]
+                _, responses, _ = self._txn([], gets)
+                compares, ops, done = [], [], []
+                for name, kvs in zip(chunk, responses):
+                    for value, meta in kvs:
+                        compares.append(self.txn.mod(self.key("unit", name)) == meta.mod_revision)
+                        ops.append(self.txn.delete(self.key("unit", name)))
+                        ops.append(self.txn.delete(self.key("global", name)))
+                        done.append(name)
+                if ops:
+                    ok, _, _ = self._txn(compares, ops)
+                    if not ok:
+                        raise _TxnConflict()
+                return done
+            destroyed.extend(self._retry(attempt))
+        return destroyed
+
+    def list_content(self) -> dict[str, int]:
+        """Content hash -> mod_revision of its blob."""
+        start = self._prefix("content")
+        return {self._strip(start, meta.key): int(meta.mod_revision)
+                for _, meta in self._call(lambda: list(self._client.get_prefix(
+                    start, keys_only=True)))}
+
+    def delete_content(self, revisions: Mapping[str, int]) -> int:
+        """Delete content blobs that nobody re-wrote since they were listed.
+
+        A client submitting the same content re-puts the blob in the same transaction
+        as its unit record, which bumps the blob's revision and so protects it here.
+        """
+        deleted = 0
+        for content_hash, revision in revisions.items():
+            key = self.key("content", content_hash)
+            ok, _, _ = self._txn([self.txn.mod(key) == revision], [self.txn.delete(key)])
+            deleted += ok
+        return deleted
+
+    # -- machines and states (agents)
+
+    def grant_lease(self, ttl: int) -> int:
+        lease = self._call(lambda: self._client.lease(int(ttl)))
+        return int(lease.id)
+
+    def refresh_lease(self, lease_id: int) -> int:
+        """Keep a lease alive; returns the remaining TTL (<= 0 if it expired)."""
+        def call() -> int:
+            ttl = 0
+            for response in self._client.refresh_lease(lease_id):
+                ttl = int(response.TTL)
+            return ttl
+        return self._call(call)
+
+    def revoke_lease(self, lease_id: int) -> None:
+        self._call(lambda: self._client.revoke_lease(lease_id))
+
+    def register_machine(self, machine: MachineRecord, lease_id: int) -> None:
+        self._call(lambda: self._client.put(self.key("machines", machine.id),
+                                            machine.to_json(), lease=lease_id))
+
+    def list_machines(self) -> dict[str, MachineRecord]:
+        start = self._prefix("machines")
+        return {rel: MachineRecord.from_json(rel, value)
+                for value, meta in self._range(start)
+                for rel in [self._strip(start, meta.key)]}
+
+    def report_states(self, states: Sequence[UnitState], lease_id: int,
+                      removed: Sequence[tuple[str, str]] = ()) -> None:
+        """Write reported unit states (under the agent's lease) and drop removed ones."""
+        ops = [self.txn.put(self.key("state", s.name, s.machine), s.to_json(), lease=lease_id)
+               for s in states]
+        ops += [self.txn.delete(self.key("state", unit, machine)) for unit, machine in removed]
+        for chunk in _chunks(ops, MAX_TXN_OPS):
+            self._txn([], chunk)
+
+    def list_states(self) -> dict[str, dict[str, UnitState]]:
+        start = self._prefix("state")
+        states: dict[str, dict[str, UnitState]] = {}
+        for value, meta in self._range(start):
+            unit, _, machine = self._strip(start, meta.key).rpartition("/")
+            states.setdefault(unit, {})[machine] = UnitState.from_json(unit, machine, value)
+        return states
+
+    def read_machine_schedule(self, machine_id: str) -> tuple[int, dict[str, ScheduleEntry],
+                                                               dict[str, ScheduleEntry]]:
+        """An agent's desired units at one revision: (revision, placed, global)."""
+        own = self._prefix("schedule", machine_id)
+        glob = self._prefix("global")
+        gets = [self.txn.get(p, etcd3.utils.prefix_range_end(p.encode())) for p in (own, glob)]
+        _, responses, revision = self._txn([], gets)
+        placed = {self._strip(own, m.key): ScheduleEntry.from_json(self._strip(own, m.key), v)
+                  for v, m in responses[0]}
+        globals_ = {self._strip(glob, m.key): ScheduleEntry.from_json(self._strip(glob, m.key), v)
+                    for v, m in responses[1]}
+        return revision, placed, globals_
+
+    # -- engine
+
+    def campaign(self, candidate: str, lease_id: int) -> bool:
+        """Become leader if nobody is: create-if-absent under the candidate's lease."""
+        key = self.key("engine", "leader")
+        ok, _, _ = self._txn([self.txn.version(key) == 0],
+                             [self.txn.put(key, candidate, lease=lease_id)])
+        return bool(ok)
+
+    def leader(self) -> str | None:
+        value, _ = self._call(lambda: self._client.get(self.key("engine", "leader")))
+        return None if value is None else value.decode()
+
+    def resign(self, candidate: str) -> None:
+        key = self.key("engine", "leader")
+        self._txn([self.txn.value(key) == candidate], [self.txn.delete(key)])
+
+    def leader_guard(self, candidate: str) -> Any:
+        return self.txn.value(self.key("engine", "leader")) == candidate
+
+    def engine_txn(self, candidate: str, compares: list[Any], ops: list[Any]) -> bool:
+        """Run the engine's writes only while it still leads (fencing)."""
+        guard = [self.leader_guard(candidate), *compares]
+        ok, _, _ = self._txn(guard, ops)
+        return bool(ok)
+
+    # op builders for the engine's batched transactions
+    def op_schedule_put(self, machine: str, entry: ScheduleEntry) -> Any:
+        return self.txn.put(self.key("schedule", machine, entry.name), entry.to_json())
+
+    def op_schedule_delete(self, machine: str, unit: str) -> Any:
+        return self.txn.delete(self.key("schedule", machine, unit))
+
+    def op_reason_put(self, unit: str, reason: str) -> Any:
+        return self.txn.put(self.key("reason", unit), reason)
+
+    def op_reason_delete(self, unit: str) -> Any:
+        return self.txn.delete(self.key("reason", unit))
+
+    def cmp_unit_revision(self, unit: str, revision: int) -> Any:
+        return self.txn.mod(self.key("unit", unit)) == revision
+
+    def cmp_schedule_absent(self, machine: str, unit: str) -> Any:
+        return self.txn.version(self.key("schedule", machine, unit)) == 0
+
+    # -- watches
+
+    def watch(self, kind: str, callback: Callable[[WatchBatch], None],
+              start_revision: int | None = None, sub: str | None = None) -> Callable[[], None]:
+        """Watch P/<kind>/[<sub>/] from start_revision; returns a cancel function.
+
+        The callback gets each response as a WatchBatch; an error batch (etcd gone,
+        revision compacted) ends the watch and tells the caller to resync.
+        """
+        start = self._prefix(kind, sub) if sub else self._prefix(kind)
+
+        def on_response(response: Any) -> None:
+            if isinstance(response, Exception):
+                compacted = isinstance(response, etcd_exceptions.RevisionCompactedError)
+                callback(WatchBatch((), 0, error=response, compacted=compacted))
+                return
+            events = []
+            for event in response.events:
+                kind_name = "delete" if isinstance(event, etcd3.events.DeleteEvent) else "put"
+                events.append(WatchEvent(kind_name, self._strip(start, event.key),
+                                         event.value, event.mod_revision))
+            callback(WatchBatch(tuple(events), int(response.header.revision)))
+
+        kwargs: dict[str, Any] = {}
+        if start_revision is not None:
+            kwargs["start_revision"] = start_revision
+        try:
+            watch_id = self._call(lambda: self._client.add_watch_prefix_callback(
+                start, on_response, **kwargs))
+        except RegistryError:
+            raise
+        except etcd_exceptions.RevisionCompactedError as exc:
+            callback(WatchBatch((), 0, error=exc, compacted=True))
+            return lambda: None
+
+        def cancel() -> None:
+            try:
+                self._client.cancel_watch(watch_id)
+            except Exception:  # cancelling on a dead connection is a no-op
+                pass
+        return cancel
+
+
+def unit_state_summary(states: Mapping[str, UnitState] | None) -> str:
+    """fleet's STATE column: launched if active somewhere, loaded if loaded, else inactive."""
+    if not states:
+        return "inactive"
+    values = list(states.values())
+    if any(s.active in ("active", "activating", "reloading", "deactivating") for s in values):
+        return "launched"
+    if any(s.load == "loaded" for s in values):
+        return "loaded"
+    return "inactive"
+
+
+def retry_with_backoff(fn: Callable[[], T], *, attempts: int, first: float = 0.2,
+                       maximum: float = 5.0) -> T:
+    delay = first
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except RegistryError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(maximum, delay * 2)
+    raise AssertionError("unreachable")
+
+
+__all__ = [
+    "ClusterView", "DESIRED_STATES", "MachineRecord", "Registry", "RegistryConfig",
+    "ScheduleEntry", "UnitChange", "UnitRecord", "UnitState", "WatchBatch", "WatchEvent",
+    "retry_with_backoff", "unit_state_summary",
+]

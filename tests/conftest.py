@@ -1,0 +1,37 @@
+"""Shared fixtures: a real etcd per test session, a fresh key prefix per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from fleetpy.etcd_server import EtcdServer
+from fleetpy.registry import Registry, RegistryConfig
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def etcd() -> Iterator[EtcdServer]:
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    # A per-test prefix isolates tests that share one etcd.
+    return f"/t{next(_prefixes)}-{request.node.name[:40].replace('[', '_').replace(']', '_')}"
+
+
+@pytest.fixture
+def registry_config(etcd: EtcdServer, prefix: str) -> RegistryConfig:
+    return RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=5.0)
+
+
+@pytest.fixture
+def registry(registry_config: RegistryConfig) -> Iterator[Registry]:
+    reg = Registry(registry_config)
+    yield reg
+    reg.close()
