@@ -407,6 +407,16 @@ class Registry:
         value, _ = self._call(lambda: self._client.get(self.key("content", content_hash)))
         return None if value is None else value.decode()
 
+    def get_contents(self, hashes: Sequence[str]) -> dict[str, str]:
+        """Many content blobs, MAX_TXN_OPS per request."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(hashes), MAX_TXN_OPS):
+            _, responses, _ = self._txn([], [self.txn.get(self.key("content", h)) for h in chunk])
+            for content_hash, kvs in zip(chunk, responses):
+                for value, _meta in kvs:
+                    found[content_hash] = value.decode()
+        return found
+
     def change_units(self, changes: Sequence[UnitChange]) -> list[UnitRecord]:
         """Submit units and/or set their desired state, all-or-nothing per transaction.
 

@@ -1,0 +1,470 @@
+"""The host agent: runs the units the engine placed on this machine, plus matching globals.
+
+The agent's decisions are `plan(desired, observed) -> actions`, a pure function; the
+Agent class only gathers inputs (etcd watches on this machine's own schedule prefix and
+the global prefix, state changes from its unit manager) and executes actions. The real
+agent and the simulated host differ only in the UnitManager they are given.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import queue
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import FleetpyError
+from .log import log_event
+from .registry import (MachineRecord, Registry, ScheduleEntry, UnitState, WatchBatch)
+
+ACTIVE_STATES = frozenset({"active", "activating", "reloading", "deactivating"})
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class DesiredUnit:
+    name: str
+    hash: str
+    desired: str  # "loaded" | "launched"
+    text: str
+
+
+@dataclass(frozen=True)
+class ObservedUnit:
+    """A unit this agent owns on the host, as its unit manager sees it."""
+
+    name: str
+    hash: str
+    load: str = "loaded"
+    active: str = "inactive"
+    sub: str = "dead"
+    launched: bool = False  # the agent started it (or adopted it running): don't restart
+    message: str = ""
+
+    def state(self, machine: str) -> UnitState:
+        return UnitState(self.name, machine, self.load, self.active, self.sub, self.hash,
+                         self.message)
+
+
+@dataclass(frozen=True)
+class WriteUnit:
+    name: str
+    hash: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StartUnit:
+    name: str
+
+
+@dataclass(frozen=True)
+class StopUnit:
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveUnit:
+    name: str
+
+
+Action = WriteUnit | StartUnit | StopUnit | RemoveUnit
+
+
+def plan(desired: Mapping[str, DesiredUnit], observed: Mapping[str, ObservedUnit]) -> list[Action]:
+    """The actions that take the host from `observed` to `desired`, in execution order.
+
+    Stops come first (free resources), then removals, writes, and starts. A unit whose
+    content changed is stopped, rewritten and started again if it should run. A unit
+    the agent launched is not started again just because it failed: systemd's own
+    Restart= decides that, and the failure stays visible.
+    """
+    stops: list[Action] = []
+    removes: list[Action] = []
+    writes: list[Action] = []
+    starts: list[Action] = []
+    for name in sorted(observed):
+        unit = observed[name]
+        want = desired.get(name)
+        running = unit.launched or unit.active in ACTIVE_STATES
+        if want is None:
+            if running:
+                stops.append(StopUnit(name))
+            removes.append(RemoveUnit(name))
+        elif want.hash != unit.hash:
+            if running:
+                stops.append(StopUnit(name))
+            writes.append(WriteUnit(name, want.hash, want.text))
+            if want.desired == "launched":
+                starts.append(StartUnit(name))
+        elif want.desired == "launched" and not unit.launched:
+            starts.append(StartUnit(name))
+        elif want.desired == "loaded" and running:
+            stops.append(StopUnit(name))
+    for name in sorted(set(desired) - set(observed)):
+        want = desired[name]
+        writes.append(WriteUnit(name, want.hash, want.text))
+        if want.desired == "launched":
+            starts.append(StartUnit(name))
+    return stops + removes + writes + starts
+
+
+def select_globals(globals_: Mapping[str, ScheduleEntry], placed: Mapping[str, ScheduleEntry],
+                   metadata: Mapping[str, str]) -> dict[str, ScheduleEntry]:
+    """The global units this machine runs: metadata matches and no Conflicts either way."""
+    from .unit import fleet_options, parse_unit  # agent-only path; keeps imports light
+
+    chosen: dict[str, ScheduleEntry] = {}
+    local_options = {}
+    for name, entry in placed.items():
+        try:
+            local_options[name] = fleet_options(parse_unit(entry.text, name), name)
+        except FleetpyError:
+            continue
+    for name, entry in sorted(globals_.items()):
+        if entry.desired == "inactive":
+            continue
+        try:
+            options = fleet_options(parse_unit(entry.text, name), name)
+        except FleetpyError as exc:
+            log_event("global_unit_invalid", unit=name, error=str(exc))
+            continue
+        if not options.matches_metadata(metadata):
+            continue
+        others = {**local_options}
+        if any(fnmatch.fnmatchcase(other, glob) for other in others for glob in options.conflicts):
+            continue
+        if any(fnmatch.fnmatchcase(name, glob) for o in others.values() for glob in o.conflicts):
+            continue
+        chosen[name] = entry
+    return chosen
+
+
+# ----------------------------------------------------------------------------- unit managers
+
+
+StateListener = Callable[[ObservedUnit], None]
+
+
+class UnitManager(Protocol):
+    """What the agent needs from the host's init system (systemd, or a simulation)."""
+
+    def observe(self) -> dict[str, ObservedUnit]:
+        """Units this agent owns on the host right now (adopted after a restart too)."""
+
+    def execute(self, actions: list[Action]) -> None:
+        """Carry out actions in order; errors are reported as unit states, not raised."""
+
+    def set_listener(self, listener: StateListener) -> None:
+        """Call listener (from any thread) whenever an owned unit's state changes."""
+
+    def close(self) -> None: ...
+
+
+class SimulatedUnitManager:
+    """Keeps unit states in memory; behaves like systemd for started/stopped units."""
+
+    def __init__(self) -> None:
+        self._units: dict[str, ObservedUnit] = {}
+        self._lock = threading.Lock()
+        self._listener: StateListener | None = None
+
+    def observe(self) -> dict[str, ObservedUnit]:
+        with self._lock:
+            return dict(self._units)
+
+    def set_listener(self, listener: StateListener) -> None:
+        self._listener = listener
+
+    def execute(self, actions: list[Action]) -> None:
+        changed: list[ObservedUnit] = []
+        with self._lock:
+            for action in actions:
+                unit = self._units.get(action.name)
+                if isinstance(action, WriteUnit):
+                    new = ObservedUnit(action.name, action.hash, "loaded", "inactive", "dead")
+                elif isinstance(action, StartUnit) and unit is not None:
+                    new = ObservedUnit(unit.name, unit.hash, "loaded", "active", "running", True)
+                elif isinstance(action, StopUnit) and unit is not None:
+                    new = ObservedUnit(unit.name, unit.hash, "loaded", "inactive", "dead", False)
+                elif isinstance(action, RemoveUnit) and unit is not None:
+                    del self._units[action.name]
+                    continue
+                else:
+                    continue
+                self._units[action.name] = new
+                changed.append(new)
+        del changed  # the agent reports after execute(); listeners are for async changes
+
+    def fail(self, name: str) -> None:
+        """Test hook: the unit's process died."""
+        with self._lock:
+            unit = self._units[name]
+            self._units[name] = ObservedUnit(name, unit.hash, "loaded", "failed", "failed",
+                                             unit.launched)
+            new = self._units[name]
+        if self._listener:
+            self._listener(new)
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- the agent
+
+
+@dataclass
+class AgentStats:
+    wakeups: int = 0  # watch responses received on this machine's prefixes
+    reconciles: int = 0
+    actions: int = 0
+    resyncs: int = 0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    machine_id: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    public_ip: str = ""
+    ttl: int = 10
+    hostname: str = field(default_factory=socket.gethostname)
+
+
+class Agent:
+    """One machine's agent. start() returns; work happens on the agent's own threads."""
+
+    def __init__(self, registry: Registry, manager: UnitManager, config: AgentConfig) -> None:
+        self.registry = registry
+        self.manager = manager
+        self.config = config
+        self.stats = AgentStats()
+        self._queue: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lease: int | None = None
+        self._placed: dict[str, ScheduleEntry] = {}
+        self._globals: dict[str, ScheduleEntry] = {}
+        self._reported: dict[str, UnitState] = {}
+        self._cancels: list[Callable[[], None]] = []
+        self._synced = False
+        self.ready = threading.Event()
+
+    @property
+    def machine_id(self) -> str:
+        return self.config.machine_id
+
+    # -- lifecycle
+
+    def start(self) -> "Agent":
+        self.manager.set_listener(lambda unit: self._queue.put(("state", unit)))
+        loop = threading.Thread(target=self._loop, name=f"agent-{self.machine_id[:8]}",
+                                daemon=True)
+        keepalive = threading.Thread(target=self._keepalive, daemon=True,
+                                     name=f"lease-{self.machine_id[:8]}")
+        self._threads = [loop, keepalive]
+        loop.start()
+        keepalive.start()
+        return self
+
+    def stop(self, revoke: bool = True) -> None:
+        """Stop the agent. Units keep running (a restarted agent adopts them)."""
+        self._stop.set()
+        self._queue.put(("stop", None))
+        for cancel in self._cancels:
+            cancel()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if revoke and self._lease is not None:
+            try:
+                self.registry.revoke_lease(self._lease)
+            except FleetpyError:
+                pass
+
+    def wait(self) -> None:
+        while not self._stop.is_set():
+            self._stop.wait(1.0)
+
+    # -- etcd side
+
+    def _register(self) -> None:
+        self._lease = self.registry.grant_lease(self.config.ttl)
+        record = MachineRecord(self.machine_id, self.config.public_ip,
+                               dict(self.config.metadata), self.config.hostname)
+        self.registry.register_machine(record, self._lease)
+        self._reported = {}  # states lived under the old lease; write them again
+        log_event("machine_registered", machine=self.machine_id, lease=f"{self._lease:x}",
+                  ttl=self.config.ttl)
+
+    def _keepalive(self) -> None:
+        interval = max(0.5, self.config.ttl / 3)
+        while not self._stop.wait(interval):
+            lease = self._lease
+            if lease is None:
+                continue
+            try:
+                if self.registry.refresh_lease(lease) <= 0:
+                    log_event("lease_expired", machine=self.machine_id)
+                    self._queue.put(("resync", "lease expired"))
+            except FleetpyError as exc:
+                log_event("etcd_unreachable", machine=self.machine_id, error=str(exc))
+                self._queue.put(("resync", "etcd unreachable"))
+
+    def _on_watch(self, batch: WatchBatch, kind: str) -> None:
+        self.stats.wakeups += 1
+        self._queue.put((kind, batch))
+
+    def _sync(self) -> None:
+        """Fresh read of this machine's schedule and the globals; (re)start watches."""
+        for cancel in self._cancels:
+            cancel()
+        self._cancels = []
+        if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
+            self._register()
+        revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
+        self._placed, self._globals = placed, globals_
+        self._cancels.append(self.registry.watch(
+            "schedule", lambda b: self._on_watch(b, "schedule"), start_revision=revision + 1,
+            sub=self.machine_id))
+        self._cancels.append(self.registry.watch(
+            "global", lambda b: self._on_watch(b, "global"), start_revision=revision + 1))
+        self.stats.resyncs += 1
+        self._synced = True
+
+    def _apply_batch(self, kind: str, batch: WatchBatch) -> bool:
+        if batch.error is not None:
+            log_event("watch_lost", machine=self.machine_id, kind=kind,
+                      compacted=batch.compacted, error=type(batch.error).__name__)
+            return False
+        target = self._placed if kind == "schedule" else self._globals
+        for event in batch.events:
+            if event.kind == "delete":
+                target.pop(event.key, None)
+            else:
+                target[event.key] = ScheduleEntry.from_json(event.key, event.value)
+        return True
+
+    # -- the loop
+
+    def _loop(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                if not self._synced:
+                    self._sync()
+                    self._reconcile()
+                    self.ready.set()
+                    backoff = 0.2
+                self._drain()
+            except FleetpyError as exc:
+                # etcd away: units keep running; retry with backoff, resync on return.
+                self._synced = False
+                log_event("agent_retry", machine=self.machine_id, error=str(exc),
+                          retry_in=f"{backoff:.1f}s")
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 5.0)
+
+    def _drain(self) -> None:
+        kind, payload = self._queue.get()
+        needs_reconcile = False
+        pending_states = False
+        while True:
+            if kind == "stop":
+                return
+            if kind == "resync":
+                self._synced = False
+                return
+            if kind in ("schedule", "global"):
+                if not self._apply_batch(kind, payload):
+                    self._synced = False
+                    return
+                needs_reconcile = True
+            elif kind == "state":
+                pending_states = True
+            try:  # coalesce whatever else is already queued into one round
+                kind, payload = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if needs_reconcile:
+            self._reconcile()
+        elif pending_states:
+            self._report(self.manager.observe())
+
+    def desired(self) -> dict[str, DesiredUnit]:
+        chosen = dict(self._placed)
+        chosen.update(select_globals(self._globals, self._placed, self.config.metadata))
+        return {name: DesiredUnit(name, e.hash, e.desired, e.text)
+                for name, e in chosen.items() if e.desired in ("loaded", "launched")}
+
+    def _reconcile(self) -> None:
+        self.stats.reconciles += 1
+        desired = self.desired()
+        actions = plan(desired, self.manager.observe())
+        if actions:
+            self.stats.actions += len(actions)
+            for action in actions:
+                log_event("unit_action", machine=self.machine_id,
+                          action=type(action).__name__.removesuffix("Unit").lower(),
+                          unit=action.name)
+            self.manager.execute(actions)
+        self._report(self.manager.observe())
+
+    def _report(self, observed: Mapping[str, ObservedUnit]) -> None:
+        if self._lease is None:
+            return
+        current = {name: unit.state(self.machine_id) for name, unit in observed.items()}
+        changed = [s for name, s in current.items() if self._reported.get(name) != s]
+        removed = [(name, self.machine_id) for name in self._reported if name not in current]
+        if not changed and not removed:
+            return
+        self.registry.report_states(changed, self._lease, removed)
+        for state in changed:
+            if state.active == "failed" or state.message:
+                log_event("unit_failed", machine=self.machine_id, unit=state.name,
+                          active=state.active, sub=state.sub, message=state.message)
+        self._reported = current
+
+
+def make_unit_manager(kind: str, unit_dir: str) -> UnitManager:
+    if kind == "simulated":
+        return SimulatedUnitManager()
+    if kind == "systemd":
+        from .systemd import SystemdUnitManager  # needs dbus-python; only on hosts
+        return SystemdUnitManager(unit_dir)
+    raise FleetpyError(f"unknown unit manager {kind!r}: expected systemd or simulated")
+
+
+def run_agent(values: Mapping[str, Any]) -> None:
+    """Entry point of `fleetpy agent` with resolved settings (config.resolve)."""
+    from .config import read_machine_id, registry_config
+
+    machine_id = values.get("machine_id") or read_machine_id()
+    manager = make_unit_manager(values["unit_manager"], values["unit_dir"])
+    registry = Registry(registry_config(values))
+    config = AgentConfig(machine_id=machine_id, metadata=dict(values.get("metadata") or {}),
+                         public_ip=values.get("public_ip") or "", ttl=int(values["ttl"]))
+    agent = Agent(registry, manager, config)
+    log_event("agent_starting", machine=machine_id, manager=values["unit_manager"],
+              pid=os.getpid())
+    agent.start()
+    try:
+        agent.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # On a clean shutdown units keep running; the lease expires by itself so a
+        # quick restart (the same process coming back) does not trigger a reschedule.
+        agent.stop(revoke=False)
+        manager.close()
+        registry.close()
+        log_event("agent_stopped", machine=machine_id)
+
+
+__all__ = ["Agent", "AgentConfig", "AgentStats", "DesiredUnit", "ObservedUnit", "plan",
+           "SimulatedUnitManager", "StartUnit", "StopUnit", "RemoveUnit", "WriteUnit",
+           "run_agent", "select_globals"]

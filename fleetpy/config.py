@@ -1,0 +1,163 @@
+"""One table of settings drives the CLI options, environment variables and YAML config.
+
+Precedence, highest first: command-line option, environment variable, config file,
+default. (mkosi's idea: a single table instead of three hand-kept lists.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .registry import DEFAULT_ENDPOINT, DEFAULT_PREFIX, RegistryConfig
+
+
+def _parse_metadata(value: Any) -> dict[str, str]:
+    """`key=value,key2=value2` (CLI/env) or a mapping (YAML)."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    result: dict[str, str] = {}
+    for item in str(value).replace(" ", ",").split(","):
+        if not item:
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"invalid metadata item {item!r}: expected key=value")
+        result[key] = val
+    return result
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # key in YAML config and in resolved dicts
+    option: str  # command-line flag
+    env: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    scope: str  # "etcd" (everyone), "agent", "engine"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("endpoint", "--endpoint", "FLEETPY_ENDPOINT", DEFAULT_ENDPOINT, str,
+            "etcd endpoint URLs, comma-separated", "etcd"),
+    Setting("etcd_prefix", "--etcd-prefix", "FLEETPY_ETCD_PREFIX", DEFAULT_PREFIX, str,
+            "key prefix of fleetpy's data in etcd", "etcd"),
+    Setting("request_timeout", "--request-timeout", "FLEETPY_REQUEST_TIMEOUT", 5.0,
+            _positive_float, "seconds to wait for etcd before giving up", "etcd"),
+    Setting("ca_file", "--ca-file", "FLEETPY_CA_FILE", None, str,
+            "CA certificate to verify etcd's TLS certificate", "etcd"),
+    Setting("cert_file", "--cert-file", "FLEETPY_CERT_FILE", None, str,
+            "client TLS certificate for etcd", "etcd"),
+    Setting("key_file", "--key-file", "FLEETPY_KEY_FILE", None, str,
+            "client TLS key for etcd", "etcd"),
+    Setting("username", "--username", "FLEETPY_USERNAME", None, str,
+            "etcd user name", "etcd"),
+    Setting("password", "--password", "FLEETPY_PASSWORD", None, str,
+            "etcd password", "etcd"),
+    Setting("machine_id", "--machine-id", "FLEETPY_MACHINE_ID", None, str,
+            "machine id (default: /etc/machine-id)", "agent"),
+    Setting("public_ip", "--public-ip", "FLEETPY_PUBLIC_IP", "", str,
+            "IP address other machines reach this one at", "agent"),
+    Setting("metadata", "--metadata", "FLEETPY_METADATA", {}, _parse_metadata,
+            "machine metadata, key=value,key2=value2", "agent"),
+    Setting("ttl", "--ttl", "FLEETPY_TTL", 10, _positive_int,
+            "seconds before a silent machine is considered gone", "agent"),
+    Setting("unit_dir", "--unit-dir", "FLEETPY_UNIT_DIR", "/run/fleetpy/units", str,
+            "where the agent writes unit files", "agent"),
+    Setting("unit_manager", "--unit-manager", "FLEETPY_UNIT_MANAGER", "systemd", str,
+            "systemd (D-Bus) or simulated (in memory)", "agent"),
+    Setting("lease_ttl", "--lease-ttl", "FLEETPY_ENGINE_LEASE_TTL", 10, _positive_int,
+            "seconds the engine leader's lease lasts", "engine"),
+    Setting("reconcile_interval", "--reconcile-interval", "FLEETPY_RECONCILE_INTERVAL", 30.0,
+            _positive_float, "seconds between full reconcile passes", "engine"),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    unknown = sorted(set(data) - set(SETTINGS_BY_NAME))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+    return data
+
+
+def resolve(scopes: tuple[str, ...], cli: Mapping[str, Any], file_values: Mapping[str, Any] | None = None,
+            environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Resolve every setting of the given scopes; raises ConfigError on a bad value."""
+    environ = os.environ if environ is None else environ
+    file_values = file_values or {}
+    resolved: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.scope not in scopes:
+            continue
+        if cli.get(setting.name) is not None:
+            raw, origin = cli[setting.name], setting.option
+        elif environ.get(setting.env):
+            raw, origin = environ[setting.env], setting.env
+        elif setting.name in file_values and file_values[setting.name] is not None:
+            raw, origin = file_values[setting.name], f"config {setting.name}"
+        else:
+            resolved[setting.name] = setting.default
+            continue
+        try:
+            resolved[setting.name] = setting.parse(raw)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid {origin} value {raw!r}: {exc}") from None
+    return resolved
+
+
+def registry_config(values: Mapping[str, Any]) -> RegistryConfig:
+    endpoints = tuple(e.strip() for e in str(values["endpoint"]).split(",") if e.strip())
+    if not endpoints:
+        raise ConfigError("no etcd endpoint given")
+    return RegistryConfig(
+        endpoints=endpoints, prefix=values["etcd_prefix"], timeout=values["request_timeout"],
+        ca_file=values.get("ca_file"), cert_file=values.get("cert_file"),
+        key_file=values.get("key_file"), username=values.get("username"),
+        password=values.get("password"))
+
+
+def read_machine_id(path: str = "/etc/machine-id") -> str:
+    try:
+        machine_id = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read machine id from {path}: {exc.strerror}") from None
+    if not machine_id:
+        raise ConfigError(f"{path} is empty; pass --machine-id")
+    return machine_id

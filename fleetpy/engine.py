@@ -1,0 +1,380 @@
+"""The engine: leader election, and reconciling desired state into per-machine schedules.
+
+Any number of engines run; one leads, through a key under its etcd lease. The leader
+keeps an in-memory model fed by watches on units and machines (resumed from the
+revision of its last full read), calls the pure `scheduler.plan(snapshot)`, and writes
+the changes in batched transactions, each conditioned on still holding leadership
+(fencing). The leader is the only writer of schedule and reason keys, so its model of
+them is exact while it leads; any failed write or lost watch triggers a fresh read.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import scheduler
+from .errors import FleetpyError
+from .log import log_event
+from .registry import (MAX_TXN_OPS, MachineRecord, Registry, ScheduleEntry, UnitRecord,
+                       WatchBatch)
+from .unit import FleetOptions, fleet_options, parse_unit
+
+
+@dataclass
+class EngineStats:
+    passes: int = 0
+    full_reads: int = 0
+    transactions: int = 0
+    placements: int = 0  # Schedule + Move changes written
+    changes: int = 0
+    became_leader: int = 0
+
+
+@dataclass
+class _Model:
+    """What the leader knows: etcd's state as of `revision`, plus its own writes."""
+
+    revision: int = 0
+    records: dict[str, UnitRecord] = field(default_factory=dict)
+    specs: dict[str, scheduler.UnitSpec] = field(default_factory=dict)
+    machines: dict[str, scheduler.Machine] = field(default_factory=dict)
+    schedule: dict[str, scheduler.Scheduled] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)  # unit -> why its content is unusable
+
+    def snapshot(self) -> scheduler.Snapshot:
+        return scheduler.Snapshot(self.specs, self.machines, self.schedule, self.reasons)
+
+
+class _LostLeadership(Exception):
+    pass
+
+
+class Engine:
+    def __init__(self, registry: Registry, lease_ttl: int = 10,
+                 reconcile_interval: float = 30.0, candidate: str | None = None) -> None:
+        self.registry = registry
+        self.lease_ttl = lease_ttl
+        self.reconcile_interval = reconcile_interval
+        self.candidate = candidate or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.stats = EngineStats()
+        self.is_leader = threading.Event()
+        self._stop = threading.Event()
+        self._queue: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self._texts: dict[str, str] = {}  # content hash -> text (immutable, so cacheable)
+        self._parsed: dict[tuple[str, str], FleetOptions | str] = {}
+        self._lease: int | None = None
+        self._thread: threading.Thread | None = None
+        self._cancels: list[Callable[[], None]] = []
+
+    # -- lifecycle
+
+    def start(self) -> "Engine":
+        self._thread = threading.Thread(target=self.run, name="engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._queue.put(("stop", None))
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._cancel_watches()
+        if self._lease is not None:
+            try:
+                self.registry.revoke_lease(self._lease)
+            except FleetpyError:
+                pass
+
+    def run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                if self._campaign():
+                    backoff = 0.2
+                    self._lead()
+            except _LostLeadership as exc:
+                log_event("leadership_lost", engine=self.candidate, reason=str(exc))
+            except FleetpyError as exc:
+                log_event("engine_retry", engine=self.candidate, error=str(exc),
+                          retry_in=f"{backoff:.1f}s")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self.is_leader.clear()
+                self._cancel_watches()
+
+    # -- election
+
+    def _campaign(self) -> bool:
+        """Wait until this candidate leads (True) or the engine is stopped (False)."""
+        while not self._stop.is_set():
+            if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
+                self._lease = self.registry.grant_lease(self.lease_ttl)
+            if self.registry.campaign(self.candidate, self._lease):
+                self.stats.became_leader += 1
+                log_event("leader_elected", engine=self.candidate, ttl=self.lease_ttl)
+                return True
+            if self.registry.leader() == self.candidate:
+                return True
+            # Someone else leads: wake when the leader key goes, or after a while.
+            freed = threading.Event()
+            cancel = self.registry.watch(
+                "engine", lambda b: freed.set() if (b.error or any(
+                    e.kind == "delete" for e in b.events)) else None)
+            deadline = time.monotonic() + self.lease_ttl / 3
+            while not (self._stop.is_set() or freed.is_set()) and time.monotonic() < deadline:
+                freed.wait(0.2)
+                self._keep_lease_alive()
+            cancel()
+        return False
+
+    def _keep_lease_alive(self) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_last_refresh", 0.0) < self.lease_ttl / 3:
+            return
+        self._last_refresh = now
+        if self._lease is not None and self.registry.refresh_lease(self._lease) <= 0:
+            self._lease = None
+            raise _LostLeadership("lease expired")
+
+    # -- leading
+
+    def _cancel_watches(self) -> None:
+        for cancel in self._cancels:
+            cancel()
+        self._cancels = []
+
+    def _lead(self) -> None:
+        self.is_leader.set()
+        model = self._full_read()
+        last_full = time.monotonic()
+        while not self._stop.is_set():
+            self._reconcile(model)
+            timeout = max(0.05, min(self.lease_ttl / 3,
+                                    last_full + self.reconcile_interval - time.monotonic()))
+            resync = self._wait_for_events(model, timeout)
+            self._keep_lease_alive()
+            if resync or time.monotonic() - last_full >= self.reconcile_interval:
+                model = self._full_read()
+                self._collect_garbage(model)
+                last_full = time.monotonic()
+
+    def _full_read(self) -> _Model:
+        self._cancel_watches()
+        view = self.registry.read_view(with_states=False)
+        model = _Model(revision=view.revision, records=dict(view.units),
+                       machines={m.id: scheduler.Machine(m.id, dict(m.metadata))
+                                 for m in view.machines.values()},
+                       schedule={unit: scheduler.Scheduled(machine, entry.desired, entry.hash)
+                                 for unit, (machine, entry) in view.schedule.items()},
+                       reasons=dict(view.reasons))
+        for unit, (_, entry) in view.schedule.items():
+            self._texts.setdefault(entry.hash, entry.text)
+        self._load_texts({r.hash for r in model.records.values()})
+        for record in model.records.values():
+            self._set_spec(model, record)
+        for kind in ("unit", "machines"):
+            self._cancels.append(self.registry.watch(
+                kind, lambda batch, kind=kind: self._queue.put((kind, batch)),
+                start_revision=view.revision + 1))
+        self.stats.full_reads += 1
+        log_event("engine_synced", engine=self.candidate, revision=view.revision,
+                  units=len(model.records), machines=len(model.machines))
+        return model
+
+    def _load_texts(self, hashes: set[str]) -> None:
+        missing = sorted(h for h in hashes if h not in self._texts)
+        if missing:
+            self._texts.update(self.registry.get_contents(missing))
+
+    def _set_spec(self, model: _Model, record: UnitRecord) -> None:
+        options = self._options(record.name, record.hash)
+        if isinstance(options, str):
+            model.invalid[record.name] = options
+            model.specs.pop(record.name, None)
+            return
+        model.invalid.pop(record.name, None)
+        model.specs[record.name] = scheduler.UnitSpec(record.name, record.hash, record.desired,
+                                                      options)
+
+    def _options(self, name: str, content_hash: str) -> FleetOptions | str:
+        key = (name, content_hash)
+        if key not in self._parsed:
+            text = self._texts.get(content_hash)
+            if text is None:
+                self._parsed[key] = f"content {content_hash[:7]} is missing"
+            else:
+                try:
+                    self._parsed[key] = fleet_options(parse_unit(text, name), name)
+                except FleetpyError as exc:
+                    self._parsed[key] = str(exc)
+        return self._parsed[key]
+
+    def _wait_for_events(self, model: _Model, timeout: float) -> bool:
+        """Apply queued watch events to the model; True means 'do a full read'."""
+        try:
+            kind, batch = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        batches: list[tuple[str, WatchBatch]] = []
+        while True:
+            if kind == "stop":
+                return False
+            batches.append((kind, batch))
+            try:
+                kind, batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        new_records: list[UnitRecord] = []
+        for kind, batch in batches:
+            if batch.error is not None:
+                log_event("watch_lost", engine=self.candidate, kind=kind,
+                          compacted=batch.compacted, error=type(batch.error).__name__)
+                return True
+            for event in batch.events:
+                if kind == "machines":
+                    if event.kind == "delete":
+                        model.machines.pop(event.key, None)
+                        log_event("machine_gone", machine=event.key)
+                    else:
+                        record = MachineRecord.from_json(event.key, event.value)
+                        if event.key not in model.machines:
+                            log_event("machine_joined", machine=event.key)
+                        model.machines[event.key] = scheduler.Machine(record.id,
+                                                                      dict(record.metadata))
+                elif event.kind == "delete":
+                    model.records.pop(event.key, None)
+                    model.specs.pop(event.key, None)
+                    model.invalid.pop(event.key, None)
+                else:
+                    record = UnitRecord.from_json(event.key, event.value, event.revision)
+                    model.records[event.key] = record
+                    new_records.append(record)
+            model.revision = max(model.revision, batch.revision)
+        self._load_texts({r.hash for r in new_records})
+        for record in new_records:
+            if model.records.get(record.name) is record:
+                self._set_spec(model, record)
+        return False
+
+    # -- reconcile
+
+    def _reconcile(self, model: _Model) -> None:
+        self.stats.passes += 1
+        changes = list(scheduler.plan(model.snapshot()))
+        # Units whose content is unusable can't be placed; say so where users look.
+        for name, why in model.invalid.items():
+            reason = f"invalid unit: {why}"
+            if model.reasons.get(name) != reason and model.records[name].desired != "inactive":
+                changes.append(scheduler.SetReason(name, reason))
+        if changes:
+            self._execute(model, changes)
+            counts: dict[str, int] = {}
+            for change in changes:
+                counts[type(change).__name__.lower()] = counts.get(type(change).__name__.lower(), 0) + 1
+            log_event("engine_pass", engine=self.candidate, **counts)
+
+    def _execute(self, model: _Model, changes: list[scheduler.Change]) -> None:
+        reg = self.registry
+        batch_ops: list[Any] = []
+        batch_changes: list[scheduler.Change] = []
+
+        def flush() -> None:
+            if not batch_ops:
+                return
+            self.stats.transactions += 1
+            self._keep_lease_alive()
+            if not reg.engine_txn(self.candidate, [], list(batch_ops)):
+                raise _LostLeadership("a fenced write was refused")
+            for change in batch_changes:
+                self._apply_to_model(model, change)
+            batch_ops.clear()
+            batch_changes.clear()
+
+        for change in changes:
+            ops = self._ops(model, change)
+            if len(batch_ops) + len(ops) > MAX_TXN_OPS:
+                flush()
+            batch_ops.extend(ops)
+            batch_changes.append(change)
+        flush()
+        self.stats.changes += len(changes)
+
+    def _entry(self, unit: str, desired: str, content_hash: str) -> ScheduleEntry:
+        return ScheduleEntry(unit, content_hash, desired, self._texts.get(content_hash, ""))
+
+    def _ops(self, model: _Model, change: scheduler.Change) -> list[Any]:
+        reg = self.registry
+        if isinstance(change, scheduler.Schedule):
+            return [reg.op_schedule_put(change.machine,
+                                        self._entry(change.unit, change.desired, change.hash))]
+        if isinstance(change, scheduler.Move):
+            # One transaction: off the old machine, onto the new; never on both.
+            return [reg.op_schedule_delete(change.from_machine, change.unit),
+                    reg.op_schedule_put(change.to_machine,
+                                        self._entry(change.unit, change.desired, change.hash))]
+        if isinstance(change, scheduler.Unschedule):
+            return [reg.op_schedule_delete(change.machine, change.unit)]
+        if isinstance(change, scheduler.Retarget):
+            return [reg.op_schedule_put(change.machine,
+                                        self._entry(change.unit, change.desired, change.hash))]
+        if isinstance(change, scheduler.SetReason):
+            if change.reason is None:
+                return [reg.op_reason_delete(change.unit)]
+            return [reg.op_reason_put(change.unit, change.reason)]
+        raise TypeError(f"unknown change {change!r}")
+
+    def _apply_to_model(self, model: _Model, change: scheduler.Change) -> None:
+        if isinstance(change, (scheduler.Schedule, scheduler.Move, scheduler.Retarget)):
+            machine = change.to_machine if isinstance(change, scheduler.Move) else change.machine
+            model.schedule[change.unit] = scheduler.Scheduled(machine, change.desired, change.hash)
+            if not isinstance(change, scheduler.Retarget):
+                self.stats.placements += 1
+            if isinstance(change, scheduler.Move):
+                log_event("unit_moved", unit=change.unit, machine=machine,
+                          moved_from=change.from_machine)
+        elif isinstance(change, scheduler.Unschedule):
+            model.schedule.pop(change.unit, None)
+        elif isinstance(change, scheduler.SetReason):
+            if change.reason is None:
+                model.reasons.pop(change.unit, None)
+            else:
+                model.reasons[change.unit] = change.reason
+                log_event("unit_unplaceable", unit=change.unit, reason=change.reason)
+
+    def _collect_garbage(self, model: _Model) -> None:
+        """Delete content blobs no unit refers to (destroy leaves them behind)."""
+        used = {r.hash for r in model.records.values()}
+        unused = {h: rev for h, rev in self.registry.list_content().items()
+                  if h not in used and rev <= model.revision}
+        if unused:
+            self.registry.delete_content(unused)
+
+
+def run_engine(values: Mapping[str, Any]) -> None:
+    """Entry point of `fleetpy engine` with resolved settings (config.resolve)."""
+    from .config import registry_config
+
+    registry = Registry(registry_config(values))
+    engine = Engine(registry, lease_ttl=int(values["lease_ttl"]),
+                    reconcile_interval=float(values["reconcile_interval"]))
+    log_event("engine_starting", engine=engine.candidate, pid=os.getpid())
+    engine.start()
+    try:
+        while engine._thread is not None and engine._thread.is_alive():
+            engine._thread.join(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.stop()
+        registry.close()
+        log_event("engine_stopped", engine=engine.candidate)

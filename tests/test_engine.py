@@ -1,0 +1,147 @@
+"""Engine + simulated agents in-process against a real etcd."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from fleetpy.agent import Agent, AgentConfig, SimulatedUnitManager
+from fleetpy.engine import Engine
+from fleetpy.registry import Registry, RegistryConfig, UnitChange
+
+
+def until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def unit(name: str, xfleet: str = "", desired: str = "launched", **kw: object) -> UnitChange:
+    text = "[Service]\nExecStart=/bin/sleep 1000\n" + (f"\n[X-Fleet]\n{xfleet}\n" if xfleet else "")
+    return UnitChange(name=name, text=text, hash=hashlib.sha256(text.encode()).hexdigest(),
+                      desired=desired, **kw)  # type: ignore[arg-type]
+
+
+class Cluster:
+    def __init__(self, config: RegistryConfig) -> None:
+        self.config = config
+        self.registry = Registry(config)
+        self.agents: dict[str, Agent] = {}
+        self.engines: list[Engine] = []
+
+    def agent(self, machine: str, ttl: int = 2, **metadata: str) -> Agent:
+        agent = Agent(self.registry, SimulatedUnitManager(),
+                      AgentConfig(machine, metadata=metadata, ttl=ttl)).start()
+        agent.ready.wait(10)
+        self.agents[machine] = agent
+        return agent
+
+    def engine(self, lease_ttl: int = 2) -> Engine:
+        engine = Engine(Registry(self.config), lease_ttl=lease_ttl, reconcile_interval=5).start()
+        self.engines.append(engine)
+        return engine
+
+    def placement(self) -> dict[str, str]:
+        return {u: m for u, (m, _) in self.registry.read_view(with_states=False).schedule.items()}
+
+    def running(self) -> dict[str, str]:
+        return {u: m for u, states in self.registry.list_states().items()
+                for m, s in states.items() if s.active == "active"}
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        for engine in self.engines:
+            engine.stop()
+        self.registry.close()
+
+
+@pytest.fixture
+def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
+    c = Cluster(registry_config)
+    yield c
+    c.close()
+
+
+def test_units_are_placed_least_loaded_and_run(cluster: Cluster) -> None:
+    for m in ("m1", "m2", "m3"):
+        cluster.agent(m)
+    cluster.engine()
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(6)])
+    until(lambda: len(cluster.running()) == 6, what="6 units active")
+    placement = cluster.placement()
+    assert sorted(list(placement.values()).count(m) for m in ("m1", "m2", "m3")) == [2, 2, 2]
+    assert cluster.running() == placement
+
+
+def test_stop_unload_destroy_flow(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    cluster.engine()
+    cluster.registry.change_units([unit("a.service")])
+    until(lambda: cluster.running() == {"a.service": "m1"}, what="a active")
+    cluster.registry.change_units([UnitChange("a.service", desired="loaded")])
+    until(lambda: cluster.registry.list_states()["a.service"]["m1"].active == "inactive",
+          what="a stopped")
+    cluster.registry.change_units([UnitChange("a.service", desired="inactive")])
+    until(lambda: cluster.registry.list_states() == {} and cluster.placement() == {},
+          what="a unloaded")
+    cluster.registry.change_units([UnitChange("a.service", desired="launched")])
+    until(lambda: cluster.running() == {"a.service": "m1"}, what="a active again")
+    cluster.registry.destroy_units(["a.service"])
+    until(lambda: cluster.registry.list_states() == {} and cluster.placement() == {},
+          what="a destroyed")
+
+
+def test_unplaceable_unit_gets_a_reason_then_placed_when_a_machine_joins(cluster: Cluster) -> None:
+    cluster.agent("m1", region="south")
+    cluster.engine()
+    cluster.registry.change_units([unit("n.service", "MachineMetadata=region=north")])
+    until(lambda: "region=north" in cluster.registry.read_view().reasons.get("n.service", ""),
+          what="reason")
+    cluster.agent("m2", region="north")
+    until(lambda: cluster.running() == {"n.service": "m2"}, what="placed on m2")
+    assert "n.service" not in cluster.registry.read_view().reasons
+
+
+def test_machine_loss_reschedules(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    cluster.agent("m2")
+    cluster.engine()
+    cluster.registry.change_units([unit("a.service"), unit("b.service")])
+    until(lambda: len(cluster.running()) == 2, what="both active")
+    victim = cluster.placement()["a.service"]
+    cluster.agents[victim].stop(revoke=False)  # dies silently: the lease runs out
+    survivor = "m2" if victim == "m1" else "m1"
+    until(lambda: cluster.running() == {"a.service": survivor, "b.service": survivor},
+          timeout=15, what="rescheduled")
+
+
+def test_global_units_run_on_every_matching_machine(cluster: Cluster) -> None:
+    cluster.agent("m1", role="web")
+    cluster.agent("m2", role="db")
+    cluster.engine()
+    cluster.registry.change_units([unit("g.service", "Global=true\nMachineMetadata=role=web",
+                                        is_global=True)])
+    until(lambda: cluster.registry.list_states().get("g.service", {}).keys() == {"m1"},
+          what="global on m1 only")
+    assert cluster.placement() == {}
+
+
+def test_failover_to_a_second_engine(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    first = cluster.engine(lease_ttl=2)
+    until(first.is_leader.is_set, what="first leads")
+    second = cluster.engine(lease_ttl=2)
+    time.sleep(0.5)
+    assert not second.is_leader.is_set()
+    first._stop.set()  # dies without resigning; its lease must run out
+    first._queue.put(("stop", None))
+    until(second.is_leader.is_set, timeout=8, what="second leads")
+    cluster.registry.change_units([unit("a.service")])
+    until(lambda: cluster.running() == {"a.service": "m1"}, what="placed by second")
