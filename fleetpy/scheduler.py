@@ -1,0 +1,719 @@
+"""Placement planning: a pure function from a cluster snapshot to changes.
+
+The engine reads etcd into a `Snapshot`, calls `plan()`, and executes the
+returned `Plan` in batched etcd transactions. Nothing here does I/O, and the
+result depends only on the snapshot (never on dict/set hash order), so the
+same snapshot always yields the same plan.
+
+How a plan is made:
+  1. Keep: every scheduled unit that is still valid where it is stays there
+     (no churn). Units are visited in placement order (MachineOf targets and
+     Replaces replacers before the units that depend on them), so when two
+     placed units came to conflict, the one visited first keeps its machine.
+  2. Place: the remaining units are placed in the same order, each on the
+     least-loaded eligible machine (ties: lowest machine id). Candidates come
+     from lazily refreshed heaps of (load, machine id), so an unconstrained
+     unit costs O(log machines), not O(machines).
+  3. Diff the resulting assignment against the snapshot's schedule.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import dataclass, field
+from fnmatch import translate
+from typing import Callable, Iterator, Mapping, Union
+
+from fleetpy.unit import FleetOptions
+
+# Desired states that put a unit on a machine; anything else is not placed.
+PLACED_STATES = frozenset({"loaded", "launched"})
+
+# Replaces= cycles are invalid input; cap how often one unit can be displaced
+# so such input still terminates.
+_MAX_DISPLACEMENTS = 3
+
+
+# --------------------------------------------------------------------------
+# Snapshot records
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    name: str
+    hash: str
+    desired: str  # "inactive" | "loaded" | "launched"
+    options: FleetOptions = field(default_factory=FleetOptions)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A live machine (only machines holding a presence lease are listed)."""
+
+    id: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """What a unit's per-machine schedule key currently says."""
+
+    machine: str
+    desired: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    units: Mapping[str, UnitSpec] = field(default_factory=dict)
+    machines: Mapping[str, Machine] = field(default_factory=dict)
+    schedule: Mapping[str, Scheduled] = field(default_factory=dict)  # unit -> placement
+    reasons: Mapping[str, str] = field(default_factory=dict)  # unit -> stored "why unplaced"
+
+
+# --------------------------------------------------------------------------
+# Changes
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Place a unit that has no schedule entry."""
+
+    unit: str
+    machine: str
+    desired: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Move:
+    """Take a unit off one machine's schedule and onto another's, atomically."""
+
+    unit: str
+    from_machine: str
+    to_machine: str
+    desired: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Unschedule:
+    unit: str
+    machine: str
+
+
+@dataclass(frozen=True)
+class Retarget:
+    """Rewrite a placed unit's schedule key in place (desired state or hash changed)."""
+
+    unit: str
+    machine: str
+    desired: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class SetReason:
+    unit: str
+    reason: str | None  # None clears the stored reason
+
+
+Change = Union[Schedule, Move, Unschedule, Retarget, SetReason]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Changes in execution order: Unschedules, Moves, Retargets, Schedules, SetReasons.
+
+    Unschedules and Moves come first so that load, Conflicts and MaxPerMachine
+    room are freed before new placements land. Moves and Schedules keep the
+    order in which they were decided, which is a valid sequential replay.
+    """
+
+    changes: tuple[Change, ...] = ()
+
+    def __iter__(self) -> Iterator[Change]:
+        return iter(self.changes)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+
+# --------------------------------------------------------------------------
+# Unit names
+
+
+def _split_name(name: str) -> tuple[str, str | None, str]:
+    """(prefix, instance or None if not a template/instance, ".suffix")."""
+    base, dot, suffix = name.rpartition(".")
+    if not dot:
+        base, suffix = name, ""
+    prefix, at, instance = base.partition("@")
+    return prefix, (instance if at else None), (dot + suffix)
+
+
+def template_of(name: str) -> str | None:
+    """"web@.service" for "web@3.service"; None for names that are not instances."""
+    prefix, instance, suffix = _split_name(name)
+    return f"{prefix}@{suffix}" if instance else None
+
+
+def is_template(name: str) -> bool:
+    return _split_name(name)[1] == ""
+
+
+def is_placeable(spec: UnitSpec) -> bool:
+    """Whether the engine places this unit at all (agents run globals themselves)."""
+    return (
+        spec.desired in PLACED_STATES
+        and not spec.options.is_global
+        and not is_template(spec.name)
+    )
+
+
+# --------------------------------------------------------------------------
+# Reason text
+
+
+def _describe_metadata(requirements: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+    parts = []
+    for key, values in requirements:
+        alternatives = " or ".join(f"{key}={value}" for value in values)
+        parts.append(f"({alternatives})" if len(values) > 1 and len(requirements) > 1 else alternatives)
+    return " and ".join(parts)
+
+
+def _describe_names(names: set[str], limit: int = 3) -> str:
+    ordered = sorted(names)
+    if len(ordered) > limit:
+        return ", ".join(ordered[:limit]) + f" and {len(ordered) - limit} more"
+    if len(ordered) > 1:
+        return ", ".join(ordered[:-1]) + " and " + ordered[-1]
+    return ordered[0]
+
+
+@dataclass(frozen=True)
+class _Blocker:
+    """Why one machine cannot take one unit."""
+
+    kind: str  # "conflict" | "max" | "replaced" | "metadata" | "machine_id"
+    detail: str  # the other unit, the template, the metadata text, or the machine id
+    limit: int = 0  # MaxPerMachine value for kind "max"
+    # True when the cause depends on the unit's own name (another unit's
+    # Conflicts glob or Replaces names it), so it cannot be shared between
+    # units with identical options.
+    name_dependent: bool = False
+
+    def phrase(self) -> str:
+        if self.kind == "conflict":
+            return f"conflicts with {self.detail}"
+        if self.kind == "max":
+            return f"MaxPerMachine={self.limit} reached for {self.detail}"
+        if self.kind == "replaced":
+            return f"replaced there by {self.detail}"
+        if self.kind == "metadata":
+            return f"it lacks {self.detail}"
+        return f"MachineID={self.detail} is a different machine"
+
+
+def _summarize_blockers(blockers: list[_Blocker]) -> str:
+    """One sentence for "every eligible machine refused", grouped by cause."""
+    groups: dict[tuple[str, str, int], tuple[set[str], list[int]]] = {}
+    for blocker in blockers:
+        # Conflicts/replacements group over all partner units; the rest per detail.
+        detail = "" if blocker.kind in ("conflict", "replaced") else blocker.detail
+        names, count = groups.setdefault((blocker.kind, detail, blocker.limit), (set(), [0]))
+        names.add(blocker.detail)
+        count[0] += 1
+    phrases = []
+    for (kind, detail, limit), (names, count) in groups.items():
+        if kind == "conflict":
+            text = f"conflicts with {_describe_names(names)}"
+        elif kind == "replaced":
+            text = f"replaced by {_describe_names(names)}"
+        else:
+            text = _Blocker(kind, detail, limit).phrase()
+        phrases.append((text, count[0]))
+    if len(phrases) == 1:
+        return f"{phrases[0][0]} on every eligible machine"
+    details = "; ".join(
+        f"{text} ({count} machine{'s' if count != 1 else ''})" for text, count in sorted(phrases)
+    )
+    return f"every eligible machine is excluded: {details}"
+
+
+# --------------------------------------------------------------------------
+# Candidate pools
+
+
+@dataclass
+class _Pool:
+    """Machines satisfying one MachineMetadata requirement, as (load, id) heaps.
+
+    Without Spread there is one heap (key None). With Spread=KEY there is one
+    heap per value of KEY (machines lacking KEY share the None heap).
+
+    Heaps are refreshed lazily: every member keeps at least one entry whose
+    load is <= its current load, so a popped entry that equals the current
+    load is a true minimum; lower ones are re-pushed at the current load and
+    higher ones are stale duplicates. Lowering a load (eviction) pushes a fresh
+    entry explicitly.
+    """
+
+    heap_key_of: dict[str, str | None]  # member machine -> heap key
+    heaps: dict[str | None, list[tuple[int, str]]]
+
+
+# --------------------------------------------------------------------------
+# The planner (mutable working state local to one plan() call)
+
+
+class _Planner:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.machines = snapshot.machines
+        self.placeable: dict[str, UnitSpec] = {
+            name: spec for name, spec in snapshot.units.items() if is_placeable(spec)
+        }
+        self.group_of: dict[str, str] = {
+            # MaxPerMachine/Spread count instances of one template; a plain
+            # unit forms a group of its own.
+            name: template_of(name) or name
+            for name in self.placeable
+        }
+        self.dependents: dict[str, list[str]] = {}  # MachineOf target -> dependents
+        self.replacers_of: dict[str, list[str]] = {}  # replaced unit -> replacers
+        for name in sorted(self.placeable):
+            options = self.placeable[name].options
+            if options.machine_of is not None:
+                self.dependents.setdefault(options.machine_of, []).append(name)
+            for replaced in options.replaces:
+                if replaced != name:
+                    self.replacers_of.setdefault(replaced, []).append(name)
+        self.order = self._placement_order()
+        self.rank = {name: index for index, name in enumerate(self.order)}
+        self.cycles = self._machine_of_cycles()
+
+        # Current assignment. Dicts (not sets) everywhere so that iteration
+        # order is insertion order, never hash order.
+        self.assignment: dict[str, str] = {}
+        self.hosted: dict[str, dict[str, None]] = {machine: {} for machine in self.machines}
+        self.conflict_holders: dict[str, dict[str, tuple[str, ...]]] = {m: {} for m in self.machines}
+        self.group_hosts: dict[str, dict[str, int]] = {}  # group -> machine -> instances
+        self.spread_keys: dict[str, list[str]] = {}  # group -> Spread keys being counted
+        self.spread_counts: dict[tuple[str, str], dict[str | None, int]] = {}
+
+        self.failures: dict[str, str] = {}  # unit -> reason it stays unplaced
+        self.displacements: dict[str, int] = {}
+        self.queue: list[tuple[int, str]] = []
+
+        self.pools: dict[tuple[object, str | None], _Pool] = {}
+        self.metadata_index: dict[str, dict[str, list[str]]] | None = None
+        self.glob_matchers: dict[str, Callable[[str], object]] = {}
+        # Failures that do not depend on the unit's name hold for every unit
+        # with the same options until something is unassigned (epoch bump).
+        self.epoch = 0
+        self.failure_memo: dict[tuple, tuple[int, str]] = {}
+
+    # ---- ordering -------------------------------------------------------
+
+    def _placement_order(self) -> list[str]:
+        """Names sorted, except MachineOf targets and replacers come first."""
+
+        def predecessors(name: str) -> list[str]:
+            options = self.placeable[name].options
+            found = [p for p in self.replacers_of.get(name, ())]
+            if options.machine_of in self.placeable:
+                found.insert(0, options.machine_of)
+            return found
+
+        order: list[str] = []
+        state: dict[str, bool] = {}  # False while on the stack, True when emitted
+        for root in sorted(self.placeable):
+            if root in state:
+                continue
+            state[root] = False
+            stack = [(root, iter(predecessors(root)))]
+            while stack:
+                node, pending = stack[-1]
+                for predecessor in pending:
+                    if predecessor not in state:  # on-stack ones are cycles: skip
+                        state[predecessor] = False
+                        stack.append((predecessor, iter(predecessors(predecessor))))
+                        break
+                else:
+                    stack.pop()
+                    state[node] = True
+                    order.append(node)
+        return order
+
+    def _machine_of_cycles(self) -> dict[str, str]:
+        """Units on a MachineOf cycle -> reason naming the cycle."""
+        reasons: dict[str, str] = {}
+        resolved: set[str] = set()
+        for start in sorted(self.placeable):
+            path: list[str] = []
+            position: dict[str, int] = {}
+            node: str | None = start
+            while node in self.placeable and node not in resolved and node not in position:
+                position[node] = len(path)
+                path.append(node)
+                node = self.placeable[node].options.machine_of
+            if node is not None and node in position:
+                cycle = path[position[node]:]
+                text = "MachineOf cycle: " + " -> ".join(cycle + [node])
+                for member in cycle:
+                    reasons[member] = text
+            resolved.update(path)
+        return reasons
+
+    # ---- assignment bookkeeping -----------------------------------------
+
+    def _assign(self, name: str, machine: str) -> None:
+        self.assignment[name] = machine
+        self.hosted[machine][name] = None
+        group = self.group_of[name]
+        hosts = self.group_hosts.setdefault(group, {})
+        hosts[machine] = hosts.get(machine, 0) + 1
+        for key in self.spread_keys.get(group, ()):
+            counts = self.spread_counts[(group, key)]
+            value = self.machines[machine].metadata.get(key)
+            counts[value] = counts.get(value, 0) + 1
+        conflicts = self.placeable[name].options.conflicts
+        if conflicts:
+            self.conflict_holders[machine][name] = conflicts
+
+    def _unassign(self, name: str) -> str:
+        machine = self.assignment.pop(name)
+        del self.hosted[machine][name]
+        group = self.group_of[name]
+        self.group_hosts[group][machine] -= 1
+        for key in self.spread_keys.get(group, ()):
+            self.spread_counts[(group, key)][self.machines[machine].metadata.get(key)] -= 1
+        self.conflict_holders[machine].pop(name, None)
+        self.epoch += 1
+        # The load went down: give every pool holding the machine a fresh entry.
+        load = len(self.hosted[machine])
+        for pool in self.pools.values():
+            heap_key = pool.heap_key_of.get(machine, _ABSENT)
+            if heap_key is not _ABSENT:
+                heapq.heappush(pool.heaps[heap_key], (load, machine))
+        return machine
+
+    def _displace(self, name: str) -> None:
+        """Take a unit (and MachineOf dependents riding with it) off its machine."""
+        machine = self._unassign(name)
+        count = self.displacements.get(name, 0) + 1
+        self.displacements[name] = count
+        if count > _MAX_DISPLACEMENTS:
+            self.failures[name] = "displaced repeatedly by Replaces= of other units (is there a Replaces cycle?)"
+        else:
+            heapq.heappush(self.queue, (self.rank[name], name))
+        for dependent in self.dependents.get(name, ()):
+            if self.assignment.get(dependent) == machine:
+                self._displace(dependent)
+
+    # ---- eligibility ----------------------------------------------------
+
+    def _matcher(self, glob: str) -> Callable[[str], object]:
+        matcher = self.glob_matchers.get(glob)
+        if matcher is None:
+            matcher = re.compile(translate(glob)).match
+            self.glob_matchers[glob] = matcher
+        return matcher
+
+    def _blocker(self, name: str, options: FleetOptions, machine: str) -> _Blocker | None:
+        """Why `machine` cannot take `name` given current assignments (None: it can).
+
+        Name-independent causes are checked first so that failures can be
+        memoized for units with identical options.
+        """
+        limit = options.max_per_machine
+        if limit is not None:
+            group = self.group_of[name]
+            if self.group_hosts.get(group, {}).get(machine, 0) >= limit:
+                return _Blocker("max", group, limit)
+        hosted = self.hosted[machine]
+        for glob in options.conflicts:
+            if _has_wildcard(glob):
+                match = self._matcher(glob)
+                for other in hosted:
+                    if other != name and match(other):
+                        return _Blocker("conflict", other)
+            elif glob in hosted and glob != name:
+                return _Blocker("conflict", glob)
+        for holder, globs in self.conflict_holders[machine].items():
+            if holder != name and any(
+                self._matcher(glob)(name) if _has_wildcard(glob) else glob == name for glob in globs
+            ):
+                return _Blocker("conflict", holder, name_dependent=True)
+        for replacer in self.replacers_of.get(name, ()):
+            if self.assignment.get(replacer) == machine:
+                return _Blocker("replaced", replacer, name_dependent=True)
+        return None
+
+    def _static_blocker(self, options: FleetOptions, machine: str) -> _Blocker | None:
+        if options.machine_id is not None and options.machine_id != machine:
+            return _Blocker("machine_id", options.machine_id)
+        if options.machine_metadata and not options.matches_metadata(self.machines[machine].metadata):
+            return _Blocker("metadata", _describe_metadata(options.machine_metadata))
+        return None
+
+    def _may_stay(self, name: str, machine: str) -> bool:
+        if machine not in self.machines:
+            return False
+        options = self.placeable[name].options
+        if options.machine_of is not None and self.assignment.get(options.machine_of) != machine:
+            return False
+        return self._static_blocker(options, machine) is None and self._blocker(name, options, machine) is None
+
+    # ---- phase 1: keep valid placements ---------------------------------
+
+    def keep_valid_placements(self) -> None:
+        schedule = self.snapshot.schedule
+        for name in self.order:
+            entry = schedule.get(name)
+            if entry is not None and self._may_stay(name, entry.machine):
+                self._assign(name, entry.machine)
+        self.queue = [(index, name) for index, name in enumerate(self.order) if name not in self.assignment]
+        # Already sorted by rank, hence already a heap.
+
+    # ---- phase 2: place the rest ----------------------------------------
+
+    def place_pending(self) -> None:
+        while self.queue:
+            _, name = heapq.heappop(self.queue)
+            if name in self.assignment:
+                continue  # queued twice
+            machine = self._choose(name)
+            if machine is None:
+                continue
+            self.failures.pop(name, None)
+            self._assign(name, machine)
+            self._after_placing(name, machine)
+
+    def _after_placing(self, name: str, machine: str) -> None:
+        # Replaces: the replaced units may not stay on this machine.
+        for replaced in self.placeable[name].options.replaces:
+            if replaced != name and self.assignment.get(replaced) == machine:
+                self._displace(replaced)
+        # Dependents that already gave up waiting (or that follow a moved
+        # target) get another try now that the target has a machine.
+        for dependent in self.dependents.get(name, ()):
+            if dependent not in self.assignment:
+                heapq.heappush(self.queue, (self.rank[dependent], dependent))
+
+    def _fail(self, name: str, reason: str) -> None:
+        self.failures[name] = reason
+
+    def _choose(self, name: str) -> str | None:
+        options = self.placeable[name].options
+        if not self.machines:
+            self._fail(name, "no machines are alive")
+            return None
+        if options.machine_of is not None:
+            return self._choose_beside(name, options)
+        if options.machine_id is not None:
+            if options.machine_id not in self.machines:
+                self._fail(name, f"no machine with id {options.machine_id} is alive")
+                return None
+            blocker = self._static_blocker(options, options.machine_id) or self._blocker(
+                name, options, options.machine_id
+            )
+            if blocker is not None:
+                self._fail(name, f"machine {options.machine_id} cannot take it: {blocker.phrase()}")
+                return None
+            return options.machine_id
+        return self._choose_from_pool(name, options)
+
+    def _choose_beside(self, name: str, options: FleetOptions) -> str | None:
+        target = options.machine_of
+        assert target is not None
+        if name in self.cycles:
+            self._fail(name, self.cycles[name])
+            return None
+        host = self.assignment.get(target)
+        if host is None:
+            spec = self.snapshot.units.get(target)
+            if spec is None:
+                why = f"; {target} is not submitted"
+            elif spec.options.is_global:
+                why = f"; {target} is global and never placed by the engine"
+            elif spec.desired not in PLACED_STATES:
+                why = f"; {target} is {spec.desired}"
+            else:
+                why = ""
+            self._fail(name, f"waiting for {target} to be placed{why}")
+            return None
+        blocker = self._static_blocker(options, host) or self._blocker(name, options, host)
+        if blocker is not None:
+            self._fail(name, f"cannot join {target} on machine {host}: {blocker.phrase()}")
+            return None
+        return host
+
+    def _choose_from_pool(self, name: str, options: FleetOptions) -> str | None:
+        memo_key = (
+            options.machine_metadata,
+            options.conflicts,
+            options.max_per_machine,
+            self.group_of[name] if options.max_per_machine is not None else None,
+        )
+        remembered = self.failure_memo.get(memo_key)
+        if remembered is not None and remembered[0] == self.epoch:
+            self._fail(name, remembered[1])
+            return None
+        pool = self._pool(options.machine_metadata, options.spread)
+        if not pool.heap_key_of:
+            reason = f"no machine has {_describe_metadata(options.machine_metadata)}"
+            self._fail(name, reason)
+            self.failure_memo[memo_key] = (self.epoch, reason)
+            return None
+
+        blockers: list[_Blocker] = []
+        best: tuple[int, int, str] | None = None  # (spread count, load, machine)
+        popped: list[tuple[str | None, str]] = []  # (heap key, machine) to push back
+        spread_counts = (
+            self._spread_counts(self.group_of[name], options.spread) if options.spread is not None else None
+        )
+        for heap_key in _sorted_heap_keys(pool.heaps):
+            found = self._pop_eligible(name, options, pool.heaps[heap_key], blockers)
+            if found is None:
+                continue
+            popped.append((heap_key, found))
+            instances = spread_counts.get(heap_key, 0) if spread_counts is not None else 0
+            candidate = (instances, len(self.hosted[found]), found)
+            if best is None or candidate < best:
+                best = candidate
+        for heap_key, machine in popped:
+            if best is None or machine != best[2]:
+                heapq.heappush(pool.heaps[heap_key], (len(self.hosted[machine]), machine))
+        if best is None:
+            reason = _summarize_blockers(blockers)
+            self._fail(name, reason)
+            if not any(blocker.name_dependent for blocker in blockers):
+                self.failure_memo[memo_key] = (self.epoch, reason)
+            return None
+        chosen = best[2]
+        # The chosen machine's load grows by one once assigned.
+        heapq.heappush(pool.heaps[pool.heap_key_of[chosen]], (len(self.hosted[chosen]) + 1, chosen))
+        return chosen
+
+    def _pop_eligible(
+        self, name: str, options: FleetOptions, heap: list[tuple[int, str]], blockers: list[_Blocker]
+    ) -> str | None:
+        """Pop the least-loaded eligible machine; refused ones are pushed back."""
+        refused: dict[str, None] = {}  # dict: O(1) membership, insertion order
+        found: str | None = None
+        while heap:
+            load, machine = heapq.heappop(heap)
+            current = len(self.hosted[machine])
+            if load < current:
+                heapq.heappush(heap, (current, machine))
+                continue
+            if load > current or machine in refused:
+                continue  # stale duplicate
+            blocker = self._blocker(name, options, machine)
+            if blocker is None:
+                found = machine
+                break
+            refused[machine] = None
+            blockers.append(blocker)
+        for machine in refused:
+            heapq.heappush(heap, (len(self.hosted[machine]), machine))
+        return found
+
+    def _pool(self, requirements: tuple[tuple[str, tuple[str, ...]], ...], spread: str | None) -> _Pool:
+        key = (requirements, spread)
+        pool = self.pools.get(key)
+        if pool is not None:
+            return pool
+        members = self._machines_matching(requirements)
+        heap_key_of: dict[str, str | None] = {
+            machine: (self.machines[machine].metadata.get(spread) if spread is not None else None)
+            for machine in members
+        }
+        heaps: dict[str | None, list[tuple[int, str]]] = {}
+        for machine, heap_key in heap_key_of.items():
+            heaps.setdefault(heap_key, []).append((len(self.hosted[machine]), machine))
+        for heap in heaps.values():
+            heapq.heapify(heap)
+        pool = _Pool(heap_key_of, heaps)
+        self.pools[key] = pool
+        return pool
+
+    def _machines_matching(self, requirements: tuple[tuple[str, tuple[str, ...]], ...]) -> list[str]:
+        if not requirements:
+            return sorted(self.machines)
+        if self.metadata_index is None:
+            index: dict[str, dict[str, list[str]]] = {}
+            for machine_id, machine in self.machines.items():
+                for meta_key, value in machine.metadata.items():
+                    index.setdefault(meta_key, {}).setdefault(value, []).append(machine_id)
+            self.metadata_index = index
+        matching: set[str] | None = None
+        for meta_key, values in requirements:
+            by_value = self.metadata_index.get(meta_key, {})
+            allowed = {machine for value in values for machine in by_value.get(value, ())}
+            matching = allowed if matching is None else matching & allowed
+        return sorted(matching or ())
+
+    def _spread_counts(self, group: str, spread: str) -> dict[str | None, int]:
+        counts = self.spread_counts.get((group, spread))
+        if counts is None:
+            counts = {}
+            for machine, instances in self.group_hosts.get(group, {}).items():
+                value = self.machines[machine].metadata.get(spread)
+                counts[value] = counts.get(value, 0) + instances
+            self.spread_counts[(group, spread)] = counts
+            self.spread_keys.setdefault(group, []).append(spread)
+        return counts
+
+    # ---- diff -----------------------------------------------------------
+
+    def changes(self) -> Plan:
+        schedule = self.snapshot.schedule
+        units = self.snapshot.units
+        unschedules: list[Change] = [
+            Unschedule(name, schedule[name].machine) for name in sorted(schedule) if name not in self.assignment
+        ]
+        moves: list[Change] = []
+        retargets: list[Change] = []
+        schedules: list[Change] = []
+        # Assignment order is decision order (a re-placed unit is re-inserted).
+        for name, machine in self.assignment.items():
+            spec = units[name]
+            old = schedule.get(name)
+            if old is None:
+                schedules.append(Schedule(name, machine, spec.desired, spec.hash))
+            elif old.machine != machine:
+                moves.append(Move(name, old.machine, machine, spec.desired, spec.hash))
+            elif old.desired != spec.desired or old.hash != spec.hash:
+                retargets.append(Retarget(name, machine, spec.desired, spec.hash))
+        reasons: list[Change] = []
+        stored = self.snapshot.reasons
+        for name in sorted(set(units) | set(stored)):
+            wanted = self.failures.get(name)
+            if stored.get(name) != wanted:
+                reasons.append(SetReason(name, wanted))
+        return Plan(tuple(unschedules + moves + retargets + schedules + reasons))
+
+
+_ABSENT = object()
+
+
+def _has_wildcard(glob: str) -> bool:
+    return "*" in glob or "?" in glob or "[" in glob
+
+
+def _sorted_heap_keys(heaps: Mapping[str | None, object]) -> list[str | None]:
+    # Machines lacking the Spread key (None) sort last.
+    return sorted(heaps, key=lambda value: (value is None, value or ""))
+
+
+def plan(snapshot: Snapshot) -> Plan:
+    """Decide placements for `snapshot`. Pure and deterministic."""
+    planner = _Planner(snapshot)
+    planner.keep_valid_placements()
+    planner.place_pending()
+    return planner.changes()
