@@ -692,7 +692,10 @@ class _Planner:
                 retargets.append(Retarget(name, machine, spec.desired, spec.hash))
         reasons: list[Change] = []
         stored = self.snapshot.reasons
-        for name in sorted(set(units) | set(stored)):
+        # Only reasons of units in the snapshot are ours: the engine keeps its
+        # own (e.g. "invalid unit: ...") for units it leaves out, and clearing
+        # those would make the two fight on every pass.
+        for name in sorted(units):
             wanted = self.failures.get(name)
             if stored.get(name) != wanted:
                 reasons.append(SetReason(name, wanted))

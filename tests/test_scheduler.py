@@ -260,10 +260,10 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
     ("placing a unit clears its reason",
      snap([unit("x.service")], cluster("m1"), reasons={"x.service": "no machines are alive"}),
      [S("x.service", "m1"), SetReason("x.service", None)]),
-    ("reasons of inactive and destroyed units are cleared",
+    ("reasons of inactive units are cleared; reasons of units outside the snapshot are not plan's",
      snap([unit("x.service", desired="inactive")], cluster("m1"),
-          reasons={"x.service": "no machines are alive", "gone.service": "no machines are alive"}),
-     [SetReason("gone.service", None), SetReason("x.service", None)]),
+          reasons={"x.service": "no machines are alive", "bad.service": "invalid unit: no [Service]"}),
+     [SetReason("x.service", None)]),
     # ---- ordering -------------------------------------------------------------
     ("unschedules and moves come before schedules, though b was decided first",
      snap([unit("b.service"), unit("c.service")], cluster("m1", "m2"),
