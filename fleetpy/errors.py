@@ -35,3 +35,7 @@ class StateError(FleetpyError):
 
 class ConfigError(FleetpyError):
     """Bad configuration: options, environment or config file."""
+
+
+class UnitFileError(FleetpyError):
+    """A unit file that cannot be read (missing, unreadable, not UTF-8)."""

@@ -1,0 +1,536 @@
+"""Unit files: names, systemd syntax, content hash, and [X-Fleet] options.
+
+INTERFACE CONTRACT (other modules rely on these names; keep them):
+  parse_name(name) -> UnitName
+  parse_unit(text, source="<unit>") -> UnitFile
+  UnitFile.serialize() -> str, UnitFile.hash -> str (hex), UnitFile.values(section, key) -> list[str]
+  fleet_options(unit: UnitFile, name: str) -> FleetOptions
+  FleetOptions (below) and FleetOptions.matches_metadata(metadata)
+
+Also: UnitName (.name, .is_template, .is_instance, .template), UnitFile.sections(),
+UnitFile.options(section), UnitFile.from_dict(...), load_unit_file(path),
+FLEET_OPTIONS (the known [X-Fleet] keys).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Mapping, Sequence
+
+from fleetpy.errors import FleetOptionError, UnitFileError, UnitNameError, UnitParseError
+
+# ---------------------------------------------------------------------------
+# Unit names
+# ---------------------------------------------------------------------------
+
+UNIT_SUFFIXES: frozenset[str] = frozenset(
+    {
+        "automount", "busname", "device", "mount", "path", "scope", "service",
+        "slice", "snapshot", "socket", "swap", "target", "timer",
+    }
+)
+TEMPLATE_SUFFIXES: frozenset[str] = frozenset({"path", "service", "socket", "target", "timer"})
+
+_NAME_CHAR = re.compile(r"[a-zA-Z0-9:_.@-]")
+
+
+@dataclass(frozen=True)
+class UnitName:
+    """A validated unit name; build it with parse_name()."""
+
+    prefix: str
+    instance: str | None  # None: plain unit; "": template (foo@.service); else instance
+    suffix: str
+
+    @property
+    def name(self) -> str:
+        if self.instance is None:
+            return f"{self.prefix}.{self.suffix}"
+        return f"{self.prefix}@{self.instance}.{self.suffix}"
+
+    @property
+    def is_template(self) -> bool:
+        return self.instance == ""
+
+    @property
+    def is_instance(self) -> bool:
+        return bool(self.instance)
+
+    @property
+    def template(self) -> str | None:
+        """The template's full name (foo@.service) for a template or instance."""
+        if self.instance is None:
+            return None
+        return f"{self.prefix}@.{self.suffix}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_name(name: str) -> UnitName:
+    """Split and validate `prefix.suffix` / `prefix@instance.suffix`."""
+    if not isinstance(name, str) or not name:
+        raise UnitNameError("invalid unit name '': the name is empty")
+
+    def bad(reason: str) -> UnitNameError:
+        return UnitNameError(f"invalid unit name {name!r}: {reason}")
+
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        raise bad("missing type suffix such as .service")
+    if suffix not in UNIT_SUFFIXES:
+        raise bad(f"unknown type suffix .{suffix} (expected one of {', '.join(sorted(UNIT_SUFFIXES))})")
+    # The first '@' splits prefix from instance, as in systemd and fleet.
+    prefix, at, instance = stem.partition("@")
+    if not prefix:
+        raise bad("empty prefix before " + ("'@'" if at else f".{suffix}"))
+    for char in stem:
+        if not _NAME_CHAR.fullmatch(char):
+            raise bad(f"invalid character {char!r} (allowed: letters, digits and :_.@-)")
+    if at and suffix not in TEMPLATE_SUFFIXES:
+        raise bad(f".{suffix} units cannot be templates or instances")
+    return UnitName(prefix=prefix, instance=instance if at else None, suffix=suffix)
+
+
+# ---------------------------------------------------------------------------
+# Unit files
+# ---------------------------------------------------------------------------
+
+Values = tuple[str, ...]
+Entry = tuple[str, Values]  # (key, values in order)
+Section = tuple[str, tuple[Entry, ...]]  # (section name, entries in first-appearance order)
+
+# systemd's WHITESPACE for strstrip(); other Unicode spaces are kept, as systemd does.
+_WS = " \t\n\r"
+_COMMENT = ("#", ";")
+# read_line() ends lines at \n, \r\n and \r.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Printable, no brackets/quotes/backslash (systemd's string_is_safe plus brackets).
+_SECTION = re.compile(r"[^\x00-\x1f\x7f\[\]\"'\\]+")
+# Characters a serialized value must not carry: line ends, NUL, lone surrogates.
+_UNSAFE_VALUE_CHAR = re.compile(r"[\r\n\x00\ud800-\udfff]")
+
+
+def _ends_with_continuation(text: str) -> bool:
+    # systemd pairs each backslash with the next character, so a line continues
+    # iff it ends in an odd run of backslashes.
+    return (len(text) - len(text.rstrip("\\"))) % 2 == 1
+
+
+def _section_problem(name: str) -> str | None:
+    if not _SECTION.fullmatch(name):
+        return "empty section name" if not name else f"bad characters in section name {name!r}"
+    if name != name.strip():
+        return f"section name {name!r} has leading or trailing whitespace"
+    return None
+
+
+def _key_problem(key: str) -> str | None:
+    if not key:
+        return "missing key before '='"
+    if not _KEY.fullmatch(key):
+        return f"invalid key {key!r} (allowed: letters, digits, '-' and '_')"
+    return None
+
+
+def _value_problem(value: str) -> str | None:
+    """Why `value` cannot be written as one `Key=value` line that reads back the same."""
+    if not value:
+        return "empty value (an empty assignment resets the key)"
+    bad = _UNSAFE_VALUE_CHAR.search(value)
+    if bad:
+        return f"value contains {bad.group()!r}"
+    if value != value.strip(_WS):
+        return "value has leading or trailing whitespace"
+    if _ends_with_continuation(value):
+        return "value ends with a backslash (would continue the line)"
+    return None
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    """A parsed unit: sections in first-appearance order, each with its keys in
+    first-appearance order and each key's values in order. Immutable and hashable;
+    every instance serializes to text that parses back to an equal instance."""
+
+    contents: tuple[Section, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen_sections: set[str] = set()
+        for name, entries in self.contents:
+            problem = _section_problem(name)
+            if problem:
+                raise UnitParseError(f"cannot build unit: {problem}")
+            if name in seen_sections:
+                raise UnitParseError(f"cannot build unit: section [{name}] appears twice")
+            seen_sections.add(name)
+            seen_keys: set[str] = set()
+            for key, values in entries:
+                problem = _key_problem(key)
+                if problem:
+                    raise UnitParseError(f"cannot build unit: [{name}] {problem}")
+                if key in seen_keys:
+                    raise UnitParseError(f"cannot build unit: [{name}] {key}= appears twice")
+                seen_keys.add(key)
+                if not values:
+                    raise UnitParseError(f"cannot build unit: [{name}] {key}= has no values")
+                for value in values:
+                    problem = _value_problem(value)
+                    if problem:
+                        raise UnitParseError(f"cannot build unit: [{name}] {key}=: {problem}")
+
+    @classmethod
+    def from_dict(cls, sections: Mapping[str, Mapping[str, Sequence[str]]]) -> UnitFile:
+        """Build from {section: {key: [values]}}; keys with no values are dropped."""
+        return cls(
+            tuple(
+                (name, tuple((key, tuple(values)) for key, values in entries.items() if values))
+                for name, entries in sections.items()
+            )
+        )
+
+    def sections(self) -> list[str]:
+        return [name for name, _ in self.contents]
+
+    def options(self, section: str) -> tuple[Entry, ...]:
+        """(key, values) pairs of one section; () if the section is absent."""
+        for name, entries in self.contents:
+            if name == section:
+                return entries
+        return ()
+
+    def values(self, section: str, key: str) -> list[str]:
+        for entry_key, values in self.options(section):
+            if entry_key == key:
+                return list(values)
+        return []
+
+    def serialize(self) -> str:
+        """Canonical text: `[Section]` then `Key=Value` lines, a blank line between sections."""
+        blocks = []
+        for name, entries in self.contents:
+            lines = [f"[{name}]"]
+            lines.extend(f"{key}={value}" for key, values in entries for value in values)
+            blocks.append("\n".join(lines) + "\n")
+        return "\n".join(blocks)
+
+    @cached_property
+    def hash(self) -> str:
+        """sha256 hex of serialize(): equal meaning gives an equal hash."""
+        return hashlib.sha256(self.serialize().encode("utf-8")).hexdigest()
+
+
+def parse_unit(text: str, source: str = "<unit>") -> UnitFile:
+    """Parse systemd unit syntax as systemd's config_parse() reads it.
+
+    Differences from systemd, all towards strictness: what systemd would warn
+    about and skip (assignment before a section, missing '=', bad key) is an
+    error here. Error line numbers point at the first line of a continued line.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+
+    def fail(lineno: int, message: str) -> UnitParseError:
+        return UnitParseError(f"{source}:{lineno}: {message}")
+
+    def handle(line: str, lineno: int) -> None:
+        nonlocal current
+        line = line.strip(_WS)
+        if not line:
+            return
+        if line.startswith("["):
+            if not line.endswith("]") or len(line) < 2:
+                raise fail(lineno, f"invalid section header {line!r} (expected [Name])")
+            name = line[1:-1]
+            problem = _section_problem(name)
+            if problem:
+                raise fail(lineno, f"invalid section header {line!r}: {problem}")
+            # A repeated section merges into the first, as in systemd.
+            current = sections.setdefault(name, {})
+            return
+        key, eq, value = line.partition("=")
+        if not eq:
+            raise fail(lineno, "line is neither a section header nor Key=Value")
+        if current is None:
+            raise fail(lineno, "Key=Value before the first [Section] header")
+        key, value = key.strip(_WS), value.strip(_WS)
+        problem = _key_problem(key)
+        if problem:
+            raise fail(lineno, problem)
+        if value:
+            current.setdefault(key, []).append(value)
+        else:
+            current[key] = []  # an empty assignment resets the list (keeps its position)
+
+    continuation: str | None = None
+    start = 0
+    lineno = 0
+    for lineno, raw in enumerate(_LINE_BREAK.split(text), start=1):
+        if "\x00" in raw:
+            raise fail(lineno, "NUL character in unit file")
+        stripped = raw.lstrip(_WS)
+        # Comment lines are skipped even inside a continuation (systemd >= 237).
+        if stripped.startswith(_COMMENT):
+            continue
+        if continuation is None:
+            start, joined = lineno, raw
+        else:
+            joined = continuation + raw
+        if _ends_with_continuation(joined):
+            # systemd replaces the trailing backslash with a space and appends the next line.
+            continuation = joined[:-1] + " "
+            continue
+        continuation = None
+        handle(joined, start)
+    if continuation is not None:
+        handle(continuation, start)
+
+    return UnitFile(
+        tuple(
+            (name, tuple((key, tuple(values)) for key, values in entries.items() if values))
+            for name, entries in sections.items()
+        )
+    )
+
+
+def load_unit_file(path: str | os.PathLike[str]) -> tuple[str, UnitFile]:
+    """Read a unit file; its name is the file's basename, validated."""
+    path_str = os.fspath(path)
+    name = os.path.basename(path_str)
+    parse_name(name)
+    try:
+        with open(path_str, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise UnitFileError(f"cannot read {path_str}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnitFileError(
+            f"cannot read {path_str}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    return name, parse_unit(text, source=path_str)
+
+
+# ---------------------------------------------------------------------------
+# [X-Fleet] options
+# ---------------------------------------------------------------------------
+
+FLEET_SECTION = "X-Fleet"
+FLEET_OPTIONS: tuple[str, ...] = (
+    "MachineID",
+    "MachineOf",
+    "MachineMetadata",
+    "Conflicts",
+    "Global",
+    "Replaces",
+    "Spread",
+    "MaxPerMachine",
+)
+_SINGLE_VALUED = ("MachineID", "MachineOf", "Global", "Spread", "MaxPerMachine")
+_GLOBAL_COMPANIONS = ("MachineMetadata", "Conflicts")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "on": True,
+             "false": False, "no": False, "0": False, "off": False}
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """The [X-Fleet] section of one unit, validated, specifiers expanded."""
+
+    machine_id: str | None = None
+    machine_of: str | None = None
+    # key -> allowed values: different keys AND, values of one key OR.
+    machine_metadata: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    conflicts: tuple[str, ...] = ()  # fnmatch globs of unit names
+    is_global: bool = False
+    replaces: tuple[str, ...] = ()
+    spread: str | None = None  # metadata key to spread template instances over
+    max_per_machine: int | None = None  # per template, across its instances
+
+    def matches_metadata(self, metadata: Mapping[str, str]) -> bool:
+        return all(metadata.get(key) in values for key, values in self.machine_metadata)
+
+
+def _expand_specifiers(value: str, unit: UnitName, key: str) -> str:
+    """Expand %n %N %p %i %% as fleet does in [X-Fleet] values."""
+    stem = unit.name[: -len(unit.suffix) - 1]
+    table = {
+        "n": unit.name,
+        # fleet's %N is the name without its type suffix (foo@bar); names here
+        # cannot hold systemd escapes, so there is nothing to unescape.
+        "N": stem,
+        "p": unit.prefix,
+        "i": unit.instance or "",
+        "%": "%",
+    }
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char != "%":
+            out.append(char)
+            i += 1
+            continue
+        if i + 1 == len(value):
+            raise FleetOptionError(
+                f"lone '%' at the end of [X-Fleet] {key}= in {unit.name} (write %% for a literal %)"
+            )
+        spec = value[i + 1]
+        if spec not in table:
+            raise FleetOptionError(
+                f"unknown specifier %{spec} in [X-Fleet] {key}= of {unit.name} (known: %n %N %p %i %%)"
+            )
+        out.append(table[spec])
+        i += 2
+    return "".join(out)
+
+
+def _split_words(value: str, key: str, unit: str) -> list[str]:
+    """Split on whitespace outside quotes; quotes ("a b", 'x') are removed."""
+    words: list[str] = []
+    word: list[str] = []
+    in_word = False
+    quote: str | None = None
+    for char in value:
+        if quote:
+            if char == quote:
+                quote = None
+            else:
+                word.append(char)
+        elif char in "\"'":
+            quote, in_word = char, True
+        elif char in _WS:
+            if in_word:
+                words.append("".join(word))
+                word, in_word = [], False
+        else:
+            word.append(char)
+            in_word = True
+    if quote:
+        raise FleetOptionError(f"unterminated {quote} quote in [X-Fleet] {key}= of {unit}")
+    if in_word:
+        words.append("".join(word))
+    return words
+
+
+def _suggest(key: str) -> str:
+    lowered = {option.lower(): option for option in FLEET_OPTIONS}
+    close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)
+    return f"; did you mean {lowered[close[0]]}=?" if close else f" (known: {', '.join(FLEET_OPTIONS)})"
+
+
+def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
+    """Validate and interpret the [X-Fleet] section of unit `name`."""
+    uname = parse_name(name)
+    raw: dict[str, list[list[str]]] = {}  # key -> words of each value, in order
+    for key, values in unit.options(FLEET_SECTION):
+        if key not in FLEET_OPTIONS:
+            raise FleetOptionError(f"unknown [X-Fleet] option {key}= in {name}{_suggest(key)}")
+        if key in _SINGLE_VALUED and len(values) > 1:
+            raise FleetOptionError(
+                f"[X-Fleet] {key}= is given {len(values)} times in {name}; it takes one value"
+            )
+        raw[key] = []
+        for value in values:
+            words = _split_words(_expand_specifiers(value, uname, key), key, name)
+            if not words or not all(words):
+                raise FleetOptionError(f"empty [X-Fleet] {key}= in {name} (after specifier expansion)")
+            raw[key].append(words)
+
+    def single(key: str) -> str | None:
+        if key not in raw:
+            return None
+        words = raw[key][0]
+        if len(words) != 1:
+            raise FleetOptionError(f"[X-Fleet] {key}= in {name} takes one value, got {len(words)}: {' '.join(words)}")
+        return words[0]
+
+    def all_words(key: str) -> list[str]:
+        return [word for words in raw.get(key, []) for word in words]
+
+    def check_unit_names(key: str, names: list[str]) -> None:
+        for word in names:
+            try:
+                target = parse_name(word)
+            except UnitNameError as exc:
+                raise FleetOptionError(f"[X-Fleet] {key}= in {name}: {exc}") from None
+            if target.is_template:
+                raise FleetOptionError(f"[X-Fleet] {key}={word} in {name} names a template, which never runs")
+            if word == name:
+                raise FleetOptionError(f"[X-Fleet] {key}={word} in {name} names the unit itself")
+
+    # Combinations first: they explain the problem better than a bad single value.
+    global_value = single("Global")
+    if global_value is not None and global_value.lower() not in _BOOLEANS:
+        raise FleetOptionError(
+            f"invalid [X-Fleet] Global={global_value} in {name} (expected true/false/yes/no/1/0/on/off)"
+        )
+    is_global = global_value is not None and _BOOLEANS[global_value.lower()]
+    if is_global:
+        others = [key for key in raw if key not in _GLOBAL_COMPANIONS and key != "Global"]
+        if others:
+            raise FleetOptionError(
+                f"[X-Fleet] Global=true in {name} cannot be combined with {others[0]}= "
+                "(only MachineMetadata= and Conflicts= may accompany it)"
+            )
+    if "Replaces" in raw and "Conflicts" in raw:
+        raise FleetOptionError(f"[X-Fleet] Replaces= and Conflicts= cannot be combined in {name}")
+    if "MachineID" in raw and "MachineOf" in raw:
+        raise FleetOptionError(f"[X-Fleet] MachineID= and MachineOf= cannot be combined in {name}")
+
+    machine_id = single("MachineID")
+    machine_of = single("MachineOf")
+    if machine_of is not None:
+        check_unit_names("MachineOf", [machine_of])
+
+    metadata: dict[str, set[str]] = {}
+    for item in all_words("MachineMetadata"):
+        meta_key, eq, meta_value = item.partition("=")
+        if not eq or not meta_key or not meta_value:
+            raise FleetOptionError(
+                f"malformed [X-Fleet] MachineMetadata item {item!r} in {name} (expected key=value)"
+            )
+        metadata.setdefault(meta_key, set()).add(meta_value)
+
+    conflicts = all_words("Conflicts")
+    for glob in conflicts:
+        # A wildcard may match the unit itself (web@*.service in web@.service is the
+        # usual way to keep instances apart); a literal self-conflict is a mistake.
+        if glob == name and not _GLOB_CHARS.search(glob):
+            raise FleetOptionError(f"[X-Fleet] Conflicts={glob} in {name} conflicts with itself")
+
+    replaces = all_words("Replaces")
+    check_unit_names("Replaces", replaces)
+
+    spread = single("Spread")
+    if spread is not None and "=" in spread:
+        raise FleetOptionError(f"[X-Fleet] Spread={spread} in {name} must be a metadata key, not key=value")
+
+    max_text = single("MaxPerMachine")
+    max_per_machine: int | None = None
+    if max_text is not None:
+        if not re.fullmatch(r"[0-9]+", max_text) or int(max_text) < 1:
+            raise FleetOptionError(
+                f"invalid [X-Fleet] MaxPerMachine={max_text} in {name} (expected a positive integer)"
+            )
+        max_per_machine = int(max_text)
+
+    return FleetOptions(
+        machine_id=machine_id,
+        machine_of=machine_of,
+        machine_metadata=tuple((key, tuple(sorted(vals))) for key, vals in sorted(metadata.items())),
+        conflicts=tuple(dict.fromkeys(conflicts)),
+        is_global=is_global,
+        replaces=tuple(dict.fromkeys(replaces)),
+        spread=spread,
+        max_per_machine=max_per_machine,
+    )
