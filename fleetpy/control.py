@@ -1,0 +1,493 @@
+"""The client operations behind the CLI: no printing, no argument parsing.
+
+Every command first turns its arguments into a complete, validated plan (files
+parsed, names checked, [X-Fleet] options interpreted, units looked up) and only
+then writes, through Registry.change_units / destroy_units: bad input writes nothing.
+
+An argument is a unit FILE if it exists on disk or contains a slash, a GLOB if it
+holds fnmatch wildcards (stop/unload/destroy only), else the NAME of a submitted
+unit, or of an instance of a submitted template.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .errors import FleetpyError, StateError, UnitFileError, UnknownUnitError
+from .registry import (ClusterView, Registry, UnitChange, UnitRecord, UnitState, WatchBatch,
+                       unit_state_summary)
+from .unit import fleet_options, load_unit_file, parse_name, parse_unit
+
+GLOB_CHARS = "*?["
+# States in which systemd still runs (or is about to run) the unit's processes.
+RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
+# Re-read the whole view this often even without watch events (a lost watch must not hang us).
+BACKSTOP_SECONDS = 5.0
+# Coalesce a burst of watch events into one re-read.
+SETTLE_SECONDS = 0.05
+# A failed state seen before we started waiting may be stale (the agent has not yet
+# restarted the unit); it counts once re-reported or after this long.
+STALE_FAILED_GRACE = 3.0
+WAIT_TARGETS = ("launched", "loaded", "inactive")
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+@dataclass(frozen=True)
+class LocalUnit:
+    """A unit file read from disk, parsed and validated."""
+
+    name: str
+    path: str
+    text: str  # canonical serialization: what is stored and hashed
+    hash: str
+    is_global: bool
+
+
+def is_glob(arg: str) -> bool:
+    return any(char in arg for char in GLOB_CHARS)
+
+
+def is_file_arg(arg: str) -> bool:
+    return "/" in arg or os.path.exists(arg)
+
+
+def read_unit_file(path: str) -> LocalUnit:
+    """Read, parse and validate one unit file (name = basename)."""
+    if not os.path.exists(path):
+        raise UnitFileError(f"cannot read {path}: no such file")
+    name, unit = load_unit_file(path)
+    parsed = parse_name(name)
+    # A template's [X-Fleet] values may use %i (MachineOf=db@%i.service); check them as
+    # an instance would see them, since the template itself never runs.
+    check_name = f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
+    options = fleet_options(unit, check_name)
+    return LocalUnit(name=name, path=path, text=unit.serialize(), hash=unit.hash,
+                     is_global=options.is_global)
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The validated outcome of resolving a command's arguments."""
+
+    changes: tuple[UnitChange, ...]
+    names: tuple[str, ...]  # every unit the command acts on, in argument order
+
+
+def _known(units: Mapping[str, UnitRecord], name: str) -> UnitRecord:
+    record = units.get(name)
+    if record is None:
+        raise UnknownUnitError(f"unit {name} is not submitted")
+    return record
+
+
+def _instance_change(registry: Registry, units: Mapping[str, UnitRecord], name: str,
+                     desired: str | None) -> UnitChange:
+    """A submitted unit by name, or an instance of a submitted template."""
+    parsed = parse_name(name)
+    if name in units:
+        return UnitChange(name, desired=desired)
+    if parsed.is_instance and parsed.template in units:
+        template = units[parsed.template]
+        text = registry.get_content(template.hash)
+        if text is None:
+            raise UnknownUnitError(f"the contents of template {parsed.template} are missing")
+        # The instance's [X-Fleet] values (%i, %n) must be valid for this instance.
+        fleet_options(parse_unit(text, source=parsed.template), name)
+        return UnitChange(name, desired=desired, template=parsed.template)
+    hint = f" (nor its template {parsed.template})" if parsed.is_instance else ""
+    raise UnknownUnitError(f"unit {name} is not submitted{hint}")
+
+
+def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) -> Plan:
+    """submit (desired None), load (loaded), start (launched): files or names, no globs.
+
+    Files are submitted (new units become inactive; an existing unit must have the
+    same contents); names must be submitted units or instances of submitted templates.
+    """
+    if not args:
+        raise FleetpyError("no units given")
+    locals_: dict[str, LocalUnit] = {}
+    names: list[str] = []
+    for arg in args:
+        if is_file_arg(arg):
+            local = read_unit_file(arg)
+            previous = locals_.get(local.name)
+            if previous is not None and previous.hash != local.hash:
+                raise StateError(f"{previous.path} and {local.path} are both unit "
+                                 f"{local.name} with different contents")
+            locals_[local.name] = local
+            names.append(local.name)
+        else:
+            if is_glob(arg):
+                raise FleetpyError(f"{arg}: globs are only accepted by stop, unload and destroy")
+            names.append(parse_name(arg).name)
+    names = _dedupe(names)
+    if desired is not None:
+        for name in names:
+            if parse_name(name).is_template:
+                raise StateError(f"{name} is a template; {_verb(desired)} an instance of it, "
+                                 f"such as {name.replace('@.', '@1.', 1)}")
+    units = registry.list_units()
+    changes: list[UnitChange] = []
+    for name in names:
+        local = locals_.get(name)
+        if local is None:
+            changes.append(_instance_change(registry, units, name, desired))
+            continue
+        current = units.get(name)
+        if current is not None and current.hash != local.hash:
+            raise StateError(f"{name} is already submitted with different contents "
+                             f"(hash {current.hash[:7]}, new {local.hash[:7]}); destroy it first")
+        changes.append(UnitChange(name, desired=desired, text=local.text, hash=local.hash,
+                                  is_global=local.is_global))
+    return Plan(tuple(changes), tuple(names))
+
+
+def _verb(desired: str) -> str:
+    return {"launched": "start", "loaded": "load", "inactive": "unload"}.get(desired, desired)
+
+
+def _select(units: Mapping[str, UnitRecord], args: Sequence[str]) -> list[tuple[str, bool]]:
+    """(name, named explicitly) of submitted units: names, file basenames, globs."""
+    if not args:
+        raise FleetpyError("no units given")
+    selected: dict[str, bool] = {}
+    for arg in args:
+        if is_file_arg(arg):
+            arg = os.path.basename(arg.rstrip("/"))
+        if is_glob(arg):
+            matched = sorted(n for n in units if fnmatch.fnmatchcase(n, arg))
+            if not matched:
+                raise UnknownUnitError(f"no submitted unit matches {arg!r}")
+            for name in matched:
+                selected.setdefault(name, False)
+        else:
+            name = parse_name(arg).name
+            _known(units, name)
+            selected[name] = True
+    return list(selected.items())
+
+
+def select_units(units: Mapping[str, UnitRecord], args: Sequence[str]) -> list[str]:
+    """Names of submitted units for stop/unload/destroy; a glob matching nothing is an error."""
+    return [name for name, _ in _select(units, args)]
+
+
+def plan_stop(registry: Registry, args: Sequence[str]) -> Plan:
+    """stop: launched -> loaded. A named unit must be launched; globs pick the launched ones."""
+    units = registry.list_units()
+    names: list[str] = []
+    for name, explicit in _select(units, args):
+        record = units[name]
+        if record.desired == "launched":
+            names.append(name)
+        elif explicit:
+            raise StateError(f"unit {name} is not launched (desired state {record.desired})")
+    return Plan(tuple(UnitChange(n, desired="loaded") for n in names), tuple(names))
+
+
+def plan_unload(registry: Registry, args: Sequence[str]) -> Plan:
+    names = select_units(registry.list_units(), args)
+    return Plan(tuple(UnitChange(n, desired="inactive") for n in names), tuple(names))
+
+
+def apply(registry: Registry, plan: Plan) -> list[UnitRecord]:
+    return registry.change_units(plan.changes) if plan.changes else []
+
+
+def submit(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
+    return apply(registry, plan_submit(registry, args, None))
+
+
+def load(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
+    return apply(registry, plan_submit(registry, args, "loaded"))
+
+
+def start(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
+    return apply(registry, plan_submit(registry, args, "launched"))
+
+
+def stop(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
+    return apply(registry, plan_stop(registry, args))
+
+
+def unload(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
+    return apply(registry, plan_unload(registry, args))
+
+
+def destroy(registry: Registry, args: Sequence[str]) -> list[str]:
+    names = select_units(registry.list_units(), args)
+    return registry.destroy_units(names)
+
+
+def unit_text(registry: Registry, name: str) -> str:
+    """The unit file of a submitted unit; an instance without its own shows its template's."""
+    parsed = parse_name(name)
+    record = registry.get_unit(parsed.name)
+    if record is None and parsed.is_instance:
+        record = registry.get_unit(parsed.template or "")
+    if record is None:
+        hint = f" (nor its template {parsed.template})" if parsed.is_instance else ""
+        raise UnknownUnitError(f"unit {name} is not submitted{hint}")
+    text = registry.get_content(record.hash)
+    if text is None:
+        raise UnknownUnitError(f"the contents of unit {record.name} are missing")
+    return text
+
+
+# ----------------------------------------------------------------------------- waiting
+
+
+@dataclass(frozen=True)
+class UnitProgress:
+    name: str
+    status: str  # "waiting" | "done" | "failed"
+    detail: str  # e.g. "launched on 0123abcd/10.0.0.1", "not placed: no machines are alive"
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    target: str
+    units: tuple[UnitProgress, ...]
+    elapsed: float
+    timed_out: bool
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        return all(u.status == "done" for u in self.units)
+
+    def error_message(self) -> str | None:
+        """One line explaining every unit that did not reach the target, or None."""
+        failed = [u for u in self.units if u.status == "failed"]
+        waiting = [u for u in self.units if u.status == "waiting"]
+        parts = [f"{u.name} {u.detail}" for u in failed]
+        if waiting:
+            head = f"timed out after {self.attempts}s waiting for "
+            if len(waiting) == 1:
+                unit = waiting[0]
+                parts.append(f"{head}{unit.name} to be {self.target} ({unit.detail})")
+            else:
+                items = "; ".join(f"{u.name} ({u.detail})" for u in waiting)
+                parts.append(f"{head}{len(waiting)} units to be {self.target}: {items}")
+        return "; ".join(parts) or None
+
+
+def machine_label(view: ClusterView, machine_id: str, full: bool = False) -> str:
+    """fleetctl's MACHINE column: short id and IP."""
+    machine = view.machines.get(machine_id)
+    shown = machine_id if full else machine_id[:8]
+    return f"{shown}/{machine.ip}" if machine is not None and machine.ip else shown
+
+
+def _state_text(state: UnitState) -> str:
+    text = f"{state.load}/{state.active}/{state.sub}"
+    return f"{text}: {state.message}" if state.message else text
+
+
+def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine: bool) -> str:
+    placed = view.schedule.get(name)
+    states = view.states.get(name, {})
+    if placed is not None:
+        machine = placed[0]
+        state = states.get(machine)
+        where = machine_label(view, machine)
+        return (f"placed on {where}, reports {_state_text(state)}" if state is not None
+                else f"placed on {where}, no state reported yet")
+    if record.is_global:
+        if not view.machines:
+            return "no machines are alive"
+        if states:
+            return "reported as " + ", ".join(f"{_state_text(s)} on {machine_label(view, m)}"
+                                              for m, s in sorted(states.items()))
+        return "no machine has reported it yet"
+    if no_engine:
+        return "no engine is running"
+    reason = view.reasons.get(name)
+    return f"not placed: {reason}" if reason else "not placed yet"
+
+
+def evaluate(view: ClusterView, names: Sequence[str], target: str,
+             fresh: Callable[[str, str], bool] = lambda unit, machine: True,
+             no_engine: bool = False) -> list[UnitProgress]:
+    """Where each unit stands relative to the target desired state.
+
+    `fresh(unit, machine)` says whether a reported state is new enough to trust a
+    failure it shows (a stale failure from before the command is not one).
+    """
+    result: list[UnitProgress] = []
+    for name in names:
+        record = view.units.get(name)
+        states = view.states.get(name, {})
+        if target == "inactive":
+            if not states:
+                result.append(UnitProgress(name, "done", "unloaded"))
+            else:
+                where = ", ".join(f"{machine_label(view, m)} ({_state_text(s)})"
+                                  for m, s in sorted(states.items()))
+                result.append(UnitProgress(name, "waiting", f"still reported on {where}"))
+            continue
+        if record is None:
+            result.append(UnitProgress(name, "failed", "was destroyed while waiting"))
+            continue
+        current = {m: s for m, s in states.items() if s.hash == record.hash}
+        if target == "launched":
+            reached = [m for m, s in sorted(current.items()) if s.active == "active"]
+        else:
+            reached = [m for m, s in sorted(current.items())
+                       if s.load == "loaded" and s.active not in RUNNING_STATES]
+        if reached:
+            where = ", ".join(machine_label(view, m) for m in reached)
+            result.append(UnitProgress(name, "done", f"{target} on {where}"))
+            continue
+        failed = [(m, s) for m, s in sorted(current.items())
+                  if target == "launched" and s.active == "failed" and fresh(name, m)]
+        if failed:
+            machine, state = failed[0]
+            result.append(UnitProgress(
+                name, "failed", f"failed on {machine_label(view, machine)}: {_state_text(state)}"))
+            continue
+        result.append(UnitProgress(name, "waiting", _pending_detail(view, name, record, no_engine)))
+    return result
+
+
+def wait_for(registry: Registry, names: Sequence[str], target: str, attempts: int = 60,
+             on_progress: Callable[[list[UnitProgress]], None] | None = None) -> WaitResult:
+    """Block until every unit reaches `target` as reported by the cluster.
+
+    Each attempt is one second of waiting; attempts=0 waits forever. Wakes on
+    watch events for P/state and P/schedule, with a slow full re-read as backstop.
+    Failed units end their wait at once instead of running out the clock.
+    """
+    if target not in WAIT_TARGETS:
+        raise ValueError(f"unknown wait target {target!r}")
+    started = time.monotonic()
+    deadline = None if attempts == 0 else started + attempts
+    wake = threading.Event()
+    lock = threading.Lock()
+    touched: set[str] = set()  # "unit/machine" keys of states (re)written since we began
+
+    def on_state(batch: WatchBatch) -> None:
+        with lock:
+            touched.update(event.key for event in batch.events)
+        wake.set()
+
+    def on_schedule(batch: WatchBatch) -> None:
+        wake.set()
+
+    def fresh(unit: str, machine: str) -> bool:
+        with lock:
+            if f"{unit}/{machine}" in touched:
+                return True
+        return time.monotonic() - started >= STALE_FAILED_GRACE
+
+    view = registry.read_view(with_text=False)
+    cancels = [registry.watch("state", on_state, start_revision=view.revision + 1),
+               registry.watch("schedule", on_schedule, start_revision=view.revision + 1)]
+    try:
+        while True:
+            progress = evaluate(view, names, target, fresh)
+            if on_progress is not None:
+                on_progress(progress)
+            now = time.monotonic()
+            if all(p.status != "waiting" for p in progress):
+                return WaitResult(target, tuple(progress), now - started, False, attempts)
+            if deadline is not None and now >= deadline:
+                # Explain the wait with the freshest facts, including a missing engine.
+                view = registry.read_view(with_text=False)
+                no_engine = registry.leader() is None
+                progress = evaluate(view, names, target, fresh, no_engine)
+                return WaitResult(target, tuple(progress), now - started,
+                                  any(p.status == "waiting" for p in progress), attempts)
+            timeout = BACKSTOP_SECONDS if deadline is None else min(BACKSTOP_SECONDS,
+                                                                     deadline - now)
+            # Stale failed states turn into failures after the grace: look again then.
+            if now - started < STALE_FAILED_GRACE:
+                timeout = min(timeout, STALE_FAILED_GRACE - (now - started) + 0.01)
+            if wake.wait(max(timeout, 0.0)):
+                time.sleep(SETTLE_SECONDS)
+            wake.clear()
+            view = registry.read_view(with_text=False)
+    finally:
+        for cancel in cancels:
+            cancel()
+
+
+# ----------------------------------------------------------------------------- listings
+
+
+@dataclass(frozen=True)
+class UnitFileRow:
+    unit: str
+    hash: str
+    desired_state: str
+    state: str
+    machine: str | None  # None when unplaced, and for global units
+    reason: str | None
+    is_global: bool
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    unit: str
+    machine: str
+    ip: str
+    load: str
+    active: str
+    sub: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class MachineRow:
+    machine: str
+    ip: str
+    metadata: Mapping[str, str]
+
+
+def unit_file_rows(view: ClusterView) -> list[UnitFileRow]:
+    rows = []
+    for name, record in sorted(view.units.items()):
+        placed = view.schedule.get(name)
+        rows.append(UnitFileRow(
+            unit=name, hash=record.hash, desired_state=record.desired,
+            state=unit_state_summary(view.states.get(name)),
+            machine=None if record.is_global or placed is None else placed[0],
+            reason=view.reasons.get(name), is_global=record.is_global))
+    return rows
+
+
+def unit_rows(view: ClusterView) -> list[UnitRow]:
+    rows = []
+    for name, by_machine in sorted(view.states.items()):
+        for machine_id, state in sorted(by_machine.items()):
+            machine = view.machines.get(machine_id)
+            rows.append(UnitRow(unit=name, machine=machine_id,
+                                ip=machine.ip if machine is not None else "",
+                                load=state.load, active=state.active, sub=state.sub,
+                                hash=state.hash))
+    return rows
+
+
+def machine_rows(registry: Registry) -> list[MachineRow]:
+    return [MachineRow(machine=m.id, ip=m.ip, metadata=dict(sorted(m.metadata.items())))
+            for _, m in sorted(registry.list_machines().items())]
+
+
+__all__ = [
+    "LocalUnit", "MachineRow", "Plan", "UnitFileRow", "UnitProgress", "UnitRow", "WaitResult",
+    "destroy", "evaluate", "is_file_arg", "is_glob", "load", "machine_label", "machine_rows",
+    "plan_stop", "plan_submit", "plan_unload", "read_unit_file", "select_units", "start", "stop",
+    "submit", "unit_file_rows", "unit_rows", "unit_text", "unload", "wait_for",
+]
