@@ -1,0 +1,5 @@
+"""`python -m fleetpy` runs the CLI."""
+
+from .cli import main
+
+main()

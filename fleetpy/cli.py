@@ -1,0 +1,510 @@
+"""The fleetpy command line: argument parsing and printing only; the work is in control.
+
+Global etcd options come before the verb, as with fleetctl. They, and the agent's and
+engine's options, are generated from config.SETTINGS so CLI, environment and YAML
+stay one table. Every FleetpyError becomes one `fleetpy: error: ...` line on stderr.
+"""
+
+import functools
+import inspect
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from . import __version__, config, control
+from .errors import FleetpyError
+from .registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_BLOCK_ATTEMPTS = 60
+
+
+class UsageError(FleetpyError):
+    """Bad command-line usage found after parsing (exit 2, as Click's own errors)."""
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@dataclass(frozen=True)
+class Globals:
+    """The etcd options given before the verb (None = not given)."""
+
+    etcd_cli: Mapping[str, Any]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _settings_params(scope: str) -> list[inspect.Parameter]:
+    """Keyword parameters (typer options) for every setting of one scope."""
+    params = []
+    for setting in config.SETTINGS:
+        if setting.scope != scope:
+            continue
+        default = "" if setting.default in (None, "", {}) else f"; default {setting.default}"
+        # Values stay strings here: config.resolve parses them, with env and file values.
+        option = typer.Option(None, setting.option, show_default=False,
+                              metavar=setting.name.upper(),
+                              help=f"{setting.help} (env {setting.env}{default})")
+        params.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=option, annotation=Optional[str]))
+    return params
+
+
+def with_settings(scope: str) -> Callable[[F], F]:
+    """Add the options of config.SETTINGS' `scope` to a command; they arrive in **kwargs."""
+    def decorate(fn: F) -> F:
+        hints = {k: v for k, v in _type_hints(fn).items() if k != "return"}
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(fn).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        params = own + _settings_params(scope)
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper  # type: ignore[return-value]
+    return decorate
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+    return typing.get_type_hints(fn, include_extras=True)
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _say(f"fleetpy: error: {message}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def _edge() -> Iterator[None]:
+    """The one place user errors turn into a line on stderr and an exit code."""
+    try:
+        yield
+    except UsageError as exc:
+        raise _fail(str(exc), 2) from None
+    except FleetpyError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def edge(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _edge():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Globals) else Globals({})
+
+
+def _registry(ctx: typer.Context) -> Registry:
+    values = config.resolve(("etcd",), _globals(ctx).etcd_cli)
+    registry = Registry(config.registry_config(values))
+    return ctx.with_resource(registry)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fleetpy {__version__}")
+        raise typer.Exit()
+
+
+# ----------------------------------------------------------------------------- app
+
+app = typer.Typer(
+    name="fleetpy", rich_markup_mode=None, no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
+    help="Schedule systemd units across a cluster of machines (fleetctl's verbs over etcd).")
+
+
+@app.callback()
+@with_settings("etcd")
+def _main(ctx: typer.Context,
+          version: Annotated[Optional[bool], typer.Option(
+              "--version", callback=_version, is_eager=True,
+              help="Show the version and exit.")] = None,
+          **etcd: Any) -> None:
+    ctx.obj = Globals(dict(etcd))
+
+
+BlockOption = Annotated[bool, typer.Option("--no-block", help=(
+    "Return once the desired state is written; do not wait for the cluster."))]
+AttemptsOption = Annotated[int, typer.Option("--block-attempts", min=0, help=(
+    "Seconds to wait for the cluster to reach the state; 0 waits forever."))]
+UnitsArgument = Annotated[list[str], typer.Argument(
+    help="Unit files, or names of submitted units.", show_default=False, metavar="UNIT")]
+GlobUnitsArgument = Annotated[list[str], typer.Argument(
+    help="Names or globs of submitted units, or unit files.", show_default=False,
+    metavar="UNIT")]
+
+
+@app.command()
+@edge
+def submit(ctx: typer.Context, units: UnitsArgument) -> None:
+    """Store unit files in the cluster (desired state inactive)."""
+    control.submit(_registry(ctx), units)
+
+
+@app.command()
+@edge
+def load(ctx: typer.Context, units: UnitsArgument, no_block: BlockOption = False,
+         block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
+    """Submit if needed, then place units on machines and load them (desired state loaded)."""
+    registry = _registry(ctx)
+    plan = control.plan_submit(registry, units, "loaded")
+    control.apply(registry, plan)
+    _finish(registry, plan.names, "loaded", "load", no_block, block_attempts)
+
+
+@app.command()
+@edge
+def start(ctx: typer.Context, units: UnitsArgument, no_block: BlockOption = False,
+          block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
+    """Submit if needed, place, load and start units (desired state launched)."""
+    registry = _registry(ctx)
+    plan = control.plan_submit(registry, units, "launched")
+    control.apply(registry, plan)
+    _finish(registry, plan.names, "launched", "start", no_block, block_attempts)
+
+
+@app.command()
+@edge
+def stop(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption = False,
+         block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
+    """Stop launched units; they stay loaded (desired state loaded)."""
+    registry = _registry(ctx)
+    plan = control.plan_stop(registry, units)
+    control.apply(registry, plan)
+    _finish(registry, plan.names, "loaded", "stop", no_block, block_attempts)
+
+
+@app.command()
+@edge
+def unload(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption = False,
+           block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
+    """Stop units and take them off their machines (desired state inactive)."""
+    registry = _registry(ctx)
+    plan = control.plan_unload(registry, units)
+    control.apply(registry, plan)
+    _finish(registry, plan.names, "inactive", "unload", no_block, block_attempts)
+
+
+@app.command()
+@edge
+def destroy(ctx: typer.Context, units: GlobUnitsArgument) -> None:
+    """Stop, unload and delete units from the cluster."""
+    for name in control.destroy(_registry(ctx), units):
+        typer.echo(f"Destroyed {name}")
+
+
+@app.command()
+@edge
+def cat(ctx: typer.Context, unit: Annotated[str, typer.Argument(
+        help="Name of a submitted unit (an instance shows its template).")]) -> None:
+    """Print the contents of a submitted unit."""
+    text = control.unit_text(_registry(ctx), unit)
+    typer.echo(text, nl=not text.endswith("\n"))
+
+
+# ----------------------------------------------------------------------------- blocking
+
+
+def _finish(registry: Registry, names: Sequence[str], target: str, verb: str,
+            no_block: bool, attempts: int) -> None:
+    if not names:
+        return
+    if no_block:
+        for name in names:
+            typer.echo(f"Triggered unit {name} {verb}")
+        return
+    reporter = _progress_reporter(names, target)
+    try:
+        result = control.wait_for(registry, names, target, attempts, reporter)
+    finally:
+        reporter.close()
+    for unit in result.units:
+        if unit.status == "done":
+            typer.echo(f"Unit {unit.name} {unit.detail}")
+    message = result.error_message()
+    if message is not None:
+        raise _fail(message)
+
+
+class _PlainReporter:
+    """On anything but a terminal: one stderr line per unit whenever its status changes."""
+
+    def __init__(self, names: Sequence[str], target: str) -> None:
+        self.seen: dict[str, tuple[str, str]] = {}
+        _say(f"waiting for {len(names)} unit{'s' if len(names) != 1 else ''} to be {target}")
+
+    def __call__(self, progress: list[control.UnitProgress]) -> None:
+        for unit in progress:
+            now = (unit.status, unit.detail)
+            if self.seen.get(unit.name) != now:
+                self.seen[unit.name] = now
+                _say(f"{unit.name}: {unit.detail}")
+
+    def close(self) -> None:
+        pass
+
+
+class _RichReporter:
+    """A live display on a terminal's stderr: one row per unit, or a summary for many."""
+
+    MAX_ROWS = 12
+
+    def __init__(self, console: Any, names: Sequence[str], target: str) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
+        self.target = target
+        # markup=False: engine reasons and systemd messages may hold [brackets].
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                                 BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=console, transient=True)
+        self.rows = len(names) <= self.MAX_ROWS
+        if self.rows:
+            self.tasks = {n: self.progress.add_task(n, total=1) for n in names}
+        else:
+            self.summary = self.progress.add_task(f"to be {target}", total=len(names))
+        self.progress.start()
+
+    def __call__(self, progress: list[control.UnitProgress]) -> None:
+        if self.rows:
+            for unit in progress:
+                self.progress.update(self.tasks[unit.name], completed=unit.status != "waiting",
+                                     description=f"{unit.name}: {unit.detail}")
+        else:
+            done = sum(u.status != "waiting" for u in progress)
+            waiting = next((u for u in progress if u.status == "waiting"), None)
+            detail = f" ({waiting.name}: {waiting.detail})" if waiting else ""
+            self.progress.update(self.summary, completed=done,
+                                 description=f"to be {self.target}{detail}")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress_reporter(names: Sequence[str], target: str) -> _PlainReporter | _RichReporter:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal:
+        return _RichReporter(console, names, target)
+    return _PlainReporter(names, target)
+
+
+# ----------------------------------------------------------------------------- listings
+
+
+FieldsOption = Annotated[Optional[str], typer.Option(
+    "--fields", help="Comma-separated columns to show.", show_default=False)]
+NoLegendOption = Annotated[bool, typer.Option("--no-legend", help="Do not print the header row.")]
+FullOption = Annotated[bool, typer.Option("--full", "-l", help="Do not shorten ids and hashes.")]
+OutputOption = Annotated[Output, typer.Option(
+    "--output", "-o", help="table, or json (an array of objects; ignores --fields).")]
+
+
+def _fields(spec: str | None, valid: Sequence[str], default: Sequence[str]) -> list[str]:
+    if spec is None:
+        return list(default)
+    fields = [f.strip().lower() for f in spec.split(",") if f.strip()]
+    if not fields:
+        raise UsageError(f"--fields is empty (valid fields: {', '.join(valid)})")
+    for field in fields:
+        if field not in valid:
+            raise UsageError(f"unknown field {field!r} (valid fields: {', '.join(valid)})")
+    return fields
+
+
+def _print_table(fields: Sequence[str], rows: Sequence[Mapping[str, str]], no_legend: bool) -> None:
+    lines = [] if no_legend else [[f.upper() for f in fields]]
+    lines += [[row[f] for f in fields] for row in rows]
+    if not lines:
+        return
+    widths = [max(len(line[i]) for line in lines) for i in range(len(fields))]
+    for line in lines:
+        cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths)] + [line[-1]]
+        typer.echo("  ".join(cells).rstrip() if len(cells) > 1 else cells[0])
+
+
+def _print_json(items: Sequence[Mapping[str, Any]]) -> None:
+    typer.echo(json.dumps(list(items), indent=2))
+
+
+@app.command("list-unit-files")
+@edge
+def list_unit_files(ctx: typer.Context, fields: FieldsOption = None,
+                    no_legend: NoLegendOption = False, full: FullOption = False,
+                    output: OutputOption = Output.table) -> None:
+    """List submitted units: hash, desired state, reported state, target machine."""
+    valid = ("unit", "hash", "dstate", "state", "target")
+    chosen = _fields(fields, valid, valid)
+    registry = _registry(ctx)
+    rows = control.unit_file_rows(registry.read_view(with_text=False))
+    if output is Output.json:
+        _print_json([{"unit": r.unit, "hash": r.hash, "desired_state": r.desired_state,
+                      "state": r.state, "machine": r.machine, "reason": r.reason} for r in rows])
+        return
+    _print_table(chosen, [{
+        "unit": r.unit, "hash": r.hash if full else r.hash[:7], "dstate": r.desired_state,
+        "state": r.state,
+        "target": "-" if r.machine is None else (r.machine if full else r.machine[:8]),
+    } for r in rows], no_legend)
+
+
+@app.command("list-units")
+@edge
+def list_units(ctx: typer.Context, fields: FieldsOption = None,
+               no_legend: NoLegendOption = False, full: FullOption = False,
+               output: OutputOption = Output.table) -> None:
+    """List the units machines report, with systemd's LOAD/ACTIVE/SUB."""
+    chosen = _fields(fields, ("unit", "machine", "load", "active", "sub", "hash"),
+                     ("unit", "machine", "active", "sub"))
+    registry = _registry(ctx)
+    rows = control.unit_rows(registry.read_view(with_text=False))
+    if output is Output.json:
+        _print_json([{"unit": r.unit, "machine": r.machine, "load": r.load,
+                      "active": r.active, "sub": r.sub} for r in rows])
+        return
+
+    def machine(row: control.UnitRow) -> str:
+        shown = row.machine if full else row.machine[:8]
+        return f"{shown}/{row.ip}" if row.ip else shown
+    _print_table(chosen, [{
+        "unit": r.unit, "machine": machine(r), "load": r.load or "-", "active": r.active or "-",
+        "sub": r.sub or "-", "hash": (r.hash if full else r.hash[:7]) or "-",
+    } for r in rows], no_legend)
+
+
+@app.command("list-machines")
+@edge
+def list_machines(ctx: typer.Context, fields: FieldsOption = None,
+                  no_legend: NoLegendOption = False, full: FullOption = False,
+                  output: OutputOption = Output.table) -> None:
+    """List the machines alive in the cluster."""
+    valid = ("machine", "ip", "metadata")
+    chosen = _fields(fields, valid, valid)
+    rows = control.machine_rows(_registry(ctx))
+    if output is Output.json:
+        _print_json([{"machine": r.machine, "ip": r.ip, "metadata": dict(r.metadata)}
+                     for r in rows])
+        return
+    _print_table(chosen, [{
+        "machine": r.machine if full else r.machine[:8], "ip": r.ip or "-",
+        "metadata": ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items())) or "-",
+    } for r in rows], no_legend)
+
+
+# ----------------------------------------------------------------------------- render
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write via a temp file in the same directory and rename: never a half file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    except OSError as exc:
+        raise FleetpyError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except OSError as exc:
+        os.unlink(temp)
+        raise FleetpyError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+@app.command()
+@edge
+def render(template: Annotated[str, typer.Argument(help="Jinja unit template file.")],
+           values: Annotated[Optional[str], typer.Option(
+               "--values", help="YAML file of template values.", show_default=False)] = None,
+           set_: Annotated[Optional[list[str]], typer.Option(
+               "--set", help="key=value, overrides --values; repeatable.",
+               show_default=False)] = None,
+           output: Annotated[Optional[str], typer.Option(
+               "--output", "-o", help="Write to this file instead of stdout.",
+               show_default=False)] = None) -> None:
+    """Render a Jinja unit template with values."""
+    from . import template as templating
+
+    text = templating.render(template, _template_values(templating, values, set_ or []))
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        write_atomically(output, text)
+
+
+def _template_values(templating: Any, values_file: str | None, sets: Sequence[str]
+                     ) -> dict[str, Any]:
+    overrides = templating.parse_set(sets)  # check the command line before reading files
+    base = templating.load_values(values_file) if values_file else {}
+    return dict(templating.merge_values(base, overrides))
+
+
+# ----------------------------------------------------------------------------- daemons
+
+
+@app.command()
+@edge
+@with_settings("engine")
+def engine(ctx: typer.Context, **options: Any) -> None:
+    """Run an engine: competes for leadership and places units on machines."""
+    values = config.resolve(("etcd", "engine"), {**_globals(ctx).etcd_cli, **options})
+    from .engine import run_engine  # lazily: the CLI must work without the daemons' deps
+    run_engine(values)
+
+
+@app.command()
+@edge
+@with_settings("agent")
+def agent(ctx: typer.Context,
+          config_file: Annotated[Optional[str], typer.Option(
+              "--config", help="YAML file of settings (command line and env override it).",
+              show_default=False)] = None,
+          **options: Any) -> None:
+    """Run an agent: registers this machine and runs the units scheduled on it."""
+    file_values = config.load_config_file(config_file) if config_file else None
+    values = config.resolve(("etcd", "agent"), {**_globals(ctx).etcd_cli, **options},
+                            file_values)
+    if values["unit_manager"] not in ("systemd", "simulated"):
+        raise FleetpyError(f"invalid unit manager {values['unit_manager']!r} "
+                           "(expected systemd or simulated)")
+    from .agent import run_agent
+    run_agent(values)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    app(args=None if argv is None else list(argv), prog_name="fleetpy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,540 @@
+"""The CLI end to end against a real etcd: verbs, output formats, and user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from fleetpy.cli import app
+from fleetpy.etcd_server import EtcdServer
+from fleetpy.registry import MachineRecord, Registry, UnitState
+
+SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("FLEETPY_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def units_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # bare names must not be mistaken for files
+    folder = tmp_path / "units"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def run(etcd: EtcdServer, prefix: str) -> Run:
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix, *args])
+    return invoke
+
+
+def write(folder: Path, name: str, text: str = SERVICE) -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+def snapshot(registry: Registry) -> dict[str, tuple[str, str]]:
+    return {n: (u.hash, u.desired) for n, u in registry.list_units().items()}
+
+
+def one_error_line(result: Result, progress: bool = False) -> str:
+    """The single error line; blocking verbs may print plain progress lines before it."""
+    assert "Traceback" not in result.output + result.stderr
+    lines = result.stderr.strip().splitlines()
+    if progress:
+        assert [line for line in lines if "error" in line] == lines[-1:], result.stderr
+        lines = lines[-1:]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fleetpy: error: "), lines[0]
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- verbs
+
+
+def test_submit_start_list_cat_stop_unload_destroy(run: Run, registry: Registry,
+                                                   units_dir: Path) -> None:
+    a, b = write(units_dir, "web1.service"), write(units_dir, "web2.service", SERVICE + "#\nA=1\n")
+    result = run("submit", a, b)
+    assert result.exit_code == 0, result.output
+    assert {d for _, d in snapshot(registry).values()} == {"inactive"}
+
+    result = run("start", "--no-block", "web1.service", "web2.service")
+    assert result.exit_code == 0, result.output
+    assert "Triggered unit web1.service start" in result.stdout
+    assert {d for _, d in snapshot(registry).values()} == {"launched"}
+
+    data = json.loads(run("list-unit-files", "-o", "json").stdout)
+    assert [row["unit"] for row in data] == ["web1.service", "web2.service"]
+    assert all(set(row) == {"unit", "hash", "desired_state", "state", "machine", "reason"}
+               for row in data)
+    assert data[0]["hash"] == registry.get_unit("web1.service").hash  # type: ignore[union-attr]
+    assert data[0]["desired_state"] == "launched" and data[0]["machine"] is None
+
+    result = run("cat", "web1.service")
+    assert result.exit_code == 0 and result.stdout == SERVICE
+
+    assert run("stop", "--no-block", "web*").exit_code == 0
+    assert {d for _, d in snapshot(registry).values()} == {"loaded"}
+    assert run("unload", "--no-block", "web1.*").exit_code == 0
+    assert snapshot(registry)["web1.service"][1] == "inactive"
+    result = run("destroy", "web?.service")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["Destroyed web1.service", "Destroyed web2.service"]
+    assert snapshot(registry) == {}
+
+
+def test_template_instance_by_name(run: Run, registry: Registry, units_dir: Path) -> None:
+    assert run("submit", write(units_dir, "app@.service")).exit_code == 0
+    result = run("start", "--no-block", "app@1.service", "app@2.service")
+    assert result.exit_code == 0, result.output
+    units = registry.list_units()
+    assert units["app@1.service"].hash == units["app@.service"].hash
+    assert units["app@2.service"].desired == "launched"
+    assert run("cat", "app@7.service").stdout == SERVICE
+    result = run("start", "--no-block", "app@.service")
+    assert result.exit_code == 1
+    assert "app@.service is a template" in one_error_line(result)
+
+
+def test_load_submits_files_and_global_flag(run: Run, registry: Registry,
+                                            units_dir: Path) -> None:
+    path = write(units_dir, "mon.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")
+    assert run("load", "--no-block", path).exit_code == 0
+    record = registry.get_unit("mon.service")
+    assert record is not None and record.is_global and record.desired == "loaded"
+    data = json.loads(run("list-unit-files", "--output", "json").stdout)
+    assert data[0]["machine"] is None
+    assert run("list-unit-files", "--no-legend").stdout.split() == [
+        "mon.service", record.hash[:7], "loaded", "inactive", "-"]
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+BAD_TEXT = {
+    "syntax.service": "[Service]\nExecStart=/bin/true\nno equals sign\n",
+    "combo.service": "[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\nReplaces=x.service\n",
+    "value.service": "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMaxPerMachine=zero\n",
+}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["start", "bad name.service"], "invalid unit name 'bad name.service'"),
+    (["start", "web.nope"], "unknown type suffix"),
+    (["start", "{dir}/syntax.service"], "syntax.service:3:"),
+    (["start", "{dir}/combo.service"], "cannot be combined"),
+    (["load", "{dir}/value.service"], "MaxPerMachine=zero"),
+    (["submit", "{dir}/missing.service"], "missing.service"),
+    (["start", "ghost.service"], "unit ghost.service is not submitted"),
+    (["start", "ghost@1.service"], "nor its template ghost@.service"),
+    (["stop", "loaded.service"], "unit loaded.service is not launched (desired state loaded)"),
+    (["stop", "zzz*"], "no submitted unit matches 'zzz*'"),
+    (["destroy", "ghost.service"], "unit ghost.service is not submitted"),
+    (["unload", "ghost.service"], "unit ghost.service is not submitted"),
+    (["cat", "ghost.service"], "unit ghost.service is not submitted"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(run: Run, registry: Registry, units_dir: Path,
+                                                  args: list[str], message: str) -> None:
+    for name, text in BAD_TEXT.items():
+        write(units_dir, name, text)
+    assert run("load", "--no-block", write(units_dir, "loaded.service")).exit_code == 0
+    good = write(units_dir, "good.service", SERVICE + "#\nB=1\n")
+    before = snapshot(registry)
+    args = [a.format(dir=units_dir) for a in args]
+    extra = [good] if args[0] in ("start", "load", "submit") else []
+    result = run(*args[:1], *(["--no-block"] if args[0] != "submit" and args[0] in (
+        "start", "load") else []), *extra, *args[1:])
+    assert result.exit_code == 1, result.output
+    assert message in one_error_line(result)
+    assert snapshot(registry) == before
+
+
+def test_usage_errors_exit_2(run: Run, units_dir: Path) -> None:
+    result = run("list-units", "--fields", "unit,bogus")
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "unknown field 'bogus'" in line and "unit, machine, load, active, sub" in line
+    assert run("list-units", "-o", "yaml").exit_code == 2
+    assert run("start").exit_code == 2
+    assert run("frobnicate").exit_code == 2
+
+
+def test_bad_setting_value(etcd: EtcdServer) -> None:
+    result = CliRunner().invoke(app, ["--endpoint", etcd.endpoint, "--request-timeout", "soon",
+                                      "list-units"])
+    assert result.exit_code == 1
+    assert "--request-timeout" in one_error_line(result)
+
+
+def python_m(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+    return subprocess.run([sys.executable, "-m", "fleetpy", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_unreachable_etcd_fails_fast_naming_the_endpoint(units_dir: Path) -> None:
+    began = time.monotonic()
+    done = python_m("--endpoint", "http://127.0.0.1:1", "--request-timeout", "1",
+                    "start", "--no-block", write(units_dir, "a.service"))
+    assert time.monotonic() - began < 3
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "http://127.0.0.1:1" in lines[0], done.stderr
+    assert lines[0].startswith("fleetpy: error: cannot reach etcd")
+
+
+def test_subprocess_bad_file_is_one_line(etcd: EtcdServer, prefix: str, units_dir: Path) -> None:
+    path = write(units_dir, "bad.service", "[Service\n")
+    done = python_m("--endpoint", etcd.endpoint, "--etcd-prefix", prefix, "submit", path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"fleetpy: error: {path}:1: invalid section header '[Service' (expected [Name])"]
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == "fleetpy 0.1.0"
+
+
+# ----------------------------------------------------------------------------- blocking
+
+
+def test_blocking_start_without_engine_times_out(run: Run, units_dir: Path) -> None:
+    began = time.monotonic()
+    result = run("start", "--block-attempts", "2", write(units_dir, "a.service"))
+    assert 1.9 < time.monotonic() - began < 5
+    assert result.exit_code == 1
+    assert one_error_line(result, progress=True) == ("fleetpy: error: timed out after 2s waiting for a.service "
+                                      "to be launched (no engine is running)")
+
+
+def test_blocking_start_reports_engine_reason(run: Run, registry: Registry,
+                                              units_dir: Path) -> None:
+    lease = registry.grant_lease(30)
+    assert registry.campaign("test-engine", lease)
+    registry._txn([], [registry.op_reason_put("a.service", "no machines are alive")])
+    result = run("start", "--block-attempts", "1", write(units_dir, "a.service"))
+    assert result.exit_code == 1
+    assert one_error_line(result, progress=True).endswith(
+        "waiting for a.service to be launched (not placed: no machines are alive)")
+
+
+@pytest.fixture
+def agent_thread(registry: Registry) -> Iterator[Callable[[str, str, float], None]]:
+    """Start a fake agent that reports `unit` as `active` after a delay."""
+    threads: list[threading.Thread] = []
+
+    def start(unit: str, active: str, delay: float) -> None:
+        def run() -> None:
+            lease = registry.grant_lease(30)
+            registry.register_machine(MachineRecord("a" * 32, "10.1.2.3"), lease)
+            deadline = time.monotonic() + 10
+            while registry.get_unit(unit) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(delay)
+            record = registry.get_unit(unit)
+            assert record is not None
+            registry.report_states([UnitState(unit, "a" * 32, "loaded", active,
+                                              "running" if active == "active" else "dead",
+                                              record.hash)], lease)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        threads.append(thread)
+    yield start
+    for thread in threads:
+        thread.join(15)
+
+
+def test_blocking_start_succeeds_when_the_agent_reports(run: Run, units_dir: Path,
+                                                        agent_thread: Callable[..., None]) -> None:
+    agent_thread("a.service", "active", 0.3)
+    began = time.monotonic()
+    result = run("start", "--block-attempts", "10", write(units_dir, "a.service"))
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - began < 5
+    assert "Unit a.service launched on aaaaaaaa/10.1.2.3" in result.stdout
+    assert "a.service: launched on aaaaaaaa/10.1.2.3" in result.stderr  # plain progress lines
+
+
+def test_blocking_stop_and_unload(run: Run, registry: Registry, units_dir: Path) -> None:
+    path = write(units_dir, "a.service")
+    assert run("start", "--no-block", path).exit_code == 0
+    lease = registry.grant_lease(30)
+    machine = "b" * 32
+    digest = registry.get_unit("a.service").hash  # type: ignore[union-attr]
+    registry.report_states([UnitState("a.service", machine, "loaded", "active", "running",
+                                      digest)], lease)
+
+    def later(action: Callable[[], None]) -> None:
+        threading.Timer(0.3, action).start()
+
+    later(lambda: registry.report_states(
+        [UnitState("a.service", machine, "loaded", "inactive", "dead", digest)], lease))
+    result = run("stop", "--block-attempts", "5", "a.service")
+    assert result.exit_code == 0, result.output
+    later(lambda: registry.report_states([], lease, removed=[("a.service", machine)]))
+    result = run("unload", "--block-attempts", "5", "a.service")
+    assert result.exit_code == 0, result.output
+    assert "Unit a.service unloaded" in result.stdout
+
+
+def test_blocking_start_reports_failure_promptly(run: Run, units_dir: Path,
+                                                 agent_thread: Callable[..., None]) -> None:
+    agent_thread("a.service", "failed", 0.3)
+    began = time.monotonic()
+    result = run("start", "--block-attempts", "30", write(units_dir, "a.service"))
+    assert time.monotonic() - began < 5
+    assert result.exit_code == 1
+    assert "a.service failed on aaaaaaaa/10.1.2.3: loaded/failed/dead" in one_error_line(result, progress=True)
+
+
+# ----------------------------------------------------------------------------- listings
+
+
+@pytest.fixture
+def cluster(run: Run, registry: Registry, units_dir: Path) -> dict[str, str]:
+    """Two machines, three units: one placed and running, one global, one unplaced."""
+    m1, m2 = "1" * 32, "2" * 32
+    lease = registry.grant_lease(60)
+    registry.register_machine(MachineRecord(m1, "10.0.0.1", {"role": "web", "az": "b"}), lease)
+    registry.register_machine(MachineRecord(m2, "10.0.0.2"), lease)
+    assert run("start", "--no-block", write(units_dir, "web.service"),
+               write(units_dir, "mon.service", SERVICE + "[X-Fleet]\nGlobal=true\n")).exit_code == 0
+    assert run("submit", write(units_dir, "idle.service", SERVICE + "#\nI=1\n")).exit_code == 0
+    units = registry.list_units()
+    from fleetpy.registry import ScheduleEntry
+    entry = ScheduleEntry("web.service", units["web.service"].hash, "launched", SERVICE)
+    registry._txn([], [registry.op_schedule_put(m1, entry),
+                       registry.op_reason_put("idle.service", "desired state is inactive")])
+    registry.report_states([
+        UnitState("web.service", m1, "loaded", "active", "running", units["web.service"].hash),
+        UnitState("mon.service", m1, "loaded", "active", "running", units["mon.service"].hash),
+        UnitState("mon.service", m2, "loaded", "failed", "failed", units["mon.service"].hash),
+    ], lease)
+    return {"m1": m1, "m2": m2, "web": units["web.service"].hash,
+            "mon": units["mon.service"].hash, "idle": units["idle.service"].hash}
+
+
+def table(result: Result) -> list[list[str]]:
+    assert result.exit_code == 0, result.output
+    return [line.split() for line in result.stdout.splitlines()]
+
+
+def test_list_unit_files(run: Run, cluster: dict[str, str]) -> None:
+    assert table(run("list-unit-files")) == [
+        ["UNIT", "HASH", "DSTATE", "STATE", "TARGET"],
+        ["idle.service", cluster["idle"][:7], "inactive", "inactive", "-"],
+        ["mon.service", cluster["mon"][:7], "launched", "launched", "-"],
+        ["web.service", cluster["web"][:7], "launched", "launched", "11111111"],
+    ]
+    assert table(run("list-unit-files", "--full", "--no-legend", "--fields", "unit,hash,target"))[
+        2] == ["web.service", cluster["web"], cluster["m1"]]
+    assert table(run("list-unit-files", "-l", "--fields", "UNIT,dstate"))[0] == ["UNIT", "DSTATE"]
+    data = json.loads(run("list-unit-files", "-o", "json", "--fields", "unit").stdout)
+    assert data == [
+        {"unit": "idle.service", "hash": cluster["idle"], "desired_state": "inactive",
+         "state": "inactive", "machine": None, "reason": "desired state is inactive"},
+        {"unit": "mon.service", "hash": cluster["mon"], "desired_state": "launched",
+         "state": "launched", "machine": None, "reason": None},
+        {"unit": "web.service", "hash": cluster["web"], "desired_state": "launched",
+         "state": "launched", "machine": cluster["m1"], "reason": None},
+    ]
+
+
+def test_list_units(run: Run, cluster: dict[str, str]) -> None:
+    assert table(run("list-units")) == [
+        ["UNIT", "MACHINE", "ACTIVE", "SUB"],
+        ["mon.service", "11111111/10.0.0.1", "active", "running"],
+        ["mon.service", "22222222/10.0.0.2", "failed", "failed"],
+        ["web.service", "11111111/10.0.0.1", "active", "running"],
+    ]
+    assert table(run("list-units", "--no-legend", "--full", "--fields", "machine,load"))[0] == [
+        f"{cluster['m1']}/10.0.0.1", "loaded"]
+    data = json.loads(run("list-units", "-o", "json").stdout)
+    assert data[1] == {"unit": "mon.service", "machine": cluster["m2"], "load": "loaded",
+                       "active": "failed", "sub": "failed"}
+    assert all(set(row) == {"unit", "machine", "load", "active", "sub"} for row in data)
+
+
+def test_list_machines(run: Run, cluster: dict[str, str]) -> None:
+    assert table(run("list-machines")) == [
+        ["MACHINE", "IP", "METADATA"],
+        ["11111111", "10.0.0.1", "az=b,role=web"],
+        ["22222222", "10.0.0.2", "-"],
+    ]
+    assert table(run("list-machines", "--no-legend", "-l", "--fields", "machine")) == [
+        [cluster["m1"]], [cluster["m2"]]]
+    assert json.loads(run("list-machines", "-o", "json").stdout) == [
+        {"machine": cluster["m1"], "ip": "10.0.0.1", "metadata": {"az": "b", "role": "web"}},
+        {"machine": cluster["m2"], "ip": "10.0.0.2", "metadata": {}},
+    ]
+
+
+def test_empty_lists(run: Run) -> None:
+    assert table(run("list-unit-files")) == [["UNIT", "HASH", "DSTATE", "STATE", "TARGET"]]
+    assert run("list-units", "--no-legend").stdout == ""
+    assert json.loads(run("list-machines", "-o", "json").stdout) == []
+
+
+# ----------------------------------------------------------------------------- render
+
+TEMPLATE = """[Unit]
+Description={{ description }}
+
+[Service]
+ExecStart={{ ["/bin/echo", greeting] | exec_args }}
+"""
+
+
+@pytest.fixture
+def template_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "echo.service.j2").write_text(TEMPLATE)
+    (tmp_path / "values.yaml").write_text("description: hello\ngreeting: hi there\n")
+    return tmp_path
+
+
+def test_render_to_stdout_with_values_and_set(template_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["render", "echo.service.j2", "--values", "values.yaml",
+                                      "--set", "greeting=bye"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("[Unit]\nDescription=hello\n\n[Service]\n"
+                             "ExecStart=/bin/echo bye\n")
+
+
+def test_render_to_file(template_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["render", "echo.service.j2", "--values", "values.yaml",
+                                      "-o", "out/echo.service"])
+    assert result.exit_code == 1
+    assert one_error_line(result) == ("fleetpy: error: cannot write out/echo.service: "
+                                      "No such file or directory")
+    (template_dir / "out").mkdir()
+    result = CliRunner().invoke(app, ["render", "echo.service.j2", "--values", "values.yaml",
+                                      "-o", "out/echo.service"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert (template_dir / "out/echo.service").read_text().endswith(
+        'ExecStart=/bin/echo "hi there"\n')
+    assert sorted(p.name for p in (template_dir / "out").iterdir()) == ["echo.service"]
+
+
+@pytest.mark.parametrize("files, args, message", [
+    ({}, ["--set", "description=x"], "echo.service.j2:5: "),  # greeting undefined
+    ({"echo.service.j2": "[Unit]\n{% if %}\n"}, [], "echo.service.j2:2: "),
+    ({"bad.yaml": "a: 1\nb: [\n"}, ["--values", "bad.yaml"], "bad.yaml:"),
+    ({}, ["--values", "missing.yaml"], "missing.yaml"),
+    ({}, ["--set", "novalue"], "--set novalue"),
+])
+def test_render_errors_leave_no_file(template_dir: Path, files: dict[str, str], args: list[str],
+                                     message: str) -> None:
+    for name, text in files.items():
+        (template_dir / name).write_text(text)
+    before = sorted(p.name for p in template_dir.iterdir())
+    result = CliRunner().invoke(app, ["render", "echo.service.j2", *args, "-o", "out.service"])
+    assert result.exit_code == 1, result.output
+    assert message in one_error_line(result)
+    assert sorted(p.name for p in template_dir.iterdir()) == before
+
+
+def test_render_missing_template(template_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["render", "nope.j2"])
+    assert result.exit_code == 1
+    assert "nope.j2" in one_error_line(result)
+
+
+def test_render_keeps_an_existing_file_on_error(template_dir: Path) -> None:
+    (template_dir / "out.service").write_text("old\n")
+    result = CliRunner().invoke(app, ["render", "echo.service.j2", "-o", "out.service"])
+    assert result.exit_code == 1
+    assert (template_dir / "out.service").read_text() == "old\n"
+
+
+# ----------------------------------------------------------------------------- daemons
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, object]]:
+    """Replace run_engine/run_agent with recorders of the settings they get."""
+    import fleetpy.agent
+    import fleetpy.engine
+    seen: dict[str, dict[str, object]] = {}
+    monkeypatch.setattr(fleetpy.engine, "run_engine", lambda values: seen.update(engine=values))
+    monkeypatch.setattr(fleetpy.agent, "run_agent", lambda values: seen.update(agent=values))
+    return seen
+
+
+def test_engine_verb_resolves_settings(captured: dict[str, dict[str, object]],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETPY_RECONCILE_INTERVAL", "7")
+    result = CliRunner().invoke(app, ["--endpoint", "http://e:1", "engine", "--lease-ttl", "3"])
+    assert result.exit_code == 0, result.output
+    values = captured["engine"]
+    assert values["endpoint"] == "http://e:1" and values["lease_ttl"] == 3
+    assert values["reconcile_interval"] == 7.0 and values["etcd_prefix"] == "/fleetpy"
+
+
+def test_agent_verb_merges_config_file(captured: dict[str, dict[str, object]],
+                                       tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("endpoint: http://file:1\nmachine_id: m1\nttl: 20\n"
+                    "metadata: {role: web}\nunit_manager: simulated\n")
+    result = CliRunner().invoke(app, ["agent", "--config", str(path), "--ttl", "5",
+                                      "--public-ip", "10.0.0.1"])
+    assert result.exit_code == 0, result.output
+    values = captured["agent"]
+    assert values["endpoint"] == "http://file:1" and values["machine_id"] == "m1"
+    assert values["ttl"] == 5 and values["public_ip"] == "10.0.0.1"
+    assert values["metadata"] == {"role": "web"} and values["unit_manager"] == "simulated"
+
+
+@pytest.mark.parametrize("yaml_text, args, message", [
+    ("ttl: 5\nmetadata: [\n", [], "agent.yaml:3"),
+    ("colour: blue\n", [], "unknown setting 'colour'"),
+    ("", ["--ttl", "-1"], "invalid --ttl value '-1'"),
+    ("", ["--unit-manager", "docker"], "invalid unit manager 'docker'"),
+    ("", ["--metadata", "novalue"], "invalid metadata item 'novalue'"),
+])
+def test_agent_bad_settings(captured: dict[str, dict[str, object]], tmp_path: Path,
+                            yaml_text: str, args: list[str], message: str) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml_text)
+    result = CliRunner().invoke(app, ["agent", "--config", str(path), *args])
+    assert result.exit_code == 1
+    assert message in one_error_line(result)
+    assert "agent" not in captured
+
+
+def test_keyboard_interrupt_exits_130_quietly(run: Run, units_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetpy import control
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(control, "submit", interrupted)
+    result = run("submit", write(units_dir, "a.service"))
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output + result.stderr
