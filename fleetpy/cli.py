@@ -200,7 +200,7 @@ def stop(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption = F
     registry = _registry(ctx)
     plan = control.plan_stop(registry, units)
     control.apply(registry, plan)
-    _finish(registry, plan.names, "loaded", "stop", no_block, block_attempts)
+    _finish(registry, plan.names, "stopped", "stop", no_block, block_attempts)
 
 
 @app.command()

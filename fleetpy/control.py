@@ -16,24 +16,26 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import FleetpyError, StateError, UnitFileError, UnknownUnitError
-from .registry import (ClusterView, Registry, UnitChange, UnitRecord, UnitState, WatchBatch,
-                       unit_state_summary)
+from .registry import (ClusterView, MachineRecord, Registry, ScheduleEntry, UnitChange,
+                       UnitRecord, UnitState, WatchBatch, WatchEvent, unit_state_summary)
 from .unit import fleet_options, load_unit_file, parse_name, parse_unit
 
 GLOB_CHARS = "*?["
 # States in which systemd still runs (or is about to run) the unit's processes.
 RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
 # Re-read the whole view this often even without watch events (a lost watch must not hang us).
-BACKSTOP_SECONDS = 5.0
+BACKSTOP_SECONDS = 10.0
 # Coalesce a burst of watch events into one re-read.
 SETTLE_SECONDS = 0.05
 # A failed state seen before we started waiting may be stale (the agent has not yet
 # restarted the unit); it counts once re-reported or after this long.
 STALE_FAILED_GRACE = 3.0
-WAIT_TARGETS = ("launched", "loaded", "inactive")
+# launched: running; loaded: loaded and not running; stopped (after stop): running
+# nowhere, which a never-placed unit already is; inactive: reported nowhere.
+WAIT_TARGETS = ("launched", "loaded", "stopped", "inactive")
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -342,11 +344,23 @@ def evaluate(view: ClusterView, names: Sequence[str], target: str,
             result.append(UnitProgress(name, "failed", "was destroyed while waiting"))
             continue
         current = {m: s for m, s in states.items() if s.hash == record.hash}
+        if target == "stopped":
+            if any(s.active in RUNNING_STATES for s in current.values()):
+                pass  # still running somewhere: fall through to "waiting"
+            elif current:
+                where = ", ".join(machine_label(view, m) for m in sorted(current))
+                result.append(UnitProgress(name, "done", f"stopped on {where}"))
+                continue
+            elif not states and name not in view.schedule:
+                result.append(UnitProgress(name, "done", "stopped (not placed)"))
+                continue
         if target == "launched":
             reached = [m for m, s in sorted(current.items()) if s.active == "active"]
-        else:
+        elif target == "loaded":
             reached = [m for m, s in sorted(current.items())
                        if s.load == "loaded" and s.active not in RUNNING_STATES]
+        else:
+            reached = []
         if reached:
             where = ", ".join(machine_label(view, m) for m in reached)
             result.append(UnitProgress(name, "done", f"{target} on {where}"))
@@ -362,40 +376,120 @@ def evaluate(view: ClusterView, names: Sequence[str], target: str,
     return result
 
 
+class _Follower:
+    """A ClusterView kept current from watch events on P/state, P/schedule, P/machines.
+
+    Events patch the view in place of re-reading everything (a full read carries
+    every schedule entry's text); a full read happens only as a slow backstop or
+    after a watch broke, and then the watches restart from that read's revision.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.pending: list[tuple[str, WatchEvent]] = []
+        self.touched: set[str] = set()  # "unit/machine" of states written since we began
+        self.broken = False
+        self.cancels: list[Callable[[], None]] = []
+        self.view = self.resync()
+
+    def _on(self, kind: str) -> Callable[[WatchBatch], None]:
+        def callback(batch: WatchBatch) -> None:
+            with self.lock:
+                if batch.error is not None:
+                    self.broken = True
+                self.pending.extend((kind, event) for event in batch.events)
+                if kind == "state":
+                    self.touched.update(event.key for event in batch.events)
+            self.wake.set()
+        return callback
+
+    def resync(self) -> ClusterView:
+        self.close()
+        view = self.registry.read_view(with_text=False)
+        with self.lock:
+            self.pending.clear()
+            self.broken = False
+        self.cancels = [self.registry.watch(kind, self._on(kind), start_revision=view.revision + 1)
+                        for kind in ("state", "schedule", "machines")]
+        self.view = view
+        return view
+
+    def update(self) -> ClusterView:
+        """Apply the events received so far (a full re-read if a watch broke)."""
+        with self.lock:
+            events, self.pending = self.pending, []
+            broken = self.broken
+        if broken:
+            return self.resync()
+        view = self.view
+        events = [(kind, e) for kind, e in events if e.revision > view.revision]
+        if not events:
+            return view
+        states = dict(view.states)
+        schedule = dict(view.schedule)
+        machines = dict(view.machines)
+        for kind, event in events:
+            if kind == "state":
+                unit, _, machine = event.key.rpartition("/")
+                by_machine = dict(states.get(unit, {}))  # copy: views are shared snapshots
+                if event.kind == "put":
+                    by_machine[machine] = UnitState.from_json(unit, machine, event.value)
+                else:
+                    by_machine.pop(machine, None)
+                if by_machine:
+                    states[unit] = by_machine
+                else:
+                    states.pop(unit, None)
+            elif kind == "machines":
+                if event.kind == "put":
+                    machines[event.key] = MachineRecord.from_json(event.key, event.value)
+                else:
+                    machines.pop(event.key, None)
+            else:
+                machine, _, unit = event.key.partition("/")
+                if event.kind == "put":
+                    entry = ScheduleEntry.from_json(unit, event.value)
+                    schedule[unit] = (machine, replace(entry, text=""))
+                elif schedule.get(unit, ("",))[0] == machine:
+                    del schedule[unit]
+        self.view = replace(view, revision=max(e.revision for _, e in events), states=states,
+                            schedule=schedule, machines=machines)
+        return self.view
+
+    def fresh(self, unit: str, machine: str) -> bool:
+        with self.lock:
+            return f"{unit}/{machine}" in self.touched
+
+    def close(self) -> None:
+        for cancel in self.cancels:
+            cancel()
+        self.cancels = []
+
+
 def wait_for(registry: Registry, names: Sequence[str], target: str, attempts: int = 60,
              on_progress: Callable[[list[UnitProgress]], None] | None = None) -> WaitResult:
     """Block until every unit reaches `target` as reported by the cluster.
 
     Each attempt is one second of waiting; attempts=0 waits forever. Wakes on
-    watch events for P/state and P/schedule, with a slow full re-read as backstop.
+    watch events (states, schedule, machines), with a slow full re-read as backstop.
     Failed units end their wait at once instead of running out the clock.
     """
     if target not in WAIT_TARGETS:
         raise ValueError(f"unknown wait target {target!r}")
     started = time.monotonic()
     deadline = None if attempts == 0 else started + attempts
-    wake = threading.Event()
-    lock = threading.Lock()
-    touched: set[str] = set()  # "unit/machine" keys of states (re)written since we began
-
-    def on_state(batch: WatchBatch) -> None:
-        with lock:
-            touched.update(event.key for event in batch.events)
-        wake.set()
-
-    def on_schedule(batch: WatchBatch) -> None:
-        wake.set()
+    follower = _Follower(registry)
+    last_full_read = started
 
     def fresh(unit: str, machine: str) -> bool:
-        with lock:
-            if f"{unit}/{machine}" in touched:
-                return True
-        return time.monotonic() - started >= STALE_FAILED_GRACE
+        # A failed state from before we began may be stale: trust it once re-reported,
+        # or once the agent had time to act on our change.
+        return follower.fresh(unit, machine) or time.monotonic() - started >= STALE_FAILED_GRACE
 
-    view = registry.read_view(with_text=False)
-    cancels = [registry.watch("state", on_state, start_revision=view.revision + 1),
-               registry.watch("schedule", on_schedule, start_revision=view.revision + 1)]
     try:
+        view = follower.view
         while True:
             progress = evaluate(view, names, target, fresh)
             if on_progress is not None:
@@ -410,18 +504,20 @@ def wait_for(registry: Registry, names: Sequence[str], target: str, attempts: in
                 progress = evaluate(view, names, target, fresh, no_engine)
                 return WaitResult(target, tuple(progress), now - started,
                                   any(p.status == "waiting" for p in progress), attempts)
-            timeout = BACKSTOP_SECONDS if deadline is None else min(BACKSTOP_SECONDS,
-                                                                     deadline - now)
-            # Stale failed states turn into failures after the grace: look again then.
-            if now - started < STALE_FAILED_GRACE:
+            timeout = BACKSTOP_SECONDS - (now - last_full_read)
+            if deadline is not None:
+                timeout = min(timeout, deadline - now)
+            if now - started < STALE_FAILED_GRACE:  # look again when stale failures count
                 timeout = min(timeout, STALE_FAILED_GRACE - (now - started) + 0.01)
-            if wake.wait(max(timeout, 0.0)):
-                time.sleep(SETTLE_SECONDS)
-            wake.clear()
-            view = registry.read_view(with_text=False)
+            if follower.wake.wait(max(timeout, 0.0)):
+                time.sleep(SETTLE_SECONDS)  # let a burst of events arrive together
+            follower.wake.clear()
+            if time.monotonic() - last_full_read >= BACKSTOP_SECONDS:
+                view, last_full_read = follower.resync(), time.monotonic()
+            else:
+                view = follower.update()
     finally:
-        for cancel in cancels:
-            cancel()
+        follower.close()
 
 
 # ----------------------------------------------------------------------------- listings

@@ -296,6 +296,7 @@ def test_blocking_stop_and_unload(run: Run, registry: Registry, units_dir: Path)
         [UnitState("a.service", machine, "loaded", "inactive", "dead", digest)], lease))
     result = run("stop", "--block-attempts", "5", "a.service")
     assert result.exit_code == 0, result.output
+    assert "Unit a.service stopped on bbbbbbbb" in result.stdout
     later(lambda: registry.report_states([], lease, removed=[("a.service", machine)]))
     result = run("unload", "--block-attempts", "5", "a.service")
     assert result.exit_code == 0, result.output

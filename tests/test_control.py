@@ -202,6 +202,21 @@ def test_evaluate_launched_loaded_and_failed() -> None:
     assert control.evaluate(view(units, run), ["a.service"], "loaded")[0].status == "waiting"
 
 
+def test_evaluate_stopped() -> None:
+    units = {"a.service": UnitRecord("a.service", "h1", "loaded")}
+    run = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "active", "running", "h1")}}
+    dead = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "failed", "failed", "h1")}}
+    assert control.evaluate(view(units, run), ["a.service"], "stopped")[0].status == "waiting"
+    [p] = control.evaluate(view(units, dead), ["a.service"], "stopped")
+    assert (p.status, p.detail) == ("done", "stopped on m1")
+    [p] = control.evaluate(view(units), ["a.service"], "stopped")
+    assert (p.status, p.detail) == ("done", "stopped (not placed)")
+    entry = ScheduleEntry("a.service", "h1", "loaded", "")
+    [p] = control.evaluate(view(units, schedule={"a.service": ("m1", entry)}), ["a.service"],
+                           "stopped")
+    assert p.status == "waiting"
+
+
 def test_evaluate_explains_pending_units() -> None:
     units = {"a.service": UnitRecord("a.service", "h1", "launched")}
     [p] = control.evaluate(view(units, reasons={"a.service": "no machines are alive"}),
@@ -272,6 +287,39 @@ def test_wait_for_wakes_on_reported_state(registry: Registry, units_dir: Path) -
     assert time.monotonic() - began < 3  # woken by the watch, not the backstop
     assert result.units[0].detail == "launched on ffffffff/10.0.0.9"
     assert seen[0][0].status == "waiting" and seen[-1][0].status == "done"
+
+
+def test_follower_patches_the_view_from_events(registry: Registry) -> None:
+    follower = control._Follower(registry)
+    try:
+        lease = registry.grant_lease(30)
+        entry = ScheduleEntry("a.service", "h1", "launched", "[Service]\nExecStart=/bin/true\n")
+        registry._txn([], [registry.op_schedule_put("m1", entry)])
+        registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
+        registry.report_states([UnitState("a.service", "m1", "loaded", "active", "running", "h1"),
+                                UnitState("b.service", "m1", "loaded", "active", "running")],
+                               lease)
+        deadline = time.monotonic() + 5
+        current = follower.update()
+        while len(current.states) < 2 and time.monotonic() < deadline:
+            follower.wake.wait(0.5)
+            current = follower.update()
+        assert current.schedule["a.service"][0] == "m1"
+        assert current.schedule["a.service"][1].text == ""
+        assert current.machines["m1"].ip == "10.0.0.1"
+        assert current.states["a.service"]["m1"].active == "active"
+        assert follower.fresh("a.service", "m1") and not follower.fresh("a.service", "m2")
+        registry.report_states([], lease, removed=[("b.service", "m1")])
+        registry._txn([], [registry.op_schedule_delete("m1", "a.service")])
+        while ("a.service" in current.schedule or "b.service" in current.states) \
+                and time.monotonic() < deadline:
+            follower.wake.wait(0.5)
+            current = follower.update()
+        assert "b.service" not in current.states and "a.service" not in current.schedule
+        full = registry.read_view(with_text=False)
+        assert (current.states, current.schedule) == (full.states, full.schedule)
+    finally:
+        follower.close()
 
 
 def test_wait_for_reports_a_failure_promptly(registry: Registry, units_dir: Path) -> None:
