@@ -9,13 +9,12 @@ import functools
 import inspect
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional, TypeVar, get_type_hints
 
 import typer
 
@@ -83,8 +82,7 @@ def with_settings(scope: str) -> Callable[[F], F]:
 
 
 def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    import typing
-    return typing.get_type_hints(fn, include_extras=True)
+    return get_type_hints(fn, include_extras=True)
 
 
 def _say(message: str) -> None:
