@@ -1,0 +1,140 @@
+"""The host harness (fleetpy/nspawn.py): real systemd hosts on this machine."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+
+from fleetpy.nspawn import AGENT_UNIT, Host
+from hosts_fixtures import host_docker, host_rootfs, hosts, on_ci  # noqa: F401
+
+pytestmark = pytest.mark.hosts
+
+
+@dataclass(frozen=True)
+class Etcd:
+    endpoint: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    """A throwaway etcd; only here so this module runs on its own."""
+    if shutil.which("etcd") is None:
+        (pytest.fail if on_ci() else pytest.skip)("etcd not installed: apt-get install etcd-server")
+    client, peer = _free_port(), _free_port()
+    endpoint = f"http://127.0.0.1:{client}"
+    data_dir = tmp_path_factory.mktemp("etcd")
+    with open(data_dir / "etcd.log", "wb") as log:
+        process = subprocess.Popen(
+            ["etcd", "--data-dir", str(data_dir / "data"), "--listen-client-urls", endpoint,
+             "--advertise-client-urls", endpoint, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: _healthy(endpoint), 20, "etcd health")
+        yield Etcd(endpoint)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _healthy(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/health", timeout=1) as response:
+            return b'"true"' in response.read()
+    except OSError:
+        return False
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def docker_names(all_containers: bool = False) -> list[str]:
+    argv = ["docker", "ps", "--format", "{{.Names}}"] + (["-a"] if all_containers else [])
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+
+
+def start_probe(host: Host, image: str) -> str:
+    name = f"probe-{host.name}"
+    host.run(["systemd-run", "--unit=probe", "/usr/bin/docker", "run", "--rm", "--name", name,
+              image, "sleep", "30"])
+    wait_until(lambda: name in docker_names(), 30, f"container {name}")
+    return name
+
+
+def test_hosts_boot_with_their_own_identity_and_config(hosts, etcd: Etcd) -> None:
+    a, b = hosts(2, metadata=[{"role": "web"}, {"role": "db"}], ttl=5)
+    assert a.machine_id != b.machine_id
+    for host, role in ((a, "web"), (b, "db")):
+        assert host.run(["systemctl", "is-system-running"], check=False).stdout.strip() in ("running", "degraded")
+        assert host.run(["cat", "/etc/machine-id"]).stdout.strip() == host.machine_id
+        assert host.run(["hostname"]).stdout.strip() == host.name
+        config = yaml.safe_load(host.run(["cat", "/etc/fleetpy/agent.yaml"]).stdout)
+        assert config["endpoint"] == etcd.endpoint
+        assert config["metadata"] == {"role": role}
+        assert config["ttl"] == 5
+
+
+def test_agent_unit_enabled_and_runtime_importable(hosts) -> None:
+    (host,) = hosts(1)
+    assert host.systemctl("is-enabled", AGENT_UNIT).stdout.strip() == "enabled"
+    assert "fleetpy agent --config /etc/fleetpy/agent.yaml" in host.run(
+        ["cat", f"/etc/systemd/system/{AGENT_UNIT}"]).stdout
+    # fleetpy comes from the bound checkout, its deps from the venv, D-Bus and
+    # GLib from Debian: everything the agent imports.
+    imported = host.run(["/opt/fleetpy/venv/bin/python", "-c",
+                         "import dbus, gi, yaml, jinja2, grpc, pyetcd, fleetpy.unit; print(fleetpy.unit.__file__)"])
+    assert imported.stdout.strip() == "/opt/fleetpy/src/fleetpy/unit.py"
+    assert host.run(["test", "-x", "/opt/fleetpy/venv/bin/fleetpy"], check=False).returncode == 0
+    # The checkout is bound read-only: a host can never change the source.
+    assert host.run(["touch", "/opt/fleetpy/src/fleetpy/x"], check=False).returncode != 0
+
+
+def test_docker_unit_inside_each_host(hosts, host_docker: str) -> None:
+    booted = hosts(2)
+    for host in booted:
+        start_probe(host, host_docker)
+        assert host.is_active("probe")
+        assert host.main_pid("probe") > 0
+
+
+def test_kill_ends_every_process_of_the_host_only(hosts, host_docker: str) -> None:
+    victim, survivor = hosts(2)
+    container = start_probe(victim, host_docker)
+    assert victim.init_pid in victim.processes()
+
+    victim.kill()
+
+    assert not victim.alive
+    assert victim.processes() == []
+    assert container not in docker_names(all_containers=True)  # a dead machine's containers are dead
+    assert survivor.run(["systemctl", "is-system-running"], check=False).stdout.strip() in ("running", "degraded")
+
+
+def test_stop_powers_off_cleanly(hosts) -> None:
+    (host,) = hosts(1)
+    host.stop()
+    assert not host.alive
+    assert host.process.returncode == 0
+    assert host.processes() == []
+    assert "Powering off." in Path(host.console_log).read_text(errors="replace")
