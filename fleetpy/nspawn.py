@@ -7,7 +7,7 @@ API:
   build_wheels(dest, source_dir=SOURCE_DIR, include_fleetpy=False) -> Path
   start_host(rootfs, name, *, machine_id=None, etcd_endpoints=..., metadata=None,
              ttl=None, public_ip=None, etcd_prefix=None, unit_dir=None,
-             source_dir=SOURCE_DIR, state_dir=None, network=SharedNetwork(),
+             extra_config=None, source_dir=SOURCE_DIR, state_dir=None, network=SharedNetwork(),
              docker=True, detach=False, boot_timeout=90.0) -> Host
   launch_host(...same...) -> Host          (no wait; then Host.wait_booted())
   Host.run(argv, check=True, timeout=60.0, input=None) -> CompletedProcess[str]
@@ -443,13 +443,17 @@ def _find_init(nspawn_pid: int) -> int | None:
 
 def launch_host(rootfs: Path, name: str, *, machine_id: str | None = None,
                 etcd_endpoints: Sequence[str] = DEFAULT_ETCD_ENDPOINTS,
-                metadata: Mapping[str, str] | None = None, ttl: float | None = None,
+                metadata: Mapping[str, str] | None = None, ttl: int | None = None,
                 public_ip: str | None = None, etcd_prefix: str | None = None,
-                unit_dir: str | None = None, source_dir: Path | None = SOURCE_DIR,
+                unit_dir: str | None = None, extra_config: Mapping[str, object] | None = None,
+                source_dir: Path | None = SOURCE_DIR,
                 state_dir: Path | None = None, network: HostNetwork = SharedNetwork(),
                 docker: bool = True, detach: bool = False) -> Host:
     """Start booting a host and return once its init exists (see wait_booted).
 
+    The keyword settings become the host's /etc/fleetpy/agent.yaml (None:
+    left to the agent's default); extra_config adds other agent settings
+    (e.g. request_timeout, ca_file).
     source_dir: the checkout whose fleetpy/ is bound read-only into the host
     (None: the rootfs has fleetpy installed, as a packer image does).
     detach: the host outlives this process (cluster up); otherwise it is
@@ -467,6 +471,7 @@ def launch_host(rootfs: Path, name: str, *, machine_id: str | None = None,
     for key, value in (("etcd_prefix", etcd_prefix), ("ttl", ttl), ("unit_dir", unit_dir)):
         if value is not None:
             config[key] = value
+    config.update(extra_config or {})
     _write_host_state(state_dir, name, machine_id, config)
 
     argv = ["systemd-nspawn", "-D", str(rootfs), "-M", name, "--boot",

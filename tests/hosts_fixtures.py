@@ -2,9 +2,11 @@
 
     from hosts_fixtures import host_rootfs, host_docker, hosts  # noqa: F401
 
-`hosts` needs a fixture named `etcd` whose value has `.endpoint`
-("http://127.0.0.1:23790"). Without root or the tools these fixtures skip,
-except on CI (CI=true), where a missing prerequisite fails the test.
+`hosts` needs the fixtures `etcd` (with `.endpoint`, "http://127.0.0.1:23790")
+and `prefix` (the test's etcd key prefix; the hosts' agents use it, so a
+registry built from it sees their machines). Without root or the tools
+these fixtures skip, except on CI (CI=true), where a missing prerequisite
+fails the test.
 """
 
 from __future__ import annotations
@@ -59,11 +61,12 @@ def host_docker() -> str:
 
 
 @pytest.fixture
-def hosts(host_rootfs: Path, host_docker: str, etcd: Any,
+def hosts(host_rootfs: Path, host_docker: str, etcd: Any, prefix: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFactory]:
     """Factory: hosts(n, metadata=None, **launch_host options) -> list[Host].
 
-    metadata is one mapping for every host or a list with one per host. All
+    metadata is one mapping for every host or a list with one per host;
+    etcd_prefix defaults to the test's `prefix`. All
     hosts are killed at teardown, also when the test failed; their console
     logs stay under pytest's tmp dir.
     """
@@ -72,6 +75,7 @@ def hosts(host_rootfs: Path, host_docker: str, etcd: Any,
 
     def start(n: int = 1, *, metadata: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
               **options: Any) -> list[Host]:
+        options.setdefault("etcd_prefix", prefix)
         return pool.start(n, metadata=metadata, **options)
 
     try:

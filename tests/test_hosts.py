@@ -2,64 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import yaml
 
+from fleetpy.etcd_server import EtcdServer
 from fleetpy.nspawn import AGENT_UNIT, Host
-from hosts_fixtures import host_docker, host_rootfs, hosts, on_ci  # noqa: F401
+from hosts_fixtures import host_docker, host_rootfs, hosts  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.hosts
-
-
-@dataclass(frozen=True)
-class Etcd:
-    endpoint: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
-    """A throwaway etcd; only here so this module runs on its own."""
-    if shutil.which("etcd") is None:
-        (pytest.fail if on_ci() else pytest.skip)("etcd not installed: apt-get install etcd-server")
-    client, peer = _free_port(), _free_port()
-    endpoint = f"http://127.0.0.1:{client}"
-    data_dir = tmp_path_factory.mktemp("etcd")
-    with open(data_dir / "etcd.log", "wb") as log:
-        process = subprocess.Popen(
-            ["etcd", "--data-dir", str(data_dir / "data"), "--listen-client-urls", endpoint,
-             "--advertise-client-urls", endpoint, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
-            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: _healthy(endpoint), 20, "etcd health")
-        yield Etcd(endpoint)
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _healthy(endpoint: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{endpoint}/health", timeout=1) as response:
-            return b'"true"' in response.read()
-    except OSError:
-        return False
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -82,7 +37,7 @@ def start_probe(host: Host, image: str) -> str:
     return name
 
 
-def test_hosts_boot_with_their_own_identity_and_config(hosts, etcd: Etcd) -> None:
+def test_hosts_boot_with_their_own_identity_and_config(hosts, etcd: EtcdServer, prefix: str) -> None:
     a, b = hosts(2, metadata=[{"role": "web"}, {"role": "db"}], ttl=5)
     assert a.machine_id != b.machine_id
     for host, role in ((a, "web"), (b, "db")):
@@ -91,6 +46,7 @@ def test_hosts_boot_with_their_own_identity_and_config(hosts, etcd: Etcd) -> Non
         assert host.run(["hostname"]).stdout.strip() == host.name
         config = yaml.safe_load(host.run(["cat", "/etc/fleetpy/agent.yaml"]).stdout)
         assert config["endpoint"] == etcd.endpoint
+        assert config["etcd_prefix"] == prefix
         assert config["metadata"] == {"role": role}
         assert config["ttl"] == 5
 
