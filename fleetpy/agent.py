@@ -221,6 +221,7 @@ class SimulatedUnitManager:
 @dataclass
 class AgentStats:
     wakeups: int = 0  # watch responses received on this machine's prefixes
+    empty_wakeups: int = 0  # responses with no event for this machine (should stay 0)
     reconciles: int = 0
     actions: int = 0
     resyncs: int = 0
@@ -316,6 +317,8 @@ class Agent:
 
     def _on_watch(self, batch: WatchBatch, kind: str) -> None:
         self.stats.wakeups += 1
+        if batch.error is None and not batch.events:
+            self.stats.empty_wakeups += 1
         self._queue.put((kind, batch))
 
     def _sync(self) -> None:

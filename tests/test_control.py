@@ -301,7 +301,9 @@ def test_follower_patches_the_view_from_events(registry: Registry) -> None:
                                lease)
         deadline = time.monotonic() + 5
         current = follower.update()
-        while len(current.states) < 2 and time.monotonic() < deadline:
+        # states, schedule and machines come through separate watches: wait for all three
+        while (len(current.states) < 2 or "a.service" not in current.schedule
+               or "m1" not in current.machines) and time.monotonic() < deadline:
             follower.wake.wait(0.5)
             current = follower.update()
         assert current.schedule["a.service"][0] == "m1"
