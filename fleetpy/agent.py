@@ -363,10 +363,12 @@ class Agent:
                     self.ready.set()
                     backoff = 0.2
                 self._drain()
-            except FleetpyError as exc:
-                # etcd away: units keep running; retry with backoff, resync on return.
+            except Exception as exc:  # noqa: BLE001 - the agent must outlive any one error
+                # etcd away (or a unit manager hiccup): units keep running; retry with
+                # backoff and resync from a fresh read.
                 self._synced = False
-                log_event("agent_retry", machine=self.machine_id, error=str(exc),
+                log_event("agent_retry", machine=self.machine_id,
+                          error=str(exc) if isinstance(exc, FleetpyError) else repr(exc),
                           retry_in=f"{backoff:.1f}s")
                 if self._stop.wait(backoff):
                     return

@@ -35,3 +35,7 @@ def registry(registry_config: RegistryConfig) -> Iterator[Registry]:
     reg = Registry(registry_config)
     yield reg
     reg.close()
+
+
+# Real hosts (systemd-nspawn): rootfs, dockerd + busybox image, and a hosts factory.
+from hosts_fixtures import host_docker, host_rootfs, hosts  # noqa: E402,F401

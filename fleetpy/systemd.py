@@ -1,0 +1,332 @@
+"""systemd over D-Bus (dbus-python): the real agent's unit manager.
+
+Unit files are written to a runtime directory (default /run/fleetpy/units) and linked
+into /run/systemd/system, so `systemctl status NAME` shows them like any other unit.
+States come from systemd's signals for the units this agent owns (PropertiesChanged
+on each unit's object, JobRemoved, UnitRemoved) — no polling of every unit.
+
+Threading: one GLib thread owns the bus connection and runs every D-Bus call; the
+agent's thread hands work to it with GLib.idle_add and waits for the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dbus  # type: ignore[import-not-found]
+from dbus.mainloop.glib import DBusGMainLoop  # type: ignore[import-not-found]
+from gi.repository import GLib  # type: ignore[import-not-found]
+
+from .agent import (ACTIVE_STATES, Action, ObservedUnit, RemoveUnit, StartUnit,
+                    StateListener, StopUnit, WriteUnit)
+from .errors import FleetpyError
+from .log import log_event
+
+SYSTEMD = "org.freedesktop.systemd1"
+SYSTEMD_PATH = "/org/freedesktop/systemd1"
+MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
+UNIT_IFACE = "org.freedesktop.systemd1.Unit"
+PROPS_IFACE = "org.freedesktop.DBus.Properties"
+RUNTIME_UNIT_DIR = Path("/run/systemd/system")
+STOP_TIMEOUT = 120.0
+
+T = TypeVar("T")
+
+
+class SystemdError(FleetpyError):
+    """systemd could not be reached over D-Bus."""
+
+
+def content_hash(text: str) -> str:
+    # Units are stored in their canonical serialization, so the file's hash is the unit's.
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class SystemdUnitManager:
+    def __init__(self, unit_dir: str | os.PathLike[str],
+                 link_dir: str | os.PathLike[str] = RUNTIME_UNIT_DIR) -> None:
+        self.unit_dir = Path(unit_dir)
+        self.link_dir = Path(link_dir)
+        self.unit_dir.mkdir(parents=True, exist_ok=True)
+        self.link_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Condition()
+        self._units: dict[str, ObservedUnit] = {}  # owned units, states from signals
+        self._paths: dict[str, str] = {}  # unit -> D-Bus object path
+        self._matches: dict[str, Any] = {}  # unit -> signal match (removed with the unit)
+        self._jobs_done: dict[str, str] = {}  # job path -> result (may precede the reply)
+        self._listener: StateListener | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run_loop, name="systemd-dbus", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise SystemdError(f"cannot talk to systemd over D-Bus: {self._error}")
+        self._on_loop(self._adopt)
+
+    # -- the GLib thread
+
+    def _run_loop(self) -> None:
+        try:
+            GLib.threads_init() if hasattr(GLib, "threads_init") else None
+            DBusGMainLoop(set_as_default=True)
+            self._context_loop = GLib.MainLoop()
+            self._bus = dbus.SystemBus()
+            self._manager = dbus.Interface(self._bus.get_object(SYSTEMD, SYSTEMD_PATH),
+                                           MANAGER_IFACE)
+            self._manager.Subscribe()
+            self._bus.add_signal_receiver(self._on_job_removed, signal_name="JobRemoved",
+                                          dbus_interface=MANAGER_IFACE, bus_name=SYSTEMD,
+                                          path=SYSTEMD_PATH)
+            self._bus.add_signal_receiver(self._on_unit_removed, signal_name="UnitRemoved",
+                                          dbus_interface=MANAGER_IFACE, bus_name=SYSTEMD,
+                                          path=SYSTEMD_PATH)
+        except Exception as exc:  # noqa: BLE001 - reported to the constructor
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._context_loop.run()
+
+    def _on_loop(self, fn: Callable[[], T]) -> T:
+        """Run fn on the GLib thread and return its result (or raise its exception)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def task() -> bool:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                box["error"] = exc
+            done.set()
+            return False
+
+        GLib.idle_add(task)
+        if not done.wait(STOP_TIMEOUT):
+            raise SystemdError("systemd did not answer in time")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]  # type: ignore[no-any-return]
+
+    def _on_job_removed(self, job_id: Any, job_path: Any, unit: Any, result: Any) -> None:
+        with self._lock:
+            self._jobs_done[str(job_path)] = str(result)
+            self._lock.notify_all()
+
+    def _on_unit_removed(self, unit: Any, path: Any) -> None:
+        # systemd dropped the unit from memory (e.g. stopped and unreferenced): it is
+        # still loadable from its file, so re-read its state rather than forget it.
+        name = str(unit)
+        if name in self._units:
+            self._refresh_later(name)
+
+    def _refresh_later(self, name: str) -> None:
+        # Never make a blocking D-Bus call from inside a signal handler: libdbus holds
+        # the dispatch lock there and the reply never arrives. Defer to the idle queue.
+        def task() -> bool:
+            self._refresh(name)
+            return False
+        GLib.idle_add(task)
+
+    def _watch_unit(self, name: str) -> None:
+        path = str(self._manager.LoadUnit(name))
+        if self._paths.get(name) == path and name in self._matches:
+            return
+        old = self._matches.pop(name, None)
+        if old is not None:
+            old.remove()
+        self._paths[name] = path
+        self._matches[name] = self._bus.add_signal_receiver(
+            lambda iface, changed, invalidated, name=name: self._on_properties(
+                name, str(iface), changed, invalidated),
+            signal_name="PropertiesChanged", dbus_interface=PROPS_IFACE, bus_name=SYSTEMD,
+            path=path)
+
+    def _on_properties(self, name: str, iface: str, changed: Any, invalidated: Any) -> None:
+        if iface != UNIT_IFACE or name not in self._units:
+            return
+        keys = {"LoadState", "ActiveState", "SubState"}
+        if keys & set(map(str, invalidated)):
+            self._refresh_later(name)
+            return
+        if not keys & set(map(str, changed)):
+            return
+        with self._lock:
+            unit = self._units.get(name)
+            if unit is None:
+                return
+            new = replace(unit, load=str(changed.get("LoadState", unit.load)),
+                          active=str(changed.get("ActiveState", unit.active)),
+                          sub=str(changed.get("SubState", unit.sub)))
+            self._units[name] = new
+        self._notify(unit, new)
+
+    def _notify(self, old: ObservedUnit | None, new: ObservedUnit) -> None:
+        if old is not None and (old.load, old.active, old.sub, old.message) == (
+                new.load, new.active, new.sub, new.message):
+            return
+        if new.active == "failed" and (old is None or old.active != "failed"):
+            log_event("unit_state", unit=new.name, active=new.active, sub=new.sub)
+        if self._listener is not None:
+            self._listener(new)
+
+    def _properties(self, name: str) -> dict[str, Any]:
+        path = self._paths.get(name) or str(self._manager.LoadUnit(name))
+        obj = self._bus.get_object(SYSTEMD, path)
+        return dict(obj.GetAll(UNIT_IFACE, dbus_interface=PROPS_IFACE))
+
+    def _refresh(self, name: str) -> ObservedUnit | None:
+        try:
+            props = self._properties(name)
+        except dbus.DBusException as exc:
+            props = {"LoadState": "error", "ActiveState": "inactive", "SubState": "dead",
+                     "LoadError": ("", exc.get_dbus_message())}
+        with self._lock:
+            unit = self._units.get(name)
+            if unit is None:
+                return None
+            load_error = props.get("LoadError") or ("", "")
+            message = str(load_error[1]) if str(props.get("LoadState")) != "loaded" else ""
+            new = replace(unit, load=str(props.get("LoadState", "")),
+                          active=str(props.get("ActiveState", "")),
+                          sub=str(props.get("SubState", "")),
+                          message=message or (unit.message if unit.active == "failed" else ""))
+            self._units[name] = new
+        self._notify(unit, new)
+        return new
+
+    def _adopt(self) -> None:
+        """After a restart: every unit file in unit_dir is ours; keep what runs running."""
+        for path in sorted(self.unit_dir.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            digest = content_hash(path.read_text())
+            with self._lock:
+                self._units[path.name] = ObservedUnit(path.name, digest)
+            self._watch_unit(path.name)
+            unit = self._refresh(path.name)
+            if unit is not None:
+                with self._lock:
+                    launched = unit.active in ACTIVE_STATES or unit.active == "failed"
+                    self._units[path.name] = replace(unit, launched=launched)
+                log_event("unit_adopted", unit=path.name, active=unit.active, sub=unit.sub)
+
+    # -- UnitManager interface (agent thread)
+
+    def set_listener(self, listener: StateListener) -> None:
+        self._listener = listener
+
+    def observe(self) -> dict[str, ObservedUnit]:
+        with self._lock:
+            return dict(self._units)
+
+    def execute(self, actions: list[Action]) -> None:
+        stops = [a.name for a in actions if isinstance(a, StopUnit)]
+        removes = [a.name for a in actions if isinstance(a, RemoveUnit)]
+        writes = [a for a in actions if isinstance(a, WriteUnit)]
+        starts = [a.name for a in actions if isinstance(a, StartUnit)]
+        if stops:
+            self._stop_all(stops)
+        if removes or writes:
+            self._on_loop(lambda: self._files(removes, writes))
+        if starts:
+            self._on_loop(lambda: self._start_all(starts))
+
+    def _stop_all(self, names: list[str]) -> None:
+        # Issue every stop, then wait for all their jobs together: unit files may only
+        # be removed after the stop finished, or a clean stop is recorded as failed.
+        jobs = self._on_loop(lambda: self._issue("StopUnit", names))
+        with self._lock:
+            self._lock.wait_for(lambda: all(j in self._jobs_done for j in jobs if j),
+                                timeout=STOP_TIMEOUT)
+            for job in jobs:
+                self._jobs_done.pop(job, None)
+
+    def _issue(self, method: str, names: list[str]) -> list[str]:
+        jobs: list[str] = []
+        for name in names:
+            with self._lock:
+                unit = self._units.get(name)
+                if unit is not None:
+                    self._units[name] = replace(unit, launched=method == "StartUnit",
+                                                message="")
+            try:
+                jobs.append(str(getattr(self._manager, method)(name, "replace")))
+            except dbus.DBusException as exc:
+                jobs.append("")
+                self._record_error(name, exc.get_dbus_message() or str(exc))
+        return jobs
+
+    def _start_all(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self._manager.ResetFailedUnit(name)
+            except dbus.DBusException:
+                pass  # NoSuchUnit / not loaded: nothing to reset (systemd 252)
+        self._issue("StartUnit", names)
+
+    def _record_error(self, name: str, message: str) -> None:
+        log_event("unit_error", unit=name, message=message)
+        with self._lock:
+            unit = self._units.get(name)
+            if unit is None:
+                return
+            new = replace(unit, message=message)
+            self._units[name] = new
+        self._notify(unit, new)
+
+    def _files(self, removes: list[str], writes: list[WriteUnit]) -> None:
+        for name in removes:
+            for path in (self.link_dir / name, self.unit_dir / name):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+        for action in writes:
+            target = self.unit_dir / action.name
+            tmp = target.with_name(f".{action.name}.tmp")
+            tmp.write_text(action.text)
+            os.replace(tmp, target)
+            link = self.link_dir / action.name
+            if not link.is_symlink() or os.readlink(link) != str(target):
+                try:
+                    link.unlink()
+                except FileNotFoundError:
+                    pass
+                link.symlink_to(target)
+        self._manager.Reload()
+        for name in removes:
+            with self._lock:
+                self._units.pop(name, None)
+            match = self._matches.pop(name, None)
+            if match is not None:
+                match.remove()
+            self._paths.pop(name, None)
+            try:
+                self._manager.ResetFailedUnit(name)
+            except dbus.DBusException:
+                pass
+        for action in writes:
+            with self._lock:
+                previous = self._units.get(action.name)
+                self._units[action.name] = ObservedUnit(
+                    action.name, action.hash, launched=bool(previous and previous.launched))
+            self._watch_unit(action.name)
+            self._refresh(action.name)
+
+    def close(self) -> None:
+        def quit_loop() -> None:
+            self._context_loop.quit()
+        try:
+            GLib.idle_add(quit_loop)
+            self._thread.join(timeout=5)
+        except Exception:  # noqa: BLE001 - closing must not raise
+            pass

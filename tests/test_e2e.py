@@ -1,0 +1,188 @@
+"""End to end on real hosts: systemd-nspawn machines with real systemd, the real agent as
+their systemd service, the CI machine's dockerd, and `fleetpy` driven from outside."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetpy.etcd_server import EtcdServer
+from fleetpy.nspawn import Host
+from fleetpy.registry import Registry
+from fleetpy.template import render
+
+pytestmark = pytest.mark.hosts
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def until(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Fleet:
+    """The operator's side: the fleetpy CLI and an engine, outside the hosts."""
+
+    def __init__(self, etcd: EtcdServer, prefix: str, workdir: Path) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+        self.env.update(FLEETPY_ENDPOINT=etcd.endpoint, FLEETPY_ETCD_PREFIX=prefix)
+        self.workdir = workdir
+        self.engine = subprocess.Popen(
+            [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "3"], env=self.env,
+            stdout=subprocess.DEVNULL, stderr=open(workdir / "engine.log", "ab"))
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "fleetpy", *args], env=self.env,
+                                capture_output=True, text=True, timeout=120, cwd=self.workdir)
+        if check and result.returncode != 0:
+            raise AssertionError(f"fleetpy {' '.join(args)}: exit {result.returncode}\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def units(self) -> list[dict[str, str]]:
+        return json.loads(self("list-units", "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    def write(self, name: str, text: str) -> str:
+        path = self.workdir / name
+        path.write_text(text)
+        return str(path)
+
+    def docker_unit(self, name: str, **values: object) -> str:
+        template = ROOT / "units" / "docker-service.service.j2"
+        values.setdefault("image", "local/busybox:latest")
+        values.setdefault("command", ["sleep", "1000"])
+        values.setdefault("name", name.split("@")[0].split(".")[0])
+        return self.write(name, render(template, values))
+
+    def close(self) -> None:
+        self.engine.kill()
+        self.engine.wait()
+
+
+@pytest.fixture
+def fleet(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(etcd, prefix, tmp_path)
+    yield f
+    f.close()
+
+
+def containers() -> list[str]:
+    out = subprocess.run(["docker", "ps", "--format", "{{.Names}}"], capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()
+
+
+def host_of(hosts: list[Host], machine: str) -> Host:
+    return next(h for h in hosts if h.machine_id == machine)
+
+
+def test_docker_unit_start_stop(hosts: Callable[..., list[Host]], fleet: Fleet,
+                                registry: Registry) -> None:
+    started = hosts(2, ttl=3)
+    until(lambda: len(registry.list_machines()) == 2, what="2 machines")
+    unit = fleet.docker_unit("box.service")
+    fleet("start", "--block-attempts", "60", unit)
+    (state,) = fleet.units()
+    host = host_of(started, state["machine"])
+    assert host.is_active("box.service")
+    name = f"fleetpy-box--{host.machine_id}"
+    until(lambda: name in containers(), what="container running")
+    # systemctl status on the host shows it like any other unit
+    status = host.systemctl("status", "box.service", check=False).stdout
+    assert "Loaded: loaded (/run/systemd/system/box.service" in status
+    fleet("stop", "box.service")
+    until(lambda: name not in containers(), what="container gone")
+    assert not host.is_active("box.service")
+    fleet("destroy", "box.service")
+    until(lambda: fleet.units() == [], what="unit gone")
+    until(lambda: host.run(["test", "-e", "/run/systemd/system/box.service"], check=False).returncode != 0,
+          what="unit file removed")
+
+
+def test_global_unit_runs_on_every_matching_host(hosts: Callable[..., list[Host]], fleet: Fleet,
+                                                 registry: Registry) -> None:
+    started = hosts(3, metadata=[{"role": "web"}, {"role": "web"}, {"role": "db"}], ttl=3)
+    until(lambda: len(registry.list_machines()) == 3, what="3 machines")
+    unit = fleet.write("mon.service", "[Service]\nExecStart=/bin/sleep 1000\n\n"
+                                      "[X-Fleet]\nGlobal=true\nMachineMetadata=role=web\n")
+    fleet("start", "--block-attempts", "60", unit)
+    until(lambda: len([u for u in fleet.units() if u["active"] == "active"]) == 2,
+          what="active on both web hosts")
+    assert {u["machine"] for u in fleet.units()} == {started[0].machine_id, started[1].machine_id}
+    assert started[0].is_active("mon.service") and started[1].is_active("mon.service")
+    assert not started[2].is_active("mon.service")
+
+
+def test_killed_host_units_move(hosts: Callable[..., list[Host]], fleet: Fleet,
+                                registry: Registry) -> None:
+    started = hosts(2, ttl=3)
+    until(lambda: len(registry.list_machines()) == 2, what="2 machines")
+    fleet("start", "--block-attempts", "60", fleet.docker_unit("mover.service"))
+    (state,) = fleet.units()
+    victim = host_of(started, state["machine"])
+    survivor = next(h for h in started if h is not victim)
+    victim.kill()
+    until(lambda: [(u["machine"], u["active"]) for u in fleet.units()]
+          == [(survivor.machine_id, "active")], timeout=30, what="unit active on the survivor")
+    assert survivor.is_active("mover.service")
+    until(lambda: f"fleetpy-mover--{survivor.machine_id}" in containers(), what="container")
+
+
+def test_agent_restart_keeps_units_running(hosts: Callable[..., list[Host]], fleet: Fleet,
+                                           registry: Registry) -> None:
+    (host,) = hosts(1, ttl=5)
+    until(lambda: len(registry.list_machines()) == 1, what="machine")
+    fleet("start", "--block-attempts", "60", fleet.docker_unit("steady.service"))
+    pid = host.main_pid("steady.service")
+    assert pid > 0
+    host.restart_agent()
+    until(lambda: "unit_adopted" in host.journal("fleetpy-agent"), what="agent adopted the unit")
+    time.sleep(1)
+    assert host.main_pid("steady.service") == pid
+    assert [u["active"] for u in fleet.units()] == ["active"]
+
+
+def test_failures_are_visible(hosts: Callable[..., list[Host]], fleet: Fleet,
+                              registry: Registry) -> None:
+    (host,) = hosts(1, ttl=3)
+    until(lambda: len(registry.list_machines()) == 1, what="machine")
+    failing = fleet.write("crash.service", "[Service]\nExecStart=/bin/false\n")
+    result = fleet("start", "--block-attempts", "30", failing, check=False)
+    assert result.returncode == 1 and "failed" in result.stderr
+    until(lambda: [u["active"] for u in fleet.units()] == ["failed"], what="failed reported")
+    # a unit file systemd refuses: the message comes from systemd itself
+    refused = fleet.write("refused.service", "[Service]\nEnvironment=A=1\n")
+    fleet("start", "--no-block", refused)
+    until(lambda: any(s.message for s in registry.list_states().get("refused.service", {}).values()),
+          what="systemd's message reported")
+    (state,) = registry.list_states()["refused.service"].values()
+    assert state.load == "bad-setting" and "bad unit file setting" in state.message
+    assert any(u["unit"] == "refused.service" for u in fleet.units())
+
+
+def test_etcd_outage_keeps_units_running(hosts: Callable[..., list[Host]], fleet: Fleet,
+                                         registry: Registry, etcd: EtcdServer) -> None:
+    (host,) = hosts(1, ttl=10)
+    until(lambda: len(registry.list_machines()) == 1, what="machine")
+    fleet("start", "--block-attempts", "60", fleet.write("calm.service",
+                                                        "[Service]\nExecStart=/bin/sleep 1000\n"))
+    pid = host.main_pid("calm.service")
+    etcd.pause()
+    try:
+        time.sleep(4)
+        assert host.main_pid("calm.service") == pid
+    finally:
+        etcd.resume()
+    until(lambda: [u["active"] for u in fleet.units()] == ["active"], what="state after outage")
+    assert host.main_pid("calm.service") == pid
