@@ -1,0 +1,560 @@
+"""Benchmark on real hosts: 3 systemd-nspawn machines running the real agent.
+
+    python bench/bench_hosts.py [--sizes 1,50,200] [--ttl 5] [--idle-seconds 60]
+                                [--docker-units 20] [--kill-units 200]
+
+Real etcd (EtcdServer), the real engine as its own process (`fleetpy engine`), the
+`fleetpy` CLI as the operator runs it, and HostPool hosts whose agents drive systemd
+over D-Bus. Unit states are followed with one etcd watch on P/state (no polling, so
+the etcd request counts are the cluster's own). Measures, for each N:
+
+  start:   `fleetpy start --no-block FILES` invoked -> each unit's first ACTIVE=active
+  destroy: `fleetpy destroy NAMES` invoked -> no state reported for any of them
+  etcd requests per unit started (grpc_server_handled_total, before/after start)
+
+and with the largest N running: each agent's VmRSS/VmHWM and CPU seconds, then the CPU
+seconds of agents, engine and etcd over --idle-seconds with nothing changing. Last, a
+host holding units is killed: time until all its units are active elsewhere.
+Prints a table (figure, measured, target, fleet v1.0) and writes
+bench/results/hosts-<hosts>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fleetpy.etcd_server import EtcdServer, grpc_request_count  # noqa: E402
+from fleetpy.nspawn import (AGENT_UNIT, Host, HostPool, ensure_busybox_image,  # noqa: E402
+                            ensure_dockerd, ensure_rootfs)
+from fleetpy.registry import Registry, RegistryConfig, WatchBatch  # noqa: E402
+from fleetpy.template import render  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+PREFIX = "/bench-hosts"
+SIMPLE_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"bench_hosts: {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- observers
+
+
+class StateTracker:
+    """Follows P/state with one watch: first time each unit was active (anywhere and
+    per machine), and when each unit/machine state was deleted. Times are
+    time.perf_counter() when the watch response arrived here."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.cond = threading.Condition()
+        self.states: dict[str, dict[str, str]] = {}  # unit -> machine -> ACTIVE
+        self.first_active: dict[str, float] = {}
+        self.active_on: dict[tuple[str, str], float] = {}
+        self.gone_at: dict[tuple[str, str], float] = {}
+        self.watch_errors = 0
+        self._cancel: Callable[[], None] = lambda: None
+        self._sync()
+
+    def _sync(self) -> None:
+        self._cancel()
+        view = self.registry.read_view(with_states=True, with_text=False)
+        now = time.perf_counter()
+        with self.cond:
+            self.states = {u: {m: s.active for m, s in by.items()} for u, by in view.states.items()}
+            for unit, by in self.states.items():
+                for machine, active in by.items():
+                    if active == "active":
+                        self.first_active.setdefault(unit, now)
+                        self.active_on.setdefault((unit, machine), now)
+            self.cond.notify_all()
+        self._cancel = self.registry.watch("state", self._on, start_revision=view.revision + 1)
+
+    def _on(self, batch: WatchBatch) -> None:
+        now = time.perf_counter()
+        if batch.error is not None:
+            self.watch_errors += 1
+            log(f"state watch lost ({batch.error!r}); resyncing")
+            threading.Thread(target=self._sync, daemon=True).start()
+            return
+        with self.cond:
+            for event in batch.events:
+                unit, _, machine = event.key.rpartition("/")
+                if event.kind == "put":
+                    active = json.loads(event.value).get("active", "")
+                    self.states.setdefault(unit, {})[machine] = active
+                    if active == "active":
+                        self.first_active.setdefault(unit, now)
+                        self.active_on.setdefault((unit, machine), now)
+                else:
+                    by = self.states.get(unit, {})
+                    by.pop(machine, None)
+                    if not by:
+                        self.states.pop(unit, None)
+                    self.gone_at[(unit, machine)] = now
+            self.cond.notify_all()
+
+    def wait(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise SystemExit(f"bench_hosts: timed out after {timeout:g}s waiting for {what}")
+
+    def on_machine(self, machine: str, names: set[str]) -> list[str]:
+        with self.cond:
+            return sorted(u for u in names if machine in self.states.get(u, {}))
+
+    def close(self) -> None:
+        self._cancel()
+
+
+def grpc_by_method(metrics_text: str) -> dict[str, int]:
+    """grpc_server_handled_total per grpc_method (Range, Txn, LeaseKeepAlive, ...)."""
+    counts: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("grpc_server_handled_total{"):
+            labels, value = line.rsplit(" ", 1)
+            method = labels.split('grpc_method="', 1)[1].split('"', 1)[0]
+            counts[method] = counts.get(method, 0.0) + float(value)
+    return {k: int(v) for k, v in counts.items()}
+
+
+def diff_counts(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+def parse_proc(status: str, stat: str) -> dict[str, float]:
+    fields = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024  # MiB
+    rest = stat.rsplit(")", 1)[1].split()  # fields from 3 (state) on
+    fields["cpu_s"] = (int(rest[11]) + int(rest[12])) / CLK_TCK  # utime + stime
+    return fields
+
+
+def local_proc(pid: int) -> dict[str, float]:
+    return parse_proc(Path(f"/proc/{pid}/status").read_text(), Path(f"/proc/{pid}/stat").read_text())
+
+
+def agent_proc(host: Host) -> dict[str, float]:
+    """The agent's memory and CPU, read inside the host (its pid is the host's)."""
+    pid = host.main_pid(AGENT_UNIT)
+    if pid <= 0:
+        raise SystemExit(f"bench_hosts: no agent running on {host.name}")
+    out = host.run(["sh", "-c", f"cat /proc/{pid}/status; echo ---; cat /proc/{pid}/stat"]).stdout
+    status, _, stat = out.partition("---\n")
+    return {"pid": pid, **parse_proc(status, stat)}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), -(-len(ordered) * q // 100)))
+    return ordered[int(rank) - 1]
+
+
+def containers(prefix: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
+                         capture_output=True, text=True).stdout
+    return out.split()
+
+
+# ----------------------------------------------------------------------------- the bench
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, server: EtcdServer, pool: HostPool,
+                 hosts: list[Host], registry: Registry, tracker: StateTracker,
+                 engine: subprocess.Popen[bytes], workdir: Path) -> None:
+        self.args = args
+        self.server = server
+        self.pool = pool
+        self.hosts = hosts
+        self.registry = registry
+        self.tracker = tracker
+        self.engine = engine
+        self.workdir = workdir
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+        self.env.update(FLEETPY_ENDPOINT=server.endpoint, FLEETPY_ETCD_PREFIX=PREFIX)
+
+    def fleetpy(self, *argv: str) -> float:
+        """Run the CLI; returns its wall time."""
+        t0 = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "fleetpy", *argv], env=self.env,
+                                capture_output=True, text=True, cwd=self.workdir, timeout=300)
+        if result.returncode != 0:
+            raise SystemExit(f"bench_hosts: fleetpy {argv[0]} failed rc={result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
+        return time.perf_counter() - t0
+
+    def metrics(self) -> tuple[int, dict[str, int]]:
+        text = self.server.metrics()
+        return grpc_request_count(text), grpc_by_method(text)
+
+    def write_units(self, label: str, count: int, docker: bool = False) -> list[Path]:
+        directory = self.workdir / label
+        directory.mkdir()
+        paths = []
+        for i in range(count):
+            name = f"{label}-{i:04d}"
+            if docker:
+                text = render(ROOT / "units" / "docker-service.service.j2",
+                              {"name": name, "image": self.args.image,
+                               "command": ["sleep", "100000"]})
+            else:
+                text = SIMPLE_UNIT
+            path = directory / f"{name}.service"
+            path.write_text(text)
+            paths.append(path)
+        return paths
+
+    def start(self, label: str, files: list[Path]) -> dict[str, Any]:
+        names = [p.name for p in files]
+        before, before_m = self.metrics()
+        t0 = time.perf_counter()
+        cli_s = self.fleetpy("start", "--no-block", *map(str, files))
+        first = self.tracker.first_active
+        self.tracker.wait(f"{label}: {len(names)} units active",
+                          lambda: all(n in first for n in names), self.args.timeout)
+        after, after_m = self.metrics()
+        latencies = [first[n] - t0 for n in names]
+        by_method = diff_counts(after_m, before_m)
+        requests = after - before
+        keepalives = by_method.get("LeaseKeepAlive", 0)
+        return {
+            "units": len(names),
+            "cli_seconds": round(cli_s, 3),
+            "all_active_seconds": round(max(latencies), 3),
+            "first_active_seconds": round(min(latencies), 3),
+            "median_seconds": round(statistics.median(latencies), 3),
+            "p95_seconds": round(percentile(latencies, 95), 3),
+            "etcd_requests": requests,
+            "etcd_requests_per_unit": round(requests / len(names), 2),
+            "etcd_requests_per_unit_excl_keepalive": round((requests - keepalives) / len(names), 2),
+            "etcd_requests_by_method": by_method,
+            "machines": self.placement(names),
+        }
+
+    def placement(self, names: Sequence[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self.tracker.cond:
+            for name in names:
+                for machine in self.tracker.states.get(name, {}):
+                    counts[machine[:8]] = counts.get(machine[:8], 0) + 1
+        return counts
+
+    def destroy(self, label: str, names: list[str]) -> dict[str, Any]:
+        before, _ = self.metrics()
+        states = self.tracker.states
+        t0 = time.perf_counter()
+        cli_s = self.fleetpy("destroy", *names)
+        self.tracker.wait(f"{label}: {len(names)} units' states gone",
+                          lambda: not any(n in states for n in names), self.args.timeout)
+        gone = max(t for (u, _m), t in self.tracker.gone_at.items() if u in set(names))
+        after, _ = self.metrics()
+        # The agent removes a state only after the stop job finished and the file is
+        # gone; check systemd on every host agrees.
+        left = 0
+        for host in self.hosts:
+            if host.alive:
+                out = host.systemctl("list-units", "--all", "--plain", "--no-legend",
+                                     f"{label}-*").stdout
+                left += len([line for line in out.splitlines() if line.strip()])
+        return {"units": len(names), "cli_seconds": round(cli_s, 3),
+                "all_stopped_seconds": round(gone - t0, 3),
+                "etcd_requests_per_unit": round((after - before) / len(names), 2),
+                "units_left_in_systemd": left}
+
+    def resources(self) -> dict[str, Any]:
+        agents = {h.name: agent_proc(h) for h in self.hosts if h.alive}
+        return {"agents": agents, "engine": local_proc(self.engine.pid),
+                "etcd": local_proc(self.server.process.pid)}  # type: ignore[union-attr]
+
+    def idle(self, seconds: float) -> dict[str, Any]:
+        before = self.resources()
+        before_n, before_m = self.metrics()
+        time.sleep(seconds)
+        after = self.resources()
+        after_n, after_m = self.metrics()
+
+        def delta(a: dict[str, float], b: dict[str, float]) -> float:
+            return round(b["cpu_s"] - a["cpu_s"], 3)
+
+        agents = {name: delta(before["agents"][name], after["agents"][name])
+                  for name in after["agents"]}
+        return {"seconds": seconds,
+                "agent_cpu_seconds": agents,
+                "engine_cpu_seconds": delta(before["engine"], after["engine"]),
+                "etcd_cpu_seconds": delta(before["etcd"], after["etcd"]),
+                "etcd_requests": after_n - before_n,
+                "etcd_requests_by_method": diff_counts(after_m, before_m)}
+
+    def kill_host(self, names: list[str]) -> dict[str, Any]:
+        held = {h: self.tracker.on_machine(h.machine_id, set(names)) for h in self.hosts}
+        victim = max(held, key=lambda h: len(held[h]))
+        moving = held[victim]
+        if not moving:
+            raise SystemExit("bench_hosts: no host holds a unit to kill")
+        log(f"killing {victim.name} holding {len(moving)} units")
+        t0 = time.perf_counter()
+        victim.kill()
+        kill_s = time.perf_counter() - t0
+        active_on = self.tracker.active_on
+
+        def moved(unit: str) -> float | None:
+            times = [t for (u, m), t in list(active_on.items())
+                     if u == unit and m != victim.machine_id and t > t0]
+            return min(times) if times else None
+
+        self.tracker.wait(f"{len(moving)} units of the killed host active elsewhere",
+                          lambda: all(moved(u) is not None for u in moving),
+                          self.args.ttl + self.args.timeout)
+        times = [moved(u) - t0 for u in moving]  # type: ignore[operator]
+        expired = [t - t0 for (u, m), t in self.tracker.gone_at.items()
+                   if m == victim.machine_id and t > t0]
+        return {"units_on_killed_host": len(moving), "ttl": self.args.ttl,
+                "kill_call_seconds": round(kill_s, 3),
+                "lease_expired_seconds": round(min(expired), 3) if expired else None,
+                "first_moved_active_seconds": round(min(times), 3),
+                "all_moved_active_seconds": round(max(times), 3)}
+
+
+def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench_hosts: timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def run(args: argparse.Namespace, cleanup: list[Callable[[], None]]) -> dict[str, Any]:
+    rootfs = ensure_rootfs()
+    ensure_dockerd()
+    ensure_busybox_image(args.image)
+    workdir = Path(tempfile.mkdtemp(prefix="fleetpy-bench-hosts-"))
+    if not args.keep_workdir:
+        cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
+    log(f"workdir {workdir}")
+
+    server = EtcdServer(data_dir=workdir / "etcd", log_path=workdir / "etcd.log").start()
+    cleanup.append(server.stop)
+    pool = HostPool(rootfs=rootfs, state_root=workdir / "hosts", etcd_endpoints=[server.endpoint])
+    cleanup.append(pool.close)
+    t_boot = time.perf_counter()
+    hosts = pool.start(args.hosts, ttl=args.ttl, etcd_prefix=PREFIX)
+    registry = Registry(RegistryConfig(endpoints=(server.endpoint,), prefix=PREFIX, timeout=30))
+    cleanup.append(registry.close)
+    wait_until("machines registered", lambda: len(registry.list_machines()) == args.hosts, 120)
+    boot_s = time.perf_counter() - t_boot
+    log(f"{args.hosts} hosts up and registered in {boot_s:.1f}s")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+    env.update(FLEETPY_ENDPOINT=server.endpoint, FLEETPY_ETCD_PREFIX=PREFIX)
+    engine_log = open(workdir / "engine.log", "ab")
+    engine = subprocess.Popen([sys.executable, "-m", "fleetpy", "engine", *args.engine_args],
+                              env=env, stdout=engine_log, stderr=engine_log,
+                              stdin=subprocess.DEVNULL)
+
+    def stop_engine() -> None:
+        if engine.poll() is None:
+            engine.terminate()
+            try:
+                engine.wait(15)
+            except subprocess.TimeoutExpired:
+                engine.kill()
+                engine.wait()
+        engine_log.close()
+    cleanup.append(stop_engine)
+    wait_until("an engine leader", lambda: registry.leader() is not None, 60)
+
+    tracker = StateTracker(registry)
+    cleanup.append(tracker.close)
+    bench = Bench(args, server, pool, hosts, registry, tracker, engine, workdir)
+    results: dict[str, Any] = {"hosts_boot_seconds": round(boot_s, 1)}
+    results["resources_no_units"] = bench.resources()
+
+    largest = max(args.sizes)
+    for n in args.sizes:
+        label = f"s{n}"
+        files = bench.write_units(label, n)
+        log(f"start {n} units")
+        results[f"start_{n}"] = bench.start(label, files)
+        if n == largest:
+            time.sleep(1)  # let the last state reports settle
+            results[f"resources_{n}_units"] = bench.resources()
+            log(f"idle {args.idle_seconds:g}s with {n} units running")
+            results["idle"] = bench.idle(args.idle_seconds)
+            results["idle"]["units_running"] = n
+        log(f"destroy {n} units")
+        results[f"destroy_{n}"] = bench.destroy(label, [p.name for p in files])
+
+    if args.docker_units:
+        label = "dock"
+        files = bench.write_units(label, args.docker_units, docker=True)
+        log(f"start {args.docker_units} docker units")
+        t0 = time.perf_counter()
+        results["start_docker"] = bench.start(label, files)
+        wait_until("containers running", lambda: len(containers(f"fleetpy-{label}-")) >= len(files),
+                   args.timeout)
+        results["start_docker"]["all_containers_running_seconds"] = round(time.perf_counter() - t0, 3)
+        log(f"destroy {args.docker_units} docker units")
+        results["destroy_docker"] = bench.destroy(label, [p.name for p in files])
+        wait_until("containers gone", lambda: not containers(f"fleetpy-{label}-"), args.timeout)
+
+    if args.kill_units:
+        label = "kill"
+        files = bench.write_units(label, args.kill_units)
+        log(f"start {args.kill_units} units, then kill a host")
+        bench.start(label, files)
+        time.sleep(1)
+        results["kill"] = bench.kill_host([p.name for p in files])
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def table(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    fleet_start = {50: "3.7-4.3 s", 200: "4.3-4.9 s"}
+    fleet_destroy = {50: "~80 s", 200: "~320 s"}
+    for n in args.sizes:
+        s = r[f"start_{n}"]
+        rows.append((f"start {n}: all active", f"{s['all_active_seconds']:.2f} s", "<= 1.5 s",
+                     fleet_start.get(n, "")))
+        rows.append((f"start {n}: first active", f"{s['first_active_seconds']:.2f} s", "<= 0.5 s", ""))
+        rows.append((f"start {n}: median / p95", f"{s['median_seconds']:.2f} / {s['p95_seconds']:.2f} s",
+                     "", ""))
+        rows.append((f"start {n}: CLI wall time", f"{s['cli_seconds']:.2f} s", "", ""))
+        rows.append((f"start {n}: etcd requests/unit", f"{s['etcd_requests_per_unit']:.2f} "
+                     f"({s['etcd_requests_per_unit_excl_keepalive']:.2f} w/o keepalive)", "<= 4",
+                     "15-17"))
+    for n in args.sizes:
+        d = r[f"destroy_{n}"]
+        rows.append((f"destroy {n}: all stopped", f"{d['all_stopped_seconds']:.2f} s",
+                     "<= 5 s" if n == max(args.sizes) else "", fleet_destroy.get(n, "")))
+    if "start_docker" in r:
+        s, d = r["start_docker"], r["destroy_docker"]
+        n = s["units"]
+        rows.append((f"docker {n}: all active / first", f"{s['all_active_seconds']:.2f} / "
+                     f"{s['first_active_seconds']:.2f} s", "", ""))
+        rows.append((f"docker {n}: all containers running", f"{s['all_containers_running_seconds']:.2f} s",
+                     "", ""))
+        rows.append((f"docker {n}: etcd requests/unit", f"{s['etcd_requests_per_unit']:.2f}", "<= 4", ""))
+        rows.append((f"docker {n}: destroy, all stopped", f"{d['all_stopped_seconds']:.2f} s", "", ""))
+    if "kill" in r:
+        k = r["kill"]
+        rows.append((f"killed host ({k['units_on_killed_host']} units): all active elsewhere",
+                     f"{k['all_moved_active_seconds']:.2f} s", f"<= {k['ttl'] + 2} s (TTL {k['ttl']} + 2)",
+                     "21-28 s"))
+        rows.append(("killed host: lease expired (states gone)",
+                     f"{k['lease_expired_seconds']:.2f} s" if k["lease_expired_seconds"] else "-",
+                     f"<= {k['ttl']} s", ""))
+    largest = max(args.sizes)
+    res = r[f"resources_{largest}_units"]
+    rss = [a["VmRSS"] for a in res["agents"].values()]
+    hwm = [a["VmHWM"] for a in res["agents"].values()]
+    base = [a["VmRSS"] for a in r["resources_no_units"]["agents"].values()]
+    rows.append(("agent RSS, no units (max of hosts)", f"{max(base):.1f} MiB", "", ""))
+    rows.append((f"agent RSS / HWM, {largest} units (max)", f"{max(rss):.1f} / {max(hwm):.1f} MiB",
+                 "<= 60 MB", "16-21 MB"))
+    cpu = [a["cpu_s"] for a in res["agents"].values()]
+    rows.append((f"agent CPU s since boot, {largest} units (max)", f"{max(cpu):.2f} s", "", ""))
+    rows.append(("engine RSS", f"{res['engine']['VmRSS']:.1f} MiB", "", ""))
+    idle = r["idle"]
+    secs = idle["seconds"]
+    agent_idle = max(idle["agent_cpu_seconds"].values())
+    rows.append((f"idle {secs:g} s, {idle['units_running']} units: agent CPU (max)",
+                 f"{agent_idle:.2f} s ({100 * agent_idle / secs:.2f} %)", "~0", ""))
+    rows.append((f"idle {secs:g} s: engine CPU", f"{idle['engine_cpu_seconds']:.2f} s "
+                 f"({100 * idle['engine_cpu_seconds'] / secs:.2f} %)", "~0", ""))
+    rows.append((f"idle {secs:g} s: etcd CPU", f"{idle['etcd_cpu_seconds']:.2f} s", "", ""))
+    rows.append((f"idle {secs:g} s: etcd requests", f"{idle['etcd_requests']} "
+                 f"({idle['etcd_requests'] / secs:.2f}/s)", "", ""))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument("--sizes", default="1,50,200",
+                        type=lambda s: [int(x) for x in s.split(",") if x])
+    parser.add_argument("--ttl", type=int, default=5, help="agents' lease TTL (seconds)")
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--docker-units", type=int, default=20,
+                        help="docker-wrapped units for a separate row (0: skip)")
+    parser.add_argument("--kill-units", type=int, default=200,
+                        help="units started before a host is killed (0: skip)")
+    parser.add_argument("--image", default="local/busybox:latest")
+    parser.add_argument("--engine-args", default="", type=shlex.split,
+                        help="extra `fleetpy engine` options, e.g. '--reconcile-interval 30'")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--keep-workdir", action="store_true",
+                        help="keep etcd, engine and host logs")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench_hosts: needs root (systemd-nspawn)")
+
+    # SIGTERM/SIGHUP end the run through the finally below, like Ctrl-C.
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+
+    cleanup: list[Callable[[], None]] = []
+    started = time.time()
+    try:
+        results = run(args, cleanup)
+    finally:
+        for step in reversed(cleanup):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - every other step must still run
+                log(f"cleanup step failed: {exc!r}")
+
+    rows = table(args, results)
+    header = ("figure", "measured", "target", "fleet v1.0")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+    output = args.output or RESULTS / f"hosts-{args.hosts}.json"
+    document = {
+        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "cpu_count": os.cpu_count(),
+        "hosts": args.hosts,
+        "ttl": args.ttl,
+        "engine_args": args.engine_args,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "table": [dict(zip(header, row)) for row in rows],
+        **results,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"written to {output}")
+
+
+if __name__ == "__main__":
+    main()
