@@ -157,16 +157,19 @@ class Engine:
         self.is_leader.set()
         model = self._full_read()
         last_full = time.monotonic()
+        dirty = True
         while not self._stop.is_set():
-            self._reconcile(model)
+            if dirty:  # idle clusters cost nothing but the lease keepalive
+                self._reconcile(model)
             timeout = max(0.05, min(self.lease_ttl / 3,
                                     last_full + self.reconcile_interval - time.monotonic()))
-            resync = self._wait_for_events(model, timeout)
+            resync, dirty = self._wait_for_events(model, timeout)
             self._keep_lease_alive()
             if resync or time.monotonic() - last_full >= self.reconcile_interval:
                 model = self._full_read()
                 self._collect_garbage(model)
                 last_full = time.monotonic()
+                dirty = True
 
     def _full_read(self) -> _Model:
         self._cancel_watches()
@@ -219,16 +222,16 @@ class Engine:
                     self._parsed[key] = str(exc)
         return self._parsed[key]
 
-    def _wait_for_events(self, model: _Model, timeout: float) -> bool:
-        """Apply queued watch events to the model; True means 'do a full read'."""
+    def _wait_for_events(self, model: _Model, timeout: float) -> tuple[bool, bool]:
+        """Apply queued watch events to the model: (do a full read, anything changed)."""
         try:
             kind, batch = self._queue.get(timeout=timeout)
         except queue.Empty:
-            return False
+            return False, False
         batches: list[tuple[str, WatchBatch]] = []
         while True:
             if kind == "stop":
-                return False
+                return False, False
             batches.append((kind, batch))
             try:
                 kind, batch = self._queue.get_nowait()
@@ -239,7 +242,7 @@ class Engine:
             if batch.error is not None:
                 log_event("watch_lost", engine=self.candidate, kind=kind,
                           compacted=batch.compacted, error=type(batch.error).__name__)
-                return True
+                return True, True
             for event in batch.events:
                 if kind == "machines":
                     if event.kind == "delete":
@@ -264,7 +267,7 @@ class Engine:
         for record in new_records:
             if model.records.get(record.name) is record:
                 self._set_spec(model, record)
-        return False
+        return False, True
 
     # -- reconcile
 
