@@ -676,12 +676,15 @@ class Registry:
         kwargs: dict[str, Any] = {}
         if start_revision is not None:
             kwargs["start_revision"] = start_revision
-        try:
-            watch_id = self._call(lambda: self._client.add_watch_prefix_callback(
-                start, on_response, **kwargs))
-        except RegistryError:
-            raise
-        except etcd_exceptions.RevisionCompactedError as exc:
+        def add() -> Any:
+            try:
+                return self._client.add_watch_prefix_callback(start, on_response, **kwargs)
+            except etcd_exceptions.RevisionCompactedError as exc:
+                return exc  # not an outage: the caller must resync from a fresh read
+
+        watch_id = self._call(add)
+        if isinstance(watch_id, etcd_exceptions.RevisionCompactedError):
+            exc = watch_id
             callback(WatchBatch((), 0, error=exc, compacted=True))
             return lambda: None
 

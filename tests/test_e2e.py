@@ -186,3 +186,23 @@ def test_etcd_outage_keeps_units_running(hosts: Callable[..., list[Host]], fleet
         etcd.resume()
     until(lambda: [u["active"] for u in fleet.units()] == ["active"], what="state after outage")
     assert host.main_pid("calm.service") == pid
+
+
+def test_agent_returning_after_its_lease_expired_stops_moved_units(
+        hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry) -> None:
+    started = hosts(2, ttl=3)
+    until(lambda: len(registry.list_machines()) == 2, what="2 machines")
+    fleet("start", "--block-attempts", "60", fleet.write("roam.service",
+                                                        "[Service]\nExecStart=/bin/sleep 1000\n"))
+    (state,) = fleet.units()
+    away = host_of(started, state["machine"])
+    other = next(h for h in started if h is not away)
+    # The agent goes silent (its units keep running) until its lease expires.
+    away.systemctl("stop", "fleetpy-agent")
+    assert away.is_active("roam.service")
+    until(lambda: [(u["machine"], u["active"]) for u in fleet.units()]
+          == [(other.machine_id, "active")], what="unit moved to the other host")
+    away.systemctl("start", "fleetpy-agent")
+    until(lambda: not away.is_active("roam.service"), what="returning agent stops its stale copy")
+    until(lambda: len(registry.list_machines()) == 2, what="machine back")
+    assert [(u["machine"], u["active"]) for u in fleet.units()] == [(other.machine_id, "active")]

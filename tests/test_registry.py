@@ -164,3 +164,15 @@ def test_content_gc_spares_rewritten_blobs(registry: Registry) -> None:
     assert registry.delete_content(listed) == 0
     registry.destroy_units(["b.service"])
     assert registry.delete_content(registry.list_content()) == 1
+
+
+def test_watch_from_a_compacted_revision_says_so(registry: Registry) -> None:
+    registry.change_units([change("a.service")])
+    old = registry.read_view().revision
+    registry.change_units([change("b.service")])
+    registry.change_units([change("c.service")])
+    registry._client.compact(registry.read_view().revision)
+    batches: "queue.Queue[WatchBatch]" = queue.Queue()
+    registry.watch("unit", batches.put, start_revision=old)
+    batch = batches.get(timeout=5)
+    assert batch.error is not None and batch.compacted
