@@ -17,6 +17,7 @@ import pytest
 
 from fleetpy.etcd_server import EtcdServer
 from fleetpy.registry import Registry
+from waiting import until
 
 SERVICE = "[Service]\nExecStart=/bin/sleep infinity\n"
 
@@ -78,13 +79,6 @@ def pc(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[ProcessCluster
     cluster.close()
 
 
-def until(predicate: Callable[[], object], timeout: float = 15, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_blocking_verbs_with_engine_and_simulated_hosts(pc: ProcessCluster) -> None:

@@ -17,18 +17,12 @@ from fleetpy.etcd_server import EtcdServer
 from fleetpy.nspawn import Host
 from fleetpy.registry import Registry
 from fleetpy.template import render
+from waiting import until
 
 pytestmark = pytest.mark.hosts
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def until(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Fleet:

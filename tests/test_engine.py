@@ -11,15 +11,9 @@ import pytest
 from fleetpy.agent import Agent, AgentConfig, SimulatedUnitManager
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from waiting import until
 
 
-def until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def unit(name: str, xfleet: str = "", desired: str = "launched", **kw: object) -> UnitChange:
