@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -167,6 +168,25 @@ def agent_proc(host: Host) -> dict[str, float]:
     return {"pid": pid, **parse_proc(status, stat)}
 
 
+def host_cpu(hosts: Sequence[Host]) -> dict[str, float]:
+    """CPU seconds (utime+stime) of every live process in the hosts, summed by
+    command name (systemd, fleetpy = the agent, dbus-daemon, systemd-journal, ...),
+    read from this machine's /proc (Host.processes() gives our pids)."""
+    by_comm: dict[str, float] = {}
+    for host in hosts:
+        if not host.alive:
+            continue
+        for pid in host.processes():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            rest = stat.rsplit(")", 1)[1].split()
+            by_comm[comm] = by_comm.get(comm, 0.0) + (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return by_comm
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -208,6 +228,24 @@ class Bench:
                              f"{result.stdout}\n{result.stderr}")
         return time.perf_counter() - t0
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far: processes in the hosts by name, engine, etcd, and
+        our reaped children (the CLI runs)."""
+        cpu = {f"host:{k}": v for k, v in host_cpu(self.hosts).items()}
+        cpu["engine"] = local_proc(self.engine.pid)["cpu_s"]
+        cpu["etcd"] = local_proc(self.server.process.pid)["cpu_s"]  # type: ignore[union-attr]
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu["cli"] = children.ru_utime + children.ru_stime
+        return cpu
+
+    @staticmethod
+    def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """Per-name CPU seconds spent between two cpu() snapshots (names that
+        used >= 0.01 s), largest first; processes that exited in between are lost."""
+        delta = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+        return dict(sorted(((k, v) for k, v in delta.items() if v >= 0.01),
+                           key=lambda kv: -kv[1]))
+
     def metrics(self) -> tuple[int, dict[str, int]]:
         text = self.server.metrics()
         return grpc_request_count(text), grpc_by_method(text)
@@ -231,6 +269,7 @@ class Bench:
 
     def start(self, label: str, files: list[Path]) -> dict[str, Any]:
         names = [p.name for p in files]
+        cpu_before = self.cpu()
         before, before_m = self.metrics()
         t0 = time.perf_counter()
         cli_s = self.fleetpy("start", "--no-block", *map(str, files))
@@ -238,6 +277,7 @@ class Bench:
         self.tracker.wait(f"{label}: {len(names)} units active",
                           lambda: all(n in first for n in names), self.args.timeout)
         after, after_m = self.metrics()
+        cpu = self.cpu_delta(cpu_before, self.cpu())
         latencies = [first[n] - t0 for n in names]
         by_method = diff_counts(after_m, before_m)
         requests = after - before
@@ -253,6 +293,7 @@ class Bench:
             "etcd_requests_per_unit": round(requests / len(names), 2),
             "etcd_requests_per_unit_excl_keepalive": round((requests - keepalives) / len(names), 2),
             "etcd_requests_by_method": by_method,
+            "cpu_seconds_by_process": cpu,
             "machines": self.placement(names),
         }
 
@@ -265,6 +306,7 @@ class Bench:
         return counts
 
     def destroy(self, label: str, names: list[str]) -> dict[str, Any]:
+        cpu_before = self.cpu()
         before, _ = self.metrics()
         states = self.tracker.states
         t0 = time.perf_counter()
@@ -273,6 +315,7 @@ class Bench:
                           lambda: not any(n in states for n in names), self.args.timeout)
         gone = max(t for (u, _m), t in self.tracker.gone_at.items() if u in set(names))
         after, _ = self.metrics()
+        cpu = self.cpu_delta(cpu_before, self.cpu())
         # The agent removes a state only after the stop job finished and the file is
         # gone; check systemd on every host agrees.
         left = 0
@@ -284,6 +327,7 @@ class Bench:
         return {"units": len(names), "cli_seconds": round(cli_s, 3),
                 "all_stopped_seconds": round(gone - t0, 3),
                 "etcd_requests_per_unit": round((after - before) / len(names), 2),
+                "cpu_seconds_by_process": cpu,
                 "units_left_in_systemd": left}
 
     def resources(self) -> dict[str, Any]:
@@ -447,6 +491,12 @@ def table(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, s
         rows.append((f"start {n}: median / p95", f"{s['median_seconds']:.2f} / {s['p95_seconds']:.2f} s",
                      "", ""))
         rows.append((f"start {n}: CLI wall time", f"{s['cli_seconds']:.2f} s", "", ""))
+        cpu = s["cpu_seconds_by_process"]
+        rows.append((f"start {n}: CPU s (host systemd/agents/dbus; cli, etcd, engine)",
+                     "/".join(f"{cpu.get(k, 0):.2f}" for k in ("host:systemd", "host:fleetpy",
+                                                               "host:dbus-daemon"))
+                     + "; " + "/".join(f"{cpu.get(k, 0):.2f}" for k in ("cli", "etcd", "engine")),
+                     "", ""))
         rows.append((f"start {n}: etcd requests/unit", f"{s['etcd_requests_per_unit']:.2f} "
                      f"({s['etcd_requests_per_unit_excl_keepalive']:.2f} w/o keepalive)", "<= 4",
                      "15-17"))
@@ -492,6 +542,9 @@ def table(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, s
     rows.append((f"idle {secs:g} s: etcd CPU", f"{idle['etcd_cpu_seconds']:.2f} s", "", ""))
     rows.append((f"idle {secs:g} s: etcd requests", f"{idle['etcd_requests']} "
                  f"({idle['etcd_requests'] / secs:.2f}/s)", "", ""))
+    load = r["load_average_1m"]
+    rows.append(("load average (1 min) before / after run", f"{load[0]:.2f} / {load[1]:.2f}",
+                 f"<< {os.cpu_count()} CPUs", ""))
     return rows
 
 
@@ -525,8 +578,11 @@ def main() -> None:
 
     cleanup: list[Callable[[], None]] = []
     started = time.time()
+    load_before = os.getloadavg()[0]
     try:
         results = run(args, cleanup)
+        # Other work on this machine slows everything here: record how busy it was.
+        results["load_average_1m"] = [load_before, os.getloadavg()[0]]
     finally:
         for step in reversed(cleanup):
             try:
