@@ -142,6 +142,7 @@ def select_globals(globals_: Mapping[str, ScheduleEntry], placed: Mapping[str, S
         if any(fnmatch.fnmatchcase(name, glob) for o in others.values() for glob in o.conflicts):
             continue
         chosen[name] = entry
+        local_options[name] = options  # later globals must not conflict with this one
     return chosen
 
 
@@ -253,6 +254,8 @@ class Agent:
         self._reported: dict[str, UnitState] = {}
         self._cancels: list[Callable[[], None]] = []
         self._synced = False
+        self._generation = 0  # bumped by every fresh read; older watch events are dropped
+        self._resync_pending = threading.Event()
         self.ready = threading.Event()
 
     @property
@@ -293,10 +296,13 @@ class Agent:
     # -- etcd side
 
     def _register(self) -> None:
-        self._lease = self.registry.grant_lease(self.config.ttl)
+        lease = self.registry.grant_lease(self.config.ttl)
         record = MachineRecord(self.machine_id, self.config.public_ip,
                                dict(self.config.metadata), self.config.hostname)
-        self.registry.register_machine(record, self._lease)
+        self.registry.register_machine(record, lease)
+        # Only a lease that carries the machine record counts as registered: if the
+        # write failed, the next sync registers again.
+        self._lease = lease
         self._reported = {}  # states lived under the old lease; write them again
         log_event("machine_registered", machine=self.machine_id, lease=f"{self._lease:x}",
                   ttl=self.config.ttl)
@@ -310,31 +316,43 @@ class Agent:
             try:
                 if self.registry.refresh_lease(lease) <= 0:
                     log_event("lease_expired", machine=self.machine_id)
-                    self._queue.put(("resync", "lease expired"))
+                    self._request_resync()
             except FleetpyError as exc:
-                log_event("etcd_unreachable", machine=self.machine_id, error=str(exc))
-                self._queue.put(("resync", "etcd unreachable"))
+                if not self._resync_pending.is_set():
+                    log_event("etcd_unreachable", machine=self.machine_id, error=str(exc))
+                self._request_resync()
 
-    def _on_watch(self, batch: WatchBatch, kind: str) -> None:
+    def _request_resync(self) -> None:
+        # One pending resync is enough however long etcd stays away.
+        if not self._resync_pending.is_set():
+            self._resync_pending.set()
+            self._queue.put(("resync", self._generation))
+
+    def _on_watch(self, batch: WatchBatch, kind: str, generation: int) -> None:
+        if generation != self._generation:
+            return  # a watch from before the last fresh read; its events are stale
         self.stats.wakeups += 1
         if batch.error is None and not batch.events:
             self.stats.empty_wakeups += 1
-        self._queue.put((kind, batch))
+        self._queue.put((kind, (generation, batch)))
 
     def _sync(self) -> None:
         """Fresh read of this machine's schedule and the globals; (re)start watches."""
         for cancel in self._cancels:
             cancel()
         self._cancels = []
+        self._generation += 1
+        generation = self._generation
+        self._resync_pending.clear()
         if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
             self._register()
         revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
         self._placed, self._globals = placed, globals_
         self._cancels.append(self.registry.watch(
-            "schedule", lambda b: self._on_watch(b, "schedule"), start_revision=revision + 1,
+            "schedule", lambda b: self._on_watch(b, "schedule", generation), start_revision=revision + 1,
             sub=self.machine_id))
         self._cancels.append(self.registry.watch(
-            "global", lambda b: self._on_watch(b, "global"), start_revision=revision + 1))
+            "global", lambda b: self._on_watch(b, "global", generation), start_revision=revision + 1))
         self.stats.resyncs += 1
         self._synced = True
 
@@ -381,11 +399,14 @@ class Agent:
         while True:
             if kind == "stop":
                 return
-            if kind == "resync":
+            if kind == "resync" and payload == self._generation:
                 self._synced = False
                 return
             if kind in ("schedule", "global"):
-                if not self._apply_batch(kind, payload):
+                generation, batch = payload
+                if generation != self._generation:
+                    pass  # queued before the last fresh read: already reflected in it
+                elif not self._apply_batch(kind, batch):
                     self._synced = False
                     return
                 needs_reconcile = True

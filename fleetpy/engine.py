@@ -74,6 +74,7 @@ class Engine:
         self._lease: int | None = None
         self._thread: threading.Thread | None = None
         self._cancels: list[Callable[[], None]] = []
+        self._generation = 0
 
     # -- lifecycle
 
@@ -130,11 +131,13 @@ class Engine:
             cancel = self.registry.watch(
                 "engine", lambda b: freed.set() if (b.error or any(
                     e.kind == "delete" for e in b.events)) else None)
-            deadline = time.monotonic() + self.lease_ttl / 3
-            while not (self._stop.is_set() or freed.is_set()) and time.monotonic() < deadline:
-                freed.wait(0.2)
-                self._keep_lease_alive()
-            cancel()
+            try:
+                deadline = time.monotonic() + self.lease_ttl / 3
+                while not (self._stop.is_set() or freed.is_set()) and time.monotonic() < deadline:
+                    freed.wait(0.2)
+                    self._keep_lease_alive()
+            finally:
+                cancel()
         return False
 
     def _keep_lease_alive(self) -> None:
@@ -185,9 +188,13 @@ class Engine:
         self._load_texts({r.hash for r in model.records.values()})
         for record in model.records.values():
             self._set_spec(model, record)
+        # Events queued by earlier watches are already in this read: tag batches with a
+        # generation and drop the stale ones.
+        self._generation += 1
+        generation = self._generation
         for kind in ("unit", "machines"):
             self._cancels.append(self.registry.watch(
-                kind, lambda batch, kind=kind: self._queue.put((kind, batch)),
+                kind, lambda batch, kind=kind: self._queue.put((kind, (generation, batch))),
                 start_revision=view.revision + 1))
         self.stats.full_reads += 1
         log_event("engine_synced", engine=self.candidate, revision=view.revision,
@@ -232,7 +239,9 @@ class Engine:
         while True:
             if kind == "stop":
                 return False, False
-            batches.append((kind, batch))
+            generation, batch = batch
+            if generation == self._generation:
+                batches.append((kind, batch))
             try:
                 kind, batch = self._queue.get_nowait()
             except queue.Empty:
@@ -275,10 +284,18 @@ class Engine:
         self.stats.passes += 1
         changes = list(scheduler.plan(model.snapshot()))
         # Units whose content is unusable can't be placed; say so where users look.
+        wanted_invalid: set[str] = set()
         for name, why in model.invalid.items():
+            if model.records[name].desired == "inactive":
+                continue
+            wanted_invalid.add(name)
             reason = f"invalid unit: {why}"
-            if model.reasons.get(name) != reason and model.records[name].desired != "inactive":
+            if model.reasons.get(name) != reason:
                 changes.append(scheduler.SetReason(name, reason))
+        # Reasons of destroyed units, or of invalid units made inactive, go too.
+        for name in sorted(model.reasons):
+            if name not in model.specs and name not in wanted_invalid:
+                changes.append(scheduler.SetReason(name, None))
         if changes:
             self._execute(model, changes)
             counts: dict[str, int] = {}

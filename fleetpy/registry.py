@@ -198,7 +198,10 @@ def _parse_endpoint(url: str) -> tuple[str, int, bool]:
     text = url.strip()
     if "://" not in text:
         text = "http://" + text
-    parsed = urlparse(text)
+    try:
+        parsed = urlparse(text)
+    except ValueError as exc:
+        raise RegistryError(f"invalid etcd endpoint {url!r}: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise RegistryError(f"invalid etcd endpoint {url!r}: expected http(s)://HOST:PORT")
     try:

@@ -118,15 +118,25 @@ class SystemdUnitManager:
 
     def _on_job_removed(self, job_id: Any, job_path: Any, unit: Any, result: Any) -> None:
         with self._lock:
+            if str(unit) not in self._units:
+                return  # other units' jobs (timers, the agent itself) are none of ours
             self._jobs_done[str(job_path)] = str(result)
             self._lock.notify_all()
 
     def _on_unit_removed(self, unit: Any, path: Any) -> None:
         # systemd dropped the unit from memory (e.g. stopped and unreferenced): it is
         # still loadable from its file, so re-read its state rather than forget it.
+        # systemd dropped an inactive, unreferenced unit from memory. Asking for its
+        # state would load it again and systemd would drop it again, in a busy loop:
+        # record it as stopped instead (its file is still there to start it).
         name = str(unit)
-        if name in self._units:
-            self._refresh_later(name)
+        with self._lock:
+            old = self._units.get(name)
+            if old is None:
+                return
+            new = replace(old, active="inactive", sub="dead")
+            self._units[name] = new
+        self._notify(old, new)
 
     def _refresh_later(self, name: str) -> None:
         # Never make a blocking D-Bus call from inside a signal handler: libdbus holds
@@ -247,8 +257,8 @@ class SystemdUnitManager:
         with self._lock:
             self._lock.wait_for(lambda: all(j in self._jobs_done for j in jobs if j),
                                 timeout=STOP_TIMEOUT)
-            for job in jobs:
-                self._jobs_done.pop(job, None)
+            # Finished jobs of ours that nobody waits for (starts) must not pile up.
+            self._jobs_done.clear()
 
     def _issue(self, method: str, names: list[str]) -> list[str]:
         jobs: list[str] = []

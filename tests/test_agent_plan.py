@@ -57,3 +57,13 @@ def test_plan_is_idempotent_after_execution() -> None:
     desired = {"a": want("a"), "b": want("b", "loaded")}
     manager.execute(plan(desired, manager.observe()))
     assert plan(desired, manager.observe()) == []
+
+
+def test_globals_that_conflict_with_each_other_do_not_both_run() -> None:
+    from fleetpy.agent import select_globals
+    from fleetpy.registry import ScheduleEntry
+    a = ScheduleEntry("a.service", "h", "launched",
+                      "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nGlobal=true\nConflicts=b.service\n")
+    b = ScheduleEntry("b.service", "h", "launched",
+                      "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nGlobal=true\n")
+    assert list(select_globals({"a.service": a, "b.service": b}, {}, {})) == ["a.service"]

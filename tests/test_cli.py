@@ -539,3 +539,9 @@ def test_keyboard_interrupt_exits_130_quietly(run: Run, units_dir: Path,
     result = run("submit", write(units_dir, "a.service"))
     assert result.exit_code == 130
     assert "Traceback" not in result.output + result.stderr
+
+
+def test_malformed_endpoint_is_one_line(units_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["--endpoint", "http://[::1", "list-machines"])
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith("fleetpy: error: invalid etcd endpoint")

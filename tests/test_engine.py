@@ -139,3 +139,12 @@ def test_failover_to_a_second_engine(cluster: Cluster) -> None:
     until(second.is_leader.is_set, timeout=8, what="second leads")
     cluster.registry.change_units([unit("a.service")])
     until(lambda: cluster.running() == {"a.service": "m1"}, what="placed by second")
+
+
+def test_reason_of_a_destroyed_unit_is_cleared(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    cluster.engine()
+    cluster.registry.change_units([unit("nope.service", "MachineMetadata=region=mars")])
+    until(lambda: "nope.service" in cluster.registry.read_view().reasons, what="reason")
+    cluster.registry.destroy_units(["nope.service"])
+    until(lambda: cluster.registry.read_view().reasons == {}, what="reason cleared")
