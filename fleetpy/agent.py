@@ -13,6 +13,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -256,6 +257,8 @@ class Agent:
         self._synced = False
         self._generation = 0  # bumped by every fresh read; older watch events are dropped
         self._resync_pending = threading.Event()
+        self._states_changed = threading.Event()
+        self._report_lock = threading.Lock()
         self.ready = threading.Event()
 
     @property
@@ -265,19 +268,35 @@ class Agent:
     # -- lifecycle
 
     def start(self) -> "Agent":
-        self.manager.set_listener(lambda unit: self._queue.put(("state", unit)))
-        loop = threading.Thread(target=self._loop, name=f"agent-{self.machine_id[:8]}",
-                                daemon=True)
-        keepalive = threading.Thread(target=self._keepalive, daemon=True,
-                                     name=f"lease-{self.machine_id[:8]}")
-        self._threads = [loop, keepalive]
-        loop.start()
-        keepalive.start()
+        self.manager.set_listener(lambda unit: self._states_changed.set())
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"agent-{self.machine_id[:8]}", daemon=True),
+            threading.Thread(target=self._keepalive, daemon=True,
+                             name=f"lease-{self.machine_id[:8]}"),
+            threading.Thread(target=self._reporter, daemon=True,
+                             name=f"report-{self.machine_id[:8]}"),
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
+
+    def _reporter(self) -> None:
+        """Report state changes as systemd signals them, not after the whole round:
+        the first unit of a big batch shows as active while the rest still start."""
+        while not self._stop.is_set():
+            if not self._states_changed.wait(1.0):
+                continue
+            time.sleep(0.01)  # coalesce a burst of signals into one transaction
+            self._states_changed.clear()
+            try:
+                self._report(self.manager.observe())
+            except FleetpyError:
+                pass  # etcd away: the loop resyncs and reports everything afterwards
 
     def stop(self, revoke: bool = True) -> None:
         """Stop the agent. Units keep running (a restarted agent adopts them)."""
         self._stop.set()
+        self._states_changed.set()
         self._queue.put(("stop", None))
         for cancel in self._cancels:
             cancel()
@@ -395,7 +414,6 @@ class Agent:
     def _drain(self) -> None:
         kind, payload = self._queue.get()
         needs_reconcile = False
-        pending_states = False
         while True:
             if kind == "stop":
                 return
@@ -410,16 +428,12 @@ class Agent:
                     self._synced = False
                     return
                 needs_reconcile = True
-            elif kind == "state":
-                pending_states = True
             try:  # coalesce whatever else is already queued into one round
                 kind, payload = self._queue.get_nowait()
             except queue.Empty:
                 break
         if needs_reconcile:
             self._reconcile()
-        elif pending_states:
-            self._report(self.manager.observe())
 
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
@@ -441,6 +455,10 @@ class Agent:
         self._report(self.manager.observe())
 
     def _report(self, observed: Mapping[str, ObservedUnit]) -> None:
+        with self._report_lock:  # the loop and the reporter thread both report
+            self._report_locked(observed)
+
+    def _report_locked(self, observed: Mapping[str, ObservedUnit]) -> None:
         if self._lease is None:
             return
         current = {name: unit.state(self.machine_id) for name, unit in observed.items()}

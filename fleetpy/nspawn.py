@@ -25,7 +25,6 @@ for a later netns + veth + bridge implementation with one IP per host.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import io
@@ -72,7 +71,6 @@ _HOST_ENV = {
 }
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,62})$")
 _MACHINE_ID = re.compile(r"^[0-9a-f]{32}$")
-_PR_SET_PDEATHSIG = 1
 
 
 class HostError(FleetpyError):
@@ -107,10 +105,12 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM the child when the thread that started it exits,
-    so nothing outlives a killed test run (nspawn then powers its host off)."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _with_parent(argv: Sequence[str]) -> list[str]:
+    """SIGTERM the command when the thread that started it exits, so nothing outlives a
+    killed test run (nspawn then powers its host off). setpriv sets the death signal
+    and execs: a Python preexec_fn would run after fork() in a process with gRPC's
+    threads, which aborts the child now and then."""
+    return ["setpriv", "--pdeathsig", "TERM", "--", *argv]
 
 
 def _wait_for(what: str, ready: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
@@ -223,8 +223,8 @@ def _build_rootfs(build: Path, source_dir: Path, mirror: str, log_path: Path) ->
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
             # If we die, so does the step: the next builder removes its dir.
-            rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent).returncode
+            rc = subprocess.run(_with_parent(argv), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT).returncode
             if rc != 0:
                 raise HostError(f"rootfs build step {argv[0]} failed rc={rc}, log {log_path}:\n{_tail(log_path)}")
     with contextlib.suppress(OSError):
@@ -493,9 +493,9 @@ def launch_host(rootfs: Path, name: str, *, machine_id: str | None = None,
         argv += [f"--bind={DOCKER_SOCKET}", f"--bind-ro={docker_cli}:/usr/bin/docker"]
 
     with open(state_dir / "console.log", "ab") as console:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                   start_new_session=detach,
-                                   preexec_fn=None if detach else _die_with_parent)
+        process = subprocess.Popen(argv if detach else _with_parent(argv), stdin=subprocess.DEVNULL,
+                                   stdout=console, stderr=subprocess.STDOUT,
+                                   start_new_session=detach)
     try:
         init_pid = 0
 

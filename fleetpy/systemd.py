@@ -157,8 +157,10 @@ class SystemdUnitManager:
         self._matches[name] = self._bus.add_signal_receiver(
             lambda iface, changed, invalidated, name=name: self._on_properties(
                 name, str(iface), changed, invalidated),
-            signal_name="PropertiesChanged", dbus_interface=PROPS_IFACE, bus_name=SYSTEMD,
-            path=path)
+            # One match per owned unit's object path, so the bus only sends us our units.
+            # No bus_name: it would cost a GetNameOwner and an extra match per unit, and
+            # only systemd owns these paths anyway.
+            signal_name="PropertiesChanged", dbus_interface=PROPS_IFACE, path=path)
 
     def _on_properties(self, name: str, iface: str, changed: Any, invalidated: Any) -> None:
         if iface != UNIT_IFACE or name not in self._units:
@@ -190,8 +192,9 @@ class SystemdUnitManager:
 
     def _properties(self, name: str) -> dict[str, Any]:
         path = self._paths.get(name) or str(self._manager.LoadUnit(name))
-        obj = self._bus.get_object(SYSTEMD, path)
-        return dict(obj.GetAll(UNIT_IFACE, dbus_interface=PROPS_IFACE))
+        # A direct call: get_object() would introspect (XML) every unit object first.
+        return dict(self._bus.call_blocking(SYSTEMD, path, PROPS_IFACE, "GetAll", "s",
+                                            (UNIT_IFACE,)))
 
     def _refresh(self, name: str) -> ObservedUnit | None:
         try:
@@ -276,12 +279,24 @@ class SystemdUnitManager:
         return jobs
 
     def _start_all(self, names: list[str]) -> None:
+        # Starts are pipelined: nobody waits for their jobs, states arrive as signals.
         for name in names:
-            try:
-                self._manager.ResetFailedUnit(name)
-            except dbus.DBusException:
-                pass  # NoSuchUnit / not loaded: nothing to reset (systemd 252)
-        self._issue("StartUnit", names)
+            with self._lock:
+                unit = self._units.get(name)
+                if unit is None:
+                    continue
+                failed = unit.active == "failed"
+                self._units[name] = replace(unit, launched=True, message="")
+            if failed:
+                try:
+                    self._manager.ResetFailedUnit(name)
+                except dbus.DBusException:
+                    pass  # NoSuchUnit / not loaded: nothing to reset (systemd 252)
+            self._bus.call_async(
+                SYSTEMD, SYSTEMD_PATH, MANAGER_IFACE, "StartUnit", "ss", (name, "replace"),
+                reply_handler=lambda job: None,
+                error_handler=lambda exc, name=name: self._record_error(
+                    name, exc.get_dbus_message() or str(exc)))
 
     def _record_error(self, name: str, message: str) -> None:
         log_event("unit_error", unit=name, message=message)
@@ -294,6 +309,11 @@ class SystemdUnitManager:
         self._notify(unit, new)
 
     def _files(self, removes: list[str], writes: list[WriteUnit]) -> None:
+        # A daemon-reload costs ~0.2 s and re-announces every unit: only needed when a
+        # file systemd may have loaded changed or went away. Brand-new files are found
+        # by systemd's unit path cache on LoadUnit.
+        with self._lock:
+            reload = bool(removes) or any(a.name in self._units for a in writes)
         for name in removes:
             for path in (self.link_dir / name, self.unit_dir / name):
                 try:
@@ -312,7 +332,8 @@ class SystemdUnitManager:
                 except FileNotFoundError:
                     pass
                 link.symlink_to(target)
-        self._manager.Reload()
+        if reload:
+            self._manager.Reload()
         for name in removes:
             with self._lock:
                 self._units.pop(name, None)
@@ -330,7 +351,13 @@ class SystemdUnitManager:
                 self._units[action.name] = ObservedUnit(
                     action.name, action.hash, launched=bool(previous and previous.launched))
             self._watch_unit(action.name)
-            self._refresh(action.name)
+            unit = self._refresh(action.name)
+            if unit is not None and unit.load == "not-found" and not reload:
+                # systemd had cached the name as missing: make it look again, once.
+                self._manager.Reload()
+                reload = True
+                for other in writes:
+                    self._refresh(other.name)
 
     def close(self) -> None:
         def quit_loop() -> None:

@@ -12,7 +12,6 @@ import yaml
 
 from fleetpy.etcd_server import EtcdServer
 from fleetpy.nspawn import AGENT_UNIT, Host
-from hosts_fixtures import host_docker, host_rootfs, hosts  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.hosts
 
