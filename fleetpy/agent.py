@@ -12,6 +12,7 @@ import fnmatch
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -481,6 +482,27 @@ def make_unit_manager(kind: str, unit_dir: str) -> UnitManager:
         from .systemd import SystemdUnitManager  # needs dbus-python; only on hosts
         return SystemdUnitManager(unit_dir)
     raise FleetpyError(f"unknown unit manager {kind!r}: expected systemd or simulated")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`fleetpy-agent`: the agent without the CLI's typer/rich (a smaller daemon)."""
+    import argparse
+
+    from . import config
+
+    parser = argparse.ArgumentParser(prog="fleetpy-agent", description=main.__doc__)
+    parser.add_argument("--config", dest="config_file", help="YAML file of settings")
+    config.add_arguments(parser, ("etcd", "agent"))
+    args = vars(parser.parse_args(argv))
+    try:
+        config_file = args.pop("config_file")
+        file_values = config.load_config_file(config_file) if config_file else None
+        values = config.resolve(("etcd", "agent"), args, file_values)
+        run_agent(values)
+    except FleetpyError as exc:
+        print(f"fleetpy-agent: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_agent(values: Mapping[str, Any]) -> None:

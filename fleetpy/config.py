@@ -6,6 +6,7 @@ default. (mkosi's idea: a single table instead of three hand-kept lists.)
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,6 +95,15 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def add_arguments(parser: "argparse.ArgumentParser", scopes: tuple[str, ...]) -> None:
+    """The same settings as command-line options of a plain argparse parser (daemons
+    that must not pay for typer/rich at start-up)."""
+    for setting in SETTINGS:
+        if setting.scope in scopes:
+            parser.add_argument(setting.option, dest=setting.name, default=None,
+                                help=f"{setting.help} (env {setting.env})")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -84,6 +84,8 @@ class Plan:
 
     changes: tuple[UnitChange, ...]
     names: tuple[str, ...]  # every unit the command acts on, in argument order
+    # unit records read while planning (None: absent); saves apply() a second read
+    known: Mapping[str, UnitRecord | None] | None = None
 
 
 def _known(units: Mapping[str, UnitRecord], name: str) -> UnitRecord:
@@ -140,7 +142,10 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
             if parse_name(name).is_template:
                 raise StateError(f"{name} is a template; {_verb(desired)} an instance of it, "
                                  f"such as {name.replace('@.', '@1.', 1)}")
-    units = registry.list_units()
+    # Only the named units and their templates: a start must not read the whole cluster.
+    lookups = names + [t for n in names if (t := parse_name(n).template)]
+    known = registry.get_units(lookups)
+    units = {n: r for n, r in known.items() if r is not None}
     changes: list[UnitChange] = []
     for name in names:
         local = locals_.get(name)
@@ -153,7 +158,7 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
                              f"(hash {current.hash[:7]}, new {local.hash[:7]}); destroy it first")
         changes.append(UnitChange(name, desired=desired, text=local.text, hash=local.hash,
                                   is_global=local.is_global))
-    return Plan(tuple(changes), tuple(names))
+    return Plan(tuple(changes), tuple(names), known)
 
 
 def _verb(desired: str) -> str:
@@ -205,7 +210,7 @@ def plan_unload(registry: Registry, args: Sequence[str]) -> Plan:
 
 
 def apply(registry: Registry, plan: Plan) -> list[UnitRecord]:
-    return registry.change_units(plan.changes) if plan.changes else []
+    return registry.change_units(plan.changes, plan.known) if plan.changes else []
 
 
 def submit(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:

@@ -420,7 +420,19 @@ class Registry:
                     found[content_hash] = value.decode()
         return found
 
-    def change_units(self, changes: Sequence[UnitChange]) -> list[UnitRecord]:
+    def get_units(self, names: Sequence[str]) -> dict[str, UnitRecord | None]:
+        """The named unit records (None where absent), MAX_TXN_OPS per request."""
+        found: dict[str, UnitRecord | None] = {}
+        for chunk in _chunks(list(dict.fromkeys(names)), MAX_TXN_OPS):
+            _, responses, _ = self._txn([], [self.txn.get(self.key("unit", n)) for n in chunk])
+            for name, kvs in zip(chunk, responses):
+                found[name] = None
+                for value, meta in kvs:
+                    found[name] = UnitRecord.from_json(name, value, meta.mod_revision)
+        return found
+
+    def change_units(self, changes: Sequence[UnitChange],
+                     known: Mapping[str, UnitRecord | None] | None = None) -> list[UnitRecord]:
         """Submit units and/or set their desired state, all-or-nothing per transaction.
 
         Each unit's record is guarded by the revision read, so concurrent clients
@@ -428,11 +440,19 @@ class Registry:
         Submitting different content under an existing name is an error (fleet:
         contents are immutable; destroy first). Batches larger than one etcd
         transaction allows are split into several transactions.
+
+        `known`: records the caller just read (get_units), used for the first attempt
+        so a command costs one read and one write; a lost race re-reads.
         """
         results: list[UnitRecord] = []
         # 4 ops per unit at most (content, unit, global, + guard compares counted apart)
         for chunk in _chunks(list(changes), MAX_TXN_OPS // 3):
-            results.extend(self._retry(lambda chunk=chunk: self._change_chunk(chunk)))
+            first = [known]
+
+            def attempt(chunk: Sequence[UnitChange] = chunk) -> list[UnitRecord]:
+                records, first[0] = first[0], None
+                return self._change_chunk(chunk, records)
+            results.extend(self._retry(attempt))
         return results
 
     def _retry(self, attempt: Callable[[], T]) -> T:
@@ -443,15 +463,14 @@ class Registry:
                 continue
         raise RegistryError("gave up after repeated conflicting updates from other clients")
 
-    def _change_chunk(self, chunk: Sequence[UnitChange]) -> list[UnitRecord]:
+    def _change_chunk(self, chunk: Sequence[UnitChange],
+                      known: Mapping[str, UnitRecord | None] | None = None) -> list[UnitRecord]:
         names = [c.name for c in chunk]
         templates = sorted({c.template for c in chunk if c.template})
-        gets = [self.txn.get(self.key("unit", n)) for n in [*names, *templates]]
-        _, responses, _ = self._txn([], gets)
-        existing: dict[str, UnitRecord] = {}
-        for name, kvs in zip([*names, *templates], responses):
-            for value, meta in kvs:
-                existing[name] = UnitRecord.from_json(name, value, meta.mod_revision)
+        wanted = [*names, *templates]
+        if known is None or any(n not in known for n in wanted):
+            known = self.get_units(wanted)
+        existing = {n: r for n in wanted if (r := known[n]) is not None}
 
         compares: list[Any] = []
         ops: list[Any] = []

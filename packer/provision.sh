@@ -70,7 +70,13 @@ import sys
 from fleetpy.cli import main
 sys.exit(main())
 EOF
-    chmod 755 "$venv/bin/fleetpy"
+    cat > "$venv/bin/fleetpy-agent" <<'EOF'
+#!/opt/fleetpy/venv/bin/python
+import sys
+from fleetpy.agent import main
+sys.exit(main())
+EOF
+    chmod 755 "$venv/bin/fleetpy" "$venv/bin/fleetpy-agent"
 fi
 ln -sf "$venv/bin/fleetpy" /usr/local/bin/fleetpy
 

@@ -53,14 +53,15 @@ def test_hosts_boot_with_their_own_identity_and_config(hosts, etcd: EtcdServer, 
 def test_agent_unit_enabled_and_runtime_importable(hosts) -> None:
     (host,) = hosts(1)
     assert host.systemctl("is-enabled", AGENT_UNIT).stdout.strip() == "enabled"
-    assert "fleetpy agent --config /etc/fleetpy/agent.yaml" in host.run(
+    assert "fleetpy-agent --config /etc/fleetpy/agent.yaml" in host.run(
         ["cat", f"/etc/systemd/system/{AGENT_UNIT}"]).stdout
     # fleetpy comes from the bound checkout, its deps from the venv, D-Bus and
     # GLib from Debian: everything the agent imports.
     imported = host.run(["/opt/fleetpy/venv/bin/python", "-c",
                          "import dbus, gi, yaml, jinja2, grpc, pyetcd, fleetpy.unit; print(fleetpy.unit.__file__)"])
     assert imported.stdout.strip() == "/opt/fleetpy/src/fleetpy/unit.py"
-    assert host.run(["test", "-x", "/opt/fleetpy/venv/bin/fleetpy"], check=False).returncode == 0
+    for launcher in ("fleetpy", "fleetpy-agent"):
+        assert host.run(["test", "-x", f"/opt/fleetpy/venv/bin/{launcher}"], check=False).returncode == 0
     # The checkout is bound read-only: a host can never change the source.
     assert host.run(["touch", "/opt/fleetpy/src/fleetpy/x"], check=False).returncode != 0
 
