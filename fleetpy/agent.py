@@ -285,8 +285,9 @@ class Agent:
         """Report state changes as systemd signals them, not after the whole round:
         the first unit of a big batch shows as active while the rest still start."""
         while not self._stop.is_set():
-            if not self._states_changed.wait(1.0):
-                continue
+            self._states_changed.wait()  # stop() sets it too: no periodic wake-up
+            if self._stop.is_set():
+                return
             time.sleep(0.01)  # coalesce a burst of signals into one transaction
             self._states_changed.clear()
             try:
