@@ -288,7 +288,7 @@ class Agent:
             self._states_changed.wait()  # stop() sets it too: no periodic wake-up
             if self._stop.is_set():
                 return
-            time.sleep(0.01)  # coalesce a burst of signals into one transaction
+            time.sleep(0.02)  # coalesce a burst of signals into one transaction
             self._states_changed.clear()
             try:
                 self._report(self.manager.observe())
@@ -454,7 +454,13 @@ class Agent:
                           action=type(action).__name__.removesuffix("Unit").lower(),
                           unit=action.name)
             self.manager.execute(actions)
-        self._report(self.manager.observe())
+        if any(isinstance(a, StartUnit) for a in actions):
+            # Starts are asynchronous: let the reporter write once the units have
+            # settled (its coalescing window), instead of "inactive" now and "active"
+            # a few milliseconds later.
+            self._states_changed.set()
+        else:
+            self._report(self.manager.observe())
 
     def _report(self, observed: Mapping[str, ObservedUnit]) -> None:
         with self._report_lock:  # the loop and the reporter thread both report

@@ -192,7 +192,9 @@ class Engine:
         # generation and drop the stale ones.
         self._generation += 1
         generation = self._generation
-        for kind in ("unit", "machines"):
+        # Content comes with its unit record in one transaction: watching it saves the
+        # engine a read per new unit file (a unit event seen first still falls back to one).
+        for kind in ("unit", "machines", "content"):
             self._cancels.append(self.registry.watch(
                 kind, lambda batch, kind=kind: self._queue.put((kind, (generation, batch))),
                 start_revision=view.revision + 1))
@@ -253,6 +255,10 @@ class Engine:
                           compacted=batch.compacted, error=type(batch.error).__name__)
                 return True, True
             for event in batch.events:
+                if kind == "content":
+                    if event.kind == "put":
+                        self._texts[event.key] = event.value.decode()
+                    continue
                 if kind == "machines":
                     if event.kind == "delete":
                         model.machines.pop(event.key, None)
