@@ -453,7 +453,7 @@ class Agent:
                 log_event("unit_action", machine=self.machine_id,
                           action=type(action).__name__.removesuffix("Unit").lower(),
                           unit=action.name)
-            self.manager.execute(actions)
+            self._execute(actions)
         if any(isinstance(a, StartUnit) for a in actions):
             # Starts are asynchronous: let the reporter write once the units have
             # settled (its coalescing window), instead of "inactive" now and "active"
@@ -461,6 +461,18 @@ class Agent:
             self._states_changed.set()
         else:
             self._report(self.manager.observe())
+
+    def _execute(self, actions: list[Action], chunk: int = 16) -> None:
+        """Stops and removals at once; writes and starts a few units at a time, so the
+        first units of a big batch run (and are reported) while the rest are written."""
+        freeing = [a for a in actions if isinstance(a, (StopUnit, RemoveUnit))]
+        if freeing:
+            self.manager.execute(freeing)
+        rest = [a for a in actions if not isinstance(a, (StopUnit, RemoveUnit))]
+        names = list(dict.fromkeys(a.name for a in rest))
+        for start in range(0, len(names), chunk):
+            group = set(names[start:start + chunk])
+            self.manager.execute([a for a in rest if a.name in group])
 
     def _report(self, observed: Mapping[str, ObservedUnit]) -> None:
         with self._report_lock:  # the loop and the reporter thread both report
