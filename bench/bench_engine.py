@@ -47,14 +47,6 @@ def rss_kib(pid: int, field: str = "VmHWM") -> int:
     return 0
 
 
-def count_prefix(registry: Registry, kind: str) -> int:
-    start = registry.key(kind) + "/"
-    from pyetcd import utils
-    response = registry._client.get_range_response(
-        start, utils.prefix_range_end(start.encode()), count_only=True)
-    return int(response.count)
-
-
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> float:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
@@ -130,12 +122,12 @@ def main() -> None:
         engine_proc = subprocess.Popen(
             [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "10",
              "--reconcile-interval", "600"], env=env, stderr=engine_log, stdout=engine_log)
-        first_seconds = wait_until(lambda: count_prefix(registry, "schedule") > 0, args.timeout,
+        first_seconds = wait_until(lambda: registry.count("schedule") > 0, args.timeout,
                                    interval=0.005)
-        place_seconds = wait_until(lambda: count_prefix(registry, "schedule") >= args.units,
+        place_seconds = wait_until(lambda: registry.count("schedule") >= args.units,
                                    args.timeout, interval=0.01) + first_seconds
         active_seconds = wait_until(
-            lambda: count_prefix(registry, "state") >= args.units, args.timeout)
+            lambda: registry.count("state") >= args.units, args.timeout)
         active_seconds += place_seconds
         requests_after = grpc_request_count(server.metrics())
         wakeups = sum(a.stats.wakeups for a in agents) - wakeups_before

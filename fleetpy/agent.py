@@ -185,7 +185,8 @@ class SimulatedUnitManager:
         self._listener = listener
 
     def execute(self, actions: list[Action]) -> None:
-        changed: list[ObservedUnit] = []
+        # Changes made here are reported by the agent after execute(); the listener is
+        # only for asynchronous changes (see fail()).
         with self._lock:
             for action in actions:
                 unit = self._units.get(action.name)
@@ -201,8 +202,6 @@ class SimulatedUnitManager:
                 else:
                     continue
                 self._units[action.name] = new
-                changed.append(new)
-        del changed  # the agent reports after execute(); listeners are for async changes
 
     def fail(self, name: str) -> None:
         """Test hook: the unit's process died."""

@@ -75,6 +75,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._cancels: list[Callable[[], None]] = []
         self._generation = 0
+        self._last_refresh = 0.0
 
     # -- lifecycle
 
@@ -142,7 +143,7 @@ class Engine:
 
     def _keep_lease_alive(self) -> None:
         now = time.monotonic()
-        if now - getattr(self, "_last_refresh", 0.0) < self.lease_ttl / 3:
+        if now - self._last_refresh < self.lease_ttl / 3:
             return
         self._last_refresh = now
         if self._lease is not None and self.registry.refresh_lease(self._lease) <= 0:
@@ -378,8 +379,13 @@ class Engine:
                 log_event("unit_unplaceable", unit=change.unit, reason=change.reason)
 
     def _collect_garbage(self, model: _Model) -> None:
-        """Delete content blobs no unit refers to (destroy leaves them behind)."""
+        """Delete content blobs no unit refers to (destroy leaves them behind), and
+        forget cached texts and parsed options of units that are gone."""
         used = {r.hash for r in model.records.values()}
+        scheduled = {s.hash for s in model.schedule.values()}
+        self._texts = {h: t for h, t in self._texts.items() if h in used or h in scheduled}
+        self._parsed = {key: v for key, v in self._parsed.items()
+                        if key[0] in model.records and model.records[key[0]].hash == key[1]}
         unused = {h: rev for h, rev in self.registry.list_content().items()
                   if h not in used and rev <= model.revision}
         if unused:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -88,15 +89,15 @@ class EtcdServer:
     def pause(self) -> None:
         """Make etcd unreachable without losing data (SIGSTOP)."""
         if self.process:
-            self.process.send_signal(19)
+            self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         if self.process:
-            self.process.send_signal(18)
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(18)
+            self.process.send_signal(signal.SIGCONT)  # a paused etcd ignores SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -315,10 +314,6 @@ class Registry:
     def txn(self) -> Any:
         return self._client.transactions
 
-    def ping(self) -> int:
-        """Return etcd's current revision; raises RegistryError if unreachable."""
-        return self._call(lambda: self._client.status()).raft_index  # type: ignore[no-any-return]
-
     # -- raw reads
 
     def _range(self, prefix: str) -> list[tuple[bytes, Any]]:
@@ -357,10 +352,6 @@ class Registry:
                     unit, _, machine = rel.rpartition("/")
                     states.setdefault(unit, {})[machine] = UnitState.from_json(unit, machine, value)
         return ClusterView(revision, units, machines, schedule, reasons, states)
-
-    def current_revision(self) -> int:
-        response = self._call(lambda: self._client.get_response(self.key("engine", "leader")))
-        return int(response.header.revision)
 
     def _txn(self, compare: Sequence[Any], success: Sequence[Any],
              failure: Sequence[Any] = ()) -> tuple[bool, list[Any], int]:
@@ -549,6 +540,13 @@ class Registry:
             destroyed.extend(self._retry(attempt))
         return destroyed
 
+    def count(self, kind: str) -> int:
+        """How many keys P/<kind>/ holds, without transferring them."""
+        start = self._prefix(kind)
+        response = self._call(lambda: self._client.get_range_response(
+            start, etcd3.utils.prefix_range_end(start.encode()), count_only=True))
+        return int(response.count)
+
     def list_content(self) -> dict[str, int]:
         """Content hash -> mod_revision of its blob."""
         start = self._prefix("content")
@@ -640,10 +638,6 @@ class Registry:
         value, _ = self._call(lambda: self._client.get(self.key("engine", "leader")))
         return None if value is None else value.decode()
 
-    def resign(self, candidate: str) -> None:
-        key = self.key("engine", "leader")
-        self._txn([self.txn.value(key) == candidate], [self.txn.delete(key)])
-
     def leader_guard(self, candidate: str) -> Any:
         return self.txn.value(self.key("engine", "leader")) == candidate
 
@@ -665,12 +659,6 @@ class Registry:
 
     def op_reason_delete(self, unit: str) -> Any:
         return self.txn.delete(self.key("reason", unit))
-
-    def cmp_unit_revision(self, unit: str, revision: int) -> Any:
-        return self.txn.mod(self.key("unit", unit)) == revision
-
-    def cmp_schedule_absent(self, machine: str, unit: str) -> Any:
-        return self.txn.version(self.key("schedule", machine, unit)) == 0
 
     # -- watches
 
@@ -730,22 +718,8 @@ def unit_state_summary(states: Mapping[str, UnitState] | None) -> str:
     return "inactive"
 
 
-def retry_with_backoff(fn: Callable[[], T], *, attempts: int, first: float = 0.2,
-                       maximum: float = 5.0) -> T:
-    delay = first
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except RegistryError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-            delay = min(maximum, delay * 2)
-    raise AssertionError("unreachable")
-
-
 __all__ = [
     "ClusterView", "DESIRED_STATES", "MachineRecord", "Registry", "RegistryConfig",
     "ScheduleEntry", "UnitChange", "UnitRecord", "UnitState", "WatchBatch", "WatchEvent",
-    "retry_with_backoff", "unit_state_summary",
+    "unit_state_summary",
 ]

@@ -74,7 +74,6 @@ class SystemdUnitManager:
 
     def _run_loop(self) -> None:
         try:
-            GLib.threads_init() if hasattr(GLib, "threads_init") else None
             DBusGMainLoop(set_as_default=True)
             self._context_loop = GLib.MainLoop()
             self._bus = dbus.SystemBus()
@@ -256,23 +255,22 @@ class SystemdUnitManager:
     def _stop_all(self, names: list[str]) -> None:
         # Issue every stop, then wait for all their jobs together: unit files may only
         # be removed after the stop finished, or a clean stop is recorded as failed.
-        jobs = self._on_loop(lambda: self._issue("StopUnit", names))
+        jobs = self._on_loop(lambda: self._issue_stops(names))
         with self._lock:
             self._lock.wait_for(lambda: all(j in self._jobs_done for j in jobs if j),
                                 timeout=STOP_TIMEOUT)
             # Finished jobs of ours that nobody waits for (starts) must not pile up.
             self._jobs_done.clear()
 
-    def _issue(self, method: str, names: list[str]) -> list[str]:
+    def _issue_stops(self, names: list[str]) -> list[str]:
         jobs: list[str] = []
         for name in names:
             with self._lock:
                 unit = self._units.get(name)
                 if unit is not None:
-                    self._units[name] = replace(unit, launched=method == "StartUnit",
-                                                message="")
+                    self._units[name] = replace(unit, launched=False, message="")
             try:
-                jobs.append(str(getattr(self._manager, method)(name, "replace")))
+                jobs.append(str(self._manager.StopUnit(name, "replace")))
             except dbus.DBusException as exc:
                 jobs.append("")
                 self._record_error(name, exc.get_dbus_message() or str(exc))
