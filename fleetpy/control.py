@@ -4,9 +4,11 @@ Every command first turns its arguments into a complete, validated plan (files
 parsed, names checked, [X-Fleet] options interpreted, units looked up) and only
 then writes, through Registry.change_units / destroy_units: bad input writes nothing.
 
-An argument is a unit FILE if it exists on disk or contains a slash, a GLOB if it
-holds fnmatch wildcards (stop/unload/destroy only), else the NAME of a submitted
-unit, or of an instance of a submitted template.
+An argument is a unit FILE if it contains a slash (or, for submit/load/start, names
+an existing file), a GLOB if it holds fnmatch wildcards (stop/unload/destroy only),
+else the NAME of a submitted unit, or of an instance of a submitted template. Names
+and globs never contain '/': a path that does not exist is an error, never a name
+(bash passes `dir/*.service` on unchanged when nothing matches).
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ def is_glob(arg: str) -> bool:
 
 def is_file_arg(arg: str) -> bool:
     return "/" in arg or os.path.exists(arg)
+
+
+def _unit_name_of_path(arg: str) -> str:
+    """stop/unload/destroy given a unit file: the file must exist; its basename is an
+    exact unit name, never a glob."""
+    if not os.path.lexists(arg):
+        raise UnitFileError(f"{arg}: no such file (unit names and globs never contain '/')")
+    return parse_name(os.path.basename(arg.rstrip("/"))).name
 
 
 def read_unit_file(path: str) -> LocalUnit:
@@ -171,9 +181,11 @@ def _select(units: Mapping[str, UnitRecord], args: Sequence[str]) -> list[tuple[
         raise FleetpyError("no units given")
     selected: dict[str, bool] = {}
     for arg in args:
-        if is_file_arg(arg):
-            arg = os.path.basename(arg.rstrip("/"))
-        if is_glob(arg):
+        if "/" in arg:
+            name = _unit_name_of_path(arg)
+            _known(units, name)
+            selected[name] = True
+        elif is_glob(arg):
             matched = sorted(n for n in units if fnmatch.fnmatchcase(n, arg))
             if not matched:
                 raise UnknownUnitError(f"no submitted unit matches {arg!r}")
