@@ -31,7 +31,7 @@ import grpc
 import pyetcd as etcd3
 from pyetcd import exceptions as etcd_exceptions
 
-from .errors import RegistryError, StateError, UnknownUnitError
+from ..errors import RegistryError, StateError, UnknownUnitError
 
 DESIRED_STATES = ("inactive", "loaded", "launched")
 DEFAULT_PREFIX = "/fleetpy"
