@@ -386,7 +386,7 @@ class Agent:
             if event.kind == "delete":
                 target.pop(event.key, None)
             else:
-                target[event.key] = ScheduleEntry.from_json(event.key, event.value)
+                target[event.key] = event.record
         return True
 
     # -- the loop

@@ -9,6 +9,7 @@ import functools
 import inspect
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,9 +18,12 @@ from enum import Enum
 from typing import Annotated, Any, Optional, TypeVar, get_type_hints
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer.core import TyperGroup
 
 from . import __version__, config, control
 from .errors import FleetpyError
+from .log import escape_controls
 from .registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +33,10 @@ DEFAULT_BLOCK_ATTEMPTS = 60
 
 class UsageError(FleetpyError):
     """Bad command-line usage found after parsing (exit 2, as Click's own errors)."""
+
+
+class OutputError(FleetpyError):
+    """Standard output cannot be written (a full disk, /dev/full, a closed pipe)."""
 
 
 class Output(str, Enum):
@@ -86,7 +94,21 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _say(message: str) -> None:
-    typer.echo(message, err=True)
+    """One line on stderr; text from outside (names, etcd values) cannot steer the terminal."""
+    typer.echo(escape_controls(message), err=True)
+
+
+def _out(text: str, nl: bool = True, keep: str = "") -> None:
+    """Standard output, escaped; a failed write is one clean error, not a traceback."""
+    try:
+        typer.echo(escape_controls(text, keep), nl=nl)
+    except OSError as exc:
+        # The unwritten text stays buffered; send it to /dev/null so the interpreter's
+        # final flush does not fail again with a traceback of its own.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -122,20 +144,51 @@ def _globals(ctx: typer.Context) -> Globals:
 
 def _registry(ctx: typer.Context) -> Registry:
     values = config.resolve(("etcd",), _globals(ctx).etcd_cli)
-    registry = Registry(config.registry_config(values))
+    registry = Registry(config.registry_config(values),
+                        warn=lambda message: _say(f"fleetpy: warning: {message}"))
     return ctx.with_resource(registry)
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"fleetpy {__version__}")
+        _out(f"fleetpy {__version__}")
         raise typer.Exit()
 
 
 # ----------------------------------------------------------------------------- app
 
+
+class _Group(TyperGroup):
+    """Click's own errors (unknown option, bad value) as one line too, like ours."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+            code = result if isinstance(result, int) else 0
+        except NoArgsIsHelpError as exc:
+            exc.show()
+            code = exc.exit_code
+        except ClickException as exc:
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                hint = f" (see '{ctx.command_path} --help')"
+            _say(f"fleetpy: error: {' '.join(exc.format_message().split())}{hint}")
+            code = exc.exit_code
+        except typer.Abort:
+            code = 1
+        except FleetpyError as exc:  # raised outside a command, e.g. by --version
+            _say(f"fleetpy: error: {exc}")
+            code = 1
+        sys.exit(code)
+
+
 app = typer.Typer(
-    name="fleetpy", rich_markup_mode=None, no_args_is_help=True, add_completion=False,
+    name="fleetpy", cls=_Group, rich_markup_mode=None, no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
     help="Schedule systemd units across a cluster of machines (fleetctl's verbs over etcd).")
 
@@ -217,7 +270,7 @@ def unload(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption =
 def destroy(ctx: typer.Context, units: GlobUnitsArgument) -> None:
     """Stop, unload and delete units from the cluster."""
     for name in control.destroy(_registry(ctx), units):
-        typer.echo(f"Destroyed {name}")
+        _out(f"Destroyed {name}")
 
 
 @app.command()
@@ -226,7 +279,7 @@ def cat(ctx: typer.Context, unit: Annotated[str, typer.Argument(
         help="Name of a submitted unit (an instance shows its template).")]) -> None:
     """Print the contents of a submitted unit."""
     text = control.unit_text(_registry(ctx), unit)
-    typer.echo(text, nl=not text.endswith("\n"))
+    _out(text, nl=not text.endswith("\n"), keep="\n\t")
 
 
 # ----------------------------------------------------------------------------- blocking
@@ -238,7 +291,7 @@ def _finish(registry: Registry, names: Sequence[str], target: str, verb: str,
         return
     if no_block:
         for name in names:
-            typer.echo(f"Triggered unit {name} {verb}")
+            _out(f"Triggered unit {name} {verb}")
         return
     reporter = _progress_reporter(names, target)
     try:
@@ -247,7 +300,7 @@ def _finish(registry: Registry, names: Sequence[str], target: str, verb: str,
         reporter.close()
     for unit in result.units:
         if unit.status == "done":
-            typer.echo(f"Unit {unit.name} {unit.detail}")
+            _out(f"Unit {unit.name} {unit.detail}")
     message = result.error_message()
     if message is not None:
         raise _fail(message)
@@ -286,7 +339,7 @@ class _RichReporter:
                                  console=console, transient=True)
         self.rows = len(names) <= self.MAX_ROWS
         if self.rows:
-            self.tasks = {n: self.progress.add_task(n, total=1) for n in names}
+            self.tasks = {n: self.progress.add_task(escape_controls(n), total=1) for n in names}
         else:
             self.summary = self.progress.add_task(f"to be {target}", total=len(names))
         self.progress.start()
@@ -295,13 +348,13 @@ class _RichReporter:
         if self.rows:
             for unit in progress:
                 self.progress.update(self.tasks[unit.name], completed=unit.status != "waiting",
-                                     description=f"{unit.name}: {unit.detail}")
+                                     description=escape_controls(f"{unit.name}: {unit.detail}"))
         else:
             done = sum(u.status != "waiting" for u in progress)
             waiting = next((u for u in progress if u.status == "waiting"), None)
             detail = f" ({waiting.name}: {waiting.detail})" if waiting else ""
             self.progress.update(self.summary, completed=done,
-                                 description=f"to be {self.target}{detail}")
+                                 description=escape_controls(f"to be {self.target}{detail}"))
 
     def close(self) -> None:
         self.progress.stop()
@@ -341,17 +394,18 @@ def _fields(spec: str | None, valid: Sequence[str], default: Sequence[str]) -> l
 
 def _print_table(fields: Sequence[str], rows: Sequence[Mapping[str, str]], no_legend: bool) -> None:
     lines = [] if no_legend else [[f.upper() for f in fields]]
-    lines += [[row[f] for f in fields] for row in rows]
+    # Escape before measuring, so columns line up with what is shown.
+    lines += [[escape_controls(row[f]) for f in fields] for row in rows]
     if not lines:
         return
     widths = [max(len(line[i]) for line in lines) for i in range(len(fields))]
     for line in lines:
         cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths)] + [line[-1]]
-        typer.echo("  ".join(cells).rstrip() if len(cells) > 1 else cells[0])
+        _out("  ".join(cells).rstrip() if len(cells) > 1 else cells[0])
 
 
 def _print_json(items: Sequence[Mapping[str, Any]]) -> None:
-    typer.echo(json.dumps(list(items), indent=2))
+    _out(json.dumps(list(items), indent=2), keep="\n")
 
 
 @app.command("list-unit-files")

@@ -17,11 +17,11 @@ import fnmatch
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .errors import FleetpyError, StateError, UnitFileError, UnknownUnitError
-from .registry import (ClusterView, MachineRecord, Registry, ScheduleEntry, UnitChange,
+from .registry import (ClusterView, Registry, UnitChange,
                        UnitRecord, UnitState, WatchBatch, WatchEvent, unit_state_summary)
 from .unit import fleet_options, load_unit_file, parse_name, parse_unit
 
@@ -98,11 +98,9 @@ class Plan:
     known: Mapping[str, UnitRecord | None] | None = None
 
 
-def _known(units: Mapping[str, UnitRecord], name: str) -> UnitRecord:
-    record = units.get(name)
-    if record is None:
+def _known(units: Collection[str], name: str) -> None:
+    if name not in units:
         raise UnknownUnitError(f"unit {name} is not submitted")
-    return record
 
 
 def _instance_change(registry: Registry, units: Mapping[str, UnitRecord], name: str,
@@ -175,10 +173,11 @@ def _verb(desired: str) -> str:
     return {"launched": "start", "loaded": "load", "inactive": "unload"}.get(desired, desired)
 
 
-def _select(units: Mapping[str, UnitRecord], args: Sequence[str]) -> list[tuple[str, bool]]:
+def _select(units: Collection[str], args: Sequence[str]) -> list[tuple[str, bool]]:
     """(name, named explicitly) of submitted units: names, file basenames, globs."""
     if not args:
         raise FleetpyError("no units given")
+    units = set(units)
     selected: dict[str, bool] = {}
     for arg in args:
         if "/" in arg:
@@ -191,6 +190,8 @@ def _select(units: Mapping[str, UnitRecord], args: Sequence[str]) -> list[tuple[
                 raise UnknownUnitError(f"no submitted unit matches {arg!r}")
             for name in matched:
                 selected.setdefault(name, False)
+        elif arg in units:  # also a hand-written key that is no valid unit name
+            selected[arg] = True
         else:
             name = parse_name(arg).name
             _known(units, name)
@@ -198,7 +199,7 @@ def _select(units: Mapping[str, UnitRecord], args: Sequence[str]) -> list[tuple[
     return list(selected.items())
 
 
-def select_units(units: Mapping[str, UnitRecord], args: Sequence[str]) -> list[str]:
+def select_units(units: Collection[str], args: Sequence[str]) -> list[str]:
     """Names of submitted units for stop/unload/destroy; a glob matching nothing is an error."""
     return [name for name, _ in _select(units, args)]
 
@@ -246,7 +247,8 @@ def unload(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
 
 
 def destroy(registry: Registry, args: Sequence[str]) -> list[str]:
-    names = select_units(registry.list_units(), args)
+    # Every key under unit/, readable or not: a malformed record can still be destroyed.
+    names = select_units(registry.unit_keys(), args)
     return registry.destroy_units(names)
 
 
@@ -452,7 +454,7 @@ class _Follower:
                 unit, _, machine = event.key.rpartition("/")
                 by_machine = dict(states.get(unit, {}))  # copy: views are shared snapshots
                 if event.kind == "put":
-                    by_machine[machine] = UnitState.from_json(unit, machine, event.value)
+                    by_machine[machine] = event.record
                 else:
                     by_machine.pop(machine, None)
                 if by_machine:
@@ -461,14 +463,13 @@ class _Follower:
                     states.pop(unit, None)
             elif kind == "machines":
                 if event.kind == "put":
-                    machines[event.key] = MachineRecord.from_json(event.key, event.value)
+                    machines[event.key] = event.record
                 else:
                     machines.pop(event.key, None)
             else:
                 machine, _, unit = event.key.partition("/")
                 if event.kind == "put":
-                    entry = ScheduleEntry.from_json(unit, event.value)
-                    schedule[unit] = (machine, replace(entry, text=""))
+                    schedule[unit] = (machine, replace(event.record, text=""))
                 elif schedule.get(unit, ("",))[0] == machine:
                     del schedule[unit]
         self.view = replace(view, revision=max(e.revision for _, e in events), states=states,

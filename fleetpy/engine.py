@@ -23,7 +23,7 @@ from typing import Any
 from . import scheduler
 from .errors import FleetpyError
 from .log import log_event
-from .registry import (MAX_TXN_OPS, MachineRecord, Registry, ScheduleEntry, UnitRecord,
+from .registry import (MAX_TXN_OPS, Registry, ScheduleEntry, UnitRecord,
                        WatchBatch)
 from .unit import FleetOptions, fleet_options, parse_unit
 
@@ -258,14 +258,14 @@ class Engine:
             for event in batch.events:
                 if kind == "content":
                     if event.kind == "put":
-                        self._texts[event.key] = event.value.decode()
+                        self._texts[event.key] = event.record
                     continue
                 if kind == "machines":
                     if event.kind == "delete":
                         model.machines.pop(event.key, None)
                         log_event("machine_gone", machine=event.key)
                     else:
-                        record = MachineRecord.from_json(event.key, event.value)
+                        record = event.record
                         if event.key not in model.machines:
                             log_event("machine_joined", machine=event.key)
                         model.machines[event.key] = scheduler.Machine(record.id,
@@ -275,7 +275,7 @@ class Engine:
                     model.specs.pop(event.key, None)
                     model.invalid.pop(event.key, None)
                 else:
-                    record = UnitRecord.from_json(event.key, event.value, event.revision)
+                    record = event.record
                     model.records[event.key] = record
                     new_records.append(record)
             model.revision = max(model.revision, batch.revision)

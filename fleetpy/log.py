@@ -1,16 +1,34 @@
-"""Structured logs: one line per event, key=value, to stderr."""
+"""Structured logs: one line per event, key=value, to stderr; and the one rule for
+putting text from outside (file names, etcd values, environment) on a terminal."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any, TextIO
 
+# C0 and C1 control characters, DEL, and the bidirectional overrides that can make a
+# terminal show text other than what is there ("Trojan source").
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """Text safe to print: control characters (except those in `keep`) as visible
+    escapes, so a crafted name cannot retitle or rewrite the user's terminal."""
+    def visible(match: re.Match[str]) -> str:
+        char = match.group()
+        if char in keep:
+            return char
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return _CONTROL.sub(visible, text)
+
 
 def _quote(value: Any) -> str:
-    text = str(value)
-    if text == "" or any(c in text for c in ' "=\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    text = escape_controls(str(value).replace("\\", "\\\\"))
+    if text == "" or any(c in text for c in ' "=\\'):
+        return '"' + text.replace('"', '\\"') + '"'
     return text
 
 

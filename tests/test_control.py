@@ -293,7 +293,7 @@ def test_follower_patches_the_view_from_events(registry: Registry) -> None:
     follower = control._Follower(registry)
     try:
         lease = registry.grant_lease(30)
-        entry = ScheduleEntry("a.service", "h1", "launched", "[Service]\nExecStart=/bin/true\n")
+        entry = ScheduleEntry("a.service", "a1" * 32, "launched", "[Service]\nExecStart=/bin/true\n")
         registry._txn([], [registry.op_schedule_put("m1", entry)])
         registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
         registry.report_states([UnitState("a.service", "m1", "loaded", "active", "running", "h1"),

@@ -125,7 +125,7 @@ def test_leader_election_and_fencing(registry: Registry) -> None:
     lease_a, lease_b = registry.grant_lease(10), registry.grant_lease(10)
     assert registry.campaign("a", lease_a)
     assert not registry.campaign("b", lease_b)
-    entry = ScheduleEntry("x.service", "h", "launched", "")
+    entry = ScheduleEntry("x.service", "ab" * 32, "launched", "")
     assert registry.engine_txn("a", [], [registry.op_schedule_put("m1", entry)])
     assert not registry.engine_txn("b", [], [registry.op_schedule_put("m2", entry)])
     registry.revoke_lease(lease_a)

@@ -21,6 +21,7 @@ transaction guarded by the revisions it read, so racing clients never lose an up
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,7 +32,9 @@ import grpc
 import pyetcd as etcd3
 from pyetcd import exceptions as etcd_exceptions
 
-from ..errors import RegistryError, StateError, UnknownUnitError
+from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
+from ..log import log_event
+from ..unit import parse_name
 
 DESIRED_STATES = ("inactive", "loaded", "launched")
 DEFAULT_PREFIX = "/fleetpy"
@@ -41,6 +44,7 @@ MAX_TXN_OPS = 120
 _CONFLICT_RETRIES = 50
 
 T = TypeVar("T")
+_MISSING: Any = object()
 
 
 # ----------------------------------------------------------------------------- records
@@ -58,6 +62,72 @@ class RegistryConfig:
     password: str | None = None
 
 
+class MalformedRecord(Exception):
+    """A value under the prefix that is not a record fleetpy wrote (hand-edited, or
+    another tool's key); readers skip it with one warning naming the key."""
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+# Machine ids: systemd's 32 hex digits, or any short name of these characters
+# (simulated hosts); never '/', which would break the key layout.
+MACHINE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def _object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise MalformedRecord(f"not JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise MalformedRecord(f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
+           default: Any = _MISSING) -> Any:
+    value = data.get(name, default)
+    if value is _MISSING:
+        raise MalformedRecord(f"no {name!r} field")
+    if not isinstance(value, kind) and not (default is None and value is None):
+        raise MalformedRecord(f"field {name!r} is a {type(value).__name__}")
+    return value
+
+
+def _unit_name(name: str) -> str:
+    try:
+        parsed = parse_name(name)
+    except FleetpyError as exc:
+        raise MalformedRecord(str(exc)) from None
+    if parsed.name != name:
+        raise MalformedRecord(f"invalid unit name {name!r}")
+    return name
+
+
+def _machine_id(machine: str) -> str:
+    if not MACHINE_ID.fullmatch(machine):
+        raise MalformedRecord(f"invalid machine id {machine!r}")
+    return machine
+
+
+def _content_hash(value: Any) -> str:
+    if not isinstance(value, str) or not _HASH.fullmatch(value):
+        raise MalformedRecord("field 'hash' is not a sha256 hex digest")
+    return value
+
+
+def _desired(value: Any) -> str:
+    if value not in DESIRED_STATES:
+        raise MalformedRecord(f"field 'desired' is not one of {', '.join(DESIRED_STATES)}")
+    return str(value)
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRecord("not UTF-8 text") from None
+
+
 @dataclass(frozen=True)
 class UnitRecord:
     name: str
@@ -73,10 +143,11 @@ class UnitRecord:
 
     @classmethod
     def from_json(cls, name: str, raw: bytes, revision: int = 0) -> "UnitRecord":
-        data = json.loads(raw)
-        return cls(name=name, hash=data["hash"], desired=data["desired"],
-                   is_global=bool(data.get("global")), owner=data.get("owner"),
-                   revision=revision)
+        data = _object(raw)
+        return cls(name=_unit_name(name), hash=_content_hash(data.get("hash")),
+                   desired=_desired(data.get("desired")),
+                   is_global=_field(data, "global", bool, False),
+                   owner=_field(data, "owner", str, None), revision=revision)
 
 
 @dataclass(frozen=True)
@@ -97,9 +168,10 @@ class ScheduleEntry:
 
     @classmethod
     def from_json(cls, name: str, raw: bytes) -> "ScheduleEntry":
-        data = json.loads(raw)
-        return cls(name=name, hash=data["hash"], desired=data["desired"],
-                   text=data["text"], signature=data.get("signature"))
+        data = _object(raw)
+        return cls(name=_unit_name(name), hash=_content_hash(data.get("hash")),
+                   desired=_desired(data.get("desired")), text=_field(data, "text", str),
+                   signature=_field(data, "signature", str, None))
 
 
 @dataclass(frozen=True)
@@ -114,9 +186,12 @@ class MachineRecord:
 
     @classmethod
     def from_json(cls, machine_id: str, raw: bytes) -> "MachineRecord":
-        data = json.loads(raw)
-        return cls(id=machine_id, ip=data.get("ip", ""),
-                   metadata=dict(data.get("metadata") or {}), hostname=data.get("hostname", ""))
+        data = _object(raw)
+        metadata = _field(data, "metadata", dict, {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise MalformedRecord("field 'metadata' is not a mapping of strings")
+        return cls(id=_machine_id(machine_id), ip=_field(data, "ip", str, ""),
+                   metadata=dict(metadata), hostname=_field(data, "hostname", str, ""))
 
 
 @dataclass(frozen=True)
@@ -137,10 +212,11 @@ class UnitState:
 
     @classmethod
     def from_json(cls, name: str, machine: str, raw: bytes) -> "UnitState":
-        data = json.loads(raw)
-        return cls(name=name, machine=machine, load=data.get("load", ""),
-                   active=data.get("active", ""), sub=data.get("sub", ""),
-                   hash=data.get("hash", ""), message=data.get("message", ""))
+        data = _object(raw)
+        return cls(name=_unit_name(name), machine=_machine_id(machine),
+                   load=_field(data, "load", str, ""), active=_field(data, "active", str, ""),
+                   sub=_field(data, "sub", str, ""), hash=_field(data, "hash", str, ""),
+                   message=_field(data, "message", str, ""))
 
 
 @dataclass(frozen=True)
@@ -157,10 +233,14 @@ class ClusterView:
 
 @dataclass(frozen=True)
 class WatchEvent:
+    """One change under a watched prefix. A put of a value that is not a fleetpy record
+    arrives as a delete: readers treat it as absent, as a fresh read would."""
+
     kind: str  # "put" | "delete"
     key: str  # key relative to the watched prefix
     value: bytes
     revision: int  # mod_revision of the event
+    record: Any = None  # the decoded record of a put (see Registry.decode)
 
 
 @dataclass(frozen=True)
@@ -225,12 +305,16 @@ class _TxnConflict(Exception):
 class Registry:
     """fleetpy's view of etcd. Thread-safe: the underlying gRPC client is."""
 
-    def __init__(self, config: RegistryConfig) -> None:
+    def __init__(self, config: RegistryConfig,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.prefix = config.prefix.rstrip("/") or ""
         if not self.prefix.startswith("/"):
             self.prefix = "/" + self.prefix
         self._endpoint_text = ",".join(config.endpoints)
+        self._warn = warn or (lambda message: log_event("record_skipped", detail=message))
+        self._warned: set[tuple[str, str]] = set()
+        self._warn_lock = threading.Lock()
         self._client = self._connect()
         self._watch_lock = threading.Lock()
 
@@ -307,12 +391,69 @@ class Registry:
         return self.key(*parts) + "/"
 
     def _strip(self, prefix: str, key: bytes | str) -> str:
-        text = key.decode() if isinstance(key, bytes) else key
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         return text[len(prefix):]
 
     @property
     def txn(self) -> Any:
         return self._client.transactions
+
+    # -- decoding: every value read is checked; what fleetpy did not write is skipped
+
+    def _skip(self, key: str, why: str) -> None:
+        """One warning per malformed key and problem, however often it is read."""
+        with self._warn_lock:
+            if (key, why) in self._warned:
+                return
+            self._warned.add((key, why))
+        self._warn(f"skipped {key}: not a fleetpy record ({why})")
+
+    def decode(self, kind: str, rel: str, value: bytes, revision: int = 0) -> Any:
+        """The record stored at P/<kind>/<rel>; raises MalformedRecord.
+
+        unit: UnitRecord, machines: MachineRecord, schedule ("machine/unit") and global:
+        ScheduleEntry, state ("unit/machine"): UnitState, reason and content: str.
+        """
+        if kind == "unit":
+            return UnitRecord.from_json(rel, value, revision)
+        if kind == "machines":
+            return MachineRecord.from_json(rel, value)
+        if kind == "schedule":
+            machine, _, unit = rel.partition("/")
+            _machine_id(machine)
+            return ScheduleEntry.from_json(unit, value)
+        if kind == "global":
+            return ScheduleEntry.from_json(rel, value)
+        if kind == "state":
+            unit, _, machine = rel.rpartition("/")
+            return UnitState.from_json(unit, machine, value)
+        if kind == "reason":
+            _unit_name(rel)
+            return _text(value)
+        if kind == "content":
+            _content_hash(rel)
+            return _text(value)
+        return _text(value)
+
+    def _decoded(self, kind: str, start: str, key: bytes, value: bytes,
+                 revision: int = 0) -> tuple[str, Any] | None:
+        """(key relative to P/<kind>/, record), or None after warning about a bad one."""
+        full = key.decode("utf-8", "replace")
+        try:
+            rel = _text(key)[len(start):]
+            return rel, self.decode(kind, rel, value, revision)
+        except MalformedRecord as exc:
+            self._skip(full, str(exc))
+            return None
+
+    def _read_kind(self, kind: str) -> list[tuple[str, Any]]:
+        start = self._prefix(kind)
+        found = []
+        for value, meta in self._range(start):
+            item = self._decoded(kind, start, meta.key, value, meta.mod_revision)
+            if item is not None:
+                found.append(item)
+        return found
 
     # -- raw reads
 
@@ -335,22 +476,21 @@ class Registry:
         for name, kvs in zip(prefixes, responses):
             start = self._prefix(name)
             for value, meta in kvs:
-                rel = self._strip(start, meta.key)
+                item = self._decoded(name, start, meta.key, value, meta.mod_revision)
+                if item is None:
+                    continue
+                rel, record = item
                 if name == "unit":
-                    units[rel] = UnitRecord.from_json(rel, value, meta.mod_revision)
+                    units[rel] = record
                 elif name == "machines":
-                    machines[rel] = MachineRecord.from_json(rel, value)
+                    machines[rel] = record
                 elif name == "schedule":
-                    machine, _, unit = rel.partition("/")
-                    entry = ScheduleEntry.from_json(unit, value)
-                    if not with_text:
-                        entry = replace(entry, text="")
-                    schedule[unit] = (machine, entry)
+                    entry = record if with_text else replace(record, text="")
+                    schedule[entry.name] = (rel.partition("/")[0], entry)
                 elif name == "reason":
-                    reasons[rel] = value.decode()
+                    reasons[rel] = record
                 else:
-                    unit, _, machine = rel.rpartition("/")
-                    states.setdefault(unit, {})[machine] = UnitState.from_json(unit, machine, value)
+                    states.setdefault(record.name, {})[record.machine] = record
         return ClusterView(revision, units, machines, schedule, reasons, states)
 
     def _txn(self, compare: Sequence[Any], success: Sequence[Any],
@@ -389,26 +529,37 @@ class Registry:
         value, meta = self._call(lambda: self._client.get(self.key("unit", name)))
         if value is None:
             return None
-        return UnitRecord.from_json(name, value, meta.mod_revision)
+        item = self._decoded("unit", self._prefix("unit"), meta.key, value, meta.mod_revision)
+        return None if item is None else item[1]
 
     def list_units(self) -> dict[str, UnitRecord]:
+        return dict(self._read_kind("unit"))
+
+    def unit_keys(self) -> list[str]:
+        """Names of every key under P/unit/, records fleetpy can read or not: what
+        destroy selects from, so a malformed record can still be removed."""
         start = self._prefix("unit")
-        return {rel: UnitRecord.from_json(rel, value, meta.mod_revision)
-                for value, meta in self._range(start)
-                for rel in [self._strip(start, meta.key)]}
+        keys = self._call(lambda: list(self._client.get_prefix(start, keys_only=True)))
+        return [meta.key.decode("utf-8", "replace")[len(start):] for _, meta in keys]
 
     def get_content(self, content_hash: str) -> str | None:
-        value, _ = self._call(lambda: self._client.get(self.key("content", content_hash)))
-        return None if value is None else value.decode()
+        value, meta = self._call(lambda: self._client.get(self.key("content", content_hash)))
+        if value is None:
+            return None
+        item = self._decoded("content", self._prefix("content"), meta.key, value)
+        return None if item is None else item[1]
 
     def get_contents(self, hashes: Sequence[str]) -> dict[str, str]:
         """Many content blobs, MAX_TXN_OPS per request."""
         found: dict[str, str] = {}
         for chunk in _chunks(list(hashes), MAX_TXN_OPS):
             _, responses, _ = self._txn([], [self.txn.get(self.key("content", h)) for h in chunk])
-            for content_hash, kvs in zip(chunk, responses):
-                for value, _meta in kvs:
-                    found[content_hash] = value.decode()
+            start = self._prefix("content")
+            for kvs in responses:
+                for value, meta in kvs:
+                    item = self._decoded("content", start, meta.key, value)
+                    if item is not None:
+                        found[item[0]] = item[1]
         return found
 
     def get_units(self, names: Sequence[str]) -> dict[str, UnitRecord | None]:
@@ -416,10 +567,12 @@ class Registry:
         found: dict[str, UnitRecord | None] = {}
         for chunk in _chunks(list(dict.fromkeys(names)), MAX_TXN_OPS):
             _, responses, _ = self._txn([], [self.txn.get(self.key("unit", n)) for n in chunk])
+            start = self._prefix("unit")
             for name, kvs in zip(chunk, responses):
                 found[name] = None
                 for value, meta in kvs:
-                    found[name] = UnitRecord.from_json(name, value, meta.mod_revision)
+                    item = self._decoded("unit", start, meta.key, value, meta.mod_revision)
+                    found[name] = None if item is None else item[1]
         return found
 
     def change_units(self, changes: Sequence[UnitChange],
@@ -548,11 +701,16 @@ class Registry:
         return int(response.count)
 
     def list_content(self) -> dict[str, int]:
-        """Content hash -> mod_revision of its blob."""
+        """Content hash -> mod_revision of its blob (keys that are not hashes skipped)."""
         start = self._prefix("content")
-        return {self._strip(start, meta.key): int(meta.mod_revision)
-                for _, meta in self._call(lambda: list(self._client.get_prefix(
-                    start, keys_only=True)))}
+        found: dict[str, int] = {}
+        for _, meta in self._call(lambda: list(self._client.get_prefix(start, keys_only=True))):
+            rel = self._strip(start, meta.key)
+            if _HASH.fullmatch(rel):
+                found[rel] = int(meta.mod_revision)
+            else:
+                self._skip(self._strip("", meta.key), "not a content hash")
+        return found
 
     def delete_content(self, revisions: Mapping[str, int]) -> int:
         """Delete content blobs that nobody re-wrote since they were listed.
@@ -590,10 +748,7 @@ class Registry:
                                             machine.to_json(), lease=lease_id))
 
     def list_machines(self) -> dict[str, MachineRecord]:
-        start = self._prefix("machines")
-        return {rel: MachineRecord.from_json(rel, value)
-                for value, meta in self._range(start)
-                for rel in [self._strip(start, meta.key)]}
+        return dict(self._read_kind("machines"))
 
     def report_states(self, states: Sequence[UnitState], lease_id: int,
                       removed: Sequence[tuple[str, str]] = ()) -> None:
@@ -605,11 +760,9 @@ class Registry:
             self._txn([], chunk)
 
     def list_states(self) -> dict[str, dict[str, UnitState]]:
-        start = self._prefix("state")
         states: dict[str, dict[str, UnitState]] = {}
-        for value, meta in self._range(start):
-            unit, _, machine = self._strip(start, meta.key).rpartition("/")
-            states.setdefault(unit, {})[machine] = UnitState.from_json(unit, machine, value)
+        for _, state in self._read_kind("state"):
+            states.setdefault(state.name, {})[state.machine] = state
         return states
 
     def read_machine_schedule(self, machine_id: str) -> tuple[int, dict[str, ScheduleEntry],
@@ -619,10 +772,13 @@ class Registry:
         glob = self._prefix("global")
         gets = [self.txn.get(p, etcd3.utils.prefix_range_end(p.encode())) for p in (own, glob)]
         _, responses, revision = self._txn([], gets)
-        placed = {self._strip(own, m.key): ScheduleEntry.from_json(self._strip(own, m.key), v)
-                  for v, m in responses[0]}
-        globals_ = {self._strip(glob, m.key): ScheduleEntry.from_json(self._strip(glob, m.key), v)
-                    for v, m in responses[1]}
+        schedule = self._prefix("schedule")
+        placed = {entry.name: entry for v, m in responses[0]
+                  if (item := self._decoded("schedule", schedule, m.key, v)) is not None
+                  for entry in [item[1]]}
+        globals_ = {entry.name: entry for v, m in responses[1]
+                    if (item := self._decoded("global", glob, m.key, v)) is not None
+                    for entry in [item[1]]}
         return revision, placed, globals_
 
     # -- engine
@@ -636,7 +792,7 @@ class Registry:
 
     def leader(self) -> str | None:
         value, _ = self._call(lambda: self._client.get(self.key("engine", "leader")))
-        return None if value is None else value.decode()
+        return None if value is None else value.decode("utf-8", "replace")
 
     def leader_guard(self, candidate: str) -> Any:
         return self.txn.value(self.key("engine", "leader")) == candidate
@@ -670,6 +826,7 @@ class Registry:
         revision compacted) ends the watch and tells the caller to resync.
         """
         start = self._prefix(kind, sub) if sub else self._prefix(kind)
+        kind_start = self._prefix(kind)
 
         def on_response(response: Any) -> None:
             if isinstance(response, Exception):
@@ -678,9 +835,15 @@ class Registry:
                 return
             events = []
             for event in response.events:
-                kind_name = "delete" if isinstance(event, etcd3.events.DeleteEvent) else "put"
-                events.append(WatchEvent(kind_name, self._strip(start, event.key),
-                                         event.value, event.mod_revision))
+                key = event.key.decode("utf-8", "replace")[len(start):]
+                if isinstance(event, etcd3.events.DeleteEvent):
+                    events.append(WatchEvent("delete", key, b"", event.mod_revision))
+                    continue
+                item = self._decoded(kind, kind_start, event.key, event.value,
+                                     event.mod_revision)
+                events.append(WatchEvent("put", key, event.value, event.mod_revision, item[1])
+                              if item is not None else
+                              WatchEvent("delete", key, b"", event.mod_revision))
             callback(WatchBatch(tuple(events), int(response.header.revision)))
 
         kwargs: dict[str, Any] = {}
