@@ -118,9 +118,21 @@ class Hostile:
         before = self.state()
         outcome = self.run(*args, **kwargs)  # type: ignore[arg-type]
         line = assert_one_clean_error(outcome, code, match)
-        after = self.state()
-        assert after == before, f"etcd changed: {outcome.describe()}"
+        self.assert_unchanged(before, outcome)
         return line
+
+    def assert_unchanged(self, before: tuple[int, dict[str, tuple[str, int]]],
+                         outcome: Outcome) -> None:
+        """Nothing under our prefix changed, byte for byte, and nothing was written
+        anywhere else. (Keys of other tests' expiring leases may vanish meanwhile.)"""
+        revision, kvs = before
+        _, now = self.state()
+        ours = (self.prefix + "/", self.prefix) if self.prefix else ("",)
+        mine_before = {k: v for k, v in kvs.items() if k.startswith(ours)}
+        mine_now = {k: v for k, v in now.items() if k.startswith(ours)}
+        assert mine_now == mine_before, f"etcd changed under {self.prefix}: {outcome.describe()}"
+        written = sorted(k for k, (_, mod) in now.items() if mod > revision)
+        assert not written, f"{outcome.describe()}\nwrote {written}"
 
     def seed(self) -> None:
         """A few submitted units in various desired states, as victims for bad input."""
