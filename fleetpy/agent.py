@@ -533,6 +533,7 @@ def run_agent(values: Mapping[str, Any]) -> None:
     config = AgentConfig(machine_id=machine_id, metadata=dict(values.get("metadata") or {}),
                          public_ip=values.get("public_ip") or "", ttl=int(values["ttl"]))
     agent = Agent(registry, manager, config)
+    registry.wait_for_layout()
     log_event("agent_starting", machine=machine_id, manager=values["unit_manager"],
               pid=os.getpid())
     agent.start()

@@ -399,6 +399,7 @@ def run_engine(values: Mapping[str, Any]) -> None:
     registry = Registry(registry_config(values))
     engine = Engine(registry, lease_ttl=int(values["lease_ttl"]),
                     reconcile_interval=float(values["reconcile_interval"]))
+    registry.wait_for_layout()
     log_event("engine_starting", engine=engine.candidate, pid=os.getpid())
     engine.start()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +23,7 @@ def etcd() -> Iterator[EtcdServer]:
 @pytest.fixture
 def prefix(request: pytest.FixtureRequest) -> str:
     # A per-test prefix isolates tests that share one etcd.
-    return f"/t{next(_prefixes)}-{request.node.name[:40].replace('[', '_').replace(']', '_')}"
+    return f"/t{next(_prefixes)}-{re.sub(r'[^A-Za-z0-9_.-]', '_', request.node.name[:40])}"
 
 
 @pytest.fixture

@@ -12,6 +12,9 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
   P/state/<name>/<machine>      UnitState reported by the agent, attached to its lease
   P/engine/leader               id of the leading engine, attached to its lease
   P/signature/<hash>            reserved: a detached signature of the content (issue [6])
+  P/fleetpy-layout              marks P as a fleetpy prefix: a prefix inside another
+                                fleetpy prefix (or holding one) is refused, since each
+                                would read the other's keys as its own
 
 Only the engine writes P/schedule and P/reason; only clients (CLI) write P/unit, P/global
 and P/content; only agents write P/machines and P/state. Every multi-key change is one
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -39,6 +43,9 @@ from ..unit import parse_name
 DESIRED_STATES = ("inactive", "loaded", "launched")
 DEFAULT_PREFIX = "/fleetpy"
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+LAYOUT_KEY = "fleetpy-layout"
+LAYOUT_VALUE = '{"version":1}'
+_PREFIX = re.compile(r"(/[A-Za-z0-9_.:@+-]+)*")
 # etcd's default --max-txn-ops is 128; stay under it with room for guards.
 MAX_TXN_OPS = 120
 _CONFLICT_RETRIES = 50
@@ -290,9 +297,26 @@ def _parse_endpoint(url: str) -> tuple[str, int, bool]:
     return parsed.hostname, port, parsed.scheme == "https"
 
 
+def normalize_prefix(prefix: str) -> str:
+    """'/fleetpy/' -> '/fleetpy'; '/' -> '' (the whole key space). Components are plain
+    names: no empty, '.' or '..' parts, no spaces or control characters."""
+    text = prefix.rstrip("/") if prefix != "/" else ""
+    if not text.startswith("/") and text:
+        text = "/" + text
+    if (len(text) > 256 or not _PREFIX.fullmatch(text)
+            or any(part in (".", "..") for part in text.split("/"))):
+        raise RegistryError(f"invalid etcd prefix {prefix!r}: expected /NAME[/NAME...] with "
+                            "letters, digits and _.:@+-")
+    return text
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+class PrefixError(RegistryError):
+    """The etcd prefix lies inside another fleetpy prefix, or holds one."""
 
 
 class _TxnConflict(Exception):
@@ -308,9 +332,9 @@ class Registry:
     def __init__(self, config: RegistryConfig,
                  warn: Callable[[str], None] | None = None) -> None:
         self.config = config
-        self.prefix = config.prefix.rstrip("/") or ""
-        if not self.prefix.startswith("/"):
-            self.prefix = "/" + self.prefix
+        self.prefix = normalize_prefix(config.prefix)
+        self._layout_checked = False
+        self._layout_unmarked = False  # the next client write puts our layout marker
         self._endpoint_text = ",".join(config.endpoints)
         self._warn = warn or (lambda message: log_event("record_skipped", detail=message))
         self._warned: set[tuple[str, str]] = set()
@@ -523,6 +547,66 @@ class Registry:
             return bool(response.succeeded), results, int(response.header.revision)
         return self._call(call)
 
+    # -- layout: one fleetpy prefix never lies inside another
+
+    def _ancestors(self) -> list[str]:
+        """'/a/b' -> ['/a', ''] (the root prefix last)."""
+        parts = self.prefix.split("/")[1:]
+        return ["/".join(["", *parts[:i]]) for i in range(len(parts) - 1, -1, -1)]
+
+    def _layout_gets(self) -> list[Any]:
+        keys = [self.key(LAYOUT_KEY)] + [f"{a}/{LAYOUT_KEY}" for a in self._ancestors()]
+        return [self.txn.get(key) for key in keys]
+
+    def _check_layout(self, responses: Sequence[Any]) -> None:
+        own, *ancestors = responses
+        for ancestor, kvs in zip(self._ancestors(), ancestors):
+            if kvs:
+                raise PrefixError(
+                    f"etcd prefix {self.prefix} lies inside the fleetpy prefix {ancestor or '/'}; "
+                    "use a prefix outside it (each would read the other's keys as its own)")
+        if not own:
+            # First use of this prefix: it must not hold another fleetpy prefix either.
+            start = self.prefix + "/"
+            keys = self._call(lambda: list(self._client.get_prefix(start, keys_only=True)))
+            for _, meta in keys:
+                key = meta.key.decode("utf-8", "replace")
+                if key.endswith("/" + LAYOUT_KEY) and key != self.key(LAYOUT_KEY):
+                    nested = key[:-len(LAYOUT_KEY) - 1]
+                    raise PrefixError(
+                        f"etcd prefix {self.prefix or '/'} holds the fleetpy prefix {nested}; "
+                        "use a prefix outside it (each would read the other's keys as its own)")
+            self._layout_unmarked = True
+        self._layout_checked = True
+
+    def wait_for_layout(self, stop: threading.Event | None = None) -> None:
+        """ensure_layout for a daemon starting while etcd may still be away: retry until
+        etcd answers; a nested prefix (PrefixError) is fatal."""
+        while True:
+            try:
+                self.ensure_layout()
+                return
+            except PrefixError:
+                raise
+            except RegistryError as exc:
+                log_event("etcd_unreachable", error=str(exc), retry_in="1s")
+                if stop is not None and stop.wait(1.0):
+                    return
+                if stop is None:
+                    time.sleep(1.0)
+
+    def ensure_layout(self) -> None:
+        """Refuse a nested prefix, and mark ours (daemons call this once at start)."""
+        if self._layout_checked and not self._layout_unmarked:
+            return
+        if not self._layout_checked:
+            _, responses, _ = self._txn([], self._layout_gets())
+            self._check_layout(responses)
+        if self._layout_unmarked:
+            key = self.key(LAYOUT_KEY)
+            self._txn([self.txn.version(key) == 0], [self.txn.put(key, LAYOUT_VALUE)])
+            self._layout_unmarked = False
+
     # -- units (clients)
 
     def get_unit(self, name: str) -> UnitRecord | None:
@@ -532,15 +616,31 @@ class Registry:
         item = self._decoded("unit", self._prefix("unit"), meta.key, value, meta.mod_revision)
         return None if item is None else item[1]
 
+    def _client_range(self, kind: str) -> list[tuple[bytes, Any]]:
+        """A range read by a client about to write: the layout check rides along."""
+        start = self._prefix(kind)
+        layout = [] if self._layout_checked else self._layout_gets()
+        get = self.txn.get(start, etcd3.utils.prefix_range_end(start.encode()))
+        _, responses, _ = self._txn([], [get, *layout])
+        if layout:
+            self._check_layout(responses[1:])
+        return list(responses[0])
+
     def list_units(self) -> dict[str, UnitRecord]:
-        return dict(self._read_kind("unit"))
+        start = self._prefix("unit")
+        found = {}
+        for value, meta in self._client_range("unit"):
+            item = self._decoded("unit", start, meta.key, value, meta.mod_revision)
+            if item is not None:
+                found[item[0]] = item[1]
+        return found
 
     def unit_keys(self) -> list[str]:
         """Names of every key under P/unit/, records fleetpy can read or not: what
         destroy selects from, so a malformed record can still be removed."""
         start = self._prefix("unit")
-        keys = self._call(lambda: list(self._client.get_prefix(start, keys_only=True)))
-        return [meta.key.decode("utf-8", "replace")[len(start):] for _, meta in keys]
+        return [meta.key.decode("utf-8", "replace")[len(start):]
+                for _, meta in self._client_range("unit")]
 
     def get_content(self, content_hash: str) -> str | None:
         value, meta = self._call(lambda: self._client.get(self.key("content", content_hash)))
@@ -566,7 +666,13 @@ class Registry:
         """The named unit records (None where absent), MAX_TXN_OPS per request."""
         found: dict[str, UnitRecord | None] = {}
         for chunk in _chunks(list(dict.fromkeys(names)), MAX_TXN_OPS):
-            _, responses, _ = self._txn([], [self.txn.get(self.key("unit", n)) for n in chunk])
+            gets = [self.txn.get(self.key("unit", n)) for n in chunk]
+            # Clients read before they write: check the layout in the same request.
+            layout = [] if self._layout_checked else self._layout_gets()
+            _, responses, _ = self._txn([], gets + layout)
+            if layout:
+                self._check_layout(responses[len(gets):])
+                responses = responses[:len(gets)]
             start = self._prefix("unit")
             for name, kvs in zip(chunk, responses):
                 found[name] = None
@@ -655,9 +761,14 @@ class Registry:
             results.append(record)
         if not ops:
             return results
+        marking = self._layout_unmarked
+        if marking:
+            ops.append(self.txn.put(self.key(LAYOUT_KEY), LAYOUT_VALUE))
         ok, _, _ = self._txn(compares, ops)
         if not ok:
             raise _TxnConflict()
+        if marking:
+            self._layout_unmarked = False
         return results
 
     def _global_put(self, record: UnitRecord, change: UnitChange) -> Any:
@@ -673,6 +784,9 @@ class Registry:
         The engine then unschedules them and agents stop them; content blobs no unit
         refers to are garbage-collected by the engine.
         """
+        if not self._layout_checked:
+            _, responses, _ = self._txn([], self._layout_gets())
+            self._check_layout(responses)
         destroyed: list[str] = []
         for chunk in _chunks(list(names), MAX_TXN_OPS // 2):
             def attempt(chunk: Sequence[str] = chunk) -> list[str]:
@@ -882,7 +996,8 @@ def unit_state_summary(states: Mapping[str, UnitState] | None) -> str:
 
 
 __all__ = [
-    "ClusterView", "DESIRED_STATES", "MachineRecord", "Registry", "RegistryConfig",
+    "ClusterView", "DESIRED_STATES", "MachineRecord", "MalformedRecord", "Registry",
+    "RegistryConfig", "PrefixError", "normalize_prefix",
     "ScheduleEntry", "UnitChange", "UnitRecord", "UnitState", "WatchBatch", "WatchEvent",
     "unit_state_summary",
 ]
