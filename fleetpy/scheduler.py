@@ -49,10 +49,14 @@ class UnitSpec:
 
 @dataclass(frozen=True)
 class Machine:
-    """A live machine (only machines holding a presence lease are listed)."""
+    """A machine of the cluster. Live machines (holding a presence lease) take new
+    units; a `held` machine is not reporting but is not given up either (the engine's
+    grace period after it was blind, or a mass loss): its units stay where they are,
+    constraints unchecked, and nothing new goes there. `held` says why."""
 
     id: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    held: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,16 @@ class _Pool:
 class _Planner:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self.machines = snapshot.machines
+        machines = dict(snapshot.machines)
+        if not any(machine.held is None for machine in machines.values()):
+            # No machine is alive: that alone never unschedules a unit (an etcd blip, or
+            # every agent's lease revoked at once, looks exactly like this). Units stay.
+            for entry in snapshot.schedule.values():
+                machines.setdefault(entry.machine,
+                                    Machine(entry.machine, {}, held="no machines are alive"))
+        self.machines: Mapping[str, Machine] = machines
+        self.alive = sorted(m for m, machine in machines.items() if machine.held is None)
+        self.notes: dict[str, str] = {}  # unit -> why it stays on a held machine
         self.placeable: dict[str, UnitSpec] = {
             name: spec for name, spec in snapshot.units.items() if is_placeable(spec)
         }
@@ -463,6 +476,11 @@ class _Planner:
     def _may_stay(self, name: str, machine: str) -> bool:
         if machine not in self.machines:
             return False
+        held = self.machines[machine].held
+        if held is not None:
+            # Nothing is known about a machine out of touch: leave its units alone.
+            self.notes[name] = f"left on machine {machine}, which is not reporting: {held}"
+            return True
         options = self.placeable[name].options
         if options.machine_of is not None and self.assignment.get(options.machine_of) != machine:
             return False
@@ -509,13 +527,14 @@ class _Planner:
 
     def _choose(self, name: str) -> str | None:
         options = self.placeable[name].options
-        if not self.machines:
+        if not self.alive:
             self._fail(name, "no machines are alive")
             return None
         if options.machine_of is not None:
             return self._choose_beside(name, options)
         if options.machine_id is not None:
-            if options.machine_id not in self.machines:
+            target = self.machines.get(options.machine_id)
+            if target is None or target.held is not None:
                 self._fail(name, f"no machine with id {options.machine_id} is alive")
                 return None
             blocker = self._static_blocker(options, options.machine_id) or self._blocker(
@@ -545,6 +564,10 @@ class _Planner:
             else:
                 why = ""
             self._fail(name, f"waiting for {target} to be placed{why}")
+            return None
+        held = self.machines[host].held
+        if held is not None:
+            self._fail(name, f"waiting for {target}, whose machine {host} is not reporting")
             return None
         blocker = self._static_blocker(options, host) or self._blocker(name, options, host)
         if blocker is not None:
@@ -643,12 +666,13 @@ class _Planner:
         return pool
 
     def _machines_matching(self, requirements: tuple[tuple[str, tuple[str, ...]], ...]) -> list[str]:
+        """Live machines meeting the requirements: held ones take nothing new."""
         if not requirements:
-            return sorted(self.machines)
+            return self.alive
         if self.metadata_index is None:
             index: dict[str, dict[str, list[str]]] = {}
-            for machine_id, machine in self.machines.items():
-                for meta_key, value in machine.metadata.items():
+            for machine_id in self.alive:
+                for meta_key, value in self.machines[machine_id].metadata.items():
                     index.setdefault(meta_key, {}).setdefault(value, []).append(machine_id)
             self.metadata_index = index
         matching: set[str] | None = None
@@ -696,7 +720,7 @@ class _Planner:
         # own (e.g. "invalid unit: ...") for units it leaves out, and clearing
         # those would make the two fight on every pass.
         for name in sorted(units):
-            wanted = self.failures.get(name)
+            wanted = self.failures.get(name) or self.notes.get(name)
             if stored.get(name) != wanted:
                 reasons.append(SetReason(name, wanted))
         return Plan(tuple(unschedules + moves + retargets + schedules + reasons))
