@@ -1,14 +1,22 @@
-"""Start a throwaway etcd server (tests, benchmarks, the local demo cluster)."""
+"""Start throwaway etcd servers (tests, benchmarks, the local demo cluster).
+
+EtcdServer is one member; EtcdCluster is N members on loopback, for failover tests.
+Both can lose a member and get it back on the same data dir and ports: kill() is a
+crash (SIGKILL), pause() a hung or partitioned member (SIGSTOP), restart() a reboot.
+"""
 
 from __future__ import annotations
 
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.request
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +33,54 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _etcd_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise EtcdServerError("etcd not found: apt-get install etcd-server")
+    return path
+
+
+@dataclass(frozen=True)
+class EtcdTls:
+    """PEM files: etcd's server certificate and the CA its clients must be signed by."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+
+    @classmethod
+    def generate(cls, directory: Path) -> "EtcdTls":
+        """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise EtcdServerError("openssl not found: apt-get install openssl")
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=fleetpy-test-ca", "-keyout", "ca.key", "-out", "ca.pem")
+        for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                                ("client", "extendedKeyUsage=clientAuth")):
+            (directory / f"{name}.ext").write_text(extension + "\n")
+            run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=fleetpy-{name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr")
+            run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+                "-out", f"{name}.pem")
+        return cls(directory / "ca.pem", directory / "server.pem", directory / "server.key",
+                   directory / "client.pem", directory / "client.key")
+
+
 @dataclass
 class EtcdServer:
-    """A local etcd on free ports with its own data dir; stop() removes both."""
+    """A local etcd on free ports with its own data dir; stop() removes both.
+
+    With `initial_cluster` set it is one member of a cluster (see EtcdCluster);
+    otherwise a single-member cluster of its own.
+    """
 
     binary: str = "etcd"
     data_dir: Path | None = None
@@ -37,57 +90,99 @@ class EtcdServer:
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _owns_dir: bool = field(default=False, repr=False)
+    name: str = "fleetpy-test"
+    initial_cluster: str | None = None
+    cluster_token: str = "etcd-cluster"
+    tls: EtcdTls | None = None  # clients then need https and a client certificate
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
 
     @property
     def metrics_url(self) -> str:
         return f"{self.endpoint}/metrics"
 
-    def start(self, timeout: float = 20.0) -> "EtcdServer":
-        path = shutil.which(self.binary)
-        if path is None:
-            raise EtcdServerError("etcd not found: apt-get install etcd-server")
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def prepare(self) -> None:
+        """Pick the data dir and ports (kept across restarts)."""
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="fleetpy-etcd-"))
             self._owns_dir = True
         self.client_port = self.client_port or free_port()
         self.peer_port = self.peer_port or free_port()
         self.log_path = self.log_path or self.data_dir.with_suffix(".log")
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (members of a cluster start together)."""
+        path = _etcd_binary(self.binary)
+        self.prepare()
+        assert self.data_dir is not None and self.log_path is not None
         argv = [
-            path, "--name", "fleetpy-test", "--data-dir", str(self.data_dir / "data"),
+            path, "--name", self.name, "--data-dir", str(self.data_dir / "data"),
             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
-            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-cluster", f"fleetpy-test=http://127.0.0.1:{self.peer_port}",
+            "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
+            "--initial-cluster-token", self.cluster_token,
             "--log-level", "warn", *self.extra_args,
         ]
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
-        log.close()
+        if self.tls:
+            argv += ["--cert-file", str(self.tls.cert_file), "--key-file", str(self.tls.key_file),
+                     "--trusted-ca-file", str(self.tls.ca_file), "--client-cert-auth"]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+
+    def healthy(self) -> bool:
+        """etcd's own /health: this member is up and sees a leader."""
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1,
+                                        context=self._ssl_context()) as response:
+                return b"true" in response.read()
+        except OSError:
+            return False
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls.ca_file))
+        context.load_cert_chain(str(self.tls.client_cert_file), str(self.tls.client_key_file))
+        return context
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is None or self.process.poll() is not None:
                 raise EtcdServerError(f"etcd exited early; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as response:
-                    if b"true" in response.read():
-                        return self
-            except OSError:
-                pass
+            if self.healthy():
+                return
             time.sleep(0.05)
-        self.stop()
         raise EtcdServerError(f"etcd did not become healthy in {timeout:g}s; see {self.log_path}")
 
-    def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-            return response.read().decode()
+    def start(self, timeout: float = 20.0) -> "EtcdServer":
+        self.launch()
+        try:
+            self.wait_healthy(timeout)
+        except EtcdServerError:
+            self.stop()
+            raise
+        return self
+
+    def metrics(self, timeout: float = 5.0) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=timeout,
+                                    context=self._ssl_context()) as response:
+            return str(response.read().decode())
 
     def pause(self) -> None:
-        """Make etcd unreachable without losing data (SIGSTOP)."""
+        """Make etcd unreachable without losing data (SIGSTOP): connections hang."""
         if self.process:
             self.process.send_signal(signal.SIGSTOP)
 
@@ -95,7 +190,20 @@ class EtcdServer:
         if self.process:
             self.process.send_signal(signal.SIGCONT)
 
-    def stop(self) -> None:
+    def kill(self) -> None:
+        """Crash etcd (SIGKILL); data dir and ports stay for restart()."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, timeout: float = 20.0, wait: bool = True) -> None:
+        """Start again on the same data dir and ports (stops it first if running)."""
+        self._terminate()
+        self.launch()
+        if wait:
+            self.wait_healthy(timeout)
+
+    def _terminate(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)  # a paused etcd ignores SIGTERM
             self.process.terminate()
@@ -104,12 +212,105 @@ class EtcdServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def stop(self) -> None:
+        self._terminate()
         if self._owns_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             if self.log_path and self.log_path.exists():
                 self.log_path.unlink()
 
     def __enter__(self) -> "EtcdServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class EtcdCluster:
+    """N real etcd members on free loopback ports, each with its own data dir.
+
+    `endpoints` lists the client URLs in member order; kill/pause/resume/restart take
+    a member index. stop() ends every member and removes the data dirs.
+    """
+
+    size: int = 3
+    binary: str = "etcd"
+    extra_args: tuple[str, ...] = ()
+    members: list[EtcdServer] = field(default_factory=list, repr=False)
+    base_dir: Path | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [member.endpoint for member in self.members]
+
+    def start(self, timeout: float = 30.0) -> "EtcdCluster":
+        _etcd_binary(self.binary)
+        self.base_dir = Path(tempfile.mkdtemp(prefix="fleetpy-etcd-cluster-"))
+        token = f"fleetpy-{uuid.uuid4().hex[:12]}"  # a stray peer from another run is refused
+        self.members = [
+            EtcdServer(binary=self.binary, data_dir=self.base_dir / f"m{i}",
+                       log_path=self.base_dir / f"m{i}.log", extra_args=self.extra_args,
+                       name=f"m{i}", cluster_token=token)
+            for i in range(self.size)]
+        for member in self.members:
+            assert member.data_dir is not None
+            member.data_dir.mkdir()
+            member.prepare()
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        try:
+            for member in self.members:
+                member.initial_cluster = initial
+                member.launch()
+            self.wait_healthy(range(self.size), timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, indexes: Sequence[int] | range | None = None,
+                     timeout: float = 30.0) -> None:
+        """Wait until the given members (default: all running ones) report healthy."""
+        if indexes is None:
+            chosen = [member for member in self.members if member.running]
+        else:
+            chosen = [self.members[i] for i in indexes]
+        deadline = time.monotonic() + timeout
+        for member in chosen:
+            member.wait_healthy(max(0.1, deadline - time.monotonic()))
+
+    def leader(self) -> int | None:
+        """Index of the member that leads now (etcd_server_is_leader), None if none does."""
+        for index, member in enumerate(self.members):
+            if not member.running:
+                continue
+            try:
+                if "\netcd_server_is_leader 1" in "\n" + member.metrics(timeout=1.0):
+                    return index
+            except OSError:
+                continue  # paused or starting
+        return None
+
+    def kill(self, index: int) -> None:
+        self.members[index].kill()
+
+    def pause(self, index: int) -> None:
+        self.members[index].pause()
+
+    def resume(self, index: int) -> None:
+        self.members[index].resume()
+
+    def restart(self, index: int, timeout: float = 30.0) -> None:
+        self.members[index].restart(timeout)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()  # members do not own their dirs: base_dir goes below
+        if self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> "EtcdCluster":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
