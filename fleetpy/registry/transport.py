@@ -1,0 +1,1021 @@
+"""fleetpy's etcd v3 client: gRPC channels, endpoint failover and one watch stream.
+
+Built on the generated stubs in ``pyetcd.etcdrpc`` (pyetcd is kept for its protobuf
+files only). What it adds over pyetcd's MultiEndpointEtcd3Client:
+
+* Every unary call (range, txn, put, delete, lease grant/revoke/keepalive, compact)
+  fails over: the preferred endpoint (the last one that answered) first, then the
+  others, all within ONE overall deadline (``timeout``). Each attempt gets its own
+  deadline (the remaining time shared among the endpoints not tried yet, at least
+  ``_MIN_ATTEMPT`` s) so a paused or blackholed member cannot eat the whole budget.
+  An endpoint that failed is skipped for ``_FAILED_FOR`` s while others are left.
+* Retrying is safe only because every fleetpy write is idempotent or guarded by
+  compares: an attempt that timed out may still have been applied, and its retry
+  then either repeats the same put or finds its compares false (the caller re-reads,
+  as after any lost race). Do not send unguarded non-idempotent writes through here.
+  Lease grant retried after a timeout may leave an unused lease that expires by TTL.
+* Channels cap gRPC's reconnect backoff (CHANNEL_OPTIONS), so a long-lived client
+  is back within about a second of etcd being reachable, however long the outage.
+* All watches share one bidirectional Watch stream (as etcd's clientv3 does), read by
+  one thread. When the stream breaks, each of its watches gets exactly one
+  WatchEnded callback (resync from a fresh read); the next watch() opens a new
+  stream, on another endpoint if needed.
+* With user/password, each endpoint authenticates on first use (simple tokens are
+  member-local) and once more when etcd says the token is invalid or expired.
+
+Exceptions subclass fleetpy.errors.RegistryError and carry one-line messages.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before grpc is first imported (pyetcd imports it too): gRPC's C core must not
+# print its own connection errors on our users' terminals.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import enum  # noqa: E402
+import queue  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any, Protocol, TypeVar  # noqa: E402
+
+import grpc  # noqa: E402
+from pyetcd import etcdrpc  # type: ignore[import-untyped]  # noqa: E402
+from pyetcd.etcdrpc import kv_pb2  # type: ignore[import-untyped]  # noqa: E402
+
+from ..errors import RegistryError  # noqa: E402
+from ..log import log_event  # noqa: E402
+
+R = TypeVar("R")
+
+# Why these options:
+# * reconnect backoff 100 ms .. 1 s: gRPC's default grows to 120 s (1 s x 1.6 per
+#   failure); after a 20 s outage long-lived channels stayed down ~5-10 s after
+#   etcd was back, and a new channel in the same process reused their backed-off
+#   subchannel and failed at once. Capped at 1 s, both reconnect within ~1 s.
+# * keepalive 10 s / 5 s, pings without data unlimited: a paused (SIGSTOP) or
+#   partitioned member keeps its TCP connection up; only HTTP/2 pings notice it,
+#   and an idle watch stream sends no data (gRPC otherwise stops pinging after 2).
+#   etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time), and
+#   pings only go out while a call is open (etcd forbids pings without streams).
+# * unlimited receive size: a full read of a big cluster exceeds gRPC's 4 MiB
+#   default (etcd's clientv3 also lifts it).
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.ping_timeout_ms", 5_000),
+    ("grpc.max_receive_message_length", -1),
+)
+
+_FAILED_FOR = 1.0  # seconds an endpoint is tried last after it failed
+_MIN_ATTEMPT = 1.0  # a per-attempt deadline shorter than this fails healthy members
+_ROUND_PAUSE = (0.05, 0.5)  # first and largest pause when every endpoint failed once
+
+# etcd answers these when the member cannot serve right now, whatever the gRPC code:
+# another member (or the same one a moment later) can.
+_RETRY_DETAILS = ("no leader", "request timed out", "leader changed", "server stopped",
+                  "not capable", "raft: stopped", "proposal dropped")
+_TOKEN_DETAILS = ("invalid auth token", "auth store is old", "user name is empty")
+
+# clientv3's WithRequireLeader: the member cancels our watches when it loses its
+# leader, instead of keeping a silent stream on a partitioned member.
+_REQUIRE_LEADER = ("hasleader", "true")
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class EtcdError(RegistryError):
+    """etcd answered an error (or the call could not be made); code is gRPC's."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, endpoint: str = "") -> None:
+        self.code = code
+        self.details = details
+        self.endpoint = endpoint
+        where = f"etcd at {endpoint}" if endpoint else "etcd"
+        super().__init__(f"{where}: {_one_line(details) or code.name.lower()}")
+
+
+class EtcdUnavailable(EtcdError):
+    """No endpoint answered within the deadline; failures names each endpoint's last error."""
+
+    def __init__(self, failures: Sequence[EndpointFailure], timeout: float,
+                 what: str = "cannot reach etcd") -> None:
+        self.failures = tuple(failures)
+        self.timeout = timeout
+        listed = ", ".join(f"{f.url} ({f.reason})" for f in self.failures)
+        RegistryError.__init__(self, f"{what} at {listed} after {timeout:g}s")
+        self.code = grpc.StatusCode.UNAVAILABLE
+        self.details = listed
+        self.endpoint = ",".join(f.url for f in self.failures)
+
+
+class EtcdCompacted(EtcdError):
+    """The requested revision is compacted: resync from a fresh read."""
+
+    def __init__(self, compact_revision: int, endpoint: str = "") -> None:
+        kept = f" (oldest kept: {compact_revision})" if compact_revision else ""
+        super().__init__(grpc.StatusCode.OUT_OF_RANGE, f"revision compacted{kept}", endpoint)
+        self.compact_revision = compact_revision
+
+
+class WatchStreamBroken(EtcdError):
+    """The shared watch stream ended (endpoint died, closed, or failed over)."""
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class TlsCredentials(Protocol):
+    """PEM bytes for the channel, read and validated by the caller (registry/tls.py's
+    TlsMaterial fits). A None root means gRPC's default CAs."""
+
+    @property
+    def root_certificates(self) -> bytes | None: ...
+
+    @property
+    def certificate_chain(self) -> bytes | None: ...
+
+    @property
+    def private_key(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class EndpointFailure:
+    url: str
+    reason: str  # short: "connection refused", "timed out", "no leader", ...
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    kvs: tuple[KeyValue, ...]
+    count: int
+    more: bool
+    revision: int  # etcd's revision when it answered (the header)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    revision: int
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted: int
+    revision: int
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    responses: tuple[RangeResult | PutResult | DeleteResult, ...]
+    revision: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: int
+    ttl: int
+
+
+class CompareTarget(enum.Enum):
+    VERSION = "version"
+    CREATE = "create"
+    MOD = "mod"
+    VALUE = "value"
+
+
+class CompareResult(enum.Enum):
+    EQUAL = "=="
+    NOT_EQUAL = "!="
+    LESS = "<"
+    GREATER = ">"
+
+
+@dataclass(frozen=True)
+class Compare:
+    """One transaction guard, e.g. Compare.mod(key, 42): key's mod_revision == 42."""
+
+    key: bytes
+    target: CompareTarget
+    value: int | bytes
+    result: CompareResult = CompareResult.EQUAL
+    range_end: bytes | None = None
+
+    @classmethod
+    def mod(cls, key: bytes | str, revision: int,
+            result: CompareResult = CompareResult.EQUAL) -> "Compare":
+        return cls(_b(key), CompareTarget.MOD, int(revision), result)
+
+    @classmethod
+    def version(cls, key: bytes | str, version: int,
+                result: CompareResult = CompareResult.EQUAL) -> "Compare":
+        return cls(_b(key), CompareTarget.VERSION, int(version), result)
+
+    @classmethod
+    def create(cls, key: bytes | str, revision: int,
+               result: CompareResult = CompareResult.EQUAL) -> "Compare":
+        return cls(_b(key), CompareTarget.CREATE, int(revision), result)
+
+    @classmethod
+    def value_is(cls, key: bytes | str, value: bytes | str,
+                 result: CompareResult = CompareResult.EQUAL) -> "Compare":
+        return cls(_b(key), CompareTarget.VALUE, _b(value), result)
+
+
+@dataclass(frozen=True)
+class GetOp:
+    key: bytes
+    range_end: bytes | None = None
+    keys_only: bool = False
+    count_only: bool = False
+
+
+@dataclass(frozen=True)
+class PutOp:
+    key: bytes
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class DeleteOp:
+    key: bytes
+    range_end: bytes | None = None
+
+
+TxnOp = GetOp | PutOp | DeleteOp
+
+
+class EventKind(enum.Enum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    kind: EventKind
+    key: bytes
+    value: bytes  # empty for a delete
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class WatchResponse:
+    events: tuple[WatchEvent, ...]
+    revision: int  # the header revision
+
+
+@dataclass(frozen=True)
+class WatchEnded:
+    """The watch is over (no more callbacks): resync from a fresh read."""
+
+    error: EtcdError
+
+    @property
+    def compacted(self) -> bool:
+        return isinstance(self.error, EtcdCompacted)
+
+
+WatchCallback = Callable[[WatchResponse | WatchEnded], None]
+
+
+def prefix_range_end(prefix: bytes | str) -> bytes:
+    """range_end that makes [prefix, end) every key starting with prefix."""
+    raw = bytearray(_b(prefix))
+    for i in reversed(range(len(raw))):
+        if raw[i] < 0xFF:
+            raw[i] += 1
+            return bytes(raw[:i + 1])
+    return b"\0"  # all keys
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _b(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _rpc_code(exc: grpc.RpcError) -> grpc.StatusCode:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+def _rpc_details(exc: grpc.RpcError) -> str:
+    details = exc.details() if isinstance(exc, grpc.Call) else None
+    return str(details or "")
+
+
+def _etcd_message(details: str) -> str:
+    return details.removeprefix("etcdserver: ")
+
+
+def _is_retryable(code: grpc.StatusCode, details: str) -> bool:
+    """Another endpoint (or this one a moment later) may serve the same request."""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    return any(text in details for text in _RETRY_DETAILS)
+
+
+def _is_token_error(code: grpc.StatusCode, details: str) -> bool:
+    return code == grpc.StatusCode.UNAUTHENTICATED or any(t in details for t in _TOKEN_DETAILS)
+
+
+def _short_reason(code: grpc.StatusCode, details: str) -> str:
+    """A few words for the one-line 'cannot reach' message."""
+    lowered = details.lower()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "timed out"
+    for phrase, reason in (("connection refused", "connection refused"),
+                           ("connection reset", "connection reset"),
+                           ("no route to host", "no route to host"),
+                           ("dns resolution failed", "name not resolved"),
+                           ("handshake", "TLS handshake failed"),
+                           ("ssl", "TLS error"),
+                           ("socket closed", "connection closed"),
+                           ("keepalive", "keepalive timed out"),
+                           ("ping timeout", "keepalive timed out")):
+        if phrase in lowered:
+            return reason
+    if "etcdserver: " in details:
+        return _etcd_message(details)
+    return code.name.lower().replace("_", " ")
+
+
+def _kv(kv: Any) -> KeyValue:
+    return KeyValue(key=bytes(kv.key), value=bytes(kv.value),
+                    create_revision=int(kv.create_revision), mod_revision=int(kv.mod_revision),
+                    version=int(kv.version), lease=int(kv.lease))
+
+
+def _range_result(response: Any) -> RangeResult:
+    return RangeResult(kvs=tuple(_kv(kv) for kv in response.kvs), count=int(response.count),
+                       more=bool(response.more), revision=int(response.header.revision))
+
+
+def _compare_message(compare: Compare) -> Any:
+    message = etcdrpc.Compare()
+    message.key = compare.key
+    if compare.range_end is not None:
+        message.range_end = compare.range_end
+    message.result = {CompareResult.EQUAL: etcdrpc.Compare.EQUAL,
+                      CompareResult.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
+                      CompareResult.LESS: etcdrpc.Compare.LESS,
+                      CompareResult.GREATER: etcdrpc.Compare.GREATER}[compare.result]
+    if compare.target is CompareTarget.VALUE:
+        message.target = etcdrpc.Compare.VALUE
+        message.value = _b(compare.value) if not isinstance(compare.value, int) else b""
+    elif isinstance(compare.value, int):
+        if compare.target is CompareTarget.MOD:
+            message.target = etcdrpc.Compare.MOD
+            message.mod_revision = compare.value
+        elif compare.target is CompareTarget.VERSION:
+            message.target = etcdrpc.Compare.VERSION
+            message.version = compare.value
+        else:
+            message.target = etcdrpc.Compare.CREATE
+            message.create_revision = compare.value
+    else:
+        raise ValueError(f"compare on {compare.target.value} needs an int, got bytes")
+    return message
+
+
+def _range_request(key: bytes, range_end: bytes | None, keys_only: bool = False,
+                   count_only: bool = False, limit: int = 0, revision: int = 0,
+                   serializable: bool = False) -> Any:
+    return etcdrpc.RangeRequest(key=key, range_end=range_end or b"", keys_only=keys_only,
+                                count_only=count_only, limit=limit, revision=revision,
+                                serializable=serializable)
+
+
+def _op_message(op: TxnOp) -> Any:
+    if isinstance(op, GetOp):
+        return etcdrpc.RequestOp(request_range=_range_request(
+            op.key, op.range_end, keys_only=op.keys_only, count_only=op.count_only))
+    if isinstance(op, PutOp):
+        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
+            key=op.key, value=op.value, lease=op.lease))
+    return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(
+        key=op.key, range_end=op.range_end or b""))
+
+
+def _txn_result(response: Any) -> TxnResult:
+    results: list[RangeResult | PutResult | DeleteResult] = []
+    revision = int(response.header.revision)
+    for item in response.responses:
+        kind = item.WhichOneof("response")
+        if kind == "response_range":
+            results.append(_range_result(item.response_range))
+        elif kind == "response_put":
+            results.append(PutResult(revision))
+        elif kind == "response_delete_range":
+            results.append(DeleteResult(int(item.response_delete_range.deleted), revision))
+        else:  # nested transactions are never sent
+            raise EtcdError(grpc.StatusCode.INTERNAL, f"unexpected txn response {kind}")
+    return TxnResult(bool(response.succeeded), tuple(results), revision)
+
+
+def _safe_callback(callback: WatchCallback, item: WatchResponse | WatchEnded) -> None:
+    try:
+        callback(item)
+    except Exception as exc:  # noqa: BLE001 - one bad callback must not end the stream
+        log_event("watch_callback_failed", error=repr(exc))
+
+
+# ----------------------------------------------------------------------------- members
+
+
+class _Member:
+    """One endpoint: its channel (made on first use), stubs, auth token, failure mark."""
+
+    def __init__(self, index: int, endpoint: Endpoint, url: str,
+                 credentials: grpc.ChannelCredentials | None) -> None:
+        self.index = index
+        self.endpoint = endpoint
+        self.url = url
+        self._credentials = credentials
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self.kv: Any = None
+        self.lease: Any = None
+        self.watch: Any = None
+        self.auth: Any = None
+        self.token: str | None = None
+        self.failed_until = 0.0  # monotonic; guarded by the transport lock
+
+    def connect(self) -> None:
+        with self._lock:
+            if self._channel is not None:
+                return
+            if self._credentials is not None:
+                channel = grpc.secure_channel(self.endpoint.target, self._credentials,
+                                              options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.insecure_channel(self.endpoint.target, options=CHANNEL_OPTIONS)
+            self.kv = etcdrpc.KVStub(channel)
+            self.lease = etcdrpc.LeaseStub(channel)
+            self.watch = etcdrpc.WatchStub(channel)
+            self.auth = etcdrpc.AuthStub(channel)
+            self._channel = channel
+
+    def close(self) -> None:
+        with self._lock:
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+
+class _Attempt:
+    """What an operation gets for one try on one member."""
+
+    def __init__(self, member: _Member, timeout: float, metadata: Metadata) -> None:
+        self.member = member
+        self.timeout = timeout
+        self.metadata = metadata
+
+
+# ----------------------------------------------------------------------------- watches
+
+
+class _Watch:
+    def __init__(self, callback: WatchCallback) -> None:
+        self.callback = callback
+        # Held while the callback runs: cancel() from another thread waits for it, so
+        # no callback runs after cancel() returns. Reentrant: cancel from the callback.
+        self.lock = threading.RLock()
+        self.done = False  # no more callbacks (cancelled or ended)
+        self.watch_id: int | None = None
+        self.settled = threading.Event()  # the create request was answered or failed
+        self.failure: EtcdError | None = None
+
+    def deliver(self, item: WatchResponse | WatchEnded) -> None:
+        with self.lock:
+            if self.done:
+                return
+            if isinstance(item, WatchEnded):
+                self.done = True
+            _safe_callback(self.callback, item)
+
+
+class _WatchStream:
+    """One Watch RPC on one member, multiplexing every watch of the transport."""
+
+    def __init__(self, member: _Member, metadata: Metadata) -> None:
+        self.member = member
+        self.requests: "queue.Queue[Any]" = queue.Queue()
+        self.pending: deque[_Watch] = deque()  # create requests in flight, in order
+        self.active: dict[int, _Watch] = {}
+        self.broken = False
+        self.error: EtcdError | None = None
+        self.orphans: list[_Watch] = []  # watches to tell the stream ended
+        self.silent = False  # closing: end without callbacks
+        self.call: Any = member.watch.Watch(self._request_iterator(),
+                                            metadata=metadata + (_REQUIRE_LEADER,))
+        self.thread = threading.Thread(target=self._consume, daemon=True,
+                                       name=f"etcd-watch-{member.endpoint.target}")
+        self._lock: threading.Lock | None = None
+
+    def start(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.thread.start()
+
+    def _request_iterator(self) -> Iterator[Any]:
+        while True:
+            request = self.requests.get()
+            if request is None:
+                return
+            yield request
+
+    def break_locked(self, error: EtcdError, silent: bool = False) -> None:
+        """Mark broken (caller holds the transport lock); the consumer tells the watches."""
+        if self.broken:
+            return
+        self.broken = True
+        self.error = error
+        self.silent = silent
+        self.orphans = list(self.active.values())
+        self.active.clear()
+        for watch in self.pending:
+            watch.failure = error
+            watch.settled.set()
+        self.pending.clear()
+        self.requests.put(None)  # ends gRPC's request-sending thread
+
+    def _consume(self) -> None:
+        assert self._lock is not None
+        error: EtcdError
+        try:
+            for response in self.call:
+                self._handle(response)
+            error = WatchStreamBroken(grpc.StatusCode.UNAVAILABLE, "watch stream ended",
+                                      self.member.url)
+        except grpc.RpcError as exc:
+            code, details = _rpc_code(exc), _rpc_details(exc)
+            error = WatchStreamBroken(code, f"watch stream ended: {_short_reason(code, details)}",
+                                      self.member.url)
+        except Exception as exc:  # noqa: BLE001 - never a traceback from this thread
+            error = WatchStreamBroken(grpc.StatusCode.UNKNOWN,
+                                      f"watch stream ended: {exc!r}", self.member.url)
+        with self._lock:
+            self.break_locked(error)
+            orphans, self.orphans = self.orphans, []
+            silent = self.silent
+            final = self.error or error
+        self.call.cancel()
+        if not silent:
+            for watch in orphans:
+                watch.deliver(WatchEnded(final))
+
+    def _handle(self, response: Any) -> None:
+        assert self._lock is not None
+        ended: EtcdError | None = None
+        with self._lock:
+            if self.broken:
+                return
+            if response.created:
+                if not self.pending:
+                    return  # cannot happen: etcd answers creates in order
+                watch = self.pending.popleft()
+                if response.canceled:
+                    reason = response.cancel_reason or "watch refused"
+                    code = (grpc.StatusCode.UNAUTHENTICATED if _is_token_error(
+                        grpc.StatusCode.UNKNOWN, reason) else grpc.StatusCode.FAILED_PRECONDITION)
+                    watch.failure = EtcdError(code, reason, self.member.url)
+                    watch.settled.set()
+                    return
+                watch.watch_id = int(response.watch_id)
+                self.active[watch.watch_id] = watch
+                watch.settled.set()
+            watch_or_none = self.active.get(int(response.watch_id))
+            if watch_or_none is None:
+                return  # a watch we cancelled: leftovers
+            watch = watch_or_none
+            if response.compact_revision:
+                ended = EtcdCompacted(int(response.compact_revision), self.member.url)
+                self.active.pop(int(response.watch_id), None)
+            elif response.canceled:
+                ended = EtcdError(grpc.StatusCode.UNAVAILABLE,
+                                  response.cancel_reason or "watch cancelled by etcd",
+                                  self.member.url)
+                self.active.pop(int(response.watch_id), None)
+        if ended is not None:
+            watch.deliver(WatchEnded(ended))
+            return
+        if response.events:
+            events = tuple(
+                WatchEvent(EventKind.DELETE if event.type == kv_pb2.Event.DELETE
+                           else EventKind.PUT, bytes(event.kv.key), bytes(event.kv.value),
+                           int(event.kv.mod_revision))
+                for event in response.events)
+            watch.deliver(WatchResponse(events, int(response.header.revision)))
+
+
+# ----------------------------------------------------------------------------- transport
+
+
+class EtcdTransport:
+    """A thread-safe etcd v3 client over several endpoints (see the module docstring).
+
+    endpoints: members in order of preference; tls: PEM bytes, then every endpoint
+    uses TLS (https); user/password: etcd auth. timeout: the overall deadline of each call.
+    """
+
+    def __init__(self, endpoints: Sequence[Endpoint], *, timeout: float = 5.0,
+                 tls: TlsCredentials | None = None, user: str | None = None,
+                 password: str | None = None) -> None:
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        if (user is None) != (password is None):
+            raise ValueError("etcd user and password go together")
+        credentials = None
+        if tls is not None:
+            if (tls.certificate_chain is None) != (tls.private_key is None):
+                # gRPC's C core aborts the process on one without the other
+                raise ValueError("a client certificate and its key go together")
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.root_certificates, private_key=tls.private_key,
+                certificate_chain=tls.certificate_chain)
+        scheme = "https" if tls is not None else "http"
+        self.timeout = float(timeout)
+        self._user = user
+        self._password = password
+        self._members = [_Member(i, endpoint, f"{scheme}://{endpoint.target}", credentials)
+                         for i, endpoint in enumerate(endpoints)]
+        self._lock = threading.Lock()  # member failure marks, preferred, watch stream
+        self._stream_lock = threading.Lock()  # one stream opened at a time
+        self._preferred = 0
+        self._stream: _WatchStream | None = None
+        self._closed = False
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(member.url for member in self._members)
+
+    # -- key-value
+
+    def range(self, key: bytes | str, range_end: bytes | None = None, *, keys_only: bool = False,
+              count_only: bool = False, limit: int = 0, revision: int = 0,
+              serializable: bool = False) -> RangeResult:
+        request = _range_request(_b(key), range_end, keys_only, count_only, limit, revision,
+                                 serializable)
+        return self._unary(lambda a: _range_result(
+            a.member.kv.Range(request, timeout=a.timeout, metadata=a.metadata)))
+
+    def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> PutResult:
+        request = etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease)
+        return self._unary(lambda a: PutResult(int(a.member.kv.Put(
+            request, timeout=a.timeout, metadata=a.metadata).header.revision)))
+
+    def delete(self, key: bytes | str, range_end: bytes | None = None) -> DeleteResult:
+        request = etcdrpc.DeleteRangeRequest(key=_b(key), range_end=range_end or b"")
+
+        def call(a: _Attempt) -> DeleteResult:
+            response = a.member.kv.DeleteRange(request, timeout=a.timeout, metadata=a.metadata)
+            return DeleteResult(int(response.deleted), int(response.header.revision))
+        return self._unary(call)
+
+    def txn(self, compares: Sequence[Compare], success: Sequence[TxnOp],
+            failure: Sequence[TxnOp] = ()) -> TxnResult:
+        request = etcdrpc.TxnRequest(compare=[_compare_message(c) for c in compares],
+                                     success=[_op_message(op) for op in success],
+                                     failure=[_op_message(op) for op in failure])
+        return self._unary(lambda a: _txn_result(
+            a.member.kv.Txn(request, timeout=a.timeout, metadata=a.metadata)))
+
+    def compact(self, revision: int, physical: bool = False) -> None:
+        request = etcdrpc.CompactionRequest(revision=revision, physical=physical)
+        self._unary(lambda a: a.member.kv.Compact(request, timeout=a.timeout,
+                                                  metadata=a.metadata))
+
+    # -- leases
+
+    def lease_grant(self, ttl: int) -> Lease:
+        request = etcdrpc.LeaseGrantRequest(TTL=int(ttl))
+
+        def call(a: _Attempt) -> Lease:
+            response = a.member.lease.LeaseGrant(request, timeout=a.timeout, metadata=a.metadata)
+            if response.error:
+                raise EtcdError(grpc.StatusCode.UNKNOWN, response.error, a.member.url)
+            return Lease(int(response.ID), int(response.TTL))
+        return self._unary(call)
+
+    def lease_revoke(self, lease_id: int) -> None:
+        """Revoke a lease; one that no longer exists counts as revoked (a retry after a
+        timed-out attempt that did revoke it finds it gone)."""
+        request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
+        try:
+            self._unary(lambda a: a.member.lease.LeaseRevoke(request, timeout=a.timeout,
+                                                             metadata=a.metadata))
+        except EtcdError as exc:
+            if "lease not found" not in exc.details:
+                raise
+
+    def lease_keepalive_once(self, lease_id: int) -> int:
+        """One round on a LeaseKeepAlive stream; the remaining TTL, <= 0 if expired."""
+        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+
+        def call(a: _Attempt) -> int:
+            stream = a.member.lease.LeaseKeepAlive(
+                iter((request,)), timeout=a.timeout, metadata=a.metadata + (_REQUIRE_LEADER,))
+            try:
+                for response in stream:
+                    return int(response.TTL)
+            finally:
+                stream.cancel()
+            return 0  # stream closed without an answer: etcd knows no such lease
+        return self._unary(call)
+
+    # -- watches
+
+    def watch(self, key: bytes | str, range_end: bytes | None, start_revision: int | None,
+              callback: WatchCallback) -> Callable[[], None]:
+        """Watch [key, range_end) from start_revision (None: from now); returns cancel().
+
+        Returns once etcd confirmed the watch. callback gets WatchResponse batches and
+        at most one WatchEnded (stream broken, member lost, revision compacted), after
+        which the watch is over. Callbacks run on the stream's thread one at a time: keep
+        them short and never call watch() from one. After cancel() returns no callback
+        runs (cancel waits for one in progress on another thread: do not cancel while
+        holding a lock your callback takes). Raises EtcdUnavailable if no endpoint
+        confirmed the watch within the timeout.
+        """
+        create = etcdrpc.WatchCreateRequest(key=_b(key), range_end=range_end or b"",
+                                            start_revision=start_revision or 0)
+        request = etcdrpc.WatchRequest(create_request=create)
+        with self._lock:
+            stream_now = self._stream
+        if stream_now is not None and threading.current_thread() is stream_now.thread:
+            raise RuntimeError("watch() called from a watch callback would wait for itself")
+        deadline = time.monotonic() + self.timeout
+        failures: dict[int, str] = {}
+        reauthed: set[int] = set()
+        pause = _ROUND_PAUSE[0]
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._unavailable(failures)
+            if len(failures) >= len(self._members) and self._all_failed():
+                time.sleep(min(pause, remaining))  # every endpoint failed: do not spin
+                pause = min(pause * 2, _ROUND_PAUSE[1])
+            stream = self._open_stream(deadline, failures)
+            member = stream.member
+            watch = _Watch(callback)
+            with self._lock:
+                if not stream.broken:
+                    stream.pending.append(watch)
+                    stream.requests.put(request)
+                else:  # broke while opening (e.g. connection refused)
+                    watch.failure = stream.error
+                    watch.settled.set()
+            untried = max(1, len(self._members) - len(failures))
+            attempt = min(remaining, max(_MIN_ATTEMPT, remaining / untried))
+            if not watch.settled.wait(attempt):
+                failures[member.index] = "timed out"
+                with self._lock:
+                    self._mark_failed_locked(member)
+                    self._drop_stream_locked(stream, WatchStreamBroken(
+                        grpc.StatusCode.DEADLINE_EXCEEDED, "watch stream timed out", member.url))
+                continue
+            failure = watch.failure
+            if failure is None:
+                return self._canceller(stream, watch)
+            if failure.code == grpc.StatusCode.UNAUTHENTICATED and member.index not in reauthed:
+                reauthed.add(member.index)
+                member.token = None  # the next stream authenticates afresh
+                with self._lock:
+                    self._drop_stream_locked(stream, failure)
+                continue
+            if isinstance(failure, WatchStreamBroken) or _is_retryable(failure.code,
+                                                                         failure.details):
+                failures[member.index] = _short_reason(failure.code, failure.details)
+                with self._lock:
+                    self._mark_failed_locked(member)
+                    self._drop_stream_locked(stream, failure)
+                continue
+            raise failure
+
+    def _all_failed(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return all(member.failed_until > now for member in self._members)
+
+    def _drop_stream_locked(self, stream: _WatchStream, error: EtcdError) -> None:
+        """Break stream (its watches get WatchEnded) and forget it: the next watch()
+        opens a new one."""
+        stream.break_locked(error)
+        if self._stream is stream:
+            self._stream = None
+        stream.call.cancel()
+
+    def _canceller(self, stream: _WatchStream, watch: _Watch) -> Callable[[], None]:
+        def cancel() -> None:
+            with watch.lock:  # waits for a callback running on the stream's thread
+                watch.done = True
+            with self._lock:
+                if stream.broken or watch.watch_id is None:
+                    return
+                if stream.active.pop(watch.watch_id, None) is None:
+                    return
+                stream.requests.put(etcdrpc.WatchRequest(
+                    cancel_request=etcdrpc.WatchCancelRequest(watch_id=watch.watch_id)))
+        return cancel
+
+    def _open_stream(self, deadline: float, failures: dict[int, str]) -> _WatchStream:
+        with self._stream_lock:
+            with self._lock:
+                if self._closed:
+                    raise EtcdError(grpc.StatusCode.CANCELLED, "etcd client closed")
+                if self._stream is not None and not self._stream.broken:
+                    return self._stream
+                order = self._order_locked()
+            for position, member in enumerate(order):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                attempt = min(remaining, max(_MIN_ATTEMPT, remaining / (len(order) - position)))
+                try:
+                    metadata = self._metadata(member, attempt)
+                except grpc.RpcError as exc:
+                    code, details = _rpc_code(exc), _rpc_details(exc)
+                    if not _is_retryable(code, details):
+                        raise self._rpc_error(member, exc) from None
+                    failures[member.index] = _short_reason(code, details)
+                    with self._lock:
+                        self._mark_failed_locked(member)
+                    continue
+                stream = _WatchStream(member, metadata)
+                with self._lock:
+                    if self._closed:
+                        stream.break_locked(EtcdError(grpc.StatusCode.CANCELLED, "closed"), True)
+                        stream.call.cancel()
+                        raise EtcdError(grpc.StatusCode.CANCELLED, "etcd client closed")
+                    self._stream = stream
+                    stream.start(self._lock)
+                return stream
+            raise self._unavailable(failures)
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """End the watch stream (no callbacks) and close every channel, silently."""
+        with self._lock:
+            self._closed = True
+            stream, self._stream = self._stream, None
+            if stream is not None:
+                stream.break_locked(WatchStreamBroken(grpc.StatusCode.CANCELLED,
+                                                      "etcd client closed"), silent=True)
+        if stream is not None:
+            stream.call.cancel()
+            if threading.current_thread() is not stream.thread and stream.thread.is_alive():
+                stream.thread.join(timeout=5)
+        for member in self._members:
+            member.close()
+
+    def __enter__(self) -> "EtcdTransport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- failover machinery
+
+    def _order_locked(self) -> list[_Member]:
+        """Healthy members from the preferred one on, then failed ones (oldest failure first)."""
+        now = time.monotonic()
+        count = len(self._members)
+        rotated = [self._members[(self._preferred + i) % count] for i in range(count)]
+        healthy = [m for m in rotated if m.failed_until <= now]
+        failed = sorted((m for m in rotated if m.failed_until > now),
+                        key=lambda m: m.failed_until)
+        return healthy + failed
+
+    def _mark_failed_locked(self, member: _Member) -> None:
+        member.failed_until = time.monotonic() + _FAILED_FOR
+        if self._preferred == member.index:
+            self._preferred = (member.index + 1) % len(self._members)
+        stream = self._stream
+        # Our watches sit on a member that just failed a call: move them now (another
+        # endpoint exists) rather than wait for keepalive to notice a hung member.
+        if (stream is not None and stream.member is member and len(self._members) > 1
+                and not stream.broken):
+            self._drop_stream_locked(stream, WatchStreamBroken(
+                grpc.StatusCode.UNAVAILABLE, "watch stream's endpoint failed", member.url))
+
+    def _metadata(self, member: _Member, timeout: float) -> Metadata:
+        """Connect and, with auth, get this member's token (raises grpc.RpcError)."""
+        member.connect()
+        if self._user is None:
+            return ()
+        token = member.token
+        if token is None:
+            response = member.auth.Authenticate(
+                etcdrpc.AuthenticateRequest(name=self._user, password=self._password),
+                timeout=timeout)
+            token = member.token = str(response.token)
+        return (("token", token),)
+
+    def _unary(self, operation: Callable[[_Attempt], R]) -> R:
+        deadline = time.monotonic() + self.timeout
+        failures: dict[int, str] = {}
+        pause = _ROUND_PAUSE[0]
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise EtcdError(grpc.StatusCode.CANCELLED, "etcd client closed")
+                order = self._order_locked()
+            for position, member in enumerate(order):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                attempt = min(remaining, max(_MIN_ATTEMPT, remaining / (len(order) - position)))
+                try:
+                    result = self._attempt(member, operation, time.monotonic() + attempt)
+                except grpc.RpcError as exc:
+                    code, details = _rpc_code(exc), _rpc_details(exc)
+                    if not _is_retryable(code, details):
+                        raise self._rpc_error(member, exc) from None
+                    failures[member.index] = _short_reason(code, details)
+                    with self._lock:
+                        self._mark_failed_locked(member)
+                    continue
+                with self._lock:
+                    self._preferred = member.index
+                    member.failed_until = 0.0
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._unavailable(failures)
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _ROUND_PAUSE[1])
+
+    def _attempt(self, member: _Member, operation: Callable[[_Attempt], R],
+                 attempt_deadline: float) -> R:
+        """One try on one member; re-authenticates once if etcd rejects the token."""
+        for tries_left in (1, 0):
+            timeout = max(0.001, attempt_deadline - time.monotonic())
+            metadata = self._metadata(member, timeout)
+            timeout = max(0.001, attempt_deadline - time.monotonic())
+            try:
+                return operation(_Attempt(member, timeout, metadata))
+            except grpc.RpcError as exc:
+                if (tries_left and self._user is not None
+                        and _is_token_error(_rpc_code(exc), _rpc_details(exc))):
+                    member.token = None
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _rpc_error(self, member: _Member, exc: grpc.RpcError) -> EtcdError:
+        code, details = _rpc_code(exc), _rpc_details(exc)
+        if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+            return EtcdCompacted(0, member.url)
+        return EtcdError(code, _etcd_message(details) or code.name.lower(), member.url)
+
+    def _unavailable(self, failures: dict[int, str]) -> EtcdUnavailable:
+        return EtcdUnavailable([EndpointFailure(m.url, failures.get(m.index, "not tried"))
+                                for m in self._members], self.timeout)
+
+
+__all__ = [
+    "CHANNEL_OPTIONS", "Compare", "CompareResult", "CompareTarget", "DeleteOp", "DeleteResult",
+    "Endpoint", "EndpointFailure", "EtcdCompacted", "EtcdError", "EtcdTransport",
+    "EtcdUnavailable", "EventKind", "GetOp", "KeyValue", "Lease", "PutOp", "PutResult",
+    "RangeResult", "TlsCredentials", "TxnOp", "TxnResult", "WatchCallback", "WatchEnded",
+    "WatchEvent", "WatchResponse", "WatchStreamBroken", "prefix_range_end",
+]
