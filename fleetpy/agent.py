@@ -318,7 +318,7 @@ class Agent:
     def _register(self) -> None:
         lease = self.registry.grant_lease(self.config.ttl)
         record = MachineRecord(self.machine_id, self.config.public_ip,
-                               dict(self.config.metadata), self.config.hostname)
+                               dict(self.config.metadata), self.config.hostname, self.config.ttl)
         self.registry.register_machine(record, lease)
         # Only a lease that carries the machine record counts as registered: if the
         # write failed, the next sync registers again.

@@ -273,6 +273,15 @@ def destroy(ctx: typer.Context, units: GlobUnitsArgument) -> None:
         _out(f"Destroyed {name}")
 
 
+@app.command("force-reschedule")
+@edge
+def force_reschedule(ctx: typer.Context) -> None:
+    """Move units off machines that are not reporting, now: ends a pause after a mass
+    loss and the engine's grace period (once; later losses are judged anew)."""
+    _registry(ctx).request_force_reschedule()
+    _out("Requested: the engine moves units off machines that are not reporting")
+
+
 @app.command()
 @edge
 def cat(ctx: typer.Context, unit: Annotated[str, typer.Argument(
@@ -547,9 +556,6 @@ def agent(ctx: typer.Context,
     file_values = config.load_config_file(config_file) if config_file else None
     values = config.resolve(("etcd", "agent"), {**_globals(ctx).etcd_cli, **options},
                             file_values)
-    if values["unit_manager"] not in ("systemd", "simulated"):
-        raise FleetpyError(f"invalid unit manager {values['unit_manager']!r} "
-                           "(expected systemd or simulated)")
     from .agent import run_agent
     run_agent(values)
 

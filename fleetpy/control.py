@@ -20,12 +20,15 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from .errors import FleetpyError, StateError, UnitFileError, UnknownUnitError
+from .errors import FleetOptionError, FleetpyError, StateError, UnitFileError, UnknownUnitError
 from .registry import (ClusterView, Registry, UnitChange,
                        UnitRecord, UnitState, WatchBatch, WatchEvent, unit_state_summary)
-from .unit import fleet_options, load_unit_file, parse_name, parse_unit
+from .unit import FleetOptions, fleet_options, load_unit_file, parse_name, parse_unit
 
 GLOB_CHARS = "*?["
+# fleetpy's own bound on one command (argument lists and glob matches alike): more
+# would be written in hundreds of transactions, with a long partial-write window.
+MAX_UNITS_PER_COMMAND = 10_000
 # States in which systemd still runs (or is about to run) the unit's processes.
 RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
 # Re-read the whole view this often even without watch events (a lost watch must not hang us).
@@ -52,6 +55,7 @@ class LocalUnit:
     text: str  # canonical serialization: what is stored and hashed
     hash: str
     is_global: bool
+    options: FleetOptions | None = None  # None for templates: they never run
 
 
 def is_glob(arg: str) -> bool:
@@ -72,8 +76,6 @@ def _unit_name_of_path(arg: str) -> str:
 
 def read_unit_file(path: str) -> LocalUnit:
     """Read, parse and validate one unit file (name = basename)."""
-    if not os.path.exists(path):
-        raise UnitFileError(f"cannot read {path}: no such file")
     name, unit = load_unit_file(path)
     parsed = parse_name(name)
     # A template's [X-Fleet] values may use %i (MachineOf=db@%i.service); check them as
@@ -81,7 +83,8 @@ def read_unit_file(path: str) -> LocalUnit:
     check_name = f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
     options = fleet_options(unit, check_name)
     return LocalUnit(name=name, path=path, text=unit.serialize(), hash=unit.hash,
-                     is_global=options.is_global)
+                     is_global=options.is_global,
+                     options=None if parsed.is_template else options)
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:
@@ -103,22 +106,99 @@ def _known(units: Collection[str], name: str) -> None:
         raise UnknownUnitError(f"unit {name} is not submitted")
 
 
-def _instance_change(registry: Registry, units: Mapping[str, UnitRecord], name: str,
-                     desired: str | None) -> UnitChange:
-    """A submitted unit by name, or an instance of a submitted template."""
+class _Contents:
+    """Unit texts by hash, read once per command (200 instances share one template)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.texts: dict[str, str | None] = {}
+
+    def get(self, content_hash: str) -> str | None:
+        if content_hash not in self.texts:
+            self.texts[content_hash] = self.registry.get_content(content_hash)
+        return self.texts[content_hash]
+
+    def prefetch(self, hashes: Iterable[str]) -> None:
+        missing = sorted({h for h in hashes if h not in self.texts})
+        if missing:
+            found = self.registry.get_contents(missing)
+            self.texts.update({h: found.get(h) for h in missing})
+
+
+def _instance_change(contents: _Contents, units: Mapping[str, UnitRecord], name: str,
+                     desired: str | None) -> tuple[UnitChange, FleetOptions | None]:
+    """A submitted unit by name, or an instance of a submitted template (with its
+    options when the instance is new)."""
     parsed = parse_name(name)
     if name in units:
-        return UnitChange(name, desired=desired)
+        return UnitChange(name, desired=desired), None
     if parsed.is_instance and parsed.template in units:
         template = units[parsed.template]
-        text = registry.get_content(template.hash)
+        text = contents.get(template.hash)
         if text is None:
             raise UnknownUnitError(f"the contents of template {parsed.template} are missing")
         # The instance's [X-Fleet] values (%i, %n) must be valid for this instance.
-        fleet_options(parse_unit(text, source=parsed.template), name)
-        return UnitChange(name, desired=desired, template=parsed.template)
+        options = fleet_options(parse_unit(text, source=parsed.template), name)
+        return UnitChange(name, desired=desired, template=parsed.template), options
     hint = f" (nor its template {parsed.template})" if parsed.is_instance else ""
     raise UnknownUnitError(f"unit {name} is not submitted{hint}")
+
+
+_EDGES: dict[str, Callable[[FleetOptions], tuple[str, ...]]] = {
+    "MachineOf": lambda o: (o.machine_of,) if o.machine_of else (),
+    "Replaces": lambda o: o.replaces,
+}
+
+
+def _cycle_through(edges: Mapping[str, Sequence[str]], root: str) -> list[str] | None:
+    """A cycle through `root`, as [root, ..., root]; iterative DFS."""
+    path = [root]
+    on_path = {root}
+    explored: set[str] = set()  # fully searched without finding root again
+    stack = [iter(edges.get(root, ()))]
+    while stack:
+        target = next(stack[-1], None)
+        if target is None:
+            node = path.pop()
+            on_path.discard(node)
+            explored.add(node)
+            stack.pop()
+            continue
+        if target == root:
+            return [*path, root]
+        if target in on_path or target in explored or target not in edges:
+            continue
+        on_path.add(target)
+        path.append(target)
+        stack.append(iter(edges[target]))
+    return None
+
+
+def _check_cycles(registry: Registry, contents: _Contents,
+                  new: Mapping[str, FleetOptions]) -> None:
+    """Refuse MachineOf= and Replaces= cycles that this command's new units would close,
+    following targets into already submitted units (read only when there are edges)."""
+    options = dict(new)
+    frontier = {t for o in new.values() for edge in _EDGES.values() for t in edge(o)} - set(options)
+    while frontier:
+        records = {n: r for n, r in registry.get_units(sorted(frontier)).items() if r is not None}
+        contents.prefetch(r.hash for r in records.values())
+        for name, record in records.items():
+            text = contents.get(record.hash)
+            try:
+                options[name] = fleet_options(parse_unit(text or "", source=name), name)
+            except FleetpyError:
+                continue  # an invalid unit is never placed: it adds no edge
+        explored = set(frontier)
+        frontier = {t for n in records if n in options for edge in _EDGES.values()
+                    for t in edge(options[n])} - set(options) - explored
+    for kind, edge in _EDGES.items():
+        graph = {name: edge(o) for name, o in options.items()}
+        for name in sorted(new):
+            cycle = _cycle_through(graph, name)
+            if cycle is not None:
+                raise FleetOptionError(f"[X-Fleet] {kind}= cycle: {' -> '.join(cycle)} "
+                                       "(no placement can satisfy it)")
 
 
 def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) -> Plan:
@@ -129,6 +209,7 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
     """
     if not args:
         raise FleetpyError("no units given")
+    _check_count(len(args))
     locals_: dict[str, LocalUnit] = {}
     names: list[str] = []
     for arg in args:
@@ -145,6 +226,7 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
                 raise FleetpyError(f"{arg}: globs are only accepted by stop, unload and destroy")
             names.append(parse_name(arg).name)
     names = _dedupe(names)
+    _check_count(len(names))
     if desired is not None:
         for name in names:
             if parse_name(name).is_template:
@@ -154,11 +236,16 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
     lookups = names + [t for n in names if (t := parse_name(n).template)]
     known = registry.get_units(lookups)
     units = {n: r for n, r in known.items() if r is not None}
+    contents = _Contents(registry)
     changes: list[UnitChange] = []
+    new_options: dict[str, FleetOptions] = {}  # units this command creates
     for name in names:
         local = locals_.get(name)
         if local is None:
-            changes.append(_instance_change(registry, units, name, desired))
+            change, options = _instance_change(contents, units, name, desired)
+            changes.append(change)
+            if options is not None:
+                new_options[name] = options
             continue
         current = units.get(name)
         if current is not None and current.hash != local.hash:
@@ -166,6 +253,10 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
                              f"(hash {current.hash[:7]}, new {local.hash[:7]}); destroy it first")
         changes.append(UnitChange(name, desired=desired, text=local.text, hash=local.hash,
                                   is_global=local.is_global))
+        if current is None and local.options is not None:
+            new_options[name] = local.options
+    if any(edge(o) for o in new_options.values() for edge in _EDGES.values()):
+        _check_cycles(registry, contents, new_options)
     return Plan(tuple(changes), tuple(names), known)
 
 
@@ -177,6 +268,7 @@ def _select(units: Collection[str], args: Sequence[str]) -> list[tuple[str, bool
     """(name, named explicitly) of submitted units: names, file basenames, globs."""
     if not args:
         raise FleetpyError("no units given")
+    _check_count(len(args))
     units = set(units)
     selected: dict[str, bool] = {}
     for arg in args:
@@ -196,7 +288,14 @@ def _select(units: Collection[str], args: Sequence[str]) -> list[tuple[str, bool
             name = parse_name(arg).name
             _known(units, name)
             selected[name] = True
+    _check_count(len(selected))
     return list(selected.items())
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_UNITS_PER_COMMAND:
+        raise FleetpyError(f"{count} units in one command; fleetpy takes at most "
+                           f"{MAX_UNITS_PER_COMMAND} (split them, or narrow the glob)")
 
 
 def select_units(units: Collection[str], args: Sequence[str]) -> list[str]:

@@ -23,8 +23,8 @@ from typing import Any
 from . import scheduler
 from .errors import FleetpyError
 from .log import log_event
-from .registry import (MAX_TXN_OPS, Registry, ScheduleEntry, UnitRecord,
-                       WatchBatch)
+from .registry import (FORCE_RESCHEDULE, MAX_TXN_BYTES, MAX_TXN_OPS, MachineRecord, Registry,
+                       ScheduleEntry, UnitRecord, WatchBatch)
 from .unit import FleetOptions, fleet_options, parse_unit
 
 
@@ -50,20 +50,47 @@ class _Model:
     reasons: dict[str, str] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)  # unit -> why its content is unusable
 
-    def snapshot(self) -> scheduler.Snapshot:
-        return scheduler.Snapshot(self.specs, self.machines, self.schedule, self.reasons)
-
 
 class _LostLeadership(Exception):
     pass
 
 
+# Agents' TTL when no machine has said its own; and what is added to the longest TTL
+# seen to make the grace period (an agent's reconnect and re-registration).
+DEFAULT_AGENT_TTL = 10
+GRACE_MARGIN = 2.0
+# A machine gone is judged after this long, so that a mass loss arriving as a burst of
+# lease revocations (etcd revokes expired leases in batches) is seen as one.
+LOSS_SETTLE = 1.0
+MAX_RETRY_BACKOFF = 1.0  # an etcd back after an outage is used within about a second
+
+
 class Engine:
+    """Places units. Never moves a unit because of a gap in its own view of etcd:
+
+    - after it (re)gains leadership, or re-reads after a lost watch or an unreachable
+      etcd, machines missing from its view are held for a grace period (the longest
+      agent TTL seen plus a margin, or `machine_grace`) before their units move;
+    - when more than `mass_loss_fraction` of the machines hosting units (or all of
+      them) are missing at once, rescheduling pauses until they return or an operator
+      runs `fleetpy force-reschedule`.
+    """
+
     def __init__(self, registry: Registry, lease_ttl: int = 10,
-                 reconcile_interval: float = 30.0, candidate: str | None = None) -> None:
+                 reconcile_interval: float = 30.0, candidate: str | None = None,
+                 machine_grace: float | None = None, mass_loss_fraction: float = 0.5) -> None:
         self.registry = registry
         self.lease_ttl = lease_ttl
         self.reconcile_interval = reconcile_interval
+        self.machine_grace = machine_grace
+        self.mass_loss_fraction = mass_loss_fraction
+        self._blind_until = 0.0  # monotonic end of the current grace period
+        self._paused = False  # rescheduling paused by a mass loss
+        self._force = False  # an operator asked to reschedule despite a pause or grace
+        self._ttls: dict[str, int] = {}  # machine -> the TTL its agent registered with
+        self._lost_at: dict[str, float] = {}  # machine -> when it stopped reporting
+        self._next_judgement: float | None = None  # when a hold (grace, settle) ends
+        self._metadata: dict[str, dict[str, str]] = {}  # last metadata seen per machine
         self.candidate = candidate or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = EngineStats()
         self.is_leader = threading.Event()
@@ -105,11 +132,14 @@ class Engine:
                     self._lead()
             except _LostLeadership as exc:
                 log_event("leadership_lost", engine=self.candidate, reason=str(exc))
-            except FleetpyError as exc:
-                log_event("engine_retry", engine=self.candidate, error=str(exc),
+            except Exception as exc:  # noqa: BLE001 - the engine must outlive any one error
+                # etcd away (or a bug): retry soon, from a fresh read; the grace period
+                # that follows covers whatever was missed meanwhile.
+                log_event("engine_retry", engine=self.candidate,
+                          error=str(exc) if isinstance(exc, FleetpyError) else repr(exc),
                           retry_in=f"{backoff:.1f}s")
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_RETRY_BACKOFF)
             finally:
                 self.is_leader.clear()
                 self._cancel_watches()
@@ -159,25 +189,114 @@ class Engine:
 
     def _lead(self) -> None:
         self.is_leader.set()
-        model = self._full_read()
+        model = self._full_read(blind=True)  # new leadership: we saw nothing until now
         last_full = time.monotonic()
         dirty = True
         while not self._stop.is_set():
             if dirty:  # idle clusters cost nothing but the lease keepalive
                 self._reconcile(model)
-            timeout = max(0.05, min(self.lease_ttl / 3,
-                                    last_full + self.reconcile_interval - time.monotonic()))
+            now = time.monotonic()
+            timeout = max(0.05, min(self.lease_ttl / 3, last_full + self.reconcile_interval - now))
+            judgement = self._next_judgement
+            if judgement is not None:
+                timeout = max(0.01, min(timeout, judgement - now + 0.01))
             resync, dirty = self._wait_for_events(model, timeout)
             self._keep_lease_alive()
+            if judgement is not None and time.monotonic() >= judgement:
+                dirty = True  # a hold ended: machines still missing are judged again
             if resync or time.monotonic() - last_full >= self.reconcile_interval:
-                model = self._full_read()
+                model = self._full_read(blind=resync)
                 self._collect_garbage(model)
                 last_full = time.monotonic()
                 dirty = True
 
-    def _full_read(self) -> _Model:
+    # -- machines out of touch
+
+    def grace_seconds(self) -> float:
+        if self.machine_grace is not None:
+            return self.machine_grace
+        return max(self._ttls.values(), default=DEFAULT_AGENT_TTL) + GRACE_MARGIN
+
+    def _remember_machine(self, record: MachineRecord) -> None:
+        self._metadata[record.id] = dict(record.metadata)
+        if record.ttl > 0:
+            self._ttls[record.id] = record.ttl
+
+    def _window(self) -> float:
+        return float(max(self._ttls.values(), default=DEFAULT_AGENT_TTL))
+
+    def _held(self, model: _Model) -> dict[str, str]:
+        """Missing machines whose units stay where they are for now, and why."""
+        now = time.monotonic()
+        alive = model.machines.keys()
+        hosting = {entry.machine for entry in model.schedule.values()}
+        for machine in list(self._lost_at):
+            # Back, or gone long ago and hosting nothing: no longer a recent loss.
+            if machine in alive or (now - self._lost_at[machine] > self._window()
+                                    and machine not in hosting):
+                del self._lost_at[machine]
+        stranded = sorted(hosting - alive)
+        for machine in stranded:
+            self._lost_at.setdefault(machine, now)
+        self._next_judgement = None
+        if not stranded or self._force:
+            if self._paused:
+                self._paused = False
+                log_event("rescheduling_resumed", engine=self.candidate,
+                          forced=self._force or None)
+            return {}
+        # Machines lost within one TTL (moved already or not) against the cluster as it
+        # was: a large share gone together is an outage of etcd or the network, not of
+        # the machines; moving everything would only stop every unit.
+        lost = len(self._lost_at)
+        known = len(alive | self._lost_at.keys())
+        if lost == known or lost > self.mass_loss_fraction * known:
+            why = (f"{lost} of {known} machines stopped reporting together; rescheduling "
+                   "is paused until they return (or `fleetpy force-reschedule`)")
+            if not self._paused:
+                self._paused = True
+                log_event("rescheduling_paused", engine=self.candidate, missing=lost,
+                          machines=known, threshold=self.mass_loss_fraction,
+                          sample=",".join(sorted(self._lost_at)[:5]))
+            return {machine: why for machine in stranded}
+        if self._paused:
+            # Some came back: the rest are likely on their way (agents re-register one by
+            # one after an outage), so they get a grace period as after the engine's own.
+            self._paused = False
+            self._blind_until = max(self._blind_until, now + self.grace_seconds())
+            log_event("rescheduling_resumed", engine=self.candidate, missing=lost,
+                      grace=f"{self.grace_seconds():g}s")
+        held: dict[str, str] = {}
+        if now < self._blind_until:
+            why = (f"the engine just (re)connected; waiting up to "
+                   f"{self._blind_until - now:.0f}s more for its agent to report")
+            held = {machine: why for machine in stranded}
+            self._next_judgement = self._blind_until
+        else:
+            settling = [m for m in stranded if now - self._lost_at[m] < LOSS_SETTLE]
+            held = {machine: "" for machine in settling}
+            if settling:
+                self._next_judgement = min(self._lost_at[m] for m in settling) + LOSS_SETTLE
+        return held
+
+    def _snapshot(self, model: _Model) -> scheduler.Snapshot:
+        machines: dict[str, scheduler.Machine] = dict(model.machines)
+        for machine, why in self._held(model).items():
+            machines[machine] = scheduler.Machine(machine, self._metadata.get(machine, {}),
+                                                  held=why)
+        return scheduler.Snapshot(model.specs, machines, model.schedule, model.reasons)
+
+    def _full_read(self, blind: bool) -> _Model:
+        """Read everything and restart the watches. `blind`: this read follows a gap in
+        the engine's view (new leadership, a lost watch, etcd unreachable), so machines
+        missing from it get a grace period before their units move."""
         self._cancel_watches()
         view = self.registry.read_view(with_states=False)
+        if blind:
+            self._blind_until = time.monotonic() + self.grace_seconds()
+        self._force = self.registry.force_reschedule_requested()
+        for record in view.machines.values():
+            self._remember_machine(record)
         model = _Model(revision=view.revision, records=dict(view.units),
                        machines={m.id: scheduler.Machine(m.id, dict(m.metadata))
                                  for m in view.machines.values()},
@@ -195,7 +314,7 @@ class Engine:
         generation = self._generation
         # Content comes with its unit record in one transaction: watching it saves the
         # engine a read per new unit file (a unit event seen first still falls back to one).
-        for kind in ("unit", "machines", "content"):
+        for kind in ("unit", "machines", "content", "engine"):
             self._cancels.append(self.registry.watch(
                 kind, lambda batch, kind=kind: self._queue.put((kind, (generation, batch))),
                 start_revision=view.revision + 1))
@@ -260,12 +379,19 @@ class Engine:
                     if event.kind == "put":
                         self._texts[event.key] = event.record
                     continue
+                if kind == "engine":
+                    if event.key == FORCE_RESCHEDULE and event.kind == "put":
+                        self._force = True
+                        log_event("force_reschedule_requested", engine=self.candidate)
+                    continue
                 if kind == "machines":
                     if event.kind == "delete":
-                        model.machines.pop(event.key, None)
+                        if model.machines.pop(event.key, None) is not None:
+                            self._lost_at.setdefault(event.key, time.monotonic())
                         log_event("machine_gone", machine=event.key)
                     else:
                         record = event.record
+                        self._remember_machine(record)
                         if event.key not in model.machines:
                             log_event("machine_joined", machine=event.key)
                         model.machines[event.key] = scheduler.Machine(record.id,
@@ -289,7 +415,8 @@ class Engine:
 
     def _reconcile(self, model: _Model) -> None:
         self.stats.passes += 1
-        changes = list(scheduler.plan(model.snapshot()))
+        forced = self._force
+        changes = list(scheduler.plan(self._snapshot(model)))
         # Units whose content is unusable can't be placed; say so where users look.
         wanted_invalid: set[str] = set()
         for name, why in model.invalid.items():
@@ -309,13 +436,20 @@ class Engine:
             for change in changes:
                 counts[type(change).__name__.lower()] = counts.get(type(change).__name__.lower(), 0) + 1
             log_event("engine_pass", engine=self.candidate, **counts)
+        if forced:
+            # One-shot: cleared once this pass is written (fenced like every engine write).
+            self.registry.engine_txn(self.candidate, [], [self.registry.op_force_reschedule_done()])
+            self._force = False
+            log_event("force_reschedule_done", engine=self.candidate)
 
     def _execute(self, model: _Model, changes: list[scheduler.Change]) -> None:
         reg = self.registry
         batch_ops: list[Any] = []
         batch_changes: list[scheduler.Change] = []
+        batch_bytes = [0]
 
         def flush() -> None:
+            batch_bytes[0] = 0
             if not batch_ops:
                 return
             self.stats.transactions += 1
@@ -329,10 +463,13 @@ class Engine:
 
         for change in changes:
             ops = self._ops(model, change)
-            if len(batch_ops) + len(ops) > MAX_TXN_OPS:
+            size = sum(reg.op_size(op) for op in ops)
+            # Schedule entries carry unit texts: bound bytes as well as operations.
+            if len(batch_ops) + len(ops) > MAX_TXN_OPS or batch_bytes[0] + size > MAX_TXN_BYTES:
                 flush()
             batch_ops.extend(ops)
             batch_changes.append(change)
+            batch_bytes[0] += size
         flush()
         self.stats.changes += len(changes)
 
@@ -398,7 +535,9 @@ def run_engine(values: Mapping[str, Any]) -> None:
 
     registry = Registry(registry_config(values))
     engine = Engine(registry, lease_ttl=int(values["lease_ttl"]),
-                    reconcile_interval=float(values["reconcile_interval"]))
+                    reconcile_interval=float(values["reconcile_interval"]),
+                    machine_grace=values.get("machine_grace"),
+                    mass_loss_fraction=float(values["mass_loss_fraction"]))
     registry.wait_for_layout()
     log_event("engine_starting", engine=engine.candidate, pid=os.getpid())
     engine.start()

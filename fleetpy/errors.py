@@ -29,6 +29,10 @@ class UnknownUnitError(FleetpyError):
     """A unit name that is not in the registry."""
 
 
+class PartialWriteError(FleetpyError):
+    """A command written in several transactions failed after some had succeeded."""
+
+
 class StateError(FleetpyError):
     """A request that does not fit a unit's current state."""
 
@@ -39,3 +43,7 @@ class ConfigError(FleetpyError):
 
 class UnitFileError(FleetpyError):
     """A unit file that cannot be read (missing, unreadable, not UTF-8)."""
+
+
+class FileError(FleetpyError):
+    """A user's file that cannot be read or written safely (not a regular file, too big, ...)."""

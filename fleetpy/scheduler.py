@@ -52,7 +52,8 @@ class Machine:
     """A machine of the cluster. Live machines (holding a presence lease) take new
     units; a `held` machine is not reporting but is not given up either (the engine's
     grace period after it was blind, or a mass loss): its units stay where they are,
-    constraints unchecked, and nothing new goes there. `held` says why."""
+    constraints unchecked, and nothing new goes there. `held` says why ("" for a hold
+    too short to mention)."""
 
     id: str
     metadata: Mapping[str, str] = field(default_factory=dict)
@@ -479,7 +480,8 @@ class _Planner:
         held = self.machines[machine].held
         if held is not None:
             # Nothing is known about a machine out of touch: leave its units alone.
-            self.notes[name] = f"left on machine {machine}, which is not reporting: {held}"
+            if held:  # "" holds without a note (a loss of a second, still being judged)
+                self.notes[name] = f"left on machine {machine}, which is not reporting: {held}"
             return True
         options = self.placeable[name].options
         if options.machine_of is not None and self.assignment.get(options.machine_of) != machine:

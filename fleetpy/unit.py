@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping, Sequence
 
-from fleetpy.errors import FleetOptionError, UnitFileError, UnitNameError, UnitParseError
+from fleetpy.errors import (FileError, FleetOptionError, UnitFileError, UnitNameError,
+                            UnitParseError)
+from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
 
 # ---------------------------------------------------------------------------
 # Unit names
@@ -37,6 +39,8 @@ UNIT_SUFFIXES: frozenset[str] = frozenset(
 TEMPLATE_SUFFIXES: frozenset[str] = frozenset({"path", "service", "socket", "target", "timer"})
 
 _NAME_CHAR = re.compile(r"[a-zA-Z0-9:_.@-]")
+# systemd's UNIT_NAME_MAX is 256 bytes including the terminating NUL.
+MAX_NAME_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,9 @@ def parse_name(name: str) -> UnitName:
     def bad(reason: str) -> UnitNameError:
         return UnitNameError(f"invalid unit name {name!r}: {reason}")
 
+    if len(name) > MAX_NAME_LENGTH:
+        raise UnitNameError(f"invalid unit name {name[:40]!r}...: {len(name)} characters "
+                            f"(systemd's limit is {MAX_NAME_LENGTH})")
     stem, dot, suffix = name.rpartition(".")
     if not dot:
         raise bad("missing type suffix such as .service")
@@ -305,19 +312,14 @@ def load_unit_file(path: str | os.PathLike[str]) -> tuple[str, UnitFile]:
     """Read a unit file; its name is the file's basename, validated."""
     path_str = os.fspath(path)
     name = os.path.basename(path_str)
+    # A regular file of bounded size: a FIFO would hang, /dev/zero would never end.
+    # Read before judging the name, so a missing path is reported as missing.
+    try:
+        text = read_text_file(path_str, limit=MAX_UNIT_FILE_BYTES, what="unit file")
+    except FileError as exc:
+        raise UnitFileError(str(exc)) from None
     parse_name(name)
-    try:
-        with open(path_str, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise UnitFileError(f"cannot read {path_str}: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UnitFileError(
-            f"cannot read {path_str}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        ) from None
-    return name, parse_unit(text, source=path_str)
+    return name, parse_unit(text, source=display_path(path_str))
 
 
 # ---------------------------------------------------------------------------
@@ -335,6 +337,7 @@ FLEET_OPTIONS: tuple[str, ...] = (
     "Spread",
     "MaxPerMachine",
 )
+MAX_PER_MACHINE_LIMIT = 100_000
 _SINGLE_VALUED = ("MachineID", "MachineOf", "Global", "Spread", "MaxPerMachine")
 _GLOBAL_COMPANIONS = ("MachineMetadata", "Conflicts")
 _BOOLEANS = {"true": True, "yes": True, "1": True, "on": True,
@@ -428,9 +431,40 @@ def _suggest(key: str) -> str:
     return f"; did you mean {lowered[close[0]]}=?" if close else f" (known: {', '.join(FLEET_OPTIONS)})"
 
 
+# Sections systemd reads in unit files (systemd.unit(5) and the per-type pages); other
+# sections must be X- extensions, which systemd ignores.
+KNOWN_SECTIONS: tuple[str, ...] = (
+    "Unit", "Install", "Service", "Socket", "Mount", "Automount", "Swap", "Path", "Timer",
+    "Slice", "Scope",
+)
+
+
+def check_sections(unit: UnitFile, name: str) -> None:
+    """Refuse misspelled sections: systemd ignores an unknown one with a warning, so
+    [X-Flet] would silently drop every constraint in it, and [Servce] the service."""
+    for section in unit.sections():
+        if section in KNOWN_SECTIONS or section == FLEET_SECTION:
+            continue
+        candidates = {option.lower(): option for option in (*KNOWN_SECTIONS, FLEET_SECTION)}
+        # An X- name is a legal extension unless it is nearly [X-Fleet] ([X-Flat] is
+        # fine); any other unknown name is refused, so its suggestion may be looser.
+        cutoff = 0.8 if section.startswith("X-") else 0.6
+        close = difflib.get_close_matches(section.lower(), list(candidates), n=1, cutoff=cutoff)
+        if close:
+            raise FleetOptionError(f"unknown section [{section}] in {name}; "
+                                   f"did you mean [{candidates[close[0]]}]?")
+        if not section.startswith("X-"):
+            raise FleetOptionError(
+                f"unknown section [{section}] in {name} (systemd reads "
+                f"{', '.join(f'[{s}]' for s in KNOWN_SECTIONS)}, [{FLEET_SECTION}]; "
+                "extensions start with X-)")
+
+
 def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
-    """Validate and interpret the [X-Fleet] section of unit `name`."""
+    """Validate and interpret the [X-Fleet] section of unit `name` (and refuse
+    misspelled sections, which would hide it)."""
     uname = parse_name(name)
+    check_sections(unit, name)
     raw: dict[str, list[list[str]]] = {}  # key -> words of each value, in order
     for key, values in unit.options(FLEET_SECTION):
         if key not in FLEET_OPTIONS:
@@ -518,9 +552,13 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
     max_text = single("MaxPerMachine")
     max_per_machine: int | None = None
     if max_text is not None:
-        if not re.fullmatch(r"[0-9]+", max_text) or int(max_text) < 1:
+        # Length first: int() of thousands of digits raises (or takes long).
+        if (not re.fullmatch(r"[0-9]{1,7}", max_text) or not
+                1 <= int(max_text) <= MAX_PER_MACHINE_LIMIT):
+            shown = max_text if len(max_text) <= 20 else max_text[:20] + "..."
             raise FleetOptionError(
-                f"invalid [X-Fleet] MaxPerMachine={max_text} in {name} (expected a positive integer)"
+                f"invalid [X-Fleet] MaxPerMachine={shown} in {name} (expected an integer "
+                f"from 1 to {MAX_PER_MACHINE_LIMIT})"
             )
         max_per_machine = int(max_text)
 

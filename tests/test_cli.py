@@ -516,7 +516,7 @@ def test_agent_verb_merges_config_file(captured: dict[str, dict[str, object]],
     ("ttl: 5\nmetadata: [\n", [], "agent.yaml:3"),
     ("colour: blue\n", [], "unknown setting 'colour'"),
     ("", ["--ttl", "-1"], "invalid --ttl value '-1'"),
-    ("", ["--unit-manager", "docker"], "invalid unit manager 'docker'"),
+    ("", ["--unit-manager", "docker"], "invalid --unit-manager value 'docker': expected systemd or simulated"),
     ("", ["--metadata", "novalue"], "invalid metadata item 'novalue'"),
 ])
 def test_agent_bad_settings(captured: dict[str, dict[str, object]], tmp_path: Path,

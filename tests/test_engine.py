@@ -148,3 +148,81 @@ def test_reason_of_a_destroyed_unit_is_cleared(cluster: Cluster) -> None:
     until(lambda: "nope.service" in cluster.registry.read_view().reasons, what="reason")
     cluster.registry.destroy_units(["nope.service"])
     until(lambda: cluster.registry.read_view().reasons == {}, what="reason cleared")
+
+
+def test_mass_loss_pauses_rescheduling_until_the_machines_return(cluster: Cluster) -> None:
+    for m in ("m1", "m2", "m3"):
+        cluster.agent(m)
+    engine = cluster.engine()
+    engine.machine_grace = 3.0  # also the grace for machines still away when a pause ends
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(6)])
+    until(lambda: len(cluster.running()) == 6, what="6 units active")
+    before = cluster.placement()
+    for m in ("m1", "m2"):
+        cluster.agents.pop(m).stop(revoke=True)  # two of three gone at once
+    until(lambda: set(cluster.registry.list_machines()) == {"m3"}, what="m1, m2 gone")
+    time.sleep(1.0)
+    assert cluster.placement() == before
+    reasons = cluster.registry.read_view().reasons
+    assert any("2 of 3 machines stopped reporting together" in r for r in reasons.values())
+    for m in ("m1", "m2"):
+        cluster.agent(m)
+    until(lambda: len(cluster.running()) == 6, what="all active again")
+    assert cluster.placement() == before
+    until(lambda: cluster.registry.read_view().reasons == {}, what="notes cleared")
+
+
+def test_force_reschedule_ends_a_pause(cluster: Cluster) -> None:
+    for m in ("m1", "m2", "m3"):
+        cluster.agent(m)
+    engine = cluster.engine()
+    engine.machine_grace = 0.0
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(3)])
+    until(lambda: len(cluster.running()) == 3, what="3 units active")
+    for m in ("m1", "m2"):
+        cluster.agents.pop(m).stop(revoke=True)
+    until(lambda: set(cluster.registry.list_machines()) == {"m3"}, what="m1, m2 gone")
+    time.sleep(0.5)
+    assert set(cluster.placement().values()) == {"m1", "m2", "m3"}
+    cluster.registry.request_force_reschedule()
+    until(lambda: set(cluster.placement().values()) == {"m3"}, what="moved to m3")
+    until(lambda: not cluster.registry.force_reschedule_requested(), what="request consumed")
+
+
+def test_every_lease_revoked_at_once_moves_and_stops_nothing(cluster: Cluster) -> None:
+    for m in ("m1", "m2", "m3"):
+        cluster.agent(m, ttl=3)
+    cluster.engine()
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(6)])
+    until(lambda: len(cluster.running()) == 6, what="6 units active")
+    before = cluster.placement()
+    for agent in cluster.agents.values():
+        assert agent._lease is not None
+        cluster.registry.revoke_lease(agent._lease)  # what etcd does after a long pause
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        assert cluster.placement() == before
+        for agent in cluster.agents.values():
+            assert all(u.active == "active" for u in agent.manager.observe().values())
+        time.sleep(0.1)
+    until(lambda: len(cluster.registry.list_machines()) == 3, what="agents re-registered")
+    until(lambda: cluster.running() == before, what="states re-reported")
+
+
+def test_machine_missing_after_a_new_leader_waits_the_grace_period(cluster: Cluster) -> None:
+    for m in ("m1", "m2", "m3"):
+        cluster.agent(m)
+    first = cluster.engine()
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(3)])
+    until(lambda: len(cluster.running()) == 3, what="3 units active")
+    before = cluster.placement()
+    first.stop()
+    cluster.agents.pop("m1").stop(revoke=True)  # m1 is gone while no engine runs
+    second = cluster.engine()
+    second.machine_grace = 3.0
+    until(second.is_leader.is_set, what="second leads")
+    started = time.monotonic()
+    time.sleep(2.0)
+    assert cluster.placement() == before  # inside the grace period: held
+    until(lambda: "m1" not in cluster.placement().values(), timeout=10, what="moved off m1")
+    assert time.monotonic() - started >= 2.5

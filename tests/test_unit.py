@@ -340,10 +340,12 @@ def test_load_unit_file(tmp_path: Path) -> None:
 
 def test_load_unit_file_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.service"
-    with pytest.raises(UnitFileError, match=rf"^cannot read {missing}: No such file or directory$"):
+    with pytest.raises(UnitFileError, match=rf"^cannot read unit file {missing}: No such file or directory$"):
         load_unit_file(missing)
+    noext = tmp_path / "noext"
+    noext.write_text("[Service]\nExecStart=/bin/true\n")
     with pytest.raises(UnitNameError):
-        load_unit_file(tmp_path / "noext")
+        load_unit_file(noext)
     binary = tmp_path / "bin.service"
     binary.write_bytes(b"[Unit]\nA=\xff\n")
     with pytest.raises(UnitFileError, match="not UTF-8"):
@@ -461,8 +463,8 @@ def test_reset_then_set_in_x_fleet() -> None:
         ("Global=maybe\n", "invalid [X-Fleet] Global=maybe in web.service"),
         ("MaxPerMachine=0\n", "invalid [X-Fleet] MaxPerMachine=0"),
         ("MaxPerMachine=-1\n", "MaxPerMachine=-1"),
-        ("MaxPerMachine=two\n", "expected a positive integer"),
-        ("MaxPerMachine=1_0\n", "expected a positive integer"),
+        ("MaxPerMachine=two\n", "expected an integer from 1 to 100000"),
+        ("MaxPerMachine=1_0\n", "expected an integer from 1 to 100000"),
         ("MachineID=a\nMachineID=b\n", "MachineID= is given 2 times in web.service"),
         ("Global=true\nGlobal=true\n", "Global= is given 2 times"),
         ("MachineID=a b\n", "MachineID= in web.service takes one value, got 2"),

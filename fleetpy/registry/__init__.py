@@ -11,6 +11,8 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
   P/machines/<machine>          MachineRecord, attached to the agent's lease
   P/state/<name>/<machine>      UnitState reported by the agent, attached to its lease
   P/engine/leader               id of the leading engine, attached to its lease
+  P/engine/force-reschedule     an operator's one-shot request to move units off machines
+                                that are not reporting (despite a pause or grace period)
   P/signature/<hash>            reserved: a detached signature of the content (issue [6])
   P/fleetpy-layout              marks P as a fleetpy prefix: a prefix inside another
                                 fleetpy prefix (or holding one) is refused, since each
@@ -23,7 +25,13 @@ transaction guarded by the revisions it read, so racing clients never lose an up
 
 from __future__ import annotations
 
-import json
+import os
+
+# gRPC's C core logs to stderr by itself (several lines per failed TLS handshake);
+# fleetpy says what went wrong in one line of its own. Set before grpc is imported.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import json  # noqa: E402
 import re
 import threading
 import time
@@ -36,18 +44,23 @@ import grpc
 import pyetcd as etcd3
 from pyetcd import exceptions as etcd_exceptions
 
-from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
+from ..errors import (FleetpyError, PartialWriteError, RegistryError, StateError,
+                      UnknownUnitError)
 from ..log import log_event
 from ..unit import parse_name
+from .tls import load_tls
 
 DESIRED_STATES = ("inactive", "loaded", "launched")
 DEFAULT_PREFIX = "/fleetpy"
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 LAYOUT_KEY = "fleetpy-layout"
+FORCE_RESCHEDULE = "force-reschedule"  # under P/engine/
 LAYOUT_VALUE = '{"version":1}'
 _PREFIX = re.compile(r"(/[A-Za-z0-9_.:@+-]+)*")
 # etcd's default --max-txn-ops is 128; stay under it with room for guards.
 MAX_TXN_OPS = 120
+# etcd's default --max-request-bytes is 1.5 MiB; keep each transaction well under it.
+MAX_TXN_BYTES = 1024 * 1024
 _CONFLICT_RETRIES = 50
 
 T = TypeVar("T")
@@ -187,9 +200,11 @@ class MachineRecord:
     ip: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
     hostname: str = ""
+    ttl: int = 0  # the agent's lease TTL: the engine's grace period is based on it
 
     def to_json(self) -> str:
-        return _dumps({"ip": self.ip, "metadata": dict(self.metadata), "hostname": self.hostname})
+        return _dumps({"ip": self.ip, "metadata": dict(self.metadata), "hostname": self.hostname,
+                       "ttl": self.ttl})
 
     @classmethod
     def from_json(cls, machine_id: str, raw: bytes) -> "MachineRecord":
@@ -197,8 +212,11 @@ class MachineRecord:
         metadata = _field(data, "metadata", dict, {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise MalformedRecord("field 'metadata' is not a mapping of strings")
+        ttl = _field(data, "ttl", int, 0)
+        if isinstance(ttl, bool) or not 0 <= ttl <= 86400:
+            raise MalformedRecord("field 'ttl' is out of range")
         return cls(id=_machine_id(machine_id), ip=_field(data, "ip", str, ""),
-                   metadata=dict(metadata), hostname=_field(data, "hostname", str, ""))
+                   metadata=dict(metadata), hostname=_field(data, "hostname", str, ""), ttl=ttl)
 
 
 @dataclass(frozen=True)
@@ -310,6 +328,35 @@ def normalize_prefix(prefix: str) -> str:
     return text
 
 
+def _unit_chunks(changes: Sequence[UnitChange]) -> Iterator[Sequence[UnitChange]]:
+    """Transactions of at most 40 units (content, record, global entry: 3 ops each) and
+    MAX_TXN_BYTES of unit text (a global unit's text is written twice)."""
+    chunk: list[UnitChange] = []
+    size = 0
+    for change in changes:
+        text = len(change.text or "") * (2 if change.is_global else 1) + 256
+        if chunk and (len(chunk) >= MAX_TXN_OPS // 3 or size + text > MAX_TXN_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(change)
+        size += text
+    if chunk:
+        yield chunk
+
+
+def _names(names: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _partial_message(done: Sequence[str], rest: Sequence[str], exc: Exception,
+                     verb: str = "wrote", participle: str = "written") -> str:
+    """A command of several transactions failed after some: say what was written."""
+    total = len(done) + len(rest)
+    return (f"{verb} {len(done)} of {total} units ({_names(done)}) before an error; "
+            f"not {participle}: {_names(rest)}: {exc}")
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -347,18 +394,16 @@ class Registry:
     def _connect(self) -> Any:
         config = self.config
         endpoints = []
+        tls = load_tls(config.ca_file, config.cert_file, config.key_file)
         creds = None
-        try:
-            if config.ca_file:
-                creds = etcd3.MultiEndpointEtcd3Client.get_secure_creds(
-                    config.ca_file, config.key_file, config.cert_file)
-        except OSError as exc:
-            raise RegistryError(f"cannot read TLS file: {exc}") from None
+        if tls is not None:
+            creds = grpc.ssl_channel_credentials(tls.root_certificates, tls.private_key,
+                                                 tls.certificate_chain)
         for url in config.endpoints:
             host, port, secure = _parse_endpoint(url)
-            secure = secure or bool(config.ca_file)
+            secure = secure or tls is not None
             if secure and creds is None:
-                raise RegistryError(f"endpoint {url} uses https but no --ca-file was given")
+                creds = grpc.ssl_channel_credentials()  # https: gRPC's default CAs
             # time_retry=1: one network error must not lock an endpoint out for 300 s.
             endpoints.append(etcd3.Endpoint(host, port, secure=secure, creds=creds,
                                             time_retry=1.0))
@@ -368,7 +413,7 @@ class Registry:
                 user=config.username, password=config.password)
         except Exception as exc:  # authentication happens in the constructor
             raise self._error(exc) from None
-        if config.username and not config.ca_file:
+        if config.username and tls is None:
             # Without TLS gRPC refuses call credentials; the token travels as metadata.
             client.call_credentials = None
         return client
@@ -695,14 +740,20 @@ class Registry:
         so a command costs one read and one write; a lost race re-reads.
         """
         results: list[UnitRecord] = []
-        # 4 ops per unit at most (content, unit, global, + guard compares counted apart)
-        for chunk in _chunks(list(changes), MAX_TXN_OPS // 3):
+        for chunk in _unit_chunks(changes):
             first = [known]
 
             def attempt(chunk: Sequence[UnitChange] = chunk) -> list[UnitRecord]:
                 records, first[0] = first[0], None
                 return self._change_chunk(chunk, records)
-            results.extend(self._retry(attempt))
+            try:
+                results.extend(self._retry(attempt))
+            except FleetpyError as exc:
+                if not results:
+                    raise
+                written = [r.name for r in results]
+                raise PartialWriteError(_partial_message(
+                    written, [c.name for c in changes if c.name not in set(written)], exc)) from None
         return results
 
     def _retry(self, attempt: Callable[[], T]) -> T:
@@ -789,23 +840,33 @@ class Registry:
             self._check_layout(responses)
         destroyed: list[str] = []
         for chunk in _chunks(list(names), MAX_TXN_OPS // 2):
-            def attempt(chunk: Sequence[str] = chunk) -> list[str]:
-                gets = [self.txn.get(self.key("unit", n)) for n in chunk]
-                _, responses, _ = self._txn([], gets)
-                compares, ops, done = [], [], []
-                for name, kvs in zip(chunk, responses):
-                    for value, meta in kvs:
-                        compares.append(self.txn.mod(self.key("unit", name)) == meta.mod_revision)
-                        ops.append(self.txn.delete(self.key("unit", name)))
-                        ops.append(self.txn.delete(self.key("global", name)))
-                        done.append(name)
-                if ops:
-                    ok, _, _ = self._txn(compares, ops)
-                    if not ok:
-                        raise _TxnConflict()
-                return done
-            destroyed.extend(self._retry(attempt))
+            try:
+                destroyed.extend(self._destroy_chunk(chunk))
+            except FleetpyError as exc:
+                if not destroyed:
+                    raise
+                gone = set(destroyed)
+                raise PartialWriteError(_partial_message(
+                    destroyed, [n for n in names if n not in gone], exc, "destroyed", "destroyed")) from None
         return destroyed
+
+    def _destroy_chunk(self, chunk: Sequence[str]) -> list[str]:
+        def attempt() -> list[str]:
+            gets = [self.txn.get(self.key("unit", n)) for n in chunk]
+            _, responses, _ = self._txn([], gets)
+            compares, ops, done = [], [], []
+            for name, kvs in zip(chunk, responses):
+                for _value, meta in kvs:
+                    compares.append(self.txn.mod(self.key("unit", name)) == meta.mod_revision)
+                    ops.append(self.txn.delete(self.key("unit", name)))
+                    ops.append(self.txn.delete(self.key("global", name)))
+                    done.append(name)
+            if ops:
+                ok, _, _ = self._txn(compares, ops)
+                if not ok:
+                    raise _TxnConflict()
+            return done
+        return self._retry(attempt)
 
     def count(self, kind: str) -> int:
         """How many keys P/<kind>/ holds, without transferring them."""
@@ -917,6 +978,24 @@ class Registry:
         ok, _, _ = self._txn(guard, ops)
         return bool(ok)
 
+    def request_force_reschedule(self) -> None:
+        self.ensure_layout()
+        self._call(lambda: self._client.put(self.key("engine", FORCE_RESCHEDULE),
+                                            str(int(time.time()))))
+
+    def force_reschedule_requested(self) -> bool:
+        value, _ = self._call(lambda: self._client.get(self.key("engine", FORCE_RESCHEDULE)))
+        return value is not None
+
+    def op_force_reschedule_done(self) -> Any:
+        return self.txn.delete(self.key("engine", FORCE_RESCHEDULE))
+
+    @staticmethod
+    def op_size(op: Any) -> int:
+        """Bytes an operation adds to a transaction (its key and value), roughly."""
+        key, value = getattr(op, "key", b""), getattr(op, "value", b"") or b""
+        return len(key) + len(value) + 16
+
     # op builders for the engine's batched transactions
     def op_schedule_put(self, machine: str, entry: ScheduleEntry) -> Any:
         return self.txn.put(self.key("schedule", machine, entry.name), entry.to_json())
@@ -996,7 +1075,7 @@ def unit_state_summary(states: Mapping[str, UnitState] | None) -> str:
 
 
 __all__ = [
-    "ClusterView", "DESIRED_STATES", "MachineRecord", "MalformedRecord", "Registry",
+    "ClusterView", "DESIRED_STATES", "FORCE_RESCHEDULE", "MachineRecord", "MalformedRecord", "Registry",
     "RegistryConfig", "PrefixError", "normalize_prefix",
     "ScheduleEntry", "UnitChange", "UnitRecord", "UnitState", "WatchBatch", "WatchEvent",
     "unit_state_summary",
