@@ -410,7 +410,9 @@ class Agent:
                           retry_in=f"{backoff:.1f}s")
                 if self._stop.wait(backoff):
                     return
-                backoff = min(backoff * 2, 5.0)
+                # At most a second: etcd back after an outage must be used at once, before
+                # this machine's lease (restored by etcd with about one TTL) runs out.
+                backoff = min(backoff * 2, 1.0)
 
     def _drain(self) -> None:
         kind, payload = self._queue.get()
