@@ -85,6 +85,10 @@ class Engine:
         self.machine_grace = machine_grace
         self.mass_loss_fraction = mass_loss_fraction
         self._blind_until = 0.0  # monotonic end of the current grace period
+        # Machines found missing when the engine had not been watching (or still away
+        # when a pause ended): the grace period is for them. A machine seen going away
+        # live, by the watch, is judged at once: its agent had a whole TTL to renew.
+        self._grace_for: set[str] = set()
         self._paused = False  # rescheduling paused by a mass loss
         self._force = False  # an operator asked to reschedule despite a pause or grace
         self._ttls: dict[str, int] = {}  # machine -> the TTL its agent registered with
@@ -264,19 +268,21 @@ class Engine:
             # one after an outage), so they get a grace period as after the engine's own.
             self._paused = False
             self._blind_until = max(self._blind_until, now + self.grace_seconds())
+            self._grace_for.update(stranded)
             log_event("rescheduling_resumed", engine=self.candidate, missing=lost,
                       grace=f"{self.grace_seconds():g}s")
+        self._grace_for &= set(stranded)
         held: dict[str, str] = {}
-        if now < self._blind_until:
-            why = (f"the engine just (re)connected; waiting up to "
+        if now < self._blind_until and self._grace_for:
+            why = (f"the engine had lost sight of it; waiting up to "
                    f"{self._blind_until - now:.0f}s more for its agent to report")
-            held = {machine: why for machine in stranded}
+            held = {machine: why for machine in sorted(self._grace_for)}
             self._next_judgement = self._blind_until
-        else:
-            settling = [m for m in stranded if now - self._lost_at[m] < LOSS_SETTLE]
-            held = {machine: "" for machine in settling}
-            if settling:
-                self._next_judgement = min(self._lost_at[m] for m in settling) + LOSS_SETTLE
+        settling = [m for m in stranded if m not in held and now - self._lost_at[m] < LOSS_SETTLE]
+        held.update((machine, "") for machine in settling)
+        if settling:
+            settled = min(self._lost_at[m] for m in settling) + LOSS_SETTLE
+            self._next_judgement = min(self._next_judgement or settled, settled)
         return held
 
     def _snapshot(self, model: _Model) -> scheduler.Snapshot:
@@ -292,11 +298,14 @@ class Engine:
         missing from it get a grace period before their units move."""
         self._cancel_watches()
         view = self.registry.read_view(with_states=False)
-        if blind:
-            self._blind_until = time.monotonic() + self.grace_seconds()
-        self._force = self.registry.force_reschedule_requested()
         for record in view.machines.values():
             self._remember_machine(record)
+        if blind:
+            # Machines missing from this read went away while we were not watching.
+            hosting = {machine for machine, _ in view.schedule.values()}
+            self._grace_for = hosting - view.machines.keys()
+            self._blind_until = time.monotonic() + self.grace_seconds()
+        self._force = self.registry.force_reschedule_requested()
         model = _Model(revision=view.revision, records=dict(view.units),
                        machines={m.id: scheduler.Machine(m.id, dict(m.metadata))
                                  for m in view.machines.values()},
