@@ -484,25 +484,6 @@ def list_machines(ctx: typer.Context, fields: FieldsOption = None,
 # ----------------------------------------------------------------------------- render
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write via a temp file in the same directory and rename: never a half file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    except OSError as exc:
-        raise FleetpyError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except OSError as exc:
-        os.unlink(temp)
-        raise FleetpyError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        os.unlink(temp)
-        raise
-
-
 @app.command()
 @edge
 def render(template: Annotated[str, typer.Argument(help="Jinja unit template file.")],
@@ -516,12 +497,14 @@ def render(template: Annotated[str, typer.Argument(help="Jinja unit template fil
                show_default=False)] = None) -> None:
     """Render a Jinja unit template with values."""
     from . import template as templating
+    from .files import write_file_atomically
 
-    text = templating.render(template, _template_values(templating, values, set_ or []))
+    # In a child process with a time and memory limit: a template is untrusted input.
+    text = templating.render_bounded(template, _template_values(templating, values, set_ or []))
     if output is None:
         typer.echo(text, nl=False)
     else:
-        write_atomically(output, text)
+        write_file_atomically(output, text)
 
 
 def _template_values(templating: Any, values_file: str | None, sets: Sequence[str]

@@ -1,7 +1,8 @@
 """Jinja unit templates, their values (YAML and --set), and systemd quoting filters.
 
 Public API:
-  render(template_path, values, source_name=None) -> str
+  render(template_path, values, source_name=None) -> str           in this process
+  render_bounded(template_path, values, source_name=None) -> str   in a limited child process
   load_values(path) -> dict
   parse_set(items) -> dict          (--set key=value, dotted keys nest)
   merge_values(base, override) -> dict
@@ -17,19 +18,63 @@ Templates are rendered with StrictUndefined, keep_trailing_newline, no
 autoescape, trim_blocks and lstrip_blocks (block tags do not leave blank lines).
 Every `{{ ... }}` output is checked: None and values that would span lines are
 errors, so a forgotten filter cannot inject a line into a unit.
+
+A template is untrusted input. It renders in Jinja's immutable sandbox (no
+attributes starting with `_`, no Python internals, no list/dict mutation),
+and includes come only from the template's own directory (no `..`, no
+absolute names, no symlink pointing out), each read as a regular file of at
+most MAX_TEMPLATE_BYTES (1 MiB). Limits of one render:
+
+  MAX_OUTPUT_BYTES = 1 MiB      the rendered unit
+  MAX_VALUE_LENGTH = 1 MiB      a string (characters) or list (items) the template builds
+                                with *, +, ~, %, join, center, indent, replace, ...;
+                                checked before the value is built
+  MAX_INT_BITS     = 4096       a number computed with * or **
+  MAX_FORMAT_WIDTH = 4096       a width or precision in a %- or {}-format
+  range()                       at most 100,000 items (Jinja's sandbox)
+  RENDER_TIMEOUT   = 10 s       render_bounded: wall clock (and CPU time) of the child
+  RENDER_MEMORY    = 1 GiB      render_bounded: address space of the child (RLIMIT_AS)
+
+Values files are YAML read by fleetpy.yamlload (merge keys, no duplicate keys,
+bounded depth and alias expansion) from a regular file of at most 1 MiB.
+Every error, whatever a template raises, is one TemplateError line
+`FILE:LINE: message`; never a traceback.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import os
+import pickle
 import re
+import resource
+import signal
+import string
+import subprocess
+import sys
+import types
 from types import TracebackType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jinja2
-import yaml
+import jinja2.runtime
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from fleetpy.errors import TemplateError
+from fleetpy.errors import FileError, FleetpyError, TemplateError
+from fleetpy.files import MAX_TEMPLATE_BYTES, MAX_VALUES_BYTES, MiB, display_path, read_text_file
+from fleetpy.yamlload import load_yaml_mapping
+
+# Limits of one render (MAX_TEMPLATE_BYTES and MAX_VALUES_BYTES are in fleetpy.files).
+MAX_OUTPUT_BYTES = 1 * MiB       # the rendered unit
+MAX_VALUE_LENGTH = 1 * MiB       # a string (characters) or list (items) built by a template
+MAX_INT_BITS = 4096              # a number computed by a template
+MAX_FORMAT_WIDTH = 4096          # a width or precision in a format string
+RENDER_TIMEOUT = 10.0            # seconds, render_bounded (wall clock; CPU a second more)
+RENDER_MEMORY = 1024 * MiB       # address space of render_bounded's child process
 
 # ---------------------------------------------------------------------------
 # Quoting (systemd.service(5) "COMMAND LINES", systemd.unit(5) "SPECIFIERS")
@@ -116,7 +161,8 @@ def systemd_value(value: Any, specifiers: bool = False) -> str:
             raise TemplateError(f"value {text!r} contains {char!r}; a Key= line holds one line of text")
     if not text.strip(" \t"):
         raise TemplateError("empty value; Key= with nothing after it resets the key")
-    if text.endswith("\\"):
+    # systemd strips the blanks around a value first: "x\\ " ends with a backslash too.
+    if text.rstrip(" \t").endswith("\\"):
         raise TemplateError(f"value {text!r} ends with a backslash, which would continue the line")
     return text if specifiers else text.replace("%", "%%")
 
@@ -171,13 +217,245 @@ def _finalize(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------
-# Rendering
+# The sandbox: no Python internals, no mutation, bounded values
 # ---------------------------------------------------------------------------
 
 
-def make_environment(search_path: str | os.PathLike[str]) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(os.fspath(search_path)),
+def _too_long(what: str, size: int) -> TemplateError:
+    return TemplateError(f"{what} would have {size} characters or items, more than "
+                         f"{MAX_VALUE_LENGTH}, fleetpy's limit for a value in a template")
+
+
+def _length(value: Any) -> int | None:
+    return len(value) if isinstance(value, (str, list, tuple)) else None
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse arithmetic whose result would be huge, before computing it."""
+    ints = (isinstance(left, int) and not isinstance(left, bool)
+            and isinstance(right, int) and not isinstance(right, bool))
+    if operator == "**" and ints and right > 0 and abs(left) > 1:
+        if right * math.log2(abs(left)) > MAX_INT_BITS:
+            raise TemplateError(f"{left} ** {right} is larger than {MAX_INT_BITS} bits, "
+                                "fleetpy's limit for a number in a template")
+    elif operator == "*":
+        if ints and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+            raise TemplateError(f"a product larger than {MAX_INT_BITS} bits, "
+                                "fleetpy's limit for a number in a template")
+        for sequence, count in ((left, right), (right, left)):
+            size = _length(sequence)
+            if size is not None and isinstance(count, int) and size * count > MAX_VALUE_LENGTH:
+                raise _too_long(f"{type(sequence).__name__} * {count}", size * count)
+    elif operator == "+":
+        sizes = (_length(left), _length(right))
+        if sizes[0] is not None and sizes[1] is not None and sizes[0] + sizes[1] > MAX_VALUE_LENGTH:
+            raise _too_long("the sum", sizes[0] + sizes[1])
+    elif operator == "%" and isinstance(left, str):
+        _check_percent_format(left)
+
+
+# A printf-style conversion: %[(key)][flags][width][.precision][length]type
+_PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)?", re.S)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _too_wide(number: str) -> bool:
+    # len() first: int() of thousands of digits is itself refused by Python.
+    return len(number) > 9 or int(number) > MAX_FORMAT_WIDTH
+
+
+def _check_percent_format(fmt: str) -> None:
+    for match in _PERCENT.finditer(fmt):
+        for number in match.group(1, 2):
+            if number == "*" or (number is not None and _too_wide(number)):
+                raise TemplateError(f"format {_short(match.group())} asks for a width above "
+                                    f"{MAX_FORMAT_WIDTH}, fleetpy's limit")
+
+
+def _check_brace_format(fmt: str) -> None:
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # str.format reports it when called
+    for _, _, spec, _ in fields:
+        if spec and ("{" in spec or any(_too_wide(n) for n in re.findall(r"\d+", spec))):
+            raise TemplateError(f"format spec {_short(spec)} asks for a width above "
+                                f"{MAX_FORMAT_WIDTH} (or a nested field), fleetpy's limit")
+
+
+def _check_width(width: Any, what: str) -> None:
+    if isinstance(width, int) and width > MAX_VALUE_LENGTH:
+        raise _too_long(what, width)
+
+
+def _check_replace(text: Any, old: Any, new: Any) -> None:
+    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+        hits = text.count(old) if old else len(text) + 1
+        _check_width(len(text) + hits * len(new), "the replaced text")
+
+
+def _check_join(items: Any, separator: Any) -> None:
+    if isinstance(items, (list, tuple)):
+        size = sum(len(item) if isinstance(item, str) else 0 for item in items)
+        size += len(items) * len(separator) if isinstance(separator, str) else 0
+        _check_width(size, "the joined text")
+
+
+def _check_str_method(text: str, name: str, args: tuple[Any, ...]) -> None:
+    if name in ("center", "ljust", "rjust", "zfill") and args:
+        _check_width(args[0], f"str.{name}()")
+    elif name == "expandtabs" and args and isinstance(args[0], int):
+        _check_width(len(text) * args[0], "str.expandtabs()")
+    elif name == "replace" and len(args) >= 2:
+        _check_replace(text, args[0], args[1])
+    elif name == "join" and args:
+        _check_join(args[0], text)
+
+
+def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _check_indent(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    text, width = _arg(args, kwargs, 0, "s"), _arg(args, kwargs, 1, "width")
+    if isinstance(width, str) and isinstance(text, str):
+        _check_width(len(text) + len(width) * (text.count("\n") + 1), "the indented text")
+    else:
+        _check_width(width, "the indentation")
+
+
+def _check_wordwrap(text: Any, width: Any, wrapstring: Any) -> None:
+    if isinstance(text, str) and isinstance(wrapstring, str):
+        breaks = len(text) // max(width if isinstance(width, int) else 79, 1) + text.count("\n") + 1
+        _check_width(len(text) + breaks * len(wrapstring), "the wrapped text")
+
+
+# Filters whose arguments can ask for gigabytes: checked before they run.
+_FILTER_CHECKS: dict[str, Callable[[tuple[Any, ...], Mapping[str, Any]], None]] = {
+    "center": lambda a, k: _check_width(_arg(a, k, 1, "width"), "the centered text"),
+    "indent": _check_indent,
+    "format": lambda a, k: _check_percent_format(str(_arg(a, k, 0, "value"))),
+    "replace": lambda a, k: _check_replace(_arg(a, k, 0, "s"), _arg(a, k, 1, "old"),
+                                           _arg(a, k, 2, "new")),
+    "slice": lambda a, k: _check_width(_arg(a, k, 1, "slices"), "the number of slices"),
+    "join": lambda a, k: _check_join(_arg(a, k, 0, "value"), _arg(a, k, 1, "d")),
+    "tojson": lambda a, k: _check_width(_arg(a, k, 1, "indent"), "the JSON indentation"),
+    "batch": lambda a, k: _check_width(_arg(a, k, 1, "linecount"), "a batch"),
+    "wordwrap": lambda a, k: _check_wordwrap(_arg(a, k, 0, "s"), _arg(a, k, 1, "width"),
+                                             _arg(a, k, 3, "wrapstring")),
+}
+
+
+def _checked_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    check = _FILTER_CHECKS[name]
+    # Filters marked pass_context & co. get the context first: not an argument.
+    skip = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check(args[skip:], kwargs)
+        return function(*args, **kwargs)
+
+    return checked
+
+
+def _bounded_join(items: Iterable[Any]) -> str:
+    """`''.join(map(str, items))` that stops at MAX_VALUE_LENGTH characters."""
+    parts: list[str] = []
+    size = 0
+    for item in items:
+        text = str(item)
+        size += len(text)
+        if size > MAX_VALUE_LENGTH:
+            raise _too_long("the joined text", size)
+        parts.append(text)
+    return "".join(parts)
+
+
+class _CodeGenerator(CodeGenerator):
+    # `a ~ b` compiles to an unchecked join: route it through the bounded one.
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with arithmetic and string building bounded."""
+
+    code_generator_class = _CodeGenerator
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    # Macro bodies, {% set %} blocks and callers are joined with `concat`.
+    concat = staticmethod(_bounded_join)
+    bounded_join = staticmethod(_bounded_join)
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
+                   right: Any) -> Any:
+        _check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any,  # noqa: N805
+             *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(__obj, types.BuiltinMethodType) and isinstance(owner, str):
+            _check_str_method(owner, __obj.__name__, args)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_brace_format(value.__self__)
+        return wrapped
+
+
+class _ConfinedLoader(jinja2.BaseLoader):
+    """Templates from one directory only: no `..`, no absolute names, no symlink out.
+
+    Each file is read as a regular file of at most MAX_TEMPLATE_BYTES.
+    """
+
+    def __init__(self, directory: str, preloaded: Mapping[str, tuple[str, str]] | None = None
+                 ) -> None:
+        self.directory = directory
+        self._real = os.path.realpath(directory)
+        self._preloaded = dict(preloaded or {})
+        # filename -> name, for messages: every file this loader handed out.
+        self.files: dict[str, str] = {filename: name for name, (_, filename) in self._preloaded.items()}
+
+    def get_source(self, environment: jinja2.Environment, template: str
+                   ) -> tuple[str, str, Callable[[], bool]]:
+        if template in self._preloaded:
+            source, filename = self._preloaded[template]
+            return source, filename, lambda: True
+        shown = display_path(template)
+        parts = template.replace(os.sep, "/").split("/")
+        if os.path.isabs(template) or ".." in parts:
+            raise TemplateError(f"included template {shown} is outside the template directory")
+        filename = os.path.join(self.directory, *[part for part in parts if part not in ("", ".")])
+        real = os.path.realpath(filename)
+        if os.path.commonpath([self._real, real]) != self._real:
+            raise TemplateError(f"included template {shown} is a symbolic link to "
+                                f"{display_path(real)}, outside the template directory")
+        if not os.path.lexists(real):
+            raise jinja2.TemplateNotFound(template)
+        try:
+            source = read_text_file(real, limit=MAX_TEMPLATE_BYTES, what="template")
+        except FileError as exc:
+            raise TemplateError(str(exc)) from None
+        self.files[filename] = template
+        return source, filename, lambda: True
+
+
+def make_environment(search_path: str | os.PathLike[str],
+                     preloaded: Mapping[str, tuple[str, str]] | None = None) -> jinja2.Environment:
+    """The sandboxed environment templates render in, loading from `search_path` only."""
+    env = _Sandbox(
+        loader=_ConfinedLoader(os.fspath(search_path), preloaded),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -194,8 +472,17 @@ def make_environment(search_path: str | os.PathLike[str]) -> jinja2.Environment:
         docker_env=docker_env,
         as_list=as_list,
     )
+    for name in _FILTER_CHECKS:
+        env.filters[name] = _checked_filter(name, env.filters[name])
     env.globals["fail"] = _fail
+    # lipsum(n) builds n paragraphs of lorem ipsum: no use in a unit, only a way to hang.
+    env.globals.pop("lipsum", None)
     return env
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------
 
 
 def _template_location(
@@ -211,8 +498,36 @@ def _template_location(
     return found
 
 
-def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
+def _one_line(message: object) -> str:
+    """Whitespace runs as one space, other control characters escaped: safe on a terminal."""
+    text = " ".join(str(message).split())
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply, or a macro or include that calls itself without end"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OverflowError) and exc.args and isinstance(exc.args[0], int):
+        return "number out of range"  # OverflowError(errno, strerror) from float arithmetic
+    return _one_line(exc) or type(exc).__name__
+
+
+def _render_chunks(template: jinja2.Template, values: dict[str, Any]) -> str:
+    """Render, stopping as soon as the output passes MAX_OUTPUT_BYTES."""
+    chunks: list[str] = []
+    size = 0
+    stream = template.generate(values)
+    assert isinstance(stream, types.GeneratorType)  # typed as an Iterator; throw() is needed
+    for chunk in stream:
+        size += len(chunk.encode("utf-8", "surrogatepass"))
+        if size > MAX_OUTPUT_BYTES:
+            # Thrown into the template so the error carries the line that crossed the limit.
+            stream.throw(TemplateError(
+                f"output larger than {MAX_OUTPUT_BYTES // MiB} MiB, fleetpy's limit for a rendered unit"))
+        chunks.append(chunk)
+    return "".join(chunks)
 
 
 def render(
@@ -220,48 +535,138 @@ def render(
     values: Mapping[str, Any],
     source_name: str | None = None,
 ) -> str:
-    """Render a unit template; errors are TemplateError `NAME:LINE: message`.
+    """Render a unit template in the sandbox; errors are TemplateError `NAME:LINE: message`.
 
     `source_name` names the template in messages (default: the path as given).
+    Runs in this process: see render_bounded for a time and memory limit.
     """
     path = os.fspath(template_path)
-    label = source_name or path
+    label = display_path(source_name or path)
     try:
-        with open(path, "rb") as handle:
-            handle.read().decode("utf-8")
-    except OSError as exc:
-        raise TemplateError(f"cannot read template {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise TemplateError(f"cannot read template {path}: not UTF-8 (offset {exc.start})") from None
+        source = read_text_file(path, limit=MAX_TEMPLATE_BYTES, what="template")
+    except FileError as exc:
+        raise TemplateError(str(exc)) from None
     if not isinstance(values, Mapping) or not all(isinstance(key, str) for key in values):
         raise TemplateError(f"values for {label} must be a mapping with string keys")
 
     directory = os.path.dirname(os.path.abspath(path))
-    env = make_environment(directory)
-    main_file = os.path.join(directory, os.path.basename(path))
+    name = os.path.basename(path)
+    main_file = os.path.join(directory, name)
+    env = make_environment(directory, {name: (source, main_file)})
+    loader = env.loader
+    assert isinstance(loader, _ConfinedLoader)
+    loader.files[main_file] = label
     try:
-        template = env.get_template(os.path.basename(path))
-        return template.render(dict(values))
+        return _render_chunks(env.get_template(name), dict(values))
     except jinja2.TemplateSyntaxError as exc:
         where = label
         if exc.filename and os.path.abspath(exc.filename) != main_file:
-            where = os.path.relpath(exc.filename, directory)
+            where = display_path(os.path.relpath(exc.filename, directory))
         raise TemplateError(f"{where}:{exc.lineno}: {_one_line(exc.message or exc)}") from None
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"{label}: included template {exc.name} not found") from None
-    except (jinja2.TemplateError, TemplateError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise TemplateError(f"{label}: included template {_one_line(exc.name)} not found") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a template raises becomes one line
         # Included templates are named relative to the main template's directory.
-        files = {main_file: label}
-        files.update(
-            (os.path.join(directory, name), name)
-            for name in env.list_templates()
-            if os.path.join(directory, name) != main_file
-        )
+        files = {filename: display_path(shown) for filename, shown in loader.files.items()}
         location = _template_location(exc.__traceback__, files)
-        message = _one_line(exc if str(exc) else type(exc).__name__)
+        message = _describe(exc)
         if location is None:
             raise TemplateError(f"{label}: {message}") from None
         raise TemplateError(f"{location[0]}:{location[1]}: {message}") from None
+
+
+# ---------------------------------------------------------------------------
+# Rendering in a child process: a time and memory limit
+# ---------------------------------------------------------------------------
+
+# The child runs with the running fleetpy first on sys.path and without the
+# current directory (-P): a jinja2.py in the user's directory is not imported.
+_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from fleetpy.template import _serve; _serve()"
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def render_bounded(
+    template_path: str | os.PathLike[str],
+    values: Mapping[str, Any],
+    source_name: str | None = None,
+    *,
+    timeout: float = RENDER_TIMEOUT,
+    memory: int = RENDER_MEMORY,
+) -> str:
+    """render() in a child process limited to `timeout` seconds and `memory` bytes.
+
+    The sandbox caps ranges and sizes but not time: nested loops can still
+    run for ever. Exceeding a limit is a one-line TemplateError.
+    """
+    path = os.fspath(template_path)
+    label = display_path(source_name or path)
+    if not isinstance(values, Mapping) or not all(isinstance(key, str) for key in values):
+        raise TemplateError(f"values for {label} must be a mapping with string keys")
+    try:
+        request = pickle.dumps({"path": path, "values": dict(values),
+                                "source_name": source_name or path, "memory": memory,
+                                "cpu_seconds": math.ceil(timeout) + 1})
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+        raise TemplateError(f"values for {label} cannot be passed to the renderer: "
+                            f"{_one_line(exc)}") from None
+    try:
+        result = subprocess.run(
+            [sys.executable, "-P", "-c", _WORKER, _PACKAGE_ROOT],
+            input=request, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise TemplateError(f"{label}: rendering took longer than {timeout:g} s "
+                            "(a loop without end?)") from None
+    except OSError as exc:
+        raise TemplateError(f"{label}: cannot start the renderer: {exc.strerror or exc}") from None
+    try:
+        reply = json.loads(result.stdout)
+    except ValueError:
+        reply = None
+    if isinstance(reply, dict) and isinstance(reply.get("text"), str):
+        return str(reply["text"])
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+        raise TemplateError(_one_line(reply["error"]))
+    raise TemplateError(f"{label}: {_worker_failure(result, timeout, memory)}")
+
+
+def _worker_failure(result: subprocess.CompletedProcess[bytes], timeout: float,
+                    memory: int) -> str:
+    if result.returncode == -signal.SIGXCPU:
+        return f"rendering used more than {timeout:g} s of CPU time (a loop without end?)"
+    if result.returncode == -signal.SIGKILL:
+        return f"rendering was killed (more than {memory // MiB} MiB of memory?)"
+    lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    last = _one_line(lines[-1]) if lines else ""
+    if "MemoryError" in last:
+        return f"rendering needed more than {memory // MiB} MiB of memory"
+    if result.returncode < 0:
+        return f"the renderer died of signal {signal.Signals(-result.returncode).name}"
+    return f"the renderer failed (exit code {result.returncode}){': ' + last if last else ''}"
+
+
+def _limit_resources(memory: int, cpu_seconds: int) -> None:
+    for limit, soft, hard in ((resource.RLIMIT_AS, memory, memory),
+                              (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
+                              (resource.RLIMIT_CORE, 0, 0)):
+        current_soft, current_hard = resource.getrlimit(limit)
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)
+            soft = min(soft, hard)
+        resource.setrlimit(limit, (soft, hard))
+
+
+def _serve() -> None:
+    """The child side of render_bounded: a pickled request on stdin, JSON on stdout."""
+    request = pickle.load(sys.stdin.buffer)  # noqa: S301 - written by our own parent
+    _limit_resources(request["memory"], request["cpu_seconds"])
+    try:
+        reply = {"text": render(request["path"], request["values"], request["source_name"])}
+    except FleetpyError as exc:
+        reply = {"error": str(exc)}
+    except MemoryError:
+        reply = {"error": f"{display_path(request['source_name'])}: out of memory"}
+    sys.stdout.buffer.write(json.dumps(reply).encode("ascii"))
+    sys.stdout.buffer.flush()
 
 
 # ---------------------------------------------------------------------------
@@ -269,56 +674,14 @@ def render(
 # ---------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last silently)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue  # unhashable keys are reported by the base constructor
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_values(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping of template values; an empty file is {}."""
     path_str = os.fspath(path)
     try:
-        with open(path_str, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise TemplateError(f"cannot read values file {path_str}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise TemplateError(f"cannot read values file {path_str}: not UTF-8 (offset {exc.start})") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = _one_line(exc.problem or exc.context or "invalid YAML")
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise TemplateError(f"{path_str}{line}: {message}") from None
-    except yaml.YAMLError as exc:
-        raise TemplateError(f"{path_str}: {_one_line(str(exc))}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise TemplateError(f"{path_str}: the top level must be a mapping of names to values, not {type(data).__name__}")
-    for key in data:
-        if not isinstance(key, str):
-            raise TemplateError(f"{path_str}: top-level key {key!r} is not a string")
-    return data
+        text = read_text_file(path_str, limit=MAX_VALUES_BYTES, what="values file")
+    except FileError as exc:
+        raise TemplateError(str(exc)) from None
+    return load_yaml_mapping(text, display_path(path_str), error=TemplateError)
 
 
 _INT = re.compile(r"0|-?[1-9][0-9]*")

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -23,6 +24,7 @@ from fleetpy.template import (
     merge_values,
     parse_set,
     render,
+    render_bounded,
     systemd_quote,
     systemd_value,
 )
@@ -234,6 +236,271 @@ def test_values_must_be_a_mapping(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------
+# the sandbox, its limits, and errors from inside a template
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{{ cycler.__init__.__globals__.os.system('touch /tmp/fleetpy-pwned') }}",
+     "access to attribute '__init__' of 'type' object is unsafe."),
+    ("{{ cycler.__init__.__globals__.__builtins__.open('/etc/passwd').read() }}",
+     "access to attribute '__init__' of 'type' object is unsafe."),
+    ("{{ ''.__class__.__mro__[1].__subclasses__() }}",
+     "access to attribute '__class__' of 'str' object is unsafe."),
+    ("{{ self._TemplateReference__context }}", "access to attribute '_TemplateReference__context'"),
+    ("{{ joiner.__init__.__globals__ }}", "access to attribute '__init__'"),
+    ("{{ namespace.__init__.__globals__ }}", "access to attribute '__init__'"),
+    ("{{ x.__class__ }}", "access to attribute '__class__' of 'str' object is unsafe."),
+    ("{{ x|attr('__class__') }}", "access to attribute '__class__'"),
+    ("{{ x['__class__'] }}", "access to attribute '__class__'"),
+    ("{{ config }}", "'config' is undefined"),
+    ("{{ lipsum.__globals__ }}", "'lipsum' is undefined"),
+    ("{{ request.application }}", "'request' is undefined"),
+    ("{{ range.__self__ }}", "has no attribute '__self__'"),
+    ("{{ dict.mro() }}", "access to attribute 'mro'"),
+    ("{{ values.update({'a': 1}) }}", "access to attribute 'update' of 'dict' object is unsafe."),
+    ("{{ items.append(1) }}", "access to attribute 'append' of 'list' object is unsafe."),
+    ("{{ '{0.__class__}'.format(x) }}", "access to attribute '__class__'"),
+])
+def test_sandbox_refuses_python_internals(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, "t.j2", "[Unit]\n" + text + "\n")
+    with pytest.raises(TemplateError) as info:
+        render(path, {"x": "a", "values": {}, "items": []}, "t.j2")
+    assert str(info.value).startswith("t.j2:2: ") and message in str(info.value)
+    assert not os.path.exists("/tmp/fleetpy-pwned")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{{ 'x' * 10**12 }}", r"str \* 1000000000000 would have 1000000000000 characters or items"),
+    ("{{ [1] * 10**9 }}", r"list \* 1000000000 would have"),
+    ("{{ 10**9 * [1] }}", r"list \* 1000000000 would have"),
+    ("{{ 2 ** (10**10) }}", r"2 \*\* 10000000000 is larger than 4096 bits"),
+    ("{% set n = 2**4000 %}{{ n * n }}", r"a product larger than 4096 bits"),
+    ("{{ 3 ** 2600 }}", r"3 \*\* 2600 is larger than 4096 bits"),
+    ("{% set s = 'x' * 1000000 %}{{ s + s }}", r"the sum would have 2000000"),
+    ("{% set s = 'x' * 1000000 %}{{ s ~ s }}", r"the joined text would have 2000000"),
+    ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+     "{% endfor %}", r"the joined text would have 2097152"),
+    ("{% macro d(s) %}{{ s }}{{ s }}{% endmacro %}" + "{{ " + "d(" * 25 + "'x'" + ")" * 25 + " }}",
+     r"the joined text would have 2097152"),
+    ("{{ 'a'|center(10**12) }}", r"the centered text would have 1000000000000"),
+    ("{{ 'a'.center(10**10) }}", r"str.center\(\) would have 10000000000"),
+    ("{{ 'a'.ljust(10**10) }}", r"str.ljust\(\) would have"),
+    ("{{ '1'.zfill(10**10) }}", r"str.zfill\(\) would have"),
+    ("{{ ('\t' * 1000).expandtabs(10**6) }}", r"str.expandtabs\(\) would have 1000000000"),
+    ("{{ 'x'|indent(10**10) }}", r"the indentation would have"),
+    ("{{ 'x'|replace('', 'y' * 1000000) }}", r"the replaced text would have 2000001"),
+    ("{{ ('x' * 1000)|replace('x', 'y' * 10000) }}", r"the replaced text would have 10001000"),
+    ("{{ ('x' * 1000).replace('x', 'y' * 10000) }}", r"the replaced text would have 10001000"),
+    ("{{ (['x' * 1000000] * 2)|join }}", r"the joined text would have 2000000"),
+    ("{{ ''.join(['x' * 1000000, 'y' * 1000000]) }}", r"the joined text would have 2000000"),
+    ("{{ 'a'|slice(10**9)|list }}", r"the number of slices would have 1000000000"),
+    ("{{ {}|tojson(indent=10**9) }}", r"the JSON indentation would have 1000000000"),
+    ("{{ [1]|batch(10**9, 'x')|list }}", r"a batch would have 1000000000"),
+    ("{{ ('x ' * 1000)|wordwrap(1, wrapstring='y' * 100000) }}", r"the wrapped text would have"),
+    ("{{ '%999999999s'|format(1) }}", r"format '%999999999s' asks for a width above 4096"),
+    ("{{ '%.999999999f'|format(1) }}", r"format '%.999999999f' asks for a width above 4096"),
+    ("{{ '%*s'|format(10**9, 'x') }}", r"format '%\*s' asks for a width above 4096"),
+    ("{{ '%" + "9" * 5000 + "s'|format(1) }}", r"format '%99999.*' asks for a width above 4096"),
+    ("{{ '{:" + "9" * 5000 + "}'.format(1) }}", r"format spec '99999.*' asks for a width"),
+    ("{{ '%(a)999999999s' % {'a': 1} }}", r"format '%\(a\)999999999s' asks for a width above 4096"),
+    ("{{ '{:>999999999}'.format(1) }}", r"format spec '>999999999' asks for a width"),
+    ("{{ '{:{w}}'.format(1, w=10**9) }}", r"format spec '\{w\}' asks for a width above 4096 \(or a nested"),
+    ("{{ '{:>999999999}'.format_map({}) }}", r"format spec '>999999999'"),
+    ("{% for i in range(10**12) %}{% endfor %}", r"Range too big"),
+    ("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+     r"output larger than 1 MiB, fleetpy's limit for a rendered unit"),
+])
+def test_huge_values_are_refused_before_they_are_built(tmp_path: Path, text: str,
+                                                      message: str) -> None:
+    path = write(tmp_path, "t.j2", "[Unit]\n" + text + "\n")
+    with pytest.raises(TemplateError, match=r"^t\.j2:2: " + message):
+        render(path, {}, "t.j2")
+
+
+def test_ordinary_arithmetic_and_strings_still_work(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.j2", "{{ 8080 + 1 }} {{ 10 * 3 }} {{ 7 // 2 }} {{ 7 % 4 }} {{ 2 ** 10 }} "
+                                  "{{ '-' * 3 }} {{ [1] * 2 }} {{ 'a' + 'b' }} {{ 'a' ~ 1 }} "
+                                  "{{ '%05d'|format(42) }} {{ '{}:{}'.format('h', 80) }} "
+                                  "{{ 'x'|center(5) }}| {{ 10**10**10 }}\n")
+    assert render(path, {}) == ("8081 30 3 3 1024 --- [1, 1] ab a1 00042 h:80   x  | 1" + "0" * 100
+                                + "\n")  # Jinja's ** is left-associative: (10**10)**10
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{% macro r() %}{{ r() }}{% endmacro %}{{ r() }}", r"t\.j2:1: nested too deeply, or a macro "
+                                                      r"or include that calls itself without end"),
+    ("{% include 't.j2' %}", r"t\.j2:1: nested too deeply"),
+    ("{{ " + "(" * 2000 + "1" + ")" * 2000 + " }}", r"t\.j2: nested too deeply"),
+    ("{% if 1 %}" * 500 + "{% endif %}" * 500, r"t\.j2: "),
+    ("\n\n{{ 1/0 }}", r"t\.j2:3: division by zero"),
+    ("{{ 1 // 0 }}", r"t\.j2:1: integer division or modulo by zero"),
+    ("{{ 2.0 ** 100000 }}", r"t\.j2:1: number out of range$"),
+    ("{{ (2 ** 4000) / 1.5 }}", r"t\.j2:1: int too large to convert to float"),
+    ("{{ x|systemd_quote(1, 2, 3) }}", r"t\.j2:1: systemd_quote\(\) takes from 1 to 2 positional "
+                                       r"arguments but 4 were given"),
+    ("{{ x|exec_args }}", r"t\.j2:1: expected a list of arguments, not str"),
+    ("{{ x|docker_env }}", r"t\.j2:1: docker_env\(\) missing 1 required positional argument"),
+    ("{{ [1, 'a']|sort }}", r"t\.j2:1: '<' not supported between instances of 'str' and 'int'"),
+    ("{{ x|round('a') }}", r"t\.j2:1: "),
+    ("{{ x|nosuchfilter }}", r"t\.j2:1: No filter named 'nosuchfilter'\."),
+    ("{{ x is nosuchtest }}", r"t\.j2:1: No test named 'nosuchtest'\."),
+    ("{{ nope }}", r"t\.j2:1: 'nope' is undefined"),
+    ("{{ x.nope.deeper }}", r"t\.j2:1: 'str object' has no attribute 'nope'"),
+    ("{{ fail('bad\x1b[2J\x07 thing') }}", r"t\.j2:1: bad\\x1b\[2J\\x07 thing$"),
+    ("{{ '%d'|format('x') }}", r"t\.j2:1: %d format: a real number is required, not str"),
+    ("{{ x[10**100] }}", r"t\.j2:1: "),
+    ("{{ {}|dictsort(by='nope') }}", r"t\.j2:1: "),
+])
+def test_errors_inside_a_template_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, "t.j2", text)
+    with pytest.raises(TemplateError) as info:
+        render(path, {"x": "a"}, "t.j2")
+    line = str(info.value)
+    assert re.match(message, line), line
+    assert "\n" not in line and line.isprintable()
+
+
+def test_lipsum_is_gone_other_jinja_globals_stay(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.j2", "{% set c = cycler('a', 'b') %}{{ c.next() }}{{ c.next() }} "
+                                  "{% set j = joiner(',') %}{% for x in [1, 2] %}{{ j() }}{{ x }}{% endfor %} "
+                                  "{{ dict(a=1).a }} {% set ns = namespace(n=1) %}{% set ns.n = 2 %}{{ ns.n }}\n")
+    assert render(path, {}) == "ab 1,2 1 2\n"
+
+
+# ---------------------------------------------------------------------------
+# includes stay in the template's directory
+# ---------------------------------------------------------------------------
+
+
+def test_includes_from_the_directory_and_below_work(tmp_path: Path) -> None:
+    write(tmp_path, "part.j2", "part {{ x }}\n")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, "sub/deep.j2", "deep\n")
+    (tmp_path / "alias.j2").symlink_to("part.j2")  # a symlink inside the directory is fine
+    main = write(tmp_path, "main.j2", "{% include 'part.j2' %}{% include 'sub/deep.j2' %}"
+                                      "{% include './alias.j2' %}{% from 'macros.j2' import m %}{{ m() }}\n")
+    write(tmp_path, "macros.j2", "{% macro m() %}macro{% endmacro %}")
+    assert render(main, {"x": 1}) == "part 1\ndeep\npart 1\nmacro\n"
+
+
+@pytest.mark.parametrize("include, message", [
+    ("{% include '../secret.j2' %}", r"included template \.\./secret\.j2 is outside the template directory"),
+    ("{% include 'sub/../../secret.j2' %}", r"included template sub/\.\./\.\./secret\.j2 is outside the template directory"),
+    ("{% include '/etc/passwd' %}", r"included template /etc/passwd is outside the template directory"),
+    ("{% include 'evil.j2' %}", r"included template evil\.j2 is a symbolic link to .*/secret\.j2, "
+                                r"outside the template directory"),
+    ("{% include 'passwd.j2' %}", r"included template passwd\.j2 is a symbolic link to /etc/passwd, outside the template directory"),
+    ("{% include 'etc/passwd' %}", r"included template etc/passwd is a symbolic link to /etc/passwd, outside the template directory"),
+    ("{% import '../secret.j2' as s %}", r"included template \.\./secret\.j2 is outside the template directory"),
+    ("{% extends '../secret.j2' %}", r"included template \.\./secret\.j2 is outside the template directory"),
+    ("{% from 'evil.j2' import x %}", r"included template evil\.j2 is a symbolic link to .*/secret\.j2, outside the template directory"),
+    ("{% include ['../secret.j2', 'part.j2'] %}", r"included template \.\./secret\.j2 is outside the template directory"),
+    ("{% include 'fifo.j2' %}", r"template .*fifo\.j2 is not a regular file \(a FIFO\)"),
+    ("{% include 'sub' %}", r"template .*sub is not a regular file \(a directory\)"),
+    ("{% include 'zero.j2' %}", r"included template zero\.j2 is a symbolic link to /dev/zero, outside the template directory"),
+    ("{% include 'big.j2' %}", r"template .*big\.j2 is larger than 1 MiB, fleetpy's limit for a template"),
+    ("{% include 'latin1.j2' %}", r"cannot read template .*latin1\.j2: not UTF-8 \(byte 0xe9 at offset 3\)"),
+])
+def test_includes_cannot_leave_the_directory(tmp_path: Path, include: str, message: str) -> None:
+    write(tmp_path, "secret.j2", "secret\n")
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "sub").mkdir()
+    write(units, "part.j2", "part\n")
+    (units / "evil.j2").symlink_to(tmp_path / "secret.j2")
+    (units / "passwd.j2").symlink_to("/etc/passwd")
+    (units / "etc").symlink_to("/etc")
+    (units / "zero.j2").symlink_to("/dev/zero")
+    os.mkfifo(units / "fifo.j2")
+    (units / "big.j2").write_bytes(b"x" * (1024 * 1024 + 1))
+    (units / "latin1.j2").write_bytes(b"caf\xe9\n")
+    main = write(units, "main.j2", "[Unit]\n" + include + "\n")
+    with pytest.raises(TemplateError, match=r"^main\.j2:2: " + message + "$"):
+        render(main, {}, "main.j2")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: os.mkfifo(p), r"template .*t\.j2 is not a regular file \(a FIFO\)"),
+    (lambda p: p.symlink_to("/dev/zero"), r"template .*t\.j2 is not a regular file "
+                                          r"\(a symbolic link to a character device\)"),
+    (lambda p: p.mkdir(), r"template .*t\.j2 is not a regular file \(a directory\)"),
+    (lambda p: p.write_bytes(b"x" * (1024 * 1024 + 1)), r"template .*t\.j2 is larger than 1 MiB"),
+    (lambda p: p.write_bytes(b"\xff\xfe"), r"cannot read template .*t\.j2: not UTF-8 \(byte 0xff"),
+])
+def test_the_main_template_must_be_a_regular_file(tmp_path: Path, make: Any, message: str) -> None:
+    path = tmp_path / "t.j2"
+    make(path)
+    with pytest.raises(TemplateError, match=rf"^{message}"):
+        render(path, {})
+    with pytest.raises(TemplateError, match=rf"^{message}"):
+        render_bounded(path, {})
+
+
+# ---------------------------------------------------------------------------
+# render_bounded: the same render in a child process with limits
+# ---------------------------------------------------------------------------
+
+
+def test_render_bounded_renders_like_render(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.service.j2", "[Service]\nExecStart=/bin/echo {{ msg | systemd_quote }}\n")
+    values = {"msg": "hi there", "when": __import__("datetime").date(2024, 1, 2)}
+    assert render_bounded(path, values) == render(path, values)
+    assert render_docker(load_values(UNITS / "examples" / "web.yaml")) == render_bounded(
+        DOCKER_TEMPLATE, load_values(UNITS / "examples" / "web.yaml"))
+
+
+def test_render_bounded_errors_are_renders_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.j2", "\n{{ nope }}\n")
+    with pytest.raises(TemplateError, match=r"^units/t\.j2:2: 'nope' is undefined$"):
+        render_bounded(path, {}, "units/t.j2")
+    with pytest.raises(TemplateError, match="must be a mapping"):
+        render_bounded(path, ["a"])  # type: ignore[arg-type]
+
+
+def test_render_bounded_stops_a_loop_without_end(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.j2", "{% for i in range(100000) %}{% for j in range(100000) %}"
+                                  "{% endfor %}{% endfor %}")
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=r"^units/x\.j2: rendering took longer than 1\.5 s "
+                                            r"\(a loop without end\?\)$"):
+        render_bounded(path, {}, "units/x.j2", timeout=1.5)
+    assert time.monotonic() - started < 5
+
+
+def test_render_bounded_limits_memory(tmp_path: Path) -> None:
+    # 200 lists of 100,000 items: each list is within the limits, together ~160 MB.
+    path = write(tmp_path, "t.j2", "{% set big = [range(100000)|list] * 200 %}{{ big|string|length }}")
+    with pytest.raises(TemplateError, match=r"^t\.j2:1: out of memory$"):
+        render_bounded(path, {}, "t.j2", memory=100 * 1024 * 1024)
+
+
+def test_render_bounded_does_not_import_from_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "jinja2.py", "raise SystemExit('imported from the working directory')\n")
+    path = write(tmp_path, "t.j2", "ok\n")
+    monkeypatch.chdir(tmp_path)
+    assert render_bounded("t.j2", {}) == "ok\n"
+
+
+def test_load_values_merge_keys_and_limits(tmp_path: Path) -> None:
+    path = write(tmp_path, "v.yaml", "defaults: &d {restart: always, pull: false}\n"
+                                     "web:\n  <<: *d\n  pull: true\n")
+    assert load_values(path) == {"defaults": {"restart": "always", "pull": False},
+                                 "web": {"restart": "always", "pull": True}}
+    with pytest.raises(TemplateError, match=r"v2\.yaml:1: nested deeper than 64 levels$"):
+        load_values(write(tmp_path, "v2.yaml", "a: " + "[" * 100000))
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * (1024 * 1024 + 1))
+    with pytest.raises(TemplateError, match=r"values file .*big\.yaml is larger than 1 MiB"):
+        load_values(big)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(TemplateError, match=r"values file .*fifo\.yaml is not a regular file \(a FIFO\)$"):
+        load_values(fifo)
+
+
+# ---------------------------------------------------------------------------
 # values files and --set
 # ---------------------------------------------------------------------------
 
@@ -382,7 +649,8 @@ def test_systemd_value(value: Any, out: str) -> None:
 @pytest.mark.parametrize(
     "value, message",
     [("a\nb", "contains '\\n'"), ("a\rb", "contains '\\r'"), ("", "empty value"), ("  ", "empty value"),
-     ("ends\\", "ends with a backslash"), ("\x1b[31m", "contains")],
+     ("ends\\", "ends with a backslash"), ("ends\\\t ", "ends with a backslash"),
+     ("\x1b[31m", "contains")],
 )
 def test_systemd_value_refuses(value: str, message: str) -> None:
     with pytest.raises(TemplateError, match=re.escape(message)):
