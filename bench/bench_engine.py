@@ -36,7 +36,7 @@ def raw_txn_rate(registry: Registry, count: int = 2000) -> float:
     start = time.perf_counter()
     for i in range(count):
         key = registry.key("bench-raw", str(i))
-        registry._txn([txn.version(key) == 0], [txn.put(key, "x")])
+        registry._txn([txn.version(key, 0)], [txn.put(key, "x")])
     return count / (time.perf_counter() - start)
 
 

@@ -171,7 +171,7 @@ def test_watch_from_a_compacted_revision_says_so(registry: Registry) -> None:
     old = registry.read_view().revision
     registry.change_units([change("b.service")])
     registry.change_units([change("c.service")])
-    registry._client.compact(registry.read_view().revision)
+    registry._etcd.compact(registry.read_view().revision)
     batches: "queue.Queue[WatchBatch]" = queue.Queue()
     registry.watch("unit", batches.put, start_revision=old)
     batch = batches.get(timeout=5)

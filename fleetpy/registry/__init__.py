@@ -32,23 +32,22 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import json  # noqa: E402
-import re
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
-from urllib.parse import urlparse
+import re  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
+from urllib.parse import urlparse  # noqa: E402
 
-import grpc
-import pyetcd as etcd3
-from pyetcd import exceptions as etcd_exceptions
-
-from ..errors import (FleetpyError, PartialWriteError, RegistryError, StateError,
-                      UnknownUnitError)
-from ..log import log_event
-from ..unit import parse_name
-from .tls import load_tls
+from ..errors import (FleetpyError, PartialWriteError, RegistryError,  # noqa: E402
+                      StateError, UnknownUnitError)
+from ..log import log_event  # noqa: E402
+from ..unit import parse_name  # noqa: E402
+from .tls import TlsMaterial, load_tls  # noqa: E402
+from .transport import (Compare, DeleteOp, Endpoint, EtcdTransport, GetOp,  # noqa: E402
+                        KeyValue, PutOp, RangeResult, TxnOp, WatchEnded, WatchResponse,
+                        EventKind, prefix_range_end)
 
 DESIRED_STATES = ("inactive", "loaded", "launched")
 DEFAULT_PREFIX = "/fleetpy"
@@ -382,68 +381,32 @@ class Registry:
         self.prefix = normalize_prefix(config.prefix)
         self._layout_checked = False
         self._layout_unmarked = False  # the next client write puts our layout marker
-        self._endpoint_text = ",".join(config.endpoints)
         self._warn = warn or (lambda message: log_event("record_skipped", detail=message))
         self._warned: set[tuple[str, str]] = set()
         self._warn_lock = threading.Lock()
-        self._client = self._connect()
-        self._watch_lock = threading.Lock()
+        self._etcd = self._connect()
+        # Operation builders for transactions (the engine batches its own).
+        self.txn = _Ops()
 
     # -- connection
 
-    def _connect(self) -> Any:
+    def _connect(self) -> EtcdTransport:
         config = self.config
-        endpoints = []
         tls = load_tls(config.ca_file, config.cert_file, config.key_file)
-        creds = None
-        if tls is not None:
-            creds = grpc.ssl_channel_credentials(tls.root_certificates, tls.private_key,
-                                                 tls.certificate_chain)
+        endpoints = []
         for url in config.endpoints:
             host, port, secure = _parse_endpoint(url)
-            secure = secure or tls is not None
-            if secure and creds is None:
-                creds = grpc.ssl_channel_credentials()  # https: gRPC's default CAs
-            # time_retry=1: one network error must not lock an endpoint out for 300 s.
-            endpoints.append(etcd3.Endpoint(host, port, secure=secure, creds=creds,
-                                            time_retry=1.0))
-        try:
-            client = etcd3.MultiEndpointEtcd3Client(
-                endpoints=endpoints, timeout=config.timeout, failover=True,
-                user=config.username, password=config.password)
-        except Exception as exc:  # authentication happens in the constructor
-            raise self._error(exc) from None
-        if config.username and tls is None:
-            # Without TLS gRPC refuses call credentials; the token travels as metadata.
-            client.call_credentials = None
-        return client
-
-    def _error(self, exc: BaseException) -> RegistryError:
-        if isinstance(exc, RegistryError):
-            return exc
-        detail = str(exc) or type(exc).__name__
-        if isinstance(exc, grpc.RpcError):
-            detail = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
-        if isinstance(exc, (etcd_exceptions.ConnectionFailedError,
-                            etcd_exceptions.ConnectionTimeoutError,
-                            etcd_exceptions.NoServerAvailableError)):
-            return RegistryError(f"cannot reach etcd at {self._endpoint_text} "
-                                 f"(gave up after {self.config.timeout:g}s): {detail}")
-        return RegistryError(f"etcd at {self._endpoint_text}: {detail}")
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except (_TxnConflict, RegistryError):
-            raise
-        except (etcd_exceptions.Etcd3Exception, grpc.RpcError, ValueError) as exc:
-            raise self._error(exc) from None
+            if secure and tls is None:
+                tls = TlsMaterial(None, None, None)  # https without --ca-file: gRPC's CAs
+            endpoints.append(Endpoint(host, port))
+        if (config.username is None) != (config.password is None):
+            given = "--username" if config.username is not None else "--password"
+            raise RegistryError(f"{given} needs the other: etcd's user and password go together")
+        return EtcdTransport(endpoints, timeout=config.timeout, tls=tls,
+                             user=config.username, password=config.password)
 
     def close(self) -> None:
-        try:
-            self._client.close()
-        except Exception:  # closing a broken channel must not mask the real error
-            pass
+        self._etcd.close()
 
     def __enter__(self) -> "Registry":
         return self
@@ -462,10 +425,6 @@ class Registry:
     def _strip(self, prefix: str, key: bytes | str) -> str:
         text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         return text[len(prefix):]
-
-    @property
-    def txn(self) -> Any:
-        return self._client.transactions
 
     # -- decoding: every value read is checked; what fleetpy did not write is skipped
 
@@ -526,8 +485,13 @@ class Registry:
 
     # -- raw reads
 
-    def _range(self, prefix: str) -> list[tuple[bytes, Any]]:
-        return list(self._call(lambda: list(self._client.get_prefix(prefix))))
+    def _range(self, prefix: str, keys_only: bool = False) -> list[tuple[bytes, KeyValue]]:
+        result = self._etcd.range(prefix, prefix_range_end(prefix), keys_only=keys_only)
+        return [(kv.value, kv) for kv in result.kvs]
+
+    def _get(self, key: str) -> KeyValue | None:
+        kvs = self._etcd.range(key).kvs
+        return kvs[0] if kvs else None
 
     def read_view(self, *, with_states: bool = True, with_text: bool = True) -> ClusterView:
         """Read units, machines, schedule, reasons (and states) at ONE revision."""
@@ -535,7 +499,7 @@ class Registry:
         gets = []
         for name in prefixes:
             start = self._prefix(name)
-            gets.append(self.txn.get(start, etcd3.utils.prefix_range_end(start.encode())))
+            gets.append(self.txn.get(start, prefix_range_end(start)))
         _, responses, revision = self._txn([], gets)
         units: dict[str, UnitRecord] = {}
         machines: dict[str, MachineRecord] = {}
@@ -562,35 +526,16 @@ class Registry:
                     states.setdefault(record.name, {})[record.machine] = record
         return ClusterView(revision, units, machines, schedule, reasons, states)
 
-    def _txn(self, compare: Sequence[Any], success: Sequence[Any],
-             failure: Sequence[Any] = ()) -> tuple[bool, list[Any], int]:
-        """A transaction that also returns etcd's revision after it (the header).
-
-        pyetcd's transaction() drops the header when no key matched; we need the
-        revision to resume watches exactly where a read left off.
-        """
-        def call() -> tuple[bool, list[Any], int]:
-            client = self._client
-            request = etcd3.etcdrpc.TxnRequest(
-                compare=[c.build_message() for c in compare],
-                success=client._ops_to_requests(success),
-                failure=client._ops_to_requests(failure))
-            try:
-                response = client.kvstub.Txn(request, client.timeout,
-                                             credentials=client.call_credentials,
-                                             metadata=client.metadata)
-            except grpc.RpcError as exc:
-                client._manage_grpc_errors(exc)
-                raise
-            results: list[Any] = []
-            for item in response.responses:
-                kind = item.WhichOneof("response")
-                if kind == "response_range":
-                    results.append([(kv.value, kv) for kv in item.response_range.kvs])
-                else:
-                    results.append(item)
-            return bool(response.succeeded), results, int(response.header.revision)
-        return self._call(call)
+    def _txn(self, compare: Sequence[Compare], success: Sequence[TxnOp],
+             failure: Sequence[TxnOp] = ()) -> tuple[bool, list[Any], int]:
+        """A transaction: (succeeded, responses, etcd's revision after it). A range
+        response is a list of (value, KeyValue); the revision lets watches resume exactly
+        where a read left off."""
+        result = self._etcd.txn(compare, success, failure)
+        responses: list[Any] = [[(kv.value, kv) for kv in item.kvs]
+                                if isinstance(item, RangeResult) else item
+                                for item in result.responses]
+        return result.succeeded, responses, result.revision
 
     # -- layout: one fleetpy prefix never lies inside another
 
@@ -613,8 +558,7 @@ class Registry:
         if not own:
             # First use of this prefix: it must not hold another fleetpy prefix either.
             start = self.prefix + "/"
-            keys = self._call(lambda: list(self._client.get_prefix(start, keys_only=True)))
-            for _, meta in keys:
+            for _, meta in self._range(start, keys_only=True):
                 key = meta.key.decode("utf-8", "replace")
                 if key.endswith("/" + LAYOUT_KEY) and key != self.key(LAYOUT_KEY):
                     nested = key[:-len(LAYOUT_KEY) - 1]
@@ -649,23 +593,23 @@ class Registry:
             self._check_layout(responses)
         if self._layout_unmarked:
             key = self.key(LAYOUT_KEY)
-            self._txn([self.txn.version(key) == 0], [self.txn.put(key, LAYOUT_VALUE)])
+            self._txn([self.txn.version(key, 0)], [self.txn.put(key, LAYOUT_VALUE)])
             self._layout_unmarked = False
 
     # -- units (clients)
 
     def get_unit(self, name: str) -> UnitRecord | None:
-        value, meta = self._call(lambda: self._client.get(self.key("unit", name)))
-        if value is None:
+        meta = self._get(self.key("unit", name))
+        if meta is None:
             return None
-        item = self._decoded("unit", self._prefix("unit"), meta.key, value, meta.mod_revision)
+        item = self._decoded("unit", self._prefix("unit"), meta.key, meta.value, meta.mod_revision)
         return None if item is None else item[1]
 
     def _client_range(self, kind: str) -> list[tuple[bytes, Any]]:
         """A range read by a client about to write: the layout check rides along."""
         start = self._prefix(kind)
         layout = [] if self._layout_checked else self._layout_gets()
-        get = self.txn.get(start, etcd3.utils.prefix_range_end(start.encode()))
+        get = self.txn.get(start, prefix_range_end(start))
         _, responses, _ = self._txn([], [get, *layout])
         if layout:
             self._check_layout(responses[1:])
@@ -688,10 +632,10 @@ class Registry:
                 for _, meta in self._client_range("unit")]
 
     def get_content(self, content_hash: str) -> str | None:
-        value, meta = self._call(lambda: self._client.get(self.key("content", content_hash)))
-        if value is None:
+        meta = self._get(self.key("content", content_hash))
+        if meta is None:
             return None
-        item = self._decoded("content", self._prefix("content"), meta.key, value)
+        item = self._decoded("content", self._prefix("content"), meta.key, meta.value)
         return None if item is None else item[1]
 
     def get_contents(self, hashes: Sequence[str]) -> dict[str, str]:
@@ -786,7 +730,7 @@ class Registry:
                         f"{change.name} is already submitted with different contents "
                         f"(hash {current.hash[:7]}, new {change.hash[:7]}); destroy it first")
                 record = current
-                compares.append(self.txn.mod(key) == current.revision)
+                compares.append(self.txn.mod(key, current.revision))
             else:
                 if change.hash is not None and change.text is not None:
                     record = UnitRecord(change.name, change.hash, "inactive",
@@ -798,11 +742,11 @@ class Registry:
                     tmpl = existing[change.template]
                     record = UnitRecord(change.name, tmpl.hash, "inactive",
                                         tmpl.is_global, change.owner)
-                    compares.append(self.txn.mod(self.key("unit", change.template)) == tmpl.revision)
+                    compares.append(self.txn.mod(self.key("unit", change.template), tmpl.revision))
                 else:
                     hint = f" (nor its template {change.template})" if change.template else ""
                     raise UnknownUnitError(f"unit {change.name} is not submitted{hint}")
-                compares.append(self.txn.version(key) == 0)
+                compares.append(self.txn.version(key, 0))
             if change.desired is not None:
                 record = replace(record, desired=change.desired)
             if current is None or record != current:
@@ -857,7 +801,7 @@ class Registry:
             compares, ops, done = [], [], []
             for name, kvs in zip(chunk, responses):
                 for _value, meta in kvs:
-                    compares.append(self.txn.mod(self.key("unit", name)) == meta.mod_revision)
+                    compares.append(self.txn.mod(self.key("unit", name), meta.mod_revision))
                     ops.append(self.txn.delete(self.key("unit", name)))
                     ops.append(self.txn.delete(self.key("global", name)))
                     done.append(name)
@@ -871,15 +815,13 @@ class Registry:
     def count(self, kind: str) -> int:
         """How many keys P/<kind>/ holds, without transferring them."""
         start = self._prefix(kind)
-        response = self._call(lambda: self._client.get_range_response(
-            start, etcd3.utils.prefix_range_end(start.encode()), count_only=True))
-        return int(response.count)
+        return self._etcd.range(start, prefix_range_end(start), count_only=True).count
 
     def list_content(self) -> dict[str, int]:
         """Content hash -> mod_revision of its blob (keys that are not hashes skipped)."""
         start = self._prefix("content")
         found: dict[str, int] = {}
-        for _, meta in self._call(lambda: list(self._client.get_prefix(start, keys_only=True))):
+        for _, meta in self._range(start, keys_only=True):
             rel = self._strip(start, meta.key)
             if _HASH.fullmatch(rel):
                 found[rel] = int(meta.mod_revision)
@@ -896,31 +838,24 @@ class Registry:
         deleted = 0
         for content_hash, revision in revisions.items():
             key = self.key("content", content_hash)
-            ok, _, _ = self._txn([self.txn.mod(key) == revision], [self.txn.delete(key)])
+            ok, _, _ = self._txn([self.txn.mod(key, revision)], [self.txn.delete(key)])
             deleted += ok
         return deleted
 
     # -- machines and states (agents)
 
     def grant_lease(self, ttl: int) -> int:
-        lease = self._call(lambda: self._client.lease(int(ttl)))
-        return int(lease.id)
+        return self._etcd.lease_grant(int(ttl)).id
 
     def refresh_lease(self, lease_id: int) -> int:
         """Keep a lease alive; returns the remaining TTL (<= 0 if it expired)."""
-        def call() -> int:
-            ttl = 0
-            for response in self._client.refresh_lease(lease_id):
-                ttl = int(response.TTL)
-            return ttl
-        return self._call(call)
+        return self._etcd.lease_keepalive_once(lease_id)
 
     def revoke_lease(self, lease_id: int) -> None:
-        self._call(lambda: self._client.revoke_lease(lease_id))
+        self._etcd.lease_revoke(lease_id)
 
     def register_machine(self, machine: MachineRecord, lease_id: int) -> None:
-        self._call(lambda: self._client.put(self.key("machines", machine.id),
-                                            machine.to_json(), lease=lease_id))
+        self._etcd.put(self.key("machines", machine.id), machine.to_json(), lease=lease_id)
 
     def list_machines(self) -> dict[str, MachineRecord]:
         return dict(self._read_kind("machines"))
@@ -945,7 +880,7 @@ class Registry:
         """An agent's desired units at one revision: (revision, placed, global)."""
         own = self._prefix("schedule", machine_id)
         glob = self._prefix("global")
-        gets = [self.txn.get(p, etcd3.utils.prefix_range_end(p.encode())) for p in (own, glob)]
+        gets = [self.txn.get(p, prefix_range_end(p)) for p in (own, glob)]
         _, responses, revision = self._txn([], gets)
         schedule = self._prefix("schedule")
         placed = {entry.name: entry for v, m in responses[0]
@@ -961,16 +896,16 @@ class Registry:
     def campaign(self, candidate: str, lease_id: int) -> bool:
         """Become leader if nobody is: create-if-absent under the candidate's lease."""
         key = self.key("engine", "leader")
-        ok, _, _ = self._txn([self.txn.version(key) == 0],
+        ok, _, _ = self._txn([self.txn.version(key, 0)],
                              [self.txn.put(key, candidate, lease=lease_id)])
         return bool(ok)
 
     def leader(self) -> str | None:
-        value, _ = self._call(lambda: self._client.get(self.key("engine", "leader")))
-        return None if value is None else value.decode("utf-8", "replace")
+        meta = self._get(self.key("engine", "leader"))
+        return None if meta is None else meta.value.decode("utf-8", "replace")
 
     def leader_guard(self, candidate: str) -> Any:
-        return self.txn.value(self.key("engine", "leader")) == candidate
+        return self.txn.value(self.key("engine", "leader"), candidate)
 
     def engine_txn(self, candidate: str, compares: list[Any], ops: list[Any]) -> bool:
         """Run the engine's writes only while it still leads (fencing)."""
@@ -980,21 +915,18 @@ class Registry:
 
     def request_force_reschedule(self) -> None:
         self.ensure_layout()
-        self._call(lambda: self._client.put(self.key("engine", FORCE_RESCHEDULE),
-                                            str(int(time.time()))))
+        self._etcd.put(self.key("engine", FORCE_RESCHEDULE), str(int(time.time())))
 
     def force_reschedule_requested(self) -> bool:
-        value, _ = self._call(lambda: self._client.get(self.key("engine", FORCE_RESCHEDULE)))
-        return value is not None
+        return self._get(self.key("engine", FORCE_RESCHEDULE)) is not None
 
     def op_force_reschedule_done(self) -> Any:
         return self.txn.delete(self.key("engine", FORCE_RESCHEDULE))
 
     @staticmethod
-    def op_size(op: Any) -> int:
+    def op_size(op: TxnOp) -> int:
         """Bytes an operation adds to a transaction (its key and value), roughly."""
-        key, value = getattr(op, "key", b""), getattr(op, "value", b"") or b""
-        return len(key) + len(value) + 16
+        return len(op.key) + (len(op.value) if isinstance(op, PutOp) else 0) + 16
 
     # op builders for the engine's batched transactions
     def op_schedule_put(self, machine: str, entry: ScheduleEntry) -> Any:
@@ -1021,15 +953,14 @@ class Registry:
         start = self._prefix(kind, sub) if sub else self._prefix(kind)
         kind_start = self._prefix(kind)
 
-        def on_response(response: Any) -> None:
-            if isinstance(response, Exception):
-                compacted = isinstance(response, etcd_exceptions.RevisionCompactedError)
-                callback(WatchBatch((), 0, error=response, compacted=compacted))
+        def on_response(response: WatchResponse | WatchEnded) -> None:
+            if isinstance(response, WatchEnded):
+                callback(WatchBatch((), 0, error=response.error, compacted=response.compacted))
                 return
             events = []
             for event in response.events:
                 key = event.key.decode("utf-8", "replace")[len(start):]
-                if isinstance(event, etcd3.events.DeleteEvent):
+                if event.kind is EventKind.DELETE:
                     events.append(WatchEvent("delete", key, b"", event.mod_revision))
                     continue
                 item = self._decoded(kind, kind_start, event.key, event.value,
@@ -1037,29 +968,37 @@ class Registry:
                 events.append(WatchEvent("put", key, event.value, event.mod_revision, item[1])
                               if item is not None else
                               WatchEvent("delete", key, b"", event.mod_revision))
-            callback(WatchBatch(tuple(events), int(response.header.revision)))
+            callback(WatchBatch(tuple(events), response.revision))
 
-        kwargs: dict[str, Any] = {}
-        if start_revision is not None:
-            kwargs["start_revision"] = start_revision
-        def add() -> Any:
-            try:
-                return self._client.add_watch_prefix_callback(start, on_response, **kwargs)
-            except etcd_exceptions.RevisionCompactedError as exc:
-                return exc  # not an outage: the caller must resync from a fresh read
+        return self._etcd.watch(start, prefix_range_end(start), start_revision, on_response)
 
-        watch_id = self._call(add)
-        if isinstance(watch_id, etcd_exceptions.RevisionCompactedError):
-            exc = watch_id
-            callback(WatchBatch((), 0, error=exc, compacted=True))
-            return lambda: None
 
-        def cancel() -> None:
-            try:
-                self._client.cancel_watch(watch_id)
-            except Exception:  # cancelling on a dead connection is a no-op
-                pass
-        return cancel
+class _Ops:
+    """Builders of transaction guards and operations (keys and values as text)."""
+
+    @staticmethod
+    def get(key: str, range_end: bytes | None = None) -> GetOp:
+        return GetOp(key.encode(), range_end)
+
+    @staticmethod
+    def put(key: str, value: str, lease: int = 0) -> PutOp:
+        return PutOp(key.encode(), value.encode(), lease)
+
+    @staticmethod
+    def delete(key: str) -> DeleteOp:
+        return DeleteOp(key.encode())
+
+    @staticmethod
+    def mod(key: str, revision: int) -> Compare:
+        return Compare.mod(key, revision)
+
+    @staticmethod
+    def version(key: str, version: int) -> Compare:
+        return Compare.version(key, version)
+
+    @staticmethod
+    def value(key: str, value: str) -> Compare:
+        return Compare.value_is(key, value)
 
 
 def unit_state_summary(states: Mapping[str, UnitState] | None) -> str:
