@@ -501,7 +501,7 @@ def render(template: Annotated[str, typer.Argument(help="Jinja unit template fil
     # In a child process with a time and memory limit: a template is untrusted input.
     text = templating.render_bounded(template, _template_values(templating, values, set_ or []))
     if output is None:
-        typer.echo(text, nl=False)
+        _out(text, nl=False, keep="\n\t")
     else:
         write_file_atomically(output, text)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import ConfigError
+from .errors import ConfigError, FileError
+from .files import MAX_VALUES_BYTES, display_path, read_text_file
+from .yamlload import load_yaml_mapping
 from .registry import MACHINE_ID, DEFAULT_ENDPOINT, DEFAULT_PREFIX, RegistryConfig
 
 
@@ -179,21 +179,15 @@ def add_arguments(parser: "argparse.ArgumentParser", scopes: tuple[str, ...]) ->
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The agent's YAML settings: a regular file of at most 1 MiB, bounded YAML."""
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
+        text = read_text_file(path, limit=MAX_VALUES_BYTES, what="config file")
+    except FileError as exc:
+        raise ConfigError(str(exc)) from None
+    data = load_yaml_mapping(text, display_path(path), error=ConfigError)
     unknown = sorted(set(data) - set(SETTINGS_BY_NAME))
     if unknown:
-        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+        raise ConfigError(f"{display_path(path)}: unknown setting {unknown[0]!r}")
     return data
 
 
