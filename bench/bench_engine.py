@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.agent import Agent, AgentConfig, SimulatedUnitManager  # noqa: E402
+from fleetpy.agent import Agent, AgentConfig
+from fleetpy.unitmanager import SimulatedUnitManager  # noqa: E402
 from fleetpy.etcd_server import EtcdServer, grpc_request_count  # noqa: E402
 from fleetpy.registry import Registry, RegistryConfig, UnitChange  # noqa: E402
 from fleetpy.unit import parse_unit  # noqa: E402

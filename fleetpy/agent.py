@@ -1,6 +1,6 @@
 """The host agent: runs the units the engine placed on this machine, plus matching globals.
 
-The agent's decisions are `plan(desired, observed) -> actions`, a pure function; the
+The agent's decisions are `plan_actions(desired, observed)`, a pure function; the
 Agent class only gathers inputs (etcd watches on this machine's own schedule prefix and
 the global prefix, state changes from its unit manager) and executes actions. The real
 agent and the simulated host differ only in the UnitManager they are given.
@@ -8,22 +8,21 @@ agent and the simulated host differ only in the UnitManager they are given.
 
 from __future__ import annotations
 
-import fnmatch
-import os
 import queue
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import FleetpyError
 from .log import log_event
-from .registry import (MachineRecord, Registry, ScheduleEntry, UnitState, WatchBatch)
-
-ACTIVE_STATES = frozenset({"active", "activating", "reloading", "deactivating"})
+from .registry import MachineRecord, Registry, ScheduleEntry, UnitState, WatchBatch
+from .states import PLACED_STATES, RUNNING_STATES, DesiredState
+from .unit import FleetOptions, conflicts, fleet_options, parse_unit
+from .unitmanager import (Action, ObservedUnit, RemoveUnit, StartUnit, StopUnit, UnitManager,
+                          WriteUnit)
 
 # ----------------------------------------------------------------------------- records
 
@@ -32,53 +31,12 @@ ACTIVE_STATES = frozenset({"active", "activating", "reloading", "deactivating"})
 class DesiredUnit:
     name: str
     hash: str
-    desired: str  # "loaded" | "launched"
+    desired: DesiredState  # loaded or launched
     text: str
 
 
-@dataclass(frozen=True)
-class ObservedUnit:
-    """A unit this agent owns on the host, as its unit manager sees it."""
-
-    name: str
-    hash: str
-    load: str = "loaded"
-    active: str = "inactive"
-    sub: str = "dead"
-    launched: bool = False  # the agent started it (or adopted it running): don't restart
-    message: str = ""
-
-    def state(self, machine: str) -> UnitState:
-        return UnitState(self.name, machine, self.load, self.active, self.sub, self.hash,
-                         self.message)
-
-
-@dataclass(frozen=True)
-class WriteUnit:
-    name: str
-    hash: str
-    text: str
-
-
-@dataclass(frozen=True)
-class StartUnit:
-    name: str
-
-
-@dataclass(frozen=True)
-class StopUnit:
-    name: str
-
-
-@dataclass(frozen=True)
-class RemoveUnit:
-    name: str
-
-
-Action = WriteUnit | StartUnit | StopUnit | RemoveUnit
-
-
-def plan(desired: Mapping[str, DesiredUnit], observed: Mapping[str, ObservedUnit]) -> list[Action]:
+def plan_actions(desired: Mapping[str, DesiredUnit],
+                 observed: Mapping[str, ObservedUnit]) -> list[Action]:
     """The actions that take the host from `observed` to `desired`, in execution order.
 
     Stops come first (free resources), then removals, writes, and starts. A unit whose
@@ -93,7 +51,7 @@ def plan(desired: Mapping[str, DesiredUnit], observed: Mapping[str, ObservedUnit
     for name in sorted(observed):
         unit = observed[name]
         want = desired.get(name)
-        running = unit.launched or unit.active in ACTIVE_STATES
+        running = unit.launched or unit.active in RUNNING_STATES
         if want is None:
             if running:
                 stops.append(StopUnit(name))
@@ -102,34 +60,33 @@ def plan(desired: Mapping[str, DesiredUnit], observed: Mapping[str, ObservedUnit
             if running:
                 stops.append(StopUnit(name))
             writes.append(WriteUnit(name, want.hash, want.text))
-            if want.desired == "launched":
+            if want.desired is DesiredState.LAUNCHED:
                 starts.append(StartUnit(name))
-        elif want.desired == "launched" and not unit.launched:
+        elif want.desired is DesiredState.LAUNCHED and not unit.launched:
             starts.append(StartUnit(name))
-        elif want.desired == "loaded" and running:
+        elif want.desired is DesiredState.LOADED and running:
             stops.append(StopUnit(name))
     for name in sorted(set(desired) - set(observed)):
         want = desired[name]
         writes.append(WriteUnit(name, want.hash, want.text))
-        if want.desired == "launched":
+        if want.desired is DesiredState.LAUNCHED:
             starts.append(StartUnit(name))
     return stops + removes + writes + starts
 
 
 def select_globals(globals_: Mapping[str, ScheduleEntry], placed: Mapping[str, ScheduleEntry],
                    metadata: Mapping[str, str]) -> dict[str, ScheduleEntry]:
-    """The global units this machine runs: metadata matches and no Conflicts either way."""
-    from .unit import fleet_options, parse_unit  # agent-only path; keeps imports light
-
+    """The global units this machine runs: metadata matches and no Conflicts either way
+    (with the units placed here, or with globals chosen before)."""
     chosen: dict[str, ScheduleEntry] = {}
-    local_options = {}
+    local_options: dict[str, FleetOptions] = {}
     for name, entry in placed.items():
         try:
             local_options[name] = fleet_options(parse_unit(entry.text, name), name)
         except FleetpyError:
             continue
     for name, entry in sorted(globals_.items()):
-        if entry.desired == "inactive":
+        if entry.desired not in PLACED_STATES:
             continue
         try:
             options = fleet_options(parse_unit(entry.text, name), name)
@@ -138,83 +95,12 @@ def select_globals(globals_: Mapping[str, ScheduleEntry], placed: Mapping[str, S
             continue
         if not options.matches_metadata(metadata):
             continue
-        others = {**local_options}
-        if any(fnmatch.fnmatchcase(other, glob) for other in others for glob in options.conflicts):
-            continue
-        if any(fnmatch.fnmatchcase(name, glob) for o in others.values() for glob in o.conflicts):
+        if any(conflicts(name, options, other, other_options)
+               for other, other_options in local_options.items()):
             continue
         chosen[name] = entry
         local_options[name] = options  # later globals must not conflict with this one
     return chosen
-
-
-# ----------------------------------------------------------------------------- unit managers
-
-
-StateListener = Callable[[ObservedUnit], None]
-
-
-class UnitManager(Protocol):
-    """What the agent needs from the host's init system (systemd, or a simulation)."""
-
-    def observe(self) -> dict[str, ObservedUnit]:
-        """Units this agent owns on the host right now (adopted after a restart too)."""
-
-    def execute(self, actions: list[Action]) -> None:
-        """Carry out actions in order; errors are reported as unit states, not raised."""
-
-    def set_listener(self, listener: StateListener) -> None:
-        """Call listener (from any thread) whenever an owned unit's state changes."""
-
-    def close(self) -> None: ...
-
-
-class SimulatedUnitManager:
-    """Keeps unit states in memory; behaves like systemd for started/stopped units."""
-
-    def __init__(self) -> None:
-        self._units: dict[str, ObservedUnit] = {}
-        self._lock = threading.Lock()
-        self._listener: StateListener | None = None
-
-    def observe(self) -> dict[str, ObservedUnit]:
-        with self._lock:
-            return dict(self._units)
-
-    def set_listener(self, listener: StateListener) -> None:
-        self._listener = listener
-
-    def execute(self, actions: list[Action]) -> None:
-        # Changes made here are reported by the agent after execute(); the listener is
-        # only for asynchronous changes (see fail()).
-        with self._lock:
-            for action in actions:
-                unit = self._units.get(action.name)
-                if isinstance(action, WriteUnit):
-                    new = ObservedUnit(action.name, action.hash, "loaded", "inactive", "dead")
-                elif isinstance(action, StartUnit) and unit is not None:
-                    new = ObservedUnit(unit.name, unit.hash, "loaded", "active", "running", True)
-                elif isinstance(action, StopUnit) and unit is not None:
-                    new = ObservedUnit(unit.name, unit.hash, "loaded", "inactive", "dead", False)
-                elif isinstance(action, RemoveUnit) and unit is not None:
-                    del self._units[action.name]
-                    continue
-                else:
-                    continue
-                self._units[action.name] = new
-
-    def fail(self, name: str) -> None:
-        """Test hook: the unit's process died."""
-        with self._lock:
-            unit = self._units[name]
-            self._units[name] = ObservedUnit(name, unit.hash, "loaded", "failed", "failed",
-                                             unit.launched)
-            new = self._units[name]
-        if self._listener:
-            self._listener(new)
-
-    def close(self) -> None:
-        pass
 
 
 # ----------------------------------------------------------------------------- the agent
@@ -441,13 +327,13 @@ class Agent:
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
         chosen.update(select_globals(self._globals, self._placed, self.config.metadata))
-        return {name: DesiredUnit(name, e.hash, e.desired, e.text)
-                for name, e in chosen.items() if e.desired in ("loaded", "launched")}
+        return {name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text)
+                for name, e in chosen.items() if e.desired in PLACED_STATES}
 
     def _reconcile(self) -> None:
         self.stats.reconciles += 1
         desired = self.desired()
-        actions = plan(desired, self.manager.observe())
+        actions = plan_actions(desired, self.manager.observe())
         if actions:
             self.stats.actions += len(actions)
             for action in actions:
@@ -463,7 +349,7 @@ class Agent:
         else:
             self._report(self.manager.observe())
 
-    def _execute(self, actions: list[Action], chunk: int = 16) -> None:
+    def _execute(self, actions: Sequence[Action], chunk: int = 16) -> None:
         """Stops and removals at once; writes and starts a few units at a time, so the
         first units of a big batch run (and are reported) while the rest are written."""
         freeing = [a for a in actions if isinstance(a, (StopUnit, RemoveUnit))]
@@ -495,63 +381,4 @@ class Agent:
         self._reported = current
 
 
-def make_unit_manager(kind: str, unit_dir: str) -> UnitManager:
-    if kind == "simulated":
-        return SimulatedUnitManager()
-    if kind == "systemd":
-        from .systemd import SystemdUnitManager  # needs dbus-python; only on hosts
-        return SystemdUnitManager(unit_dir)
-    raise FleetpyError(f"unknown unit manager {kind!r}: expected systemd or simulated")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`fleetpy-agent`: the agent without the CLI's typer/rich (a smaller daemon)."""
-    import argparse
-
-    from . import config
-
-    parser = argparse.ArgumentParser(prog="fleetpy-agent", description=main.__doc__)
-    parser.add_argument("--config", dest="config_file", help="YAML file of settings")
-    config.add_arguments(parser, ("etcd", "agent"))
-    args = vars(parser.parse_args(argv))
-    try:
-        config_file = args.pop("config_file")
-        file_values = config.load_config_file(config_file) if config_file else None
-        values = config.resolve(("etcd", "agent"), args, file_values)
-        run_agent(values)
-    except FleetpyError as exc:
-        print(f"fleetpy-agent: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def run_agent(values: Mapping[str, Any]) -> None:
-    """Entry point of `fleetpy agent` with resolved settings (config.resolve)."""
-    from .config import read_machine_id, registry_config
-
-    machine_id = values.get("machine_id") or read_machine_id()
-    manager = make_unit_manager(values["unit_manager"], values["unit_dir"])
-    registry = Registry(registry_config(values))
-    config = AgentConfig(machine_id=machine_id, metadata=dict(values.get("metadata") or {}),
-                         public_ip=values.get("public_ip") or "", ttl=int(values["ttl"]))
-    agent = Agent(registry, manager, config)
-    registry.wait_for_layout()
-    log_event("agent_starting", machine=machine_id, manager=values["unit_manager"],
-              pid=os.getpid())
-    agent.start()
-    try:
-        agent.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        # On a clean shutdown units keep running; the lease expires by itself so a
-        # quick restart (the same process coming back) does not trigger a reschedule.
-        agent.stop(revoke=False)
-        manager.close()
-        registry.close()
-        log_event("agent_stopped", machine=machine_id)
-
-
-__all__ = ["Agent", "AgentConfig", "AgentStats", "DesiredUnit", "ObservedUnit", "plan",
-           "SimulatedUnitManager", "StartUnit", "StopUnit", "RemoveUnit", "WriteUnit",
-           "run_agent", "select_globals"]
+__all__ = ["Agent", "AgentConfig", "AgentStats", "DesiredUnit", "plan_actions", "select_globals"]

@@ -53,13 +53,16 @@ class Globals:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _settings_params(scope: str) -> list[inspect.Parameter]:
+def _settings_params(scope: config.Scope) -> list[inspect.Parameter]:
     """Keyword parameters (typer options) for every setting of one scope."""
     params = []
     for setting in config.SETTINGS:
         if setting.scope != scope:
             continue
-        default = "" if setting.default in (None, "", {}) else f"; default {setting.default}"
+        value = config.default(setting)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        default = "" if value in (None, "", {}) else f"; default {value}"
         # Values stay strings here: config.resolve parses them, with env and file values.
         option = typer.Option(None, setting.option, show_default=False,
                               metavar=setting.name.upper(),
@@ -69,7 +72,7 @@ def _settings_params(scope: str) -> list[inspect.Parameter]:
     return params
 
 
-def with_settings(scope: str) -> Callable[[F], F]:
+def with_settings(scope: config.Scope) -> Callable[[F], F]:
     """Add the options of config.SETTINGS' `scope` to a command; they arrive in **kwargs."""
     def decorate(fn: F) -> F:
         hints = {k: v for k, v in _type_hints(fn).items() if k != "return"}
@@ -142,8 +145,8 @@ def _globals(ctx: typer.Context) -> Globals:
 
 
 def _registry(ctx: typer.Context) -> Registry:
-    values = config.resolve(("etcd",), _globals(ctx).etcd_cli)
-    registry = Registry(config.registry_config(values),
+    settings = config.resolve(_globals(ctx).etcd_cli, scopes=(config.Scope.ETCD,))
+    registry = Registry(settings.etcd.registry_config(),
                         warn=lambda message: _say(f"fleetpy: warning: {message}"))
     return ctx.with_resource(registry)
 
@@ -193,7 +196,7 @@ app = typer.Typer(
 
 
 @app.callback()
-@with_settings("etcd")
+@with_settings(config.Scope.ETCD)
 def _main(ctx: typer.Context,
           version: Annotated[Optional[bool], typer.Option(
               "--version", callback=_version, is_eager=True,
@@ -518,17 +521,18 @@ def _template_values(templating: Any, values_file: str | None, sets: Sequence[st
 
 @app.command()
 @edge
-@with_settings("engine")
+@with_settings(config.Scope.ENGINE)
 def engine(ctx: typer.Context, **options: Any) -> None:
     """Run an engine: competes for leadership and places units on machines."""
-    values = config.resolve(("etcd", "engine"), {**_globals(ctx).etcd_cli, **options})
-    from .engine import run_engine  # lazily: the CLI must work without the daemons' deps
-    run_engine(values)
+    settings = config.resolve({**_globals(ctx).etcd_cli, **options},
+                              scopes=(config.Scope.ETCD, config.Scope.ENGINE))
+    from . import daemons  # lazily: the daemons' imports are not the CLI's
+    daemons.run_engine(settings)
 
 
 @app.command()
 @edge
-@with_settings("agent")
+@with_settings(config.Scope.AGENT)
 def agent(ctx: typer.Context,
           config_file: Annotated[Optional[str], typer.Option(
               "--config", help="YAML file of settings (command line and env override it).",
@@ -536,10 +540,10 @@ def agent(ctx: typer.Context,
           **options: Any) -> None:
     """Run an agent: registers this machine and runs the units scheduled on it."""
     file_values = config.load_config_file(config_file) if config_file else None
-    values = config.resolve(("etcd", "agent"), {**_globals(ctx).etcd_cli, **options},
-                            file_values)
-    from .agent import run_agent
-    run_agent(values)
+    settings = config.resolve({**_globals(ctx).etcd_cli, **options}, file_values,
+                              scopes=(config.Scope.ETCD, config.Scope.AGENT))
+    from . import daemons
+    daemons.run_agent(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

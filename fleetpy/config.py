@@ -1,7 +1,8 @@
-"""One table of settings drives the CLI options, environment variables and YAML config.
+"""Settings: one table drives the CLI options, environment variables and YAML config,
+and what comes out is a frozen, typed record (mkosi's way).
 
 Precedence, highest first: command-line option, environment variable, config file,
-default. (mkosi's idea: a single table instead of three hand-kept lists.)
+default. Defaults live in the dataclasses below, nowhere else.
 """
 
 from __future__ import annotations
@@ -12,14 +13,71 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, FileError
 from .files import MAX_VALUES_BYTES, display_path, read_text_file
+from .registry import DEFAULT_ENDPOINT, DEFAULT_PREFIX, MACHINE_ID, RegistryConfig
 from .yamlload import load_yaml_mapping
-from .registry import MACHINE_ID, DEFAULT_ENDPOINT, DEFAULT_PREFIX, RegistryConfig
+
+
+class Scope(StrEnum):
+    """Who reads a setting: everyone (etcd), the agent, the engine."""
+
+    ETCD = "etcd"
+    AGENT = "agent"
+    ENGINE = "engine"
+
+
+class UnitManagerKind(StrEnum):
+    SYSTEMD = "systemd"  # the real one: systemd over D-Bus
+    SIMULATED = "simulated"  # in memory: scale tests and benchmarks
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    prefix: str = DEFAULT_PREFIX
+    request_timeout: float = 5.0
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def registry_config(self) -> RegistryConfig:
+        return RegistryConfig(
+            endpoints=self.endpoints, prefix=self.prefix, timeout=self.request_timeout,
+            ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,
+            username=self.username, password=self.password)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    machine_id: str | None = None  # None: read /etc/machine-id
+    public_ip: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    ttl: int = 10
+    unit_dir: str = "/run/fleetpy/units"
+    unit_manager: UnitManagerKind = UnitManagerKind.SYSTEMD
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    lease_ttl: int = 10
+    reconcile_interval: float = 30.0
+    machine_grace: float | None = None  # None: the longest agent TTL + 2 s
+    mass_loss_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class Settings:
+    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
 
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -98,12 +156,11 @@ def _ip_address(value: Any) -> str:
     return text
 
 
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if str(value) not in allowed:
-            raise ValueError(f"expected {' or '.join(allowed)}")
-        return str(value)
-    return parse
+def _unit_manager(value: Any) -> UnitManagerKind:
+    try:
+        return UnitManagerKind(str(value))
+    except ValueError:
+        raise ValueError(f"expected {' or '.join(UnitManagerKind)}") from None
 
 
 def _path(value: Any) -> str:
@@ -113,63 +170,86 @@ def _path(value: Any) -> str:
     return text
 
 
+def _endpoints(value: Any) -> tuple[str, ...]:
+    endpoints = tuple(e.strip() for e in str(value).split(",") if e.strip())
+    if not endpoints:
+        raise ValueError("no etcd endpoint given")
+    return endpoints
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Setting:
-    name: str  # key in YAML config and in resolved dicts
+    name: str  # key in the YAML config, dest of the command-line option
     option: str  # command-line flag
     env: str
-    default: Any
     parse: Callable[[Any], Any]
     help: str
-    scope: str  # "etcd" (everyone), "agent", "engine"
+    scope: Scope
+    field: str  # the field of the scope's settings record
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("endpoint", "--endpoint", "FLEETPY_ENDPOINT", DEFAULT_ENDPOINT, str,
-            "etcd endpoint URLs, comma-separated", "etcd"),
-    Setting("etcd_prefix", "--etcd-prefix", "FLEETPY_ETCD_PREFIX", DEFAULT_PREFIX, str,
-            "key prefix of fleetpy's data in etcd", "etcd"),
-    Setting("request_timeout", "--request-timeout", "FLEETPY_REQUEST_TIMEOUT", 5.0,
-            _bounded_float(0, 3600), "seconds to wait for etcd before giving up", "etcd"),
-    Setting("ca_file", "--ca-file", "FLEETPY_CA_FILE", None, _path,
-            "CA certificate to verify etcd's TLS certificate", "etcd"),
-    Setting("cert_file", "--cert-file", "FLEETPY_CERT_FILE", None, _path,
-            "client TLS certificate for etcd", "etcd"),
-    Setting("key_file", "--key-file", "FLEETPY_KEY_FILE", None, _path,
-            "client TLS key for etcd", "etcd"),
-    Setting("username", "--username", "FLEETPY_USERNAME", None, str,
-            "etcd user name", "etcd"),
-    Setting("password", "--password", "FLEETPY_PASSWORD", None, str,
-            "etcd password", "etcd"),
-    Setting("machine_id", "--machine-id", "FLEETPY_MACHINE_ID", None, _machine_id,
-            "machine id (default: /etc/machine-id)", "agent"),
-    Setting("public_ip", "--public-ip", "FLEETPY_PUBLIC_IP", "", _ip_address,
-            "IP address other machines reach this one at", "agent"),
-    Setting("metadata", "--metadata", "FLEETPY_METADATA", {}, _parse_metadata,
-            "machine metadata, key=value,key2=value2", "agent"),
-    Setting("ttl", "--ttl", "FLEETPY_TTL", 10, _bounded_int(2, 3600),
-            "seconds before a silent machine is considered gone", "agent"),
-    Setting("unit_dir", "--unit-dir", "FLEETPY_UNIT_DIR", "/run/fleetpy/units", _path,
-            "where the agent writes unit files", "agent"),
-    Setting("unit_manager", "--unit-manager", "FLEETPY_UNIT_MANAGER", "systemd",
-            _choice("systemd", "simulated"), "systemd (D-Bus) or simulated (in memory)", "agent"),
-    Setting("lease_ttl", "--lease-ttl", "FLEETPY_ENGINE_LEASE_TTL", 10, _bounded_int(2, 3600),
-            "seconds the engine leader's lease lasts", "engine"),
-    Setting("reconcile_interval", "--reconcile-interval", "FLEETPY_RECONCILE_INTERVAL", 30.0,
-            _bounded_float(0, 86400), "seconds between full reconcile passes", "engine"),
-    Setting("machine_grace", "--machine-grace", "FLEETPY_MACHINE_GRACE", None,
+    Setting("endpoint", "--endpoint", "FLEETPY_ENDPOINT", _endpoints,
+            "etcd endpoint URLs, comma-separated", Scope.ETCD, "endpoints"),
+    Setting("etcd_prefix", "--etcd-prefix", "FLEETPY_ETCD_PREFIX", _text,
+            "key prefix of fleetpy's data in etcd", Scope.ETCD, "prefix"),
+    Setting("request_timeout", "--request-timeout", "FLEETPY_REQUEST_TIMEOUT",
+            _bounded_float(0, 3600), "seconds to wait for etcd before giving up", Scope.ETCD,
+            "request_timeout"),
+    Setting("ca_file", "--ca-file", "FLEETPY_CA_FILE", _path,
+            "CA certificate to verify etcd's TLS certificate", Scope.ETCD, "ca_file"),
+    Setting("cert_file", "--cert-file", "FLEETPY_CERT_FILE", _path,
+            "client TLS certificate for etcd", Scope.ETCD, "cert_file"),
+    Setting("key_file", "--key-file", "FLEETPY_KEY_FILE", _path,
+            "client TLS key for etcd", Scope.ETCD, "key_file"),
+    Setting("username", "--username", "FLEETPY_USERNAME", _text,
+            "etcd user name", Scope.ETCD, "username"),
+    Setting("password", "--password", "FLEETPY_PASSWORD", _text,
+            "etcd password", Scope.ETCD, "password"),
+    Setting("machine_id", "--machine-id", "FLEETPY_MACHINE_ID", _machine_id,
+            "machine id (default: /etc/machine-id)", Scope.AGENT, "machine_id"),
+    Setting("public_ip", "--public-ip", "FLEETPY_PUBLIC_IP", _ip_address,
+            "IP address other machines reach this one at", Scope.AGENT, "public_ip"),
+    Setting("metadata", "--metadata", "FLEETPY_METADATA", _parse_metadata,
+            "machine metadata, key=value,key2=value2", Scope.AGENT, "metadata"),
+    Setting("ttl", "--ttl", "FLEETPY_TTL", _bounded_int(2, 3600),
+            "seconds before a silent machine is considered gone", Scope.AGENT, "ttl"),
+    Setting("unit_dir", "--unit-dir", "FLEETPY_UNIT_DIR", _path,
+            "where the agent writes unit files", Scope.AGENT, "unit_dir"),
+    Setting("unit_manager", "--unit-manager", "FLEETPY_UNIT_MANAGER", _unit_manager,
+            "systemd (D-Bus) or simulated (in memory)", Scope.AGENT, "unit_manager"),
+    Setting("lease_ttl", "--lease-ttl", "FLEETPY_ENGINE_LEASE_TTL", _bounded_int(2, 3600),
+            "seconds the engine leader's lease lasts", Scope.ENGINE, "lease_ttl"),
+    Setting("reconcile_interval", "--reconcile-interval", "FLEETPY_RECONCILE_INTERVAL",
+            _bounded_float(0, 86400), "seconds between full reconcile passes", Scope.ENGINE,
+            "reconcile_interval"),
+    Setting("machine_grace", "--machine-grace", "FLEETPY_MACHINE_GRACE",
             _bounded_float(0, 86400), "seconds a machine missing after the engine was blind "
             "(new leader, etcd outage) keeps its units (default: longest agent TTL + 2)",
-            "engine"),
-    Setting("mass_loss_fraction", "--mass-loss-fraction", "FLEETPY_MASS_LOSS_FRACTION", 0.5,
+            Scope.ENGINE, "machine_grace"),
+    Setting("mass_loss_fraction", "--mass-loss-fraction", "FLEETPY_MASS_LOSS_FRACTION",
             _fraction, "pause rescheduling when more than this share of machines is missing "
-            "at once (all of them always pauses)", "engine"),
+            "at once (all of them always pauses)", Scope.ENGINE, "mass_loss_fraction"),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+_RECORDS: dict[Scope, type[Any]] = {Scope.ETCD: EtcdSettings, Scope.AGENT: AgentSettings,
+                                     Scope.ENGINE: EngineSettings}
 
 
-def add_arguments(parser: "argparse.ArgumentParser", scopes: tuple[str, ...]) -> None:
+def default(setting: Setting) -> Any:
+    """A setting's default, from its record's dataclass (the one place defaults live)."""
+    for record_field in fields(_RECORDS[setting.scope]):
+        if record_field.name == setting.field:
+            return getattr(_RECORDS[setting.scope](), record_field.name)
+    raise KeyError(setting.field)
+
+
+def add_arguments(parser: argparse.ArgumentParser, scopes: tuple[Scope, ...]) -> None:
     """The same settings as command-line options of a plain argparse parser (daemons
     that must not pay for typer/rich at start-up)."""
     for setting in SETTINGS:
@@ -191,12 +271,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve(scopes: tuple[str, ...], cli: Mapping[str, Any], file_values: Mapping[str, Any] | None = None,
-            environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Resolve every setting of the given scopes; raises ConfigError on a bad value."""
+def resolve(cli: Mapping[str, Any], file_values: Mapping[str, Any] | None = None,
+            environ: Mapping[str, str] | None = None,
+            scopes: tuple[Scope, ...] = tuple(Scope)) -> Settings:
+    """The typed settings: every setting of `scopes` from the command line, environment,
+    config file or default (other scopes keep their defaults). A bad value raises
+    ConfigError naming where it came from."""
     environ = os.environ if environ is None else environ
     file_values = file_values or {}
-    resolved: dict[str, Any] = {}
+    chosen: dict[Scope, dict[str, Any]] = {scope: {} for scope in Scope}
     for setting in SETTINGS:
         if setting.scope not in scopes:
             continue
@@ -204,29 +287,19 @@ def resolve(scopes: tuple[str, ...], cli: Mapping[str, Any], file_values: Mappin
             raw, origin = cli[setting.name], setting.option
         elif environ.get(setting.env):
             raw, origin = environ[setting.env], setting.env
-        elif setting.name in file_values and file_values[setting.name] is not None:
+        elif file_values.get(setting.name) is not None:
             raw, origin = file_values[setting.name], f"config {setting.name}"
         else:
-            resolved[setting.name] = setting.default
             continue
         try:
-            resolved[setting.name] = setting.parse(raw)
+            chosen[setting.scope][setting.field] = setting.parse(raw)
         except ConfigError:
             raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid {origin} value {raw!r}: {exc}") from None
-    return resolved
-
-
-def registry_config(values: Mapping[str, Any]) -> RegistryConfig:
-    endpoints = tuple(e.strip() for e in str(values["endpoint"]).split(",") if e.strip())
-    if not endpoints:
-        raise ConfigError("no etcd endpoint given")
-    return RegistryConfig(
-        endpoints=endpoints, prefix=values["etcd_prefix"], timeout=values["request_timeout"],
-        ca_file=values.get("ca_file"), cert_file=values.get("cert_file"),
-        key_file=values.get("key_file"), username=values.get("username"),
-        password=values.get("password"))
+    return Settings(etcd=replace(EtcdSettings(), **chosen[Scope.ETCD]),
+                    agent=replace(AgentSettings(), **chosen[Scope.AGENT]),
+                    engine=replace(EngineSettings(), **chosen[Scope.ENGINE]))
 
 
 def read_machine_id(path: str = "/etc/machine-id") -> str:

@@ -115,6 +115,13 @@ class Engine:
         self._thread.start()
         return self
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the engine's thread to end (stop() was called); True if it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         self._queue.put(("stop", None))
@@ -536,26 +543,3 @@ class Engine:
                   if h not in used and rev <= model.revision}
         if unused:
             self.registry.delete_content(unused)
-
-
-def run_engine(values: Mapping[str, Any]) -> None:
-    """Entry point of `fleetpy engine` with resolved settings (config.resolve)."""
-    from .config import registry_config
-
-    registry = Registry(registry_config(values))
-    engine = Engine(registry, lease_ttl=int(values["lease_ttl"]),
-                    reconcile_interval=float(values["reconcile_interval"]),
-                    machine_grace=values.get("machine_grace"),
-                    mass_loss_fraction=float(values["mass_loss_fraction"]))
-    registry.wait_for_layout()
-    log_event("engine_starting", engine=engine.candidate, pid=os.getpid())
-    engine.start()
-    try:
-        while engine._thread is not None and engine._thread.is_alive():
-            engine._thread.join(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.stop()
-        registry.close()
-        log_event("engine_stopped", engine=engine.candidate)

@@ -11,10 +11,9 @@ agent's thread hands work to it with GLib.idle_add and waits for the result.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,10 +22,12 @@ import dbus  # type: ignore[import-not-found]
 from dbus.mainloop.glib import DBusGMainLoop  # type: ignore[import-not-found]
 from gi.repository import GLib  # type: ignore[import-not-found]
 
-from .agent import (ACTIVE_STATES, Action, ObservedUnit, RemoveUnit, StartUnit,
-                    StateListener, StopUnit, WriteUnit)
 from .errors import FleetpyError
 from .log import log_event
+from .states import RUNNING_STATES
+from .unit import content_hash  # files hold canonical texts: the file's hash is the unit's
+from .unitmanager import (Action, ObservedUnit, RemoveUnit, StartUnit, StateListener, StopUnit,
+                          WriteUnit)
 
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
@@ -41,11 +42,6 @@ T = TypeVar("T")
 
 class SystemdError(FleetpyError):
     """systemd could not be reached over D-Bus."""
-
-
-def content_hash(text: str) -> str:
-    # Units are stored in their canonical serialization, so the file's hash is the unit's.
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class SystemdUnitManager:
@@ -227,7 +223,7 @@ class SystemdUnitManager:
             unit = self._refresh(path.name)
             if unit is not None:
                 with self._lock:
-                    launched = unit.active in ACTIVE_STATES or unit.active == "failed"
+                    launched = unit.active in RUNNING_STATES or unit.active == "failed"
                     self._units[path.name] = replace(unit, launched=launched)
                 log_event("unit_adopted", unit=path.name, active=unit.active, sub=unit.sub)
 
@@ -240,7 +236,7 @@ class SystemdUnitManager:
         with self._lock:
             return dict(self._units)
 
-    def execute(self, actions: list[Action]) -> None:
+    def execute(self, actions: Sequence[Action]) -> None:
         stops = [a.name for a in actions if isinstance(a, StopUnit)]
         removes = [a.name for a in actions if isinstance(a, RemoveUnit)]
         writes = [a for a in actions if isinstance(a, WriteUnit)]

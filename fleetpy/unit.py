@@ -15,12 +15,13 @@ FLEET_OPTIONS (the known [X-Fleet] keys).
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import hashlib
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Mapping, Sequence
 
 from fleetpy.errors import (FileError, FleetOptionError, UnitFileError, UnitNameError,
                             UnitParseError)
@@ -74,6 +75,33 @@ class UnitName:
 
     def __str__(self) -> str:
         return self.name
+
+
+def template_of(name: str) -> str | None:
+    """web@.service for the instance web@3.service; None otherwise. For names already
+    validated (no checks: the scheduler calls this for every unit)."""
+    stem, _, suffix = name.rpartition(".")
+    prefix, at, instance = stem.partition("@")
+    return f"{prefix}@.{suffix}" if at and instance else None
+
+
+def is_template(name: str) -> bool:
+    """web@.service (a template, never run itself); for names already validated."""
+    prefix, at, instance = name.rpartition(".")[0].partition("@")
+    return bool(at) and not instance
+
+
+def has_glob(text: str) -> bool:
+    """fnmatch wildcards: how globs are told from names everywhere (CLI, Conflicts=)."""
+    return any(char in text for char in "*?[")
+
+
+def glob_matcher(glob: str) -> Callable[[str], bool]:
+    """A test of unit names against one Conflicts= value: a glob, or an exact name."""
+    if not has_glob(glob):
+        return glob.__eq__
+    pattern = re.compile(fnmatch.translate(glob))
+    return lambda name: pattern.match(name) is not None
 
 
 def parse_name(name: str) -> UnitName:
@@ -230,7 +258,12 @@ class UnitFile:
     @cached_property
     def hash(self) -> str:
         """sha256 hex of serialize(): equal meaning gives an equal hash."""
-        return hashlib.sha256(self.serialize().encode("utf-8")).hexdigest()
+        return content_hash(self.serialize())
+
+
+def content_hash(canonical_text: str) -> str:
+    """The content hash of a unit's canonical text: how fleetpy identifies contents."""
+    return hashlib.sha256(canonical_text.encode("utf-8")).hexdigest()
 
 
 def parse_unit(text: str, source: str = "<unit>") -> UnitFile:
@@ -342,7 +375,6 @@ _SINGLE_VALUED = ("MachineID", "MachineOf", "Global", "Spread", "MaxPerMachine")
 _GLOBAL_COMPANIONS = ("MachineMetadata", "Conflicts")
 _BOOLEANS = {"true": True, "yes": True, "1": True, "on": True,
              "false": False, "no": False, "0": False, "off": False}
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass(frozen=True)
@@ -361,6 +393,15 @@ class FleetOptions:
 
     def matches_metadata(self, metadata: Mapping[str, str]) -> bool:
         return all(metadata.get(key) in values for key, values in self.machine_metadata)
+
+
+def conflicts(name: str, options: FleetOptions, other: str, other_options: FleetOptions) -> bool:
+    """fleet's rule for two units on one machine: either one's Conflicts= names the other.
+    The engine's placement and the agents' choice of global units both use it."""
+    if name == other:
+        return False
+    return (any(glob_matcher(glob)(other) for glob in options.conflicts)
+            or any(glob_matcher(glob)(name) for glob in other_options.conflicts))
 
 
 def _expand_specifiers(value: str, unit: UnitName, key: str) -> str:
@@ -539,7 +580,7 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
     for glob in conflicts:
         # A wildcard may match the unit itself (web@*.service in web@.service is the
         # usual way to keep instances apart); a literal self-conflict is a mistake.
-        if glob == name and not _GLOB_CHARS.search(glob):
+        if glob == name and not has_glob(glob):
             raise FleetOptionError(f"[X-Fleet] Conflicts={glob} in {name} conflicts with itself")
 
     replaces = all_words("Replaces")

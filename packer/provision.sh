@@ -73,7 +73,7 @@ EOF
     cat > "$venv/bin/fleetpy-agent" <<'EOF'
 #!/opt/fleetpy/venv/bin/python
 import sys
-from fleetpy.agent import main
+from fleetpy.daemons import agent_main as main
 sys.exit(main())
 EOF
     chmod 755 "$venv/bin/fleetpy" "$venv/bin/fleetpy-agent"

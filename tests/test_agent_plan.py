@@ -1,15 +1,18 @@
-"""The agent's plan(desired, observed) as plain table tests."""
+"""The agent's plan_actions(desired, observed) as plain table tests."""
 
 from __future__ import annotations
 
 import pytest
 
-from fleetpy.agent import (DesiredUnit, ObservedUnit, RemoveUnit, StartUnit, StopUnit,
-                           WriteUnit, plan)
+from fleetpy.agent import DesiredUnit, plan_actions, select_globals
+from fleetpy.registry import ScheduleEntry
+from fleetpy.states import DesiredState
+from fleetpy.unitmanager import (ObservedUnit, RemoveUnit, SimulatedUnitManager, StartUnit,
+                                 StopUnit, WriteUnit)
 
 
 def want(name: str, desired: str = "launched", digest: str = "h1") -> DesiredUnit:
-    return DesiredUnit(name, digest, desired, f"text-{digest}")
+    return DesiredUnit(name, digest, DesiredState(desired), f"text-{digest}")
 
 
 def seen(name: str, active: str = "inactive", launched: bool = False, digest: str = "h1") -> ObservedUnit:
@@ -48,20 +51,17 @@ CASES = [
 @pytest.mark.parametrize("desired, observed, expected",
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_plan(desired: list[DesiredUnit], observed: list[ObservedUnit], expected: list[object]) -> None:
-    assert plan({d.name: d for d in desired}, {o.name: o for o in observed}) == expected
+    assert plan_actions({d.name: d for d in desired}, {o.name: o for o in observed}) == expected
 
 
 def test_plan_is_idempotent_after_execution() -> None:
-    from fleetpy.agent import SimulatedUnitManager
     manager = SimulatedUnitManager()
     desired = {"a": want("a"), "b": want("b", "loaded")}
-    manager.execute(plan(desired, manager.observe()))
-    assert plan(desired, manager.observe()) == []
+    manager.execute(plan_actions(desired, manager.observe()))
+    assert plan_actions(desired, manager.observe()) == []
 
 
 def test_globals_that_conflict_with_each_other_do_not_both_run() -> None:
-    from fleetpy.agent import select_globals
-    from fleetpy.registry import ScheduleEntry
     a = ScheduleEntry("a.service", "h", "launched",
                       "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nGlobal=true\nConflicts=b.service\n")
     b = ScheduleEntry("b.service", "h", "launched",

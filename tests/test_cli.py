@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
+from fleetpy.config import Settings, UnitManagerKind
 from fleetpy.etcd_server import EtcdServer
 from fleetpy.registry import MachineRecord, Registry, UnitState
 
@@ -478,27 +479,26 @@ def test_render_keeps_an_existing_file_on_error(template_dir: Path) -> None:
 
 
 @pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, object]]:
+def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Settings]:
     """Replace run_engine/run_agent with recorders of the settings they get."""
-    import fleetpy.agent
-    import fleetpy.engine
-    seen: dict[str, dict[str, object]] = {}
-    monkeypatch.setattr(fleetpy.engine, "run_engine", lambda values: seen.update(engine=values))
-    monkeypatch.setattr(fleetpy.agent, "run_agent", lambda values: seen.update(agent=values))
+    import fleetpy.daemons
+    seen: dict[str, Settings] = {}
+    monkeypatch.setattr(fleetpy.daemons, "run_engine", lambda settings: seen.update(engine=settings))
+    monkeypatch.setattr(fleetpy.daemons, "run_agent", lambda settings: seen.update(agent=settings))
     return seen
 
 
-def test_engine_verb_resolves_settings(captured: dict[str, dict[str, object]],
+def test_engine_verb_resolves_settings(captured: dict[str, Settings],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEETPY_RECONCILE_INTERVAL", "7")
     result = CliRunner().invoke(app, ["--endpoint", "http://e:1", "engine", "--lease-ttl", "3"])
     assert result.exit_code == 0, result.output
-    values = captured["engine"]
-    assert values["endpoint"] == "http://e:1" and values["lease_ttl"] == 3
-    assert values["reconcile_interval"] == 7.0 and values["etcd_prefix"] == "/fleetpy"
+    settings = captured["engine"]
+    assert settings.etcd.endpoints == ("http://e:1",) and settings.engine.lease_ttl == 3
+    assert settings.engine.reconcile_interval == 7.0 and settings.etcd.prefix == "/fleetpy"
 
 
-def test_agent_verb_merges_config_file(captured: dict[str, dict[str, object]],
+def test_agent_verb_merges_config_file(captured: dict[str, Settings],
                                        tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text("endpoint: http://file:1\nmachine_id: m1\nttl: 20\n"
@@ -506,10 +506,11 @@ def test_agent_verb_merges_config_file(captured: dict[str, dict[str, object]],
     result = CliRunner().invoke(app, ["agent", "--config", str(path), "--ttl", "5",
                                       "--public-ip", "10.0.0.1"])
     assert result.exit_code == 0, result.output
-    values = captured["agent"]
-    assert values["endpoint"] == "http://file:1" and values["machine_id"] == "m1"
-    assert values["ttl"] == 5 and values["public_ip"] == "10.0.0.1"
-    assert values["metadata"] == {"role": "web"} and values["unit_manager"] == "simulated"
+    settings = captured["agent"]
+    assert settings.etcd.endpoints == ("http://file:1",) and settings.agent.machine_id == "m1"
+    assert settings.agent.ttl == 5 and settings.agent.public_ip == "10.0.0.1"
+    assert settings.agent.metadata == {"role": "web"}
+    assert settings.agent.unit_manager is UnitManagerKind.SIMULATED
 
 
 @pytest.mark.parametrize("yaml_text, args, message", [
@@ -519,7 +520,7 @@ def test_agent_verb_merges_config_file(captured: dict[str, dict[str, object]],
     ("", ["--unit-manager", "docker"], "invalid --unit-manager value 'docker': expected systemd or simulated"),
     ("", ["--metadata", "novalue"], "invalid metadata item 'novalue'"),
 ])
-def test_agent_bad_settings(captured: dict[str, dict[str, object]], tmp_path: Path,
+def test_agent_bad_settings(captured: dict[str, Settings], tmp_path: Path,
                             yaml_text: str, args: list[str], message: str) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(yaml_text)
@@ -545,3 +546,15 @@ def test_malformed_endpoint_is_one_line(units_dir: Path) -> None:
     result = CliRunner().invoke(app, ["--endpoint", "http://[::1", "list-machines"])
     assert result.exit_code == 1
     assert one_error_line(result).startswith("fleetpy: error: invalid etcd endpoint")
+
+
+def test_agent_without_dbus_bindings_is_one_line_naming_the_packages() -> None:
+    """This venv has neither dbus-python nor PyGObject, as a new user's would not."""
+    result = subprocess.run([sys.executable, "-m", "fleetpy", "--endpoint", "http://127.0.0.1:1",
+                             "agent", "--machine-id", "m1"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "fleetpy: error: the systemd unit manager needs D-Bus and GLib bindings (dbus is "
+        "missing): apt-get install python3-dbus python3-gi, in a venv made with "
+        "--system-site-packages, or pip install 'fleetpy[agent]'"]

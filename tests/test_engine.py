@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetpy.agent import Agent, AgentConfig, SimulatedUnitManager
+from fleetpy.agent import Agent, AgentConfig
+from fleetpy.unitmanager import SimulatedUnitManager
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from waiting import until

@@ -1,0 +1,105 @@
+"""The daemons' entry points: the one place that wires settings to objects.
+
+`fleetpy engine`, `fleetpy agent` and `fleetpy-agent` (the agent without the CLI's
+typer/rich, for hosts) come here with typed settings; library modules never read
+settings or the environment themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .agent import Agent, AgentConfig
+from .config import (AgentSettings, Scope, Settings, UnitManagerKind, add_arguments,
+                     load_config_file, read_machine_id, resolve)
+from .engine import Engine
+from .errors import ConfigError, FleetpyError
+from .log import escape_controls, log_event
+from .registry import Registry
+from .unitmanager import SimulatedUnitManager, UnitManager
+
+# Debian's packages for the systemd unit manager's imports (dbus-python, PyGObject).
+_SYSTEMD_PACKAGES = "python3-dbus python3-gi"
+
+
+def make_unit_manager(settings: AgentSettings) -> UnitManager:
+    """The unit manager the settings choose (the one place the choice is made)."""
+    if settings.unit_manager is UnitManagerKind.SIMULATED:
+        return SimulatedUnitManager()
+    try:
+        from .systemd import SystemdUnitManager  # dbus and gi: only on hosts
+    except ImportError as exc:
+        raise ConfigError(
+            f"the systemd unit manager needs D-Bus and GLib bindings ({exc.name or exc} is "
+            f"missing): apt-get install {_SYSTEMD_PACKAGES}, in a venv made with "
+            "--system-site-packages, or pip install 'fleetpy[agent]'") from None
+    return SystemdUnitManager(settings.unit_dir)
+
+
+def run_engine(settings: Settings) -> None:
+    """`fleetpy engine`: compete for leadership and place units until interrupted."""
+    registry = Registry(settings.etcd.registry_config())
+    engine = Engine(registry, lease_ttl=settings.engine.lease_ttl,
+                    reconcile_interval=settings.engine.reconcile_interval,
+                    machine_grace=settings.engine.machine_grace,
+                    mass_loss_fraction=settings.engine.mass_loss_fraction)
+    try:
+        registry.wait_for_layout()
+        log_event("engine_starting", engine=engine.candidate, pid=os.getpid())
+        engine.start()
+        while not engine.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.stop()
+        registry.close()
+        log_event("engine_stopped", engine=engine.candidate)
+
+
+def run_agent(settings: Settings) -> None:
+    """`fleetpy agent`: register this machine and run the units placed on it."""
+    machine_id = settings.agent.machine_id or read_machine_id()
+    manager = make_unit_manager(settings.agent)
+    registry = Registry(settings.etcd.registry_config())
+    agent = Agent(registry, manager, AgentConfig(
+        machine_id=machine_id, metadata=dict(settings.agent.metadata),
+        public_ip=settings.agent.public_ip, ttl=settings.agent.ttl))
+    try:
+        registry.wait_for_layout()
+        log_event("agent_starting", machine=machine_id, manager=settings.agent.unit_manager,
+                  pid=os.getpid())
+        agent.start()
+        agent.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # On a clean shutdown units keep running; the lease expires by itself so a
+        # quick restart (the same process coming back) does not trigger a reschedule.
+        agent.stop(revoke=False)
+        manager.close()
+        registry.close()
+        log_event("agent_stopped", machine=machine_id)
+
+
+def agent_main(argv: Sequence[str] | None = None) -> int:
+    """`fleetpy-agent`: the agent without the CLI's typer/rich (a smaller daemon)."""
+    parser = argparse.ArgumentParser(prog="fleetpy-agent", description=agent_main.__doc__)
+    parser.add_argument("--config", dest="config_file", help="YAML file of settings")
+    add_arguments(parser, (Scope.ETCD, Scope.AGENT))
+    args = vars(parser.parse_args(argv))
+    try:
+        config_file = args.pop("config_file")
+        file_values = load_config_file(config_file) if config_file else None
+        run_agent(resolve(args, file_values, scopes=(Scope.ETCD, Scope.AGENT)))
+    except FleetpyError as exc:
+        print(escape_controls(f"fleetpy-agent: error: {exc}"), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(agent_main())

@@ -1,0 +1,29 @@
+"""The states of a unit, each named once.
+
+Desired states are fleet's: what the cluster should do with a unit. Active states are
+systemd's (ActiveState): what a machine reports. Both have an "inactive", which is why
+the desired ones are an enum.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DesiredState(StrEnum):
+    INACTIVE = "inactive"  # submitted only
+    LOADED = "loaded"  # placed on a machine, unit file loaded, not running
+    LAUNCHED = "launched"  # placed and running
+
+
+# Desired states in which the engine places a unit on a machine (agents load it there).
+PLACED_STATES = frozenset({DesiredState.LOADED, DesiredState.LAUNCHED})
+
+# systemd ActiveStates in which a unit's processes run, or are about to.
+RUNNING_STATES = frozenset({"active", "activating", "deactivating", "reloading"})
+
+
+def verb(desired: DesiredState) -> str:
+    """The fleetctl verb that asks for a desired state."""
+    return {DesiredState.LAUNCHED: "start", DesiredState.LOADED: "load",
+            DesiredState.INACTIVE: "unload"}[desired]

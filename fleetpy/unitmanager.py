@@ -1,0 +1,121 @@
+"""The unit manager contract: what an agent needs from its host's init system.
+
+fleet kept its unit-manager interface apart from its agent; so does fleetpy. The real
+agent gets systemd over D-Bus (`systemd`), the simulated host the `SimulatedUnitManager`
+below; nothing else differs, so scale tests exercise the real agent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .registry import UnitState
+
+
+@dataclass(frozen=True)
+class ObservedUnit:
+    """A unit this agent owns on the host, as its unit manager sees it."""
+
+    name: str
+    hash: str
+    load: str = "loaded"
+    active: str = "inactive"
+    sub: str = "dead"
+    launched: bool = False  # the agent started it (or adopted it running): don't restart
+    message: str = ""
+
+    def state(self, machine: str) -> UnitState:
+        return UnitState(self.name, machine, self.load, self.active, self.sub, self.hash,
+                         self.message)
+
+
+@dataclass(frozen=True)
+class WriteUnit:
+    name: str
+    hash: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StartUnit:
+    name: str
+
+
+@dataclass(frozen=True)
+class StopUnit:
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveUnit:
+    name: str
+
+
+Action = WriteUnit | StartUnit | StopUnit | RemoveUnit
+StateListener = Callable[[ObservedUnit], None]
+
+
+class UnitManager(Protocol):
+    """What the agent needs from the host's init system (systemd, or a simulation)."""
+
+    def observe(self) -> dict[str, ObservedUnit]:
+        """Units this agent owns on the host right now (adopted after a restart too)."""
+
+    def execute(self, actions: Sequence[Action]) -> None:
+        """Carry out actions in order; errors are reported as unit states, not raised."""
+
+    def set_listener(self, listener: StateListener) -> None:
+        """Call listener (from any thread) whenever an owned unit's state changes."""
+
+    def close(self) -> None: ...
+
+
+class SimulatedUnitManager:
+    """Keeps unit states in memory; behaves like systemd for started/stopped units."""
+
+    def __init__(self) -> None:
+        self._units: dict[str, ObservedUnit] = {}
+        self._lock = threading.Lock()
+        self._listener: StateListener | None = None
+
+    def observe(self) -> dict[str, ObservedUnit]:
+        with self._lock:
+            return dict(self._units)
+
+    def set_listener(self, listener: StateListener) -> None:
+        self._listener = listener
+
+    def execute(self, actions: Sequence[Action]) -> None:
+        # Changes made here are reported by the agent after execute(); the listener is
+        # only for asynchronous changes (see fail()).
+        with self._lock:
+            for action in actions:
+                unit = self._units.get(action.name)
+                if isinstance(action, WriteUnit):
+                    new = ObservedUnit(action.name, action.hash, "loaded", "inactive", "dead")
+                elif isinstance(action, StartUnit) and unit is not None:
+                    new = ObservedUnit(unit.name, unit.hash, "loaded", "active", "running", True)
+                elif isinstance(action, StopUnit) and unit is not None:
+                    new = ObservedUnit(unit.name, unit.hash, "loaded", "inactive", "dead", False)
+                elif isinstance(action, RemoveUnit) and unit is not None:
+                    del self._units[action.name]
+                    continue
+                else:
+                    continue
+                self._units[action.name] = new
+
+    def fail(self, name: str) -> None:
+        """Test hook: the unit's process died."""
+        with self._lock:
+            unit = self._units[name]
+            self._units[name] = ObservedUnit(name, unit.hash, "loaded", "failed", "failed",
+                                             unit.launched)
+            new = self._units[name]
+        if self._listener:
+            self._listener(new)
+
+    def close(self) -> None:
+        pass
