@@ -8,7 +8,9 @@ from __future__ import annotations
 import sys
 import time
 
-from fleetpy.scheduler import Machine, Plan, Schedule, Scheduled, SetReason, Snapshot, UnitSpec, plan
+from fleetpy.scheduler import (Machine, PlacementPlan, Schedule, Scheduled, SetReason, Snapshot,
+                               UnitSpec)
+from fleetpy.scheduler import plan_placements as plan
 from fleetpy.unit import FleetOptions
 
 ZONES = ("a", "b", "c")
@@ -42,7 +44,7 @@ def mixed_units(unit_count: int) -> dict[str, UnitSpec]:
     return units
 
 
-def timed(label: str, snapshot: Snapshot) -> Plan:
+def timed(label: str, snapshot: Snapshot) -> PlacementPlan:
     started = time.perf_counter()
     result = plan(snapshot)
     elapsed = time.perf_counter() - started

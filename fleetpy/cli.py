@@ -23,7 +23,9 @@ from typer.core import TyperGroup
 from . import __version__, config, control
 from .errors import FleetpyError
 from .log import escape_controls
+from .control import WaitTarget
 from .registry import Registry
+from .states import DesiredState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -229,9 +231,9 @@ def load(ctx: typer.Context, units: UnitsArgument, no_block: BlockOption = False
          block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
     """Submit if needed, then place units on machines and load them (desired state loaded)."""
     registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, "loaded")
+    plan = control.plan_submit(registry, units, DesiredState.LOADED)
     control.apply(registry, plan)
-    _finish(registry, plan.names, "loaded", "load", no_block, block_attempts)
+    _finish(registry, plan.names, WaitTarget.LOADED, "load", no_block, block_attempts)
 
 
 @app.command()
@@ -240,9 +242,9 @@ def start(ctx: typer.Context, units: UnitsArgument, no_block: BlockOption = Fals
           block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
     """Submit if needed, place, load and start units (desired state launched)."""
     registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, "launched")
+    plan = control.plan_submit(registry, units, DesiredState.LAUNCHED)
     control.apply(registry, plan)
-    _finish(registry, plan.names, "launched", "start", no_block, block_attempts)
+    _finish(registry, plan.names, WaitTarget.LAUNCHED, "start", no_block, block_attempts)
 
 
 @app.command()
@@ -253,7 +255,7 @@ def stop(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption = F
     registry = _registry(ctx)
     plan = control.plan_stop(registry, units)
     control.apply(registry, plan)
-    _finish(registry, plan.names, "stopped", "stop", no_block, block_attempts)
+    _finish(registry, plan.names, WaitTarget.STOPPED, "stop", no_block, block_attempts)
 
 
 @app.command()
@@ -264,7 +266,7 @@ def unload(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption =
     registry = _registry(ctx)
     plan = control.plan_unload(registry, units)
     control.apply(registry, plan)
-    _finish(registry, plan.names, "inactive", "unload", no_block, block_attempts)
+    _finish(registry, plan.names, WaitTarget.UNLOADED, "unload", no_block, block_attempts)
 
 
 @app.command()
@@ -296,7 +298,7 @@ def cat(ctx: typer.Context, unit: Annotated[str, typer.Argument(
 # ----------------------------------------------------------------------------- blocking
 
 
-def _finish(registry: Registry, names: Sequence[str], target: str, verb: str,
+def _finish(registry: Registry, names: Sequence[str], target: WaitTarget, verb: str,
             no_block: bool, attempts: int) -> None:
     if not names:
         return
@@ -320,7 +322,7 @@ def _finish(registry: Registry, names: Sequence[str], target: str, verb: str,
 class _PlainReporter:
     """On anything but a terminal: one stderr line per unit whenever its status changes."""
 
-    def __init__(self, names: Sequence[str], target: str) -> None:
+    def __init__(self, names: Sequence[str], target: WaitTarget) -> None:
         self.seen: dict[str, tuple[str, str]] = {}
         _say(f"waiting for {len(names)} unit{'s' if len(names) != 1 else ''} to be {target}")
 
@@ -340,7 +342,7 @@ class _RichReporter:
 
     MAX_ROWS = 12
 
-    def __init__(self, console: Any, names: Sequence[str], target: str) -> None:
+    def __init__(self, console: Any, names: Sequence[str], target: WaitTarget) -> None:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
                                    TextColumn, TimeElapsedColumn)
         self.target = target
@@ -371,7 +373,7 @@ class _RichReporter:
         self.progress.stop()
 
 
-def _progress_reporter(names: Sequence[str], target: str) -> _PlainReporter | _RichReporter:
+def _progress_reporter(names: Sequence[str], target: WaitTarget) -> _PlainReporter | _RichReporter:
     from rich.console import Console
 
     console = Console(stderr=True)

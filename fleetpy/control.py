@@ -20,17 +20,17 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from enum import StrEnum
+
 from .errors import FleetOptionError, FleetpyError, StateError, UnitFileError, UnknownUnitError
 from .registry import (ClusterView, Registry, UnitChange,
-                       UnitRecord, UnitState, WatchBatch, WatchEvent, unit_state_summary)
-from .unit import FleetOptions, fleet_options, load_unit_file, parse_name, parse_unit
+                       UnitRecord, UnitState, WatchBatch, WatchEvent)
+from .states import RUNNING_STATES, DesiredState, verb
+from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
 
-GLOB_CHARS = "*?["
 # fleetpy's own bound on one command (argument lists and glob matches alike): more
 # would be written in hundreds of transactions, with a long partial-write window.
 MAX_UNITS_PER_COMMAND = 10_000
-# States in which systemd still runs (or is about to run) the unit's processes.
-RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
 # Re-read the whole view this often even without watch events (a lost watch must not hang us).
 BACKSTOP_SECONDS = 10.0
 # Coalesce a burst of watch events into one re-read.
@@ -38,9 +38,15 @@ SETTLE_SECONDS = 0.05
 # A failed state seen before we started waiting may be stale (the agent has not yet
 # restarted the unit); it counts once re-reported or after this long.
 STALE_FAILED_GRACE = 3.0
-# launched: running; loaded: loaded and not running; stopped (after stop): running
-# nowhere, which a never-placed unit already is; inactive: reported nowhere.
-WAIT_TARGETS = ("launched", "loaded", "stopped", "inactive")
+
+
+class WaitTarget(StrEnum):
+    """What a blocking verb waits for."""
+
+    LAUNCHED = "launched"  # running (start)
+    LOADED = "loaded"  # loaded and not running (load)
+    STOPPED = "stopped"  # running nowhere, which a never-placed unit already is (stop)
+    UNLOADED = "inactive"  # reported nowhere (unload)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -56,10 +62,6 @@ class LocalUnit:
     hash: str
     is_global: bool
     options: FleetOptions | None = None  # None for templates: they never run
-
-
-def is_glob(arg: str) -> bool:
-    return any(char in arg for char in GLOB_CHARS)
 
 
 def is_file_arg(arg: str) -> bool:
@@ -92,7 +94,7 @@ def _dedupe(items: Iterable[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Plan:
+class CommandPlan:
     """The validated outcome of resolving a command's arguments."""
 
     changes: tuple[UnitChange, ...]
@@ -201,7 +203,8 @@ def _check_cycles(registry: Registry, contents: _Contents,
                                        "(no placement can satisfy it)")
 
 
-def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) -> Plan:
+def plan_submit(registry: Registry, args: Sequence[str],
+                desired: DesiredState | None) -> CommandPlan:
     """submit (desired None), load (loaded), start (launched): files or names, no globs.
 
     Files are submitted (new units become inactive; an existing unit must have the
@@ -222,7 +225,7 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
             locals_[local.name] = local
             names.append(local.name)
         else:
-            if is_glob(arg):
+            if has_glob(arg):
                 raise FleetpyError(f"{arg}: globs are only accepted by stop, unload and destroy")
             names.append(parse_name(arg).name)
     names = _dedupe(names)
@@ -230,7 +233,7 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
     if desired is not None:
         for name in names:
             if parse_name(name).is_template:
-                raise StateError(f"{name} is a template; {_verb(desired)} an instance of it, "
+                raise StateError(f"{name} is a template; {verb(desired)} an instance of it, "
                                  f"such as {name.replace('@.', '@1.', 1)}")
     # Only the named units and their templates: a start must not read the whole cluster.
     lookups = names + [t for n in names if (t := parse_name(n).template)]
@@ -257,11 +260,7 @@ def plan_submit(registry: Registry, args: Sequence[str], desired: str | None) ->
             new_options[name] = local.options
     if any(edge(o) for o in new_options.values() for edge in _EDGES.values()):
         _check_cycles(registry, contents, new_options)
-    return Plan(tuple(changes), tuple(names), known)
-
-
-def _verb(desired: str) -> str:
-    return {"launched": "start", "loaded": "load", "inactive": "unload"}.get(desired, desired)
+    return CommandPlan(tuple(changes), tuple(names), known)
 
 
 def _select(units: Collection[str], args: Sequence[str]) -> list[tuple[str, bool]]:
@@ -276,7 +275,7 @@ def _select(units: Collection[str], args: Sequence[str]) -> list[tuple[str, bool
             name = _unit_name_of_path(arg)
             _known(units, name)
             selected[name] = True
-        elif is_glob(arg):
+        elif has_glob(arg):
             matched = sorted(n for n in units if fnmatch.fnmatchcase(n, arg))
             if not matched:
                 raise UnknownUnitError(f"no submitted unit matches {arg!r}")
@@ -303,25 +302,27 @@ def select_units(units: Collection[str], args: Sequence[str]) -> list[str]:
     return [name for name, _ in _select(units, args)]
 
 
-def plan_stop(registry: Registry, args: Sequence[str]) -> Plan:
+def plan_stop(registry: Registry, args: Sequence[str]) -> CommandPlan:
     """stop: launched -> loaded. A named unit must be launched; globs pick the launched ones."""
     units = registry.list_units()
     names: list[str] = []
     for name, explicit in _select(units, args):
         record = units[name]
-        if record.desired == "launched":
+        if record.desired is DesiredState.LAUNCHED:
             names.append(name)
         elif explicit:
             raise StateError(f"unit {name} is not launched (desired state {record.desired})")
-    return Plan(tuple(UnitChange(n, desired="loaded") for n in names), tuple(names))
+    return CommandPlan(tuple(UnitChange(n, desired=DesiredState.LOADED) for n in names),
+                       tuple(names))
 
 
-def plan_unload(registry: Registry, args: Sequence[str]) -> Plan:
+def plan_unload(registry: Registry, args: Sequence[str]) -> CommandPlan:
     names = select_units(registry.list_units(), args)
-    return Plan(tuple(UnitChange(n, desired="inactive") for n in names), tuple(names))
+    return CommandPlan(tuple(UnitChange(n, desired=DesiredState.INACTIVE) for n in names),
+                       tuple(names))
 
 
-def apply(registry: Registry, plan: Plan) -> list[UnitRecord]:
+def apply(registry: Registry, plan: CommandPlan) -> list[UnitRecord]:
     return registry.change_units(plan.changes, plan.known) if plan.changes else []
 
 
@@ -330,11 +331,11 @@ def submit(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
 
 
 def load(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
-    return apply(registry, plan_submit(registry, args, "loaded"))
+    return apply(registry, plan_submit(registry, args, DesiredState.LOADED))
 
 
 def start(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
-    return apply(registry, plan_submit(registry, args, "launched"))
+    return apply(registry, plan_submit(registry, args, DesiredState.LAUNCHED))
 
 
 def stop(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
@@ -378,7 +379,7 @@ class UnitProgress:
 
 @dataclass(frozen=True)
 class WaitResult:
-    target: str
+    target: WaitTarget
     units: tuple[UnitProgress, ...]
     elapsed: float
     timed_out: bool
@@ -438,7 +439,7 @@ def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine:
     return f"not placed: {reason}" if reason else "not placed yet"
 
 
-def evaluate(view: ClusterView, names: Sequence[str], target: str,
+def evaluate(view: ClusterView, names: Sequence[str], target: WaitTarget,
              fresh: Callable[[str, str], bool] = lambda unit, machine: True,
              no_engine: bool = False) -> list[UnitProgress]:
     """Where each unit stands relative to the target desired state.
@@ -446,11 +447,12 @@ def evaluate(view: ClusterView, names: Sequence[str], target: str,
     `fresh(unit, machine)` says whether a reported state is new enough to trust a
     failure it shows (a stale failure from before the command is not one).
     """
+    target = WaitTarget(target)  # also from a caller's plain string
     result: list[UnitProgress] = []
     for name in names:
         record = view.units.get(name)
         states = view.states.get(name, {})
-        if target == "inactive":
+        if target is WaitTarget.UNLOADED:
             if not states:
                 result.append(UnitProgress(name, "done", "unloaded"))
             else:
@@ -462,7 +464,7 @@ def evaluate(view: ClusterView, names: Sequence[str], target: str,
             result.append(UnitProgress(name, "failed", "was destroyed while waiting"))
             continue
         current = {m: s for m, s in states.items() if s.hash == record.hash}
-        if target == "stopped":
+        if target is WaitTarget.STOPPED:
             if any(s.active in RUNNING_STATES for s in current.values()):
                 pass  # still running somewhere: fall through to "waiting"
             elif current:
@@ -472,9 +474,9 @@ def evaluate(view: ClusterView, names: Sequence[str], target: str,
             elif not states and name not in view.schedule:
                 result.append(UnitProgress(name, "done", "stopped (not placed)"))
                 continue
-        if target == "launched":
+        if target is WaitTarget.LAUNCHED:
             reached = [m for m, s in sorted(current.items()) if s.active == "active"]
-        elif target == "loaded":
+        elif target is WaitTarget.LOADED:
             reached = [m for m, s in sorted(current.items())
                        if s.load == "loaded" and s.active not in RUNNING_STATES]
         else:
@@ -484,7 +486,7 @@ def evaluate(view: ClusterView, names: Sequence[str], target: str,
             result.append(UnitProgress(name, "done", f"{target} on {where}"))
             continue
         failed = [(m, s) for m, s in sorted(current.items())
-                  if target == "launched" and s.active == "failed" and fresh(name, m)]
+                  if target is WaitTarget.LAUNCHED and s.active == "failed" and fresh(name, m)]
         if failed:
             machine, state = failed[0]
             result.append(UnitProgress(
@@ -585,7 +587,7 @@ class _Follower:
         self.cancels = []
 
 
-def wait_for(registry: Registry, names: Sequence[str], target: str, attempts: int = 60,
+def wait_for(registry: Registry, names: Sequence[str], target: WaitTarget, attempts: int = 60,
              on_progress: Callable[[list[UnitProgress]], None] | None = None) -> WaitResult:
     """Block until every unit reaches `target` as reported by the cluster.
 
@@ -593,8 +595,6 @@ def wait_for(registry: Registry, names: Sequence[str], target: str, attempts: in
     watch events (states, schedule, machines), with a slow full re-read as backstop.
     Failed units end their wait at once instead of running out the clock.
     """
-    if target not in WAIT_TARGETS:
-        raise ValueError(f"unknown wait target {target!r}")
     started = time.monotonic()
     deadline = None if attempts == 0 else started + attempts
     follower = _Follower(registry)
@@ -644,8 +644,8 @@ def wait_for(registry: Registry, names: Sequence[str], target: str, attempts: in
 class UnitFileRow:
     unit: str
     hash: str
-    desired_state: str
-    state: str
+    desired_state: DesiredState
+    state: DesiredState  # fleet's STATE column, judged from what machines report
     machine: str | None  # None when unplaced, and for global units
     reason: str | None
     is_global: bool
@@ -669,13 +669,24 @@ class MachineRow:
     metadata: Mapping[str, str]
 
 
+def summary_state(states: Mapping[str, UnitState] | None) -> DesiredState:
+    """fleet's STATE column: launched if running somewhere, loaded if loaded, else inactive."""
+    if not states:
+        return DesiredState.INACTIVE
+    if any(s.active in RUNNING_STATES for s in states.values()):
+        return DesiredState.LAUNCHED
+    if any(s.load == "loaded" for s in states.values()):
+        return DesiredState.LOADED
+    return DesiredState.INACTIVE
+
+
 def unit_file_rows(view: ClusterView) -> list[UnitFileRow]:
     rows = []
     for name, record in sorted(view.units.items()):
         placed = view.schedule.get(name)
         rows.append(UnitFileRow(
             unit=name, hash=record.hash, desired_state=record.desired,
-            state=unit_state_summary(view.states.get(name)),
+            state=summary_state(view.states.get(name)),
             machine=None if record.is_global or placed is None else placed[0],
             reason=view.reasons.get(name), is_global=record.is_global))
     return rows
@@ -699,8 +710,9 @@ def machine_rows(registry: Registry) -> list[MachineRow]:
 
 
 __all__ = [
-    "LocalUnit", "MachineRow", "Plan", "UnitFileRow", "UnitProgress", "UnitRow", "WaitResult",
-    "destroy", "evaluate", "is_file_arg", "is_glob", "load", "machine_label", "machine_rows",
+    "CommandPlan", "LocalUnit", "MachineRow", "UnitFileRow", "UnitProgress", "UnitRow",
+    "WaitResult", "WaitTarget", "destroy", "evaluate", "is_file_arg", "load", "machine_label",
+    "machine_rows", "summary_state",
     "plan_stop", "plan_submit", "plan_unload", "read_unit_file", "select_units", "start", "stop",
     "submit", "unit_file_rows", "unit_rows", "unit_text", "unload", "wait_for",
 ]

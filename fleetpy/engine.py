@@ -2,7 +2,7 @@
 
 Any number of engines run; one leads, through a key under its etcd lease. The leader
 keeps an in-memory model fed by watches on units and machines (resumed from the
-revision of its last full read), calls the pure `scheduler.plan(snapshot)`, and writes
+revision of its last full read), calls the pure `scheduler.plan_placements(snapshot)`, and writes
 the changes in batched transactions, each conditioned on still holding leadership
 (fencing). The leader is the only writer of schedule and reason keys, so its model of
 them is exact while it leads; any failed write or lost watch triggers a fresh read.
@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,7 +297,9 @@ class Engine:
         for machine, why in self._held(model).items():
             machines[machine] = scheduler.Machine(machine, self._metadata.get(machine, {}),
                                                   held=why)
-        return scheduler.Snapshot(model.specs, machines, model.schedule, model.reasons)
+        invalid = {name: scheduler.InvalidUnit(name, model.records[name].desired, why)
+                   for name, why in model.invalid.items()}
+        return scheduler.Snapshot(model.specs, machines, model.schedule, model.reasons, invalid)
 
     def _full_read(self, blind: bool) -> _Model:
         """Read everything and restart the watches. `blind`: this read follows a gap in
@@ -432,20 +434,7 @@ class Engine:
     def _reconcile(self, model: _Model) -> None:
         self.stats.passes += 1
         forced = self._force
-        changes = list(scheduler.plan(self._snapshot(model)))
-        # Units whose content is unusable can't be placed; say so where users look.
-        wanted_invalid: set[str] = set()
-        for name, why in model.invalid.items():
-            if model.records[name].desired == "inactive":
-                continue
-            wanted_invalid.add(name)
-            reason = f"invalid unit: {why}"
-            if model.reasons.get(name) != reason:
-                changes.append(scheduler.SetReason(name, reason))
-        # Reasons of destroyed units, or of invalid units made inactive, go too.
-        for name in sorted(model.reasons):
-            if name not in model.specs and name not in wanted_invalid:
-                changes.append(scheduler.SetReason(name, None))
+        changes = list(scheduler.plan_placements(self._snapshot(model)))
         if changes:
             self._execute(model, changes)
             counts: dict[str, int] = {}

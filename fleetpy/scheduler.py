@@ -20,15 +20,13 @@ How a plan is made:
 from __future__ import annotations
 
 import heapq
-import re
 from dataclasses import dataclass, field
-from fnmatch import translate
 from typing import Callable, Iterator, Mapping, Union
 
-from fleetpy.unit import FleetOptions
+from fleetpy.states import PLACED_STATES, DesiredState
+from fleetpy.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
 
 # Desired states that put a unit on a machine; anything else is not placed.
-PLACED_STATES = frozenset({"loaded", "launched"})
 
 # Replaces= cycles are invalid input; cap how often one unit can be displaced
 # so such input still terminates.
@@ -43,7 +41,7 @@ _MAX_DISPLACEMENTS = 3
 class UnitSpec:
     name: str
     hash: str
-    desired: str  # "inactive" | "loaded" | "launched"
+    desired: DesiredState
     options: FleetOptions = field(default_factory=FleetOptions)
 
 
@@ -70,11 +68,21 @@ class Scheduled:
 
 
 @dataclass(frozen=True)
+class InvalidUnit:
+    """A submitted unit whose contents cannot be used (missing, or not a valid unit)."""
+
+    name: str
+    desired: DesiredState
+    why: str
+
+
+@dataclass(frozen=True)
 class Snapshot:
     units: Mapping[str, UnitSpec] = field(default_factory=dict)
     machines: Mapping[str, Machine] = field(default_factory=dict)
     schedule: Mapping[str, Scheduled] = field(default_factory=dict)  # unit -> placement
     reasons: Mapping[str, str] = field(default_factory=dict)  # unit -> stored "why unplaced"
+    invalid: Mapping[str, InvalidUnit] = field(default_factory=dict)  # never placed
 
 
 # --------------------------------------------------------------------------
@@ -128,7 +136,7 @@ Change = Union[Schedule, Move, Unschedule, Retarget, SetReason]
 
 
 @dataclass(frozen=True)
-class Plan:
+class PlacementPlan:
     """Changes in execution order: Unschedules, Moves, Retargets, Schedules, SetReasons.
 
     Unschedules and Moves come first so that load, Conflicts and MaxPerMachine
@@ -143,29 +151,6 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.changes)
-
-
-# --------------------------------------------------------------------------
-# Unit names
-
-
-def _split_name(name: str) -> tuple[str, str | None, str]:
-    """(prefix, instance or None if not a template/instance, ".suffix")."""
-    base, dot, suffix = name.rpartition(".")
-    if not dot:
-        base, suffix = name, ""
-    prefix, at, instance = base.partition("@")
-    return prefix, (instance if at else None), (dot + suffix)
-
-
-def template_of(name: str) -> str | None:
-    """"web@.service" for "web@3.service"; None for names that are not instances."""
-    prefix, instance, suffix = _split_name(name)
-    return f"{prefix}@{suffix}" if instance else None
-
-
-def is_template(name: str) -> bool:
-    return _split_name(name)[1] == ""
 
 
 def is_placeable(spec: UnitSpec) -> bool:
@@ -324,7 +309,7 @@ class _Planner:
 
         self.pools: dict[tuple[object, str | None], _Pool] = {}
         self.metadata_index: dict[str, dict[str, list[str]]] | None = None
-        self.glob_matchers: dict[str, Callable[[str], object]] = {}
+        self.glob_matchers: dict[str, Callable[[str], bool]] = {}
         # Failures that do not depend on the unit's name hold for every unit
         # with the same options until something is unassigned (epoch bump).
         self.epoch = 0
@@ -430,10 +415,10 @@ class _Planner:
 
     # ---- eligibility ----------------------------------------------------
 
-    def _matcher(self, glob: str) -> Callable[[str], object]:
+    def _matcher(self, glob: str) -> Callable[[str], bool]:
         matcher = self.glob_matchers.get(glob)
         if matcher is None:
-            matcher = re.compile(translate(glob)).match
+            matcher = glob_matcher(glob)  # compiled once per plan, used per hosted unit
             self.glob_matchers[glob] = matcher
         return matcher
 
@@ -450,7 +435,7 @@ class _Planner:
                 return _Blocker("max", group, limit)
         hosted = self.hosted[machine]
         for glob in options.conflicts:
-            if _has_wildcard(glob):
+            if has_glob(glob):
                 match = self._matcher(glob)
                 for other in hosted:
                     if other != name and match(other):
@@ -459,7 +444,7 @@ class _Planner:
                 return _Blocker("conflict", glob)
         for holder, globs in self.conflict_holders[machine].items():
             if holder != name and any(
-                self._matcher(glob)(name) if _has_wildcard(glob) else glob == name for glob in globs
+                self._matcher(glob)(name) for glob in globs
             ):
                 return _Blocker("conflict", holder, name_dependent=True)
         for replacer in self.replacers_of.get(name, ()):
@@ -697,7 +682,7 @@ class _Planner:
 
     # ---- diff -----------------------------------------------------------
 
-    def changes(self) -> Plan:
+    def changes(self) -> PlacementPlan:
         schedule = self.snapshot.schedule
         units = self.snapshot.units
         unschedules: list[Change] = [
@@ -716,23 +701,23 @@ class _Planner:
                 moves.append(Move(name, old.machine, machine, spec.desired, spec.hash))
             elif old.desired != spec.desired or old.hash != spec.hash:
                 retargets.append(Retarget(name, machine, spec.desired, spec.hash))
+        # Every reason is decided here: unplaced units say why, units left on a machine
+        # out of touch say so, invalid units say what is wrong with them (while they
+        # should run), and reasons of destroyed units go.
         reasons: list[Change] = []
         stored = self.snapshot.reasons
-        # Only reasons of units in the snapshot are ours: the engine keeps its
-        # own (e.g. "invalid unit: ...") for units it leaves out, and clearing
-        # those would make the two fight on every pass.
-        for name in sorted(units):
+        invalid = self.snapshot.invalid
+        for name in sorted(set(units) | set(invalid) | set(stored)):
             wanted = self.failures.get(name) or self.notes.get(name)
+            bad = invalid.get(name)
+            if bad is not None and bad.desired in PLACED_STATES:
+                wanted = f"invalid unit: {bad.why}"
             if stored.get(name) != wanted:
                 reasons.append(SetReason(name, wanted))
-        return Plan(tuple(unschedules + moves + retargets + schedules + reasons))
+        return PlacementPlan(tuple(unschedules + moves + retargets + schedules + reasons))
 
 
 _ABSENT = object()
-
-
-def _has_wildcard(glob: str) -> bool:
-    return "*" in glob or "?" in glob or "[" in glob
 
 
 def _sorted_heap_keys(heaps: Mapping[str | None, object]) -> list[str | None]:
@@ -740,7 +725,7 @@ def _sorted_heap_keys(heaps: Mapping[str | None, object]) -> list[str | None]:
     return sorted(heaps, key=lambda value: (value is None, value or ""))
 
 
-def plan(snapshot: Snapshot) -> Plan:
+def plan_placements(snapshot: Snapshot) -> PlacementPlan:
     """Decide placements for `snapshot`. Pure and deterministic."""
     planner = _Planner(snapshot)
     planner.keep_valid_placements()

@@ -9,13 +9,15 @@ from typing import Mapping
 
 import pytest
 
-from fleetpy.scheduler import (Change, Machine, Move, Plan, Retarget, Schedule, Scheduled, SetReason, Snapshot,
-                               UnitSpec, Unschedule, is_template, plan, template_of)
-from fleetpy.unit import FleetOptions
+from fleetpy.scheduler import (Change, InvalidUnit, Machine, Move, PlacementPlan, Retarget, Schedule,
+                               Scheduled, SetReason, Snapshot, UnitSpec, Unschedule)
+from fleetpy.scheduler import plan_placements as plan
+from fleetpy.states import DesiredState
+from fleetpy.unit import FleetOptions, is_template, template_of
 
 
 def unit(name: str, desired: str = "launched", hash: str = "h", **options: object) -> UnitSpec:
-    return UnitSpec(name, hash, desired, FleetOptions(**options))  # type: ignore[arg-type]
+    return UnitSpec(name, hash, DesiredState(desired), FleetOptions(**options))  # type: ignore[arg-type]
 
 
 def meta(*pairs: tuple[str, str | tuple[str, ...]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -110,6 +112,13 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
           {"a.service": at("m1")}),
      [SetReason("a.service", "left on machine m1, which is not reporting: mass loss"),
       SetReason("b.service", "no machines are alive")]),
+    ("invalid units: the reason says what is wrong while they should run",
+     replace(snap([], cluster("m1"), {"bad.service": at("m1")},
+                  {"off.service": "invalid unit: old", "gone.service": "no machines are alive"}),
+             invalid={"bad.service": InvalidUnit("bad.service", DesiredState.LAUNCHED, "no [Service]"),
+                      "off.service": InvalidUnit("off.service", DesiredState.INACTIVE, "no [Service]")}),
+     [Unschedule("bad.service", "m1"), SetReason("bad.service", "invalid unit: no [Service]"),
+      SetReason("gone.service", None), SetReason("off.service", None)]),
     ("machine back: its note is cleared",
      snap([unit("a.service")], cluster("m1"), {"a.service": at("m1")},
           {"a.service": "left on machine m1, which is not reporting: grace"}),
@@ -294,10 +303,10 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
     ("placing a unit clears its reason",
      snap([unit("x.service")], cluster("m1"), reasons={"x.service": "no machines are alive"}),
      [S("x.service", "m1"), SetReason("x.service", None)]),
-    ("reasons of inactive units are cleared; reasons of units outside the snapshot are not plan's",
+    ("reasons of inactive units are cleared, and of units no longer submitted (plan owns them all)",
      snap([unit("x.service", desired="inactive")], cluster("m1"),
           reasons={"x.service": "no machines are alive", "bad.service": "invalid unit: no [Service]"}),
-     [SetReason("x.service", None)]),
+     [SetReason("bad.service", None), SetReason("x.service", None)]),
     # ---- ordering -------------------------------------------------------------
     ("unschedules and moves come before schedules, though b was decided first",
      snap([unit("b.service"), unit("c.service")], cluster("m1", "m2"),
@@ -340,7 +349,7 @@ def _mixed_snapshot(seed: int, unit_count: int = 300, machine_count: int = 40) -
     return snap(units, machines)
 
 
-def _apply(snapshot: Snapshot, result: Plan) -> Snapshot:
+def _apply(snapshot: Snapshot, result: PlacementPlan) -> Snapshot:
     schedule = dict(snapshot.schedule)
     reasons = dict(snapshot.reasons)
     for change in result:

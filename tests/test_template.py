@@ -478,7 +478,7 @@ def test_render_bounded_limits_memory(tmp_path: Path) -> None:
 def test_render_bounded_does_not_import_from_the_working_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, "jinja2.py", "raise SystemExit('imported from the working directory')\n")
-    path = write(tmp_path, "t.j2", "ok\n")
+    write(tmp_path, "t.j2", "ok\n")
     monkeypatch.chdir(tmp_path)
     assert render_bounded("t.j2", {}) == "ok\n"
 

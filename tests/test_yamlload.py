@@ -97,7 +97,7 @@ def test_depth_limit() -> None:
 
 
 BILLION_LAUGHS = "\n".join(
-    [f'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     + [f"{c}: &{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
 ) + "\n"
 

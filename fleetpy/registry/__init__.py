@@ -43,13 +43,13 @@ from urllib.parse import urlparse  # noqa: E402
 from ..errors import (FleetpyError, PartialWriteError, RegistryError,  # noqa: E402
                       StateError, UnknownUnitError)
 from ..log import log_event  # noqa: E402
+from ..states import DesiredState  # noqa: E402
 from ..unit import parse_name  # noqa: E402
 from .tls import TlsMaterial, load_tls  # noqa: E402
 from .transport import (Compare, DeleteOp, Endpoint, EtcdTransport, GetOp,  # noqa: E402
                         KeyValue, PutOp, RangeResult, TxnOp, WatchEnded, WatchResponse,
                         EventKind, prefix_range_end)
 
-DESIRED_STATES = ("inactive", "loaded", "launched")
 DEFAULT_PREFIX = "/fleetpy"
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 LAYOUT_KEY = "fleetpy-layout"
@@ -134,10 +134,12 @@ def _content_hash(value: Any) -> str:
     return value
 
 
-def _desired(value: Any) -> str:
-    if value not in DESIRED_STATES:
-        raise MalformedRecord(f"field 'desired' is not one of {', '.join(DESIRED_STATES)}")
-    return str(value)
+def _desired(value: Any) -> DesiredState:
+    try:
+        return DesiredState(value)
+    except ValueError:
+        raise MalformedRecord("field 'desired' is not one of "
+                              f"{', '.join(DesiredState)}") from None
 
 
 def _text(raw: bytes) -> str:
@@ -151,7 +153,7 @@ def _text(raw: bytes) -> str:
 class UnitRecord:
     name: str
     hash: str
-    desired: str
+    desired: DesiredState
     is_global: bool = False
     owner: str | None = None  # set by `apply` (issue [4]) to know which units it manages
     revision: int = 0  # etcd mod_revision of the record, 0 if not stored
@@ -175,7 +177,7 @@ class ScheduleEntry:
 
     name: str
     hash: str
-    desired: str
+    desired: DesiredState
     text: str
     signature: str | None = None  # issue [6]: verified by agents before running
 
@@ -282,7 +284,7 @@ class UnitChange:
     """A client's request for one unit, executed by Registry.change_units."""
 
     name: str
-    desired: str | None = None  # None = leave the desired state alone (submit)
+    desired: DesiredState | None = None  # None = leave the desired state alone (submit)
     text: str | None = None  # content when submitting from a file
     hash: str | None = None
     is_global: bool = False
@@ -733,14 +735,14 @@ class Registry:
                 compares.append(self.txn.mod(key, current.revision))
             else:
                 if change.hash is not None and change.text is not None:
-                    record = UnitRecord(change.name, change.hash, "inactive",
+                    record = UnitRecord(change.name, change.hash, DesiredState.INACTIVE,
                                         change.is_global, change.owner)
                     if change.hash not in contents_put:
                         contents_put.add(change.hash)
                         ops.append(self.txn.put(self.key("content", change.hash), change.text))
                 elif change.template and change.template in existing:
                     tmpl = existing[change.template]
-                    record = UnitRecord(change.name, tmpl.hash, "inactive",
+                    record = UnitRecord(change.name, tmpl.hash, DesiredState.INACTIVE,
                                         tmpl.is_global, change.owner)
                     compares.append(self.txn.mod(self.key("unit", change.template), tmpl.revision))
                 else:
@@ -1001,21 +1003,8 @@ class _Ops:
         return Compare.value_is(key, value)
 
 
-def unit_state_summary(states: Mapping[str, UnitState] | None) -> str:
-    """fleet's STATE column: launched if active somewhere, loaded if loaded, else inactive."""
-    if not states:
-        return "inactive"
-    values = list(states.values())
-    if any(s.active in ("active", "activating", "reloading", "deactivating") for s in values):
-        return "launched"
-    if any(s.load == "loaded" for s in values):
-        return "loaded"
-    return "inactive"
-
-
 __all__ = [
-    "ClusterView", "DESIRED_STATES", "FORCE_RESCHEDULE", "MachineRecord", "MalformedRecord", "Registry",
+    "ClusterView", "FORCE_RESCHEDULE", "MachineRecord", "MalformedRecord", "Registry",
     "RegistryConfig", "PrefixError", "normalize_prefix",
     "ScheduleEntry", "UnitChange", "UnitRecord", "UnitState", "WatchBatch", "WatchEvent",
-    "unit_state_summary",
 ]

@@ -18,7 +18,7 @@ EVIL = "\x1b]0;pwned\x07"
     (("destroy", "x\x9b31m.service"), "\\x9b"),
     (("cat", "bidi\u202eecivres.service"), "\\u202e"),
     (("list-units", "--fields", f"unit,{EVIL}"), "\\x1b]0;pwned\\x07"),
-    (("--endpoint", f"http://\x1b[31mred:2379", "list-units"), "\\x1b[31m"),
+    (("--endpoint", "http://\x1b[31mred:2379", "list-units"), "\\x1b[31m"),
     ((f"--{EVIL}",), "\\x1b"),
 ])
 def test_control_characters_in_arguments_are_escaped(seeded: Hostile, args: tuple[str, ...],

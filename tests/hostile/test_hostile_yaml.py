@@ -16,7 +16,7 @@ from conftest import Hostile
 TEMPLATE = "[Service]\nEnvironment=A={{ a }} B={{ b }}\n"
 
 LAUGHS = "".join(
-    [f'l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
     + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10)])
 MERGE_BOMB = "m0: &m0 {k: v}\n" + "".join(
     f"m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * 10)}], k{i}: v}}\n" for i in range(1, 12))
