@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from fleetpy.etcd_server import EtcdServer, grpc_request_count  # noqa: E402
 from fleetpy.nspawn import (AGENT_UNIT, Host, HostPool, ensure_busybox_image,  # noqa: E402
                             ensure_dockerd, ensure_rootfs)
-from fleetpy.registry import Registry, RegistryConfig, WatchBatch  # noqa: E402
+from fleetpy.registry import Registry, RegistryConfig, StateEvent, WatchBatch  # noqa: E402
 from fleetpy.template import render  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -88,9 +88,9 @@ class StateTracker:
                         self.first_active.setdefault(unit, now)
                         self.active_on.setdefault((unit, machine), now)
             self.cond.notify_all()
-        self._cancel = self.registry.watch("state", self._on, start_revision=view.revision + 1)
+        self._cancel = self.registry.watch_states(self._on, view.revision + 1)
 
-    def _on(self, batch: WatchBatch) -> None:
+    def _on(self, batch: WatchBatch[StateEvent]) -> None:
         now = time.perf_counter()
         if batch.error is not None:
             self.watch_errors += 1
@@ -99,9 +99,9 @@ class StateTracker:
             return
         with self.cond:
             for event in batch.events:
-                unit, _, machine = event.key.rpartition("/")
-                if event.kind == "put":
-                    active = json.loads(event.value).get("active", "")
+                unit, machine = event.unit, event.machine
+                if event.state is not None:
+                    active = event.state.active
                     self.states.setdefault(unit, {})[machine] = active
                     if active == "active":
                         self.first_active.setdefault(unit, now)

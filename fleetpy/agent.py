@@ -18,7 +18,8 @@ from typing import Any
 
 from .errors import FleetpyError
 from .log import log_event
-from .registry import MachineRecord, Registry, ScheduleEntry, UnitState, WatchBatch
+from .registry import (MachineRecord, Registry, ScheduleEntry, ScheduleEvent, UnitState,
+                       WatchBatch)
 from .states import PLACED_STATES, RUNNING_STATES, DesiredState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import (Action, ObservedUnit, RemoveUnit, StartUnit, StopUnit, UnitManager,
@@ -254,25 +255,25 @@ class Agent:
             self._register()
         revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
         self._placed, self._globals = placed, globals_
-        self._cancels.append(self.registry.watch(
-            "schedule", lambda b: self._on_watch(b, "schedule", generation), start_revision=revision + 1,
-            sub=self.machine_id))
-        self._cancels.append(self.registry.watch(
-            "global", lambda b: self._on_watch(b, "global", generation), start_revision=revision + 1))
+        self._cancels.append(self.registry.watch_schedule(
+            lambda b: self._on_watch(b, "schedule", generation), revision + 1,
+            machine=self.machine_id))
+        self._cancels.append(self.registry.watch_globals(
+            lambda b: self._on_watch(b, "global", generation), revision + 1))
         self.stats.resyncs += 1
         self._synced = True
 
-    def _apply_batch(self, kind: str, batch: WatchBatch) -> bool:
+    def _apply_batch(self, kind: str, batch: WatchBatch[ScheduleEvent]) -> bool:
         if batch.error is not None:
             log_event("watch_lost", machine=self.machine_id, kind=kind,
                       compacted=batch.compacted, error=type(batch.error).__name__)
             return False
         target = self._placed if kind == "schedule" else self._globals
         for event in batch.events:
-            if event.kind == "delete":
-                target.pop(event.key, None)
+            if event.entry is None:
+                target.pop(event.unit, None)
             else:
-                target[event.key] = event.record
+                target[event.unit] = event.entry
         return True
 
     # -- the loop

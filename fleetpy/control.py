@@ -21,10 +21,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from enum import StrEnum
+from typing import Any
 
 from .errors import FleetOptionError, FleetpyError, StateError, UnitFileError, UnknownUnitError
-from .registry import (ClusterView, Registry, UnitChange,
-                       UnitRecord, UnitState, WatchBatch, WatchEvent)
+from .registry import (ClusterView, MachineEvent, Registry, ScheduleEvent, StateEvent,
+                       UnitChange, UnitRecord, UnitState, WatchBatch)
 from .states import RUNNING_STATES, DesiredState, verb
 from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
 
@@ -497,7 +498,7 @@ def evaluate(view: ClusterView, names: Sequence[str], target: WaitTarget,
 
 
 class _Follower:
-    """A ClusterView kept current from watch events on P/state, P/schedule, P/machines.
+    """A ClusterView kept current from watch events on states, schedule and machines.
 
     Events patch the view in place of re-reading everything (a full read carries
     every schedule entry's text); a full read happens only as a slow backstop or
@@ -508,22 +509,20 @@ class _Follower:
         self.registry = registry
         self.lock = threading.Lock()
         self.wake = threading.Event()
-        self.pending: list[tuple[str, WatchEvent]] = []
-        self.touched: set[str] = set()  # "unit/machine" of states written since we began
+        self.pending: list[WatchBatch[StateEvent | ScheduleEvent | MachineEvent]] = []
+        self.touched: set[tuple[str, str]] = set()  # (unit, machine) reported since we began
         self.broken = False
         self.cancels: list[Callable[[], None]] = []
         self.view = self.resync()
 
-    def _on(self, kind: str) -> Callable[[WatchBatch], None]:
-        def callback(batch: WatchBatch) -> None:
-            with self.lock:
-                if batch.error is not None:
-                    self.broken = True
-                self.pending.extend((kind, event) for event in batch.events)
-                if kind == "state":
-                    self.touched.update(event.key for event in batch.events)
-            self.wake.set()
-        return callback
+    def _on(self, batch: WatchBatch[Any]) -> None:
+        with self.lock:
+            if batch.error is not None:
+                self.broken = True
+            self.pending.append(batch)
+            self.touched.update((e.unit, e.machine) for e in batch.events
+                                if isinstance(e, StateEvent))
+        self.wake.set()
 
     def resync(self) -> ClusterView:
         self.close()
@@ -531,55 +530,54 @@ class _Follower:
         with self.lock:
             self.pending.clear()
             self.broken = False
-        self.cancels = [self.registry.watch(kind, self._on(kind), start_revision=view.revision + 1)
-                        for kind in ("state", "schedule", "machines")]
+        after = view.revision + 1
+        self.cancels = [self.registry.watch_states(self._on, after),
+                        self.registry.watch_schedule(self._on, after),
+                        self.registry.watch_machines(self._on, after)]
         self.view = view
         return view
 
     def update(self) -> ClusterView:
         """Apply the events received so far (a full re-read if a watch broke)."""
         with self.lock:
-            events, self.pending = self.pending, []
+            batches, self.pending = self.pending, []
             broken = self.broken
         if broken:
             return self.resync()
         view = self.view
-        events = [(kind, e) for kind, e in events if e.revision > view.revision]
-        if not events:
+        batches = [b for b in batches if b.revision > view.revision and b.events]
+        if not batches:
             return view
         states = dict(view.states)
         schedule = dict(view.schedule)
         machines = dict(view.machines)
-        for kind, event in events:
-            if kind == "state":
-                unit, _, machine = event.key.rpartition("/")
-                by_machine = dict(states.get(unit, {}))  # copy: views are shared snapshots
-                if event.kind == "put":
-                    by_machine[machine] = event.record
+        for event in (e for batch in batches for e in batch.events):
+            if isinstance(event, StateEvent):
+                by_machine = dict(states.get(event.unit, {}))  # views are shared snapshots
+                if event.state is not None:
+                    by_machine[event.machine] = event.state
                 else:
-                    by_machine.pop(machine, None)
+                    by_machine.pop(event.machine, None)
                 if by_machine:
-                    states[unit] = by_machine
+                    states[event.unit] = by_machine
                 else:
-                    states.pop(unit, None)
-            elif kind == "machines":
-                if event.kind == "put":
-                    machines[event.key] = event.record
+                    states.pop(event.unit, None)
+            elif isinstance(event, MachineEvent):
+                if event.record is not None:
+                    machines[event.machine] = event.record
                 else:
-                    machines.pop(event.key, None)
-            else:
-                machine, _, unit = event.key.partition("/")
-                if event.kind == "put":
-                    schedule[unit] = (machine, replace(event.record, text=""))
-                elif schedule.get(unit, ("",))[0] == machine:
-                    del schedule[unit]
-        self.view = replace(view, revision=max(e.revision for _, e in events), states=states,
+                    machines.pop(event.machine, None)
+            elif event.entry is not None:
+                schedule[event.unit] = (event.machine, replace(event.entry, text=""))
+            elif schedule.get(event.unit, ("",))[0] == event.machine:
+                del schedule[event.unit]
+        self.view = replace(view, revision=max(b.revision for b in batches), states=states,
                             schedule=schedule, machines=machines)
         return self.view
 
     def fresh(self, unit: str, machine: str) -> bool:
         with self.lock:
-            return f"{unit}/{machine}" in self.touched
+            return (unit, machine) in self.touched
 
     def close(self) -> None:
         for cancel in self.cancels:

@@ -39,6 +39,17 @@ def make_unit_manager(settings: AgentSettings) -> UnitManager:
     return SystemdUnitManager(settings.unit_dir)
 
 
+def _check_layout(registry: Registry, manager: UnitManager | None = None) -> None:
+    """A nested prefix ends the daemon before it starts (one line, nothing logged)."""
+    try:
+        registry.wait_for_layout()
+    except BaseException:
+        registry.close()
+        if manager is not None:
+            manager.close()
+        raise
+
+
 def run_engine(settings: Settings) -> None:
     """`fleetpy engine`: compete for leadership and place units until interrupted."""
     registry = Registry(settings.etcd.registry_config())
@@ -46,8 +57,8 @@ def run_engine(settings: Settings) -> None:
                     reconcile_interval=settings.engine.reconcile_interval,
                     machine_grace=settings.engine.machine_grace,
                     mass_loss_fraction=settings.engine.mass_loss_fraction)
+    _check_layout(registry)
     try:
-        registry.wait_for_layout()
         log_event("engine_starting", engine=engine.candidate, pid=os.getpid())
         engine.start()
         while not engine.wait(1.0):
@@ -68,8 +79,8 @@ def run_agent(settings: Settings) -> None:
     agent = Agent(registry, manager, AgentConfig(
         machine_id=machine_id, metadata=dict(settings.agent.metadata),
         public_ip=settings.agent.public_ip, ttl=settings.agent.ttl))
+    _check_layout(registry, manager)
     try:
-        registry.wait_for_layout()
         log_event("agent_starting", machine=machine_id, manager=settings.agent.unit_manager,
                   pid=os.getpid())
         agent.start()

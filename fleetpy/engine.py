@@ -23,8 +23,10 @@ from typing import Any
 from . import scheduler
 from .errors import FleetpyError
 from .log import log_event
-from .registry import (FORCE_RESCHEDULE, MAX_TXN_BYTES, MAX_TXN_OPS, MachineRecord, Registry,
-                       ScheduleEntry, UnitRecord, WatchBatch)
+from .registry import (ClearForceReschedule, ContentEvent, EngineEvent, EngineWrite,
+                       MachineEvent, MachineRecord, PlaceUnit, Registry, ScheduleEntry,
+                       StoreReason, UnitRecord, UnplaceUnit, WatchBatch)
+from .states import DesiredState
 from .unit import FleetOptions, fleet_options, parse_unit
 
 
@@ -170,9 +172,12 @@ class Engine:
                 return True
             # Someone else leads: wake when the leader key goes, or after a while.
             freed = threading.Event()
-            cancel = self.registry.watch(
-                "engine", lambda b: freed.set() if (b.error or any(
-                    e.kind == "delete" for e in b.events)) else None)
+
+            def on_engine(batch: WatchBatch[EngineEvent]) -> None:
+                if batch.error or any(e.leader_changed and e.leader is None
+                                      for e in batch.events):
+                    freed.set()
+            cancel = self.registry.watch_engine(on_engine)
             try:
                 deadline = time.monotonic() + self.lease_ttl / 3
                 while not (self._stop.is_set() or freed.is_set()) and time.monotonic() < deadline:
@@ -332,10 +337,13 @@ class Engine:
         generation = self._generation
         # Content comes with its unit record in one transaction: watching it saves the
         # engine a read per new unit file (a unit event seen first still falls back to one).
-        for kind in ("unit", "machines", "content", "engine"):
-            self._cancels.append(self.registry.watch(
-                kind, lambda batch, kind=kind: self._queue.put((kind, (generation, batch))),
-                start_revision=view.revision + 1))
+        watches: tuple[Callable[..., Callable[[], None]], ...] = (
+            self.registry.watch_units, self.registry.watch_machines,
+            self.registry.watch_contents, self.registry.watch_engine)
+        for watch in watches:
+            self._cancels.append(watch(
+                lambda batch: self._queue.put(("batch", (generation, batch))),
+                view.revision + 1))
         self.stats.full_reads += 1
         log_event("engine_synced", engine=self.candidate, revision=view.revision,
                   units=len(model.records), machines=len(model.machines))
@@ -372,62 +380,61 @@ class Engine:
     def _wait_for_events(self, model: _Model, timeout: float) -> tuple[bool, bool]:
         """Apply queued watch events to the model: (do a full read, anything changed)."""
         try:
-            kind, batch = self._queue.get(timeout=timeout)
+            kind, payload = self._queue.get(timeout=timeout)
         except queue.Empty:
             return False, False
-        batches: list[tuple[str, WatchBatch]] = []
+        batches: list[WatchBatch[Any]] = []
         while True:
             if kind == "stop":
                 return False, False
-            generation, batch = batch
+            generation, batch = payload
             if generation == self._generation:
-                batches.append((kind, batch))
+                batches.append(batch)
             try:
-                kind, batch = self._queue.get_nowait()
+                kind, payload = self._queue.get_nowait()
             except queue.Empty:
                 break
         new_records: list[UnitRecord] = []
-        for kind, batch in batches:
+        for batch in batches:
             if batch.error is not None:
-                log_event("watch_lost", engine=self.candidate, kind=kind,
-                          compacted=batch.compacted, error=type(batch.error).__name__)
+                log_event("watch_lost", engine=self.candidate, compacted=batch.compacted,
+                          error=type(batch.error).__name__)
                 return True, True
             for event in batch.events:
-                if kind == "content":
-                    if event.kind == "put":
-                        self._texts[event.key] = event.record
-                    continue
-                if kind == "engine":
-                    if event.key == FORCE_RESCHEDULE and event.kind == "put":
+                if isinstance(event, ContentEvent):
+                    if event.text is not None:
+                        self._texts[event.hash] = event.text
+                elif isinstance(event, EngineEvent):
+                    if event.force_reschedule:
                         self._force = True
                         log_event("force_reschedule_requested", engine=self.candidate)
-                    continue
-                if kind == "machines":
-                    if event.kind == "delete":
-                        if model.machines.pop(event.key, None) is not None:
-                            self._lost_at.setdefault(event.key, time.monotonic())
-                        log_event("machine_gone", machine=event.key)
-                    else:
-                        record = event.record
-                        self._remember_machine(record)
-                        if event.key not in model.machines:
-                            log_event("machine_joined", machine=event.key)
-                        model.machines[event.key] = scheduler.Machine(record.id,
-                                                                      dict(record.metadata))
-                elif event.kind == "delete":
-                    model.records.pop(event.key, None)
-                    model.specs.pop(event.key, None)
-                    model.invalid.pop(event.key, None)
+                elif isinstance(event, MachineEvent):
+                    self._machine_event(model, event)
+                elif event.record is None:
+                    model.records.pop(event.name, None)
+                    model.specs.pop(event.name, None)
+                    model.invalid.pop(event.name, None)
                 else:
-                    record = event.record
-                    model.records[event.key] = record
-                    new_records.append(record)
+                    model.records[event.name] = event.record
+                    new_records.append(event.record)
             model.revision = max(model.revision, batch.revision)
         self._load_texts({r.hash for r in new_records})
         for record in new_records:
             if model.records.get(record.name) is record:
                 self._set_spec(model, record)
         return False, True
+
+    def _machine_event(self, model: _Model, event: MachineEvent) -> None:
+        record = event.record
+        if record is None:
+            if model.machines.pop(event.machine, None) is not None:
+                self._lost_at.setdefault(event.machine, time.monotonic())
+            log_event("machine_gone", machine=event.machine)
+            return
+        self._remember_machine(record)
+        if event.machine not in model.machines:
+            log_event("machine_joined", machine=event.machine)
+        model.machines[event.machine] = scheduler.Machine(record.id, dict(record.metadata))
 
     # -- reconcile
 
@@ -443,64 +450,39 @@ class Engine:
             log_event("engine_pass", engine=self.candidate, **counts)
         if forced:
             # One-shot: cleared once this pass is written (fenced like every engine write).
-            self.registry.engine_txn(self.candidate, [], [self.registry.op_force_reschedule_done()])
+            if not self.registry.engine_write(self.candidate, [[ClearForceReschedule()]]):
+                raise _LostLeadership("a fenced write was refused")
             self._force = False
             log_event("force_reschedule_done", engine=self.candidate)
 
     def _execute(self, model: _Model, changes: list[scheduler.Change]) -> None:
-        reg = self.registry
-        batch_ops: list[Any] = []
-        batch_changes: list[scheduler.Change] = []
-        batch_bytes = [0]
-
-        def flush() -> None:
-            batch_bytes[0] = 0
-            if not batch_ops:
-                return
+        def written(start: int, end: int) -> None:
             self.stats.transactions += 1
-            self._keep_lease_alive()
-            if not reg.engine_txn(self.candidate, [], list(batch_ops)):
-                raise _LostLeadership("a fenced write was refused")
-            for change in batch_changes:
+            for change in changes[start:end]:
                 self._apply_to_model(model, change)
-            batch_ops.clear()
-            batch_changes.clear()
 
-        for change in changes:
-            ops = self._ops(model, change)
-            size = sum(reg.op_size(op) for op in ops)
-            # Schedule entries carry unit texts: bound bytes as well as operations.
-            if len(batch_ops) + len(ops) > MAX_TXN_OPS or batch_bytes[0] + size > MAX_TXN_BYTES:
-                flush()
-            batch_ops.extend(ops)
-            batch_changes.append(change)
-            batch_bytes[0] += size
-        flush()
+        groups = [self._writes(change) for change in changes]
+        if not self.registry.engine_write(self.candidate, groups, written,
+                                          before_each=self._keep_lease_alive):
+            raise _LostLeadership("a fenced write was refused")
         self.stats.changes += len(changes)
 
-    def _entry(self, unit: str, desired: str, content_hash: str) -> ScheduleEntry:
+    def _entry(self, unit: str, desired: DesiredState, content_hash: str) -> ScheduleEntry:
         return ScheduleEntry(unit, content_hash, desired, self._texts.get(content_hash, ""))
 
-    def _ops(self, model: _Model, change: scheduler.Change) -> list[Any]:
-        reg = self.registry
-        if isinstance(change, scheduler.Schedule):
-            return [reg.op_schedule_put(change.machine,
-                                        self._entry(change.unit, change.desired, change.hash))]
+    def _writes(self, change: scheduler.Change) -> list[EngineWrite]:
+        """The registry writes of one change: written together, in one transaction."""
         if isinstance(change, scheduler.Move):
-            # One transaction: off the old machine, onto the new; never on both.
-            return [reg.op_schedule_delete(change.from_machine, change.unit),
-                    reg.op_schedule_put(change.to_machine,
-                                        self._entry(change.unit, change.desired, change.hash))]
+            # Off the old machine and onto the new at once; never on both.
+            return [UnplaceUnit(change.from_machine, change.unit),
+                    PlaceUnit(change.to_machine,
+                              self._entry(change.unit, change.desired, change.hash))]
+        if isinstance(change, (scheduler.Schedule, scheduler.Retarget)):
+            return [PlaceUnit(change.machine,
+                              self._entry(change.unit, change.desired, change.hash))]
         if isinstance(change, scheduler.Unschedule):
-            return [reg.op_schedule_delete(change.machine, change.unit)]
-        if isinstance(change, scheduler.Retarget):
-            return [reg.op_schedule_put(change.machine,
-                                        self._entry(change.unit, change.desired, change.hash))]
-        if isinstance(change, scheduler.SetReason):
-            if change.reason is None:
-                return [reg.op_reason_delete(change.unit)]
-            return [reg.op_reason_put(change.unit, change.reason)]
-        raise TypeError(f"unknown change {change!r}")
+            return [UnplaceUnit(change.machine, change.unit)]
+        return [StoreReason(change.unit, change.reason)]
 
     def _apply_to_model(self, model: _Model, change: scheduler.Change) -> None:
         if isinstance(change, (scheduler.Schedule, scheduler.Move, scheduler.Retarget)):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from fleetpy.cli import app
 from fleetpy.config import Settings, UnitManagerKind
 from fleetpy.etcd_server import EtcdServer
-from fleetpy.registry import MachineRecord, Registry, UnitState
+from fleetpy.registry import MachineRecord, PlaceUnit, Registry, StoreReason, UnitState
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 
@@ -237,7 +237,7 @@ def test_blocking_start_reports_engine_reason(run: Run, registry: Registry,
                                               units_dir: Path) -> None:
     lease = registry.grant_lease(30)
     assert registry.campaign("test-engine", lease)
-    registry._txn([], [registry.op_reason_put("a.service", "no machines are alive")])
+    registry.engine_write("test-engine", [[StoreReason("a.service", "no machines are alive")]])
     result = run("start", "--block-attempts", "1", write(units_dir, "a.service"))
     assert result.exit_code == 1
     assert one_error_line(result, progress=True).endswith(
@@ -330,8 +330,9 @@ def cluster(run: Run, registry: Registry, units_dir: Path) -> dict[str, str]:
     units = registry.list_units()
     from fleetpy.registry import ScheduleEntry
     entry = ScheduleEntry("web.service", units["web.service"].hash, "launched", SERVICE)
-    registry._txn([], [registry.op_schedule_put(m1, entry),
-                       registry.op_reason_put("idle.service", "desired state is inactive")])
+    assert registry.campaign("test-engine", lease)
+    registry.engine_write("test-engine", [[PlaceUnit(m1, entry),
+                                           StoreReason("idle.service", "desired state is inactive")]])
     registry.report_states([
         UnitState("web.service", m1, "loaded", "active", "running", units["web.service"].hash),
         UnitState("mon.service", m1, "loaded", "active", "running", units["mon.service"].hash),

@@ -11,8 +11,8 @@ import pytest
 from fleetpy import control
 from fleetpy.errors import (FleetOptionError, FleetpyError, StateError, UnitFileError,
                             UnitNameError, UnitParseError, UnknownUnitError)
-from fleetpy.registry import (ClusterView, MachineRecord, Registry, ScheduleEntry, UnitRecord,
-                              UnitState)
+from fleetpy.registry import (ClusterView, MachineRecord, PlaceUnit, Registry, ScheduleEntry,
+                              UnitRecord, UnitState, UnplaceUnit)
 from fleetpy.unit import parse_unit
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
@@ -294,7 +294,8 @@ def test_follower_patches_the_view_from_events(registry: Registry) -> None:
     try:
         lease = registry.grant_lease(30)
         entry = ScheduleEntry("a.service", "a1" * 32, "launched", "[Service]\nExecStart=/bin/true\n")
-        registry._txn([], [registry.op_schedule_put("m1", entry)])
+        assert registry.campaign("test-engine", lease)
+        registry.engine_write("test-engine", [[PlaceUnit("m1", entry)]])
         registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
         registry.report_states([UnitState("a.service", "m1", "loaded", "active", "running", "h1"),
                                 UnitState("b.service", "m1", "loaded", "active", "running")],
@@ -312,7 +313,7 @@ def test_follower_patches_the_view_from_events(registry: Registry) -> None:
         assert current.states["a.service"]["m1"].active == "active"
         assert follower.fresh("a.service", "m1") and not follower.fresh("a.service", "m2")
         registry.report_states([], lease, removed=[("b.service", "m1")])
-        registry._txn([], [registry.op_schedule_delete("m1", "a.service")])
+        registry.engine_write("test-engine", [[UnplaceUnit("m1", "a.service")]])
         while ("a.service" in current.schedule or "b.service" in current.states) \
                 and time.monotonic() < deadline:
             follower.wake.wait(0.5)

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from fleetpy.errors import RegistryError, StateError, UnknownUnitError
-from fleetpy.registry import (MachineRecord, Registry, RegistryConfig, ScheduleEntry,
-                              UnitChange, UnitState, WatchBatch)
+from fleetpy.registry import (MachineRecord, PlaceUnit, Registry, RegistryConfig, ScheduleEntry,
+                              UnitChange, UnitEvent, UnitState, WatchBatch)
+from fleetpy.states import DesiredState
 
 
 def change(name: str, text: str = "[Service]\nExecStart=/bin/true\n", desired: str | None = None,
@@ -125,12 +126,12 @@ def test_leader_election_and_fencing(registry: Registry) -> None:
     lease_a, lease_b = registry.grant_lease(10), registry.grant_lease(10)
     assert registry.campaign("a", lease_a)
     assert not registry.campaign("b", lease_b)
-    entry = ScheduleEntry("x.service", "ab" * 32, "launched", "")
-    assert registry.engine_txn("a", [], [registry.op_schedule_put("m1", entry)])
-    assert not registry.engine_txn("b", [], [registry.op_schedule_put("m2", entry)])
+    entry = ScheduleEntry("x.service", "ab" * 32, DesiredState.LAUNCHED, "")
+    assert registry.engine_write("a", [[PlaceUnit("m1", entry)]])
+    assert not registry.engine_write("b", [[PlaceUnit("m2", entry)]])
     registry.revoke_lease(lease_a)
     # the old leader's lease is gone: it can write nothing any more
-    assert not registry.engine_txn("a", [], [registry.op_schedule_put("m3", entry)])
+    assert not registry.engine_write("a", [[PlaceUnit("m3", entry)]])
     assert registry.campaign("b", lease_b)
     view = registry.read_view()
     assert view.schedule == {"x.service": ("m1", entry)}
@@ -139,14 +140,28 @@ def test_leader_election_and_fencing(registry: Registry) -> None:
 def test_watch_sees_changes_from_a_revision(registry: Registry) -> None:
     revision = registry.read_view().revision
     registry.change_units([change("a.service")])
-    batches: "queue.Queue[WatchBatch]" = queue.Queue()
-    cancel = registry.watch("unit", batches.put, start_revision=revision + 1)
+    batches: "queue.Queue[WatchBatch[UnitEvent]]" = queue.Queue()
+    cancel = registry.watch_units(batches.put, revision + 1)
     batch = batches.get(timeout=5)
-    assert [(e.kind, e.key) for e in batch.events] == [("put", "a.service")]
+    assert [(e.name, e.record is not None) for e in batch.events] == [("a.service", True)]
     registry.destroy_units(["a.service"])
     batch = batches.get(timeout=5)
-    assert [(e.kind, e.key) for e in batch.events] == [("delete", "a.service")]
+    assert [(e.name, e.record) for e in batch.events] == [("a.service", None)]
     cancel()
+
+
+def test_engine_writes_are_batched_within_etcds_limits(registry: Registry) -> None:
+    lease = registry.grant_lease(10)
+    assert registry.campaign("e", lease)
+    text = "[Service]\nExecStart=/bin/true\n" + "#" * 50_000
+    groups = [[PlaceUnit(f"m{i % 3}", ScheduleEntry(f"u{i}.service", "cd" * 32,
+                                                    DesiredState.LAUNCHED, text))]
+              for i in range(60)]  # 3 MB in all: etcd takes at most 1.5 MiB per request
+    written: list[tuple[int, int]] = []
+    assert registry.engine_write("e", groups, lambda start, end: written.append((start, end)))
+    assert written[0][0] == 0 and written[-1][1] == 60 and len(written) >= 3
+    assert all(a[1] == b[0] for a, b in zip(written, written[1:]))
+    assert len(registry.read_view().schedule) == 60
 
 
 def test_unreachable_etcd_names_the_endpoint() -> None:
@@ -172,7 +187,7 @@ def test_watch_from_a_compacted_revision_says_so(registry: Registry) -> None:
     registry.change_units([change("b.service")])
     registry.change_units([change("c.service")])
     registry._etcd.compact(registry.read_view().revision)
-    batches: "queue.Queue[WatchBatch]" = queue.Queue()
-    registry.watch("unit", batches.put, start_revision=old)
+    batches: "queue.Queue[WatchBatch[UnitEvent]]" = queue.Queue()
+    registry.watch_units(batches.put, old)
     batch = batches.get(timeout=5)
     assert batch.error is not None and batch.compacted

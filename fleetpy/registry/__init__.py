@@ -37,7 +37,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
-from typing import Any, TypeVar  # noqa: E402
+from typing import Any, Generic, TypeVar  # noqa: E402
 from urllib.parse import urlparse  # noqa: E402
 
 from ..errors import (FleetpyError, PartialWriteError, RegistryError,  # noqa: E402
@@ -257,26 +257,93 @@ class ClusterView:
     states: dict[str, dict[str, UnitState]]  # unit -> machine -> state
 
 
-@dataclass(frozen=True)
-class WatchEvent:
-    """One change under a watched prefix. A put of a value that is not a fleetpy record
-    arrives as a delete: readers treat it as absent, as a fresh read would."""
-
-    kind: str  # "put" | "delete"
-    key: str  # key relative to the watched prefix
-    value: bytes
-    revision: int  # mod_revision of the event
-    record: Any = None  # the decoded record of a put (see Registry.decode)
+# Watch events: one typed record per change. A value that is not a fleetpy record
+# arrives as a removal (None), as a fresh read would skip it.
 
 
 @dataclass(frozen=True)
-class WatchBatch:
+class UnitEvent:
+    name: str
+    record: UnitRecord | None  # None: destroyed
+
+
+@dataclass(frozen=True)
+class MachineEvent:
+    machine: str
+    record: MachineRecord | None  # None: its lease ended
+
+
+@dataclass(frozen=True)
+class ScheduleEvent:
+    """A unit placed on (or taken off) a machine; machine "" for a global unit."""
+
+    machine: str
+    unit: str
+    entry: ScheduleEntry | None
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    unit: str
+    machine: str
+    state: UnitState | None
+
+
+@dataclass(frozen=True)
+class ContentEvent:
+    hash: str
+    text: str | None
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """The leader key or an operator's request changed."""
+
+    leader: str | None = None  # the new leader; None: no leader (or not this key)
+    leader_changed: bool = False
+    force_reschedule: bool = False  # `fleetpy force-reschedule` was run
+
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class WatchBatch(Generic[E]):
     """One watch response: its events, or an error meaning 'resync from a fresh read'."""
 
-    events: tuple[WatchEvent, ...]
+    events: tuple[E, ...]
     revision: int
     error: Exception | None = None
     compacted: bool = False
+
+
+# What the engine writes: placements, reasons, and clearing an operator's request.
+
+
+@dataclass(frozen=True)
+class PlaceUnit:
+    machine: str
+    entry: ScheduleEntry
+
+
+@dataclass(frozen=True)
+class UnplaceUnit:
+    machine: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class StoreReason:
+    unit: str
+    reason: str | None  # None: delete
+
+
+@dataclass(frozen=True)
+class ClearForceReschedule:
+    pass
+
+
+EngineWrite = PlaceUnit | UnplaceUnit | StoreReason | ClearForceReschedule
 
 
 @dataclass(frozen=True)
@@ -906,14 +973,51 @@ class Registry:
         meta = self._get(self.key("engine", "leader"))
         return None if meta is None else meta.value.decode("utf-8", "replace")
 
-    def leader_guard(self, candidate: str) -> Any:
-        return self.txn.value(self.key("engine", "leader"), candidate)
+    def engine_write(self, candidate: str, groups: Sequence[Sequence[EngineWrite]],
+                     written: Callable[[int, int], None] = lambda start, end: None,
+                     before_each: Callable[[], None] = lambda: None) -> bool:
+        """Write the engine's changes while `candidate` leads (every transaction is
+        fenced on the leader key: a deposed leader writes nothing).
 
-    def engine_txn(self, candidate: str, compares: list[Any], ops: list[Any]) -> bool:
-        """Run the engine's writes only while it still leads (fencing)."""
-        guard = [self.leader_guard(candidate), *compares]
-        ok, _, _ = self._txn(guard, ops)
-        return bool(ok)
+        Each group is written in one transaction (a move: off one machine, onto another,
+        never on both); groups are packed into as few transactions as etcd's limits allow.
+        After each, `written(start, end)` gets the range of groups it held. Returns False
+        when a transaction was refused because `candidate` no longer leads.
+        """
+        guard = self.txn.value(self.key("engine", "leader"), candidate)
+        ops: list[TxnOp] = []
+        size = 0
+        first = 0
+        for index, group in enumerate(groups):
+            group_ops = [self._engine_op(write) for write in group]
+            group_size = sum(self.op_size(op) for op in group_ops)
+            if ops and (len(ops) + len(group_ops) > MAX_TXN_OPS
+                        or size + group_size > MAX_TXN_BYTES):
+                before_each()
+                if not self._txn([guard], ops)[0]:
+                    return False
+                written(first, index)
+                ops, size, first = [], 0, index
+            ops.extend(group_ops)
+            size += group_size
+        if ops:
+            before_each()
+            if not self._txn([guard], ops)[0]:
+                return False
+            written(first, len(groups))
+        return True
+
+    def _engine_op(self, write: EngineWrite) -> TxnOp:
+        if isinstance(write, PlaceUnit):
+            return self.txn.put(self.key("schedule", write.machine, write.entry.name),
+                                write.entry.to_json())
+        if isinstance(write, UnplaceUnit):
+            return self.txn.delete(self.key("schedule", write.machine, write.unit))
+        if isinstance(write, StoreReason):
+            if write.reason is None:
+                return self.txn.delete(self.key("reason", write.unit))
+            return self.txn.put(self.key("reason", write.unit), write.reason)
+        return self.txn.delete(self.key("engine", FORCE_RESCHEDULE))
 
     def request_force_reschedule(self) -> None:
         self.ensure_layout()
@@ -922,36 +1026,19 @@ class Registry:
     def force_reschedule_requested(self) -> bool:
         return self._get(self.key("engine", FORCE_RESCHEDULE)) is not None
 
-    def op_force_reschedule_done(self) -> Any:
-        return self.txn.delete(self.key("engine", FORCE_RESCHEDULE))
-
     @staticmethod
     def op_size(op: TxnOp) -> int:
         """Bytes an operation adds to a transaction (its key and value), roughly."""
         return len(op.key) + (len(op.value) if isinstance(op, PutOp) else 0) + 16
 
-    # op builders for the engine's batched transactions
-    def op_schedule_put(self, machine: str, entry: ScheduleEntry) -> Any:
-        return self.txn.put(self.key("schedule", machine, entry.name), entry.to_json())
+    # -- watches: typed events; the key layout stays in here
 
-    def op_schedule_delete(self, machine: str, unit: str) -> Any:
-        return self.txn.delete(self.key("schedule", machine, unit))
-
-    def op_reason_put(self, unit: str, reason: str) -> Any:
-        return self.txn.put(self.key("reason", unit), reason)
-
-    def op_reason_delete(self, unit: str) -> Any:
-        return self.txn.delete(self.key("reason", unit))
-
-    # -- watches
-
-    def watch(self, kind: str, callback: Callable[[WatchBatch], None],
-              start_revision: int | None = None, sub: str | None = None) -> Callable[[], None]:
-        """Watch P/<kind>/[<sub>/] from start_revision; returns a cancel function.
-
-        The callback gets each response as a WatchBatch; an error batch (etcd gone,
-        revision compacted) ends the watch and tells the caller to resync.
-        """
+    def _watch(self, kind: str, event: Callable[[str, Any], E | None],
+               callback: Callable[[WatchBatch[E]], None], start_revision: int | None,
+               sub: str | None = None) -> Callable[[], None]:
+        """Watch P/<kind>/[<sub>/]: `event(relative key, record or None)` makes each
+        typed event (None: not ours, skip). An error batch (etcd gone, revision
+        compacted) ends the watch and tells the caller to resync."""
         start = self._prefix(kind, sub) if sub else self._prefix(kind)
         kind_start = self._prefix(kind)
 
@@ -959,20 +1046,67 @@ class Registry:
             if isinstance(response, WatchEnded):
                 callback(WatchBatch((), 0, error=response.error, compacted=response.compacted))
                 return
-            events = []
-            for event in response.events:
-                key = event.key.decode("utf-8", "replace")[len(start):]
-                if event.kind is EventKind.DELETE:
-                    events.append(WatchEvent("delete", key, b"", event.mod_revision))
-                    continue
-                item = self._decoded(kind, kind_start, event.key, event.value,
-                                     event.mod_revision)
-                events.append(WatchEvent("put", key, event.value, event.mod_revision, item[1])
-                              if item is not None else
-                              WatchEvent("delete", key, b"", event.mod_revision))
+            events: list[E] = []
+            for change in response.events:
+                rel = change.key.decode("utf-8", "replace")[len(kind_start):]
+                record = None
+                if change.kind is EventKind.PUT:
+                    item = self._decoded(kind, kind_start, change.key, change.value,
+                                         change.mod_revision)
+                    record = None if item is None else item[1]
+                made = event(rel, record)
+                if made is not None:
+                    events.append(made)
             callback(WatchBatch(tuple(events), response.revision))
 
         return self._etcd.watch(start, prefix_range_end(start), start_revision, on_response)
+
+    def watch_units(self, callback: Callable[[WatchBatch[UnitEvent]], None],
+                    start_revision: int | None = None) -> Callable[[], None]:
+        return self._watch("unit", lambda rel, record: UnitEvent(rel, record), callback,
+                           start_revision)
+
+    def watch_machines(self, callback: Callable[[WatchBatch[MachineEvent]], None],
+                       start_revision: int | None = None) -> Callable[[], None]:
+        return self._watch("machines", lambda rel, record: MachineEvent(rel, record), callback,
+                           start_revision)
+
+    def watch_contents(self, callback: Callable[[WatchBatch[ContentEvent]], None],
+                       start_revision: int | None = None) -> Callable[[], None]:
+        return self._watch("content", lambda rel, text: ContentEvent(rel, text), callback,
+                           start_revision)
+
+    def watch_schedule(self, callback: Callable[[WatchBatch[ScheduleEvent]], None],
+                       start_revision: int | None = None,
+                       machine: str | None = None) -> Callable[[], None]:
+        """Every machine's schedule, or only `machine`'s (an agent wakes only for its own)."""
+        def event(rel: str, entry: ScheduleEntry | None) -> ScheduleEvent:
+            owner, _, unit = rel.partition("/")
+            return ScheduleEvent(owner, unit, entry)
+        return self._watch("schedule", event, callback, start_revision, machine)
+
+    def watch_globals(self, callback: Callable[[WatchBatch[ScheduleEvent]], None],
+                      start_revision: int | None = None) -> Callable[[], None]:
+        return self._watch("global", lambda rel, entry: ScheduleEvent("", rel, entry),
+                           callback, start_revision)
+
+    def watch_states(self, callback: Callable[[WatchBatch[StateEvent]], None],
+                     start_revision: int | None = None) -> Callable[[], None]:
+        def event(rel: str, state: UnitState | None) -> StateEvent:
+            unit, _, machine = rel.rpartition("/")
+            return StateEvent(unit, machine, state)
+        return self._watch("state", event, callback, start_revision)
+
+    def watch_engine(self, callback: Callable[[WatchBatch[EngineEvent]], None],
+                     start_revision: int | None = None) -> Callable[[], None]:
+        """The leader key and operators' requests to the engine."""
+        def event(rel: str, value: str | None) -> EngineEvent | None:
+            if rel == "leader":
+                return EngineEvent(leader=value, leader_changed=True)
+            if rel == FORCE_RESCHEDULE:
+                return EngineEvent(force_reschedule=value is not None)
+            return None
+        return self._watch("engine", event, callback, start_revision)
 
 
 class _Ops:
@@ -1004,7 +1138,9 @@ class _Ops:
 
 
 __all__ = [
-    "ClusterView", "FORCE_RESCHEDULE", "MachineRecord", "MalformedRecord", "Registry",
-    "RegistryConfig", "PrefixError", "normalize_prefix",
-    "ScheduleEntry", "UnitChange", "UnitRecord", "UnitState", "WatchBatch", "WatchEvent",
+    "ClearForceReschedule", "ClusterView", "ContentEvent", "EngineEvent", "EngineWrite",
+    "MachineEvent", "MachineRecord", "MalformedRecord", "PlaceUnit", "PrefixError", "Registry",
+    "RegistryConfig", "ScheduleEntry", "ScheduleEvent", "StateEvent", "StoreReason",
+    "UnitChange", "UnitEvent", "UnitRecord", "UnitState", "UnplaceUnit", "WatchBatch",
+    "normalize_prefix",
 ]
