@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleetpy.agent import Agent, AgentConfig  # noqa: E402
 from fleetpy.unitmanager import SimulatedUnitManager  # noqa: E402
-from fleetpy.etcd_server import EtcdServer, grpc_request_count  # noqa: E402
+from fleetpy.cluster.etcd import EtcdServer, grpc_request_count  # noqa: E402
 from fleetpy.registry import Registry, RegistryConfig, UnitChange  # noqa: E402
 from fleetpy.registry.transport import Compare, Endpoint, EtcdTransport, PutOp  # noqa: E402
 from fleetpy.unit import parse_unit  # noqa: E402

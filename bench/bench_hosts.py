@@ -41,8 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleetpy.etcd_server import EtcdServer, grpc_request_count  # noqa: E402
-from fleetpy.nspawn import (AGENT_UNIT, Host, HostPool, ensure_busybox_image,  # noqa: E402
+from fleetpy.cluster.etcd import EtcdServer, grpc_request_count  # noqa: E402
+from fleetpy.cluster.nspawn import (AGENT_UNIT, Host, HostPool, ensure_busybox_image,  # noqa: E402
                             ensure_dockerd, ensure_rootfs)
 from fleetpy.registry import Registry, RegistryConfig, StateEvent, WatchBatch  # noqa: E402
 from fleetpy.template import render  # noqa: E402

@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.etcd_server import EtcdServer  # noqa: E402
+from fleetpy.cluster.etcd import EtcdServer  # noqa: E402
 from fleetpy.registry import transport as transport_module  # noqa: E402
 from fleetpy.registry.transport import (  # noqa: E402
     Endpoint, EtcdError, EtcdTransport, WatchEnded, WatchResponse)

@@ -8,7 +8,7 @@
 #                 pip --no-index (no package index is reachable from inside a
 #                 rootfs). A fleetpy-*.whl in DIR is installed too (packer);
 #                 without one, fleetpy's source is expected at
-#                 /opt/fleetpy/src (bind-mounted by fleetpy/nspawn.py).
+#                 /opt/fleetpy/src (bind-mounted by fleetpy/cluster/nspawn.py).
 #   --unit FILE   the agent's systemd unit (default: ../agent/fleetpy-agent.service
 #                 next to this script).
 #   --docker      also install docker.io (VMs; nspawn hosts bind the

@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleetpy.etcd_server import EtcdServer  # noqa: E402
-from fleetpy.nspawn import HostPool, ensure_busybox_image, ensure_dockerd, ensure_rootfs  # noqa: E402
+from fleetpy.cluster.etcd import EtcdServer  # noqa: E402
+from fleetpy.cluster.nspawn import HostPool, ensure_busybox_image, ensure_dockerd, ensure_rootfs  # noqa: E402
 
 
 def say(text: str) -> None:

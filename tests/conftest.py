@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetpy.etcd_server import EtcdServer
+from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
 
 _prefixes = itertools.count()

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pytest
 
-from fleetpy.nspawn import Host, HostPool, ensure_busybox_image, ensure_dockerd, ensure_rootfs
+from fleetpy.cluster.nspawn import Host, HostPool, ensure_busybox_image, ensure_dockerd, ensure_rootfs
 
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter", "docker", "dockerd", "busybox", "setsid")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.etcd_server import EtcdServer
+from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry
 from waiting import until
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.etcd_server import EtcdServer
-from fleetpy.nspawn import Host
+from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.cluster.nspawn import Host
 from fleetpy.registry import Registry
 from fleetpy.template import render
 from waiting import until

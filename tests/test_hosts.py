@@ -1,4 +1,4 @@
-"""The host harness (fleetpy/nspawn.py): real systemd hosts on this machine."""
+"""The host harness (fleetpy/cluster/nspawn.py): real systemd hosts on this machine."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Callable
 import pytest
 import yaml
 
-from fleetpy.etcd_server import EtcdServer
-from fleetpy.nspawn import AGENT_UNIT, Host
+from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 
 pytestmark = pytest.mark.hosts
 

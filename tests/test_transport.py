@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from fleetpy.errors import RegistryError
-from fleetpy.etcd_server import EtcdCluster, EtcdServer, EtcdTls, free_port
+from fleetpy.cluster.etcd import EtcdCluster, EtcdServer, EtcdTls, free_port
 from fleetpy.registry.transport import (
     Compare, DeleteOp, DeleteResult, Endpoint, EtcdCompacted, EtcdError, EtcdTransport,
     EtcdUnavailable, EventKind, GetOp, PutOp, PutResult, RangeResult, WatchEnded,

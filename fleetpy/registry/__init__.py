@@ -13,7 +13,7 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
   P/engine/leader               id of the leading engine, attached to its lease
   P/engine/force-reschedule     an operator's one-shot request to move units off machines
                                 that are not reporting (despite a pause or grace period)
-  P/signature/<hash>            reserved: a detached signature of the content (issue [6])
+  P/signature/<hash>            reserved for detached signatures of contents
   P/fleetpy-layout              marks P as a fleetpy prefix: a prefix inside another
                                 fleetpy prefix (or holding one) is refused, since each
                                 would read the other's keys as its own
@@ -155,7 +155,7 @@ class UnitRecord:
     hash: str
     desired: DesiredState
     is_global: bool = False
-    owner: str | None = None  # set by `apply` (issue [4]) to know which units it manages
+    owner: str | None = None  # who manages the unit (written through, not set by fleetpy yet)
     revision: int = 0  # etcd mod_revision of the record, 0 if not stored
 
     def to_json(self) -> str:
@@ -179,7 +179,7 @@ class ScheduleEntry:
     hash: str
     desired: DesiredState
     text: str
-    signature: str | None = None  # issue [6]: verified by agents before running
+    signature: str | None = None  # reserved: carried through, not checked yet
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"hash": self.hash, "desired": self.desired, "text": self.text}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.etcd_server import EtcdServer
+from fleetpy.cluster.etcd import EtcdServer
 
 # Raw control characters a terminal would act on (C0 but newline, DEL, C1).
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\x80-\x9f]")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CONTROL, SERVICE, Hostile, assert_one_clean_error
-from fleetpy.etcd_server import EtcdCluster, free_port
+from fleetpy.cluster.etcd import EtcdCluster, free_port
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """CoreOS-like fleetpy hosts on this machine: systemd-nspawn containers that
-boot real systemd from one cached Debian rootfs (end-to-end tests,
-`fleetpy cluster up`). Needs root; imports nothing from pytest.
+boot real systemd from one cached Debian rootfs (end-to-end tests, benchmarks, the
+demo). Needs root; imports nothing from pytest.
 
 API:
   ensure_rootfs(cache_dir=DEFAULT_CACHE_DIR, source_dir=SOURCE_DIR) -> Path
@@ -19,7 +19,7 @@ API:
   ensure_dockerd(log_path=...) -> bool, ensure_busybox_image(tag) -> str
 
 Hosts share this machine's network (SharedNetwork); HostNetwork is the seam
-for a later netns + veth + bridge implementation with one IP per host.
+for hosts on addresses of their own.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import yaml
 
 from fleetpy.errors import FleetpyError
 
-SOURCE_DIR = Path(__file__).resolve().parent.parent
+SOURCE_DIR = Path(__file__).resolve().parents[2]  # the checkout: pyproject.toml, packer/
 DEFAULT_CACHE_DIR = Path("/var/cache/fleetpy")
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -426,7 +426,7 @@ def _write_host_state(state_dir: Path, name: str, machine_id: str, config: Mappi
     (state_dir / "etc").mkdir(parents=True, exist_ok=True)
     (state_dir / "machine-id").write_text(machine_id + "\n")
     (state_dir / "etc" / "agent.yaml").write_text(
-        f"# written by fleetpy.nspawn for host {name}\n" + yaml.safe_dump(dict(config), sort_keys=False))
+        f"# written by fleetpy.cluster.nspawn for host {name}\n" + yaml.safe_dump(dict(config), sort_keys=False))
 
 
 def _find_init(nspawn_pid: int) -> int | None:
@@ -456,7 +456,7 @@ def launch_host(rootfs: Path, name: str, *, machine_id: str | None = None,
     (e.g. request_timeout, ca_file).
     source_dir: the checkout whose fleetpy/ is bound read-only into the host
     (None: the rootfs has fleetpy installed, as a packer image does).
-    detach: the host outlives this process (cluster up); otherwise it is
+    detach: the host outlives this process (a long-lived cluster); otherwise it is
     powered off when the thread that launched it exits.
     """
     if not _HOSTNAME.match(name):

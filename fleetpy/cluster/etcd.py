@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import FleetpyError
+from ..errors import FleetpyError
 
 
 class EtcdServerError(FleetpyError):

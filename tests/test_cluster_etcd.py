@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from fleetpy.etcd_server import EtcdCluster, EtcdServer
+from fleetpy.cluster.etcd import EtcdCluster, EtcdServer
 from fleetpy.registry.transport import Endpoint, EtcdTransport
 
 
