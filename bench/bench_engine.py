@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.agent import Agent, AgentConfig  # noqa: E402
-from fleetpy.unitmanager import SimulatedUnitManager  # noqa: E402
-from fleetpy.cluster.etcd import EtcdServer, grpc_request_count  # noqa: E402
-from fleetpy.registry import Registry, RegistryConfig, UnitChange  # noqa: E402
-from fleetpy.registry.transport import Compare, Endpoint, EtcdTransport, PutOp  # noqa: E402
-from fleetpy.unit import parse_unit  # noqa: E402
+from fleetpy.agent import Agent, AgentConfig
+from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
+from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.registry.transport import Compare, Endpoint, EtcdTransport, PutOp
+from fleetpy.unit import parse_unit
+from fleetpy.unitmanager import SimulatedUnitManager
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AGENTS_PER_CONNECTION = 100

@@ -41,11 +41,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleetpy.cluster.etcd import EtcdServer, grpc_request_count  # noqa: E402
-from fleetpy.cluster.nspawn import (AGENT_UNIT, Host, HostPool, ensure_busybox_image,  # noqa: E402
-                            ensure_dockerd, ensure_rootfs)
-from fleetpy.registry import Registry, RegistryConfig, StateEvent, WatchBatch  # noqa: E402
-from fleetpy.template import render  # noqa: E402
+from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
+from fleetpy.cluster.nspawn import (
+    AGENT_UNIT,
+    Host,
+    HostPool,
+    ensure_busybox_image,
+    ensure_dockerd,
+    ensure_rootfs,
+)
+from fleetpy.registry import Registry, RegistryConfig, StateEvent, WatchBatch
+from fleetpy.template import render
 
 RESULTS = ROOT / "bench" / "results"
 PREFIX = "/bench-hosts"
@@ -587,7 +593,7 @@ def main() -> None:
         for step in reversed(cleanup):
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001 - every other step must still run
+            except Exception as exc:
                 log(f"cleanup step failed: {exc!r}")
 
     rows = table(args, results)

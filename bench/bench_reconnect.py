@@ -36,13 +36,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.cluster.etcd import EtcdServer  # noqa: E402
-from fleetpy.registry import transport as transport_module  # noqa: E402
-from fleetpy.registry.transport import (  # noqa: E402
-    Endpoint, EtcdError, EtcdTransport, WatchEnded, WatchResponse)
+import grpc
+from pyetcd import etcdrpc  # type: ignore[import-untyped]
 
-import grpc  # noqa: E402
-from pyetcd import etcdrpc  # type: ignore[import-untyped]  # noqa: E402
+from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.registry import transport as transport_module
+from fleetpy.registry.transport import Endpoint, EtcdError, EtcdTransport, WatchEnded, WatchResponse
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = "/bench-reconnect/k"
@@ -205,8 +204,7 @@ def _tcp_to(port: int, fd_targets: list[str]) -> int:
 def pool_probe(port: int, count: int, local: bool) -> dict[str, Any]:
     """Child process: `count` transports, one call and one watch each."""
     if local:
-        transport_module.CHANNEL_OPTIONS = transport_module.CHANNEL_OPTIONS + (
-            ("grpc.use_local_subchannel_pool", 1),)
+        transport_module.CHANNEL_OPTIONS = (*transport_module.CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1))
     rss_before = _proc_status("VmRSS")
     started = time.monotonic()
     clients = [EtcdTransport([Endpoint("127.0.0.1", port)], timeout=30.0) for _ in range(count)]
@@ -249,7 +247,7 @@ def main() -> None:
     parser.add_argument("--pool-cost", type=int, default=0)
     parser.add_argument("--_pool-probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    probe = getattr(args, "_pool_probe")
+    probe = args._pool_probe
     if probe:
         print(json.dumps(pool_probe(int(probe[0]), int(probe[1]), probe[2] == "local")))
         return

@@ -8,8 +8,15 @@ from __future__ import annotations
 import sys
 import time
 
-from fleetpy.scheduler import (Machine, PlacementPlan, Schedule, Scheduled, SetReason, Snapshot,
-                               UnitSpec)
+from fleetpy.scheduler import (
+    Machine,
+    PlacementPlan,
+    Schedule,
+    Scheduled,
+    SetReason,
+    Snapshot,
+    UnitSpec,
+)
 from fleetpy.scheduler import plan_placements as plan
 from fleetpy.unit import FleetOptions
 

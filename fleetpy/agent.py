@@ -18,12 +18,18 @@ from typing import Any
 
 from .errors import FleetpyError
 from .log import log_event
-from .registry import (MachineRecord, Registry, ScheduleEntry, ScheduleEvent, UnitState,
-                       WatchBatch)
+from .registry import MachineRecord, Registry, ScheduleEntry, ScheduleEvent, UnitState, WatchBatch
 from .states import PLACED_STATES, RUNNING_STATES, DesiredState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit
-from .unitmanager import (Action, ObservedUnit, RemoveUnit, StartUnit, StopUnit, UnitManager,
-                          WriteUnit)
+from .unitmanager import (
+    Action,
+    ObservedUnit,
+    RemoveUnit,
+    StartUnit,
+    StopUnit,
+    UnitManager,
+    WriteUnit,
+)
 
 # ----------------------------------------------------------------------------- records
 
@@ -133,7 +139,7 @@ class Agent:
         self.manager = manager
         self.config = config
         self.stats = AgentStats()
-        self._queue: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lease: int | None = None
@@ -154,7 +160,7 @@ class Agent:
 
     # -- lifecycle
 
-    def start(self) -> "Agent":
+    def start(self) -> Agent:
         self.manager.set_listener(lambda unit: self._states_changed.set())
         self._threads = [
             threading.Thread(target=self._loop, name=f"agent-{self.machine_id[:8]}", daemon=True),
@@ -235,7 +241,7 @@ class Agent:
             self._resync_pending.set()
             self._queue.put(("resync", self._generation))
 
-    def _on_watch(self, batch: WatchBatch, kind: str, generation: int) -> None:
+    def _on_watch(self, batch: WatchBatch[ScheduleEvent], kind: str, generation: int) -> None:
         if generation != self._generation:
             return  # a watch from before the last fresh read; its events are stale
         self.stats.wakeups += 1
@@ -288,7 +294,7 @@ class Agent:
                     self.ready.set()
                     backoff = 0.2
                 self._drain()
-            except Exception as exc:  # noqa: BLE001 - the agent must outlive any one error
+            except Exception as exc:
                 # etcd away (or a unit manager hiccup): units keep running; retry with
                 # backoff and resync from a fresh read.
                 self._synced = False

@@ -13,17 +13,17 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
-from typing import Annotated, Any, Optional, TypeVar, get_type_hints
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperGroup
 
 from . import __version__, config, control
+from .control import WaitTarget
 from .errors import FleetpyError
 from .log import escape_controls
-from .control import WaitTarget
 from .registry import Registry
 from .states import DesiredState
 
@@ -40,7 +40,7 @@ class OutputError(FleetpyError):
     """Standard output cannot be written (a full disk, /dev/full, a closed pipe)."""
 
 
-class Output(str, Enum):
+class Output(StrEnum):
     table = "table"
     json = "json"
 
@@ -70,7 +70,7 @@ def _settings_params(scope: config.Scope) -> list[inspect.Parameter]:
                               metavar=setting.name.upper(),
                               help=f"{setting.help} (env {setting.env}{default})")
         params.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY,
-                                        default=option, annotation=Optional[str]))
+                                        default=option, annotation=str | None))
     return params
 
 
@@ -167,11 +167,13 @@ class _Group(TyperGroup):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
+             windows_expand_args: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
+            return super().main(args, prog_name, complete_var, False, windows_expand_args,
+                                **extra)
         try:
-            result = super().main(args, prog_name, complete_var, False, **extra)
+            result = super().main(args, prog_name, complete_var, False, windows_expand_args,
+                                  **extra)
             code = result if isinstance(result, int) else 0
         except NoArgsIsHelpError as exc:
             exc.show()
@@ -200,7 +202,7 @@ app = typer.Typer(
 @app.callback()
 @with_settings(config.Scope.ETCD)
 def _main(ctx: typer.Context,
-          version: Annotated[Optional[bool], typer.Option(
+          version: Annotated[bool | None, typer.Option(
               "--version", callback=_version, is_eager=True,
               help="Show the version and exit.")] = None,
           **etcd: Any) -> None:
@@ -343,8 +345,14 @@ class _RichReporter:
     MAX_ROWS = 12
 
     def __init__(self, console: Any, names: Sequence[str], target: WaitTarget) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                                   TextColumn, TimeElapsedColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
         self.target = target
         # markup=False: engine reasons and systemd messages may hold [brackets].
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
@@ -385,7 +393,7 @@ def _progress_reporter(names: Sequence[str], target: WaitTarget) -> _PlainReport
 # ----------------------------------------------------------------------------- listings
 
 
-FieldsOption = Annotated[Optional[str], typer.Option(
+FieldsOption = Annotated[str | None, typer.Option(
     "--fields", help="Comma-separated columns to show.", show_default=False)]
 NoLegendOption = Annotated[bool, typer.Option("--no-legend", help="Do not print the header row.")]
 FullOption = Annotated[bool, typer.Option("--full", "-l", help="Do not shorten ids and hashes.")]
@@ -491,12 +499,12 @@ def list_machines(ctx: typer.Context, fields: FieldsOption = None,
 @app.command()
 @edge
 def render(template: Annotated[str, typer.Argument(help="Jinja unit template file.")],
-           values: Annotated[Optional[str], typer.Option(
+           values: Annotated[str | None, typer.Option(
                "--values", help="YAML file of template values.", show_default=False)] = None,
-           set_: Annotated[Optional[list[str]], typer.Option(
+           set_: Annotated[list[str] | None, typer.Option(
                "--set", help="key=value, overrides --values; repeatable.",
                show_default=False)] = None,
-           output: Annotated[Optional[str], typer.Option(
+           output: Annotated[str | None, typer.Option(
                "--output", "-o", help="Write to this file instead of stdout.",
                show_default=False)] = None) -> None:
     """Render a Jinja unit template with values."""
@@ -536,7 +544,7 @@ def engine(ctx: typer.Context, **options: Any) -> None:
 @edge
 @with_settings(config.Scope.AGENT)
 def agent(ctx: typer.Context,
-          config_file: Annotated[Optional[str], typer.Option(
+          config_file: Annotated[str | None, typer.Option(
               "--config", help="YAML file of settings (command line and env override it).",
               show_default=False)] = None,
           **options: Any) -> None:

@@ -19,13 +19,21 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-
 from enum import StrEnum
 from typing import Any
 
 from .errors import FleetOptionError, FleetpyError, StateError, UnitFileError, UnknownUnitError
-from .registry import (ClusterView, MachineEvent, Registry, ScheduleEvent, StateEvent,
-                       UnitChange, UnitRecord, UnitState, WatchBatch)
+from .registry import (
+    ClusterView,
+    MachineEvent,
+    Registry,
+    ScheduleEvent,
+    StateEvent,
+    UnitChange,
+    UnitRecord,
+    UnitState,
+    WatchBatch,
+)
 from .states import RUNNING_STATES, DesiredState, verb
 from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
 
@@ -129,13 +137,13 @@ class _Contents:
 
 
 def _instance_change(contents: _Contents, units: Mapping[str, UnitRecord], name: str,
-                     desired: str | None) -> tuple[UnitChange, FleetOptions | None]:
+                     desired: DesiredState | None) -> tuple[UnitChange, FleetOptions | None]:
     """A submitted unit by name, or an instance of a submitted template (with its
     options when the instance is new)."""
     parsed = parse_name(name)
     if name in units:
         return UnitChange(name, desired=desired), None
-    if parsed.is_instance and parsed.template in units:
+    if parsed.template is not None and parsed.is_instance and parsed.template in units:
         template = units[parsed.template]
         text = contents.get(template.hash)
         if text is None:
@@ -244,21 +252,21 @@ def plan_submit(registry: Registry, args: Sequence[str],
     changes: list[UnitChange] = []
     new_options: dict[str, FleetOptions] = {}  # units this command creates
     for name in names:
-        local = locals_.get(name)
-        if local is None:
+        from_file = locals_.get(name)
+        if from_file is None:
             change, options = _instance_change(contents, units, name, desired)
             changes.append(change)
             if options is not None:
                 new_options[name] = options
             continue
         current = units.get(name)
-        if current is not None and current.hash != local.hash:
+        if current is not None and current.hash != from_file.hash:
             raise StateError(f"{name} is already submitted with different contents "
-                             f"(hash {current.hash[:7]}, new {local.hash[:7]}); destroy it first")
-        changes.append(UnitChange(name, desired=desired, text=local.text, hash=local.hash,
-                                  is_global=local.is_global))
-        if current is None and local.options is not None:
-            new_options[name] = local.options
+                             f"(hash {current.hash[:7]}, new {from_file.hash[:7]}); destroy it first")
+        changes.append(UnitChange(name, desired=desired, text=from_file.text, hash=from_file.hash,
+                                  is_global=from_file.is_global))
+        if current is None and from_file.options is not None:
+            new_options[name] = from_file.options
     if any(edge(o) for o in new_options.values() for edge in _EDGES.values()):
         _check_cycles(registry, contents, new_options)
     return CommandPlan(tuple(changes), tuple(names), known)
@@ -708,9 +716,32 @@ def machine_rows(registry: Registry) -> list[MachineRow]:
 
 
 __all__ = [
-    "CommandPlan", "LocalUnit", "MachineRow", "UnitFileRow", "UnitProgress", "UnitRow",
-    "WaitResult", "WaitTarget", "destroy", "evaluate", "is_file_arg", "load", "machine_label",
-    "machine_rows", "summary_state",
-    "plan_stop", "plan_submit", "plan_unload", "read_unit_file", "select_units", "start", "stop",
-    "submit", "unit_file_rows", "unit_rows", "unit_text", "unload", "wait_for",
+    "CommandPlan",
+    "LocalUnit",
+    "MachineRow",
+    "UnitFileRow",
+    "UnitProgress",
+    "UnitRow",
+    "WaitResult",
+    "WaitTarget",
+    "destroy",
+    "evaluate",
+    "is_file_arg",
+    "load",
+    "machine_label",
+    "machine_rows",
+    "plan_stop",
+    "plan_submit",
+    "plan_unload",
+    "read_unit_file",
+    "select_units",
+    "start",
+    "stop",
+    "submit",
+    "summary_state",
+    "unit_file_rows",
+    "unit_rows",
+    "unit_text",
+    "unload",
+    "wait_for",
 ]

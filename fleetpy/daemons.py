@@ -13,8 +13,16 @@ import sys
 from collections.abc import Sequence
 
 from .agent import Agent, AgentConfig
-from .config import (AgentSettings, Scope, Settings, UnitManagerKind, add_arguments,
-                     load_config_file, read_machine_id, resolve)
+from .config import (
+    AgentSettings,
+    Scope,
+    Settings,
+    UnitManagerKind,
+    add_arguments,
+    load_config_file,
+    read_machine_id,
+    resolve,
+)
 from .engine import Engine
 from .errors import ConfigError, FleetpyError
 from .log import escape_controls, log_event

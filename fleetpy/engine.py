@@ -23,9 +23,21 @@ from typing import Any
 from . import scheduler
 from .errors import FleetpyError
 from .log import log_event
-from .registry import (ClearForceReschedule, ContentEvent, EngineEvent, EngineWrite,
-                       MachineEvent, MachineRecord, PlaceUnit, Registry, ScheduleEntry,
-                       StoreReason, UnitRecord, UnplaceUnit, WatchBatch)
+from .registry import (
+    ClearForceReschedule,
+    ContentEvent,
+    EngineEvent,
+    EngineWrite,
+    MachineEvent,
+    MachineRecord,
+    PlaceUnit,
+    Registry,
+    ScheduleEntry,
+    StoreReason,
+    UnitRecord,
+    UnplaceUnit,
+    WatchBatch,
+)
 from .states import DesiredState
 from .unit import FleetOptions, fleet_options, parse_unit
 
@@ -101,7 +113,7 @@ class Engine:
         self.stats = EngineStats()
         self.is_leader = threading.Event()
         self._stop = threading.Event()
-        self._queue: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._texts: dict[str, str] = {}  # content hash -> text (immutable, so cacheable)
         self._parsed: dict[tuple[str, str], FleetOptions | str] = {}
         self._lease: int | None = None
@@ -112,7 +124,7 @@ class Engine:
 
     # -- lifecycle
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         self._thread = threading.Thread(target=self.run, name="engine", daemon=True)
         self._thread.start()
         return self
@@ -145,7 +157,7 @@ class Engine:
                     self._lead()
             except _LostLeadership as exc:
                 log_event("leadership_lost", engine=self.candidate, reason=str(exc))
-            except Exception as exc:  # noqa: BLE001 - the engine must outlive any one error
+            except Exception as exc:
                 # etcd away (or a bug): retry soon, from a fresh read; the grace period
                 # that follows covers whatever was missed meanwhile.
                 log_event("engine_retry", engine=self.candidate,
@@ -173,7 +185,7 @@ class Engine:
             # Someone else leads: wake when the leader key goes, or after a while.
             freed = threading.Event()
 
-            def on_engine(batch: WatchBatch[EngineEvent]) -> None:
+            def on_engine(batch: WatchBatch[EngineEvent], freed: threading.Event = freed) -> None:
                 if batch.error or any(e.leader_changed and e.leader is None
                                       for e in batch.events):
                     freed.set()
@@ -274,7 +286,7 @@ class Engine:
                 log_event("rescheduling_paused", engine=self.candidate, missing=lost,
                           machines=known, threshold=self.mass_loss_fraction,
                           sample=",".join(sorted(self._lost_at)[:5]))
-            return {machine: why for machine in stranded}
+            return dict.fromkeys(stranded, why)
         if self._paused:
             # Some came back: the rest are likely on their way (agents re-register one by
             # one after an outage), so they get a grace period as after the engine's own.
@@ -288,7 +300,7 @@ class Engine:
         if now < self._blind_until and self._grace_for:
             why = (f"the engine had lost sight of it; waiting up to "
                    f"{self._blind_until - now:.0f}s more for its agent to report")
-            held = {machine: why for machine in sorted(self._grace_for)}
+            held = dict.fromkeys(sorted(self._grace_for), why)
             self._next_judgement = self._blind_until
         settling = [m for m in stranded if m not in held and now - self._lost_at[m] < LOSS_SETTLE]
         held.update((machine, "") for machine in settling)
@@ -326,11 +338,11 @@ class Engine:
                        schedule={unit: scheduler.Scheduled(machine, entry.desired, entry.hash)
                                  for unit, (machine, entry) in view.schedule.items()},
                        reasons=dict(view.reasons))
-        for unit, (_, entry) in view.schedule.items():
+        for _unit, (_, entry) in view.schedule.items():
             self._texts.setdefault(entry.hash, entry.text)
         self._load_texts({r.hash for r in model.records.values()})
-        for record in model.records.values():
-            self._set_spec(model, record)
+        for unit_record in model.records.values():
+            self._set_spec(model, unit_record)
         # Events queued by earlier watches are already in this read: tag batches with a
         # generation and drop the stale ones.
         self._generation += 1

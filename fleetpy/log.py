@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 # C0 and C1 control characters, DEL, and the bidirectional overrides that can make a
 # terminal show text other than what is there ("Trojan source").
@@ -39,5 +39,5 @@ def format_event(event: str, fields: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def log_event(event: str, stream: TextIO | None = None, **fields: Any) -> None:
-    print(format_event(event, fields), file=stream or sys.stderr, flush=True)
+def log_event(event: str, /, **fields: Any) -> None:
+    print(format_event(event, fields), file=sys.stderr, flush=True)

@@ -20,8 +20,8 @@ How a plan is made:
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Union
 
 from fleetpy.states import PLACED_STATES, DesiredState
 from fleetpy.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
@@ -63,7 +63,7 @@ class Scheduled:
     """What a unit's per-machine schedule key currently says."""
 
     machine: str
-    desired: str
+    desired: DesiredState
     hash: str
 
 
@@ -95,7 +95,7 @@ class Schedule:
 
     unit: str
     machine: str
-    desired: str
+    desired: DesiredState
     hash: str
 
 
@@ -106,7 +106,7 @@ class Move:
     unit: str
     from_machine: str
     to_machine: str
-    desired: str
+    desired: DesiredState
     hash: str
 
 
@@ -122,7 +122,7 @@ class Retarget:
 
     unit: str
     machine: str
-    desired: str
+    desired: DesiredState
     hash: str
 
 
@@ -132,7 +132,7 @@ class SetReason:
     reason: str | None  # None clears the stored reason
 
 
-Change = Union[Schedule, Move, Unschedule, Retarget, SetReason]
+Change = Schedule | Move | Unschedule | Retarget | SetReason
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ class _Planner:
         # Failures that do not depend on the unit's name hold for every unit
         # with the same options until something is unassigned (epoch bump).
         self.epoch = 0
-        self.failure_memo: dict[tuple, tuple[int, str]] = {}
+        self.failure_memo: dict[tuple[object, ...], tuple[int, str]] = {}
 
     # ---- ordering -------------------------------------------------------
 
@@ -322,7 +322,7 @@ class _Planner:
 
         def predecessors(name: str) -> list[str]:
             options = self.placeable[name].options
-            found = [p for p in self.replacers_of.get(name, ())]
+            found = list(self.replacers_of.get(name, ()))
             if options.machine_of in self.placeable:
                 found.insert(0, options.machine_of)
             return found
@@ -361,7 +361,7 @@ class _Planner:
                 node = self.placeable[node].options.machine_of
             if node is not None and node in position:
                 cycle = path[position[node]:]
-                text = "MachineOf cycle: " + " -> ".join(cycle + [node])
+                text = "MachineOf cycle: " + " -> ".join([*cycle, node])
                 for member in cycle:
                     reasons[member] = text
             resolved.update(path)
@@ -395,9 +395,8 @@ class _Planner:
         # The load went down: give every pool holding the machine a fresh entry.
         load = len(self.hosted[machine])
         for pool in self.pools.values():
-            heap_key = pool.heap_key_of.get(machine, _ABSENT)
-            if heap_key is not _ABSENT:
-                heapq.heappush(pool.heaps[heap_key], (load, machine))
+            if machine in pool.heap_key_of:
+                heapq.heappush(pool.heaps[pool.heap_key_of[machine]], (load, machine))
         return machine
 
     def _displace(self, name: str) -> None:
@@ -717,7 +716,6 @@ class _Planner:
         return PlacementPlan(tuple(unschedules + moves + retargets + schedules + reasons))
 
 
-_ABSENT = object()
 
 
 def _sorted_heap_keys(heaps: Mapping[str | None, object]) -> list[str | None]:

@@ -18,16 +18,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import dbus  # type: ignore[import-not-found]
-from dbus.mainloop.glib import DBusGMainLoop  # type: ignore[import-not-found]
-from gi.repository import GLib  # type: ignore[import-not-found]
+import dbus
+from dbus.mainloop.glib import DBusGMainLoop
+from gi.repository import GLib
 
 from .errors import FleetpyError
 from .log import log_event
 from .states import RUNNING_STATES
 from .unit import content_hash  # files hold canonical texts: the file's hash is the unit's
-from .unitmanager import (Action, ObservedUnit, RemoveUnit, StartUnit, StateListener, StopUnit,
-                          WriteUnit)
+from .unitmanager import (
+    Action,
+    ObservedUnit,
+    RemoveUnit,
+    StartUnit,
+    StateListener,
+    StopUnit,
+    WriteUnit,
+)
 
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
@@ -82,7 +89,7 @@ class SystemdUnitManager:
             self._bus.add_signal_receiver(self._on_unit_removed, signal_name="UnitRemoved",
                                           dbus_interface=MANAGER_IFACE, bus_name=SYSTEMD,
                                           path=SYSTEMD_PATH)
-        except Exception as exc:  # noqa: BLE001 - reported to the constructor
+        except Exception as exc:
             self._error = exc
             self._ready.set()
             return
@@ -99,7 +106,7 @@ class SystemdUnitManager:
         def task() -> bool:
             try:
                 box["value"] = fn()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            except BaseException as exc:
                 box["error"] = exc
             done.set()
             return False
@@ -359,5 +366,5 @@ class SystemdUnitManager:
         try:
             GLib.idle_add(quit_loop)
             self._thread.join(timeout=5)
-        except Exception:  # noqa: BLE001 - closing must not raise
+        except Exception:
             pass

@@ -55,8 +55,9 @@ import string
 import subprocess
 import sys
 import types
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import jinja2
 import jinja2.runtime
@@ -399,7 +400,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         _check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
-    def call(__self, __context: jinja2.runtime.Context, __obj: Any,  # noqa: N805
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any,
              *args: Any, **kwargs: Any) -> Any:
         owner = getattr(__obj, "__self__", None)
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(owner, str):
@@ -565,7 +566,7 @@ def render(
         raise TemplateError(f"{where}:{exc.lineno}: {_one_line(exc.message or exc)}") from None
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"{label}: included template {_one_line(exc.name)} not found") from None
-    except Exception as exc:  # noqa: BLE001 - whatever a template raises becomes one line
+    except Exception as exc:
         # Included templates are named relative to the main template's directory.
         files = {filename: display_path(shown) for filename, shown in loader.files.items()}
         location = _template_location(exc.__traceback__, files)
@@ -648,7 +649,7 @@ def _limit_resources(memory: int, cpu_seconds: int) -> None:
     for limit, soft, hard in ((resource.RLIMIT_AS, memory, memory),
                               (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
                               (resource.RLIMIT_CORE, 0, 0)):
-        current_soft, current_hard = resource.getrlimit(limit)
+        _current_soft, current_hard = resource.getrlimit(limit)
         if current_hard != resource.RLIM_INFINITY:
             hard = min(hard, current_hard)
             soft = min(soft, hard)
@@ -657,7 +658,7 @@ def _limit_resources(memory: int, cpu_seconds: int) -> None:
 
 def _serve() -> None:
     """The child side of render_bounded: a pickled request on stdin, JSON on stdout."""
-    request = pickle.load(sys.stdin.buffer)  # noqa: S301 - written by our own parent
+    request = pickle.load(sys.stdin.buffer)
     _limit_resources(request["memory"], request["cpu_seconds"])
     try:
         reply = {"text": render(request["path"], request["values"], request["source_name"])}

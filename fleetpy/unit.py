@@ -23,8 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from fleetpy.errors import (FileError, FleetOptionError, UnitFileError, UnitNameError,
-                            UnitParseError)
+from fleetpy.errors import FileError, FleetOptionError, UnitFileError, UnitNameError, UnitParseError
 from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
 
 # ---------------------------------------------------------------------------
@@ -87,7 +86,7 @@ def template_of(name: str) -> str | None:
 
 def is_template(name: str) -> bool:
     """web@.service (a template, never run itself); for names already validated."""
-    prefix, at, instance = name.rpartition(".")[0].partition("@")
+    _prefix, at, instance = name.rpartition(".")[0].partition("@")
     return bool(at) and not instance
 
 

@@ -218,7 +218,7 @@ class _Loader(_Replay, Composer, SafeConstructor, Resolver):
             raise
         except RecursionError:
             raise ConstructorError(None, None, "values nested too deeply", node.start_mark) from None
-        except Exception as exc:  # noqa: BLE001 - any constructor failure is bad data
+        except Exception as exc:
             what = f" {_short(node.value)}" if isinstance(node, ScalarNode) else ""
             raise ConstructorError(
                 None, None, f"invalid {_tag(node.tag)}{what}: {exc}", node.start_mark
@@ -230,7 +230,7 @@ def _compose(text: str, source: str, error: type[FleetpyError], max_depth: int,
     try:
         loader = _Loader(_checked_events(text, max_depth, max_nodes))
         return loader, loader.get_single_node()
-    except Exception as exc:  # noqa: BLE001 - converted to one line below
+    except Exception as exc:
         raise _error(exc, text, source, error) from None
 
 
@@ -240,7 +240,7 @@ def _construct(loader: _Loader, node: Node, text: str, source: str,
         # deep: construct everything now, in document order, so every mapping
         # is checked for duplicate keys before another one merges it.
         return loader.construct_object(node, deep=True)
-    except Exception as exc:  # noqa: BLE001 - converted to one line below
+    except Exception as exc:
         raise _error(exc, text, source, error) from None
 
 

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 
-from fleetpy.cluster.nspawn import Host, HostPool, ensure_busybox_image, ensure_dockerd, ensure_rootfs
+from fleetpy.cluster.nspawn import (
+    Host,
+    HostPool,
+    ensure_busybox_image,
+    ensure_dockerd,
+    ensure_rootfs,
+)
 
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter", "docker", "dockerd", "busybox", "setsid")
 

@@ -7,8 +7,14 @@ import pytest
 from fleetpy.agent import DesiredUnit, plan_actions, select_globals
 from fleetpy.registry import ScheduleEntry
 from fleetpy.states import DesiredState
-from fleetpy.unitmanager import (ObservedUnit, RemoveUnit, SimulatedUnitManager, StartUnit,
-                                 StopUnit, WriteUnit)
+from fleetpy.unitmanager import (
+    ObservedUnit,
+    RemoveUnit,
+    SimulatedUnitManager,
+    StartUnit,
+    StopUnit,
+    WriteUnit,
+)
 
 
 def want(name: str, desired: str = "launched", digest: str = "h1") -> DesiredUnit:

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
-from fleetpy.config import Settings, UnitManagerKind
 from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.config import Settings, UnitManagerKind
 from fleetpy.registry import MachineRecord, PlaceUnit, Registry, StoreReason, UnitState
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"

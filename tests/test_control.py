@@ -9,10 +9,25 @@ from pathlib import Path
 import pytest
 
 from fleetpy import control
-from fleetpy.errors import (FleetOptionError, FleetpyError, StateError, UnitFileError,
-                            UnitNameError, UnitParseError, UnknownUnitError)
-from fleetpy.registry import (ClusterView, MachineRecord, PlaceUnit, Registry, ScheduleEntry,
-                              UnitRecord, UnitState, UnplaceUnit)
+from fleetpy.errors import (
+    FleetOptionError,
+    FleetpyError,
+    StateError,
+    UnitFileError,
+    UnitNameError,
+    UnitParseError,
+    UnknownUnitError,
+)
+from fleetpy.registry import (
+    ClusterView,
+    MachineRecord,
+    PlaceUnit,
+    Registry,
+    ScheduleEntry,
+    UnitRecord,
+    UnitState,
+    UnplaceUnit,
+)
 from fleetpy.unit import parse_unit
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from waiting import until
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import Host
 from fleetpy.registry import Registry
 from fleetpy.template import render
-from waiting import until
 
 pytestmark = pytest.mark.hosts
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def test_agent_restart_keeps_units_running(hosts: Callable[..., list[Host]], fle
 
 def test_failures_are_visible(hosts: Callable[..., list[Host]], fleet: Fleet,
                               registry: Registry) -> None:
-    (host,) = hosts(1, ttl=3)
+    (_host,) = hosts(1, ttl=3)
     until(lambda: len(registry.list_machines()) == 1, what="machine")
     failing = fleet.write("crash.service", "[Service]\nExecStart=/bin/false\n")
     result = fleet("start", "--block-attempts", "30", failing, check=False)

@@ -7,14 +7,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from fleetpy.agent import Agent, AgentConfig
-from fleetpy.unitmanager import SimulatedUnitManager
-from fleetpy.engine import Engine
-from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from waiting import until
 
-
+from fleetpy.agent import Agent, AgentConfig
+from fleetpy.engine import Engine
+from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.unitmanager import SimulatedUnitManager
 
 
 def unit(name: str, xfleet: str = "", desired: str = "launched", **kw: object) -> UnitChange:

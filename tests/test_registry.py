@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import queue
 import threading
 import time
@@ -10,8 +11,17 @@ import time
 import pytest
 
 from fleetpy.errors import RegistryError, StateError, UnknownUnitError
-from fleetpy.registry import (MachineRecord, PlaceUnit, Registry, RegistryConfig, ScheduleEntry,
-                              UnitChange, UnitEvent, UnitState, WatchBatch)
+from fleetpy.registry import (
+    MachineRecord,
+    PlaceUnit,
+    Registry,
+    RegistryConfig,
+    ScheduleEntry,
+    UnitChange,
+    UnitEvent,
+    UnitState,
+    WatchBatch,
+)
 from fleetpy.states import DesiredState
 
 
@@ -80,7 +90,7 @@ def test_racing_clients_never_lose_an_update(registry_config: RegistryConfig) ->
                 state = ("loaded", "launched")[(n + round_) % 2]
                 reg.change_units([UnitChange(f"u{i}.service", desired=state) for i in range(10)]
                                  + [change(f"own{n}-{round_}.service", desired="launched")])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             reg.close()
@@ -140,7 +150,7 @@ def test_leader_election_and_fencing(registry: Registry) -> None:
 def test_watch_sees_changes_from_a_revision(registry: Registry) -> None:
     revision = registry.read_view().revision
     registry.change_units([change("a.service")])
-    batches: "queue.Queue[WatchBatch[UnitEvent]]" = queue.Queue()
+    batches: queue.Queue[WatchBatch[UnitEvent]] = queue.Queue()
     cancel = registry.watch_units(batches.put, revision + 1)
     batch = batches.get(timeout=5)
     assert [(e.name, e.record is not None) for e in batch.events] == [("a.service", True)]
@@ -160,7 +170,7 @@ def test_engine_writes_are_batched_within_etcds_limits(registry: Registry) -> No
     written: list[tuple[int, int]] = []
     assert registry.engine_write("e", groups, lambda start, end: written.append((start, end)))
     assert written[0][0] == 0 and written[-1][1] == 60 and len(written) >= 3
-    assert all(a[1] == b[0] for a, b in zip(written, written[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(written))
     assert len(registry.read_view().schedule) == 60
 
 
@@ -187,7 +197,7 @@ def test_watch_from_a_compacted_revision_says_so(registry: Registry) -> None:
     registry.change_units([change("b.service")])
     registry.change_units([change("c.service")])
     registry._etcd.compact(registry.read_view().revision)
-    batches: "queue.Queue[WatchBatch[UnitEvent]]" = queue.Queue()
+    batches: queue.Queue[WatchBatch[UnitEvent]] = queue.Queue()
     registry.watch_units(batches.put, old)
     batch = batches.get(timeout=5)
     assert batch.error is not None and batch.compacted

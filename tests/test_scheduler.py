@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import random
-from fnmatch import fnmatchcase
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Mapping
+from fnmatch import fnmatchcase
 
 import pytest
 
-from fleetpy.scheduler import (Change, InvalidUnit, Machine, Move, PlacementPlan, Retarget, Schedule,
-                               Scheduled, SetReason, Snapshot, UnitSpec, Unschedule)
+from fleetpy.scheduler import (
+    Change,
+    InvalidUnit,
+    Machine,
+    Move,
+    PlacementPlan,
+    Retarget,
+    Schedule,
+    Scheduled,
+    SetReason,
+    Snapshot,
+    UnitSpec,
+    Unschedule,
+)
 from fleetpy.scheduler import plan_placements as plan
 from fleetpy.states import DesiredState
 from fleetpy.unit import FleetOptions, is_template, template_of

@@ -14,14 +14,28 @@ from urllib.parse import urlparse
 
 import grpc
 import pytest
-
-from fleetpy.errors import RegistryError
-from fleetpy.cluster.etcd import EtcdCluster, EtcdServer, EtcdTls, free_port
-from fleetpy.registry.transport import (
-    Compare, DeleteOp, DeleteResult, Endpoint, EtcdCompacted, EtcdError, EtcdTransport,
-    EtcdUnavailable, EventKind, GetOp, PutOp, PutResult, RangeResult, WatchEnded,
-    WatchResponse, prefix_range_end)
 from waiting import until
+
+from fleetpy.cluster.etcd import EtcdCluster, EtcdServer, EtcdTls, free_port
+from fleetpy.errors import RegistryError
+from fleetpy.registry.transport import (
+    Compare,
+    DeleteOp,
+    DeleteResult,
+    Endpoint,
+    EtcdCompacted,
+    EtcdError,
+    EtcdTransport,
+    EtcdUnavailable,
+    EventKind,
+    GetOp,
+    PutOp,
+    PutResult,
+    RangeResult,
+    WatchEnded,
+    WatchResponse,
+    prefix_range_end,
+)
 
 TIMEOUT = 5.0
 
@@ -153,7 +167,7 @@ def test_concurrent_calls_from_many_threads(client: EtcdTransport, prefix: str) 
         try:
             for i in range(20):
                 client.put(f"{prefix}/{n}/{i}", str(i))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
     threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
     for thread in threads:

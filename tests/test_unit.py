@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetpy.errors import FleetOptionError, FleetpyError, UnitFileError, UnitNameError, UnitParseError
+from fleetpy.errors import (
+    FleetOptionError,
+    FleetpyError,
+    UnitFileError,
+    UnitNameError,
+    UnitParseError,
+)
 from fleetpy.unit import (
     FleetOptions,
     UnitFile,

@@ -51,7 +51,7 @@ class EtcdTls:
     client_key_file: Path
 
     @classmethod
-    def generate(cls, directory: Path) -> "EtcdTls":
+    def generate(cls, directory: Path) -> EtcdTls:
         """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
         openssl = shutil.which("openssl")
         if openssl is None:
@@ -167,7 +167,7 @@ class EtcdServer:
             time.sleep(0.05)
         raise EtcdServerError(f"etcd did not become healthy in {timeout:g}s; see {self.log_path}")
 
-    def start(self, timeout: float = 20.0) -> "EtcdServer":
+    def start(self, timeout: float = 20.0) -> EtcdServer:
         self.launch()
         try:
             self.wait_healthy(timeout)
@@ -220,7 +220,7 @@ class EtcdServer:
             if self.log_path and self.log_path.exists():
                 self.log_path.unlink()
 
-    def __enter__(self) -> "EtcdServer":
+    def __enter__(self) -> EtcdServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -245,7 +245,7 @@ class EtcdCluster:
     def endpoints(self) -> list[str]:
         return [member.endpoint for member in self.members]
 
-    def start(self, timeout: float = 30.0) -> "EtcdCluster":
+    def start(self, timeout: float = 30.0) -> EtcdCluster:
         _etcd_binary(self.binary)
         self.base_dir = Path(tempfile.mkdtemp(prefix="fleetpy-etcd-cluster-"))
         token = f"fleetpy-{uuid.uuid4().hex[:12]}"  # a stray peer from another run is refused
@@ -310,7 +310,7 @@ class EtcdCluster:
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> "EtcdCluster":
+    def __enter__(self) -> EtcdCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -31,24 +31,35 @@ import os
 # fleetpy says what went wrong in one line of its own. Set before grpc is imported.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-import json  # noqa: E402
-import re  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
-from dataclasses import dataclass, field, replace  # noqa: E402
-from typing import Any, Generic, TypeVar  # noqa: E402
-from urllib.parse import urlparse  # noqa: E402
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlparse
 
-from ..errors import (FleetpyError, PartialWriteError, RegistryError,  # noqa: E402
-                      StateError, UnknownUnitError)
-from ..log import log_event  # noqa: E402
-from ..states import DesiredState  # noqa: E402
-from ..unit import parse_name  # noqa: E402
-from .tls import TlsMaterial, load_tls  # noqa: E402
-from .transport import (Compare, DeleteOp, Endpoint, EtcdTransport, GetOp,  # noqa: E402
-                        KeyValue, PutOp, RangeResult, TxnOp, WatchEnded, WatchResponse,
-                        EventKind, prefix_range_end)
+from ..errors import FleetpyError, PartialWriteError, RegistryError, StateError, UnknownUnitError
+from ..log import log_event
+from ..states import DesiredState
+from ..unit import parse_name
+from .tls import TlsMaterial, load_tls
+from .transport import (
+    Compare,
+    DeleteOp,
+    Endpoint,
+    EtcdTransport,
+    EventKind,
+    GetOp,
+    KeyValue,
+    PutOp,
+    RangeResult,
+    TxnOp,
+    WatchEnded,
+    WatchResponse,
+    prefix_range_end,
+)
 
 DEFAULT_PREFIX = "/fleetpy"
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
@@ -163,7 +174,7 @@ class UnitRecord:
                        "global": self.is_global, "owner": self.owner})
 
     @classmethod
-    def from_json(cls, name: str, raw: bytes, revision: int = 0) -> "UnitRecord":
+    def from_json(cls, name: str, raw: bytes, revision: int = 0) -> UnitRecord:
         data = _object(raw)
         return cls(name=_unit_name(name), hash=_content_hash(data.get("hash")),
                    desired=_desired(data.get("desired")),
@@ -188,7 +199,7 @@ class ScheduleEntry:
         return _dumps(data)
 
     @classmethod
-    def from_json(cls, name: str, raw: bytes) -> "ScheduleEntry":
+    def from_json(cls, name: str, raw: bytes) -> ScheduleEntry:
         data = _object(raw)
         return cls(name=_unit_name(name), hash=_content_hash(data.get("hash")),
                    desired=_desired(data.get("desired")), text=_field(data, "text", str),
@@ -208,7 +219,7 @@ class MachineRecord:
                        "ttl": self.ttl})
 
     @classmethod
-    def from_json(cls, machine_id: str, raw: bytes) -> "MachineRecord":
+    def from_json(cls, machine_id: str, raw: bytes) -> MachineRecord:
         data = _object(raw)
         metadata = _field(data, "metadata", dict, {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
@@ -237,7 +248,7 @@ class UnitState:
                        "hash": self.hash, "message": self.message})
 
     @classmethod
-    def from_json(cls, name: str, machine: str, raw: bytes) -> "UnitState":
+    def from_json(cls, name: str, machine: str, raw: bytes) -> UnitState:
         data = _object(raw)
         return cls(name=_unit_name(name), machine=_machine_id(machine),
                    load=_field(data, "load", str, ""), active=_field(data, "active", str, ""),
@@ -477,7 +488,7 @@ class Registry:
     def close(self) -> None:
         self._etcd.close()
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -756,7 +767,9 @@ class Registry:
         for chunk in _unit_chunks(changes):
             first = [known]
 
-            def attempt(chunk: Sequence[UnitChange] = chunk) -> list[UnitRecord]:
+            def attempt(chunk: Sequence[UnitChange] = chunk,
+                        first: list[Mapping[str, UnitRecord | None] | None] = first
+                        ) -> list[UnitRecord]:
                 records, first[0] = first[0], None
                 return self._change_chunk(chunk, records)
             try:
@@ -932,7 +945,7 @@ class Registry:
     def report_states(self, states: Sequence[UnitState], lease_id: int,
                       removed: Sequence[tuple[str, str]] = ()) -> None:
         """Write reported unit states (under the agent's lease) and drop removed ones."""
-        ops = [self.txn.put(self.key("state", s.name, s.machine), s.to_json(), lease=lease_id)
+        ops: list[TxnOp] = [self.txn.put(self.key("state", s.name, s.machine), s.to_json(), lease=lease_id)
                for s in states]
         ops += [self.txn.delete(self.key("state", unit, machine)) for unit, machine in removed]
         for chunk in _chunks(ops, MAX_TXN_OPS):

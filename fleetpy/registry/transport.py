@@ -34,21 +34,21 @@ import os
 # print its own connection errors on our users' terminals.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-import enum  # noqa: E402
-import queue  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections import deque  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, Protocol, TypeVar  # noqa: E402
+import enum
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-import grpc  # noqa: E402
-from pyetcd import etcdrpc  # type: ignore[import-untyped]  # noqa: E402
-from pyetcd.etcdrpc import kv_pb2  # type: ignore[import-untyped]  # noqa: E402
+import grpc
+from pyetcd import etcdrpc  # type: ignore[import-untyped]
+from pyetcd.etcdrpc import kv_pb2  # type: ignore[import-untyped]
 
-from ..errors import RegistryError  # noqa: E402
-from ..log import log_event  # noqa: E402
+from ..errors import RegistryError
+from ..log import log_event
 
 R = TypeVar("R")
 
@@ -235,22 +235,22 @@ class Compare:
 
     @classmethod
     def mod(cls, key: bytes | str, revision: int,
-            result: CompareResult = CompareResult.EQUAL) -> "Compare":
+            result: CompareResult = CompareResult.EQUAL) -> Compare:
         return cls(_b(key), CompareTarget.MOD, int(revision), result)
 
     @classmethod
     def version(cls, key: bytes | str, version: int,
-                result: CompareResult = CompareResult.EQUAL) -> "Compare":
+                result: CompareResult = CompareResult.EQUAL) -> Compare:
         return cls(_b(key), CompareTarget.VERSION, int(version), result)
 
     @classmethod
     def create(cls, key: bytes | str, revision: int,
-               result: CompareResult = CompareResult.EQUAL) -> "Compare":
+               result: CompareResult = CompareResult.EQUAL) -> Compare:
         return cls(_b(key), CompareTarget.CREATE, int(revision), result)
 
     @classmethod
     def value_is(cls, key: bytes | str, value: bytes | str,
-                 result: CompareResult = CompareResult.EQUAL) -> "Compare":
+                 result: CompareResult = CompareResult.EQUAL) -> Compare:
         return cls(_b(key), CompareTarget.VALUE, _b(value), result)
 
 
@@ -454,7 +454,7 @@ def _txn_result(response: Any) -> TxnResult:
 def _safe_callback(callback: WatchCallback, item: WatchResponse | WatchEnded) -> None:
     try:
         callback(item)
-    except Exception as exc:  # noqa: BLE001 - one bad callback must not end the stream
+    except Exception as exc:
         log_event("watch_callback_failed", error=repr(exc))
 
 
@@ -538,7 +538,7 @@ class _WatchStream:
 
     def __init__(self, member: _Member, metadata: Metadata) -> None:
         self.member = member
-        self.requests: "queue.Queue[Any]" = queue.Queue()
+        self.requests: queue.Queue[Any] = queue.Queue()
         self.pending: deque[_Watch] = deque()  # create requests in flight, in order
         self.active: dict[int, _Watch] = {}
         self.broken = False
@@ -546,7 +546,7 @@ class _WatchStream:
         self.orphans: list[_Watch] = []  # watches to tell the stream ended
         self.silent = False  # closing: end without callbacks
         self.call: Any = member.watch.Watch(self._request_iterator(),
-                                            metadata=metadata + (_REQUIRE_LEADER,))
+                                            metadata=(*metadata, _REQUIRE_LEADER))
         self.thread = threading.Thread(target=self._consume, daemon=True,
                                        name=f"etcd-watch-{member.endpoint.target}")
         self._lock: threading.Lock | None = None
@@ -589,7 +589,7 @@ class _WatchStream:
             code, details = _rpc_code(exc), _rpc_details(exc)
             error = WatchStreamBroken(code, f"watch stream ended: {_short_reason(code, details)}",
                                       self.member.url)
-        except Exception as exc:  # noqa: BLE001 - never a traceback from this thread
+        except Exception as exc:
             error = WatchStreamBroken(grpc.StatusCode.UNKNOWN,
                                       f"watch stream ended: {exc!r}", self.member.url)
         with self._lock:
@@ -752,7 +752,7 @@ class EtcdTransport:
 
         def call(a: _Attempt) -> int:
             stream = a.member.lease.LeaseKeepAlive(
-                iter((request,)), timeout=a.timeout, metadata=a.metadata + (_REQUIRE_LEADER,))
+                iter((request,)), timeout=a.timeout, metadata=(*a.metadata, _REQUIRE_LEADER))
             try:
                 for response in stream:
                     return int(response.TTL)
@@ -907,7 +907,7 @@ class EtcdTransport:
         for member in self._members:
             member.close()
 
-    def __enter__(self) -> "EtcdTransport":
+    def __enter__(self) -> EtcdTransport:
         return self
 
     def __exit__(self, *exc: object) -> None:

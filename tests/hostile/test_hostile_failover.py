@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import CONTROL, SERVICE, Hostile, assert_one_clean_error
+
 from fleetpy.cluster.etcd import EtcdCluster, free_port
 
 

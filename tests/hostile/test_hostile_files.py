@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import SERVICE, Hostile
+
 from fleetpy import unit
 
 TEMPLATE = "[Unit]\nDescription={{ description }}\n\n[Service]\nExecStart=/bin/true\n"

@@ -7,7 +7,6 @@ nothing) once destroyed every .service unit.
 from __future__ import annotations
 
 import pytest
-
 from conftest import SEEDED, Hostile
 
 MISSING_PATHS = [

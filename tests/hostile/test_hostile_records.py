@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import CONTROL, SERVICE, Hostile, assert_one_clean_error
 
 GOOD_HASH = "ab" * 32
@@ -191,7 +190,7 @@ def test_blocking_wait_survives_malformed_events(polluted: Hostile) -> None:
     time.sleep(1.2)
     for key in ("state/db.service/m-x", "schedule/m-x/db.service", "machines/m-x"):
         etcdctl(polluted.etcd.endpoint, "put", f"{polluted.prefix}/{key}", input=b"\xff junk")
-    stdout, stderr = proc.communicate(timeout=30)
+    _stdout, stderr = proc.communicate(timeout=30)
     text = stderr.decode("utf-8", "replace")
     assert proc.returncode == 1, text
     assert "Traceback" not in text and not CONTROL.search(text)
