@@ -34,6 +34,7 @@ from .registry import (
     UnitState,
     WatchBatch,
 )
+from .scheduler import NO_MACHINES
 from .states import RUNNING_STATES, DesiredState, verb
 from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
 
@@ -114,7 +115,7 @@ class CommandPlan:
 
 def _known(units: Collection[str], name: str) -> None:
     if name not in units:
-        raise UnknownUnitError(f"unit {name} is not submitted")
+        raise UnknownUnitError.not_submitted(name)
 
 
 class _Contents:
@@ -151,8 +152,7 @@ def _instance_change(contents: _Contents, units: Mapping[str, UnitRecord], name:
         # The instance's [X-Fleet] values (%i, %n) must be valid for this instance.
         options = fleet_options(parse_unit(text, source=parsed.template), name)
         return UnitChange(name, desired=desired, template=parsed.template), options
-    hint = f" (nor its template {parsed.template})" if parsed.is_instance else ""
-    raise UnknownUnitError(f"unit {name} is not submitted{hint}")
+    raise UnknownUnitError.not_submitted(name, parsed.template if parsed.is_instance else None)
 
 
 _EDGES: dict[str, Callable[[FleetOptions], tuple[str, ...]]] = {
@@ -261,8 +261,7 @@ def plan_submit(registry: Registry, args: Sequence[str],
             continue
         current = units.get(name)
         if current is not None and current.hash != from_file.hash:
-            raise StateError(f"{name} is already submitted with different contents "
-                             f"(hash {current.hash[:7]}, new {from_file.hash[:7]}); destroy it first")
+            raise StateError.different_contents(name, current.hash, from_file.hash)
         changes.append(UnitChange(name, desired=desired, text=from_file.text, hash=from_file.hash,
                                   is_global=from_file.is_global))
         if current is None and from_file.options is not None:
@@ -368,8 +367,8 @@ def unit_text(registry: Registry, name: str) -> str:
     if record is None and parsed.is_instance:
         record = registry.get_unit(parsed.template or "")
     if record is None:
-        hint = f" (nor its template {parsed.template})" if parsed.is_instance else ""
-        raise UnknownUnitError(f"unit {name} is not submitted{hint}")
+        raise UnknownUnitError.not_submitted(name,
+                                             parsed.template if parsed.is_instance else None)
     text = registry.get_content(record.hash)
     if text is None:
         raise UnknownUnitError(f"the contents of unit {record.name} are missing")
@@ -437,7 +436,7 @@ def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine:
                 else f"placed on {where}, no state reported yet")
     if record.is_global:
         if not view.machines:
-            return "no machines are alive"
+            return NO_MACHINES
         if states:
             return "reported as " + ", ".join(f"{_state_text(s)} on {machine_label(view, m)}"
                                               for m, s in sorted(states.items()))

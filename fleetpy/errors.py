@@ -28,6 +28,12 @@ class RegistryError(FleetpyError):
 class UnknownUnitError(FleetpyError):
     """A unit name that is not in the registry."""
 
+    @classmethod
+    def not_submitted(cls, name: str, template: str | None = None) -> "UnknownUnitError":
+        """`name` is not submitted (nor, for an instance, its template)."""
+        hint = f" (nor its template {template})" if template else ""
+        return cls(f"unit {name} is not submitted{hint}")
+
 
 class PartialWriteError(FleetpyError):
     """A command written in several transactions failed after some had succeeded."""
@@ -35,6 +41,12 @@ class PartialWriteError(FleetpyError):
 
 class StateError(FleetpyError):
     """A request that does not fit a unit's current state."""
+
+    @classmethod
+    def different_contents(cls, name: str, stored: str, new: str) -> "StateError":
+        """fleet's rule: a unit's contents never change under its name."""
+        return cls(f"{name} is already submitted with different contents (hash {stored[:7]}, "
+                   f"new {new[:7]}); destroy it first")
 
 
 class ConfigError(FleetpyError):

@@ -33,6 +33,8 @@ from fleetpy.unit import FleetOptions, glob_matcher, has_glob, is_template, temp
 _MAX_DISPLACEMENTS = 3
 
 
+NO_MACHINES = "no machines are alive"
+
 # --------------------------------------------------------------------------
 # Snapshot records
 
@@ -268,7 +270,7 @@ class _Planner:
             # every agent's lease revoked at once, looks exactly like this). Units stay.
             for entry in snapshot.schedule.values():
                 machines.setdefault(entry.machine,
-                                    Machine(entry.machine, {}, held="no machines are alive"))
+                                    Machine(entry.machine, {}, held=NO_MACHINES))
         self.machines: Mapping[str, Machine] = machines
         self.alive = sorted(m for m, machine in machines.items() if machine.held is None)
         self.notes: dict[str, str] = {}  # unit -> why it stays on a held machine
@@ -514,7 +516,7 @@ class _Planner:
     def _choose(self, name: str) -> str | None:
         options = self.placeable[name].options
         if not self.alive:
-            self._fail(name, "no machines are alive")
+            self._fail(name, NO_MACHINES)
             return None
         if options.machine_of is not None:
             return self._choose_beside(name, options)

@@ -808,9 +808,7 @@ class Registry:
             key = self.key("unit", change.name)
             if current is not None:
                 if change.hash is not None and change.hash != current.hash:
-                    raise StateError(
-                        f"{change.name} is already submitted with different contents "
-                        f"(hash {current.hash[:7]}, new {change.hash[:7]}); destroy it first")
+                    raise StateError.different_contents(change.name, current.hash, change.hash)
                 record = current
                 compares.append(self.txn.mod(key, current.revision))
             else:
@@ -826,8 +824,7 @@ class Registry:
                                         tmpl.is_global, change.owner)
                     compares.append(self.txn.mod(self.key("unit", change.template), tmpl.revision))
                 else:
-                    hint = f" (nor its template {change.template})" if change.template else ""
-                    raise UnknownUnitError(f"unit {change.name} is not submitted{hint}")
+                    raise UnknownUnitError.not_submitted(change.name, change.template)
                 compares.append(self.txn.version(key, 0))
             if change.desired is not None:
                 record = replace(record, desired=change.desired)
