@@ -55,7 +55,8 @@ import string
 import subprocess
 import sys
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -586,6 +587,15 @@ _WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from fleetpy.template im
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@dataclass(frozen=True)
+class RenderJob:
+    """One template to render with its values (`source_name` names it in messages)."""
+
+    template: str
+    values: Mapping[str, Any]
+    source_name: str | None = None
+
+
 def render_bounded(
     template_path: str | os.PathLike[str],
     values: Mapping[str, Any],
@@ -599,35 +609,49 @@ def render_bounded(
     The sandbox caps ranges and sizes but not time: nested loops can still
     run for ever. Exceeding a limit is a one-line TemplateError.
     """
-    path = os.fspath(template_path)
-    label = display_path(source_name or path)
-    if not isinstance(values, Mapping) or not all(isinstance(key, str) for key in values):
-        raise TemplateError(f"values for {label} must be a mapping with string keys")
+    job = RenderJob(os.fspath(template_path), values, source_name)
+    return render_all_bounded([job], timeout=timeout, memory=memory)[0]
+
+
+def render_all_bounded(jobs: Sequence[RenderJob], *, timeout: float | None = None,
+                       memory: int = RENDER_MEMORY) -> list[str]:
+    """Render every job in one child process (one start-up for a whole deployment);
+    all or nothing: the first failing job's error is raised. `timeout` covers all of
+    them (default RENDER_TIMEOUT, plus 0.1 s per job beyond the first hundred)."""
+    if timeout is None:
+        timeout = RENDER_TIMEOUT + 0.1 * max(0, len(jobs) - 100)
+    first = display_path(jobs[0].source_name or jobs[0].template) if jobs else "templates"
+    requests = []
+    for job in jobs:
+        label = display_path(job.source_name or job.template)
+        if not isinstance(job.values, Mapping) or not all(isinstance(k, str) for k in job.values):
+            raise TemplateError(f"values for {label} must be a mapping with string keys")
+        requests.append({"path": os.fspath(job.template), "values": dict(job.values),
+                         "source_name": job.source_name or os.fspath(job.template)})
     try:
-        request = pickle.dumps({"path": path, "values": dict(values),
-                                "source_name": source_name or path, "memory": memory,
+        request = pickle.dumps({"jobs": requests, "memory": memory,
                                 "cpu_seconds": math.ceil(timeout) + 1})
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
-        raise TemplateError(f"values for {label} cannot be passed to the renderer: "
+        raise TemplateError(f"values for {first} cannot be passed to the renderer: "
                             f"{_one_line(exc)}") from None
     try:
         result = subprocess.run(
             [sys.executable, "-P", "-c", _WORKER, _PACKAGE_ROOT],
             input=request, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise TemplateError(f"{label}: rendering took longer than {timeout:g} s "
+        raise TemplateError(f"{first}: rendering took longer than {timeout:g} s "
                             "(a loop without end?)") from None
     except OSError as exc:
-        raise TemplateError(f"{label}: cannot start the renderer: {exc.strerror or exc}") from None
+        raise TemplateError(f"{first}: cannot start the renderer: {exc.strerror or exc}") from None
     try:
         reply = json.loads(result.stdout)
     except ValueError:
         reply = None
-    if isinstance(reply, dict) and isinstance(reply.get("text"), str):
-        return str(reply["text"])
+    if isinstance(reply, dict) and isinstance(reply.get("texts"), list):
+        return [str(text) for text in reply["texts"]]
     if isinstance(reply, dict) and isinstance(reply.get("error"), str):
         raise TemplateError(_one_line(reply["error"]))
-    raise TemplateError(f"{label}: {_worker_failure(result, timeout, memory)}")
+    raise TemplateError(f"{first}: {_worker_failure(result, timeout, memory)}")
 
 
 def _worker_failure(result: subprocess.CompletedProcess[bytes], timeout: float,
@@ -660,12 +684,17 @@ def _serve() -> None:
     """The child side of render_bounded: a pickled request on stdin, JSON on stdout."""
     request = pickle.load(sys.stdin.buffer)
     _limit_resources(request["memory"], request["cpu_seconds"])
+    texts: list[str] = []
+    job: dict[str, Any] = {}
+    reply: dict[str, Any]
     try:
-        reply = {"text": render(request["path"], request["values"], request["source_name"])}
+        for job in request["jobs"]:
+            texts.append(render(job["path"], job["values"], job["source_name"]))
+        reply = {"texts": texts}
     except FleetpyError as exc:
         reply = {"error": str(exc)}
     except MemoryError:
-        reply = {"error": f"{display_path(request['source_name'])}: out of memory"}
+        reply = {"error": f"{display_path(job.get('source_name', 'template'))}: out of memory"}
     sys.stdout.buffer.write(json.dumps(reply).encode("ascii"))
     sys.stdout.buffer.flush()
 
