@@ -49,6 +49,10 @@ class StateError(FleetpyError):
                    f"new {new[:7]}); destroy it first")
 
 
+class DeploymentError(FleetpyError):
+    """A deployment directory that cannot be rendered, or a plan that cannot be applied."""
+
+
 class ConfigError(FleetpyError):
     """Bad configuration: options, environment or config file."""
 
