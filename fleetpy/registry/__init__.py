@@ -13,6 +13,8 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
   P/engine/leader               id of the leading engine, attached to its lease
   P/engine/force-reschedule     an operator's one-shot request to move units off machines
                                 that are not reporting (despite a pause or grace period)
+  P/deploy/<name>               DeploymentRecord: the last commit `fleetpy apply` finished,
+                                the one it is rolling out; every apply write is guarded by it
   P/signature/<hash>            reserved for detached signatures of contents
   P/fleetpy-layout              marks P as a fleetpy prefix: a prefix inside another
                                 fleetpy prefix (or holding one) is refused, since each
@@ -40,7 +42,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlparse
 
-from ..errors import FleetpyError, PartialWriteError, RegistryError, StateError, UnknownUnitError
+from ..errors import (
+    DeploymentError,
+    FleetpyError,
+    PartialWriteError,
+    RegistryError,
+    StateError,
+    UnknownUnitError,
+)
 from ..log import log_event
 from ..states import DesiredState
 from ..unit import parse_name
@@ -166,12 +175,13 @@ class UnitRecord:
     hash: str
     desired: DesiredState
     is_global: bool = False
-    owner: str | None = None  # who manages the unit (written through, not set by fleetpy yet)
+    owner: str | None = None  # the deployment that created it (`fleetpy apply`), if any
+    origin: str | None = None  # the git commit or content digest it was applied from
     revision: int = 0  # etcd mod_revision of the record, 0 if not stored
 
     def to_json(self) -> str:
-        return _dumps({"hash": self.hash, "desired": self.desired,
-                       "global": self.is_global, "owner": self.owner})
+        return _dumps({"hash": self.hash, "desired": self.desired, "global": self.is_global,
+                       "owner": self.owner, "origin": self.origin})
 
     @classmethod
     def from_json(cls, name: str, raw: bytes, revision: int = 0) -> UnitRecord:
@@ -179,7 +189,42 @@ class UnitRecord:
         return cls(name=_unit_name(name), hash=_content_hash(data.get("hash")),
                    desired=_desired(data.get("desired")),
                    is_global=_field(data, "global", bool, False),
-                   owner=_field(data, "owner", str, None), revision=revision)
+                   owner=_field(data, "owner", str, None),
+                   origin=_field(data, "origin", str, None), revision=revision)
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """What `fleetpy apply` last did for a deployment, and whether one is running."""
+
+    name: str
+    commit: str = ""  # git commit, or content digest, of the last finished apply
+    applying: str = ""  # the commit an apply is rolling out now ("" when none is)
+    message: str = ""  # how the last apply ended
+    revision: int = 0
+
+    def to_json(self) -> str:
+        return _dumps({"commit": self.commit, "applying": self.applying,
+                       "message": self.message})
+
+    @classmethod
+    def from_json(cls, name: str, raw: bytes, revision: int = 0) -> DeploymentRecord:
+        data = _object(raw)
+        return cls(name, _field(data, "commit", str, ""), _field(data, "applying", str, ""),
+                   _field(data, "message", str, ""), revision)
+
+
+class DeploymentSession:
+    """An apply's hold on its deployment record. Every write of the apply is guarded by
+    the record's revision it last wrote, so when two applies race, the first write wins
+    and the other stops; nothing stays locked if a client dies."""
+
+    def __init__(self, record: DeploymentRecord) -> None:
+        self.record = record
+
+    @property
+    def name(self) -> str:
+        return self.record.name
 
 
 @dataclass(frozen=True)
@@ -368,6 +413,8 @@ class UnitChange:
     is_global: bool = False
     template: str | None = None  # an instance without a file takes this template's content
     owner: str | None = None
+    origin: str | None = None
+    replace: bool = False  # new contents under the same name (a rolling update's step)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -751,7 +798,8 @@ class Registry:
         return found
 
     def change_units(self, changes: Sequence[UnitChange],
-                     known: Mapping[str, UnitRecord | None] | None = None) -> list[UnitRecord]:
+                     known: Mapping[str, UnitRecord | None] | None = None,
+                     session: DeploymentSession | None = None) -> list[UnitRecord]:
         """Submit units and/or set their desired state, all-or-nothing per transaction.
 
         Each unit's record is guarded by the revision read, so concurrent clients
@@ -771,7 +819,7 @@ class Registry:
                         first: list[Mapping[str, UnitRecord | None] | None] = first
                         ) -> list[UnitRecord]:
                 records, first[0] = first[0], None
-                return self._change_chunk(chunk, records)
+                return self._change_chunk(chunk, records, session)
             try:
                 results.extend(self._retry(attempt))
             except FleetpyError as exc:
@@ -791,7 +839,8 @@ class Registry:
         raise RegistryError("gave up after repeated conflicting updates from other clients")
 
     def _change_chunk(self, chunk: Sequence[UnitChange],
-                      known: Mapping[str, UnitRecord | None] | None = None) -> list[UnitRecord]:
+                      known: Mapping[str, UnitRecord | None] | None = None,
+                      session: DeploymentSession | None = None) -> list[UnitRecord]:
         names = [c.name for c in chunk]
         templates = sorted({c.template for c in chunk if c.template})
         wanted = [*names, *templates]
@@ -807,14 +856,24 @@ class Registry:
             current = existing.get(change.name)
             key = self.key("unit", change.name)
             if current is not None:
-                if change.hash is not None and change.hash != current.hash:
-                    raise StateError.different_contents(change.name, current.hash, change.hash)
                 record = current
+                if change.hash is not None and change.hash != current.hash:
+                    if not change.replace or change.text is None:
+                        raise StateError.different_contents(change.name, current.hash,
+                                                            change.hash)
+                    # A new version under the same name: the engine retargets it in place
+                    # and the agent stops the old contents and starts the new.
+                    record = replace(current, hash=change.hash, origin=change.origin)
+                    if change.hash not in contents_put:
+                        contents_put.add(change.hash)
+                        ops.append(self.txn.put(self.key("content", change.hash), change.text))
+                elif change.replace and change.origin is not None:
+                    record = replace(current, origin=change.origin)
                 compares.append(self.txn.mod(key, current.revision))
             else:
                 if change.hash is not None and change.text is not None:
                     record = UnitRecord(change.name, change.hash, DesiredState.INACTIVE,
-                                        change.is_global, change.owner)
+                                        change.is_global, change.owner, change.origin)
                     if change.hash not in contents_put:
                         contents_put.add(change.hash)
                         ops.append(self.txn.put(self.key("content", change.hash), change.text))
@@ -838,12 +897,53 @@ class Registry:
         marking = self._layout_unmarked
         if marking:
             ops.append(self.txn.put(self.key(LAYOUT_KEY), LAYOUT_VALUE))
-        ok, _, _ = self._txn(compares, ops)
-        if not ok:
-            raise _TxnConflict()
+        self._guarded(compares, ops, session)
         if marking:
             self._layout_unmarked = False
         return results
+
+    def _guarded(self, compares: Sequence[Compare], ops: Sequence[TxnOp],
+                 session: DeploymentSession | None) -> None:
+        """Run a client transaction; with a session, only while no other apply has
+        written the deployment record since this one last did (and bump it)."""
+        if session is not None:
+            key = self.key("deploy", session.name)
+            record = session.record
+            compares = [*compares, self.txn.mod(key, record.revision) if record.revision
+                        else self.txn.version(key, 0)]
+            ops = [*ops, self.txn.put(key, record.to_json())]
+        ok, _, revision = self._txn(compares, ops)
+        if ok:
+            if session is not None:
+                session.record = replace(session.record, revision=revision)
+            return
+        if session is not None:
+            now = self.get_deployment(session.name)
+            if (now.revision if now else 0) != session.record.revision:
+                running = f" (it applies {now.applying})" if now and now.applying else ""
+                raise DeploymentError(
+                    f"another apply of deployment {session.name} wrote since this one "
+                    f"started{running}; this one stopped here")
+        raise _TxnConflict()
+
+    def get_deployment(self, name: str) -> DeploymentRecord | None:
+        meta = self._get(self.key("deploy", name))
+        if meta is None:
+            return None
+        try:
+            return DeploymentRecord.from_json(name, meta.value, meta.mod_revision)
+        except MalformedRecord as exc:
+            self._skip(self.key("deploy", name), str(exc))
+            return None
+
+    def update_deployment(self, session: DeploymentSession, **fields: str) -> None:
+        """Write the deployment record (commit, applying, message), guarded as above."""
+        session.record = replace(session.record, **fields)  # type: ignore[arg-type]
+        self._retry(lambda: self._guarded([], [], session))
+
+    def owned_units(self, owner: str) -> dict[str, UnitRecord]:
+        return {name: record for name, record in self.list_units().items()
+                if record.owner == owner}
 
     def _global_put(self, record: UnitRecord, change: UnitChange) -> Any:
         text = change.text if change.hash == record.hash and change.text is not None else None
@@ -852,7 +952,8 @@ class Registry:
         entry = ScheduleEntry(record.name, record.hash, record.desired, text)
         return self.txn.put(self.key("global", record.name), entry.to_json())
 
-    def destroy_units(self, names: Sequence[str]) -> list[str]:
+    def destroy_units(self, names: Sequence[str],
+                      session: DeploymentSession | None = None) -> list[str]:
         """Delete unit records (and global entries) in one transaction per chunk.
 
         The engine then unschedules them and agents stop them; content blobs no unit
@@ -864,7 +965,7 @@ class Registry:
         destroyed: list[str] = []
         for chunk in _chunks(list(names), MAX_TXN_OPS // 2):
             try:
-                destroyed.extend(self._destroy_chunk(chunk))
+                destroyed.extend(self._destroy_chunk(chunk, session))
             except FleetpyError as exc:
                 if not destroyed:
                     raise
@@ -873,7 +974,8 @@ class Registry:
                     destroyed, [n for n in names if n not in gone], exc, "destroyed", "destroyed")) from None
         return destroyed
 
-    def _destroy_chunk(self, chunk: Sequence[str]) -> list[str]:
+    def _destroy_chunk(self, chunk: Sequence[str],
+                       session: DeploymentSession | None = None) -> list[str]:
         def attempt() -> list[str]:
             gets = [self.txn.get(self.key("unit", n)) for n in chunk]
             _, responses, _ = self._txn([], gets)
@@ -885,9 +987,7 @@ class Registry:
                     ops.append(self.txn.delete(self.key("global", name)))
                     done.append(name)
             if ops:
-                ok, _, _ = self._txn(compares, ops)
-                if not ok:
-                    raise _TxnConflict()
+                self._guarded(compares, ops, session)
             return done
         return self._retry(attempt)
 
