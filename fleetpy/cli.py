@@ -434,9 +434,10 @@ def _print_json(items: Sequence[Mapping[str, Any]]) -> None:
 def list_unit_files(ctx: typer.Context, fields: FieldsOption = None,
                     no_legend: NoLegendOption = False, full: FullOption = False,
                     output: OutputOption = Output.table) -> None:
-    """List submitted units: hash, desired state, reported state, target machine."""
-    valid = ("unit", "hash", "dstate", "state", "target")
-    chosen = _fields(fields, valid, valid)
+    """List submitted units: hash, desired state, reported state, target machine
+    (and, with --fields, the deployment that owns a unit and the commit it came from)."""
+    valid = ("unit", "hash", "dstate", "state", "target", "owner", "origin")
+    chosen = _fields(fields, valid, valid[:5])
     registry = _registry(ctx)
     rows = control.unit_file_rows(registry.read_view(with_text=False))
     if output is Output.json:
@@ -447,6 +448,7 @@ def list_unit_files(ctx: typer.Context, fields: FieldsOption = None,
         "unit": r.unit, "hash": r.hash if full else r.hash[:7], "dstate": r.desired_state,
         "state": r.state,
         "target": "-" if r.machine is None else (r.machine if full else r.machine[:8]),
+        "owner": r.owner or "-", "origin": (r.origin if full else (r.origin or "")[:12]) or "-",
     } for r in rows], no_legend)
 
 
@@ -491,6 +493,153 @@ def list_machines(ctx: typer.Context, fields: FieldsOption = None,
         "machine": r.machine if full else r.machine[:8], "ip": r.ip or "-",
         "metadata": ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items())) or "-",
     } for r in rows], no_legend)
+
+
+# ----------------------------------------------------------------------------- deployments
+
+DirectoryArgument = Annotated[str, typer.Argument(
+    help="A deployment directory: fleetpy.yaml and its unit templates.", show_default=False,
+    metavar="DIR")]
+PruneOption = Annotated[bool, typer.Option(
+    "--prune", help="Destroy units this deployment created before and no longer renders.")]
+CommitOption = Annotated[str | None, typer.Option(
+    "--commit", help="The git commit being deployed (default: a digest of the rendered units).",
+    show_default=False)]
+
+
+def _plan(ctx: typer.Context, directory: str, prune: bool, commit: str | None
+          ) -> tuple[Registry, Any, Any, Any]:
+    from . import deployment, rollout
+
+    loaded = deployment.load_deployment(directory)
+    units = deployment.render_deployment(loaded)  # all or nothing, before etcd is asked
+    registry = _registry(ctx)
+    plan = rollout.plan_deployment(registry, loaded.name, units,
+                                   commit or deployment.digest(units), prune)
+    return registry, loaded, units, plan
+
+
+def _styled(line: str, colour: str | None) -> None:
+    """A line of the plan; coloured only on a terminal (escaped first, always)."""
+    text = escape_controls(line, "\t")
+    if colour is not None and sys.stdout.isatty():
+        text = typer.style(text, fg=colour)
+    try:
+        typer.echo(text)
+    except OSError as exc:
+        raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
+
+
+def _print_plan(plan: Any, output: Output) -> None:
+    from .rollout import ChangeKind
+
+    if output is Output.json:
+        _print_json([{
+            "deployment": plan.deployment, "origin": plan.origin,
+            "last_applied": plan.last_applied or None, "applying": plan.applying or None,
+            "changes": [{"unit": c.name, "kind": c.kind.value, "old_hash": c.old_hash,
+                         "new_hash": c.new_hash, "source": c.source or None,
+                         "diff": c.diff or None} for c in plan.changes],
+            "unchanged": list(plan.unchanged)}])
+        return
+    counts = {kind: len(plan.of(kind)) for kind in ChangeKind}
+    last = f"; last applied {plan.last_applied}" if plan.last_applied else ""
+    running = f"; an apply of {plan.applying} is running or died" if plan.applying else ""
+    _out(f"deployment {plan.deployment} at {plan.origin}: {counts[ChangeKind.ADD]} to add, "
+         f"{counts[ChangeKind.CHANGE]} to change, {counts[ChangeKind.REMOVE]} to remove, "
+         f"{len(plan.unchanged)} unchanged{last}{running}")
+    marks = {ChangeKind.ADD: ("+", "green"), ChangeKind.CHANGE: ("~", "yellow"),
+             ChangeKind.REMOVE: ("-", "red"), ChangeKind.ORPHAN: ("?", None)}
+    for change in plan.changes:
+        mark, colour = marks[change.kind]
+        note = change.source
+        if change.kind is ChangeKind.ORPHAN:
+            note = "no longer rendered; kept (--prune destroys it)"
+        elif change.kind is ChangeKind.REMOVE:
+            note = "no longer rendered; destroyed"
+        _styled(f"{mark} {change.name}  {note}".rstrip(), colour)
+        for line in change.diff.splitlines():
+            diff_colour = ("green" if line.startswith("+") else "red" if line.startswith("-")
+                           else None)
+            _styled("    " + line, diff_colour)
+
+
+@app.command("plan")
+@edge
+def plan_command(ctx: typer.Context, directory: DirectoryArgument, prune: PruneOption = False,
+                 commit: CommitOption = None, output: OutputOption = Output.table) -> None:
+    """Show what apply would do: units added, changed (with a diff) and removed.
+    Exit code 0: nothing would change; 2: something would; 1: an error."""
+    _, _, _, plan = _plan(ctx, directory, prune, commit)
+    _print_plan(plan, output)
+    raise typer.Exit(2 if plan.has_changes else 0)
+
+
+@app.command("apply")
+@edge
+def apply_command(
+        ctx: typer.Context, directory: DirectoryArgument, prune: PruneOption = False,
+        commit: CommitOption = None,
+        max_unavailable: Annotated[int | None, typer.Option(
+            "--max-unavailable", min=1, help="Units replaced at once (fleetpy.yaml, else 1).",
+            show_default=False)] = None,
+        min_ready: Annotated[float | None, typer.Option(
+            "--min-ready", min=0, max=3600, help="Seconds a new version must stay active "
+            "before the next is touched (fleetpy.yaml, else 5).", show_default=False)] = None,
+        timeout: Annotated[float | None, typer.Option(
+            "--timeout", min=1, max=86400, help="Seconds a new version may take to become "
+            "active (fleetpy.yaml, else 120).", show_default=False)] = None,
+        rollback: Annotated[bool, typer.Option(
+            "--rollback", help="On a failure, put the failed units' previous version back.")
+        ] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only plan.")] = False) -> None:
+    """Start new units, replace changed ones one step at a time (a rolling update), and
+    with --prune destroy the units this deployment no longer renders."""
+    from .rollout import ApplyOptions, apply_deployment
+
+    registry, loaded, units, plan = _plan(ctx, directory, prune, commit)
+    if dry_run or not plan.has_changes:
+        _print_plan(plan, Output.table)
+        if dry_run:
+            raise typer.Exit(2 if plan.has_changes else 0)
+        return
+    _print_plan(plan, Output.table)
+    options = ApplyOptions(
+        max_unavailable=max_unavailable or loaded.rollout.max_unavailable,
+        min_ready=loaded.rollout.min_ready if min_ready is None else min_ready,
+        timeout=timeout or loaded.rollout.timeout, rollback=rollback)
+    result = apply_deployment(registry, plan, units, options, _apply_reporter())
+    _out(f"applied {plan.origin} to deployment {plan.deployment}: {len(result.added)} added, "
+         f"{len(result.replaced)} replaced, {len(result.removed)} removed in "
+         f"{result.seconds:.1f}s")
+
+
+def _apply_reporter() -> Callable[[Any], None]:
+    """One stderr line per step of an apply or restart."""
+    def report(event: Any) -> None:
+        if event.step == "done":
+            return
+        shown = ", ".join(event.units[:4]) + (" ..." if len(event.units) > 4 else "")
+        progress = f" [{event.done}/{event.total}]" if event.total else ""
+        detail = f" ({event.detail})" if event.detail and event.step != "failed" else ""
+        if event.step != "failed":
+            _say(f"{event.step}{progress}: {shown}{detail}")
+    return report
+
+
+@app.command("restart")
+@edge
+def restart_command(
+        ctx: typer.Context, units: GlobUnitsArgument,
+        timeout: Annotated[float, typer.Option(
+            "--timeout", min=1, max=86400, help="Seconds each machine's units may take to "
+            "stop and to become active again.")] = 120.0) -> None:
+    """Restart launched units in place, one machine at a time, waiting until they are
+    active again before the next machine."""
+    from .rollout import restart
+
+    for name in restart(_registry(ctx), units, timeout, _apply_reporter()):
+        _out(f"Restarted {name}")
 
 
 # ----------------------------------------------------------------------------- render

@@ -654,6 +654,8 @@ class UnitFileRow:
     machine: str | None  # None when unplaced, and for global units
     reason: str | None
     is_global: bool
+    owner: str | None = None  # the deployment that created it
+    origin: str | None = None  # the commit or digest it was applied from
 
 
 @dataclass(frozen=True)
@@ -693,7 +695,8 @@ def unit_file_rows(view: ClusterView) -> list[UnitFileRow]:
             unit=name, hash=record.hash, desired_state=record.desired,
             state=summary_state(view.states.get(name)),
             machine=None if record.is_global or placed is None else placed[0],
-            reason=view.reasons.get(name), is_global=record.is_global))
+            reason=view.reasons.get(name), is_global=record.is_global,
+            owner=record.owner, origin=record.origin))
     return rows
 
 

@@ -7,12 +7,16 @@ below; nothing else differs, so scale tests exercise the real agent.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from .registry import UnitState
+
+# ExecStart=/bin/false (or /usr/bin/false): what a simulated host fails to start.
+_FAILS = re.compile(r"^ExecStart=\S*/false\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,15 @@ class UnitManager(Protocol):
 
 
 class SimulatedUnitManager:
-    """Keeps unit states in memory; behaves like systemd for started/stopped units."""
+    """Keeps unit states in memory; behaves like systemd for started/stopped units. A
+    unit whose ExecStart= runs `false` fails when started, as it would on a host."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_seconds: float = 0.0) -> None:
+        # start_seconds > 0: a started unit is "activating" that long before it is
+        # active, as a real service's start-up takes time (rolling updates can see it).
+        self.start_seconds = start_seconds
         self._units: dict[str, ObservedUnit] = {}
+        self._failing: set[str] = set()  # units whose current contents fail to start
         self._lock = threading.Lock()
         self._listener: StateListener | None = None
 
@@ -96,8 +105,24 @@ class SimulatedUnitManager:
                 unit = self._units.get(action.name)
                 if isinstance(action, WriteUnit):
                     new = ObservedUnit(action.name, action.hash, "loaded", "inactive", "dead")
+                    if _FAILS.search(action.text):
+                        self._failing.add(action.name)
+                    else:
+                        self._failing.discard(action.name)
                 elif isinstance(action, StartUnit) and unit is not None:
-                    new = ObservedUnit(unit.name, unit.hash, "loaded", "active", "running", True)
+                    if action.name in self._failing:
+                        new = ObservedUnit(unit.name, unit.hash, "loaded", "failed", "failed",
+                                           True, "exit code 1")
+                    elif self.start_seconds > 0:
+                        new = ObservedUnit(unit.name, unit.hash, "loaded", "activating",
+                                           "start", True)
+                        timer = threading.Timer(self.start_seconds, self._started,
+                                                (unit.name, unit.hash))
+                        timer.daemon = True
+                        timer.start()
+                    else:
+                        new = ObservedUnit(unit.name, unit.hash, "loaded", "active", "running",
+                                           True)
                 elif isinstance(action, StopUnit) and unit is not None:
                     new = ObservedUnit(unit.name, unit.hash, "loaded", "inactive", "dead", False)
                 elif isinstance(action, RemoveUnit) and unit is not None:
@@ -106,6 +131,16 @@ class SimulatedUnitManager:
                 else:
                     continue
                 self._units[action.name] = new
+
+    def _started(self, name: str, content_hash: str) -> None:
+        with self._lock:
+            unit = self._units.get(name)
+            if unit is None or unit.hash != content_hash or unit.active != "activating":
+                return  # stopped or rewritten meanwhile
+            new = ObservedUnit(name, content_hash, "loaded", "active", "running", True)
+            self._units[name] = new
+        if self._listener:
+            self._listener(new)
 
     def fail(self, name: str) -> None:
         """Test hook: the unit's process died."""
