@@ -100,8 +100,11 @@ def render(directory: Path) -> tuple[str, tuple]:  # type: ignore[type-arg]
     return loaded.name, render_deployment(loaded)
 
 
+QUICK = ApplyOptions(min_ready=0, timeout=20)
+
+
 def apply(registry: Registry, directory: Path, prune: bool = False,
-          options: ApplyOptions = ApplyOptions(min_ready=0, timeout=20), origin: str = "c1"):
+          options: ApplyOptions = QUICK, origin: str = "c1"):
     name, units = render(directory)
     plan = plan_deployment(registry, name, units, origin, prune)
     return plan, apply_deployment(registry, plan, units, options)
@@ -174,7 +177,7 @@ def test_apply_new_changed_and_pruned_units(cluster: Cluster, tmp_path: Path) ->
     assert {r.origin for r in records.values()} == {"c1"}
 
     deployment(tmp_path, version="2", instances=3)
-    plan, result = apply(registry, directory, prune=True, origin="c2")
+    _, result = apply(registry, directory, prune=True, origin="c2")
     assert result.replaced == ("app@1.service", "app@2.service", "app@3.service")
     assert result.removed == ("app@4.service",)
     _, units = render(directory)
@@ -324,6 +327,6 @@ def test_restart_goes_one_machine_at_a_time(cluster: Cluster, cli, tmp_path: Pat
     assert sorted(result.stdout.splitlines()) == [f"Restarted app@{i}.service"
                                                   for i in range(1, 5)]
     steps = [line for line in result.stderr.splitlines() if line.startswith("restart")]
-    assert len(steps) == len({m for m in (
-        cluster.registry.read_view().schedule[f"app@{i}.service"][0] for i in range(1, 5))})
+    schedule = cluster.registry.read_view().schedule
+    assert len(steps) == len({schedule[f"app@{i}.service"][0] for i in range(1, 5)})
     until(lambda: len(cluster.active()) == 4, what="4 active again")
