@@ -642,6 +642,79 @@ def restart_command(
         _out(f"Restarted {name}")
 
 
+# ----------------------------------------------------------------------------- git
+
+git_app = typer.Typer(name="git", rich_markup_mode=None, no_args_is_help=True,
+                      help="Deploy from git: hooks on a bare repository, or a watcher.")
+app.add_typer(git_app)
+
+BranchOption = Annotated[str, typer.Option("--branch", help="The branch that deploys.")]
+DirOption = Annotated[str, typer.Option(
+    "--dir", help="The deployment directory inside the repository.")]
+
+
+def _settings_args(ctx: typer.Context) -> list[str]:
+    """The global etcd settings as command-line options, for a hook or a watcher to run
+    fleetpy as this command would."""
+    settings = config.resolve(_globals(ctx).etcd_cli, scopes=(config.Scope.ETCD,)).etcd
+    args = ["--endpoint", ",".join(settings.endpoints), "--etcd-prefix", settings.prefix or "/",
+            "--request-timeout", f"{settings.request_timeout:g}"]
+    for option, value in (("--ca-file", settings.ca_file), ("--cert-file", settings.cert_file),
+                          ("--key-file", settings.key_file), ("--username", settings.username),
+                          ("--password", settings.password)):
+        if value is not None:
+            args += [option, os.path.abspath(value) if option.endswith("-file") else value]
+    return args
+
+
+@git_app.command("install-hooks")
+@edge
+def git_install_hooks(
+        ctx: typer.Context,
+        repository: Annotated[str, typer.Argument(help="A bare git repository.",
+                                                  metavar="BARE_REPO")],
+        branch: BranchOption = "main", directory: DirOption = ".",
+        prune: PruneOption = False) -> None:
+    """Install hooks: a push to the branch is rendered and validated (an invalid push is
+    rejected, the branch does not move), then applied; the result goes back to the pusher."""
+    from .gitops import HookConfig, hook_command, install_hooks
+
+    command = hook_command(_settings_args(ctx))
+    hooks = install_hooks(repository, HookConfig(branch, directory, command,
+                                                 ("--prune",) if prune else ()))
+    for hook in hooks:
+        _out(f"Installed {hook}")
+
+
+@git_app.command("watch")
+@edge
+def git_watch(
+        ctx: typer.Context,
+        url: Annotated[str, typer.Argument(help="The repository to follow (URL or path).",
+                                           metavar="REPO_URL")],
+        branch: BranchOption = "main", directory: DirOption = ".",
+        interval: Annotated[float, typer.Option(
+            "--interval", min=1, max=86400, help="Seconds between fetches.")] = 30.0,
+        workdir: Annotated[str | None, typer.Option(
+            "--workdir", help="Where the clone is kept (default: ~/.cache/fleetpy/git).",
+            show_default=False)] = None,
+        prune: PruneOption = False,
+        once: Annotated[bool, typer.Option("--once", help="Fetch and apply once, then exit.")
+                        ] = False) -> None:
+    """Follow a branch: when it moves, plan and apply its deployment. Several watchers
+    may run; one applies at a time (an etcd lease), the last applied commit is in etcd."""
+    from pathlib import Path
+
+    from .gitops import WatchConfig, hook_command, watch
+
+    command = hook_command(_settings_args(ctx))
+    status = watch(WatchConfig(url, branch, directory, interval,
+                               Path(workdir) if workdir else None,
+                               ("--prune",) if prune else ()),
+                   command, lambda: _registry(ctx), once=once)
+    raise typer.Exit(status)
+
+
 # ----------------------------------------------------------------------------- render
 
 

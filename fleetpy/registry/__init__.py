@@ -15,6 +15,8 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 that are not reporting (despite a pause or grace period)
   P/deploy/<name>               DeploymentRecord: the last commit `fleetpy apply` finished,
                                 the one it is rolling out; every apply write is guarded by it
+  P/watcher/<name>              the `fleetpy git watch` that may apply the deployment, under
+                                its lease (the others wait)
   P/signature/<hash>            reserved for detached signatures of contents
   P/fleetpy-layout              marks P as a fleetpy prefix: a prefix inside another
                                 fleetpy prefix (or holding one) is refused, since each
@@ -940,6 +942,16 @@ class Registry:
         """Write the deployment record (commit, applying, message), guarded as above."""
         session.record = replace(session.record, **fields)  # type: ignore[arg-type]
         self._retry(lambda: self._guarded([], [], session))
+
+    def campaign_watcher(self, deployment: str, candidate: str, lease_id: int) -> bool:
+        """Be the one git watcher of a deployment (create-if-absent under a lease)."""
+        key = self.key("watcher", deployment)
+        ok, _, _ = self._txn([self.txn.version(key, 0)],
+                             [self.txn.put(key, candidate, lease=lease_id)])
+        if ok:
+            return True
+        meta = self._get(key)
+        return meta is not None and meta.value.decode("utf-8", "replace") == candidate
 
     def owned_units(self, owner: str) -> dict[str, UnitRecord]:
         return {name: record for name, record in self.list_units().items()
