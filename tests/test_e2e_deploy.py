@@ -25,7 +25,7 @@ def image_of(container: str) -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_push_of_a_new_image_rolls_every_web_instance(hosts, fleet: Fleet,  # type: ignore[no-untyped-def]
+def test_push_of_a_new_image_rolls_every_web_instance(hosts, fleet: Fleet,  # type: ignore[no-untyped-def]  # noqa: F811
                                                        registry, host_docker: str,
                                                        tmp_path: Path) -> None:
     started: list[Host] = hosts(3, metadata=[{"rack": "a"}, {"rack": "b"}, {"rack": "c"}],
