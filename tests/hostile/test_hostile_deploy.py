@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import Hostile
 
 GOOD_TEMPLATE = "[Service]\nExecStart=/bin/echo {{ message | systemd_quote }}\n"
