@@ -41,16 +41,19 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
         env.update(FLEETPY_ENDPOINT=etcd.endpoint)
 
-        def fleetpy(*argv: str) -> None:
+        def fleetpy(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
             print(f"$ fleetpy {' '.join(argv)}", flush=True)
-            subprocess.run([sys.executable, "-m", "fleetpy", *argv], env=env, cwd=work, check=True)
+            code = subprocess.run([sys.executable, "-m", "fleetpy", *argv], env=env,
+                                  cwd=work).returncode
+            if code not in ok:
+                raise SystemExit(f"demo: fleetpy {' '.join(argv)} exited {code}")
 
         engine = subprocess.Popen([sys.executable, "-m", "fleetpy", "engine"], env=env,
                                   stderr=open(work / "engine.log", "w"))
         pool = HostPool(rootfs=rootfs, state_root=work / "hosts", etcd_endpoints=[etcd.endpoint])
         try:
             say(f"etcd at {etcd.endpoint}; booting 3 hosts")
-            hosts = pool.start(3, metadata=[{"zone": "a"}, {"zone": "b"}, {"zone": "c"}], ttl=5)
+            hosts = pool.start(3, metadata=[{"rack": "a"}, {"rack": "b"}, {"rack": "c"}], ttl=5)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 out = subprocess.run([sys.executable, "-m", "fleetpy", "list-machines",
@@ -60,33 +63,33 @@ def main() -> int:
                 time.sleep(0.5)
             fleetpy("list-machines")
 
-            say("render a docker-wrapped template and start two instances (Conflicts keeps them apart)")
-            fleetpy("render", str(ROOT / "units/docker-service.service.j2"),
-                    "--values", str(ROOT / "units/examples/busybox-web.yaml"),
-                    "-o", "bbweb@.service")
-            fleetpy("submit", "bbweb@.service")
-            fleetpy("start", "bbweb@1.service", "bbweb@2.service")
+            say("the example deployment (units/fleetpy.yaml): plan, then apply")
+            fleetpy("plan", str(ROOT / "units"), ok=(2,))
+            fleetpy("apply", str(ROOT / "units"), "--min-ready", "1")
 
-            say("a plain unit and a global unit")
-            fleetpy("start", str(ROOT / "units/hello.service"), str(ROOT / "units/monitor.service"))
-            fleetpy("list-unit-files")
+            say("a plain unit, by hand")
+            fleetpy("start", str(ROOT / "units/hello.service"))
+            fleetpy("list-unit-files", "--fields", "unit,dstate,state,target,owner")
             fleetpy("list-units")
             print("$ docker ps", flush=True)
             subprocess.run(["docker", "ps", "--format", "table {{.Names}}\t{{.Image}}\t{{.Status}}"])
             first = hosts[0]
             print(f"$ systemctl status (on {first.name})", flush=True)
-            print(first.systemctl("list-units", "--no-pager", "bbweb@*", "hello.service",
-                                  "monitor.service", check=False).stdout)
+            print(first.systemctl("list-units", "--no-pager", "web@*", "web-sidekick@*",
+                                  "hello.service", "monitor.service", check=False).stdout)
 
             if args.keep:
                 say(f"cluster up: FLEETPY_ENDPOINT={etcd.endpoint} fleetpy list-units; Ctrl-C ends it")
                 while True:
                     time.sleep(3600)
 
+            say("a rolling restart of the web instances, one machine at a time")
+            fleetpy("restart", "web@*")
+
             say("stop, unload and destroy")
-            fleetpy("stop", "bbweb@*")
+            fleetpy("stop", "web-sidekick@*")
             fleetpy("unload", "hello.service")
-            fleetpy("destroy", "bbweb@*", "hello.service", "monitor.service", "bbweb@.service")
+            fleetpy("destroy", "web@*", "web-sidekick@*", "hello.service", "monitor.service")
             fleetpy("list-unit-files")
             say("done")
         except KeyboardInterrupt:
