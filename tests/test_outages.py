@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from fleetpy import control
+from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 from fleetpy.errors import FleetpyError
-from fleetpy.etcd_server import EtcdServer
-from fleetpy.nspawn import AGENT_UNIT, Host
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.template import render
 
