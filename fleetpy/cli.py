@@ -779,7 +779,14 @@ def agent(ctx: typer.Context,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    app(args=None if argv is None else list(argv), prog_name="fleetpy")
+    """The `fleetpy` command. Ends the process itself (see fleetpy.process)."""
+    from .process import exit_process
+
+    try:
+        app(args=None if argv is None else list(argv), prog_name="fleetpy")
+    except SystemExit as exc:
+        exit_process(exc.code)
+    exit_process(0)
 
 
 if __name__ == "__main__":

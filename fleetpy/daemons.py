@@ -120,5 +120,12 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def agent_entry() -> None:
+    """The `fleetpy-agent` console script: agent_main, then leave at once."""
+    from .process import exit_process
+
+    exit_process(agent_main())
+
+
 if __name__ == "__main__":
-    sys.exit(agent_main())
+    agent_entry()

@@ -89,6 +89,9 @@ class SystemdUnitManager:
             self._bus.add_signal_receiver(self._on_unit_removed, signal_name="UnitRemoved",
                                           dbus_interface=MANAGER_IFACE, bus_name=SYSTEMD,
                                           path=SYSTEMD_PATH)
+            self._bus.add_signal_receiver(self._on_reloading, signal_name="Reloading",
+                                          dbus_interface=MANAGER_IFACE, bus_name=SYSTEMD,
+                                          path=SYSTEMD_PATH)
         except Exception as exc:
             self._error = exc
             self._ready.set()
@@ -126,19 +129,29 @@ class SystemdUnitManager:
             self._lock.notify_all()
 
     def _on_unit_removed(self, unit: Any, path: Any) -> None:
-        # systemd dropped the unit from memory (e.g. stopped and unreferenced): it is
-        # still loadable from its file, so re-read its state rather than forget it.
         # systemd dropped an inactive, unreferenced unit from memory. Asking for its
         # state would load it again and systemd would drop it again, in a busy loop:
-        # record it as stopped instead (its file is still there to start it).
+        # record it as stopped instead (its file is still there to start it). A running
+        # unit is never dropped: its UnitRemoved comes from a daemon-reload, which sends
+        # one for every unit (and UnitNew after); it is read again when the reload ends.
         name = str(unit)
         with self._lock:
             old = self._units.get(name)
-            if old is None:
+            if old is None or old.active in RUNNING_STATES:
                 return
             new = replace(old, active="inactive", sub="dead")
             self._units[name] = new
         self._notify(old, new)
+
+    def _on_reloading(self, active: Any) -> None:
+        if bool(active):
+            return
+        # The reload is over: read the running units again (their states may have moved
+        # meanwhile); stopped ones stay as recorded (reading them would load them again).
+        with self._lock:
+            names = [name for name, unit in self._units.items() if unit.active in RUNNING_STATES]
+        for name in names:
+            self._refresh_later(name)
 
     def _refresh_later(self, name: str) -> None:
         # Never make a blocking D-Bus call from inside a signal handler: libdbus holds

@@ -73,8 +73,8 @@ EOF
     cat > "$venv/bin/fleetpy-agent" <<'EOF'
 #!/opt/fleetpy/venv/bin/python
 import sys
-from fleetpy.daemons import agent_main as main
-sys.exit(main())
+from fleetpy.daemons import agent_entry
+agent_entry()
 EOF
     chmod 755 "$venv/bin/fleetpy" "$venv/bin/fleetpy-agent"
 fi

@@ -514,10 +514,6 @@ def test_dead_host_units_move_right_after_an_etcd_restart(cluster: Cluster) -> N
     assert seconds <= bound
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "fleetpy/systemd.py: a daemon-reload sends UnitRemoved then UnitNew for every unit; "
-    "_on_unit_removed records each owned unit as inactive/dead and nothing re-reads it, "
-    "so running units are reported inactive (the agent reloads on every unit removal)"))
 def test_reported_states_survive_a_daemon_reload(cluster: Cluster) -> None:
     host = cluster.hosts[0]
     host.systemctl("daemon-reload")
