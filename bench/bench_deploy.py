@@ -42,12 +42,14 @@ def write(directory: Path, name: str, instances: int, version: str) -> Path:
     (directory / "app.service.j2").write_text(TEMPLATE)
     (directory / "fleetpy.yaml").write_text(
         f"name: {name}\nvalues: {{version: '{version}'}}\nunits:\n"
-        f"  - {{name: {name}@.service, template: app.service.j2, instances: {instances}}}\n")
+        f"  - {{name: {name}@.service, template: app.service.j2, instances: {instances}}}\n"
+    )
     return directory
 
 
-def timed_plan(registry: Registry, directory: Path, server: EtcdServer
-               ) -> tuple[float, float, int, object, object]:
+def timed_plan(
+    registry: Registry, directory: Path, server: EtcdServer
+) -> tuple[float, float, int, object, object]:
     before = grpc_request_count(server.metrics())
     start = time.perf_counter()
     loaded = load_deployment(directory)
@@ -75,8 +77,14 @@ def main() -> None:
     config = RegistryConfig(endpoints=(server.endpoint,), prefix="/bench", timeout=30)
     registries = [Registry(config) for _ in range(1 + (args.machines + 49) // 50)]
     registry = registries[0]
-    agents = [Agent(registries[1 + i // 50], SimulatedUnitManager(start_seconds=0.2),
-                    AgentConfig(f"m{i:03d}", ttl=30)).start() for i in range(args.machines)]
+    agents = [
+        Agent(
+            registries[1 + i // 50],
+            SimulatedUnitManager(start_seconds=0.2),
+            AgentConfig(f"m{i:03d}", ttl=30),
+        ).start()
+        for i in range(args.machines)
+    ]
     engine = Engine(Registry(config), lease_ttl=10, reconcile_interval=600).start()
     try:
         for agent in agents:
@@ -87,8 +95,12 @@ def main() -> None:
         plan_s, render_s, plan_requests, plan, units = timed_plan(registry, big, server)
         before = grpc_request_count(server.metrics())
         start = time.perf_counter()
-        apply_deployment(registry, plan, units,  # type: ignore[arg-type]
-                         ApplyOptions(min_ready=0, timeout=600))
+        apply_deployment(
+            registry,
+            plan,
+            units,  # type: ignore[arg-type]
+            ApplyOptions(min_ready=0, timeout=600),
+        )
         apply_s = time.perf_counter() - start
         apply_requests = grpc_request_count(server.metrics()) - before
         replan_s, _, replan_requests, replan, _ = timed_plan(registry, big, server)
@@ -101,13 +113,21 @@ def main() -> None:
         _, _, _, plan, units = timed_plan(registry, roll, server)
         steps = -(-args.roll // args.max_unavailable)
         start = time.perf_counter()
-        apply_deployment(registry, plan, units, ApplyOptions(  # type: ignore[arg-type]
-            max_unavailable=args.max_unavailable, min_ready=args.min_ready, timeout=600))
+        apply_deployment(
+            registry,
+            plan,
+            units,
+            ApplyOptions(  # type: ignore[arg-type]
+                max_unavailable=args.max_unavailable, min_ready=args.min_ready, timeout=600
+            ),
+        )
         roll_s = time.perf_counter() - start
         waits = steps * args.min_ready
 
         figures = {
-            "units": args.units, "machines": args.machines, "cpu_count": os.cpu_count(),
+            "units": args.units,
+            "machines": args.machines,
+            "cpu_count": os.cpu_count(),
             "load_average_before": [round(x, 2) for x in load_before],
             "plan_new_seconds (render + diff)": round(plan_s, 3),
             "render_seconds": round(render_s, 3),

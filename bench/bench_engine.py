@@ -88,8 +88,11 @@ def main() -> None:
             if i % AGENTS_PER_CONNECTION == 0:
                 agent_registry = Registry(config)
                 registries.append(agent_registry)
-            agent = Agent(agent_registry, SimulatedUnitManager(),
-                          AgentConfig(f"m{i:05d}", metadata={"zone": f"z{i % 3}"}, ttl=60))
+            agent = Agent(
+                agent_registry,
+                SimulatedUnitManager(),
+                AgentConfig(f"m{i:05d}", metadata={"zone": f"z{i % 3}"}, ttl=60),
+            )
             agents.append(agent.start())
         for agent in agents:
             agent.ready.wait(60)
@@ -104,7 +107,7 @@ def main() -> None:
         # Submit every unit (desired launched) before the engine runs, through the
         # registry API the CLI uses, so placement throughput is measured on its own.
         t0 = time.perf_counter()
-        chunks = [names[i:i + 40] for i in range(0, len(names), 40)]
+        chunks = [names[i : i + 40] for i in range(0, len(names), 40)]
 
         def submit(part: list[list[str]]) -> None:
             reg = Registry(config)
@@ -124,14 +127,30 @@ def main() -> None:
         engine_log = open(RESULTS / "engine-bench.log", "w")
         t_engine = time.perf_counter()
         engine_proc = subprocess.Popen(
-            [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "10",
-             "--reconcile-interval", "600"], env=env, stderr=engine_log, stdout=engine_log)
-        first_seconds = wait_until(lambda: registry.count("schedule") > 0, args.timeout,
-                                   interval=0.005)
-        place_seconds = wait_until(lambda: registry.count("schedule") >= args.units,
-                                   args.timeout, interval=0.01) + first_seconds
-        active_seconds = wait_until(
-            lambda: registry.count("state") >= args.units, args.timeout)
+            [
+                sys.executable,
+                "-m",
+                "fleetpy",
+                "engine",
+                "--lease-ttl",
+                "10",
+                "--reconcile-interval",
+                "600",
+            ],
+            env=env,
+            stderr=engine_log,
+            stdout=engine_log,
+        )
+        first_seconds = wait_until(
+            lambda: registry.count("schedule") > 0, args.timeout, interval=0.005
+        )
+        place_seconds = (
+            wait_until(
+                lambda: registry.count("schedule") >= args.units, args.timeout, interval=0.01
+            )
+            + first_seconds
+        )
+        active_seconds = wait_until(lambda: registry.count("state") >= args.units, args.timeout)
         active_seconds += place_seconds
         requests_after = grpc_request_count(server.metrics())
         wakeups = sum(a.stats.wakeups for a in agents) - wakeups_before
@@ -141,12 +160,19 @@ def main() -> None:
         last = "last.service"
         (RESULTS / last).write_text(text)
         t_last = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fleetpy", "start", "--no-block",
-                        str(RESULTS / last)], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "fleetpy", "start", "--no-block", str(RESULTS / last)],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         last_seconds = wait_until(
-            lambda: any(s.active == "active"
-                        for s in registry.list_states().get(last, {}).values()), args.timeout,
-            interval=0.01)
+            lambda: any(
+                s.active == "active" for s in registry.list_states().get(last, {}).values()
+            ),
+            args.timeout,
+            interval=0.01,
+        )
         (RESULTS / last).unlink()
         del t_engine, t_last
 
@@ -160,14 +186,18 @@ def main() -> None:
             "placement_seconds": round(place_seconds, 3),
             "placements_per_s": round(placements / place_seconds, 1),
             "placements_per_s_after_first_write": round(
-                placements / (place_seconds - first_seconds), 1),
+                placements / (place_seconds - first_seconds), 1
+            ),
             "engine_start_to_first_placement_seconds": round(first_seconds, 3),
             "placements_per_s_fraction_of_raw_txn_rate": round(
-                placements / place_seconds / raw_rate, 2),
+                placements / place_seconds / raw_rate, 2
+            ),
             "etcd_requests_per_placement_engine_and_agents": round(
-                (requests_after - requests_after_submit) / placements, 3),
+                (requests_after - requests_after_submit) / placements, 3
+            ),
             "etcd_requests_per_placement_incl_submit": round(
-                (requests_after - requests_before) / placements, 3),
+                (requests_after - requests_before) / placements, 3
+            ),
             "agent_wakeups_per_placement": round(wakeups / placements, 3),
             "agent_wakeups_without_own_work": sum(a.stats.empty_wakeups for a in agents),
             "seconds_engine_start_to_all_active": round(active_seconds, 3),

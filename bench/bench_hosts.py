@@ -145,8 +145,11 @@ def grpc_by_method(metrics_text: str) -> dict[str, int]:
 
 
 def diff_counts(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))
-            if after.get(k, 0) != before.get(k, 0)}
+    return {
+        k: after.get(k, 0) - before.get(k, 0)
+        for k in sorted(set(after) | set(before))
+        if after.get(k, 0) != before.get(k, 0)
+    }
 
 
 def parse_proc(status: str, stat: str) -> dict[str, float]:
@@ -161,7 +164,9 @@ def parse_proc(status: str, stat: str) -> dict[str, float]:
 
 
 def local_proc(pid: int) -> dict[str, float]:
-    return parse_proc(Path(f"/proc/{pid}/status").read_text(), Path(f"/proc/{pid}/stat").read_text())
+    return parse_proc(
+        Path(f"/proc/{pid}/status").read_text(), Path(f"/proc/{pid}/stat").read_text()
+    )
 
 
 def agent_proc(host: Host) -> dict[str, float]:
@@ -187,7 +192,7 @@ def host_cpu(hosts: Sequence[Host]) -> dict[str, float]:
                 stat = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
                 continue
-            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
             rest = stat.rsplit(")", 1)[1].split()
             by_comm[comm] = by_comm.get(comm, 0.0) + (int(rest[11]) + int(rest[12])) / CLK_TCK
     return by_comm
@@ -201,8 +206,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def containers(prefix: str) -> list[str]:
-    out = subprocess.run(["docker", "ps", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["docker", "ps", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+    ).stdout
     return out.split()
 
 
@@ -210,9 +218,17 @@ def containers(prefix: str) -> list[str]:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, server: EtcdServer, pool: HostPool,
-                 hosts: list[Host], registry: Registry, tracker: StateTracker,
-                 engine: subprocess.Popen[bytes], workdir: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        server: EtcdServer,
+        pool: HostPool,
+        hosts: list[Host],
+        registry: Registry,
+        tracker: StateTracker,
+        engine: subprocess.Popen[bytes],
+        workdir: Path,
+    ) -> None:
         self.args = args
         self.server = server
         self.pool = pool
@@ -227,11 +243,19 @@ class Bench:
     def fleetpy(self, *argv: str) -> float:
         """Run the CLI; returns its wall time."""
         t0 = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "fleetpy", *argv], env=self.env,
-                                capture_output=True, text=True, cwd=self.workdir, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "fleetpy", *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            timeout=300,
+        )
         if result.returncode != 0:
-            raise SystemExit(f"bench_hosts: fleetpy {argv[0]} failed rc={result.returncode}:\n"
-                             f"{result.stdout}\n{result.stderr}")
+            raise SystemExit(
+                f"bench_hosts: fleetpy {argv[0]} failed rc={result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
         return time.perf_counter() - t0
 
     def cpu(self) -> dict[str, float]:
@@ -249,8 +273,7 @@ class Bench:
         """Per-name CPU seconds spent between two cpu() snapshots (names that
         used >= 0.01 s), largest first; processes that exited in between are lost."""
         delta = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
-        return dict(sorted(((k, v) for k, v in delta.items() if v >= 0.01),
-                           key=lambda kv: -kv[1]))
+        return dict(sorted(((k, v) for k, v in delta.items() if v >= 0.01), key=lambda kv: -kv[1]))
 
     def metrics(self) -> tuple[int, dict[str, int]]:
         text = self.server.metrics()
@@ -263,9 +286,10 @@ class Bench:
         for i in range(count):
             name = f"{label}-{i:04d}"
             if docker:
-                text = render(ROOT / "units" / "docker-service.service.j2",
-                              {"name": name, "image": self.args.image,
-                               "command": ["sleep", "100000"]})
+                text = render(
+                    ROOT / "units" / "docker-service.service.j2",
+                    {"name": name, "image": self.args.image, "command": ["sleep", "100000"]},
+                )
             else:
                 text = SIMPLE_UNIT
             path = directory / f"{name}.service"
@@ -280,8 +304,11 @@ class Bench:
         t0 = time.perf_counter()
         cli_s = self.fleetpy("start", "--no-block", *map(str, files))
         first = self.tracker.first_active
-        self.tracker.wait(f"{label}: {len(names)} units active",
-                          lambda: all(n in first for n in names), self.args.timeout)
+        self.tracker.wait(
+            f"{label}: {len(names)} units active",
+            lambda: all(n in first for n in names),
+            self.args.timeout,
+        )
         after, after_m = self.metrics()
         cpu = self.cpu_delta(cpu_before, self.cpu())
         latencies = [first[n] - t0 for n in names]
@@ -317,8 +344,11 @@ class Bench:
         states = self.tracker.states
         t0 = time.perf_counter()
         cli_s = self.fleetpy("destroy", *names)
-        self.tracker.wait(f"{label}: {len(names)} units' states gone",
-                          lambda: not any(n in states for n in names), self.args.timeout)
+        self.tracker.wait(
+            f"{label}: {len(names)} units' states gone",
+            lambda: not any(n in states for n in names),
+            self.args.timeout,
+        )
         gone = max(t for (u, _m), t in self.tracker.gone_at.items() if u in set(names))
         after, _ = self.metrics()
         cpu = self.cpu_delta(cpu_before, self.cpu())
@@ -327,19 +357,26 @@ class Bench:
         left = 0
         for host in self.hosts:
             if host.alive:
-                out = host.systemctl("list-units", "--all", "--plain", "--no-legend",
-                                     f"{label}-*").stdout
+                out = host.systemctl(
+                    "list-units", "--all", "--plain", "--no-legend", f"{label}-*"
+                ).stdout
                 left += len([line for line in out.splitlines() if line.strip()])
-        return {"units": len(names), "cli_seconds": round(cli_s, 3),
-                "all_stopped_seconds": round(gone - t0, 3),
-                "etcd_requests_per_unit": round((after - before) / len(names), 2),
-                "cpu_seconds_by_process": cpu,
-                "units_left_in_systemd": left}
+        return {
+            "units": len(names),
+            "cli_seconds": round(cli_s, 3),
+            "all_stopped_seconds": round(gone - t0, 3),
+            "etcd_requests_per_unit": round((after - before) / len(names), 2),
+            "cpu_seconds_by_process": cpu,
+            "units_left_in_systemd": left,
+        }
 
     def resources(self) -> dict[str, Any]:
         agents = {h.name: agent_proc(h) for h in self.hosts if h.alive}
-        return {"agents": agents, "engine": local_proc(self.engine.pid),
-                "etcd": local_proc(self.server.process.pid)}  # type: ignore[union-attr]
+        return {
+            "agents": agents,
+            "engine": local_proc(self.engine.pid),
+            "etcd": local_proc(self.server.process.pid),
+        }  # type: ignore[union-attr]
 
     def idle(self, seconds: float) -> dict[str, Any]:
         before = self.resources()
@@ -351,14 +388,17 @@ class Bench:
         def delta(a: dict[str, float], b: dict[str, float]) -> float:
             return round(b["cpu_s"] - a["cpu_s"], 3)
 
-        agents = {name: delta(before["agents"][name], after["agents"][name])
-                  for name in after["agents"]}
-        return {"seconds": seconds,
-                "agent_cpu_seconds": agents,
-                "engine_cpu_seconds": delta(before["engine"], after["engine"]),
-                "etcd_cpu_seconds": delta(before["etcd"], after["etcd"]),
-                "etcd_requests": after_n - before_n,
-                "etcd_requests_by_method": diff_counts(after_m, before_m)}
+        agents = {
+            name: delta(before["agents"][name], after["agents"][name]) for name in after["agents"]
+        }
+        return {
+            "seconds": seconds,
+            "agent_cpu_seconds": agents,
+            "engine_cpu_seconds": delta(before["engine"], after["engine"]),
+            "etcd_cpu_seconds": delta(before["etcd"], after["etcd"]),
+            "etcd_requests": after_n - before_n,
+            "etcd_requests_by_method": diff_counts(after_m, before_m),
+        }
 
     def kill_host(self, names: list[str]) -> dict[str, Any]:
         held = {h: self.tracker.on_machine(h.machine_id, set(names)) for h in self.hosts}
@@ -373,21 +413,32 @@ class Bench:
         active_on = self.tracker.active_on
 
         def moved(unit: str) -> float | None:
-            times = [t for (u, m), t in list(active_on.items())
-                     if u == unit and m != victim.machine_id and t > t0]
+            times = [
+                t
+                for (u, m), t in list(active_on.items())
+                if u == unit and m != victim.machine_id and t > t0
+            ]
             return min(times) if times else None
 
-        self.tracker.wait(f"{len(moving)} units of the killed host active elsewhere",
-                          lambda: all(moved(u) is not None for u in moving),
-                          self.args.ttl + self.args.timeout)
+        self.tracker.wait(
+            f"{len(moving)} units of the killed host active elsewhere",
+            lambda: all(moved(u) is not None for u in moving),
+            self.args.ttl + self.args.timeout,
+        )
         times = [moved(u) - t0 for u in moving]  # type: ignore[operator]
-        expired = [t - t0 for (u, m), t in self.tracker.gone_at.items()
-                   if m == victim.machine_id and t > t0]
-        return {"units_on_killed_host": len(moving), "ttl": self.args.ttl,
-                "kill_call_seconds": round(kill_s, 3),
-                "lease_expired_seconds": round(min(expired), 3) if expired else None,
-                "first_moved_active_seconds": round(min(times), 3),
-                "all_moved_active_seconds": round(max(times), 3)}
+        expired = [
+            t - t0
+            for (u, m), t in self.tracker.gone_at.items()
+            if m == victim.machine_id and t > t0
+        ]
+        return {
+            "units_on_killed_host": len(moving),
+            "ttl": self.args.ttl,
+            "kill_call_seconds": round(kill_s, 3),
+            "lease_expired_seconds": round(min(expired), 3) if expired else None,
+            "first_moved_active_seconds": round(min(times), 3),
+            "all_moved_active_seconds": round(max(times), 3),
+        }
 
 
 def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
@@ -422,9 +473,13 @@ def run(args: argparse.Namespace, cleanup: list[Callable[[], None]]) -> dict[str
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
     env.update(FLEETPY_ENDPOINT=server.endpoint, FLEETPY_ETCD_PREFIX=PREFIX)
     engine_log = open(workdir / "engine.log", "ab")
-    engine = subprocess.Popen([sys.executable, "-m", "fleetpy", "engine", *args.engine_args],
-                              env=env, stdout=engine_log, stderr=engine_log,
-                              stdin=subprocess.DEVNULL)
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "fleetpy", "engine", *args.engine_args],
+        env=env,
+        stdout=engine_log,
+        stderr=engine_log,
+        stdin=subprocess.DEVNULL,
+    )
 
     def stop_engine() -> None:
         if engine.poll() is None:
@@ -435,6 +490,7 @@ def run(args: argparse.Namespace, cleanup: list[Callable[[], None]]) -> dict[str
                 engine.kill()
                 engine.wait()
         engine_log.close()
+
     cleanup.append(stop_engine)
     wait_until("an engine leader", lambda: registry.leader() is not None, 60)
 
@@ -465,9 +521,14 @@ def run(args: argparse.Namespace, cleanup: list[Callable[[], None]]) -> dict[str
         log(f"start {args.docker_units} docker units")
         t0 = time.perf_counter()
         results["start_docker"] = bench.start(label, files)
-        wait_until("containers running", lambda: len(containers(f"fleetpy-{label}-")) >= len(files),
-                   args.timeout)
-        results["start_docker"]["all_containers_running_seconds"] = round(time.perf_counter() - t0, 3)
+        wait_until(
+            "containers running",
+            lambda: len(containers(f"fleetpy-{label}-")) >= len(files),
+            args.timeout,
+        )
+        results["start_docker"]["all_containers_running_seconds"] = round(
+            time.perf_counter() - t0, 3
+        )
         log(f"destroy {args.docker_units} docker units")
         results["destroy_docker"] = bench.destroy(label, [p.name for p in files])
         wait_until("containers gone", lambda: not containers(f"fleetpy-{label}-"), args.timeout)
@@ -491,86 +552,190 @@ def table(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, s
     fleet_destroy = {50: "~80 s", 200: "~320 s"}
     for n in args.sizes:
         s = r[f"start_{n}"]
-        rows.append((f"start {n}: all active", f"{s['all_active_seconds']:.2f} s", "<= 1.5 s",
-                     fleet_start.get(n, "")))
-        rows.append((f"start {n}: first active", f"{s['first_active_seconds']:.2f} s", "<= 0.5 s", ""))
-        rows.append((f"start {n}: median / p95", f"{s['median_seconds']:.2f} / {s['p95_seconds']:.2f} s",
-                     "", ""))
+        rows.append(
+            (
+                f"start {n}: all active",
+                f"{s['all_active_seconds']:.2f} s",
+                "<= 1.5 s",
+                fleet_start.get(n, ""),
+            )
+        )
+        rows.append(
+            (f"start {n}: first active", f"{s['first_active_seconds']:.2f} s", "<= 0.5 s", "")
+        )
+        rows.append(
+            (
+                f"start {n}: median / p95",
+                f"{s['median_seconds']:.2f} / {s['p95_seconds']:.2f} s",
+                "",
+                "",
+            )
+        )
         rows.append((f"start {n}: CLI wall time", f"{s['cli_seconds']:.2f} s", "", ""))
         cpu = s["cpu_seconds_by_process"]
-        rows.append((f"start {n}: CPU s (host systemd/agents/dbus; cli, etcd, engine)",
-                     "/".join(f"{cpu.get(k, 0):.2f}" for k in ("host:systemd", "host:fleetpy",
-                                                               "host:dbus-daemon"))
-                     + "; " + "/".join(f"{cpu.get(k, 0):.2f}" for k in ("cli", "etcd", "engine")),
-                     "", ""))
-        rows.append((f"start {n}: etcd requests/unit", f"{s['etcd_requests_per_unit']:.2f} "
-                     f"({s['etcd_requests_per_unit_excl_keepalive']:.2f} w/o keepalive)", "<= 4",
-                     "15-17"))
+        rows.append(
+            (
+                f"start {n}: CPU s (host systemd/agents/dbus; cli, etcd, engine)",
+                "/".join(
+                    f"{cpu.get(k, 0):.2f}"
+                    for k in ("host:systemd", "host:fleetpy", "host:dbus-daemon")
+                )
+                + "; "
+                + "/".join(f"{cpu.get(k, 0):.2f}" for k in ("cli", "etcd", "engine")),
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"start {n}: etcd requests/unit",
+                f"{s['etcd_requests_per_unit']:.2f} "
+                f"({s['etcd_requests_per_unit_excl_keepalive']:.2f} w/o keepalive)",
+                "<= 4",
+                "15-17",
+            )
+        )
     for n in args.sizes:
         d = r[f"destroy_{n}"]
-        rows.append((f"destroy {n}: all stopped", f"{d['all_stopped_seconds']:.2f} s",
-                     "<= 5 s" if n == max(args.sizes) else "", fleet_destroy.get(n, "")))
+        rows.append(
+            (
+                f"destroy {n}: all stopped",
+                f"{d['all_stopped_seconds']:.2f} s",
+                "<= 5 s" if n == max(args.sizes) else "",
+                fleet_destroy.get(n, ""),
+            )
+        )
     if "start_docker" in r:
         s, d = r["start_docker"], r["destroy_docker"]
         n = s["units"]
-        rows.append((f"docker {n}: all active / first", f"{s['all_active_seconds']:.2f} / "
-                     f"{s['first_active_seconds']:.2f} s", "", ""))
-        rows.append((f"docker {n}: all containers running", f"{s['all_containers_running_seconds']:.2f} s",
-                     "", ""))
-        rows.append((f"docker {n}: etcd requests/unit", f"{s['etcd_requests_per_unit']:.2f}", "<= 4", ""))
-        rows.append((f"docker {n}: destroy, all stopped", f"{d['all_stopped_seconds']:.2f} s", "", ""))
+        rows.append(
+            (
+                f"docker {n}: all active / first",
+                f"{s['all_active_seconds']:.2f} / {s['first_active_seconds']:.2f} s",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"docker {n}: all containers running",
+                f"{s['all_containers_running_seconds']:.2f} s",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (f"docker {n}: etcd requests/unit", f"{s['etcd_requests_per_unit']:.2f}", "<= 4", "")
+        )
+        rows.append(
+            (f"docker {n}: destroy, all stopped", f"{d['all_stopped_seconds']:.2f} s", "", "")
+        )
     if "kill" in r:
         k = r["kill"]
-        rows.append((f"killed host ({k['units_on_killed_host']} units): all active elsewhere",
-                     f"{k['all_moved_active_seconds']:.2f} s", f"<= {k['ttl'] + 2} s (TTL {k['ttl']} + 2)",
-                     "21-28 s"))
-        rows.append(("killed host: lease expired (states gone)",
-                     f"{k['lease_expired_seconds']:.2f} s" if k["lease_expired_seconds"] else "-",
-                     f"<= {k['ttl']} s", ""))
+        rows.append(
+            (
+                f"killed host ({k['units_on_killed_host']} units): all active elsewhere",
+                f"{k['all_moved_active_seconds']:.2f} s",
+                f"<= {k['ttl'] + 2} s (TTL {k['ttl']} + 2)",
+                "21-28 s",
+            )
+        )
+        rows.append(
+            (
+                "killed host: lease expired (states gone)",
+                f"{k['lease_expired_seconds']:.2f} s" if k["lease_expired_seconds"] else "-",
+                f"<= {k['ttl']} s",
+                "",
+            )
+        )
     largest = max(args.sizes)
     res = r[f"resources_{largest}_units"]
     rss = [a["VmRSS"] for a in res["agents"].values()]
     hwm = [a["VmHWM"] for a in res["agents"].values()]
     base = [a["VmRSS"] for a in r["resources_no_units"]["agents"].values()]
     rows.append(("agent RSS, no units (max of hosts)", f"{max(base):.1f} MiB", "", ""))
-    rows.append((f"agent RSS / HWM, {largest} units (max)", f"{max(rss):.1f} / {max(hwm):.1f} MiB",
-                 "<= 60 MB", "16-21 MB"))
+    rows.append(
+        (
+            f"agent RSS / HWM, {largest} units (max)",
+            f"{max(rss):.1f} / {max(hwm):.1f} MiB",
+            "<= 60 MB",
+            "16-21 MB",
+        )
+    )
     cpu = [a["cpu_s"] for a in res["agents"].values()]
     rows.append((f"agent CPU s since boot, {largest} units (max)", f"{max(cpu):.2f} s", "", ""))
     rows.append(("engine RSS", f"{res['engine']['VmRSS']:.1f} MiB", "", ""))
     idle = r["idle"]
     secs = idle["seconds"]
     agent_idle = max(idle["agent_cpu_seconds"].values())
-    rows.append((f"idle {secs:g} s, {idle['units_running']} units: agent CPU (max)",
-                 f"{agent_idle:.2f} s ({100 * agent_idle / secs:.2f} %)", "~0", ""))
-    rows.append((f"idle {secs:g} s: engine CPU", f"{idle['engine_cpu_seconds']:.2f} s "
-                 f"({100 * idle['engine_cpu_seconds'] / secs:.2f} %)", "~0", ""))
+    rows.append(
+        (
+            f"idle {secs:g} s, {idle['units_running']} units: agent CPU (max)",
+            f"{agent_idle:.2f} s ({100 * agent_idle / secs:.2f} %)",
+            "~0",
+            "",
+        )
+    )
+    rows.append(
+        (
+            f"idle {secs:g} s: engine CPU",
+            f"{idle['engine_cpu_seconds']:.2f} s ({100 * idle['engine_cpu_seconds'] / secs:.2f} %)",
+            "~0",
+            "",
+        )
+    )
     rows.append((f"idle {secs:g} s: etcd CPU", f"{idle['etcd_cpu_seconds']:.2f} s", "", ""))
-    rows.append((f"idle {secs:g} s: etcd requests", f"{idle['etcd_requests']} "
-                 f"({idle['etcd_requests'] / secs:.2f}/s)", "", ""))
+    rows.append(
+        (
+            f"idle {secs:g} s: etcd requests",
+            f"{idle['etcd_requests']} ({idle['etcd_requests'] / secs:.2f}/s)",
+            "",
+            "",
+        )
+    )
     load = r["load_average_1m"]
-    rows.append(("load average (1 min) before / after run", f"{load[0]:.2f} / {load[1]:.2f}",
-                 f"<< {os.cpu_count()} CPUs", ""))
+    rows.append(
+        (
+            "load average (1 min) before / after run",
+            f"{load[0]:.2f} / {load[1]:.2f}",
+            f"<< {os.cpu_count()} CPUs",
+            "",
+        )
+    )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=3)
-    parser.add_argument("--sizes", default="1,50,200",
-                        type=lambda s: [int(x) for x in s.split(",") if x])
+    parser.add_argument(
+        "--sizes", default="1,50,200", type=lambda s: [int(x) for x in s.split(",") if x]
+    )
     parser.add_argument("--ttl", type=int, default=5, help="agents' lease TTL (seconds)")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
-    parser.add_argument("--docker-units", type=int, default=20,
-                        help="docker-wrapped units for a separate row (0: skip)")
-    parser.add_argument("--kill-units", type=int, default=200,
-                        help="units started before a host is killed (0: skip)")
+    parser.add_argument(
+        "--docker-units",
+        type=int,
+        default=20,
+        help="docker-wrapped units for a separate row (0: skip)",
+    )
+    parser.add_argument(
+        "--kill-units",
+        type=int,
+        default=200,
+        help="units started before a host is killed (0: skip)",
+    )
     parser.add_argument("--image", default="local/busybox:latest")
-    parser.add_argument("--engine-args", default="", type=shlex.split,
-                        help="extra `fleetpy engine` options, e.g. '--reconcile-interval 30'")
+    parser.add_argument(
+        "--engine-args",
+        default="",
+        type=shlex.split,
+        help="extra `fleetpy engine` options, e.g. '--reconcile-interval 30'",
+    )
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--keep-workdir", action="store_true",
-                        help="keep etcd, engine and host logs")
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep etcd, engine and host logs"
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -579,6 +744,7 @@ def main() -> None:
     # SIGTERM/SIGHUP end the run through the finally below, like Ctrl-C.
     def interrupted(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
 

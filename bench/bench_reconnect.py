@@ -101,8 +101,10 @@ def _finish(pollers: list[_Poller], healthy: float, timeout: float = 60) -> list
         poller.stop.set()
     for poller in pollers:
         poller.thread.join()
-    return [max(0.0, (p.first_ok if p.first_ok is not None else float("inf")) - healthy)
-            for p in pollers]
+    return [
+        max(0.0, (p.first_ok if p.first_ok is not None else float("inf")) - healthy)
+        for p in pollers
+    ]
 
 
 def run_transport(outage: float, count: int) -> dict[str, float]:
@@ -113,6 +115,7 @@ def run_transport(outage: float, count: int) -> dict[str, float]:
         def on_watch(item: WatchResponse | WatchEnded) -> None:
             if isinstance(item, WatchEnded):
                 ended.release()
+
         for client in clients:
             client.put(KEY, "x")
             client.watch(KEY, None, None, on_watch)
@@ -131,11 +134,16 @@ def run_transport(outage: float, count: int) -> dict[str, float]:
         watches_ended = sum(ended.acquire(timeout=5) for _ in clients)
         for client in clients:
             client.close()
-    return {"longlived_max": max(latencies), "longlived_median": statistics.median(latencies),
-            "fresh": max(0.0, fresh_s), "watch": watch_s, "watch_call": watch_call_s,
-            "listening_to_healthy": healthy - listening,
-            "longlived_max_after_listening": max(latencies) + healthy - listening,
-            "watches_ended": float(watches_ended)}
+    return {
+        "longlived_max": max(latencies),
+        "longlived_median": statistics.median(latencies),
+        "fresh": max(0.0, fresh_s),
+        "watch": watch_s,
+        "watch_call": watch_call_s,
+        "listening_to_healthy": healthy - listening,
+        "longlived_max_after_listening": max(latencies) + healthy - listening,
+        "watches_ended": float(watches_ended),
+    }
 
 
 def run_baseline(outage: float, count: int) -> dict[str, float]:
@@ -147,8 +155,7 @@ def run_baseline(outage: float, count: int) -> dict[str, float]:
         stubs = [etcdrpc.KVStub(channel) for channel in channels]
         for stub in stubs:
             stub.Range(request, timeout=5)
-        pollers = [_Poller(functools.partial(stub.Range, request, timeout=1.0))
-                   for stub in stubs]
+        pollers = [_Poller(functools.partial(stub.Range, request, timeout=1.0)) for stub in stubs]
         listening, healthy = _outage(server, pollers, outage)
         fresh = grpc.insecure_channel(target)
         fresh_s = float("inf")
@@ -164,9 +171,13 @@ def run_baseline(outage: float, count: int) -> dict[str, float]:
         fresh.close()
         for channel in channels:
             channel.close()
-    return {"longlived_max": max(latencies), "longlived_median": statistics.median(latencies),
-            "fresh": max(0.0, fresh_s), "listening_to_healthy": healthy - listening,
-            "longlived_max_after_listening": max(latencies) + healthy - listening}
+    return {
+        "longlived_max": max(latencies),
+        "longlived_median": statistics.median(latencies),
+        "fresh": max(0.0, fresh_s),
+        "listening_to_healthy": healthy - listening,
+        "longlived_max_after_listening": max(latencies) + healthy - listening,
+    }
 
 
 # ----------------------------------------------------------------------------- pool cost
@@ -191,7 +202,7 @@ def _fd_targets() -> list[str]:
 
 def _tcp_to(port: int, fd_targets: list[str]) -> int:
     """This process's TCP connections to `port` (sockets matched by inode)."""
-    inodes = {t[len("socket:["):-1] for t in fd_targets if t.startswith("socket:[")}
+    inodes = {t[len("socket:[") : -1] for t in fd_targets if t.startswith("socket:[")}
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -204,7 +215,10 @@ def _tcp_to(port: int, fd_targets: list[str]) -> int:
 def pool_probe(port: int, count: int, local: bool) -> dict[str, Any]:
     """Child process: `count` transports, one call and one watch each."""
     if local:
-        transport_module.CHANNEL_OPTIONS = (*transport_module.CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1))
+        transport_module.CHANNEL_OPTIONS = (
+            *transport_module.CHANNEL_OPTIONS,
+            ("grpc.use_local_subchannel_pool", 1),
+        )
     rss_before = _proc_status("VmRSS")
     started = time.monotonic()
     clients = [EtcdTransport([Endpoint("127.0.0.1", port)], timeout=30.0) for _ in range(count)]
@@ -213,12 +227,17 @@ def pool_probe(port: int, count: int, local: bool) -> dict[str, Any]:
         client.watch(KEY, None, None, lambda item: None)
     seconds = time.monotonic() - started
     fds = _fd_targets()
-    result = {"transports": count, "local_pool": local, "tcp_connections": _tcp_to(port, fds),
-              "fds": len(fds),
-              "threads": threading.active_count(), "os_threads": _proc_status("Threads"),
-              "rss_mib": round(_proc_status("VmRSS") / 1024, 1),
-              "rss_added_mib": round((_proc_status("VmRSS") - rss_before) / 1024, 1),
-              "setup_seconds": round(seconds, 2)}
+    result = {
+        "transports": count,
+        "local_pool": local,
+        "tcp_connections": _tcp_to(port, fds),
+        "fds": len(fds),
+        "threads": threading.active_count(),
+        "os_threads": _proc_status("Threads"),
+        "rss_mib": round(_proc_status("VmRSS") / 1024, 1),
+        "rss_added_mib": round((_proc_status("VmRSS") - rss_before) / 1024, 1),
+        "setup_seconds": round(seconds, 2),
+    }
     for client in clients:
         client.close()
     return result
@@ -229,8 +248,18 @@ def pool_cost(count: int) -> list[dict[str, Any]]:
     with EtcdServer() as server:
         for local in (False, True):
             out = subprocess.run(
-                [sys.executable, __file__, "--_pool-probe", str(server.client_port), str(count),
-                 "local" if local else "global"], check=True, capture_output=True, text=True)
+                [
+                    sys.executable,
+                    __file__,
+                    "--_pool-probe",
+                    str(server.client_port),
+                    str(count),
+                    "local" if local else "global",
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
 
@@ -255,7 +284,8 @@ def main() -> None:
     loadavg_before = list(os.getloadavg())
     outages = [float(x) for x in args.outages.split(",") if x]
     clients: list[tuple[str, Callable[[float, int], dict[str, float]]]] = [
-        ("transport", run_transport)]
+        ("transport", run_transport)
+    ]
     if args.baseline:
         clients.append(("grpc-default", run_baseline))
     rows: list[dict[str, Any]] = []
@@ -265,32 +295,42 @@ def main() -> None:
             for run in range(args.runs):
                 result = runner(outage, args.transports)
                 runs.append(result)
-                print(f"outage={outage:g}s client={name} run={run + 1} "
-                      + " ".join(f"{k}={v:.2f}" for k, v in result.items()), file=sys.stderr)
+                print(
+                    f"outage={outage:g}s client={name} run={run + 1} "
+                    + " ".join(f"{k}={v:.2f}" for k, v in result.items()),
+                    file=sys.stderr,
+                )
             median = {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
             rows.append({"outage_s": outage, "client": name, "runs": len(runs), **median})
 
-    print(f"\nreconnect after etcd is healthy again (median of {args.runs}, "
-          f"{args.transports} long-lived clients per process)")
+    print(
+        f"\nreconnect after etcd is healthy again (median of {args.runs}, "
+        f"{args.transports} long-lived clients per process)"
+    )
     print(f"{'outage':>7} {'client':<13} {'longlived_max':>13} {'fresh':>7} {'watch':>7}")
     for row in rows:
         watch = f"{row['watch']:7.2f}" if "watch" in row else f"{'-':>7}"
-        print(f"{row['outage_s']:6g}s {row['client']:<13} {row['longlived_max']:12.2f}s "
-              f"{row['fresh']:6.2f}s {watch}")
+        print(
+            f"{row['outage_s']:6g}s {row['client']:<13} {row['longlived_max']:12.2f}s "
+            f"{row['fresh']:6.2f}s {watch}"
+        )
     pools = pool_cost(args.pool_cost) if args.pool_cost else []
     if pools:
         print(f"\nsubchannel pool cost, {args.pool_cost} transports (a call and a watch each)")
         for p in pools:
-            print(f"  {'local ' if p['local_pool'] else 'global'} "
-                  f"tcp_connections={p['tcp_connections']} "
-                  f"fds={p['fds']} os_threads={p['os_threads']} rss_mib={p['rss_mib']} "
-                  f"(+{p['rss_added_mib']}) setup={p['setup_seconds']}s")
+            print(
+                f"  {'local ' if p['local_pool'] else 'global'} "
+                f"tcp_connections={p['tcp_connections']} "
+                f"fds={p['fds']} os_threads={p['os_threads']} rss_mib={p['rss_mib']} "
+                f"(+{p['rss_added_mib']}) setup={p['setup_seconds']}s"
+            )
 
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "reconnect.json"
     existing: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     report: dict[str, Any] = {
-        "cpu_count": os.cpu_count(), "loadavg_before": loadavg_before,
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": loadavg_before,
         "loadavg_after": list(os.getloadavg()),
         "channel_options": dict(transport_module.CHANNEL_OPTIONS),
         "transports_per_process": args.transports,

@@ -1,6 +1,6 @@
 """Micro-benchmark for fleetpy.scheduler.plan (timing print, no assertions).
 
-    /work/venv/bin/python bench/bench_scheduler.py [units] [machines]
+/work/venv/bin/python bench/bench_scheduler.py [units] [machines]
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ ZONES = ("a", "b", "c")
 
 def cluster(machine_count: int) -> dict[str, Machine]:
     return {
-        f"m{i:05d}": Machine(f"m{i:05d}", {"zone": ZONES[i % len(ZONES)], "disk": "ssd" if i % 2 else "hdd"})
+        f"m{i:05d}": Machine(
+            f"m{i:05d}", {"zone": ZONES[i % len(ZONES)], "disk": "ssd" if i % 2 else "hdd"}
+        )
         for i in range(machine_count)
     }
 
@@ -70,18 +72,25 @@ def main() -> None:
         for i in range(unit_count)
     }
     first = timed("new, unconstrained", Snapshot(units=plain, machines=machines))
-    placed = {c.unit: Scheduled(c.machine, c.desired, c.hash) for c in first if isinstance(c, Schedule)}
+    placed = {
+        c.unit: Scheduled(c.machine, c.desired, c.hash) for c in first if isinstance(c, Schedule)
+    }
     timed("steady state, unconstrained", Snapshot(units=plain, machines=machines, schedule=placed))
 
     mixed = mixed_units(unit_count)
     first = timed("new, mixed constraints", Snapshot(units=mixed, machines=machines))
-    placed = {c.unit: Scheduled(c.machine, c.desired, c.hash) for c in first if isinstance(c, Schedule)}
+    placed = {
+        c.unit: Scheduled(c.machine, c.desired, c.hash) for c in first if isinstance(c, Schedule)
+    }
     reasons = {c.unit: c.reason for c in first if isinstance(c, SetReason) and c.reason is not None}
     steady = Snapshot(units=mixed, machines=machines, schedule=placed, reasons=reasons)
     timed("steady state, mixed constraints", steady)
 
     survivors = dict(list(machines.items())[machine_count // 10 :])
-    timed("10% of machines lost, mixed", Snapshot(units=mixed, machines=survivors, schedule=placed, reasons=reasons))
+    timed(
+        "10% of machines lost, mixed",
+        Snapshot(units=mixed, machines=survivors, schedule=placed, reasons=reasons),
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,12 @@ def main() -> int:
             figures[key] = {"median": statistics.median(values), "runs": values}
         else:
             figures[key] = values[0]
-    document = {"command": " ".join(command), "runs": args.runs, "load_average_before": loads,
-                "figures": figures}
+    document = {
+        "command": " ".join(command),
+        "runs": args.runs,
+        "load_average_before": loads,
+        "figures": figures,
+    }
     out = result.with_name(result.name.removesuffix(".json") + ".median.json")
     out.write_text(json.dumps(document, indent=2) + "\n")
     width = max(map(len, figures))

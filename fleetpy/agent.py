@@ -42,8 +42,9 @@ class DesiredUnit:
     text: str
 
 
-def plan_actions(desired: Mapping[str, DesiredUnit],
-                 observed: Mapping[str, ObservedUnit]) -> list[Action]:
+def plan_actions(
+    desired: Mapping[str, DesiredUnit], observed: Mapping[str, ObservedUnit]
+) -> list[Action]:
     """The actions that take the host from `observed` to `desired`, in execution order.
 
     Stops come first (free resources), then removals, writes, and starts. A unit whose
@@ -81,8 +82,11 @@ def plan_actions(desired: Mapping[str, DesiredUnit],
     return stops + removes + writes + starts
 
 
-def select_globals(globals_: Mapping[str, ScheduleEntry], placed: Mapping[str, ScheduleEntry],
-                   metadata: Mapping[str, str]) -> dict[str, ScheduleEntry]:
+def select_globals(
+    globals_: Mapping[str, ScheduleEntry],
+    placed: Mapping[str, ScheduleEntry],
+    metadata: Mapping[str, str],
+) -> dict[str, ScheduleEntry]:
     """The global units this machine runs: metadata matches and no Conflicts either way
     (with the units placed here, or with globals chosen before)."""
     chosen: dict[str, ScheduleEntry] = {}
@@ -102,8 +106,10 @@ def select_globals(globals_: Mapping[str, ScheduleEntry], placed: Mapping[str, S
             continue
         if not options.matches_metadata(metadata):
             continue
-        if any(conflicts(name, options, other, other_options)
-               for other, other_options in local_options.items()):
+        if any(
+            conflicts(name, options, other, other_options)
+            for other, other_options in local_options.items()
+        ):
             continue
         chosen[name] = entry
         local_options[name] = options  # later globals must not conflict with this one
@@ -164,10 +170,12 @@ class Agent:
         self.manager.set_listener(lambda unit: self._states_changed.set())
         self._threads = [
             threading.Thread(target=self._loop, name=f"agent-{self.machine_id[:8]}", daemon=True),
-            threading.Thread(target=self._keepalive, daemon=True,
-                             name=f"lease-{self.machine_id[:8]}"),
-            threading.Thread(target=self._reporter, daemon=True,
-                             name=f"report-{self.machine_id[:8]}"),
+            threading.Thread(
+                target=self._keepalive, daemon=True, name=f"lease-{self.machine_id[:8]}"
+            ),
+            threading.Thread(
+                target=self._reporter, daemon=True, name=f"report-{self.machine_id[:8]}"
+            ),
         ]
         for thread in self._threads:
             thread.start()
@@ -210,15 +218,24 @@ class Agent:
 
     def _register(self) -> None:
         lease = self.registry.grant_lease(self.config.ttl)
-        record = MachineRecord(self.machine_id, self.config.public_ip,
-                               dict(self.config.metadata), self.config.hostname, self.config.ttl)
+        record = MachineRecord(
+            self.machine_id,
+            self.config.public_ip,
+            dict(self.config.metadata),
+            self.config.hostname,
+            self.config.ttl,
+        )
         self.registry.register_machine(record, lease)
         # Only a lease that carries the machine record counts as registered: if the
         # write failed, the next sync registers again.
         self._lease = lease
         self._reported = {}  # states lived under the old lease; write them again
-        log_event("machine_registered", machine=self.machine_id, lease=f"{self._lease:x}",
-                  ttl=self.config.ttl)
+        log_event(
+            "machine_registered",
+            machine=self.machine_id,
+            lease=f"{self._lease:x}",
+            ttl=self.config.ttl,
+        )
 
     def _keepalive(self) -> None:
         interval = max(0.5, self.config.ttl / 3)
@@ -261,18 +278,30 @@ class Agent:
             self._register()
         revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
         self._placed, self._globals = placed, globals_
-        self._cancels.append(self.registry.watch_schedule(
-            lambda b: self._on_watch(b, "schedule", generation), revision + 1,
-            machine=self.machine_id))
-        self._cancels.append(self.registry.watch_globals(
-            lambda b: self._on_watch(b, "global", generation), revision + 1))
+        self._cancels.append(
+            self.registry.watch_schedule(
+                lambda b: self._on_watch(b, "schedule", generation),
+                revision + 1,
+                machine=self.machine_id,
+            )
+        )
+        self._cancels.append(
+            self.registry.watch_globals(
+                lambda b: self._on_watch(b, "global", generation), revision + 1
+            )
+        )
         self.stats.resyncs += 1
         self._synced = True
 
     def _apply_batch(self, kind: str, batch: WatchBatch[ScheduleEvent]) -> bool:
         if batch.error is not None:
-            log_event("watch_lost", machine=self.machine_id, kind=kind,
-                      compacted=batch.compacted, error=type(batch.error).__name__)
+            log_event(
+                "watch_lost",
+                machine=self.machine_id,
+                kind=kind,
+                compacted=batch.compacted,
+                error=type(batch.error).__name__,
+            )
             return False
         target = self._placed if kind == "schedule" else self._globals
         for event in batch.events:
@@ -298,9 +327,12 @@ class Agent:
                 # etcd away (or a unit manager hiccup): units keep running; retry with
                 # backoff and resync from a fresh read.
                 self._synced = False
-                log_event("agent_retry", machine=self.machine_id,
-                          error=str(exc) if isinstance(exc, FleetpyError) else repr(exc),
-                          retry_in=f"{backoff:.1f}s")
+                log_event(
+                    "agent_retry",
+                    machine=self.machine_id,
+                    error=str(exc) if isinstance(exc, FleetpyError) else repr(exc),
+                    retry_in=f"{backoff:.1f}s",
+                )
                 if self._stop.wait(backoff):
                     return
                 # At most a second: etcd back after an outage must be used at once, before
@@ -334,8 +366,11 @@ class Agent:
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
         chosen.update(select_globals(self._globals, self._placed, self.config.metadata))
-        return {name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text)
-                for name, e in chosen.items() if e.desired in PLACED_STATES}
+        return {
+            name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text)
+            for name, e in chosen.items()
+            if e.desired in PLACED_STATES
+        }
 
     def _reconcile(self) -> None:
         self.stats.reconciles += 1
@@ -344,9 +379,12 @@ class Agent:
         if actions:
             self.stats.actions += len(actions)
             for action in actions:
-                log_event("unit_action", machine=self.machine_id,
-                          action=type(action).__name__.removesuffix("Unit").lower(),
-                          unit=action.name)
+                log_event(
+                    "unit_action",
+                    machine=self.machine_id,
+                    action=type(action).__name__.removesuffix("Unit").lower(),
+                    unit=action.name,
+                )
             self._execute(actions)
         if any(isinstance(a, StartUnit) for a in actions):
             # Starts are asynchronous: let the reporter write once the units have
@@ -365,7 +403,7 @@ class Agent:
         rest = [a for a in actions if not isinstance(a, (StopUnit, RemoveUnit))]
         names = list(dict.fromkeys(a.name for a in rest))
         for start in range(0, len(names), chunk):
-            group = set(names[start:start + chunk])
+            group = set(names[start : start + chunk])
             self.manager.execute([a for a in rest if a.name in group])
 
     def _report(self, observed: Mapping[str, ObservedUnit]) -> None:
@@ -383,8 +421,14 @@ class Agent:
         self.registry.report_states(changed, self._lease, removed)
         for state in changed:
             if state.active == "failed" or state.message:
-                log_event("unit_failed", machine=self.machine_id, unit=state.name,
-                          active=state.active, sub=state.sub, message=state.message)
+                log_event(
+                    "unit_failed",
+                    machine=self.machine_id,
+                    unit=state.name,
+                    active=state.active,
+                    sub=state.sub,
+                    message=state.message,
+                )
         self._reported = current
 
 

@@ -66,21 +66,31 @@ def _settings_params(scope: config.Scope) -> list[inspect.Parameter]:
             value = ",".join(value)
         default = "" if value in (None, "", {}) else f"; default {value}"
         # Values stay strings here: config.resolve parses them, with env and file values.
-        option = typer.Option(None, setting.option, show_default=False,
-                              metavar=setting.name.upper(),
-                              help=f"{setting.help} (env {setting.env}{default})")
-        params.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY,
-                                        default=option, annotation=str | None))
+        option = typer.Option(
+            None,
+            setting.option,
+            show_default=False,
+            metavar=setting.name.upper(),
+            help=f"{setting.help} (env {setting.env}{default})",
+        )
+        params.append(
+            inspect.Parameter(
+                setting.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str | None
+            )
+        )
     return params
 
 
 def with_settings(scope: config.Scope) -> Callable[[F], F]:
     """Add the options of config.SETTINGS' `scope` to a command; they arrive in **kwargs."""
+
     def decorate(fn: F) -> F:
         hints = {k: v for k, v in _type_hints(fn).items() if k != "return"}
-        own = [p.replace(annotation=hints.get(p.name, p.annotation))
-               for p in inspect.signature(fn).parameters.values()
-               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -90,6 +100,7 @@ def with_settings(scope: config.Scope) -> Callable[[F], F]:
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in params}
         return wrapper  # type: ignore[return-value]
+
     return decorate
 
 
@@ -138,6 +149,7 @@ def edge(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with _edge():
             return fn(*args, **kwargs)
+
     return wrapper  # type: ignore[return-value]
 
 
@@ -148,8 +160,9 @@ def _globals(ctx: typer.Context) -> Globals:
 
 def _registry(ctx: typer.Context) -> Registry:
     settings = config.resolve(_globals(ctx).etcd_cli, scopes=(config.Scope.ETCD,))
-    registry = Registry(settings.etcd.registry_config(),
-                        warn=lambda message: _say(f"fleetpy: warning: {message}"))
+    registry = Registry(
+        settings.etcd.registry_config(), warn=lambda message: _say(f"fleetpy: warning: {message}")
+    )
     return ctx.with_resource(registry)
 
 
@@ -165,15 +178,21 @@ def _version(value: bool) -> None:
 class _Group(TyperGroup):
     """Click's own errors (unknown option, bad value) as one line too, like ours."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             windows_expand_args: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, windows_expand_args,
-                                **extra)
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
-            result = super().main(args, prog_name, complete_var, False, windows_expand_args,
-                                  **extra)
+            result = super().main(
+                args, prog_name, complete_var, False, windows_expand_args, **extra
+            )
             code = result if isinstance(result, int) else 0
         except NoArgsIsHelpError as exc:
             exc.show()
@@ -194,30 +213,59 @@ class _Group(TyperGroup):
 
 
 app = typer.Typer(
-    name="fleetpy", cls=_Group, rich_markup_mode=None, no_args_is_help=True, add_completion=False,
-    pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
-    help="Schedule systemd units across a cluster of machines (fleetctl's verbs over etcd).")
+    name="fleetpy",
+    cls=_Group,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Schedule systemd units across a cluster of machines (fleetctl's verbs over etcd).",
+)
 
 
 @app.callback()
 @with_settings(config.Scope.ETCD)
-def _main(ctx: typer.Context,
-          version: Annotated[bool | None, typer.Option(
-              "--version", callback=_version, is_eager=True,
-              help="Show the version and exit.")] = None,
-          **etcd: Any) -> None:
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = None,
+    **etcd: Any,
+) -> None:
     ctx.obj = Globals(dict(etcd))
 
 
-BlockOption = Annotated[bool, typer.Option("--no-block", help=(
-    "Return once the desired state is written; do not wait for the cluster."))]
-AttemptsOption = Annotated[int, typer.Option("--block-attempts", min=0, help=(
-    "Seconds to wait for the cluster to reach the state; 0 waits forever."))]
-UnitsArgument = Annotated[list[str], typer.Argument(
-    help="Unit files, or names of submitted units.", show_default=False, metavar="UNIT")]
-GlobUnitsArgument = Annotated[list[str], typer.Argument(
-    help="Names or globs of submitted units, or unit files.", show_default=False,
-    metavar="UNIT")]
+BlockOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-block",
+        help=("Return once the desired state is written; do not wait for the cluster."),
+    ),
+]
+AttemptsOption = Annotated[
+    int,
+    typer.Option(
+        "--block-attempts",
+        min=0,
+        help=("Seconds to wait for the cluster to reach the state; 0 waits forever."),
+    ),
+]
+UnitsArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="Unit files, or names of submitted units.", show_default=False, metavar="UNIT"
+    ),
+]
+GlobUnitsArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="Names or globs of submitted units, or unit files.", show_default=False, metavar="UNIT"
+    ),
+]
 
 
 @app.command()
@@ -229,8 +277,12 @@ def submit(ctx: typer.Context, units: UnitsArgument) -> None:
 
 @app.command()
 @edge
-def load(ctx: typer.Context, units: UnitsArgument, no_block: BlockOption = False,
-         block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
+def load(
+    ctx: typer.Context,
+    units: UnitsArgument,
+    no_block: BlockOption = False,
+    block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS,
+) -> None:
     """Submit if needed, then place units on machines and load them (desired state loaded)."""
     registry = _registry(ctx)
     plan = control.plan_submit(registry, units, DesiredState.LOADED)
@@ -240,8 +292,12 @@ def load(ctx: typer.Context, units: UnitsArgument, no_block: BlockOption = False
 
 @app.command()
 @edge
-def start(ctx: typer.Context, units: UnitsArgument, no_block: BlockOption = False,
-          block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
+def start(
+    ctx: typer.Context,
+    units: UnitsArgument,
+    no_block: BlockOption = False,
+    block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS,
+) -> None:
     """Submit if needed, place, load and start units (desired state launched)."""
     registry = _registry(ctx)
     plan = control.plan_submit(registry, units, DesiredState.LAUNCHED)
@@ -251,8 +307,12 @@ def start(ctx: typer.Context, units: UnitsArgument, no_block: BlockOption = Fals
 
 @app.command()
 @edge
-def stop(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption = False,
-         block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
+def stop(
+    ctx: typer.Context,
+    units: GlobUnitsArgument,
+    no_block: BlockOption = False,
+    block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS,
+) -> None:
     """Stop launched units; they stay loaded (desired state loaded)."""
     registry = _registry(ctx)
     plan = control.plan_stop(registry, units)
@@ -262,8 +322,12 @@ def stop(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption = F
 
 @app.command()
 @edge
-def unload(ctx: typer.Context, units: GlobUnitsArgument, no_block: BlockOption = False,
-           block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS) -> None:
+def unload(
+    ctx: typer.Context,
+    units: GlobUnitsArgument,
+    no_block: BlockOption = False,
+    block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS,
+) -> None:
     """Stop units and take them off their machines (desired state inactive)."""
     registry = _registry(ctx)
     plan = control.plan_unload(registry, units)
@@ -290,8 +354,12 @@ def force_reschedule(ctx: typer.Context) -> None:
 
 @app.command()
 @edge
-def cat(ctx: typer.Context, unit: Annotated[str, typer.Argument(
-        help="Name of a submitted unit (an instance shows its template).")]) -> None:
+def cat(
+    ctx: typer.Context,
+    unit: Annotated[
+        str, typer.Argument(help="Name of a submitted unit (an instance shows its template).")
+    ],
+) -> None:
     """Print the contents of a submitted unit."""
     text = control.unit_text(_registry(ctx), unit)
     _out(text, nl=not text.endswith("\n"), keep="\n\t")
@@ -300,8 +368,14 @@ def cat(ctx: typer.Context, unit: Annotated[str, typer.Argument(
 # ----------------------------------------------------------------------------- blocking
 
 
-def _finish(registry: Registry, names: Sequence[str], target: WaitTarget, verb: str,
-            no_block: bool, attempts: int) -> None:
+def _finish(
+    registry: Registry,
+    names: Sequence[str],
+    target: WaitTarget,
+    verb: str,
+    no_block: bool,
+    attempts: int,
+) -> None:
     if not names:
         return
     if no_block:
@@ -353,11 +427,18 @@ class _RichReporter:
             TextColumn,
             TimeElapsedColumn,
         )
+
         self.target = target
         # markup=False: engine reasons and systemd messages may hold [brackets].
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
-                                 BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=console, transient=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
         self.rows = len(names) <= self.MAX_ROWS
         if self.rows:
             self.tasks = {n: self.progress.add_task(escape_controls(n), total=1) for n in names}
@@ -368,14 +449,20 @@ class _RichReporter:
     def __call__(self, progress: list[control.UnitProgress]) -> None:
         if self.rows:
             for unit in progress:
-                self.progress.update(self.tasks[unit.name], completed=unit.status != "waiting",
-                                     description=escape_controls(f"{unit.name}: {unit.detail}"))
+                self.progress.update(
+                    self.tasks[unit.name],
+                    completed=unit.status != "waiting",
+                    description=escape_controls(f"{unit.name}: {unit.detail}"),
+                )
         else:
             done = sum(u.status != "waiting" for u in progress)
             waiting = next((u for u in progress if u.status == "waiting"), None)
             detail = f" ({waiting.name}: {waiting.detail})" if waiting else ""
-            self.progress.update(self.summary, completed=done,
-                                 description=escape_controls(f"to be {self.target}{detail}"))
+            self.progress.update(
+                self.summary,
+                completed=done,
+                description=escape_controls(f"to be {self.target}{detail}"),
+            )
 
     def close(self) -> None:
         self.progress.stop()
@@ -393,12 +480,16 @@ def _progress_reporter(names: Sequence[str], target: WaitTarget) -> _PlainReport
 # ----------------------------------------------------------------------------- listings
 
 
-FieldsOption = Annotated[str | None, typer.Option(
-    "--fields", help="Comma-separated columns to show.", show_default=False)]
+FieldsOption = Annotated[
+    str | None,
+    typer.Option("--fields", help="Comma-separated columns to show.", show_default=False),
+]
 NoLegendOption = Annotated[bool, typer.Option("--no-legend", help="Do not print the header row.")]
 FullOption = Annotated[bool, typer.Option("--full", "-l", help="Do not shorten ids and hashes.")]
-OutputOption = Annotated[Output, typer.Option(
-    "--output", "-o", help="table, or json (an array of objects; ignores --fields).")]
+OutputOption = Annotated[
+    Output,
+    typer.Option("--output", "-o", help="table, or json (an array of objects; ignores --fields)."),
+]
 
 
 def _fields(spec: str | None, valid: Sequence[str], default: Sequence[str]) -> list[str]:
@@ -431,9 +522,13 @@ def _print_json(items: Sequence[Mapping[str, Any]]) -> None:
 
 @app.command("list-unit-files")
 @edge
-def list_unit_files(ctx: typer.Context, fields: FieldsOption = None,
-                    no_legend: NoLegendOption = False, full: FullOption = False,
-                    output: OutputOption = Output.table) -> None:
+def list_unit_files(
+    ctx: typer.Context,
+    fields: FieldsOption = None,
+    no_legend: NoLegendOption = False,
+    full: FullOption = False,
+    output: OutputOption = Output.table,
+) -> None:
     """List submitted units: hash, desired state, reported state, target machine
     (and, with --fields, the deployment that owns a unit and the commit it came from)."""
     valid = ("unit", "hash", "dstate", "state", "target", "owner", "origin")
@@ -441,81 +536,160 @@ def list_unit_files(ctx: typer.Context, fields: FieldsOption = None,
     registry = _registry(ctx)
     rows = control.unit_file_rows(registry.read_view(with_text=False))
     if output is Output.json:
-        _print_json([{"unit": r.unit, "hash": r.hash, "desired_state": r.desired_state,
-                      "state": r.state, "machine": r.machine, "reason": r.reason} for r in rows])
+        _print_json(
+            [
+                {
+                    "unit": r.unit,
+                    "hash": r.hash,
+                    "desired_state": r.desired_state,
+                    "state": r.state,
+                    "machine": r.machine,
+                    "reason": r.reason,
+                }
+                for r in rows
+            ]
+        )
         return
-    _print_table(chosen, [{
-        "unit": r.unit, "hash": r.hash if full else r.hash[:7], "dstate": r.desired_state,
-        "state": r.state,
-        "target": "-" if r.machine is None else (r.machine if full else r.machine[:8]),
-        "owner": r.owner or "-", "origin": (r.origin if full else (r.origin or "")[:12]) or "-",
-    } for r in rows], no_legend)
+    _print_table(
+        chosen,
+        [
+            {
+                "unit": r.unit,
+                "hash": r.hash if full else r.hash[:7],
+                "dstate": r.desired_state,
+                "state": r.state,
+                "target": "-" if r.machine is None else (r.machine if full else r.machine[:8]),
+                "owner": r.owner or "-",
+                "origin": (r.origin if full else (r.origin or "")[:12]) or "-",
+            }
+            for r in rows
+        ],
+        no_legend,
+    )
 
 
 @app.command("list-units")
 @edge
-def list_units(ctx: typer.Context, fields: FieldsOption = None,
-               no_legend: NoLegendOption = False, full: FullOption = False,
-               output: OutputOption = Output.table) -> None:
+def list_units(
+    ctx: typer.Context,
+    fields: FieldsOption = None,
+    no_legend: NoLegendOption = False,
+    full: FullOption = False,
+    output: OutputOption = Output.table,
+) -> None:
     """List the units machines report, with systemd's LOAD/ACTIVE/SUB."""
-    chosen = _fields(fields, ("unit", "machine", "load", "active", "sub", "hash"),
-                     ("unit", "machine", "active", "sub"))
+    chosen = _fields(
+        fields,
+        ("unit", "machine", "load", "active", "sub", "hash"),
+        ("unit", "machine", "active", "sub"),
+    )
     registry = _registry(ctx)
     rows = control.unit_rows(registry.read_view(with_text=False))
     if output is Output.json:
-        _print_json([{"unit": r.unit, "machine": r.machine, "load": r.load,
-                      "active": r.active, "sub": r.sub} for r in rows])
+        _print_json(
+            [
+                {
+                    "unit": r.unit,
+                    "machine": r.machine,
+                    "load": r.load,
+                    "active": r.active,
+                    "sub": r.sub,
+                }
+                for r in rows
+            ]
+        )
         return
 
     def machine(row: control.UnitRow) -> str:
         shown = row.machine if full else row.machine[:8]
         return f"{shown}/{row.ip}" if row.ip else shown
-    _print_table(chosen, [{
-        "unit": r.unit, "machine": machine(r), "load": r.load or "-", "active": r.active or "-",
-        "sub": r.sub or "-", "hash": (r.hash if full else r.hash[:7]) or "-",
-    } for r in rows], no_legend)
+
+    _print_table(
+        chosen,
+        [
+            {
+                "unit": r.unit,
+                "machine": machine(r),
+                "load": r.load or "-",
+                "active": r.active or "-",
+                "sub": r.sub or "-",
+                "hash": (r.hash if full else r.hash[:7]) or "-",
+            }
+            for r in rows
+        ],
+        no_legend,
+    )
 
 
 @app.command("list-machines")
 @edge
-def list_machines(ctx: typer.Context, fields: FieldsOption = None,
-                  no_legend: NoLegendOption = False, full: FullOption = False,
-                  output: OutputOption = Output.table) -> None:
+def list_machines(
+    ctx: typer.Context,
+    fields: FieldsOption = None,
+    no_legend: NoLegendOption = False,
+    full: FullOption = False,
+    output: OutputOption = Output.table,
+) -> None:
     """List the machines alive in the cluster."""
     valid = ("machine", "ip", "metadata")
     chosen = _fields(fields, valid, valid)
     rows = control.machine_rows(_registry(ctx))
     if output is Output.json:
-        _print_json([{"machine": r.machine, "ip": r.ip, "metadata": dict(r.metadata)}
-                     for r in rows])
+        _print_json(
+            [{"machine": r.machine, "ip": r.ip, "metadata": dict(r.metadata)} for r in rows]
+        )
         return
-    _print_table(chosen, [{
-        "machine": r.machine if full else r.machine[:8], "ip": r.ip or "-",
-        "metadata": ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items())) or "-",
-    } for r in rows], no_legend)
+    _print_table(
+        chosen,
+        [
+            {
+                "machine": r.machine if full else r.machine[:8],
+                "ip": r.ip or "-",
+                "metadata": ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items())) or "-",
+            }
+            for r in rows
+        ],
+        no_legend,
+    )
 
 
 # ----------------------------------------------------------------------------- deployments
 
-DirectoryArgument = Annotated[str, typer.Argument(
-    help="A deployment directory: fleetpy.yaml and its unit templates.", show_default=False,
-    metavar="DIR")]
-PruneOption = Annotated[bool, typer.Option(
-    "--prune", help="Destroy units this deployment created before and no longer renders.")]
-CommitOption = Annotated[str | None, typer.Option(
-    "--commit", help="The git commit being deployed (default: a digest of the rendered units).",
-    show_default=False)]
+DirectoryArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A deployment directory: fleetpy.yaml and its unit templates.",
+        show_default=False,
+        metavar="DIR",
+    ),
+]
+PruneOption = Annotated[
+    bool,
+    typer.Option(
+        "--prune", help="Destroy units this deployment created before and no longer renders."
+    ),
+]
+CommitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--commit",
+        help="The git commit being deployed (default: a digest of the rendered units).",
+        show_default=False,
+    ),
+]
 
 
-def _plan(ctx: typer.Context, directory: str, prune: bool, commit: str | None
-          ) -> tuple[Registry, Any, Any, Any]:
+def _plan(
+    ctx: typer.Context, directory: str, prune: bool, commit: str | None
+) -> tuple[Registry, Any, Any, Any]:
     from . import deployment, rollout
 
     loaded = deployment.load_deployment(directory)
     units = deployment.render_deployment(loaded)  # all or nothing, before etcd is asked
     registry = _registry(ctx)
-    plan = rollout.plan_deployment(registry, loaded.name, units,
-                                   commit or deployment.digest(units), prune)
+    plan = rollout.plan_deployment(
+        registry, loaded.name, units, commit or deployment.digest(units), prune
+    )
     return registry, loaded, units, plan
 
 
@@ -534,22 +708,43 @@ def _print_plan(plan: Any, output: Output) -> None:
     from .rollout import ChangeKind
 
     if output is Output.json:
-        _print_json([{
-            "deployment": plan.deployment, "origin": plan.origin,
-            "last_applied": plan.last_applied or None, "applying": plan.applying or None,
-            "changes": [{"unit": c.name, "kind": c.kind.value, "old_hash": c.old_hash,
-                         "new_hash": c.new_hash, "source": c.source or None,
-                         "diff": c.diff or None} for c in plan.changes],
-            "unchanged": list(plan.unchanged)}])
+        _print_json(
+            [
+                {
+                    "deployment": plan.deployment,
+                    "origin": plan.origin,
+                    "last_applied": plan.last_applied or None,
+                    "applying": plan.applying or None,
+                    "changes": [
+                        {
+                            "unit": c.name,
+                            "kind": c.kind.value,
+                            "old_hash": c.old_hash,
+                            "new_hash": c.new_hash,
+                            "source": c.source or None,
+                            "diff": c.diff or None,
+                        }
+                        for c in plan.changes
+                    ],
+                    "unchanged": list(plan.unchanged),
+                }
+            ]
+        )
         return
     counts = {kind: len(plan.of(kind)) for kind in ChangeKind}
     last = f"; last applied {plan.last_applied}" if plan.last_applied else ""
     running = f"; an apply of {plan.applying} is running or died" if plan.applying else ""
-    _out(f"deployment {plan.deployment} at {plan.origin}: {counts[ChangeKind.ADD]} to add, "
-         f"{counts[ChangeKind.CHANGE]} to change, {counts[ChangeKind.REMOVE]} to remove, "
-         f"{len(plan.unchanged)} unchanged{last}{running}")
-    marks = {ChangeKind.ADD: ("+", "green"), ChangeKind.CHANGE: ("~", "yellow"),
-             ChangeKind.REMOVE: ("-", "red"), ChangeKind.ORPHAN: ("?", None)}
+    _out(
+        f"deployment {plan.deployment} at {plan.origin}: {counts[ChangeKind.ADD]} to add, "
+        f"{counts[ChangeKind.CHANGE]} to change, {counts[ChangeKind.REMOVE]} to remove, "
+        f"{len(plan.unchanged)} unchanged{last}{running}"
+    )
+    marks = {
+        ChangeKind.ADD: ("+", "green"),
+        ChangeKind.CHANGE: ("~", "yellow"),
+        ChangeKind.REMOVE: ("-", "red"),
+        ChangeKind.ORPHAN: ("?", None),
+    }
     for change in plan.changes:
         mark, colour = marks[change.kind]
         note = change.source
@@ -559,15 +754,21 @@ def _print_plan(plan: Any, output: Output) -> None:
             note = "no longer rendered; destroyed"
         _styled(f"{mark} {change.name}  {note}".rstrip(), colour)
         for line in change.diff.splitlines():
-            diff_colour = ("green" if line.startswith("+") else "red" if line.startswith("-")
-                           else None)
+            diff_colour = (
+                "green" if line.startswith("+") else "red" if line.startswith("-") else None
+            )
             _styled("    " + line, diff_colour)
 
 
 @app.command("plan")
 @edge
-def plan_command(ctx: typer.Context, directory: DirectoryArgument, prune: PruneOption = False,
-                 commit: CommitOption = None, output: OutputOption = Output.table) -> None:
+def plan_command(
+    ctx: typer.Context,
+    directory: DirectoryArgument,
+    prune: PruneOption = False,
+    commit: CommitOption = None,
+    output: OutputOption = Output.table,
+) -> None:
     """Show what apply would do: units added, changed (with a diff) and removed.
     Exit code 0: nothing would change; 2: something would; 1: an error."""
     _, _, _, plan = _plan(ctx, directory, prune, commit)
@@ -578,21 +779,48 @@ def plan_command(ctx: typer.Context, directory: DirectoryArgument, prune: PruneO
 @app.command("apply")
 @edge
 def apply_command(
-        ctx: typer.Context, directory: DirectoryArgument, prune: PruneOption = False,
-        commit: CommitOption = None,
-        max_unavailable: Annotated[int | None, typer.Option(
-            "--max-unavailable", min=1, help="Units replaced at once (fleetpy.yaml, else 1).",
-            show_default=False)] = None,
-        min_ready: Annotated[float | None, typer.Option(
-            "--min-ready", min=0, max=3600, help="Seconds a new version must stay active "
-            "before the next is touched (fleetpy.yaml, else 5).", show_default=False)] = None,
-        timeout: Annotated[float | None, typer.Option(
-            "--timeout", min=1, max=86400, help="Seconds a new version may take to become "
-            "active (fleetpy.yaml, else 120).", show_default=False)] = None,
-        rollback: Annotated[bool, typer.Option(
-            "--rollback", help="On a failure, put the failed units' previous version back.")
-        ] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only plan.")] = False) -> None:
+    ctx: typer.Context,
+    directory: DirectoryArgument,
+    prune: PruneOption = False,
+    commit: CommitOption = None,
+    max_unavailable: Annotated[
+        int | None,
+        typer.Option(
+            "--max-unavailable",
+            min=1,
+            help="Units replaced at once (fleetpy.yaml, else 1).",
+            show_default=False,
+        ),
+    ] = None,
+    min_ready: Annotated[
+        float | None,
+        typer.Option(
+            "--min-ready",
+            min=0,
+            max=3600,
+            help="Seconds a new version must stay active "
+            "before the next is touched (fleetpy.yaml, else 5).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=1,
+            max=86400,
+            help="Seconds a new version may take to become active (fleetpy.yaml, else 120).",
+            show_default=False,
+        ),
+    ] = None,
+    rollback: Annotated[
+        bool,
+        typer.Option(
+            "--rollback", help="On a failure, put the failed units' previous version back."
+        ),
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only plan.")] = False,
+) -> None:
     """Start new units, replace changed ones one step at a time (a rolling update), and
     with --prune destroy the units this deployment no longer renders."""
     from .rollout import ApplyOptions, apply_deployment
@@ -607,15 +835,20 @@ def apply_command(
     options = ApplyOptions(
         max_unavailable=max_unavailable or loaded.rollout.max_unavailable,
         min_ready=loaded.rollout.min_ready if min_ready is None else min_ready,
-        timeout=timeout or loaded.rollout.timeout, rollback=rollback)
+        timeout=timeout or loaded.rollout.timeout,
+        rollback=rollback,
+    )
     result = apply_deployment(registry, plan, units, options, _apply_reporter())
-    _out(f"applied {plan.origin} to deployment {plan.deployment}: {len(result.added)} added, "
-         f"{len(result.replaced)} replaced, {len(result.removed)} removed in "
-         f"{result.seconds:.1f}s")
+    _out(
+        f"applied {plan.origin} to deployment {plan.deployment}: {len(result.added)} added, "
+        f"{len(result.replaced)} replaced, {len(result.removed)} removed in "
+        f"{result.seconds:.1f}s"
+    )
 
 
 def _apply_reporter() -> Callable[[Any], None]:
     """One stderr line per step of an apply or restart."""
+
     def report(event: Any) -> None:
         if event.step == "done":
             return
@@ -624,16 +857,25 @@ def _apply_reporter() -> Callable[[Any], None]:
         detail = f" ({event.detail})" if event.detail and event.step != "failed" else ""
         if event.step != "failed":
             _say(f"{event.step}{progress}: {shown}{detail}")
+
     return report
 
 
 @app.command("restart")
 @edge
 def restart_command(
-        ctx: typer.Context, units: GlobUnitsArgument,
-        timeout: Annotated[float, typer.Option(
-            "--timeout", min=1, max=86400, help="Seconds each machine's units may take to "
-            "stop and to become active again.")] = 120.0) -> None:
+    ctx: typer.Context,
+    units: GlobUnitsArgument,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=1,
+            max=86400,
+            help="Seconds each machine's units may take to stop and to become active again.",
+        ),
+    ] = 120.0,
+) -> None:
     """Restart launched units in place, one machine at a time, waiting until they are
     active again before the next machine."""
     from .rollout import restart
@@ -644,24 +886,39 @@ def restart_command(
 
 # ----------------------------------------------------------------------------- git
 
-git_app = typer.Typer(name="git", rich_markup_mode=None, no_args_is_help=True,
-                      help="Deploy from git: hooks on a bare repository, or a watcher.")
+git_app = typer.Typer(
+    name="git",
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="Deploy from git: hooks on a bare repository, or a watcher.",
+)
 app.add_typer(git_app)
 
 BranchOption = Annotated[str, typer.Option("--branch", help="The branch that deploys.")]
-DirOption = Annotated[str, typer.Option(
-    "--dir", help="The deployment directory inside the repository.")]
+DirOption = Annotated[
+    str, typer.Option("--dir", help="The deployment directory inside the repository.")
+]
 
 
 def _settings_args(ctx: typer.Context) -> list[str]:
     """The global etcd settings as command-line options, for a hook or a watcher to run
     fleetpy as this command would."""
     settings = config.resolve(_globals(ctx).etcd_cli, scopes=(config.Scope.ETCD,)).etcd
-    args = ["--endpoint", ",".join(settings.endpoints), "--etcd-prefix", settings.prefix or "/",
-            "--request-timeout", f"{settings.request_timeout:g}"]
-    for option, value in (("--ca-file", settings.ca_file), ("--cert-file", settings.cert_file),
-                          ("--key-file", settings.key_file), ("--username", settings.username),
-                          ("--password", settings.password)):
+    args = [
+        "--endpoint",
+        ",".join(settings.endpoints),
+        "--etcd-prefix",
+        settings.prefix or "/",
+        "--request-timeout",
+        f"{settings.request_timeout:g}",
+    ]
+    for option, value in (
+        ("--ca-file", settings.ca_file),
+        ("--cert-file", settings.cert_file),
+        ("--key-file", settings.key_file),
+        ("--username", settings.username),
+        ("--password", settings.password),
+    ):
         if value is not None:
             args += [option, os.path.abspath(value) if option.endswith("-file") else value]
     return args
@@ -670,18 +927,20 @@ def _settings_args(ctx: typer.Context) -> list[str]:
 @git_app.command("install-hooks")
 @edge
 def git_install_hooks(
-        ctx: typer.Context,
-        repository: Annotated[str, typer.Argument(help="A bare git repository.",
-                                                  metavar="BARE_REPO")],
-        branch: BranchOption = "main", directory: DirOption = ".",
-        prune: PruneOption = False) -> None:
+    ctx: typer.Context,
+    repository: Annotated[str, typer.Argument(help="A bare git repository.", metavar="BARE_REPO")],
+    branch: BranchOption = "main",
+    directory: DirOption = ".",
+    prune: PruneOption = False,
+) -> None:
     """Install hooks: a push to the branch is rendered and validated (an invalid push is
     rejected, the branch does not move), then applied; the result goes back to the pusher."""
     from .gitops import HookConfig, hook_command, install_hooks
 
     command = hook_command(_settings_args(ctx))
-    hooks = install_hooks(repository, HookConfig(branch, directory, command,
-                                                 ("--prune",) if prune else ()))
+    hooks = install_hooks(
+        repository, HookConfig(branch, directory, command, ("--prune",) if prune else ())
+    )
     for hook in hooks:
         _out(f"Installed {hook}")
 
@@ -689,18 +948,26 @@ def git_install_hooks(
 @git_app.command("watch")
 @edge
 def git_watch(
-        ctx: typer.Context,
-        url: Annotated[str, typer.Argument(help="The repository to follow (URL or path).",
-                                           metavar="REPO_URL")],
-        branch: BranchOption = "main", directory: DirOption = ".",
-        interval: Annotated[float, typer.Option(
-            "--interval", min=1, max=86400, help="Seconds between fetches.")] = 30.0,
-        workdir: Annotated[str | None, typer.Option(
-            "--workdir", help="Where the clone is kept (default: ~/.cache/fleetpy/git).",
-            show_default=False)] = None,
-        prune: PruneOption = False,
-        once: Annotated[bool, typer.Option("--once", help="Fetch and apply once, then exit.")
-                        ] = False) -> None:
+    ctx: typer.Context,
+    url: Annotated[
+        str, typer.Argument(help="The repository to follow (URL or path).", metavar="REPO_URL")
+    ],
+    branch: BranchOption = "main",
+    directory: DirOption = ".",
+    interval: Annotated[
+        float, typer.Option("--interval", min=1, max=86400, help="Seconds between fetches.")
+    ] = 30.0,
+    workdir: Annotated[
+        str | None,
+        typer.Option(
+            "--workdir",
+            help="Where the clone is kept (default: ~/.cache/fleetpy/git).",
+            show_default=False,
+        ),
+    ] = None,
+    prune: PruneOption = False,
+    once: Annotated[bool, typer.Option("--once", help="Fetch and apply once, then exit.")] = False,
+) -> None:
     """Follow a branch: when it moves, plan and apply its deployment. Several watchers
     may run; one applies at a time (an etcd lease), the last applied commit is in etcd."""
     from pathlib import Path
@@ -708,10 +975,19 @@ def git_watch(
     from .gitops import WatchConfig, hook_command, watch
 
     command = hook_command(_settings_args(ctx))
-    status = watch(WatchConfig(url, branch, directory, interval,
-                               Path(workdir) if workdir else None,
-                               ("--prune",) if prune else ()),
-                   command, lambda: _registry(ctx), once=once)
+    status = watch(
+        WatchConfig(
+            url,
+            branch,
+            directory,
+            interval,
+            Path(workdir) if workdir else None,
+            ("--prune",) if prune else (),
+        ),
+        command,
+        lambda: _registry(ctx),
+        once=once,
+    )
     raise typer.Exit(status)
 
 
@@ -720,15 +996,25 @@ def git_watch(
 
 @app.command()
 @edge
-def render(template: Annotated[str, typer.Argument(help="Jinja unit template file.")],
-           values: Annotated[str | None, typer.Option(
-               "--values", help="YAML file of template values.", show_default=False)] = None,
-           set_: Annotated[list[str] | None, typer.Option(
-               "--set", help="key=value, overrides --values; repeatable.",
-               show_default=False)] = None,
-           output: Annotated[str | None, typer.Option(
-               "--output", "-o", help="Write to this file instead of stdout.",
-               show_default=False)] = None) -> None:
+def render(
+    template: Annotated[str, typer.Argument(help="Jinja unit template file.")],
+    values: Annotated[
+        str | None,
+        typer.Option("--values", help="YAML file of template values.", show_default=False),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="key=value, overrides --values; repeatable.", show_default=False
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file instead of stdout.", show_default=False
+        ),
+    ] = None,
+) -> None:
     """Render a Jinja unit template with values."""
     from . import template as templating
     from .files import write_file_atomically
@@ -741,8 +1027,9 @@ def render(template: Annotated[str, typer.Argument(help="Jinja unit template fil
         write_file_atomically(output, text)
 
 
-def _template_values(templating: Any, values_file: str | None, sets: Sequence[str]
-                     ) -> dict[str, Any]:
+def _template_values(
+    templating: Any, values_file: str | None, sets: Sequence[str]
+) -> dict[str, Any]:
     overrides = templating.parse_set(sets)  # check the command line before reading files
     base = templating.load_values(values_file) if values_file else {}
     return dict(templating.merge_values(base, overrides))
@@ -756,25 +1043,38 @@ def _template_values(templating: Any, values_file: str | None, sets: Sequence[st
 @with_settings(config.Scope.ENGINE)
 def engine(ctx: typer.Context, **options: Any) -> None:
     """Run an engine: competes for leadership and places units on machines."""
-    settings = config.resolve({**_globals(ctx).etcd_cli, **options},
-                              scopes=(config.Scope.ETCD, config.Scope.ENGINE))
+    settings = config.resolve(
+        {**_globals(ctx).etcd_cli, **options}, scopes=(config.Scope.ETCD, config.Scope.ENGINE)
+    )
     from . import daemons  # lazily: the daemons' imports are not the CLI's
+
     daemons.run_engine(settings)
 
 
 @app.command()
 @edge
 @with_settings(config.Scope.AGENT)
-def agent(ctx: typer.Context,
-          config_file: Annotated[str | None, typer.Option(
-              "--config", help="YAML file of settings (command line and env override it).",
-              show_default=False)] = None,
-          **options: Any) -> None:
+def agent(
+    ctx: typer.Context,
+    config_file: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="YAML file of settings (command line and env override it).",
+            show_default=False,
+        ),
+    ] = None,
+    **options: Any,
+) -> None:
     """Run an agent: registers this machine and runs the units scheduled on it."""
     file_values = config.load_config_file(config_file) if config_file else None
-    settings = config.resolve({**_globals(ctx).etcd_cli, **options}, file_values,
-                              scopes=(config.Scope.ETCD, config.Scope.AGENT))
+    settings = config.resolve(
+        {**_globals(ctx).etcd_cli, **options},
+        file_values,
+        scopes=(config.Scope.ETCD, config.Scope.AGENT),
+    )
     from . import daemons
+
     daemons.run_agent(settings)
 
 

@@ -50,9 +50,15 @@ class EtcdSettings:
 
     def registry_config(self) -> RegistryConfig:
         return RegistryConfig(
-            endpoints=self.endpoints, prefix=self.prefix, timeout=self.request_timeout,
-            ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,
-            username=self.username, password=self.password)
+            endpoints=self.endpoints,
+            prefix=self.prefix,
+            timeout=self.request_timeout,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            username=self.username,
+            password=self.password,
+        )
 
 
 @dataclass(frozen=True)
@@ -102,16 +108,18 @@ def _parse_metadata(value: Any) -> dict[str, str]:
         raise ConfigError(f"too much metadata: {len(items)} items (at most {MAX_METADATA_ITEMS})")
     for key, val in items:
         if not _METADATA_KEY.fullmatch(key):
-            raise ConfigError(f"invalid metadata key {key!r} (letters, digits and _.-, "
-                              "at most 64)")
+            raise ConfigError(f"invalid metadata key {key!r} (letters, digits and _.-, at most 64)")
         if len(val) > MAX_METADATA_VALUE or not val.isprintable() or "," in val:
-            raise ConfigError(f"invalid metadata value {val!r} for {key} (printable, no comma, "
-                              f"at most {MAX_METADATA_VALUE} characters)")
+            raise ConfigError(
+                f"invalid metadata value {val!r} for {key} (printable, no comma, "
+                f"at most {MAX_METADATA_VALUE} characters)"
+            )
     return dict(items)
 
 
 def _bounded_float(low: float, high: float) -> Callable[[Any], float]:
     """A finite number in (low, high]: nan, inf and 1e400 are refused, not blamed on etcd."""
+
     def parse(value: Any) -> float:
         if isinstance(value, bool):
             raise ValueError("expected a number")
@@ -119,6 +127,7 @@ def _bounded_float(low: float, high: float) -> Callable[[Any], float]:
         if not math.isfinite(number) or not low < number <= high:
             raise ValueError(f"expected a number of seconds above {low:g} and at most {high:g}")
         return number
+
     return parse
 
 
@@ -131,6 +140,7 @@ def _bounded_int(low: int, high: int) -> Callable[[Any], int]:
         if not low <= number <= high:
             raise ValueError(f"expected a whole number from {low} to {high}")
         return number
+
     return parse
 
 
@@ -144,8 +154,10 @@ def _fraction(value: Any) -> float:
 def _machine_id(value: Any) -> str:
     text = str(value)
     if not MACHINE_ID.fullmatch(text):
-        raise ValueError("expected letters, digits and _.:- (at most 128), such as the "
-                         "32 hex digits of /etc/machine-id")
+        raise ValueError(
+            "expected letters, digits and _.:- (at most 128), such as the "
+            "32 hex digits of /etc/machine-id"
+        )
     return text
 
 
@@ -193,52 +205,172 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("endpoint", "--endpoint", "FLEETPY_ENDPOINT", _endpoints,
-            "etcd endpoint URLs, comma-separated", Scope.ETCD, "endpoints"),
-    Setting("etcd_prefix", "--etcd-prefix", "FLEETPY_ETCD_PREFIX", _text,
-            "key prefix of fleetpy's data in etcd", Scope.ETCD, "prefix"),
-    Setting("request_timeout", "--request-timeout", "FLEETPY_REQUEST_TIMEOUT",
-            _bounded_float(0, 3600), "seconds to wait for etcd before giving up", Scope.ETCD,
-            "request_timeout"),
-    Setting("ca_file", "--ca-file", "FLEETPY_CA_FILE", _path,
-            "CA certificate to verify etcd's TLS certificate", Scope.ETCD, "ca_file"),
-    Setting("cert_file", "--cert-file", "FLEETPY_CERT_FILE", _path,
-            "client TLS certificate for etcd", Scope.ETCD, "cert_file"),
-    Setting("key_file", "--key-file", "FLEETPY_KEY_FILE", _path,
-            "client TLS key for etcd", Scope.ETCD, "key_file"),
-    Setting("username", "--username", "FLEETPY_USERNAME", _text,
-            "etcd user name", Scope.ETCD, "username"),
-    Setting("password", "--password", "FLEETPY_PASSWORD", _text,
-            "etcd password", Scope.ETCD, "password"),
-    Setting("machine_id", "--machine-id", "FLEETPY_MACHINE_ID", _machine_id,
-            "machine id (default: /etc/machine-id)", Scope.AGENT, "machine_id"),
-    Setting("public_ip", "--public-ip", "FLEETPY_PUBLIC_IP", _ip_address,
-            "IP address other machines reach this one at", Scope.AGENT, "public_ip"),
-    Setting("metadata", "--metadata", "FLEETPY_METADATA", _parse_metadata,
-            "machine metadata, key=value,key2=value2", Scope.AGENT, "metadata"),
-    Setting("ttl", "--ttl", "FLEETPY_TTL", _bounded_int(2, 3600),
-            "seconds before a silent machine is considered gone", Scope.AGENT, "ttl"),
-    Setting("unit_dir", "--unit-dir", "FLEETPY_UNIT_DIR", _path,
-            "where the agent writes unit files", Scope.AGENT, "unit_dir"),
-    Setting("unit_manager", "--unit-manager", "FLEETPY_UNIT_MANAGER", _unit_manager,
-            "systemd (D-Bus) or simulated (in memory)", Scope.AGENT, "unit_manager"),
-    Setting("lease_ttl", "--lease-ttl", "FLEETPY_ENGINE_LEASE_TTL", _bounded_int(2, 3600),
-            "seconds the engine leader's lease lasts", Scope.ENGINE, "lease_ttl"),
-    Setting("reconcile_interval", "--reconcile-interval", "FLEETPY_RECONCILE_INTERVAL",
-            _bounded_float(0, 86400), "seconds between full reconcile passes", Scope.ENGINE,
-            "reconcile_interval"),
-    Setting("machine_grace", "--machine-grace", "FLEETPY_MACHINE_GRACE",
-            _bounded_float(0, 86400), "seconds a machine missing after the engine was blind "
-            "(new leader, etcd outage) keeps its units (default: longest agent TTL + 2)",
-            Scope.ENGINE, "machine_grace"),
-    Setting("mass_loss_fraction", "--mass-loss-fraction", "FLEETPY_MASS_LOSS_FRACTION",
-            _fraction, "pause rescheduling when more than this share of machines is missing "
-            "at once (all of them always pauses)", Scope.ENGINE, "mass_loss_fraction"),
+    Setting(
+        "endpoint",
+        "--endpoint",
+        "FLEETPY_ENDPOINT",
+        _endpoints,
+        "etcd endpoint URLs, comma-separated",
+        Scope.ETCD,
+        "endpoints",
+    ),
+    Setting(
+        "etcd_prefix",
+        "--etcd-prefix",
+        "FLEETPY_ETCD_PREFIX",
+        _text,
+        "key prefix of fleetpy's data in etcd",
+        Scope.ETCD,
+        "prefix",
+    ),
+    Setting(
+        "request_timeout",
+        "--request-timeout",
+        "FLEETPY_REQUEST_TIMEOUT",
+        _bounded_float(0, 3600),
+        "seconds to wait for etcd before giving up",
+        Scope.ETCD,
+        "request_timeout",
+    ),
+    Setting(
+        "ca_file",
+        "--ca-file",
+        "FLEETPY_CA_FILE",
+        _path,
+        "CA certificate to verify etcd's TLS certificate",
+        Scope.ETCD,
+        "ca_file",
+    ),
+    Setting(
+        "cert_file",
+        "--cert-file",
+        "FLEETPY_CERT_FILE",
+        _path,
+        "client TLS certificate for etcd",
+        Scope.ETCD,
+        "cert_file",
+    ),
+    Setting(
+        "key_file",
+        "--key-file",
+        "FLEETPY_KEY_FILE",
+        _path,
+        "client TLS key for etcd",
+        Scope.ETCD,
+        "key_file",
+    ),
+    Setting(
+        "username",
+        "--username",
+        "FLEETPY_USERNAME",
+        _text,
+        "etcd user name",
+        Scope.ETCD,
+        "username",
+    ),
+    Setting(
+        "password", "--password", "FLEETPY_PASSWORD", _text, "etcd password", Scope.ETCD, "password"
+    ),
+    Setting(
+        "machine_id",
+        "--machine-id",
+        "FLEETPY_MACHINE_ID",
+        _machine_id,
+        "machine id (default: /etc/machine-id)",
+        Scope.AGENT,
+        "machine_id",
+    ),
+    Setting(
+        "public_ip",
+        "--public-ip",
+        "FLEETPY_PUBLIC_IP",
+        _ip_address,
+        "IP address other machines reach this one at",
+        Scope.AGENT,
+        "public_ip",
+    ),
+    Setting(
+        "metadata",
+        "--metadata",
+        "FLEETPY_METADATA",
+        _parse_metadata,
+        "machine metadata, key=value,key2=value2",
+        Scope.AGENT,
+        "metadata",
+    ),
+    Setting(
+        "ttl",
+        "--ttl",
+        "FLEETPY_TTL",
+        _bounded_int(2, 3600),
+        "seconds before a silent machine is considered gone",
+        Scope.AGENT,
+        "ttl",
+    ),
+    Setting(
+        "unit_dir",
+        "--unit-dir",
+        "FLEETPY_UNIT_DIR",
+        _path,
+        "where the agent writes unit files",
+        Scope.AGENT,
+        "unit_dir",
+    ),
+    Setting(
+        "unit_manager",
+        "--unit-manager",
+        "FLEETPY_UNIT_MANAGER",
+        _unit_manager,
+        "systemd (D-Bus) or simulated (in memory)",
+        Scope.AGENT,
+        "unit_manager",
+    ),
+    Setting(
+        "lease_ttl",
+        "--lease-ttl",
+        "FLEETPY_ENGINE_LEASE_TTL",
+        _bounded_int(2, 3600),
+        "seconds the engine leader's lease lasts",
+        Scope.ENGINE,
+        "lease_ttl",
+    ),
+    Setting(
+        "reconcile_interval",
+        "--reconcile-interval",
+        "FLEETPY_RECONCILE_INTERVAL",
+        _bounded_float(0, 86400),
+        "seconds between full reconcile passes",
+        Scope.ENGINE,
+        "reconcile_interval",
+    ),
+    Setting(
+        "machine_grace",
+        "--machine-grace",
+        "FLEETPY_MACHINE_GRACE",
+        _bounded_float(0, 86400),
+        "seconds a machine missing after the engine was blind "
+        "(new leader, etcd outage) keeps its units (default: longest agent TTL + 2)",
+        Scope.ENGINE,
+        "machine_grace",
+    ),
+    Setting(
+        "mass_loss_fraction",
+        "--mass-loss-fraction",
+        "FLEETPY_MASS_LOSS_FRACTION",
+        _fraction,
+        "pause rescheduling when more than this share of machines is missing "
+        "at once (all of them always pauses)",
+        Scope.ENGINE,
+        "mass_loss_fraction",
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
-_RECORDS: dict[Scope, type[Any]] = {Scope.ETCD: EtcdSettings, Scope.AGENT: AgentSettings,
-                                     Scope.ENGINE: EngineSettings}
+_RECORDS: dict[Scope, type[Any]] = {
+    Scope.ETCD: EtcdSettings,
+    Scope.AGENT: AgentSettings,
+    Scope.ENGINE: EngineSettings,
+}
 
 
 def default(setting: Setting) -> Any:
@@ -254,8 +386,12 @@ def add_arguments(parser: argparse.ArgumentParser, scopes: tuple[Scope, ...]) ->
     that must not pay for typer/rich at start-up)."""
     for setting in SETTINGS:
         if setting.scope in scopes:
-            parser.add_argument(setting.option, dest=setting.name, default=None,
-                                help=f"{setting.help} (env {setting.env})")
+            parser.add_argument(
+                setting.option,
+                dest=setting.name,
+                default=None,
+                help=f"{setting.help} (env {setting.env})",
+            )
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -271,9 +407,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve(cli: Mapping[str, Any], file_values: Mapping[str, Any] | None = None,
-            environ: Mapping[str, str] | None = None,
-            scopes: tuple[Scope, ...] = tuple(Scope)) -> Settings:
+def resolve(
+    cli: Mapping[str, Any],
+    file_values: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    scopes: tuple[Scope, ...] = tuple(Scope),
+) -> Settings:
     """The typed settings: every setting of `scopes` from the command line, environment,
     config file or default (other scopes keep their defaults). A bad value raises
     ConfigError naming where it came from."""
@@ -297,9 +436,11 @@ def resolve(cli: Mapping[str, Any], file_values: Mapping[str, Any] | None = None
             raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid {origin} value {raw!r}: {exc}") from None
-    return Settings(etcd=replace(EtcdSettings(), **chosen[Scope.ETCD]),
-                    agent=replace(AgentSettings(), **chosen[Scope.AGENT]),
-                    engine=replace(EngineSettings(), **chosen[Scope.ENGINE]))
+    return Settings(
+        etcd=replace(EtcdSettings(), **chosen[Scope.ETCD]),
+        agent=replace(AgentSettings(), **chosen[Scope.AGENT]),
+        engine=replace(EngineSettings(), **chosen[Scope.ENGINE]),
+    )
 
 
 def read_machine_id(path: str = "/etc/machine-id") -> str:

@@ -94,9 +94,14 @@ def read_unit_file(path: str) -> LocalUnit:
     # an instance would see them, since the template itself never runs.
     check_name = f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
     options = fleet_options(unit, check_name)
-    return LocalUnit(name=name, path=path, text=unit.serialize(), hash=unit.hash,
-                     is_global=options.is_global,
-                     options=None if parsed.is_template else options)
+    return LocalUnit(
+        name=name,
+        path=path,
+        text=unit.serialize(),
+        hash=unit.hash,
+        is_global=options.is_global,
+        options=None if parsed.is_template else options,
+    )
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:
@@ -137,8 +142,9 @@ class _Contents:
             self.texts.update({h: found.get(h) for h in missing})
 
 
-def _instance_change(contents: _Contents, units: Mapping[str, UnitRecord], name: str,
-                     desired: DesiredState | None) -> tuple[UnitChange, FleetOptions | None]:
+def _instance_change(
+    contents: _Contents, units: Mapping[str, UnitRecord], name: str, desired: DesiredState | None
+) -> tuple[UnitChange, FleetOptions | None]:
     """A submitted unit by name, or an instance of a submitted template (with its
     options when the instance is new)."""
     parsed = parse_name(name)
@@ -185,8 +191,7 @@ def _cycle_through(edges: Mapping[str, Sequence[str]], root: str) -> list[str] |
     return None
 
 
-def _check_cycles(registry: Registry, contents: _Contents,
-                  new: Mapping[str, FleetOptions]) -> None:
+def _check_cycles(registry: Registry, contents: _Contents, new: Mapping[str, FleetOptions]) -> None:
     """Refuse MachineOf= and Replaces= cycles that this command's new units would close,
     following targets into already submitted units (read only when there are edges)."""
     options = dict(new)
@@ -201,19 +206,30 @@ def _check_cycles(registry: Registry, contents: _Contents,
             except FleetpyError:
                 continue  # an invalid unit is never placed: it adds no edge
         explored = set(frontier)
-        frontier = {t for n in records if n in options for edge in _EDGES.values()
-                    for t in edge(options[n])} - set(options) - explored
+        frontier = (
+            {
+                t
+                for n in records
+                if n in options
+                for edge in _EDGES.values()
+                for t in edge(options[n])
+            }
+            - set(options)
+            - explored
+        )
     for kind, edge in _EDGES.items():
         graph = {name: edge(o) for name, o in options.items()}
         for name in sorted(new):
             cycle = _cycle_through(graph, name)
             if cycle is not None:
-                raise FleetOptionError(f"[X-Fleet] {kind}= cycle: {' -> '.join(cycle)} "
-                                       "(no placement can satisfy it)")
+                raise FleetOptionError(
+                    f"[X-Fleet] {kind}= cycle: {' -> '.join(cycle)} (no placement can satisfy it)"
+                )
 
 
-def plan_submit(registry: Registry, args: Sequence[str],
-                desired: DesiredState | None) -> CommandPlan:
+def plan_submit(
+    registry: Registry, args: Sequence[str], desired: DesiredState | None
+) -> CommandPlan:
     """submit (desired None), load (loaded), start (launched): files or names, no globs.
 
     Files are submitted (new units become inactive; an existing unit must have the
@@ -229,8 +245,10 @@ def plan_submit(registry: Registry, args: Sequence[str],
             local = read_unit_file(arg)
             previous = locals_.get(local.name)
             if previous is not None and previous.hash != local.hash:
-                raise StateError(f"{previous.path} and {local.path} are both unit "
-                                 f"{local.name} with different contents")
+                raise StateError(
+                    f"{previous.path} and {local.path} are both unit "
+                    f"{local.name} with different contents"
+                )
             locals_[local.name] = local
             names.append(local.name)
         else:
@@ -242,8 +260,10 @@ def plan_submit(registry: Registry, args: Sequence[str],
     if desired is not None:
         for name in names:
             if parse_name(name).is_template:
-                raise StateError(f"{name} is a template; {verb(desired)} an instance of it, "
-                                 f"such as {name.replace('@.', '@1.', 1)}")
+                raise StateError(
+                    f"{name} is a template; {verb(desired)} an instance of it, "
+                    f"such as {name.replace('@.', '@1.', 1)}"
+                )
     # Only the named units and their templates: a start must not read the whole cluster.
     lookups = names + [t for n in names if (t := parse_name(n).template)]
     known = registry.get_units(lookups)
@@ -262,8 +282,15 @@ def plan_submit(registry: Registry, args: Sequence[str],
         current = units.get(name)
         if current is not None and current.hash != from_file.hash:
             raise StateError.different_contents(name, current.hash, from_file.hash)
-        changes.append(UnitChange(name, desired=desired, text=from_file.text, hash=from_file.hash,
-                                  is_global=from_file.is_global))
+        changes.append(
+            UnitChange(
+                name,
+                desired=desired,
+                text=from_file.text,
+                hash=from_file.hash,
+                is_global=from_file.is_global,
+            )
+        )
         if current is None and from_file.options is not None:
             new_options[name] = from_file.options
     if any(edge(o) for o in new_options.values() for edge in _EDGES.values()):
@@ -301,8 +328,10 @@ def _select(units: Collection[str], args: Sequence[str]) -> list[tuple[str, bool
 
 def _check_count(count: int) -> None:
     if count > MAX_UNITS_PER_COMMAND:
-        raise FleetpyError(f"{count} units in one command; fleetpy takes at most "
-                           f"{MAX_UNITS_PER_COMMAND} (split them, or narrow the glob)")
+        raise FleetpyError(
+            f"{count} units in one command; fleetpy takes at most "
+            f"{MAX_UNITS_PER_COMMAND} (split them, or narrow the glob)"
+        )
 
 
 def select_units(units: Collection[str], args: Sequence[str]) -> list[str]:
@@ -320,14 +349,16 @@ def plan_stop(registry: Registry, args: Sequence[str]) -> CommandPlan:
             names.append(name)
         elif explicit:
             raise StateError(f"unit {name} is not launched (desired state {record.desired})")
-    return CommandPlan(tuple(UnitChange(n, desired=DesiredState.LOADED) for n in names),
-                       tuple(names))
+    return CommandPlan(
+        tuple(UnitChange(n, desired=DesiredState.LOADED) for n in names), tuple(names)
+    )
 
 
 def plan_unload(registry: Registry, args: Sequence[str]) -> CommandPlan:
     names = select_units(registry.list_units(), args)
-    return CommandPlan(tuple(UnitChange(n, desired=DesiredState.INACTIVE) for n in names),
-                       tuple(names))
+    return CommandPlan(
+        tuple(UnitChange(n, desired=DesiredState.INACTIVE) for n in names), tuple(names)
+    )
 
 
 def apply(registry: Registry, plan: CommandPlan) -> list[UnitRecord]:
@@ -367,8 +398,7 @@ def unit_text(registry: Registry, name: str) -> str:
     if record is None and parsed.is_instance:
         record = registry.get_unit(parsed.template or "")
     if record is None:
-        raise UnknownUnitError.not_submitted(name,
-                                             parsed.template if parsed.is_instance else None)
+        raise UnknownUnitError.not_submitted(name, parsed.template if parsed.is_instance else None)
     text = registry.get_content(record.hash)
     if text is None:
         raise UnknownUnitError(f"the contents of unit {record.name} are missing")
@@ -432,14 +462,18 @@ def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine:
         machine = placed[0]
         state = states.get(machine)
         where = machine_label(view, machine)
-        return (f"placed on {where}, reports {_state_text(state)}" if state is not None
-                else f"placed on {where}, no state reported yet")
+        return (
+            f"placed on {where}, reports {_state_text(state)}"
+            if state is not None
+            else f"placed on {where}, no state reported yet"
+        )
     if record.is_global:
         if not view.machines:
             return NO_MACHINES
         if states:
-            return "reported as " + ", ".join(f"{_state_text(s)} on {machine_label(view, m)}"
-                                              for m, s in sorted(states.items()))
+            return "reported as " + ", ".join(
+                f"{_state_text(s)} on {machine_label(view, m)}" for m, s in sorted(states.items())
+            )
         return "no machine has reported it yet"
     if no_engine:
         return "no engine is running"
@@ -447,9 +481,13 @@ def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine:
     return f"not placed: {reason}" if reason else "not placed yet"
 
 
-def evaluate(view: ClusterView, names: Sequence[str], target: WaitTarget,
-             fresh: Callable[[str, str], bool] = lambda unit, machine: True,
-             no_engine: bool = False) -> list[UnitProgress]:
+def evaluate(
+    view: ClusterView,
+    names: Sequence[str],
+    target: WaitTarget,
+    fresh: Callable[[str, str], bool] = lambda unit, machine: True,
+    no_engine: bool = False,
+) -> list[UnitProgress]:
     """Where each unit stands relative to the target desired state.
 
     `fresh(unit, machine)` says whether a reported state is new enough to trust a
@@ -464,8 +502,10 @@ def evaluate(view: ClusterView, names: Sequence[str], target: WaitTarget,
             if not states:
                 result.append(UnitProgress(name, "done", "unloaded"))
             else:
-                where = ", ".join(f"{machine_label(view, m)} ({_state_text(s)})"
-                                  for m, s in sorted(states.items()))
+                where = ", ".join(
+                    f"{machine_label(view, m)} ({_state_text(s)})"
+                    for m, s in sorted(states.items())
+                )
                 result.append(UnitProgress(name, "waiting", f"still reported on {where}"))
             continue
         if record is None:
@@ -485,20 +525,31 @@ def evaluate(view: ClusterView, names: Sequence[str], target: WaitTarget,
         if target is WaitTarget.LAUNCHED:
             reached = [m for m, s in sorted(current.items()) if s.active == "active"]
         elif target is WaitTarget.LOADED:
-            reached = [m for m, s in sorted(current.items())
-                       if s.load == "loaded" and s.active not in RUNNING_STATES]
+            reached = [
+                m
+                for m, s in sorted(current.items())
+                if s.load == "loaded" and s.active not in RUNNING_STATES
+            ]
         else:
             reached = []
         if reached:
             where = ", ".join(machine_label(view, m) for m in reached)
             result.append(UnitProgress(name, "done", f"{target} on {where}"))
             continue
-        failed = [(m, s) for m, s in sorted(current.items())
-                  if target is WaitTarget.LAUNCHED and s.active == "failed" and fresh(name, m)]
+        failed = [
+            (m, s)
+            for m, s in sorted(current.items())
+            if target is WaitTarget.LAUNCHED and s.active == "failed" and fresh(name, m)
+        ]
         if failed:
             machine, state = failed[0]
-            result.append(UnitProgress(
-                name, "failed", f"failed on {machine_label(view, machine)}: {_state_text(state)}"))
+            result.append(
+                UnitProgress(
+                    name,
+                    "failed",
+                    f"failed on {machine_label(view, machine)}: {_state_text(state)}",
+                )
+            )
             continue
         result.append(UnitProgress(name, "waiting", _pending_detail(view, name, record, no_engine)))
     return result
@@ -527,8 +578,9 @@ class _Follower:
             if batch.error is not None:
                 self.broken = True
             self.pending.append(batch)
-            self.touched.update((e.unit, e.machine) for e in batch.events
-                                if isinstance(e, StateEvent))
+            self.touched.update(
+                (e.unit, e.machine) for e in batch.events if isinstance(e, StateEvent)
+            )
         self.wake.set()
 
     def resync(self) -> ClusterView:
@@ -538,9 +590,11 @@ class _Follower:
             self.pending.clear()
             self.broken = False
         after = view.revision + 1
-        self.cancels = [self.registry.watch_states(self._on, after),
-                        self.registry.watch_schedule(self._on, after),
-                        self.registry.watch_machines(self._on, after)]
+        self.cancels = [
+            self.registry.watch_states(self._on, after),
+            self.registry.watch_schedule(self._on, after),
+            self.registry.watch_machines(self._on, after),
+        ]
         self.view = view
         return view
 
@@ -578,8 +632,13 @@ class _Follower:
                 schedule[event.unit] = (event.machine, replace(event.entry, text=""))
             elif schedule.get(event.unit, ("",))[0] == event.machine:
                 del schedule[event.unit]
-        self.view = replace(view, revision=max(b.revision for b in batches), states=states,
-                            schedule=schedule, machines=machines)
+        self.view = replace(
+            view,
+            revision=max(b.revision for b in batches),
+            states=states,
+            schedule=schedule,
+            machines=machines,
+        )
         return self.view
 
     def fresh(self, unit: str, machine: str) -> bool:
@@ -592,8 +651,13 @@ class _Follower:
         self.cancels = []
 
 
-def wait_for(registry: Registry, names: Sequence[str], target: WaitTarget, attempts: int = 60,
-             on_progress: Callable[[list[UnitProgress]], None] | None = None) -> WaitResult:
+def wait_for(
+    registry: Registry,
+    names: Sequence[str],
+    target: WaitTarget,
+    attempts: int = 60,
+    on_progress: Callable[[list[UnitProgress]], None] | None = None,
+) -> WaitResult:
     """Block until every unit reaches `target` as reported by the cluster.
 
     Each attempt is one second of waiting; attempts=0 waits forever. Wakes on
@@ -624,8 +688,13 @@ def wait_for(registry: Registry, names: Sequence[str], target: WaitTarget, attem
                 view = registry.read_view(with_text=False)
                 no_engine = registry.leader() is None
                 progress = evaluate(view, names, target, fresh, no_engine)
-                return WaitResult(target, tuple(progress), now - started,
-                                  any(p.status == "waiting" for p in progress), attempts)
+                return WaitResult(
+                    target,
+                    tuple(progress),
+                    now - started,
+                    any(p.status == "waiting" for p in progress),
+                    attempts,
+                )
             timeout = BACKSTOP_SECONDS - (now - last_full_read)
             if deadline is not None:
                 timeout = min(timeout, deadline - now)
@@ -691,12 +760,19 @@ def unit_file_rows(view: ClusterView) -> list[UnitFileRow]:
     rows = []
     for name, record in sorted(view.units.items()):
         placed = view.schedule.get(name)
-        rows.append(UnitFileRow(
-            unit=name, hash=record.hash, desired_state=record.desired,
-            state=summary_state(view.states.get(name)),
-            machine=None if record.is_global or placed is None else placed[0],
-            reason=view.reasons.get(name), is_global=record.is_global,
-            owner=record.owner, origin=record.origin))
+        rows.append(
+            UnitFileRow(
+                unit=name,
+                hash=record.hash,
+                desired_state=record.desired,
+                state=summary_state(view.states.get(name)),
+                machine=None if record.is_global or placed is None else placed[0],
+                reason=view.reasons.get(name),
+                is_global=record.is_global,
+                owner=record.owner,
+                origin=record.origin,
+            )
+        )
     return rows
 
 
@@ -705,16 +781,25 @@ def unit_rows(view: ClusterView) -> list[UnitRow]:
     for name, by_machine in sorted(view.states.items()):
         for machine_id, state in sorted(by_machine.items()):
             machine = view.machines.get(machine_id)
-            rows.append(UnitRow(unit=name, machine=machine_id,
-                                ip=machine.ip if machine is not None else "",
-                                load=state.load, active=state.active, sub=state.sub,
-                                hash=state.hash))
+            rows.append(
+                UnitRow(
+                    unit=name,
+                    machine=machine_id,
+                    ip=machine.ip if machine is not None else "",
+                    load=state.load,
+                    active=state.active,
+                    sub=state.sub,
+                    hash=state.hash,
+                )
+            )
     return rows
 
 
 def machine_rows(registry: Registry) -> list[MachineRow]:
-    return [MachineRow(machine=m.id, ip=m.ip, metadata=dict(sorted(m.metadata.items())))
-            for _, m in sorted(registry.list_machines().items())]
+    return [
+        MachineRow(machine=m.id, ip=m.ip, metadata=dict(sorted(m.metadata.items())))
+        for _, m in sorted(registry.list_machines().items())
+    ]
 
 
 __all__ = [

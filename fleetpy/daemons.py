@@ -43,7 +43,8 @@ def make_unit_manager(settings: AgentSettings) -> UnitManager:
         raise ConfigError(
             f"the systemd unit manager needs D-Bus and GLib bindings ({exc.name or exc} is "
             f"missing): apt-get install {_SYSTEMD_PACKAGES}, in a venv made with "
-            "--system-site-packages, or pip install 'fleetpy[agent]'") from None
+            "--system-site-packages, or pip install 'fleetpy[agent]'"
+        ) from None
     return SystemdUnitManager(settings.unit_dir)
 
 
@@ -61,10 +62,13 @@ def _check_layout(registry: Registry, manager: UnitManager | None = None) -> Non
 def run_engine(settings: Settings) -> None:
     """`fleetpy engine`: compete for leadership and place units until interrupted."""
     registry = Registry(settings.etcd.registry_config())
-    engine = Engine(registry, lease_ttl=settings.engine.lease_ttl,
-                    reconcile_interval=settings.engine.reconcile_interval,
-                    machine_grace=settings.engine.machine_grace,
-                    mass_loss_fraction=settings.engine.mass_loss_fraction)
+    engine = Engine(
+        registry,
+        lease_ttl=settings.engine.lease_ttl,
+        reconcile_interval=settings.engine.reconcile_interval,
+        machine_grace=settings.engine.machine_grace,
+        mass_loss_fraction=settings.engine.mass_loss_fraction,
+    )
     _check_layout(registry)
     try:
         log_event("engine_starting", engine=engine.candidate, pid=os.getpid())
@@ -84,13 +88,24 @@ def run_agent(settings: Settings) -> None:
     machine_id = settings.agent.machine_id or read_machine_id()
     manager = make_unit_manager(settings.agent)
     registry = Registry(settings.etcd.registry_config())
-    agent = Agent(registry, manager, AgentConfig(
-        machine_id=machine_id, metadata=dict(settings.agent.metadata),
-        public_ip=settings.agent.public_ip, ttl=settings.agent.ttl))
+    agent = Agent(
+        registry,
+        manager,
+        AgentConfig(
+            machine_id=machine_id,
+            metadata=dict(settings.agent.metadata),
+            public_ip=settings.agent.public_ip,
+            ttl=settings.agent.ttl,
+        ),
+    )
     _check_layout(registry, manager)
     try:
-        log_event("agent_starting", machine=machine_id, manager=settings.agent.unit_manager,
-                  pid=os.getpid())
+        log_event(
+            "agent_starting",
+            machine=machine_id,
+            manager=settings.agent.unit_manager,
+            pid=os.getpid(),
+        )
         agent.start()
         agent.wait()
     except KeyboardInterrupt:

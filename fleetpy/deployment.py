@@ -140,13 +140,17 @@ def load_deployment(directory: str | os.PathLike[str]) -> Deployment:
         raise _fail(shown, f"unknown key {unknown[0]!r} (known: name, values, units, rollout)")
     name = data.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise _fail(shown, "name: expected a deployment name of lowercase letters, digits "
-                           "and _.- (at most 64), such as web-stack")
+        raise _fail(
+            shown,
+            "name: expected a deployment name of lowercase letters, digits "
+            "and _.- (at most 64), such as web-stack",
+        )
     units_data = data.get("units")
     if not isinstance(units_data, list) or not units_data:
         raise _fail(shown, "units: expected a list of units to render")
-    units = tuple(_unit_source(entry, f"{shown}: units[{i}]", root)
-                  for i, entry in enumerate(units_data))
+    units = tuple(
+        _unit_source(entry, f"{shown}: units[{i}]", root) for i, entry in enumerate(units_data)
+    )
     seen: set[str] = set()
     for source in units:
         if source.name in seen:
@@ -158,22 +162,41 @@ def load_deployment(directory: str | os.PathLike[str]) -> Deployment:
         raise _fail(f"{shown}: rollout", f"unknown key {unknown[0]!r}")
     defaults = Rollout()
     rollout = Rollout(
-        max_unavailable=int(_number(rollout_data.get("max_unavailable", defaults.max_unavailable),
-                                    f"{shown}: rollout.max_unavailable", 1, 10_000, True)),
-        min_ready=float(_number(rollout_data.get("min_ready", defaults.min_ready),
-                                f"{shown}: rollout.min_ready", 0, 3600)),
-        timeout=float(_number(rollout_data.get("timeout", defaults.timeout),
-                              f"{shown}: rollout.timeout", 1, 86400)))
-    return Deployment(name, root, _mapping(data.get("values"), f"{shown}: values"), units,
-                      rollout)
+        max_unavailable=int(
+            _number(
+                rollout_data.get("max_unavailable", defaults.max_unavailable),
+                f"{shown}: rollout.max_unavailable",
+                1,
+                10_000,
+                True,
+            )
+        ),
+        min_ready=float(
+            _number(
+                rollout_data.get("min_ready", defaults.min_ready),
+                f"{shown}: rollout.min_ready",
+                0,
+                3600,
+            )
+        ),
+        timeout=float(
+            _number(
+                rollout_data.get("timeout", defaults.timeout), f"{shown}: rollout.timeout", 1, 86400
+            )
+        ),
+    )
+    return Deployment(name, root, _mapping(data.get("values"), f"{shown}: values"), units, rollout)
 
 
 def _unit_source(entry: Any, where: str, root: Path) -> UnitSource:
     data = _mapping(entry, where)
     unknown = sorted(set(data) - {"name", "template", "instances", "values", "instance_values"})
     if unknown:
-        raise _fail(where, f"unknown key {unknown[0]!r} (known: name, template, instances, "
-                           "values, instance_values)")
+        raise _fail(
+            where,
+            f"unknown key {unknown[0]!r} (known: name, template, instances, "
+            "values, instance_values)",
+        )
     name = data.get("name")
     if not isinstance(name, str):
         raise _fail(where, "name: expected a unit name such as web@.service")
@@ -190,8 +213,11 @@ def _unit_source(entry: Any, where: str, root: Path) -> UnitSource:
     instances: tuple[str, ...] = ()
     if parsed.is_template:
         if "instances" not in data:
-            raise _fail(where, f"{name} is a template: say which instances to run "
-                               "(instances: 3, or a list of names)")
+            raise _fail(
+                where,
+                f"{name} is a template: say which instances to run "
+                "(instances: 3, or a list of names)",
+            )
         instances = _instances(data["instances"], f"{where}.instances")
         for instance in instances:
             try:
@@ -205,8 +231,13 @@ def _unit_source(entry: Any, where: str, root: Path) -> UnitSource:
         if instance not in instances:
             raise _fail(f"{where}.instance_values", f"{instance!r} is not one of its instances")
         _mapping(values, f"{where}.instance_values.{instance}")
-    return UnitSource(name, template, instances, _mapping(data.get("values"), f"{where}.values"),
-                      {str(k): _mapping(v, where) for k, v in per_instance.items()})
+    return UnitSource(
+        name,
+        template,
+        instances,
+        _mapping(data.get("values"), f"{where}.values"),
+        {str(k): _mapping(v, where) for k, v in per_instance.items()},
+    )
 
 
 def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,15 +255,20 @@ def render_deployment(deployment: Deployment) -> tuple[RenderedUnit, ...]:
         template = str(deployment.directory / source.template)
         for instance in source.instances or ("",):
             unit = source.name.replace("@.", f"@{instance}.", 1) if instance else source.name
-            values = _merge(deployment.values, source.values,
-                            source.instance_values.get(instance, {}),
-                            {"deployment": deployment.name, "unit": unit, "instance": instance})
+            values = _merge(
+                deployment.values,
+                source.values,
+                source.instance_values.get(instance, {}),
+                {"deployment": deployment.name, "unit": unit, "instance": instance},
+            )
             label = source.template + (f" (instance {instance})" if instance else "")
             jobs.append(RenderJob(template, values, source_name=template))
             names.append((unit, label))
     if len(jobs) > MAX_UNITS_PER_COMMAND:
-        raise DeploymentError(f"{deployment.name} renders {len(jobs)} units; fleetpy takes at "
-                              f"most {MAX_UNITS_PER_COMMAND}")
+        raise DeploymentError(
+            f"{deployment.name} renders {len(jobs)} units; fleetpy takes at "
+            f"most {MAX_UNITS_PER_COMMAND}"
+        )
     texts = render_all_bounded(jobs)
     rendered = []
     for (unit, label), text in zip(names, texts):
@@ -253,5 +289,13 @@ def digest(units: Sequence[RenderedUnit]) -> str:
     return "sha256:" + hasher.hexdigest()[:16]
 
 
-__all__ = ["DEPLOYMENT_FILE", "Deployment", "RenderedUnit", "Rollout", "UnitSource", "digest",
-           "load_deployment", "render_deployment"]
+__all__ = [
+    "DEPLOYMENT_FILE",
+    "Deployment",
+    "RenderedUnit",
+    "Rollout",
+    "UnitSource",
+    "digest",
+    "load_deployment",
+    "render_deployment",
+]

@@ -90,9 +90,15 @@ class Engine:
       runs `fleetpy force-reschedule`.
     """
 
-    def __init__(self, registry: Registry, lease_ttl: int = 10,
-                 reconcile_interval: float = 30.0, candidate: str | None = None,
-                 machine_grace: float | None = None, mass_loss_fraction: float = 0.5) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        lease_ttl: int = 10,
+        reconcile_interval: float = 30.0,
+        candidate: str | None = None,
+        machine_grace: float | None = None,
+        mass_loss_fraction: float = 0.5,
+    ) -> None:
         self.registry = registry
         self.lease_ttl = lease_ttl
         self.reconcile_interval = reconcile_interval
@@ -160,9 +166,12 @@ class Engine:
             except Exception as exc:
                 # etcd away (or a bug): retry soon, from a fresh read; the grace period
                 # that follows covers whatever was missed meanwhile.
-                log_event("engine_retry", engine=self.candidate,
-                          error=str(exc) if isinstance(exc, FleetpyError) else repr(exc),
-                          retry_in=f"{backoff:.1f}s")
+                log_event(
+                    "engine_retry",
+                    engine=self.candidate,
+                    error=str(exc) if isinstance(exc, FleetpyError) else repr(exc),
+                    retry_in=f"{backoff:.1f}s",
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_RETRY_BACKOFF)
             finally:
@@ -186,9 +195,9 @@ class Engine:
             freed = threading.Event()
 
             def on_engine(batch: WatchBatch[EngineEvent], freed: threading.Event = freed) -> None:
-                if batch.error or any(e.leader_changed and e.leader is None
-                                      for e in batch.events):
+                if batch.error or any(e.leader_changed and e.leader is None for e in batch.events):
                     freed.set()
+
             cancel = self.registry.watch_engine(on_engine)
             try:
                 deadline = time.monotonic() + self.lease_ttl / 3
@@ -260,8 +269,9 @@ class Engine:
         hosting = {entry.machine for entry in model.schedule.values()}
         for machine in list(self._lost_at):
             # Back, or gone long ago and hosting nothing: no longer a recent loss.
-            if machine in alive or (now - self._lost_at[machine] > self._window()
-                                    and machine not in hosting):
+            if machine in alive or (
+                now - self._lost_at[machine] > self._window() and machine not in hosting
+            ):
                 del self._lost_at[machine]
         stranded = sorted(hosting - alive)
         for machine in stranded:
@@ -270,8 +280,7 @@ class Engine:
         if not stranded or self._force:
             if self._paused:
                 self._paused = False
-                log_event("rescheduling_resumed", engine=self.candidate,
-                          forced=self._force or None)
+                log_event("rescheduling_resumed", engine=self.candidate, forced=self._force or None)
             return {}
         # Machines lost within one TTL (moved already or not) against the cluster as it
         # was: a large share gone together is an outage of etcd or the network, not of
@@ -279,13 +288,20 @@ class Engine:
         lost = len(self._lost_at)
         known = len(alive | self._lost_at.keys())
         if lost == known or lost > self.mass_loss_fraction * known:
-            why = (f"{lost} of {known} machines stopped reporting together; rescheduling "
-                   "is paused until they return (or `fleetpy force-reschedule`)")
+            why = (
+                f"{lost} of {known} machines stopped reporting together; rescheduling "
+                "is paused until they return (or `fleetpy force-reschedule`)"
+            )
             if not self._paused:
                 self._paused = True
-                log_event("rescheduling_paused", engine=self.candidate, missing=lost,
-                          machines=known, threshold=self.mass_loss_fraction,
-                          sample=",".join(sorted(self._lost_at)[:5]))
+                log_event(
+                    "rescheduling_paused",
+                    engine=self.candidate,
+                    missing=lost,
+                    machines=known,
+                    threshold=self.mass_loss_fraction,
+                    sample=",".join(sorted(self._lost_at)[:5]),
+                )
             return dict.fromkeys(stranded, why)
         if self._paused:
             # Some came back: the rest are likely on their way (agents re-register one by
@@ -293,13 +309,19 @@ class Engine:
             self._paused = False
             self._blind_until = max(self._blind_until, now + self.grace_seconds())
             self._grace_for.update(stranded)
-            log_event("rescheduling_resumed", engine=self.candidate, missing=lost,
-                      grace=f"{self.grace_seconds():g}s")
+            log_event(
+                "rescheduling_resumed",
+                engine=self.candidate,
+                missing=lost,
+                grace=f"{self.grace_seconds():g}s",
+            )
         self._grace_for &= set(stranded)
         held: dict[str, str] = {}
         if now < self._blind_until and self._grace_for:
-            why = (f"the engine had lost sight of it; waiting up to "
-                   f"{self._blind_until - now:.0f}s more for its agent to report")
+            why = (
+                f"the engine had lost sight of it; waiting up to "
+                f"{self._blind_until - now:.0f}s more for its agent to report"
+            )
             held = dict.fromkeys(sorted(self._grace_for), why)
             self._next_judgement = self._blind_until
         settling = [m for m in stranded if m not in held and now - self._lost_at[m] < LOSS_SETTLE]
@@ -312,10 +334,13 @@ class Engine:
     def _snapshot(self, model: _Model) -> scheduler.Snapshot:
         machines: dict[str, scheduler.Machine] = dict(model.machines)
         for machine, why in self._held(model).items():
-            machines[machine] = scheduler.Machine(machine, self._metadata.get(machine, {}),
-                                                  held=why)
-        invalid = {name: scheduler.InvalidUnit(name, model.records[name].desired, why)
-                   for name, why in model.invalid.items()}
+            machines[machine] = scheduler.Machine(
+                machine, self._metadata.get(machine, {}), held=why
+            )
+        invalid = {
+            name: scheduler.InvalidUnit(name, model.records[name].desired, why)
+            for name, why in model.invalid.items()
+        }
         return scheduler.Snapshot(model.specs, machines, model.schedule, model.reasons, invalid)
 
     def _full_read(self, blind: bool) -> _Model:
@@ -332,12 +357,18 @@ class Engine:
             self._grace_for = hosting - view.machines.keys()
             self._blind_until = time.monotonic() + self.grace_seconds()
         self._force = self.registry.force_reschedule_requested()
-        model = _Model(revision=view.revision, records=dict(view.units),
-                       machines={m.id: scheduler.Machine(m.id, dict(m.metadata))
-                                 for m in view.machines.values()},
-                       schedule={unit: scheduler.Scheduled(machine, entry.desired, entry.hash)
-                                 for unit, (machine, entry) in view.schedule.items()},
-                       reasons=dict(view.reasons))
+        model = _Model(
+            revision=view.revision,
+            records=dict(view.units),
+            machines={
+                m.id: scheduler.Machine(m.id, dict(m.metadata)) for m in view.machines.values()
+            },
+            schedule={
+                unit: scheduler.Scheduled(machine, entry.desired, entry.hash)
+                for unit, (machine, entry) in view.schedule.items()
+            },
+            reasons=dict(view.reasons),
+        )
         for _unit, (_, entry) in view.schedule.items():
             self._texts.setdefault(entry.hash, entry.text)
         self._load_texts({r.hash for r in model.records.values()})
@@ -350,15 +381,25 @@ class Engine:
         # Content comes with its unit record in one transaction: watching it saves the
         # engine a read per new unit file (a unit event seen first still falls back to one).
         watches: tuple[Callable[..., Callable[[], None]], ...] = (
-            self.registry.watch_units, self.registry.watch_machines,
-            self.registry.watch_contents, self.registry.watch_engine)
+            self.registry.watch_units,
+            self.registry.watch_machines,
+            self.registry.watch_contents,
+            self.registry.watch_engine,
+        )
         for watch in watches:
-            self._cancels.append(watch(
-                lambda batch: self._queue.put(("batch", (generation, batch))),
-                view.revision + 1))
+            self._cancels.append(
+                watch(
+                    lambda batch: self._queue.put(("batch", (generation, batch))), view.revision + 1
+                )
+            )
         self.stats.full_reads += 1
-        log_event("engine_synced", engine=self.candidate, revision=view.revision,
-                  units=len(model.records), machines=len(model.machines))
+        log_event(
+            "engine_synced",
+            engine=self.candidate,
+            revision=view.revision,
+            units=len(model.records),
+            machines=len(model.machines),
+        )
         return model
 
     def _load_texts(self, hashes: set[str]) -> None:
@@ -373,8 +414,9 @@ class Engine:
             model.specs.pop(record.name, None)
             return
         model.invalid.pop(record.name, None)
-        model.specs[record.name] = scheduler.UnitSpec(record.name, record.hash, record.desired,
-                                                      options)
+        model.specs[record.name] = scheduler.UnitSpec(
+            record.name, record.hash, record.desired, options
+        )
 
     def _options(self, name: str, content_hash: str) -> FleetOptions | str:
         key = (name, content_hash)
@@ -409,8 +451,12 @@ class Engine:
         new_records: list[UnitRecord] = []
         for batch in batches:
             if batch.error is not None:
-                log_event("watch_lost", engine=self.candidate, compacted=batch.compacted,
-                          error=type(batch.error).__name__)
+                log_event(
+                    "watch_lost",
+                    engine=self.candidate,
+                    compacted=batch.compacted,
+                    error=type(batch.error).__name__,
+                )
                 return True, True
             for event in batch.events:
                 if isinstance(event, ContentEvent):
@@ -458,7 +504,9 @@ class Engine:
             self._execute(model, changes)
             counts: dict[str, int] = {}
             for change in changes:
-                counts[type(change).__name__.lower()] = counts.get(type(change).__name__.lower(), 0) + 1
+                counts[type(change).__name__.lower()] = (
+                    counts.get(type(change).__name__.lower(), 0) + 1
+                )
             log_event("engine_pass", engine=self.candidate, **counts)
         if forced:
             # One-shot: cleared once this pass is written (fenced like every engine write).
@@ -474,8 +522,9 @@ class Engine:
                 self._apply_to_model(model, change)
 
         groups = [self._writes(change) for change in changes]
-        if not self.registry.engine_write(self.candidate, groups, written,
-                                          before_each=self._keep_lease_alive):
+        if not self.registry.engine_write(
+            self.candidate, groups, written, before_each=self._keep_lease_alive
+        ):
             raise _LostLeadership("a fenced write was refused")
         self.stats.changes += len(changes)
 
@@ -486,12 +535,14 @@ class Engine:
         """The registry writes of one change: written together, in one transaction."""
         if isinstance(change, scheduler.Move):
             # Off the old machine and onto the new at once; never on both.
-            return [UnplaceUnit(change.from_machine, change.unit),
-                    PlaceUnit(change.to_machine,
-                              self._entry(change.unit, change.desired, change.hash))]
+            return [
+                UnplaceUnit(change.from_machine, change.unit),
+                PlaceUnit(change.to_machine, self._entry(change.unit, change.desired, change.hash)),
+            ]
         if isinstance(change, (scheduler.Schedule, scheduler.Retarget)):
-            return [PlaceUnit(change.machine,
-                              self._entry(change.unit, change.desired, change.hash))]
+            return [
+                PlaceUnit(change.machine, self._entry(change.unit, change.desired, change.hash))
+            ]
         if isinstance(change, scheduler.Unschedule):
             return [UnplaceUnit(change.machine, change.unit)]
         return [StoreReason(change.unit, change.reason)]
@@ -503,8 +554,9 @@ class Engine:
             if not isinstance(change, scheduler.Retarget):
                 self.stats.placements += 1
             if isinstance(change, scheduler.Move):
-                log_event("unit_moved", unit=change.unit, machine=machine,
-                          moved_from=change.from_machine)
+                log_event(
+                    "unit_moved", unit=change.unit, machine=machine, moved_from=change.from_machine
+                )
         elif isinstance(change, scheduler.Unschedule):
             model.schedule.pop(change.unit, None)
         elif isinstance(change, scheduler.SetReason):
@@ -520,9 +572,15 @@ class Engine:
         used = {r.hash for r in model.records.values()}
         scheduled = {s.hash for s in model.schedule.values()}
         self._texts = {h: t for h, t in self._texts.items() if h in used or h in scheduled}
-        self._parsed = {key: v for key, v in self._parsed.items()
-                        if key[0] in model.records and model.records[key[0]].hash == key[1]}
-        unused = {h: rev for h, rev in self.registry.list_content().items()
-                  if h not in used and rev <= model.revision}
+        self._parsed = {
+            key: v
+            for key, v in self._parsed.items()
+            if key[0] in model.records and model.records[key[0]].hash == key[1]
+        }
+        unused = {
+            h: rev
+            for h, rev in self.registry.list_content().items()
+            if h not in used and rev <= model.revision
+        }
         if unused:
             self.registry.delete_content(unused)

@@ -45,8 +45,10 @@ class StateError(FleetpyError):
     @classmethod
     def different_contents(cls, name: str, stored: str, new: str) -> "StateError":
         """fleet's rule: a unit's contents never change under its name."""
-        return cls(f"{name} is already submitted with different contents (hash {stored[:7]}, "
-                   f"new {new[:7]}); destroy it first")
+        return cls(
+            f"{name} is already submitted with different contents (hash {stored[:7]}, "
+            f"new {new[:7]}); destroy it first"
+        )
 
 
 class DeploymentError(FleetpyError):

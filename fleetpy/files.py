@@ -90,8 +90,9 @@ def _not_regular(path: str, mode: int, what: str) -> FileError:
 
 
 def _too_large(path: str, limit: int, what: str) -> FileError:
-    return FileError(f"{what} {display_path(path)} is larger than {_size(limit)}, "
-                     f"fleetpy's limit for a {what}")
+    return FileError(
+        f"{what} {display_path(path)} is larger than {_size(limit)}, fleetpy's limit for a {what}"
+    )
 
 
 def _cannot(verb: str, what: str, path: str, exc: OSError) -> FileError:
@@ -189,12 +190,15 @@ def write_file_atomically(path: str | os.PathLike[str], text: str) -> None:
     except OSError as exc:
         raise _cannot("write", "", name, exc) from None
     if existing is not None and not stat.S_ISREG(existing.st_mode):
-        raise FileError(f"cannot write {shown}: it is {_kind(existing.st_mode)}, "
-                        "and fleetpy replaces only regular files")
+        raise FileError(
+            f"cannot write {shown}: it is {_kind(existing.st_mode)}, "
+            "and fleetpy replaces only regular files"
+        )
     data = text.encode("utf-8")
     directory = os.path.dirname(name) or "."
-    fd, temp = _create_temp(directory, os.path.basename(name),
-                            0o600 if existing is not None else 0o666, name)
+    fd, temp = _create_temp(
+        directory, os.path.basename(name), 0o600 if existing is not None else 0o666, name
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             if existing is not None:

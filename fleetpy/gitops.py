@@ -30,11 +30,21 @@ ZERO = "0" * 40
 HOOKS = ("pre-receive", "post-receive")
 
 
-def _git(args: Sequence[str], cwd: str | Path | None = None,
-         env: Mapping[str, str] | None = None, input: bytes | None = None) -> bytes:
+def _git(
+    args: Sequence[str],
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+) -> bytes:
     try:
-        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, input=input,
-                                env=None if env is None else {**os.environ, **env}, timeout=300)
+        result = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            input=input,
+            env=None if env is None else {**os.environ, **env},
+            timeout=300,
+        )
     except FileNotFoundError:
         raise DeploymentError("git is not installed") from None
     except subprocess.TimeoutExpired:
@@ -57,8 +67,13 @@ def export_commit(git_dir: str | Path, commit: str, directory: str, target: Path
         raise DeploymentError(f"{directory!r} in commit {commit[:12]} is not a directory")
     archive = _git(["--git-dir", str(git_dir), "archive", "--format=tar", spec])
     target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", "-x", "-C", str(target), "--no-same-owner", "--no-same-permissions"],
-                   input=archive, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["tar", "-x", "-C", str(target), "--no-same-owner", "--no-same-permissions"],
+        input=archive,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     if not (target / DEPLOYMENT_FILE).exists():
         raise DeploymentError(f"{directory!r} in commit {commit[:12]} has no {DEPLOYMENT_FILE}")
     return target
@@ -78,8 +93,14 @@ class HookConfig:
     apply_args: tuple[str, ...] = ()  # e.g. --prune
 
     def to_json(self) -> str:
-        return json.dumps({"branch": self.branch, "directory": self.directory,
-                           "command": list(self.command), "apply_args": list(self.apply_args)})
+        return json.dumps(
+            {
+                "branch": self.branch,
+                "directory": self.directory,
+                "command": list(self.command),
+                "apply_args": list(self.apply_args),
+            }
+        )
 
 
 _HOOK = """#!{python}
@@ -101,11 +122,14 @@ def install_hooks(repository: str | Path, config: HookConfig) -> list[Path]:
     hooks.mkdir(exist_ok=True)
     root = str(Path(__file__).resolve().parents[1])
     written = []
-    for hook, what in (("pre-receive", "renders a pushed deployment and rejects it if invalid"),
-                       ("post-receive", "applies a pushed deployment")):
+    for hook, what in (
+        ("pre-receive", "renders a pushed deployment and rejects it if invalid"),
+        ("post-receive", "applies a pushed deployment"),
+    ):
         path = hooks / hook
-        text = _HOOK.format(python=sys.executable, what=what, root=root, hook=hook,
-                            config=config.to_json())
+        text = _HOOK.format(
+            python=sys.executable, what=what, root=root, hook=hook, config=config.to_json()
+        )
         temp = path.with_name(f".{hook}.tmp")
         temp.write_text(text)
         # The hook may hold etcd credentials: only the repository's owner reads it.
@@ -118,8 +142,9 @@ def install_hooks(repository: str | Path, config: HookConfig) -> list[Path]:
 def run_hook(hook: str, config_json: str) -> int:
     """The body of an installed hook; git gives `<old> <new> <ref>` lines on stdin."""
     data = json.loads(config_json)
-    config = HookConfig(data["branch"], data["directory"], tuple(data["command"]),
-                        tuple(data.get("apply_args", ())))
+    config = HookConfig(
+        data["branch"], data["directory"], tuple(data["command"]), tuple(data.get("apply_args", ()))
+    )
     git_dir = os.environ.get("GIT_DIR", ".")
     status = 0
     for line in sys.stdin.read().splitlines():
@@ -140,15 +165,24 @@ def run_hook(hook: str, config_json: str) -> int:
                 return 1
             verb = ["plan"] if hook == "pre-receive" else ["apply", *config.apply_args]
             print(f"fleetpy: {verb[0]} of {config.branch} at {new[:12]}", file=sys.stderr)
-            result = subprocess.run([*config.command, *verb, "--commit", new, relative],
-                                    cwd=temp, stdin=subprocess.DEVNULL, check=False)
+            result = subprocess.run(
+                [*config.command, *verb, "--commit", new, relative],
+                cwd=temp,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
             if hook == "pre-receive" and result.returncode not in (0, 2):
-                print(f"fleetpy: push rejected: {config.branch} at {new[:12]} does not deploy",
-                      file=sys.stderr)
+                print(
+                    f"fleetpy: push rejected: {config.branch} at {new[:12]} does not deploy",
+                    file=sys.stderr,
+                )
                 return 1
             if hook == "post-receive" and result.returncode != 0:
-                print(f"fleetpy: apply of {new[:12]} failed; the cluster is as the rollout left "
-                      "it (see above)", file=sys.stderr)
+                print(
+                    f"fleetpy: apply of {new[:12]} failed; the cluster is as the rollout left "
+                    "it (see above)",
+                    file=sys.stderr,
+                )
                 status = 1
     return status
 
@@ -167,8 +201,10 @@ class WatchConfig:
 
 
 def _clone(config: WatchConfig) -> Path:
-    base = config.workdir or Path(os.environ.get("XDG_CACHE_HOME",
-                                                 Path.home() / ".cache")) / "fleetpy" / "git"
+    base = (
+        config.workdir
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetpy" / "git"
+    )
     path = Path(base) / hashlib.sha256(config.url.encode()).hexdigest()[:16]
     if not (path / "HEAD").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,14 +215,27 @@ def _clone(config: WatchConfig) -> Path:
 def fetch_head(config: WatchConfig) -> tuple[Path, str]:
     """Fetch the branch; (the local bare clone, the commit the branch points at)."""
     clone = _clone(config)
-    _git(["--git-dir", str(clone), "fetch", "--quiet", "--prune", config.url,
-          f"+refs/heads/{config.branch}:refs/heads/{config.branch}"])
+    _git(
+        [
+            "--git-dir",
+            str(clone),
+            "fetch",
+            "--quiet",
+            "--prune",
+            config.url,
+            f"+refs/heads/{config.branch}:refs/heads/{config.branch}",
+        ]
+    )
     head = _git(["--git-dir", str(clone), "rev-parse", f"refs/heads/{config.branch}"])
     return clone, head.decode().strip()
 
 
-def watch(config: WatchConfig, command: Sequence[str],
-          registry_factory: Callable[[], Registry], once: bool = False) -> int:
+def watch(
+    config: WatchConfig,
+    command: Sequence[str],
+    registry_factory: Callable[[], Registry],
+    once: bool = False,
+) -> int:
     """Follow the branch: when it moves past what etcd says was applied, plan and apply.
     Several watchers may run; only the one holding the deployment's watcher lease
     applies (the others wait). Returns the last apply's exit status (`once`)."""
@@ -199,8 +248,7 @@ def watch(config: WatchConfig, command: Sequence[str],
             try:
                 clone, head = fetch_head(config)
                 with tempfile.TemporaryDirectory(prefix="fleetpy-pull-") as temp:
-                    directory = export_commit(clone, head, config.directory,
-                                              Path(temp) / "d")
+                    directory = export_commit(clone, head, config.directory, Path(temp) / "d")
                     name = load_deployment(directory).name
                     if lease is None or registry.refresh_lease(lease) <= 0:
                         lease = registry.grant_lease(max(10, int(config.interval * 3)))
@@ -209,14 +257,30 @@ def watch(config: WatchConfig, command: Sequence[str],
                     else:
                         record = registry.get_deployment(name)
                         if record is None or record.commit != head:
-                            log_event("git_watch_apply", deployment=name, commit=head[:12],
-                                      applied=(record.commit[:12] if record else "") or None)
+                            log_event(
+                                "git_watch_apply",
+                                deployment=name,
+                                commit=head[:12],
+                                applied=(record.commit[:12] if record else "") or None,
+                            )
                             status = subprocess.run(
-                                [*command, "apply", *config.apply_args, "--commit", head,
-                                 str(directory)], stdin=subprocess.DEVNULL,
-                                check=False).returncode
-                            log_event("git_watch_applied", deployment=name, commit=head[:12],
-                                      status=status)
+                                [
+                                    *command,
+                                    "apply",
+                                    *config.apply_args,
+                                    "--commit",
+                                    head,
+                                    str(directory),
+                                ],
+                                stdin=subprocess.DEVNULL,
+                                check=False,
+                            ).returncode
+                            log_event(
+                                "git_watch_applied",
+                                deployment=name,
+                                commit=head[:12],
+                                status=status,
+                            )
             except DeploymentError as exc:
                 log_event("git_watch_error", url=config.url, error=str(exc))
                 status = 1
@@ -237,5 +301,14 @@ def hook_command(settings_args: Sequence[str]) -> tuple[str, ...]:
     return (sys.executable, "-m", "fleetpy", *settings_args)
 
 
-__all__ = ["HOOKS", "HookConfig", "WatchConfig", "export_commit", "fetch_head", "hook_command",
-           "install_hooks", "run_hook", "watch"]
+__all__ = [
+    "HOOKS",
+    "HookConfig",
+    "WatchConfig",
+    "export_commit",
+    "fetch_head",
+    "hook_command",
+    "install_hooks",
+    "run_hook",
+    "watch",
+]

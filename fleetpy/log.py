@@ -16,12 +16,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u206
 def escape_controls(text: str, keep: str = "") -> str:
     """Text safe to print: control characters (except those in `keep`) as visible
     escapes, so a crafted name cannot retitle or rewrite the user's terminal."""
+
     def visible(match: re.Match[str]) -> str:
         char = match.group()
         if char in keep:
             return char
         code = ord(char)
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
     return _CONTROL.sub(visible, text)
 
 

@@ -59,43 +59,73 @@ class DeploymentPlan:
 
 
 def _diff(name: str, old: str, new: str) -> str:
-    return "".join(difflib.unified_diff(old.splitlines(keepends=True),
-                                        new.splitlines(keepends=True),
-                                        fromfile=f"{name} (cluster)", tofile=f"{name} (new)"))
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=f"{name} (cluster)",
+            tofile=f"{name} (new)",
+        )
+    )
 
 
-def plan_deployment(registry: Registry, deployment: str, units: Sequence[RenderedUnit],
-                    origin: str, prune: bool = False) -> DeploymentPlan:
+def plan_deployment(
+    registry: Registry,
+    deployment: str,
+    units: Sequence[RenderedUnit],
+    origin: str,
+    prune: bool = False,
+) -> DeploymentPlan:
     """What apply would do. Raises DeploymentError when a rendered unit exists in the
     cluster but was not created by this deployment (it is never taken over)."""
     current = registry.get_units([u.name for u in units])
-    foreign = sorted(name for name, record in current.items()
-                     if record is not None and record.owner != deployment)
+    foreign = sorted(
+        name
+        for name, record in current.items()
+        if record is not None and record.owner != deployment
+    )
     if foreign:
         owners = {current[n].owner for n in foreign if current[n] is not None}  # type: ignore[union-attr]
         whose = ", ".join(sorted(f"deployment {o}" if o else "no deployment" for o in owners))
         raise DeploymentError(
             f"{len(foreign)} unit{'s' if len(foreign) != 1 else ''} of deployment {deployment} "
             f"already exist, created by {whose}: {', '.join(foreign[:5])}"
-            f"{' ...' if len(foreign) > 5 else ''}; destroy them or rename them here")
-    old_hashes = sorted({r.hash for r in current.values()
-                         if r is not None} - {u.hash for u in units})
+            f"{' ...' if len(foreign) > 5 else ''}; destroy them or rename them here"
+        )
+    old_hashes = sorted(
+        {r.hash for r in current.values() if r is not None} - {u.hash for u in units}
+    )
     old_texts = registry.get_contents(old_hashes) if old_hashes else {}
     changes: list[UnitDiff] = []
     unchanged: list[str] = []
     for unit in units:
         record = current[unit.name]
         if record is None:
-            changes.append(UnitDiff(unit.name, ChangeKind.ADD, None, unit.hash,
-                                    source=unit.source))
+            changes.append(UnitDiff(unit.name, ChangeKind.ADD, None, unit.hash, source=unit.source))
         elif record.hash != unit.hash:
             old = old_texts.get(record.hash, "")
-            changes.append(UnitDiff(unit.name, ChangeKind.CHANGE, record.hash, unit.hash,
-                                    _diff(unit.name, old, unit.text), unit.source))
+            changes.append(
+                UnitDiff(
+                    unit.name,
+                    ChangeKind.CHANGE,
+                    record.hash,
+                    unit.hash,
+                    _diff(unit.name, old, unit.text),
+                    unit.source,
+                )
+            )
         elif record.desired is not DesiredState.LAUNCHED:
-            changes.append(UnitDiff(unit.name, ChangeKind.CHANGE, record.hash, unit.hash,
-                                    f"desired state {record.desired} -> launched\n",
-                                    unit.source, start=True))
+            changes.append(
+                UnitDiff(
+                    unit.name,
+                    ChangeKind.CHANGE,
+                    record.hash,
+                    unit.hash,
+                    f"desired state {record.desired} -> launched\n",
+                    unit.source,
+                    start=True,
+                )
+            )
         else:
             unchanged.append(unit.name)
     rendered = {u.name for u in units}
@@ -104,9 +134,14 @@ def plan_deployment(registry: Registry, deployment: str, units: Sequence[Rendere
             kind = ChangeKind.REMOVE if prune else ChangeKind.ORPHAN
             changes.append(UnitDiff(name, kind, record.hash, None))
     record_now = registry.get_deployment(deployment)
-    return DeploymentPlan(deployment, origin, tuple(changes), tuple(unchanged),
-                          record_now.commit if record_now else "",
-                          record_now.applying if record_now else "")
+    return DeploymentPlan(
+        deployment,
+        origin,
+        tuple(changes),
+        tuple(unchanged),
+        record_now.commit if record_now else "",
+        record_now.applying if record_now else "",
+    )
 
 
 # ----------------------------------------------------------------------------- apply
@@ -142,11 +177,16 @@ class ApplyResult:
 Progress = Callable[[ApplyEvent], None]
 
 
-def _wait_launched(registry: Registry, names: Sequence[str], timeout: float,
-                   on_progress: Callable[[list[UnitProgress]], None] | None = None) -> str | None:
+def _wait_launched(
+    registry: Registry,
+    names: Sequence[str],
+    timeout: float,
+    on_progress: Callable[[list[UnitProgress]], None] | None = None,
+) -> str | None:
     """None when every unit runs its current version; else why not, in one line."""
-    result = wait_for(registry, names, WaitTarget.LAUNCHED, max(1, int(timeout + 0.999)),
-                      on_progress)
+    result = wait_for(
+        registry, names, WaitTarget.LAUNCHED, max(1, int(timeout + 0.999)), on_progress
+    )
     return result.error_message()
 
 
@@ -165,8 +205,9 @@ def _still_ready(registry: Registry, names: Sequence[str]) -> str | None:
     return "; ".join(problems) or None
 
 
-def _groups(plan_changes: Sequence[UnitDiff], units: Mapping[str, RenderedUnit]
-            ) -> list[list[UnitDiff]]:
+def _groups(
+    plan_changes: Sequence[UnitDiff], units: Mapping[str, RenderedUnit]
+) -> list[list[UnitDiff]]:
     """Changed units in rollout order; a unit bound by MachineOf= to a changed primary
     is replaced in the same step as its primary."""
     changed = {c.name: c for c in plan_changes}
@@ -181,13 +222,19 @@ def _groups(plan_changes: Sequence[UnitDiff], units: Mapping[str, RenderedUnit]
             primary = target
             seen.add(primary)
         groups.setdefault(primary, []).append(change)
-    return [sorted(group, key=lambda c: (c.name != primary, c.name))
-            for primary, group in sorted(groups.items())]
+    return [
+        sorted(group, key=lambda c: (c.name != primary, c.name))
+        for primary, group in sorted(groups.items())
+    ]
 
 
-def apply_deployment(registry: Registry, plan: DeploymentPlan, units: Sequence[RenderedUnit],
-                     options: ApplyOptions, on_progress: Progress = lambda event: None
-                     ) -> ApplyResult:
+def apply_deployment(
+    registry: Registry,
+    plan: DeploymentPlan,
+    units: Sequence[RenderedUnit],
+    options: ApplyOptions,
+    on_progress: Progress = lambda event: None,
+) -> ApplyResult:
     """Carry out `plan`: add, replace (rolling), prune; stop at the first failure.
 
     Raises DeploymentError saying where it stopped and why (the cluster is left as the
@@ -197,8 +244,10 @@ def apply_deployment(registry: Registry, plan: DeploymentPlan, units: Sequence[R
     by_name = {u.name: u for u in units}
     record = registry.get_deployment(plan.deployment) or DeploymentRecord(plan.deployment)
     if record.commit != plan.last_applied or record.applying != plan.applying:
-        raise DeploymentError(f"deployment {plan.deployment} changed since it was planned "
-                              "(another apply?); plan again")
+        raise DeploymentError(
+            f"deployment {plan.deployment} changed since it was planned "
+            "(another apply?); plan again"
+        )
     session = DeploymentSession(record)
     registry.update_deployment(session, applying=plan.origin, message="")
     added: list[str] = []
@@ -212,18 +261,30 @@ def apply_deployment(registry: Registry, plan: DeploymentPlan, units: Sequence[R
         except FleetpyError:
             pass  # the error below says what matters
         on_progress(ApplyEvent("failed", (), message))
-        done = (f" (done before: {len(added)} added, {len(replaced)} replaced; the rest is "
-                "untouched)")
+        done = (
+            f" (done before: {len(added)} added, {len(replaced)} replaced; the rest is untouched)"
+        )
         return DeploymentError(message + done)
 
     adds = plan.of(ChangeKind.ADD)
     if adds:
         names = tuple(c.name for c in adds)
         on_progress(ApplyEvent("add", names, total=len(names)))
-        registry.change_units([
-            UnitChange(u.name, DesiredState.LAUNCHED, u.text, u.hash, u.is_global,
-                       owner=plan.deployment, origin=plan.origin)
-            for u in (by_name[n] for n in names)], session=session)
+        registry.change_units(
+            [
+                UnitChange(
+                    u.name,
+                    DesiredState.LAUNCHED,
+                    u.text,
+                    u.hash,
+                    u.is_global,
+                    owner=plan.deployment,
+                    origin=plan.origin,
+                )
+                for u in (by_name[n] for n in names)
+            ],
+            session=session,
+        )
         why = _wait_launched(registry, names, options.timeout)
         if why is not None:
             raise fail(names[0] if len(names) == 1 else f"{len(names)} new units", why)
@@ -231,29 +292,43 @@ def apply_deployment(registry: Registry, plan: DeploymentPlan, units: Sequence[R
 
     groups = _groups(plan.of(ChangeKind.CHANGE), by_name)
     total = sum(len(g) for g in groups)
-    old_texts = registry.get_contents(sorted({c.old_hash for g in groups for c in g
-                                              if c.old_hash and not c.start}))
+    old_texts = registry.get_contents(
+        sorted({c.old_hash for g in groups for c in g if c.old_hash and not c.start})
+    )
     step = max(1, options.max_unavailable)
     for first in range(0, len(groups), step):
-        batch = [c for group in groups[first:first + step] for c in group]
+        batch = [c for group in groups[first : first + step] for c in group]
         names = tuple(c.name for c in batch)
         on_progress(ApplyEvent("replace", names, done=len(replaced), total=total))
-        registry.change_units([
-            UnitChange(c.name, DesiredState.LAUNCHED, by_name[c.name].text, c.new_hash,
-                       by_name[c.name].is_global, owner=plan.deployment, origin=plan.origin,
-                       replace=True)
-            for c in batch], session=session)
+        registry.change_units(
+            [
+                UnitChange(
+                    c.name,
+                    DesiredState.LAUNCHED,
+                    by_name[c.name].text,
+                    c.new_hash,
+                    by_name[c.name].is_global,
+                    owner=plan.deployment,
+                    origin=plan.origin,
+                    replace=True,
+                )
+                for c in batch
+            ],
+            session=session,
+        )
         why = _wait_launched(registry, names, options.timeout)
         if why is None and options.min_ready > 0:
-            on_progress(ApplyEvent("ready", names, f"{options.min_ready:g}s",
-                                   done=len(replaced), total=total))
+            on_progress(
+                ApplyEvent(
+                    "ready", names, f"{options.min_ready:g}s", done=len(replaced), total=total
+                )
+            )
             time.sleep(options.min_ready)
             why = _still_ready(registry, names)
         if why is not None:
             back = ""
             if options.rollback:
-                back = _roll_back(registry, plan, batch, old_texts, session, options,
-                                  on_progress)
+                back = _roll_back(registry, plan, batch, old_texts, session, options, on_progress)
             raise fail(", ".join(names), why, back)
         replaced.extend(names)
 
@@ -263,18 +338,26 @@ def apply_deployment(registry: Registry, plan: DeploymentPlan, units: Sequence[R
         on_progress(ApplyEvent("prune", names, total=len(names)))
         removed.extend(registry.destroy_units(select_units(set(names), names), session))
 
-    registry.update_deployment(session, commit=plan.origin, applying="",
-                               message=f"applied {len(added)} added, {len(replaced)} replaced, "
-                                       f"{len(removed)} removed")
-    result = ApplyResult(tuple(added), tuple(replaced), tuple(removed),
-                         time.monotonic() - started)
+    registry.update_deployment(
+        session,
+        commit=plan.origin,
+        applying="",
+        message=f"applied {len(added)} added, {len(replaced)} replaced, {len(removed)} removed",
+    )
+    result = ApplyResult(tuple(added), tuple(replaced), tuple(removed), time.monotonic() - started)
     on_progress(ApplyEvent("done", (), total=len(added) + len(replaced) + len(removed)))
     return result
 
 
-def _roll_back(registry: Registry, plan: DeploymentPlan, batch: Sequence[UnitDiff],
-               old_texts: Mapping[str, str], session: DeploymentSession,
-               options: ApplyOptions, on_progress: Progress) -> str:
+def _roll_back(
+    registry: Registry,
+    plan: DeploymentPlan,
+    batch: Sequence[UnitDiff],
+    old_texts: Mapping[str, str],
+    session: DeploymentSession,
+    options: ApplyOptions,
+    on_progress: Progress,
+) -> str:
     """Put the previous versions of a failed step back; a note for the error message."""
     back = [c for c in batch if not c.start and c.old_hash in old_texts]
     if not back:
@@ -282,10 +365,21 @@ def _roll_back(registry: Registry, plan: DeploymentPlan, batch: Sequence[UnitDif
     names = tuple(c.name for c in back)
     on_progress(ApplyEvent("rollback", names))
     try:
-        registry.change_units([
-            UnitChange(c.name, DesiredState.LAUNCHED, old_texts[c.old_hash or ""], c.old_hash,
-                       owner=plan.deployment, origin=plan.last_applied or None, replace=True)
-            for c in back], session=session)
+        registry.change_units(
+            [
+                UnitChange(
+                    c.name,
+                    DesiredState.LAUNCHED,
+                    old_texts[c.old_hash or ""],
+                    c.old_hash,
+                    owner=plan.deployment,
+                    origin=plan.last_applied or None,
+                    replace=True,
+                )
+                for c in back
+            ],
+            session=session,
+        )
         why = _wait_launched(registry, names, options.timeout)
     except FleetpyError as exc:
         return f"; rollback failed: {exc}"
@@ -297,13 +391,16 @@ def _roll_back(registry: Registry, plan: DeploymentPlan, batch: Sequence[UnitDif
 # ----------------------------------------------------------------------------- restart
 
 
-def restart(registry: Registry, args: Sequence[str], timeout: float = 120.0,
-            on_progress: Progress = lambda event: None) -> list[str]:
+def restart(
+    registry: Registry,
+    args: Sequence[str],
+    timeout: float = 120.0,
+    on_progress: Progress = lambda event: None,
+) -> list[str]:
     """Restart launched units in place, one machine at a time: stop them there, start
     them again, wait until they are active, then the next machine (fleet had no restart)."""
     units = registry.list_units()
-    names = [n for n in select_units(set(units), args)
-             if units[n].desired is DesiredState.LAUNCHED]
+    names = [n for n in select_units(set(units), args) if units[n].desired is DesiredState.LAUNCHED]
     if not names:
         raise DeploymentError("no launched unit matches " + " ".join(args))
     view = registry.read_view(with_text=False)
@@ -328,5 +425,14 @@ def restart(registry: Registry, args: Sequence[str], timeout: float = 120.0,
     return restarted
 
 
-__all__ = ["ApplyEvent", "ApplyOptions", "ApplyResult", "ChangeKind", "DeploymentPlan",
-           "UnitDiff", "apply_deployment", "plan_deployment", "restart"]
+__all__ = [
+    "ApplyEvent",
+    "ApplyOptions",
+    "ApplyResult",
+    "ChangeKind",
+    "DeploymentPlan",
+    "UnitDiff",
+    "apply_deployment",
+    "plan_deployment",
+    "restart",
+]

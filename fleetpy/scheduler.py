@@ -158,9 +158,7 @@ class PlacementPlan:
 def is_placeable(spec: UnitSpec) -> bool:
     """Whether the engine places this unit at all (agents run globals themselves)."""
     return (
-        spec.desired in PLACED_STATES
-        and not spec.options.is_global
-        and not is_template(spec.name)
+        spec.desired in PLACED_STATES and not spec.options.is_global and not is_template(spec.name)
     )
 
 
@@ -172,7 +170,9 @@ def _describe_metadata(requirements: tuple[tuple[str, tuple[str, ...]], ...]) ->
     parts = []
     for key, values in requirements:
         alternatives = " or ".join(f"{key}={value}" for value in values)
-        parts.append(f"({alternatives})" if len(values) > 1 and len(requirements) > 1 else alternatives)
+        parts.append(
+            f"({alternatives})" if len(values) > 1 and len(requirements) > 1 else alternatives
+        )
     return " and ".join(parts)
 
 
@@ -269,8 +269,7 @@ class _Planner:
             # No machine is alive: that alone never unschedules a unit (an etcd blip, or
             # every agent's lease revoked at once, looks exactly like this). Units stay.
             for entry in snapshot.schedule.values():
-                machines.setdefault(entry.machine,
-                                    Machine(entry.machine, {}, held=NO_MACHINES))
+                machines.setdefault(entry.machine, Machine(entry.machine, {}, held=NO_MACHINES))
         self.machines: Mapping[str, Machine] = machines
         self.alive = sorted(m for m, machine in machines.items() if machine.held is None)
         self.notes: dict[str, str] = {}  # unit -> why it stays on a held machine
@@ -300,7 +299,9 @@ class _Planner:
         # order is insertion order, never hash order.
         self.assignment: dict[str, str] = {}
         self.hosted: dict[str, dict[str, None]] = {machine: {} for machine in self.machines}
-        self.conflict_holders: dict[str, dict[str, tuple[str, ...]]] = {m: {} for m in self.machines}
+        self.conflict_holders: dict[str, dict[str, tuple[str, ...]]] = {
+            m: {} for m in self.machines
+        }
         self.group_hosts: dict[str, dict[str, int]] = {}  # group -> machine -> instances
         self.spread_keys: dict[str, list[str]] = {}  # group -> Spread keys being counted
         self.spread_counts: dict[tuple[str, str], dict[str | None, int]] = {}
@@ -362,7 +363,7 @@ class _Planner:
                 path.append(node)
                 node = self.placeable[node].options.machine_of
             if node is not None and node in position:
-                cycle = path[position[node]:]
+                cycle = path[position[node] :]
                 text = "MachineOf cycle: " + " -> ".join([*cycle, node])
                 for member in cycle:
                     reasons[member] = text
@@ -407,7 +408,9 @@ class _Planner:
         count = self.displacements.get(name, 0) + 1
         self.displacements[name] = count
         if count > _MAX_DISPLACEMENTS:
-            self.failures[name] = "displaced repeatedly by Replaces= of other units (is there a Replaces cycle?)"
+            self.failures[name] = (
+                "displaced repeatedly by Replaces= of other units (is there a Replaces cycle?)"
+            )
         else:
             heapq.heappush(self.queue, (self.rank[name], name))
         for dependent in self.dependents.get(name, ()):
@@ -444,9 +447,7 @@ class _Planner:
             elif glob in hosted and glob != name:
                 return _Blocker("conflict", glob)
         for holder, globs in self.conflict_holders[machine].items():
-            if holder != name and any(
-                self._matcher(glob)(name) for glob in globs
-            ):
+            if holder != name and any(self._matcher(glob)(name) for glob in globs):
                 return _Blocker("conflict", holder, name_dependent=True)
         for replacer in self.replacers_of.get(name, ()):
             if self.assignment.get(replacer) == machine:
@@ -456,7 +457,9 @@ class _Planner:
     def _static_blocker(self, options: FleetOptions, machine: str) -> _Blocker | None:
         if options.machine_id is not None and options.machine_id != machine:
             return _Blocker("machine_id", options.machine_id)
-        if options.machine_metadata and not options.matches_metadata(self.machines[machine].metadata):
+        if options.machine_metadata and not options.matches_metadata(
+            self.machines[machine].metadata
+        ):
             return _Blocker("metadata", _describe_metadata(options.machine_metadata))
         return None
 
@@ -472,7 +475,10 @@ class _Planner:
         options = self.placeable[name].options
         if options.machine_of is not None and self.assignment.get(options.machine_of) != machine:
             return False
-        return self._static_blocker(options, machine) is None and self._blocker(name, options, machine) is None
+        return (
+            self._static_blocker(options, machine) is None
+            and self._blocker(name, options, machine) is None
+        )
 
     # ---- phase 1: keep valid placements ---------------------------------
 
@@ -482,7 +488,9 @@ class _Planner:
             entry = schedule.get(name)
             if entry is not None and self._may_stay(name, entry.machine):
                 self._assign(name, entry.machine)
-        self.queue = [(index, name) for index, name in enumerate(self.order) if name not in self.assignment]
+        self.queue = [
+            (index, name) for index, name in enumerate(self.order) if name not in self.assignment
+        ]
         # Already sorted by rank, hence already a heap.
 
     # ---- phase 2: place the rest ----------------------------------------
@@ -585,7 +593,9 @@ class _Planner:
         best: tuple[int, int, str] | None = None  # (spread count, load, machine)
         popped: list[tuple[str | None, str]] = []  # (heap key, machine) to push back
         spread_counts = (
-            self._spread_counts(self.group_of[name], options.spread) if options.spread is not None else None
+            self._spread_counts(self.group_of[name], options.spread)
+            if options.spread is not None
+            else None
         )
         for heap_key in _sorted_heap_keys(pool.heaps):
             found = self._pop_eligible(name, options, pool.heaps[heap_key], blockers)
@@ -611,7 +621,11 @@ class _Planner:
         return chosen
 
     def _pop_eligible(
-        self, name: str, options: FleetOptions, heap: list[tuple[int, str]], blockers: list[_Blocker]
+        self,
+        name: str,
+        options: FleetOptions,
+        heap: list[tuple[int, str]],
+        blockers: list[_Blocker],
     ) -> str | None:
         """Pop the least-loaded eligible machine; refused ones are pushed back."""
         refused: dict[str, None] = {}  # dict: O(1) membership, insertion order
@@ -634,7 +648,9 @@ class _Planner:
             heapq.heappush(heap, (len(self.hosted[machine]), machine))
         return found
 
-    def _pool(self, requirements: tuple[tuple[str, tuple[str, ...]], ...], spread: str | None) -> _Pool:
+    def _pool(
+        self, requirements: tuple[tuple[str, tuple[str, ...]], ...], spread: str | None
+    ) -> _Pool:
         key = (requirements, spread)
         pool = self.pools.get(key)
         if pool is not None:
@@ -653,7 +669,9 @@ class _Planner:
         self.pools[key] = pool
         return pool
 
-    def _machines_matching(self, requirements: tuple[tuple[str, tuple[str, ...]], ...]) -> list[str]:
+    def _machines_matching(
+        self, requirements: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> list[str]:
         """Live machines meeting the requirements: held ones take nothing new."""
         if not requirements:
             return self.alive
@@ -687,7 +705,9 @@ class _Planner:
         schedule = self.snapshot.schedule
         units = self.snapshot.units
         unschedules: list[Change] = [
-            Unschedule(name, schedule[name].machine) for name in sorted(schedule) if name not in self.assignment
+            Unschedule(name, schedule[name].machine)
+            for name in sorted(schedule)
+            if name not in self.assignment
         ]
         moves: list[Change] = []
         retargets: list[Change] = []
@@ -716,8 +736,6 @@ class _Planner:
             if stored.get(name) != wanted:
                 reasons.append(SetReason(name, wanted))
         return PlacementPlan(tuple(unschedules + moves + retargets + schedules + reasons))
-
-
 
 
 def _sorted_heap_keys(heaps: Mapping[str | None, object]) -> list[str | None]:

@@ -25,5 +25,8 @@ RUNNING_STATES = frozenset({"active", "activating", "deactivating", "reloading"}
 
 def verb(desired: DesiredState) -> str:
     """The fleetctl verb that asks for a desired state."""
-    return {DesiredState.LAUNCHED: "start", DesiredState.LOADED: "load",
-            DesiredState.INACTIVE: "unload"}[desired]
+    return {
+        DesiredState.LAUNCHED: "start",
+        DesiredState.LOADED: "load",
+        DesiredState.INACTIVE: "unload",
+    }[desired]

@@ -52,8 +52,9 @@ class SystemdError(FleetpyError):
 
 
 class SystemdUnitManager:
-    def __init__(self, unit_dir: str | os.PathLike[str],
-                 link_dir: str | os.PathLike[str] = RUNTIME_UNIT_DIR) -> None:
+    def __init__(
+        self, unit_dir: str | os.PathLike[str], link_dir: str | os.PathLike[str] = RUNTIME_UNIT_DIR
+    ) -> None:
         self.unit_dir = Path(unit_dir)
         self.link_dir = Path(link_dir)
         self.unit_dir.mkdir(parents=True, exist_ok=True)
@@ -80,18 +81,31 @@ class SystemdUnitManager:
             DBusGMainLoop(set_as_default=True)
             self._context_loop = GLib.MainLoop()
             self._bus = dbus.SystemBus()
-            self._manager = dbus.Interface(self._bus.get_object(SYSTEMD, SYSTEMD_PATH),
-                                           MANAGER_IFACE)
+            self._manager = dbus.Interface(
+                self._bus.get_object(SYSTEMD, SYSTEMD_PATH), MANAGER_IFACE
+            )
             self._manager.Subscribe()
-            self._bus.add_signal_receiver(self._on_job_removed, signal_name="JobRemoved",
-                                          dbus_interface=MANAGER_IFACE, bus_name=SYSTEMD,
-                                          path=SYSTEMD_PATH)
-            self._bus.add_signal_receiver(self._on_unit_removed, signal_name="UnitRemoved",
-                                          dbus_interface=MANAGER_IFACE, bus_name=SYSTEMD,
-                                          path=SYSTEMD_PATH)
-            self._bus.add_signal_receiver(self._on_reloading, signal_name="Reloading",
-                                          dbus_interface=MANAGER_IFACE, bus_name=SYSTEMD,
-                                          path=SYSTEMD_PATH)
+            self._bus.add_signal_receiver(
+                self._on_job_removed,
+                signal_name="JobRemoved",
+                dbus_interface=MANAGER_IFACE,
+                bus_name=SYSTEMD,
+                path=SYSTEMD_PATH,
+            )
+            self._bus.add_signal_receiver(
+                self._on_unit_removed,
+                signal_name="UnitRemoved",
+                dbus_interface=MANAGER_IFACE,
+                bus_name=SYSTEMD,
+                path=SYSTEMD_PATH,
+            )
+            self._bus.add_signal_receiver(
+                self._on_reloading,
+                signal_name="Reloading",
+                dbus_interface=MANAGER_IFACE,
+                bus_name=SYSTEMD,
+                path=SYSTEMD_PATH,
+            )
         except Exception as exc:
             self._error = exc
             self._ready.set()
@@ -159,6 +173,7 @@ class SystemdUnitManager:
         def task() -> bool:
             self._refresh(name)
             return False
+
         GLib.idle_add(task)
 
     def _watch_unit(self, name: str) -> None:
@@ -171,11 +186,15 @@ class SystemdUnitManager:
         self._paths[name] = path
         self._matches[name] = self._bus.add_signal_receiver(
             lambda iface, changed, invalidated, name=name: self._on_properties(
-                name, str(iface), changed, invalidated),
+                name, str(iface), changed, invalidated
+            ),
             # One match per owned unit's object path, so the bus only sends us our units.
             # No bus_name: it would cost a GetNameOwner and an extra match per unit, and
             # only systemd owns these paths anyway.
-            signal_name="PropertiesChanged", dbus_interface=PROPS_IFACE, path=path)
+            signal_name="PropertiesChanged",
+            dbus_interface=PROPS_IFACE,
+            path=path,
+        )
 
     def _on_properties(self, name: str, iface: str, changed: Any, invalidated: Any) -> None:
         if iface != UNIT_IFACE or name not in self._units:
@@ -190,15 +209,22 @@ class SystemdUnitManager:
             unit = self._units.get(name)
             if unit is None:
                 return
-            new = replace(unit, load=str(changed.get("LoadState", unit.load)),
-                          active=str(changed.get("ActiveState", unit.active)),
-                          sub=str(changed.get("SubState", unit.sub)))
+            new = replace(
+                unit,
+                load=str(changed.get("LoadState", unit.load)),
+                active=str(changed.get("ActiveState", unit.active)),
+                sub=str(changed.get("SubState", unit.sub)),
+            )
             self._units[name] = new
         self._notify(unit, new)
 
     def _notify(self, old: ObservedUnit | None, new: ObservedUnit) -> None:
         if old is not None and (old.load, old.active, old.sub, old.message) == (
-                new.load, new.active, new.sub, new.message):
+            new.load,
+            new.active,
+            new.sub,
+            new.message,
+        ):
             return
         if new.active == "failed" and (old is None or old.active != "failed"):
             log_event("unit_state", unit=new.name, active=new.active, sub=new.sub)
@@ -208,25 +234,33 @@ class SystemdUnitManager:
     def _properties(self, name: str) -> dict[str, Any]:
         path = self._paths.get(name) or str(self._manager.LoadUnit(name))
         # A direct call: get_object() would introspect (XML) every unit object first.
-        return dict(self._bus.call_blocking(SYSTEMD, path, PROPS_IFACE, "GetAll", "s",
-                                            (UNIT_IFACE,)))
+        return dict(
+            self._bus.call_blocking(SYSTEMD, path, PROPS_IFACE, "GetAll", "s", (UNIT_IFACE,))
+        )
 
     def _refresh(self, name: str) -> ObservedUnit | None:
         try:
             props = self._properties(name)
         except dbus.DBusException as exc:
-            props = {"LoadState": "error", "ActiveState": "inactive", "SubState": "dead",
-                     "LoadError": ("", exc.get_dbus_message())}
+            props = {
+                "LoadState": "error",
+                "ActiveState": "inactive",
+                "SubState": "dead",
+                "LoadError": ("", exc.get_dbus_message()),
+            }
         with self._lock:
             unit = self._units.get(name)
             if unit is None:
                 return None
             load_error = props.get("LoadError") or ("", "")
             message = str(load_error[1]) if str(props.get("LoadState")) != "loaded" else ""
-            new = replace(unit, load=str(props.get("LoadState", "")),
-                          active=str(props.get("ActiveState", "")),
-                          sub=str(props.get("SubState", "")),
-                          message=message or (unit.message if unit.active == "failed" else ""))
+            new = replace(
+                unit,
+                load=str(props.get("LoadState", "")),
+                active=str(props.get("ActiveState", "")),
+                sub=str(props.get("SubState", "")),
+                message=message or (unit.message if unit.active == "failed" else ""),
+            )
             self._units[name] = new
         self._notify(unit, new)
         return new
@@ -273,8 +307,9 @@ class SystemdUnitManager:
         # be removed after the stop finished, or a clean stop is recorded as failed.
         jobs = self._on_loop(lambda: self._issue_stops(names))
         with self._lock:
-            self._lock.wait_for(lambda: all(j in self._jobs_done for j in jobs if j),
-                                timeout=STOP_TIMEOUT)
+            self._lock.wait_for(
+                lambda: all(j in self._jobs_done for j in jobs if j), timeout=STOP_TIMEOUT
+            )
             # Finished jobs of ours that nobody waits for (starts) must not pile up.
             self._jobs_done.clear()
 
@@ -307,10 +342,17 @@ class SystemdUnitManager:
                 except dbus.DBusException:
                     pass  # NoSuchUnit / not loaded: nothing to reset (systemd 252)
             self._bus.call_async(
-                SYSTEMD, SYSTEMD_PATH, MANAGER_IFACE, "StartUnit", "ss", (name, "replace"),
+                SYSTEMD,
+                SYSTEMD_PATH,
+                MANAGER_IFACE,
+                "StartUnit",
+                "ss",
+                (name, "replace"),
                 reply_handler=lambda job: None,
                 error_handler=lambda exc, name=name: self._record_error(
-                    name, exc.get_dbus_message() or str(exc)))
+                    name, exc.get_dbus_message() or str(exc)
+                ),
+            )
 
     def _record_error(self, name: str, message: str) -> None:
         log_event("unit_error", unit=name, message=message)
@@ -363,7 +405,8 @@ class SystemdUnitManager:
             with self._lock:
                 previous = self._units.get(action.name)
                 self._units[action.name] = ObservedUnit(
-                    action.name, action.hash, launched=bool(previous and previous.launched))
+                    action.name, action.hash, launched=bool(previous and previous.launched)
+                )
             self._watch_unit(action.name)
             unit = self._refresh(action.name)
             if unit is not None and unit.load == "not-found" and not reload:
@@ -376,6 +419,7 @@ class SystemdUnitManager:
     def close(self) -> None:
         def quit_loop() -> None:
             self._context_loop.quit()
+
         try:
             GLib.idle_add(quit_loop)
             self._thread.join(timeout=5)

@@ -71,12 +71,12 @@ from fleetpy.files import MAX_TEMPLATE_BYTES, MAX_VALUES_BYTES, MiB, display_pat
 from fleetpy.yamlload import load_yaml_mapping
 
 # Limits of one render (MAX_TEMPLATE_BYTES and MAX_VALUES_BYTES are in fleetpy.files).
-MAX_OUTPUT_BYTES = 1 * MiB       # the rendered unit
-MAX_VALUE_LENGTH = 1 * MiB       # a string (characters) or list (items) built by a template
-MAX_INT_BITS = 4096              # a number computed by a template
-MAX_FORMAT_WIDTH = 4096          # a width or precision in a format string
-RENDER_TIMEOUT = 10.0            # seconds, render_bounded (wall clock; CPU a second more)
-RENDER_MEMORY = 1024 * MiB       # address space of render_bounded's child process
+MAX_OUTPUT_BYTES = 1 * MiB  # the rendered unit
+MAX_VALUE_LENGTH = 1 * MiB  # a string (characters) or list (items) built by a template
+MAX_INT_BITS = 4096  # a number computed by a template
+MAX_FORMAT_WIDTH = 4096  # a width or precision in a format string
+RENDER_TIMEOUT = 10.0  # seconds, render_bounded (wall clock; CPU a second more)
+RENDER_MEMORY = 1024 * MiB  # address space of render_bounded's child process
 
 # ---------------------------------------------------------------------------
 # Quoting (systemd.service(5) "COMMAND LINES", systemd.unit(5) "SPECIFIERS")
@@ -86,8 +86,17 @@ RENDER_MEMORY = 1024 * MiB       # address space of render_bounded's child proce
 # whitespace, quotes, backslash, '$' (environment expansion), '%' (specifier) or ';'.
 _BARE = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _BARE_WITH_SPECIFIERS = re.compile(r"[A-Za-z0-9_@+=:,./%-]+")
-_C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r",
-              "\a": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
+_C_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\n": "\\n",
+    "\t": "\\t",
+    "\r": "\\r",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\v": "\\v",
+}
 _KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -160,7 +169,9 @@ def systemd_value(value: Any, specifiers: bool = False) -> str:
     text = _text(value, "a unit value")
     for char in text:
         if char != "\t" and not char.isprintable():
-            raise TemplateError(f"value {text!r} contains {char!r}; a Key= line holds one line of text")
+            raise TemplateError(
+                f"value {text!r} contains {char!r}; a Key= line holds one line of text"
+            )
     if not text.strip(" \t"):
         raise TemplateError("empty value; Key= with nothing after it resets the key")
     # systemd strips the blanks around a value first: "x\\ " ends with a backslash too.
@@ -172,7 +183,9 @@ def systemd_value(value: Any, specifiers: bool = False) -> str:
 def systemd_key(key: Any) -> str:
     text = _text(key, "a unit key")
     if not _KEY.fullmatch(text):
-        raise TemplateError(f"invalid unit file key {text!r} (allowed: letters, digits, '-' and '_')")
+        raise TemplateError(
+            f"invalid unit file key {text!r} (allowed: letters, digits, '-' and '_')"
+        )
     return text
 
 
@@ -180,7 +193,9 @@ def docker_name(name: Any) -> str:
     """Validate a name usable inside a docker container name."""
     text = _text(name, "the name")
     if not _DOCKER_NAME.fullmatch(text):
-        raise TemplateError(f"invalid name {text!r} for a container (allowed: [a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+        raise TemplateError(
+            f"invalid name {text!r} for a container (allowed: [a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+        )
     return text
 
 
@@ -214,7 +229,9 @@ def _finalize(value: Any) -> Any:
     if value is None:
         raise TemplateError("value is empty (null in the values?)")
     if isinstance(value, str) and re.search(r"[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]", value):
-        raise TemplateError(f"value {value!r} would span lines; quote it with systemd_quote or systemd_value")
+        raise TemplateError(
+            f"value {value!r} would span lines; quote it with systemd_quote or systemd_value"
+        )
     return value
 
 
@@ -224,8 +241,10 @@ def _finalize(value: Any) -> Any:
 
 
 def _too_long(what: str, size: int) -> TemplateError:
-    return TemplateError(f"{what} would have {size} characters or items, more than "
-                         f"{MAX_VALUE_LENGTH}, fleetpy's limit for a value in a template")
+    return TemplateError(
+        f"{what} would have {size} characters or items, more than "
+        f"{MAX_VALUE_LENGTH}, fleetpy's limit for a value in a template"
+    )
 
 
 def _length(value: Any) -> int | None:
@@ -234,16 +253,24 @@ def _length(value: Any) -> int | None:
 
 def _check_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse arithmetic whose result would be huge, before computing it."""
-    ints = (isinstance(left, int) and not isinstance(left, bool)
-            and isinstance(right, int) and not isinstance(right, bool))
+    ints = (
+        isinstance(left, int)
+        and not isinstance(left, bool)
+        and isinstance(right, int)
+        and not isinstance(right, bool)
+    )
     if operator == "**" and ints and right > 0 and abs(left) > 1:
         if right * math.log2(abs(left)) > MAX_INT_BITS:
-            raise TemplateError(f"{left} ** {right} is larger than {MAX_INT_BITS} bits, "
-                                "fleetpy's limit for a number in a template")
+            raise TemplateError(
+                f"{left} ** {right} is larger than {MAX_INT_BITS} bits, "
+                "fleetpy's limit for a number in a template"
+            )
     elif operator == "*":
         if ints and left.bit_length() + right.bit_length() > MAX_INT_BITS:
-            raise TemplateError(f"a product larger than {MAX_INT_BITS} bits, "
-                                "fleetpy's limit for a number in a template")
+            raise TemplateError(
+                f"a product larger than {MAX_INT_BITS} bits, "
+                "fleetpy's limit for a number in a template"
+            )
         for sequence, count in ((left, right), (right, left)):
             size = _length(sequence)
             if size is not None and isinstance(count, int) and size * count > MAX_VALUE_LENGTH:
@@ -273,8 +300,10 @@ def _check_percent_format(fmt: str) -> None:
     for match in _PERCENT.finditer(fmt):
         for number in match.group(1, 2):
             if number == "*" or (number is not None and _too_wide(number)):
-                raise TemplateError(f"format {_short(match.group())} asks for a width above "
-                                    f"{MAX_FORMAT_WIDTH}, fleetpy's limit")
+                raise TemplateError(
+                    f"format {_short(match.group())} asks for a width above "
+                    f"{MAX_FORMAT_WIDTH}, fleetpy's limit"
+                )
 
 
 def _check_brace_format(fmt: str) -> None:
@@ -284,8 +313,10 @@ def _check_brace_format(fmt: str) -> None:
         return  # str.format reports it when called
     for _, _, spec, _ in fields:
         if spec and ("{" in spec or any(_too_wide(n) for n in re.findall(r"\d+", spec))):
-            raise TemplateError(f"format spec {_short(spec)} asks for a width above "
-                                f"{MAX_FORMAT_WIDTH} (or a nested field), fleetpy's limit")
+            raise TemplateError(
+                f"format spec {_short(spec)} asks for a width above "
+                f"{MAX_FORMAT_WIDTH} (or a nested field), fleetpy's limit"
+            )
 
 
 def _check_width(width: Any, what: str) -> None:
@@ -340,14 +371,16 @@ _FILTER_CHECKS: dict[str, Callable[[tuple[Any, ...], Mapping[str, Any]], None]] 
     "center": lambda a, k: _check_width(_arg(a, k, 1, "width"), "the centered text"),
     "indent": _check_indent,
     "format": lambda a, k: _check_percent_format(str(_arg(a, k, 0, "value"))),
-    "replace": lambda a, k: _check_replace(_arg(a, k, 0, "s"), _arg(a, k, 1, "old"),
-                                           _arg(a, k, 2, "new")),
+    "replace": lambda a, k: _check_replace(
+        _arg(a, k, 0, "s"), _arg(a, k, 1, "old"), _arg(a, k, 2, "new")
+    ),
     "slice": lambda a, k: _check_width(_arg(a, k, 1, "slices"), "the number of slices"),
     "join": lambda a, k: _check_join(_arg(a, k, 0, "value"), _arg(a, k, 1, "d")),
     "tojson": lambda a, k: _check_width(_arg(a, k, 1, "indent"), "the JSON indentation"),
     "batch": lambda a, k: _check_width(_arg(a, k, 1, "linecount"), "a batch"),
-    "wordwrap": lambda a, k: _check_wordwrap(_arg(a, k, 0, "s"), _arg(a, k, 1, "width"),
-                                             _arg(a, k, 3, "wrapstring")),
+    "wordwrap": lambda a, k: _check_wordwrap(
+        _arg(a, k, 0, "s"), _arg(a, k, 1, "width"), _arg(a, k, 3, "wrapstring")
+    ),
 }
 
 
@@ -396,13 +429,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     concat = staticmethod(_bounded_join)
     bounded_join = staticmethod(_bounded_join)
 
-    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
-                   right: Any) -> Any:
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
         _check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
-    def call(__self, __context: jinja2.runtime.Context, __obj: Any,
-             *args: Any, **kwargs: Any) -> Any:
+    def call(
+        __self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         owner = getattr(__obj, "__self__", None)
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(owner, str):
             _check_str_method(owner, __obj.__name__, args)
@@ -421,16 +456,20 @@ class _ConfinedLoader(jinja2.BaseLoader):
     Each file is read as a regular file of at most MAX_TEMPLATE_BYTES.
     """
 
-    def __init__(self, directory: str, preloaded: Mapping[str, tuple[str, str]] | None = None
-                 ) -> None:
+    def __init__(
+        self, directory: str, preloaded: Mapping[str, tuple[str, str]] | None = None
+    ) -> None:
         self.directory = directory
         self._real = os.path.realpath(directory)
         self._preloaded = dict(preloaded or {})
         # filename -> name, for messages: every file this loader handed out.
-        self.files: dict[str, str] = {filename: name for name, (_, filename) in self._preloaded.items()}
+        self.files: dict[str, str] = {
+            filename: name for name, (_, filename) in self._preloaded.items()
+        }
 
-    def get_source(self, environment: jinja2.Environment, template: str
-                   ) -> tuple[str, str, Callable[[], bool]]:
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
         if template in self._preloaded:
             source, filename = self._preloaded[template]
             return source, filename, lambda: True
@@ -441,8 +480,10 @@ class _ConfinedLoader(jinja2.BaseLoader):
         filename = os.path.join(self.directory, *[part for part in parts if part not in ("", ".")])
         real = os.path.realpath(filename)
         if os.path.commonpath([self._real, real]) != self._real:
-            raise TemplateError(f"included template {shown} is a symbolic link to "
-                                f"{display_path(real)}, outside the template directory")
+            raise TemplateError(
+                f"included template {shown} is a symbolic link to "
+                f"{display_path(real)}, outside the template directory"
+            )
         if not os.path.lexists(real):
             raise jinja2.TemplateNotFound(template)
         try:
@@ -453,8 +494,9 @@ class _ConfinedLoader(jinja2.BaseLoader):
         return source, filename, lambda: True
 
 
-def make_environment(search_path: str | os.PathLike[str],
-                     preloaded: Mapping[str, tuple[str, str]] | None = None) -> jinja2.Environment:
+def make_environment(
+    search_path: str | os.PathLike[str], preloaded: Mapping[str, tuple[str, str]] | None = None
+) -> jinja2.Environment:
     """The sandboxed environment templates render in, loading from `search_path` only."""
     env = _Sandbox(
         loader=_ConfinedLoader(os.fspath(search_path), preloaded),
@@ -526,8 +568,11 @@ def _render_chunks(template: jinja2.Template, values: dict[str, Any]) -> str:
         size += len(chunk.encode("utf-8", "surrogatepass"))
         if size > MAX_OUTPUT_BYTES:
             # Thrown into the template so the error carries the line that crossed the limit.
-            stream.throw(TemplateError(
-                f"output larger than {MAX_OUTPUT_BYTES // MiB} MiB, fleetpy's limit for a rendered unit"))
+            stream.throw(
+                TemplateError(
+                    f"output larger than {MAX_OUTPUT_BYTES // MiB} MiB, fleetpy's limit for a rendered unit"
+                )
+            )
         chunks.append(chunk)
     return "".join(chunks)
 
@@ -583,7 +628,9 @@ def render(
 
 # The child runs with the running fleetpy first on sys.path and without the
 # current directory (-P): a jinja2.py in the user's directory is not imported.
-_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from fleetpy.template import _serve; _serve()"
+_WORKER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from fleetpy.template import _serve; _serve()"
+)
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -613,8 +660,9 @@ def render_bounded(
     return render_all_bounded([job], timeout=timeout, memory=memory)[0]
 
 
-def render_all_bounded(jobs: Sequence[RenderJob], *, timeout: float | None = None,
-                       memory: int = RENDER_MEMORY) -> list[str]:
+def render_all_bounded(
+    jobs: Sequence[RenderJob], *, timeout: float | None = None, memory: int = RENDER_MEMORY
+) -> list[str]:
     """Render every job in one child process (one start-up for a whole deployment);
     all or nothing: the first failing job's error is raised. `timeout` covers all of
     them (default RENDER_TIMEOUT, plus 0.1 s per job beyond the first hundred)."""
@@ -626,21 +674,33 @@ def render_all_bounded(jobs: Sequence[RenderJob], *, timeout: float | None = Non
         label = display_path(job.source_name or job.template)
         if not isinstance(job.values, Mapping) or not all(isinstance(k, str) for k in job.values):
             raise TemplateError(f"values for {label} must be a mapping with string keys")
-        requests.append({"path": os.fspath(job.template), "values": dict(job.values),
-                         "source_name": job.source_name or os.fspath(job.template)})
+        requests.append(
+            {
+                "path": os.fspath(job.template),
+                "values": dict(job.values),
+                "source_name": job.source_name or os.fspath(job.template),
+            }
+        )
     try:
-        request = pickle.dumps({"jobs": requests, "memory": memory,
-                                "cpu_seconds": math.ceil(timeout) + 1})
+        request = pickle.dumps(
+            {"jobs": requests, "memory": memory, "cpu_seconds": math.ceil(timeout) + 1}
+        )
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
-        raise TemplateError(f"values for {first} cannot be passed to the renderer: "
-                            f"{_one_line(exc)}") from None
+        raise TemplateError(
+            f"values for {first} cannot be passed to the renderer: {_one_line(exc)}"
+        ) from None
     try:
         result = subprocess.run(
             [sys.executable, "-P", "-c", _WORKER, _PACKAGE_ROOT],
-            input=request, capture_output=True, timeout=timeout, check=False)
+            input=request,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        raise TemplateError(f"{first}: rendering took longer than {timeout:g} s "
-                            "(a loop without end?)") from None
+        raise TemplateError(
+            f"{first}: rendering took longer than {timeout:g} s (a loop without end?)"
+        ) from None
     except OSError as exc:
         raise TemplateError(f"{first}: cannot start the renderer: {exc.strerror or exc}") from None
     try:
@@ -654,8 +714,7 @@ def render_all_bounded(jobs: Sequence[RenderJob], *, timeout: float | None = Non
     raise TemplateError(f"{first}: {_worker_failure(result, timeout, memory)}")
 
 
-def _worker_failure(result: subprocess.CompletedProcess[bytes], timeout: float,
-                    memory: int) -> str:
+def _worker_failure(result: subprocess.CompletedProcess[bytes], timeout: float, memory: int) -> str:
     if result.returncode == -signal.SIGXCPU:
         return f"rendering used more than {timeout:g} s of CPU time (a loop without end?)"
     if result.returncode == -signal.SIGKILL:
@@ -670,9 +729,11 @@ def _worker_failure(result: subprocess.CompletedProcess[bytes], timeout: float,
 
 
 def _limit_resources(memory: int, cpu_seconds: int) -> None:
-    for limit, soft, hard in ((resource.RLIMIT_AS, memory, memory),
-                              (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
-                              (resource.RLIMIT_CORE, 0, 0)):
+    for limit, soft, hard in (
+        (resource.RLIMIT_AS, memory, memory),
+        (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
+        (resource.RLIMIT_CORE, 0, 0),
+    ):
         _current_soft, current_hard = resource.getrlimit(limit)
         if current_hard != resource.RLIM_INFINITY:
             hard = min(hard, current_hard)
@@ -742,7 +803,9 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise TemplateError(f"--set {item}: {'.'.join(parts[: depth + 1])} is already set to a value")
+                raise TemplateError(
+                    f"--set {item}: {'.'.join(parts[: depth + 1])} is already set to a value"
+                )
             node = child
         if isinstance(node.get(parts[-1]), dict):
             raise TemplateError(f"--set {item}: {key} is already a mapping")

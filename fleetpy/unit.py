@@ -32,8 +32,19 @@ from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
 
 UNIT_SUFFIXES: frozenset[str] = frozenset(
     {
-        "automount", "busname", "device", "mount", "path", "scope", "service",
-        "slice", "snapshot", "socket", "swap", "target", "timer",
+        "automount",
+        "busname",
+        "device",
+        "mount",
+        "path",
+        "scope",
+        "service",
+        "slice",
+        "snapshot",
+        "socket",
+        "swap",
+        "target",
+        "timer",
     }
 )
 TEMPLATE_SUFFIXES: frozenset[str] = frozenset({"path", "service", "socket", "target", "timer"})
@@ -112,13 +123,17 @@ def parse_name(name: str) -> UnitName:
         return UnitNameError(f"invalid unit name {name!r}: {reason}")
 
     if len(name) > MAX_NAME_LENGTH:
-        raise UnitNameError(f"invalid unit name {name[:40]!r}...: {len(name)} characters "
-                            f"(systemd's limit is {MAX_NAME_LENGTH})")
+        raise UnitNameError(
+            f"invalid unit name {name[:40]!r}...: {len(name)} characters "
+            f"(systemd's limit is {MAX_NAME_LENGTH})"
+        )
     stem, dot, suffix = name.rpartition(".")
     if not dot:
         raise bad("missing type suffix such as .service")
     if suffix not in UNIT_SUFFIXES:
-        raise bad(f"unknown type suffix .{suffix} (expected one of {', '.join(sorted(UNIT_SUFFIXES))})")
+        raise bad(
+            f"unknown type suffix .{suffix} (expected one of {', '.join(sorted(UNIT_SUFFIXES))})"
+        )
     # The first '@' splits prefix from instance, as in systemd and fleet.
     prefix, at, instance = stem.partition("@")
     if not prefix:
@@ -372,8 +387,16 @@ FLEET_OPTIONS: tuple[str, ...] = (
 MAX_PER_MACHINE_LIMIT = 100_000
 _SINGLE_VALUED = ("MachineID", "MachineOf", "Global", "Spread", "MaxPerMachine")
 _GLOBAL_COMPANIONS = ("MachineMetadata", "Conflicts")
-_BOOLEANS = {"true": True, "yes": True, "1": True, "on": True,
-             "false": False, "no": False, "0": False, "off": False}
+_BOOLEANS = {
+    "true": True,
+    "yes": True,
+    "1": True,
+    "on": True,
+    "false": False,
+    "no": False,
+    "0": False,
+    "off": False,
+}
 
 
 @dataclass(frozen=True)
@@ -399,8 +422,9 @@ def conflicts(name: str, options: FleetOptions, other: str, other_options: Fleet
     The engine's placement and the agents' choice of global units both use it."""
     if name == other:
         return False
-    return (any(glob_matcher(glob)(other) for glob in options.conflicts)
-            or any(glob_matcher(glob)(name) for glob in other_options.conflicts))
+    return any(glob_matcher(glob)(other) for glob in options.conflicts) or any(
+        glob_matcher(glob)(name) for glob in other_options.conflicts
+    )
 
 
 def _expand_specifiers(value: str, unit: UnitName, key: str) -> str:
@@ -468,14 +492,27 @@ def _split_words(value: str, key: str, unit: str) -> list[str]:
 def _suggest(key: str) -> str:
     lowered = {option.lower(): option for option in FLEET_OPTIONS}
     close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)
-    return f"; did you mean {lowered[close[0]]}=?" if close else f" (known: {', '.join(FLEET_OPTIONS)})"
+    return (
+        f"; did you mean {lowered[close[0]]}=?"
+        if close
+        else f" (known: {', '.join(FLEET_OPTIONS)})"
+    )
 
 
 # Sections systemd reads in unit files (systemd.unit(5) and the per-type pages); other
 # sections must be X- extensions, which systemd ignores.
 KNOWN_SECTIONS: tuple[str, ...] = (
-    "Unit", "Install", "Service", "Socket", "Mount", "Automount", "Swap", "Path", "Timer",
-    "Slice", "Scope",
+    "Unit",
+    "Install",
+    "Service",
+    "Socket",
+    "Mount",
+    "Automount",
+    "Swap",
+    "Path",
+    "Timer",
+    "Slice",
+    "Scope",
 )
 
 
@@ -491,13 +528,15 @@ def check_sections(unit: UnitFile, name: str) -> None:
         cutoff = 0.8 if section.startswith("X-") else 0.6
         close = difflib.get_close_matches(section.lower(), list(candidates), n=1, cutoff=cutoff)
         if close:
-            raise FleetOptionError(f"unknown section [{section}] in {name}; "
-                                   f"did you mean [{candidates[close[0]]}]?")
+            raise FleetOptionError(
+                f"unknown section [{section}] in {name}; did you mean [{candidates[close[0]]}]?"
+            )
         if not section.startswith("X-"):
             raise FleetOptionError(
                 f"unknown section [{section}] in {name} (systemd reads "
                 f"{', '.join(f'[{s}]' for s in KNOWN_SECTIONS)}, [{FLEET_SECTION}]; "
-                "extensions start with X-)")
+                "extensions start with X-)"
+            )
 
 
 def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
@@ -517,7 +556,9 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
         for value in values:
             words = _split_words(_expand_specifiers(value, uname, key), key, name)
             if not words or not all(words):
-                raise FleetOptionError(f"empty [X-Fleet] {key}= in {name} (after specifier expansion)")
+                raise FleetOptionError(
+                    f"empty [X-Fleet] {key}= in {name} (after specifier expansion)"
+                )
             raw[key].append(words)
 
     def single(key: str) -> str | None:
@@ -525,7 +566,9 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
             return None
         words = raw[key][0]
         if len(words) != 1:
-            raise FleetOptionError(f"[X-Fleet] {key}= in {name} takes one value, got {len(words)}: {' '.join(words)}")
+            raise FleetOptionError(
+                f"[X-Fleet] {key}= in {name} takes one value, got {len(words)}: {' '.join(words)}"
+            )
         return words[0]
 
     def all_words(key: str) -> list[str]:
@@ -538,7 +581,9 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
             except UnitNameError as exc:
                 raise FleetOptionError(f"[X-Fleet] {key}= in {name}: {exc}") from None
             if target.is_template:
-                raise FleetOptionError(f"[X-Fleet] {key}={word} in {name} names a template, which never runs")
+                raise FleetOptionError(
+                    f"[X-Fleet] {key}={word} in {name} names a template, which never runs"
+                )
             if word == name:
                 raise FleetOptionError(f"[X-Fleet] {key}={word} in {name} names the unit itself")
 
@@ -587,14 +632,18 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
 
     spread = single("Spread")
     if spread is not None and "=" in spread:
-        raise FleetOptionError(f"[X-Fleet] Spread={spread} in {name} must be a metadata key, not key=value")
+        raise FleetOptionError(
+            f"[X-Fleet] Spread={spread} in {name} must be a metadata key, not key=value"
+        )
 
     max_text = single("MaxPerMachine")
     max_per_machine: int | None = None
     if max_text is not None:
         # Length first: int() of thousands of digits raises (or takes long).
-        if (not re.fullmatch(r"[0-9]{1,7}", max_text) or not
-                1 <= int(max_text) <= MAX_PER_MACHINE_LIMIT):
+        if (
+            not re.fullmatch(r"[0-9]{1,7}", max_text)
+            or not 1 <= int(max_text) <= MAX_PER_MACHINE_LIMIT
+        ):
             shown = max_text if len(max_text) <= 20 else max_text[:20] + "..."
             raise FleetOptionError(
                 f"invalid [X-Fleet] MaxPerMachine={shown} in {name} (expected an integer "
@@ -605,7 +654,9 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
     return FleetOptions(
         machine_id=machine_id,
         machine_of=machine_of,
-        machine_metadata=tuple((key, tuple(sorted(vals))) for key, vals in sorted(metadata.items())),
+        machine_metadata=tuple(
+            (key, tuple(sorted(vals))) for key, vals in sorted(metadata.items())
+        ),
         conflicts=tuple(dict.fromkeys(conflicts)),
         is_global=is_global,
         replaces=tuple(dict.fromkeys(replaces)),

@@ -32,8 +32,9 @@ class ObservedUnit:
     message: str = ""
 
     def state(self, machine: str) -> UnitState:
-        return UnitState(self.name, machine, self.load, self.active, self.sub, self.hash,
-                         self.message)
+        return UnitState(
+            self.name, machine, self.load, self.active, self.sub, self.hash, self.message
+        )
 
 
 @dataclass(frozen=True)
@@ -111,18 +112,22 @@ class SimulatedUnitManager:
                         self._failing.discard(action.name)
                 elif isinstance(action, StartUnit) and unit is not None:
                     if action.name in self._failing:
-                        new = ObservedUnit(unit.name, unit.hash, "loaded", "failed", "failed",
-                                           True, "exit code 1")
+                        new = ObservedUnit(
+                            unit.name, unit.hash, "loaded", "failed", "failed", True, "exit code 1"
+                        )
                     elif self.start_seconds > 0:
-                        new = ObservedUnit(unit.name, unit.hash, "loaded", "activating",
-                                           "start", True)
-                        timer = threading.Timer(self.start_seconds, self._started,
-                                                (unit.name, unit.hash))
+                        new = ObservedUnit(
+                            unit.name, unit.hash, "loaded", "activating", "start", True
+                        )
+                        timer = threading.Timer(
+                            self.start_seconds, self._started, (unit.name, unit.hash)
+                        )
                         timer.daemon = True
                         timer.start()
                     else:
-                        new = ObservedUnit(unit.name, unit.hash, "loaded", "active", "running",
-                                           True)
+                        new = ObservedUnit(
+                            unit.name, unit.hash, "loaded", "active", "running", True
+                        )
                 elif isinstance(action, StopUnit) and unit is not None:
                     new = ObservedUnit(unit.name, unit.hash, "loaded", "inactive", "dead", False)
                 elif isinstance(action, RemoveUnit) and unit is not None:
@@ -146,8 +151,9 @@ class SimulatedUnitManager:
         """Test hook: the unit's process died."""
         with self._lock:
             unit = self._units[name]
-            self._units[name] = ObservedUnit(name, unit.hash, "loaded", "failed", "failed",
-                                             unit.launched)
+            self._units[name] = ObservedUnit(
+                name, unit.hash, "loaded", "failed", "failed", unit.launched
+            )
             new = self._units[name]
         if self._listener:
             self._listener(new)

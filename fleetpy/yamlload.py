@@ -71,14 +71,14 @@ def _short(value: str, limit: int = 60) -> str:
 
 
 def _tag(tag: str) -> str:
-    return "!!" + tag[len(_TAG_PREFIX):] if tag.startswith(_TAG_PREFIX) else tag
+    return "!!" + tag[len(_TAG_PREFIX) :] if tag.startswith(_TAG_PREFIX) else tag
 
 
 def _checked_events(text: str, max_depth: int, max_nodes: int) -> list[Event]:
     """All parser events, refusing too deep, too big once expanded, or recursive."""
     events: list[Event] = []
-    sizes: dict[str, int] = {}       # anchor -> its node count with aliases expanded
-    frames: list[list[Any]] = []     # open collections: [anchor, node count of children]
+    sizes: dict[str, int] = {}  # anchor -> its node count with aliases expanded
+    frames: list[list[Any]] = []  # open collections: [anchor, node count of children]
     total = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         events.append(event)
@@ -88,8 +88,11 @@ def _checked_events(text: str, max_depth: int, max_nodes: int) -> list[Event]:
             continue
         if isinstance(event, AliasEvent):
             if any(frame[0] == event.anchor for frame in frames):
-                raise _Limit(line, f"alias *{event.anchor} refers to a node that contains it "
-                                   "(recursive values are not supported)")
+                raise _Limit(
+                    line,
+                    f"alias *{event.anchor} refers to a node that contains it "
+                    "(recursive values are not supported)",
+                )
             # An undefined alias is the composer's error, reported after this pass.
             added = sizes.get(event.anchor, 1) if event.anchor is not None else 1
         elif isinstance(event, (ScalarEvent, CollectionStartEvent)):
@@ -105,8 +108,9 @@ def _checked_events(text: str, max_depth: int, max_nodes: int) -> list[Event]:
             continue
         total += added
         if total > max_nodes:
-            raise _Limit(line, f"more than {max_nodes} values once aliases are expanded "
-                               "(an alias bomb?)")
+            raise _Limit(
+                line, f"more than {max_nodes} values once aliases are expanded (an alias bomb?)"
+            )
         if frames:
             frames[-1][1] += added
         if isinstance(event, ScalarEvent) and event.anchor is not None:
@@ -179,15 +183,19 @@ class _Loader(_Replay, Composer, SafeConstructor, Resolver):
                 sources = list(value_node.value)
             else:
                 raise ConstructorError(
-                    "while constructing a mapping", node.start_mark,
+                    "while constructing a mapping",
+                    node.start_mark,
                     f"expected a mapping or list of mappings for merging, but found {value_node.id}",
-                    value_node.start_mark)
+                    value_node.start_mark,
+                )
             for source in reversed(sources):
                 if not isinstance(source, MappingNode):
                     raise ConstructorError(
-                        "while constructing a mapping", node.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
                         f"expected a mapping for merging, but found {source.id}",
-                        source.start_mark)
+                        source.start_mark,
+                    )
                 self.flatten_mapping(source)
                 merged.extend(source.value)
         node.value = merged + own
@@ -217,7 +225,9 @@ class _Loader(_Replay, Composer, SafeConstructor, Resolver):
         except yaml.YAMLError:
             raise
         except RecursionError:
-            raise ConstructorError(None, None, "values nested too deeply", node.start_mark) from None
+            raise ConstructorError(
+                None, None, "values nested too deeply", node.start_mark
+            ) from None
         except Exception as exc:
             what = f" {_short(node.value)}" if isinstance(node, ScalarNode) else ""
             raise ConstructorError(
@@ -225,8 +235,9 @@ class _Loader(_Replay, Composer, SafeConstructor, Resolver):
             ) from None
 
 
-def _compose(text: str, source: str, error: type[FleetpyError], max_depth: int,
-             max_nodes: int) -> tuple[_Loader, Node | None]:
+def _compose(
+    text: str, source: str, error: type[FleetpyError], max_depth: int, max_nodes: int
+) -> tuple[_Loader, Node | None]:
     try:
         loader = _Loader(_checked_events(text, max_depth, max_nodes))
         return loader, loader.get_single_node()
@@ -234,8 +245,9 @@ def _compose(text: str, source: str, error: type[FleetpyError], max_depth: int,
         raise _error(exc, text, source, error) from None
 
 
-def _construct(loader: _Loader, node: Node, text: str, source: str,
-               error: type[FleetpyError]) -> Any:
+def _construct(
+    loader: _Loader, node: Node, text: str, source: str, error: type[FleetpyError]
+) -> Any:
     try:
         # deep: construct everything now, in document order, so every mapping
         # is checked for duplicate keys before another one merges it.
@@ -260,8 +272,9 @@ def _error(exc: Exception, text: str, source: str, error: type[FleetpyError]) ->
     if isinstance(exc, yaml.reader.ReaderError):
         row = text.count("\n", 0, max(exc.position, 0)) + 1
         character = exc.character if isinstance(exc.character, int) else -1
-        return error(f"{source}:{row}: unacceptable character #x{character:04x}: "
-                     f"{_one_line(exc.reason)}")
+        return error(
+            f"{source}:{row}: unacceptable character #x{character:04x}: {_one_line(exc.reason)}"
+        )
     if isinstance(exc, RecursionError):
         return error(f"{source}: values nested too deeply")
     if isinstance(exc, yaml.YAMLError):
@@ -269,15 +282,27 @@ def _error(exc: Exception, text: str, source: str, error: type[FleetpyError]) ->
     return error(f"{source}: invalid YAML: {_one_line(exc) or type(exc).__name__}")
 
 
-def load_yaml(text: str, source: str, *, error: type[FleetpyError],
-              max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> Any:
+def load_yaml(
+    text: str,
+    source: str,
+    *,
+    error: type[FleetpyError],
+    max_depth: int = MAX_DEPTH,
+    max_nodes: int = MAX_NODES,
+) -> Any:
     """The one YAML document in `text` (None if empty); errors are `error("SOURCE:LINE: ...")`."""
     loader, node = _compose(text, source, error, max_depth, max_nodes)
     return None if node is None else _construct(loader, node, text, source, error)
 
 
-def load_yaml_mapping(text: str, source: str, *, error: type[FleetpyError],
-                      max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> dict[str, Any]:
+def load_yaml_mapping(
+    text: str,
+    source: str,
+    *,
+    error: type[FleetpyError],
+    max_depth: int = MAX_DEPTH,
+    max_nodes: int = MAX_NODES,
+) -> dict[str, Any]:
     """A document whose top level maps names (strings) to values; an empty one is {}."""
     loader, node = _compose(text, source, error, max_depth, max_nodes)
     if node is None:
@@ -287,8 +312,10 @@ def load_yaml_mapping(text: str, source: str, *, error: type[FleetpyError],
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise error(f"{source}:{line}: the top level must be a mapping of names to values, "
-                    f"not {type(data).__name__}")
+        raise error(
+            f"{source}:{line}: the top level must be a mapping of names to values, "
+            f"not {type(data).__name__}"
+        )
     for key in data:
         if not isinstance(key, str):
             where = _key_line(node) or line

@@ -43,21 +43,29 @@ def main() -> int:
 
         def fleetpy(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
             print(f"$ fleetpy {' '.join(argv)}", flush=True)
-            code = subprocess.run([sys.executable, "-m", "fleetpy", *argv], env=env,
-                                  cwd=work).returncode
+            code = subprocess.run(
+                [sys.executable, "-m", "fleetpy", *argv], env=env, cwd=work
+            ).returncode
             if code not in ok:
                 raise SystemExit(f"demo: fleetpy {' '.join(argv)} exited {code}")
 
-        engine = subprocess.Popen([sys.executable, "-m", "fleetpy", "engine"], env=env,
-                                  stderr=open(work / "engine.log", "w"))
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "fleetpy", "engine"],
+            env=env,
+            stderr=open(work / "engine.log", "w"),
+        )
         pool = HostPool(rootfs=rootfs, state_root=work / "hosts", etcd_endpoints=[etcd.endpoint])
         try:
             say(f"etcd at {etcd.endpoint}; booting 3 hosts")
             hosts = pool.start(3, metadata=[{"rack": "a"}, {"rack": "b"}, {"rack": "c"}], ttl=5)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                out = subprocess.run([sys.executable, "-m", "fleetpy", "list-machines",
-                                      "--no-legend"], env=env, capture_output=True, text=True)
+                out = subprocess.run(
+                    [sys.executable, "-m", "fleetpy", "list-machines", "--no-legend"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 if len(out.stdout.splitlines()) == 3:
                     break
                 time.sleep(0.5)
@@ -72,14 +80,27 @@ def main() -> int:
             fleetpy("list-unit-files", "--fields", "unit,dstate,state,target,owner")
             fleetpy("list-units")
             print("$ docker ps", flush=True)
-            subprocess.run(["docker", "ps", "--format", "table {{.Names}}\t{{.Image}}\t{{.Status}}"])
+            subprocess.run(
+                ["docker", "ps", "--format", "table {{.Names}}\t{{.Image}}\t{{.Status}}"]
+            )
             first = hosts[0]
             print(f"$ systemctl status (on {first.name})", flush=True)
-            print(first.systemctl("list-units", "--no-pager", "web@*", "web-sidekick@*",
-                                  "hello.service", "monitor.service", check=False).stdout)
+            print(
+                first.systemctl(
+                    "list-units",
+                    "--no-pager",
+                    "web@*",
+                    "web-sidekick@*",
+                    "hello.service",
+                    "monitor.service",
+                    check=False,
+                ).stdout
+            )
 
             if args.keep:
-                say(f"cluster up: FLEETPY_ENDPOINT={etcd.endpoint} fleetpy list-units; Ctrl-C ends it")
+                say(
+                    f"cluster up: FLEETPY_ENDPOINT={etcd.endpoint} fleetpy list-units; Ctrl-C ends it"
+                )
                 while True:
                     time.sleep(3600)
 

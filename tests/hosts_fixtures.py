@@ -45,8 +45,10 @@ def require_host_prerequisites() -> None:
     if missing:
         problems.append("missing " + " ".join(missing))
     if problems:
-        reason = ("real hosts need root and systemd-container, debootstrap, docker.io, busybox-static: "
-                  + "; ".join(problems))
+        reason = (
+            "real hosts need root and systemd-container, debootstrap, docker.io, busybox-static: "
+            + "; ".join(problems)
+        )
         if on_ci():
             pytest.fail(reason)
         pytest.skip(reason)
@@ -68,8 +70,13 @@ def host_docker() -> str:
 
 
 @pytest.fixture
-def hosts(host_rootfs: Path, host_docker: str, etcd: Any, prefix: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFactory]:
+def hosts(
+    host_rootfs: Path,
+    host_docker: str,
+    etcd: Any,
+    prefix: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HostFactory]:
     """Factory: hosts(n, metadata=None, **launch_host options) -> list[Host].
 
     metadata is one mapping for every host or a list with one per host;
@@ -77,11 +84,18 @@ def hosts(host_rootfs: Path, host_docker: str, etcd: Any, prefix: str,
     hosts are killed at teardown, also when the test failed; their console
     logs stay under pytest's tmp dir.
     """
-    pool = HostPool(rootfs=host_rootfs, state_root=tmp_path_factory.mktemp("hosts"),
-                    etcd_endpoints=[etcd.endpoint])
+    pool = HostPool(
+        rootfs=host_rootfs,
+        state_root=tmp_path_factory.mktemp("hosts"),
+        etcd_endpoints=[etcd.endpoint],
+    )
 
-    def start(n: int = 1, *, metadata: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
-              **options: Any) -> list[Host]:
+    def start(
+        n: int = 1,
+        *,
+        metadata: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+        **options: Any,
+    ) -> list[Host]:
         options.setdefault("etcd_prefix", prefix)
         return pool.start(n, metadata=metadata, **options)
 

@@ -37,8 +37,11 @@ def imports_of(path: Path) -> set[str]:
                 continue
             found.add(target)
             for alias in node.names:  # `from . import config` names a module
-                if (PACKAGE.parent / (target + "." + alias.name).replace(".", "/")).with_suffix(
-                        ".py").exists():
+                if (
+                    (PACKAGE.parent / (target + "." + alias.name).replace(".", "/"))
+                    .with_suffix(".py")
+                    .exists()
+                ):
                     found.add(f"{target}.{alias.name}")
     found.discard(name)
     return found
@@ -55,7 +58,7 @@ def test_no_import_cycles() -> None:
 
     def visit(node: str, path: list[str]) -> None:
         if node in path:
-            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(node):], node]))
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(node) :], node]))
         if node in done:
             return
         for target in sorted(edges[node]):
@@ -67,11 +70,14 @@ def test_no_import_cycles() -> None:
 
 
 def test_core_pulls_in_neither_the_cli_libraries_nor_the_cluster_harness() -> None:
-    code = ("import sys; import " + ", ".join(CORE) + "; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'rich') "
-            "or m.startswith('fleetpy.cluster')))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, cwd=PACKAGE.parent)
+    code = (
+        "import sys; import " + ", ".join(CORE) + "; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'rich') "
+        "or m.startswith('fleetpy.cluster')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
     assert result.stdout.strip() == "[]"
 
 

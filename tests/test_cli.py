@@ -47,6 +47,7 @@ def run(etcd: EtcdServer, prefix: str) -> Run:
 
     def invoke(*args: str) -> Result:
         return runner.invoke(app, ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix, *args])
+
     return invoke
 
 
@@ -75,8 +76,9 @@ def one_error_line(result: Result, progress: bool = False) -> str:
 # ----------------------------------------------------------------------------- verbs
 
 
-def test_submit_start_list_cat_stop_unload_destroy(run: Run, registry: Registry,
-                                                   units_dir: Path) -> None:
+def test_submit_start_list_cat_stop_unload_destroy(
+    run: Run, registry: Registry, units_dir: Path
+) -> None:
     a, b = write(units_dir, "web1.service"), write(units_dir, "web2.service", SERVICE + "#\nA=1\n")
     result = run("submit", a, b)
     assert result.exit_code == 0, result.output
@@ -89,8 +91,9 @@ def test_submit_start_list_cat_stop_unload_destroy(run: Run, registry: Registry,
 
     data = json.loads(run("list-unit-files", "-o", "json").stdout)
     assert [row["unit"] for row in data] == ["web1.service", "web2.service"]
-    assert all(set(row) == {"unit", "hash", "desired_state", "state", "machine", "reason"}
-               for row in data)
+    assert all(
+        set(row) == {"unit", "hash", "desired_state", "state", "machine", "reason"} for row in data
+    )
     assert data[0]["hash"] == registry.get_unit("web1.service").hash  # type: ignore[union-attr]
     assert data[0]["desired_state"] == "launched" and data[0]["machine"] is None
 
@@ -120,8 +123,7 @@ def test_template_instance_by_name(run: Run, registry: Registry, units_dir: Path
     assert "app@.service is a template" in one_error_line(result)
 
 
-def test_load_submits_files_and_global_flag(run: Run, registry: Registry,
-                                            units_dir: Path) -> None:
+def test_load_submits_files_and_global_flag(run: Run, registry: Registry, units_dir: Path) -> None:
     path = write(units_dir, "mon.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")
     assert run("load", "--no-block", path).exit_code == 0
     record = registry.get_unit("mon.service")
@@ -129,7 +131,12 @@ def test_load_submits_files_and_global_flag(run: Run, registry: Registry,
     data = json.loads(run("list-unit-files", "--output", "json").stdout)
     assert data[0]["machine"] is None
     assert run("list-unit-files", "--no-legend").stdout.split() == [
-        "mon.service", record.hash[:7], "loaded", "inactive", "-"]
+        "mon.service",
+        record.hash[:7],
+        "loaded",
+        "inactive",
+        "-",
+    ]
 
 
 # ----------------------------------------------------------------------------- user errors
@@ -142,23 +149,27 @@ BAD_TEXT = {
 }
 
 
-@pytest.mark.parametrize("args, message", [
-    (["start", "bad name.service"], "invalid unit name 'bad name.service'"),
-    (["start", "web.nope"], "unknown type suffix"),
-    (["start", "{dir}/syntax.service"], "syntax.service:3:"),
-    (["start", "{dir}/combo.service"], "cannot be combined"),
-    (["load", "{dir}/value.service"], "MaxPerMachine=zero"),
-    (["submit", "{dir}/missing.service"], "missing.service"),
-    (["start", "ghost.service"], "unit ghost.service is not submitted"),
-    (["start", "ghost@1.service"], "nor its template ghost@.service"),
-    (["stop", "loaded.service"], "unit loaded.service is not launched (desired state loaded)"),
-    (["stop", "zzz*"], "no submitted unit matches 'zzz*'"),
-    (["destroy", "ghost.service"], "unit ghost.service is not submitted"),
-    (["unload", "ghost.service"], "unit ghost.service is not submitted"),
-    (["cat", "ghost.service"], "unit ghost.service is not submitted"),
-])
-def test_bad_input_is_one_line_and_writes_nothing(run: Run, registry: Registry, units_dir: Path,
-                                                  args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["start", "bad name.service"], "invalid unit name 'bad name.service'"),
+        (["start", "web.nope"], "unknown type suffix"),
+        (["start", "{dir}/syntax.service"], "syntax.service:3:"),
+        (["start", "{dir}/combo.service"], "cannot be combined"),
+        (["load", "{dir}/value.service"], "MaxPerMachine=zero"),
+        (["submit", "{dir}/missing.service"], "missing.service"),
+        (["start", "ghost.service"], "unit ghost.service is not submitted"),
+        (["start", "ghost@1.service"], "nor its template ghost@.service"),
+        (["stop", "loaded.service"], "unit loaded.service is not launched (desired state loaded)"),
+        (["stop", "zzz*"], "no submitted unit matches 'zzz*'"),
+        (["destroy", "ghost.service"], "unit ghost.service is not submitted"),
+        (["unload", "ghost.service"], "unit ghost.service is not submitted"),
+        (["cat", "ghost.service"], "unit ghost.service is not submitted"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    run: Run, registry: Registry, units_dir: Path, args: list[str], message: str
+) -> None:
     for name, text in BAD_TEXT.items():
         write(units_dir, name, text)
     assert run("load", "--no-block", write(units_dir, "loaded.service")).exit_code == 0
@@ -166,8 +177,12 @@ def test_bad_input_is_one_line_and_writes_nothing(run: Run, registry: Registry, 
     before = snapshot(registry)
     args = [a.format(dir=units_dir) for a in args]
     extra = [good] if args[0] in ("start", "load", "submit") else []
-    result = run(*args[:1], *(["--no-block"] if args[0] != "submit" and args[0] in (
-        "start", "load") else []), *extra, *args[1:])
+    result = run(
+        *args[:1],
+        *(["--no-block"] if args[0] != "submit" and args[0] in ("start", "load") else []),
+        *extra,
+        *args[1:],
+    )
     assert result.exit_code == 1, result.output
     assert message in one_error_line(result)
     assert snapshot(registry) == before
@@ -184,22 +199,35 @@ def test_usage_errors_exit_2(run: Run, units_dir: Path) -> None:
 
 
 def test_bad_setting_value(etcd: EtcdServer) -> None:
-    result = CliRunner().invoke(app, ["--endpoint", etcd.endpoint, "--request-timeout", "soon",
-                                      "list-units"])
+    result = CliRunner().invoke(
+        app, ["--endpoint", etcd.endpoint, "--request-timeout", "soon", "list-units"]
+    )
     assert result.exit_code == 1
     assert "--request-timeout" in one_error_line(result)
 
 
 def python_m(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
-    return subprocess.run([sys.executable, "-m", "fleetpy", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "fleetpy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_unreachable_etcd_fails_fast_naming_the_endpoint(units_dir: Path) -> None:
     began = time.monotonic()
-    done = python_m("--endpoint", "http://127.0.0.1:1", "--request-timeout", "1",
-                    "start", "--no-block", write(units_dir, "a.service"))
+    done = python_m(
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "--request-timeout",
+        "1",
+        "start",
+        "--no-block",
+        write(units_dir, "a.service"),
+    )
     assert time.monotonic() - began < 3
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
@@ -213,7 +241,8 @@ def test_subprocess_bad_file_is_one_line(etcd: EtcdServer, prefix: str, units_di
     done = python_m("--endpoint", etcd.endpoint, "--etcd-prefix", prefix, "submit", path)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        f"fleetpy: error: {path}:1: invalid section header '[Service' (expected [Name])"]
+        f"fleetpy: error: {path}:1: invalid section header '[Service' (expected [Name])"
+    ]
 
 
 def test_version() -> None:
@@ -229,19 +258,23 @@ def test_blocking_start_without_engine_times_out(run: Run, units_dir: Path) -> N
     result = run("start", "--block-attempts", "2", write(units_dir, "a.service"))
     assert 1.9 < time.monotonic() - began < 5
     assert result.exit_code == 1
-    assert one_error_line(result, progress=True) == ("fleetpy: error: timed out after 2s waiting for a.service "
-                                      "to be launched (no engine is running)")
+    assert one_error_line(result, progress=True) == (
+        "fleetpy: error: timed out after 2s waiting for a.service "
+        "to be launched (no engine is running)"
+    )
 
 
-def test_blocking_start_reports_engine_reason(run: Run, registry: Registry,
-                                              units_dir: Path) -> None:
+def test_blocking_start_reports_engine_reason(
+    run: Run, registry: Registry, units_dir: Path
+) -> None:
     lease = registry.grant_lease(30)
     assert registry.campaign("test-engine", lease)
     registry.engine_write("test-engine", [[StoreReason("a.service", "no machines are alive")]])
     result = run("start", "--block-attempts", "1", write(units_dir, "a.service"))
     assert result.exit_code == 1
     assert one_error_line(result, progress=True).endswith(
-        "waiting for a.service to be launched (not placed: no machines are alive)")
+        "waiting for a.service to be launched (not placed: no machines are alive)"
+    )
 
 
 @pytest.fixture
@@ -259,19 +292,32 @@ def agent_thread(registry: Registry) -> Iterator[Callable[[str, str, float], Non
             time.sleep(delay)
             record = registry.get_unit(unit)
             assert record is not None
-            registry.report_states([UnitState(unit, "a" * 32, "loaded", active,
-                                              "running" if active == "active" else "dead",
-                                              record.hash)], lease)
+            registry.report_states(
+                [
+                    UnitState(
+                        unit,
+                        "a" * 32,
+                        "loaded",
+                        active,
+                        "running" if active == "active" else "dead",
+                        record.hash,
+                    )
+                ],
+                lease,
+            )
+
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         threads.append(thread)
+
     yield start
     for thread in threads:
         thread.join(15)
 
 
-def test_blocking_start_succeeds_when_the_agent_reports(run: Run, units_dir: Path,
-                                                        agent_thread: Callable[..., None]) -> None:
+def test_blocking_start_succeeds_when_the_agent_reports(
+    run: Run, units_dir: Path, agent_thread: Callable[..., None]
+) -> None:
     agent_thread("a.service", "active", 0.3)
     began = time.monotonic()
     result = run("start", "--block-attempts", "10", write(units_dir, "a.service"))
@@ -287,14 +333,18 @@ def test_blocking_stop_and_unload(run: Run, registry: Registry, units_dir: Path)
     lease = registry.grant_lease(30)
     machine = "b" * 32
     digest = registry.get_unit("a.service").hash  # type: ignore[union-attr]
-    registry.report_states([UnitState("a.service", machine, "loaded", "active", "running",
-                                      digest)], lease)
+    registry.report_states(
+        [UnitState("a.service", machine, "loaded", "active", "running", digest)], lease
+    )
 
     def later(action: Callable[[], None]) -> None:
         threading.Timer(0.3, action).start()
 
-    later(lambda: registry.report_states(
-        [UnitState("a.service", machine, "loaded", "inactive", "dead", digest)], lease))
+    later(
+        lambda: registry.report_states(
+            [UnitState("a.service", machine, "loaded", "inactive", "dead", digest)], lease
+        )
+    )
     result = run("stop", "--block-attempts", "5", "a.service")
     assert result.exit_code == 0, result.output
     assert "Unit a.service stopped on bbbbbbbb" in result.stdout
@@ -304,14 +354,17 @@ def test_blocking_stop_and_unload(run: Run, registry: Registry, units_dir: Path)
     assert "Unit a.service unloaded" in result.stdout
 
 
-def test_blocking_start_reports_failure_promptly(run: Run, units_dir: Path,
-                                                 agent_thread: Callable[..., None]) -> None:
+def test_blocking_start_reports_failure_promptly(
+    run: Run, units_dir: Path, agent_thread: Callable[..., None]
+) -> None:
     agent_thread("a.service", "failed", 0.3)
     began = time.monotonic()
     result = run("start", "--block-attempts", "30", write(units_dir, "a.service"))
     assert time.monotonic() - began < 5
     assert result.exit_code == 1
-    assert "a.service failed on aaaaaaaa/10.1.2.3: loaded/failed/dead" in one_error_line(result, progress=True)
+    assert "a.service failed on aaaaaaaa/10.1.2.3: loaded/failed/dead" in one_error_line(
+        result, progress=True
+    )
 
 
 # ----------------------------------------------------------------------------- listings
@@ -324,22 +377,40 @@ def cluster(run: Run, registry: Registry, units_dir: Path) -> dict[str, str]:
     lease = registry.grant_lease(60)
     registry.register_machine(MachineRecord(m1, "10.0.0.1", {"role": "web", "az": "b"}), lease)
     registry.register_machine(MachineRecord(m2, "10.0.0.2"), lease)
-    assert run("start", "--no-block", write(units_dir, "web.service"),
-               write(units_dir, "mon.service", SERVICE + "[X-Fleet]\nGlobal=true\n")).exit_code == 0
+    assert (
+        run(
+            "start",
+            "--no-block",
+            write(units_dir, "web.service"),
+            write(units_dir, "mon.service", SERVICE + "[X-Fleet]\nGlobal=true\n"),
+        ).exit_code
+        == 0
+    )
     assert run("submit", write(units_dir, "idle.service", SERVICE + "#\nI=1\n")).exit_code == 0
     units = registry.list_units()
     from fleetpy.registry import ScheduleEntry
+
     entry = ScheduleEntry("web.service", units["web.service"].hash, "launched", SERVICE)
     assert registry.campaign("test-engine", lease)
-    registry.engine_write("test-engine", [[PlaceUnit(m1, entry),
-                                           StoreReason("idle.service", "desired state is inactive")]])
-    registry.report_states([
-        UnitState("web.service", m1, "loaded", "active", "running", units["web.service"].hash),
-        UnitState("mon.service", m1, "loaded", "active", "running", units["mon.service"].hash),
-        UnitState("mon.service", m2, "loaded", "failed", "failed", units["mon.service"].hash),
-    ], lease)
-    return {"m1": m1, "m2": m2, "web": units["web.service"].hash,
-            "mon": units["mon.service"].hash, "idle": units["idle.service"].hash}
+    registry.engine_write(
+        "test-engine",
+        [[PlaceUnit(m1, entry), StoreReason("idle.service", "desired state is inactive")]],
+    )
+    registry.report_states(
+        [
+            UnitState("web.service", m1, "loaded", "active", "running", units["web.service"].hash),
+            UnitState("mon.service", m1, "loaded", "active", "running", units["mon.service"].hash),
+            UnitState("mon.service", m2, "loaded", "failed", "failed", units["mon.service"].hash),
+        ],
+        lease,
+    )
+    return {
+        "m1": m1,
+        "m2": m2,
+        "web": units["web.service"].hash,
+        "mon": units["mon.service"].hash,
+        "idle": units["idle.service"].hash,
+    }
 
 
 def table(result: Result) -> list[list[str]]:
@@ -355,16 +426,35 @@ def test_list_unit_files(run: Run, cluster: dict[str, str]) -> None:
         ["web.service", cluster["web"][:7], "launched", "launched", "11111111"],
     ]
     assert table(run("list-unit-files", "--full", "--no-legend", "--fields", "unit,hash,target"))[
-        2] == ["web.service", cluster["web"], cluster["m1"]]
+        2
+    ] == ["web.service", cluster["web"], cluster["m1"]]
     assert table(run("list-unit-files", "-l", "--fields", "UNIT,dstate"))[0] == ["UNIT", "DSTATE"]
     data = json.loads(run("list-unit-files", "-o", "json", "--fields", "unit").stdout)
     assert data == [
-        {"unit": "idle.service", "hash": cluster["idle"], "desired_state": "inactive",
-         "state": "inactive", "machine": None, "reason": "desired state is inactive"},
-        {"unit": "mon.service", "hash": cluster["mon"], "desired_state": "launched",
-         "state": "launched", "machine": None, "reason": None},
-        {"unit": "web.service", "hash": cluster["web"], "desired_state": "launched",
-         "state": "launched", "machine": cluster["m1"], "reason": None},
+        {
+            "unit": "idle.service",
+            "hash": cluster["idle"],
+            "desired_state": "inactive",
+            "state": "inactive",
+            "machine": None,
+            "reason": "desired state is inactive",
+        },
+        {
+            "unit": "mon.service",
+            "hash": cluster["mon"],
+            "desired_state": "launched",
+            "state": "launched",
+            "machine": None,
+            "reason": None,
+        },
+        {
+            "unit": "web.service",
+            "hash": cluster["web"],
+            "desired_state": "launched",
+            "state": "launched",
+            "machine": cluster["m1"],
+            "reason": None,
+        },
     ]
 
 
@@ -376,10 +466,17 @@ def test_list_units(run: Run, cluster: dict[str, str]) -> None:
         ["web.service", "11111111/10.0.0.1", "active", "running"],
     ]
     assert table(run("list-units", "--no-legend", "--full", "--fields", "machine,load"))[0] == [
-        f"{cluster['m1']}/10.0.0.1", "loaded"]
+        f"{cluster['m1']}/10.0.0.1",
+        "loaded",
+    ]
     data = json.loads(run("list-units", "-o", "json").stdout)
-    assert data[1] == {"unit": "mon.service", "machine": cluster["m2"], "load": "loaded",
-                       "active": "failed", "sub": "failed"}
+    assert data[1] == {
+        "unit": "mon.service",
+        "machine": cluster["m2"],
+        "load": "loaded",
+        "active": "failed",
+        "sub": "failed",
+    }
     assert all(set(row) == {"unit", "machine", "load", "active", "sub"} for row in data)
 
 
@@ -390,7 +487,9 @@ def test_list_machines(run: Run, cluster: dict[str, str]) -> None:
         ["22222222", "10.0.0.2", "-"],
     ]
     assert table(run("list-machines", "--no-legend", "-l", "--fields", "machine")) == [
-        [cluster["m1"]], [cluster["m2"]]]
+        [cluster["m1"]],
+        [cluster["m2"]],
+    ]
     assert json.loads(run("list-machines", "-o", "json").stdout) == [
         {"machine": cluster["m1"], "ip": "10.0.0.1", "metadata": {"az": "b", "role": "web"}},
         {"machine": cluster["m2"], "ip": "10.0.0.2", "metadata": {}},
@@ -422,38 +521,46 @@ def template_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_render_to_stdout_with_values_and_set(template_dir: Path) -> None:
-    result = CliRunner().invoke(app, ["render", "echo.service.j2", "--values", "values.yaml",
-                                      "--set", "greeting=bye"])
+    result = CliRunner().invoke(
+        app, ["render", "echo.service.j2", "--values", "values.yaml", "--set", "greeting=bye"]
+    )
     assert result.exit_code == 0, result.output
-    assert result.stdout == ("[Unit]\nDescription=hello\n\n[Service]\n"
-                             "ExecStart=/bin/echo bye\n")
+    assert result.stdout == ("[Unit]\nDescription=hello\n\n[Service]\nExecStart=/bin/echo bye\n")
 
 
 def test_render_to_file(template_dir: Path) -> None:
-    result = CliRunner().invoke(app, ["render", "echo.service.j2", "--values", "values.yaml",
-                                      "-o", "out/echo.service"])
+    result = CliRunner().invoke(
+        app, ["render", "echo.service.j2", "--values", "values.yaml", "-o", "out/echo.service"]
+    )
     assert result.exit_code == 1
-    assert one_error_line(result) == ("fleetpy: error: cannot write out/echo.service: "
-                                      "No such file or directory")
+    assert one_error_line(result) == (
+        "fleetpy: error: cannot write out/echo.service: No such file or directory"
+    )
     (template_dir / "out").mkdir()
-    result = CliRunner().invoke(app, ["render", "echo.service.j2", "--values", "values.yaml",
-                                      "-o", "out/echo.service"])
+    result = CliRunner().invoke(
+        app, ["render", "echo.service.j2", "--values", "values.yaml", "-o", "out/echo.service"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert (template_dir / "out/echo.service").read_text().endswith(
-        'ExecStart=/bin/echo "hi there"\n')
+    assert (
+        (template_dir / "out/echo.service").read_text().endswith('ExecStart=/bin/echo "hi there"\n')
+    )
     assert sorted(p.name for p in (template_dir / "out").iterdir()) == ["echo.service"]
 
 
-@pytest.mark.parametrize("files, args, message", [
-    ({}, ["--set", "description=x"], "echo.service.j2:5: "),  # greeting undefined
-    ({"echo.service.j2": "[Unit]\n{% if %}\n"}, [], "echo.service.j2:2: "),
-    ({"bad.yaml": "a: 1\nb: [\n"}, ["--values", "bad.yaml"], "bad.yaml:"),
-    ({}, ["--values", "missing.yaml"], "missing.yaml"),
-    ({}, ["--set", "novalue"], "--set novalue"),
-])
-def test_render_errors_leave_no_file(template_dir: Path, files: dict[str, str], args: list[str],
-                                     message: str) -> None:
+@pytest.mark.parametrize(
+    "files, args, message",
+    [
+        ({}, ["--set", "description=x"], "echo.service.j2:5: "),  # greeting undefined
+        ({"echo.service.j2": "[Unit]\n{% if %}\n"}, [], "echo.service.j2:2: "),
+        ({"bad.yaml": "a: 1\nb: [\n"}, ["--values", "bad.yaml"], "bad.yaml:"),
+        ({}, ["--values", "missing.yaml"], "missing.yaml"),
+        ({}, ["--set", "novalue"], "--set novalue"),
+    ],
+)
+def test_render_errors_leave_no_file(
+    template_dir: Path, files: dict[str, str], args: list[str], message: str
+) -> None:
     for name, text in files.items():
         (template_dir / name).write_text(text)
     before = sorted(p.name for p in template_dir.iterdir())
@@ -483,14 +590,18 @@ def test_render_keeps_an_existing_file_on_error(template_dir: Path) -> None:
 def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Settings]:
     """Replace run_engine/run_agent with recorders of the settings they get."""
     import fleetpy.daemons
+
     seen: dict[str, Settings] = {}
-    monkeypatch.setattr(fleetpy.daemons, "run_engine", lambda settings: seen.update(engine=settings))
+    monkeypatch.setattr(
+        fleetpy.daemons, "run_engine", lambda settings: seen.update(engine=settings)
+    )
     monkeypatch.setattr(fleetpy.daemons, "run_agent", lambda settings: seen.update(agent=settings))
     return seen
 
 
-def test_engine_verb_resolves_settings(captured: dict[str, Settings],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_verb_resolves_settings(
+    captured: dict[str, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FLEETPY_RECONCILE_INTERVAL", "7")
     result = CliRunner().invoke(app, ["--endpoint", "http://e:1", "engine", "--lease-ttl", "3"])
     assert result.exit_code == 0, result.output
@@ -499,13 +610,15 @@ def test_engine_verb_resolves_settings(captured: dict[str, Settings],
     assert settings.engine.reconcile_interval == 7.0 and settings.etcd.prefix == "/fleetpy"
 
 
-def test_agent_verb_merges_config_file(captured: dict[str, Settings],
-                                       tmp_path: Path) -> None:
+def test_agent_verb_merges_config_file(captured: dict[str, Settings], tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
-    path.write_text("endpoint: http://file:1\nmachine_id: m1\nttl: 20\n"
-                    "metadata: {role: web}\nunit_manager: simulated\n")
-    result = CliRunner().invoke(app, ["agent", "--config", str(path), "--ttl", "5",
-                                      "--public-ip", "10.0.0.1"])
+    path.write_text(
+        "endpoint: http://file:1\nmachine_id: m1\nttl: 20\n"
+        "metadata: {role: web}\nunit_manager: simulated\n"
+    )
+    result = CliRunner().invoke(
+        app, ["agent", "--config", str(path), "--ttl", "5", "--public-ip", "10.0.0.1"]
+    )
     assert result.exit_code == 0, result.output
     settings = captured["agent"]
     assert settings.etcd.endpoints == ("http://file:1",) and settings.agent.machine_id == "m1"
@@ -514,15 +627,23 @@ def test_agent_verb_merges_config_file(captured: dict[str, Settings],
     assert settings.agent.unit_manager is UnitManagerKind.SIMULATED
 
 
-@pytest.mark.parametrize("yaml_text, args, message", [
-    ("ttl: 5\nmetadata: [\n", [], "agent.yaml:3"),
-    ("colour: blue\n", [], "unknown setting 'colour'"),
-    ("", ["--ttl", "-1"], "invalid --ttl value '-1'"),
-    ("", ["--unit-manager", "docker"], "invalid --unit-manager value 'docker': expected systemd or simulated"),
-    ("", ["--metadata", "novalue"], "invalid metadata item 'novalue'"),
-])
-def test_agent_bad_settings(captured: dict[str, Settings], tmp_path: Path,
-                            yaml_text: str, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "yaml_text, args, message",
+    [
+        ("ttl: 5\nmetadata: [\n", [], "agent.yaml:3"),
+        ("colour: blue\n", [], "unknown setting 'colour'"),
+        ("", ["--ttl", "-1"], "invalid --ttl value '-1'"),
+        (
+            "",
+            ["--unit-manager", "docker"],
+            "invalid --unit-manager value 'docker': expected systemd or simulated",
+        ),
+        ("", ["--metadata", "novalue"], "invalid metadata item 'novalue'"),
+    ],
+)
+def test_agent_bad_settings(
+    captured: dict[str, Settings], tmp_path: Path, yaml_text: str, args: list[str], message: str
+) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(yaml_text)
     result = CliRunner().invoke(app, ["agent", "--config", str(path), *args])
@@ -531,12 +652,14 @@ def test_agent_bad_settings(captured: dict[str, Settings], tmp_path: Path,
     assert "agent" not in captured
 
 
-def test_keyboard_interrupt_exits_130_quietly(run: Run, units_dir: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyboard_interrupt_exits_130_quietly(
+    run: Run, units_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fleetpy import control
 
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
+
     monkeypatch.setattr(control, "submit", interrupted)
     result = run("submit", write(units_dir, "a.service"))
     assert result.exit_code == 130
@@ -551,11 +674,24 @@ def test_malformed_endpoint_is_one_line(units_dir: Path) -> None:
 
 def test_agent_without_dbus_bindings_is_one_line_naming_the_packages() -> None:
     """This venv has neither dbus-python nor PyGObject, as a new user's would not."""
-    result = subprocess.run([sys.executable, "-m", "fleetpy", "--endpoint", "http://127.0.0.1:1",
-                             "agent", "--machine-id", "m1"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fleetpy",
+            "--endpoint",
+            "http://127.0.0.1:1",
+            "agent",
+            "--machine-id",
+            "m1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         "fleetpy: error: the systemd unit manager needs D-Bus and GLib bindings (dbus is "
         "missing): apt-get install python3-dbus python3-gi, in a venv made with "
-        "--system-site-packages, or pip install 'fleetpy[agent]'"]
+        "--system-site-packages, or pip install 'fleetpy[agent]'"
+    ]

@@ -32,12 +32,18 @@ class ProcessCluster:
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, "-m", "fleetpy", *args], env=self.env,
-                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "fleetpy", *args],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
 
     def engine(self) -> subprocess.Popen[bytes]:
-        proc = self._spawn(f"engine{len(self.engines)}", "engine", "--lease-ttl", "2",
-                           "--reconcile-interval", "5")
+        proc = self._spawn(
+            f"engine{len(self.engines)}", "engine", "--lease-ttl", "2", "--reconcile-interval", "5"
+        )
         self.engines.append(proc)
         return proc
 
@@ -49,12 +55,21 @@ class ProcessCluster:
         self.agents[machine] = proc
         return proc
 
-    def fleetpy(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "fleetpy", *args], env=self.env,
-                                capture_output=True, text=True, timeout=timeout, cwd=self.workdir)
+    def fleetpy(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "fleetpy", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.workdir,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"fleetpy {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stderr}")
+            raise AssertionError(
+                f"fleetpy {' '.join(args)} exited {result.returncode}: {result.stderr}"
+            )
         return result
 
     def json(self, verb: str) -> list[dict[str, object]]:
@@ -79,8 +94,6 @@ def pc(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[ProcessCluster
     cluster.close()
 
 
-
-
 def test_blocking_verbs_with_engine_and_simulated_hosts(pc: ProcessCluster) -> None:
     for m in ("m1", "m2", "m3"):
         pc.agent(m, "zone=" + m)
@@ -91,7 +104,11 @@ def test_blocking_verbs_with_engine_and_simulated_hosts(pc: ProcessCluster) -> N
     units = pc.json("list-units")
     assert len(units) == 6 and {u["active"] for u in units} == {"active"}
     assert {u["sub"] for u in units} == {"running"}
-    assert sorted(sum(1 for u in units if u["machine"] == m) for m in ("m1", "m2", "m3")) == [2, 2, 2]
+    assert sorted(sum(1 for u in units if u["machine"] == m) for m in ("m1", "m2", "m3")) == [
+        2,
+        2,
+        2,
+    ]
     pc.fleetpy("stop", "web*")
     assert {u["active"] for u in pc.json("list-units")} == {"inactive"}
     pc.fleetpy("unload", "web0.service")
@@ -99,7 +116,9 @@ def test_blocking_verbs_with_engine_and_simulated_hosts(pc: ProcessCluster) -> N
     pc.fleetpy("load", "web0.service")
     pc.fleetpy("start", "web0.service")
     files = {f["unit"]: f for f in pc.json("list-unit-files")}
-    assert files["web0.service"]["state"] == "launched" and files["web1.service"]["state"] == "loaded"
+    assert (
+        files["web0.service"]["state"] == "launched" and files["web1.service"]["state"] == "loaded"
+    )
     pc.fleetpy("destroy", "web*")
     until(lambda: pc.json("list-units") == [], what="destroyed units gone")
 
@@ -125,13 +144,20 @@ def test_machine_loss_reschedules_with_constraints(pc: ProcessCluster) -> None:
     pc.agent("m3", "disk=hdd")
     pc.engine()
     until(lambda: len(pc.json("list-machines")) == 3, what="3 machines")
-    pc.fleetpy("start", pc.unit_file("db.service", SERVICE + "[X-Fleet]\nMachineMetadata=disk=ssd\n"))
+    pc.fleetpy(
+        "start", pc.unit_file("db.service", SERVICE + "[X-Fleet]\nMachineMetadata=disk=ssd\n")
+    )
     (db,) = pc.json("list-units")
     victim = str(db["machine"])
     os.kill(pc.agents[victim].pid, signal.SIGKILL)
     survivor = "m2" if victim == "m1" else "m1"
-    until(lambda: [(u["machine"], u["active"]) for u in pc.json("list-units")] == [(survivor, "active")],
-          timeout=20, what="db.service active on the other ssd machine")
+    until(
+        lambda: (
+            [(u["machine"], u["active"]) for u in pc.json("list-units")] == [(survivor, "active")]
+        ),
+        timeout=20,
+        what="db.service active on the other ssd machine",
+    )
 
 
 def test_twenty_clients_fifty_units_each(pc: ProcessCluster, registry: Registry) -> None:
@@ -148,11 +174,17 @@ def test_twenty_clients_fifty_units_each(pc: ProcessCluster, registry: Registry)
         results = list(pool.map(client, range(20)))
     assert all(r.returncode == 0 for r in results)
     assert len(registry.list_units()) == 1000
-    until(lambda: len(registry.read_view(with_states=False).schedule) == 1000, timeout=60,
-          what="1000 placements")
+    until(
+        lambda: len(registry.read_view(with_states=False).schedule) == 1000,
+        timeout=60,
+        what="1000 placements",
+    )
     view = registry.read_view()
     # none lost, none placed twice: exactly one schedule entry and one reported state each
     assert len(view.schedule) == 1000
-    until(lambda: sum(len(s) for s in registry.list_states().values()) == 1000, timeout=60,
-          what="1000 reported states")
+    until(
+        lambda: sum(len(s) for s in registry.list_states().values()) == 1000,
+        timeout=60,
+        what="1000 reported states",
+    )
     assert all(len(s) == 1 for s in registry.list_states().values())

@@ -87,37 +87,47 @@ def test_start_and_load_by_file_and_by_name(registry: Registry, units_dir: Path)
     assert snapshot(registry)["b.service"][1] == "launched"
 
 
-def test_instances_of_a_submitted_template_start_by_name(registry: Registry,
-                                                         units_dir: Path) -> None:
-    control.submit(registry, [write(units_dir, "web@.service",
-                                    SERVICE + "\n[X-Fleet]\nConflicts=web@*.service\n")])
+def test_instances_of_a_submitted_template_start_by_name(
+    registry: Registry, units_dir: Path
+) -> None:
+    control.submit(
+        registry,
+        [write(units_dir, "web@.service", SERVICE + "\n[X-Fleet]\nConflicts=web@*.service\n")],
+    )
     plan = control.plan_submit(registry, ["web@3.service"], "launched")
     assert plan.changes[0].template == "web@.service"
     control.start(registry, ["web@3.service", "web@4.service"])
     units = registry.list_units()
     assert units["web@3.service"].hash == units["web@.service"].hash
     assert units["web@4.service"].desired == "launched"
-    assert control.unit_text(registry, "web@9.service") == control.unit_text(registry,
-                                                                             "web@.service")
+    assert control.unit_text(registry, "web@9.service") == control.unit_text(
+        registry, "web@.service"
+    )
 
 
 def test_template_using_instance_specifiers_is_valid(registry: Registry, units_dir: Path) -> None:
-    control.submit(registry, [write(units_dir, "side@.service",
-                                    SERVICE + "\n[X-Fleet]\nMachineOf=web@%i.service\n")])
+    control.submit(
+        registry,
+        [write(units_dir, "side@.service", SERVICE + "\n[X-Fleet]\nMachineOf=web@%i.service\n")],
+    )
     assert "side@.service" in registry.list_units()
 
 
-@pytest.mark.parametrize("args, error, match", [
-    (["web@.service"], StateError, "is a template"),
-    (["db@1.service"], UnknownUnitError, "nor its template db@.service"),
-    (["nope.service"], UnknownUnitError, "nope.service is not submitted"),
-    (["bad name.service"], UnitNameError, "invalid unit name"),
-    (["web.bogus"], UnitNameError, "unknown type suffix"),
-    (["./missing.service"], UnitFileError, "missing.service"),
-    (["web*.service"], FleetpyError, "globs are only accepted"),
-])
-def test_bad_start_arguments_write_nothing(registry: Registry, units_dir: Path, args: list[str],
-                                           error: type[Exception], match: str) -> None:
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        (["web@.service"], StateError, "is a template"),
+        (["db@1.service"], UnknownUnitError, "nor its template db@.service"),
+        (["nope.service"], UnknownUnitError, "nope.service is not submitted"),
+        (["bad name.service"], UnitNameError, "invalid unit name"),
+        (["web.bogus"], UnitNameError, "unknown type suffix"),
+        (["./missing.service"], UnitFileError, "missing.service"),
+        (["web*.service"], FleetpyError, "globs are only accepted"),
+    ],
+)
+def test_bad_start_arguments_write_nothing(
+    registry: Registry, units_dir: Path, args: list[str], error: type[Exception], match: str
+) -> None:
     control.submit(registry, [write(units_dir, "web@.service")])
     good = write(units_dir, "good.service")
     before = snapshot(registry)
@@ -126,15 +136,25 @@ def test_bad_start_arguments_write_nothing(registry: Registry, units_dir: Path, 
     assert snapshot(registry) == before
 
 
-@pytest.mark.parametrize("text, error, match", [
-    ("[Service]\nExecStart=/bin/true\nnot a line\n", UnitParseError, r"bad\.service:3"),
-    ("[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\nMachineID=abc\n",
-     FleetOptionError, "cannot be combined"),
-    ("[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetdata=a=b\n",
-     FleetOptionError, "did you mean"),
-])
-def test_bad_files_write_nothing(registry: Registry, units_dir: Path, text: str,
-                                 error: type[Exception], match: str) -> None:
+@pytest.mark.parametrize(
+    "text, error, match",
+    [
+        ("[Service]\nExecStart=/bin/true\nnot a line\n", UnitParseError, r"bad\.service:3"),
+        (
+            "[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\nMachineID=abc\n",
+            FleetOptionError,
+            "cannot be combined",
+        ),
+        (
+            "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetdata=a=b\n",
+            FleetOptionError,
+            "did you mean",
+        ),
+    ],
+)
+def test_bad_files_write_nothing(
+    registry: Registry, units_dir: Path, text: str, error: type[Exception], match: str
+) -> None:
     good = write(units_dir, "good.service")
     bad = write(units_dir, "bad.service", text)
     with pytest.raises(error, match=match):
@@ -148,17 +168,23 @@ def test_changed_contents_are_refused_before_writing(registry: Registry, units_d
     other.mkdir()
     before = snapshot(registry)
     with pytest.raises(StateError, match="different contents"):
-        control.start(registry, [write(units_dir, "b.service"),
-                                 write(other, "a.service", SERVICE + "#changed\nX=1\n")])
+        control.start(
+            registry,
+            [write(units_dir, "b.service"), write(other, "a.service", SERVICE + "#changed\nX=1\n")],
+        )
     assert snapshot(registry) == before
 
 
-def test_stop_requires_launched_names_and_filters_globs(registry: Registry,
-                                                        units_dir: Path) -> None:
+def test_stop_requires_launched_names_and_filters_globs(
+    registry: Registry, units_dir: Path
+) -> None:
     control.start(registry, [write(units_dir, "web1.service"), write(units_dir, "web2.service")])
     control.load(registry, [write(units_dir, "web3.service")])
-    with pytest.raises(StateError, match=r"^unit web3.service is not launched "
-                                         r"\(desired state loaded\)$"):
+    with pytest.raises(
+        StateError,
+        match=r"^unit web3.service is not launched "
+        r"\(desired state loaded\)$",
+    ):
         control.stop(registry, ["web1.service", "web3.service"])
     assert snapshot(registry)["web1.service"][1] == "launched"
     plan = control.plan_stop(registry, ["web*.service"])
@@ -168,17 +194,27 @@ def test_stop_requires_launched_names_and_filters_globs(registry: Registry,
 
 
 def test_unload_and_destroy_take_globs(registry: Registry, units_dir: Path) -> None:
-    control.start(registry, [write(units_dir, f"web{i}.service") for i in range(3)]
-                  + [write(units_dir, "db.service")])
+    control.start(
+        registry,
+        [write(units_dir, f"web{i}.service") for i in range(3)] + [write(units_dir, "db.service")],
+    )
     control.unload(registry, ["web[01].service"])
     desired = {n: d for n, (_, d, _) in snapshot(registry).items()}
-    assert desired == {"web0.service": "inactive", "web1.service": "inactive",
-                       "web2.service": "launched", "db.service": "launched"}
+    assert desired == {
+        "web0.service": "inactive",
+        "web1.service": "inactive",
+        "web2.service": "launched",
+        "db.service": "launched",
+    }
     with pytest.raises(UnknownUnitError, match="no submitted unit matches 'zz\\*'"):
         control.destroy(registry, ["web*", "zz*"])
     assert len(snapshot(registry)) == 4
     assert sorted(control.destroy(registry, ["web*", "db.service"])) == [
-        "db.service", "web0.service", "web1.service", "web2.service"]
+        "db.service",
+        "web0.service",
+        "web1.service",
+        "web2.service",
+    ]
     assert snapshot(registry) == {}
 
 
@@ -190,28 +226,36 @@ def test_unit_text_of_unknown_unit(registry: Registry) -> None:
 # ----------------------------------------------------------------------------- evaluate
 
 
-def view(units: dict[str, UnitRecord], states: dict[str, dict[str, UnitState]] | None = None,
-         schedule: dict[str, tuple[str, ScheduleEntry]] | None = None,
-         reasons: dict[str, str] | None = None,
-         machines: dict[str, MachineRecord] | None = None) -> ClusterView:
+def view(
+    units: dict[str, UnitRecord],
+    states: dict[str, dict[str, UnitState]] | None = None,
+    schedule: dict[str, tuple[str, ScheduleEntry]] | None = None,
+    reasons: dict[str, str] | None = None,
+    machines: dict[str, MachineRecord] | None = None,
+) -> ClusterView:
     return ClusterView(1, units, machines or {}, schedule or {}, reasons or {}, states or {})
 
 
 def test_evaluate_launched_loaded_and_failed() -> None:
     units = {"a.service": UnitRecord("a.service", "h1", "launched")}
     machines = {"m1" * 16: MachineRecord("m1" * 16, "10.0.0.1")}
-    run = {"a.service": {"m1" * 16: UnitState("a.service", "m1" * 16, "loaded", "active",
-                                              "running", "h1")}}
+    run = {
+        "a.service": {
+            "m1" * 16: UnitState("a.service", "m1" * 16, "loaded", "active", "running", "h1")
+        }
+    }
     [p] = control.evaluate(view(units, run, machines=machines), ["a.service"], "launched")
     assert (p.status, p.detail) == ("done", "launched on m1m1m1m1/10.0.0.1")
     old = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "active", "running", "h0")}}
     assert control.evaluate(view(units, old), ["a.service"], "launched")[0].status == "waiting"
-    failed = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "failed", "failed", "h1",
-                                            "exit code 1")}}
+    failed = {
+        "a.service": {
+            "m1": UnitState("a.service", "m1", "loaded", "failed", "failed", "h1", "exit code 1")
+        }
+    }
     [p] = control.evaluate(view(units, failed), ["a.service"], "launched")
     assert p.status == "failed" and "loaded/failed/failed: exit code 1" in p.detail
-    [p] = control.evaluate(view(units, failed), ["a.service"], "launched",
-                           fresh=lambda u, m: False)
+    [p] = control.evaluate(view(units, failed), ["a.service"], "launched", fresh=lambda u, m: False)
     assert p.status == "waiting"
     assert control.evaluate(view(units, failed), ["a.service"], "loaded")[0].status == "done"
     assert control.evaluate(view(units, run), ["a.service"], "loaded")[0].status == "waiting"
@@ -227,25 +271,32 @@ def test_evaluate_stopped() -> None:
     [p] = control.evaluate(view(units), ["a.service"], "stopped")
     assert (p.status, p.detail) == ("done", "stopped (not placed)")
     entry = ScheduleEntry("a.service", "h1", "loaded", "")
-    [p] = control.evaluate(view(units, schedule={"a.service": ("m1", entry)}), ["a.service"],
-                           "stopped")
+    [p] = control.evaluate(
+        view(units, schedule={"a.service": ("m1", entry)}), ["a.service"], "stopped"
+    )
     assert p.status == "waiting"
 
 
 def test_evaluate_explains_pending_units() -> None:
     units = {"a.service": UnitRecord("a.service", "h1", "launched")}
-    [p] = control.evaluate(view(units, reasons={"a.service": "no machines are alive"}),
-                           ["a.service"], "launched")
+    [p] = control.evaluate(
+        view(units, reasons={"a.service": "no machines are alive"}), ["a.service"], "launched"
+    )
     assert p.detail == "not placed: no machines are alive"
     [p] = control.evaluate(view(units), ["a.service"], "launched", no_engine=True)
     assert p.detail == "no engine is running"
     entry = ScheduleEntry("a.service", "h1", "launched", "")
-    [p] = control.evaluate(view(units, schedule={"a.service": ("m1", entry)}), ["a.service"],
-                           "launched", no_engine=True)
+    [p] = control.evaluate(
+        view(units, schedule={"a.service": ("m1", entry)}),
+        ["a.service"],
+        "launched",
+        no_engine=True,
+    )
     assert p.detail == "placed on m1, no state reported yet"
     glob = {"g.service": UnitRecord("g.service", "h1", "launched", is_global=True)}
-    assert control.evaluate(view(glob), ["g.service"], "launched")[0].detail == \
-        "no machines are alive"
+    assert (
+        control.evaluate(view(glob), ["g.service"], "launched")[0].detail == "no machines are alive"
+    )
 
 
 def test_evaluate_inactive_means_no_state_anywhere() -> None:
@@ -257,15 +308,28 @@ def test_evaluate_inactive_means_no_state_anywhere() -> None:
 
 
 def test_wait_result_messages() -> None:
-    result = control.WaitResult("launched", (
-        control.UnitProgress("a.service", "waiting", "no engine is running"),), 2.0, True, 2)
-    assert result.error_message() == ("timed out after 2s waiting for a.service to be launched "
-                                      "(no engine is running)")
-    result = control.WaitResult("launched", (
-        control.UnitProgress("a.service", "failed", "failed on m1: loaded/failed/failed"),
-        control.UnitProgress("b.service", "waiting", "not placed yet"),
-        control.UnitProgress("c.service", "waiting", "not placed yet"),
-        control.UnitProgress("d.service", "done", "launched on m1")), 2.0, True, 2)
+    result = control.WaitResult(
+        "launched",
+        (control.UnitProgress("a.service", "waiting", "no engine is running"),),
+        2.0,
+        True,
+        2,
+    )
+    assert result.error_message() == (
+        "timed out after 2s waiting for a.service to be launched (no engine is running)"
+    )
+    result = control.WaitResult(
+        "launched",
+        (
+            control.UnitProgress("a.service", "failed", "failed on m1: loaded/failed/failed"),
+            control.UnitProgress("b.service", "waiting", "not placed yet"),
+            control.UnitProgress("c.service", "waiting", "not placed yet"),
+            control.UnitProgress("d.service", "done", "launched on m1"),
+        ),
+        2.0,
+        True,
+        2,
+    )
     message = result.error_message()
     assert message is not None and "\n" not in message
     assert message.startswith("a.service failed on m1")
@@ -276,17 +340,30 @@ def test_wait_result_messages() -> None:
 # ----------------------------------------------------------------------------- wait_for
 
 
-def fake_agent(registry: Registry, machine: str, unit: str, active: str, delay: float,
-               hash_: str | None = None) -> threading.Thread:
+def fake_agent(
+    registry: Registry, machine: str, unit: str, active: str, delay: float, hash_: str | None = None
+) -> threading.Thread:
     """Report a unit's state after a delay, as an agent would."""
+
     def run() -> None:
         lease = registry.grant_lease(30)
         registry.register_machine(MachineRecord(machine, "10.0.0.9"), lease)
         time.sleep(delay)
         digest = hash_ or registry.get_unit(unit).hash  # type: ignore[union-attr]
-        registry.report_states([UnitState(unit, machine, "loaded", active,
-                                          "running" if active == "active" else active, digest)],
-                               lease)
+        registry.report_states(
+            [
+                UnitState(
+                    unit,
+                    machine,
+                    "loaded",
+                    active,
+                    "running" if active == "active" else active,
+                    digest,
+                )
+            ],
+            lease,
+        )
+
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
@@ -308,18 +385,27 @@ def test_follower_patches_the_view_from_events(registry: Registry) -> None:
     follower = control._Follower(registry)
     try:
         lease = registry.grant_lease(30)
-        entry = ScheduleEntry("a.service", "a1" * 32, "launched", "[Service]\nExecStart=/bin/true\n")
+        entry = ScheduleEntry(
+            "a.service", "a1" * 32, "launched", "[Service]\nExecStart=/bin/true\n"
+        )
         assert registry.campaign("test-engine", lease)
         registry.engine_write("test-engine", [[PlaceUnit("m1", entry)]])
         registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
-        registry.report_states([UnitState("a.service", "m1", "loaded", "active", "running", "h1"),
-                                UnitState("b.service", "m1", "loaded", "active", "running")],
-                               lease)
+        registry.report_states(
+            [
+                UnitState("a.service", "m1", "loaded", "active", "running", "h1"),
+                UnitState("b.service", "m1", "loaded", "active", "running"),
+            ],
+            lease,
+        )
         deadline = time.monotonic() + 5
         current = follower.update()
         # states, schedule and machines come through separate watches: wait for all three
-        while (len(current.states) < 2 or "a.service" not in current.schedule
-               or "m1" not in current.machines) and time.monotonic() < deadline:
+        while (
+            len(current.states) < 2
+            or "a.service" not in current.schedule
+            or "m1" not in current.machines
+        ) and time.monotonic() < deadline:
             follower.wake.wait(0.5)
             current = follower.update()
         assert current.schedule["a.service"][0] == "m1"
@@ -329,8 +415,9 @@ def test_follower_patches_the_view_from_events(registry: Registry) -> None:
         assert follower.fresh("a.service", "m1") and not follower.fresh("a.service", "m2")
         registry.report_states([], lease, removed=[("b.service", "m1")])
         registry.engine_write("test-engine", [[UnplaceUnit("m1", "a.service")]])
-        while ("a.service" in current.schedule or "b.service" in current.states) \
-                and time.monotonic() < deadline:
+        while (
+            "a.service" in current.schedule or "b.service" in current.states
+        ) and time.monotonic() < deadline:
             follower.wake.wait(0.5)
             current = follower.update()
         assert "b.service" not in current.states and "a.service" not in current.schedule
@@ -349,39 +436,55 @@ def test_wait_for_reports_a_failure_promptly(registry: Registry, units_dir: Path
     assert result.units[0].status == "failed" and not result.timed_out
 
 
-def test_wait_for_times_out_naming_the_missing_engine(registry: Registry,
-                                                      units_dir: Path) -> None:
+def test_wait_for_times_out_naming_the_missing_engine(registry: Registry, units_dir: Path) -> None:
     control.start(registry, [write(units_dir, "a.service")])
     began = time.monotonic()
     result = control.wait_for(registry, ["a.service"], "launched", 1)
     assert 0.9 < time.monotonic() - began < 3
     assert result.timed_out
-    assert result.error_message() == ("timed out after 1s waiting for a.service to be launched "
-                                      "(no engine is running)")
+    assert result.error_message() == (
+        "timed out after 1s waiting for a.service to be launched (no engine is running)"
+    )
 
 
 # ----------------------------------------------------------------------------- rows
 
 
 def test_rows(registry: Registry, units_dir: Path) -> None:
-    control.start(registry, [write(units_dir, "b.service"),
-                             write(units_dir, "g.service", SERVICE + "[X-Fleet]\nGlobal=1\n")])
+    control.start(
+        registry,
+        [
+            write(units_dir, "b.service"),
+            write(units_dir, "g.service", SERVICE + "[X-Fleet]\nGlobal=1\n"),
+        ],
+    )
     control.submit(registry, [write(units_dir, "a.service", SERVICE + "#\nA=1\n")])
     lease = registry.grant_lease(30)
     registry.register_machine(MachineRecord("m2", "10.0.0.2", {"z": "1", "a": "2"}), lease)
     registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
     b_hash = registry.get_unit("b.service").hash  # type: ignore[union-attr]
-    registry.report_states([UnitState("b.service", "m2", "loaded", "active", "running", b_hash),
-                            UnitState("g.service", "m2", "loaded", "active", "running"),
-                            UnitState("g.service", "m1", "loaded", "failed", "failed")], lease)
+    registry.report_states(
+        [
+            UnitState("b.service", "m2", "loaded", "active", "running", b_hash),
+            UnitState("g.service", "m2", "loaded", "active", "running"),
+            UnitState("g.service", "m1", "loaded", "failed", "failed"),
+        ],
+        lease,
+    )
     current = registry.read_view(with_text=False)
     rows = control.unit_file_rows(current)
     assert [(r.unit, r.desired_state, r.state, r.machine) for r in rows] == [
-        ("a.service", "inactive", "inactive", None), ("b.service", "launched", "launched", None),
-        ("g.service", "launched", "launched", None)]
+        ("a.service", "inactive", "inactive", None),
+        ("b.service", "launched", "launched", None),
+        ("g.service", "launched", "launched", None),
+    ]
     assert [(r.unit, r.machine, r.ip, r.active) for r in control.unit_rows(current)] == [
-        ("b.service", "m2", "10.0.0.2", "active"), ("g.service", "m1", "10.0.0.1", "failed"),
-        ("g.service", "m2", "10.0.0.2", "active")]
+        ("b.service", "m2", "10.0.0.2", "active"),
+        ("g.service", "m1", "10.0.0.1", "failed"),
+        ("g.service", "m2", "10.0.0.2", "active"),
+    ]
     machines = control.machine_rows(registry)
     assert [(m.machine, m.ip, list(m.metadata.items())) for m in machines] == [
-        ("m1", "10.0.0.1", []), ("m2", "10.0.0.2", [("a", "2"), ("z", "1")])]
+        ("m1", "10.0.0.1", []),
+        ("m2", "10.0.0.2", [("a", "2"), ("z", "1")]),
+    ]

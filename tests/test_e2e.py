@@ -23,8 +23,6 @@ pytestmark = pytest.mark.hosts
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
-
 class Fleet:
     """The operator's side: the fleetpy CLI and an engine, outside the hosts."""
 
@@ -33,15 +31,26 @@ class Fleet:
         self.env.update(FLEETPY_ENDPOINT=etcd.endpoint, FLEETPY_ETCD_PREFIX=prefix)
         self.workdir = workdir
         self.engine = subprocess.Popen(
-            [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "3"], env=self.env,
-            stdout=subprocess.DEVNULL, stderr=open(workdir / "engine.log", "ab"))
+            [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "3"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "engine.log", "ab"),
+        )
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "fleetpy", *args], env=self.env,
-                                capture_output=True, text=True, timeout=120, cwd=self.workdir)
+        result = subprocess.run(
+            [sys.executable, "-m", "fleetpy", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.workdir,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"fleetpy {' '.join(args)}: exit {result.returncode}\n"
-                                 f"{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"fleetpy {' '.join(args)}: exit {result.returncode}\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def units(self) -> list[dict[str, str]]:
@@ -72,8 +81,9 @@ def fleet(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[Fleet]:
 
 
 def containers() -> list[str]:
-    out = subprocess.run(["docker", "ps", "--format", "{{.Names}}"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=True
+    ).stdout
     return out.split()
 
 
@@ -81,8 +91,9 @@ def host_of(hosts: list[Host], machine: str) -> Host:
     return next(h for h in hosts if h.machine_id == machine)
 
 
-def test_docker_unit_start_stop(hosts: Callable[..., list[Host]], fleet: Fleet,
-                                registry: Registry) -> None:
+def test_docker_unit_start_stop(
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
+) -> None:
     started = hosts(2, ttl=3)
     until(lambda: len(registry.list_machines()) == 2, what="2 machines")
     unit = fleet.docker_unit("box.service")
@@ -100,26 +111,37 @@ def test_docker_unit_start_stop(hosts: Callable[..., list[Host]], fleet: Fleet,
     assert not host.is_active("box.service")
     fleet("destroy", "box.service")
     until(lambda: fleet.units() == [], what="unit gone")
-    until(lambda: host.run(["test", "-e", "/run/systemd/system/box.service"], check=False).returncode != 0,
-          what="unit file removed")
+    until(
+        lambda: (
+            host.run(["test", "-e", "/run/systemd/system/box.service"], check=False).returncode != 0
+        ),
+        what="unit file removed",
+    )
 
 
-def test_global_unit_runs_on_every_matching_host(hosts: Callable[..., list[Host]], fleet: Fleet,
-                                                 registry: Registry) -> None:
+def test_global_unit_runs_on_every_matching_host(
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
+) -> None:
     started = hosts(3, metadata=[{"role": "web"}, {"role": "web"}, {"role": "db"}], ttl=3)
     until(lambda: len(registry.list_machines()) == 3, what="3 machines")
-    unit = fleet.write("mon.service", "[Service]\nExecStart=/bin/sleep 1000\n\n"
-                                      "[X-Fleet]\nGlobal=true\nMachineMetadata=role=web\n")
+    unit = fleet.write(
+        "mon.service",
+        "[Service]\nExecStart=/bin/sleep 1000\n\n"
+        "[X-Fleet]\nGlobal=true\nMachineMetadata=role=web\n",
+    )
     fleet("start", "--block-attempts", "60", unit)
-    until(lambda: len([u for u in fleet.units() if u["active"] == "active"]) == 2,
-          what="active on both web hosts")
+    until(
+        lambda: len([u for u in fleet.units() if u["active"] == "active"]) == 2,
+        what="active on both web hosts",
+    )
     assert {u["machine"] for u in fleet.units()} == {started[0].machine_id, started[1].machine_id}
     assert started[0].is_active("mon.service") and started[1].is_active("mon.service")
     assert not started[2].is_active("mon.service")
 
 
-def test_killed_host_units_move(hosts: Callable[..., list[Host]], fleet: Fleet,
-                                registry: Registry) -> None:
+def test_killed_host_units_move(
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
+) -> None:
     started = hosts(2, ttl=3)
     until(lambda: len(registry.list_machines()) == 2, what="2 machines")
     fleet("start", "--block-attempts", "60", fleet.docker_unit("mover.service"))
@@ -127,14 +149,21 @@ def test_killed_host_units_move(hosts: Callable[..., list[Host]], fleet: Fleet,
     victim = host_of(started, state["machine"])
     survivor = next(h for h in started if h is not victim)
     victim.kill()
-    until(lambda: [(u["machine"], u["active"]) for u in fleet.units()]
-          == [(survivor.machine_id, "active")], timeout=30, what="unit active on the survivor")
+    until(
+        lambda: (
+            [(u["machine"], u["active"]) for u in fleet.units()]
+            == [(survivor.machine_id, "active")]
+        ),
+        timeout=30,
+        what="unit active on the survivor",
+    )
     assert survivor.is_active("mover.service")
     until(lambda: f"fleetpy-mover--{survivor.machine_id}" in containers(), what="container")
 
 
-def test_agent_restart_keeps_units_running(hosts: Callable[..., list[Host]], fleet: Fleet,
-                                           registry: Registry) -> None:
+def test_agent_restart_keeps_units_running(
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
+) -> None:
     (host,) = hosts(1, ttl=5)
     until(lambda: len(registry.list_machines()) == 1, what="machine")
     fleet("start", "--block-attempts", "60", fleet.docker_unit("steady.service"))
@@ -147,8 +176,9 @@ def test_agent_restart_keeps_units_running(hosts: Callable[..., list[Host]], fle
     assert [u["active"] for u in fleet.units()] == ["active"]
 
 
-def test_failures_are_visible(hosts: Callable[..., list[Host]], fleet: Fleet,
-                              registry: Registry) -> None:
+def test_failures_are_visible(
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
+) -> None:
     (_host,) = hosts(1, ttl=3)
     until(lambda: len(registry.list_machines()) == 1, what="machine")
     failing = fleet.write("crash.service", "[Service]\nExecStart=/bin/false\n")
@@ -158,19 +188,26 @@ def test_failures_are_visible(hosts: Callable[..., list[Host]], fleet: Fleet,
     # a unit file systemd refuses: the message comes from systemd itself
     refused = fleet.write("refused.service", "[Service]\nEnvironment=A=1\n")
     fleet("start", "--no-block", refused)
-    until(lambda: any(s.message for s in registry.list_states().get("refused.service", {}).values()),
-          what="systemd's message reported")
+    until(
+        lambda: any(s.message for s in registry.list_states().get("refused.service", {}).values()),
+        what="systemd's message reported",
+    )
     (state,) = registry.list_states()["refused.service"].values()
     assert state.load == "bad-setting" and "bad unit file setting" in state.message
     assert any(u["unit"] == "refused.service" for u in fleet.units())
 
 
-def test_etcd_outage_keeps_units_running(hosts: Callable[..., list[Host]], fleet: Fleet,
-                                         registry: Registry, etcd: EtcdServer) -> None:
+def test_etcd_outage_keeps_units_running(
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry, etcd: EtcdServer
+) -> None:
     (host,) = hosts(1, ttl=10)
     until(lambda: len(registry.list_machines()) == 1, what="machine")
-    fleet("start", "--block-attempts", "60", fleet.write("calm.service",
-                                                        "[Service]\nExecStart=/bin/sleep 1000\n"))
+    fleet(
+        "start",
+        "--block-attempts",
+        "60",
+        fleet.write("calm.service", "[Service]\nExecStart=/bin/sleep 1000\n"),
+    )
     pid = host.main_pid("calm.service")
     etcd.pause()
     try:
@@ -183,19 +220,28 @@ def test_etcd_outage_keeps_units_running(hosts: Callable[..., list[Host]], fleet
 
 
 def test_agent_returning_after_its_lease_expired_stops_moved_units(
-        hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry) -> None:
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
+) -> None:
     started = hosts(2, ttl=3)
     until(lambda: len(registry.list_machines()) == 2, what="2 machines")
-    fleet("start", "--block-attempts", "60", fleet.write("roam.service",
-                                                        "[Service]\nExecStart=/bin/sleep 1000\n"))
+    fleet(
+        "start",
+        "--block-attempts",
+        "60",
+        fleet.write("roam.service", "[Service]\nExecStart=/bin/sleep 1000\n"),
+    )
     (state,) = fleet.units()
     away = host_of(started, state["machine"])
     other = next(h for h in started if h is not away)
     # The agent goes silent (its units keep running) until its lease expires.
     away.systemctl("stop", "fleetpy-agent")
     assert away.is_active("roam.service")
-    until(lambda: [(u["machine"], u["active"]) for u in fleet.units()]
-          == [(other.machine_id, "active")], what="unit moved to the other host")
+    until(
+        lambda: (
+            [(u["machine"], u["active"]) for u in fleet.units()] == [(other.machine_id, "active")]
+        ),
+        what="unit moved to the other host",
+    )
     away.systemctl("start", "fleetpy-agent")
     until(lambda: not away.is_active("roam.service"), what="returning agent stops its stale copy")
     until(lambda: len(registry.list_machines()) == 2, what="machine back")

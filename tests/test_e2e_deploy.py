@@ -21,15 +21,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def image_of(container: str) -> str:
-    return subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", container],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.Config.Image}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
-def test_push_of_a_new_image_rolls_every_web_instance(hosts, fleet: Fleet,  # type: ignore[no-untyped-def]  # noqa: F811
-                                                       registry, host_docker: str,
-                                                       tmp_path: Path) -> None:
-    started: list[Host] = hosts(3, metadata=[{"rack": "a"}, {"rack": "b"}, {"rack": "c"}],
-                                ttl=5)
+def test_push_of_a_new_image_rolls_every_web_instance(
+    hosts,
+    fleet: Fleet,  # type: ignore[no-untyped-def]  # noqa: F811
+    registry,
+    host_docker: str,
+    tmp_path: Path,
+) -> None:
+    started: list[Host] = hosts(3, metadata=[{"rack": "a"}, {"rack": "b"}, {"rack": "c"}], ttl=5)
     until(lambda: len(registry.list_machines()) == 3, what="3 machines")
     subprocess.run(["docker", "tag", host_docker, "local/busybox:v2"], check=True)
     bare, work = tmp_path / "units.git", tmp_path / "work"
@@ -49,19 +56,24 @@ def test_push_of_a_new_image_rolls_every_web_instance(hosts, fleet: Fleet,  # ty
     names = {name: f"fleetpy-web-{name[4]}-{machine}" for name, machine in placed.items()}
     until(lambda: set(names.values()) <= set(containers()), what="3 web containers")
     assert {image_of(c) for c in names.values()} == {host_docker}
-    pids = {name: next(h for h in started if h.machine_id == placed[name]).main_pid(name)
-            for name in web}
+    pids = {
+        name: next(h for h in started if h.machine_id == placed[name]).main_pid(name)
+        for name in web
+    }
 
-    yaml_path.write_text(yaml_path.read_text().replace("local/busybox:latest",
-                                                       "local/busybox:v2"))
+    yaml_path.write_text(yaml_path.read_text().replace("local/busybox:latest", "local/busybox:v2"))
     commit(work, "v2: new image")
     pushed = git("push", "-q", "origin", "main", cwd=work)
     assert "3 replaced" in pushed.stderr, pushed.stderr
     steps = re.findall(r"replace \[(\d)/3\]: (web@\d\.service)", pushed.stderr)
     assert [s[0] for s in steps] == ["0", "1", "2"]  # one at a time
-    until(lambda: {image_of(c) for c in names.values() if c in containers()}
-          == {"local/busybox:v2"} and set(names.values()) <= set(containers()),
-          what="every web container on the new image")
+    until(
+        lambda: (
+            {image_of(c) for c in names.values() if c in containers()} == {"local/busybox:v2"}
+            and set(names.values()) <= set(containers())
+        ),
+        what="every web container on the new image",
+    )
     for name in web:
         host = next(h for h in started if h.machine_id == placed[name])
         assert host.is_active(name)  # the same name, on the same host

@@ -17,8 +17,9 @@ from fleetpy.unitmanager import SimulatedUnitManager
 
 def unit(name: str, xfleet: str = "", desired: str = "launched", **kw: object) -> UnitChange:
     text = "[Service]\nExecStart=/bin/sleep 1000\n" + (f"\n[X-Fleet]\n{xfleet}\n" if xfleet else "")
-    return UnitChange(name=name, text=text, hash=hashlib.sha256(text.encode()).hexdigest(),
-                      desired=desired, **kw)  # type: ignore[arg-type]
+    return UnitChange(
+        name=name, text=text, hash=hashlib.sha256(text.encode()).hexdigest(), desired=desired, **kw
+    )  # type: ignore[arg-type]
 
 
 class Cluster:
@@ -29,8 +30,9 @@ class Cluster:
         self.engines: list[Engine] = []
 
     def agent(self, machine: str, ttl: int = 2, **metadata: str) -> Agent:
-        agent = Agent(self.registry, SimulatedUnitManager(),
-                      AgentConfig(machine, metadata=metadata, ttl=ttl)).start()
+        agent = Agent(
+            self.registry, SimulatedUnitManager(), AgentConfig(machine, metadata=metadata, ttl=ttl)
+        ).start()
         agent.ready.wait(10)
         self.agents[machine] = agent
         return agent
@@ -44,8 +46,12 @@ class Cluster:
         return {u: m for u, (m, _) in self.registry.read_view(with_states=False).schedule.items()}
 
     def running(self) -> dict[str, str]:
-        return {u: m for u, states in self.registry.list_states().items()
-                for m, s in states.items() if s.active == "active"}
+        return {
+            u: m
+            for u, states in self.registry.list_states().items()
+            for m, s in states.items()
+            if s.active == "active"
+        }
 
     def close(self) -> None:
         for agent in self.agents.values():
@@ -79,24 +85,32 @@ def test_stop_unload_destroy_flow(cluster: Cluster) -> None:
     cluster.registry.change_units([unit("a.service")])
     until(lambda: cluster.running() == {"a.service": "m1"}, what="a active")
     cluster.registry.change_units([UnitChange("a.service", desired="loaded")])
-    until(lambda: cluster.registry.list_states()["a.service"]["m1"].active == "inactive",
-          what="a stopped")
+    until(
+        lambda: cluster.registry.list_states()["a.service"]["m1"].active == "inactive",
+        what="a stopped",
+    )
     cluster.registry.change_units([UnitChange("a.service", desired="inactive")])
-    until(lambda: cluster.registry.list_states() == {} and cluster.placement() == {},
-          what="a unloaded")
+    until(
+        lambda: cluster.registry.list_states() == {} and cluster.placement() == {},
+        what="a unloaded",
+    )
     cluster.registry.change_units([UnitChange("a.service", desired="launched")])
     until(lambda: cluster.running() == {"a.service": "m1"}, what="a active again")
     cluster.registry.destroy_units(["a.service"])
-    until(lambda: cluster.registry.list_states() == {} and cluster.placement() == {},
-          what="a destroyed")
+    until(
+        lambda: cluster.registry.list_states() == {} and cluster.placement() == {},
+        what="a destroyed",
+    )
 
 
 def test_unplaceable_unit_gets_a_reason_then_placed_when_a_machine_joins(cluster: Cluster) -> None:
     cluster.agent("m1", region="south")
     cluster.engine()
     cluster.registry.change_units([unit("n.service", "MachineMetadata=region=north")])
-    until(lambda: "region=north" in cluster.registry.read_view().reasons.get("n.service", ""),
-          what="reason")
+    until(
+        lambda: "region=north" in cluster.registry.read_view().reasons.get("n.service", ""),
+        what="reason",
+    )
     cluster.agent("m2", region="north")
     until(lambda: cluster.running() == {"n.service": "m2"}, what="placed on m2")
     assert "n.service" not in cluster.registry.read_view().reasons
@@ -111,18 +125,24 @@ def test_machine_loss_reschedules(cluster: Cluster) -> None:
     victim = cluster.placement()["a.service"]
     cluster.agents[victim].stop(revoke=False)  # dies silently: the lease runs out
     survivor = "m2" if victim == "m1" else "m1"
-    until(lambda: cluster.running() == {"a.service": survivor, "b.service": survivor},
-          timeout=15, what="rescheduled")
+    until(
+        lambda: cluster.running() == {"a.service": survivor, "b.service": survivor},
+        timeout=15,
+        what="rescheduled",
+    )
 
 
 def test_global_units_run_on_every_matching_machine(cluster: Cluster) -> None:
     cluster.agent("m1", role="web")
     cluster.agent("m2", role="db")
     cluster.engine()
-    cluster.registry.change_units([unit("g.service", "Global=true\nMachineMetadata=role=web",
-                                        is_global=True)])
-    until(lambda: cluster.registry.list_states().get("g.service", {}).keys() == {"m1"},
-          what="global on m1 only")
+    cluster.registry.change_units(
+        [unit("g.service", "Global=true\nMachineMetadata=role=web", is_global=True)]
+    )
+    until(
+        lambda: cluster.registry.list_states().get("g.service", {}).keys() == {"m1"},
+        what="global on m1 only",
+    )
     assert cluster.placement() == {}
 
 

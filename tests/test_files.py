@@ -70,22 +70,29 @@ def _directory(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make, kind", [
-    (_fifo, "a FIFO"),
-    (_socket, "a socket"),
-    (_dev_zero_link, "a symbolic link to a character device"),
-    (_directory, "a directory"),
-    (lambda tmp: Path("/dev/null"), "a character device"),
-])
+@pytest.mark.parametrize(
+    "make, kind",
+    [
+        (_fifo, "a FIFO"),
+        (_socket, "a socket"),
+        (_dev_zero_link, "a symbolic link to a character device"),
+        (_directory, "a directory"),
+        (lambda tmp: Path("/dev/null"), "a character device"),
+    ],
+)
 def test_refuses_what_is_not_a_regular_file(tmp_path: Path, make: object, kind: str) -> None:
     path = make(tmp_path)  # type: ignore[operator]
-    with pytest.raises(FileError, match=rf"^unit file {re.escape(str(path))} is not a regular file "
-                                        rf"\({kind}\)$"):
+    with pytest.raises(
+        FileError,
+        match=rf"^unit file {re.escape(str(path))} is not a regular file "
+        rf"\({kind}\)$",
+    ):
         read_regular_file(path, limit=MAX_UNIT_FILE_BYTES, what="unit file")
 
 
-def test_a_fifo_swapped_in_after_stat_is_caught_by_fstat(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fifo_swapped_in_after_stat_is_caught_by_fstat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """stat said regular file, then a FIFO is opened: O_NONBLOCK returns, fstat refuses."""
     regular = tmp_path / "regular"
     regular.write_text("x")
@@ -100,8 +107,11 @@ def test_size_limit(tmp_path: Path) -> None:
     path = tmp_path / "big.service"
     path.write_bytes(b"x" * 1024)
     assert len(read_regular_file(path, limit=1024, what="unit file")) == 1024
-    with pytest.raises(FileError, match=rf"^unit file {re.escape(str(path))} is larger than 1023 bytes, "
-                                        r"fleetpy's limit for a unit file$"):
+    with pytest.raises(
+        FileError,
+        match=rf"^unit file {re.escape(str(path))} is larger than 1023 bytes, "
+        r"fleetpy's limit for a unit file$",
+    ):
         read_regular_file(path, limit=1023, what="unit file")
     path.write_bytes(b"x" * (MAX_UNIT_FILE_BYTES + 1))
     with pytest.raises(FileError, match=r"is larger than 64 KiB, fleetpy's limit for a unit file$"):
@@ -120,8 +130,11 @@ def test_size_limit_does_not_trust_st_size() -> None:
 
 def test_os_errors_are_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
-    with pytest.raises(FileError, match=rf"^cannot read values file {re.escape(str(missing))}: "
-                                        r"No such file or directory$"):
+    with pytest.raises(
+        FileError,
+        match=rf"^cannot read values file {re.escape(str(missing))}: "
+        r"No such file or directory$",
+    ):
         read_regular_file(missing, limit=10, what="values file")
     not_dir = tmp_path / "file"
     not_dir.write_text("")
@@ -136,8 +149,11 @@ def test_os_errors_are_one_line(tmp_path: Path) -> None:
 def test_not_utf8_names_the_byte_and_offset(tmp_path: Path) -> None:
     path = tmp_path / "latin1.j2"
     path.write_bytes(b"caf\xe9\n")
-    with pytest.raises(FileError, match=r"^cannot read template .*latin1\.j2: not UTF-8 "
-                                        r"\(byte 0xe9 at offset 3\)$"):
+    with pytest.raises(
+        FileError,
+        match=r"^cannot read template .*latin1\.j2: not UTF-8 "
+        r"\(byte 0xe9 at offset 3\)$",
+    ):
         read_text_file(path, limit=100, what="template")
 
 
@@ -197,15 +213,19 @@ def _mknod_null(path: Path) -> None:
     os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
 
 
-@pytest.mark.parametrize("make, kind", [
-    (lambda p: os.mkfifo(p), "a FIFO"),
-    (lambda p: p.symlink_to(p.parent / "elsewhere"), "a symbolic link"),
-    (lambda p: p.symlink_to("/dev/null"), "a symbolic link"),
-    (lambda p: p.mkdir(), "a directory"),
-    (_mknod_null, "a character device"),
-])
-def test_refuses_to_replace_what_is_not_a_regular_file(tmp_path: Path, make: object,
-                                                       kind: str) -> None:
+@pytest.mark.parametrize(
+    "make, kind",
+    [
+        (lambda p: os.mkfifo(p), "a FIFO"),
+        (lambda p: p.symlink_to(p.parent / "elsewhere"), "a symbolic link"),
+        (lambda p: p.symlink_to("/dev/null"), "a symbolic link"),
+        (lambda p: p.mkdir(), "a directory"),
+        (_mknod_null, "a character device"),
+    ],
+)
+def test_refuses_to_replace_what_is_not_a_regular_file(
+    tmp_path: Path, make: object, kind: str
+) -> None:
     (tmp_path / "elsewhere").write_text("keep\n")
     path = tmp_path / "out.service"
     try:
@@ -213,8 +233,11 @@ def test_refuses_to_replace_what_is_not_a_regular_file(tmp_path: Path, make: obj
     except PermissionError:
         pytest.skip("mknod needs CAP_MKNOD")
     before = os.lstat(path)
-    with pytest.raises(FileError, match=rf"^cannot write {re.escape(str(path))}: it is {kind}, "
-                                        r"and fleetpy replaces only regular files$"):
+    with pytest.raises(
+        FileError,
+        match=rf"^cannot write {re.escape(str(path))}: it is {kind}, "
+        r"and fleetpy replaces only regular files$",
+    ):
         write_file_atomically(path, "new\n")
     after = os.lstat(path)
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
@@ -235,8 +258,9 @@ def test_write_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("broken", ["fsync", "replace"])
-def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path, broken: str,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_the_old_file_and_no_temp(
+    tmp_path: Path, broken: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "out.service"
     path.write_text("old\n")
 
@@ -251,7 +275,9 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path, broken: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.service"]
 
 
-def test_an_interrupted_write_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_write_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def interrupt(*args: object) -> None:
         raise KeyboardInterrupt
 

@@ -16,14 +16,26 @@ from waiting import until
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import RegistryConfig
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
-           "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.org",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.org",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+}
 
 
 def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check,
-                          env={**os.environ, **GIT_ENV}, timeout=120)
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=check,
+        env={**os.environ, **GIT_ENV},
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -40,7 +52,8 @@ def write_deployment(work: Path, version: str, template: str = APP) -> None:
     (deploy / "fleetpy.yaml").write_text(
         f"name: pushed\nvalues: {{version: '{version}', command: /bin/sleep 1000}}\nunits:\n"
         "  - {name: app@.service, template: app.service.j2, instances: 2}\n"
-        "rollout: {min_ready: 0, timeout: 20}\n")
+        "rollout: {min_ready: 0, timeout: 20}\n"
+    )
 
 
 def commit(work: Path, message: str) -> str:
@@ -59,19 +72,32 @@ def repos(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def fleetpy(etcd: EtcdServer, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleetpy", "--endpoint", etcd.endpoint,
-                           "--etcd-prefix", prefix, *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fleetpy",
+            "--endpoint",
+            etcd.endpoint,
+            "--etcd-prefix",
+            prefix,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def test_push_deploys_and_an_invalid_push_is_rejected(cluster: Cluster, etcd: EtcdServer,
-                                                      prefix: str, repos: tuple[Path, Path]
-                                                      ) -> None:
+def test_push_deploys_and_an_invalid_push_is_rejected(
+    cluster: Cluster, etcd: EtcdServer, prefix: str, repos: tuple[Path, Path]
+) -> None:
     bare, work = repos
     result = fleetpy(etcd, prefix, "git", "install-hooks", str(bare), "--dir", "deploy")
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split()) == sorted(
-        ["Installed", f"{bare}/hooks/post-receive", "Installed", f"{bare}/hooks/pre-receive"])
+        ["Installed", f"{bare}/hooks/post-receive", "Installed", f"{bare}/hooks/pre-receive"]
+    )
 
     write_deployment(work, "1")
     first = commit(work, "v1")
@@ -79,7 +105,9 @@ def test_push_deploys_and_an_invalid_push_is_rejected(cluster: Cluster, etcd: Et
     assert "applied" in pushed.stderr and "2 added" in pushed.stderr, pushed.stderr
     units = cluster.registry.list_units()
     assert {n: (u.owner, u.origin) for n, u in units.items()} == {
-        "app@1.service": ("pushed", first), "app@2.service": ("pushed", first)}
+        "app@1.service": ("pushed", first),
+        "app@2.service": ("pushed", first),
+    }
     until(lambda: len(cluster.active()) == 2, what="pushed units active")
 
     write_deployment(work, "2", APP.replace("{{ version }}", "{{ version | nope }}"))
@@ -99,14 +127,23 @@ def test_push_deploys_and_an_invalid_push_is_rejected(cluster: Cluster, etcd: Et
     assert record is not None and record.commit == third
 
 
-def test_git_watch_applies_a_new_commit(cluster: Cluster, etcd: EtcdServer, prefix: str,
-                                        repos: tuple[Path, Path], tmp_path: Path) -> None:
+def test_git_watch_applies_a_new_commit(
+    cluster: Cluster, etcd: EtcdServer, prefix: str, repos: tuple[Path, Path], tmp_path: Path
+) -> None:
     bare, work = repos
     write_deployment(work, "1")
     head = commit(work, "v1")
     git("push", "-q", "origin", "main", cwd=work)
-    args = ("git", "watch", str(bare), "--dir", "deploy", "--once",
-            "--workdir", str(tmp_path / "clones"))
+    args = (
+        "git",
+        "watch",
+        str(bare),
+        "--dir",
+        "deploy",
+        "--once",
+        "--workdir",
+        str(tmp_path / "clones"),
+    )
     result = fleetpy(etcd, prefix, *args)
     assert result.returncode == 0, result.stderr
     assert "event=git_watch_apply" in result.stderr

@@ -30,17 +30,34 @@ def docker_names(all_containers: bool = False) -> list[str]:
 
 def start_probe(host: Host, image: str) -> str:
     name = f"probe-{host.name}"
-    host.run(["systemd-run", "--unit=probe", "/usr/bin/docker", "run", "--rm", "--name", name,
-              image, "sleep", "30"])
+    host.run(
+        [
+            "systemd-run",
+            "--unit=probe",
+            "/usr/bin/docker",
+            "run",
+            "--rm",
+            "--name",
+            name,
+            image,
+            "sleep",
+            "30",
+        ]
+    )
     wait_until(lambda: name in docker_names(), 30, f"container {name}")
     return name
 
 
-def test_hosts_boot_with_their_own_identity_and_config(hosts, etcd: EtcdServer, prefix: str) -> None:
+def test_hosts_boot_with_their_own_identity_and_config(
+    hosts, etcd: EtcdServer, prefix: str
+) -> None:
     a, b = hosts(2, metadata=[{"role": "web"}, {"role": "db"}], ttl=5)
     assert a.machine_id != b.machine_id
     for host, role in ((a, "web"), (b, "db")):
-        assert host.run(["systemctl", "is-system-running"], check=False).stdout.strip() in ("running", "degraded")
+        assert host.run(["systemctl", "is-system-running"], check=False).stdout.strip() in (
+            "running",
+            "degraded",
+        )
         assert host.run(["cat", "/etc/machine-id"]).stdout.strip() == host.machine_id
         assert host.run(["hostname"]).stdout.strip() == host.name
         config = yaml.safe_load(host.run(["cat", "/etc/fleetpy/agent.yaml"]).stdout)
@@ -53,15 +70,25 @@ def test_hosts_boot_with_their_own_identity_and_config(hosts, etcd: EtcdServer, 
 def test_agent_unit_enabled_and_runtime_importable(hosts) -> None:
     (host,) = hosts(1)
     assert host.systemctl("is-enabled", AGENT_UNIT).stdout.strip() == "enabled"
-    assert "fleetpy-agent --config /etc/fleetpy/agent.yaml" in host.run(
-        ["cat", f"/etc/systemd/system/{AGENT_UNIT}"]).stdout
+    assert (
+        "fleetpy-agent --config /etc/fleetpy/agent.yaml"
+        in host.run(["cat", f"/etc/systemd/system/{AGENT_UNIT}"]).stdout
+    )
     # fleetpy comes from the bound checkout, its deps from the venv, D-Bus and
     # GLib from Debian: everything the agent imports.
-    imported = host.run(["/opt/fleetpy/venv/bin/python", "-c",
-                         "import dbus, gi, yaml, jinja2, grpc, pyetcd, fleetpy.unit; print(fleetpy.unit.__file__)"])
+    imported = host.run(
+        [
+            "/opt/fleetpy/venv/bin/python",
+            "-c",
+            "import dbus, gi, yaml, jinja2, grpc, pyetcd, fleetpy.unit; print(fleetpy.unit.__file__)",
+        ]
+    )
     assert imported.stdout.strip() == "/opt/fleetpy/src/fleetpy/unit.py"
     for launcher in ("fleetpy", "fleetpy-agent"):
-        assert host.run(["test", "-x", f"/opt/fleetpy/venv/bin/{launcher}"], check=False).returncode == 0
+        assert (
+            host.run(["test", "-x", f"/opt/fleetpy/venv/bin/{launcher}"], check=False).returncode
+            == 0
+        )
     # The checkout is bound read-only: a host can never change the source.
     assert host.run(["touch", "/opt/fleetpy/src/fleetpy/x"], check=False).returncode != 0
 
@@ -83,8 +110,13 @@ def test_kill_ends_every_process_of_the_host_only(hosts, host_docker: str) -> No
 
     assert not victim.alive
     assert victim.processes() == []
-    assert container not in docker_names(all_containers=True)  # a dead machine's containers are dead
-    assert survivor.run(["systemctl", "is-system-running"], check=False).stdout.strip() in ("running", "degraded")
+    assert container not in docker_names(
+        all_containers=True
+    )  # a dead machine's containers are dead
+    assert survivor.run(["systemctl", "is-system-running"], check=False).stdout.strip() in (
+        "running",
+        "degraded",
+    )
 
 
 def test_stop_powers_off_cleanly(hosts) -> None:

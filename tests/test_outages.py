@@ -93,8 +93,11 @@ class Operator:
         self.engine_log = workdir / "engine.log"
         with open(self.engine_log, "ab") as log:
             self.engine = subprocess.Popen(
-                [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", str(TTL)], env=env,
-                stdout=subprocess.DEVNULL, stderr=log)
+                [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", str(TTL)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     def write(self, name: str, text: str) -> str:
         path = self.workdir / name
@@ -103,8 +106,11 @@ class Operator:
 
     def docker_unit(self, name: str) -> str:
         """units/docker-service.service.j2 with the local busybox image (as test_e2e)."""
-        values = {"name": name.split(".")[0], "image": "local/busybox:latest",
-                  "command": ["sleep", "100000"]}
+        values = {
+            "name": name.split(".")[0],
+            "image": "local/busybox:latest",
+            "command": ["sleep", "100000"],
+        }
         return self.write(name, render(ROOT / "units" / "docker-service.service.j2", values))
 
     def _wait(self, names: list[str], target: str, seconds: int) -> None:
@@ -123,8 +129,11 @@ class Operator:
         control.destroy(self.registry, names)
 
     def engine_events(self, event: str) -> list[str]:
-        return [line for line in self.engine_log.read_text(errors="replace").splitlines()
-                if f"event={event} " in line + " "]
+        return [
+            line
+            for line in self.engine_log.read_text(errors="replace").splitlines()
+            if f"event={event} " in line + " "
+        ]
 
     def close(self) -> None:
         self.engine.kill()
@@ -151,8 +160,9 @@ class Observer:
 
     def __init__(self, etcd: EtcdServer, prefix: str, interval: float = 0.1) -> None:
         # A short timeout: a read hanging on a paused etcd must not hide the recovery.
-        self.registry = Registry(RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix,
-                                                timeout=1.0))
+        self.registry = Registry(
+            RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=1.0)
+        )
         self.interval = interval
         self.samples: list[Sample] = []
         self._lock = threading.Lock()
@@ -176,10 +186,14 @@ class Observer:
                 self._stop.wait(self.interval)
                 continue
             sample = Sample(
-                at=time.monotonic(), machines=frozenset(view.machines),
+                at=time.monotonic(),
+                machines=frozenset(view.machines),
                 schedule={unit: machine for unit, (machine, _) in view.schedule.items()},
-                states={unit: {m: s.active for m, s in by_machine.items()}
-                        for unit, by_machine in view.states.items()})
+                states={
+                    unit: {m: s.active for m, s in by_machine.items()}
+                    for unit, by_machine in view.states.items()
+                },
+            )
             with self._lock:
                 self.samples.append(sample)
             self._stop.wait(self.interval)
@@ -188,8 +202,9 @@ class Observer:
         with self._lock:
             return [s for s in self.samples if s.at >= start]
 
-    def wait(self, good: Callable[[Sample], bool], start: float, timeout: float,
-             what: str) -> Sample:
+    def wait(
+        self, good: Callable[[Sample], bool], start: float, timeout: float, what: str
+    ) -> Sample:
         """The first sample after `start` for which `good` holds."""
         deadline = time.monotonic() + timeout
         while True:
@@ -235,17 +250,28 @@ class Cluster:
 
     def all_active(self, sample: Sample) -> bool:
         """Both machines registered, every unit reported active on its own machine only."""
-        return sample.machines == self.machines and self.at_home(sample) and all(
-            sample.states.get(unit) == {machine: "active"}
-            for unit, machine in self.homes().items())
+        return (
+            sample.machines == self.machines
+            and self.at_home(sample)
+            and all(
+                sample.states.get(unit) == {machine: "active"}
+                for unit, machine in self.homes().items()
+            )
+        )
 
     def start_units(self, plain: int, docker: int) -> None:
         files = [self.operator.write(f"sleep-{i}.service", PLAIN_UNIT) for i in range(plain)]
         files += [self.operator.docker_unit(f"box-{i}.service") for i in range(docker)]
         self.operator.start(files, seconds=90)
         sample = self.observer.wait(
-            lambda s: all(s.states.get(Path(f).name, {}).get(s.schedule.get(Path(f).name, ""))
-                          == "active" for f in files), time.monotonic(), 30, "units active")
+            lambda s: all(
+                s.states.get(Path(f).name, {}).get(s.schedule.get(Path(f).name, "")) == "active"
+                for f in files
+            ),
+            time.monotonic(),
+            30,
+            "units active",
+        )
         for path in files:
             unit = Path(path).name
             host = next(h for h in self.hosts if h.machine_id == sample.schedule[unit])
@@ -255,15 +281,21 @@ class Cluster:
 
     def agent_stops(self, host: Host) -> list[str]:
         """Agent journal lines stopping one of the placed units (probes excluded)."""
-        journal = host.run(["journalctl", "-u", AGENT_UNIT, "--no-pager", "-o", "cat"],
-                           check=False).stdout
-        return [line for line in journal.splitlines()
-                if "event=unit_action" in line and "action=stop" in line
-                and any(f"unit={unit}" in line.split() for unit in self.placed)]
+        journal = host.run(
+            ["journalctl", "-u", AGENT_UNIT, "--no-pager", "-o", "cat"], check=False
+        ).stdout
+        return [
+            line
+            for line in journal.splitlines()
+            if "event=unit_action" in line
+            and "action=stop" in line
+            and any(f"unit={unit}" in line.split() for unit in self.placed)
+        ]
 
     def agent_events(self, host: Host, event: str) -> int:
-        journal = host.run(["journalctl", "-u", AGENT_UNIT, "--no-pager", "-o", "cat"],
-                           check=False).stdout
+        journal = host.run(
+            ["journalctl", "-u", AGENT_UNIT, "--no-pager", "-o", "cat"], check=False
+        ).stdout
         return sum(f"event={event} " in line + " " for line in journal.splitlines())
 
     def registrations(self) -> dict[str, int]:
@@ -273,9 +305,13 @@ class Cluster:
     def assert_untouched(self) -> None:
         """No unit restarted, moved or stopped: same MainPID on the same host."""
         for placed in self.placed.values():
-            assert placed.host.is_active(placed.unit), f"{placed.unit} not active on {placed.host.name}"
+            assert placed.host.is_active(placed.unit), (
+                f"{placed.unit} not active on {placed.host.name}"
+            )
             pid = placed.host.main_pid(placed.unit)
-            assert pid == placed.pid, f"{placed.unit} restarted on {placed.host.name}: {placed.pid} -> {pid}"
+            assert pid == placed.pid, (
+                f"{placed.unit} restarted on {placed.host.name}: {placed.pid} -> {pid}"
+            )
         assert self.operator.engine_events("unit_moved") == []
         for host in self.hosts:
             assert self.agent_stops(host) == [], f"agent on {host.name} stopped units"
@@ -302,8 +338,9 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(hosts: Callable[..., list[Host]], etcd: EtcdServer, prefix: str,
-            tmp_path: Path) -> Iterator[Cluster]:
+def cluster(
+    hosts: Callable[..., list[Host]], etcd: EtcdServer, prefix: str, tmp_path: Path
+) -> Iterator[Cluster]:
     """Two hosts, an engine, 4 plain and 2 docker units spread over both hosts."""
     booted = hosts(2, ttl=TTL)
     operator = Operator(etcd, prefix, tmp_path)
@@ -338,13 +375,15 @@ def recovered_after(cluster: Cluster, healthy: float) -> float:
     assert not moved, f"schedule changed after the outage: {dict(moved[0].schedule)}"
     bad = [i for i, s in enumerate(samples) if not cluster.all_active(s)]
     assert not bad or bad[-1] < len(samples) - 1, (
-        f"units not all active {WINDOW:g}s after etcd was healthy: {samples[-1]}")
+        f"units not all active {WINDOW:g}s after etcd was healthy: {samples[-1]}"
+    )
     first_good = samples[bad[-1] + 1] if bad else samples[0]
     return first_good.at - healthy
 
 
-def ride_out(cluster: Cluster, scenario: str, outage: Callable[[], float],
-             leases_lost: bool) -> None:
+def ride_out(
+    cluster: Cluster, scenario: str, outage: Callable[[], float], leases_lost: bool
+) -> None:
     """REPETITIONS times: the outage, then every check of the issue; records figures.
     leases_lost: etcd revokes every lease when it comes back, so every agent must have
     registered anew (proof that the scenario took the path it is meant to test)."""
@@ -361,17 +400,24 @@ def ride_out(cluster: Cluster, scenario: str, outage: Callable[[], float],
         seconds = recovered_after(cluster, healthy)
         cluster.assert_untouched()
         again = {name: count - registered[name] for name, count in cluster.registrations().items()}
-        print(f"{scenario}: repetition={repetition} active_again_s={seconds:.2f} "
-              f"probe_started_s={probe:.2f} agents_registered_anew={sum(again.values())}",
-              flush=True)
+        print(
+            f"{scenario}: repetition={repetition} active_again_s={seconds:.2f} "
+            f"probe_started_s={probe:.2f} agents_registered_anew={sum(again.values())}",
+            flush=True,
+        )
         recovered.append(seconds)
         probes.append(probe)
         reregistered.append(sum(again.values()))
         assert seconds <= ACTIVE_BOUND, f"units active again only after {seconds:.1f}s"
         if leases_lost:
             assert all(again.values()), f"an agent kept a lease etcd revoked: {again}"
-    record(scenario, active_again_s=recovered, probe_started_s=probes,
-           agents_registered_anew=reregistered, bound_s=ACTIVE_BOUND)
+    record(
+        scenario,
+        active_again_s=recovered,
+        probe_started_s=probes,
+        agents_registered_anew=reregistered,
+        bound_s=ACTIVE_BOUND,
+    )
 
 
 def record(scenario: str, **figures: Any) -> None:
@@ -387,9 +433,11 @@ def summary_table() -> str:
             if not isinstance(values, list) or not values:
                 continue
             bound = figures["bound_s"] if name in ("active_again_s", "units_moved_s") else None
-            lines.append(f"{scenario:<32} {name:<22} {len(values):>3} "
-                         f"{statistics.median(values):7.2f} {max(values):7.2f} "
-                         f"{'' if bound is None else f'{bound:6.1f}'}")
+            lines.append(
+                f"{scenario:<32} {name:<22} {len(values):>3} "
+                f"{statistics.median(values):7.2f} {max(values):7.2f} "
+                f"{'' if bound is None else f'{bound:6.1f}'}"
+            )
     return "\n".join(lines)
 
 
@@ -406,10 +454,14 @@ def write_results(loadavg_before: list[float]) -> None:
         scenarios[scenario] = entry
     report = {
         "command": "pytest -s tests/test_outages.py",
-        "cpu_count": os.cpu_count(), "loadavg_before": loadavg_before,
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": loadavg_before,
         "loadavg_after": list(os.getloadavg()),
-        "hosts": 2, "ttl_s": TTL, "repetitions": REPETITIONS,
-        "kill_outage_s": KILL_OUTAGE, "pause_outage_s": PAUSE_OUTAGE,
+        "hosts": 2,
+        "ttl_s": TTL,
+        "repetitions": REPETITIONS,
+        "kill_outage_s": KILL_OUTAGE,
+        "pause_outage_s": PAUSE_OUTAGE,
         "scenarios": scenarios,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -417,10 +469,17 @@ def write_results(loadavg_before: list[float]) -> None:
 
 
 def lease_ids(etcd: EtcdServer) -> list[int]:
-    out = subprocess.run(["etcdctl", "--endpoints", etcd.endpoint, "lease", "list"],
-                         env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True,
-                         text=True, check=True, timeout=10).stdout
-    return [int(line, 16) for line in out.splitlines()[1:] if line.strip()]  # after "found N leases"
+    out = subprocess.run(
+        ["etcdctl", "--endpoints", etcd.endpoint, "lease", "list"],
+        env={**os.environ, "ETCDCTL_API": "3"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    return [
+        int(line, 16) for line in out.splitlines()[1:] if line.strip()
+    ]  # after "found N leases"
 
 
 # ----------------------------------------------------------------------------- tests
@@ -465,10 +524,17 @@ def test_every_lease_revoked_at_once_moves_nothing(cluster: Cluster) -> None:
     cluster.assert_untouched()
     again = {name: count - registered[name] for name, count in cluster.registrations().items()}
     assert all(again.values()), f"each agent must find its lease gone and register anew: {again}"
-    print(f"every lease revoked: active_again_s={seconds:.2f} probe_started_s={probe:.2f} "
-          f"agents_registered_anew={sum(again.values())}")
-    record("every lease revoked", active_again_s=[seconds], probe_started_s=[probe],
-           agents_registered_anew=[sum(again.values())], bound_s=ACTIVE_BOUND)
+    print(
+        f"every lease revoked: active_again_s={seconds:.2f} probe_started_s={probe:.2f} "
+        f"agents_registered_anew={sum(again.values())}"
+    )
+    record(
+        "every lease revoked",
+        active_again_s=[seconds],
+        probe_started_s=[probe],
+        agents_registered_anew=[sum(again.values())],
+        bound_s=ACTIVE_BOUND,
+    )
     assert seconds <= ACTIVE_BOUND
 
 
@@ -482,16 +548,23 @@ def kill_host_and_wait_for_moves(cluster: Cluster, bound: float) -> float:
     killed = time.monotonic()
     victim.kill()
     arrived = cluster.observer.wait(
-        lambda s: all(s.schedule.get(u) == survivor.machine_id
-                      and s.states.get(u) == {survivor.machine_id: "active"} for u in moving),
-        killed, bound + 10, "the dead host's units active on the survivor")
+        lambda s: all(
+            s.schedule.get(u) == survivor.machine_id
+            and s.states.get(u) == {survivor.machine_id: "active"}
+            for u in moving
+        ),
+        killed,
+        bound + 10,
+        "the dead host's units active on the survivor",
+    )
     seconds = arrived.at - killed
     for unit in moving:
         assert survivor.is_active(unit)
     for unit, placed in staying.items():  # the survivor's own units were left alone
         assert survivor.main_pid(unit) == placed.pid
-    assert {line.split("unit=")[1].split()[0] for line in cluster.operator.engine_events("unit_moved")} \
-        == set(moving)
+    assert {
+        line.split("unit=")[1].split()[0] for line in cluster.operator.engine_events("unit_moved")
+    } == set(moving)
     return seconds
 
 

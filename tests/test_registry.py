@@ -25,8 +25,12 @@ from fleetpy.registry import (
 from fleetpy.states import DesiredState
 
 
-def change(name: str, text: str = "[Service]\nExecStart=/bin/true\n", desired: str | None = None,
-           **kw: object) -> UnitChange:
+def change(
+    name: str,
+    text: str = "[Service]\nExecStart=/bin/true\n",
+    desired: str | None = None,
+    **kw: object,
+) -> UnitChange:
     digest = hashlib.sha256(text.encode()).hexdigest()
     return UnitChange(name=name, text=text, hash=digest, desired=desired, **kw)  # type: ignore[arg-type]
 
@@ -41,7 +45,9 @@ def test_submit_stores_content_once_and_records_inactive(registry: Registry) -> 
     assert list(registry.list_content()) == [units["a.service"].hash]
 
 
-def test_resubmit_same_content_is_a_noop_and_different_content_is_refused(registry: Registry) -> None:
+def test_resubmit_same_content_is_a_noop_and_different_content_is_refused(
+    registry: Registry,
+) -> None:
     registry.change_units([change("a.service", desired="launched")])
     registry.change_units([change("a.service")])
     assert registry.get_unit("a.service").desired == "launched"  # type: ignore[union-attr]
@@ -52,18 +58,23 @@ def test_resubmit_same_content_is_a_noop_and_different_content_is_refused(regist
 def test_failed_batch_writes_nothing(registry: Registry) -> None:
     registry.change_units([change("a.service")])
     with pytest.raises(StateError):
-        registry.change_units([change("new.service"),
-                               change("a.service", "[Service]\nExecStart=/bin/false\n")])
+        registry.change_units(
+            [change("new.service"), change("a.service", "[Service]\nExecStart=/bin/false\n")]
+        )
     assert registry.get_unit("new.service") is None
 
 
 def test_instance_takes_template_content(registry: Registry) -> None:
     registry.change_units([change("web@.service")])
-    registry.change_units([UnitChange("web@1.service", desired="launched", template="web@.service")])
+    registry.change_units(
+        [UnitChange("web@1.service", desired="launched", template="web@.service")]
+    )
     tmpl, inst = registry.get_unit("web@.service"), registry.get_unit("web@1.service")
     assert inst is not None and tmpl is not None and inst.hash == tmpl.hash
     with pytest.raises(UnknownUnitError, match="nor its template"):
-        registry.change_units([UnitChange("db@1.service", desired="launched", template="db@.service")])
+        registry.change_units(
+            [UnitChange("db@1.service", desired="launched", template="db@.service")]
+        )
 
 
 def test_global_units_are_mirrored_for_agents(registry: Registry) -> None:
@@ -88,8 +99,10 @@ def test_racing_clients_never_lose_an_update(registry_config: RegistryConfig) ->
         try:
             for round_ in range(5):
                 state = ("loaded", "launched")[(n + round_) % 2]
-                reg.change_units([UnitChange(f"u{i}.service", desired=state) for i in range(10)]
-                                 + [change(f"own{n}-{round_}.service", desired="launched")])
+                reg.change_units(
+                    [UnitChange(f"u{i}.service", desired=state) for i in range(10)]
+                    + [change(f"own{n}-{round_}.service", desired="launched")]
+                )
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -103,7 +116,9 @@ def test_racing_clients_never_lose_an_update(registry_config: RegistryConfig) ->
     assert errors == []
     units = setup.list_units()
     assert len(units) == 10 + 20 * 5
-    assert all(units[f"own{n}-{r}.service"].desired == "launched" for n in range(20) for r in range(5))
+    assert all(
+        units[f"own{n}-{r}.service"].desired == "launched" for n in range(20) for r in range(5)
+    )
     # each transaction set all 10 shared units at once, so they agree with each other
     assert len({units[f"u{i}.service"].desired for i in range(10)}) == 1
     setup.close()
@@ -164,9 +179,14 @@ def test_engine_writes_are_batched_within_etcds_limits(registry: Registry) -> No
     lease = registry.grant_lease(10)
     assert registry.campaign("e", lease)
     text = "[Service]\nExecStart=/bin/true\n" + "#" * 50_000
-    groups = [[PlaceUnit(f"m{i % 3}", ScheduleEntry(f"u{i}.service", "cd" * 32,
-                                                    DesiredState.LAUNCHED, text))]
-              for i in range(60)]  # 3 MB in all: etcd takes at most 1.5 MiB per request
+    groups = [
+        [
+            PlaceUnit(
+                f"m{i % 3}", ScheduleEntry(f"u{i}.service", "cd" * 32, DesiredState.LAUNCHED, text)
+            )
+        ]
+        for i in range(60)
+    ]  # 3 MB in all: etcd takes at most 1.5 MiB per request
     written: list[tuple[int, int]] = []
     assert registry.engine_write("e", groups, lambda start, end: written.append((start, end)))
     assert written[0][0] == 0 and written[-1][1] == 60 and len(written) >= 3

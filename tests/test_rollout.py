@@ -51,17 +51,26 @@ class Cluster:
     def __init__(self, config: RegistryConfig) -> None:
         self.registry = Registry(config)
         # Starts take a moment, so a rolling update's down units show in the reports.
-        self.agents = [Agent(Registry(config), SimulatedUnitManager(start_seconds=0.2),
-                             AgentConfig(f"m{i}", {"rack": f"r{i}"}, ttl=3)).start()
-                       for i in range(3)]
+        self.agents = [
+            Agent(
+                Registry(config),
+                SimulatedUnitManager(start_seconds=0.2),
+                AgentConfig(f"m{i}", {"rack": f"r{i}"}, ttl=3),
+            ).start()
+            for i in range(3)
+        ]
         self.engine = Engine(Registry(config), lease_ttl=3, reconcile_interval=5).start()
         for agent in self.agents:
             agent.ready.wait(10)
 
     def active(self) -> dict[str, str]:
         """unit -> hash it runs, where active."""
-        return {u: s.hash for u, by in self.registry.list_states().items()
-                for s in by.values() if s.active == "active"}
+        return {
+            u: s.hash
+            for u, by in self.registry.list_states().items()
+            for s in by.values()
+            if s.active == "active"
+        }
 
     def close(self) -> None:
         for agent in self.agents:
@@ -77,21 +86,30 @@ def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
     c.close()
 
 
-def deployment(tmp_path: Path, version: str = "1", instances: int = 4,
-               command: str = "/bin/sleep 1000", sidekick: bool = False,
-               extra: str = "", name: str = "demo") -> Path:
+def deployment(
+    tmp_path: Path,
+    version: str = "1",
+    instances: int = 4,
+    command: str = "/bin/sleep 1000",
+    sidekick: bool = False,
+    extra: str = "",
+    name: str = "demo",
+) -> Path:
     directory = tmp_path / f"deploy-{name}"
     directory.mkdir(exist_ok=True)
     (directory / "app.service.j2").write_text(APP)
     (directory / "side.service.j2").write_text(SIDE)
     units = [f"  - {{name: app@.service, template: app.service.j2, instances: {instances}}}"]
     if sidekick:
-        units.append(f"  - {{name: side@.service, template: side.service.j2, "
-                     f"instances: {instances}}}")
+        units.append(
+            f"  - {{name: side@.service, template: side.service.j2, instances: {instances}}}"
+        )
     units.append(extra) if extra else None
     (directory / "fleetpy.yaml").write_text(
         f"name: {name}\nvalues: {{version: '{version}', command: '{command}'}}\nunits:\n"
-        + "\n".join(units) + "\nrollout: {max_unavailable: 1, min_ready: 0, timeout: 20}\n")
+        + "\n".join(units)
+        + "\nrollout: {max_unavailable: 1, min_ready: 0, timeout: 20}\n"
+    )
     return directory
 
 
@@ -103,8 +121,13 @@ def render(directory: Path) -> tuple[str, tuple]:  # type: ignore[type-arg]
 QUICK = ApplyOptions(min_ready=0, timeout=20)
 
 
-def apply(registry: Registry, directory: Path, prune: bool = False,
-          options: ApplyOptions = QUICK, origin: str = "c1"):
+def apply(
+    registry: Registry,
+    directory: Path,
+    prune: bool = False,
+    options: ApplyOptions = QUICK,
+    origin: str = "c1",
+):
     name, units = render(directory)
     plan = plan_deployment(registry, name, units, origin, prune)
     return plan, apply_deployment(registry, plan, units, options)
@@ -116,6 +139,7 @@ def cli(etcd: EtcdServer, prefix: str):  # type: ignore[no-untyped-def]
 
     def invoke(*args: str) -> Result:
         return runner.invoke(app, ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix, *args])
+
     return invoke
 
 
@@ -141,13 +165,19 @@ def test_plan_exit_codes_and_output(cluster: Cluster, cli, tmp_path: Path) -> No
     assert "-Description=app 1 version 1" in result.stdout
     assert "+Description=app 1 version 2" in result.stdout
     assert "? app@4.service  no longer rendered; kept (--prune destroys it)" in result.stdout
-    assert "- app@4.service  no longer rendered; destroyed" in cli(
-        "plan", "--prune", str(directory)).stdout
+    assert (
+        "- app@4.service  no longer rendered; destroyed"
+        in cli("plan", "--prune", str(directory)).stdout
+    )
     data = json.loads(cli("plan", str(directory), "-o", "json").stdout)[0]
     assert data["deployment"] == "demo" and data["last_applied"]
     kinds = {c["unit"]: c["kind"] for c in data["changes"]}
-    assert kinds == {"app@1.service": "change", "app@2.service": "change",
-                     "app@3.service": "change", "app@4.service": "orphan"}
+    assert kinds == {
+        "app@1.service": "change",
+        "app@2.service": "change",
+        "app@3.service": "change",
+        "app@4.service": "orphan",
+    }
 
 
 def test_plan_of_a_broken_deployment_is_one_line_and_exit_1(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -156,12 +186,15 @@ def test_plan_of_a_broken_deployment_is_one_line_and_exit_1(cli, tmp_path: Path)
     result = cli("plan", str(directory))
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        f"fleetpy: error: {directory}/app.service.j2:5: 'nope' is undefined"]
+        f"fleetpy: error: {directory}/app.service.j2:5: 'nope' is undefined"
+    ]
     (directory / "app.service.j2").write_text(APP.replace("[X-Fleet]", "[X-Flet]"))
     result = cli("plan", str(directory))
     assert result.exit_code == 1
-    assert "app.service.j2 (instance 1) renders an invalid app@1.service: unknown section " \
-           "[X-Flet]" in result.stderr
+    assert (
+        "app.service.j2 (instance 1) renders an invalid app@1.service: unknown section "
+        "[X-Flet]" in result.stderr
+    )
 
 
 # ----------------------------------------------------------------------------- apply
@@ -186,20 +219,27 @@ def test_apply_new_changed_and_pruned_units(cluster: Cluster, tmp_path: Path) ->
     assert record is not None and record.commit == "c2" and record.applying == ""
 
 
-def test_prune_never_touches_units_the_deployment_did_not_create(cluster: Cluster,
-                                                                 tmp_path: Path) -> None:
+def test_prune_never_touches_units_the_deployment_did_not_create(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     registry = cluster.registry
     unit = parse_unit("[Service]\nExecStart=/bin/sleep 1000\n")
-    registry.change_units([UnitChange("manual.service", DesiredState.LAUNCHED, unit.serialize(),
-                                      unit.hash)])
+    registry.change_units(
+        [UnitChange("manual.service", DesiredState.LAUNCHED, unit.serialize(), unit.hash)]
+    )
     other = deployment(tmp_path, name="other", instances=1)
     (other / "fleetpy.yaml").write_text(
         "name: other\nvalues: {version: '1', command: /bin/true}\nunits:\n"
-        "  - {name: other.service, template: app.service.j2}\n")
+        "  - {name: other.service, template: app.service.j2}\n"
+    )
     apply(registry, other, prune=True)
     apply(registry, deployment(tmp_path, instances=2), prune=True)
-    assert set(registry.list_units()) == {"manual.service", "other.service", "app@1.service",
-                                          "app@2.service"}
+    assert set(registry.list_units()) == {
+        "manual.service",
+        "other.service",
+        "app@1.service",
+        "app@2.service",
+    }
     apply(registry, deployment(tmp_path, instances=1), prune=True)  # prunes only its own
     assert set(registry.list_units()) == {"manual.service", "other.service", "app@1.service"}
     # the same names under another deployment: refused, nothing written
@@ -210,13 +250,15 @@ def test_prune_never_touches_units_the_deployment_did_not_create(cluster: Cluste
     # a unit someone submitted by hand is not taken over either
     (tmp_path / "deploy-demo" / "fleetpy.yaml").write_text(
         "name: demo\nvalues: {version: '1', command: /bin/true}\nunits:\n"
-        "  - {name: manual.service, template: app.service.j2}\n")
+        "  - {name: manual.service, template: app.service.j2}\n"
+    )
     with pytest.raises(DeploymentError, match="created by no deployment: manual.service"):
         apply(registry, tmp_path / "deploy-demo")
 
 
-def test_rolling_update_keeps_at_most_max_unavailable_down(cluster: Cluster,
-                                                           tmp_path: Path) -> None:
+def test_rolling_update_keeps_at_most_max_unavailable_down(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     registry = cluster.registry
     directory = deployment(tmp_path, instances=6)
     apply(registry, directory)
@@ -237,8 +279,9 @@ def test_rolling_update_keeps_at_most_max_unavailable_down(cluster: Cluster,
     cancel = registry.watch_states(on_states, registry.read_view().revision + 1)
     try:
         deployment(tmp_path, version="2", instances=6)
-        _, result = apply(registry, directory,
-                          options=ApplyOptions(max_unavailable=2, min_ready=0.3, timeout=20))
+        _, result = apply(
+            registry, directory, options=ApplyOptions(max_unavailable=2, min_ready=0.3, timeout=20)
+        )
     finally:
         cancel()
     assert len(result.replaced) == 6
@@ -251,20 +294,29 @@ def test_sidekicks_move_with_their_primary(cluster: Cluster, tmp_path: Path) -> 
     apply(registry, directory)
     until(lambda: len(cluster.active()) == 4, what="4 active")
     deployment(tmp_path, version="2", instances=2, sidekick=True)
-    (directory / "side.service.j2").write_text(SIDE.replace("[X-Fleet]",
-                                                            "Environment=V=2\n\n[X-Fleet]"))
+    (directory / "side.service.j2").write_text(
+        SIDE.replace("[X-Fleet]", "Environment=V=2\n\n[X-Fleet]")
+    )
     events = []
     _, units = render(directory)
     name, _ = render(directory)
     plan = plan_deployment(registry, name, units, "c2")
-    apply_deployment(registry, plan, units, ApplyOptions(min_ready=0, timeout=20),
-                     lambda e: events.append(e) if e.step == "replace" else None)
-    assert [e.units for e in events] == [("app@1.service", "side@1.service"),
-                                         ("app@2.service", "side@2.service")]
+    apply_deployment(
+        registry,
+        plan,
+        units,
+        ApplyOptions(min_ready=0, timeout=20),
+        lambda e: events.append(e) if e.step == "replace" else None,
+    )
+    assert [e.units for e in events] == [
+        ("app@1.service", "side@1.service"),
+        ("app@2.service", "side@2.service"),
+    ]
 
 
-def test_a_failing_version_stops_the_rollout_and_rolls_back(cluster: Cluster,
-                                                            tmp_path: Path) -> None:
+def test_a_failing_version_stops_the_rollout_and_rolls_back(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     registry = cluster.registry
     directory = deployment(tmp_path, instances=3)
     apply(registry, directory)
@@ -272,8 +324,12 @@ def test_a_failing_version_stops_the_rollout_and_rolls_back(cluster: Cluster,
     _, old_units = render(directory)
     deployment(tmp_path, version="2", instances=3, command="/bin/false")
     with pytest.raises(DeploymentError) as info:
-        apply(registry, directory, options=ApplyOptions(min_ready=0, timeout=10, rollback=True),
-              origin="bad")
+        apply(
+            registry,
+            directory,
+            options=ApplyOptions(min_ready=0, timeout=10, rollback=True),
+            origin="bad",
+        )
     message = str(info.value)
     assert message.startswith("stopped at app@1.service: app@1.service failed on m")
     assert "rolled back app@1.service to the previous version" in message
@@ -299,13 +355,19 @@ def test_racing_applies_one_wins_the_other_stops(cluster: Cluster, tmp_path: Pat
 
     def run(label: str, plan: object, units: tuple) -> None:  # type: ignore[type-arg]
         try:
-            outcomes[label] = apply_deployment(registry, plan, units,  # type: ignore[arg-type]
-                                               ApplyOptions(min_ready=0.5, timeout=20))
+            outcomes[label] = apply_deployment(
+                registry,
+                plan,
+                units,  # type: ignore[arg-type]
+                ApplyOptions(min_ready=0.5, timeout=20),
+            )
         except DeploymentError as exc:
             outcomes[label] = exc
 
-    threads = [threading.Thread(target=run, args=("A", plan_a, units_a)),
-               threading.Thread(target=run, args=("B", plan_b, units_b))]
+    threads = [
+        threading.Thread(target=run, args=("A", plan_a, units_a)),
+        threading.Thread(target=run, args=("B", plan_b, units_b)),
+    ]
     for thread in threads:
         thread.start()
         time.sleep(0.2)
@@ -313,8 +375,9 @@ def test_racing_applies_one_wins_the_other_stops(cluster: Cluster, tmp_path: Pat
         thread.join(60)
     errors = [o for o in outcomes.values() if isinstance(o, DeploymentError)]
     assert len(errors) == 1, outcomes
-    assert "another apply of deployment demo" in str(errors[0]) or \
-           "changed since it was planned" in str(errors[0])
+    assert "another apply of deployment demo" in str(
+        errors[0]
+    ) or "changed since it was planned" in str(errors[0])
     winner = units_a if not isinstance(outcomes["A"], DeploymentError) else units_b
     until(lambda: cluster.active() == {u.name: u.hash for u in winner}, what="winner's versions")
 
@@ -324,8 +387,7 @@ def test_restart_goes_one_machine_at_a_time(cluster: Cluster, cli, tmp_path: Pat
     until(lambda: len(cluster.active()) == 4, what="4 active")
     result = cli("restart", "app@*")
     assert result.exit_code == 0, result.output
-    assert sorted(result.stdout.splitlines()) == [f"Restarted app@{i}.service"
-                                                  for i in range(1, 5)]
+    assert sorted(result.stdout.splitlines()) == [f"Restarted app@{i}.service" for i in range(1, 5)]
     steps = [line for line in result.stderr.splitlines() if line.startswith("restart")]
     schedule = cluster.registry.read_view().schedule
     assert len(steps) == len({schedule[f"app@{i}.service"][0] for i in range(1, 5)})

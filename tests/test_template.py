@@ -41,8 +41,19 @@ SYSTEMD = "/usr/lib/systemd/systemd"
 # ---------------------------------------------------------------------------
 
 _WS = " \t\n\r"
-_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-                   "\\": "\\", '"': '"', "'": "'", "s": " "}
+_SIMPLE_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "s": " ",
+}
 
 
 def _unescape_at(line: str, i: int) -> tuple[str, int]:
@@ -78,7 +89,9 @@ def split_exec(line: str, specifiers: Mapping[str, str] | None = None) -> list[s
             i += 1
         if i >= n:
             break
-        assert not (line[i] == ";" and (i + 1 == n or line[i + 1] in _WS)), f"command separator in {line!r}"
+        assert not (line[i] == ";" and (i + 1 == n or line[i + 1] in _WS)), (
+            f"command separator in {line!r}"
+        )
         word: list[str] = []
         quote: str | None = None
         while i < n:
@@ -143,7 +156,9 @@ def render_docker(values: Mapping[str, Any]) -> str:
 
 
 def test_render_basic(tmp_path: Path) -> None:
-    path = write(tmp_path, "t.service.j2", "[Service]\nExecStart=/bin/echo {{ msg | systemd_quote }}\n")
+    path = write(
+        tmp_path, "t.service.j2", "[Service]\nExecStart=/bin/echo {{ msg | systemd_quote }}\n"
+    )
     assert render(path, {"msg": "hi there"}) == '[Service]\nExecStart=/bin/echo "hi there"\n'
 
 
@@ -158,13 +173,21 @@ def test_block_tags_leave_no_blank_lines(tmp_path: Path) -> None:
 
 
 def test_missing_value_names_file_and_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "web.service.j2", "[Unit]\n\n[Service]\n# image:\nExecStart=/bin/run {{ image }}\n")
+    path = write(
+        tmp_path,
+        "web.service.j2",
+        "[Unit]\n\n[Service]\n# image:\nExecStart=/bin/run {{ image }}\n",
+    )
     with pytest.raises(TemplateError, match=r"^web\.service\.j2:5: 'image' is undefined$"):
         render(path, {}, "web.service.j2")
 
 
 def test_missing_value_inside_a_filter_and_a_loop(tmp_path: Path) -> None:
-    path = write(tmp_path, "t.j2", "a\n{% for p in ports %}\n{{ p | systemd_quote }}\n{% endfor %}\n{{ x | systemd_quote }}\n")
+    path = write(
+        tmp_path,
+        "t.j2",
+        "a\n{% for p in ports %}\n{{ p | systemd_quote }}\n{% endfor %}\n{{ x | systemd_quote }}\n",
+    )
     with pytest.raises(TemplateError, match=r"^t\.j2:2: 'ports' is undefined$"):
         render(path, {}, "t.j2")
     with pytest.raises(TemplateError, match=r"^t\.j2:5: 'x' is undefined$"):
@@ -195,7 +218,10 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 def test_missing_template_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.j2"
-    with pytest.raises(TemplateError, match=rf"^cannot read template {re.escape(str(missing))}: No such file or directory$"):
+    with pytest.raises(
+        TemplateError,
+        match=rf"^cannot read template {re.escape(str(missing))}: No such file or directory$",
+    ):
         render(missing, {})
 
 
@@ -218,7 +244,9 @@ def test_type_errors_from_values_get_a_location(tmp_path: Path) -> None:
 def test_unfiltered_multiline_value_is_refused(tmp_path: Path) -> None:
     # Even without a filter, a value cannot add lines to a unit.
     path = write(tmp_path, "t.j2", "[Unit]\nDescription={{ d }}\n")
-    with pytest.raises(TemplateError, match=r"^t\.j2:2: value 'a\\nExecStartPre=/bin/evil' would span lines"):
+    with pytest.raises(
+        TemplateError, match=r"^t\.j2:2: value 'a\\nExecStartPre=/bin/evil' would span lines"
+    ):
         render(path, {"d": "a\nExecStartPre=/bin/evil"}, "t.j2")
     with pytest.raises(TemplateError, match=r"^t\.j2:2: value is empty"):
         render(path, {"d": None}, "t.j2")
@@ -241,28 +269,43 @@ def test_values_must_be_a_mapping(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{{ cycler.__init__.__globals__.os.system('touch /tmp/fleetpy-pwned') }}",
-     "access to attribute '__init__' of 'type' object is unsafe."),
-    ("{{ cycler.__init__.__globals__.__builtins__.open('/etc/passwd').read() }}",
-     "access to attribute '__init__' of 'type' object is unsafe."),
-    ("{{ ''.__class__.__mro__[1].__subclasses__() }}",
-     "access to attribute '__class__' of 'str' object is unsafe."),
-    ("{{ self._TemplateReference__context }}", "access to attribute '_TemplateReference__context'"),
-    ("{{ joiner.__init__.__globals__ }}", "access to attribute '__init__'"),
-    ("{{ namespace.__init__.__globals__ }}", "access to attribute '__init__'"),
-    ("{{ x.__class__ }}", "access to attribute '__class__' of 'str' object is unsafe."),
-    ("{{ x|attr('__class__') }}", "access to attribute '__class__'"),
-    ("{{ x['__class__'] }}", "access to attribute '__class__'"),
-    ("{{ config }}", "'config' is undefined"),
-    ("{{ lipsum.__globals__ }}", "'lipsum' is undefined"),
-    ("{{ request.application }}", "'request' is undefined"),
-    ("{{ range.__self__ }}", "has no attribute '__self__'"),
-    ("{{ dict.mro() }}", "access to attribute 'mro'"),
-    ("{{ values.update({'a': 1}) }}", "access to attribute 'update' of 'dict' object is unsafe."),
-    ("{{ items.append(1) }}", "access to attribute 'append' of 'list' object is unsafe."),
-    ("{{ '{0.__class__}'.format(x) }}", "access to attribute '__class__'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "{{ cycler.__init__.__globals__.os.system('touch /tmp/fleetpy-pwned') }}",
+            "access to attribute '__init__' of 'type' object is unsafe.",
+        ),
+        (
+            "{{ cycler.__init__.__globals__.__builtins__.open('/etc/passwd').read() }}",
+            "access to attribute '__init__' of 'type' object is unsafe.",
+        ),
+        (
+            "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+            "access to attribute '__class__' of 'str' object is unsafe.",
+        ),
+        (
+            "{{ self._TemplateReference__context }}",
+            "access to attribute '_TemplateReference__context'",
+        ),
+        ("{{ joiner.__init__.__globals__ }}", "access to attribute '__init__'"),
+        ("{{ namespace.__init__.__globals__ }}", "access to attribute '__init__'"),
+        ("{{ x.__class__ }}", "access to attribute '__class__' of 'str' object is unsafe."),
+        ("{{ x|attr('__class__') }}", "access to attribute '__class__'"),
+        ("{{ x['__class__'] }}", "access to attribute '__class__'"),
+        ("{{ config }}", "'config' is undefined"),
+        ("{{ lipsum.__globals__ }}", "'lipsum' is undefined"),
+        ("{{ request.application }}", "'request' is undefined"),
+        ("{{ range.__self__ }}", "has no attribute '__self__'"),
+        ("{{ dict.mro() }}", "access to attribute 'mro'"),
+        (
+            "{{ values.update({'a': 1}) }}",
+            "access to attribute 'update' of 'dict' object is unsafe.",
+        ),
+        ("{{ items.append(1) }}", "access to attribute 'append' of 'list' object is unsafe."),
+        ("{{ '{0.__class__}'.format(x) }}", "access to attribute '__class__'"),
+    ],
+)
 def test_sandbox_refuses_python_internals(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, "t.j2", "[Unit]\n" + text + "\n")
     with pytest.raises(TemplateError) as info:
@@ -271,88 +314,133 @@ def test_sandbox_refuses_python_internals(tmp_path: Path, text: str, message: st
     assert not os.path.exists("/tmp/fleetpy-pwned")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{{ 'x' * 10**12 }}", r"str \* 1000000000000 would have 1000000000000 characters or items"),
-    ("{{ [1] * 10**9 }}", r"list \* 1000000000 would have"),
-    ("{{ 10**9 * [1] }}", r"list \* 1000000000 would have"),
-    ("{{ 2 ** (10**10) }}", r"2 \*\* 10000000000 is larger than 4096 bits"),
-    ("{% set n = 2**4000 %}{{ n * n }}", r"a product larger than 4096 bits"),
-    ("{{ 3 ** 2600 }}", r"3 \*\* 2600 is larger than 4096 bits"),
-    ("{% set s = 'x' * 1000000 %}{{ s + s }}", r"the sum would have 2000000"),
-    ("{% set s = 'x' * 1000000 %}{{ s ~ s }}", r"the joined text would have 2000000"),
-    ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
-     "{% endfor %}", r"the joined text would have 2097152"),
-    ("{% macro d(s) %}{{ s }}{{ s }}{% endmacro %}" + "{{ " + "d(" * 25 + "'x'" + ")" * 25 + " }}",
-     r"the joined text would have 2097152"),
-    ("{{ 'a'|center(10**12) }}", r"the centered text would have 1000000000000"),
-    ("{{ 'a'.center(10**10) }}", r"str.center\(\) would have 10000000000"),
-    ("{{ 'a'.ljust(10**10) }}", r"str.ljust\(\) would have"),
-    ("{{ '1'.zfill(10**10) }}", r"str.zfill\(\) would have"),
-    ("{{ ('\t' * 1000).expandtabs(10**6) }}", r"str.expandtabs\(\) would have 1000000000"),
-    ("{{ 'x'|indent(10**10) }}", r"the indentation would have"),
-    ("{{ 'x'|replace('', 'y' * 1000000) }}", r"the replaced text would have 2000001"),
-    ("{{ ('x' * 1000)|replace('x', 'y' * 10000) }}", r"the replaced text would have 10001000"),
-    ("{{ ('x' * 1000).replace('x', 'y' * 10000) }}", r"the replaced text would have 10001000"),
-    ("{{ (['x' * 1000000] * 2)|join }}", r"the joined text would have 2000000"),
-    ("{{ ''.join(['x' * 1000000, 'y' * 1000000]) }}", r"the joined text would have 2000000"),
-    ("{{ 'a'|slice(10**9)|list }}", r"the number of slices would have 1000000000"),
-    ("{{ {}|tojson(indent=10**9) }}", r"the JSON indentation would have 1000000000"),
-    ("{{ [1]|batch(10**9, 'x')|list }}", r"a batch would have 1000000000"),
-    ("{{ ('x ' * 1000)|wordwrap(1, wrapstring='y' * 100000) }}", r"the wrapped text would have"),
-    ("{{ '%999999999s'|format(1) }}", r"format '%999999999s' asks for a width above 4096"),
-    ("{{ '%.999999999f'|format(1) }}", r"format '%.999999999f' asks for a width above 4096"),
-    ("{{ '%*s'|format(10**9, 'x') }}", r"format '%\*s' asks for a width above 4096"),
-    ("{{ '%" + "9" * 5000 + "s'|format(1) }}", r"format '%99999.*' asks for a width above 4096"),
-    ("{{ '{:" + "9" * 5000 + "}'.format(1) }}", r"format spec '99999.*' asks for a width"),
-    ("{{ '%(a)999999999s' % {'a': 1} }}", r"format '%\(a\)999999999s' asks for a width above 4096"),
-    ("{{ '{:>999999999}'.format(1) }}", r"format spec '>999999999' asks for a width"),
-    ("{{ '{:{w}}'.format(1, w=10**9) }}", r"format spec '\{w\}' asks for a width above 4096 \(or a nested"),
-    ("{{ '{:>999999999}'.format_map({}) }}", r"format spec '>999999999'"),
-    ("{% for i in range(10**12) %}{% endfor %}", r"Range too big"),
-    ("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
-     r"output larger than 1 MiB, fleetpy's limit for a rendered unit"),
-])
-def test_huge_values_are_refused_before_they_are_built(tmp_path: Path, text: str,
-                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "{{ 'x' * 10**12 }}",
+            r"str \* 1000000000000 would have 1000000000000 characters or items",
+        ),
+        ("{{ [1] * 10**9 }}", r"list \* 1000000000 would have"),
+        ("{{ 10**9 * [1] }}", r"list \* 1000000000 would have"),
+        ("{{ 2 ** (10**10) }}", r"2 \*\* 10000000000 is larger than 4096 bits"),
+        ("{% set n = 2**4000 %}{{ n * n }}", r"a product larger than 4096 bits"),
+        ("{{ 3 ** 2600 }}", r"3 \*\* 2600 is larger than 4096 bits"),
+        ("{% set s = 'x' * 1000000 %}{{ s + s }}", r"the sum would have 2000000"),
+        ("{% set s = 'x' * 1000000 %}{{ s ~ s }}", r"the joined text would have 2000000"),
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+            "{% endfor %}",
+            r"the joined text would have 2097152",
+        ),
+        (
+            "{% macro d(s) %}{{ s }}{{ s }}{% endmacro %}"
+            + "{{ "
+            + "d(" * 25
+            + "'x'"
+            + ")" * 25
+            + " }}",
+            r"the joined text would have 2097152",
+        ),
+        ("{{ 'a'|center(10**12) }}", r"the centered text would have 1000000000000"),
+        ("{{ 'a'.center(10**10) }}", r"str.center\(\) would have 10000000000"),
+        ("{{ 'a'.ljust(10**10) }}", r"str.ljust\(\) would have"),
+        ("{{ '1'.zfill(10**10) }}", r"str.zfill\(\) would have"),
+        ("{{ ('\t' * 1000).expandtabs(10**6) }}", r"str.expandtabs\(\) would have 1000000000"),
+        ("{{ 'x'|indent(10**10) }}", r"the indentation would have"),
+        ("{{ 'x'|replace('', 'y' * 1000000) }}", r"the replaced text would have 2000001"),
+        ("{{ ('x' * 1000)|replace('x', 'y' * 10000) }}", r"the replaced text would have 10001000"),
+        ("{{ ('x' * 1000).replace('x', 'y' * 10000) }}", r"the replaced text would have 10001000"),
+        ("{{ (['x' * 1000000] * 2)|join }}", r"the joined text would have 2000000"),
+        ("{{ ''.join(['x' * 1000000, 'y' * 1000000]) }}", r"the joined text would have 2000000"),
+        ("{{ 'a'|slice(10**9)|list }}", r"the number of slices would have 1000000000"),
+        ("{{ {}|tojson(indent=10**9) }}", r"the JSON indentation would have 1000000000"),
+        ("{{ [1]|batch(10**9, 'x')|list }}", r"a batch would have 1000000000"),
+        (
+            "{{ ('x ' * 1000)|wordwrap(1, wrapstring='y' * 100000) }}",
+            r"the wrapped text would have",
+        ),
+        ("{{ '%999999999s'|format(1) }}", r"format '%999999999s' asks for a width above 4096"),
+        ("{{ '%.999999999f'|format(1) }}", r"format '%.999999999f' asks for a width above 4096"),
+        ("{{ '%*s'|format(10**9, 'x') }}", r"format '%\*s' asks for a width above 4096"),
+        (
+            "{{ '%" + "9" * 5000 + "s'|format(1) }}",
+            r"format '%99999.*' asks for a width above 4096",
+        ),
+        ("{{ '{:" + "9" * 5000 + "}'.format(1) }}", r"format spec '99999.*' asks for a width"),
+        (
+            "{{ '%(a)999999999s' % {'a': 1} }}",
+            r"format '%\(a\)999999999s' asks for a width above 4096",
+        ),
+        ("{{ '{:>999999999}'.format(1) }}", r"format spec '>999999999' asks for a width"),
+        (
+            "{{ '{:{w}}'.format(1, w=10**9) }}",
+            r"format spec '\{w\}' asks for a width above 4096 \(or a nested",
+        ),
+        ("{{ '{:>999999999}'.format_map({}) }}", r"format spec '>999999999'"),
+        ("{% for i in range(10**12) %}{% endfor %}", r"Range too big"),
+        (
+            "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+            r"output larger than 1 MiB, fleetpy's limit for a rendered unit",
+        ),
+    ],
+)
+def test_huge_values_are_refused_before_they_are_built(
+    tmp_path: Path, text: str, message: str
+) -> None:
     path = write(tmp_path, "t.j2", "[Unit]\n" + text + "\n")
     with pytest.raises(TemplateError, match=r"^t\.j2:2: " + message):
         render(path, {}, "t.j2")
 
 
 def test_ordinary_arithmetic_and_strings_still_work(tmp_path: Path) -> None:
-    path = write(tmp_path, "t.j2", "{{ 8080 + 1 }} {{ 10 * 3 }} {{ 7 // 2 }} {{ 7 % 4 }} {{ 2 ** 10 }} "
-                                  "{{ '-' * 3 }} {{ [1] * 2 }} {{ 'a' + 'b' }} {{ 'a' ~ 1 }} "
-                                  "{{ '%05d'|format(42) }} {{ '{}:{}'.format('h', 80) }} "
-                                  "{{ 'x'|center(5) }}| {{ 10**10**10 }}\n")
-    assert render(path, {}) == ("8081 30 3 3 1024 --- [1, 1] ab a1 00042 h:80   x  | 1" + "0" * 100
-                                + "\n")  # Jinja's ** is left-associative: (10**10)**10
+    path = write(
+        tmp_path,
+        "t.j2",
+        "{{ 8080 + 1 }} {{ 10 * 3 }} {{ 7 // 2 }} {{ 7 % 4 }} {{ 2 ** 10 }} "
+        "{{ '-' * 3 }} {{ [1] * 2 }} {{ 'a' + 'b' }} {{ 'a' ~ 1 }} "
+        "{{ '%05d'|format(42) }} {{ '{}:{}'.format('h', 80) }} "
+        "{{ 'x'|center(5) }}| {{ 10**10**10 }}\n",
+    )
+    assert render(path, {}) == (
+        "8081 30 3 3 1024 --- [1, 1] ab a1 00042 h:80   x  | 1" + "0" * 100 + "\n"
+    )  # Jinja's ** is left-associative: (10**10)**10
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{% macro r() %}{{ r() }}{% endmacro %}{{ r() }}", r"t\.j2:1: nested too deeply, or a macro "
-                                                      r"or include that calls itself without end"),
-    ("{% include 't.j2' %}", r"t\.j2:1: nested too deeply"),
-    ("{{ " + "(" * 2000 + "1" + ")" * 2000 + " }}", r"t\.j2: nested too deeply"),
-    ("{% if 1 %}" * 500 + "{% endif %}" * 500, r"t\.j2: "),
-    ("\n\n{{ 1/0 }}", r"t\.j2:3: division by zero"),
-    ("{{ 1 // 0 }}", r"t\.j2:1: integer division or modulo by zero"),
-    ("{{ 2.0 ** 100000 }}", r"t\.j2:1: number out of range$"),
-    ("{{ (2 ** 4000) / 1.5 }}", r"t\.j2:1: int too large to convert to float"),
-    ("{{ x|systemd_quote(1, 2, 3) }}", r"t\.j2:1: systemd_quote\(\) takes from 1 to 2 positional "
-                                       r"arguments but 4 were given"),
-    ("{{ x|exec_args }}", r"t\.j2:1: expected a list of arguments, not str"),
-    ("{{ x|docker_env }}", r"t\.j2:1: docker_env\(\) missing 1 required positional argument"),
-    ("{{ [1, 'a']|sort }}", r"t\.j2:1: '<' not supported between instances of 'str' and 'int'"),
-    ("{{ x|round('a') }}", r"t\.j2:1: "),
-    ("{{ x|nosuchfilter }}", r"t\.j2:1: No filter named 'nosuchfilter'\."),
-    ("{{ x is nosuchtest }}", r"t\.j2:1: No test named 'nosuchtest'\."),
-    ("{{ nope }}", r"t\.j2:1: 'nope' is undefined"),
-    ("{{ x.nope.deeper }}", r"t\.j2:1: 'str object' has no attribute 'nope'"),
-    ("{{ fail('bad\x1b[2J\x07 thing') }}", r"t\.j2:1: bad\\x1b\[2J\\x07 thing$"),
-    ("{{ '%d'|format('x') }}", r"t\.j2:1: %d format: a real number is required, not str"),
-    ("{{ x[10**100] }}", r"t\.j2:1: "),
-    ("{{ {}|dictsort(by='nope') }}", r"t\.j2:1: "),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "{% macro r() %}{{ r() }}{% endmacro %}{{ r() }}",
+            r"t\.j2:1: nested too deeply, or a macro "
+            r"or include that calls itself without end",
+        ),
+        ("{% include 't.j2' %}", r"t\.j2:1: nested too deeply"),
+        ("{{ " + "(" * 2000 + "1" + ")" * 2000 + " }}", r"t\.j2: nested too deeply"),
+        ("{% if 1 %}" * 500 + "{% endif %}" * 500, r"t\.j2: "),
+        ("\n\n{{ 1/0 }}", r"t\.j2:3: division by zero"),
+        ("{{ 1 // 0 }}", r"t\.j2:1: integer division or modulo by zero"),
+        ("{{ 2.0 ** 100000 }}", r"t\.j2:1: number out of range$"),
+        ("{{ (2 ** 4000) / 1.5 }}", r"t\.j2:1: int too large to convert to float"),
+        (
+            "{{ x|systemd_quote(1, 2, 3) }}",
+            r"t\.j2:1: systemd_quote\(\) takes from 1 to 2 positional "
+            r"arguments but 4 were given",
+        ),
+        ("{{ x|exec_args }}", r"t\.j2:1: expected a list of arguments, not str"),
+        ("{{ x|docker_env }}", r"t\.j2:1: docker_env\(\) missing 1 required positional argument"),
+        ("{{ [1, 'a']|sort }}", r"t\.j2:1: '<' not supported between instances of 'str' and 'int'"),
+        ("{{ x|round('a') }}", r"t\.j2:1: "),
+        ("{{ x|nosuchfilter }}", r"t\.j2:1: No filter named 'nosuchfilter'\."),
+        ("{{ x is nosuchtest }}", r"t\.j2:1: No test named 'nosuchtest'\."),
+        ("{{ nope }}", r"t\.j2:1: 'nope' is undefined"),
+        ("{{ x.nope.deeper }}", r"t\.j2:1: 'str object' has no attribute 'nope'"),
+        ("{{ fail('bad\x1b[2J\x07 thing') }}", r"t\.j2:1: bad\\x1b\[2J\\x07 thing$"),
+        ("{{ '%d'|format('x') }}", r"t\.j2:1: %d format: a real number is required, not str"),
+        ("{{ x[10**100] }}", r"t\.j2:1: "),
+        ("{{ {}|dictsort(by='nope') }}", r"t\.j2:1: "),
+    ],
+)
 def test_errors_inside_a_template_are_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, "t.j2", text)
     with pytest.raises(TemplateError) as info:
@@ -363,9 +451,13 @@ def test_errors_inside_a_template_are_one_line(tmp_path: Path, text: str, messag
 
 
 def test_lipsum_is_gone_other_jinja_globals_stay(tmp_path: Path) -> None:
-    path = write(tmp_path, "t.j2", "{% set c = cycler('a', 'b') %}{{ c.next() }}{{ c.next() }} "
-                                  "{% set j = joiner(',') %}{% for x in [1, 2] %}{{ j() }}{{ x }}{% endfor %} "
-                                  "{{ dict(a=1).a }} {% set ns = namespace(n=1) %}{% set ns.n = 2 %}{{ ns.n }}\n")
+    path = write(
+        tmp_path,
+        "t.j2",
+        "{% set c = cycler('a', 'b') %}{{ c.next() }}{{ c.next() }} "
+        "{% set j = joiner(',') %}{% for x in [1, 2] %}{{ j() }}{{ x }}{% endfor %} "
+        "{{ dict(a=1).a }} {% set ns = namespace(n=1) %}{% set ns.n = 2 %}{{ ns.n }}\n",
+    )
     assert render(path, {}) == "ab 1,2 1 2\n"
 
 
@@ -379,30 +471,76 @@ def test_includes_from_the_directory_and_below_work(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     write(tmp_path, "sub/deep.j2", "deep\n")
     (tmp_path / "alias.j2").symlink_to("part.j2")  # a symlink inside the directory is fine
-    main = write(tmp_path, "main.j2", "{% include 'part.j2' %}{% include 'sub/deep.j2' %}"
-                                      "{% include './alias.j2' %}{% from 'macros.j2' import m %}{{ m() }}\n")
+    main = write(
+        tmp_path,
+        "main.j2",
+        "{% include 'part.j2' %}{% include 'sub/deep.j2' %}"
+        "{% include './alias.j2' %}{% from 'macros.j2' import m %}{{ m() }}\n",
+    )
     write(tmp_path, "macros.j2", "{% macro m() %}macro{% endmacro %}")
     assert render(main, {"x": 1}) == "part 1\ndeep\npart 1\nmacro\n"
 
 
-@pytest.mark.parametrize("include, message", [
-    ("{% include '../secret.j2' %}", r"included template \.\./secret\.j2 is outside the template directory"),
-    ("{% include 'sub/../../secret.j2' %}", r"included template sub/\.\./\.\./secret\.j2 is outside the template directory"),
-    ("{% include '/etc/passwd' %}", r"included template /etc/passwd is outside the template directory"),
-    ("{% include 'evil.j2' %}", r"included template evil\.j2 is a symbolic link to .*/secret\.j2, "
-                                r"outside the template directory"),
-    ("{% include 'passwd.j2' %}", r"included template passwd\.j2 is a symbolic link to /etc/passwd, outside the template directory"),
-    ("{% include 'etc/passwd' %}", r"included template etc/passwd is a symbolic link to /etc/passwd, outside the template directory"),
-    ("{% import '../secret.j2' as s %}", r"included template \.\./secret\.j2 is outside the template directory"),
-    ("{% extends '../secret.j2' %}", r"included template \.\./secret\.j2 is outside the template directory"),
-    ("{% from 'evil.j2' import x %}", r"included template evil\.j2 is a symbolic link to .*/secret\.j2, outside the template directory"),
-    ("{% include ['../secret.j2', 'part.j2'] %}", r"included template \.\./secret\.j2 is outside the template directory"),
-    ("{% include 'fifo.j2' %}", r"template .*fifo\.j2 is not a regular file \(a FIFO\)"),
-    ("{% include 'sub' %}", r"template .*sub is not a regular file \(a directory\)"),
-    ("{% include 'zero.j2' %}", r"included template zero\.j2 is a symbolic link to /dev/zero, outside the template directory"),
-    ("{% include 'big.j2' %}", r"template .*big\.j2 is larger than 1 MiB, fleetpy's limit for a template"),
-    ("{% include 'latin1.j2' %}", r"cannot read template .*latin1\.j2: not UTF-8 \(byte 0xe9 at offset 3\)"),
-])
+@pytest.mark.parametrize(
+    "include, message",
+    [
+        (
+            "{% include '../secret.j2' %}",
+            r"included template \.\./secret\.j2 is outside the template directory",
+        ),
+        (
+            "{% include 'sub/../../secret.j2' %}",
+            r"included template sub/\.\./\.\./secret\.j2 is outside the template directory",
+        ),
+        (
+            "{% include '/etc/passwd' %}",
+            r"included template /etc/passwd is outside the template directory",
+        ),
+        (
+            "{% include 'evil.j2' %}",
+            r"included template evil\.j2 is a symbolic link to .*/secret\.j2, "
+            r"outside the template directory",
+        ),
+        (
+            "{% include 'passwd.j2' %}",
+            r"included template passwd\.j2 is a symbolic link to /etc/passwd, outside the template directory",
+        ),
+        (
+            "{% include 'etc/passwd' %}",
+            r"included template etc/passwd is a symbolic link to /etc/passwd, outside the template directory",
+        ),
+        (
+            "{% import '../secret.j2' as s %}",
+            r"included template \.\./secret\.j2 is outside the template directory",
+        ),
+        (
+            "{% extends '../secret.j2' %}",
+            r"included template \.\./secret\.j2 is outside the template directory",
+        ),
+        (
+            "{% from 'evil.j2' import x %}",
+            r"included template evil\.j2 is a symbolic link to .*/secret\.j2, outside the template directory",
+        ),
+        (
+            "{% include ['../secret.j2', 'part.j2'] %}",
+            r"included template \.\./secret\.j2 is outside the template directory",
+        ),
+        ("{% include 'fifo.j2' %}", r"template .*fifo\.j2 is not a regular file \(a FIFO\)"),
+        ("{% include 'sub' %}", r"template .*sub is not a regular file \(a directory\)"),
+        (
+            "{% include 'zero.j2' %}",
+            r"included template zero\.j2 is a symbolic link to /dev/zero, outside the template directory",
+        ),
+        (
+            "{% include 'big.j2' %}",
+            r"template .*big\.j2 is larger than 1 MiB, fleetpy's limit for a template",
+        ),
+        (
+            "{% include 'latin1.j2' %}",
+            r"cannot read template .*latin1\.j2: not UTF-8 \(byte 0xe9 at offset 3\)",
+        ),
+    ],
+)
 def test_includes_cannot_leave_the_directory(tmp_path: Path, include: str, message: str) -> None:
     write(tmp_path, "secret.j2", "secret\n")
     units = tmp_path / "units"
@@ -421,14 +559,26 @@ def test_includes_cannot_leave_the_directory(tmp_path: Path, include: str, messa
         render(main, {}, "main.j2")
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: os.mkfifo(p), r"template .*t\.j2 is not a regular file \(a FIFO\)"),
-    (lambda p: p.symlink_to("/dev/zero"), r"template .*t\.j2 is not a regular file "
-                                          r"\(a symbolic link to a character device\)"),
-    (lambda p: p.mkdir(), r"template .*t\.j2 is not a regular file \(a directory\)"),
-    (lambda p: p.write_bytes(b"x" * (1024 * 1024 + 1)), r"template .*t\.j2 is larger than 1 MiB"),
-    (lambda p: p.write_bytes(b"\xff\xfe"), r"cannot read template .*t\.j2: not UTF-8 \(byte 0xff"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: os.mkfifo(p), r"template .*t\.j2 is not a regular file \(a FIFO\)"),
+        (
+            lambda p: p.symlink_to("/dev/zero"),
+            r"template .*t\.j2 is not a regular file "
+            r"\(a symbolic link to a character device\)",
+        ),
+        (lambda p: p.mkdir(), r"template .*t\.j2 is not a regular file \(a directory\)"),
+        (
+            lambda p: p.write_bytes(b"x" * (1024 * 1024 + 1)),
+            r"template .*t\.j2 is larger than 1 MiB",
+        ),
+        (
+            lambda p: p.write_bytes(b"\xff\xfe"),
+            r"cannot read template .*t\.j2: not UTF-8 \(byte 0xff",
+        ),
+    ],
+)
 def test_the_main_template_must_be_a_regular_file(tmp_path: Path, make: Any, message: str) -> None:
     path = tmp_path / "t.j2"
     make(path)
@@ -444,11 +594,14 @@ def test_the_main_template_must_be_a_regular_file(tmp_path: Path, make: Any, mes
 
 
 def test_render_bounded_renders_like_render(tmp_path: Path) -> None:
-    path = write(tmp_path, "t.service.j2", "[Service]\nExecStart=/bin/echo {{ msg | systemd_quote }}\n")
+    path = write(
+        tmp_path, "t.service.j2", "[Service]\nExecStart=/bin/echo {{ msg | systemd_quote }}\n"
+    )
     values = {"msg": "hi there", "when": __import__("datetime").date(2024, 1, 2)}
     assert render_bounded(path, values) == render(path, values)
     assert render_docker(load_values(UNITS / "examples" / "web.yaml")) == render_bounded(
-        DOCKER_TEMPLATE, load_values(UNITS / "examples" / "web.yaml"))
+        DOCKER_TEMPLATE, load_values(UNITS / "examples" / "web.yaml")
+    )
 
 
 def test_render_bounded_errors_are_renders_errors(tmp_path: Path) -> None:
@@ -460,24 +613,33 @@ def test_render_bounded_errors_are_renders_errors(tmp_path: Path) -> None:
 
 
 def test_render_bounded_stops_a_loop_without_end(tmp_path: Path) -> None:
-    path = write(tmp_path, "t.j2", "{% for i in range(100000) %}{% for j in range(100000) %}"
-                                  "{% endfor %}{% endfor %}")
+    path = write(
+        tmp_path,
+        "t.j2",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    )
     started = time.monotonic()
-    with pytest.raises(TemplateError, match=r"^units/x\.j2: rendering took longer than 1\.5 s "
-                                            r"\(a loop without end\?\)$"):
+    with pytest.raises(
+        TemplateError,
+        match=r"^units/x\.j2: rendering took longer than 1\.5 s "
+        r"\(a loop without end\?\)$",
+    ):
         render_bounded(path, {}, "units/x.j2", timeout=1.5)
     assert time.monotonic() - started < 5
 
 
 def test_render_bounded_limits_memory(tmp_path: Path) -> None:
     # 200 lists of 100,000 items: each list is within the limits, together ~160 MB.
-    path = write(tmp_path, "t.j2", "{% set big = [range(100000)|list] * 200 %}{{ big|string|length }}")
+    path = write(
+        tmp_path, "t.j2", "{% set big = [range(100000)|list] * 200 %}{{ big|string|length }}"
+    )
     with pytest.raises(TemplateError, match=r"^t\.j2:1: out of memory$"):
         render_bounded(path, {}, "t.j2", memory=100 * 1024 * 1024)
 
 
 def test_render_bounded_does_not_import_from_the_working_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path, "jinja2.py", "raise SystemExit('imported from the working directory')\n")
     write(tmp_path, "t.j2", "ok\n")
     monkeypatch.chdir(tmp_path)
@@ -485,10 +647,15 @@ def test_render_bounded_does_not_import_from_the_working_directory(
 
 
 def test_load_values_merge_keys_and_limits(tmp_path: Path) -> None:
-    path = write(tmp_path, "v.yaml", "defaults: &d {restart: always, pull: false}\n"
-                                     "web:\n  <<: *d\n  pull: true\n")
-    assert load_values(path) == {"defaults": {"restart": "always", "pull": False},
-                                 "web": {"restart": "always", "pull": True}}
+    path = write(
+        tmp_path,
+        "v.yaml",
+        "defaults: &d {restart: always, pull: false}\nweb:\n  <<: *d\n  pull: true\n",
+    )
+    assert load_values(path) == {
+        "defaults": {"restart": "always", "pull": False},
+        "web": {"restart": "always", "pull": True},
+    }
     with pytest.raises(TemplateError, match=r"v2\.yaml:1: nested deeper than 64 levels$"):
         load_values(write(tmp_path, "v2.yaml", "a: " + "[" * 100000))
     big = tmp_path / "big.yaml"
@@ -497,7 +664,9 @@ def test_load_values_merge_keys_and_limits(tmp_path: Path) -> None:
         load_values(big)
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
-    with pytest.raises(TemplateError, match=r"values file .*fifo\.yaml is not a regular file \(a FIFO\)$"):
+    with pytest.raises(
+        TemplateError, match=r"values file .*fifo\.yaml is not a regular file \(a FIFO\)$"
+    ):
         load_values(fifo)
 
 
@@ -514,7 +683,9 @@ def test_load_values(tmp_path: Path) -> None:
 
 def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "values.yaml", "name: web\nimage: nginx\nbad: key: value\n")
-    with pytest.raises(TemplateError, match=rf"^{re.escape(str(path))}:3: mapping values are not allowed here$"):
+    with pytest.raises(
+        TemplateError, match=rf"^{re.escape(str(path))}:3: mapping values are not allowed here$"
+    ):
         load_values(path)
 
 
@@ -525,7 +696,9 @@ def test_yaml_duplicate_key_and_shape_errors(tmp_path: Path) -> None:
         load_values(write(tmp_path, "list.yaml", "- a\n- b\n"))
     with pytest.raises(TemplateError, match="top-level key 1 is not a string"):
         load_values(write(tmp_path, "intkey.yaml", "1: a\n"))
-    with pytest.raises(TemplateError, match=r"^cannot read values file .*missing\.yaml: No such file or directory$"):
+    with pytest.raises(
+        TemplateError, match=r"^cannot read values file .*missing\.yaml: No such file or directory$"
+    ):
         load_values(tmp_path / "missing.yaml")
     with pytest.raises(TemplateError, match=r"unclosed\.yaml:2: "):
         load_values(write(tmp_path, "unclosed.yaml", "a: [1,\n"))
@@ -542,8 +715,19 @@ def test_parse_set() -> None:
 
 @pytest.mark.parametrize(
     "raw, value",
-    [("007", "007"), ("1.5", "1.5"), ("yes", "yes"), ("null", "null"), ("True", "True"), ("", ""),
-     ("[1, 2]", "[1, 2]"), ("a=b", "a=b"), ("0", 0), ("-12", -12), ("false", False)],
+    [
+        ("007", "007"),
+        ("1.5", "1.5"),
+        ("yes", "yes"),
+        ("null", "null"),
+        ("True", "True"),
+        ("", ""),
+        ("[1, 2]", "[1, 2]"),
+        ("a=b", "a=b"),
+        ("0", 0),
+        ("-12", -12),
+        ("false", False),
+    ],
 )
 def test_parse_set_keeps_strings_unless_clearly_int_or_bool(raw: str, value: Any) -> None:
     assert parse_set([f"k={raw}"]) == {"k": value}
@@ -620,7 +804,9 @@ def test_exec_args() -> None:
         exec_args("not a list")
 
 
-_any_text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=("Cs",)))
+_any_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=("Cs",))
+)
 
 
 @given(_any_text)
@@ -630,7 +816,11 @@ def test_systemd_quote_round_trips_any_text(text: str) -> None:
     assert "\n" not in quoted and "\r" not in quoted
     assert split_exec(quoted) == [text]
     line = f"[Service]\nExecStart=/bin/echo {quoted} end\n"
-    assert split_exec(parse_unit(line).values("Service", "ExecStart")[0]) == ["/bin/echo", text, "end"]
+    assert split_exec(parse_unit(line).values("Service", "ExecStart")[0]) == [
+        "/bin/echo",
+        text,
+        "end",
+    ]
 
 
 @given(st.lists(_any_text, max_size=6))
@@ -641,7 +831,13 @@ def test_exec_args_round_trips_any_list(args: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "value, out",
-    [("Web server", "Web server"), ("100% cotton", "100%% cotton"), ("tab\tok", "tab\tok"), (42, "42"), (False, "false")],
+    [
+        ("Web server", "Web server"),
+        ("100% cotton", "100%% cotton"),
+        ("tab\tok", "tab\tok"),
+        (42, "42"),
+        (False, "false"),
+    ],
 )
 def test_systemd_value(value: Any, out: str) -> None:
     assert systemd_value(value) == out
@@ -649,9 +845,15 @@ def test_systemd_value(value: Any, out: str) -> None:
 
 @pytest.mark.parametrize(
     "value, message",
-    [("a\nb", "contains '\\n'"), ("a\rb", "contains '\\r'"), ("", "empty value"), ("  ", "empty value"),
-     ("ends\\", "ends with a backslash"), ("ends\\\t ", "ends with a backslash"),
-     ("\x1b[31m", "contains")],
+    [
+        ("a\nb", "contains '\\n'"),
+        ("a\rb", "contains '\\r'"),
+        ("", "empty value"),
+        ("  ", "empty value"),
+        ("ends\\", "ends with a backslash"),
+        ("ends\\\t ", "ends with a backslash"),
+        ("\x1b[31m", "contains"),
+    ],
 )
 def test_systemd_value_refuses(value: str, message: str) -> None:
     with pytest.raises(TemplateError, match=re.escape(message)):
@@ -742,7 +944,12 @@ def test_docker_template_injection() -> None:
     assert unit.sections() == ["Unit", "Service"]
     assert [key for key, _ in unit.options("Unit")] == ["Description", "Wants", "After"]
     assert [key for key, _ in unit.options("Service")] == [
-        "Restart", "RestartSec", "ExecStartPre", "ExecStart", "ExecStop", "SuccessExitStatus",
+        "Restart",
+        "RestartSec",
+        "ExecStartPre",
+        "ExecStart",
+        "ExecStop",
+        "SuccessExitStatus",
     ]
     assert len(unit.values("Service", "ExecStart")) == 1
     assert unit.values("Service", "SuccessExitStatus") == ["143"]
@@ -751,26 +958,55 @@ def test_docker_template_injection() -> None:
     argv = split_exec(unit.values("Service", "ExecStart")[0], specifiers)
     assert argv == expected_argv(values, "fleetpy-web--MID")
     assert split_exec(unit.values("Service", "ExecStartPre")[0], specifiers) == [
-        "-/usr/bin/docker", "rm", "-f", "fleetpy-web--MID",
+        "-/usr/bin/docker",
+        "rm",
+        "-f",
+        "fleetpy-web--MID",
     ]
     assert split_exec(unit.values("Service", "ExecStop")[0], specifiers) == [
-        "/usr/bin/docker", "stop", "-t", "5", "fleetpy-web--MID",
+        "/usr/bin/docker",
+        "stop",
+        "-t",
+        "5",
+        "fleetpy-web--MID",
     ]
 
 
 def test_docker_template_defaults_and_options() -> None:
-    text = render_docker({"name": "redis", "image": "redis:7", "pull": True, "restart": "on-failure",
-                          "container_name": "cache-%H", "x_fleet": {"MachineMetadata": ["role=cache", "disk=ssd"],
-                                                                    "Conflicts": "redis@*.service"}})
+    text = render_docker(
+        {
+            "name": "redis",
+            "image": "redis:7",
+            "pull": True,
+            "restart": "on-failure",
+            "container_name": "cache-%H",
+            "x_fleet": {
+                "MachineMetadata": ["role=cache", "disk=ssd"],
+                "Conflicts": "redis@*.service",
+            },
+        }
+    )
     unit = parse_unit(text)
     assert unit.values("Unit", "Description") == ["fleetpy container redis"]
     assert unit.values("Service", "Restart") == ["on-failure"]
     assert unit.values("Service", "TimeoutStartSec") == ["0"]
-    assert unit.values("Service", "ExecStartPre") == ["-/usr/bin/docker rm -f cache-%H", "/usr/bin/docker pull redis:7"]
-    assert split_exec(unit.values("Service", "ExecStart")[0], {"H": "host1"}) == [
-        "/usr/bin/docker", "run", "--init", "--rm", "--name", "cache-host1", "redis:7",
+    assert unit.values("Service", "ExecStartPre") == [
+        "-/usr/bin/docker rm -f cache-%H",
+        "/usr/bin/docker pull redis:7",
     ]
-    assert fleet_options(unit, "redis@2.service").machine_metadata == (("disk", ("ssd",)), ("role", ("cache",)))
+    assert split_exec(unit.values("Service", "ExecStart")[0], {"H": "host1"}) == [
+        "/usr/bin/docker",
+        "run",
+        "--init",
+        "--rm",
+        "--name",
+        "cache-host1",
+        "redis:7",
+    ]
+    assert fleet_options(unit, "redis@2.service").machine_metadata == (
+        ("disk", ("ssd",)),
+        ("role", ("cache",)),
+    )
 
 
 @pytest.mark.parametrize(
@@ -781,10 +1017,19 @@ def test_docker_template_defaults_and_options() -> None:
         ({"name": "we b", "image": "x"}, "invalid name 'we b' for a container"),
         ({"name": "web", "image": "x", "restart": "sometimes"}, "restart must be one of"),
         ({"name": "web", "image": "x", "command": "sh -c x"}, "expected a list of arguments"),
-        ({"name": "web", "image": "x", "env": {"BAD-NAME": "1"}}, "invalid environment variable name 'BAD-NAME'"),
+        (
+            {"name": "web", "image": "x", "env": {"BAD-NAME": "1"}},
+            "invalid environment variable name 'BAD-NAME'",
+        ),
         ({"name": "web", "image": None}, "empty (null in the values?)"),
-        ({"name": "web", "image": "x", "x_fleet": {"Bad Key": "1"}}, "invalid unit file key 'Bad Key'"),
-        ({"name": "web", "image": "x", "x_fleet": {"Conflicts": "a\nGlobal=true"}}, "contains '\\n'"),
+        (
+            {"name": "web", "image": "x", "x_fleet": {"Bad Key": "1"}},
+            "invalid unit file key 'Bad Key'",
+        ),
+        (
+            {"name": "web", "image": "x", "x_fleet": {"Conflicts": "a\nGlobal=true"}},
+            "contains '\\n'",
+        ),
         ({"name": "web", "image": "x", "description": "two\nlines"}, "contains '\\n'"),
     ],
 )
@@ -864,7 +1109,9 @@ def unit_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def systemd_dump_exec(unit_dir: Path, unit_name: str, unit_file: str, text: str) -> dict[str, list[list[str]]]:
+def systemd_dump_exec(
+    unit_dir: Path, unit_name: str, unit_file: str, text: str
+) -> dict[str, list[list[str]]]:
     """Exec commands of `unit_name` as loaded by the real systemd, or skip."""
     if not os.path.exists(SYSTEMD):
         pytest.skip(f"{SYSTEMD} not installed")
@@ -884,7 +1131,9 @@ def systemd_dump_exec(unit_dir: Path, unit_name: str, unit_file: str, text: str)
         pytest.skip(f"systemd --test did not run: {exc}")
     marker = f"-> Unit {unit_name}:"
     if marker not in result.stdout:
-        pytest.skip(f"systemd --test gave no dump (rc={result.returncode}): {result.stderr.strip()[:200]}")
+        pytest.skip(
+            f"systemd --test gave no dump (rc={result.returncode}): {result.stderr.strip()[:200]}"
+        )
     section = result.stdout.split(marker, 1)[1].split("\n\t-> Unit ", 1)[0]
     assert "Unit Load State: loaded" in section, section[:500]
     commands: dict[str, list[list[str]]] = {}
@@ -910,17 +1159,31 @@ def test_systemd_reads_the_injection_unit_as_intended(unit_dir: Path) -> None:
     container = argv[5]
     assert re.fullmatch(r"fleetpy-web-7-[0-9a-f]{32}", container), container
     assert argv == expected_argv(values, container)
-    assert [_expand_env(word) for word in commands["ExecStop"][0]] == ["/usr/bin/docker", "stop", "-t", "5", container]
+    assert [_expand_env(word) for word in commands["ExecStop"][0]] == [
+        "/usr/bin/docker",
+        "stop",
+        "-t",
+        "5",
+        container,
+    ]
     assert len(commands["ExecStartPre"]) == 1
 
 
 def test_systemd_reads_the_example_units(unit_dir: Path) -> None:
-    commands = systemd_dump_exec(unit_dir, "hello.service", "hello.service", (UNITS / "hello.service").read_text())
+    commands = systemd_dump_exec(
+        unit_dir, "hello.service", "hello.service", (UNITS / "hello.service").read_text()
+    )
     [argv] = commands["ExecStart"]
     assert [_expand_env(word) for word in argv] == [
-        "/bin/sh", "-c", 'while true; do echo "hello from $(hostname)"; sleep 5; done',
+        "/bin/sh",
+        "-c",
+        'while true; do echo "hello from $(hostname)"; sleep 5; done',
     ]
-    commands = systemd_dump_exec(unit_dir, "monitor.service", "monitor.service", (UNITS / "monitor.service").read_text())
+    commands = systemd_dump_exec(
+        unit_dir, "monitor.service", "monitor.service", (UNITS / "monitor.service").read_text()
+    )
     assert len(commands["ExecStart"]) == 1
-    commands = systemd_dump_exec(unit_dir, "web@3.service", "web@.service", (UNITS / "web@.service").read_text())
+    commands = systemd_dump_exec(
+        unit_dir, "web@3.service", "web@.service", (UNITS / "web@.service").read_text()
+    )
     assert commands["ExecStart"][0][5].startswith("fleetpy-web-3-")

@@ -64,8 +64,12 @@ class Recorder:
     @property
     def events(self) -> list[tuple[str, bytes, bytes]]:
         with self.lock:
-            return [(e.kind.value, e.key, e.value) for item in self.items
-                    if isinstance(item, WatchResponse) for e in item.events]
+            return [
+                (e.kind.value, e.key, e.value)
+                for item in self.items
+                if isinstance(item, WatchResponse)
+                for e in item.events
+            ]
 
     @property
     def ended(self) -> list[WatchEnded]:
@@ -100,8 +104,10 @@ def test_put_range_delete(client: EtcdTransport, prefix: str) -> None:
     second = client.put(f"{prefix}/b", b"2")
     assert second.revision == first.revision + 1
     found = client.range(f"{prefix}/", prefix_range_end(f"{prefix}/"))
-    assert [(kv.key, kv.value) for kv in found.kvs] == [(f"{prefix}/a".encode(), b"1"),
-                                                        (f"{prefix}/b".encode(), b"2")]
+    assert [(kv.key, kv.value) for kv in found.kvs] == [
+        (f"{prefix}/a".encode(), b"1"),
+        (f"{prefix}/b".encode(), b"2"),
+    ]
     assert found.revision >= second.revision and found.count == 2
     assert found.kvs[0].mod_revision == first.revision and found.kvs[0].version == 1
     assert client.range(f"{prefix}/", prefix_range_end(f"{prefix}/"), count_only=True).count == 2
@@ -116,16 +122,19 @@ def test_txn_compares_guard_writes_with_revisions(client: EtcdTransport, prefix:
     key = f"{prefix}/k"
     created = client.txn([Compare.version(key, 0)], [PutOp(key.encode(), b"v1")])
     assert created.succeeded and isinstance(created.responses[0], PutResult)
-    again = client.txn([Compare.version(key, 0)], [PutOp(key.encode(), b"other")],
-                       [GetOp(key.encode())])
+    again = client.txn(
+        [Compare.version(key, 0)], [PutOp(key.encode(), b"other")], [GetOp(key.encode())]
+    )
     assert not again.succeeded  # create-if-absent lost: the failure branch read it
     current = again.responses[0]
     assert isinstance(current, RangeResult) and current.kvs[0].value == b"v1"
     revision = current.kvs[0].mod_revision
     assert revision == created.revision
 
-    updated = client.txn([Compare.mod(key, revision), Compare.value_is(key, "v1")],
-                         [PutOp(key.encode(), b"v2"), GetOp(key.encode())])
+    updated = client.txn(
+        [Compare.mod(key, revision), Compare.value_is(key, "v1")],
+        [PutOp(key.encode(), b"v2"), GetOp(key.encode())],
+    )
     assert updated.succeeded and updated.revision == revision + 1
     read = updated.responses[1]
     assert isinstance(read, RangeResult) and read.kvs[0].value == b"v2"
@@ -136,8 +145,7 @@ def test_txn_compares_guard_writes_with_revisions(client: EtcdTransport, prefix:
     assert isinstance(removed.responses[0], DeleteResult) and removed.responses[0].deleted == 1
 
 
-def test_non_retryable_error_is_one_line_and_immediate(client: EtcdTransport,
-                                                       prefix: str) -> None:
+def test_non_retryable_error_is_one_line_and_immediate(client: EtcdTransport, prefix: str) -> None:
     ops = [PutOp(f"{prefix}/{i}".encode(), b"x") for i in range(200)]  # > --max-txn-ops
     started = time.monotonic()
     with pytest.raises(EtcdError) as info:
@@ -169,6 +177,7 @@ def test_concurrent_calls_from_many_threads(client: EtcdTransport, prefix: str) 
                 client.put(f"{prefix}/{n}/{i}", str(i))
         except BaseException as exc:
             errors.append(exc)
+
     threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
     for thread in threads:
         thread.start()
@@ -188,13 +197,18 @@ def test_watch_events_and_cancel(client: EtcdTransport, prefix: str) -> None:
     put = client.put(f"{prefix}/a", "1")
     client.delete(f"{prefix}/a")
     until(lambda: len(seen.events) == 3, 5, "three events")
-    assert seen.events == [("put", f"{prefix}/before".encode(), b"0"),
-                           ("put", f"{prefix}/a".encode(), b"1"),
-                           ("delete", f"{prefix}/a".encode(), b"")]
+    assert seen.events == [
+        ("put", f"{prefix}/before".encode(), b"0"),
+        ("put", f"{prefix}/a".encode(), b"1"),
+        ("delete", f"{prefix}/a".encode(), b""),
+    ]
     responses = [i for i in seen.items if isinstance(i, WatchResponse)]
     assert responses[0].events[0].mod_revision == start
-    assert any(e.mod_revision == put.revision and e.kind is EventKind.PUT
-               for r in responses for e in r.events)
+    assert any(
+        e.mod_revision == put.revision and e.kind is EventKind.PUT
+        for r in responses
+        for e in r.events
+    )
     assert all(r.revision >= r.events[-1].mod_revision for r in responses)
 
     cancel()
@@ -223,6 +237,7 @@ def test_cancel_from_inside_the_callback(client: EtcdTransport, prefix: str) -> 
     def once(item: WatchResponse | WatchEnded) -> None:
         seen(item)
         cancels[0]()
+
     cancels.append(client.watch(f"{prefix}/k", None, None, once))
     client.put(f"{prefix}/k", "1")
     client.put(f"{prefix}/k", "2")
@@ -232,9 +247,11 @@ def test_cancel_from_inside_the_callback(client: EtcdTransport, prefix: str) -> 
 
 
 def test_callback_error_is_one_log_line_and_the_stream_lives(
-        client: EtcdTransport, prefix: str, capfd: pytest.CaptureFixture[str]) -> None:
+    client: EtcdTransport, prefix: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     def broken(item: WatchResponse | WatchEnded) -> None:
         raise ValueError("boom")
+
     seen = Recorder()
     cancel_broken = client.watch(f"{prefix}/x", None, None, broken)
     cancel_good = client.watch(f"{prefix}/y", None, None, seen)
@@ -248,8 +265,9 @@ def test_callback_error_is_one_log_line_and_the_stream_lives(
     assert len([line for line in err.splitlines() if "watch_callback_failed" in line]) == 1
 
 
-def test_watch_from_compacted_revision_ends_with_compacted(client: EtcdTransport,
-                                                           prefix: str) -> None:
+def test_watch_from_compacted_revision_ends_with_compacted(
+    client: EtcdTransport, prefix: str
+) -> None:
     old = client.put(f"{prefix}/k", "1").revision
     latest = client.put(f"{prefix}/k", "2").revision
     client.compact(latest)
@@ -270,8 +288,9 @@ def test_watch_from_compacted_revision_ends_with_compacted(client: EtcdTransport
     until(lambda: other.events, 5, "event after a compacted watch")
 
 
-def test_stream_break_gives_one_error_per_watch_then_a_new_stream(own_etcd: EtcdServer,
-                                                                  prefix: str) -> None:
+def test_stream_break_gives_one_error_per_watch_then_a_new_stream(
+    own_etcd: EtcdServer, prefix: str
+) -> None:
     with transport(own_etcd.endpoint) as client:
         recorders = [Recorder() for _ in range(5)]
         for i, recorder in enumerate(recorders):
@@ -291,7 +310,8 @@ def test_stream_break_gives_one_error_per_watch_then_a_new_stream(own_etcd: Etcd
 
 
 def test_close_is_silent_and_ends_watches_without_callbacks(
-        etcd: EtcdServer, prefix: str, capfd: pytest.CaptureFixture[str]) -> None:
+    etcd: EtcdServer, prefix: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     client = transport(etcd.endpoint)
     seen = Recorder()
     client.watch(f"{prefix}/", prefix_range_end(f"{prefix}/"), None, seen)
@@ -311,14 +331,18 @@ def test_close_is_silent_and_ends_watches_without_callbacks(
 def test_every_endpoint_down_is_one_line_within_the_timeout() -> None:
     urls = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
     with transport(*urls, timeout=2.0) as client:
-        for call in (lambda: client.range("/x"),
-                     lambda: client.watch(b"/x", None, None, Recorder())):
+        for call in (
+            lambda: client.range("/x"),
+            lambda: client.watch(b"/x", None, None, Recorder()),
+        ):
             started = time.monotonic()
             with pytest.raises(EtcdUnavailable) as info:
                 call()
             assert time.monotonic() - started < 2.5
-            assert str(info.value) == (f"cannot reach etcd at {urls[0]} (connection refused), "
-                                       f"{urls[1]} (connection refused) after 2s")
+            assert str(info.value) == (
+                f"cannot reach etcd at {urls[0]} (connection refused), "
+                f"{urls[1]} (connection refused) after 2s"
+            )
 
 
 def test_blackholed_endpoint_times_out_per_attempt(etcd: EtcdServer, prefix: str) -> None:
@@ -336,6 +360,7 @@ def test_blackholed_endpoint_times_out_per_attempt(etcd: EtcdServer, prefix: str
 class socket_that_never_answers:
     def __enter__(self) -> str:
         import socket
+
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -353,6 +378,7 @@ def exercise(client: EtcdTransport, prefix: str, rounds: int = 10) -> list[float
         started = time.monotonic()
         call()
         durations.append(time.monotonic() - started)
+
     started = time.monotonic()
     lease = client.lease_grant(30).id
     durations.append(time.monotonic() - started)
@@ -407,8 +433,9 @@ def test_failover_with_one_member_paused(cluster: EtcdCluster, prefix: str, whic
     assert leader is not None
     victim = 0 if which == "first" else leader
     # the victim listed first: our preferred member, and the one our watches sit on
-    order = [cluster.endpoints[victim]] + [u for i, u in enumerate(cluster.endpoints)
-                                           if i != victim]
+    order = [cluster.endpoints[victim]] + [
+        u for i, u in enumerate(cluster.endpoints) if i != victim
+    ]
     client = transport(*order)
     exercise(client, prefix + "/warm", 1)
     watched = Recorder()
@@ -434,8 +461,12 @@ def test_failover_with_one_member_paused(cluster: EtcdCluster, prefix: str, whic
 
 
 def etcdctl(server: EtcdServer, *args: str) -> None:
-    subprocess.run(["etcdctl", f"--endpoints={server.endpoint}", *args], check=True,
-                   capture_output=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        ["etcdctl", f"--endpoints={server.endpoint}", *args],
+        check=True,
+        capture_output=True,
+        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+    )
 
 
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl not installed")
@@ -478,24 +509,32 @@ def test_tls_with_client_certificate(tmp_path: Path, prefix: str) -> None:
     other = EtcdTls.generate(tmp_path / "other")
     with EtcdServer(tls=tls) as server:
         assert server.endpoint.startswith("https://")
-        material = Pem(tls.ca_file.read_bytes(), tls.client_cert_file.read_bytes(),
-                       tls.client_key_file.read_bytes())
+        material = Pem(
+            tls.ca_file.read_bytes(),
+            tls.client_cert_file.read_bytes(),
+            tls.client_key_file.read_bytes(),
+        )
         with transport(server.endpoint, tls=material) as client:
             seen = Recorder()
             client.watch(f"{prefix}/k", None, None, seen)
             client.put(f"{prefix}/k", "secret")
             assert client.range(f"{prefix}/k").kvs[0].value == b"secret"
             until(lambda: seen.events, 5, "watch event over TLS")
-        wrong_ca = Pem(other.ca_file.read_bytes(), tls.client_cert_file.read_bytes(),
-                       tls.client_key_file.read_bytes())
+        wrong_ca = Pem(
+            other.ca_file.read_bytes(),
+            tls.client_cert_file.read_bytes(),
+            tls.client_key_file.read_bytes(),
+        )
         with transport(server.endpoint, tls=wrong_ca, timeout=2.0) as client:
             with pytest.raises(EtcdUnavailable) as info:
                 client.range(f"{prefix}/k")
             assert str(info.value).startswith(f"cannot reach etcd at {server.endpoint} (")
             print(info.value)
         with pytest.raises(ValueError):  # gRPC would abort the process
-            transport(server.endpoint, tls=Pem(material.root_certificates,
-                                               material.certificate_chain, None))
+            transport(
+                server.endpoint,
+                tls=Pem(material.root_certificates, material.certificate_chain, None),
+            )
 
 
 # ----------------------------------------------------------------------------- reconnect
@@ -528,8 +567,9 @@ def test_long_lived_transports_reconnect_within_a_second_of_etcd(prefix: str) ->
 
         back_at: list[float] = []
         server.kill()
-        threads = [threading.Thread(target=poll, args=(i, c), daemon=True)
-                   for i, c in enumerate(clients)]
+        threads = [
+            threading.Thread(target=poll, args=(i, c), daemon=True) for i, c in enumerate(clients)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(OUTAGE)
@@ -543,8 +583,10 @@ def test_long_lived_transports_reconnect_within_a_second_of_etcd(prefix: str) ->
         for thread in threads:
             thread.join()
         latencies = sorted(max(0.0, t - back_at[0]) for t in first_ok.values())
-        print(f"outage={OUTAGE:g}s reconnect after healthy: "
-              f"max={latencies[-1]:.2f}s min={latencies[0]:.2f}s fresh={fresh_latency:.2f}s")
+        print(
+            f"outage={OUTAGE:g}s reconnect after healthy: "
+            f"max={latencies[-1]:.2f}s min={latencies[0]:.2f}s fresh={fresh_latency:.2f}s"
+        )
         assert latencies[-1] < 3.0 and fresh_latency < 3.0
         # watches ended with the outage; new ones work at once
         assert all(len(w.ended) == 1 for w in watchers)
@@ -561,6 +603,9 @@ def test_messages_name_every_endpoint() -> None:
     with transport(dead, timeout=1.0) as client:
         with pytest.raises(EtcdUnavailable) as info:
             client.put("/k", "v")
-    assert re.fullmatch(rf"cannot reach etcd at {re.escape(dead)} \(connection refused\) "
-                        r"after 1s", str(info.value))
+    assert re.fullmatch(
+        rf"cannot reach etcd at {re.escape(dead)} \(connection refused\) "
+        r"after 1s",
+        str(info.value),
+    )
     assert [f.url for f in info.value.failures] == [dead]

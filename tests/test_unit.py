@@ -48,7 +48,9 @@ from fleetpy.unit import (
         ("s.snapshot", "s", None, "snapshot", None),
     ],
 )
-def test_valid_names(name: str, prefix: str, instance: str | None, suffix: str, template: str | None) -> None:
+def test_valid_names(
+    name: str, prefix: str, instance: str | None, suffix: str, template: str | None
+) -> None:
     parsed = parse_name(name)
     assert parsed == UnitName(prefix, instance, suffix)
     assert parsed.name == name
@@ -57,7 +59,9 @@ def test_valid_names(name: str, prefix: str, instance: str | None, suffix: str, 
     assert parsed.is_instance == bool(instance)
 
 
-@pytest.mark.parametrize("suffix", ["automount", "busname", "device", "mount", "scope", "slice", "snapshot", "swap"])
+@pytest.mark.parametrize(
+    "suffix", ["automount", "busname", "device", "mount", "scope", "slice", "snapshot", "swap"]
+)
 def test_templates_only_for_some_suffixes(suffix: str) -> None:
     assert parse_name(f"x.{suffix}").instance is None
     for name in (f"x@.{suffix}", f"x@1.{suffix}"):
@@ -190,7 +194,11 @@ def test_line_endings_and_bom() -> None:
 @pytest.mark.parametrize(
     "text, line, message",
     [
-        ("[Unit]\nDescription=x\n\n\n\n\nnot an assignment\n", 7, "line is neither a section header nor Key=Value"),
+        (
+            "[Unit]\nDescription=x\n\n\n\n\nnot an assignment\n",
+            7,
+            "line is neither a section header nor Key=Value",
+        ),
         ("A=1\n[Unit]\n", 1, "Key=Value before the first [Section] header"),
         ("# c\n\n[Unit\nA=1\n", 3, "invalid section header '[Unit' (expected [Name])"),
         ("[]\n", 1, "empty section name"),
@@ -214,7 +222,9 @@ def test_parse_errors_carry_source_and_line(text: str, line: int, message: str) 
 
 def test_error_message_example_from_the_brief() -> None:
     text = "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n\n# c\noops\n"
-    with pytest.raises(UnitParseError, match=r"^web\.service:7: line is neither a section header nor Key=Value$"):
+    with pytest.raises(
+        UnitParseError, match=r"^web\.service:7: line is neither a section header nor Key=Value$"
+    ):
         parse_unit(text, "web.service")
 
 
@@ -247,7 +257,9 @@ def test_unit_file_is_hashable_and_empty_unit() -> None:
 
 
 def test_from_dict() -> None:
-    unit = UnitFile.from_dict({"Unit": {"Description": ["x"]}, "Service": {"ExecStart": ["/bin/a"], "Drop": []}})
+    unit = UnitFile.from_dict(
+        {"Unit": {"Description": ["x"]}, "Service": {"ExecStart": ["/bin/a"], "Drop": []}}
+    )
     assert unit == parse_unit("[Unit]\nDescription=x\n[Service]\nExecStart=/bin/a\n")
 
 
@@ -279,13 +291,17 @@ def test_duplicate_entries_are_refused() -> None:
 
 
 _section_names = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_characters="[]\"'\\", exclude_categories=("Cc", "Cs")),
+    alphabet=st.characters(
+        codec="utf-8", exclude_characters="[]\"'\\", exclude_categories=("Cc", "Cs")
+    ),
     min_size=1,
     max_size=12,
 ).filter(lambda s: s == s.strip())
 _keys = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True)
 _values = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_characters="\r\n\x00", exclude_categories=("Cs",)),
+    alphabet=st.characters(
+        codec="utf-8", exclude_characters="\r\n\x00", exclude_categories=("Cs",)
+    ),
     min_size=1,
     max_size=30,
 ).filter(lambda v: v == v.strip(" \t\r\n") and (len(v) - len(v.rstrip("\\"))) % 2 == 0 and v != "")
@@ -307,7 +323,9 @@ def test_round_trip_generated_units(unit: UnitFile) -> None:
 
 
 _line = st.one_of(
-    st.sampled_from(["[Unit]", "[Service]", "[X-Fleet]", "", "  ", "# c", "; c \\", "\\", "x \\", "A=", "B ="]),
+    st.sampled_from(
+        ["[Unit]", "[Service]", "[X-Fleet]", "", "  ", "# c", "; c \\", "\\", "x \\", "A=", "B ="]
+    ),
     st.builds(
         lambda k, v, cont: f"{k}={v}" + (" \\" if cont else ""),
         st.sampled_from(["A", "B", "ExecStart", " C "]),
@@ -346,7 +364,9 @@ def test_load_unit_file(tmp_path: Path) -> None:
 
 def test_load_unit_file_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.service"
-    with pytest.raises(UnitFileError, match=rf"^cannot read unit file {missing}: No such file or directory$"):
+    with pytest.raises(
+        UnitFileError, match=rf"^cannot read unit file {missing}: No such file or directory$"
+    ):
         load_unit_file(missing)
     noext = tmp_path / "noext"
     noext.write_text("[Service]\nExecStart=/bin/true\n")
@@ -378,11 +398,15 @@ def test_load_unreadable_file(tmp_path: Path) -> None:
 
 
 def opts(x_fleet: str, name: str = "web.service") -> FleetOptions:
-    return fleet_options(parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\n" + x_fleet, name), name)
+    return fleet_options(
+        parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\n" + x_fleet, name), name
+    )
 
 
 def test_no_x_fleet_section() -> None:
-    assert fleet_options(parse_unit("[Service]\nExecStart=/bin/true\n"), "a.service") == FleetOptions()
+    assert (
+        fleet_options(parse_unit("[Service]\nExecStart=/bin/true\n"), "a.service") == FleetOptions()
+    )
 
 
 def test_all_options() -> None:
@@ -426,8 +450,19 @@ def test_machine_of_and_replaces() -> None:
     )
 
 
-@pytest.mark.parametrize("word, value", [("true", True), ("YES", True), ("1", True), ("on", True),
-                                         ("false", False), ("no", False), ("0", False), ("Off", False)])
+@pytest.mark.parametrize(
+    "word, value",
+    [
+        ("true", True),
+        ("YES", True),
+        ("1", True),
+        ("on", True),
+        ("false", False),
+        ("no", False),
+        ("0", False),
+        ("Off", False),
+    ],
+)
 def test_global_booleans(word: str, value: bool) -> None:
     assert opts(f"Global={word}\n").is_global is value
 
@@ -450,13 +485,22 @@ def test_reset_then_set_in_x_fleet() -> None:
 @pytest.mark.parametrize(
     "x_fleet, message",
     [
-        ("Global=true\nMachineID=abc\n", "Global=true in web.service cannot be combined with MachineID="),
+        (
+            "Global=true\nMachineID=abc\n",
+            "Global=true in web.service cannot be combined with MachineID=",
+        ),
         ("Global=true\nMachineOf=db.service\n", "cannot be combined with MachineOf="),
         ("Global=true\nReplaces=old.service\n", "cannot be combined with Replaces="),
         ("Global=true\nSpread=rack\n", "cannot be combined with Spread="),
         ("Global=true\nMaxPerMachine=1\n", "cannot be combined with MaxPerMachine="),
-        ("Replaces=old.service\nConflicts=x*\n", "Replaces= and Conflicts= cannot be combined in web.service"),
-        ("MachineID=abc\nMachineOf=db.service\n", "MachineID= and MachineOf= cannot be combined in web.service"),
+        (
+            "Replaces=old.service\nConflicts=x*\n",
+            "Replaces= and Conflicts= cannot be combined in web.service",
+        ),
+        (
+            "MachineID=abc\nMachineOf=db.service\n",
+            "MachineID= and MachineOf= cannot be combined in web.service",
+        ),
         ("Replaces=web.service\n", "Replaces=web.service in web.service names the unit itself"),
         ("Replaces=%n\n", "names the unit itself"),
         ("Conflicts=web.service\n", "Conflicts=web.service in web.service conflicts with itself"),
@@ -476,11 +520,14 @@ def test_reset_then_set_in_x_fleet() -> None:
         ("MachineID=a b\n", "MachineID= in web.service takes one value, got 2"),
         ("MachineOf=a.service b.service\n", "takes one value"),
         ("Spread=a=b\n", "Spread=a=b in web.service must be a metadata key"),
-        ("MachineMetadata=region\n", "malformed [X-Fleet] MachineMetadata item 'region' in web.service"),
+        (
+            "MachineMetadata=region\n",
+            "malformed [X-Fleet] MachineMetadata item 'region' in web.service",
+        ),
         ("MachineMetadata=region=\n", "malformed"),
         ("MachineMetadata==us\n", "malformed"),
-        ("MachineMetadata=\"region=us\n", "unterminated \" quote in [X-Fleet] MachineMetadata="),
-        ("MachineMetadata=\"\"\n", "empty [X-Fleet] MachineMetadata= in web.service"),
+        ('MachineMetadata="region=us\n', 'unterminated " quote in [X-Fleet] MachineMetadata='),
+        ('MachineMetadata=""\n', "empty [X-Fleet] MachineMetadata= in web.service"),
         ("MachineID=%i\n", "empty [X-Fleet] MachineID="),
         ("Conflicts=%i\n", "empty [X-Fleet] Conflicts="),
         ("Conflicts=%x\n", "unknown specifier %x in [X-Fleet] Conflicts= of web.service"),
@@ -516,7 +563,9 @@ def test_unknown_option_did_you_mean(key: str, suggestion: str) -> None:
 
 
 def test_unknown_option_without_close_match_lists_known() -> None:
-    with pytest.raises(FleetOptionError, match=r"unknown \[X-Fleet\] option Zebra= in web\.service \(known: "):
+    with pytest.raises(
+        FleetOptionError, match=r"unknown \[X-Fleet\] option Zebra= in web\.service \(known: "
+    ):
         opts("Zebra=1\n")
 
 

@@ -39,46 +39,52 @@ def test_merge_key_with_an_override() -> None:
 
 
 def test_merge_key_list_earlier_sources_win_and_explicit_keys_win_over_all() -> None:
-    text = ("a: &a {x: 1, y: 1}\n"
-            "b: &b {x: 2, z: 2}\n"
-            "c:\n  <<: [*a, *b]\n  y: 3\n")
+    text = "a: &a {x: 1, y: 1}\nb: &b {x: 2, z: 2}\nc:\n  <<: [*a, *b]\n  y: 3\n"
     assert load(text)["c"] == {"x": 1, "y": 3, "z": 2}
 
 
 def test_merge_key_list_with_longer_keys() -> None:
     # PyYAML's own merge dedups by string identity: check real strings, not cached ones.
-    text = ("a: &a {image: one, port: 1}\n"
-            "b: &b {image: two, user: bob}\n"
-            "c:\n  <<: [*a, *b]\n  port: 3\n")
+    text = (
+        "a: &a {image: one, port: 1}\n"
+        "b: &b {image: two, user: bob}\n"
+        "c:\n  <<: [*a, *b]\n  port: 3\n"
+    )
     assert load(text)["c"] == {"image": "one", "port": 3, "user": "bob"}
 
 
 def test_merge_keys_nest() -> None:
-    text = ("m: &m {x: 0, k: m}\n"
-            "base: &base\n  <<: *m\n  x: 1\n"
-            "web:\n  <<: *base\n  y: 2\n")
+    text = "m: &m {x: 0, k: m}\nbase: &base\n  <<: *m\n  x: 1\nweb:\n  <<: *base\n  y: 2\n"
     assert load(text)["web"] == {"x": 1, "k": "m", "y": 2}
     # An override of a merged key inside a merged mapping is not a duplicate either.
     assert load("m: &m {x: 0}\nbase: &base {<<: *m, x: 1}\n<<: *base\n")["x"] == 1
 
 
 def test_merge_key_errors() -> None:
-    assert re.fullmatch(r"v\.yaml:1: expected a mapping or list of mappings for merging, "
-                        r"but found scalar", error("<<: 1\n"))
-    assert re.fullmatch(r"v\.yaml:2: expected a mapping for merging, but found scalar",
-                        error("a: &a {x: 1}\nb: {<<: [*a, 2]}\n"))
+    assert re.fullmatch(
+        r"v\.yaml:1: expected a mapping or list of mappings for merging, "
+        r"but found scalar",
+        error("<<: 1\n"),
+    )
+    assert re.fullmatch(
+        r"v\.yaml:2: expected a mapping for merging, but found scalar",
+        error("a: &a {x: 1}\nb: {<<: [*a, 2]}\n"),
+    )
     assert error("a: &a {x: 1}\nb:\n  <<: *a\n  y: 1\n  y: 2\n") == "v.yaml:5: duplicate key 'y'"
 
 
 # ----------------------------------------------------------------------------- duplicates
 
 
-@pytest.mark.parametrize("text, line", [
-    ("name: a\nimage: b\nname: c\n", 3),
-    ("a:\n  b: 1\n  b: 2\n", 3),
-    ("- {x: 1, x: 2}\n", 1),
-    ("1: a\n0x1: b\n", 2),  # the same key once constructed
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("name: a\nimage: b\nname: c\n", 3),
+        ("a:\n  b: 1\n  b: 2\n", 3),
+        ("- {x: 1, x: 2}\n", 1),
+        ("1: a\n0x1: b\n", 2),  # the same key once constructed
+    ],
+)
 def test_duplicate_keys(text: str, line: int) -> None:
     assert re.fullmatch(rf"v\.yaml:{line}: duplicate key .+", error(text))
 
@@ -89,24 +95,32 @@ def test_duplicate_keys(text: str, line: int) -> None:
 def test_depth_limit() -> None:
     assert load("a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n") is not None
     assert error("a: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "\n") == (
-        f"v.yaml:1: nested deeper than {MAX_DEPTH} levels")
+        f"v.yaml:1: nested deeper than {MAX_DEPTH} levels"
+    )
     assert error("[" * 100_000) == f"v.yaml:1: nested deeper than {MAX_DEPTH} levels"
     assert error("{a: " * 100_000) == f"v.yaml:1: nested deeper than {MAX_DEPTH} levels"
     block = "".join(" " * i + "k:\n" for i in range(200))
     assert error(block) == f"v.yaml:{MAX_DEPTH + 1}: nested deeper than {MAX_DEPTH} levels"
 
 
-BILLION_LAUGHS = "\n".join(
-    ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    + [f"{c}: &{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
-) + "\n"
+BILLION_LAUGHS = (
+    "\n".join(
+        ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+        + [f"{c}: &{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    )
+    + "\n"
+)
 
 
 def test_alias_bombs() -> None:
-    assert re.fullmatch(r"v\.yaml:\d: more than 100000 values once aliases are expanded "
-                        r"\(an alias bomb\?\)", error(BILLION_LAUGHS))
+    assert re.fullmatch(
+        r"v\.yaml:\d: more than 100000 values once aliases are expanded "
+        r"\(an alias bomb\?\)",
+        error(BILLION_LAUGHS),
+    )
     merge_bomb = "a0: &a0 {k: v}\n" + "".join(
-        f"a{i}: &a{i} {{<<: [{', '.join([f'*a{i - 1}'] * 10)}], k{i}: v}}\n" for i in range(1, 10))
+        f"a{i}: &a{i} {{<<: [{', '.join([f'*a{i - 1}'] * 10)}], k{i}: v}}\n" for i in range(1, 10)
+    )
     assert "an alias bomb" in error(merge_bomb)
 
 
@@ -131,28 +145,43 @@ def test_recursive_aliases_are_refused(text: str) -> None:
 # ----------------------------------------------------------------------------- one-line errors
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("a: !!int abc\n", r"v\.yaml:1: invalid !!int 'abc': invalid literal .*"),
-    ("a: 1\nb: !!float x\n", r"v\.yaml:2: invalid !!float 'x': could not convert .*"),
-    ("a: !!python/object:os.system x\n", r"v\.yaml:1: could not determine a constructor for the tag "
-                                          r"'tag:yaml.org,2002:python/object:os.system'"),
-    ("a: !!python/name:os.system\n", r"v\.yaml:1: could not determine a constructor .*"),
-    ("a: 2024-13-45\n", r"v\.yaml:1: invalid !!timestamp '2024-13-45': month must be in 1\.\.12"),
-    ("a: !!binary zzz\n", r"v\.yaml:1: failed to decode base64 data: .*"),
-    ("a: 1" + "0" * 5000 + "\n", r"v\.yaml:1: invalid !!int '10+\.\.\.': Exceeds the limit .*"),
-    ("a:\n\tb: 1\n", r"v\.yaml:2: found character '\\t' that cannot start any token"),
-    ('a: "open\n', r"v\.yaml:2: found unexpected end of stream"),
-    ("a: [1,\n", r"v\.yaml:2: .*"),
-    ("a: b: c\n", r"v\.yaml:1: mapping values are not allowed here"),
-    ("a: 1\x00\n", r"v\.yaml:1: unacceptable character #x0000: special characters are not allowed"),
-    ("ok: 1\nb: \x1b[31m\n", r"v\.yaml:2: unacceptable character #x001b: .*"),
-    ("a: *nope\n", r"v\.yaml:1: found undefined alias 'nope'"),
-    ("a: &x 1\nb: &x 2\n", r"v\.yaml:2: found duplicate anchor 'x' \(first on line 1\)"),
-    ("a: 1\n---\nb: 2\n", r"v\.yaml:2: expected a single document in the stream, but found another document"),
-    ("? [a]\n: 1\n", r"v\.yaml:1: found unhashable key"),
-    ("a: !!map [1]\n", r"v\.yaml:1: expected a mapping node, but found sequence"),
-    ("a: !!set [1]\n", r"v\.yaml:1: expected a mapping node, but found sequence"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a: !!int abc\n", r"v\.yaml:1: invalid !!int 'abc': invalid literal .*"),
+        ("a: 1\nb: !!float x\n", r"v\.yaml:2: invalid !!float 'x': could not convert .*"),
+        (
+            "a: !!python/object:os.system x\n",
+            r"v\.yaml:1: could not determine a constructor for the tag "
+            r"'tag:yaml.org,2002:python/object:os.system'",
+        ),
+        ("a: !!python/name:os.system\n", r"v\.yaml:1: could not determine a constructor .*"),
+        (
+            "a: 2024-13-45\n",
+            r"v\.yaml:1: invalid !!timestamp '2024-13-45': month must be in 1\.\.12",
+        ),
+        ("a: !!binary zzz\n", r"v\.yaml:1: failed to decode base64 data: .*"),
+        ("a: 1" + "0" * 5000 + "\n", r"v\.yaml:1: invalid !!int '10+\.\.\.': Exceeds the limit .*"),
+        ("a:\n\tb: 1\n", r"v\.yaml:2: found character '\\t' that cannot start any token"),
+        ('a: "open\n', r"v\.yaml:2: found unexpected end of stream"),
+        ("a: [1,\n", r"v\.yaml:2: .*"),
+        ("a: b: c\n", r"v\.yaml:1: mapping values are not allowed here"),
+        (
+            "a: 1\x00\n",
+            r"v\.yaml:1: unacceptable character #x0000: special characters are not allowed",
+        ),
+        ("ok: 1\nb: \x1b[31m\n", r"v\.yaml:2: unacceptable character #x001b: .*"),
+        ("a: *nope\n", r"v\.yaml:1: found undefined alias 'nope'"),
+        ("a: &x 1\nb: &x 2\n", r"v\.yaml:2: found duplicate anchor 'x' \(first on line 1\)"),
+        (
+            "a: 1\n---\nb: 2\n",
+            r"v\.yaml:2: expected a single document in the stream, but found another document",
+        ),
+        ("? [a]\n: 1\n", r"v\.yaml:1: found unhashable key"),
+        ("a: !!map [1]\n", r"v\.yaml:1: expected a mapping node, but found sequence"),
+        ("a: !!set [1]\n", r"v\.yaml:1: expected a mapping node, but found sequence"),
+    ],
+)
 def test_errors_are_one_line_with_the_line(text: str, expected: str) -> None:
     message = error(text)
     assert re.fullmatch(expected, message), message
@@ -173,8 +202,11 @@ def test_load_yaml_mapping() -> None:
     assert load_yaml_mapping("", "v.yaml", error=TemplateError) == {}
     assert load_yaml_mapping("~\n", "v.yaml", error=TemplateError) == {}
     assert load_yaml_mapping("a: 1\n", "v.yaml", error=TemplateError) == {"a": 1}
-    with pytest.raises(TemplateError, match=r"^v\.yaml:3: the top level must be a mapping of names "
-                                            r"to values, not list$"):
+    with pytest.raises(
+        TemplateError,
+        match=r"^v\.yaml:3: the top level must be a mapping of names "
+        r"to values, not list$",
+    ):
         load_yaml_mapping("# list\n\n- a\n", "v.yaml", error=TemplateError)
     with pytest.raises(TemplateError, match=r"^v\.yaml:1: .* not str$"):
         load_yaml_mapping("just text\n", "v.yaml", error=TemplateError)

@@ -6,8 +6,12 @@ import time
 from collections.abc import Callable
 
 
-def until(predicate: Callable[[], object], timeout: float = 30, what: str = "condition",
-          interval: float = 0.1) -> None:
+def until(
+    predicate: Callable[[], object],
+    timeout: float = 30,
+    what: str = "condition",
+    interval: float = 0.1,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -60,18 +60,63 @@ class EtcdTls:
 
         def run(*args: str) -> None:
             subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
-        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=fleetpy-test-ca", "-keyout", "ca.key", "-out", "ca.pem")
-        for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-                                ("client", "extendedKeyUsage=clientAuth")):
+
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fleetpy-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        )
+        for name, extension in (
+            ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            ("client", "extendedKeyUsage=clientAuth"),
+        ):
             (directory / f"{name}.ext").write_text(extension + "\n")
-            run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=fleetpy-{name}",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr")
-            run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
-                "-out", f"{name}.pem")
-        return cls(directory / "ca.pem", directory / "server.pem", directory / "server.key",
-                   directory / "client.pem", directory / "client.key")
+            run(
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                f"/CN=fleetpy-{name}",
+                "-keyout",
+                f"{name}.key",
+                "-out",
+                f"{name}.csr",
+            )
+            run(
+                "x509",
+                "-req",
+                "-in",
+                f"{name}.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                f"{name}.ext",
+                "-out",
+                f"{name}.pem",
+            )
+        return cls(
+            directory / "ca.pem",
+            directory / "server.pem",
+            directory / "server.key",
+            directory / "client.pem",
+            directory / "client.key",
+        )
 
 
 @dataclass
@@ -127,25 +172,48 @@ class EtcdServer:
         self.prepare()
         assert self.data_dir is not None and self.log_path is not None
         argv = [
-            path, "--name", self.name, "--data-dir", str(self.data_dir / "data"),
-            "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
-            "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
-            "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
-            "--initial-cluster-token", self.cluster_token,
-            "--log-level", "warn", *self.extra_args,
+            path,
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir / "data"),
+            "--listen-client-urls",
+            self.endpoint,
+            "--advertise-client-urls",
+            self.endpoint,
+            "--listen-peer-urls",
+            self.peer_url,
+            "--initial-advertise-peer-urls",
+            self.peer_url,
+            "--initial-cluster",
+            self.initial_cluster or f"{self.name}={self.peer_url}",
+            "--initial-cluster-token",
+            self.cluster_token,
+            "--log-level",
+            "warn",
+            *self.extra_args,
         ]
         if self.tls:
-            argv += ["--cert-file", str(self.tls.cert_file), "--key-file", str(self.tls.key_file),
-                     "--trusted-ca-file", str(self.tls.ca_file), "--client-cert-auth"]
+            argv += [
+                "--cert-file",
+                str(self.tls.cert_file),
+                "--key-file",
+                str(self.tls.key_file),
+                "--trusted-ca-file",
+                str(self.tls.ca_file),
+                "--client-cert-auth",
+            ]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
 
     def healthy(self) -> bool:
         """etcd's own /health: this member is up and sees a leader."""
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1,
-                                        context=self._ssl_context()) as response:
+            with urllib.request.urlopen(
+                f"{self.endpoint}/health", timeout=1, context=self._ssl_context()
+            ) as response:
                 return b"true" in response.read()
         except OSError:
             return False
@@ -177,8 +245,9 @@ class EtcdServer:
         return self
 
     def metrics(self, timeout: float = 5.0) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=timeout,
-                                    context=self._ssl_context()) as response:
+        with urllib.request.urlopen(
+            self.metrics_url, timeout=timeout, context=self._ssl_context()
+        ) as response:
             return str(response.read().decode())
 
     def pause(self) -> None:
@@ -250,10 +319,16 @@ class EtcdCluster:
         self.base_dir = Path(tempfile.mkdtemp(prefix="fleetpy-etcd-cluster-"))
         token = f"fleetpy-{uuid.uuid4().hex[:12]}"  # a stray peer from another run is refused
         self.members = [
-            EtcdServer(binary=self.binary, data_dir=self.base_dir / f"m{i}",
-                       log_path=self.base_dir / f"m{i}.log", extra_args=self.extra_args,
-                       name=f"m{i}", cluster_token=token)
-            for i in range(self.size)]
+            EtcdServer(
+                binary=self.binary,
+                data_dir=self.base_dir / f"m{i}",
+                log_path=self.base_dir / f"m{i}.log",
+                extra_args=self.extra_args,
+                name=f"m{i}",
+                cluster_token=token,
+            )
+            for i in range(self.size)
+        ]
         for member in self.members:
             assert member.data_dir is not None
             member.data_dir.mkdir()
@@ -269,8 +344,9 @@ class EtcdCluster:
             raise
         return self
 
-    def wait_healthy(self, indexes: Sequence[int] | range | None = None,
-                     timeout: float = 30.0) -> None:
+    def wait_healthy(
+        self, indexes: Sequence[int] | range | None = None, timeout: float = 30.0
+    ) -> None:
         """Wait until the given members (default: all running ones) report healthy."""
         if indexes is None:
             chosen = [member for member in self.members if member.running]

@@ -158,20 +158,39 @@ def build_wheels(dest: Path, source_dir: Path = SOURCE_DIR, include_fleetpy: boo
     else:
         # Another interpreter here: fetch binary wheels for the rootfs's one.
         if include_fleetpy:
-            raise HostError(f"building a fleetpy wheel needs Python {ROOTFS_PYTHON[0]}.{ROOTFS_PYTHON[1]}")
+            raise HostError(
+                f"building a fleetpy wheel needs Python {ROOTFS_PYTHON[0]}.{ROOTFS_PYTHON[1]}"
+            )
         version = f"{ROOTFS_PYTHON[0]}{ROOTFS_PYTHON[1]}"
-        argv = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(dest),
-                "--only-binary=:all:", "--implementation", "cp", "--python-version", version,
-                "--platform", f"manylinux2014_{platform.machine()}",
-                "--platform", f"manylinux_2_28_{platform.machine()}"]
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--dest",
+            str(dest),
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            version,
+            "--platform",
+            f"manylinux2014_{platform.machine()}",
+            "--platform",
+            f"manylinux_2_28_{platform.machine()}",
+        ]
     result = subprocess.run([*argv, *requirements], capture_output=True, text=True)
     if result.returncode != 0:
-        raise HostError(f"building wheels failed rc={result.returncode}: {result.stderr.strip()[-2000:]}")
+        raise HostError(
+            f"building wheels failed rc={result.returncode}: {result.stderr.strip()[-2000:]}"
+        )
     return dest
 
 
-def ensure_rootfs(cache_dir: Path = DEFAULT_CACHE_DIR, source_dir: Path = SOURCE_DIR,
-                  mirror: str = DEBIAN_MIRROR) -> Path:
+def ensure_rootfs(
+    cache_dir: Path = DEFAULT_CACHE_DIR, source_dir: Path = SOURCE_DIR, mirror: str = DEBIAN_MIRROR
+) -> Path:
     """A provisioned Debian rootfs for hosts, built once per rootfs_key().
 
     Built in a temp dir and renamed into place, so an interrupted build never
@@ -214,20 +233,36 @@ def _build_rootfs(build: Path, source_dir: Path, mirror: str, log_path: Path) ->
             ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(root), mirror],
             # nspawn without --boot gives apt a proper /proc, /dev and
             # resolv.conf; the inputs are bound, not copied, into the rootfs.
-            ["systemd-nspawn", "--quiet", "-D", str(root), "-M", f"fleetpy-build-{build.name.split('-')[1]}",
-             "--register=no", "--keep-unit", f"--bind-ro={provision}:{_HOST_PROVISION}",
-             "/bin/bash", f"{_HOST_PROVISION}/provision.sh",
-             "--wheels", f"{_HOST_PROVISION}/wheels", "--unit", f"{_HOST_PROVISION}/{AGENT_UNIT}"],
+            [
+                "systemd-nspawn",
+                "--quiet",
+                "-D",
+                str(root),
+                "-M",
+                f"fleetpy-build-{build.name.split('-')[1]}",
+                "--register=no",
+                "--keep-unit",
+                f"--bind-ro={provision}:{_HOST_PROVISION}",
+                "/bin/bash",
+                f"{_HOST_PROVISION}/provision.sh",
+                "--wheels",
+                f"{_HOST_PROVISION}/wheels",
+                "--unit",
+                f"{_HOST_PROVISION}/{AGENT_UNIT}",
+            ],
         ]
         for argv in steps:
             _log("rootfs_step", cmd=argv[0])
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
             # If we die, so does the step: the next builder removes its dir.
-            rc = subprocess.run(_with_parent(argv), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(
+                _with_parent(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            ).returncode
             if rc != 0:
-                raise HostError(f"rootfs build step {argv[0]} failed rc={rc}, log {log_path}:\n{_tail(log_path)}")
+                raise HostError(
+                    f"rootfs build step {argv[0]} failed rc={rc}, log {log_path}:\n{_tail(log_path)}"
+                )
     with contextlib.suppress(OSError):
         (root / _HOST_PROVISION.lstrip("/")).rmdir()  # nspawn's mount point
 
@@ -308,19 +343,33 @@ class Host:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def run(self, argv: Sequence[str], check: bool = True, timeout: float = 60.0,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        argv: Sequence[str],
+        check: bool = True,
+        timeout: float = 60.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         if not self.alive:
             raise HostError(f"host={self.name} is not running")
         try:
-            result = subprocess.run(["nsenter", "-t", str(self.init_pid), "-a", *argv],
-                                    capture_output=True, text=True, env=_HOST_ENV,
-                                    timeout=timeout, input=input)
+            result = subprocess.run(
+                ["nsenter", "-t", str(self.init_pid), "-a", *argv],
+                capture_output=True,
+                text=True,
+                env=_HOST_ENV,
+                timeout=timeout,
+                input=input,
+            )
         except subprocess.TimeoutExpired as e:
-            raise HostError(f"host={self.name} argv={list(argv)!r} timed out after {timeout}s") from e
+            raise HostError(
+                f"host={self.name} argv={list(argv)!r} timed out after {timeout}s"
+            ) from e
         if check and result.returncode != 0:
-            raise HostError(f"host={self.name} argv={list(argv)!r} rc={result.returncode} "
-                            f"stderr={result.stderr.strip()!r}")
+            raise HostError(
+                f"host={self.name} argv={list(argv)!r} rc={result.returncode} "
+                f"stderr={result.stderr.strip()!r}"
+            )
         return result
 
     def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -361,12 +410,16 @@ class Host:
         state = ""
         while time.monotonic() < deadline:
             if not self.alive:
-                raise HostError(f"host={self.name} exited during boot rc={self.process.returncode}, "
-                                f"console {self.console_log}:\n{_tail(self.console_log)}")
+                raise HostError(
+                    f"host={self.name} exited during boot rc={self.process.returncode}, "
+                    f"console {self.console_log}:\n{_tail(self.console_log)}"
+                )
             left = max(1.0, deadline - time.monotonic())
             # Fails fast until PID 1 listens on its private bus, then --wait
             # blocks until boot is done.
-            result = self.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=left)
+            result = self.run(
+                ["systemctl", "is-system-running", "--wait"], check=False, timeout=left
+            )
             state = result.stdout.strip()
             if state in ("running", "degraded"):
                 _log("host_booted", name=self.name, state=state)
@@ -374,8 +427,10 @@ class Host:
             if state in ("maintenance", "stopping"):
                 break
             time.sleep(0.2)
-        raise HostError(f"host={self.name} did not boot state={state or 'unknown'}, "
-                        f"console {self.console_log}:\n{_tail(self.console_log)}")
+        raise HostError(
+            f"host={self.name} did not boot state={state or 'unknown'}, "
+            f"console {self.console_log}:\n{_tail(self.console_log)}"
+        )
 
     def kill(self) -> None:
         """Crash the host: SIGKILL its init, which ends every process in it,
@@ -423,11 +478,15 @@ class Host:
         _log("host_ended", name=self.name, how=how, rc=self.process.returncode)
 
 
-def _write_host_state(state_dir: Path, name: str, machine_id: str, config: Mapping[str, object]) -> None:
+def _write_host_state(
+    state_dir: Path, name: str, machine_id: str, config: Mapping[str, object]
+) -> None:
     (state_dir / "etc").mkdir(parents=True, exist_ok=True)
     (state_dir / "machine-id").write_text(machine_id + "\n")
     (state_dir / "etc" / "agent.yaml").write_text(
-        f"# written by fleetpy.cluster.nspawn for host {name}\n" + yaml.safe_dump(dict(config), sort_keys=False))
+        f"# written by fleetpy.cluster.nspawn for host {name}\n"
+        + yaml.safe_dump(dict(config), sort_keys=False)
+    )
 
 
 def _find_init(nspawn_pid: int) -> int | None:
@@ -437,19 +496,33 @@ def _find_init(nspawn_pid: int) -> int | None:
             for child in Path(task.path, "children").read_text().split():
                 with contextlib.suppress(OSError):
                     for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                        if line.startswith("NSpid:") and len(line.split()) > 2 and line.split()[-1] == "1":
+                        if (
+                            line.startswith("NSpid:")
+                            and len(line.split()) > 2
+                            and line.split()[-1] == "1"
+                        ):
                             return int(child)
     return None
 
 
-def launch_host(rootfs: Path, name: str, *, machine_id: str | None = None,
-                etcd_endpoints: Sequence[str] = DEFAULT_ETCD_ENDPOINTS,
-                metadata: Mapping[str, str] | None = None, ttl: int | None = None,
-                public_ip: str | None = None, etcd_prefix: str | None = None,
-                unit_dir: str | None = None, extra_config: Mapping[str, object] | None = None,
-                source_dir: Path | None = SOURCE_DIR,
-                state_dir: Path | None = None, network: HostNetwork = SharedNetwork(),
-                docker: bool = True, detach: bool = False) -> Host:
+def launch_host(
+    rootfs: Path,
+    name: str,
+    *,
+    machine_id: str | None = None,
+    etcd_endpoints: Sequence[str] = DEFAULT_ETCD_ENDPOINTS,
+    metadata: Mapping[str, str] | None = None,
+    ttl: int | None = None,
+    public_ip: str | None = None,
+    etcd_prefix: str | None = None,
+    unit_dir: str | None = None,
+    extra_config: Mapping[str, object] | None = None,
+    source_dir: Path | None = SOURCE_DIR,
+    state_dir: Path | None = None,
+    network: HostNetwork = SharedNetwork(),
+    docker: bool = True,
+    detach: bool = False,
+) -> Host:
     """Start booting a host and return once its init exists (see wait_booted).
 
     The keyword settings become the host's /etc/fleetpy/agent.yaml (None:
@@ -467,44 +540,66 @@ def launch_host(rootfs: Path, name: str, *, machine_id: str | None = None,
         raise HostError(f"invalid machine id {machine_id!r}: 32 lowercase hex digits")
     state_dir = state_dir or Path(tempfile.mkdtemp(prefix=f"fleetpy-host-{name}-"))
     public_ip = public_ip or network.public_ip(name)
-    config: dict[str, object] = {"endpoint": ",".join(etcd_endpoints), "public_ip": public_ip,
-                                 "metadata": dict(metadata or {})}
+    config: dict[str, object] = {
+        "endpoint": ",".join(etcd_endpoints),
+        "public_ip": public_ip,
+        "metadata": dict(metadata or {}),
+    }
     for key, value in (("etcd_prefix", etcd_prefix), ("ttl", ttl), ("unit_dir", unit_dir)):
         if value is not None:
             config[key] = value
     config.update(extra_config or {})
     _write_host_state(state_dir, name, machine_id, config)
 
-    argv = ["systemd-nspawn", "-D", str(rootfs), "-M", name, "--boot",
-            # No systemd as PID 1 on this machine to register with or to
-            # create a scope for the host.
-            "--register=no", "--keep-unit",
-            # Hosts share the rootfs read-only; writes go to a tmpfs.
-            "--volatile=overlay", f"--hostname={name}", f"--uuid={machine_id}",
-            f"--bind-ro={state_dir / 'machine-id'}:/etc/machine-id",
-            f"--bind={state_dir / 'etc'}:/etc/fleetpy",
-            "--console=read-only", *network.nspawn_args(name)]
+    argv = [
+        "systemd-nspawn",
+        "-D",
+        str(rootfs),
+        "-M",
+        name,
+        "--boot",
+        # No systemd as PID 1 on this machine to register with or to
+        # create a scope for the host.
+        "--register=no",
+        "--keep-unit",
+        # Hosts share the rootfs read-only; writes go to a tmpfs.
+        "--volatile=overlay",
+        f"--hostname={name}",
+        f"--uuid={machine_id}",
+        f"--bind-ro={state_dir / 'machine-id'}:/etc/machine-id",
+        f"--bind={state_dir / 'etc'}:/etc/fleetpy",
+        "--console=read-only",
+        *network.nspawn_args(name),
+    ]
     if source_dir is not None:
         argv.append(f"--bind-ro={source_dir / 'fleetpy'}:{_HOST_SOURCE}")
     if docker:
         docker_cli = shutil.which("docker")
         if not docker_cli or not DOCKER_SOCKET.exists():
-            raise HostError("docker CLI or socket missing: call ensure_dockerd() before starting hosts")
+            raise HostError(
+                "docker CLI or socket missing: call ensure_dockerd() before starting hosts"
+            )
         # The socket is bound by inode: dockerd must not restart while hosts run.
         argv += [f"--bind={DOCKER_SOCKET}", f"--bind-ro={docker_cli}:/usr/bin/docker"]
 
     with open(state_dir / "console.log", "ab") as console:
-        process = subprocess.Popen(argv if detach else _with_parent(argv), stdin=subprocess.DEVNULL,
-                                   stdout=console, stderr=subprocess.STDOUT,
-                                   start_new_session=detach)
+        process = subprocess.Popen(
+            argv if detach else _with_parent(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            start_new_session=detach,
+        )
     try:
         init_pid = 0
 
         def found_init() -> bool:
             nonlocal init_pid
             if process.poll() is not None:
-                raise HostError(f"host={name} nspawn exited rc={process.returncode}, "
-                                f"console {state_dir / 'console.log'}:\n{_tail(state_dir / 'console.log')}")
+                raise HostError(
+                    f"host={name} nspawn exited rc={process.returncode}, "
+                    f"console {state_dir / 'console.log'}:\n{_tail(state_dir / 'console.log')}"
+                )
             init_pid = _find_init(process.pid) or 0
             return init_pid != 0
 
@@ -514,11 +609,25 @@ def launch_host(rootfs: Path, name: str, *, machine_id: str | None = None,
         process.kill()
         process.wait()
         raise
-    _log("host_launched", name=name, machine_id=machine_id, nspawn_pid=process.pid,
-         init_pid=init_pid, state_dir=state_dir)
-    return Host(name=name, machine_id=machine_id, public_ip=public_ip, rootfs=rootfs,
-                state_dir=state_dir, process=process, init_pid=init_pid, pid_ns=pid_ns,
-                network=network)
+    _log(
+        "host_launched",
+        name=name,
+        machine_id=machine_id,
+        nspawn_pid=process.pid,
+        init_pid=init_pid,
+        state_dir=state_dir,
+    )
+    return Host(
+        name=name,
+        machine_id=machine_id,
+        public_ip=public_ip,
+        rootfs=rootfs,
+        state_dir=state_dir,
+        process=process,
+        init_pid=init_pid,
+        pid_ns=pid_ns,
+        network=network,
+    )
 
 
 def start_host(rootfs: Path, name: str, *, boot_timeout: float = 90.0, **options: Any) -> Host:
@@ -548,8 +657,14 @@ class HostPool:
     name_prefix: str = field(default_factory=lambda: f"fp{secrets.token_hex(2)}-h")
     hosts: list[Host] = field(default_factory=list)
 
-    def start(self, count: int = 1, *, metadata: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
-              boot_timeout: float = 90.0, **options: Any) -> list[Host]:
+    def start(
+        self,
+        count: int = 1,
+        *,
+        metadata: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+        boot_timeout: float = 90.0,
+        **options: Any,
+    ) -> list[Host]:
         """Boot COUNT hosts in parallel. METADATA: one mapping for all, or one per host."""
         if metadata is None or isinstance(metadata, Mapping):
             per_host = [metadata or {}] * count
@@ -560,10 +675,16 @@ class HostPool:
         started = []
         for host_metadata in per_host:
             name = f"{self.name_prefix}{len(self.hosts) + 1}"
-            host = launch_host(self.rootfs, name, metadata=host_metadata,
-                               etcd_endpoints=self.etcd_endpoints, source_dir=self.source_dir,
-                               state_dir=self.state_root / name, network=self.network,
-                               **options)
+            host = launch_host(
+                self.rootfs,
+                name,
+                metadata=host_metadata,
+                etcd_endpoints=self.etcd_endpoints,
+                source_dir=self.source_dir,
+                state_dir=self.state_root / name,
+                network=self.network,
+                **options,
+            )
             self.hosts.append(host)
             started.append(host)
         deadline = time.monotonic() + boot_timeout
@@ -607,13 +728,21 @@ def _docker_ok() -> bool:
     if not shutil.which("docker"):
         return False
     try:
-        return subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                              capture_output=True, timeout=15).returncode == 0
+        return (
+            subprocess.run(
+                ["docker", "info", "--format", "{{.ServerVersion}}"],
+                capture_output=True,
+                timeout=15,
+            ).returncode
+            == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
 
-def ensure_dockerd(log_path: Path = Path("/var/log/fleetpy-dockerd.log"), timeout: float = 60.0) -> bool:
+def ensure_dockerd(
+    log_path: Path = Path("/var/log/fleetpy-dockerd.log"), timeout: float = 60.0
+) -> bool:
     """Start dockerd if `docker info` fails; True if it was started here.
 
     It runs detached and stays up: hosts bind its socket, and a dockerd
@@ -630,8 +759,13 @@ def ensure_dockerd(log_path: Path = Path("/var/log/fleetpy-dockerd.log"), timeou
         _log("dockerd_start", log=log_path)
         with open(log_path, "ab") as log:
             # setsid --fork: a daemon, not our child, so nothing waits on it.
-            subprocess.run(["setsid", "--fork", *argv], stdin=subprocess.DEVNULL, stdout=log,
-                           stderr=subprocess.STDOUT, check=True)
+            subprocess.run(
+                ["setsid", "--fork", *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
         try:
             _wait_for("dockerd", _docker_ok, timeout, interval=0.3)
         except HostError as e:
@@ -645,8 +779,9 @@ def remove_host_containers(hostname: str, machine_id: str) -> list[str]:
     units run, since all hosts share one dockerd)."""
     if not _docker_ok():
         return []
-    names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"],
-                           capture_output=True, text=True).stdout.split()
+    names = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
+    ).stdout.split()
     token = re.compile(rf"(?:^|[-_.])(?:{re.escape(hostname)}|{machine_id})(?:$|[-_.])")
     doomed = [n for n in names if token.search(n)]
     if doomed:
@@ -663,7 +798,10 @@ def _is_static_elf(path: Path) -> bool:
     phoff = int.from_bytes(data[0x20:0x28], "little")
     phentsize = int.from_bytes(data[0x36:0x38], "little")
     phnum = int.from_bytes(data[0x38:0x3A], "little")
-    types = (int.from_bytes(data[phoff + i * phentsize:phoff + i * phentsize + 4], "little") for i in range(phnum))
+    types = (
+        int.from_bytes(data[phoff + i * phentsize : phoff + i * phentsize + 4], "little")
+        for i in range(phnum)
+    )
     return 3 not in types  # PT_INTERP
 
 
@@ -676,16 +814,29 @@ def ensure_busybox_image(tag: str = BUSYBOX_IMAGE) -> str:
     busybox = Path(found).resolve() if found else None
     if busybox is None or not _is_static_elf(busybox):
         raise HostError("a static busybox is needed: apt-get install busybox-static")
-    applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    applets = subprocess.run(
+        [str(busybox), "--list-full"], capture_output=True, text=True, check=True
+    ).stdout.split()
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
+
         def add_dir(name: str, mode: int = 0o755) -> None:
             info = tarfile.TarInfo(name)
             info.type, info.mode = tarfile.DIRTYPE, mode
             tar.addfile(info)
 
-        for name in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root"):
+        for name in (
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "etc",
+            "proc",
+            "sys",
+            "dev",
+            "root",
+        ):
             add_dir(name)
         add_dir("tmp", 0o1777)
         tar.add(busybox, arcname="bin/busybox")
@@ -694,9 +845,14 @@ def ensure_busybox_image(tag: str = BUSYBOX_IMAGE) -> str:
                 info = tarfile.TarInfo(applet)
                 info.type, info.linkname = tarfile.SYMTYPE, "/bin/busybox"
                 tar.addfile(info)
-    result = subprocess.run(["docker", "import", "--change", 'CMD ["/bin/sh"]', "-", tag],
-                            input=archive.getvalue(), capture_output=True)
+    result = subprocess.run(
+        ["docker", "import", "--change", 'CMD ["/bin/sh"]', "-", tag],
+        input=archive.getvalue(),
+        capture_output=True,
+    )
     if result.returncode != 0:
-        raise HostError(f"docker import {tag} failed: {result.stderr.decode(errors='replace').strip()}")
+        raise HostError(
+            f"docker import {tag} failed: {result.stderr.decode(errors='replace').strip()}"
+        )
     _log("image_imported", tag=tag, applets=len(applets))
     return tag

@@ -124,8 +124,9 @@ def _object(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
-           default: Any = _MISSING) -> Any:
+def _field(
+    data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any = _MISSING
+) -> Any:
     value = data.get(name, default)
     if value is _MISSING:
         raise MalformedRecord(f"no {name!r} field")
@@ -160,8 +161,7 @@ def _desired(value: Any) -> DesiredState:
     try:
         return DesiredState(value)
     except ValueError:
-        raise MalformedRecord("field 'desired' is not one of "
-                              f"{', '.join(DesiredState)}") from None
+        raise MalformedRecord(f"field 'desired' is not one of {', '.join(DesiredState)}") from None
 
 
 def _text(raw: bytes) -> str:
@@ -182,17 +182,28 @@ class UnitRecord:
     revision: int = 0  # etcd mod_revision of the record, 0 if not stored
 
     def to_json(self) -> str:
-        return _dumps({"hash": self.hash, "desired": self.desired, "global": self.is_global,
-                       "owner": self.owner, "origin": self.origin})
+        return _dumps(
+            {
+                "hash": self.hash,
+                "desired": self.desired,
+                "global": self.is_global,
+                "owner": self.owner,
+                "origin": self.origin,
+            }
+        )
 
     @classmethod
     def from_json(cls, name: str, raw: bytes, revision: int = 0) -> UnitRecord:
         data = _object(raw)
-        return cls(name=_unit_name(name), hash=_content_hash(data.get("hash")),
-                   desired=_desired(data.get("desired")),
-                   is_global=_field(data, "global", bool, False),
-                   owner=_field(data, "owner", str, None),
-                   origin=_field(data, "origin", str, None), revision=revision)
+        return cls(
+            name=_unit_name(name),
+            hash=_content_hash(data.get("hash")),
+            desired=_desired(data.get("desired")),
+            is_global=_field(data, "global", bool, False),
+            owner=_field(data, "owner", str, None),
+            origin=_field(data, "origin", str, None),
+            revision=revision,
+        )
 
 
 @dataclass(frozen=True)
@@ -206,14 +217,18 @@ class DeploymentRecord:
     revision: int = 0
 
     def to_json(self) -> str:
-        return _dumps({"commit": self.commit, "applying": self.applying,
-                       "message": self.message})
+        return _dumps({"commit": self.commit, "applying": self.applying, "message": self.message})
 
     @classmethod
     def from_json(cls, name: str, raw: bytes, revision: int = 0) -> DeploymentRecord:
         data = _object(raw)
-        return cls(name, _field(data, "commit", str, ""), _field(data, "applying", str, ""),
-                   _field(data, "message", str, ""), revision)
+        return cls(
+            name,
+            _field(data, "commit", str, ""),
+            _field(data, "applying", str, ""),
+            _field(data, "message", str, ""),
+            revision,
+        )
 
 
 class DeploymentSession:
@@ -248,9 +263,13 @@ class ScheduleEntry:
     @classmethod
     def from_json(cls, name: str, raw: bytes) -> ScheduleEntry:
         data = _object(raw)
-        return cls(name=_unit_name(name), hash=_content_hash(data.get("hash")),
-                   desired=_desired(data.get("desired")), text=_field(data, "text", str),
-                   signature=_field(data, "signature", str, None))
+        return cls(
+            name=_unit_name(name),
+            hash=_content_hash(data.get("hash")),
+            desired=_desired(data.get("desired")),
+            text=_field(data, "text", str),
+            signature=_field(data, "signature", str, None),
+        )
 
 
 @dataclass(frozen=True)
@@ -262,8 +281,14 @@ class MachineRecord:
     ttl: int = 0  # the agent's lease TTL: the engine's grace period is based on it
 
     def to_json(self) -> str:
-        return _dumps({"ip": self.ip, "metadata": dict(self.metadata), "hostname": self.hostname,
-                       "ttl": self.ttl})
+        return _dumps(
+            {
+                "ip": self.ip,
+                "metadata": dict(self.metadata),
+                "hostname": self.hostname,
+                "ttl": self.ttl,
+            }
+        )
 
     @classmethod
     def from_json(cls, machine_id: str, raw: bytes) -> MachineRecord:
@@ -274,8 +299,13 @@ class MachineRecord:
         ttl = _field(data, "ttl", int, 0)
         if isinstance(ttl, bool) or not 0 <= ttl <= 86400:
             raise MalformedRecord("field 'ttl' is out of range")
-        return cls(id=_machine_id(machine_id), ip=_field(data, "ip", str, ""),
-                   metadata=dict(metadata), hostname=_field(data, "hostname", str, ""), ttl=ttl)
+        return cls(
+            id=_machine_id(machine_id),
+            ip=_field(data, "ip", str, ""),
+            metadata=dict(metadata),
+            hostname=_field(data, "hostname", str, ""),
+            ttl=ttl,
+        )
 
 
 @dataclass(frozen=True)
@@ -291,16 +321,28 @@ class UnitState:
     message: str = ""  # e.g. systemd's complaint about a unit file it refused
 
     def to_json(self) -> str:
-        return _dumps({"load": self.load, "active": self.active, "sub": self.sub,
-                       "hash": self.hash, "message": self.message})
+        return _dumps(
+            {
+                "load": self.load,
+                "active": self.active,
+                "sub": self.sub,
+                "hash": self.hash,
+                "message": self.message,
+            }
+        )
 
     @classmethod
     def from_json(cls, name: str, machine: str, raw: bytes) -> UnitState:
         data = _object(raw)
-        return cls(name=_unit_name(name), machine=_machine_id(machine),
-                   load=_field(data, "load", str, ""), active=_field(data, "active", str, ""),
-                   sub=_field(data, "sub", str, ""), hash=_field(data, "hash", str, ""),
-                   message=_field(data, "message", str, ""))
+        return cls(
+            name=_unit_name(name),
+            machine=_machine_id(machine),
+            load=_field(data, "load", str, ""),
+            active=_field(data, "active", str, ""),
+            sub=_field(data, "sub", str, ""),
+            hash=_field(data, "hash", str, ""),
+            message=_field(data, "message", str, ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -449,10 +491,15 @@ def normalize_prefix(prefix: str) -> str:
     text = prefix.rstrip("/") if prefix != "/" else ""
     if not text.startswith("/") and text:
         text = "/" + text
-    if (len(text) > 256 or not _PREFIX.fullmatch(text)
-            or any(part in (".", "..") for part in text.split("/"))):
-        raise RegistryError(f"invalid etcd prefix {prefix!r}: expected /NAME[/NAME...] with "
-                            "letters, digits and _.:@+-")
+    if (
+        len(text) > 256
+        or not _PREFIX.fullmatch(text)
+        or any(part in (".", "..") for part in text.split("/"))
+    ):
+        raise RegistryError(
+            f"invalid etcd prefix {prefix!r}: expected /NAME[/NAME...] with "
+            "letters, digits and _.:@+-"
+        )
     return text
 
 
@@ -477,17 +524,24 @@ def _names(names: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _partial_message(done: Sequence[str], rest: Sequence[str], exc: Exception,
-                     verb: str = "wrote", participle: str = "written") -> str:
+def _partial_message(
+    done: Sequence[str],
+    rest: Sequence[str],
+    exc: Exception,
+    verb: str = "wrote",
+    participle: str = "written",
+) -> str:
     """A command of several transactions failed after some: say what was written."""
     total = len(done) + len(rest)
-    return (f"{verb} {len(done)} of {total} units ({_names(done)}) before an error; "
-            f"not {participle}: {_names(rest)}: {exc}")
+    return (
+        f"{verb} {len(done)} of {total} units ({_names(done)}) before an error; "
+        f"not {participle}: {_names(rest)}: {exc}"
+    )
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class PrefixError(RegistryError):
@@ -504,8 +558,7 @@ class _TxnConflict(Exception):
 class Registry:
     """fleetpy's view of etcd. Thread-safe: the underlying gRPC client is."""
 
-    def __init__(self, config: RegistryConfig,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, config: RegistryConfig, warn: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.prefix = normalize_prefix(config.prefix)
         self._layout_checked = False
@@ -531,8 +584,13 @@ class Registry:
         if (config.username is None) != (config.password is None):
             given = "--username" if config.username is not None else "--password"
             raise RegistryError(f"{given} needs the other: etcd's user and password go together")
-        return EtcdTransport(endpoints, timeout=config.timeout, tls=tls,
-                             user=config.username, password=config.password)
+        return EtcdTransport(
+            endpoints,
+            timeout=config.timeout,
+            tls=tls,
+            user=config.username,
+            password=config.password,
+        )
 
     def close(self) -> None:
         self._etcd.close()
@@ -553,7 +611,7 @@ class Registry:
 
     def _strip(self, prefix: str, key: bytes | str) -> str:
         text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        return text[len(prefix):]
+        return text[len(prefix) :]
 
     # -- decoding: every value read is checked; what fleetpy did not write is skipped
 
@@ -592,12 +650,13 @@ class Registry:
             return _text(value)
         return _text(value)
 
-    def _decoded(self, kind: str, start: str, key: bytes, value: bytes,
-                 revision: int = 0) -> tuple[str, Any] | None:
+    def _decoded(
+        self, kind: str, start: str, key: bytes, value: bytes, revision: int = 0
+    ) -> tuple[str, Any] | None:
         """(key relative to P/<kind>/, record), or None after warning about a bad one."""
         full = key.decode("utf-8", "replace")
         try:
-            rel = _text(key)[len(start):]
+            rel = _text(key)[len(start) :]
             return rel, self.decode(kind, rel, value, revision)
         except MalformedRecord as exc:
             self._skip(full, str(exc))
@@ -655,15 +714,17 @@ class Registry:
                     states.setdefault(record.name, {})[record.machine] = record
         return ClusterView(revision, units, machines, schedule, reasons, states)
 
-    def _txn(self, compare: Sequence[Compare], success: Sequence[TxnOp],
-             failure: Sequence[TxnOp] = ()) -> tuple[bool, list[Any], int]:
+    def _txn(
+        self, compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp] = ()
+    ) -> tuple[bool, list[Any], int]:
         """A transaction: (succeeded, responses, etcd's revision after it). A range
         response is a list of (value, KeyValue); the revision lets watches resume exactly
         where a read left off."""
         result = self._etcd.txn(compare, success, failure)
-        responses: list[Any] = [[(kv.value, kv) for kv in item.kvs]
-                                if isinstance(item, RangeResult) else item
-                                for item in result.responses]
+        responses: list[Any] = [
+            [(kv.value, kv) for kv in item.kvs] if isinstance(item, RangeResult) else item
+            for item in result.responses
+        ]
         return result.succeeded, responses, result.revision
 
     # -- layout: one fleetpy prefix never lies inside another
@@ -683,17 +744,19 @@ class Registry:
             if kvs:
                 raise PrefixError(
                     f"etcd prefix {self.prefix} lies inside the fleetpy prefix {ancestor or '/'}; "
-                    "use a prefix outside it (each would read the other's keys as its own)")
+                    "use a prefix outside it (each would read the other's keys as its own)"
+                )
         if not own:
             # First use of this prefix: it must not hold another fleetpy prefix either.
             start = self.prefix + "/"
             for _, meta in self._range(start, keys_only=True):
                 key = meta.key.decode("utf-8", "replace")
                 if key.endswith("/" + LAYOUT_KEY) and key != self.key(LAYOUT_KEY):
-                    nested = key[:-len(LAYOUT_KEY) - 1]
+                    nested = key[: -len(LAYOUT_KEY) - 1]
                     raise PrefixError(
                         f"etcd prefix {self.prefix or '/'} holds the fleetpy prefix {nested}; "
-                        "use a prefix outside it (each would read the other's keys as its own)")
+                        "use a prefix outside it (each would read the other's keys as its own)"
+                    )
             self._layout_unmarked = True
         self._layout_checked = True
 
@@ -757,8 +820,10 @@ class Registry:
         """Names of every key under P/unit/, records fleetpy can read or not: what
         destroy selects from, so a malformed record can still be removed."""
         start = self._prefix("unit")
-        return [meta.key.decode("utf-8", "replace")[len(start):]
-                for _, meta in self._client_range("unit")]
+        return [
+            meta.key.decode("utf-8", "replace")[len(start) :]
+            for _, meta in self._client_range("unit")
+        ]
 
     def get_content(self, content_hash: str) -> str | None:
         meta = self._get(self.key("content", content_hash))
@@ -789,8 +854,8 @@ class Registry:
             layout = [] if self._layout_checked else self._layout_gets()
             _, responses, _ = self._txn([], gets + layout)
             if layout:
-                self._check_layout(responses[len(gets):])
-                responses = responses[:len(gets)]
+                self._check_layout(responses[len(gets) :])
+                responses = responses[: len(gets)]
             start = self._prefix("unit")
             for name, kvs in zip(chunk, responses):
                 found[name] = None
@@ -799,9 +864,12 @@ class Registry:
                     found[name] = None if item is None else item[1]
         return found
 
-    def change_units(self, changes: Sequence[UnitChange],
-                     known: Mapping[str, UnitRecord | None] | None = None,
-                     session: DeploymentSession | None = None) -> list[UnitRecord]:
+    def change_units(
+        self,
+        changes: Sequence[UnitChange],
+        known: Mapping[str, UnitRecord | None] | None = None,
+        session: DeploymentSession | None = None,
+    ) -> list[UnitRecord]:
         """Submit units and/or set their desired state, all-or-nothing per transaction.
 
         Each unit's record is guarded by the revision read, so concurrent clients
@@ -817,19 +885,24 @@ class Registry:
         for chunk in _unit_chunks(changes):
             first = [known]
 
-            def attempt(chunk: Sequence[UnitChange] = chunk,
-                        first: list[Mapping[str, UnitRecord | None] | None] = first
-                        ) -> list[UnitRecord]:
+            def attempt(
+                chunk: Sequence[UnitChange] = chunk,
+                first: list[Mapping[str, UnitRecord | None] | None] = first,
+            ) -> list[UnitRecord]:
                 records, first[0] = first[0], None
                 return self._change_chunk(chunk, records, session)
+
             try:
                 results.extend(self._retry(attempt))
             except FleetpyError as exc:
                 if not results:
                     raise
                 written = [r.name for r in results]
-                raise PartialWriteError(_partial_message(
-                    written, [c.name for c in changes if c.name not in set(written)], exc)) from None
+                raise PartialWriteError(
+                    _partial_message(
+                        written, [c.name for c in changes if c.name not in set(written)], exc
+                    )
+                ) from None
         return results
 
     def _retry(self, attempt: Callable[[], T]) -> T:
@@ -840,9 +913,12 @@ class Registry:
                 continue
         raise RegistryError("gave up after repeated conflicting updates from other clients")
 
-    def _change_chunk(self, chunk: Sequence[UnitChange],
-                      known: Mapping[str, UnitRecord | None] | None = None,
-                      session: DeploymentSession | None = None) -> list[UnitRecord]:
+    def _change_chunk(
+        self,
+        chunk: Sequence[UnitChange],
+        known: Mapping[str, UnitRecord | None] | None = None,
+        session: DeploymentSession | None = None,
+    ) -> list[UnitRecord]:
         names = [c.name for c in chunk]
         templates = sorted({c.template for c in chunk if c.template})
         wanted = [*names, *templates]
@@ -861,8 +937,7 @@ class Registry:
                 record = current
                 if change.hash is not None and change.hash != current.hash:
                     if not change.replace or change.text is None:
-                        raise StateError.different_contents(change.name, current.hash,
-                                                            change.hash)
+                        raise StateError.different_contents(change.name, current.hash, change.hash)
                     # A new version under the same name: the engine retargets it in place
                     # and the agent stops the old contents and starts the new.
                     record = replace(current, hash=change.hash, origin=change.origin)
@@ -874,15 +949,22 @@ class Registry:
                 compares.append(self.txn.mod(key, current.revision))
             else:
                 if change.hash is not None and change.text is not None:
-                    record = UnitRecord(change.name, change.hash, DesiredState.INACTIVE,
-                                        change.is_global, change.owner, change.origin)
+                    record = UnitRecord(
+                        change.name,
+                        change.hash,
+                        DesiredState.INACTIVE,
+                        change.is_global,
+                        change.owner,
+                        change.origin,
+                    )
                     if change.hash not in contents_put:
                         contents_put.add(change.hash)
                         ops.append(self.txn.put(self.key("content", change.hash), change.text))
                 elif change.template and change.template in existing:
                     tmpl = existing[change.template]
-                    record = UnitRecord(change.name, tmpl.hash, DesiredState.INACTIVE,
-                                        tmpl.is_global, change.owner)
+                    record = UnitRecord(
+                        change.name, tmpl.hash, DesiredState.INACTIVE, tmpl.is_global, change.owner
+                    )
                     compares.append(self.txn.mod(self.key("unit", change.template), tmpl.revision))
                 else:
                     raise UnknownUnitError.not_submitted(change.name, change.template)
@@ -904,15 +986,18 @@ class Registry:
             self._layout_unmarked = False
         return results
 
-    def _guarded(self, compares: Sequence[Compare], ops: Sequence[TxnOp],
-                 session: DeploymentSession | None) -> None:
+    def _guarded(
+        self, compares: Sequence[Compare], ops: Sequence[TxnOp], session: DeploymentSession | None
+    ) -> None:
         """Run a client transaction; with a session, only while no other apply has
         written the deployment record since this one last did (and bump it)."""
         if session is not None:
             key = self.key("deploy", session.name)
             record = session.record
-            compares = [*compares, self.txn.mod(key, record.revision) if record.revision
-                        else self.txn.version(key, 0)]
+            compares = [
+                *compares,
+                self.txn.mod(key, record.revision) if record.revision else self.txn.version(key, 0),
+            ]
             ops = [*ops, self.txn.put(key, record.to_json())]
         ok, _, revision = self._txn(compares, ops)
         if ok:
@@ -925,7 +1010,8 @@ class Registry:
                 running = f" (it applies {now.applying})" if now and now.applying else ""
                 raise DeploymentError(
                     f"another apply of deployment {session.name} wrote since this one "
-                    f"started{running}; this one stopped here")
+                    f"started{running}; this one stopped here"
+                )
         raise _TxnConflict()
 
     def get_deployment(self, name: str) -> DeploymentRecord | None:
@@ -946,16 +1032,16 @@ class Registry:
     def campaign_watcher(self, deployment: str, candidate: str, lease_id: int) -> bool:
         """Be the one git watcher of a deployment (create-if-absent under a lease)."""
         key = self.key("watcher", deployment)
-        ok, _, _ = self._txn([self.txn.version(key, 0)],
-                             [self.txn.put(key, candidate, lease=lease_id)])
+        ok, _, _ = self._txn(
+            [self.txn.version(key, 0)], [self.txn.put(key, candidate, lease=lease_id)]
+        )
         if ok:
             return True
         meta = self._get(key)
         return meta is not None and meta.value.decode("utf-8", "replace") == candidate
 
     def owned_units(self, owner: str) -> dict[str, UnitRecord]:
-        return {name: record for name, record in self.list_units().items()
-                if record.owner == owner}
+        return {name: record for name, record in self.list_units().items() if record.owner == owner}
 
     def _global_put(self, record: UnitRecord, change: UnitChange) -> Any:
         text = change.text if change.hash == record.hash and change.text is not None else None
@@ -964,8 +1050,9 @@ class Registry:
         entry = ScheduleEntry(record.name, record.hash, record.desired, text)
         return self.txn.put(self.key("global", record.name), entry.to_json())
 
-    def destroy_units(self, names: Sequence[str],
-                      session: DeploymentSession | None = None) -> list[str]:
+    def destroy_units(
+        self, names: Sequence[str], session: DeploymentSession | None = None
+    ) -> list[str]:
         """Delete unit records (and global entries) in one transaction per chunk.
 
         The engine then unschedules them and agents stop them; content blobs no unit
@@ -982,12 +1069,20 @@ class Registry:
                 if not destroyed:
                     raise
                 gone = set(destroyed)
-                raise PartialWriteError(_partial_message(
-                    destroyed, [n for n in names if n not in gone], exc, "destroyed", "destroyed")) from None
+                raise PartialWriteError(
+                    _partial_message(
+                        destroyed,
+                        [n for n in names if n not in gone],
+                        exc,
+                        "destroyed",
+                        "destroyed",
+                    )
+                ) from None
         return destroyed
 
-    def _destroy_chunk(self, chunk: Sequence[str],
-                       session: DeploymentSession | None = None) -> list[str]:
+    def _destroy_chunk(
+        self, chunk: Sequence[str], session: DeploymentSession | None = None
+    ) -> list[str]:
         def attempt() -> list[str]:
             gets = [self.txn.get(self.key("unit", n)) for n in chunk]
             _, responses, _ = self._txn([], gets)
@@ -1001,6 +1096,7 @@ class Registry:
             if ops:
                 self._guarded(compares, ops, session)
             return done
+
         return self._retry(attempt)
 
     def count(self, kind: str) -> int:
@@ -1051,11 +1147,14 @@ class Registry:
     def list_machines(self) -> dict[str, MachineRecord]:
         return dict(self._read_kind("machines"))
 
-    def report_states(self, states: Sequence[UnitState], lease_id: int,
-                      removed: Sequence[tuple[str, str]] = ()) -> None:
+    def report_states(
+        self, states: Sequence[UnitState], lease_id: int, removed: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """Write reported unit states (under the agent's lease) and drop removed ones."""
-        ops: list[TxnOp] = [self.txn.put(self.key("state", s.name, s.machine), s.to_json(), lease=lease_id)
-               for s in states]
+        ops: list[TxnOp] = [
+            self.txn.put(self.key("state", s.name, s.machine), s.to_json(), lease=lease_id)
+            for s in states
+        ]
         ops += [self.txn.delete(self.key("state", unit, machine)) for unit, machine in removed]
         for chunk in _chunks(ops, MAX_TXN_OPS):
             self._txn([], chunk)
@@ -1066,20 +1165,27 @@ class Registry:
             states.setdefault(state.name, {})[state.machine] = state
         return states
 
-    def read_machine_schedule(self, machine_id: str) -> tuple[int, dict[str, ScheduleEntry],
-                                                               dict[str, ScheduleEntry]]:
+    def read_machine_schedule(
+        self, machine_id: str
+    ) -> tuple[int, dict[str, ScheduleEntry], dict[str, ScheduleEntry]]:
         """An agent's desired units at one revision: (revision, placed, global)."""
         own = self._prefix("schedule", machine_id)
         glob = self._prefix("global")
         gets = [self.txn.get(p, prefix_range_end(p)) for p in (own, glob)]
         _, responses, revision = self._txn([], gets)
         schedule = self._prefix("schedule")
-        placed = {entry.name: entry for v, m in responses[0]
-                  if (item := self._decoded("schedule", schedule, m.key, v)) is not None
-                  for entry in [item[1]]}
-        globals_ = {entry.name: entry for v, m in responses[1]
-                    if (item := self._decoded("global", glob, m.key, v)) is not None
-                    for entry in [item[1]]}
+        placed = {
+            entry.name: entry
+            for v, m in responses[0]
+            if (item := self._decoded("schedule", schedule, m.key, v)) is not None
+            for entry in [item[1]]
+        }
+        globals_ = {
+            entry.name: entry
+            for v, m in responses[1]
+            if (item := self._decoded("global", glob, m.key, v)) is not None
+            for entry in [item[1]]
+        }
         return revision, placed, globals_
 
     # -- engine
@@ -1087,17 +1193,22 @@ class Registry:
     def campaign(self, candidate: str, lease_id: int) -> bool:
         """Become leader if nobody is: create-if-absent under the candidate's lease."""
         key = self.key("engine", "leader")
-        ok, _, _ = self._txn([self.txn.version(key, 0)],
-                             [self.txn.put(key, candidate, lease=lease_id)])
+        ok, _, _ = self._txn(
+            [self.txn.version(key, 0)], [self.txn.put(key, candidate, lease=lease_id)]
+        )
         return bool(ok)
 
     def leader(self) -> str | None:
         meta = self._get(self.key("engine", "leader"))
         return None if meta is None else meta.value.decode("utf-8", "replace")
 
-    def engine_write(self, candidate: str, groups: Sequence[Sequence[EngineWrite]],
-                     written: Callable[[int, int], None] = lambda start, end: None,
-                     before_each: Callable[[], None] = lambda: None) -> bool:
+    def engine_write(
+        self,
+        candidate: str,
+        groups: Sequence[Sequence[EngineWrite]],
+        written: Callable[[int, int], None] = lambda start, end: None,
+        before_each: Callable[[], None] = lambda: None,
+    ) -> bool:
         """Write the engine's changes while `candidate` leads (every transaction is
         fenced on the leader key: a deposed leader writes nothing).
 
@@ -1113,8 +1224,9 @@ class Registry:
         for index, group in enumerate(groups):
             group_ops = [self._engine_op(write) for write in group]
             group_size = sum(self.op_size(op) for op in group_ops)
-            if ops and (len(ops) + len(group_ops) > MAX_TXN_OPS
-                        or size + group_size > MAX_TXN_BYTES):
+            if ops and (
+                len(ops) + len(group_ops) > MAX_TXN_OPS or size + group_size > MAX_TXN_BYTES
+            ):
                 before_each()
                 if not self._txn([guard], ops)[0]:
                     return False
@@ -1131,8 +1243,9 @@ class Registry:
 
     def _engine_op(self, write: EngineWrite) -> TxnOp:
         if isinstance(write, PlaceUnit):
-            return self.txn.put(self.key("schedule", write.machine, write.entry.name),
-                                write.entry.to_json())
+            return self.txn.put(
+                self.key("schedule", write.machine, write.entry.name), write.entry.to_json()
+            )
         if isinstance(write, UnplaceUnit):
             return self.txn.delete(self.key("schedule", write.machine, write.unit))
         if isinstance(write, StoreReason):
@@ -1155,9 +1268,14 @@ class Registry:
 
     # -- watches: typed events; the key layout stays in here
 
-    def _watch(self, kind: str, event: Callable[[str, Any], E | None],
-               callback: Callable[[WatchBatch[E]], None], start_revision: int | None,
-               sub: str | None = None) -> Callable[[], None]:
+    def _watch(
+        self,
+        kind: str,
+        event: Callable[[str, Any], E | None],
+        callback: Callable[[WatchBatch[E]], None],
+        start_revision: int | None,
+        sub: str | None = None,
+    ) -> Callable[[], None]:
         """Watch P/<kind>/[<sub>/]: `event(relative key, record or None)` makes each
         typed event (None: not ours, skip). An error batch (etcd gone, revision
         compacted) ends the watch and tells the caller to resync."""
@@ -1170,11 +1288,12 @@ class Registry:
                 return
             events: list[E] = []
             for change in response.events:
-                rel = change.key.decode("utf-8", "replace")[len(kind_start):]
+                rel = change.key.decode("utf-8", "replace")[len(kind_start) :]
                 record = None
                 if change.kind is EventKind.PUT:
-                    item = self._decoded(kind, kind_start, change.key, change.value,
-                                         change.mod_revision)
+                    item = self._decoded(
+                        kind, kind_start, change.key, change.value, change.mod_revision
+                    )
                     record = None if item is None else item[1]
                 made = event(rel, record)
                 if made is not None:
@@ -1183,51 +1302,75 @@ class Registry:
 
         return self._etcd.watch(start, prefix_range_end(start), start_revision, on_response)
 
-    def watch_units(self, callback: Callable[[WatchBatch[UnitEvent]], None],
-                    start_revision: int | None = None) -> Callable[[], None]:
-        return self._watch("unit", lambda rel, record: UnitEvent(rel, record), callback,
-                           start_revision)
+    def watch_units(
+        self, callback: Callable[[WatchBatch[UnitEvent]], None], start_revision: int | None = None
+    ) -> Callable[[], None]:
+        return self._watch(
+            "unit", lambda rel, record: UnitEvent(rel, record), callback, start_revision
+        )
 
-    def watch_machines(self, callback: Callable[[WatchBatch[MachineEvent]], None],
-                       start_revision: int | None = None) -> Callable[[], None]:
-        return self._watch("machines", lambda rel, record: MachineEvent(rel, record), callback,
-                           start_revision)
+    def watch_machines(
+        self,
+        callback: Callable[[WatchBatch[MachineEvent]], None],
+        start_revision: int | None = None,
+    ) -> Callable[[], None]:
+        return self._watch(
+            "machines", lambda rel, record: MachineEvent(rel, record), callback, start_revision
+        )
 
-    def watch_contents(self, callback: Callable[[WatchBatch[ContentEvent]], None],
-                       start_revision: int | None = None) -> Callable[[], None]:
-        return self._watch("content", lambda rel, text: ContentEvent(rel, text), callback,
-                           start_revision)
+    def watch_contents(
+        self,
+        callback: Callable[[WatchBatch[ContentEvent]], None],
+        start_revision: int | None = None,
+    ) -> Callable[[], None]:
+        return self._watch(
+            "content", lambda rel, text: ContentEvent(rel, text), callback, start_revision
+        )
 
-    def watch_schedule(self, callback: Callable[[WatchBatch[ScheduleEvent]], None],
-                       start_revision: int | None = None,
-                       machine: str | None = None) -> Callable[[], None]:
+    def watch_schedule(
+        self,
+        callback: Callable[[WatchBatch[ScheduleEvent]], None],
+        start_revision: int | None = None,
+        machine: str | None = None,
+    ) -> Callable[[], None]:
         """Every machine's schedule, or only `machine`'s (an agent wakes only for its own)."""
+
         def event(rel: str, entry: ScheduleEntry | None) -> ScheduleEvent:
             owner, _, unit = rel.partition("/")
             return ScheduleEvent(owner, unit, entry)
+
         return self._watch("schedule", event, callback, start_revision, machine)
 
-    def watch_globals(self, callback: Callable[[WatchBatch[ScheduleEvent]], None],
-                      start_revision: int | None = None) -> Callable[[], None]:
-        return self._watch("global", lambda rel, entry: ScheduleEvent("", rel, entry),
-                           callback, start_revision)
+    def watch_globals(
+        self,
+        callback: Callable[[WatchBatch[ScheduleEvent]], None],
+        start_revision: int | None = None,
+    ) -> Callable[[], None]:
+        return self._watch(
+            "global", lambda rel, entry: ScheduleEvent("", rel, entry), callback, start_revision
+        )
 
-    def watch_states(self, callback: Callable[[WatchBatch[StateEvent]], None],
-                     start_revision: int | None = None) -> Callable[[], None]:
+    def watch_states(
+        self, callback: Callable[[WatchBatch[StateEvent]], None], start_revision: int | None = None
+    ) -> Callable[[], None]:
         def event(rel: str, state: UnitState | None) -> StateEvent:
             unit, _, machine = rel.rpartition("/")
             return StateEvent(unit, machine, state)
+
         return self._watch("state", event, callback, start_revision)
 
-    def watch_engine(self, callback: Callable[[WatchBatch[EngineEvent]], None],
-                     start_revision: int | None = None) -> Callable[[], None]:
+    def watch_engine(
+        self, callback: Callable[[WatchBatch[EngineEvent]], None], start_revision: int | None = None
+    ) -> Callable[[], None]:
         """The leader key and operators' requests to the engine."""
+
         def event(rel: str, value: str | None) -> EngineEvent | None:
             if rel == "leader":
                 return EngineEvent(leader=value, leader_changed=True)
             if rel == FORCE_RESCHEDULE:
                 return EngineEvent(force_reschedule=value is not None)
             return None
+
         return self._watch("engine", event, callback, start_revision)
 
 
@@ -1260,9 +1403,27 @@ class _Ops:
 
 
 __all__ = [
-    "ClearForceReschedule", "ClusterView", "ContentEvent", "EngineEvent", "EngineWrite",
-    "MachineEvent", "MachineRecord", "MalformedRecord", "PlaceUnit", "PrefixError", "Registry",
-    "RegistryConfig", "ScheduleEntry", "ScheduleEvent", "StateEvent", "StoreReason",
-    "UnitChange", "UnitEvent", "UnitRecord", "UnitState", "UnplaceUnit", "WatchBatch",
+    "ClearForceReschedule",
+    "ClusterView",
+    "ContentEvent",
+    "EngineEvent",
+    "EngineWrite",
+    "MachineEvent",
+    "MachineRecord",
+    "MalformedRecord",
+    "PlaceUnit",
+    "PrefixError",
+    "Registry",
+    "RegistryConfig",
+    "ScheduleEntry",
+    "ScheduleEvent",
+    "StateEvent",
+    "StoreReason",
+    "UnitChange",
+    "UnitEvent",
+    "UnitRecord",
+    "UnitState",
+    "UnplaceUnit",
+    "WatchBatch",
     "normalize_prefix",
 ]

@@ -40,14 +40,17 @@ def _read(path: str, what: str) -> bytes:
         raise RegistryError(str(exc)) from None
 
 
-def load_tls(ca_file: str | None, cert_file: str | None,
-             key_file: str | None) -> TlsMaterial | None:
+def load_tls(
+    ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> TlsMaterial | None:
     """The checked material, or None when no TLS option was given."""
     if bool(cert_file) != bool(key_file):
-        given, missing = ("--cert-file", "--key-file") if cert_file else ("--key-file",
-                                                                           "--cert-file")
-        raise RegistryError(f"{given} needs {missing} too: a client certificate and its "
-                            "key go together")
+        given, missing = (
+            ("--cert-file", "--key-file") if cert_file else ("--key-file", "--cert-file")
+        )
+        raise RegistryError(
+            f"{given} needs {missing} too: a client certificate and its key go together"
+        )
     if not ca_file and not cert_file:
         return None
     ca_pem = None
@@ -58,16 +61,19 @@ def load_tls(ca_file: str | None, cert_file: str | None,
         try:
             ssl.create_default_context(cadata=ca_pem.decode("ascii"))
         except (ssl.SSLError, ValueError) as exc:
-            raise RegistryError(f"--ca-file {display_path(ca_file)} is not a valid PEM "
-                                f"certificate ({_reason(exc)})") from None
+            raise RegistryError(
+                f"--ca-file {display_path(ca_file)} is not a valid PEM certificate ({_reason(exc)})"
+            ) from None
     cert_pem = key_pem = None
     if cert_file and key_file:
         cert_pem = _read(cert_file, "certificate file")
         key_pem = _read(key_file, "key file")
         cert_name, key_name = display_path(cert_file), display_path(key_file)
         if b"PRIVATE KEY-----" in cert_pem and b"-----BEGIN CERTIFICATE-----" in key_pem:
-            raise RegistryError(f"--cert-file {cert_name} holds a private key and --key-file "
-                                f"{key_name} a certificate: swapped?")
+            raise RegistryError(
+                f"--cert-file {cert_name} holds a private key and --key-file "
+                f"{key_name} a certificate: swapped?"
+            )
         if b"-----BEGIN CERTIFICATE-----" not in cert_pem:
             raise RegistryError(f"--cert-file {cert_name} holds no PEM certificate")
         if b"PRIVATE KEY-----" not in key_pem:
@@ -76,15 +82,19 @@ def load_tls(ca_file: str | None, cert_file: str | None,
         try:
             context.load_cert_chain(cert_file, key_file, password=_no_password)
         except _EncryptedKey:
-            raise RegistryError(f"--key-file {key_name} is encrypted; fleetpy needs the key "
-                                "without a passphrase") from None
+            raise RegistryError(
+                f"--key-file {key_name} is encrypted; fleetpy needs the key without a passphrase"
+            ) from None
         except (ssl.SSLError, OSError, ValueError) as exc:
             if "KEY_VALUES_MISMATCH" in str(exc):
-                raise RegistryError(f"--cert-file {cert_name} and --key-file {key_name} do not "
-                                    "belong together (the key does not match the "
-                                    "certificate)") from None
-            raise RegistryError(f"cannot use --cert-file {cert_name} with --key-file "
-                                f"{key_name}: {_reason(exc)}") from None
+                raise RegistryError(
+                    f"--cert-file {cert_name} and --key-file {key_name} do not "
+                    "belong together (the key does not match the "
+                    "certificate)"
+                ) from None
+            raise RegistryError(
+                f"cannot use --cert-file {cert_name} with --key-file {key_name}: {_reason(exc)}"
+            ) from None
     return TlsMaterial(ca_pem, cert_pem, key_pem)
 
 

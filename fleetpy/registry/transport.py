@@ -81,8 +81,15 @@ _ROUND_PAUSE = (0.05, 0.5)  # first and largest pause when every endpoint failed
 
 # etcd answers these when the member cannot serve right now, whatever the gRPC code:
 # another member (or the same one a moment later) can.
-_RETRY_DETAILS = ("no leader", "request timed out", "leader changed", "server stopped",
-                  "not capable", "raft: stopped", "proposal dropped")
+_RETRY_DETAILS = (
+    "no leader",
+    "request timed out",
+    "leader changed",
+    "server stopped",
+    "not capable",
+    "raft: stopped",
+    "proposal dropped",
+)
 _TOKEN_DETAILS = ("invalid auth token", "auth store is old", "user name is empty")
 
 # clientv3's WithRequireLeader: the member cancels our watches when it loses its
@@ -109,8 +116,9 @@ class EtcdError(RegistryError):
 class EtcdUnavailable(EtcdError):
     """No endpoint answered within the deadline; failures names each endpoint's last error."""
 
-    def __init__(self, failures: Sequence[EndpointFailure], timeout: float,
-                 what: str = "cannot reach etcd") -> None:
+    def __init__(
+        self, failures: Sequence[EndpointFailure], timeout: float, what: str = "cannot reach etcd"
+    ) -> None:
         self.failures = tuple(failures)
         self.timeout = timeout
         listed = ", ".join(f"{f.url} ({f.reason})" for f in self.failures)
@@ -234,23 +242,27 @@ class Compare:
     range_end: bytes | None = None
 
     @classmethod
-    def mod(cls, key: bytes | str, revision: int,
-            result: CompareResult = CompareResult.EQUAL) -> Compare:
+    def mod(
+        cls, key: bytes | str, revision: int, result: CompareResult = CompareResult.EQUAL
+    ) -> Compare:
         return cls(_b(key), CompareTarget.MOD, int(revision), result)
 
     @classmethod
-    def version(cls, key: bytes | str, version: int,
-                result: CompareResult = CompareResult.EQUAL) -> Compare:
+    def version(
+        cls, key: bytes | str, version: int, result: CompareResult = CompareResult.EQUAL
+    ) -> Compare:
         return cls(_b(key), CompareTarget.VERSION, int(version), result)
 
     @classmethod
-    def create(cls, key: bytes | str, revision: int,
-               result: CompareResult = CompareResult.EQUAL) -> Compare:
+    def create(
+        cls, key: bytes | str, revision: int, result: CompareResult = CompareResult.EQUAL
+    ) -> Compare:
         return cls(_b(key), CompareTarget.CREATE, int(revision), result)
 
     @classmethod
-    def value_is(cls, key: bytes | str, value: bytes | str,
-                 result: CompareResult = CompareResult.EQUAL) -> Compare:
+    def value_is(
+        cls, key: bytes | str, value: bytes | str, result: CompareResult = CompareResult.EQUAL
+    ) -> Compare:
         return cls(_b(key), CompareTarget.VALUE, _b(value), result)
 
 
@@ -317,7 +329,7 @@ def prefix_range_end(prefix: bytes | str) -> bytes:
     for i in reversed(range(len(raw))):
         if raw[i] < 0xFF:
             raw[i] += 1
-            return bytes(raw[:i + 1])
+            return bytes(raw[: i + 1])
     return b"\0"  # all keys
 
 
@@ -362,15 +374,17 @@ def _short_reason(code: grpc.StatusCode, details: str) -> str:
     lowered = details.lower()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return "timed out"
-    for phrase, reason in (("connection refused", "connection refused"),
-                           ("connection reset", "connection reset"),
-                           ("no route to host", "no route to host"),
-                           ("dns resolution failed", "name not resolved"),
-                           ("handshake", "TLS handshake failed"),
-                           ("ssl", "TLS error"),
-                           ("socket closed", "connection closed"),
-                           ("keepalive", "keepalive timed out"),
-                           ("ping timeout", "keepalive timed out")):
+    for phrase, reason in (
+        ("connection refused", "connection refused"),
+        ("connection reset", "connection reset"),
+        ("no route to host", "no route to host"),
+        ("dns resolution failed", "name not resolved"),
+        ("handshake", "TLS handshake failed"),
+        ("ssl", "TLS error"),
+        ("socket closed", "connection closed"),
+        ("keepalive", "keepalive timed out"),
+        ("ping timeout", "keepalive timed out"),
+    ):
         if phrase in lowered:
             return reason
     if "etcdserver: " in details:
@@ -379,14 +393,23 @@ def _short_reason(code: grpc.StatusCode, details: str) -> str:
 
 
 def _kv(kv: Any) -> KeyValue:
-    return KeyValue(key=bytes(kv.key), value=bytes(kv.value),
-                    create_revision=int(kv.create_revision), mod_revision=int(kv.mod_revision),
-                    version=int(kv.version), lease=int(kv.lease))
+    return KeyValue(
+        key=bytes(kv.key),
+        value=bytes(kv.value),
+        create_revision=int(kv.create_revision),
+        mod_revision=int(kv.mod_revision),
+        version=int(kv.version),
+        lease=int(kv.lease),
+    )
 
 
 def _range_result(response: Any) -> RangeResult:
-    return RangeResult(kvs=tuple(_kv(kv) for kv in response.kvs), count=int(response.count),
-                       more=bool(response.more), revision=int(response.header.revision))
+    return RangeResult(
+        kvs=tuple(_kv(kv) for kv in response.kvs),
+        count=int(response.count),
+        more=bool(response.more),
+        revision=int(response.header.revision),
+    )
 
 
 def _compare_message(compare: Compare) -> Any:
@@ -394,10 +417,12 @@ def _compare_message(compare: Compare) -> Any:
     message.key = compare.key
     if compare.range_end is not None:
         message.range_end = compare.range_end
-    message.result = {CompareResult.EQUAL: etcdrpc.Compare.EQUAL,
-                      CompareResult.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
-                      CompareResult.LESS: etcdrpc.Compare.LESS,
-                      CompareResult.GREATER: etcdrpc.Compare.GREATER}[compare.result]
+    message.result = {
+        CompareResult.EQUAL: etcdrpc.Compare.EQUAL,
+        CompareResult.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
+        CompareResult.LESS: etcdrpc.Compare.LESS,
+        CompareResult.GREATER: etcdrpc.Compare.GREATER,
+    }[compare.result]
     if compare.target is CompareTarget.VALUE:
         message.target = etcdrpc.Compare.VALUE
         message.value = _b(compare.value) if not isinstance(compare.value, int) else b""
@@ -416,23 +441,40 @@ def _compare_message(compare: Compare) -> Any:
     return message
 
 
-def _range_request(key: bytes, range_end: bytes | None, keys_only: bool = False,
-                   count_only: bool = False, limit: int = 0, revision: int = 0,
-                   serializable: bool = False) -> Any:
-    return etcdrpc.RangeRequest(key=key, range_end=range_end or b"", keys_only=keys_only,
-                                count_only=count_only, limit=limit, revision=revision,
-                                serializable=serializable)
+def _range_request(
+    key: bytes,
+    range_end: bytes | None,
+    keys_only: bool = False,
+    count_only: bool = False,
+    limit: int = 0,
+    revision: int = 0,
+    serializable: bool = False,
+) -> Any:
+    return etcdrpc.RangeRequest(
+        key=key,
+        range_end=range_end or b"",
+        keys_only=keys_only,
+        count_only=count_only,
+        limit=limit,
+        revision=revision,
+        serializable=serializable,
+    )
 
 
 def _op_message(op: TxnOp) -> Any:
     if isinstance(op, GetOp):
-        return etcdrpc.RequestOp(request_range=_range_request(
-            op.key, op.range_end, keys_only=op.keys_only, count_only=op.count_only))
+        return etcdrpc.RequestOp(
+            request_range=_range_request(
+                op.key, op.range_end, keys_only=op.keys_only, count_only=op.count_only
+            )
+        )
     if isinstance(op, PutOp):
-        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
-            key=op.key, value=op.value, lease=op.lease))
-    return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(
-        key=op.key, range_end=op.range_end or b""))
+        return etcdrpc.RequestOp(
+            request_put=etcdrpc.PutRequest(key=op.key, value=op.value, lease=op.lease)
+        )
+    return etcdrpc.RequestOp(
+        request_delete_range=etcdrpc.DeleteRangeRequest(key=op.key, range_end=op.range_end or b"")
+    )
 
 
 def _txn_result(response: Any) -> TxnResult:
@@ -464,8 +506,9 @@ def _safe_callback(callback: WatchCallback, item: WatchResponse | WatchEnded) ->
 class _Member:
     """One endpoint: its channel (made on first use), stubs, auth token, failure mark."""
 
-    def __init__(self, index: int, endpoint: Endpoint, url: str,
-                 credentials: grpc.ChannelCredentials | None) -> None:
+    def __init__(
+        self, index: int, endpoint: Endpoint, url: str, credentials: grpc.ChannelCredentials | None
+    ) -> None:
         self.index = index
         self.endpoint = endpoint
         self.url = url
@@ -484,8 +527,9 @@ class _Member:
             if self._channel is not None:
                 return
             if self._credentials is not None:
-                channel = grpc.secure_channel(self.endpoint.target, self._credentials,
-                                              options=CHANNEL_OPTIONS)
+                channel = grpc.secure_channel(
+                    self.endpoint.target, self._credentials, options=CHANNEL_OPTIONS
+                )
             else:
                 channel = grpc.insecure_channel(self.endpoint.target, options=CHANNEL_OPTIONS)
             self.kv = etcdrpc.KVStub(channel)
@@ -545,10 +589,12 @@ class _WatchStream:
         self.error: EtcdError | None = None
         self.orphans: list[_Watch] = []  # watches to tell the stream ended
         self.silent = False  # closing: end without callbacks
-        self.call: Any = member.watch.Watch(self._request_iterator(),
-                                            metadata=(*metadata, _REQUIRE_LEADER))
-        self.thread = threading.Thread(target=self._consume, daemon=True,
-                                       name=f"etcd-watch-{member.endpoint.target}")
+        self.call: Any = member.watch.Watch(
+            self._request_iterator(), metadata=(*metadata, _REQUIRE_LEADER)
+        )
+        self.thread = threading.Thread(
+            target=self._consume, daemon=True, name=f"etcd-watch-{member.endpoint.target}"
+        )
         self._lock: threading.Lock | None = None
 
     def start(self, lock: threading.Lock) -> None:
@@ -583,15 +629,18 @@ class _WatchStream:
         try:
             for response in self.call:
                 self._handle(response)
-            error = WatchStreamBroken(grpc.StatusCode.UNAVAILABLE, "watch stream ended",
-                                      self.member.url)
+            error = WatchStreamBroken(
+                grpc.StatusCode.UNAVAILABLE, "watch stream ended", self.member.url
+            )
         except grpc.RpcError as exc:
             code, details = _rpc_code(exc), _rpc_details(exc)
-            error = WatchStreamBroken(code, f"watch stream ended: {_short_reason(code, details)}",
-                                      self.member.url)
+            error = WatchStreamBroken(
+                code, f"watch stream ended: {_short_reason(code, details)}", self.member.url
+            )
         except Exception as exc:
-            error = WatchStreamBroken(grpc.StatusCode.UNKNOWN,
-                                      f"watch stream ended: {exc!r}", self.member.url)
+            error = WatchStreamBroken(
+                grpc.StatusCode.UNKNOWN, f"watch stream ended: {exc!r}", self.member.url
+            )
         with self._lock:
             self.break_locked(error)
             orphans, self.orphans = self.orphans, []
@@ -614,8 +663,11 @@ class _WatchStream:
                 watch = self.pending.popleft()
                 if response.canceled:
                     reason = response.cancel_reason or "watch refused"
-                    code = (grpc.StatusCode.UNAUTHENTICATED if _is_token_error(
-                        grpc.StatusCode.UNKNOWN, reason) else grpc.StatusCode.FAILED_PRECONDITION)
+                    code = (
+                        grpc.StatusCode.UNAUTHENTICATED
+                        if _is_token_error(grpc.StatusCode.UNKNOWN, reason)
+                        else grpc.StatusCode.FAILED_PRECONDITION
+                    )
                     watch.failure = EtcdError(code, reason, self.member.url)
                     watch.settled.set()
                     return
@@ -630,19 +682,25 @@ class _WatchStream:
                 ended = EtcdCompacted(int(response.compact_revision), self.member.url)
                 self.active.pop(int(response.watch_id), None)
             elif response.canceled:
-                ended = EtcdError(grpc.StatusCode.UNAVAILABLE,
-                                  response.cancel_reason or "watch cancelled by etcd",
-                                  self.member.url)
+                ended = EtcdError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    response.cancel_reason or "watch cancelled by etcd",
+                    self.member.url,
+                )
                 self.active.pop(int(response.watch_id), None)
         if ended is not None:
             watch.deliver(WatchEnded(ended))
             return
         if response.events:
             events = tuple(
-                WatchEvent(EventKind.DELETE if event.type == kv_pb2.Event.DELETE
-                           else EventKind.PUT, bytes(event.kv.key), bytes(event.kv.value),
-                           int(event.kv.mod_revision))
-                for event in response.events)
+                WatchEvent(
+                    EventKind.DELETE if event.type == kv_pb2.Event.DELETE else EventKind.PUT,
+                    bytes(event.kv.key),
+                    bytes(event.kv.value),
+                    int(event.kv.mod_revision),
+                )
+                for event in response.events
+            )
             watch.deliver(WatchResponse(events, int(response.header.revision)))
 
 
@@ -656,9 +714,15 @@ class EtcdTransport:
     uses TLS (https); user/password: etcd auth. timeout: the overall deadline of each call.
     """
 
-    def __init__(self, endpoints: Sequence[Endpoint], *, timeout: float = 5.0,
-                 tls: TlsCredentials | None = None, user: str | None = None,
-                 password: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        timeout: float = 5.0,
+        tls: TlsCredentials | None = None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         if (user is None) != (password is None):
@@ -669,14 +733,18 @@ class EtcdTransport:
                 # gRPC's C core aborts the process on one without the other
                 raise ValueError("a client certificate and its key go together")
             credentials = grpc.ssl_channel_credentials(
-                root_certificates=tls.root_certificates, private_key=tls.private_key,
-                certificate_chain=tls.certificate_chain)
+                root_certificates=tls.root_certificates,
+                private_key=tls.private_key,
+                certificate_chain=tls.certificate_chain,
+            )
         scheme = "https" if tls is not None else "http"
         self.timeout = float(timeout)
         self._user = user
         self._password = password
-        self._members = [_Member(i, endpoint, f"{scheme}://{endpoint.target}", credentials)
-                         for i, endpoint in enumerate(endpoints)]
+        self._members = [
+            _Member(i, endpoint, f"{scheme}://{endpoint.target}", credentials)
+            for i, endpoint in enumerate(endpoints)
+        ]
         self._lock = threading.Lock()  # member failure marks, preferred, watch stream
         self._stream_lock = threading.Lock()  # one stream opened at a time
         self._preferred = 0
@@ -689,18 +757,35 @@ class EtcdTransport:
 
     # -- key-value
 
-    def range(self, key: bytes | str, range_end: bytes | None = None, *, keys_only: bool = False,
-              count_only: bool = False, limit: int = 0, revision: int = 0,
-              serializable: bool = False) -> RangeResult:
-        request = _range_request(_b(key), range_end, keys_only, count_only, limit, revision,
-                                 serializable)
-        return self._unary(lambda a: _range_result(
-            a.member.kv.Range(request, timeout=a.timeout, metadata=a.metadata)))
+    def range(
+        self,
+        key: bytes | str,
+        range_end: bytes | None = None,
+        *,
+        keys_only: bool = False,
+        count_only: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        serializable: bool = False,
+    ) -> RangeResult:
+        request = _range_request(
+            _b(key), range_end, keys_only, count_only, limit, revision, serializable
+        )
+        return self._unary(
+            lambda a: _range_result(
+                a.member.kv.Range(request, timeout=a.timeout, metadata=a.metadata)
+            )
+        )
 
     def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> PutResult:
         request = etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease)
-        return self._unary(lambda a: PutResult(int(a.member.kv.Put(
-            request, timeout=a.timeout, metadata=a.metadata).header.revision)))
+        return self._unary(
+            lambda a: PutResult(
+                int(
+                    a.member.kv.Put(request, timeout=a.timeout, metadata=a.metadata).header.revision
+                )
+            )
+        )
 
     def delete(self, key: bytes | str, range_end: bytes | None = None) -> DeleteResult:
         request = etcdrpc.DeleteRangeRequest(key=_b(key), range_end=range_end or b"")
@@ -708,20 +793,24 @@ class EtcdTransport:
         def call(a: _Attempt) -> DeleteResult:
             response = a.member.kv.DeleteRange(request, timeout=a.timeout, metadata=a.metadata)
             return DeleteResult(int(response.deleted), int(response.header.revision))
+
         return self._unary(call)
 
-    def txn(self, compares: Sequence[Compare], success: Sequence[TxnOp],
-            failure: Sequence[TxnOp] = ()) -> TxnResult:
-        request = etcdrpc.TxnRequest(compare=[_compare_message(c) for c in compares],
-                                     success=[_op_message(op) for op in success],
-                                     failure=[_op_message(op) for op in failure])
-        return self._unary(lambda a: _txn_result(
-            a.member.kv.Txn(request, timeout=a.timeout, metadata=a.metadata)))
+    def txn(
+        self, compares: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp] = ()
+    ) -> TxnResult:
+        request = etcdrpc.TxnRequest(
+            compare=[_compare_message(c) for c in compares],
+            success=[_op_message(op) for op in success],
+            failure=[_op_message(op) for op in failure],
+        )
+        return self._unary(
+            lambda a: _txn_result(a.member.kv.Txn(request, timeout=a.timeout, metadata=a.metadata))
+        )
 
     def compact(self, revision: int, physical: bool = False) -> None:
         request = etcdrpc.CompactionRequest(revision=revision, physical=physical)
-        self._unary(lambda a: a.member.kv.Compact(request, timeout=a.timeout,
-                                                  metadata=a.metadata))
+        self._unary(lambda a: a.member.kv.Compact(request, timeout=a.timeout, metadata=a.metadata))
 
     # -- leases
 
@@ -733,6 +822,7 @@ class EtcdTransport:
             if response.error:
                 raise EtcdError(grpc.StatusCode.UNKNOWN, response.error, a.member.url)
             return Lease(int(response.ID), int(response.TTL))
+
         return self._unary(call)
 
     def lease_revoke(self, lease_id: int) -> None:
@@ -740,8 +830,11 @@ class EtcdTransport:
         timed-out attempt that did revoke it finds it gone)."""
         request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
         try:
-            self._unary(lambda a: a.member.lease.LeaseRevoke(request, timeout=a.timeout,
-                                                             metadata=a.metadata))
+            self._unary(
+                lambda a: a.member.lease.LeaseRevoke(
+                    request, timeout=a.timeout, metadata=a.metadata
+                )
+            )
         except EtcdError as exc:
             if "lease not found" not in exc.details:
                 raise
@@ -752,19 +845,26 @@ class EtcdTransport:
 
         def call(a: _Attempt) -> int:
             stream = a.member.lease.LeaseKeepAlive(
-                iter((request,)), timeout=a.timeout, metadata=(*a.metadata, _REQUIRE_LEADER))
+                iter((request,)), timeout=a.timeout, metadata=(*a.metadata, _REQUIRE_LEADER)
+            )
             try:
                 for response in stream:
                     return int(response.TTL)
             finally:
                 stream.cancel()
             return 0  # stream closed without an answer: etcd knows no such lease
+
         return self._unary(call)
 
     # -- watches
 
-    def watch(self, key: bytes | str, range_end: bytes | None, start_revision: int | None,
-              callback: WatchCallback) -> Callable[[], None]:
+    def watch(
+        self,
+        key: bytes | str,
+        range_end: bytes | None,
+        start_revision: int | None,
+        callback: WatchCallback,
+    ) -> Callable[[], None]:
         """Watch [key, range_end) from start_revision (None: from now); returns cancel().
 
         Returns once etcd confirmed the watch. callback gets WatchResponse batches and
@@ -775,8 +875,9 @@ class EtcdTransport:
         holding a lock your callback takes). Raises EtcdUnavailable if no endpoint
         confirmed the watch within the timeout.
         """
-        create = etcdrpc.WatchCreateRequest(key=_b(key), range_end=range_end or b"",
-                                            start_revision=start_revision or 0)
+        create = etcdrpc.WatchCreateRequest(
+            key=_b(key), range_end=range_end or b"", start_revision=start_revision or 0
+        )
         request = etcdrpc.WatchRequest(create_request=create)
         with self._lock:
             stream_now = self._stream
@@ -809,8 +910,12 @@ class EtcdTransport:
                 failures[member.index] = "timed out"
                 with self._lock:
                     self._mark_failed_locked(member)
-                    self._drop_stream_locked(stream, WatchStreamBroken(
-                        grpc.StatusCode.DEADLINE_EXCEEDED, "watch stream timed out", member.url))
+                    self._drop_stream_locked(
+                        stream,
+                        WatchStreamBroken(
+                            grpc.StatusCode.DEADLINE_EXCEEDED, "watch stream timed out", member.url
+                        ),
+                    )
                 continue
             failure = watch.failure
             if failure is None:
@@ -821,8 +926,9 @@ class EtcdTransport:
                 with self._lock:
                     self._drop_stream_locked(stream, failure)
                 continue
-            if isinstance(failure, WatchStreamBroken) or _is_retryable(failure.code,
-                                                                         failure.details):
+            if isinstance(failure, WatchStreamBroken) or _is_retryable(
+                failure.code, failure.details
+            ):
                 failures[member.index] = _short_reason(failure.code, failure.details)
                 with self._lock:
                     self._mark_failed_locked(member)
@@ -852,8 +958,12 @@ class EtcdTransport:
                     return
                 if stream.active.pop(watch.watch_id, None) is None:
                     return
-                stream.requests.put(etcdrpc.WatchRequest(
-                    cancel_request=etcdrpc.WatchCancelRequest(watch_id=watch.watch_id)))
+                stream.requests.put(
+                    etcdrpc.WatchRequest(
+                        cancel_request=etcdrpc.WatchCancelRequest(watch_id=watch.watch_id)
+                    )
+                )
+
         return cancel
 
     def _open_stream(self, deadline: float, failures: dict[int, str]) -> _WatchStream:
@@ -898,8 +1008,9 @@ class EtcdTransport:
             self._closed = True
             stream, self._stream = self._stream, None
             if stream is not None:
-                stream.break_locked(WatchStreamBroken(grpc.StatusCode.CANCELLED,
-                                                      "etcd client closed"), silent=True)
+                stream.break_locked(
+                    WatchStreamBroken(grpc.StatusCode.CANCELLED, "etcd client closed"), silent=True
+                )
         if stream is not None:
             stream.call.cancel()
             if threading.current_thread() is not stream.thread and stream.thread.is_alive():
@@ -921,8 +1032,7 @@ class EtcdTransport:
         count = len(self._members)
         rotated = [self._members[(self._preferred + i) % count] for i in range(count)]
         healthy = [m for m in rotated if m.failed_until <= now]
-        failed = sorted((m for m in rotated if m.failed_until > now),
-                        key=lambda m: m.failed_until)
+        failed = sorted((m for m in rotated if m.failed_until > now), key=lambda m: m.failed_until)
         return healthy + failed
 
     def _mark_failed_locked(self, member: _Member) -> None:
@@ -932,10 +1042,18 @@ class EtcdTransport:
         stream = self._stream
         # Our watches sit on a member that just failed a call: move them now (another
         # endpoint exists) rather than wait for keepalive to notice a hung member.
-        if (stream is not None and stream.member is member and len(self._members) > 1
-                and not stream.broken):
-            self._drop_stream_locked(stream, WatchStreamBroken(
-                grpc.StatusCode.UNAVAILABLE, "watch stream's endpoint failed", member.url))
+        if (
+            stream is not None
+            and stream.member is member
+            and len(self._members) > 1
+            and not stream.broken
+        ):
+            self._drop_stream_locked(
+                stream,
+                WatchStreamBroken(
+                    grpc.StatusCode.UNAVAILABLE, "watch stream's endpoint failed", member.url
+                ),
+            )
 
     def _metadata(self, member: _Member, timeout: float) -> Metadata:
         """Connect and, with auth, get this member's token (raises grpc.RpcError)."""
@@ -946,7 +1064,8 @@ class EtcdTransport:
         if token is None:
             response = member.auth.Authenticate(
                 etcdrpc.AuthenticateRequest(name=self._user, password=self._password),
-                timeout=timeout)
+                timeout=timeout,
+            )
             token = member.token = str(response.token)
         return (("token", token),)
 
@@ -984,8 +1103,9 @@ class EtcdTransport:
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, _ROUND_PAUSE[1])
 
-    def _attempt(self, member: _Member, operation: Callable[[_Attempt], R],
-                 attempt_deadline: float) -> R:
+    def _attempt(
+        self, member: _Member, operation: Callable[[_Attempt], R], attempt_deadline: float
+    ) -> R:
         """One try on one member; re-authenticates once if etcd rejects the token."""
         for tries_left in (1, 0):
             timeout = max(0.001, attempt_deadline - time.monotonic())
@@ -994,8 +1114,11 @@ class EtcdTransport:
             try:
                 return operation(_Attempt(member, timeout, metadata))
             except grpc.RpcError as exc:
-                if (tries_left and self._user is not None
-                        and _is_token_error(_rpc_code(exc), _rpc_details(exc))):
+                if (
+                    tries_left
+                    and self._user is not None
+                    and _is_token_error(_rpc_code(exc), _rpc_details(exc))
+                ):
                     member.token = None
                     continue
                 raise
@@ -1008,14 +1131,39 @@ class EtcdTransport:
         return EtcdError(code, _etcd_message(details) or code.name.lower(), member.url)
 
     def _unavailable(self, failures: dict[int, str]) -> EtcdUnavailable:
-        return EtcdUnavailable([EndpointFailure(m.url, failures.get(m.index, "not tried"))
-                                for m in self._members], self.timeout)
+        return EtcdUnavailable(
+            [EndpointFailure(m.url, failures.get(m.index, "not tried")) for m in self._members],
+            self.timeout,
+        )
 
 
 __all__ = [
-    "CHANNEL_OPTIONS", "Compare", "CompareResult", "CompareTarget", "DeleteOp", "DeleteResult",
-    "Endpoint", "EndpointFailure", "EtcdCompacted", "EtcdError", "EtcdTransport",
-    "EtcdUnavailable", "EventKind", "GetOp", "KeyValue", "Lease", "PutOp", "PutResult",
-    "RangeResult", "TlsCredentials", "TxnOp", "TxnResult", "WatchCallback", "WatchEnded",
-    "WatchEvent", "WatchResponse", "WatchStreamBroken", "prefix_range_end",
+    "CHANNEL_OPTIONS",
+    "Compare",
+    "CompareResult",
+    "CompareTarget",
+    "DeleteOp",
+    "DeleteResult",
+    "Endpoint",
+    "EndpointFailure",
+    "EtcdCompacted",
+    "EtcdError",
+    "EtcdTransport",
+    "EtcdUnavailable",
+    "EventKind",
+    "GetOp",
+    "KeyValue",
+    "Lease",
+    "PutOp",
+    "PutResult",
+    "RangeResult",
+    "TlsCredentials",
+    "TxnOp",
+    "TxnResult",
+    "WatchCallback",
+    "WatchEnded",
+    "WatchEvent",
+    "WatchResponse",
+    "WatchStreamBroken",
+    "prefix_range_end",
 ]

@@ -36,21 +36,30 @@ class Outcome:
     stderr: str
 
     def describe(self) -> str:
-        return (f"fleetpy {' '.join(self.argv)!r} exited {self.code}\n"
-                f"stdout: {self.stdout[-2000:]!r}\nstderr: {self.stderr[-2000:]!r}")
+        return (
+            f"fleetpy {' '.join(self.argv)!r} exited {self.code}\n"
+            f"stdout: {self.stdout[-2000:]!r}\nstderr: {self.stderr[-2000:]!r}"
+        )
 
 
 def etcd_state(endpoint: str) -> tuple[int, dict[str, tuple[str, int]]]:
     """(revision, key -> (value, mod_revision)) of the whole key space, via etcdctl."""
     result = subprocess.run(
         ["etcdctl", "--endpoints", endpoint, "get", "", "--from-key", "-w", "json"],
-        capture_output=True, text=True, timeout=30, check=True,
-        env={**os.environ, "ETCDCTL_API": "3"})
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
     data = json.loads(result.stdout)
-    kvs = {base64.b64decode(kv["key"]).decode("utf-8", "replace"):
-           (base64.b64decode(kv.get("value", "")).decode("utf-8", "replace"),
-            int(kv["mod_revision"]))
-           for kv in data.get("kvs", [])}
+    kvs = {
+        base64.b64decode(kv["key"]).decode("utf-8", "replace"): (
+            base64.b64decode(kv.get("value", "")).decode("utf-8", "replace"),
+            int(kv["mod_revision"]),
+        )
+        for kv in data.get("kvs", [])
+    }
     return int(data["header"]["revision"]), kvs
 
 
@@ -77,22 +86,37 @@ class Hostile:
         self.prefix = prefix
         self.workdir = workdir
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
-        self.env.update(FLEETPY_ENDPOINT=etcd.endpoint, FLEETPY_ETCD_PREFIX=prefix,
-                        FLEETPY_REQUEST_TIMEOUT="3")
+        self.env.update(
+            FLEETPY_ENDPOINT=etcd.endpoint, FLEETPY_ETCD_PREFIX=prefix, FLEETPY_REQUEST_TIMEOUT="3"
+        )
 
-    def run(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 30,
-            stdout: int | None = None, input: str | None = None) -> Outcome:
+    def run(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30,
+        stdout: int | None = None,
+        input: str | None = None,
+    ) -> Outcome:
         full_env = {**self.env, **(env or {})}
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "fleetpy", *args], env=full_env, cwd=self.workdir,
+                [sys.executable, "-m", "fleetpy", *args],
+                env=full_env,
+                cwd=self.workdir,
                 stdout=stdout if stdout is not None else subprocess.PIPE,
-                stderr=subprocess.PIPE, timeout=timeout, input=(input or "").encode())
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+                input=(input or "").encode(),
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"fleetpy {' '.join(args)!r} hung for {timeout:g}s")
-        return Outcome(tuple(args), result.returncode,
-                       (result.stdout or b"").decode("utf-8", "replace"),
-                       result.stderr.decode("utf-8", "replace"))
+        return Outcome(
+            tuple(args),
+            result.returncode,
+            (result.stdout or b"").decode("utf-8", "replace"),
+            result.stderr.decode("utf-8", "replace"),
+        )
 
     def ok(self, *args: str, **kwargs: object) -> Outcome:
         outcome = self.run(*args, **kwargs)  # type: ignore[arg-type]
@@ -112,8 +136,7 @@ class Hostile:
     def state(self) -> tuple[int, dict[str, tuple[str, int]]]:
         return etcd_state(self.etcd.endpoint)
 
-    def rejects(self, *args: str, code: int = 1, match: str | None = None,
-                **kwargs: object) -> str:
+    def rejects(self, *args: str, code: int = 1, match: str | None = None, **kwargs: object) -> str:
         """Run a command that must fail cleanly and write nothing; returns its line."""
         before = self.state()
         outcome = self.run(*args, **kwargs)  # type: ignore[arg-type]
@@ -121,8 +144,9 @@ class Hostile:
         self.assert_unchanged(before, outcome)
         return line
 
-    def assert_unchanged(self, before: tuple[int, dict[str, tuple[str, int]]],
-                         outcome: Outcome) -> None:
+    def assert_unchanged(
+        self, before: tuple[int, dict[str, tuple[str, int]]], outcome: Outcome
+    ) -> None:
         """Nothing under our prefix changed, byte for byte, and nothing was written
         anywhere else. (Keys of other tests' expiring leases may vanish meanwhile.)"""
         revision, kvs = before
@@ -161,8 +185,9 @@ def hostile(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Hostile:
 
 
 @pytest.fixture(scope="module")
-def seeded(etcd: EtcdServer, tmp_path_factory: pytest.TempPathFactory,
-           request: pytest.FixtureRequest) -> Hostile:
+def seeded(
+    etcd: EtcdServer, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Hostile:
     """One seeded cluster per corpus module: rejected cases change nothing, so they
     can share it (each case still checks etcd before and after)."""
     workdir = tmp_path_factory.mktemp("hostile")

@@ -36,12 +36,16 @@ class Fleet(Hostile):
     def state(self) -> tuple[int, dict[str, tuple[str, int]]]:
         live = next(m for m in self.cluster.members if m.running)
         from conftest import etcd_state
+
         return etcd_state(live.endpoint)
 
     def daemon(self, name: str, *args: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
-        self.daemons.append(subprocess.Popen([sys.executable, "-m", "fleetpy", *args],
-                                             env=self.env, stdout=log, stderr=log))
+        self.daemons.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "fleetpy", *args], env=self.env, stdout=log, stderr=log
+            )
+        )
 
     def stop_daemons(self) -> None:
         for proc in self.daemons:
@@ -67,16 +71,21 @@ def run_every_command(fleet: Fleet, tag: str) -> None:
 
 @pytest.mark.parametrize("position", ["first", "middle", "last"])
 @pytest.mark.parametrize("fault", ["killed", "paused"])
-def test_every_command_works_with_one_member_down(cluster: EtcdCluster, tmp_path: Path,
-                                                  position: str, fault: str) -> None:
+def test_every_command_works_with_one_member_down(
+    cluster: EtcdCluster, tmp_path: Path, position: str, fault: str
+) -> None:
     victim = 1
     others = [i for i in range(3) if i != victim]
-    order = {"first": [victim, *others], "middle": [others[0], victim, others[1]],
-             "last": [*others, victim]}[position]
+    order = {
+        "first": [victim, *others],
+        "middle": [others[0], victim, others[1]],
+        "last": [*others, victim],
+    }[position]
     fleet = Fleet(cluster, tmp_path, order)
     fleet.daemon("engine", "engine", "--lease-ttl", "3")
-    fleet.daemon("agent", "agent", "--unit-manager", "simulated", "--machine-id", "fo-m1",
-                 "--ttl", "3")
+    fleet.daemon(
+        "agent", "agent", "--unit-manager", "simulated", "--machine-id", "fo-m1", "--ttl", "3"
+    )
     try:
         fleet.ok("list-machines")
         (cluster.kill if fault == "killed" else cluster.pause)(victim)
@@ -95,16 +104,18 @@ def test_every_command_works_with_one_member_down(cluster: EtcdCluster, tmp_path
         assert "Traceback" not in log and not CONTROL.search(log)
 
 
-def test_engine_and_agent_carry_on_when_their_member_dies(cluster: EtcdCluster,
-                                                          tmp_path: Path) -> None:
+def test_engine_and_agent_carry_on_when_their_member_dies(
+    cluster: EtcdCluster, tmp_path: Path
+) -> None:
     """Kill each member in turn under a running engine and agent: units keep being placed
     and reported; nothing that was running is stopped."""
     fleet = Fleet(cluster, tmp_path, [0, 1, 2])
     fleet.env["FLEETPY_ETCD_PREFIX"] = "/failover-daemons"
     fleet.prefix = "/failover-daemons"
     fleet.daemon("engine", "engine", "--lease-ttl", "3")
-    fleet.daemon("agent", "agent", "--unit-manager", "simulated", "--machine-id", "fo-m2",
-                 "--ttl", "3")
+    fleet.daemon(
+        "agent", "agent", "--unit-manager", "simulated", "--machine-id", "fo-m2", "--ttl", "3"
+    )
     try:
         fleet.ok("start", "--block-attempts", "30", fleet.write("steady.service", SERVICE))
         for victim in range(3):
@@ -113,7 +124,9 @@ def test_engine_and_agent_carry_on_when_their_member_dies(cluster: EtcdCluster,
             fleet.ok("start", "--block-attempts", "30", unit)
             rows = json.loads(fleet.ok("list-units", "-o", "json").stdout)
             assert {r["unit"] for r in rows if r["active"] == "active"} >= {
-                "steady.service", f"during-{victim}.service"}
+                "steady.service",
+                f"during-{victim}.service",
+            }
             cluster.restart(victim)
             cluster.wait_healthy()
         engine_log = (tmp_path / "engine.log").read_text()
@@ -129,8 +142,11 @@ def test_every_endpoint_down_is_one_line_within_the_timeout(tmp_path: Path) -> N
     ports = [free_port() for _ in range(3)]
     hostile = Hostile.__new__(Hostile)
     hostile.workdir = tmp_path
-    hostile.env = {"FLEETPY_ENDPOINT": ",".join(f"http://127.0.0.1:{p}" for p in ports),
-                   "FLEETPY_REQUEST_TIMEOUT": "2", "PATH": "/usr/bin:/bin"}
+    hostile.env = {
+        "FLEETPY_ENDPOINT": ",".join(f"http://127.0.0.1:{p}" for p in ports),
+        "FLEETPY_REQUEST_TIMEOUT": "2",
+        "PATH": "/usr/bin:/bin",
+    }
     for args in (("list-units",), ("start", "--no-block", "x.service"), ("destroy", "x*")):
         began = time.monotonic()
         outcome = hostile.run(*args)

@@ -43,12 +43,13 @@ def _directory(path: Path) -> None:
 def _huge(path: Path) -> None:
     # Sparse: 4 GiB that take no disk space, and would take 4 GiB of memory to read.
     with open(path, "wb") as handle:
-        handle.truncate(4 * 1024 ** 3)
+        handle.truncate(4 * 1024**3)
 
 
 def _just_too_big(size: int) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         path.write_bytes(b"#" * (size + 1))
+
     return make
 
 
@@ -108,8 +109,12 @@ def test_bad_template_file(seeded: Hostile, kind: str) -> None:
 def test_template_too_big_by_one_byte(seeded: Hostile) -> None:
     path = seeded.workdir / "big.j2"
     _just_too_big(MiB)(path)
-    _quick(seeded, "render", str(path),
-           match=r"template .*big\.j2 is larger than 1 MiB, fleetpy's limit for a template$")
+    _quick(
+        seeded,
+        "render",
+        str(path),
+        match=r"template .*big\.j2 is larger than 1 MiB, fleetpy's limit for a template$",
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
@@ -124,14 +129,26 @@ def test_values_file_too_big_by_one_byte(seeded: Hostile) -> None:
     template = seeded.write("ok.service.j2", TEMPLATE)
     path = seeded.workdir / "big.yaml"
     _just_too_big(MiB)(path)
-    _quick(seeded, "render", template, "--values", str(path),
-           match=r"values file .*big\.yaml is larger than 1 MiB, fleetpy's limit for a values file$")
+    _quick(
+        seeded,
+        "render",
+        template,
+        "--values",
+        str(path),
+        match=r"values file .*big\.yaml is larger than 1 MiB, fleetpy's limit for a values file$",
+    )
 
 
 def test_stdin_is_not_a_file(seeded: Hostile) -> None:
     template = seeded.write("ok.service.j2", TEMPLATE)
-    _quick(seeded, "render", template, "--values", "/dev/stdin",
-           match=r"/dev/stdin is not a regular file \(a symbolic link to a FIFO\)")
+    _quick(
+        seeded,
+        "render",
+        template,
+        "--values",
+        "/dev/stdin",
+        match=r"/dev/stdin is not a regular file \(a symbolic link to a FIFO\)",
+    )
     _quick(seeded, "render", "/dev/stdin", match=r"/dev/stdin is not a regular file")
 
 
@@ -142,17 +159,28 @@ _UNIT_WIRED = re.search(r"\bread_(regular|text)_file\(", inspect.getsource(unit)
 _NEEDS_UNIT_WIRING = {"fifo", "dev-zero", "dev-null", "huge"}
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(kind, marks=pytest.mark.xfail(
-        not _UNIT_WIRED and kind in _NEEDS_UNIT_WIRING, run=False, strict=False,
-        reason="wired by unit.py owner"))
-    for kind in sorted(BAD_FILES)])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            kind,
+            marks=pytest.mark.xfail(
+                not _UNIT_WIRED and kind in _NEEDS_UNIT_WIRING,
+                run=False,
+                strict=False,
+                reason="wired by unit.py owner",
+            ),
+        )
+        for kind in sorted(BAD_FILES)
+    ],
+)
 def test_bad_unit_file(seeded: Hostile, kind: str) -> None:
     path = _make(seeded, kind, "bad.service")
     # control.py looks for the path before reading it, in its own words.
-    match = {"dangling-symlink": r"(?i)no such file",
-             "symlink-loop": r"(?i)no such file|too many levels of symbolic links"}.get(
-                 kind, BAD_FILES[kind][1])
+    match = {
+        "dangling-symlink": r"(?i)no such file",
+        "symlink-loop": r"(?i)no such file|too many levels of symbolic links",
+    }.get(kind, BAD_FILES[kind][1])
     line = _quick(seeded, "submit", path, match=match)
     assert "bad.service" in line
 
@@ -187,8 +215,9 @@ OUTPUT_TARGETS = {
 
 
 @pytest.mark.parametrize("kind", sorted(OUTPUT_TARGETS))
-def test_output_onto_something_else_than_a_regular_file(seeded: Hostile, tmp_path: Path,
-                                                        kind: str) -> None:
+def test_output_onto_something_else_than_a_regular_file(
+    seeded: Hostile, tmp_path: Path, kind: str
+) -> None:
     template = seeded.write("ok.service.j2", TEMPLATE)
     target = tmp_path / "out.service"
     make, what = OUTPUT_TARGETS[kind]
@@ -197,32 +226,50 @@ def test_output_onto_something_else_than_a_regular_file(seeded: Hostile, tmp_pat
     except PermissionError:
         pytest.skip("mknod needs CAP_MKNOD")
     before = os.lstat(target)
-    line = _quick(seeded, "render", template, "--set", "description=x", "-o", str(target),
-                  match=rf"cannot write .*out\.service: it is {what}, "
-                        r"and fleetpy replaces only regular files$")
+    line = _quick(
+        seeded,
+        "render",
+        template,
+        "--set",
+        "description=x",
+        "-o",
+        str(target),
+        match=rf"cannot write .*out\.service: it is {what}, "
+        r"and fleetpy replaces only regular files$",
+    )
     assert str(target) in line
     after = os.lstat(target)
-    assert (after.st_ino, after.st_mode, after.st_rdev) == (before.st_ino, before.st_mode,
-                                                            before.st_rdev)
+    assert (after.st_ino, after.st_mode, after.st_rdev) == (
+        before.st_ino,
+        before.st_mode,
+        before.st_rdev,
+    )
     if kind == "symlink-to-file":
         assert (tmp_path / "victim.txt").read_text() == "keep me\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("args, match", [
-    (["-o", "nodir/out.service"], r"cannot write nodir/out\.service: No such file or directory$"),
-    (["-o", "out.service/"], r"the name ends with '/'"),
-    (["-o", "/proc/version"], r"cannot write /proc/version: "),
-    (["-o", "ok.service.j2/x"], r"cannot write ok\.service\.j2/x: Not a directory$"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (
+            ["-o", "nodir/out.service"],
+            r"cannot write nodir/out\.service: No such file or directory$",
+        ),
+        (["-o", "out.service/"], r"the name ends with '/'"),
+        (["-o", "/proc/version"], r"cannot write /proc/version: "),
+        (["-o", "ok.service.j2/x"], r"cannot write ok\.service\.j2/x: Not a directory$"),
+    ],
+)
 def test_output_errors(seeded: Hostile, args: list[str], match: str) -> None:
     template = seeded.write("ok.service.j2", TEMPLATE)
     _quick(seeded, "render", template, "--set", "description=x", *args, match=match)
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o600, 0o640, 0o755])
-def test_output_keeps_the_mode_and_replaces_by_rename(seeded: Hostile, tmp_path: Path,
-                                                      mode: int) -> None:
+def test_output_keeps_the_mode_and_replaces_by_rename(
+    seeded: Hostile, tmp_path: Path, mode: int
+) -> None:
     template = seeded.write("ok.service.j2", TEMPLATE)
     target = tmp_path / "out.service"
     target.write_text("old\n")

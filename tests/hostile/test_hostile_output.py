@@ -10,45 +10,56 @@ from conftest import CONTROL, SERVICE, Hostile, assert_one_clean_error
 EVIL = "\x1b]0;pwned\x07"
 
 
-@pytest.mark.parametrize("args, shown", [
-    (("submit", f"evil{EVIL}.service"), "\\x1b]0;pwned\\x07"),
-    (("start", "--no-block", "/tmp/fleetpy-nonexistent-\x1b[2J/x.service"), "\\x1b[2J"),
-    (("stop", "a\nb.service"), "a\\nb.service"),
-    (("destroy", "x\x9b31m.service"), "\\x9b"),
-    (("cat", "bidi\u202eecivres.service"), "\\u202e"),
-    (("list-units", "--fields", f"unit,{EVIL}"), "\\x1b]0;pwned\\x07"),
-    (("--endpoint", "http://\x1b[31mred:2379", "list-units"), "\\x1b[31m"),
-    ((f"--{EVIL}",), "\\x1b"),
-])
-def test_control_characters_in_arguments_are_escaped(seeded: Hostile, args: tuple[str, ...],
-                                                     shown: str) -> None:
+@pytest.mark.parametrize(
+    "args, shown",
+    [
+        (("submit", f"evil{EVIL}.service"), "\\x1b]0;pwned\\x07"),
+        (("start", "--no-block", "/tmp/fleetpy-nonexistent-\x1b[2J/x.service"), "\\x1b[2J"),
+        (("stop", "a\nb.service"), "a\\nb.service"),
+        (("destroy", "x\x9b31m.service"), "\\x9b"),
+        (("cat", "bidi\u202eecivres.service"), "\\u202e"),
+        (("list-units", "--fields", f"unit,{EVIL}"), "\\x1b]0;pwned\\x07"),
+        (("--endpoint", "http://\x1b[31mred:2379", "list-units"), "\\x1b[31m"),
+        ((f"--{EVIL}",), "\\x1b"),
+    ],
+)
+def test_control_characters_in_arguments_are_escaped(
+    seeded: Hostile, args: tuple[str, ...], shown: str
+) -> None:
     code = 2 if args[0].startswith("--\x1b") or args[:2] == ("list-units", "--fields") else 1
     line = seeded.rejects(*args, code=code)
     assert shown in line
 
 
-@pytest.mark.parametrize("variable, value", [
-    ("FLEETPY_ENDPOINT", f"http://{EVIL}:1"),
-    ("FLEETPY_ETCD_PREFIX", f"/x{EVIL}"),
-    ("FLEETPY_REQUEST_TIMEOUT", f"5{EVIL}"),
-    ("FLEETPY_CA_FILE", f"/tmp/ca{EVIL}.pem"),
-])
-def test_control_characters_in_environment_values_are_escaped(seeded: Hostile, variable: str,
-                                                              value: str) -> None:
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("FLEETPY_ENDPOINT", f"http://{EVIL}:1"),
+        ("FLEETPY_ETCD_PREFIX", f"/x{EVIL}"),
+        ("FLEETPY_REQUEST_TIMEOUT", f"5{EVIL}"),
+        ("FLEETPY_CA_FILE", f"/tmp/ca{EVIL}.pem"),
+    ],
+)
+def test_control_characters_in_environment_values_are_escaped(
+    seeded: Hostile, variable: str, value: str
+) -> None:
     line = seeded.rejects("list-units", env={variable: value})
     assert "\\x1b]0;pwned\\x07" in line or "\\x1b" in line
 
 
 def test_agent_settings_with_control_characters(seeded: Hostile) -> None:
-    seeded.rejects("agent", "--unit-manager", "simulated", "--machine-id", f"m{EVIL}",
-                   match=r"\\x1b")
-    seeded.rejects("agent", "--unit-manager", "simulated", "--metadata", f"role=a{EVIL}",
-                   match=r"\\x1b")
+    seeded.rejects(
+        "agent", "--unit-manager", "simulated", "--machine-id", f"m{EVIL}", match=r"\\x1b"
+    )
+    seeded.rejects(
+        "agent", "--unit-manager", "simulated", "--metadata", f"role=a{EVIL}", match=r"\\x1b"
+    )
 
 
 def test_unit_contents_are_escaped_by_cat(hostile: Hostile) -> None:
-    path = hostile.write("ctl.service", f"[Unit]\nDescription=hi{EVIL}there\n\n"
-                                        "[Service]\nExecStart=/bin/true\tx\n")
+    path = hostile.write(
+        "ctl.service", f"[Unit]\nDescription=hi{EVIL}there\n\n[Service]\nExecStart=/bin/true\tx\n"
+    )
     hostile.ok("submit", path)
     outcome = hostile.ok("cat", "ctl.service")
     assert not CONTROL.search(outcome.stdout.replace("\t", ""))
@@ -62,10 +73,18 @@ def test_render_output_is_escaped_on_stdout(hostile: Hostile) -> None:
     assert "\\x1b]0;pwned\\x07" in outcome.stdout and not CONTROL.search(outcome.stdout)
 
 
-@pytest.mark.parametrize("args", [
-    ("list-unit-files",), ("list-units",), ("list-machines",), ("list-unit-files", "-o", "json"),
-    ("cat", "hello.service"), ("--version",), ("destroy", "no-such-glob-*"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("list-unit-files",),
+        ("list-units",),
+        ("list-machines",),
+        ("list-unit-files", "-o", "json"),
+        ("cat", "hello.service"),
+        ("--version",),
+        ("destroy", "no-such-glob-*"),
+    ],
+)
 def test_a_failed_write_to_stdout_is_one_line(seeded: Hostile, args: tuple[str, ...]) -> None:
     with open("/dev/full", "wb") as full:
         outcome = seeded.run(*args, stdout=full.fileno())
@@ -80,9 +99,14 @@ def test_a_failed_write_to_stdout_is_one_line(seeded: Hostile, args: tuple[str, 
 def test_a_closed_pipe_is_quiet(seeded: Hostile) -> None:
     import subprocess
     import sys
-    proc = subprocess.Popen([sys.executable, "-m", "fleetpy", "list-unit-files"],
-                            env=seeded.env, cwd=seeded.workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetpy", "list-unit-files"],
+        env=seeded.env,
+        cwd=seeded.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     proc.stdout.close()  # like `fleetpy list-unit-files | head -0`
     _, err = proc.communicate(timeout=30)

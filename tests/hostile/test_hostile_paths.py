@@ -32,8 +32,9 @@ MISSING_PATHS = [
 
 
 @pytest.mark.parametrize("args", MISSING_PATHS, ids=" ".join)
-def test_missing_path_is_an_error_and_changes_nothing(seeded: Hostile, args: tuple[str, ...]
-                                                      ) -> None:
+def test_missing_path_is_an_error_and_changes_nothing(
+    seeded: Hostile, args: tuple[str, ...]
+) -> None:
     missing = next(a for a in args if "/" in a)
     line = seeded.rejects(*args)
     assert missing in line
@@ -44,11 +45,18 @@ def test_existing_paths_that_are_not_unit_names(seeded: Hostile) -> None:
     glob_file = seeded.write("g/*.service")  # a file literally named '*.service'
     folder = seeded.workdir / "folder"
     folder.mkdir(exist_ok=True)
-    for args in [("destroy", glob_file), ("stop", glob_file), ("destroy", "/"),
-                 ("destroy", str(folder)), ("destroy", str(folder) + "/"),
-                 ("destroy", "."), ("destroy", ".."), ("unload", "//"),
-                 ("destroy", "hello.service", glob_file),
-                 ("cat", "/nonexistent-dir/hello.service")]:
+    for args in [
+        ("destroy", glob_file),
+        ("stop", glob_file),
+        ("destroy", "/"),
+        ("destroy", str(folder)),
+        ("destroy", str(folder) + "/"),
+        ("destroy", "."),
+        ("destroy", ".."),
+        ("unload", "//"),
+        ("destroy", "hello.service", glob_file),
+        ("cat", "/nonexistent-dir/hello.service"),
+    ]:
         seeded.rejects(*args)
     assert set(seeded.units()) == set(SEEDED)
 
@@ -59,5 +67,9 @@ def test_existing_unit_file_path_still_names_its_unit(hostile: Hostile) -> None:
     path = hostile.write("elsewhere/hello.service")
     assert hostile.ok("destroy", path).stdout == "Destroyed hello.service\n"
     hostile.ok("stop", "--no-block", "web@*")
-    assert hostile.units() == {"db.service": "loaded", "web@.service": "inactive",
-                               "web@1.service": "loaded", "web@2.service": "loaded"}
+    assert hostile.units() == {
+        "db.service": "loaded",
+        "web@.service": "inactive",
+        "web@1.service": "loaded",
+        "web@2.service": "loaded",
+    }

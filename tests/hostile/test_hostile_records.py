@@ -23,8 +23,9 @@ MALFORMED: dict[str, bytes] = {
     "unit/nohash.service": b'{"desired": "launched"}',
     "unit/badhash.service": b'{"hash": 1, "desired": "launched"}',
     "unit/baddesired.service": json.dumps({"hash": GOOD_HASH, "desired": "running"}).encode(),
-    "unit/badglobal.service": json.dumps({"hash": GOOD_HASH, "desired": "loaded",
-                                          "global": "yes"}).encode(),
+    "unit/badglobal.service": json.dumps(
+        {"hash": GOOD_HASH, "desired": "loaded", "global": "yes"}
+    ).encode(),
     "unit/binary.service": b"\xff\xfe\x00\x01",
     "unit/deep.service": b"[" * 100_000,
     "unit/Weird Name": b"{}",
@@ -44,9 +45,14 @@ MALFORMED: dict[str, bytes] = {
 
 
 def etcdctl(endpoint: str, *args: str, input: bytes | None = None) -> str:
-    result = subprocess.run(["etcdctl", "--endpoints", endpoint, *args], input=input,
-                            capture_output=True, check=True, timeout=30,
-                            env={**os.environ, "ETCDCTL_API": "3"})
+    result = subprocess.run(
+        ["etcdctl", "--endpoints", endpoint, *args],
+        input=input,
+        capture_output=True,
+        check=True,
+        timeout=30,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
     return result.stdout.decode("utf-8", "replace")
 
 
@@ -61,27 +67,40 @@ def warnings(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("fleetpy: warning: ")]
 
 
-@pytest.mark.parametrize("args", [
-    ("list-unit-files",), ("list-unit-files", "-o", "json"), ("list-units",),
-    ("list-units", "-o", "json"), ("list-machines",), ("list-machines", "-o", "json"),
-    ("list-unit-files", "--full", "--no-legend"),
-], ids=" ".join)
-def test_listings_skip_malformed_records_with_one_warning_each(polluted: Hostile,
-                                                               args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("list-unit-files",),
+        ("list-unit-files", "-o", "json"),
+        ("list-units",),
+        ("list-units", "-o", "json"),
+        ("list-machines",),
+        ("list-machines", "-o", "json"),
+        ("list-unit-files", "--full", "--no-legend"),
+    ],
+    ids=" ".join,
+)
+def test_listings_skip_malformed_records_with_one_warning_each(
+    polluted: Hostile, args: tuple[str, ...]
+) -> None:
     outcome = polluted.ok(*args)
     assert not CONTROL.search(outcome.stdout + outcome.stderr), outcome.describe()
     lines = warnings(outcome.stderr)
     assert lines == [line for line in outcome.stderr.splitlines() if line.strip()]
     assert len(lines) == len(set(lines))
-    assert all(f"{polluted.prefix}/" in line and "not a fleetpy record" in line
-               for line in lines)
+    assert all(f"{polluted.prefix}/" in line and "not a fleetpy record" in line for line in lines)
     if args[0] == "list-unit-files":
         units = {f"unit/{name}" for name in ("notjson.service", "binary.service", "deep.service")}
         for key in units:
             assert any(f"{polluted.prefix}/{key}:" in line for line in lines), key
         if "json" in args:
             assert {row["unit"] for row in json.loads(outcome.stdout)} == {
-                "hello.service", "db.service", "web@.service", "web@1.service", "web@2.service"}
+                "hello.service",
+                "db.service",
+                "web@.service",
+                "web@1.service",
+                "web@2.service",
+            }
         assert any("esc\\x1b]0;pwned\\x07.service" in line for line in lines)
 
 
@@ -92,7 +111,8 @@ def test_commands_on_good_units_work_beside_malformed_ones(polluted: Hostile) ->
     assert outcome.stderr.splitlines() == [
         f"fleetpy: warning: skipped {polluted.prefix}/unit/notjson.service: not a fleetpy "
         "record (not JSON (JSONDecodeError))",
-        "fleetpy: error: unit notjson.service is not submitted"]
+        "fleetpy: error: unit notjson.service is not submitted",
+    ]
     outcome = polluted.ok("start", "--no-block", "web@3.service")
     assert "Triggered unit web@3.service start" in outcome.stdout
     polluted.ok("stop", "--no-block", "web@3.service")
@@ -101,11 +121,19 @@ def test_commands_on_good_units_work_beside_malformed_ones(polluted: Hostile) ->
 
 def test_destroy_removes_malformed_records(polluted: Hostile) -> None:
     endpoint, prefix = polluted.etcd.endpoint, polluted.prefix
-    outcome = polluted.ok("destroy", "notjson.service", "binary.service", "deep.service",
-                          "Weird Name", "nohash*")
+    outcome = polluted.ok(
+        "destroy", "notjson.service", "binary.service", "deep.service", "Weird Name", "nohash*"
+    )
     assert sorted(outcome.stdout.splitlines()) == sorted(
-        f"Destroyed {name}" for name in ("notjson.service", "binary.service", "deep.service",
-                                         "Weird Name", "nohash.service"))
+        f"Destroyed {name}"
+        for name in (
+            "notjson.service",
+            "binary.service",
+            "deep.service",
+            "Weird Name",
+            "nohash.service",
+        )
+    )
     keys = etcdctl(endpoint, "get", "--prefix", "--keys-only", f"{prefix}/unit/").split()
     for gone in ("notjson.service", "binary.service", "deep.service", "nohash.service"):
         assert f"{prefix}/unit/{gone}" not in keys
@@ -114,24 +142,48 @@ def test_destroy_removes_malformed_records(polluted: Hostile) -> None:
     assert "hello.service" in polluted.units()
 
 
-def test_engine_and_agent_carry_on_beside_malformed_records(polluted: Hostile,
-                                                            tmp_path: Path) -> None:
+def test_engine_and_agent_carry_on_beside_malformed_records(
+    polluted: Hostile, tmp_path: Path
+) -> None:
     env = dict(polluted.env)
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("engine", "agent")}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "2"],
-                         env=env, stdout=logs["engine"], stderr=logs["engine"]),
-        subprocess.Popen([sys.executable, "-m", "fleetpy", "agent", "--unit-manager",
-                          "simulated", "--machine-id", "m-good", "--ttl", "2"],
-                         env=env, stdout=logs["agent"], stderr=logs["agent"]),
+        subprocess.Popen(
+            [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "2"],
+            env=env,
+            stdout=logs["engine"],
+            stderr=logs["engine"],
+        ),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleetpy",
+                "agent",
+                "--unit-manager",
+                "simulated",
+                "--machine-id",
+                "m-good",
+                "--ttl",
+                "2",
+            ],
+            env=env,
+            stdout=logs["agent"],
+            stderr=logs["agent"],
+        ),
     ]
     try:
         outcome = polluted.ok("start", "--block-attempts", "30", "hello.service")
         assert "hello.service launched on m-good" in outcome.stdout
-        etcdctl(polluted.etcd.endpoint, "put", f"{polluted.prefix}/schedule/m-good/x.service",
-                input=b"junk from another tool")
-        etcdctl(polluted.etcd.endpoint, "put", f"{polluted.prefix}/unit/late.service",
-                input=b"{broken")
+        etcdctl(
+            polluted.etcd.endpoint,
+            "put",
+            f"{polluted.prefix}/schedule/m-good/x.service",
+            input=b"junk from another tool",
+        )
+        etcdctl(
+            polluted.etcd.endpoint, "put", f"{polluted.prefix}/unit/late.service", input=b"{broken"
+        )
         polluted.ok("start", "--block-attempts", "30", "web@1.service")
         time.sleep(0.5)
         assert all(proc.poll() is None for proc in procs)
@@ -141,9 +193,16 @@ def test_engine_and_agent_carry_on_beside_malformed_records(polluted: Hostile,
             proc.wait(timeout=10)
         # Their leases expire by themselves: wait, so later cases see a quiet prefix.
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and etcdctl(
-                polluted.etcd.endpoint, "get", "--prefix", "--keys-only",
-                f"{polluted.prefix}/engine/").strip():
+        while (
+            time.monotonic() < deadline
+            and etcdctl(
+                polluted.etcd.endpoint,
+                "get",
+                "--prefix",
+                "--keys-only",
+                f"{polluted.prefix}/engine/",
+            ).strip()
+        ):
             time.sleep(0.2)
         time.sleep(0.5)
     engine_log = (tmp_path / "engine.log").read_text()
@@ -157,8 +216,14 @@ def test_engine_and_agent_carry_on_beside_malformed_records(polluted: Hostile,
 def test_prefix_inside_a_fleetpy_prefix_is_refused(seeded: Hostile) -> None:
     for inner in (f"{seeded.prefix}/unit", f"{seeded.prefix}/x/y", f"{seeded.prefix}/content"):
         path = seeded.write("nested.service")
-        seeded.rejects("--etcd-prefix", inner, "start", "--no-block", path,
-                       match=f"lies inside the fleetpy prefix {seeded.prefix}")
+        seeded.rejects(
+            "--etcd-prefix",
+            inner,
+            "start",
+            "--no-block",
+            path,
+            match=f"lies inside the fleetpy prefix {seeded.prefix}",
+        )
         seeded.rejects("--etcd-prefix", inner, "submit", path, match="lies inside")
         seeded.rejects("--etcd-prefix", inner, "destroy", "hello.service", match="lies inside")
 
@@ -176,17 +241,22 @@ def test_daemon_with_a_nested_prefix_exits_with_one_line(seeded: Hostile) -> Non
         assert_one_clean_error(outcome, match="lies inside the fleetpy prefix")
 
 
-@pytest.mark.parametrize("prefix", ["relative/../x", "/a//b", "/a b", "/a/./b", "/\x1b[2J",
-                                    "/" + "x" * 300, "/a\nb"])
+@pytest.mark.parametrize(
+    "prefix", ["relative/../x", "/a//b", "/a b", "/a/./b", "/\x1b[2J", "/" + "x" * 300, "/a\nb"]
+)
 def test_invalid_prefixes(hostile: Hostile, prefix: str) -> None:
     hostile.rejects("--etcd-prefix", prefix, "list-units", match="invalid etcd prefix")
 
 
 def test_blocking_wait_survives_malformed_events(polluted: Hostile) -> None:
     """A blocking wait is fed by watches: malformed puts arriving mid-wait count as absent."""
-    proc = subprocess.Popen([sys.executable, "-m", "fleetpy", "start", "--block-attempts", "3",
-                             "db.service"], env=polluted.env, cwd=polluted.workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetpy", "start", "--block-attempts", "3", "db.service"],
+        env=polluted.env,
+        cwd=polluted.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(1.2)
     for key in ("state/db.service/m-x", "schedule/m-x/db.service", "machines/m-x"):
         etcdctl(polluted.etcd.endpoint, "put", f"{polluted.prefix}/{key}", input=b"\xff junk")

@@ -24,7 +24,10 @@ ESCAPES = [
     ("{{ cycler.__init__.__globals__.__builtins__.open('/etc/passwd').read() }}", "unsafe"),
     (f"{{{{ joiner.__init__.__globals__.os.popen('touch {PWNED}').read() }}}}", "unsafe"),
     (f"{{{{ namespace.__init__.__globals__.os.system('touch {PWNED}') }}}}", "unsafe"),
-    ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "attribute '__class__' of 'str' object is unsafe"),
+    (
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "attribute '__class__' of 'str' object is unsafe",
+    ),
     ("{{ ''.__class__.__base__.__subclasses__()[0] }}", "unsafe"),
     ("{{ ()|attr('__class__') }}", "attribute '__class__' of 'tuple' object is unsafe"),
     ("{{ ''['__class__'] }}", "unsafe"),
@@ -68,16 +71,29 @@ LIMITS = [
     ("{{ {}|tojson(indent=10**9) }}", "would have 1000000000"),
     ("{{ [1]|batch(10**9, 'x')|list }}", "a batch would have 1000000000"),
     ("{{ ('x ' * 1000)|wordwrap(1, wrapstring='y' * 100000) }}", "the wrapped text would have"),
-    ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
-     "{% endfor %}{{ ns.s }}", "the joined text would have 2097152"),
-    ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}"
-     "{% endfor %}{{ ns.s }}", "the sum would have 2097152"),
-    ("{% macro d(s) %}{{ s }}{{ s }}{% endmacro %}{{ " + "d(" * 30 + "'x'" + ")" * 30 + " }}",
-     "the joined text would have"),
-    ("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
-     "output larger than 1 MiB, fleetpy's limit for a rendered unit"),
-    ("{% for i in range(100000) %}\n{{ i }}\n{% for j in range(20) %}{{ j }}{% endfor %}\n"
-     "{% endfor %}", "output larger than 1 MiB"),
+    (
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s }}",
+        "the joined text would have 2097152",
+    ),
+    (
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}"
+        "{% endfor %}{{ ns.s }}",
+        "the sum would have 2097152",
+    ),
+    (
+        "{% macro d(s) %}{{ s }}{{ s }}{% endmacro %}{{ " + "d(" * 30 + "'x'" + ")" * 30 + " }}",
+        "the joined text would have",
+    ),
+    (
+        "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+        "output larger than 1 MiB, fleetpy's limit for a rendered unit",
+    ),
+    (
+        "{% for i in range(100000) %}\n{{ i }}\n{% for j in range(20) %}{{ j }}{% endfor %}\n"
+        "{% endfor %}",
+        "output larger than 1 MiB",
+    ),
 ]
 
 ERRORS = [
@@ -111,20 +127,27 @@ ERRORS = [
 
 
 def _cases(table: list[tuple[str, str]], prefix: str) -> list[object]:
-    return [pytest.param(text, match, id=f"{prefix}{i}-{text[:40]}") for i, (text, match) in enumerate(table)]
+    return [
+        pytest.param(text, match, id=f"{prefix}{i}-{text[:40]}")
+        for i, (text, match) in enumerate(table)
+    ]
 
 
-@pytest.mark.parametrize("text, match", _cases(ESCAPES, "escape") + _cases(LIMITS, "limit")
-                         + _cases(ERRORS, "error"))
-def test_hostile_template_is_one_line_with_file_and_line(seeded: Hostile, text: str,
-                                                         match: str) -> None:
+@pytest.mark.parametrize(
+    "text, match", _cases(ESCAPES, "escape") + _cases(LIMITS, "limit") + _cases(ERRORS, "error")
+)
+def test_hostile_template_is_one_line_with_file_and_line(
+    seeded: Hostile, text: str, match: str
+) -> None:
     name = f"t{abs(hash(text))}.service.j2"
     seeded.write(name, "[Unit]\n" + text + "\n")
     seeded.write("self.j2", "{% include 'self.j2' %}\n")
     started = time.monotonic()
     line = seeded.rejects("render", name, "--set", "x=a")
     assert time.monotonic() - started < 9, "refused by the limits, not by the time-out"
-    assert line.startswith(f"fleetpy: error: {name}:") or line.startswith("fleetpy: error: self.j2:")
+    assert line.startswith(f"fleetpy: error: {name}:") or line.startswith(
+        "fleetpy: error: self.j2:"
+    )
     assert match in line, line
     assert not os.path.exists(PWNED)
 
@@ -141,9 +164,14 @@ ENDLESS = [
 def test_endless_loops_end_after_the_time_limit(seeded: Hostile, text: str) -> None:
     seeded.write("spin.j2", text)
     started = time.monotonic()
-    seeded.rejects("render", "spin.j2", "-o", "out.service",
-                   match=r"^fleetpy: error: spin\.j2: rendering took longer than 10 s "
-                         r"\(a loop without end\?\)$")
+    seeded.rejects(
+        "render",
+        "spin.j2",
+        "-o",
+        "out.service",
+        match=r"^fleetpy: error: spin\.j2: rendering took longer than 10 s "
+        r"\(a loop without end\?\)$",
+    )
     assert time.monotonic() - started < 20
     assert not (seeded.workdir / "out.service").exists()
 
@@ -168,15 +196,30 @@ def template_dir(seeded: Hostile) -> Path:
 
 
 INCLUDES = [
-    ("{% include '../secret.j2' %}", "included template ../secret.j2 is outside the template directory"),
+    (
+        "{% include '../secret.j2' %}",
+        "included template ../secret.j2 is outside the template directory",
+    ),
     ("{% include './../secret.j2' %}", "is outside the template directory"),
     ("{% include 'sub/../../secret.j2' %}", "is outside the template directory"),
-    ("{% include '/etc/passwd' %}", "included template /etc/passwd is outside the template directory"),
+    (
+        "{% include '/etc/passwd' %}",
+        "included template /etc/passwd is outside the template directory",
+    ),
     ("{% include '//etc/passwd' %}", "is outside the template directory"),
     ("{% include 'out.j2' %}", "included template out.j2 is a symbolic link to"),
-    ("{% include 'passwd.j2' %}", "is a symbolic link to /etc/passwd, outside the template directory"),
-    ("{% include 'etc/passwd' %}", "is a symbolic link to /etc/passwd, outside the template directory"),
-    ("{% include 'etc/shadow' %}", "is a symbolic link to /etc/shadow, outside the template directory"),
+    (
+        "{% include 'passwd.j2' %}",
+        "is a symbolic link to /etc/passwd, outside the template directory",
+    ),
+    (
+        "{% include 'etc/passwd' %}",
+        "is a symbolic link to /etc/passwd, outside the template directory",
+    ),
+    (
+        "{% include 'etc/shadow' %}",
+        "is a symbolic link to /etc/shadow, outside the template directory",
+    ),
     ("{% include 'sub/up.j2' %}", "is a symbolic link to"),
     ("{% include 'zero.j2' %}", "is a symbolic link to /dev/zero"),
     ("{% include 'fifo.j2' %}", "is not a regular file (a FIFO)"),
@@ -191,8 +234,9 @@ INCLUDES = [
 
 
 @pytest.mark.parametrize("text, match", INCLUDES, ids=[t for t, _ in INCLUDES])
-def test_includes_stay_in_the_template_directory(seeded: Hostile, template_dir: Path, text: str,
-                                                 match: str) -> None:
+def test_includes_stay_in_the_template_directory(
+    seeded: Hostile, template_dir: Path, text: str, match: str
+) -> None:
     main = template_dir / "main.j2"
     main.write_text("[Unit]\n" + text + "\n")
     line = seeded.rejects("render", str(main), "--set", "x=../secret.j2")
