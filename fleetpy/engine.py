@@ -39,7 +39,7 @@ from .registry import (
     WatchBatch,
 )
 from .states import DesiredState
-from .unit import FleetOptions, fleet_options, parse_unit
+from .unit import FleetOptions, UnitFile, fleet_options, parse_unit
 
 
 @dataclass
@@ -122,6 +122,7 @@ class Engine:
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._texts: dict[str, str] = {}  # content hash -> text (immutable, so cacheable)
         self._parsed: dict[tuple[str, str], FleetOptions | str] = {}
+        self._files: dict[str, UnitFile | str] = {}  # content hash -> parsed unit
         self._lease: int | None = None
         self._thread: threading.Thread | None = None
         self._cancels: list[Callable[[], None]] = []
@@ -421,15 +422,30 @@ class Engine:
     def _options(self, name: str, content_hash: str) -> FleetOptions | str:
         key = (name, content_hash)
         if key not in self._parsed:
-            text = self._texts.get(content_hash)
-            if text is None:
-                self._parsed[key] = f"content {content_hash[:7]} is missing"
+            unit = self._unit_file(content_hash)
+            if isinstance(unit, str):
+                self._parsed[key] = unit
             else:
                 try:
-                    self._parsed[key] = fleet_options(parse_unit(text, name), name)
+                    self._parsed[key] = fleet_options(unit, name)
                 except FleetpyError as exc:
                     self._parsed[key] = str(exc)
         return self._parsed[key]
+
+    def _unit_file(self, content_hash: str) -> UnitFile | str:
+        """A content's parsed unit, once per hash (10,000 instances of one template
+        are one parse); a string says why there is none."""
+        unit = self._files.get(content_hash)
+        if unit is None:
+            text = self._texts.get(content_hash)
+            if text is None:
+                return f"content {content_hash[:7]} is missing"
+            try:
+                unit = parse_unit(text, content_hash[:7])
+            except FleetpyError as exc:
+                unit = str(exc)
+            self._files[content_hash] = unit
+        return unit
 
     def _wait_for_events(self, model: _Model, timeout: float) -> tuple[bool, bool]:
         """Apply queued watch events to the model: (do a full read, anything changed)."""
@@ -572,6 +588,7 @@ class Engine:
         used = {r.hash for r in model.records.values()}
         scheduled = {s.hash for s in model.schedule.values()}
         self._texts = {h: t for h, t in self._texts.items() if h in used or h in scheduled}
+        self._files = {h: f for h, f in self._files.items() if h in used}
         self._parsed = {
             key: v
             for key, v in self._parsed.items()

@@ -50,6 +50,7 @@ UNIT_SUFFIXES: frozenset[str] = frozenset(
 TEMPLATE_SUFFIXES: frozenset[str] = frozenset({"path", "service", "socket", "target", "timer"})
 
 _NAME_CHAR = re.compile(r"[a-zA-Z0-9:_.@-]")
+_NAME_STEM = re.compile(r"[a-zA-Z0-9:_.@-]+")
 # systemd's UNIT_NAME_MAX is 256 bytes including the terminating NUL.
 MAX_NAME_LENGTH = 255
 
@@ -138,9 +139,9 @@ def parse_name(name: str) -> UnitName:
     prefix, at, instance = stem.partition("@")
     if not prefix:
         raise bad("empty prefix before " + ("'@'" if at else f".{suffix}"))
-    for char in stem:
-        if not _NAME_CHAR.fullmatch(char):
-            raise bad(f"invalid character {char!r} (allowed: letters, digits and :_.@-)")
+    if not _NAME_STEM.fullmatch(stem):  # one match; the slow search only to explain
+        char = next(c for c in stem if not _NAME_CHAR.fullmatch(c))
+        raise bad(f"invalid character {char!r} (allowed: letters, digits and :_.@-)")
     if at and suffix not in TEMPLATE_SUFFIXES:
         raise bad(f".{suffix} units cannot be templates or instances")
     return UnitName(prefix=prefix, instance=instance if at else None, suffix=suffix)
