@@ -81,8 +81,8 @@ def _settings_params(scope: config.Scope) -> list[inspect.Parameter]:
     return params
 
 
-def with_settings(scope: config.Scope) -> Callable[[F], F]:
-    """Add the options of config.SETTINGS' `scope` to a command; they arrive in **kwargs."""
+def with_settings(*scopes: config.Scope) -> Callable[[F], F]:
+    """Add the options of config.SETTINGS' `scopes` to a command; they arrive in **kwargs."""
 
     def decorate(fn: F) -> F:
         hints = {k: v for k, v in _type_hints(fn).items() if k != "return"}
@@ -96,7 +96,7 @@ def with_settings(scope: config.Scope) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
-        params = own + _settings_params(scope)
+        params = own + [p for scope in scopes for p in _settings_params(scope)]
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in params}
         return wrapper  # type: ignore[return-value]
@@ -225,7 +225,7 @@ app = typer.Typer(
 
 
 @app.callback()
-@with_settings(config.Scope.ETCD)
+@with_settings(config.Scope.ETCD, config.Scope.SSH)
 def _main(
     ctx: typer.Context,
     version: Annotated[
@@ -989,6 +989,157 @@ def git_watch(
         once=once,
     )
     raise typer.Exit(status)
+
+
+# ----------------------------------------------------------------------------- remote
+
+
+def _ssh_settings(ctx: typer.Context) -> config.SshSettings:
+    return config.resolve(_globals(ctx).etcd_cli, scopes=(config.Scope.SSH,)).ssh
+
+
+@app.command("status")
+@edge
+def status_command(ctx: typer.Context, units: UnitsArgument) -> None:
+    """`systemctl status` of units on their machines (a global unit: on every machine)."""
+    from . import remote
+
+    registry, settings = _registry(ctx), _ssh_settings(ctx)
+    failures = []
+    for name in units:
+        for target in remote.unit_targets(registry, name):
+            _out(f"{name} on {target.label}:")
+            try:
+                for line in remote.run(settings, target, remote.status_command(name)):
+                    _out(line, keep="\t")
+            except remote.RemoteError as exc:
+                failures.append(str(exc))
+            _out("")
+    if failures:
+        raise remote.RemoteError("; ".join(failures))
+
+
+@app.command("journal")
+@edge
+def journal_command(
+    ctx: typer.Context,
+    unit: Annotated[str, typer.Argument(help="A submitted unit.", metavar="UNIT")],
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=100_000)] = 10,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+) -> None:
+    """The unit's journal on its machine (journalctl over ssh)."""
+    from . import remote
+
+    registry, settings = _registry(ctx), _ssh_settings(ctx)
+    targets = remote.unit_targets(registry, unit)
+    if follow and len(targets) > 1:
+        shown = ", ".join(t.label for t in targets)
+        raise UsageError(f"{unit} runs on {len(targets)} machines ({shown}): --follow takes one")
+    for target in targets:
+        if len(targets) > 1:
+            _out(f"{unit} on {target.label}:")
+        for line in remote.run(settings, target, remote.journal_command(unit, lines, follow)):
+            _out(line, keep="\t")
+
+
+@app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@edge
+def ssh_command(
+    ctx: typer.Context,
+    machine: Annotated[
+        str,
+        typer.Argument(help="A machine id (or unique prefix), or a unit.", metavar="MACHINE|UNIT"),
+    ],
+    command: Annotated[
+        list[str] | None, typer.Argument(help="A command to run there.", show_default=False)
+    ] = None,
+) -> None:
+    """Open a shell (or run a command) on a machine, or on a unit's machine."""
+    from . import remote
+
+    registry, settings = _registry(ctx), _ssh_settings(ctx)
+    target = remote.machine_target(registry, machine)
+    registry.close()
+    remote.exec_ssh(settings, target, command or [])
+
+
+# ----------------------------------------------------------------------------- cluster
+
+cluster_app = typer.Typer(
+    name="cluster",
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="A whole cluster on this machine (root): etcd, engines, hosts with their own IPs.",
+)
+app.add_typer(cluster_app)
+NameOption = Annotated[
+    str, typer.Option("--name", help="The cluster's name (1-8 lowercase letters and digits).")
+]
+
+
+@cluster_app.command("up")
+@edge
+def cluster_up(
+    name: NameOption = "fleetpy",
+    hosts: Annotated[int, typer.Option("--hosts", min=1, max=200)] = 3,
+    etcd_members: Annotated[int, typer.Option("--etcd-members", min=1, max=3)] = 1,
+    subnet: Annotated[
+        str, typer.Option("--subnet", help="A private IPv4 range.")
+    ] = "10.213.0.0/24",
+    ttl: Annotated[int, typer.Option("--ttl", min=2, max=3600, help="The agents' TTL.")] = 5,
+) -> None:
+    """Start etcd, two engines and HOSTS hosts (real systemd, sshd, docker, the agent),
+    each in its own network namespace with its own address; print how to use it."""
+    from .cluster import local
+
+    state = local.up(name, hosts, etcd_members, subnet, ttl, log=lambda m: _say(f"cluster: {m}"))
+    _out(
+        f"cluster {name} is up in {state.up_seconds:.1f}s: {len(state.hosts)} hosts on "
+        f"{state.subnet}, etcd at {','.join(state.endpoints)}"
+    )
+    for host in state.hosts:
+        meta = ",".join(f"{k}={v}" for k, v in sorted(host.metadata.items()))
+        _out(f"  {host.name}  {host.address}  {host.machine_id}  {meta}")
+    _out(
+        f"use it:  . {state.env_file}   (sets FLEETPY_ENDPOINT, the ssh user, key and "
+        f"known-hosts file)"
+    )
+    _out(f"ends with:  fleetpy cluster down --name {name}")
+
+
+@cluster_app.command("status")
+@edge
+def cluster_status(name: NameOption = "fleetpy") -> None:
+    """What the cluster runs: etcd members, engines, hosts (alive or not)."""
+    from .cluster import local
+
+    state, rows = local.status(name)
+    _out(f"cluster {name}: {state.subnet}, env file {state.env_file or '-'}")
+    _print_table(
+        ["what", "name", "alive", "detail"],
+        [
+            {
+                "what": r.what,
+                "name": r.name,
+                "alive": "yes" if r.alive else "NO",
+                "detail": r.detail,
+            }
+            for r in rows
+        ],
+        no_legend=False,
+    )
+
+
+@cluster_app.command("down")
+@edge
+def cluster_down(name: NameOption = "fleetpy") -> None:
+    """Remove everything the cluster made, and nothing else."""
+    from .cluster import local
+
+    for item in local.down(name):
+        _out(f"removed {item}")
 
 
 # ----------------------------------------------------------------------------- render

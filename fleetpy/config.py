@@ -30,6 +30,7 @@ class Scope(StrEnum):
     ETCD = "etcd"
     AGENT = "agent"
     ENGINE = "engine"
+    SSH = "ssh"  # the CLI's status, journal and ssh verbs
 
 
 class UnitManagerKind(StrEnum):
@@ -80,10 +81,23 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class SshSettings:
+    """How the CLI reaches a unit's machine, as fleetctl did (over the system ssh)."""
+
+    username: str = "root"
+    port: int = 22
+    identity: str | None = None  # a private key file (default: ssh's own choice)
+    tunnel: str | None = None  # HOST[:PORT]: every connection jumps through it
+    strict_host_key_checking: bool = True
+    known_hosts_file: str = "~/.ssh/known_hosts"
+
+
+@dataclass(frozen=True)
 class Settings:
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    ssh: SshSettings = field(default_factory=SshSettings)
 
 
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -180,6 +194,35 @@ def _path(value: Any) -> str:
     if not text or "\x00" in text or not text.isprintable():
         raise ValueError("expected a file path")
     return text
+
+
+_SSH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_TUNNEL = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9.:\[\]-]+")
+
+
+def _ssh_user(value: Any) -> str:
+    text = str(value)
+    if not _SSH_NAME.fullmatch(text):
+        raise ValueError("expected a user name of letters, digits and _.-")
+    return text
+
+
+def _tunnel(value: Any) -> str:
+    text = str(value)
+    if not _TUNNEL.fullmatch(text) or text.startswith("-"):
+        raise ValueError("expected [USER@]HOST[:PORT]")
+    return text
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _endpoints(value: Any) -> tuple[str, ...]:
@@ -363,6 +406,60 @@ SETTINGS: tuple[Setting, ...] = (
         Scope.ENGINE,
         "mass_loss_fraction",
     ),
+    Setting(
+        "ssh_username",
+        "--ssh-username",
+        "FLEETPY_SSH_USERNAME",
+        _ssh_user,
+        "user on the machines for status, journal and ssh",
+        Scope.SSH,
+        "username",
+    ),
+    Setting(
+        "ssh_port",
+        "--ssh-port",
+        "FLEETPY_SSH_PORT",
+        _bounded_int(1, 65535),
+        "sshd's port on the machines",
+        Scope.SSH,
+        "port",
+    ),
+    Setting(
+        "ssh_identity",
+        "--ssh-identity",
+        "FLEETPY_SSH_IDENTITY",
+        _path,
+        "private key for ssh (default: ssh's own)",
+        Scope.SSH,
+        "identity",
+    ),
+    Setting(
+        "tunnel",
+        "--tunnel",
+        "FLEETPY_TUNNEL",
+        _tunnel,
+        "reach the machines through this ssh jump host, [USER@]HOST[:PORT]",
+        Scope.SSH,
+        "tunnel",
+    ),
+    Setting(
+        "strict_host_key_checking",
+        "--strict-host-key-checking",
+        "FLEETPY_STRICT_HOST_KEY_CHECKING",
+        _boolean,
+        "refuse machines whose host key is not in the known-hosts file (true/false)",
+        Scope.SSH,
+        "strict_host_key_checking",
+    ),
+    Setting(
+        "known_hosts_file",
+        "--known-hosts-file",
+        "FLEETPY_KNOWN_HOSTS_FILE",
+        _path,
+        "the machines' host keys",
+        Scope.SSH,
+        "known_hosts_file",
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -370,6 +467,7 @@ _RECORDS: dict[Scope, type[Any]] = {
     Scope.ETCD: EtcdSettings,
     Scope.AGENT: AgentSettings,
     Scope.ENGINE: EngineSettings,
+    Scope.SSH: SshSettings,
 }
 
 
@@ -440,6 +538,7 @@ def resolve(
         etcd=replace(EtcdSettings(), **chosen[Scope.ETCD]),
         agent=replace(AgentSettings(), **chosen[Scope.AGENT]),
         engine=replace(EngineSettings(), **chosen[Scope.ENGINE]),
+        ssh=replace(SshSettings(), **chosen[Scope.SSH]),
     )
 
 

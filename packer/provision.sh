@@ -40,6 +40,7 @@ packages=(
     python3-dbus python3-gi            # D-Bus + GLib main loop from Debian, not built from source
     ca-certificates                    # etcd over TLS
     iproute2 procps                    # debugging, and later netns/veth setups
+    openssh-server                     # fleetpy status/journal/ssh reach hosts over ssh
 )
 [ "$docker" = 1 ] && packages+=(docker.io)
 log "step=apt packages=${#packages[@]}"
@@ -83,6 +84,18 @@ ln -sf "$venv/bin/fleetpy" /usr/local/bin/fleetpy
 mkdir -p /etc/fleetpy
 install -m 644 "$unit" /etc/systemd/system/fleetpy-agent.service
 systemctl enable fleetpy-agent.service
+
+# sshd: keys only; every host makes its own host keys at its first boot (an image
+# carries none, so no two hosts share them).
+mkdir -p /etc/ssh/sshd_config.d /etc/systemd/system/ssh.service.d
+printf '%s\n' 'PasswordAuthentication no' 'KbdInteractiveAuthentication no' \
+    'PermitRootLogin prohibit-password' > /etc/ssh/sshd_config.d/fleetpy.conf
+# The empty line resets the list, so keys exist before sshd -t checks them.
+printf '%s\n' '[Service]' 'ExecStartPre=' 'ExecStartPre=/usr/bin/ssh-keygen -A' \
+    'ExecStartPre=/usr/sbin/sshd -t' \
+    > /etc/systemd/system/ssh.service.d/fleetpy-host-keys.conf
+rm -f /etc/ssh/ssh_host_*
+systemctl enable ssh.service
 
 # Image hygiene: every host made from this image must get its own machine id
 # (fleet identifies machines by it) and hostname.

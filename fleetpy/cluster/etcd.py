@@ -139,11 +139,18 @@ class EtcdServer:
     initial_cluster: str | None = None
     cluster_token: str = "etcd-cluster"
     tls: EtcdTls | None = None  # clients then need https and a client certificate
+    host: str = "127.0.0.1"  # the address clients reach it at (also listens on loopback)
+    detach: bool = False  # outlive this process (a long-lived cluster)
 
     @property
     def endpoint(self) -> str:
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.client_port}"
+        return f"{scheme}://{self.host}:{self.client_port}"
+
+    @property
+    def listen_urls(self) -> str:
+        local = self.endpoint.replace(f"//{self.host}:", "//127.0.0.1:")
+        return self.endpoint if local == self.endpoint else f"{self.endpoint},{local}"
 
     @property
     def peer_url(self) -> str:
@@ -178,7 +185,7 @@ class EtcdServer:
             "--data-dir",
             str(self.data_dir / "data"),
             "--listen-client-urls",
-            self.endpoint,
+            self.listen_urls,
             "--advertise-client-urls",
             self.endpoint,
             "--listen-peer-urls",
@@ -205,7 +212,11 @@ class EtcdServer:
             ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.detach,
             )
 
     def healthy(self) -> bool:
@@ -309,6 +320,8 @@ class EtcdCluster:
     extra_args: tuple[str, ...] = ()
     members: list[EtcdServer] = field(default_factory=list, repr=False)
     base_dir: Path | None = None
+    host: str = "127.0.0.1"  # the address clients reach every member at
+    detach: bool = False  # members outlive this process
 
     @property
     def endpoints(self) -> list[str]:
@@ -316,7 +329,7 @@ class EtcdCluster:
 
     def start(self, timeout: float = 30.0) -> EtcdCluster:
         _etcd_binary(self.binary)
-        self.base_dir = Path(tempfile.mkdtemp(prefix="fleetpy-etcd-cluster-"))
+        self.base_dir = self.base_dir or Path(tempfile.mkdtemp(prefix="fleetpy-etcd-cluster-"))
         token = f"fleetpy-{uuid.uuid4().hex[:12]}"  # a stray peer from another run is refused
         self.members = [
             EtcdServer(
@@ -326,6 +339,8 @@ class EtcdCluster:
                 extra_args=self.extra_args,
                 name=f"m{i}",
                 cluster_token=token,
+                host=self.host,
+                detach=self.detach,
             )
             for i in range(self.size)
         ]

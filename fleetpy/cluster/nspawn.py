@@ -522,6 +522,7 @@ def launch_host(
     network: HostNetwork = SharedNetwork(),
     docker: bool = True,
     detach: bool = False,
+    binds: Sequence[tuple[Path, str]] = (),
 ) -> Host:
     """Start booting a host and return once its init exists (see wait_booted).
 
@@ -573,6 +574,7 @@ def launch_host(
     ]
     if source_dir is not None:
         argv.append(f"--bind-ro={source_dir / 'fleetpy'}:{_HOST_SOURCE}")
+    argv += [f"--bind-ro={path}:{target}" for path, target in binds]
     if docker:
         docker_cli = shutil.which("docker")
         if not docker_cli or not DOCKER_SOCKET.exists():

@@ -1,0 +1,418 @@
+"""`fleetpy cluster up|status|down`: a whole cluster on this machine (root).
+
+etcd (one member, or three), two engines, and N CoreOS-like hosts, each in its own
+network namespace with its own address on a bridge the cluster makes (see network.py),
+booting real systemd with sshd, the docker CLI (this machine's dockerd) and the agent.
+
+Everything `up` makes is written to the cluster's state file *before* it is made, so
+`down` removes exactly that (processes, namespaces, links, the bridge, containers, the
+cluster's directory) and nothing else, also after an `up` that crashed half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import FleetpyError
+from .etcd import EtcdCluster, EtcdServer
+from .network import DEFAULT_SUBNET, BridgeNetwork, remove_links, remove_netns
+from .nspawn import (
+    Host,
+    ensure_busybox_image,
+    ensure_dockerd,
+    ensure_rootfs,
+    launch_host,
+    remove_host_containers,
+)
+
+STATE_ROOT = Path("/run/fleetpy/clusters")
+SSH_USER = "root"
+RACKS = ("r1", "r2", "r3")
+
+
+class ClusterError(FleetpyError):
+    """A local cluster could not be made, found or removed."""
+
+
+@dataclass
+class ProcessRecord:
+    """A process the cluster started, told apart from a later one with the same pid."""
+
+    pid: int
+    started: str  # field 22 of /proc/PID/stat: the start time in clock ticks
+    log: str = ""
+
+    @classmethod
+    def of(cls, pid: int, log: str = "") -> ProcessRecord:
+        return cls(pid, _start_time(pid), log)
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.started != ""
+
+
+@dataclass
+class HostRecord:
+    name: str
+    index: int
+    machine_id: str = ""
+    address: str = ""
+    netns: str = ""
+    veth: str = ""
+    state_dir: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    nspawn: ProcessRecord | None = None
+    init: ProcessRecord | None = None
+    pid_ns: str = ""
+
+
+@dataclass
+class ClusterState:
+    name: str
+    subnet: str
+    directory: str
+    bridge: str = ""
+    etcd: list[ProcessRecord] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
+    engines: list[ProcessRecord] = field(default_factory=list)
+    hosts: list[HostRecord] = field(default_factory=list)
+    identity: str = ""
+    known_hosts: str = ""
+    env_file: str = ""
+    up_seconds: float = 0.0
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory) / "state.json"
+
+    def save(self) -> None:
+        temp = self.path.with_suffix(".tmp")
+        temp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(temp, self.path)
+
+    @classmethod
+    def load(cls, name: str) -> ClusterState:
+        path = STATE_ROOT / name / "state.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ClusterError(f"no local cluster named {name} (fleetpy cluster up)") from None
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot read {path}: {exc}") from None
+
+        def process(value: Any) -> ProcessRecord | None:
+            return ProcessRecord(**value) if value else None
+
+        hosts = [
+            HostRecord(
+                **{k: v for k, v in h.items() if k not in ("nspawn", "init")},
+                nspawn=process(h.get("nspawn")),
+                init=process(h.get("init")),
+            )
+            for h in data.pop("hosts", [])
+        ]
+        etcd = [ProcessRecord(**p) for p in data.pop("etcd", [])]
+        engines = [ProcessRecord(**p) for p in data.pop("engines", [])]
+        return cls(**data, hosts=hosts, etcd=etcd, engines=engines)
+
+
+def _start_time(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise ClusterError("a local cluster needs root (network namespaces, systemd-nspawn)")
+
+
+# ----------------------------------------------------------------------------- up
+
+
+def up(
+    name: str = "fleetpy",
+    hosts: int = 3,
+    etcd_members: int = 1,
+    subnet: str = DEFAULT_SUBNET,
+    ttl: int = 5,
+    metadata: Sequence[Mapping[str, str]] | None = None,
+    log: Any = None,
+) -> ClusterState:
+    """Make the cluster; returns its state once every host is registered in etcd."""
+    _require_root()
+    say = log or (lambda message: None)
+    if etcd_members not in (1, 3):
+        raise ClusterError("--etcd-members is 1 or 3")
+    if not 1 <= hosts <= 200:
+        raise ClusterError("--hosts is 1 to 200")
+    try:
+        network = BridgeNetwork(name, ipaddress.IPv4Network(subnet))
+    except ValueError as exc:
+        raise ClusterError(f"invalid --subnet {subnet!r}: {exc}") from None
+    directory = STATE_ROOT / name
+    try:
+        directory.mkdir(parents=True)
+    except FileExistsError:
+        raise ClusterError(
+            f"a local cluster named {name} is up already (or its remains are): "
+            f"fleetpy cluster down --name {name}"
+        ) from None
+    started = time.monotonic()
+    state = ClusterState(name, str(network.subnet), str(directory))
+    state.save()
+
+    say("preparing dockerd, the busybox image and the host image (cached after the first run)")
+    ensure_dockerd()
+    ensure_busybox_image()
+    rootfs = ensure_rootfs()
+
+    state.bridge = network.bridge
+    state.save()
+    network.create()
+
+    say(f"starting etcd ({etcd_members} member{'s' if etcd_members > 1 else ''})")
+    etcd_dir = directory / "etcd"
+    members: list[EtcdServer]
+    if etcd_members == 1:
+        server = EtcdServer(
+            data_dir=etcd_dir, log_path=directory / "etcd.log", host=network.gateway, detach=True
+        )
+        etcd_dir.mkdir()
+        server.launch()
+        members = [server]
+    else:
+        cluster = EtcdCluster(3, base_dir=etcd_dir, host=network.gateway, detach=True)
+        etcd_dir.mkdir()
+        cluster.start()
+        members = cluster.members
+    state.etcd = [ProcessRecord.of(m.process.pid, str(m.log_path)) for m in members if m.process]
+    state.endpoints = [m.endpoint for m in members]
+    state.save()
+    for member in members:
+        member.wait_healthy(30)
+
+    say("making an ssh key for the hosts")
+    ssh_dir = directory / "ssh"
+    ssh_dir.mkdir()
+    identity = ssh_dir / "id_ed25519"
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            f"fleetpy-{name}",
+            "-f",
+            str(identity),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    state.identity = str(identity)
+    state.known_hosts = str(ssh_dir / "known_hosts")
+    state.save()
+
+    say(f"booting {hosts} host{'s' if hosts > 1 else ''} on {network.subnet}")
+    launched: list[Host] = []
+    for index in range(1, hosts + 1):
+        host_name = f"{name}-h{index}"
+        record = HostRecord(
+            host_name,
+            index,
+            netns=network.netns(host_name),
+            veth=f"fpv{name}{index}",
+            state_dir=str(directory / "hosts" / host_name),
+            metadata=dict(
+                metadata[index - 1]
+                if metadata
+                else {"rack": RACKS[(index - 1) % len(RACKS)], "role": "worker"}
+            ),
+        )
+        state.hosts.append(record)
+        state.save()
+        record.address = network.add_host(host_name, index)
+        host = launch_host(
+            rootfs,
+            host_name,
+            etcd_endpoints=state.endpoints,
+            metadata=record.metadata,
+            ttl=ttl,
+            public_ip=record.address,
+            network=network,
+            state_dir=Path(record.state_dir),
+            detach=True,
+            binds=[(Path(f"{identity}.pub"), "/root/.ssh/authorized_keys")],
+        )
+        record.machine_id = host.machine_id
+        record.nspawn = ProcessRecord.of(host.process.pid, str(host.console_log))
+        record.init = ProcessRecord.of(host.init_pid)
+        record.pid_ns = host.pid_ns
+        state.save()
+        launched.append(host)
+    for host in launched:
+        host.wait_booted(120)
+    _write_known_hosts(state, launched)
+
+    say("starting two engines")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+    env["FLEETPY_ENDPOINT"] = ",".join(state.endpoints)
+    for number in (1, 2):
+        log_path = directory / f"engine{number}.log"
+        with open(log_path, "ab") as engine_log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", str(ttl)],
+                env=env,
+                stdout=engine_log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        state.engines.append(ProcessRecord.of(process.pid, str(log_path)))
+        state.save()
+
+    _wait_registered(state, hosts)
+    state.env_file = str(directory / "env")
+    Path(state.env_file).write_text(env_text(state))
+    state.up_seconds = round(time.monotonic() - started, 2)
+    state.save()
+    return state
+
+
+def _write_known_hosts(state: ClusterState, hosts: Sequence[Host]) -> None:
+    lines = []
+    for host in hosts:
+        key = ""
+        deadline = time.monotonic() + 30
+        while not key and time.monotonic() < deadline:  # sshd makes its keys at boot
+            result = host.run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"], check=False)
+            key = " ".join(result.stdout.split()[:2])
+            if not key:
+                time.sleep(0.2)
+        if not key:
+            raise ClusterError(f"host {host.name} made no ssh host key (is sshd running?)")
+        lines.append(f"{host.public_ip} {key}\n")
+    Path(state.known_hosts).write_text("".join(lines))
+
+
+def _wait_registered(state: ClusterState, count: int, timeout: float = 60.0) -> None:
+    from ..registry import Registry, RegistryConfig
+
+    registry = Registry(RegistryConfig(endpoints=tuple(state.endpoints)))
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(registry.list_machines()) >= count:
+                return
+            time.sleep(0.2)
+    finally:
+        registry.close()
+    raise ClusterError(f"the hosts did not all register in {timeout:g}s (see their console logs)")
+
+
+def env_text(state: ClusterState) -> str:
+    settings = {
+        "FLEETPY_ENDPOINT": ",".join(state.endpoints),
+        "FLEETPY_SSH_USERNAME": SSH_USER,
+        "FLEETPY_SSH_IDENTITY": state.identity,
+        "FLEETPY_KNOWN_HOSTS_FILE": state.known_hosts,
+    }
+    return "".join(f"export {key}={value}\n" for key, value in settings.items())
+
+
+# ----------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    what: str  # "etcd", "engine", "host"
+    name: str
+    alive: bool
+    detail: str
+
+
+def status(name: str) -> tuple[ClusterState, list[MemberStatus]]:
+    state = ClusterState.load(name)
+    rows = []
+    for number, (member, endpoint) in enumerate(
+        zip(state.etcd, state.endpoints + [""] * len(state.etcd)), start=1
+    ):
+        rows.append(MemberStatus("etcd", f"member {number}", member.alive(), endpoint))
+    for number, engine in enumerate(state.engines, start=1):
+        rows.append(MemberStatus("engine", f"engine {number}", engine.alive(), f"pid {engine.pid}"))
+    for host in state.hosts:
+        alive = host.init is not None and host.init.alive()
+        meta = ",".join(f"{k}={v}" for k, v in sorted(host.metadata.items()))
+        rows.append(
+            MemberStatus("host", host.name, alive, f"{host.address} {host.machine_id[:8]} {meta}")
+        )
+    return state, rows
+
+
+# ----------------------------------------------------------------------------- down
+
+
+def _kill(record: ProcessRecord | None) -> None:
+    if record is not None and record.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGKILL)
+
+
+def _wait_gone(records: Sequence[ProcessRecord | None], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(r is not None and r.alive() for r in records):
+            return
+        time.sleep(0.1)
+
+
+def down(name: str) -> list[str]:
+    """Remove everything the cluster's state lists; what was removed, for the log."""
+    _require_root()
+    state = ClusterState.load(name)
+    done: list[str] = []
+    for engine in state.engines:
+        _kill(engine)
+    _wait_gone(state.engines)
+    done.append(f"{len(state.engines)} engines")
+    for host in state.hosts:  # a host's init first: killing nspawn alone orphans it
+        if host.init is not None and host.init.alive():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{host.init.pid}/ns/pid") == host.pid_ns:
+                    os.kill(host.init.pid, signal.SIGKILL)
+        _kill(host.nspawn)
+    _wait_gone([h.nspawn for h in state.hosts] + [h.init for h in state.hosts])
+    for host in state.hosts:
+        if host.machine_id:
+            remove_host_containers(host.name, host.machine_id)
+        if host.netns:
+            remove_netns(host.netns)
+        if host.veth:
+            remove_links([host.veth])
+    done.append(f"{len(state.hosts)} hosts")
+    for member in state.etcd:
+        _kill(member)
+    _wait_gone(state.etcd)
+    done.append(f"{len(state.etcd)} etcd members")
+    if state.bridge:
+        remove_links([state.bridge])
+        done.append(f"bridge {state.bridge}")
+    shutil.rmtree(state.directory, ignore_errors=True)
+    done.append(state.directory)
+    return done

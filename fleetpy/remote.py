@@ -1,0 +1,140 @@
+"""fleetctl's status, journal and ssh: a unit's machine reached with the system's `ssh`
+client (no protocol of our own), through a jump host with --tunnel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from .config import SshSettings
+from .errors import FleetpyError, UnknownUnitError
+from .registry import ClusterView, Registry
+from .unit import parse_name
+
+
+class RemoteError(FleetpyError):
+    """A machine could not be found or reached over ssh."""
+
+
+@dataclass(frozen=True)
+class Target:
+    machine: str
+    address: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.machine[:8]}/{self.address}"
+
+
+def ssh_argv(
+    settings: SshSettings, address: str, command: Sequence[str], tty: bool = False
+) -> list[str]:
+    """The ssh command line for `command` on `address` (empty: a login shell)."""
+    argv = [
+        "ssh",
+        "-o", "BatchMode=yes" if not tty else "BatchMode=no",
+        "-o", f"StrictHostKeyChecking={'yes' if settings.strict_host_key_checking else 'no'}",
+        "-o", f"UserKnownHostsFile={os.path.expanduser(settings.known_hosts_file)}",
+        "-o", "ConnectTimeout=10",
+        "-o", "LogLevel=ERROR",
+        "-p", str(settings.port),
+    ]  # fmt: skip
+    if settings.identity:
+        argv += ["-i", os.path.expanduser(settings.identity), "-o", "IdentitiesOnly=yes"]
+    if settings.tunnel:
+        argv += ["-J", settings.tunnel]
+    argv.append("-t" if tty else "-T")
+    argv += [f"{settings.username}@{address}", "--", *command]
+    return argv
+
+
+def _target(view: ClusterView, machine: str) -> Target:
+    record = view.machines.get(machine)
+    if record is None or not record.ip:
+        raise RemoteError(f"machine {machine[:8]} is not alive (or has no address)")
+    return Target(machine, record.ip)
+
+
+def unit_targets(registry: Registry, name: str) -> list[Target]:
+    """The machines a unit runs on: where it reports a state (every machine of a global
+    unit), else where it is placed."""
+    unit = parse_name(name).name
+    view = registry.read_view(with_text=False)
+    record = view.units.get(unit)
+    if record is None:
+        raise UnknownUnitError.not_submitted(unit)
+    machines = sorted(view.states.get(unit, {}))
+    if not machines and unit in view.schedule:
+        machines = [view.schedule[unit][0]]
+    if not machines:
+        raise RemoteError(f"unit {unit} runs on no machine")
+    return [_target(view, m) for m in machines]
+
+
+def machine_target(registry: Registry, what: str) -> Target:
+    """A machine by id or unique id prefix, or the (one) machine of a unit."""
+    view = registry.read_view(with_text=False)
+    if "." in what:  # a unit name
+        targets = unit_targets(registry, what)
+        if len(targets) > 1:
+            shown = ", ".join(t.label for t in targets)
+            raise RemoteError(f"{what} runs on {len(targets)} machines ({shown}): name one")
+        return targets[0]
+    matches = sorted(m for m in view.machines if m.startswith(what))
+    if len(matches) != 1:
+        why = "no machine" if not matches else f"{len(matches)} machines"
+        raise RemoteError(f"{why} with an id starting {what!r}")
+    return _target(view, matches[0])
+
+
+def run(settings: SshSettings, target: Target, command: Sequence[str]) -> Iterator[str]:
+    """Lines of `command`'s output on the target; RemoteError (one line) when the
+    machine cannot be reached. Non-zero exits of the command itself are not errors
+    (`systemctl status` of a stopped unit exits 3)."""
+    argv = ssh_argv(settings, target.address, command)
+    try:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except FileNotFoundError:
+        raise RemoteError("ssh not found: apt-get install openssh-client") from None
+    assert process.stdout is not None and process.stderr is not None
+    for raw in process.stdout:
+        yield raw.decode("utf-8", "replace").rstrip("\n")
+    errors = process.stderr.read().decode("utf-8", "replace")
+    if process.wait() == 255:  # ssh's own failure: the machine, not the command
+        detail = " ".join(errors.split()) or "ssh failed"
+        raise RemoteError(f"cannot reach machine {target.label} over ssh: {detail}")
+
+
+def exec_ssh(settings: SshSettings, target: Target, command: Sequence[str]) -> None:
+    """Replace this process with an interactive ssh to the target (fleetctl ssh)."""
+    argv = ssh_argv(settings, target.address, command, tty=not command)
+    try:
+        os.execvp("ssh", argv)
+    except FileNotFoundError:
+        raise RemoteError("ssh not found: apt-get install openssh-client") from None
+
+
+def status_command(unit: str) -> list[str]:
+    return ["systemctl", "status", "--no-pager", "--full", "--lines", "10", unit]
+
+
+def journal_command(unit: str, lines: int, follow: bool) -> list[str]:
+    command = ["journalctl", "--no-pager", "--unit", unit, "--lines", str(lines)]
+    return [*command, "--follow"] if follow else command
+
+
+__all__ = [
+    "RemoteError",
+    "Target",
+    "exec_ssh",
+    "journal_command",
+    "machine_target",
+    "run",
+    "ssh_argv",
+    "status_command",
+    "unit_targets",
+]

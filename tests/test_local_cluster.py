@@ -1,0 +1,279 @@
+"""`fleetpy cluster up/status/down` for real: hosts in their own network namespaces with
+their own addresses, sshd, the example deployment, status/journal/ssh over ssh, faults
+on the networked cluster (a cut link, a killed etcd member, a killed leading engine),
+and a `down` that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hosts_fixtures import require_host_prerequisites
+from waiting import until
+
+from fleetpy.cluster.local import STATE_ROOT, ClusterState
+from fleetpy.cluster.network import ip
+
+pytestmark = pytest.mark.hosts
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "fleetpy", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def sourced(state: ClusterState) -> dict[str, str]:
+    env = {}
+    for line in Path(state.env_file).read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    return env
+
+
+def leftovers(name: str) -> list[str]:
+    """Anything of the cluster's still on this machine: links, namespaces, its directory."""
+    found = [
+        link
+        for link in ip("-o", "link", "show").stdout.split("\n")
+        if f"fpb-{name}:" in link or f"fpv{name}" in link
+    ]
+    found += [ns for ns in ip("netns", "list").stdout.split() if ns.startswith(f"fleetpy-{name}-")]
+    if (STATE_ROOT / name).exists():
+        found.append(str(STATE_ROOT / name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterState]:
+    require_host_prerequisites()
+    name = "t6c"
+    if (STATE_ROOT / name).exists():
+        cli("cluster", "down", "--name", name)
+    result = cli(
+        "cluster",
+        "up",
+        "--name",
+        name,
+        "--hosts",
+        "3",
+        "--etcd-members",
+        "3",
+        "--subnet",
+        "10.213.66.0/24",
+        "--ttl",
+        "5",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = ClusterState.load(name)
+    try:
+        yield state
+    finally:
+        down = cli("cluster", "down", "--name", name)
+        assert down.returncode == 0, down.stderr
+        assert leftovers(name) == []
+
+
+def test_hosts_have_their_own_addresses(cluster: ClusterState) -> None:
+    env = sourced(cluster)
+    machines = json.loads(cli("list-machines", "-o", "json", env=env).stdout)
+    assert sorted(m["ip"] for m in machines) == ["10.213.66.10", "10.213.66.11", "10.213.66.12"]
+    assert {m["metadata"]["rack"] for m in machines} == {"r1", "r2", "r3"}
+    status = cli("cluster", "status", "--name", cluster.name)
+    assert status.returncode == 0 and "NO" not in status.stdout, status.stdout
+    # no route beyond the bridge: a host reaches its neighbours and this machine only
+    host = cluster.hosts[0]
+    routes = subprocess.run(
+        ["ip", "-n", host.netns, "route"], capture_output=True, text=True
+    ).stdout
+    assert "default" not in routes
+    assert routes.split()[0] == "10.213.66.0/24"
+
+
+def test_example_deployment_and_remote_verbs(cluster: ClusterState) -> None:
+    env = sourced(cluster)
+    result = cli("apply", "units", "--min-ready", "1", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    units = json.loads(cli("list-units", "-o", "json", env=env).stdout)
+    assert {u["unit"] for u in units if u["active"] == "active"} >= {
+        "web@1.service",
+        "web@2.service",
+        "web@3.service",
+        "monitor.service",
+    }
+    status = cli("status", "web@1.service", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "web@1.service - example web server, instance 1" in status.stdout
+    monitors = cli("status", "monitor.service", env=env)  # global: every machine
+    assert monitors.stdout.count("monitor.service on ") == 3
+    journal = cli("journal", "--lines", "5", "web-sidekick@1.service", env=env)
+    assert journal.returncode == 0 and "web@1 is up on" in journal.stdout, journal.stdout
+    machine = next(u["machine"] for u in units if u["unit"] == "web@2.service")
+    hostname = cli("ssh", machine[:6], "hostname", env=env)
+    assert hostname.returncode == 0 and hostname.stdout.strip().startswith(f"{cluster.name}-h")
+    via_unit = cli("ssh", "web@2.service", "cat", "/etc/machine-id", env=env)
+    assert via_unit.stdout.strip() == machine
+    tunnel = cli(
+        "--tunnel", f"root@{cluster.hosts[0].address}", "ssh", machine[:6], "hostname", env=env
+    )
+    assert tunnel.returncode in (0, 1)  # the hosts' sshd may refuse forwarding; one line if so
+    if tunnel.returncode:
+        assert len(tunnel.stderr.strip().splitlines()) == 1
+
+
+def test_cut_link_moves_units_and_the_host_stops_its_copies_when_back(
+    cluster: ClusterState,
+) -> None:
+    from fleetpy.cluster.network import BridgeNetwork
+
+    env = sourced(cluster)
+    units = json.loads(cli("list-units", "-o", "json", env=env).stdout)
+    victim_machine = next(u["machine"] for u in units if u["unit"] == "web@1.service")
+    victim = next(h for h in cluster.hosts if h.machine_id == victim_machine)
+    moved = [
+        u["unit"]
+        for u in units
+        if u["machine"] == victim_machine and u["unit"] != "monitor.service"
+    ]
+    network = BridgeNetwork(
+        cluster.name,
+        __import__("ipaddress").IPv4Network(cluster.subnet),
+        {h.name: h.index for h in cluster.hosts},
+    )
+    network.cut(victim.name)
+    cut_at = time.monotonic()
+    try:
+
+        def elsewhere() -> bool:
+            now = json.loads(cli("list-units", "-o", "json", env=env).stdout)
+            return all(
+                any(
+                    u["unit"] == name and u["machine"] != victim_machine and u["active"] == "active"
+                    for u in now
+                )
+                for name in moved
+            )
+
+        until(elsewhere, timeout=30, what="the cut host's units active elsewhere")
+        moved_after = time.monotonic() - cut_at
+        print(f"link cut: units active elsewhere after {moved_after:.1f}s (TTL 5)")
+        assert moved_after < 5 + 2 + 8  # TTL + 2 s, with an allowance for the CLI polls here
+    finally:
+        network.restore(victim.name)
+    nsenter = ["nsenter", "-t", str(victim.init.pid if victim.init else 0), "-a"]
+
+    def stopped_there() -> bool:
+        active = subprocess.run(
+            [*nsenter, "systemctl", "is-active", *moved], capture_output=True, text=True
+        ).stdout.split()
+        return "active" not in active
+
+    until(stopped_there, timeout=5 + 5, what="the returning host stopped its stale copies")
+
+
+def test_killed_etcd_member_and_killed_leading_engine(cluster: ClusterState) -> None:
+    env = sourced(cluster)
+    os.kill(cluster.etcd[0].pid, signal.SIGKILL)
+    try:
+        result = cli("start", "web@4.service", env=env)
+        assert result.returncode != 0 and "not submitted" in result.stderr  # a real error
+        path = ROOT / "units" / "hello.service"
+        started = cli("start", str(path), env=env)
+        assert started.returncode == 0, started.stderr
+        # the leading engine dies while units are being started
+        from fleetpy.registry import Registry, RegistryConfig
+
+        with Registry(RegistryConfig(endpoints=tuple(cluster.endpoints[1:]))) as registry:
+            leader = registry.leader() or ""
+        engine = next(e for e in cluster.engines if f"-{e.pid}-" in leader)
+        for number in range(1, 11):
+            (Path("/tmp") / f"t6-{number}.service").write_text(
+                "[Service]\nExecStart=/bin/sleep 1000\n"
+            )
+        batch = cli("start", "--no-block", *[f"/tmp/t6-{n}.service" for n in range(1, 11)], env=env)
+        os.kill(engine.pid, signal.SIGKILL)
+        assert batch.returncode == 0, batch.stderr
+        until(
+            lambda: (
+                len(
+                    [
+                        u
+                        for u in json.loads(cli("list-units", "-o", "json", env=env).stdout)
+                        if u["unit"].startswith("t6-") and u["active"] == "active"
+                    ]
+                )
+                == 10
+            ),
+            timeout=40,
+            what="all 10 started by the other engine",
+        )
+        placed = json.loads(cli("list-units", "-o", "json", env=env).stdout)
+        names = [u["unit"] for u in placed if u["unit"].startswith("t6-")]
+        assert len(names) == len(set(names)) == 10  # none placed twice
+    finally:
+        cli("destroy", "t6-*", "hello.service", env=env)
+
+
+def test_second_up_is_refused_and_a_crashed_up_is_cleaned(cluster: ClusterState) -> None:
+    again = cli("cluster", "up", "--name", cluster.name)
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines() == [
+        f"fleetpy: error: a local cluster named {cluster.name} is up already (or its remains "
+        f"are): fleetpy cluster down --name {cluster.name}"
+    ]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+    crashed = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleetpy",
+            "cluster",
+            "up",
+            "--name",
+            "t6x",
+            "--hosts",
+            "2",
+            "--subnet",
+            "10.213.67.0/24",
+        ],
+        env=base,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    until(
+        lambda: (
+            any(
+                h.get("machine_id")
+                for h in json.loads((STATE_ROOT / "t6x" / "state.json").read_text()).get(
+                    "hosts", []
+                )
+            )
+            if (STATE_ROOT / "t6x" / "state.json").exists()
+            else False
+        ),
+        timeout=120,
+        what="the crashing up to launch a host",
+    )
+    crashed.kill()
+    crashed.wait()
+    down = cli("cluster", "down", "--name", "t6x")
+    assert down.returncode == 0, down.stderr
+    assert leftovers("t6x") == []
+    missing = cli("cluster", "down", "--name", "t6x")
+    assert missing.returncode == 1 and "no local cluster named t6x" in missing.stderr
