@@ -152,15 +152,12 @@ def build_wheels(dest: Path, source_dir: Path = SOURCE_DIR, include_fleetpy: boo
     dest.mkdir(parents=True, exist_ok=True)
     requirements = runtime_dependencies(source_dir)
     if include_fleetpy:
-        requirements.append(str(source_dir))
+        # fleetpy is pure Python: one wheel fits every interpreter.
+        _pip(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), str(source_dir))
     if sys.version_info[:2] == ROOTFS_PYTHON:
         argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(dest)]
     else:
         # Another interpreter here: fetch binary wheels for the rootfs's one.
-        if include_fleetpy:
-            raise HostError(
-                f"building a fleetpy wheel needs Python {ROOTFS_PYTHON[0]}.{ROOTFS_PYTHON[1]}"
-            )
         version = f"{ROOTFS_PYTHON[0]}{ROOTFS_PYTHON[1]}"
         argv = [
             sys.executable,
@@ -180,12 +177,16 @@ def build_wheels(dest: Path, source_dir: Path = SOURCE_DIR, include_fleetpy: boo
             "--platform",
             f"manylinux_2_28_{platform.machine()}",
         ]
-    result = subprocess.run([*argv, *requirements], capture_output=True, text=True)
+    _pip(*argv, *requirements)
+    return dest
+
+
+def _pip(*argv: str) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
         raise HostError(
             f"building wheels failed rc={result.returncode}: {result.stderr.strip()[-2000:]}"
         )
-    return dest
 
 
 def ensure_rootfs(
