@@ -4,6 +4,7 @@ client (no protocol of our own), through a jump host with --tunnel."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,23 +29,51 @@ class Target:
         return f"{self.machine[:8]}/{self.address}"
 
 
-def ssh_argv(
-    settings: SshSettings, address: str, command: Sequence[str], tty: bool = False
-) -> list[str]:
-    """The ssh command line for `command` on `address` (empty: a login shell)."""
-    argv = [
-        "ssh",
+def _common_options(settings: SshSettings, tty: bool) -> list[str]:
+    options = [
         "-o", "BatchMode=yes" if not tty else "BatchMode=no",
         "-o", f"StrictHostKeyChecking={'yes' if settings.strict_host_key_checking else 'no'}",
         "-o", f"UserKnownHostsFile={os.path.expanduser(settings.known_hosts_file)}",
         "-o", "ConnectTimeout=10",
         "-o", "LogLevel=ERROR",
-        "-p", str(settings.port),
     ]  # fmt: skip
     if settings.identity:
-        argv += ["-i", os.path.expanduser(settings.identity), "-o", "IdentitiesOnly=yes"]
+        options += ["-i", os.path.expanduser(settings.identity), "-o", "IdentitiesOnly=yes"]
+    return options
+
+
+def _host_and_port(text: str) -> tuple[str, str]:
+    """HOST, HOST:PORT, [V6] or [V6]:PORT (a bare IPv6 address has no port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, rest.removeprefix(":") or "22"
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port or "22"
+    return text, "22"
+
+
+def _proxy_command(settings: SshSettings) -> str:
+    """ssh's ProxyCommand for --tunnel. Not -J: options given on the command line
+    apply to the destination only, so the jump would ignore the identity and the
+    known-hosts file."""
+    assert settings.tunnel is not None
+    user, at, host_port = settings.tunnel.rpartition("@")
+    jump, port = _host_and_port(host_port)
+    argv = ["ssh", *_common_options(settings, tty=False), "-p", port]
+    jump = f"{user if at else settings.username}@{jump}"
+    # ssh expands %-tokens in ProxyCommand: a literal % in a path is %%.
+    quoted = shlex.join([*argv, jump]).replace("%", "%%")
+    return f"{quoted} -W %h:%p"
+
+
+def ssh_argv(
+    settings: SshSettings, address: str, command: Sequence[str], tty: bool = False
+) -> list[str]:
+    """The ssh command line for `command` on `address` (empty: a login shell)."""
+    argv = ["ssh", *_common_options(settings, tty), "-p", str(settings.port)]
     if settings.tunnel:
-        argv += ["-J", settings.tunnel]
+        argv += ["-o", f"ProxyCommand={_proxy_command(settings)}"]
     argv.append("-t" if tty else "-T")
     argv += [f"{settings.username}@{address}", "--", *command]
     return argv

@@ -132,9 +132,8 @@ def test_example_deployment_and_remote_verbs(cluster: ClusterState) -> None:
     tunnel = cli(
         "--tunnel", f"root@{cluster.hosts[0].address}", "ssh", machine[:6], "hostname", env=env
     )
-    assert tunnel.returncode in (0, 1)  # the hosts' sshd may refuse forwarding; one line if so
-    if tunnel.returncode:
-        assert len(tunnel.stderr.strip().splitlines()) == 1
+    assert tunnel.returncode == 0, tunnel.stderr
+    assert tunnel.stdout.strip().startswith(f"{cluster.name}-h")
 
 
 def test_cut_link_moves_units_and_the_host_stops_its_copies_when_back(
@@ -156,11 +155,28 @@ def test_cut_link_moves_units_and_the_host_stops_its_copies_when_back(
         __import__("ipaddress").IPv4Network(cluster.subnet),
         {h.name: h.index for h in cluster.hosts},
     )
+    from fleetpy.registry import Registry, RegistryConfig
+
+    registry = Registry(RegistryConfig(endpoints=tuple(cluster.endpoints)))
     network.cut(victim.name)
     cut_at = time.monotonic()
     try:
 
-        def elsewhere() -> bool:
+        def placed_elsewhere() -> bool:
+            schedule = registry.read_view(with_text=False).schedule
+            return all(schedule.get(name, (victim_machine,))[0] != victim_machine for name in moved)
+
+        until(
+            placed_elsewhere,
+            timeout=30,
+            interval=0.05,
+            what="the cut host's units placed elsewhere",
+        )
+        placed_after = time.monotonic() - cut_at
+        print(f"link cut: units placed elsewhere after {placed_after:.2f}s (TTL 5)")
+        assert placed_after <= 5 + 2  # TTL + 2 s
+
+        def active_elsewhere() -> bool:
             now = json.loads(cli("list-units", "-o", "json", env=env).stdout)
             return all(
                 any(
@@ -170,12 +186,11 @@ def test_cut_link_moves_units_and_the_host_stops_its_copies_when_back(
                 for name in moved
             )
 
-        until(elsewhere, timeout=30, what="the cut host's units active elsewhere")
-        moved_after = time.monotonic() - cut_at
-        print(f"link cut: units active elsewhere after {moved_after:.1f}s (TTL 5)")
-        assert moved_after < 5 + 2 + 8  # TTL + 2 s, with an allowance for the CLI polls here
+        until(active_elsewhere, timeout=30, what="the cut host's units active elsewhere")
     finally:
         network.restore(victim.name)
+        registry.close()
+    restored_at = time.monotonic()
     nsenter = ["nsenter", "-t", str(victim.init.pid if victim.init else 0), "-a"]
 
     def stopped_there() -> bool:
@@ -184,7 +199,12 @@ def test_cut_link_moves_units_and_the_host_stops_its_copies_when_back(
         ).stdout.split()
         return "active" not in active
 
-    until(stopped_there, timeout=5 + 5, what="the returning host stopped its stale copies")
+    until(
+        stopped_there, timeout=30, interval=0.1, what="the returning host stopped its stale copies"
+    )
+    twice_after_return = time.monotonic() - restored_at
+    print(f"link back: stale copies stopped after {twice_after_return:.2f}s (TTL 5)")
+    assert twice_after_return <= 5  # nothing runs twice for longer than the TTL
 
 
 def test_killed_etcd_member_and_killed_leading_engine(cluster: ClusterState) -> None:

@@ -153,7 +153,17 @@ def build_wheels(dest: Path, source_dir: Path = SOURCE_DIR, include_fleetpy: boo
     requirements = runtime_dependencies(source_dir)
     if include_fleetpy:
         # fleetpy is pure Python: one wheel fits every interpreter.
-        _pip(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), str(source_dir))
+        _pip(
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            str(dest),
+            str(source_dir),
+        )
     if sys.version_info[:2] == ROOTFS_PYTHON:
         argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(dest)]
     else:
