@@ -1097,16 +1097,17 @@ def cluster_up(
     state = local.up(name, hosts, etcd_members, subnet, ttl, log=lambda m: _say(f"cluster: {m}"))
     _out(
         f"cluster {name} is up in {state.up_seconds:.1f}s: {len(state.hosts)} hosts on "
-        f"{state.subnet}, etcd at {','.join(state.endpoints)}"
+        f"{state.subnet}"
     )
     for host in state.hosts:
         meta = ",".join(f"{k}={v}" for k, v in sorted(host.metadata.items()))
         _out(f"  {host.name}  {host.address}  {host.machine_id}  {meta}")
-    _out(
-        f"use it:  . {state.env_file}   (sets FLEETPY_ENDPOINT, the ssh user, key and "
-        f"known-hosts file)"
-    )
-    _out(f"ends with:  fleetpy cluster down --name {name}")
+    _out(f"endpoint:     {','.join(state.endpoints)}")
+    _out(f"ssh user:     {local.SSH_USER}")
+    _out(f"ssh key:      {state.identity}")
+    _out(f"known hosts:  {state.known_hosts}")
+    _out(f"to use it:    . {state.env_file}   (sets all of the above for fleetpy)")
+    _out(f"to end it:    fleetpy cluster down --name {name}")
 
 
 @cluster_app.command("status")

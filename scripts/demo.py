@@ -1,8 +1,11 @@
-"""The main job, end to end on this machine: etcd, an engine, three real hosts
-(systemd-nspawn, real systemd, the real agent), and the example units driven with
-the fleetpy CLI exactly as an operator would.
+"""The main job, end to end on this machine: `fleetpy cluster up` (etcd, two engines,
+three real hosts on their own IPs: systemd-nspawn, real systemd, sshd, the real agent),
+the example deployment from units/, and the fleetpy CLI exactly as an operator uses it.
 
-    .venv/bin/python scripts/demo.py [--keep]      (scripts/demo.sh sets up first)
+    .venv/bin/python scripts/demo.py [--keep] [--hosts N] [--etcd-members 1|3]
+                                           (scripts/demo.sh sets up first)
+
+--keep leaves the cluster up (`fleetpy cluster down --name demo` ends it).
 """
 
 from __future__ import annotations
@@ -12,14 +15,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from fleetpy.cluster.etcd import EtcdServer  # noqa: E402
-from fleetpy.cluster.nspawn import HostPool, ensure_busybox_image, ensure_dockerd, ensure_rootfs  # noqa: E402
+NAME = "demo"
 
 
 def say(text: str) -> None:
@@ -28,97 +27,61 @@ def say(text: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--keep", action="store_true", help="keep the cluster up until Ctrl-C")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster up")
+    parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument("--etcd-members", type=int, default=1, choices=(1, 3))
     args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
     work = Path(tempfile.mkdtemp(prefix="fleetpy-demo-"))
 
-    say("preparing: dockerd, a local busybox image, the host image (cached after the first run)")
-    ensure_dockerd()
-    ensure_busybox_image()
-    rootfs = ensure_rootfs()
+    def fleetpy(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
+        print(f"$ fleetpy {' '.join(argv)}", flush=True)
+        code = subprocess.run(
+            [sys.executable, "-m", "fleetpy", *argv], env=env, cwd=work
+        ).returncode
+        if code not in ok:
+            raise SystemExit(f"demo: fleetpy {' '.join(argv)} exited {code}")
 
-    with EtcdServer() as etcd:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
-        env.update(FLEETPY_ENDPOINT=etcd.endpoint)
+    say(f"a local cluster: etcd, two engines, {args.hosts} hosts with their own addresses")
+    fleetpy(
+        "cluster", "up", "--name", NAME, "--hosts", str(args.hosts),
+        "--etcd-members", str(args.etcd_members),
+    )  # fmt: skip
+    up = True
+    try:
+        # What `. /run/fleetpy/clusters/demo/env` does in a shell.
+        env_file = Path(f"/run/fleetpy/clusters/{NAME}/env")
+        for line in env_file.read_text().splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value
+        fleetpy("list-machines")
 
-        def fleetpy(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
-            print(f"$ fleetpy {' '.join(argv)}", flush=True)
-            code = subprocess.run(
-                [sys.executable, "-m", "fleetpy", *argv], env=env, cwd=work
-            ).returncode
-            if code not in ok:
-                raise SystemExit(f"demo: fleetpy {' '.join(argv)} exited {code}")
+        say("the example deployment (units/fleetpy.yaml): plan, then apply")
+        fleetpy("plan", str(ROOT / "units"), ok=(2,))
+        fleetpy("apply", str(ROOT / "units"), "--min-ready", "1")
+        fleetpy("list-units")
 
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "fleetpy", "engine"],
-            env=env,
-            stderr=open(work / "engine.log", "w"),
-        )
-        pool = HostPool(rootfs=rootfs, state_root=work / "hosts", etcd_endpoints=[etcd.endpoint])
-        try:
-            say(f"etcd at {etcd.endpoint}; booting 3 hosts")
-            hosts = pool.start(3, metadata=[{"rack": "a"}, {"rack": "b"}, {"rack": "c"}], ttl=5)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                out = subprocess.run(
-                    [sys.executable, "-m", "fleetpy", "list-machines", "--no-legend"],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                )
-                if len(out.stdout.splitlines()) == 3:
-                    break
-                time.sleep(0.5)
-            fleetpy("list-machines")
+        say("on the units' machines, over ssh: status, journal, a command")
+        fleetpy("status", "web@1.service")
+        fleetpy("journal", "--lines", "3", "web-sidekick@1.service")
+        fleetpy("ssh", "web@2.service", "hostname -I; docker ps --format '{{.Names}}'")
 
-            say("the example deployment (units/fleetpy.yaml): plan, then apply")
-            fleetpy("plan", str(ROOT / "units"), ok=(2,))
-            fleetpy("apply", str(ROOT / "units"), "--min-ready", "1")
+        if args.keep:
+            say(f"left up: . {env_file}; fleetpy list-units; fleetpy cluster down --name {NAME}")
+            up = False
+            return 0
 
-            say("a plain unit, by hand")
-            fleetpy("start", str(ROOT / "units/hello.service"))
-            fleetpy("list-unit-files", "--fields", "unit,dstate,state,target,owner")
-            fleetpy("list-units")
-            print("$ docker ps", flush=True)
-            subprocess.run(
-                ["docker", "ps", "--format", "table {{.Names}}\t{{.Image}}\t{{.Status}}"]
-            )
-            first = hosts[0]
-            print(f"$ systemctl status (on {first.name})", flush=True)
-            print(
-                first.systemctl(
-                    "list-units",
-                    "--no-pager",
-                    "web@*",
-                    "web-sidekick@*",
-                    "hello.service",
-                    "monitor.service",
-                    check=False,
-                ).stdout
-            )
+        say("a rolling restart of the web instances, one machine at a time")
+        fleetpy("restart", "web@*")
 
-            if args.keep:
-                say(
-                    f"cluster up: FLEETPY_ENDPOINT={etcd.endpoint} fleetpy list-units; Ctrl-C ends it"
-                )
-                while True:
-                    time.sleep(3600)
-
-            say("a rolling restart of the web instances, one machine at a time")
-            fleetpy("restart", "web@*")
-
-            say("stop, unload and destroy")
-            fleetpy("stop", "web-sidekick@*")
-            fleetpy("unload", "hello.service")
-            fleetpy("destroy", "web@*", "web-sidekick@*", "hello.service", "monitor.service")
-            fleetpy("list-unit-files")
-            say("done")
-        except KeyboardInterrupt:
-            pass
-        finally:
-            engine.terminate()
-            engine.wait()
-            pool.close()
+        say("stop and destroy")
+        fleetpy("stop", "web-sidekick@*")
+        fleetpy("destroy", "web@*", "web-sidekick@*", "monitor.service")
+        fleetpy("list-unit-files")
+        say("done")
+    finally:
+        if up:
+            fleetpy("cluster", "down", "--name", NAME)
     return 0
 
 

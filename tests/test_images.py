@@ -59,7 +59,7 @@ def test_packer_template_builds_on_bookworm_with_qemu(template: dict[str, Any]) 
     variables = dict(_blocks(template["variable"]))
     assert "bookworm" in variables["base_image_url"]["default"]
     assert variables["etcd"]["default"] is False
-    (source_type, sources), = _blocks(template["source"])
+    ((source_type, sources),) = _blocks(template["source"])
     assert source_type == "qemu"
     bookworm = sources["bookworm"]
     assert bookworm["iso_url"] == "${var.base_image_url}"
@@ -82,9 +82,7 @@ def test_packer_provisions_with_the_hosts_script(template: dict[str, Any]) -> No
     steps = [(kind, body) for item in build["provisioner"] for kind, body in item.items()]
     kinds = [kind for kind, _ in steps]
     assert kinds.index("shell-local") < kinds.index("file")  # wheels exist before upload
-    uploads = [
-        body for kind, body in steps if kind == "file" and "sources" in body
-    ]
+    uploads = [body for kind, body in steps if kind == "file" and "sources" in body]
     (upload,) = uploads
     assert "${path.root}/provision.sh" in upload["sources"]
     assert "${path.root}/../agent/fleetpy-agent.service" in upload["sources"]
@@ -116,9 +114,14 @@ def _vagrant_events() -> list[dict[str, Any]]:
     check = subprocess.run([ruby, "-c", str(VAGRANT / "Vagrantfile")], capture_output=True)
     assert check.returncode == 0, check.stderr
     out = subprocess.run(
-        [ruby, str(Path(__file__).parent / "images" / "vagrant_record.rb"),
-         str(VAGRANT / "Vagrantfile")],
-        capture_output=True, text=True, check=True,
+        [
+            ruby,
+            str(Path(__file__).parent / "images" / "vagrant_record.rb"),
+            str(VAGRANT / "Vagrantfile"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     events: list[dict[str, Any]] = json.loads(out.stdout)
     return events
@@ -164,9 +167,7 @@ def test_vagrantfile_is_a_three_member_cluster_provisioned_by_the_hosts_script(
 
         # What the script makes of this machine's arguments is a config the agent reads.
         root = tmp_path / name
-        machine_args = [
-            a for a in args if a not in ("--docker", "--etcd")
-        ]
+        machine_args = [a for a in args if a not in ("--docker", "--etcd")]
         for flag in ("--wheels", "--unit"):
             i = machine_args.index(flag)
             del machine_args[i : i + 2]
@@ -198,8 +199,10 @@ def test_vagrantfile_is_a_three_member_cluster_provisioned_by_the_hosts_script(
         (["--endpoint", "http://a:1"], "need --ip"),
         (["--ip", "10.0.0.1", "--endpoint", "a:1;rm -rf /"], "want URL"),
         (["--ip", "10.0.0.1", "--endpoint", "http://a:1", "--metadata", "a=b c"], "KEY=VALUE"),
-        (["--ip", "10.0.0.1", "--etcd-name", "x", "--etcd-cluster", "y=http://a:2380"],
-         "no member x"),
+        (
+            ["--ip", "10.0.0.1", "--etcd-name", "x", "--etcd-cluster", "y=http://a:2380"],
+            "no member x",
+        ),
         (["--wheels", "/nonexistent"], "not a directory"),
         (["--bogus"], "unknown argument: --bogus"),
         (["--ip"], "--ip needs a value"),

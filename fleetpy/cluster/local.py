@@ -152,7 +152,8 @@ def up(
     metadata: Sequence[Mapping[str, str]] | None = None,
     log: Any = None,
 ) -> ClusterState:
-    """Make the cluster; returns its state once every host is registered in etcd."""
+    """Make the cluster; returns its state once every host is registered in etcd.
+    A failure leaves what was made for `down` (and its logs to read): the error says so."""
     _require_root()
     say = log or (lambda message: None)
     if etcd_members not in (1, 3):
@@ -171,9 +172,29 @@ def up(
             f"a local cluster named {name} is up already (or its remains are): "
             f"fleetpy cluster down --name {name}"
         ) from None
-    started = time.monotonic()
     state = ClusterState(name, str(network.subnet), str(directory))
     state.save()
+    try:
+        return _make(state, network, hosts, etcd_members, ttl, metadata, say)
+    except (FleetpyError, OSError, subprocess.SubprocessError) as exc:
+        detail = " ".join(str(exc).split())[-500:] or type(exc).__name__
+        raise ClusterError(
+            f"cluster {name} failed half-way: {detail} (logs in {directory}; "
+            f"fleetpy cluster down --name {name} removes what was made)"
+        ) from None
+
+
+def _make(
+    state: ClusterState,
+    network: BridgeNetwork,
+    hosts: int,
+    etcd_members: int,
+    ttl: int,
+    metadata: Sequence[Mapping[str, str]] | None,
+    say: Any,
+) -> ClusterState:
+    name, directory = state.name, Path(state.directory)
+    started = time.monotonic()
 
     say("preparing dockerd, the busybox image and the host image (cached after the first run)")
     ensure_dockerd()
