@@ -4,6 +4,7 @@ local-cluster tests run them against real hosts)."""
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,16 @@ def test_public_subnets_are_refused() -> None:
         BridgeNetwork("a", ipaddress.IPv4Network("8.8.8.0/24"))
     with pytest.raises(NetworkError, match="at least /28"):
         BridgeNetwork("a", ipaddress.IPv4Network("10.0.0.0/30"))
+
+
+def test_an_unreachable_machine_is_one_line_naming_it(tmp_path: Path) -> None:
+    from fleetpy.remote import RemoteError, Target, run
+
+    # Port 1 on loopback: nothing listens, ssh fails at once (no traffic leaves the machine).
+    settings = SshSettings(port=1, known_hosts_file=str(tmp_path / "known_hosts"))
+    target = Target("0123456789abcdef", "127.0.0.1")
+    with pytest.raises(RemoteError) as caught:
+        list(run(settings, target, ["true"]))
+    message = str(caught.value)
+    assert message.startswith("cannot reach machine 01234567/127.0.0.1 over ssh: ")
+    assert "\n" not in message
