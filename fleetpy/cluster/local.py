@@ -59,6 +59,10 @@ class ProcessRecord:
         return cls(pid, _start_time(pid), log)
 
     def alive(self) -> bool:
+        # A zombie is dead: when up ran in this process (tests, bench), its children
+        # stay zombies until reaped, so reap them here too.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, os.WNOHANG)
         return _start_time(self.pid) == self.started != ""
 
 
@@ -132,7 +136,8 @@ def _start_time(pid: int) -> str:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
-    return stat.rpartition(")")[2].split()[19]
+    fields = stat.rpartition(")")[2].split()
+    return "" if fields[0] == "Z" else fields[19]
 
 
 def _require_root() -> None:
