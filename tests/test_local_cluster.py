@@ -18,7 +18,7 @@ import pytest
 from hosts_fixtures import require_host_prerequisites
 from waiting import until
 
-from fleetpy.cluster.local import STATE_ROOT, ClusterState
+from fleetpy.cluster.local import STATE_ROOT, ClusterState, strays
 from fleetpy.cluster.network import ip
 
 pytestmark = pytest.mark.hosts
@@ -57,6 +57,7 @@ def leftovers(name: str) -> list[str]:
     found += [ns for ns in ip("netns", "list").stdout.split() if ns.startswith(f"fleetpy-{name}-")]
     if (STATE_ROOT / name).exists():
         found.append(str(STATE_ROOT / name))
+    found += [f"process {pid}" for pid in strays(name, str(STATE_ROOT / name))]
     return found
 
 

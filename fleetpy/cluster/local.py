@@ -38,6 +38,7 @@ from .nspawn import (
 )
 
 STATE_ROOT = Path("/run/fleetpy/clusters")
+CLUSTER_MARK = "FLEETPY_LOCAL_CLUSTER"  # in the environment of the engines up starts
 SSH_USER = "root"
 RACKS = ("r1", "r2", "r3")
 
@@ -299,6 +300,7 @@ def _make(
     say("starting two engines")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
     env["FLEETPY_ENDPOINT"] = ",".join(state.endpoints)
+    env[CLUSTER_MARK] = name  # lets `down` find an engine that crashed `up` did not record
     for number in (1, 2):
         log_path = directory / f"engine{number}.log"
         with open(log_path, "ab") as engine_log:
@@ -408,6 +410,44 @@ def _wait_gone(records: Sequence[ProcessRecord | None], timeout: float = 30.0) -
         time.sleep(0.1)
 
 
+_STRAY_PROGRAMS = {b"etcd", b"systemd-nspawn"}  # not, say, a `tail -f` of a log there
+
+
+def strays(name: str, directory: str) -> list[int]:
+    """Processes of this cluster that its state does not list: an `up` killed between
+    starting one and recording it. Found by the cluster's directory on their command line
+    (etcd's data dir, nspawn's binds) or the mark in their environment (engines)."""
+    needle, mark = (directory.rstrip("/") + "/").encode(), f"{CLUSTER_MARK}={name}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            ours = os.path.basename(argv[0]) in _STRAY_PROGRAMS and any(
+                needle in arg for arg in argv
+            )
+            if ours or mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def _kill_stray(pid: int) -> None:
+    """SIGKILL a process; an nspawn's container init first (in its own pid namespace),
+    since killing nspawn alone leaves the container running."""
+    with contextlib.suppress(OSError):
+        own_ns = os.readlink("/proc/self/ns/pid")
+        children = " ".join(
+            p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children")
+        ).split()
+        for child in children:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{child}/ns/pid") != own_ns:
+                    os.kill(int(child), signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
 def down(name: str) -> list[str]:
     """Remove everything the cluster's state lists; what was removed, for the log."""
     _require_root()
@@ -436,6 +476,12 @@ def down(name: str) -> list[str]:
         _kill(member)
     _wait_gone(state.etcd)
     done.append(f"{len(state.etcd)} etcd members")
+    unrecorded = strays(name, state.directory)
+    for pid in unrecorded:
+        _kill_stray(pid)
+    if unrecorded:
+        _wait_gone([ProcessRecord.of(pid) for pid in unrecorded])
+        done.append(f"{len(unrecorded)} processes up had not recorded")
     if state.bridge:
         remove_links([state.bridge])
         done.append(f"bridge {state.bridge}")
