@@ -65,3 +65,8 @@ class UnitFileError(FleetpyError):
 
 class FileError(FleetpyError):
     """A user's file that cannot be read or written safely (not a regular file, too big, ...)."""
+
+
+class SigningError(FleetpyError):
+    """A signing key that cannot be made, read or used (missing, unsafe mode, wrong type),
+    or a unit that cannot be signed."""

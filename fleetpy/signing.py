@@ -1,0 +1,428 @@
+"""Signed units: ed25519 keys, signatures over (unit name, content hash), and checking them.
+
+A client with a private key signs each unit it submits; an agent configured with trusted
+public keys runs only units whose signature one of them made for exactly that unit name
+and content hash, and whose text hashes to that hash. Whoever can write to etcd but holds
+no trusted private key can then neither add a unit nor swap a signed unit's contents.
+
+Key files, in a key directory (the CLI's keys_dir setting):
+  NAME.key   the private key: PEM PKCS#8, no passphrase, mode 0600 (refused if group- or
+             world-readable)
+  NAME.pub   the public key: PEM SubjectPublicKeyInfo; copy it into agents' trusted-key
+             directories
+A key's id is the first 16 hex digits of the sha256 of its raw 32-byte public key.
+
+A signature is stored as text: "ed25519:<key id>:<base64url signature, unpadded>".
+
+Public API:
+  generate_key(keys_dir, name) -> KeyInfo
+  list_keys(keys_dir) -> list[KeyInfo]
+  load_signer(spec, keys_dir, warn) -> Signer          spec: a key name, or a path (with '/')
+  load_trusted_keys(directory, warn) -> TrustedKeys    every *.pub in the directory
+  TrustedKeys.check(name, content_hash, text, signature) -> Rejection | None
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import ConfigError, FileError, SigningError
+from .files import display_path, read_regular_file
+from .unit import content_hash as hash_of
+
+SCHEME = "ed25519"
+PRIVATE_SUFFIX = ".key"
+PUBLIC_SUFFIX = ".pub"
+# The signed message starts with a fixed label so a signature made here can never be
+# passed off as a signature over some other kind of data signed with the same key (or
+# the other way round), and a new message format can get a new label. The unit name is
+# part of the message so a signed content cannot be moved under another name; NUL
+# separates the fields because neither a unit name nor a hex digest can contain one.
+DOMAIN = b"fleetpy unit signature v1\x00"
+MAX_KEY_FILE_BYTES = 16 * 1024
+MAX_SIGNATURE_CHARS = 200  # "ed25519:" + 16 + ":" + 86 is 111; more is not ours
+_KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+_SIG_B64 = re.compile(r"[A-Za-z0-9_-]{86}")
+
+Warn = Callable[[str], None]
+
+
+class Rejection(StrEnum):
+    """Why an agent refuses a unit; the value is what `list-units` shows as SUB."""
+
+    UNSIGNED = "unsigned"
+    CONTENT = "content-mismatch"  # the text does not hash to the signed hash
+    MALFORMED = "bad-signature"  # not a signature in fleetpy's format
+    UNTRUSTED = "untrusted-key"  # signed by a key this machine does not trust
+    FORGED = "wrong-signature"  # a trusted key id, but the signature does not verify
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A refused unit: the short reason and the one-line explanation."""
+
+    reason: Rejection
+    detail: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    key_id: str  # "" when the key files cannot be read
+    public_path: Path
+    private_path: Path
+    has_private: bool
+    problem: str = ""  # why the key could not be read, if it could not
+
+
+def message(name: str, content_hash: str) -> bytes:
+    """The bytes a unit's signature covers."""
+    return DOMAIN + name.encode("utf-8") + b"\x00" + content_hash.encode("ascii")
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def format_signature(kid: str, raw: bytes) -> str:
+    return f"{SCHEME}:{kid}:{base64.urlsafe_b64encode(raw).decode('ascii').rstrip('=')}"
+
+
+def parse_signature(text: str) -> tuple[str, bytes] | None:
+    """(key id, raw signature), or None if `text` is not a signature fleetpy writes."""
+    if len(text) > MAX_SIGNATURE_CHARS:
+        return None
+    scheme, _, rest = text.partition(":")
+    kid, _, encoded = rest.partition(":")
+    if scheme != SCHEME or not _KEY_ID.fullmatch(kid) or not _SIG_B64.fullmatch(encoded):
+        return None
+    try:
+        return kid, base64.urlsafe_b64decode(encoded + "==")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def signature_key_id(text: str | None) -> str | None:
+    parsed = None if text is None else parse_signature(text)
+    return None if parsed is None else parsed[0]
+
+
+# ----------------------------------------------------------------------------- key files
+
+
+def keys_directory(keys_dir: str | os.PathLike[str]) -> Path:
+    return Path(os.path.expanduser(os.fspath(keys_dir)))
+
+
+def _check_name(name: str) -> str:
+    if not _KEY_NAME.fullmatch(name):
+        raise SigningError(
+            f"invalid key name {name!r}: letters, digits and _.- (at most 64, not starting "
+            "with . or -)"
+        )
+    return name
+
+
+def generate_key(keys_dir: str | os.PathLike[str], name: str) -> KeyInfo:
+    """A new key pair NAME.key (0600) and NAME.pub in keys_dir; never overwrites either."""
+    _check_name(name)
+    directory = keys_directory(keys_dir)
+    private_path = directory / f"{name}{PRIVATE_SUFFIX}"
+    public_path = directory / f"{name}{PUBLIC_SUFFIX}"
+    for path in (private_path, public_path):
+        if os.path.lexists(path):
+            raise SigningError(f"key {name} exists already ({display_path(path)}); not replaced")
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SigningError(
+            f"cannot create key directory {display_path(directory)}: {exc.strerror or exc}"
+        ) from None
+    private = Ed25519PrivateKey.generate()
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _write_new(private_path, private_pem, 0o600)
+    try:
+        _write_new(public_path, public_pem, 0o644)
+    except SigningError:
+        os.unlink(private_path)  # nothing half-made: a key without its .pub is no use
+        raise
+    return KeyInfo(name, key_id(private.public_key()), public_path, private_path, True)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` (O_EXCL: never follows or replaces anything) with `mode`, fsynced."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise SigningError(f"cannot create {display_path(path)}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, mode)  # the umask must not loosen or tighten it
+        os.write(fd, data)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(path)
+        raise SigningError(f"cannot write {display_path(path)}: {exc.strerror or exc}") from None
+    os.close(fd)
+
+
+def _read_key_file(path: Path, what: str) -> bytes:
+    try:
+        return read_regular_file(path, limit=MAX_KEY_FILE_BYTES, what=what)
+    except FileError as exc:
+        raise SigningError(str(exc)) from None
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    path = Path(path)
+    data = _read_key_file(path, "public key")
+    try:
+        public = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise SigningError(
+            f"{display_path(path)} is not a PEM public key (make keys with `fleetpy keys generate`)"
+        ) from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise SigningError(f"{display_path(path)} is not an ed25519 public key")
+    return public
+
+
+def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """A private key file: refused when others than its owner may read it."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise SigningError(
+            f"cannot read private key {display_path(path)}: {exc.strerror or exc}"
+        ) from None
+    if stat.S_ISREG(mode) and mode & 0o077:
+        raise SigningError(
+            f"private key {display_path(path)} is accessible by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    data = _read_key_file(path, "private key")
+    try:
+        private = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise SigningError(
+            f"private key {display_path(path)} is encrypted; fleetpy's keys have no passphrase"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise SigningError(f"{display_path(path)} is not a PEM private key") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise SigningError(f"{display_path(path)} is not an ed25519 private key")
+    return private
+
+
+def list_keys(keys_dir: str | os.PathLike[str]) -> list[KeyInfo]:
+    """The keys in keys_dir (by name), whether their private half is there, and their id."""
+    directory = keys_directory(keys_dir)
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise SigningError(
+            f"cannot list key directory {display_path(directory)}: {exc.strerror or exc}"
+        ) from None
+    names = sorted(
+        {
+            entry[: -len(suffix)]
+            for entry in entries
+            for suffix in (PRIVATE_SUFFIX, PUBLIC_SUFFIX)
+            if entry.endswith(suffix) and _KEY_NAME.fullmatch(entry[: -len(suffix)])
+        }
+    )
+    found = []
+    for name in names:
+        public_path = directory / f"{name}{PUBLIC_SUFFIX}"
+        private_path = directory / f"{name}{PRIVATE_SUFFIX}"
+        has_private = private_path.exists()
+        kid, problem = "", ""
+        try:
+            if public_path.exists():
+                kid = key_id(load_public_key(public_path))
+            else:
+                kid = key_id(load_private_key(private_path).public_key())
+        except SigningError as exc:
+            problem = str(exc)
+        found.append(KeyInfo(name, kid, public_path, private_path, has_private, problem))
+    return found
+
+
+# ----------------------------------------------------------------------------- verifying
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    key_id: str
+    public: Ed25519PublicKey = field(compare=False)
+    source: str  # the file it came from, for messages
+
+
+@dataclass(frozen=True)
+class TrustedKeys:
+    """Public keys whose signatures are accepted; several at once while keys rotate."""
+
+    keys: Mapping[str, TrustedKey] = field(default_factory=dict)  # key id -> key
+    source: str = ""  # the directory they came from
+
+    def verify(self, name: str, content_hash: str, signature: str | None) -> Verdict | None:
+        """None when `signature` is a trusted key's signature of (name, content_hash)."""
+        if signature is None:
+            return Verdict(Rejection.UNSIGNED, "not signed; this machine runs only signed units")
+        parsed = parse_signature(signature)
+        if parsed is None:
+            return Verdict(Rejection.MALFORMED, "the signature is not in fleetpy's format")
+        kid, raw = parsed
+        key = self.keys.get(kid)
+        if key is None:
+            return Verdict(
+                Rejection.UNTRUSTED, f"signed by key {kid}, which this machine does not trust"
+            )
+        try:
+            key.public.verify(raw, message(name, content_hash))
+        except InvalidSignature:
+            return Verdict(
+                Rejection.FORGED,
+                f"the signature of key {kid} is not one for this unit name and content",
+            )
+        return None
+
+    def check(
+        self, name: str, content_hash: str, text: str, signature: str | None
+    ) -> Verdict | None:
+        """None when the unit may run: trusted signature, and the text is the signed one."""
+        refused = self.verify(name, content_hash, signature)
+        if refused is not None:
+            return refused
+        # Checked after the signature so an unsigned unit is reported as unsigned; both
+        # must hold: a valid signature of hash H says nothing about a text that is not H.
+        if hash_of(text) != content_hash:
+            return Verdict(
+                Rejection.CONTENT, f"its text does not hash to the signed hash {content_hash[:7]}"
+            )
+        return None
+
+
+def load_trusted_keys(directory: str | os.PathLike[str], warn: Warn) -> TrustedKeys:
+    """Every *.pub in `directory`; a file that is not an ed25519 public key gets one
+    warning and is skipped. A missing directory is an error (a typo must not leave a
+    machine that runs nothing, silently)."""
+    path = keys_directory(directory)
+    keys = _public_keys(path, warn)
+    if not keys:
+        warn(f"no usable public key in {display_path(path)}: every unit will be rejected")
+    return TrustedKeys(keys, str(path))
+
+
+def _public_keys(path: Path, warn: Warn) -> dict[str, TrustedKey]:
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read trusted keys directory {display_path(path)}: {exc.strerror or exc}"
+        ) from None
+    keys: dict[str, TrustedKey] = {}
+    for entry in entries:
+        if not entry.endswith(PUBLIC_SUFFIX):
+            continue
+        file = path / entry
+        try:
+            public = load_public_key(file)
+        except SigningError as exc:
+            warn(f"trusted key skipped: {exc}")
+            continue
+        kid = key_id(public)
+        keys.setdefault(kid, TrustedKey(kid, public, str(file)))
+    return keys
+
+
+# ----------------------------------------------------------------------------- signing
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key that signs units, and the keys whose signatures it may extend: a
+    unit already in etcd (or a template an instance is made from) is re-signed only if
+    one of the signer's own keys signed it, so a record forged in etcd is never signed."""
+
+    name: str
+    key_id: str
+    private: Ed25519PrivateKey = field(compare=False, repr=False)
+    own: TrustedKeys = field(default_factory=TrustedKeys)
+
+    def sign(self, name: str, content_hash: str) -> str:
+        return format_signature(self.key_id, self.private.sign(message(name, content_hash)))
+
+
+def _private_path(spec: str, keys_dir: str | os.PathLike[str]) -> Path:
+    """A key name (in keys_dir), or a path to a private key file (it contains a '/')."""
+    if "/" in spec:
+        return Path(os.path.expanduser(spec))
+    if spec.endswith(PRIVATE_SUFFIX):
+        spec = spec[: -len(PRIVATE_SUFFIX)]
+    return keys_directory(keys_dir) / f"{_check_name(spec)}{PRIVATE_SUFFIX}"
+
+
+def load_signer(spec: str, keys_dir: str | os.PathLike[str], warn: Warn) -> Signer:
+    """The signing key `spec` names; its own public keys are those of keys_dir."""
+    path = _private_path(spec, keys_dir)
+    if not os.path.lexists(path):
+        raise SigningError(
+            f"no private key {display_path(path)} (`fleetpy keys list` shows the keys; "
+            "`fleetpy keys generate NAME` makes one)"
+        )
+    private = load_private_key(path)
+    public = private.public_key()
+    kid = key_id(public)
+    own: dict[str, TrustedKey] = {kid: TrustedKey(kid, public, str(path))}
+    directory = keys_directory(keys_dir)
+    if directory.is_dir():
+        for kid_other, key in _public_keys(directory, warn).items():
+            own.setdefault(kid_other, key)
+    name = path.name.removesuffix(PRIVATE_SUFFIX)
+    return Signer(name, kid, private, TrustedKeys(own, str(directory)))
+
+
+__all__ = [
+    "KeyInfo",
+    "Rejection",
+    "Signer",
+    "TrustedKey",
+    "TrustedKeys",
+    "Verdict",
+    "generate_key",
+    "key_id",
+    "list_keys",
+    "load_private_key",
+    "load_public_key",
+    "load_signer",
+    "load_trusted_keys",
+    "message",
+    "parse_signature",
+    "signature_key_id",
+]
