@@ -365,7 +365,7 @@ class Engine:
                 m.id: scheduler.Machine(m.id, dict(m.metadata)) for m in view.machines.values()
             },
             schedule={
-                unit: scheduler.Scheduled(machine, entry.desired, entry.hash)
+                unit: scheduler.Scheduled(machine, entry.desired, entry.hash, entry.signature)
                 for unit, (machine, entry) in view.schedule.items()
             },
             reasons=dict(view.reasons),
@@ -416,7 +416,7 @@ class Engine:
             return
         model.invalid.pop(record.name, None)
         model.specs[record.name] = scheduler.UnitSpec(
-            record.name, record.hash, record.desired, options
+            record.name, record.hash, record.desired, options, record.signature
         )
 
     def _options(self, name: str, content_hash: str) -> FleetOptions | str:
@@ -544,8 +544,11 @@ class Engine:
             raise _LostLeadership("a fenced write was refused")
         self.stats.changes += len(changes)
 
-    def _entry(self, unit: str, desired: DesiredState, content_hash: str) -> ScheduleEntry:
-        return ScheduleEntry(unit, content_hash, desired, self._texts.get(content_hash, ""))
+    def _entry(
+        self, unit: str, desired: DesiredState, content_hash: str, signature: str | None
+    ) -> ScheduleEntry:
+        text = self._texts.get(content_hash, "")
+        return ScheduleEntry(unit, content_hash, desired, text, signature)
 
     def _writes(self, change: scheduler.Change) -> list[EngineWrite]:
         """The registry writes of one change: written together, in one transaction."""
@@ -553,11 +556,17 @@ class Engine:
             # Off the old machine and onto the new at once; never on both.
             return [
                 UnplaceUnit(change.from_machine, change.unit),
-                PlaceUnit(change.to_machine, self._entry(change.unit, change.desired, change.hash)),
+                PlaceUnit(
+                    change.to_machine,
+                    self._entry(change.unit, change.desired, change.hash, change.signature),
+                ),
             ]
         if isinstance(change, (scheduler.Schedule, scheduler.Retarget)):
             return [
-                PlaceUnit(change.machine, self._entry(change.unit, change.desired, change.hash))
+                PlaceUnit(
+                    change.machine,
+                    self._entry(change.unit, change.desired, change.hash, change.signature),
+                )
             ]
         if isinstance(change, scheduler.Unschedule):
             return [UnplaceUnit(change.machine, change.unit)]
@@ -566,7 +575,9 @@ class Engine:
     def _apply_to_model(self, model: _Model, change: scheduler.Change) -> None:
         if isinstance(change, (scheduler.Schedule, scheduler.Move, scheduler.Retarget)):
             machine = change.to_machine if isinstance(change, scheduler.Move) else change.machine
-            model.schedule[change.unit] = scheduler.Scheduled(machine, change.desired, change.hash)
+            model.schedule[change.unit] = scheduler.Scheduled(
+                machine, change.desired, change.hash, change.signature
+            )
             if not isinstance(change, scheduler.Retarget):
                 self.stats.placements += 1
             if isinstance(change, scheduler.Move):

@@ -45,6 +45,7 @@ class UnitSpec:
     hash: str
     desired: DesiredState
     options: FleetOptions = field(default_factory=FleetOptions)
+    signature: str | None = None  # copied into the schedule entry, never judged here
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Scheduled:
     machine: str
     desired: DesiredState
     hash: str
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Schedule:
     machine: str
     desired: DesiredState
     hash: str
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class Move:
     to_machine: str
     desired: DesiredState
     hash: str
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,14 @@ class Unschedule:
 
 @dataclass(frozen=True)
 class Retarget:
-    """Rewrite a placed unit's schedule key in place (desired state or hash changed)."""
+    """Rewrite a placed unit's schedule key in place (desired state, hash or signature
+    changed: a re-signed unit's agent must see the new signature)."""
 
     unit: str
     machine: str
     desired: DesiredState
     hash: str
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -717,11 +723,17 @@ class _Planner:
             spec = units[name]
             old = schedule.get(name)
             if old is None:
-                schedules.append(Schedule(name, machine, spec.desired, spec.hash))
+                schedules.append(Schedule(name, machine, spec.desired, spec.hash, spec.signature))
             elif old.machine != machine:
-                moves.append(Move(name, old.machine, machine, spec.desired, spec.hash))
-            elif old.desired != spec.desired or old.hash != spec.hash:
-                retargets.append(Retarget(name, machine, spec.desired, spec.hash))
+                moves.append(
+                    Move(name, old.machine, machine, spec.desired, spec.hash, spec.signature)
+                )
+            elif (old.desired, old.hash, old.signature) != (
+                spec.desired,
+                spec.hash,
+                spec.signature,
+            ):
+                retargets.append(Retarget(name, machine, spec.desired, spec.hash, spec.signature))
         # Every reason is decided here: unplaced units say why, units left on a machine
         # out of touch say so, invalid units say what is wrong with them (while they
         # should run), and reasons of destroyed units go.

@@ -3,7 +3,8 @@
 Key layout under the prefix P (default ``/fleetpy``); values are JSON unless noted.
 
   P/content/<hash>              unit file text (raw), stored once per content hash
-  P/unit/<name>                 UnitRecord: hash, desired state, global flag, owner
+  P/unit/<name>                 UnitRecord: hash, desired state, global flag, owner, and
+                                the signature of (name, hash) when the client signed it
   P/global/<name>               ScheduleEntry of a Global=true unit (read by every agent)
   P/schedule/<machine>/<name>   ScheduleEntry: the unit placed on that machine, with its
                                 text, so an agent needs nothing but its own prefix
@@ -17,7 +18,10 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 the one it is rolling out; every apply write is guarded by it
   P/watcher/<name>              the `fleetpy git watch` that may apply the deployment, under
                                 its lease (the others wait)
-  P/signature/<hash>            reserved for detached signatures of contents
+  P/signature/<hash>            reserved, unused: a signature covers a unit's name as well
+                                as its content hash, so it lives in the unit record and the
+                                engine copies it into the schedule (or client into the
+                                global) entry, the one record an agent reads
   P/fleetpy-layout              marks P as a fleetpy prefix: a prefix inside another
                                 fleetpy prefix (or holding one) is refused, since each
                                 would read the other's keys as its own
@@ -180,17 +184,21 @@ class UnitRecord:
     owner: str | None = None  # the deployment that created it (`fleetpy apply`), if any
     origin: str | None = None  # the git commit or content digest it was applied from
     revision: int = 0  # etcd mod_revision of the record, 0 if not stored
+    # ed25519 signature of (name, hash) (fleetpy.signing's text form); None: unsigned.
+    # Carried, never checked here: agents with trusted keys check it.
+    signature: str | None = None
 
     def to_json(self) -> str:
-        return _dumps(
-            {
-                "hash": self.hash,
-                "desired": self.desired,
-                "global": self.is_global,
-                "owner": self.owner,
-                "origin": self.origin,
-            }
-        )
+        data: dict[str, Any] = {
+            "hash": self.hash,
+            "desired": self.desired,
+            "global": self.is_global,
+            "owner": self.owner,
+            "origin": self.origin,
+        }
+        if self.signature is not None:  # unsigned records stay as they were
+            data["signature"] = self.signature
+        return _dumps(data)
 
     @classmethod
     def from_json(cls, name: str, raw: bytes, revision: int = 0) -> UnitRecord:
@@ -203,6 +211,7 @@ class UnitRecord:
             owner=_field(data, "owner", str, None),
             origin=_field(data, "origin", str, None),
             revision=revision,
+            signature=_field(data, "signature", str, None),
         )
 
 
@@ -252,7 +261,7 @@ class ScheduleEntry:
     hash: str
     desired: DesiredState
     text: str
-    signature: str | None = None  # reserved: carried through, not checked yet
+    signature: str | None = None  # the unit record's, copied; agents with trusted keys check it
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"hash": self.hash, "desired": self.desired, "text": self.text}
@@ -459,6 +468,9 @@ class UnitChange:
     owner: str | None = None
     origin: str | None = None
     replace: bool = False  # new contents under the same name (a rolling update's step)
+    # The client's signature of (name, hash): stored with the record. None keeps an
+    # existing record's signature, except when new contents replace it (it covered the old).
+    signature: str | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -940,12 +952,16 @@ class Registry:
                         raise StateError.different_contents(change.name, current.hash, change.hash)
                     # A new version under the same name: the engine retargets it in place
                     # and the agent stops the old contents and starts the new.
-                    record = replace(current, hash=change.hash, origin=change.origin)
+                    record = replace(
+                        current, hash=change.hash, origin=change.origin, signature=change.signature
+                    )
                     if change.hash not in contents_put:
                         contents_put.add(change.hash)
                         ops.append(self.txn.put(self.key("content", change.hash), change.text))
                 elif change.replace and change.origin is not None:
                     record = replace(current, origin=change.origin)
+                if change.signature is not None:
+                    record = replace(record, signature=change.signature)  # also a re-signing
                 compares.append(self.txn.mod(key, current.revision))
             else:
                 if change.hash is not None and change.text is not None:
@@ -956,14 +972,21 @@ class Registry:
                         change.is_global,
                         change.owner,
                         change.origin,
+                        signature=change.signature,
                     )
                     if change.hash not in contents_put:
                         contents_put.add(change.hash)
                         ops.append(self.txn.put(self.key("content", change.hash), change.text))
                 elif change.template and change.template in existing:
                     tmpl = existing[change.template]
+                    # Not the template's signature: it covers the template's name only.
                     record = UnitRecord(
-                        change.name, tmpl.hash, DesiredState.INACTIVE, tmpl.is_global, change.owner
+                        change.name,
+                        tmpl.hash,
+                        DesiredState.INACTIVE,
+                        tmpl.is_global,
+                        change.owner,
+                        signature=change.signature,
                     )
                     compares.append(self.txn.mod(self.key("unit", change.template), tmpl.revision))
                 else:
@@ -1047,7 +1070,7 @@ class Registry:
         text = change.text if change.hash == record.hash and change.text is not None else None
         if text is None:
             text = self.get_content(record.hash) or ""
-        entry = ScheduleEntry(record.name, record.hash, record.desired, text)
+        entry = ScheduleEntry(record.name, record.hash, record.desired, text, record.signature)
         return self.txn.put(self.key("global", record.name), entry.to_json())
 
     def destroy_units(
