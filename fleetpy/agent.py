@@ -1,7 +1,8 @@
 """The host agent: runs the units the engine placed on this machine, plus matching globals.
 
-The agent's decisions are `plan_actions(desired, observed)`, a pure function; the
-Agent class only gathers inputs (etcd watches on this machine's own schedule prefix and
+The agent's decisions are `plan(desired, observed, trusted)`, a pure function: which
+units it refuses (`screen`: only with trusted keys configured) and the actions for the
+rest (`plan_actions`). The Agent class only gathers inputs (etcd watches on this machine's own schedule prefix and
 the global prefix, state changes from its unit manager) and executes actions. The real
 agent and the simulated host differ only in the UnitManager they are given.
 """
@@ -19,7 +20,8 @@ from typing import Any
 from .errors import FleetpyError
 from .log import log_event
 from .registry import MachineRecord, Registry, ScheduleEntry, ScheduleEvent, UnitState, WatchBatch
-from .states import PLACED_STATES, RUNNING_STATES, DesiredState
+from .signing import TrustedKeys, Verdict
+from .states import PLACED_STATES, REJECTED, REJECTED_LOAD, RUNNING_STATES, DesiredState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import (
     Action,
@@ -40,6 +42,49 @@ class DesiredUnit:
     hash: str
     desired: DesiredState  # loaded or launched
     text: str
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    actions: list[Action]
+    rejected: dict[str, tuple[str, Verdict]]  # unit -> (its content hash, why refused)
+
+
+def screen(
+    desired: Mapping[str, DesiredUnit], trusted: TrustedKeys | None
+) -> tuple[dict[str, DesiredUnit], dict[str, tuple[str, Verdict]]]:
+    """(the units this machine may run, the refused ones and why).
+
+    Without trusted keys every unit may run (fleet's behaviour). With them, a unit runs
+    only if a trusted key signed its name and content hash and its text is that content:
+    a unit written into etcd without a key, or a signed one whose text was swapped, is
+    refused before its file is written.
+    """
+    if trusted is None:
+        return dict(desired), {}
+    accepted: dict[str, DesiredUnit] = {}
+    rejected: dict[str, tuple[str, Verdict]] = {}
+    for name, unit in desired.items():
+        verdict = trusted.check(name, unit.hash, unit.text, unit.signature)
+        if verdict is None:
+            accepted[name] = unit
+        else:
+            rejected[name] = (unit.hash, verdict)
+    return accepted, rejected
+
+
+def plan(
+    desired: Mapping[str, DesiredUnit],
+    observed: Mapping[str, ObservedUnit],
+    trusted: TrustedKeys | None = None,
+) -> AgentPlan:
+    """The agent's whole decision. A refused unit counts as not desired here: if an
+    earlier, valid version of it runs (its record was since replaced by a forged or
+    unsigned one), that is stopped and removed too, since the cluster no longer asks
+    for what runs and what it asks for may not run."""
+    accepted, rejected = screen(desired, trusted)
+    return AgentPlan(plan_actions(accepted, observed), rejected)
 
 
 def plan_actions(
@@ -135,6 +180,8 @@ class AgentConfig:
     public_ip: str = ""
     ttl: int = 10
     hostname: str = field(default_factory=socket.gethostname)
+    # Public keys whose signatures this machine accepts; None: no check (every unit runs).
+    trusted: TrustedKeys | None = None
 
 
 class Agent:
@@ -152,6 +199,7 @@ class Agent:
         self._placed: dict[str, ScheduleEntry] = {}
         self._globals: dict[str, ScheduleEntry] = {}
         self._reported: dict[str, UnitState] = {}
+        self._rejected: dict[str, tuple[str, Verdict]] = {}  # replaced whole, never mutated
         self._cancels: list[Callable[[], None]] = []
         self._synced = False
         self._generation = 0  # bumped by every fresh read; older watch events are dropped
@@ -367,15 +415,26 @@ class Agent:
         chosen = dict(self._placed)
         chosen.update(select_globals(self._globals, self._placed, self.config.metadata))
         return {
-            name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text)
+            name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
             for name, e in chosen.items()
             if e.desired in PLACED_STATES
         }
 
     def _reconcile(self) -> None:
         self.stats.reconciles += 1
-        desired = self.desired()
-        actions = plan_actions(desired, self.manager.observe())
+        decided = plan(self.desired(), self.manager.observe(), self.config.trusted)
+        for name, (content_hash, verdict) in sorted(decided.rejected.items()):
+            if self._rejected.get(name) != (content_hash, verdict):
+                log_event(
+                    "unit_rejected",
+                    machine=self.machine_id,
+                    unit=name,
+                    hash=content_hash[:12],
+                    reason=verdict.reason,
+                    detail=verdict.detail,
+                )
+        self._rejected = decided.rejected
+        actions = decided.actions
         if actions:
             self.stats.actions += len(actions)
             for action in actions:
@@ -414,13 +473,25 @@ class Agent:
         if self._lease is None:
             return
         current = {name: unit.state(self.machine_id) for name, unit in observed.items()}
+        # A refused unit is reported as such (also while an older version of it is still
+        # being stopped): what the cluster asked for is what did not run.
+        for name, (content_hash, verdict) in self._rejected.items():
+            current[name] = UnitState(
+                name,
+                self.machine_id,
+                REJECTED_LOAD,
+                REJECTED,
+                verdict.reason,
+                content_hash,
+                verdict.detail,
+            )
         changed = [s for name, s in current.items() if self._reported.get(name) != s]
         removed = [(name, self.machine_id) for name in self._reported if name not in current]
         if not changed and not removed:
             return
         self.registry.report_states(changed, self._lease, removed)
         for state in changed:
-            if state.active == "failed" or state.message:
+            if state.active == "failed" or (state.message and state.active != REJECTED):
                 log_event(
                     "unit_failed",
                     machine=self.machine_id,
@@ -432,4 +503,14 @@ class Agent:
         self._reported = current
 
 
-__all__ = ["Agent", "AgentConfig", "AgentStats", "DesiredUnit", "plan_actions", "select_globals"]
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "AgentPlan",
+    "AgentStats",
+    "DesiredUnit",
+    "plan",
+    "plan_actions",
+    "screen",
+    "select_globals",
+]

@@ -31,6 +31,7 @@ class Scope(StrEnum):
     AGENT = "agent"
     ENGINE = "engine"
     SSH = "ssh"  # the CLI's status, journal and ssh verbs
+    SIGN = "sign"  # the CLI's signing keys (submit, load, start, apply; keys)
 
 
 class UnitManagerKind(StrEnum):
@@ -70,6 +71,7 @@ class AgentSettings:
     ttl: int = 10
     unit_dir: str = "/run/fleetpy/units"
     unit_manager: UnitManagerKind = UnitManagerKind.SYSTEMD
+    trusted_keys: str | None = None  # a directory of *.pub; None: units are not verified
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,20 @@ class SshSettings:
 
 
 @dataclass(frozen=True)
+class SignSettings:
+    """Where the CLI keeps its signing keys, and the key it signs with by default."""
+
+    keys_dir: str = "~/.config/fleetpy/keys"
+    sign_key: str | None = None  # a key name in keys_dir, or a path; None: do not sign
+
+
+@dataclass(frozen=True)
 class Settings:
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     ssh: SshSettings = field(default_factory=SshSettings)
+    sign: SignSettings = field(default_factory=SignSettings)
 
 
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -369,6 +380,16 @@ SETTINGS: tuple[Setting, ...] = (
         "unit_manager",
     ),
     Setting(
+        "trusted_keys",
+        "--trusted-keys",
+        "FLEETPY_TRUSTED_KEYS",
+        _path,
+        "directory of public keys (*.pub): run only units signed by one of them "
+        "(default: units are not verified)",
+        Scope.AGENT,
+        "trusted_keys",
+    ),
+    Setting(
         "lease_ttl",
         "--lease-ttl",
         "FLEETPY_ENGINE_LEASE_TTL",
@@ -460,6 +481,25 @@ SETTINGS: tuple[Setting, ...] = (
         Scope.SSH,
         "known_hosts_file",
     ),
+    Setting(
+        "keys_dir",
+        "--keys-dir",
+        "FLEETPY_KEYS_DIR",
+        _path,
+        "directory of the signing keys (keys generate/list, --sign NAME)",
+        Scope.SIGN,
+        "keys_dir",
+    ),
+    Setting(
+        "sign_key",
+        "--sign-key",
+        "FLEETPY_SIGN_KEY",
+        _path,
+        "sign the units submit, load, start and apply write with this key "
+        "(a name in the keys directory, or a path)",
+        Scope.SIGN,
+        "sign_key",
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -468,6 +508,7 @@ _RECORDS: dict[Scope, type[Any]] = {
     Scope.AGENT: AgentSettings,
     Scope.ENGINE: EngineSettings,
     Scope.SSH: SshSettings,
+    Scope.SIGN: SignSettings,
 }
 
 
@@ -539,6 +580,7 @@ def resolve(
         agent=replace(AgentSettings(), **chosen[Scope.AGENT]),
         engine=replace(EngineSettings(), **chosen[Scope.ENGINE]),
         ssh=replace(SshSettings(), **chosen[Scope.SSH]),
+        sign=replace(SignSettings(), **chosen[Scope.SIGN]),
     )
 
 

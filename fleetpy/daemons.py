@@ -27,6 +27,7 @@ from .engine import Engine
 from .errors import ConfigError, FleetpyError
 from .log import escape_controls, log_event
 from .registry import Registry
+from .signing import TrustedKeys, load_trusted_keys
 from .unitmanager import SimulatedUnitManager, UnitManager
 
 # Debian's packages for the systemd unit manager's imports (dbus-python, PyGObject).
@@ -46,6 +47,21 @@ def make_unit_manager(settings: AgentSettings) -> UnitManager:
             "--system-site-packages, or pip install 'fleetpy[agent]'"
         ) from None
     return SystemdUnitManager(settings.unit_dir)
+
+
+def trusted_keys(settings: AgentSettings) -> TrustedKeys | None:
+    """The agent's trusted keys (read once, at start: restart the agent to rotate)."""
+    if settings.trusted_keys is None:
+        return None
+    keys = load_trusted_keys(
+        settings.trusted_keys, lambda message: log_event("trusted_keys_warning", detail=message)
+    )
+    log_event(
+        "trusted_keys_loaded",
+        directory=keys.source,
+        keys=",".join(sorted(keys.keys)) or "none",
+    )
+    return keys
 
 
 def _check_layout(registry: Registry, manager: UnitManager | None = None) -> None:
@@ -86,6 +102,7 @@ def run_engine(settings: Settings) -> None:
 def run_agent(settings: Settings) -> None:
     """`fleetpy agent`: register this machine and run the units placed on it."""
     machine_id = settings.agent.machine_id or read_machine_id()
+    trusted = trusted_keys(settings.agent)
     manager = make_unit_manager(settings.agent)
     registry = Registry(settings.etcd.registry_config())
     agent = Agent(
@@ -96,6 +113,7 @@ def run_agent(settings: Settings) -> None:
             metadata=dict(settings.agent.metadata),
             public_ip=settings.agent.public_ip,
             ttl=settings.agent.ttl,
+            trusted=trusted,
         ),
     )
     _check_layout(registry, manager)
@@ -104,6 +122,7 @@ def run_agent(settings: Settings) -> None:
             "agent_starting",
             machine=machine_id,
             manager=settings.agent.unit_manager,
+            verify=trusted is not None,
             pid=os.getpid(),
         )
         agent.start()

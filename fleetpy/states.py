@@ -22,6 +22,12 @@ PLACED_STATES = frozenset({DesiredState.LOADED, DesiredState.LAUNCHED})
 # systemd ActiveStates in which a unit's processes run, or are about to.
 RUNNING_STATES = frozenset({"active", "activating", "deactivating", "reloading"})
 
+# Reported instead of systemd's states for a unit an agent refused to hand to systemd
+# (a machine with trusted keys and a unit without a valid signature): LOAD and ACTIVE,
+# with the reason as SUB and the explanation as the state's message.
+REJECTED_LOAD = "not-loaded"
+REJECTED = "rejected"
+
 
 def verb(desired: DesiredState) -> str:
     """The fleetctl verb that asks for a desired state."""
