@@ -25,6 +25,7 @@ from .control import WaitTarget
 from .errors import FleetpyError
 from .log import escape_controls
 from .registry import Registry
+from .signing import Signer
 from .states import DesiredState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -166,6 +167,22 @@ def _registry(ctx: typer.Context) -> Registry:
     return ctx.with_resource(registry)
 
 
+def _sign_settings(ctx: typer.Context) -> config.SignSettings:
+    return config.resolve(_globals(ctx).etcd_cli, scopes=(config.Scope.SIGN,)).sign
+
+
+def _signer(ctx: typer.Context, key: str | None) -> Signer | None:
+    """The key given with --sign, else the sign_key setting; None: do not sign. Loaded
+    before anything is written, so a bad key writes nothing."""
+    from .signing import load_signer
+
+    settings = _sign_settings(ctx)
+    spec = key or settings.sign_key
+    if spec is None:
+        return None
+    return load_signer(spec, settings.keys_dir, lambda m: _say(f"fleetpy: warning: {m}"))
+
+
 def _version(value: bool) -> None:
     if value:
         _out(f"fleetpy {__version__}")
@@ -225,7 +242,7 @@ app = typer.Typer(
 
 
 @app.callback()
-@with_settings(config.Scope.ETCD, config.Scope.SSH)
+@with_settings(config.Scope.ETCD, config.Scope.SSH, config.Scope.SIGN)
 def _main(
     ctx: typer.Context,
     version: Annotated[
@@ -260,6 +277,16 @@ UnitsArgument = Annotated[
         help="Unit files, or names of submitted units.", show_default=False, metavar="UNIT"
     ),
 ]
+SignOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sign",
+        metavar="KEY",
+        help="Sign the units with this key: a name in the keys directory, or a path "
+        "(default: the sign_key setting, env FLEETPY_SIGN_KEY).",
+        show_default=False,
+    ),
+]
 GlobUnitsArgument = Annotated[
     list[str],
     typer.Argument(
@@ -270,9 +297,10 @@ GlobUnitsArgument = Annotated[
 
 @app.command()
 @edge
-def submit(ctx: typer.Context, units: UnitsArgument) -> None:
+def submit(ctx: typer.Context, units: UnitsArgument, sign: SignOption = None) -> None:
     """Store unit files in the cluster (desired state inactive)."""
-    control.submit(_registry(ctx), units)
+    signer = _signer(ctx, sign)
+    control.submit(_registry(ctx), units, signer)
 
 
 @app.command()
@@ -282,10 +310,12 @@ def load(
     units: UnitsArgument,
     no_block: BlockOption = False,
     block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS,
+    sign: SignOption = None,
 ) -> None:
     """Submit if needed, then place units on machines and load them (desired state loaded)."""
+    signer = _signer(ctx, sign)
     registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, DesiredState.LOADED)
+    plan = control.plan_submit(registry, units, DesiredState.LOADED, signer)
     control.apply(registry, plan)
     _finish(registry, plan.names, WaitTarget.LOADED, "load", no_block, block_attempts)
 
@@ -297,10 +327,12 @@ def start(
     units: UnitsArgument,
     no_block: BlockOption = False,
     block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS,
+    sign: SignOption = None,
 ) -> None:
     """Submit if needed, place, load and start units (desired state launched)."""
+    signer = _signer(ctx, sign)
     registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, DesiredState.LAUNCHED)
+    plan = control.plan_submit(registry, units, DesiredState.LAUNCHED, signer)
     control.apply(registry, plan)
     _finish(registry, plan.names, WaitTarget.LAUNCHED, "start", no_block, block_attempts)
 
@@ -580,7 +612,7 @@ def list_units(
     """List the units machines report, with systemd's LOAD/ACTIVE/SUB."""
     chosen = _fields(
         fields,
-        ("unit", "machine", "load", "active", "sub", "hash"),
+        ("unit", "machine", "load", "active", "sub", "hash", "message"),
         ("unit", "machine", "active", "sub"),
     )
     registry = _registry(ctx)
@@ -594,6 +626,7 @@ def list_units(
                     "load": r.load,
                     "active": r.active,
                     "sub": r.sub,
+                    "message": r.message,
                 }
                 for r in rows
             ]
@@ -614,6 +647,7 @@ def list_units(
                 "active": r.active or "-",
                 "sub": r.sub or "-",
                 "hash": (r.hash if full else r.hash[:7]) or "-",
+                "message": r.message or "-",
             }
             for r in rows
         ],
@@ -680,7 +714,11 @@ CommitOption = Annotated[
 
 
 def _plan(
-    ctx: typer.Context, directory: str, prune: bool, commit: str | None
+    ctx: typer.Context,
+    directory: str,
+    prune: bool,
+    commit: str | None,
+    signer: Signer | None = None,
 ) -> tuple[Registry, Any, Any, Any]:
     from . import deployment, rollout
 
@@ -688,7 +726,7 @@ def _plan(
     units = deployment.render_deployment(loaded)  # all or nothing, before etcd is asked
     registry = _registry(ctx)
     plan = rollout.plan_deployment(
-        registry, loaded.name, units, commit or deployment.digest(units), prune
+        registry, loaded.name, units, commit or deployment.digest(units), prune, signer
     )
     return registry, loaded, units, plan
 
@@ -737,13 +775,15 @@ def _print_plan(plan: Any, output: Output) -> None:
     _out(
         f"deployment {plan.deployment} at {plan.origin}: {counts[ChangeKind.ADD]} to add, "
         f"{counts[ChangeKind.CHANGE]} to change, {counts[ChangeKind.REMOVE]} to remove, "
-        f"{len(plan.unchanged)} unchanged{last}{running}"
+        + (f"{counts[ChangeKind.SIGN]} to re-sign, " if counts[ChangeKind.SIGN] else "")
+        + f"{len(plan.unchanged)} unchanged{last}{running}"
     )
     marks = {
         ChangeKind.ADD: ("+", "green"),
         ChangeKind.CHANGE: ("~", "yellow"),
         ChangeKind.REMOVE: ("-", "red"),
         ChangeKind.ORPHAN: ("?", None),
+        ChangeKind.SIGN: ("~", "cyan"),
     }
     for change in plan.changes:
         mark, colour = marks[change.kind]
@@ -768,10 +808,11 @@ def plan_command(
     prune: PruneOption = False,
     commit: CommitOption = None,
     output: OutputOption = Output.table,
+    sign: SignOption = None,
 ) -> None:
     """Show what apply would do: units added, changed (with a diff) and removed.
     Exit code 0: nothing would change; 2: something would; 1: an error."""
-    _, _, _, plan = _plan(ctx, directory, prune, commit)
+    _, _, _, plan = _plan(ctx, directory, prune, commit, _signer(ctx, sign))
     _print_plan(plan, output)
     raise typer.Exit(2 if plan.has_changes else 0)
 
@@ -820,12 +861,15 @@ def apply_command(
         ),
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only plan.")] = False,
+    sign: SignOption = None,
 ) -> None:
     """Start new units, replace changed ones one step at a time (a rolling update), and
-    with --prune destroy the units this deployment no longer renders."""
+    with --prune destroy the units this deployment no longer renders. With a signing key
+    every unit written is signed, and units signed otherwise are re-signed."""
     from .rollout import ApplyOptions, apply_deployment
 
-    registry, loaded, units, plan = _plan(ctx, directory, prune, commit)
+    signer = _signer(ctx, sign)
+    registry, loaded, units, plan = _plan(ctx, directory, prune, commit, signer)
     if dry_run or not plan.has_changes:
         _print_plan(plan, Output.table)
         if dry_run:
@@ -838,7 +882,7 @@ def apply_command(
         timeout=timeout or loaded.rollout.timeout,
         rollback=rollback,
     )
-    result = apply_deployment(registry, plan, units, options, _apply_reporter())
+    result = apply_deployment(registry, plan, units, options, _apply_reporter(), signer)
     _out(
         f"applied {plan.origin} to deployment {plan.deployment}: {len(result.added)} added, "
         f"{len(result.replaced)} replaced, {len(result.removed)} removed in "
@@ -886,6 +930,66 @@ def restart_command(
 
 # ----------------------------------------------------------------------------- git
 
+keys_app = typer.Typer(
+    name="keys",
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="Signing keys for units (the agents' --trusted-keys hold their .pub files).",
+)
+app.add_typer(keys_app)
+
+
+@keys_app.command("generate")
+@edge
+def keys_generate(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The key's name.", show_default=False)],
+) -> None:
+    """Make an ed25519 key pair NAME.key (mode 0600) and NAME.pub in the keys directory;
+    prints the public key's path and id. Never replaces a key."""
+    from .signing import generate_key
+
+    info = generate_key(_sign_settings(ctx).keys_dir, name)
+    _out(f"{info.public_path}  {info.key_id}")
+
+
+@keys_app.command("list")
+@edge
+def keys_list(
+    ctx: typer.Context,
+    no_legend: NoLegendOption = False,
+    output: OutputOption = Output.table,
+) -> None:
+    """List the keys in the keys directory: name, id, whether the private key is there."""
+    from .signing import list_keys
+
+    keys = list_keys(_sign_settings(ctx).keys_dir)
+    for key in keys:
+        if key.problem:
+            _say(f"fleetpy: warning: key {key.name}: {key.problem}")
+    if output is Output.json:
+        _print_json(
+            [
+                {
+                    "name": k.name,
+                    "id": k.key_id or None,
+                    "private": k.has_private,
+                    "public_key": str(k.public_path) if k.public_path.exists() else None,
+                }
+                for k in keys
+            ]
+        )
+        return
+    _print_table(
+        ("name", "id", "private"),
+        [
+            {"name": k.name, "id": k.key_id or "-", "private": "yes" if k.has_private else "no"}
+            for k in keys
+        ],
+        no_legend,
+    )
+
+
 git_app = typer.Typer(
     name="git",
     rich_markup_mode=None,
@@ -921,6 +1025,17 @@ def _settings_args(ctx: typer.Context) -> list[str]:
     ):
         if value is not None:
             args += [option, os.path.abspath(value) if option.endswith("-file") else value]
+    sign = _sign_settings(ctx)
+    # A hook or watcher signs what it applies as this command would (paths made absolute:
+    # it runs elsewhere).
+    if sign.sign_key is not None:
+        key = sign.sign_key
+        args += [
+            "--keys-dir",
+            os.path.abspath(os.path.expanduser(sign.keys_dir)),
+            "--sign-key",
+            os.path.abspath(os.path.expanduser(key)) if "/" in key else key,
+        ]
     return args
 
 

@@ -22,7 +22,14 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .errors import FleetOptionError, FleetpyError, StateError, UnitFileError, UnknownUnitError
+from .errors import (
+    FleetOptionError,
+    FleetpyError,
+    SigningError,
+    StateError,
+    UnitFileError,
+    UnknownUnitError,
+)
 from .registry import (
     ClusterView,
     MachineEvent,
@@ -35,7 +42,8 @@ from .registry import (
     WatchBatch,
 )
 from .scheduler import NO_MACHINES
-from .states import RUNNING_STATES, DesiredState, verb
+from .signing import Signer
+from .states import REJECTED, RUNNING_STATES, DesiredState, verb
 from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
 
 # fleetpy's own bound on one command (argument lists and glob matches alike): more
@@ -142,22 +150,49 @@ class _Contents:
             self.texts.update({h: found.get(h) for h in missing})
 
 
+def _extended_signature(signer: Signer | None, record: UnitRecord, name: str) -> str | None:
+    """The signature of `name` with `record`'s contents, for a unit named without its file
+    (a submitted unit, or a new instance of a submitted template). The contents are what
+    etcd holds, so they are signed only if one of the signer's own keys signed them
+    already: a record forged in etcd is never signed on the operator's behalf."""
+    if signer is None:
+        return None
+    refused = signer.own.verify(record.name, record.hash, record.signature)
+    if refused is not None:
+        what = "template " if record.name != name else ""
+        raise SigningError(
+            f"cannot sign {name}: {what}{record.name} is stored in etcd without a signature "
+            f"of a key in {signer.own.source or 'the keys directory'} ({refused.detail}); "
+            f"sign it from its unit file: give the file's path instead of the name"
+        )
+    signature = signer.sign(name, record.hash)
+    # ed25519 signatures are deterministic: the same one means this key signed it already.
+    return None if record.name == name and record.signature == signature else signature
+
+
 def _instance_change(
-    contents: _Contents, units: Mapping[str, UnitRecord], name: str, desired: DesiredState | None
+    contents: _Contents,
+    units: Mapping[str, UnitRecord],
+    name: str,
+    desired: DesiredState | None,
+    signer: Signer | None = None,
 ) -> tuple[UnitChange, FleetOptions | None]:
     """A submitted unit by name, or an instance of a submitted template (with its
     options when the instance is new)."""
     parsed = parse_name(name)
     if name in units:
-        return UnitChange(name, desired=desired), None
+        signature = _extended_signature(signer, units[name], name)
+        return UnitChange(name, desired=desired, signature=signature), None
     if parsed.template is not None and parsed.is_instance and parsed.template in units:
         template = units[parsed.template]
+        signature = _extended_signature(signer, template, name)
         text = contents.get(template.hash)
         if text is None:
             raise UnknownUnitError(f"the contents of template {parsed.template} are missing")
         # The instance's [X-Fleet] values (%i, %n) must be valid for this instance.
         options = fleet_options(parse_unit(text, source=parsed.template), name)
-        return UnitChange(name, desired=desired, template=parsed.template), options
+        change = UnitChange(name, desired=desired, template=parsed.template, signature=signature)
+        return change, options
     raise UnknownUnitError.not_submitted(name, parsed.template if parsed.is_instance else None)
 
 
@@ -228,12 +263,17 @@ def _check_cycles(registry: Registry, contents: _Contents, new: Mapping[str, Fle
 
 
 def plan_submit(
-    registry: Registry, args: Sequence[str], desired: DesiredState | None
+    registry: Registry,
+    args: Sequence[str],
+    desired: DesiredState | None,
+    signer: Signer | None = None,
 ) -> CommandPlan:
     """submit (desired None), load (loaded), start (launched): files or names, no globs.
 
     Files are submitted (new units become inactive; an existing unit must have the
     same contents); names must be submitted units or instances of submitted templates.
+    With a signer every unit is signed (name and content hash): a file's unit as read
+    here, a unit named without its file only as `_extended_signature` allows.
     """
     if not args:
         raise FleetpyError("no units given")
@@ -274,7 +314,7 @@ def plan_submit(
     for name in names:
         from_file = locals_.get(name)
         if from_file is None:
-            change, options = _instance_change(contents, units, name, desired)
+            change, options = _instance_change(contents, units, name, desired, signer)
             changes.append(change)
             if options is not None:
                 new_options[name] = options
@@ -289,6 +329,7 @@ def plan_submit(
                 text=from_file.text,
                 hash=from_file.hash,
                 is_global=from_file.is_global,
+                signature=None if signer is None else signer.sign(name, from_file.hash),
             )
         )
         if current is None and from_file.options is not None:
@@ -365,16 +406,20 @@ def apply(registry: Registry, plan: CommandPlan) -> list[UnitRecord]:
     return registry.change_units(plan.changes, plan.known) if plan.changes else []
 
 
-def submit(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
-    return apply(registry, plan_submit(registry, args, None))
+def submit(
+    registry: Registry, args: Sequence[str], signer: Signer | None = None
+) -> list[UnitRecord]:
+    return apply(registry, plan_submit(registry, args, None, signer))
 
 
-def load(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
-    return apply(registry, plan_submit(registry, args, DesiredState.LOADED))
+def load(registry: Registry, args: Sequence[str], signer: Signer | None = None) -> list[UnitRecord]:
+    return apply(registry, plan_submit(registry, args, DesiredState.LOADED, signer))
 
 
-def start(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
-    return apply(registry, plan_submit(registry, args, DesiredState.LAUNCHED))
+def start(
+    registry: Registry, args: Sequence[str], signer: Signer | None = None
+) -> list[UnitRecord]:
+    return apply(registry, plan_submit(registry, args, DesiredState.LAUNCHED, signer))
 
 
 def stop(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
@@ -539,7 +584,12 @@ def evaluate(
         failed = [
             (m, s)
             for m, s in sorted(current.items())
-            if target is WaitTarget.LAUNCHED and s.active == "failed" and fresh(name, m)
+            if fresh(name, m)
+            and (
+                (target is WaitTarget.LAUNCHED and s.active == "failed")
+                # A machine refused to run it (no valid signature): waiting cannot help.
+                or (target in (WaitTarget.LAUNCHED, WaitTarget.LOADED) and s.active == REJECTED)
+            )
         ]
         if failed:
             machine, state = failed[0]
@@ -547,7 +597,8 @@ def evaluate(
                 UnitProgress(
                     name,
                     "failed",
-                    f"failed on {machine_label(view, machine)}: {_state_text(state)}",
+                    f"{'rejected' if state.active == REJECTED else 'failed'} on "
+                    f"{machine_label(view, machine)}: {_state_text(state)}",
                 )
             )
             continue
@@ -736,6 +787,7 @@ class UnitRow:
     active: str
     sub: str
     hash: str
+    message: str = ""  # why systemd refused the unit file, or the agent the unit
 
 
 @dataclass(frozen=True)
@@ -790,6 +842,7 @@ def unit_rows(view: ClusterView) -> list[UnitRow]:
                     active=state.active,
                     sub=state.sub,
                     hash=state.hash,
+                    message=state.message,
                 )
             )
     return rows

@@ -6,6 +6,10 @@ A new version replaces the old under the same name: the unit record gets the new
 content hash, the engine retargets it in place (same machine, if its constraints still
 allow), and that machine's agent stops the old contents, rewrites the unit file and
 starts the new one, so `systemctl` on the host shows the same unit before and after.
+
+With a signer every unit apply writes is signed (its name and content hash); a unit whose
+contents did not change but whose stored signature is not this key's is re-signed in
+place (a SIGN change: nothing restarts), which is how a deployment moves to a new key.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .control import UnitProgress, WaitTarget, select_units, wait_for
 from .deployment import RenderedUnit
 from .errors import DeploymentError, FleetpyError
 from .registry import DeploymentRecord, DeploymentSession, Registry, UnitChange
+from .signing import Signer, signature_key_id
 from .states import DesiredState
 
 
@@ -28,6 +33,7 @@ class ChangeKind(StrEnum):
     CHANGE = "change"
     REMOVE = "remove"  # owned, no longer rendered: destroyed with prune
     ORPHAN = "orphan"  # owned, no longer rendered: kept (no prune)
+    SIGN = "sign"  # same contents, running: only its signature is replaced
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class UnitDiff:
     diff: str = ""  # unified diff of the unit file for a change
     source: str = ""  # the template (and instance) it is rendered from
     start: bool = False  # only its desired state changes: it is not launched now
+    old_signature: str | None = None  # the stored record's (a rollback puts it back)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ def plan_deployment(
     units: Sequence[RenderedUnit],
     origin: str,
     prune: bool = False,
+    signer: Signer | None = None,
 ) -> DeploymentPlan:
     """What apply would do. Raises DeploymentError when a rendered unit exists in the
     cluster but was not created by this deployment (it is never taken over)."""
@@ -112,6 +120,7 @@ def plan_deployment(
                     unit.hash,
                     _diff(unit.name, old, unit.text),
                     unit.source,
+                    old_signature=record.signature,
                 )
             )
         elif record.desired is not DesiredState.LAUNCHED:
@@ -124,6 +133,20 @@ def plan_deployment(
                     f"desired state {record.desired} -> launched\n",
                     unit.source,
                     start=True,
+                    old_signature=record.signature,
+                )
+            )
+        elif signer is not None and record.signature != signer.sign(unit.name, unit.hash):
+            was = signature_key_id(record.signature)
+            changes.append(
+                UnitDiff(
+                    unit.name,
+                    ChangeKind.SIGN,
+                    record.hash,
+                    unit.hash,
+                    f"signature: {f'key {was}' if was else 'none'} -> key {signer.key_id}\n",
+                    unit.source,
+                    old_signature=record.signature,
                 )
             )
         else:
@@ -234,14 +257,19 @@ def apply_deployment(
     units: Sequence[RenderedUnit],
     options: ApplyOptions,
     on_progress: Progress = lambda event: None,
+    signer: Signer | None = None,
 ) -> ApplyResult:
-    """Carry out `plan`: add, replace (rolling), prune; stop at the first failure.
+    """Carry out `plan`: add, re-sign, replace (rolling), prune; stop at the first failure.
 
     Raises DeploymentError saying where it stopped and why (the cluster is left as the
     rollout left it, or with the failed units' previous versions back under rollback).
     """
     started = time.monotonic()
     by_name = {u.name: u for u in units}
+
+    def sign(name: str, content_hash: str | None) -> str | None:
+        return None if signer is None or content_hash is None else signer.sign(name, content_hash)
+
     record = registry.get_deployment(plan.deployment) or DeploymentRecord(plan.deployment)
     if record.commit != plan.last_applied or record.applying != plan.applying:
         raise DeploymentError(
@@ -280,6 +308,7 @@ def apply_deployment(
                     u.is_global,
                     owner=plan.deployment,
                     origin=plan.origin,
+                    signature=sign(u.name, u.hash),
                 )
                 for u in (by_name[n] for n in names)
             ],
@@ -289,6 +318,26 @@ def apply_deployment(
         if why is not None:
             raise fail(names[0] if len(names) == 1 else f"{len(names)} new units", why)
         added.extend(names)
+
+    resign = plan.of(ChangeKind.SIGN)
+    if resign and signer is not None:
+        # Same contents: the agents keep the units running; no step-by-step rollout.
+        names = tuple(c.name for c in resign)
+        on_progress(ApplyEvent("sign", names, f"key {signer.key_id}", total=len(names)))
+        registry.change_units(
+            [
+                UnitChange(
+                    c.name,
+                    text=by_name[c.name].text,
+                    hash=c.new_hash,
+                    is_global=by_name[c.name].is_global,
+                    owner=plan.deployment,
+                    signature=sign(c.name, c.new_hash),
+                )
+                for c in resign
+            ],
+            session=session,
+        )
 
     groups = _groups(plan.of(ChangeKind.CHANGE), by_name)
     total = sum(len(g) for g in groups)
@@ -311,6 +360,7 @@ def apply_deployment(
                     owner=plan.deployment,
                     origin=plan.origin,
                     replace=True,
+                    signature=sign(c.name, c.new_hash),
                 )
                 for c in batch
             ],
@@ -375,6 +425,9 @@ def _roll_back(
                     owner=plan.deployment,
                     origin=plan.last_applied or None,
                     replace=True,
+                    # The previous record's own signature, whatever it was: a rollback
+                    # signs nothing it read from etcd.
+                    signature=c.old_signature,
                 )
                 for c in back
             ],
