@@ -261,3 +261,55 @@ def test_rotation_and_signing_by_name(cluster: SignedCluster) -> None:
     with pytest.raises(SigningError, match="planted@.service is stored in etcd without"):
         control.start(cluster.registry, ["planted@1.service"], cluster.signer("next"))
     assert cluster.registry.get_unit("planted@1.service") == before is None
+
+
+APP = "[Unit]\nDescription=app {{ instance }} v{{ version }}\n\n[Service]\nExecStart=/bin/sleep 1000\n"
+
+
+def deployment_dir(workdir: Path, version: str) -> Path:
+    directory = workdir / "deploy"
+    directory.mkdir(exist_ok=True)
+    (directory / "app.service.j2").write_text(APP)
+    (directory / "fleetpy.yaml").write_text(
+        f"name: demo\nvalues: {{version: '{version}'}}\nunits:\n"
+        "  - {name: app@.service, template: app.service.j2, instances: 2}\n"
+        "rollout: {max_unavailable: 1, min_ready: 0, timeout: 20}\n"
+    )
+    return directory
+
+
+def test_apply_signs_adds_rolling_updates_and_re_signs(cluster: SignedCluster) -> None:
+    from fleetpy.deployment import load_deployment, render_deployment
+    from fleetpy.errors import DeploymentError
+    from fleetpy.rollout import ApplyOptions, ChangeKind, apply_deployment, plan_deployment
+
+    options = ApplyOptions(min_ready=0, timeout=20)
+    names = ["app@1.service", "app@2.service"]
+
+    def apply(version: str, signer: Signer | None, origin: str) -> object:
+        units = render_deployment(load_deployment(deployment_dir(cluster.workdir, version)))
+        plan = plan_deployment(cluster.registry, "demo", units, origin, signer=signer)
+        apply_deployment(cluster.registry, plan, units, options, signer=signer)
+        return plan
+
+    ops, nxt = cluster.signer("ops"), cluster.signer("next")
+    apply("1", ops, "c1")
+    assert all(active(cluster, n) for n in names)
+    apply("2", ops, "c2")  # a rolling update: each new version signed
+    hashes = {n: cluster.registry.get_unit(n).hash for n in names}  # type: ignore[union-attr]
+    assert all(cluster.state(n).hash == hashes[n] for n in names)  # type: ignore[union-attr]
+    assert all(active(cluster, n) for n in names)
+
+    # Re-signing with the next key: only signatures change, nothing restarts.
+    plan = apply("2", nxt, "c2")
+    assert [c.kind for c in plan.changes] == [ChangeKind.SIGN, ChangeKind.SIGN]  # type: ignore[attr-defined]
+    for n in names:
+        record = cluster.registry.get_unit(n)
+        assert record is not None and record.signature is not None
+        assert record.signature.split(":")[1] == nxt.key_id
+    assert all(active(cluster, n) for n in names)
+    assert apply("2", nxt, "c2").changes == ()  # type: ignore[attr-defined]
+
+    # An unsigned new version is refused by the machines: apply stops at once.
+    with pytest.raises(DeploymentError, match="rejected on m"):
+        apply("3", None, "c3")
