@@ -478,9 +478,7 @@ def test_list_units(run: Run, cluster: dict[str, str]) -> None:
         "sub": "failed",
         "message": "",
     }
-    assert all(
-        set(row) == {"unit", "machine", "load", "active", "sub", "message"} for row in data
-    )
+    assert all(set(row) == {"unit", "machine", "load", "active", "sub", "message"} for row in data)
 
 
 def test_list_machines(run: Run, cluster: dict[str, str]) -> None:
