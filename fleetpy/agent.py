@@ -2,9 +2,10 @@
 
 The agent's decisions are `plan(desired, observed, trusted)`, a pure function: which
 units it refuses (`screen`: only with trusted keys configured) and the actions for the
-rest (`plan_actions`). The Agent class only gathers inputs (etcd watches on this machine's own schedule prefix and
-the global prefix, state changes from its unit manager) and executes actions. The real
-agent and the simulated host differ only in the UnitManager they are given.
+rest (`plan_actions`). The Agent class only gathers inputs (etcd watches on this
+machine's own schedule prefix and the global prefix, state changes from its unit
+manager) and executes actions. The real agent and the simulated host differ only in
+the UnitManager they are given.
 """
 
 from __future__ import annotations

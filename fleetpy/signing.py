@@ -295,22 +295,20 @@ class TrustedKeys:
     def verify(self, name: str, content_hash: str, signature: str | None) -> Verdict | None:
         """None when `signature` is a trusted key's signature of (name, content_hash)."""
         if signature is None:
-            return Verdict(Rejection.UNSIGNED, "not signed; this machine runs only signed units")
+            return Verdict(Rejection.UNSIGNED, "not signed")
         parsed = parse_signature(signature)
         if parsed is None:
             return Verdict(Rejection.MALFORMED, "the signature is not in fleetpy's format")
         kid, raw = parsed
         key = self.keys.get(kid)
         if key is None:
-            return Verdict(
-                Rejection.UNTRUSTED, f"signed by key {kid}, which this machine does not trust"
-            )
+            return Verdict(Rejection.UNTRUSTED, f"signed by key {kid}, which is not trusted")
         try:
             key.public.verify(raw, message(name, content_hash))
         except InvalidSignature:
             return Verdict(
                 Rejection.FORGED,
-                f"the signature of key {kid} is not one for this unit name and content",
+                f"the signature of key {kid} does not match this unit name and content",
             )
         return None
 
