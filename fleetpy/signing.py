@@ -34,14 +34,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, FileError, SigningError
 from .files import display_path, read_regular_file
 from .unit import content_hash as hash_of
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# cryptography is imported where keys are used, not with this module: every CLI command
+# imports it, and most never sign (it costs tens of milliseconds).
 
 SCHEME = "ed25519"
 PRIVATE_SUFFIX = ".key"
@@ -95,6 +101,8 @@ def message(name: str, content_hash: str) -> bytes:
 
 
 def key_id(public: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -142,6 +150,9 @@ def _check_name(name: str) -> str:
 
 def generate_key(keys_dir: str | os.PathLike[str], name: str) -> KeyInfo:
     """A new key pair NAME.key (0600) and NAME.pub in keys_dir; never overwrites either."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     _check_name(name)
     directory = keys_directory(keys_dir)
     private_path = directory / f"{name}{PRIVATE_SUFFIX}"
@@ -198,6 +209,10 @@ def _read_key_file(path: Path, what: str) -> bytes:
 
 
 def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     path = Path(path)
     data = _read_key_file(path, "public key")
     try:
@@ -213,6 +228,10 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
 
 def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """A private key file: refused when others than its owner may read it."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
@@ -303,6 +322,8 @@ class TrustedKeys:
         key = self.keys.get(kid)
         if key is None:
             return Verdict(Rejection.UNTRUSTED, f"signed by key {kid}, which is not trusted")
+        from cryptography.exceptions import InvalidSignature
+
         try:
             key.public.verify(raw, message(name, content_hash))
         except InvalidSignature:
