@@ -646,6 +646,20 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         [Retarget("a.service", "m1", "launched", "h2")],
     ),
     (
+        "signature change alone is a Retarget that carries it (a re-signed unit)",
+        snap(
+            [replace(unit("a.service"), signature="sig2")],
+            cluster("m1"),
+            {"a.service": Scheduled("m1", DesiredState.LAUNCHED, "h", "sig1")},
+        ),
+        [Retarget("a.service", "m1", "launched", "h", "sig2")],
+    ),
+    (
+        "a new placement carries the signature",
+        snap([replace(unit("a.service"), signature="sig")], cluster("m1")),
+        [Schedule("a.service", "m1", "launched", "h", "sig")],
+    ),
+    (
         "moved unit carries its new desired state",
         snap(
             [unit("a.service", desired="loaded")],
