@@ -10,7 +10,8 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 text, so an agent needs nothing but its own prefix
   P/reason/<name>               why the engine could not place the unit (plain text)
   P/machines/<machine>          MachineRecord, attached to the agent's lease
-  P/state/<name>/<machine>      UnitState reported by the agent, attached to its lease
+  P/state/<machine>/<name>      UnitState reported by the agent, attached to its lease (by
+                                machine first: an agent's etcd role may write only its own)
   P/engine/leader               id of the leading engine, attached to its lease
   P/engine/force-reschedule     an operator's one-shot request to move units off machines
                                 that are not reporting (despite a pause or grace period)
@@ -639,7 +640,7 @@ class Registry:
         """The record stored at P/<kind>/<rel>; raises MalformedRecord.
 
         unit: UnitRecord, machines: MachineRecord, schedule ("machine/unit") and global:
-        ScheduleEntry, state ("unit/machine"): UnitState, reason and content: str.
+        ScheduleEntry, state ("machine/unit"): UnitState, reason and content: str.
         """
         if kind == "unit":
             return UnitRecord.from_json(rel, value, revision)
@@ -652,7 +653,7 @@ class Registry:
         if kind == "global":
             return ScheduleEntry.from_json(rel, value)
         if kind == "state":
-            unit, _, machine = rel.rpartition("/")
+            machine, _, unit = rel.partition("/")
             return UnitState.from_json(unit, machine, value)
         if kind == "reason":
             _unit_name(rel)
@@ -1175,10 +1176,10 @@ class Registry:
     ) -> None:
         """Write reported unit states (under the agent's lease) and drop removed ones."""
         ops: list[TxnOp] = [
-            self.txn.put(self.key("state", s.name, s.machine), s.to_json(), lease=lease_id)
+            self.txn.put(self.key("state", s.machine, s.name), s.to_json(), lease=lease_id)
             for s in states
         ]
-        ops += [self.txn.delete(self.key("state", unit, machine)) for unit, machine in removed]
+        ops += [self.txn.delete(self.key("state", machine, unit)) for unit, machine in removed]
         for chunk in _chunks(ops, MAX_TXN_OPS):
             self._txn([], chunk)
 
@@ -1377,7 +1378,7 @@ class Registry:
         self, callback: Callable[[WatchBatch[StateEvent]], None], start_revision: int | None = None
     ) -> Callable[[], None]:
         def event(rel: str, state: UnitState | None) -> StateEvent:
-            unit, _, machine = rel.rpartition("/")
+            machine, _, unit = rel.partition("/")
             return StateEvent(unit, machine, state)
 
         return self._watch("state", event, callback, start_revision)

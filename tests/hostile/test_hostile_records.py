@@ -36,7 +36,7 @@ MALFORMED: dict[str, bytes] = {
     "machines/m-meta": json.dumps({"ip": "1.2.3.4", "metadata": {"a": 1}}).encode(),
     "schedule/m-x/hello.service": b"{",
     "schedule/m-x/Bad Unit": b"{}",
-    "state/hello.service/m-x": b"nope",
+    "state/m-x/hello.service": b"nope",
     "state/noslash": b"{}",
     "reason/hello.service": b"\xff",
     "global/g.service": b"garbage",
@@ -258,7 +258,7 @@ def test_blocking_wait_survives_malformed_events(polluted: Hostile) -> None:
         stderr=subprocess.PIPE,
     )
     time.sleep(1.2)
-    for key in ("state/db.service/m-x", "schedule/m-x/db.service", "machines/m-x"):
+    for key in ("state/m-x/db.service", "schedule/m-x/db.service", "machines/m-x"):
         etcdctl(polluted.etcd.endpoint, "put", f"{polluted.prefix}/{key}", input=b"\xff junk")
     _stdout, stderr = proc.communicate(timeout=30)
     text = stderr.decode("utf-8", "replace")
