@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import FleetpyError
+from .pki import Authority, Usage
 
 
 class EtcdServerError(FleetpyError):
@@ -42,80 +43,44 @@ def _etcd_binary(name: str) -> str:
 
 @dataclass(frozen=True)
 class EtcdTls:
-    """PEM files: etcd's server certificate and the CA its clients must be signed by."""
+    """PEM files of one member: its server certificate, the CA its clients (and peers)
+    must be signed by, a client certificate for health checks, and optionally a peer
+    certificate (then members talk to each other over TLS, each checking the other's)."""
 
     ca_file: Path
     cert_file: Path
     key_file: Path
     client_cert_file: Path
     client_key_file: Path
+    peer_cert_file: Path | None = None
+    peer_key_file: Path | None = None
 
     @classmethod
-    def generate(cls, directory: Path) -> EtcdTls:
-        """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            raise EtcdServerError("openssl not found: apt-get install openssl")
-        directory.mkdir(parents=True, exist_ok=True)
-
-        def run(*args: str) -> None:
-            subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
-
-        run(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=fleetpy-test-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        )
-        for name, extension in (
-            ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-            ("client", "extendedKeyUsage=clientAuth"),
-        ):
-            (directory / f"{name}.ext").write_text(extension + "\n")
-            run(
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                f"/CN=fleetpy-{name}",
-                "-keyout",
-                f"{name}.key",
-                "-out",
-                f"{name}.csr",
-            )
-            run(
-                "x509",
-                "-req",
-                "-in",
-                f"{name}.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                f"{name}.ext",
-                "-out",
-                f"{name}.pem",
-            )
+    def generate(
+        cls,
+        directory: Path,
+        addresses: Sequence[str] = ("127.0.0.1",),
+        client_name: str = "root",
+        peer: bool = False,
+        authority: Authority | None = None,
+        name: str = "server",
+    ) -> EtcdTls:
+        """A server certificate for ADDRESSES (and localhost), a client certificate whose
+        CN is CLIENT_NAME (the etcd user it acts as) and, with PEER, a peer certificate;
+        signed by AUTHORITY, or by a new throwaway CA made in DIRECTORY."""
+        ca = authority or Authority.create(directory, "ca")
+        ips = ["127.0.0.1", *addresses]
+        server = ca.issue(directory, name, Usage.SERVER, addresses=ips, dns_names=["localhost"])
+        client = ca.issue(directory, f"{name}-client", Usage.CLIENT, common_name=client_name)
+        peer_cred = ca.issue(directory, f"{name}-peer", Usage.PEER, addresses=ips) if peer else None
         return cls(
-            directory / "ca.pem",
-            directory / "server.pem",
-            directory / "server.key",
-            directory / "client.pem",
-            directory / "client.key",
+            ca.cert_file,
+            server.cert_file,
+            server.key_file,
+            client.cert_file,
+            client.key_file,
+            peer_cred.cert_file if peer_cred else None,
+            peer_cred.key_file if peer_cred else None,
         )
 
 
@@ -154,7 +119,8 @@ class EtcdServer:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        scheme = "https" if self.tls and self.tls.peer_cert_file else "http"
+        return f"{scheme}://127.0.0.1:{self.peer_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -210,6 +176,16 @@ class EtcdServer:
                 str(self.tls.ca_file),
                 "--client-cert-auth",
             ]
+            if self.tls.peer_cert_file and self.tls.peer_key_file:
+                argv += [
+                    "--peer-cert-file",
+                    str(self.tls.peer_cert_file),
+                    "--peer-key-file",
+                    str(self.tls.peer_key_file),
+                    "--peer-trusted-ca-file",
+                    str(self.tls.ca_file),
+                    "--peer-client-cert-auth",
+                ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 argv,
@@ -322,6 +298,7 @@ class EtcdCluster:
     base_dir: Path | None = None
     host: str = "127.0.0.1"  # the address clients reach every member at
     detach: bool = False  # members outlive this process
+    tls: tuple[EtcdTls, ...] = ()  # one per member: a secure cluster (see EtcdTls)
 
     @property
     def endpoints(self) -> list[str]:
@@ -331,6 +308,8 @@ class EtcdCluster:
         _etcd_binary(self.binary)
         self.base_dir = self.base_dir or Path(tempfile.mkdtemp(prefix="fleetpy-etcd-cluster-"))
         token = f"fleetpy-{uuid.uuid4().hex[:12]}"  # a stray peer from another run is refused
+        if self.tls and len(self.tls) != self.size:
+            raise EtcdServerError(f"{len(self.tls)} TLS settings for {self.size} members")
         self.members = [
             EtcdServer(
                 binary=self.binary,
@@ -341,6 +320,7 @@ class EtcdCluster:
                 cluster_token=token,
                 host=self.host,
                 detach=self.detach,
+                tls=self.tls[i] if self.tls else None,
             )
             for i in range(self.size)
         ]

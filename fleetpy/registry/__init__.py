@@ -60,6 +60,8 @@ from ..errors import (
 from ..log import log_event
 from ..states import DesiredState
 from ..unit import parse_name
+from . import access
+from .layout import FORCE_RESCHEDULE, LAYOUT_KEY, LAYOUT_VALUE, ancestor_markers, ancestors, join
 from .tls import TlsMaterial, load_tls
 from .transport import (
     Compare,
@@ -79,9 +81,6 @@ from .transport import (
 
 DEFAULT_PREFIX = "/fleetpy"
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
-LAYOUT_KEY = "fleetpy-layout"
-FORCE_RESCHEDULE = "force-reschedule"  # under P/engine/
-LAYOUT_VALUE = '{"version":1}'
 _PREFIX = re.compile(r"(/[A-Za-z0-9_.:@+-]+)*")
 # etcd's default --max-txn-ops is 128; stay under it with room for guards.
 MAX_TXN_OPS = 120
@@ -603,6 +602,7 @@ class Registry:
             tls=tls,
             user=config.username,
             password=config.password,
+            diagnosis=tls,
         )
 
     def close(self) -> None:
@@ -617,7 +617,7 @@ class Registry:
     # -- keys
 
     def key(self, *parts: str) -> str:
-        return "/".join((self.prefix, *parts))
+        return join(self.prefix, *parts)
 
     def _prefix(self, *parts: str) -> str:
         return self.key(*parts) + "/"
@@ -744,11 +744,10 @@ class Registry:
 
     def _ancestors(self) -> list[str]:
         """'/a/b' -> ['/a', ''] (the root prefix last)."""
-        parts = self.prefix.split("/")[1:]
-        return ["/".join(["", *parts[:i]]) for i in range(len(parts) - 1, -1, -1)]
+        return ancestors(self.prefix)
 
     def _layout_gets(self) -> list[Any]:
-        keys = [self.key(LAYOUT_KEY)] + [f"{a}/{LAYOUT_KEY}" for a in self._ancestors()]
+        keys = [self.key(LAYOUT_KEY), *ancestor_markers(self.prefix)]
         return [self.txn.get(key) for key in keys]
 
     def _check_layout(self, responses: Sequence[Any]) -> None:
@@ -1152,6 +1151,48 @@ class Registry:
             ok, _, _ = self._txn([self.txn.mod(key, revision)], [self.txn.delete(key)])
             deleted += ok
         return deleted
+
+    # -- access control (as etcd's root user; the roles are access.py's)
+
+    def ensure_access(
+        self, machines: Sequence[str] = (), passwords: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """Make fleetpy's etcd roles for this prefix and these machines' agents, a user
+        of the same name holding each, mark the prefix, and turn etcd's auth on.
+
+        Idempotent: run again with more machines to add theirs (once auth is on, as the
+        root user: a client certificate with CN root). Each role ends up with exactly
+        the grants access.py lists. Users get no password (only a client certificate
+        whose CN is their name acts as them) unless `passwords` gives one. Returns what
+        it made or changed, for a log.
+        """
+        for machine in machines:
+            if not MACHINE_ID.fullmatch(machine):
+                raise RegistryError(f"invalid machine id {machine!r}")
+        secrets = dict(passwords or {})
+        done: list[str] = []
+        if self._etcd.user_add("root", secrets.get("root")):
+            done.append("user root")
+        self._etcd.user_grant_role("root", "root")
+        for role in access.roles(self.prefix, machines):
+            if self._etcd.role_add(role.name):
+                done.append(f"role {role.name}")
+            current = {(p.key, p.range_end): p for p in self._etcd.role_permissions(role.name)}
+            wanted = {(p.key, p.range_end): p for p in role.permissions}
+            for where, permission in wanted.items():
+                if current.get(where) != permission:
+                    self._etcd.role_grant(role.name, permission)
+                    done.append(f"grant {role.name} {permission.access.value} {where[0]!r}")
+            for key, range_end in current.keys() - wanted.keys():
+                self._etcd.role_revoke(role.name, key, range_end)
+                done.append(f"revoke {role.name} {key!r}")
+            if self._etcd.user_add(role.name, secrets.get(role.name)):
+                done.append(f"user {role.name}")
+            self._etcd.user_grant_role(role.name, role.name)
+        # Agents may not mark the prefix (nor scan it for nested ones): do it for them.
+        self.ensure_layout()
+        self._etcd.auth_enable()
+        return done
 
     # -- machines and states (agents)
 

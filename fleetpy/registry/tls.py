@@ -9,20 +9,85 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import FileError, RegistryError
 from ..files import display_path, read_regular_file
+from .transport import TlsProblem
 
 MAX_PEM_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class TlsMaterial:
-    """PEM bytes for grpc.ssl_channel_credentials; a None root means gRPC's default CAs."""
+    """PEM bytes for grpc.ssl_channel_credentials; a None root means gRPC's default CAs.
+
+    Also the transport's TlsDiagnosis: what a failed handshake means, in terms of the
+    files the user gave (ca_name, cert_name: their paths as shown)."""
 
     root_certificates: bytes | None
     certificate_chain: bytes | None
     private_key: bytes | None
+    ca_name: str | None = None
+    cert_name: str | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """The client certificate's CN: the etcd user it acts as (without --username)."""
+        cert = _certificate(self.certificate_chain)
+        if cert is None:
+            return None
+        from cryptography.x509.oid import NameOID
+
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else None
+
+    def explain(self, problem: TlsProblem, detail: str) -> str:
+        if problem is TlsProblem.SERVER_UNTRUSTED:
+            if "expired" in detail:
+                return f"etcd's certificate has expired ({detail})"
+            if self.ca_name:
+                return f"etcd's certificate is not signed by --ca-file {self.ca_name} ({detail})"
+            return (
+                f"etcd's certificate is not signed by a CA this machine trusts ({detail}); "
+                "give --ca-file"
+            )
+        if problem is TlsProblem.SERVER_NAME:
+            return "etcd's certificate is not for the address in --endpoint"
+        if problem is TlsProblem.NOT_TLS:
+            return "the endpoint does not speak TLS (http:// instead of https://?)"
+        return self._refused()
+
+    def _refused(self) -> str:
+        """etcd refused our client certificate (or its absence): say why if we can."""
+        if self.certificate_chain is None:
+            return "etcd requires a client certificate: give --cert-file and --key-file"
+        given = f"etcd refused the client certificate --cert-file {self.cert_name or ''}".rstrip()
+        cert = _certificate(self.certificate_chain)
+        if cert is None:
+            return given
+        import datetime
+
+        from cryptography import x509
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        now = datetime.datetime.now(datetime.UTC)
+        if cert.not_valid_after_utc < now:
+            return f"{given}: it expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        if cert.not_valid_before_utc > now:
+            return f"{given}: it is valid only from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        try:
+            usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+                return f"{given}: it is not a client certificate (no clientAuth usage)"
+        except x509.ExtensionNotFound:
+            pass
+        ca = _certificate(self.root_certificates)
+        if ca is not None and cert.issuer != ca.subject:
+            return (
+                f"{given}: it is issued by {cert.issuer.rfc4514_string()}, a CA etcd does not trust"
+            )
+        return f"{given}: not signed by a CA etcd trusts"
 
 
 class _EncryptedKey(Exception):
@@ -95,7 +160,26 @@ def load_tls(
             raise RegistryError(
                 f"cannot use --cert-file {cert_name} with --key-file {key_name}: {_reason(exc)}"
             ) from None
-    return TlsMaterial(ca_pem, cert_pem, key_pem)
+    return TlsMaterial(
+        ca_pem,
+        cert_pem,
+        key_pem,
+        display_path(ca_file) if ca_file else None,
+        display_path(cert_file) if cert_file else None,
+    )
+
+
+def _certificate(pem: bytes | None) -> Any:
+    """The first certificate in PEM (a cryptography x509.Certificate), None if unreadable.
+    Imported here: only failure messages need it, and the CLI starts faster without."""
+    if not pem:
+        return None
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -21,7 +21,12 @@ files only). What it adds over pyetcd's MultiEndpointEtcd3Client:
   WatchEnded callback (resync from a fresh read); the next watch() opens a new
   stream, on another endpoint if needed.
 * With user/password, each endpoint authenticates on first use (simple tokens are
-  member-local) and once more when etcd says the token is invalid or expired.
+  member-local) and once more when etcd says the token is invalid or expired. Without
+  them, etcd (with --client-cert-auth) takes the user from the client certificate's CN.
+* What retrying cannot fix is not retried until the deadline: a TLS handshake that
+  failed on a certificate (etcd's not trusted, ours refused) marks that endpoint out
+  for the call, and once every endpoint is out the call fails at once (EtcdRefused),
+  each endpoint with its cause; permission denied and failed authentication likewise.
 
 Exceptions subclass fleetpy.errors.RegistryError and carry one-line messages.
 """
@@ -39,7 +44,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -128,6 +133,33 @@ class EtcdUnavailable(EtcdError):
         self.endpoint = ",".join(f.url for f in self.failures)
 
 
+class EtcdRefused(EtcdUnavailable):
+    """Every endpoint failed for a reason retrying will not fix (a certificate problem):
+    raised at once, not at the deadline. One line: the endpoints and each cause."""
+
+    def __init__(self, failures: Sequence[EndpointFailure], timeout: float) -> None:
+        EtcdUnavailable.__init__(self, failures, timeout)
+        causes: dict[str, list[str]] = {}
+        for failure in failures:
+            causes.setdefault(failure.reason, []).append(failure.url)
+        text = "; ".join(f"etcd at {', '.join(urls)}: {reason}" for reason, urls in causes.items())
+        RegistryError.__init__(self, text)
+
+
+class EtcdPermissionDenied(EtcdError):
+    """etcd's access control refused the request: this user may not touch these keys."""
+
+    def __init__(self, endpoint: str, user: str | None, keys: str) -> None:
+        who = f"user {user}" if user else "this client"
+        super().__init__(
+            grpc.StatusCode.PERMISSION_DENIED, f"permission denied for {who} on {keys}", endpoint
+        )
+
+
+class EtcdAuthFailed(EtcdError):
+    """etcd did not accept who we said we are (user/password), or wants to know."""
+
+
 class EtcdCompacted(EtcdError):
     """The requested revision is compacted: resync from a fresh read."""
 
@@ -139,6 +171,8 @@ class EtcdCompacted(EtcdError):
 
 class WatchStreamBroken(EtcdError):
     """The shared watch stream ended (endpoint died, closed, or failed over)."""
+
+    tls: tuple[TlsProblem, str] | None = None  # it never started: a certificate problem
 
 
 # ----------------------------------------------------------------------------- records
@@ -167,6 +201,33 @@ class TlsCredentials(Protocol):
 
     @property
     def private_key(self) -> bytes | None: ...
+
+
+class TlsProblem(enum.Enum):
+    """Why a TLS handshake failed, as far as gRPC's error text tells."""
+
+    SERVER_UNTRUSTED = "server-untrusted"  # etcd's certificate did not verify against our CA
+    SERVER_NAME = "server-name"  # etcd's certificate is not for the address we dialled
+    CLIENT_REFUSED = "client-refused"  # etcd refused our client certificate, or its absence
+    NOT_TLS = "not-tls"  # the endpoint answered, but not with TLS
+
+
+class TlsDiagnosis(Protocol):
+    """Turns a TLS problem into words naming the user's files (registry/tls.py's
+    TlsMaterial fits), and says which etcd user our client certificate is."""
+
+    def explain(self, problem: TlsProblem, detail: str) -> str: ...
+
+    @property
+    def identity(self) -> str | None: ...
+
+
+_DEFAULT_EXPLANATIONS = {
+    TlsProblem.SERVER_UNTRUSTED: "etcd's certificate is not trusted ({detail})",
+    TlsProblem.SERVER_NAME: "etcd's certificate is not for this address ({detail})",
+    TlsProblem.CLIENT_REFUSED: "etcd refused the client certificate (or requires one)",
+    TlsProblem.NOT_TLS: "the endpoint does not speak TLS (http:// instead of https://?)",
+}
 
 
 @dataclass(frozen=True)
@@ -290,6 +351,23 @@ class DeleteOp:
 TxnOp = GetOp | PutOp | DeleteOp
 
 
+class Access(enum.Enum):
+    """What an etcd role may do with a key range (etcd's Permission.Type)."""
+
+    READ = "read"
+    WRITE = "write"
+    READWRITE = "readwrite"
+
+
+@dataclass(frozen=True)
+class KeyPermission:
+    """One grant of an etcd role: a single key (range_end None) or [key, range_end)."""
+
+    access: Access
+    key: bytes
+    range_end: bytes | None = None
+
+
 class EventKind(enum.Enum):
     PUT = "put"
     DELETE = "delete"
@@ -332,6 +410,13 @@ def prefix_range_end(prefix: bytes | str) -> bytes:
             return bytes(raw[: i + 1])
     return b"\0"  # all keys
 
+
+_ACCESS_TYPES = {
+    Access.READ: etcdrpc.Permission.READ,
+    Access.WRITE: etcdrpc.Permission.WRITE,
+    Access.READWRITE: etcdrpc.Permission.READWRITE,
+}
+_ACCESS_OF = {int(value): access for access, value in _ACCESS_TYPES.items()}
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -390,6 +475,59 @@ def _short_reason(code: grpc.StatusCode, details: str) -> str:
     if "etcdserver: " in details:
         return _etcd_message(details)
     return code.name.lower().replace("_", " ")
+
+
+def _tls_problem(code: grpc.StatusCode, details: str) -> tuple[TlsProblem, str] | None:
+    """A certificate problem in gRPC's error text (None: anything else). gRPC reports
+    them as UNAVAILABLE, like a refused connection, but no retry can fix them."""
+    if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+        return None
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        detail = details.split("CERTIFICATE_VERIFY_FAILED", 1)[1].strip(": ")
+        detail = detail.removesuffix(": OK").strip() or "verification failed"
+        return TlsProblem.SERVER_UNTRUSTED, detail
+    if "Peer name" in details and "not in peer certificate" in details:
+        return TlsProblem.SERVER_NAME, "its names do not include it"
+    if "WRONG_VERSION_NUMBER" in details:
+        return TlsProblem.NOT_TLS, ""
+    # TLS 1.3: our side finished the handshake before etcd checked our certificate, so
+    # etcd's alert arrives as the first record gRPC cannot decrypt.
+    for marker in ("TSI_DATA_CORRUPTED", "ALERT_BAD_CERTIFICATE", "CERTIFICATE_REQUIRED"):
+        if marker in details:
+            return TlsProblem.CLIENT_REFUSED, ""
+    for marker in ("ALERT_UNKNOWN_CA", "ALERT_CERTIFICATE_EXPIRED"):
+        if marker in details:
+            return TlsProblem.CLIENT_REFUSED, ""
+    return None
+
+
+def _describe_keys(ranges: Sequence[tuple[bytes, bytes | None]]) -> str:
+    """'/p/unit/a', '/p/unit/*' (a prefix), or 'one of A, B, C and 2 more' for a request
+    over several keys (etcd does not say which one it refused)."""
+
+    def one(key: bytes, end: bytes | None) -> str:
+        text = key.decode("utf-8", "replace")
+        if not end:
+            return text
+        if end == prefix_range_end(key):
+            return text + "*"
+        return f"[{text}, {end.decode('utf-8', 'replace')})"
+
+    names = list(dict.fromkeys(one(k, e) for k, e in ranges))
+    if len(names) == 1:
+        return names[0]
+    shown = ", ".join(names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"one of {shown}{more}"
+
+
+def _txn_keys(
+    compares: Sequence[Compare], ops: Sequence[TxnOp]
+) -> list[tuple[bytes, bytes | None]]:
+    keys: list[tuple[bytes, bytes | None]] = [(c.key, c.range_end) for c in compares]
+    for op in ops:
+        keys.append((op.key, op.range_end if isinstance(op, (GetOp, DeleteOp)) else None))
+    return keys
 
 
 def _kv(kv: Any) -> KeyValue:
@@ -637,6 +775,7 @@ class _WatchStream:
             error = WatchStreamBroken(
                 code, f"watch stream ended: {_short_reason(code, details)}", self.member.url
             )
+            error.tls = _tls_problem(code, details)
         except Exception as exc:
             error = WatchStreamBroken(
                 grpc.StatusCode.UNKNOWN, f"watch stream ended: {exc!r}", self.member.url
@@ -712,6 +851,7 @@ class EtcdTransport:
 
     endpoints: members in order of preference; tls: PEM bytes, then every endpoint
     uses TLS (https); user/password: etcd auth. timeout: the overall deadline of each call.
+    diagnosis: words for TLS problems and the client certificate's user (for messages).
     """
 
     def __init__(
@@ -722,6 +862,7 @@ class EtcdTransport:
         tls: TlsCredentials | None = None,
         user: str | None = None,
         password: str | None = None,
+        diagnosis: TlsDiagnosis | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
@@ -738,9 +879,11 @@ class EtcdTransport:
                 certificate_chain=tls.certificate_chain,
             )
         scheme = "https" if tls is not None else "http"
+        self._secure = tls is not None
         self.timeout = float(timeout)
         self._user = user
         self._password = password
+        self._diagnosis = diagnosis
         self._members = [
             _Member(i, endpoint, f"{scheme}://{endpoint.target}", credentials)
             for i, endpoint in enumerate(endpoints)
@@ -774,7 +917,8 @@ class EtcdTransport:
         return self._unary(
             lambda a: _range_result(
                 a.member.kv.Range(request, timeout=a.timeout, metadata=a.metadata)
-            )
+            ),
+            lambda: _describe_keys([(_b(key), range_end)]),
         )
 
     def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> PutResult:
@@ -784,7 +928,8 @@ class EtcdTransport:
                 int(
                     a.member.kv.Put(request, timeout=a.timeout, metadata=a.metadata).header.revision
                 )
-            )
+            ),
+            lambda: _describe_keys([(_b(key), None)]),
         )
 
     def delete(self, key: bytes | str, range_end: bytes | None = None) -> DeleteResult:
@@ -794,7 +939,7 @@ class EtcdTransport:
             response = a.member.kv.DeleteRange(request, timeout=a.timeout, metadata=a.metadata)
             return DeleteResult(int(response.deleted), int(response.header.revision))
 
-        return self._unary(call)
+        return self._unary(call, lambda: _describe_keys([(_b(key), range_end)]))
 
     def txn(
         self, compares: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp] = ()
@@ -805,7 +950,8 @@ class EtcdTransport:
             failure=[_op_message(op) for op in failure],
         )
         return self._unary(
-            lambda a: _txn_result(a.member.kv.Txn(request, timeout=a.timeout, metadata=a.metadata))
+            lambda a: _txn_result(a.member.kv.Txn(request, timeout=a.timeout, metadata=a.metadata)),
+            lambda: _describe_keys(_txn_keys(compares, [*success, *failure])),
         )
 
     def compact(self, revision: int, physical: bool = False) -> None:
@@ -833,7 +979,8 @@ class EtcdTransport:
             self._unary(
                 lambda a: a.member.lease.LeaseRevoke(
                     request, timeout=a.timeout, metadata=a.metadata
-                )
+                ),
+                lambda: f"the keys attached to lease {lease_id:x}",
             )
         except EtcdError as exc:
             if "lease not found" not in exc.details:
@@ -855,6 +1002,93 @@ class EtcdTransport:
             return 0  # stream closed without an answer: etcd knows no such lease
 
         return self._unary(call)
+
+    # -- access control: users and roles (the caller acts as etcd's root user)
+
+    def user_add(self, name: str, password: str | None = None) -> bool:
+        """Add a user (None: no password, so only a client certificate with its name as
+        CN can act as it). False if it existed already (its password is left alone)."""
+        request = etcdrpc.AuthUserAddRequest(name=name, password=password or "")
+        if password is None:
+            # options.no_password (etcd 3.4's field 3, UserAddOptions field 1): pyetcd's
+            # generated messages predate it, so it goes in as an encoded unknown field.
+            request.MergeFromString(b"\x1a\x02\x08\x01")
+        return self._auth_add(lambda a: a.member.auth.UserAdd, request, f"user {name}")
+
+    def role_add(self, name: str) -> bool:
+        """Add a role; False if it existed already."""
+        request = etcdrpc.AuthRoleAddRequest(name=name)
+        return self._auth_add(lambda a: a.member.auth.RoleAdd, request, f"role {name}")
+
+    def user_grant_role(self, user: str, role: str) -> None:
+        request = etcdrpc.AuthUserGrantRoleRequest(user=user, role=role)
+        self._auth_add(lambda a: a.member.auth.UserGrantRole, request, f"role {role} of {user}")
+
+    def role_permissions(self, role: str) -> list[KeyPermission]:
+        request = etcdrpc.AuthRoleGetRequest(role=role)
+
+        def call(a: _Attempt) -> list[KeyPermission]:
+            response = a.member.auth.RoleGet(request, timeout=a.timeout, metadata=a.metadata)
+            return [
+                KeyPermission(_ACCESS_OF[int(p.permType)], bytes(p.key), bytes(p.range_end) or None)
+                for p in response.perm
+            ]
+
+        return self._unary(call, lambda: f"role {role}")
+
+    def role_grant(self, role: str, permission: KeyPermission) -> None:
+        """Grant (or change the access of) one key range; etcd keeps one grant per range."""
+        perm = etcdrpc.Permission(
+            permType=_ACCESS_TYPES[permission.access],
+            key=permission.key,
+            range_end=permission.range_end or b"",
+        )
+        request = etcdrpc.AuthRoleGrantPermissionRequest(name=role, perm=perm)
+        self._unary(
+            lambda a: a.member.auth.RoleGrantPermission(
+                request, timeout=a.timeout, metadata=a.metadata
+            ),
+            lambda: f"role {role}",
+        )
+
+    def role_revoke(self, role: str, key: bytes, range_end: bytes | None) -> None:
+        request = etcdrpc.AuthRoleRevokePermissionRequest(
+            role=role,
+            key=key.decode("utf-8", "surrogateescape"),
+            range_end=(range_end or b"").decode("utf-8", "surrogateescape"),
+        )
+        try:
+            self._unary(
+                lambda a: a.member.auth.RoleRevokePermission(
+                    request, timeout=a.timeout, metadata=a.metadata
+                ),
+                lambda: f"role {role}",
+            )
+        except EtcdError as exc:
+            if "permission is not granted" not in exc.details:  # a retry found it revoked
+                raise
+
+    def auth_enable(self) -> None:
+        """Turn etcd's access control on (needs the root user with the root role; etcd
+        treats enabling it again as success)."""
+        request = etcdrpc.AuthEnableRequest()
+        self._unary(
+            lambda a: a.member.auth.AuthEnable(request, timeout=a.timeout, metadata=a.metadata),
+            lambda: "auth enable",
+        )
+
+    def _auth_add(self, method: Callable[[_Attempt], Any], request: Any, what: str) -> bool:
+        try:
+            self._unary(
+                lambda a: method(a)(request, timeout=a.timeout, metadata=a.metadata),
+                lambda: what,
+            )
+        except EtcdError as exc:
+            # Also what a retry after a timed-out attempt that did add it finds.
+            if "already exists" in exc.details or "already granted" in exc.details:
+                return False
+            raise
+        return True
 
     # -- watches
 
@@ -885,6 +1119,7 @@ class EtcdTransport:
             raise RuntimeError("watch() called from a watch callback would wait for itself")
         deadline = time.monotonic() + self.timeout
         failures: dict[int, str] = {}
+        refused: dict[int, str] = {}
         reauthed: set[int] = set()
         pause = _ROUND_PAUSE[0]
         while True:
@@ -894,7 +1129,7 @@ class EtcdTransport:
             if len(failures) >= len(self._members) and self._all_failed():
                 time.sleep(min(pause, remaining))  # every endpoint failed: do not spin
                 pause = min(pause * 2, _ROUND_PAUSE[1])
-            stream = self._open_stream(deadline, failures)
+            stream = self._open_stream(deadline, failures, refused)
             member = stream.member
             watch = _Watch(callback)
             with self._lock:
@@ -926,6 +1161,14 @@ class EtcdTransport:
                 with self._lock:
                     self._drop_stream_locked(stream, failure)
                 continue
+            if isinstance(failure, WatchStreamBroken) and failure.tls is not None:
+                refused[member.index] = failures[member.index] = self._tls_reason(*failure.tls)
+                with self._lock:
+                    self._mark_failed_locked(member)
+                    self._drop_stream_locked(stream, failure)
+                if len(refused) == len(self._members):
+                    raise self._refused(refused)
+                continue
             if isinstance(failure, WatchStreamBroken) or _is_retryable(
                 failure.code, failure.details
             ):
@@ -934,6 +1177,10 @@ class EtcdTransport:
                     self._mark_failed_locked(member)
                     self._drop_stream_locked(stream, failure)
                 continue
+            if "permission denied" in failure.details:
+                raise EtcdPermissionDenied(
+                    member.url, self.identity, _describe_keys([(_b(key), range_end)])
+                )
             raise failure
 
     def _all_failed(self) -> bool:
@@ -966,14 +1213,16 @@ class EtcdTransport:
 
         return cancel
 
-    def _open_stream(self, deadline: float, failures: dict[int, str]) -> _WatchStream:
+    def _open_stream(
+        self, deadline: float, failures: dict[int, str], refused: dict[int, str]
+    ) -> _WatchStream:
         with self._stream_lock:
             with self._lock:
                 if self._closed:
                     raise EtcdError(grpc.StatusCode.CANCELLED, "etcd client closed")
                 if self._stream is not None and not self._stream.broken:
                     return self._stream
-                order = self._order_locked()
+                order = self._order_locked(refused)
             for position, member in enumerate(order):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -983,6 +1232,12 @@ class EtcdTransport:
                     metadata = self._metadata(member, attempt)
                 except grpc.RpcError as exc:
                     code, details = _rpc_code(exc), _rpc_details(exc)
+                    problem = self._tls_failure(code, details)
+                    if problem is not None:
+                        refused[member.index] = failures[member.index] = problem
+                        with self._lock:
+                            self._mark_failed_locked(member)
+                        continue
                     if not _is_retryable(code, details):
                         raise self._rpc_error(member, exc) from None
                     failures[member.index] = _short_reason(code, details)
@@ -998,6 +1253,8 @@ class EtcdTransport:
                     self._stream = stream
                     stream.start(self._lock)
                 return stream
+            if len(refused) == len(self._members):
+                raise self._refused(refused)
             raise self._unavailable(failures)
 
     # -- lifecycle
@@ -1026,11 +1283,14 @@ class EtcdTransport:
 
     # -- failover machinery
 
-    def _order_locked(self) -> list[_Member]:
-        """Healthy members from the preferred one on, then failed ones (oldest failure first)."""
+    def _order_locked(self, refused: Mapping[int, str] | None = None) -> list[_Member]:
+        """Healthy members from the preferred one on, then failed ones (oldest failure
+        first); never those that refused this call for good."""
         now = time.monotonic()
         count = len(self._members)
         rotated = [self._members[(self._preferred + i) % count] for i in range(count)]
+        if refused:
+            rotated = [m for m in rotated if m.index not in refused]
         healthy = [m for m in rotated if m.failed_until <= now]
         failed = sorted((m for m in rotated if m.failed_until > now), key=lambda m: m.failed_until)
         return healthy + failed
@@ -1069,15 +1329,20 @@ class EtcdTransport:
             token = member.token = str(response.token)
         return (("token", token),)
 
-    def _unary(self, operation: Callable[[_Attempt], R]) -> R:
+    def _unary(
+        self, operation: Callable[[_Attempt], R], keys: Callable[[], str] | None = None
+    ) -> R:
+        """Run operation with failover (see the module docstring); keys describes the
+        keys it touches, for a permission-denied message."""
         deadline = time.monotonic() + self.timeout
         failures: dict[int, str] = {}
+        refused: dict[int, str] = {}
         pause = _ROUND_PAUSE[0]
         while True:
             with self._lock:
                 if self._closed:
                     raise EtcdError(grpc.StatusCode.CANCELLED, "etcd client closed")
-                order = self._order_locked()
+                order = self._order_locked(refused)
             for position, member in enumerate(order):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -1087,8 +1352,14 @@ class EtcdTransport:
                     result = self._attempt(member, operation, time.monotonic() + attempt)
                 except grpc.RpcError as exc:
                     code, details = _rpc_code(exc), _rpc_details(exc)
+                    problem = self._tls_failure(code, details)
+                    if problem is not None:
+                        refused[member.index] = failures[member.index] = problem
+                        with self._lock:
+                            self._mark_failed_locked(member)
+                        continue
                     if not _is_retryable(code, details):
-                        raise self._rpc_error(member, exc) from None
+                        raise self._rpc_error(member, exc, keys) from None
                     failures[member.index] = _short_reason(code, details)
                     with self._lock:
                         self._mark_failed_locked(member)
@@ -1097,6 +1368,8 @@ class EtcdTransport:
                     self._preferred = member.index
                     member.failed_until = 0.0
                 return result
+            if len(refused) == len(self._members):
+                raise self._refused(refused)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._unavailable(failures)
@@ -1124,11 +1397,63 @@ class EtcdTransport:
                 raise
         raise AssertionError("unreachable")
 
-    def _rpc_error(self, member: _Member, exc: grpc.RpcError) -> EtcdError:
+    @property
+    def identity(self) -> str | None:
+        """The etcd user we act as: --username, else our client certificate's CN."""
+        if self._user is not None:
+            return self._user
+        return self._diagnosis.identity if self._diagnosis is not None else None
+
+    def _tls_failure(self, code: grpc.StatusCode, details: str) -> str | None:
+        """The reason to give up on an endpoint for this call (a certificate problem)."""
+        if not self._secure:
+            return None
+        problem = _tls_problem(code, details)
+        return None if problem is None else self._tls_reason(*problem)
+
+    def _tls_reason(self, problem: TlsProblem, detail: str) -> str:
+        if self._diagnosis is not None:
+            text = self._diagnosis.explain(problem, detail)
+        else:
+            text = _DEFAULT_EXPLANATIONS[problem].format(detail=detail)
+        return f"TLS handshake failed: {text}"
+
+    def _rpc_error(
+        self, member: _Member, exc: grpc.RpcError, keys: Callable[[], str] | None = None
+    ) -> EtcdError:
         code, details = _rpc_code(exc), _rpc_details(exc)
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return EtcdCompacted(0, member.url)
-        return EtcdError(code, _etcd_message(details) or code.name.lower(), member.url)
+        message = _etcd_message(details)
+        if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in message:
+            return EtcdPermissionDenied(member.url, self.identity, keys() if keys else "its keys")
+        if "invalid user ID or password" in message:
+            return EtcdAuthFailed(
+                code,
+                f"authentication failed for user {self._user}: wrong user name or password",
+                member.url,
+            )
+        if "password was given for no password user" in message:
+            return EtcdAuthFailed(
+                code,
+                f"user {self._user} has no password: it authenticates with its client "
+                "certificate alone (leave out --username and --password)",
+                member.url,
+            )
+        if "user name is empty" in message:
+            return EtcdAuthFailed(
+                code,
+                "etcd requires authentication: a client certificate (--cert-file, "
+                "--key-file) or --username and --password",
+                member.url,
+            )
+        return EtcdError(code, message or code.name.lower(), member.url)
+
+    def _refused(self, refused: Mapping[int, str]) -> EtcdRefused:
+        return EtcdRefused(
+            [EndpointFailure(m.url, refused[m.index]) for m in self._members if m.index in refused],
+            self.timeout,
+        )
 
     def _unavailable(self, failures: dict[int, str]) -> EtcdUnavailable:
         return EtcdUnavailable(
@@ -1139,6 +1464,7 @@ class EtcdTransport:
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "Access",
     "Compare",
     "CompareResult",
     "CompareTarget",
@@ -1146,18 +1472,24 @@ __all__ = [
     "DeleteResult",
     "Endpoint",
     "EndpointFailure",
+    "EtcdAuthFailed",
     "EtcdCompacted",
     "EtcdError",
+    "EtcdPermissionDenied",
+    "EtcdRefused",
     "EtcdTransport",
     "EtcdUnavailable",
     "EventKind",
     "GetOp",
+    "KeyPermission",
     "KeyValue",
     "Lease",
     "PutOp",
     "PutResult",
     "RangeResult",
     "TlsCredentials",
+    "TlsDiagnosis",
+    "TlsProblem",
     "TxnOp",
     "TxnResult",
     "WatchCallback",
