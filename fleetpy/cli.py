@@ -25,6 +25,7 @@ from .control import WaitTarget
 from .errors import FleetpyError
 from .log import escape_controls
 from .registry import Registry
+from .registry.access import OPERATOR
 from .signing import Signer
 from .states import DesiredState
 
@@ -1204,12 +1205,28 @@ def cluster_up(
         str, typer.Option("--subnet", help="A private IPv4 range.")
     ] = "10.213.0.0/24",
     ttl: Annotated[int, typer.Option("--ttl", min=2, max=3600, help="The agents' TTL.")] = 5,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="etcd over TLS only (clients and peers), with its auth on: a role per kind "
+            "of client, a client certificate per engine, agent and you (in the env file).",
+        ),
+    ] = False,
 ) -> None:
     """Start etcd, two engines and HOSTS hosts (real systemd, sshd, docker, the agent),
     each in its own network namespace with its own address; print how to use it."""
     from .cluster import local
 
-    state = local.up(name, hosts, etcd_members, subnet, ttl, log=lambda m: _say(f"cluster: {m}"))
+    state = local.up(
+        name,
+        hosts,
+        etcd_members,
+        subnet,
+        ttl,
+        log=lambda m: _say(f"cluster: {m}"),
+        secure=secure,
+    )
     _out(
         f"cluster {name} is up in {state.up_seconds:.1f}s: {len(state.hosts)} hosts on "
         f"{state.subnet}"
@@ -1221,6 +1238,9 @@ def cluster_up(
     _out(f"ssh user:     {local.SSH_USER}")
     _out(f"ssh key:      {state.identity}")
     _out(f"known hosts:  {state.known_hosts}")
+    if state.operator_tls:
+        _out(f"CA:           {state.operator_tls['FLEETPY_CA_FILE']}")
+        _out(f"you (etcd):   {state.operator_tls['FLEETPY_CERT_FILE']} (user {OPERATOR})")
     _out(f"to use it:    . {state.env_file}   (sets all of the above for fleetpy)")
     _out(f"to end it:    fleetpy cluster down --name {name}")
 
@@ -1232,7 +1252,8 @@ def cluster_status(name: NameOption = "fleetpy") -> None:
     from .cluster import local
 
     state, rows = local.status(name)
-    _out(f"cluster {name}: {state.subnet}, env file {state.env_file or '-'}")
+    secure = ", etcd TLS and roles" if state.pki else ""
+    _out(f"cluster {name}: {state.subnet}{secure}, env file {state.env_file or '-'}")
     _print_table(
         ["what", "name", "alive", "detail"],
         [

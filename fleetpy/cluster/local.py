@@ -4,6 +4,13 @@ etcd (one member, or three), two engines, and N CoreOS-like hosts, each in its o
 network namespace with its own address on a bridge the cluster makes (see network.py),
 booting real systemd with sshd, the docker CLI (this machine's dockerd) and the agent.
 
+With `secure`, etcd speaks only TLS (clients and peers, each side checking the other's
+certificate) with its auth on: fleetpy's roles (registry/access.py), and every client
+acts as its own etcd user through its certificate's CN: the engines as fleetpy-engine,
+each host's agent as fleetpy-agent-<its machine id> (its files in the host's
+/etc/fleetpy, mode 0600), the operator (the env file) as fleetpy-operator. The
+certificates live in the cluster's directory, so `down` removes them with it.
+
 Everything `up` makes is written to the cluster's state file *before* it is made, so
 `down` removes exactly that (processes, namespaces, links, the bridge, containers, the
 cluster's directory) and nothing else, also after an `up` that crashed half-way.
@@ -15,6 +22,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -26,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FleetpyError
+from ..registry import Registry, RegistryConfig
+from .credentials import ClusterCredentials
 from .etcd import EtcdCluster, EtcdServer
 from .network import DEFAULT_SUBNET, BridgeNetwork, remove_links, remove_netns
 from .nspawn import (
@@ -96,6 +106,8 @@ class ClusterState:
     known_hosts: str = ""
     env_file: str = ""
     up_seconds: float = 0.0
+    pki: str = ""  # a secure cluster's certificates (inside directory)
+    operator_tls: dict[str, str] = field(default_factory=dict)  # FLEETPY_* of the CLI
 
     @property
     def path(self) -> Path:
@@ -157,9 +169,11 @@ def up(
     ttl: int = 5,
     metadata: Sequence[Mapping[str, str]] | None = None,
     log: Any = None,
+    secure: bool = False,
 ) -> ClusterState:
     """Make the cluster; returns its state once every host is registered in etcd.
-    A failure leaves what was made for `down` (and its logs to read): the error says so."""
+    A failure leaves what was made for `down` (and its logs to read): the error says so.
+    secure: TLS and etcd's auth with a role per kind of client (module docstring)."""
     _require_root()
     say = log or (lambda message: None)
     if etcd_members not in (1, 3):
@@ -181,7 +195,7 @@ def up(
     state = ClusterState(name, str(network.subnet), str(directory))
     state.save()
     try:
-        return _make(state, network, hosts, etcd_members, ttl, metadata, say)
+        return _make(state, network, hosts, etcd_members, ttl, metadata, say, secure)
     except (FleetpyError, OSError, subprocess.SubprocessError) as exc:
         detail = " ".join(str(exc).split())[-500:] or type(exc).__name__
         raise ClusterError(
@@ -198,9 +212,12 @@ def _make(
     ttl: int,
     metadata: Sequence[Mapping[str, str]] | None,
     say: Any,
+    secure: bool = False,
 ) -> ClusterState:
     name, directory = state.name, Path(state.directory)
     started = time.monotonic()
+    # Machine ids are chosen here, not at boot: each agent's certificate names its own.
+    machine_ids = [secrets.token_hex(16) for _ in range(hosts)]
 
     say("preparing dockerd, the busybox image and the host image (cached after the first run)")
     ensure_dockerd()
@@ -211,18 +228,39 @@ def _make(
     state.save()
     network.create()
 
+    creds: ClusterCredentials | None = None
+    if secure:
+        say("making a CA and certificates for etcd, the engines, the agents and you")
+        state.pki = str(directory / "pki")
+        state.save()
+        creds = ClusterCredentials.create(
+            Path(state.pki), etcd_members, [network.gateway], machine_ids
+        )
+        state.operator_tls = creds.settings(creds.operator)
+        state.save()
+
     say(f"starting etcd ({etcd_members} member{'s' if etcd_members > 1 else ''})")
     etcd_dir = directory / "etcd"
     members: list[EtcdServer]
     if etcd_members == 1:
         server = EtcdServer(
-            data_dir=etcd_dir, log_path=directory / "etcd.log", host=network.gateway, detach=True
+            data_dir=etcd_dir,
+            log_path=directory / "etcd.log",
+            host=network.gateway,
+            detach=True,
+            tls=creds.members[0] if creds else None,
         )
         etcd_dir.mkdir()
         server.launch()
         members = [server]
     else:
-        cluster = EtcdCluster(3, base_dir=etcd_dir, host=network.gateway, detach=True)
+        cluster = EtcdCluster(
+            3,
+            base_dir=etcd_dir,
+            host=network.gateway,
+            detach=True,
+            tls=creds.members if creds else (),
+        )
         etcd_dir.mkdir()
         cluster.start()
         members = cluster.members
@@ -231,6 +269,10 @@ def _make(
     state.save()
     for member in members:
         member.wait_healthy(30)
+    if creds is not None:
+        say("making etcd's users and roles, turning its auth on")
+        with Registry(creds.config(creds.root, state.endpoints)) as root:
+            root.ensure_access(machine_ids)
 
     say("making an ssh key for the hosts")
     ssh_dir = directory / "ssh"
@@ -275,9 +317,13 @@ def _make(
         state.hosts.append(record)
         state.save()
         record.address = network.add_host(host_name, index)
+        machine_id = machine_ids[index - 1]
+        agent_tls = creds.install_agent(machine_id, Path(record.state_dir) / "etc") if creds else {}
         host = launch_host(
             rootfs,
             host_name,
+            machine_id=machine_id,
+            extra_config=agent_tls,
             etcd_endpoints=state.endpoints,
             metadata=record.metadata,
             ttl=ttl,
@@ -301,6 +347,8 @@ def _make(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
     env["FLEETPY_ENDPOINT"] = ",".join(state.endpoints)
     env[CLUSTER_MARK] = name  # lets `down` find an engine that crashed `up` did not record
+    if creds is not None:
+        env.update(creds.settings(creds.engine))
     for number in (1, 2):
         log_path = directory / f"engine{number}.log"
         with open(log_path, "ab") as engine_log:
@@ -339,10 +387,19 @@ def _write_known_hosts(state: ClusterState, hosts: Sequence[Host]) -> None:
     Path(state.known_hosts).write_text("".join(lines))
 
 
-def _wait_registered(state: ClusterState, count: int, timeout: float = 60.0) -> None:
-    from ..registry import Registry, RegistryConfig
+def operator_config(state: ClusterState) -> RegistryConfig:
+    """Registry settings of the cluster's operator (what the env file sets)."""
+    tls = state.operator_tls
+    return RegistryConfig(
+        endpoints=tuple(state.endpoints),
+        ca_file=tls.get("FLEETPY_CA_FILE"),
+        cert_file=tls.get("FLEETPY_CERT_FILE"),
+        key_file=tls.get("FLEETPY_KEY_FILE"),
+    )
 
-    registry = Registry(RegistryConfig(endpoints=tuple(state.endpoints)))
+
+def _wait_registered(state: ClusterState, count: int, timeout: float = 60.0) -> None:
+    registry = Registry(operator_config(state))
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -360,6 +417,7 @@ def env_text(state: ClusterState) -> str:
         "FLEETPY_SSH_USERNAME": SSH_USER,
         "FLEETPY_SSH_IDENTITY": state.identity,
         "FLEETPY_KNOWN_HOSTS_FILE": state.known_hosts,
+        **state.operator_tls,
     }
     return "".join(f"export {key}={value}\n" for key, value in settings.items())
 
