@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from fleetpy.cluster.credentials import ClusterCredentials
 from fleetpy.cluster.etcd import EtcdCluster, EtcdServer
 from fleetpy.cluster.pki import Credential
 from fleetpy.registry import Registry, RegistryConfig
+from fleetpy.registry.tls import load_tls
+from fleetpy.registry.transport import Endpoint, EtcdTransport
 
 PREFIX = "/fleetpy"
 
@@ -35,6 +38,16 @@ class SecureEtcd:
     def registry(self, who: Credential, timeout: float = 5.0) -> Registry:
         return Registry(self.config(who, timeout))
 
+    def transport(self, who: Credential, timeout: float = 5.0) -> EtcdTransport:
+        """A bare etcd client acting as WHO: raw keys, below the registry's layout."""
+        material = load_tls(str(self.creds.ca.cert_file), str(who.cert_file), str(who.key_file))
+        endpoints = []
+        for url in self.endpoints:
+            parsed = urlparse(url)
+            assert parsed.hostname and parsed.port
+            endpoints.append(Endpoint(parsed.hostname, parsed.port))
+        return EtcdTransport(endpoints, tls=material, timeout=timeout, diagnosis=material)
+
     def env(self, who: Credential | None = None) -> dict[str, str]:
         """The environment of a CLI subprocess acting as WHO (the operator by default)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
@@ -46,9 +59,13 @@ class SecureEtcd:
 
 @contextlib.contextmanager
 def secure_etcd(
-    directory: Path, machines: Sequence[str] = ("m1", "m2"), members: int = 1
+    directory: Path,
+    machines: Sequence[str] = ("m1", "m2"),
+    members: int = 1,
+    passwords: Mapping[str, str] | None = None,
 ) -> Iterator[SecureEtcd]:
-    """One member, or a cluster of MEMBERS, on loopback; stopped (data removed) after."""
+    """One member, or a cluster of MEMBERS, on loopback; stopped (data removed) after.
+    passwords: users that also get one (etcd user name -> password)."""
     creds = ClusterCredentials.create(directory / "pki", members, machines=machines)
     server: EtcdServer | EtcdCluster
     if members == 1:
@@ -62,7 +79,7 @@ def secure_etcd(
     try:
         etcd = SecureEtcd(creds, endpoints)
         with etcd.registry(creds.root) as root:
-            etcd.made = root.ensure_access(machines)
+            etcd.made = root.ensure_access(machines, passwords)
         yield etcd
     finally:
         server.stop()

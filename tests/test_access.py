@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import pytest
 from secure_fixtures import SecureEtcd, secure_etcd
@@ -28,12 +27,9 @@ from fleetpy.registry.access import (
     operator_role,
     roles,
 )
-from fleetpy.registry.tls import load_tls
 from fleetpy.registry.transport import (
     Access,
-    Endpoint,
     EtcdPermissionDenied,
-    EtcdTransport,
     KeyPermission,
     prefix_range_end,
 )
@@ -196,12 +192,7 @@ def test_ensure_access_made_the_users_and_is_idempotent(secure: SecureEtcd) -> N
 def test_ensure_access_converges_a_role_to_the_table(secure: SecureEtcd) -> None:
     """A grant someone added by hand is revoked; a changed one is set back."""
     creds = secure.creds
-    material = load_tls(
-        str(creds.ca.cert_file), str(creds.root.cert_file), str(creds.root.key_file)
-    )
-    url = urlparse(secure.endpoints[0])
-    assert url.hostname and url.port
-    with EtcdTransport([Endpoint(url.hostname, url.port)], tls=material) as admin:
+    with secure.transport(creds.root) as admin:
         admin.role_grant("fleetpy-agent-m1", KeyPermission(Access.READWRITE, b"/fleetpy/unit/x"))
         admin.role_grant(
             "fleetpy-agent-m1", KeyPermission(Access.READWRITE, b"/fleetpy/machines/m1")
