@@ -183,3 +183,28 @@ def test_every_member_of_a_cluster_named(other_ca: Authority, tmp_path: Path) ->
             "TLS handshake failed: etcd's certificate is not signed by --ca-file",
         )
         assert line.count("https://") == 3
+
+
+def test_plain_http_against_a_tls_etcd(secure: SecureEtcd) -> None:
+    """No TLS at all: etcd closes the connection, which a member going down does too, so
+    this one is retried until --request-timeout, but the line says what to check."""
+    plain = secure.endpoints[0].replace("https://", "http://")
+    env = {
+        k: v
+        for k, v in secure.env().items()
+        if k not in secure.creds.settings(secure.creds.operator)
+    }
+    env["FLEETPY_ENDPOINT"] = plain
+    result = subprocess.run(
+        [sys.executable, "-m", "fleetpy", "--request-timeout", "2", "list-units"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"fleetpy: error: cannot reach etcd at {plain} (connection closed: does etcd want "
+        "TLS? https:// and --ca-file) after 2s"
+    ]

@@ -1240,7 +1240,7 @@ class EtcdTransport:
                         continue
                     if not _is_retryable(code, details):
                         raise self._rpc_error(member, exc) from None
-                    failures[member.index] = _short_reason(code, details)
+                    failures[member.index] = self._reason(code, details)
                     with self._lock:
                         self._mark_failed_locked(member)
                     continue
@@ -1360,7 +1360,7 @@ class EtcdTransport:
                         continue
                     if not _is_retryable(code, details):
                         raise self._rpc_error(member, exc, keys) from None
-                    failures[member.index] = _short_reason(code, details)
+                    failures[member.index] = self._reason(code, details)
                     with self._lock:
                         self._mark_failed_locked(member)
                     continue
@@ -1403,6 +1403,19 @@ class EtcdTransport:
         if self._user is not None:
             return self._user
         return self._diagnosis.identity if self._diagnosis is not None else None
+
+    def _reason(self, code: grpc.StatusCode, details: str) -> str:
+        """_short_reason, with a hint when the scheme may be wrong: an endpoint that
+        closes the connection at once may speak the other protocol (or be going down,
+        so this is retried like any refused connection)."""
+        reason = _short_reason(code, details)
+        if "Socket closed" not in details:
+            return reason
+        if self._secure and reason == "TLS handshake failed":
+            return "TLS handshake failed: the endpoint closed the connection, no TLS there?"
+        if not self._secure and reason == "connection closed":
+            return "connection closed: does etcd want TLS? https:// and --ca-file"
+        return reason
 
     def _tls_failure(self, code: grpc.StatusCode, details: str) -> str | None:
         """The reason to give up on an endpoint for this call (a certificate problem)."""
