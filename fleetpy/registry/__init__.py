@@ -28,7 +28,8 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 would read the other's keys as its own
 
 Only the engine writes P/schedule and P/reason; only clients (CLI) write P/unit, P/global
-and P/content; only agents write P/machines and P/state. Every multi-key change is one
+and P/content; only agents write P/machines and P/state. With etcd's auth on, the roles of
+access.py enforce it (each agent only its own machine's keys). Every multi-key change is one
 transaction guarded by the revisions it read, so racing clients never lose an update.
 """
 
