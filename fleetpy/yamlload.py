@@ -25,6 +25,7 @@ error type (TemplateError for template values, ConfigError for configuration).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
@@ -80,6 +81,7 @@ def _checked_events(text: str, max_depth: int, max_nodes: int) -> list[Event]:
     sizes: dict[str, int] = {}  # anchor -> its node count with aliases expanded
     frames: list[list[Any]] = []  # open collections: [anchor, node count of children]
     total = 0
+    aliased = False
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         events.append(event)
         line = event.start_mark.line + 1 if event.start_mark is not None else 0
@@ -94,6 +96,7 @@ def _checked_events(text: str, max_depth: int, max_nodes: int) -> list[Event]:
                     "(recursive values are not supported)",
                 )
             # An undefined alias is the composer's error, reported after this pass.
+            aliased = True
             added = sizes.get(event.anchor, 1) if event.anchor is not None else 1
         elif isinstance(event, (ScalarEvent, CollectionStartEvent)):
             added = 1
@@ -108,9 +111,12 @@ def _checked_events(text: str, max_depth: int, max_nodes: int) -> list[Event]:
             continue
         total += added
         if total > max_nodes:
-            raise _Limit(
-                line, f"more than {max_nodes} values once aliases are expanded (an alias bomb?)"
-            )
+            if aliased:
+                raise _Limit(
+                    line, f"more than {max_nodes} values once aliases are expanded (an alias bomb?)"
+                )
+            # Without aliases, "alias bomb" would send the user looking for the wrong thing.
+            raise _Limit(line, f"more than {max_nodes} values (keys count too), fleetpy's limit")
         if frames:
             frames[-1][1] += added
         if isinstance(event, ScalarEvent) and event.anchor is not None:
@@ -230,8 +236,11 @@ class _Loader(_Replay, Composer, SafeConstructor, Resolver):
             ) from None
         except Exception as exc:
             what = f" {_short(node.value)}" if isinstance(node, ScalarNode) else ""
+            detail = str(exc)
+            if "set_int_max_str_digits" in detail:  # Python's advice is no use to a user
+                detail = f"more than {sys.get_int_max_str_digits()} digits"
             raise ConstructorError(
-                None, None, f"invalid {_tag(node.tag)}{what}: {exc}", node.start_mark
+                None, None, f"invalid {_tag(node.tag)}{what}: {detail}", node.start_mark
             ) from None
 
 
