@@ -68,7 +68,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from fleetpy.errors import FileError, FleetpyError, TemplateError
 from fleetpy.files import MAX_TEMPLATE_BYTES, MAX_VALUES_BYTES, MiB, display_path, read_text_file
-from fleetpy.yamlload import load_yaml_mapping
+from fleetpy.yamlload import MAX_DEPTH, load_yaml_mapping
 
 # Limits of one render (MAX_TEMPLATE_BYTES and MAX_VALUES_BYTES are in fleetpy.files).
 MAX_OUTPUT_BYTES = 1 * MiB  # the rendered unit
@@ -792,13 +792,19 @@ def _set_scalar(text: str) -> Any:
 def parse_set(items: Iterable[str]) -> dict[str, Any]:
     """Turn `--set a.b=1` items into nested dicts (later items win)."""
     result: dict[str, Any] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
+    for whole in items:
+        key, eq, raw = whole.partition("=")
         parts = key.split(".")
+        # Messages quote the item: an argument can be 128 KiB long.
+        item = whole if len(whole) <= 100 else whole[:100] + "..."
         if not eq or not key:
             raise TemplateError(f"--set {item}: expected key=value")
+        if len(parts) > MAX_DEPTH:
+            raise TemplateError(
+                f"--set {item}: key nested deeper than {MAX_DEPTH} levels, as for values files"
+            )
         if any(not part or part != part.strip() for part in parts):
-            raise TemplateError(f"--set {item}: empty or padded part in key {key!r}")
+            raise TemplateError(f"--set {item}: empty or padded part in key {_short(key)}")
         node = result
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})

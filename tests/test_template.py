@@ -742,6 +742,9 @@ def test_parse_set_keeps_strings_unless_clearly_int_or_bool(raw: str, value: Any
         (["a.=1"], "empty or padded part"),
         (["a=1", "a.b=2"], "a is already set to a value"),
         (["a.b=1", "a=2"], "a is already a mapping"),
+        # Was a RecursionError while pickling the values for the renderer.
+        ([".".join(["k"] * 65) + "=1"], "key nested deeper than 64 levels"),
+        (["x" * 100_000], "--set " + "x" * 100 + "...: expected key=value"),
     ],
 )
 def test_parse_set_errors(items: list[str], message: str) -> None:

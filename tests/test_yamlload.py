@@ -166,7 +166,10 @@ def test_recursive_aliases_are_refused(text: str) -> None:
             r"v\.yaml:1: invalid !!timestamp '2024-13-45': month must be in 1\.\.12",
         ),
         ("a: !!binary zzz\n", r"v\.yaml:1: failed to decode base64 data: .*"),
-        ("a: 1" + "0" * 5000 + "\n", r"v\.yaml:1: invalid !!int '10+\.\.\.': more than 4300 digits"),
+        (
+            "a: 1" + "0" * 5000 + "\n",
+            r"v\.yaml:1: invalid !!int '10+\.\.\.': more than 4300 digits",
+        ),
         ("a:\n\tb: 1\n", r"v\.yaml:2: found character '\\t' that cannot start any token"),
         ('a: "open\n', r"v\.yaml:2: found unexpected end of stream"),
         ("a: [1,\n", r"v\.yaml:2: .*"),
