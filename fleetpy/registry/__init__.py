@@ -481,21 +481,46 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+# A DNS name or an IP address (urlparse drops an IPv6 address's brackets).
+_ENDPOINT_HOST = re.compile(
+    r"[A-Za-z0-9_.-]{1,253}|(?=.*:)[0-9A-Fa-f:.]{2,45}(%[A-Za-z0-9_.-]{1,64})?"
+)
+# An etcd cluster has a handful of members; thousands of endpoints would only make
+# every failure message thousands of lines long (each is listed with its error).
+MAX_ENDPOINTS = 32
+
+
 def _parse_endpoint(url: str) -> tuple[str, int, bool]:
     text = url.strip()
+    shown = repr(url if len(url) <= 100 else url[:100] + "...")
     if "://" not in text:
         text = "http://" + text
     try:
         parsed = urlparse(text)
     except ValueError as exc:
-        raise RegistryError(f"invalid etcd endpoint {url!r}: {exc}") from None
+        raise RegistryError(f"invalid etcd endpoint {shown}: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise RegistryError(f"invalid etcd endpoint {url!r}: expected http(s)://HOST:PORT")
+        raise RegistryError(f"invalid etcd endpoint {shown}: expected http(s)://HOST:PORT")
+    # Parts gRPC would silently ignore: a password there would be neither used nor
+    # safe (messages name the endpoint), and a path suggests a different server.
+    if parsed.username is not None or parsed.password is not None:
+        raise RegistryError(
+            "invalid etcd endpoint: a user or password in the URL is not used; "
+            "give --username and --password"
+        )
+    if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        raise RegistryError(
+            f"invalid etcd endpoint {shown}: expected http(s)://HOST:PORT, without a path"
+        )
+    if not _ENDPOINT_HOST.fullmatch(parsed.hostname):
+        raise RegistryError(f"invalid etcd endpoint {shown}: bad host name")
     try:
-        port = parsed.port or 2379
+        port = parsed.port
     except ValueError:
-        raise RegistryError(f"invalid etcd endpoint {url!r}: bad port") from None
-    return parsed.hostname, port, parsed.scheme == "https"
+        port = 0
+    if port == 0:  # urlparse says None when there is none, 0 for ":0"
+        raise RegistryError(f"invalid etcd endpoint {shown}: bad port (1 to 65535)")
+    return parsed.hostname, port or 2379, parsed.scheme == "https"
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -587,6 +612,11 @@ class Registry:
 
     def _connect(self) -> EtcdTransport:
         config = self.config
+        if len(config.endpoints) > MAX_ENDPOINTS:
+            raise RegistryError(
+                f"{len(config.endpoints)} etcd endpoints given; fleetpy takes at most "
+                f"{MAX_ENDPOINTS} (an etcd cluster's members)"
+            )
         tls = load_tls(config.ca_file, config.cert_file, config.key_file)
         endpoints = []
         for url in config.endpoints:
