@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import FleetpyError
+from .errors import FleetpyError, UnitNameError
 from .log import log_event
 from .registry import MachineRecord, Registry, ScheduleEntry, ScheduleEvent, UnitState, WatchBatch
 from .signing import TrustedKeys, Verdict
@@ -32,6 +32,7 @@ from .unitmanager import (
     StopUnit,
     UnitManager,
     WriteUnit,
+    check_unit_file_name,
 )
 
 # ----------------------------------------------------------------------------- records
@@ -207,6 +208,7 @@ class Agent:
         self._resync_pending = threading.Event()
         self._states_changed = threading.Event()
         self._report_lock = threading.Lock()
+        self._refused_names: set[str] = set()  # warned about once each
         self.ready = threading.Event()
 
     @property
@@ -418,8 +420,23 @@ class Agent:
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
             for name, e in chosen.items()
-            if e.desired in PLACED_STATES
+            if e.desired in PLACED_STATES and self._name_allowed(name, e.name)
         }
+
+    def _name_allowed(self, key: str, name: str) -> bool:
+        """Only valid unit names become unit files: names come from etcd keys, which
+        anyone with write access can set (`../../etc/systemd/system/x.service`). The
+        registry skips such keys too; this check does not depend on it."""
+        try:
+            check_unit_file_name(key)
+            if name != key:
+                raise UnitNameError(f"schedule entry {key!r} names another unit, {name!r}")
+        except UnitNameError as exc:
+            if key not in self._refused_names:
+                self._refused_names.add(key)
+                log_event("unit_name_refused", machine=self.machine_id, error=str(exc))
+            return False
+        return True
 
     def _reconcile(self) -> None:
         self.stats.reconciles += 1

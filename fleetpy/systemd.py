@@ -34,6 +34,7 @@ from .unitmanager import (
     StateListener,
     StopUnit,
     WriteUnit,
+    unit_file_path,
 )
 
 SYSTEMD = "org.freedesktop.systemd1"
@@ -270,6 +271,8 @@ class SystemdUnitManager:
         for path in sorted(self.unit_dir.iterdir()):
             if path.name.startswith(".") or not path.is_file():
                 continue
+            if self._paths_of(path.name) is None:
+                continue  # not a unit name: not ours to start, stop or remove
             digest = content_hash(path.read_text())
             with self._lock:
                 self._units[path.name] = ObservedUnit(path.name, digest)
@@ -368,20 +371,27 @@ class SystemdUnitManager:
         # A daemon-reload costs ~0.2 s and re-announces every unit: only needed when a
         # file systemd may have loaded changed or went away. Brand-new files are found
         # by systemd's unit path cache on LoadUnit.
+        paths = {
+            name: found
+            for name in {*removes, *(a.name for a in writes)}
+            if (found := self._paths_of(name)) is not None
+        }
+        removes = [name for name in removes if name in paths]
+        writes = [action for action in writes if action.name in paths]
         with self._lock:
             reload = bool(removes) or any(a.name in self._units for a in writes)
         for name in removes:
-            for path in (self.link_dir / name, self.unit_dir / name):
+            target, link = paths[name]
+            for path in (link, target):
                 try:
                     path.unlink()
                 except FileNotFoundError:
                     pass
         for action in writes:
-            target = self.unit_dir / action.name
+            target, link = paths[action.name]
             tmp = target.with_name(f".{action.name}.tmp")
             tmp.write_text(action.text)
             os.replace(tmp, target)
-            link = self.link_dir / action.name
             if not link.is_symlink() or os.readlink(link) != str(target):
                 try:
                     link.unlink()
@@ -415,6 +425,15 @@ class SystemdUnitManager:
                 reload = True
                 for other in writes:
                     self._refresh(other.name)
+
+    def _paths_of(self, name: str) -> tuple[Path, Path] | None:
+        """(unit file, its link) for a valid unit name; None, with a warning, otherwise.
+        Both stay inside their directories whatever the name (see unit_file_path)."""
+        try:
+            return unit_file_path(self.unit_dir, name), unit_file_path(self.link_dir, name)
+        except FleetpyError as exc:
+            log_event("unit_name_refused", error=str(exc))
+            return None
 
     def close(self) -> None:
         def quit_loop() -> None:

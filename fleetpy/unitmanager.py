@@ -7,13 +7,17 @@ below; nothing else differs, so scale tests exercise the real agent.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from .errors import UnitNameError
 from .registry import UnitState
+from .unit import parse_name
 
 # ExecStart=/bin/false (or /usr/bin/false): what a simulated host fails to start.
 _FAILS = re.compile(r"^ExecStart=\S*/false\b", re.MULTILINE)
@@ -61,6 +65,30 @@ class RemoveUnit:
 
 Action = WriteUnit | StartUnit | StopUnit | RemoveUnit
 StateListener = Callable[[ObservedUnit], None]
+
+
+def check_unit_file_name(name: str) -> str:
+    """`name` if it is a valid unit name, fit to be a file name; else UnitNameError.
+
+    Names an agent acts on come from etcd, where anyone with write access can put any
+    key: they are checked again here, whatever the registry checked on reading, before
+    one becomes a file name or a D-Bus argument.
+    """
+    if parse_name(name).name != name:  # parse_name raises on anything invalid
+        raise UnitNameError(f"invalid unit name {name!r}")
+    return name
+
+
+def unit_file_path(directory: str | os.PathLike[str], name: str) -> Path:
+    """DIRECTORY/NAME for a valid unit name, and never a path outside DIRECTORY."""
+    base = Path(directory)
+    path = base / check_unit_file_name(name)
+    # By construction a unit name has no '/' or NUL and is not '.' or '..' (it needs a
+    # type suffix); checked anyway, so a future change of the name rules cannot open a
+    # way out of the unit directory.
+    if path.parent != base or path.name != name:
+        raise UnitNameError(f"unit name {name!r} is not a plain file name")
+    return path
 
 
 class UnitManager(Protocol):
