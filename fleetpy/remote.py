@@ -3,6 +3,7 @@ client (no protocol of our own), through a jump host with --tunnel."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import subprocess
@@ -83,6 +84,14 @@ def _target(view: ClusterView, machine: str) -> Target:
     record = view.machines.get(machine)
     if record is None or not record.ip:
         raise RemoteError(f"machine {machine[:8]} is not alive (or has no address)")
+    # The address comes from etcd and goes to ssh, which hands a --tunnel's ProxyCommand
+    # (with the address in it) to a shell: an IP address only, whatever the registry let by.
+    try:
+        ipaddress.ip_address(record.ip)
+    except ValueError:
+        raise RemoteError(
+            f"machine {machine[:8]} has the address {record.ip[:64]!r} in etcd, not an IP address"
+        ) from None
     return Target(machine, record.ip)
 
 

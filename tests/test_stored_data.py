@@ -9,6 +9,10 @@ that is not a valid unit name and never returns a path outside its directory. Ea
 is tested here on its own: the agent with a registry that hands it bad names anyway, the
 unit manager's file handling with bad names given directly, and the whole chain with raw
 keys written into a real etcd, and on a real host (systemd-nspawn).
+
+Machine addresses. `status`, `journal` and `ssh` give a machine's address from etcd to
+ssh, and ssh gives a --tunnel's ProxyCommand, with the address in it, to a shell: only
+IP addresses are accepted, by the registry and again by fleetpy.remote.
 """
 
 from __future__ import annotations
@@ -32,7 +36,16 @@ from fleetpy.agent import Agent, AgentConfig
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 from fleetpy.errors import UnitNameError
-from fleetpy.registry import Registry, RegistryConfig, ScheduleEntry, WatchBatch
+from fleetpy.registry import (
+    ClusterView,
+    MachineRecord,
+    MalformedRecord,
+    Registry,
+    RegistryConfig,
+    ScheduleEntry,
+    WatchBatch,
+)
+from fleetpy.remote import RemoteError, machine_target
 from fleetpy.states import DesiredState
 from fleetpy.unitmanager import (
     Action,
@@ -362,3 +375,44 @@ def test_real_host_writes_no_file_outside_its_unit_directory(
     found = host.run(["find", "/etc", "/run", "/var", "-name", "x.service*"], check=False)
     assert found.stdout.split() == [], found.stdout
     assert "record_skipped" in host.journal(AGENT_UNIT, lines=2000)
+
+
+# --------------------------------------------------------------------------- machine addresses
+
+SHELL_ADDRESSES = [
+    "x$(touch /tmp/pwned)",
+    "x`id`",
+    "10.0.0.1;id",
+    "-oProxyCommand=id",
+    "host name",
+    "10.0.0.1\nid",
+    "localhost",
+]
+
+
+@pytest.mark.parametrize("address", SHELL_ADDRESSES, ids=repr)
+def test_a_machine_address_that_is_not_an_ip_is_not_a_record(address: str) -> None:
+    with pytest.raises(MalformedRecord, match="field 'ip' is not an IP address"):
+        MachineRecord.from_json("m1", json.dumps({"ip": address}).encode())
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "::1", "fe80::1"])
+def test_ip_addresses_are_records(address: str) -> None:
+    assert MachineRecord.from_json("m1", json.dumps({"ip": address}).encode()).ip == address
+
+
+class ViewOf:
+    """A registry whose view holds a machine with any address (no registry checks)."""
+
+    def __init__(self, address: str) -> None:
+        self.view = ClusterView(1, {}, {"m1": MachineRecord("m1", address)}, {}, {}, {})
+
+    def read_view(self, with_text: bool = True) -> ClusterView:
+        return self.view
+
+
+@pytest.mark.parametrize("address", SHELL_ADDRESSES, ids=repr)
+def test_remote_refuses_an_address_that_is_not_an_ip(address: str) -> None:
+    with pytest.raises(RemoteError, match="not an IP address"):
+        machine_target(ViewOf(address), "m1")  # type: ignore[arg-type]
+    assert machine_target(ViewOf("10.0.0.1"), "m1").address == "10.0.0.1"  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ import os
 # fleetpy says what went wrong in one line of its own. Set before grpc is imported.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+import ipaddress
 import json
 import re
 import threading
@@ -309,9 +310,17 @@ class MachineRecord:
         ttl = _field(data, "ttl", int, 0)
         if isinstance(ttl, bool) or not 0 <= ttl <= 86400:
             raise MalformedRecord("field 'ttl' is out of range")
+        ip = _field(data, "ip", str, "")
+        if ip:
+            # `status` and `ssh` give it to ssh, whose ProxyCommand runs in a shell: only
+            # what agents write (an IP address, as --public-ip requires) is accepted.
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise MalformedRecord("field 'ip' is not an IP address") from None
         return cls(
             id=_machine_id(machine_id),
-            ip=_field(data, "ip", str, ""),
+            ip=ip,
             metadata=dict(metadata),
             hostname=_field(data, "hostname", str, ""),
             ttl=ttl,
