@@ -795,8 +795,11 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
     for whole in items:
         key, eq, raw = whole.partition("=")
         parts = key.split(".")
-        # Messages quote the item: an argument can be 128 KiB long.
-        item = whole if len(whole) <= 100 else whole[:100] + "..."
+        # Messages quote the item: an argument can be 128 KiB long, and hold a newline.
+        item = "".join(
+            char if char.isprintable() else repr(char)[1:-1]
+            for char in (whole if len(whole) <= 100 else whole[:100] + "...")
+        )
         if not eq or not key:
             raise TemplateError(f"--set {item}: expected key=value")
         if len(parts) > MAX_DEPTH:

@@ -132,8 +132,10 @@ def parse_name(name: str) -> UnitName:
     if not dot:
         raise bad("missing type suffix such as .service")
     if suffix not in UNIT_SUFFIXES:
+        # The name is shown with repr(): the suffix too, if it holds a line break & co.
+        shown = f".{suffix}" if suffix.isprintable() else repr(f".{suffix}")
         raise bad(
-            f"unknown type suffix .{suffix} (expected one of {', '.join(sorted(UNIT_SUFFIXES))})"
+            f"unknown type suffix {shown} (expected one of {', '.join(sorted(UNIT_SUFFIXES))})"
         )
     # The first '@' splits prefix from instance, as in systemd and fleet.
     prefix, at, instance = stem.partition("@")
