@@ -1,16 +1,22 @@
 """Signed units end to end at the registry level: real etcd, an engine, and simulated
 agents configured with trusted keys. Forged records are written with etcdctl, straight
-into etcd, as someone with etcd access but no signing key would."""
+into etcd, as someone with etcd access but no signing key would.
+
+Every test runs twice: on a plain etcd, and on one with TLS, client certificates and
+auth, where the operator, the engine and each agent act as their own etcd users (the
+forger there holds etcd's root certificate)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from secure_fixtures import secure_etcd
 from waiting import until
 
 from fleetpy import control
@@ -22,6 +28,7 @@ from fleetpy.signing import Signer, generate_key, load_signer, load_trusted_keys
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.unitmanager import SimulatedUnitManager
 
+MACHINES = ("m1", "m2")
 GOOD = "[Service]\nExecStart=/bin/sleep 1000\n"
 EVIL = "[Service]\nExecStart=/bin/sh -c 'echo pwned'\n"
 
@@ -30,9 +37,9 @@ def canonical(text: str) -> str:
     return parse_unit(text, "test").serialize()
 
 
-def etcdctl(endpoint: str, *args: str, value: str | None = None) -> None:
+def etcdctl(endpoint: str, *args: str, value: str | None = None, tls: Sequence[str] = ()) -> None:
     subprocess.run(
-        ["etcdctl", "--endpoints", endpoint, *args],
+        ["etcdctl", "--endpoints", endpoint, *tls, *args],
         input=None if value is None else value.encode(),
         capture_output=True,
         check=True,
@@ -44,11 +51,13 @@ def etcdctl(endpoint: str, *args: str, value: str | None = None) -> None:
 class SignedCluster:
     """Two simulated machines that trust `trusted/`, an engine, and the operator's keys."""
 
-    def __init__(self, config: RegistryConfig, workdir: Path) -> None:
-        self.config = config
-        self.endpoint = config.endpoints[0]
+    def __init__(self, roles: Roles, workdir: Path) -> None:
+        self.roles = roles
+        self.config = roles.operator
+        self.endpoint = self.config.endpoints[0]
         self.workdir = workdir
-        self.registry = Registry(config)
+        self.registry = Registry(self.config)
+        self.agent_registries = {m: Registry(c) for m, c in roles.agents.items()}
         self.keys = workdir / "keys"
         self.trusted_dir = workdir / "trusted"
         self.trusted_dir.mkdir()
@@ -56,14 +65,17 @@ class SignedCluster:
             info = generate_key(self.keys, name)
             (self.trusted_dir / info.public_path.name).write_bytes(info.public_path.read_bytes())
         generate_key(workdir / "stranger", "stranger")  # a key nobody trusts
-        self.managers = {m: SimulatedUnitManager() for m in ("m1", "m2")}
+        self.managers = {m: SimulatedUnitManager() for m in MACHINES}
         self.agents = {m: self.agent(m) for m in self.managers}
-        self.engine = Engine(Registry(config), lease_ttl=2, reconcile_interval=5).start()
+        self.engine = self.start_engine()
+
+    def start_engine(self) -> Engine:
+        return Engine(Registry(self.roles.engine), lease_ttl=2, reconcile_interval=5).start()
 
     def agent(self, machine: str) -> Agent:
         trusted = load_trusted_keys(self.trusted_dir, lambda m: None)
         agent = Agent(
-            self.registry,
+            self.agent_registries[machine],
             self.managers[machine],
             AgentConfig(machine, ttl=3, trusted=trusted),
         ).start()
@@ -96,20 +108,54 @@ class SignedCluster:
         return any(unit in m.observe() for m in self.managers.values())
 
     def raw_put(self, key: str, value: str) -> None:
-        etcdctl(self.endpoint, "put", f"{self.config.prefix}/{key}", value=value)
+        etcdctl(
+            self.endpoint, "put", f"{self.config.prefix}/{key}", value=value, tls=self.roles.raw
+        )
 
     def close(self) -> None:
         for agent in self.agents.values():
             agent.stop()
         self.engine.stop()
         self.registry.close()
+        for registry in self.agent_registries.values():
+            registry.close()
 
 
-@pytest.fixture
-def cluster(registry_config: RegistryConfig, tmp_path: Path) -> Iterator[SignedCluster]:
-    c = SignedCluster(registry_config, tmp_path)
-    yield c
-    c.close()
+@dataclass(frozen=True)
+class Roles:
+    """Who connects as whom: the same settings for all on a plain etcd."""
+
+    operator: RegistryConfig
+    engine: RegistryConfig
+    agents: Mapping[str, RegistryConfig]
+    raw: Sequence[str] = ()  # etcdctl's TLS options for the forger
+
+
+@pytest.fixture(params=["plain", "tls-auth"])
+def cluster(
+    request: pytest.FixtureRequest, registry_config: RegistryConfig, tmp_path: Path
+) -> Iterator[SignedCluster]:
+    if request.param == "plain":
+        roles = Roles(registry_config, registry_config, dict.fromkeys(MACHINES, registry_config))
+        c = SignedCluster(roles, tmp_path)
+        yield c
+        c.close()
+        return
+    with secure_etcd(tmp_path / "etcd", machines=MACHINES) as etcd:
+        creds = etcd.creds
+        roles = Roles(
+            etcd.config(creds.operator),
+            etcd.config(creds.engine),
+            {m: etcd.config(creds.agents[m]) for m in MACHINES},
+            raw=(
+                f"--cacert={creds.ca.cert_file}",
+                f"--cert={creds.root.cert_file}",
+                f"--key={creds.root.key_file}",
+            ),
+        )
+        c = SignedCluster(roles, tmp_path)
+        yield c
+        c.close()
 
 
 def active(cluster: SignedCluster, unit: str) -> bool:
@@ -219,7 +265,7 @@ def test_swapped_contents_are_rejected_and_a_replaced_record_stops_the_unit(
     control.submit(cluster.registry, [cluster.unit_file("later.service")], cluster.signer())
     cluster.engine.stop()
     cluster.raw_put(f"content/{good_hash}", evil)
-    cluster.engine = Engine(Registry(cluster.config), lease_ttl=2, reconcile_interval=5).start()
+    cluster.engine = cluster.start_engine()
     control.start(cluster.registry, ["later.service"])
     until(lambda: rejected(cluster, "later.service", "content-mismatch"), what="blob swap")
     assert not cluster.seen_by_managers("later.service")
