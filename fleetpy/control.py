@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from .errors import (
     FleetOptionError,
@@ -32,27 +30,22 @@ from .errors import (
 )
 from .registry import (
     ClusterView,
-    MachineEvent,
     Registry,
-    ScheduleEvent,
-    StateEvent,
     UnitChange,
     UnitRecord,
     UnitState,
-    WatchBatch,
 )
 from .scheduler import NO_MACHINES
 from .signing import Signer
 from .states import REJECTED, RUNNING_STATES, DesiredState, verb
 from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
+from .view import SETTLE_SECONDS, LiveView
 
 # fleetpy's own bound on one command (argument lists and glob matches alike): more
 # would be written in hundreds of transactions, with a long partial-write window.
 MAX_UNITS_PER_COMMAND = 10_000
 # Re-read the whole view this often even without watch events (a lost watch must not hang us).
 BACKSTOP_SECONDS = 10.0
-# Coalesce a burst of watch events into one re-read.
-SETTLE_SECONDS = 0.05
 # A failed state seen before we started waiting may be stale (the agent has not yet
 # restarted the unit); it counts once re-reported or after this long.
 STALE_FAILED_GRACE = 3.0
@@ -606,102 +599,6 @@ def evaluate(
     return result
 
 
-class _Follower:
-    """A ClusterView kept current from watch events on states, schedule and machines.
-
-    Events patch the view in place of re-reading everything (a full read carries
-    every schedule entry's text); a full read happens only as a slow backstop or
-    after a watch broke, and then the watches restart from that read's revision.
-    """
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.pending: list[WatchBatch[StateEvent | ScheduleEvent | MachineEvent]] = []
-        self.touched: set[tuple[str, str]] = set()  # (unit, machine) reported since we began
-        self.broken = False
-        self.cancels: list[Callable[[], None]] = []
-        self.view = self.resync()
-
-    def _on(self, batch: WatchBatch[Any]) -> None:
-        with self.lock:
-            if batch.error is not None:
-                self.broken = True
-            self.pending.append(batch)
-            self.touched.update(
-                (e.unit, e.machine) for e in batch.events if isinstance(e, StateEvent)
-            )
-        self.wake.set()
-
-    def resync(self) -> ClusterView:
-        self.close()
-        view = self.registry.read_view(with_text=False)
-        with self.lock:
-            self.pending.clear()
-            self.broken = False
-        after = view.revision + 1
-        self.cancels = [
-            self.registry.watch_states(self._on, after),
-            self.registry.watch_schedule(self._on, after),
-            self.registry.watch_machines(self._on, after),
-        ]
-        self.view = view
-        return view
-
-    def update(self) -> ClusterView:
-        """Apply the events received so far (a full re-read if a watch broke)."""
-        with self.lock:
-            batches, self.pending = self.pending, []
-            broken = self.broken
-        if broken:
-            return self.resync()
-        view = self.view
-        batches = [b for b in batches if b.revision > view.revision and b.events]
-        if not batches:
-            return view
-        states = dict(view.states)
-        schedule = dict(view.schedule)
-        machines = dict(view.machines)
-        for event in (e for batch in batches for e in batch.events):
-            if isinstance(event, StateEvent):
-                by_machine = dict(states.get(event.unit, {}))  # views are shared snapshots
-                if event.state is not None:
-                    by_machine[event.machine] = event.state
-                else:
-                    by_machine.pop(event.machine, None)
-                if by_machine:
-                    states[event.unit] = by_machine
-                else:
-                    states.pop(event.unit, None)
-            elif isinstance(event, MachineEvent):
-                if event.record is not None:
-                    machines[event.machine] = event.record
-                else:
-                    machines.pop(event.machine, None)
-            elif event.entry is not None:
-                schedule[event.unit] = (event.machine, replace(event.entry, text=""))
-            elif schedule.get(event.unit, ("",))[0] == event.machine:
-                del schedule[event.unit]
-        self.view = replace(
-            view,
-            revision=max(b.revision for b in batches),
-            states=states,
-            schedule=schedule,
-            machines=machines,
-        )
-        return self.view
-
-    def fresh(self, unit: str, machine: str) -> bool:
-        with self.lock:
-            return (unit, machine) in self.touched
-
-    def close(self) -> None:
-        for cancel in self.cancels:
-            cancel()
-        self.cancels = []
-
-
 def wait_for(
     registry: Registry,
     names: Sequence[str],
@@ -717,16 +614,16 @@ def wait_for(
     """
     started = time.monotonic()
     deadline = None if attempts == 0 else started + attempts
-    follower = _Follower(registry)
+    live = LiveView(registry)
     last_full_read = started
 
     def fresh(unit: str, machine: str) -> bool:
         # A failed state from before we began may be stale: trust it once re-reported,
         # or once the agent had time to act on our change.
-        return follower.fresh(unit, machine) or time.monotonic() - started >= STALE_FAILED_GRACE
+        return live.fresh(unit, machine) or time.monotonic() - started >= STALE_FAILED_GRACE
 
     try:
-        view = follower.view
+        view = live.view
         while True:
             progress = evaluate(view, names, target, fresh)
             if on_progress is not None:
@@ -751,15 +648,15 @@ def wait_for(
                 timeout = min(timeout, deadline - now)
             if now - started < STALE_FAILED_GRACE:  # look again when stale failures count
                 timeout = min(timeout, STALE_FAILED_GRACE - (now - started) + 0.01)
-            if follower.wake.wait(max(timeout, 0.0)):
+            if live.wake.wait(max(timeout, 0.0)):
                 time.sleep(SETTLE_SECONDS)  # let a burst of events arrive together
-            follower.wake.clear()
+            live.wake.clear()
             if time.monotonic() - last_full_read >= BACKSTOP_SECONDS:
-                view, last_full_read = follower.resync(), time.monotonic()
+                view, last_full_read = live.resync(), time.monotonic()
             else:
-                view = follower.update()
+                view = live.update()
     finally:
-        follower.close()
+        live.close()
 
 
 # ----------------------------------------------------------------------------- listings

@@ -24,11 +24,14 @@ from fleetpy.registry import (
     PlaceUnit,
     Registry,
     ScheduleEntry,
+    StoreReason,
+    UnitChange,
     UnitRecord,
     UnitState,
     UnplaceUnit,
 )
-from fleetpy.unit import parse_unit
+from fleetpy.unit import content_hash, parse_unit
+from fleetpy.view import LiveView
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 
@@ -381,8 +384,11 @@ def test_wait_for_wakes_on_reported_state(registry: Registry, units_dir: Path) -
     assert seen[0][0].status == "waiting" and seen[-1][0].status == "done"
 
 
-def test_follower_patches_the_view_from_events(registry: Registry) -> None:
-    follower = control._Follower(registry)
+TRUE_TEXT = "[Service]\nExecStart=/bin/true\n"
+
+
+def test_live_view_patches_the_view_from_events(registry: Registry) -> None:
+    follower = LiveView(registry)
     try:
         lease = registry.grant_lease(30)
         entry = ScheduleEntry(
@@ -421,8 +427,25 @@ def test_follower_patches_the_view_from_events(registry: Registry) -> None:
             follower.wake.wait(0.5)
             current = follower.update()
         assert "b.service" not in current.states and "a.service" not in current.schedule
+        # units and the engine's reasons come through watches too
+        registry.engine_write("test-engine", [[StoreReason("c.service", "no machines")]])
+        registry.change_units(
+            [UnitChange("c.service", text=TRUE_TEXT, hash=content_hash(TRUE_TEXT))]
+        )
+        while (
+            "c.service" not in current.reasons or "c.service" not in current.units
+        ) and time.monotonic() < deadline:
+            follower.wake.wait(0.5)
+            current = follower.update()
+        assert current.reasons["c.service"] == "no machines"
         full = registry.read_view(with_text=False)
-        assert (current.states, current.schedule) == (full.states, full.schedule)
+        assert (current.states, current.schedule, current.units, current.reasons) == (
+            full.states,
+            full.schedule,
+            full.units,
+            full.reasons,
+        )
+        assert follower.resyncs == 1  # events only, no re-read
     finally:
         follower.close()
 

@@ -409,6 +409,12 @@ class StateEvent:
 
 
 @dataclass(frozen=True)
+class ReasonEvent:
+    unit: str
+    reason: str | None  # None: the engine placed the unit (or it was destroyed)
+
+
+@dataclass(frozen=True)
 class ContentEvent:
     hash: str
     text: str | None
@@ -1455,6 +1461,16 @@ class Registry:
             "global", lambda rel, entry: ScheduleEvent("", rel, entry), callback, start_revision
         )
 
+    def watch_reasons(
+        self,
+        callback: Callable[[WatchBatch[ReasonEvent]], None],
+        start_revision: int | None = None,
+    ) -> Callable[[], None]:
+        """Why the engine could not place units (what list-unit-files and the API show)."""
+        return self._watch(
+            "reason", lambda rel, text: ReasonEvent(rel, text), callback, start_revision
+        )
+
     def watch_states(
         self, callback: Callable[[WatchBatch[StateEvent]], None], start_revision: int | None = None
     ) -> Callable[[], None]:
@@ -1518,6 +1534,7 @@ __all__ = [
     "MalformedRecord",
     "PlaceUnit",
     "PrefixError",
+    "ReasonEvent",
     "Registry",
     "RegistryConfig",
     "ScheduleEntry",

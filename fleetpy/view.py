@@ -1,0 +1,242 @@
+"""One watch-fed view of the cluster: read once, then kept current by the registry's watches.
+
+The CLI's blocking wait (control.wait_for) and the API server (fleetpy.api) both read the
+cluster through this, so there is one way of following it. Events patch the view in place of
+re-reading everything (a full read carries every unit, state and placement); a full read
+happens only at start, after a watch broke (etcd gone, revision compacted), or when a caller
+asks for one as a backstop, and then the watches restart from that read's revision.
+
+Views are shared snapshots: an update builds new dicts and never mutates a published view,
+so a reader may hold one while the next is being made.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from .errors import FleetpyError
+from .log import log_event
+from .registry import (
+    ClusterView,
+    MachineEvent,
+    ReasonEvent,
+    Registry,
+    ScheduleEvent,
+    StateEvent,
+    UnitEvent,
+    WatchBatch,
+)
+
+# Coalesce a burst of watch events into one update.
+SETTLE_SECONDS = 0.05
+# After a failed re-read (etcd down), try again this often; the last view stays served.
+RETRY_SECONDS = 1.0
+
+ViewEvent = UnitEvent | ReasonEvent | StateEvent | ScheduleEvent | MachineEvent
+Listener = Callable[[ClusterView], None]
+
+
+class LiveView:
+    """A ClusterView (without schedule texts) kept current from watch events.
+
+    `update()` applies the events received so far; `follow()` does that in a thread of its
+    own for a long-lived reader (the API server), whose readers call `current()` and never
+    touch etcd. With `contents=True` it also keeps the text of every unit's contents (by
+    hash; contents never change under a hash, so each is read once).
+    """
+
+    def __init__(self, registry: Registry, *, contents: bool = False) -> None:
+        self.registry = registry
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.pending: list[WatchBatch[Any]] = []
+        self.touched: set[tuple[str, str]] = set()  # (unit, machine) reported since we began
+        self.broken = False
+        self.cancels: list[Callable[[], None]] = []
+        self.with_contents = contents
+        self.texts: dict[str, str] = {}  # content hash -> unit text
+        self.resyncs = 0  # full reads, for tests and logs
+        self._changed = threading.Condition()
+        self._listeners: list[Listener] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.view = self.resync()
+
+    # -- following
+
+    def _on(self, batch: WatchBatch[Any]) -> None:
+        with self.lock:
+            if batch.error is not None:
+                self.broken = True
+            self.pending.append(batch)
+            self.touched.update(
+                (e.unit, e.machine) for e in batch.events if isinstance(e, StateEvent)
+            )
+        self.wake.set()
+
+    def resync(self) -> ClusterView:
+        """A full read, and the watches restarted from its revision."""
+        self._cancel()
+        view = self.registry.read_view(with_text=False)
+        with self.lock:
+            self.pending.clear()
+            self.broken = False
+        after = view.revision + 1
+        self.cancels = [
+            self.registry.watch_units(self._on, after),
+            self.registry.watch_reasons(self._on, after),
+            self.registry.watch_states(self._on, after),
+            self.registry.watch_schedule(self._on, after),
+            self.registry.watch_machines(self._on, after),
+        ]
+        self.resyncs += 1
+        if self.with_contents:
+            wanted = {r.hash for r in view.units.values()}
+            self.texts = {h: t for h, t in self.texts.items() if h in wanted}
+            self._fetch_texts(view)
+        self._publish(view)
+        return view
+
+    def update(self) -> ClusterView:
+        """Apply the events received so far (a full re-read if a watch broke)."""
+        with self.lock:
+            batches, self.pending = self.pending, []
+            broken = self.broken
+        if broken:
+            return self.resync()
+        view = self.view
+        batches = [b for b in batches if b.revision > view.revision and b.events]
+        if not batches:
+            if self.with_contents:
+                self._fetch_texts(view)  # retry texts a failed read left out
+            return view
+        view = apply_events(view, [e for b in batches for e in b.events])
+        view = replace(view, revision=max(b.revision for b in batches))
+        if self.with_contents:
+            self._fetch_texts(view)
+        self._publish(view)
+        return view
+
+    def _fetch_texts(self, view: ClusterView) -> None:
+        missing = sorted({r.hash for r in view.units.values()} - self.texts.keys())
+        if missing:
+            try:
+                self.texts.update(self.registry.get_contents(missing))
+            except FleetpyError as exc:  # the next update tries again
+                log_event("view_contents_failed", missing=len(missing), error=exc)
+
+    def _publish(self, view: ClusterView) -> None:
+        with self._changed:
+            self.view = view
+            self._changed.notify_all()
+        for listener in list(self._listeners):
+            listener(view)
+
+    def fresh(self, unit: str, machine: str) -> bool:
+        """Whether `machine` reported `unit` since this view began."""
+        with self.lock:
+            return (unit, machine) in self.touched
+
+    # -- for long-lived readers
+
+    def current(self) -> ClusterView:
+        return self.view
+
+    def text(self, content_hash: str) -> str | None:
+        return self.texts.get(content_hash)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(view)` after every change (in the following thread)."""
+        self._listeners.append(listener)
+
+    def wait_revision(self, revision: int, timeout: float) -> bool:
+        """Block until the view includes `revision` (a write just made): read-your-writes."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.view.revision < revision:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def follow(self) -> LiveView:
+        """Keep the view current in a thread of its own until close()."""
+        self._thread = threading.Thread(target=self._run, name="live-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wake.wait()
+            if self._stop.is_set():
+                return
+            time.sleep(SETTLE_SECONDS)
+            self.wake.clear()
+            try:
+                self.update()
+            except FleetpyError as exc:
+                log_event("view_resync_failed", error=exc)
+                with self.lock:
+                    self.broken = True
+                self._stop.wait(RETRY_SECONDS)
+                self.wake.set()
+
+    def _cancel(self) -> None:
+        for cancel in self.cancels:
+            cancel()
+        self.cancels = []
+
+    def close(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        self._cancel()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+
+def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
+    """`view` with `events` applied, in order; the dicts it shares are never changed."""
+    units = dict(view.units)
+    reasons = dict(view.reasons)
+    states = dict(view.states)
+    schedule = dict(view.schedule)
+    machines = dict(view.machines)
+    for event in events:
+        if isinstance(event, StateEvent):
+            by_machine = dict(states.get(event.unit, {}))
+            if event.state is not None:
+                by_machine[event.machine] = event.state
+            else:
+                by_machine.pop(event.machine, None)
+            if by_machine:
+                states[event.unit] = by_machine
+            else:
+                states.pop(event.unit, None)
+        elif isinstance(event, MachineEvent):
+            _set(machines, event.machine, event.record)
+        elif isinstance(event, UnitEvent):
+            _set(units, event.name, event.record)
+        elif isinstance(event, ReasonEvent):
+            _set(reasons, event.unit, event.reason)
+        elif event.entry is not None:
+            schedule[event.unit] = (event.machine, replace(event.entry, text=""))
+        elif schedule.get(event.unit, ("",))[0] == event.machine:
+            del schedule[event.unit]
+    return replace(
+        view, units=units, reasons=reasons, states=states, schedule=schedule, machines=machines
+    )
+
+
+def _set(into: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        into.pop(key, None)
+    else:
+        into[key] = value
+
+
+__all__ = ["LiveView", "apply_events"]
