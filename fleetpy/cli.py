@@ -1366,6 +1366,30 @@ def agent(
     daemons.run_agent(settings)
 
 
+@app.command("api")
+@edge
+@with_settings(config.Scope.API)
+def api_command(
+    ctx: typer.Context,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow a TCP listener without TLS or credentials (anyone reaching it "
+            "controls the cluster; said in the log at start).",
+        ),
+    ] = False,
+    **options: Any,
+) -> None:
+    """Serve fleet's HTTP API v1 (fleetctl --driver=API) from one watch-fed view."""
+    settings = config.resolve(
+        {**_globals(ctx).etcd_cli, **options}, scopes=(config.Scope.ETCD, config.Scope.API)
+    )
+    from . import daemons
+
+    daemons.run_api(settings, insecure)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The `fleetpy` command. Ends the process itself (see fleetpy.process)."""
     from .process import exit_process

@@ -32,6 +32,7 @@ class Scope(StrEnum):
     ENGINE = "engine"
     SSH = "ssh"  # the CLI's status, journal and ssh verbs
     SIGN = "sign"  # the CLI's signing keys (submit, load, start, apply; keys)
+    API = "api"  # `fleetpy api`: where it listens and who may use it
 
 
 class UnitManagerKind(StrEnum):
@@ -103,12 +104,25 @@ class SignSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """`fleetpy api`: a unix socket unless told otherwise; TCP with credentials."""
+
+    listen: str = "/run/fleetpy/api.sock"  # a socket path, unix:///path or HOST:PORT
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    token_file: str | None = None
+    read_only_token_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     ssh: SshSettings = field(default_factory=SshSettings)
     sign: SignSettings = field(default_factory=SignSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
 
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -500,6 +514,61 @@ SETTINGS: tuple[Setting, ...] = (
         Scope.SIGN,
         "sign_key",
     ),
+    Setting(
+        "listen",
+        "--listen",
+        "FLEETPY_API_LISTEN",
+        _text,
+        "where the API listens: a unix socket path, unix:///path, or HOST:PORT (TCP, which "
+        "needs TLS and credentials, or --insecure)",
+        Scope.API,
+        "listen",
+    ),
+    Setting(
+        "api_cert_file",
+        "--api-cert-file",
+        "FLEETPY_API_CERT_FILE",
+        _path,
+        "the API's TLS certificate (TCP)",
+        Scope.API,
+        "cert_file",
+    ),
+    Setting(
+        "api_key_file",
+        "--api-key-file",
+        "FLEETPY_API_KEY_FILE",
+        _path,
+        "the API's TLS private key (TCP)",
+        Scope.API,
+        "key_file",
+    ),
+    Setting(
+        "api_client_ca_file",
+        "--api-client-ca-file",
+        "FLEETPY_API_CLIENT_CA_FILE",
+        _path,
+        "accept API clients with a TLS certificate signed by this CA",
+        Scope.API,
+        "client_ca_file",
+    ),
+    Setting(
+        "token_file",
+        "--token-file",
+        "FLEETPY_API_TOKEN_FILE",
+        _path,
+        "bearer tokens (one a line) that may read and write through the API",
+        Scope.API,
+        "token_file",
+    ),
+    Setting(
+        "read_only_token_file",
+        "--read-only-token-file",
+        "FLEETPY_API_READ_ONLY_TOKEN_FILE",
+        _path,
+        "bearer tokens (one a line) that may only read (a dashboard's)",
+        Scope.API,
+        "read_only_token_file",
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -509,6 +578,7 @@ _RECORDS: dict[Scope, type[Any]] = {
     Scope.ENGINE: EngineSettings,
     Scope.SSH: SshSettings,
     Scope.SIGN: SignSettings,
+    Scope.API: ApiSettings,
 }
 
 
@@ -581,6 +651,7 @@ def resolve(
         engine=replace(EngineSettings(), **chosen[Scope.ENGINE]),
         ssh=replace(SshSettings(), **chosen[Scope.SSH]),
         sign=replace(SignSettings(), **chosen[Scope.SIGN]),
+        api=replace(ApiSettings(), **chosen[Scope.API]),
     )
 
 

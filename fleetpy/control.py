@@ -443,6 +443,68 @@ def unit_text(registry: Registry, name: str) -> str:
     return text
 
 
+class PutOutcome(StrEnum):
+    """What put_unit did (fleet's API answers 201 for a new unit, 204 for a change)."""
+
+    CREATED = "created"
+    CHANGED = "changed"
+
+
+@dataclass(frozen=True)
+class PutResult:
+    outcome: PutOutcome
+    revision: int  # etcd revision of the write, 0 if nothing was written
+
+
+def put_unit(
+    registry: Registry, name: str, text: str | None, desired: DesiredState | None
+) -> PutResult:
+    """One unit by name, as fleet's API sets it: with contents a new unit (or new contents
+    replacing the old under the same name), without them only a desired state change.
+
+    The same checks as submit/start from a file: a valid name and unit, valid [X-Fleet]
+    options (a template's as an instance would see them), no MachineOf=/Replaces= cycle.
+    Raises UnknownUnitError for a unit that does not exist and comes without contents,
+    StateError for an existing unit without a desired state to set.
+    """
+    parsed = parse_name(name)
+    if parsed.is_template and desired not in (None, DesiredState.INACTIVE):
+        raise StateError(f"{name} is a template; {verb(desired)} an instance of it")
+    current = registry.get_units([name])[name]
+    if text is not None:
+        unit = parse_unit(text, source=name)
+        check_name = f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
+        options = fleet_options(unit, check_name)
+        if current is None or current.hash != unit.hash:
+            if current is None and not parsed.is_template:
+                contents = _Contents(registry)
+                if any(edge(options) for edge in _EDGES.values()):
+                    _check_cycles(registry, contents, {name: options})
+            change = UnitChange(
+                name,
+                desired=desired,
+                text=unit.serialize(),
+                hash=unit.hash,
+                is_global=options.is_global,
+                replace=current is not None,
+            )
+            records = registry.change_units([change], {name: current})
+            return PutResult(PutOutcome.CREATED, max((r.revision for r in records), default=0))
+    elif current is None:
+        raise UnknownUnitError(f"unit {name} does not exist and options field empty")
+    if desired is None:
+        raise StateError("must provide desiredState to update existing unit")
+    records = registry.change_units([UnitChange(name, desired=desired)], {name: current})
+    return PutResult(PutOutcome.CHANGED, max((r.revision for r in records), default=0))
+
+
+def destroy_unit(registry: Registry, name: str) -> bool:
+    """Destroy exactly one unit by name (no globs); False if there is none."""
+    if name not in registry.unit_keys():
+        return False
+    return bool(registry.destroy_units([name]))
+
+
 # ----------------------------------------------------------------------------- waiting
 
 
@@ -756,12 +818,15 @@ __all__ = [
     "CommandPlan",
     "LocalUnit",
     "MachineRow",
+    "PutOutcome",
+    "PutResult",
     "UnitFileRow",
     "UnitProgress",
     "UnitRow",
     "WaitResult",
     "WaitTarget",
     "destroy",
+    "destroy_unit",
     "evaluate",
     "is_file_arg",
     "load",
@@ -770,6 +835,7 @@ __all__ = [
     "plan_stop",
     "plan_submit",
     "plan_unload",
+    "put_unit",
     "read_unit_file",
     "select_units",
     "start",

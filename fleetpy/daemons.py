@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .agent import Agent, AgentConfig
+from .api.server import ServerOptions
 from .config import (
     AgentSettings,
     Scope,
@@ -136,6 +137,42 @@ def run_agent(settings: Settings) -> None:
         manager.close()
         registry.close()
         log_event("agent_stopped", machine=machine_id)
+
+
+def api_options(settings: Settings, insecure: bool = False) -> ServerOptions:
+    api = settings.api
+    return ServerOptions(
+        listen=api.listen,
+        cert_file=api.cert_file,
+        key_file=api.key_file,
+        client_ca_file=api.client_ca_file,
+        token_file=api.token_file,
+        read_only_token_file=api.read_only_token_file,
+        insecure=insecure,
+    )
+
+
+def run_api(settings: Settings, insecure: bool = False) -> None:
+    """`fleetpy api`: serve fleet's HTTP API v1 until interrupted."""
+    from .api import build  # the HTTP server's imports are only this daemon's
+
+    registry = Registry(settings.etcd.registry_config())
+    _check_layout(registry)
+    try:
+        server, live = build(registry, api_options(settings, insecure))
+    except BaseException:
+        registry.close()
+        raise
+    try:
+        log_event("api_starting", pid=os.getpid(), units=len(live.current().units))
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        live.close()
+        registry.close()
+        log_event("api_stopped")
 
 
 def agent_main(argv: Sequence[str] | None = None) -> int:

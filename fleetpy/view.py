@@ -155,9 +155,13 @@ class LiveView:
 
     def wait_revision(self, revision: int, timeout: float) -> bool:
         """Block until the view includes `revision` (a write just made): read-your-writes."""
+        return self.wait_until(lambda view: view.revision >= revision, timeout)
+
+    def wait_until(self, done: Callable[[ClusterView], bool], timeout: float) -> bool:
+        """Block until `done(view)` holds for the current view, or `timeout` passed."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self.view.revision < revision:
+            while not done(self.view):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

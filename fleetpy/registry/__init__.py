@@ -987,6 +987,7 @@ class Registry:
         compares: list[Any] = []
         ops: list[Any] = []
         results: list[UnitRecord] = []
+        unchanged: list[UnitRecord] = []
         contents_put: set[str] = set()
         for change in chunk:
             current = existing.get(change.name)
@@ -1044,22 +1045,26 @@ class Registry:
                 ops.append(self.txn.put(key, record.to_json()))
                 if record.is_global:
                     ops.append(self._global_put(record, change))
+            else:
+                unchanged.append(record)
             results.append(record)
         if not ops:
             return results
         marking = self._layout_unmarked
         if marking:
             ops.append(self.txn.put(self.key(LAYOUT_KEY), LAYOUT_VALUE))
-        self._guarded(compares, ops, session)
+        revision = self._guarded(compares, ops, session)
         if marking:
             self._layout_unmarked = False
-        return results
+        # What was written now has this mod_revision (a reader can wait for it to show).
+        return [r if r in unchanged else replace(r, revision=revision) for r in results]
 
     def _guarded(
         self, compares: Sequence[Compare], ops: Sequence[TxnOp], session: DeploymentSession | None
-    ) -> None:
+    ) -> int:
         """Run a client transaction; with a session, only while no other apply has
-        written the deployment record since this one last did (and bump it)."""
+        written the deployment record since this one last did (and bump it). Returns
+        etcd's revision after it."""
         if session is not None:
             key = self.key("deploy", session.name)
             record = session.record
@@ -1072,7 +1077,7 @@ class Registry:
         if ok:
             if session is not None:
                 session.record = replace(session.record, revision=revision)
-            return
+            return revision
         if session is not None:
             now = self.get_deployment(session.name)
             if (now.revision if now else 0) != session.record.revision:

@@ -1,0 +1,415 @@
+"""fleet's HTTP API v1 (what fleetctl --driver=API speaks), answered from the live view.
+
+Reads are pure functions of a ClusterView (and the units' texts): no etcd request per
+client request. Writes go through the same library calls as the CLI (control.put_unit,
+control.destroy_unit), so validation and error messages are shared, and then wait (briefly)
+until the view shows them, so a client that writes and reads again sees its write.
+
+fleet's JSON names are kept exactly; fleetpy's own additions (why a unit is not placed, the
+deployment and commit it came from, the content hash) are in an extra "fleetpy" object
+that fleet's clients ignore.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..control import PutOutcome, PutResult, summary_state
+from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
+from ..registry import ClusterView
+from ..states import DesiredState
+from ..unit import UnitFile, parse_name, parse_unit
+from .messages import JSON, ApiRequest, ApiResponse, error_response, json_response, no_content
+
+# fleet's page size (its PageToken's default limit): fleetctl follows nextPageToken.
+PAGE_SIZE = 100
+# How long a write waits for the view to show it before answering anyway.
+READ_YOUR_WRITES_SECONDS = 5.0
+MAX_TOKEN_LENGTH = 1024
+
+
+class ViewSource(Protocol):
+    """What the handlers read: the live view (fleetpy.view.LiveView) or a test's."""
+
+    def current(self) -> ClusterView: ...
+
+    def text(self, content_hash: str) -> str | None: ...
+
+    def wait_until(self, done: Callable[[ClusterView], bool], timeout: float) -> bool: ...
+
+
+class Writer(Protocol):
+    """The writes, bound to a registry (control.put_unit / destroy_unit) or a test's."""
+
+    def put_unit(self, name: str, text: str | None, desired: DesiredState | None) -> PutResult: ...
+
+    def destroy_unit(self, name: str) -> bool: ...
+
+
+class BadRequest(Exception):
+    """The request itself is wrong (400), before anything is looked up."""
+
+
+# ----------------------------------------------------------------------------- JSON shapes
+
+
+def options_of(text: str) -> list[dict[str, str]]:
+    """fleet's unit options, [{section, name, value}], in file order."""
+    unit = parse_unit(text)
+    return [
+        {"section": section, "name": key, "value": value}
+        for section, entries in unit.contents
+        for key, values in entries
+        for value in values
+    ]
+
+
+def text_of(options: Sequence[Any]) -> str:
+    """Unit file text from fleet's options (sections and keys in first-seen order)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    for option in options:
+        if not isinstance(option, dict):
+            raise BadRequest("each option must be an object {section, name, value}")
+        values = [option.get(k) for k in ("section", "name", "value")]
+        if not all(isinstance(v, str) for v in values):
+            raise BadRequest("each option needs string fields section, name and value")
+        section, key, value = (str(v) for v in values)
+        sections.setdefault(section, {}).setdefault(key, []).append(value)
+    try:
+        return UnitFile.from_dict(sections).serialize()
+    except FleetpyError as exc:
+        raise BadRequest(f"invalid unit options: {exc}") from None
+
+
+def unit_json(view: ClusterView, name: str, options: list[dict[str, str]]) -> dict[str, Any]:
+    record = view.units[name]
+    placed = view.schedule.get(name)
+    data: dict[str, Any] = {
+        "name": name,
+        "options": options,
+        "desiredState": str(record.desired),
+        "currentState": str(summary_state(view.states.get(name))),
+    }
+    if placed is not None and not record.is_global:
+        data["machineID"] = placed[0]
+    extra: dict[str, Any] = {"hash": record.hash, "global": record.is_global}
+    if name in view.reasons:
+        extra["reason"] = view.reasons[name]
+    if record.owner:
+        extra["owner"] = record.owner
+    if record.origin:
+        extra["commit"] = record.origin
+    data["fleetpy"] = extra
+    return data
+
+
+def state_rows(view: ClusterView) -> list[tuple[str, dict[str, Any]]]:
+    """(page key, fleet's UnitState) for every unit on every machine, sorted."""
+    return [row for unit in sorted(view.states) for row in state_rows_of(view, unit)]
+
+
+def state_rows_of(view: ClusterView, unit: str) -> list[tuple[str, dict[str, Any]]]:
+    rows = []
+    if unit in view.states:
+        for machine, state in sorted(view.states[unit].items()):
+            data: dict[str, Any] = {
+                "name": unit,
+                "hash": state.hash,
+                "machineID": machine,
+                "systemdLoadState": state.load,
+                "systemdActiveState": state.active,
+                "systemdSubState": state.sub,
+            }
+            if state.message:
+                data["fleetpy"] = {"message": state.message}
+            rows.append((f"{unit}\0{machine}", data))
+    return rows
+
+
+def machine_rows(view: ClusterView) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (m.id, {"id": m.id, "primaryIP": m.ip, "metadata": dict(sorted(m.metadata.items()))})
+        for _, m in sorted(view.machines.items())
+    ]
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def encode_token(after: str) -> str:
+    raw = json.dumps({"after": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str) -> str:
+    """The key a page starts after; BadRequest for anything this server did not make."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise BadRequest("invalid nextPageToken")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise BadRequest("invalid nextPageToken") from None
+    if not isinstance(data, dict) or not isinstance(data.get("after"), str):
+        raise BadRequest("invalid nextPageToken")
+    return str(data["after"])
+
+
+def page_of(keys: Sequence[str], token: str | None) -> tuple[int, int, str | None]:
+    """(start, end, next token) of the page of sorted `keys` that `token` asks for."""
+    start = 0 if token is None else bisect_right(keys, decode_token(token))
+    end = min(start + PAGE_SIZE, len(keys))
+    return start, end, encode_token(keys[end - 1]) if end < len(keys) else None
+
+
+def page_body(field: str, items: Sequence[bytes], next_token: str | None) -> bytes:
+    """{"<field>": [...], "nextPageToken": ...} from items already encoded."""
+    body = b'{"' + field.encode() + b'":[' + b",".join(items) + b"]"
+    if next_token is not None:
+        body += b',"nextPageToken":' + json.dumps(next_token).encode()
+    return body + b"}"
+
+
+def _encode(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+DISCOVERY: dict[str, Any] = {
+    "kind": "discovery#restDescription",
+    "discoveryVersion": "v1",
+    "id": "fleet:v1",
+    "name": "fleet",
+    "version": "v1",
+    "title": "fleet API (served by fleetpy)",
+    "protocol": "rest",
+    "servicePath": "fleet/v1/",
+    "resources": {
+        "Machines": {"methods": {"List": {"httpMethod": "GET", "path": "machines"}}},
+        "Units": {
+            "methods": {
+                "List": {"httpMethod": "GET", "path": "units"},
+                "Get": {"httpMethod": "GET", "path": "units/{unitName}"},
+                "Set": {"httpMethod": "PUT", "path": "units/{unitName}"},
+                "Delete": {"httpMethod": "DELETE", "path": "units/{unitName}"},
+            }
+        },
+        "UnitState": {"methods": {"List": {"httpMethod": "GET", "path": "state"}}},
+    },
+}
+
+
+# ----------------------------------------------------------------------------- handler
+
+
+@dataclass(frozen=True)
+class _UnitsPage:
+    """Every unit's JSON of one view, encoded once and shared by all requests on it."""
+
+    view: ClusterView
+    names: list[str]
+    encoded: list[bytes]
+
+
+class FleetV1:
+    """The /fleet/v1 (and /v1-alpha) route."""
+
+    def __init__(self, source: ViewSource, writer: Writer) -> None:
+        self.source = source
+        self.writer = writer
+        self._lock = threading.Lock()
+        self._units: _UnitsPage | None = None
+        self._options: dict[str, list[dict[str, str]]] = {}  # content hash -> options
+
+    def __call__(self, request: ApiRequest) -> ApiResponse:
+        try:
+            return self._route(request)
+        except BadRequest as exc:
+            return error_response(400, str(exc))
+
+    def _route(self, request: ApiRequest) -> ApiResponse:
+        parts = [p for p in request.path.split("/") if p]
+        method = request.method
+        if parts == ["units"] and method == "GET":
+            return self.list_units(request)
+        if len(parts) == 2 and parts[0] == "units":
+            name = parts[1]
+            if method == "GET":
+                return self.get_unit(name)
+            if method == "PUT":
+                return self.put_unit(request, name)
+            if method == "DELETE":
+                return self.delete_unit(request, name)
+        elif parts == ["state"] and method == "GET":
+            return self.list_states(request)
+        elif len(parts) == 2 and parts[0] == "state" and method == "GET":
+            return self.get_state(parts[1])
+        elif parts == ["machines"] and method == "GET":
+            rows = machine_rows(self.source.current())
+            return self._page("machines", rows, request.param("nextPageToken"))
+        elif parts == ["machines"] and method == "PATCH":
+            return error_response(501, "machine metadata cannot be changed through fleetpy's API")
+        elif parts == ["discovery"] and method == "GET":
+            return json_response(200, DISCOVERY)
+        else:
+            return error_response(404, "not found")
+        return error_response(405, f"method {method} not allowed on {request.path}")
+
+    # -- reads
+
+    def _unit_options(self, content_hash: str) -> list[dict[str, str]]:
+        options = self._options.get(content_hash)
+        if options is None:
+            text = self.source.text(content_hash)
+            if text is None:
+                return []  # not read yet (or its blob is missing): no options to show
+            try:
+                options = options_of(text)
+            except FleetpyError:
+                options = []
+            self._options[content_hash] = options
+        return options
+
+    def _units_page(self) -> _UnitsPage:
+        view = self.source.current()
+        with self._lock:
+            cached = self._units
+            if cached is not None and cached.view is view:
+                return cached
+            names = sorted(view.units)
+            encoded = [
+                _encode(unit_json(view, n, self._unit_options(view.units[n].hash))) for n in names
+            ]
+            self._units = _UnitsPage(view, names, encoded)
+            return self._units
+
+    def list_units(self, request: ApiRequest) -> ApiResponse:
+        page = self._units_page()
+        start, end, token = page_of(page.names, request.param("nextPageToken"))
+        return ApiResponse(200, page_body("units", page.encoded[start:end], token))
+
+    def get_unit(self, name: str) -> ApiResponse:
+        view = self.source.current()
+        record = view.units.get(name)
+        if record is None:
+            return error_response(404, "unit does not exist")
+        with self._lock:
+            options = self._unit_options(record.hash)
+        return json_response(200, unit_json(view, name, options))
+
+    def list_states(self, request: ApiRequest) -> ApiResponse:
+        machines = set(request.query.get("machineID", ()))
+        units = set(request.query.get("unitName", ()))
+        rows = [
+            (key, data)
+            for key, data in state_rows(self.source.current())
+            if (not machines or data["machineID"] in machines)
+            and (not units or data["name"] in units)
+        ]
+        return self._page("states", rows, request.param("nextPageToken"))
+
+    def get_state(self, name: str) -> ApiResponse:
+        """One unit's state (fleetctl's blocking start polls it). A submitted unit that no
+        machine reports yet gets empty systemd states, not 404: fleetctl v1.0 would
+        dereference the missing state and crash."""
+        view = self.source.current()
+        rows = [data for _, data in state_rows_of(view, name)]
+        if not rows:
+            if name not in view.units:
+                return error_response(404, "unit does not exist")
+            rows = [
+                {
+                    "name": name,
+                    "hash": "",
+                    "machineID": "",
+                    "systemdLoadState": "",
+                    "systemdActiveState": "",
+                    "systemdSubState": "",
+                }
+            ]
+        # A global unit runs on several machines: show an active one if there is one.
+        rows.sort(key=lambda d: d["systemdActiveState"] != "active")
+        return json_response(200, rows[0])
+
+    def _page(
+        self, field: str, rows: Sequence[tuple[str, Mapping[str, Any]]], token: str | None
+    ) -> ApiResponse:
+        start, end, next_token = page_of([key for key, _ in rows], token)
+        items = [_encode(data) for _, data in rows[start:end]]
+        return ApiResponse(200, page_body(field, items, next_token))
+
+    # -- writes
+
+    def put_unit(self, request: ApiRequest, name: str) -> ApiResponse:
+        if request.read_only:
+            return error_response(403, "these credentials may only read")
+        if request.content_type.split(";")[0].strip().lower() != JSON:
+            return error_response(415, f"unsupported content type, expected {JSON}")
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"unable to decode body: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("unable to decode body: not a JSON object")
+        given = body.get("name") or name
+        if given != name:
+            raise BadRequest(
+                f"name in URL {name!r} differs from unit name in request body {given!r}"
+            )
+        desired = _desired(body.get("desiredState"))
+        options = body.get("options") or []
+        if not isinstance(options, list):
+            raise BadRequest("options must be a list")
+        text = text_of(options) if options else None
+        try:
+            parse_name(name)
+            result = self.writer.put_unit(name, text, desired)
+        except UnknownUnitError as exc:
+            return error_response(409, str(exc))
+        except StateError as exc:
+            return error_response(409, str(exc))
+        except RegistryError as exc:
+            return error_response(503, str(exc))
+        except FleetpyError as exc:
+            return error_response(400, str(exc))
+        if result.revision:
+            self.source.wait_until(
+                lambda view: view.revision >= result.revision, READ_YOUR_WRITES_SECONDS
+            )
+        if result.outcome is PutOutcome.CREATED:
+            return ApiResponse(201, b"", "")
+        return no_content()
+
+    def delete_unit(self, request: ApiRequest, name: str) -> ApiResponse:
+        if request.read_only:
+            return error_response(403, "these credentials may only read")
+        try:
+            destroyed = self.writer.destroy_unit(name)
+        except RegistryError as exc:
+            return error_response(503, str(exc))
+        except FleetpyError as exc:
+            return error_response(400, str(exc))
+        if not destroyed:
+            return error_response(404, "unit does not exist")
+        self.source.wait_until(lambda view: name not in view.units, READ_YOUR_WRITES_SECONDS)
+        return no_content()
+
+
+def _desired(value: Any) -> DesiredState | None:
+    if value in (None, ""):
+        return None
+    try:
+        return DesiredState(value)
+    except ValueError:
+        raise BadRequest(
+            f"invalid desiredState {value!r} (one of: {', '.join(DesiredState)})"
+        ) from None
+
+
+__all__ = ["FleetV1", "ViewSource", "Writer", "options_of", "text_of"]
