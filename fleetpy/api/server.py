@@ -86,7 +86,7 @@ def parse_listen(spec: str) -> Listener:
         return Listener(unix_path=spec)
     host, sep, port = spec.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"--listen {spec!r}: expected HOST:PORT, a socket path or unix:///path")
     return Listener(host=host, port=int(port))
 

@@ -1,0 +1,315 @@
+"""`fleetpy api` against a real etcd: unix socket, TCP with TLS client certificates and
+bearer tokens, bad input, etcd requests per client request, and the real fleetctl v1.0.0
+driving every verb it has against simulated agents."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_engine import Cluster
+from waiting import until
+
+from fleetpy import control
+from fleetpy.api import ApiServer, ServerOptions, build
+from fleetpy.cluster.etcd import EtcdServer, EtcdTls
+from fleetpy.errors import ConfigError
+from fleetpy.registry import Registry, RegistryConfig
+from fleetpy.view import LiveView
+
+UNIT = "[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/sleep 1000\n"
+OPTIONS = [
+    {"section": "Unit", "name": "Description", "value": "Hello"},
+    {"section": "Service", "name": "ExecStart", "value": "/bin/sleep 1000"},
+]
+
+
+def fleetctl_binary() -> str:
+    for candidate in (
+        os.environ.get("FLEETCTL"),
+        shutil.which("fleetctl"),
+        str(Path(__file__).resolve().parents[2] / "shared" / "tools" / "fleetctl"),
+        "/work/shared/tools/fleetctl",
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.skip("fleetctl v1.0.0 not found ($FLEETCTL, PATH, ../shared/tools/fleetctl)")
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self.path)
+
+
+def request(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    raw = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    conn.request(method, path, raw, all_headers)
+    response = conn.getresponse()
+    data = response.read()
+    return response.status, json.loads(data) if data else None
+
+
+Api = Callable[..., tuple[ApiServer, LiveView]]
+
+
+@pytest.fixture
+def api(registry_config: RegistryConfig) -> Iterator[Api]:
+    made: list[tuple[ApiServer, LiveView, Registry]] = []
+
+    def make(**options: Any) -> tuple[ApiServer, LiveView]:
+        registry = Registry(registry_config)
+        server, live = build(registry, ServerOptions(**options))
+        made.append((server.start(), live, registry))
+        return server, live
+
+    yield make
+    for server, live, registry in made:
+        server.close()
+        live.close()
+        registry.close()
+
+
+def etcd_requests(etcd: EtcdServer) -> int:
+    """Unary requests etcd has handled (reads and writes; watches are streams)."""
+    total = 0
+    for line in etcd.metrics().splitlines():
+        match = re.match(r'grpc_server_handled_total\{.*grpc_method="(\w+)".*\} (\S+)', line)
+        if match and match.group(1) in ("Range", "Txn", "Put", "DeleteRange"):
+            total += int(float(match.group(2)))
+    return total
+
+
+def test_unix_socket_answers_from_the_view_without_etcd_requests(
+    api: Api, registry: Registry, etcd: EtcdServer, tmp_path: Path
+) -> None:
+    sock = str(tmp_path / "api.sock")
+    _, live = api(listen=sock)
+    assert oct(os.stat(sock).st_mode & 0o777) == "0o660"
+    conn = UnixConnection(sock)
+    assert request(conn, "PUT", "/fleet/v1/units/a.service", {"options": OPTIONS}) == (201, None)
+    # read-your-writes: the next read sees it, with its options from the view's texts
+    status, body = request(conn, "GET", "/fleet/v1/units/a.service")
+    assert status == 200 and body["options"] == OPTIONS and body["desiredState"] == "inactive"
+    assert request(conn, "PUT", "/v1-alpha/units/a.service", {"desiredState": "loaded"})[0] == 204
+    assert request(conn, "GET", "/v1-alpha/units/a.service")[1]["desiredState"] == "loaded"
+    for name in ("b", "c"):
+        control.put_unit(registry, f"{name}.service", UNIT, None)
+    until(lambda: len(live.current().units) == 3, what="the view to see units written elsewhere")
+    before = etcd_requests(etcd)
+    for _ in range(50):
+        for path in ("/fleet/v1/units", "/fleet/v1/state", "/fleet/v1/machines"):
+            assert request(conn, "GET", path)[0] == 200
+    assert etcd_requests(etcd) == before
+    assert request(conn, "DELETE", "/fleet/v1/units/a.service") == (204, None)
+    assert request(conn, "GET", "/fleet/v1/units/a.service")[0] == 404
+    assert live.resyncs == 1
+
+
+def test_bad_input_gets_fleet_errors_and_the_server_survives(api: Api, tmp_path: Path) -> None:
+    sock = str(tmp_path / "api.sock")
+    api(listen=sock)
+    conn = UnixConnection(sock)
+    cases = [
+        ("PUT", "/fleet/v1/units/a.service", b"{nope", 400),
+        ("PUT", "/fleet/v1/units/a%20b.service", {"options": OPTIONS}, 400),
+        (
+            "PUT",
+            "/fleet/v1/units/a.service",
+            {"options": [{"section": "X-Fleet", "name": "MachineOf", "value": "a.service"}]},
+            400,
+        ),
+        ("PUT", "/fleet/v1/units/a.service", {"desiredState": "launched"}, 409),
+        ("GET", "/fleet/v1/units?nextPageToken=garbage", None, 400),
+        ("GET", "/elsewhere", None, 404),
+    ]
+    for method, path, body, status in cases:
+        got, answer = request(conn, method, path, body)
+        assert got == status and answer["error"]["code"] == status, (path, answer)
+    # An oversized body is refused from its Content-Length, unread.
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(sock)
+    raw.sendall(
+        b"PUT /fleet/v1/units/a.service HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n{"
+    )
+    answer = raw.makefile("rb").read()
+    raw.close()
+    assert answer.startswith(b"HTTP/1.1 413 ") and b'"code":413' in answer
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(sock)
+    raw.sendall(b"\x00\xff garbage\r\n\r\n")
+    raw.recv(1000)
+    raw.close()
+    assert request(UnixConnection(sock), "GET", "/fleet/v1/units")[0] == 200
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> EtcdTls:
+    return EtcdTls.generate(tmp_path / "tls", client_name="fleetctl")
+
+
+def https(server: ApiServer, tls: EtcdTls, cert: bool) -> http.client.HTTPSConnection:
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    if cert:
+        context.load_cert_chain(str(tls.client_cert_file), str(tls.client_key_file))
+    return http.client.HTTPSConnection("127.0.0.1", server.address[1], context=context, timeout=10)
+
+
+def test_tcp_requires_a_client_certificate(api: Api, tls: EtcdTls) -> None:
+    server, _ = api(
+        listen="127.0.0.1:0",
+        cert_file=str(tls.cert_file),
+        key_file=str(tls.key_file),
+        client_ca_file=str(tls.ca_file),
+    )
+    assert request(https(server, tls, cert=True), "GET", "/fleet/v1/machines") == (
+        200,
+        {"machines": []},
+    )
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        request(https(server, tls, cert=False), "GET", "/fleet/v1/machines")
+
+
+def test_bearer_tokens_and_read_only_tokens(api: Api, tls: EtcdTls, tmp_path: Path) -> None:
+    (tmp_path / "rw").write_text("# operators\nW" * 1 + "rw-token-0123456789abcdef\n")
+    (tmp_path / "ro").write_text("ro-token-0123456789abcdef\n")
+    server, _ = api(
+        listen="127.0.0.1:0",
+        cert_file=str(tls.cert_file),
+        key_file=str(tls.key_file),
+        token_file=str(tmp_path / "rw"),
+        read_only_token_file=str(tmp_path / "ro"),
+    )
+    conn = https(server, tls, cert=False)
+    assert request(conn, "GET", "/fleet/v1/units")[0] == 401
+    wrong = {"Authorization": "Bearer nope-0123456789abcdef"}
+    assert request(conn, "GET", "/fleet/v1/units", headers=wrong)[0] == 401
+    read = {"Authorization": "Bearer ro-token-0123456789abcdef"}
+    assert request(conn, "GET", "/fleet/v1/units", headers=read)[0] == 200
+    got = request(conn, "PUT", "/fleet/v1/units/a.service", {"options": OPTIONS}, read)
+    assert got[0] == 403
+    write = {"Authorization": "Bearer Wrw-token-0123456789abcdef"}
+    assert request(conn, "PUT", "/fleet/v1/units/a.service", {"options": OPTIONS}, write)[0] == 201
+
+
+def test_tcp_without_credentials_is_refused_unless_insecure(
+    api: Api, registry_config: RegistryConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = Registry(registry_config)
+    try:
+        with pytest.raises(ConfigError, match="needs TLS"):
+            ApiServer(ServerOptions(listen="127.0.0.1:0"), [])
+    finally:
+        registry.close()
+    server, _ = api(listen="127.0.0.1:0", insecure=True)
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    seen: list[str] = []
+    until(lambda: seen.append(capsys.readouterr().err) or "event=api_insecure" in "".join(seen))
+    assert request(conn, "GET", "/fleet/v1/machines")[0] == 200
+    result = subprocess.run(
+        ["fleetpy", "--endpoint", registry_config.endpoints[0], "api", "--listen", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("fleetpy: error: a TCP listener")
+    assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- fleetctl
+
+
+@pytest.fixture
+def fleet(registry_config: RegistryConfig, api: Api, tmp_path: Path) -> Iterator[Any]:
+    cluster = Cluster(registry_config)
+    cluster.agent("m1", role="web")
+    cluster.agent("m2")
+    cluster.engine()
+    sock = str(tmp_path / "api.sock")
+    api(listen=sock)
+    binary = fleetctl_binary()
+    (tmp_path / "hello.service").write_text(UNIT)
+    (tmp_path / "web@.service").write_text(
+        "[Service]\nExecStart=/bin/sleep 1000\n\n[X-Fleet]\nConflicts=web@*.service\n"
+    )
+
+    def fleetctl(*args: str, ok: bool = True) -> str:
+        result = subprocess.run(
+            [binary, "--driver=API", f"--endpoint=unix://{sock}", *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=tmp_path,
+        )
+        assert (result.returncode == 0) == ok, (args, result.stdout, result.stderr)
+        return result.stdout + result.stderr
+
+    yield fleetctl
+    cluster.close()
+
+
+def test_fleetctl_drives_every_verb(fleet: Callable[..., str]) -> None:
+    fleetctl = fleet
+    machines = fleetctl("list-machines", "--full", "--no-legend")
+    assert sorted(line.split("\t")[0] for line in machines.splitlines()) == ["m1", "m2"]
+    assert "role=web" in machines
+    assert "Unit hello.service inactive" in fleetctl("submit", "hello.service")
+    assert "hello.service" in fleetctl("list-unit-files", "--no-legend")
+    assert fleetctl("cat", "hello.service").strip() == UNIT.strip()
+    out = fleetctl("load", "hello.service")
+    assert re.search(r"Unit hello.service loaded on m\d", out), out
+    out = fleetctl("start", "hello.service")
+    assert re.search(r"Unit hello.service launched on m\d", out), out
+    out = fleetctl("start", "web@1.service", "web@2.service")
+    assert "web@1.service launched" in out and "web@2.service launched" in out
+    units = fleetctl("list-units", "--fields", "unit,active,sub", "--no-legend")
+    assert sorted(units.splitlines()) == [
+        "hello.service\tactive\trunning",
+        "web@1.service\tactive\trunning",
+        "web@2.service\tactive\trunning",
+    ]
+    placed = fleetctl("list-unit-files", "--fields", "unit,dstate,state,target", "--full")
+    web = {
+        line.split()[0]: line.split()[3] for line in placed.splitlines() if line.startswith("web@")
+    }
+    assert sorted(web.values()) == ["m1", "m2"]  # Conflicts= honoured
+    assert "Triggered unit web@1.service stop" in fleetctl("stop", "--no-block", "web@1.service")
+    assert "Unit hello.service loaded" in fleetctl("stop", "hello.service")
+    assert "Unit hello.service inactive" in fleetctl("unload", "hello.service")
+    out = fleetctl("destroy", "hello.service", "web@1.service", "web@2.service")
+    assert out.count("Destroyed") == 3
+    assert fleetctl("list-unit-files", "--no-legend").strip() == ""
+    until(lambda: fleetctl("list-units", "--no-legend").strip() == "", what="units to go")
+
+
+def test_fleetctl_reports_fleetpys_refusal(fleet: Callable[..., str], tmp_path: Path) -> None:
+    (tmp_path / "bad.service").write_text(
+        "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nMachineOf=bad.service\n"
+    )
+    out = fleet("submit", "bad.service", ok=False)
+    assert "Error 400" in out and "names the unit itself" in out
