@@ -86,3 +86,18 @@ def value_problem(text: str) -> str | None:
 def escape_value(text: str, specifiers: bool = False) -> str:
     """`text` as a Key= value: `%` doubled unless `specifiers` (checked by value_problem)."""
     return text if specifiers else text.replace("%", "%%")
+
+
+def container_word(text: str) -> str:
+    """One word of a [Container] list key (Exec=, Environment=, Label=, DockerArgs=), as
+    fleetpy.container.split_words reads it back: double quotes, C escapes. `$` and `%`
+    stay: fleetpy escapes them when it expands the section."""
+    out = []
+    for char in text:
+        if char in _C_ESCAPES:
+            out.append(_C_ESCAPES[char])
+        elif not char.isprintable() and ord(char) < 0x80:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'

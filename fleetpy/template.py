@@ -11,7 +11,7 @@ Public API:
   systemd_value(value, specifiers=False) -> str   the value of any other Key= line
   make_environment(search_path) -> jinja2.Environment
 
-Filters in the environment: systemd_quote, exec_args, systemd_value, systemd_key,
+Filters in the environment: systemd_quote, exec_args, systemd_value, container_value, systemd_key,
 docker_name, docker_env, as_list; global function fail(message).
 
 Templates are rendered with StrictUndefined, keep_trailing_newline, no
@@ -68,7 +68,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from fleetpy.errors import FileError, FleetpyError, TemplateError
 from fleetpy.files import MAX_TEMPLATE_BYTES, MAX_VALUES_BYTES, MiB, display_path, read_text_file
-from fleetpy.quoting import escape_value, exec_arg, value_problem
+from fleetpy.quoting import container_word, escape_value, exec_arg, value_problem
 from fleetpy.yamlload import MAX_DEPTH, load_yaml_mapping
 
 # Limits of one render (MAX_TEMPLATE_BYTES and MAX_VALUES_BYTES are in fleetpy.files).
@@ -138,6 +138,11 @@ def systemd_value(value: Any, specifiers: bool = False) -> str:
     if problem:
         raise TemplateError(problem)
     return escape_value(text, specifiers)
+
+
+def container_value(value: Any) -> str:
+    """One quoted word for a [Container] list key (Environment=GREETING={{ x | container_value }})."""
+    return container_word(_text(value, "a [Container] value"))
 
 
 def systemd_key(key: Any) -> str:
@@ -471,6 +476,7 @@ def make_environment(
         systemd_quote=systemd_quote,
         exec_args=exec_args,
         systemd_value=systemd_value,
+        container_value=container_value,
         systemd_key=systemd_key,
         docker_name=docker_name,
         docker_env=docker_env,

@@ -278,3 +278,31 @@ def test_cli_cat_shows_source_and_expanded(
     result = run("start", "--no-block", "box@a:b.service")
     assert result.exit_code == 1
     assert "the instance 'a:b' of box@a:b.service" in one_error_line(result)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_container_units_render_expand_and_verify(tmp_path: Path) -> None:
+    from fleetpy.control import read_unit_file
+    from fleetpy.deployment import load_deployment, render_deployment
+
+    rendered = render_deployment(load_deployment(ROOT / "units" / "containers"))
+    assert [u.name for u in rendered] == [
+        "cweb@1.service",
+        "cweb@2.service",
+        "cweb@3.service",
+        "cmonitor.service",
+    ]
+    for unit in rendered:
+        assert "[X-Container]" in unit.text and "ExecStart=/usr/bin/docker run" in unit.text
+        verify(tmp_path, unit.name, unit.text)
+    local = read_unit_file(str(ROOT / "units" / "web-container@.service"))
+    verify(tmp_path, "web-container@1.service", local.text)
+
+
+@pytest.mark.parametrize("value", [*INJECTION, "two words", "line\nbreak", "tab\t", "\x01"])
+def test_container_value_filter_round_trips(value: str) -> None:
+    from fleetpy.template import container_value
+
+    assert split_words(container_value(value), "test") == [value]
