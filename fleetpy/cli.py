@@ -392,9 +392,15 @@ def cat(
     unit: Annotated[
         str, typer.Argument(help="Name of a submitted unit (an instance shows its template).")
     ],
+    expanded: Annotated[
+        bool,
+        typer.Option(
+            "--expanded", help="A container unit as systemd gets it, not its [Container] source."
+        ),
+    ] = False,
 ) -> None:
     """Print the contents of a submitted unit."""
-    text = control.unit_text(_registry(ctx), unit)
+    text = control.unit_text(_registry(ctx), unit, expanded=expanded)
     _out(text, nl=not text.endswith("\n"), keep="\n\t")
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .container import check_instance, expand_unit, source_of
 from .errors import (
     FleetOptionError,
     FleetpyError,
@@ -88,9 +89,11 @@ def _unit_name_of_path(arg: str) -> str:
 
 
 def read_unit_file(path: str) -> LocalUnit:
-    """Read, parse and validate one unit file (name = basename)."""
-    name, unit = load_unit_file(path)
+    """Read, parse and validate one unit file (name = basename); a [Container] section is
+    expanded here, so what is stored and hashed is what systemd runs."""
+    name, source = load_unit_file(path)
     parsed = parse_name(name)
+    unit = expand_unit(source, name)
     # A template's [X-Fleet] values may use %i (MachineOf=db@%i.service); check them as
     # an instance would see them, since the template itself never runs.
     check_name = f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
@@ -182,8 +185,11 @@ def _instance_change(
         text = contents.get(template.hash)
         if text is None:
             raise UnknownUnitError(f"the contents of template {parsed.template} are missing")
-        # The instance's [X-Fleet] values (%i, %n) must be valid for this instance.
-        options = fleet_options(parse_unit(text, source=parsed.template), name)
+        # The instance's [X-Fleet] values (%i, %n) must be valid for this instance, and
+        # a container unit's instance must fit in its container name.
+        template_unit = parse_unit(text, source=parsed.template)
+        options = fleet_options(template_unit, name)
+        check_instance(template_unit, name)
         change = UnitChange(name, desired=desired, template=parsed.template, signature=signature)
         return change, options
     raise UnknownUnitError.not_submitted(name, parsed.template if parsed.is_instance else None)
@@ -429,8 +435,10 @@ def destroy(registry: Registry, args: Sequence[str]) -> list[str]:
     return registry.destroy_units(names)
 
 
-def unit_text(registry: Registry, name: str) -> str:
-    """The unit file of a submitted unit; an instance without its own shows its template's."""
+def unit_text(registry: Registry, name: str, expanded: bool = False) -> str:
+    """The unit file of a submitted unit; an instance without its own shows its template's.
+    A container unit is shown as its [Container] source, or `expanded` as stored (what
+    systemd gets)."""
     parsed = parse_name(name)
     record = registry.get_unit(parsed.name)
     if record is None and parsed.is_instance:
@@ -440,7 +448,10 @@ def unit_text(registry: Registry, name: str) -> str:
     text = registry.get_content(record.hash)
     if text is None:
         raise UnknownUnitError(f"the contents of unit {record.name} are missing")
-    return text
+    if expanded:
+        return text
+    stored = parse_unit(text, source=record.name)
+    return source_of(stored, record.name).serialize()
 
 
 class PutOutcome(StrEnum):

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .container import expand_unit
 from .control import MAX_UNITS_PER_COMMAND
 from .errors import DeploymentError, FileError, FleetpyError
 from .files import MAX_UNIT_FILE_BYTES, MAX_VALUES_BYTES, KiB, display_path, read_text_file
@@ -281,7 +282,7 @@ def render_deployment(deployment: Deployment) -> tuple[RenderedUnit, ...]:
                 f"{MAX_UNIT_FILE_BYTES // KiB} KiB, fleetpy's limit for a unit file"
             )
         try:
-            parsed = parse_unit(text, source=f"{label} -> {unit}")
+            parsed = expand_unit(parse_unit(text, source=f"{label} -> {unit}"), unit)
             options = fleet_options(parsed, unit)
         except FleetpyError as exc:
             raise DeploymentError(f"{label} renders an invalid {unit}: {exc}") from None

@@ -70,3 +70,7 @@ class FileError(FleetpyError):
 class SigningError(FleetpyError):
     """A signing key that cannot be made, read or used (missing, unsafe mode, wrong type),
     or a unit that cannot be signed."""
+
+
+class ContainerError(FleetpyError):
+    """An invalid [Container] section: unknown key, bad value, or a clash with [Service]."""

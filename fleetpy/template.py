@@ -11,7 +11,7 @@ Public API:
   systemd_value(value, specifiers=False) -> str   the value of any other Key= line
   make_environment(search_path) -> jinja2.Environment
 
-Filters in the environment: systemd_quote, exec_args, systemd_value, systemd_key,
+Filters in the environment: systemd_quote, exec_args, systemd_value, container_value, systemd_key,
 docker_name, docker_env, as_list; global function fail(message).
 
 Templates are rendered with StrictUndefined, keep_trailing_newline, no
@@ -68,6 +68,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from fleetpy.errors import FileError, FleetpyError, TemplateError
 from fleetpy.files import MAX_TEMPLATE_BYTES, MAX_VALUES_BYTES, MiB, display_path, read_text_file
+from fleetpy.quoting import container_word, escape_value, exec_arg, value_problem
 from fleetpy.yamlload import MAX_DEPTH, load_yaml_mapping
 
 # Limits of one render (MAX_TEMPLATE_BYTES and MAX_VALUES_BYTES are in fleetpy.files).
@@ -79,24 +80,9 @@ RENDER_TIMEOUT = 10.0  # seconds, render_bounded (wall clock; CPU a second more)
 RENDER_MEMORY = 1024 * MiB  # address space of render_bounded's child process
 
 # ---------------------------------------------------------------------------
-# Quoting (systemd.service(5) "COMMAND LINES", systemd.unit(5) "SPECIFIERS")
+# Quoting filters: the rules themselves are in fleetpy.quoting
 # ---------------------------------------------------------------------------
 
-# Arguments made only of these characters need no quoting on an Exec line: no
-# whitespace, quotes, backslash, '$' (environment expansion), '%' (specifier) or ';'.
-_BARE = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
-_BARE_WITH_SPECIFIERS = re.compile(r"[A-Za-z0-9_@+=:,./%-]+")
-_C_ESCAPES = {
-    "\\": "\\\\",
-    '"': '\\"',
-    "\n": "\\n",
-    "\t": "\\t",
-    "\r": "\\r",
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\v": "\\v",
-}
 _KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -118,22 +104,6 @@ def _text(value: Any, what: str) -> str:
     raise TemplateError(f"{what} must be a string or number, not {type(value).__name__}")
 
 
-def _escape_char(char: str, specifiers: bool) -> str:
-    if char in _C_ESCAPES:
-        return _C_ESCAPES[char]
-    if char == "$":
-        return "$$"  # systemd expands $VAR and ${VAR}; $$ is a literal $
-    if char == "%" and not specifiers:
-        return "%%"
-    if not char.isprintable():
-        # Control and line-separator characters go in as C escapes, never raw.
-        code = ord(char)
-        if code < 0x80:
-            return f"\\x{code:02x}"
-        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-    return char
-
-
 def systemd_quote(arg: Any, specifiers: bool = False) -> str:
     """Quote one argument for an Exec*= line so systemd passes exactly `arg`.
 
@@ -143,10 +113,7 @@ def systemd_quote(arg: Any, specifiers: bool = False) -> str:
     characters (newline!) as C escapes, `$` as `$$` and `%` as `%%`.
     `specifiers=True` keeps `%` for template-authored values such as `%m`.
     """
-    text = _text(arg, "an Exec argument")
-    if text and (_BARE_WITH_SPECIFIERS if specifiers else _BARE).fullmatch(text):
-        return text
-    return '"' + "".join(_escape_char(char, specifiers) for char in text) + '"'
+    return exec_arg(_text(arg, "an Exec argument"), specifiers)
 
 
 def exec_args(args: Any, specifiers: bool = False) -> str:
@@ -167,17 +134,15 @@ def systemd_value(value: Any, specifiers: bool = False) -> str:
     (it would continue the line), an empty value (it would reset the key).
     """
     text = _text(value, "a unit value")
-    for char in text:
-        if char != "\t" and not char.isprintable():
-            raise TemplateError(
-                f"value {text!r} contains {char!r}; a Key= line holds one line of text"
-            )
-    if not text.strip(" \t"):
-        raise TemplateError("empty value; Key= with nothing after it resets the key")
-    # systemd strips the blanks around a value first: "x\\ " ends with a backslash too.
-    if text.rstrip(" \t").endswith("\\"):
-        raise TemplateError(f"value {text!r} ends with a backslash, which would continue the line")
-    return text if specifiers else text.replace("%", "%%")
+    problem = value_problem(text)
+    if problem:
+        raise TemplateError(problem)
+    return escape_value(text, specifiers)
+
+
+def container_value(value: Any) -> str:
+    """One quoted word for a [Container] list key (Environment=GREETING={{ x | container_value }})."""
+    return container_word(_text(value, "a [Container] value"))
 
 
 def systemd_key(key: Any) -> str:
@@ -511,6 +476,7 @@ def make_environment(
         systemd_quote=systemd_quote,
         exec_args=exec_args,
         systemd_value=systemd_value,
+        container_value=container_value,
         systemd_key=systemd_key,
         docker_name=docker_name,
         docker_env=docker_env,

@@ -492,14 +492,15 @@ def _split_words(value: str, key: str, unit: str) -> list[str]:
     return words
 
 
-def _suggest(key: str) -> str:
-    lowered = {option.lower(): option for option in FLEET_OPTIONS}
+def did_you_mean(key: str, known: Sequence[str]) -> str:
+    """The end of an unknown-key message: the closest known key, or the list of them."""
+    lowered = {option.lower(): option for option in known}
     close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)
-    return (
-        f"; did you mean {lowered[close[0]]}=?"
-        if close
-        else f" (known: {', '.join(FLEET_OPTIONS)})"
-    )
+    return f"; did you mean {lowered[close[0]]}=?" if close else f" (known: {', '.join(known)})"
+
+
+def _suggest(key: str) -> str:
+    return did_you_mean(key, FLEET_OPTIONS)
 
 
 # Sections systemd reads in unit files (systemd.unit(5) and the per-type pages); other
@@ -517,15 +518,24 @@ KNOWN_SECTIONS: tuple[str, ...] = (
     "Slice",
     "Scope",
 )
+# Read by fleetpy itself (fleetpy.container), which expands it before systemd sees the unit.
+CONTAINER_SECTION = "Container"
+# The [Container] section as kept in the expanded unit: systemd ignores X- sections.
+EXPANDED_CONTAINER_SECTION = "X-Container"
 
 
 def check_sections(unit: UnitFile, name: str) -> None:
     """Refuse misspelled sections: systemd ignores an unknown one with a warning, so
     [X-Flet] would silently drop every constraint in it, and [Servce] the service."""
     for section in unit.sections():
-        if section in KNOWN_SECTIONS or section == FLEET_SECTION:
+        if section in KNOWN_SECTIONS or section in (
+            FLEET_SECTION,
+            CONTAINER_SECTION,
+            EXPANDED_CONTAINER_SECTION,
+        ):
             continue
-        candidates = {option.lower(): option for option in (*KNOWN_SECTIONS, FLEET_SECTION)}
+        known = (*KNOWN_SECTIONS, FLEET_SECTION, CONTAINER_SECTION)
+        candidates = {option.lower(): option for option in known}
         # An X- name is a legal extension unless it is nearly [X-Fleet] ([X-Flat] is
         # fine); any other unknown name is refused, so its suggestion may be looser.
         cutoff = 0.8 if section.startswith("X-") else 0.6
@@ -537,7 +547,8 @@ def check_sections(unit: UnitFile, name: str) -> None:
         if not section.startswith("X-"):
             raise FleetOptionError(
                 f"unknown section [{section}] in {name} (systemd reads "
-                f"{', '.join(f'[{s}]' for s in KNOWN_SECTIONS)}, [{FLEET_SECTION}]; "
+                f"{', '.join(f'[{s}]' for s in KNOWN_SECTIONS)}, [{FLEET_SECTION}], "
+                f"[{CONTAINER_SECTION}]; "
                 "extensions start with X-)"
             )
 
