@@ -1334,11 +1334,12 @@ def _template_values(
 
 @app.command()
 @edge
-@with_settings(config.Scope.ENGINE)
+@with_settings(config.Scope.ENGINE, config.Scope.METRICS)
 def engine(ctx: typer.Context, **options: Any) -> None:
     """Run an engine: competes for leadership and places units on machines."""
     settings = config.resolve(
-        {**_globals(ctx).etcd_cli, **options}, scopes=(config.Scope.ETCD, config.Scope.ENGINE)
+        {**_globals(ctx).etcd_cli, **options},
+        scopes=(config.Scope.ETCD, config.Scope.ENGINE, config.Scope.METRICS),
     )
     from . import daemons  # lazily: the daemons' imports are not the CLI's
 
@@ -1347,7 +1348,7 @@ def engine(ctx: typer.Context, **options: Any) -> None:
 
 @app.command()
 @edge
-@with_settings(config.Scope.AGENT)
+@with_settings(config.Scope.AGENT, config.Scope.METRICS)
 def agent(
     ctx: typer.Context,
     config_file: Annotated[
@@ -1365,7 +1366,7 @@ def agent(
     settings = config.resolve(
         {**_globals(ctx).etcd_cli, **options},
         file_values,
-        scopes=(config.Scope.ETCD, config.Scope.AGENT),
+        scopes=(config.Scope.ETCD, config.Scope.AGENT, config.Scope.METRICS),
     )
     from . import daemons
 

@@ -33,6 +33,7 @@ class Scope(StrEnum):
     SSH = "ssh"  # the CLI's status, journal and ssh verbs
     SIGN = "sign"  # the CLI's signing keys (submit, load, start, apply; keys)
     API = "api"  # `fleetpy api`: where it listens and who may use it
+    METRICS = "metrics"  # the daemons' Prometheus endpoint (engine and agent)
 
 
 class UnitManagerKind(StrEnum):
@@ -116,6 +117,20 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class ListenAddress:
+    host: str  # an IP address (IPv6 without brackets) or a host name
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: ListenAddress | None = None  # None: no metrics endpoint
+
+
+@dataclass(frozen=True)
 class Settings:
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
@@ -123,6 +138,7 @@ class Settings:
     ssh: SshSettings = field(default_factory=SshSettings)
     sign: SignSettings = field(default_factory=SignSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -248,6 +264,36 @@ def _boolean(value: Any) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
+
+
+def _listen_address(value: Any) -> ListenAddress:
+    """HOST:PORT, [IPv6]:PORT: an explicit host (0.0.0.0 for every address), port 1-65535."""
+    text = str(value).strip()
+    expected = "expected HOST:PORT, such as 127.0.0.1:9464, [::1]:9464 or 0.0.0.0:9464"
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(expected)
+        try:
+            if ipaddress.ip_address(host).version != 6:
+                raise ValueError(expected)
+        except ValueError:
+            raise ValueError(expected) from None
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or ":" in host:
+            raise ValueError(expected)
+        if not _HOST_NAME.fullmatch(host) or len(host) > 253:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(expected) from None
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected a port from 1 to 65535 after the host ({expected})")
+    return ListenAddress(host, int(port))
 
 
 def _endpoints(value: Any) -> tuple[str, ...]:
@@ -569,6 +615,15 @@ SETTINGS: tuple[Setting, ...] = (
         Scope.API,
         "read_only_token_file",
     ),
+    Setting(
+        "metrics_listen",
+        "--metrics-listen",
+        "FLEETPY_METRICS_LISTEN",
+        _listen_address,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+        Scope.METRICS,
+        "listen",
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -579,6 +634,7 @@ _RECORDS: dict[Scope, type[Any]] = {
     Scope.SSH: SshSettings,
     Scope.SIGN: SignSettings,
     Scope.API: ApiSettings,
+    Scope.METRICS: MetricsSettings,
 }
 
 
@@ -652,6 +708,7 @@ def resolve(
         ssh=replace(SshSettings(), **chosen[Scope.SSH]),
         sign=replace(SignSettings(), **chosen[Scope.SIGN]),
         api=replace(ApiSettings(), **chosen[Scope.API]),
+        metrics=replace(MetricsSettings(), **chosen[Scope.METRICS]),
     )
 
 

@@ -11,11 +11,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .agent import Agent, AgentConfig
 from .api.server import ServerOptions
 from .config import (
     AgentSettings,
+    ListenAddress,
     Scope,
     Settings,
     UnitManagerKind,
@@ -31,11 +33,16 @@ from .registry import Registry
 from .signing import TrustedKeys, load_trusted_keys
 from .unitmanager import SimulatedUnitManager, UnitManager
 
+if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics are on
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import AgentMetrics, EngineMetrics, MetricsServer
+
 # Debian's packages for the systemd unit manager's imports (dbus-python, PyGObject).
 _SYSTEMD_PACKAGES = "python3-dbus python3-gi"
 
 
-def make_unit_manager(settings: AgentSettings) -> UnitManager:
+def make_unit_manager(settings: AgentSettings, metrics: AgentMetrics | None = None) -> UnitManager:
     """The unit manager the settings choose (the one place the choice is made)."""
     if settings.unit_manager is UnitManagerKind.SIMULATED:
         return SimulatedUnitManager()
@@ -47,7 +54,39 @@ def make_unit_manager(settings: AgentSettings) -> UnitManager:
             f"missing): apt-get install {_SYSTEMD_PACKAGES}, in a venv made with "
             "--system-site-packages, or pip install 'fleetpy[agent]'"
         ) from None
-    return SystemdUnitManager(settings.unit_dir)
+    if metrics is None:
+        return SystemdUnitManager(settings.unit_dir)
+    return SystemdUnitManager(
+        settings.unit_dir,
+        on_dbus_call=metrics.observe_dbus_call,
+        on_job_failed=metrics.job_failed,
+    )
+
+
+def _metrics_registry(listen: ListenAddress | None) -> CollectorRegistry | None:
+    """A registry for this daemon's metrics, if they are on (--metrics-listen)."""
+    if listen is None:
+        return None
+    from .metrics import new_registry
+
+    return new_registry()
+
+
+def _serve_metrics(
+    collectors: CollectorRegistry | None, listen: ListenAddress | None, **fields: object
+) -> MetricsServer | None:
+    if collectors is None or listen is None:
+        return None
+    from .metrics import serve
+
+    server = serve(collectors, listen.host, listen.port)
+    log_event("metrics_serving", address=str(listen), **fields)
+    return server
+
+
+def _close(server: MetricsServer | None) -> None:
+    if server is not None:
+        server.close()
 
 
 def trusted_keys(settings: AgentSettings) -> TrustedKeys | None:
@@ -78,6 +117,12 @@ def _check_layout(registry: Registry, manager: UnitManager | None = None) -> Non
 
 def run_engine(settings: Settings) -> None:
     """`fleetpy engine`: compete for leadership and place units until interrupted."""
+    collectors = _metrics_registry(settings.metrics.listen)
+    instruments: EngineMetrics | None = None
+    if collectors is not None:
+        from .metrics import EngineMetrics
+
+        instruments = EngineMetrics(collectors)
     registry = Registry(settings.etcd.registry_config())
     engine = Engine(
         registry,
@@ -85,9 +130,14 @@ def run_engine(settings: Settings) -> None:
         reconcile_interval=settings.engine.reconcile_interval,
         machine_grace=settings.engine.machine_grace,
         mass_loss_fraction=settings.engine.mass_loss_fraction,
+        on_pass=instruments.observe_pass if instruments is not None else None,
     )
+    if instruments is not None:
+        instruments.bind(engine)
     _check_layout(registry)
+    server = None
     try:
+        server = _serve_metrics(collectors, settings.metrics.listen, engine=engine.candidate)
         log_event("engine_starting", engine=engine.candidate, pid=os.getpid())
         engine.start()
         while not engine.wait(1.0):
@@ -96,6 +146,7 @@ def run_engine(settings: Settings) -> None:
         pass
     finally:
         engine.stop()
+        _close(server)
         registry.close()
         log_event("engine_stopped", engine=engine.candidate)
 
@@ -104,8 +155,18 @@ def run_agent(settings: Settings) -> None:
     """`fleetpy agent`: register this machine and run the units placed on it."""
     machine_id = settings.agent.machine_id or read_machine_id()
     trusted = trusted_keys(settings.agent)
-    manager = make_unit_manager(settings.agent)
-    registry = Registry(settings.etcd.registry_config())
+    collectors = _metrics_registry(settings.metrics.listen)
+    instruments: AgentMetrics | None = None
+    if collectors is not None:
+        from .metrics import AgentMetrics
+
+        instruments = AgentMetrics(collectors)
+    manager = make_unit_manager(settings.agent, instruments)
+    try:
+        registry = Registry(settings.etcd.registry_config())
+    except BaseException:
+        manager.close()
+        raise
     agent = Agent(
         registry,
         manager,
@@ -117,8 +178,12 @@ def run_agent(settings: Settings) -> None:
             trusted=trusted,
         ),
     )
+    if instruments is not None:
+        instruments.bind(agent)
     _check_layout(registry, manager)
+    server = None
     try:
+        server = _serve_metrics(collectors, settings.metrics.listen, machine=machine_id)
         log_event(
             "agent_starting",
             machine=machine_id,
@@ -134,6 +199,7 @@ def run_agent(settings: Settings) -> None:
         # On a clean shutdown units keep running; the lease expires by itself so a
         # quick restart (the same process coming back) does not trigger a reschedule.
         agent.stop(revoke=False)
+        _close(server)
         manager.close()
         registry.close()
         log_event("agent_stopped", machine=machine_id)
@@ -179,12 +245,12 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     """`fleetpy-agent`: the agent without the CLI's typer/rich (a smaller daemon)."""
     parser = argparse.ArgumentParser(prog="fleetpy-agent", description=agent_main.__doc__)
     parser.add_argument("--config", dest="config_file", help="YAML file of settings")
-    add_arguments(parser, (Scope.ETCD, Scope.AGENT))
+    add_arguments(parser, (Scope.ETCD, Scope.AGENT, Scope.METRICS))
     args = vars(parser.parse_args(argv))
     try:
         config_file = args.pop("config_file")
         file_values = load_config_file(config_file) if config_file else None
-        run_agent(resolve(args, file_values, scopes=(Scope.ETCD, Scope.AGENT)))
+        run_agent(resolve(args, file_values, scopes=(Scope.ETCD, Scope.AGENT, Scope.METRICS)))
     except FleetpyError as exc:
         print(escape_controls(f"fleetpy-agent: error: {exc}"), file=sys.stderr)
         return 1

@@ -98,8 +98,11 @@ class Engine:
         candidate: str | None = None,
         machine_grace: float | None = None,
         mass_loss_fraction: float = 0.5,
+        on_pass: Callable[[float, float], None] | None = None,
     ) -> None:
         self.registry = registry
+        # Told (plan seconds, whole pass seconds) after each reconcile pass: metrics.
+        self._on_pass = on_pass
         self.lease_ttl = lease_ttl
         self.reconcile_interval = reconcile_interval
         self.machine_grace = machine_grace
@@ -514,8 +517,10 @@ class Engine:
 
     def _reconcile(self, model: _Model) -> None:
         self.stats.passes += 1
+        started = time.perf_counter()
         forced = self._force
         changes = list(scheduler.plan_placements(self._snapshot(model)))
+        planned = time.perf_counter()
         if changes:
             self._execute(model, changes)
             counts: dict[str, int] = {}
@@ -530,6 +535,8 @@ class Engine:
                 raise _LostLeadership("a fenced write was refused")
             self._force = False
             log_event("force_reschedule_done", engine=self.candidate)
+        if self._on_pass is not None:
+            self._on_pass(planned - started, time.perf_counter() - started)
 
     def _execute(self, model: _Model, changes: list[scheduler.Change]) -> None:
         def written(start: int, end: int) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from fleetpy.states import PLACED_STATES, DesiredState
 from fleetpy.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
@@ -34,6 +35,52 @@ _MAX_DISPLACEMENTS = 3
 
 
 NO_MACHINES = "no machines are alive"
+
+
+class ReasonKind(StrEnum):
+    """What kind of reason a unit has for where it is (or is not): a closed set, so
+    metrics can count units by it (the reasons' own text names units and machines)."""
+
+    NO_MACHINES = "no-machines"
+    METADATA = "metadata"  # MachineMetadata= that no (eligible) machine has
+    MACHINE_ID = "machine-id"  # MachineID= absent or refusing
+    MACHINE_OF = "machine-of"  # MachineOf= target unplaced, away, refusing or a cycle
+    CONFLICTS = "conflicts"  # Conflicts= or Replaces= on every eligible machine
+    MAX_PER_MACHINE = "max-per-machine"
+    CONSTRAINTS = "constraints"  # several of the above, machine by machine
+    INVALID = "invalid"  # the unit's contents cannot be used
+    NOT_REPORTING = "not-reporting"  # left on a machine out of touch
+    OTHER = "other"
+    PENDING = "pending"  # no reason stored: the engine has not got to the unit yet
+
+
+# Reason texts by how they start (each made below); the first match wins.
+_REASON_PREFIXES: tuple[tuple[str, ReasonKind], ...] = (
+    (NO_MACHINES, ReasonKind.NO_MACHINES),
+    ("no machine has ", ReasonKind.METADATA),
+    ("no machine with id ", ReasonKind.MACHINE_ID),
+    ("machine ", ReasonKind.MACHINE_ID),
+    ("waiting for ", ReasonKind.MACHINE_OF),
+    ("cannot join ", ReasonKind.MACHINE_OF),
+    ("MachineOf cycle", ReasonKind.MACHINE_OF),
+    ("conflicts with ", ReasonKind.CONFLICTS),
+    ("replaced by ", ReasonKind.CONFLICTS),
+    ("MaxPerMachine=", ReasonKind.MAX_PER_MACHINE),
+    ("it lacks ", ReasonKind.METADATA),
+    ("MachineID=", ReasonKind.MACHINE_ID),
+    ("every eligible machine is excluded", ReasonKind.CONSTRAINTS),
+    ("invalid unit", ReasonKind.INVALID),
+    ("left on machine ", ReasonKind.NOT_REPORTING),
+)
+
+
+def reason_kind(reason: str) -> ReasonKind:
+    """The kind of a stored reason text."""
+    for prefix, kind in _REASON_PREFIXES:
+        if reason.startswith(prefix):
+            return kind
+    return ReasonKind.OTHER
+
 
 # --------------------------------------------------------------------------
 # Snapshot records

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +48,12 @@ STOP_TIMEOUT = 120.0
 
 T = TypeVar("T")
 
+# JobRemoved results that mean the job did its work (skipped: a condition was not met).
+_JOB_OK = frozenset(("done", "skipped"))
+
+DBusCallObserver = Callable[[str, float], None]  # (method, seconds)
+JobFailureObserver = Callable[[str], None]  # (JobRemoved result, or "error": refused)
+
 
 class SystemdError(FleetpyError):
     """systemd could not be reached over D-Bus."""
@@ -54,8 +61,15 @@ class SystemdError(FleetpyError):
 
 class SystemdUnitManager:
     def __init__(
-        self, unit_dir: str | os.PathLike[str], link_dir: str | os.PathLike[str] = RUNTIME_UNIT_DIR
+        self,
+        unit_dir: str | os.PathLike[str],
+        link_dir: str | os.PathLike[str] = RUNTIME_UNIT_DIR,
+        on_dbus_call: DBusCallObserver | None = None,
+        on_job_failed: JobFailureObserver | None = None,
     ) -> None:
+        # Metrics hooks, called on the GLib thread: D-Bus round trips and failed jobs.
+        self._on_dbus_call = on_dbus_call
+        self._on_job_failed = on_job_failed
         self.unit_dir = Path(unit_dir)
         self.link_dir = Path(link_dir)
         self.unit_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +156,21 @@ class SystemdUnitManager:
                 return  # other units' jobs (timers, the agent itself) are none of ours
             self._jobs_done[str(job_path)] = str(result)
             self._lock.notify_all()
+        if self._on_job_failed is not None and str(result) not in _JOB_OK:
+            self._on_job_failed(str(result))
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """A call of systemd's Manager interface (GLib thread), timed for metrics."""
+        started = time.perf_counter()
+        try:
+            return getattr(self._manager, method)(*args)
+        finally:
+            if self._on_dbus_call is not None:
+                self._on_dbus_call(method, time.perf_counter() - started)
+
+    def _answered(self, method: str, started: float) -> None:
+        if self._on_dbus_call is not None:
+            self._on_dbus_call(method, time.perf_counter() - started)
 
     def _on_unit_removed(self, unit: Any, path: Any) -> None:
         # systemd dropped an inactive, unreferenced unit from memory. Asking for its
@@ -178,7 +207,7 @@ class SystemdUnitManager:
         GLib.idle_add(task)
 
     def _watch_unit(self, name: str) -> None:
-        path = str(self._manager.LoadUnit(name))
+        path = str(self._call("LoadUnit", name))
         if self._paths.get(name) == path and name in self._matches:
             return
         old = self._matches.pop(name, None)
@@ -233,11 +262,15 @@ class SystemdUnitManager:
             self._listener(new)
 
     def _properties(self, name: str) -> dict[str, Any]:
-        path = self._paths.get(name) or str(self._manager.LoadUnit(name))
-        # A direct call: get_object() would introspect (XML) every unit object first.
-        return dict(
-            self._bus.call_blocking(SYSTEMD, path, PROPS_IFACE, "GetAll", "s", (UNIT_IFACE,))
-        )
+        path = self._paths.get(name) or str(self._call("LoadUnit", name))
+        started = time.perf_counter()
+        try:
+            # A direct call: get_object() would introspect (XML) every unit object first.
+            return dict(
+                self._bus.call_blocking(SYSTEMD, path, PROPS_IFACE, "GetAll", "s", (UNIT_IFACE,))
+            )
+        finally:
+            self._answered("GetAll", started)
 
     def _refresh(self, name: str) -> ObservedUnit | None:
         try:
@@ -324,7 +357,7 @@ class SystemdUnitManager:
                 if unit is not None:
                     self._units[name] = replace(unit, launched=False, message="")
             try:
-                jobs.append(str(self._manager.StopUnit(name, "replace")))
+                jobs.append(str(self._call("StopUnit", name, "replace")))
             except dbus.DBusException as exc:
                 jobs.append("")
                 self._record_error(name, exc.get_dbus_message() or str(exc))
@@ -341,9 +374,10 @@ class SystemdUnitManager:
                 self._units[name] = replace(unit, launched=True, message="")
             if failed:
                 try:
-                    self._manager.ResetFailedUnit(name)
+                    self._call("ResetFailedUnit", name)
                 except dbus.DBusException:
                     pass  # NoSuchUnit / not loaded: nothing to reset (systemd 252)
+            started = time.perf_counter()
             self._bus.call_async(
                 SYSTEMD,
                 SYSTEMD_PATH,
@@ -351,13 +385,20 @@ class SystemdUnitManager:
                 "StartUnit",
                 "ss",
                 (name, "replace"),
-                reply_handler=lambda job: None,
-                error_handler=lambda exc, name=name: self._record_error(
-                    name, exc.get_dbus_message() or str(exc)
+                reply_handler=lambda job, started=started: self._answered("StartUnit", started),
+                error_handler=lambda exc, name=name, started=started: self._start_refused(
+                    name, exc, started
                 ),
             )
 
+    def _start_refused(self, name: str, exc: Any, started: float) -> None:
+        self._answered("StartUnit", started)
+        self._record_error(name, exc.get_dbus_message() or str(exc))
+
     def _record_error(self, name: str, message: str) -> None:
+        """systemd refused a job for the unit (StartUnit/StopUnit answered an error)."""
+        if self._on_job_failed is not None:
+            self._on_job_failed("error")
         log_event("unit_error", unit=name, message=message)
         with self._lock:
             unit = self._units.get(name)
@@ -399,7 +440,7 @@ class SystemdUnitManager:
                     pass
                 link.symlink_to(target)
         if reload:
-            self._manager.Reload()
+            self._call("Reload")
         for name in removes:
             with self._lock:
                 self._units.pop(name, None)
@@ -408,7 +449,7 @@ class SystemdUnitManager:
                 match.remove()
             self._paths.pop(name, None)
             try:
-                self._manager.ResetFailedUnit(name)
+                self._call("ResetFailedUnit", name)
             except dbus.DBusException:
                 pass
         for action in writes:
@@ -421,7 +462,7 @@ class SystemdUnitManager:
             unit = self._refresh(action.name)
             if unit is not None and unit.load == "not-found" and not reload:
                 # systemd had cached the name as missing: make it look again, once.
-                self._manager.Reload()
+                self._call("Reload")
                 reload = True
                 for other in writes:
                     self._refresh(other.name)

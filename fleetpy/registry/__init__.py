@@ -69,6 +69,7 @@ from .transport import (
     Compare,
     DeleteOp,
     Endpoint,
+    EndpointStats,
     EtcdTransport,
     EventKind,
     GetOp,
@@ -653,6 +654,10 @@ class Registry:
 
     def close(self) -> None:
         self._etcd.close()
+
+    def etcd_stats(self) -> tuple[EndpointStats, ...]:
+        """Requests this client sent to each etcd endpoint, and the failed ones."""
+        return self._etcd.stats()
 
     def __enter__(self) -> Registry:
         return self
@@ -1532,6 +1537,7 @@ __all__ = [
     "ClearForceReschedule",
     "ClusterView",
     "ContentEvent",
+    "EndpointStats",
     "EngineEvent",
     "EngineWrite",
     "MachineEvent",

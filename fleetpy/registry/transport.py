@@ -237,6 +237,16 @@ class EndpointFailure:
 
 
 @dataclass(frozen=True)
+class EndpointStats:
+    """Unary calls (attempts, retries included) sent to one endpoint, and the failed ones.
+    Watch streams are not counted."""
+
+    url: str
+    requests: int
+    errors: int
+
+
+@dataclass(frozen=True)
 class KeyValue:
     key: bytes
     value: bytes
@@ -659,6 +669,10 @@ class _Member:
         self.auth: Any = None
         self.token: str | None = None
         self.failed_until = 0.0  # monotonic; guarded by the transport lock
+        # Unary calls sent here and how many failed, for metrics; guarded by the
+        # transport lock, which every call takes anyway (no extra lock, no allocation).
+        self.requests = 0
+        self.errors = 0
 
     def connect(self) -> None:
         with self._lock:
@@ -1295,6 +1309,16 @@ class EtcdTransport:
         failed = sorted((m for m in rotated if m.failed_until > now), key=lambda m: m.failed_until)
         return healthy + failed
 
+    @staticmethod
+    def _count_locked(member: _Member, *, failed: bool) -> None:
+        member.requests += 1
+        member.errors += failed
+
+    def stats(self) -> tuple[EndpointStats, ...]:
+        """Calls sent to each endpoint so far, and the failed ones (for metrics)."""
+        with self._lock:
+            return tuple(EndpointStats(m.url, m.requests, m.errors) for m in self._members)
+
     def _mark_failed_locked(self, member: _Member) -> None:
         member.failed_until = time.monotonic() + _FAILED_FOR
         if self._preferred == member.index:
@@ -1356,15 +1380,24 @@ class EtcdTransport:
                     if problem is not None:
                         refused[member.index] = failures[member.index] = problem
                         with self._lock:
+                            self._count_locked(member, failed=True)
                             self._mark_failed_locked(member)
                         continue
                     if not _is_retryable(code, details):
+                        with self._lock:
+                            self._count_locked(member, failed=True)
                         raise self._rpc_error(member, exc, keys) from None
                     failures[member.index] = self._reason(code, details)
                     with self._lock:
+                        self._count_locked(member, failed=True)
                         self._mark_failed_locked(member)
                     continue
+                except EtcdError:
+                    with self._lock:  # an error in an answer (a lease etcd would not grant)
+                        self._count_locked(member, failed=True)
+                    raise
                 with self._lock:
+                    self._count_locked(member, failed=False)
                     self._preferred = member.index
                     member.failed_until = 0.0
                 return result
@@ -1485,6 +1518,7 @@ __all__ = [
     "DeleteResult",
     "Endpoint",
     "EndpointFailure",
+    "EndpointStats",
     "EtcdAuthFailed",
     "EtcdCompacted",
     "EtcdError",
