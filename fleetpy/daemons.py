@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .agent import Agent, AgentConfig
@@ -36,7 +36,10 @@ from .unitmanager import SimulatedUnitManager, UnitManager
 if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics are on
     from prometheus_client import CollectorRegistry
 
+    from .api.server import Route
     from .metrics import AgentMetrics, EngineMetrics, MetricsServer
+    from .registry import ClusterView
+    from .view import LiveView
 
 # Debian's packages for the systemd unit manager's imports (dbus-python, PyGObject).
 _SYSTEMD_PACKAGES = "python3-dbus python3-gi"
@@ -218,6 +221,24 @@ def api_options(settings: Settings, insecure: bool = False) -> ServerOptions:
     )
 
 
+def api_metrics_route(registry: Registry, view: Callable[[], ClusterView]) -> Route:
+    """`/metrics` of `fleetpy api`: the cluster as its live view shows it, and this
+    process's etcd calls (Prometheus' text format)."""
+    from .api.messages import ApiRequest, ApiResponse
+    from .api.server import Route
+    from .metrics import ClusterCollector, CountersCollector, etcd_metrics, exposition, new_registry
+
+    collectors = new_registry()
+    collectors.register(ClusterCollector(view))
+    collectors.register(CountersCollector(lambda: etcd_metrics(registry.etcd_stats())))
+
+    def scrape(request: ApiRequest) -> ApiResponse:
+        body, content_type = exposition(collectors)
+        return ApiResponse(200, body, content_type)
+
+    return Route("/metrics", scrape)
+
+
 def run_api(settings: Settings, insecure: bool = False) -> None:
     """`fleetpy api`: serve fleet's HTTP API v1 until interrupted."""
     from .api import build  # the HTTP server's imports are only this daemon's
@@ -225,7 +246,10 @@ def run_api(settings: Settings, insecure: bool = False) -> None:
     registry = Registry(settings.etcd.registry_config())
     _check_layout(registry)
     try:
-        server, live = build(registry, api_options(settings, insecure))
+        views: list[LiveView] = []  # the view build makes; /metrics reads it, never etcd
+        metrics_route = api_metrics_route(registry, lambda: views[0].current())
+        server, live = build(registry, api_options(settings, insecure), [metrics_route])
+        views.append(live)
     except BaseException:
         registry.close()
         raise

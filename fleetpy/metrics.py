@@ -221,7 +221,7 @@ def etcd_metrics(stats: Iterable[EndpointStats]) -> list[Metric]:
     return [requests, errors]
 
 
-class _CountersCollector(Collector):
+class CountersCollector(Collector):
     """Metrics made at scrape time by a function (no registry state between scrapes)."""
 
     def __init__(self, make: Callable[[], Iterable[Metric]]) -> None:
@@ -264,7 +264,7 @@ class EngineMetrics:
 
     def bind(self, engine: Engine) -> None:
         """Add what the engine counts anyway, read at each scrape."""
-        self.registry.register(_CountersCollector(lambda: engine_metrics(engine)))
+        self.registry.register(CountersCollector(lambda: engine_metrics(engine)))
 
 
 def engine_metrics(engine: Engine) -> list[Metric]:
@@ -326,7 +326,7 @@ class AgentMetrics:
         self._jobs[_RESULTS.get(result, JobResult.OTHER)]()
 
     def bind(self, agent: Agent) -> None:
-        self.registry.register(_CountersCollector(lambda: agent_metrics(agent)))
+        self.registry.register(CountersCollector(lambda: agent_metrics(agent)))
 
 
 def agent_metrics(agent: Agent) -> list[Metric]:

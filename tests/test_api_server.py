@@ -313,3 +313,40 @@ def test_fleetctl_reports_fleetpys_refusal(fleet: Callable[..., str], tmp_path: 
     )
     out = fleet("submit", "bad.service", ok=False)
     assert "Error 400" in out and "names the unit itself" in out
+
+
+def test_metrics_route_describes_the_cluster_from_the_view(
+    registry_config: RegistryConfig, registry: Registry, etcd: EtcdServer, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fleetpy.daemons import api_metrics_route
+
+    sock = str(tmp_path / "api.sock")
+    api_registry = Registry(registry_config)
+    views: list[LiveView] = []
+    route = api_metrics_route(api_registry, lambda: views[0].current())
+    server, live = build(api_registry, ServerOptions(listen=sock), [route])
+    views.append(live)
+    server.start()
+    try:
+        control.put_unit(registry, "m.service", UNIT, None)
+        until(lambda: "m.service" in live.current().units, what="the view to see the unit")
+        before = etcd_requests(etcd)
+        conn = UnixConnection(sock)
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        text = response.read().decode()
+        assert response.status == 200
+        assert response.getheader("Content-Type", "").startswith("text/plain")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        assert samples[("fleetpy_units", (("desired", "inactive"),))] >= 1
+        assert etcd_requests(etcd) == before  # a scrape reads the view, not etcd
+    finally:
+        server.close()
+        live.close()
+        api_registry.close()
