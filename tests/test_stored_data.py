@@ -247,6 +247,8 @@ def unit_manager(module: types.ModuleType, root: Path) -> Any:
     manager._watched = []
     manager._watch_unit = manager._watched.append
     manager._refresh = lambda name: None
+    manager._on_dbus_call = None  # no metrics
+    manager._on_job_failed = None
     return manager
 
 
