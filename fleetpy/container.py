@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from fleetpy import quoting
 from fleetpy.errors import ContainerError
 from fleetpy.quoting import exec_arg
 from fleetpy.unit import (
@@ -151,71 +152,13 @@ class ContainerSpec:
 
 # ----------------------------------------------------------------------------- words
 
-_SIMPLE_ESCAPES = {
-    "a": "\a",
-    "b": "\b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-    "v": "\v",
-    "s": " ",
-    "\\": "\\",
-    '"': '"',
-    "'": "'",
-}
-
 
 def split_words(value: str, where: str) -> list[str]:
     """Split like a systemd command line: quotes group, C escapes are decoded."""
-    words: list[str] = []
-    word: list[str] = []
-    in_word = False
-    quote: str | None = None
-    i = 0
-    while i < len(value):
-        char = value[i]
-        if char == "\\":
-            if i + 1 == len(value):
-                raise ContainerError(f"{where}: a backslash at the end of the value")
-            code = value[i + 1]
-            if code == "x":
-                digits = value[i + 2 : i + 4]
-                if not re.fullmatch(r"[0-9a-fA-F]{2}", digits) or digits == "00":
-                    raise ContainerError(
-                        f"{where}: bad escape \\x{digits} (two hex digits, not 00)"
-                    )
-                word.append(chr(int(digits, 16)))
-                i += 4
-            elif code in _SIMPLE_ESCAPES:
-                word.append(_SIMPLE_ESCAPES[code])
-                i += 2
-            else:
-                raise ContainerError(
-                    f"{where}: unknown escape \\{code} (known: \\n \\t \\s \\\\ \\\" \\' \\xHH ...)"
-                )
-            in_word = True
-            continue
-        if quote:
-            if char == quote:
-                quote = None
-            else:
-                word.append(char)
-        elif char in "\"'":
-            quote, in_word = char, True
-        elif char in " \t":
-            if in_word:
-                words.append("".join(word))
-                word, in_word = [], False
-        else:
-            word.append(char)
-            in_word = True
-        i += 1
-    if quote:
-        raise ContainerError(f"{where}: unterminated {quote} quote")
-    if in_word:
-        words.append("".join(word))
-    return words
+    try:
+        return quoting.split_words(value, escapes=True)
+    except quoting.WordsError as exc:
+        raise ContainerError(f"{where}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- values

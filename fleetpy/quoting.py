@@ -4,10 +4,13 @@ Key= line so that systemd reads back exactly that value and nothing else.
   exec_arg(text, specifiers=False) -> str      one argument on an Exec*= line
   value_problem(text) -> str | None            why text cannot be a Key= value (None: it can)
   escape_value(text, specifiers=False) -> str  the Key= value (check value_problem first)
+  split_words(value, escapes=...) -> list[str] a value read back as words (WordsError)
 
 Used by the template filters (fleetpy.template) and by container units
-(fleetpy.container), so both quote alike. Pure: no fleetpy imports, no errors of its
-own (callers raise their own error types with the text of the problem).
+(fleetpy.container), so both quote alike; unit (fleetpy.unit) and container
+values are read back into words by the same split_words. Pure: no fleetpy imports; its
+only error, WordsError, carries the text of the problem, and callers raise their own
+error types with it.
 
 References: systemd.service(5) "COMMAND LINES", systemd.unit(5) "SPECIFIERS".
 """
@@ -101,3 +104,74 @@ def container_word(text: str) -> str:
         else:
             out.append(char)
     return '"' + "".join(out) + '"'
+
+
+class WordsError(ValueError):
+    """Why a value cannot be split into words (the text; callers add where it was)."""
+
+
+_READ_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "s": " ",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+}
+
+
+def split_words(value: str, escapes: bool, whitespace: str = " \t") -> list[str]:
+    """Split on whitespace outside quotes ("a b", 'x' group; the quotes go). With
+    `escapes`, C escapes are decoded as on a systemd command line (container units);
+    without, a backslash is an ordinary character (fleet's [X-Fleet] values)."""
+    words: list[str] = []
+    word: list[str] = []
+    in_word = False
+    quote: str | None = None
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if escapes and char == "\\":
+            if i + 1 == len(value):
+                raise WordsError("a backslash at the end of the value")
+            code = value[i + 1]
+            if code == "x":
+                digits = value[i + 2 : i + 4]
+                if not re.fullmatch(r"[0-9a-fA-F]{2}", digits) or digits == "00":
+                    raise WordsError(f"bad escape \\x{digits} (two hex digits, not 00)")
+                word.append(chr(int(digits, 16)))
+                i += 4
+            elif code in _READ_ESCAPES:
+                word.append(_READ_ESCAPES[code])
+                i += 2
+            else:
+                raise WordsError(
+                    f"unknown escape \\{code} (known: \\n \\t \\s \\\\ \\\" \\' \\xHH ...)"
+                )
+            in_word = True
+            continue
+        if quote:
+            if char == quote:
+                quote = None
+            else:
+                word.append(char)
+        elif char in "\"'":
+            quote, in_word = char, True
+        elif char in whitespace:
+            if in_word:
+                words.append("".join(word))
+                word, in_word = [], False
+        else:
+            word.append(char)
+            in_word = True
+        i += 1
+    if quote:
+        raise WordsError(f"unterminated {quote} quote")
+    if in_word:
+        words.append("".join(word))
+    return words

@@ -25,6 +25,7 @@ from functools import cached_property
 
 from fleetpy.errors import FileError, FleetOptionError, UnitFileError, UnitNameError, UnitParseError
 from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
+from fleetpy.quoting import WordsError, split_words
 
 # ---------------------------------------------------------------------------
 # Unit names
@@ -466,30 +467,10 @@ def _expand_specifiers(value: str, unit: UnitName, key: str) -> str:
 
 def _split_words(value: str, key: str, unit: str) -> list[str]:
     """Split on whitespace outside quotes; quotes ("a b", 'x') are removed."""
-    words: list[str] = []
-    word: list[str] = []
-    in_word = False
-    quote: str | None = None
-    for char in value:
-        if quote:
-            if char == quote:
-                quote = None
-            else:
-                word.append(char)
-        elif char in "\"'":
-            quote, in_word = char, True
-        elif char in _WS:
-            if in_word:
-                words.append("".join(word))
-                word, in_word = [], False
-        else:
-            word.append(char)
-            in_word = True
-    if quote:
-        raise FleetOptionError(f"unterminated {quote} quote in [X-Fleet] {key}= of {unit}")
-    if in_word:
-        words.append("".join(word))
-    return words
+    try:
+        return split_words(value, escapes=False, whitespace=_WS)
+    except WordsError as exc:
+        raise FleetOptionError(f"{exc} in [X-Fleet] {key}= of {unit}") from None
 
 
 def did_you_mean(key: str, known: Sequence[str]) -> str:
