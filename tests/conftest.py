@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
+
+if TYPE_CHECKING:
+    from typer.testing import Result
+
+Run = Callable[..., "Result"]
 
 _prefixes = itertools.count()
 
@@ -36,6 +42,22 @@ def registry(registry_config: RegistryConfig) -> Iterator[Registry]:
     reg = Registry(registry_config)
     yield reg
     reg.close()
+
+
+@pytest.fixture
+def run(etcd: EtcdServer, prefix: str) -> Run:
+    """The CLI in process (typer's runner) against the test's etcd and prefix."""
+    # Imported here: the CLI's libraries load only for the tests that use it.
+    from typer.testing import CliRunner
+
+    from fleetpy.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix, *args])
+
+    return invoke
 
 
 # Real hosts (systemd-nspawn): rootfs, dockerd + busybox image, and a hosts factory.

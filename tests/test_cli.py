@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Run
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
@@ -20,8 +21,6 @@ from fleetpy.config import Settings, UnitManagerKind
 from fleetpy.registry import MachineRecord, PlaceUnit, Registry, StoreReason, UnitState
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
-
-Run = Callable[..., Result]
 
 
 @pytest.fixture(autouse=True)
@@ -39,16 +38,6 @@ def units_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "units"
     folder.mkdir()
     return folder
-
-
-@pytest.fixture
-def run(etcd: EtcdServer, prefix: str) -> Run:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix, *args])
-
-    return invoke
 
 
 def write(folder: Path, name: str, text: str = SERVICE) -> str:

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import Run
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
-from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, UnitState
 
 SERVICE = "[Service]\nExecStart=/bin/sleep 1000\n"
-
-Run = Callable[..., Result]
 
 
 @pytest.fixture(autouse=True)
@@ -27,16 +24,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default keys dir lives there
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def run(etcd: EtcdServer, prefix: str) -> Run:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix, *args])
-
-    return invoke
 
 
 def unit_file(tmp_path: Path, name: str = "web.service", text: str = SERVICE) -> str:
