@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .agent import Agent, AgentConfig
-from .api.server import ServerOptions
 from .config import (
     AgentSettings,
     ListenAddress,
@@ -36,7 +35,7 @@ from .unitmanager import SimulatedUnitManager, UnitManager
 if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics are on
     from prometheus_client import CollectorRegistry
 
-    from .api.server import Route
+    from .api.server import Route, ServerOptions
     from .metrics import AgentMetrics, EngineMetrics, MetricsServer
     from .registry import ClusterView
     from .view import LiveView
@@ -209,6 +208,9 @@ def run_agent(settings: Settings) -> None:
 
 
 def api_options(settings: Settings, insecure: bool = False) -> ServerOptions:
+    # Imported here: the engine and agents never load the API server (control, http.server).
+    from .api.server import ServerOptions
+
     api = settings.api
     return ServerOptions(
         listen=api.listen,

@@ -81,6 +81,18 @@ def test_core_pulls_in_neither_the_cli_libraries_nor_the_cluster_harness() -> No
     assert result.stdout.strip() == "[]"
 
 
+def test_the_daemons_load_neither_the_api_server_nor_metrics_unless_asked() -> None:
+    code = (
+        "import sys; import fleetpy.daemons; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prometheus_client', 'http') "
+        "or m in ('fleetpy.api', 'fleetpy.control', 'fleetpy.view')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
+    assert result.stdout.strip() == "[]"
+
+
 def test_the_key_layout_lives_only_in_the_registry() -> None:
     key = re.compile(r"""["'](unit|schedule|state|machines|content|reason|global|engine)/""")
     for path in PACKAGE.rglob("*.py"):
