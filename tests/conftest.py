@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cli_run import Run
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
-
-if TYPE_CHECKING:
-    from typer.testing import Result
-
-Run = Callable[..., "Result"]
 
 _prefixes = itertools.count()
 
@@ -45,10 +41,21 @@ def registry(registry_config: RegistryConfig) -> Iterator[Registry]:
 
 
 @pytest.fixture
+def units_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder for unit files, with the working directory elsewhere."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # bare names must not be mistaken for files
+    folder = tmp_path / "units"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def run(etcd: EtcdServer, prefix: str) -> Run:
     """The CLI in process (typer's runner) against the test's etcd and prefix."""
     # Imported here: the CLI's libraries load only for the tests that use it.
-    from typer.testing import CliRunner
+    from typer.testing import CliRunner, Result
 
     from fleetpy.cli import app
 

@@ -383,3 +383,16 @@ def test_the_scans_find_what_they_look_for() -> None:
         "os.execvp",
         "a command run outside a function (not checked)",
     ], found
+
+
+def test_no_test_imports_from_a_conftest() -> None:
+    # tests/ and tests/hostile/ both have a conftest module: `from conftest import X`
+    # gets whichever pytest loaded last, which differs between a clean clone and a
+    # warm checkout (CI failed on it once). Shared helpers live in named modules.
+    tests = Path(__file__).resolve().parent
+    offenders = [
+        str(path.relative_to(tests))
+        for path in sorted(tests.rglob("*.py"))
+        if re.search(r"^\s*(from conftest import|import conftest)", path.read_text(), re.M)
+    ]
+    assert offenders == []

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Run
+from cli_run import Run
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
@@ -28,16 +28,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FLEETPY_"):
             monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def units_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)  # bare names must not be mistaken for files
-    folder = tmp_path / "units"
-    folder.mkdir()
-    return folder
 
 
 def write(folder: Path, name: str, text: str = SERVICE) -> str:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Run
+from cli_run import Run
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_cli import Run, one_error_line, run, snapshot, units_dir, write  # noqa: F401
+from cli_run import Run
+from test_cli import one_error_line, snapshot, write
 
 from fleetpy.container import CONTAINER_KEYS, expand_unit, source_of, split_words
 from fleetpy.errors import ContainerError
@@ -241,8 +242,8 @@ def test_misspelled_section_is_refused() -> None:
 
 
 def test_cli_bad_value_is_one_line_and_writes_nothing(
-    run: Run,  # noqa: F811
-    units_dir: Path,  # noqa: F811
+    run: Run,
+    units_dir: Path,
     registry: Registry,
 ) -> None:
     before = snapshot(registry)
@@ -259,8 +260,8 @@ def test_cli_bad_value_is_one_line_and_writes_nothing(
 
 
 def test_cli_cat_shows_source_and_expanded(
-    run: Run,  # noqa: F811
-    units_dir: Path,  # noqa: F811
+    run: Run,
+    units_dir: Path,
     registry: Registry,
 ) -> None:
     source = "[Container]\nImage=local/busybox\nExec=sleep 1000\n"

@@ -36,17 +36,6 @@ from fleetpy.view import LiveView
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 
 
-@pytest.fixture
-def units_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # Run from an empty directory so bare names are never mistaken for files.
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    folder = tmp_path / "units"
-    folder.mkdir()
-    return folder
-
-
 def write(folder: Path, name: str, text: str = SERVICE) -> str:
     path = folder / name
     path.write_text(text)

@@ -6,15 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hostile_harness import (  # noqa: F401  (the corpus modules import these from here)
-    CONTROL,
-    SEEDED,
-    SERVICE,
-    Hostile,
-    Outcome,
-    assert_one_clean_error,
-    etcd_state,
-)
+from hostile_harness import Hostile
 
 from fleetpy.cluster.etcd import EtcdServer
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import Hostile
+from hostile_harness import Hostile
 
 from fleetpy.cluster.local import STATE_ROOT
 

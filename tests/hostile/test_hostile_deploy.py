@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Hostile
+from hostile_harness import Hostile
 
 GOOD_TEMPLATE = "[Service]\nExecStart=/bin/echo {{ message | systemd_quote }}\n"
 

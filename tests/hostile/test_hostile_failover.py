@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CONTROL, SERVICE, Hostile, assert_one_clean_error
+from hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
 
 from fleetpy.cluster.etcd import EtcdCluster, free_port
 
@@ -35,7 +35,7 @@ class Fleet(Hostile):
 
     def state(self) -> tuple[int, dict[str, tuple[str, int]]]:
         live = next(m for m in self.cluster.members if m.running)
-        from conftest import etcd_state
+        from hostile_harness import etcd_state
 
         return etcd_state(live.endpoint)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SERVICE, Hostile
+from hostile_harness import SERVICE, Hostile
 
 from fleetpy import unit
 

@@ -7,7 +7,7 @@ nothing) once destroyed every .service unit.
 from __future__ import annotations
 
 import pytest
-from conftest import SEEDED, Hostile
+from hostile_harness import SEEDED, Hostile
 
 MISSING_PATHS = [
     ("destroy", "/nonexistent-dir/*.service"),

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CONTROL, SERVICE, Hostile, assert_one_clean_error
+from hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
 
 GOOD_HASH = "ab" * 32
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Hostile
+from hostile_harness import Hostile
 
 PWNED = "/tmp/fleetpy-hostile-pwned"
 

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Hostile
+from hostile_harness import Hostile
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -4,7 +4,7 @@ and class 11 (a command of many transactions that fails half-way says what it wr
 from __future__ import annotations
 
 import pytest
-from conftest import Hostile
+from hostile_harness import Hostile
 
 from fleetpy.errors import PartialWriteError
 from fleetpy.registry import Registry, UnitChange

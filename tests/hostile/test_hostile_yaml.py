@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Hostile
+from hostile_harness import Hostile
 
 TEMPLATE = "[Service]\nEnvironment=A={{ a }} B={{ b }}\n"
 
