@@ -181,7 +181,9 @@ def test_failures_are_visible(
 ) -> None:
     (_host,) = hosts(1, ttl=3)
     until(lambda: len(registry.list_machines()) == 1, what="machine")
-    failing = fleet.write("crash.service", "[Service]\nExecStart=/bin/false\n")
+    # oneshot: a Type=simple service is "active" from fork until /bin/false exits, and
+    # systemd (so fleet and fleetpy) counts that as started; oneshot never is.
+    failing = fleet.write("crash.service", "[Service]\nType=oneshot\nExecStart=/bin/false\n")
     result = fleet("start", "--block-attempts", "30", failing, check=False)
     assert result.returncode == 1 and "failed" in result.stderr
     until(lambda: [u["active"] for u in fleet.units()] == ["failed"], what="failed reported")
