@@ -20,6 +20,8 @@ from typing import Any
 
 from .errors import ConfigError, FileError
 from .files import MAX_VALUES_BYTES, display_path, read_text_file
+from .metadata import MAX_ITEMS as MAX_METADATA_ITEMS
+from .metadata import key_problem, value_problem
 from .registry import DEFAULT_ENDPOINT, DEFAULT_PREFIX, MACHINE_ID, RegistryConfig
 from .yamlload import load_yaml_mapping
 
@@ -141,11 +143,6 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
-_METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-MAX_METADATA_ITEMS = 64
-MAX_METADATA_VALUE = 256
-
-
 def _parse_metadata(value: Any) -> dict[str, str]:
     """`key=value,key2=value2` (CLI/env) or a mapping (YAML)."""
     if isinstance(value, Mapping):
@@ -162,13 +159,9 @@ def _parse_metadata(value: Any) -> dict[str, str]:
     if len(items) > MAX_METADATA_ITEMS:
         raise ConfigError(f"too much metadata: {len(items)} items (at most {MAX_METADATA_ITEMS})")
     for key, val in items:
-        if not _METADATA_KEY.fullmatch(key):
-            raise ConfigError(f"invalid metadata key {key!r} (letters, digits and _.-, at most 64)")
-        if len(val) > MAX_METADATA_VALUE or not val.isprintable() or "," in val:
-            raise ConfigError(
-                f"invalid metadata value {val!r} for {key} (printable, no comma, "
-                f"at most {MAX_METADATA_VALUE} characters)"
-            )
+        problem = key_problem(key) or value_problem(key, val)
+        if problem:
+            raise ConfigError(problem)
     return dict(items)
 
 

@@ -55,6 +55,10 @@ class DeploymentError(FleetpyError):
     """A deployment directory that cannot be rendered, or a plan that cannot be applied."""
 
 
+class MetadataError(FleetpyError):
+    """Invalid machine metadata: a key or value, or an operator's change of it."""
+
+
 class ConfigError(FleetpyError):
     """Bad configuration: options, environment or config file."""
 

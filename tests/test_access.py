@@ -9,9 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 from secure_fixtures import SecureEtcd, secure_etcd
+from waiting import until
 
+from fleetpy.metadata import MetadataChange
 from fleetpy.registry import (
     MachineRecord,
+    MetadataEvent,
     PlaceUnit,
     ScheduleEntry,
     UnitChange,
@@ -63,6 +66,7 @@ OPERATOR_TABLE = [
     (W, "/fleetpy/deploy/web", True),
     (W, "/fleetpy/watcher/web", True),
     (W, "/fleetpy/signature/" + "ab" * 32, True),
+    (W, "/fleetpy/metadata/m1", True),
     (W, "/fleetpy/engine/force-reschedule", True),
     (W, "/fleetpy/fleetpy-layout", True),
     (W, "/fleetpy/engine/leader", False),
@@ -89,6 +93,8 @@ ENGINE_TABLE = [
     (W, "/fleetpy/machines/m1", False),
     (W, "/fleetpy/state/m1/a.service", False),
     (W, "/fleetpy/deploy/web", False),
+    (R, "/fleetpy/metadata/m1", True),
+    (W, "/fleetpy/metadata/m1", False),
     (W, "/fleetpy/fleetpy-layout", False),
     (R, "/fleetpyx", False),
 ]
@@ -98,6 +104,7 @@ AGENT_TABLE = [  # the agent of m1, with m10 and m2 in the cluster
     (R, "/fleetpy/global/g.service", True),
     (R, "/fleetpy/fleetpy-layout", True),
     (R, "/fleetpy-layout", True),
+    (R, "/fleetpy/metadata/m1", True),
     (W, "/fleetpy/machines/m1", True),
     (W, "/fleetpy/state/m1/a.service", True),
     (R, "/fleetpy/schedule/m10/a.service", False),
@@ -106,6 +113,9 @@ AGENT_TABLE = [  # the agent of m1, with m10 and m2 in the cluster
     (R, "/fleetpy/content/" + "ab" * 32, False),
     (R, "/fleetpy/machines/m2", False),
     (R, "/fleetpy/state/m2/a.service", False),
+    (R, "/fleetpy/metadata/m10", False),
+    (R, "/fleetpy/metadata/m2", False),
+    (W, "/fleetpy/metadata/m1", False),  # operators' metadata: the agent cannot override it
     (W, "/fleetpy/machines/m10", False),
     (W, "/fleetpy/machines/m1/x", False),
     (W, "/fleetpy/state/m10/a.service", False),
@@ -145,6 +155,7 @@ def test_agent_role_is_exactly_its_own_keys() -> None:
         KeyPermission(R, b"/fleetpy-layout"),
         under(R, "/fleetpy/schedule/m1/"),
         under(R, "/fleetpy/global/"),
+        KeyPermission(R, b"/fleetpy/metadata/m1"),
         KeyPermission(W, b"/fleetpy/machines/m1"),
         under(W, "/fleetpy/state/m1/"),
     }
@@ -224,6 +235,31 @@ def test_an_agent_keeps_its_lease_and_writes_under_it(secure: SecureEtcd) -> Non
         with pytest.raises(EtcdPermissionDenied, match="user fleetpy-agent-m1 on /fleetpy/mach"):
             agent.register_machine(MachineRecord("m2"), other)
         agent.revoke_lease(other)
+
+
+def test_operators_set_machine_metadata_that_agents_only_read(secure: SecureEtcd) -> None:
+    creds = secure.creds
+    with (
+        secure.registry(creds.operator) as operator,
+        secure.registry(creds.agents["m1"]) as agent,
+        secure.registry(creds.engine) as engine,
+    ):
+        operator.change_metadata([MetadataChange("m1", "role", "web")])
+        assert agent.machine_overlay("m1")[1] == {"role": "web"}
+        assert engine.read_view().overlays["m1"] == {"role": "web"}
+        seen: list[object] = []
+        cancel = agent.watch_metadata(lambda batch: seen.extend(batch.events), machine="m1")
+        try:
+            operator.change_metadata([MetadataChange("m1", "role", None)])
+            until(lambda: seen == [MetadataEvent("m1", {"role": None})], what="the agent's watch")
+        finally:
+            cancel()
+        with pytest.raises(EtcdPermissionDenied):
+            agent.change_metadata([MetadataChange("m1", "role", "db")])
+        with pytest.raises(EtcdPermissionDenied):
+            agent.machine_overlay("m2")
+        operator.change_metadata([MetadataChange("m2", "role", None)])
+        assert agent.machine_overlay("m1")[1] == {"role": None}
 
 
 def test_the_engine_elects_itself_and_places(secure: SecureEtcd) -> None:

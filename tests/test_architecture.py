@@ -94,7 +94,9 @@ def test_the_daemons_load_neither_the_api_server_nor_metrics_unless_asked() -> N
 
 
 def test_the_key_layout_lives_only_in_the_registry() -> None:
-    key = re.compile(r"""["'](unit|schedule|state|machines|content|reason|global|engine)/""")
+    key = re.compile(
+        r"""["'](unit|schedule|state|machines|metadata|content|reason|global|engine)/"""
+    )
     for path in PACKAGE.rglob("*.py"):
         if "registry" in path.relative_to(PACKAGE).parts:
             continue

@@ -57,10 +57,14 @@ def test_an_agent_touches_nothing_but_its_own(secure: SecureEtcd) -> None:
             "/fleetpy/schedule/m2/x.service",
             "/fleetpy/state/m2/x.service",
             "/fleetpy/machines/m2",
+            "/fleetpy/metadata/m1",  # operators' metadata: read, never written, by its agent
+            "/fleetpy/metadata/m2",
             "/fleetpy/engine/leader",
             "/fleetpy/fleetpy-layout",
             "/elsewhere",
         )
+        refused(user, lambda: agent.range("/fleetpy/metadata/m2"))
+        agent.range("/fleetpy/metadata/m1")
         other = "/fleetpy/schedule/m2/"
         refused(user, lambda: agent.range(other, prefix_range_end(other)))
         refused(user, lambda: agent.range("/fleetpy/unit/", prefix_range_end("/fleetpy/unit/")))
@@ -104,6 +108,7 @@ def test_the_engine_cannot_submit_or_pose_as_agent(secure: SecureEtcd) -> None:
             "/fleetpy/global/x.service",
             "/fleetpy/deploy/web",
             "/fleetpy/machines/m1",
+            "/fleetpy/metadata/m1",
             "/fleetpy/state/m1/x.service",
             "/fleetpy/fleetpy-layout",
             "/elsewhere",

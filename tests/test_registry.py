@@ -10,9 +10,11 @@ import time
 
 import pytest
 
-from fleetpy.errors import RegistryError, StateError, UnknownUnitError
+from fleetpy.errors import MetadataError, RegistryError, StateError, UnknownUnitError
+from fleetpy.metadata import MetadataChange
 from fleetpy.registry import (
     MachineRecord,
+    MetadataEvent,
     PlaceUnit,
     Registry,
     RegistryConfig,
@@ -221,3 +223,119 @@ def test_watch_from_a_compacted_revision_says_so(registry: Registry) -> None:
     registry.watch_units(batches.put, old)
     batch = batches.get(timeout=5)
     assert batch.error is not None and batch.compacted
+
+
+# ----------------------------------------------------------------------------- machine metadata
+
+
+def test_operator_metadata_overlays_the_agents_and_outlives_its_lease(registry: Registry) -> None:
+    lease = registry.grant_lease(10)
+    registry.register_machine(MachineRecord("m1", "10.0.0.1", {"role": "db", "az": "a"}), lease)
+    revision = registry.change_metadata(
+        [
+            MetadataChange("m1", "role", "web"),
+            MetadataChange("m1", "az", None),  # hides the agent's own
+            MetadataChange("m9", "rack", "r9"),  # not registered (yet): waits for it
+        ]
+    )
+    view = registry.read_view()
+    assert view.revision >= revision
+    assert view.machines["m1"].metadata == {"role": "web"}
+    assert view.machines["m1"].own_metadata == {"role": "db", "az": "a"}
+    assert view.overlays == {"m1": {"role": "web", "az": None}, "m9": {"rack": "r9"}}
+    assert registry.list_machines()["m1"].metadata == {"role": "web"}
+    # The agent goes away and registers again (a restart): the operator's change stays.
+    registry.revoke_lease(lease)
+    assert registry.list_machines() == {}
+    lease = registry.grant_lease(10)
+    registry.register_machine(MachineRecord("m1", "10.0.0.1", {"role": "db", "az": "a"}), lease)
+    registry.register_machine(MachineRecord("m9", "10.0.0.9", {"rack": "r1"}), lease)
+    machines = registry.list_machines()
+    assert machines["m1"].metadata == {"role": "web"}
+    assert machines["m9"].metadata == {"rack": "r9"}
+    assert registry.machine_overlay("m1")[1] == {"role": "web", "az": None}
+    assert registry.machine_overlay("m2")[1] == {}
+
+
+def test_one_patch_is_one_transaction_and_a_refused_one_writes_nothing(
+    registry: Registry,
+) -> None:
+    before = registry.read_view().revision
+    revision = registry.change_metadata(
+        [MetadataChange(f"m{i}", "k", "v") for i in range(10)] + [MetadataChange("m1", "j", "w")]
+    )
+    assert revision == before + 1  # ten keys, one etcd revision
+    with pytest.raises(MetadataError, match="machines in one change"):
+        registry.change_metadata([MetadataChange(f"x{i}", "k", "v") for i in range(100)])
+    full = [MetadataChange("m1", f"k{i}", "v") for i in range(70)]
+    with pytest.raises(MetadataError, match="too much operator metadata for machine m1"):
+        registry.change_metadata([MetadataChange("m2", "k", "changed"), *full])
+    with pytest.raises(MetadataError, match="invalid machine id"):
+        registry.change_metadata(
+            [MetadataChange("m2", "k", "changed"), MetadataChange("a/b", "k", "v")]
+        )
+    view = registry.read_view()
+    assert view.revision == revision
+    assert view.overlays["m2"] == {"k": "v"} and view.overlays["m1"] == {"k": "v", "j": "w"}
+
+
+def test_racing_patches_of_one_machine_both_land(registry_config: RegistryConfig) -> None:
+    clients = [Registry(registry_config) for _ in range(4)]
+    try:
+        threads = [
+            threading.Thread(
+                target=lambda c=c, n=n: [
+                    c.change_metadata([MetadataChange("m1", f"k{n}-{i}", "v")]) for i in range(5)
+                ]
+            )
+            for n, c in enumerate(clients)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(clients[0].machine_overlay("m1")[1]) == 20  # no update lost
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_a_malformed_overlay_is_skipped_and_replaced(registry: Registry) -> None:
+    warnings: list[str] = []
+    reader = Registry(registry.config, warn=warnings.append)
+    try:
+        for raw in ('{"k": 5}', '{"k=": "v"}', "[]", '{"k": "a,b"}'):
+            registry._etcd.put(registry.key("metadata", "m1"), raw)
+            assert reader.read_view().overlays == {}
+        assert len(warnings) == 4 and all("metadata/m1" in w for w in warnings)
+        registry.change_metadata([MetadataChange("m1", "k", "v")])
+        assert reader.machine_overlay("m1")[1] == {"k": "v"}
+    finally:
+        reader.close()
+
+
+def test_metadata_watch_reports_changes(registry: Registry) -> None:
+    seen: queue.Queue[MetadataEvent] = queue.Queue()
+
+    def on_batch(batch: WatchBatch[MetadataEvent]) -> None:
+        for event in batch.events:
+            seen.put(event)
+
+    revision, _ = registry.machine_overlay("m1")
+    cancel_all = registry.watch_metadata(on_batch, revision + 1)
+    cancel_one = registry.watch_metadata(on_batch, revision + 1, machine="m1")
+    try:
+        registry.change_metadata([MetadataChange("m2", "k", "v")])
+        registry.change_metadata([MetadataChange("m1", "k", None)])
+        got = [seen.get(timeout=5) for _ in range(3)]
+        assert sorted(got, key=repr) == sorted(
+            [
+                MetadataEvent("m2", {"k": "v"}),
+                MetadataEvent("m1", {"k": None}),
+                MetadataEvent("m1", {"k": None}),
+            ],
+            key=repr,
+        )
+    finally:
+        cancel_all()
+        cancel_one()

@@ -10,6 +10,9 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 text, so an agent needs nothing but its own prefix
   P/reason/<name>               why the engine could not place the unit (plain text)
   P/machines/<machine>          MachineRecord, attached to the agent's lease
+  P/metadata/<machine>          operators' metadata overlay of the machine (PATCH /machines):
+                                {key: value, or null when removed}; no lease, so it
+                                outlives agent restarts (fleetpy.metadata has the rules)
   P/state/<machine>/<name>      UnitState reported by the agent, attached to its lease (by
                                 machine first: an agent's etcd role may write only its own)
   P/engine/leader               id of the leading engine, attached to its lease
@@ -27,10 +30,11 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 fleetpy prefix (or holding one) is refused, since each
                                 would read the other's keys as its own
 
-Only the engine writes P/schedule and P/reason; only clients (CLI) write P/unit, P/global
-and P/content; only agents write P/machines and P/state. With etcd's auth on, the roles of
-access.py enforce it (each agent only its own machine's keys). Every multi-key change is one
-transaction guarded by the revisions it read, so racing clients never lose an update.
+Only the engine writes P/schedule and P/reason; only clients (CLI, API) write P/unit,
+P/global, P/content and P/metadata; only agents write P/machines and P/state. With etcd's
+auth on, the roles of access.py enforce it (each agent only its own machine's keys). Every
+multi-key change is one transaction guarded by the revisions it read, so racing clients
+never lose an update.
 """
 
 from __future__ import annotations
@@ -54,12 +58,14 @@ from urllib.parse import urlparse
 from ..errors import (
     DeploymentError,
     FleetpyError,
+    MetadataError,
     PartialWriteError,
     RegistryError,
     StateError,
     UnknownUnitError,
 )
 from ..log import log_event
+from ..metadata import MetadataChange, Overlay, apply_changes, effective, key_problem, value_problem
 from ..states import DesiredState
 from ..unit import parse_name
 from . import access
@@ -288,15 +294,25 @@ class ScheduleEntry:
 class MachineRecord:
     id: str
     ip: str = ""
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    own_metadata: Mapping[str, str] = field(default_factory=dict)  # the agent's --metadata
     hostname: str = ""
     ttl: int = 0  # the agent's lease TTL: the engine's grace period is based on it
+    # Operators' overlay (P/metadata/<id>), attached by readers; not part of this record.
+    operator_metadata: Overlay = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        """The machine's metadata as scheduling and listings see it: the agent's own with
+        the operators' overlay on top."""
+        if not self.operator_metadata:
+            return self.own_metadata
+        return effective(self.own_metadata, self.operator_metadata)
 
     def to_json(self) -> str:
         return _dumps(
             {
                 "ip": self.ip,
-                "metadata": dict(self.metadata),
+                "metadata": dict(self.own_metadata),
                 "hostname": self.hostname,
                 "ttl": self.ttl,
             }
@@ -322,10 +338,27 @@ class MachineRecord:
         return cls(
             id=_machine_id(machine_id),
             ip=ip,
-            metadata=dict(metadata),
+            own_metadata=dict(metadata),
             hostname=_field(data, "hostname", str, ""),
             ttl=ttl,
         )
+
+
+def overlay_to_json(overlay: Overlay) -> str:
+    return _dumps(dict(overlay))
+
+
+def overlay_from_json(machine_id: str, raw: bytes) -> dict[str, str | None]:
+    """An operators' metadata overlay: {key: value or null}, each valid as metadata."""
+    _machine_id(machine_id)
+    data = _object(raw)
+    for key, value in data.items():
+        if value is not None and not isinstance(value, str):
+            raise MalformedRecord(f"metadata {key!r} is a {type(value).__name__}")
+        problem = key_problem(key) or (value_problem(key, value) if value is not None else None)
+        if problem:
+            raise MalformedRecord(problem)
+    return data
 
 
 @dataclass(frozen=True)
@@ -375,6 +408,9 @@ class ClusterView:
     schedule: dict[str, tuple[str, ScheduleEntry]]  # unit -> (machine, entry)
     reasons: dict[str, str]
     states: dict[str, dict[str, UnitState]]  # unit -> machine -> state
+    # Operators' metadata overlays by machine id, also of machines not registered now
+    # (the records in `machines` carry theirs already).
+    overlays: dict[str, Overlay] = field(default_factory=dict)
 
 
 # Watch events: one typed record per change. A value that is not a fleetpy record
@@ -391,6 +427,14 @@ class UnitEvent:
 class MachineEvent:
     machine: str
     record: MachineRecord | None  # None: its lease ended
+
+
+@dataclass(frozen=True)
+class MetadataEvent:
+    """Operators changed a machine's metadata overlay."""
+
+    machine: str
+    overlay: Overlay | None  # None: no overlay (deleted, or not a valid one)
 
 
 @dataclass(frozen=True)
@@ -430,7 +474,8 @@ class EngineEvent:
     force_reschedule: bool = False  # `fleetpy force-reschedule` was run
 
 
-E = TypeVar("E")
+# Covariant: an agent takes batches of several event types in one callback.
+E = TypeVar("E", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -690,13 +735,16 @@ class Registry:
     def decode(self, kind: str, rel: str, value: bytes, revision: int = 0) -> Any:
         """The record stored at P/<kind>/<rel>; raises MalformedRecord.
 
-        unit: UnitRecord, machines: MachineRecord, schedule ("machine/unit") and global:
-        ScheduleEntry, state ("machine/unit"): UnitState, reason and content: str.
+        unit: UnitRecord, machines: MachineRecord, metadata: an overlay (dict), schedule
+        ("machine/unit") and global: ScheduleEntry, state ("machine/unit"): UnitState,
+        reason and content: str.
         """
         if kind == "unit":
             return UnitRecord.from_json(rel, value, revision)
         if kind == "machines":
             return MachineRecord.from_json(rel, value)
+        if kind == "metadata":
+            return overlay_from_json(rel, value)
         if kind == "schedule":
             machine, _, unit = rel.partition("/")
             _machine_id(machine)
@@ -747,7 +795,8 @@ class Registry:
 
     def read_view(self, *, with_states: bool = True, with_text: bool = True) -> ClusterView:
         """Read units, machines, schedule, reasons (and states) at ONE revision."""
-        prefixes = ["unit", "machines", "schedule", "reason"] + (["state"] if with_states else [])
+        prefixes = ["unit", "machines", "metadata", "schedule", "reason"]
+        prefixes += ["state"] if with_states else []
         gets = []
         for name in prefixes:
             start = self._prefix(name)
@@ -755,6 +804,7 @@ class Registry:
         _, responses, revision = self._txn([], gets)
         units: dict[str, UnitRecord] = {}
         machines: dict[str, MachineRecord] = {}
+        overlays: dict[str, Overlay] = {}
         schedule: dict[str, tuple[str, ScheduleEntry]] = {}
         reasons: dict[str, str] = {}
         states: dict[str, dict[str, UnitState]] = {}
@@ -769,6 +819,8 @@ class Registry:
                     units[rel] = record
                 elif name == "machines":
                     machines[rel] = record
+                elif name == "metadata":
+                    overlays[rel] = record
                 elif name == "schedule":
                     entry = record if with_text else replace(record, text="")
                     schedule[entry.name] = (rel.partition("/")[0], entry)
@@ -776,7 +828,8 @@ class Registry:
                     reasons[rel] = record
                 else:
                     states.setdefault(record.name, {})[record.machine] = record
-        return ClusterView(revision, units, machines, schedule, reasons, states)
+        machines = with_overlays(machines, overlays)
+        return ClusterView(revision, units, machines, schedule, reasons, states, overlays)
 
     def _txn(
         self, compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp] = ()
@@ -1266,7 +1319,80 @@ class Registry:
         self._etcd.put(self.key("machines", machine.id), machine.to_json(), lease=lease_id)
 
     def list_machines(self) -> dict[str, MachineRecord]:
-        return dict(self._read_kind("machines"))
+        """The registered machines, each with its operators' metadata overlay."""
+        gets = [
+            self.txn.get(p, prefix_range_end(p))
+            for p in map(self._prefix, ("machines", "metadata"))
+        ]
+        _, responses, _ = self._txn([], gets)
+        found: list[dict[str, Any]] = []
+        for kind, kvs in zip(("machines", "metadata"), responses):
+            start = self._prefix(kind)
+            items = (self._decoded(kind, start, meta.key, value) for value, meta in kvs)
+            found.append(dict(item for item in items if item is not None))
+        return with_overlays(found[0], found[1])
+
+    # -- machine metadata (operators)
+
+    def machine_overlay(self, machine_id: str) -> tuple[int, Overlay]:
+        """One machine's operators' overlay and the revision it was read at (its agent
+        watches from there)."""
+        _, responses, revision = self._txn([], [self.txn.get(self.key("metadata", machine_id))])
+        for value, meta in responses[0]:
+            item = self._decoded("metadata", self._prefix("metadata"), meta.key, value)
+            if item is not None:
+                return revision, item[1]
+        return revision, {}
+
+    def change_metadata(self, changes: Sequence[MetadataChange]) -> int:
+        """Apply operators' metadata changes, all in one transaction guarded by the
+        overlays it read (a racing change makes it re-read and retry). A machine need not
+        be registered: its overlay waits for it. Returns etcd's revision after it."""
+        by_machine: dict[str, list[MetadataChange]] = {}
+        for change in changes:
+            if not MACHINE_ID.fullmatch(change.machine):
+                raise MetadataError(f"invalid machine id {change.machine!r}")
+            by_machine.setdefault(change.machine, []).append(change)
+        if len(by_machine) > MAX_TXN_OPS // 2:
+            raise MetadataError(
+                f"{len(by_machine)} machines in one change; at most {MAX_TXN_OPS // 2}"
+            )
+        if not by_machine:
+            return 0
+        if not self._layout_checked:
+            _, responses, _ = self._txn([], self._layout_gets())
+            self._check_layout(responses)
+
+        def attempt() -> int:
+            keys = {m: self.key("metadata", m) for m in by_machine}
+            _, responses, _ = self._txn([], [self.txn.get(k) for k in keys.values()])
+            compares: list[Compare] = []
+            ops: list[TxnOp] = []
+            for (machine, key), kvs in zip(keys.items(), responses):
+                current: Overlay = {}
+                if kvs:
+                    value, meta = kvs[0]
+                    compares.append(self.txn.mod(key, meta.mod_revision))
+                    try:
+                        current = overlay_from_json(machine, value)
+                    except MalformedRecord as exc:
+                        self._skip(key, str(exc))  # replaced by what the operator says now
+                else:
+                    compares.append(self.txn.version(key, 0))
+                ops.append(
+                    self.txn.put(key, overlay_to_json(apply_changes(current, by_machine[machine])))
+                )
+            marking = self._layout_unmarked
+            if marking:  # a first write to this prefix marks it, in the same transaction
+                ops.append(self.txn.put(self.key(LAYOUT_KEY), LAYOUT_VALUE))
+            ok, _, revision = self._txn(compares, ops)
+            if not ok:
+                raise _TxnConflict()
+            if marking:
+                self._layout_unmarked = False
+            return revision
+
+        return self._retry(attempt)
 
     def report_states(
         self, states: Sequence[UnitState], lease_id: int, removed: Sequence[tuple[str, str]] = ()
@@ -1396,12 +1522,17 @@ class Registry:
         callback: Callable[[WatchBatch[E]], None],
         start_revision: int | None,
         sub: str | None = None,
+        exact: bool = False,
     ) -> Callable[[], None]:
-        """Watch P/<kind>/[<sub>/]: `event(relative key, record or None)` makes each
-        typed event (None: not ours, skip). An error batch (etcd gone, revision
-        compacted) ends the watch and tells the caller to resync."""
+        """Watch P/<kind>/[<sub>/], or with `exact` the one key P/<kind>/<sub> (a
+        client allowed that key only may not watch a range): `event(relative key, record
+        or None)` makes each typed event (None: not ours, skip). An error batch (etcd gone,
+        revision compacted) ends the watch and tells the caller to resync."""
         start = self._prefix(kind, sub) if sub else self._prefix(kind)
         kind_start = self._prefix(kind)
+        range_end: bytes | None = prefix_range_end(start)
+        if exact and sub:
+            start, range_end = self.key(kind, sub), None
 
         def on_response(response: WatchResponse | WatchEnded) -> None:
             if isinstance(response, WatchEnded):
@@ -1421,7 +1552,7 @@ class Registry:
                     events.append(made)
             callback(WatchBatch(tuple(events), response.revision))
 
-        return self._etcd.watch(start, prefix_range_end(start), start_revision, on_response)
+        return self._etcd.watch(start, range_end, start_revision, on_response)
 
     def watch_units(
         self, callback: Callable[[WatchBatch[UnitEvent]], None], start_revision: int | None = None
@@ -1437,6 +1568,23 @@ class Registry:
     ) -> Callable[[], None]:
         return self._watch(
             "machines", lambda rel, record: MachineEvent(rel, record), callback, start_revision
+        )
+
+    def watch_metadata(
+        self,
+        callback: Callable[[WatchBatch[MetadataEvent]], None],
+        start_revision: int | None = None,
+        machine: str | None = None,
+    ) -> Callable[[], None]:
+        """Operators' metadata overlays: every machine's, or only `machine`'s (its agent
+        may read that one key and nothing else of P/metadata)."""
+        return self._watch(
+            "metadata",
+            lambda rel, overlay: MetadataEvent(rel, overlay),
+            callback,
+            start_revision,
+            machine,
+            exact=True,
         )
 
     def watch_contents(
@@ -1505,6 +1653,18 @@ class Registry:
         return self._watch("engine", event, callback, start_revision)
 
 
+def with_overlays(
+    machines: Mapping[str, MachineRecord], overlays: Mapping[str, Overlay]
+) -> dict[str, MachineRecord]:
+    """Machine records with their operators' overlays attached."""
+    return {
+        machine: replace(record, operator_metadata=overlays[machine])
+        if machine in overlays
+        else record
+        for machine, record in machines.items()
+    }
+
+
 class _Ops:
     """Builders of transaction guards and operations (keys and values as text)."""
 
@@ -1543,6 +1703,7 @@ __all__ = [
     "MachineEvent",
     "MachineRecord",
     "MalformedRecord",
+    "MetadataEvent",
     "PlaceUnit",
     "PrefixError",
     "ReasonEvent",
@@ -1559,4 +1720,5 @@ __all__ = [
     "UnplaceUnit",
     "WatchBatch",
     "normalize_prefix",
+    "with_overlays",
 ]

@@ -7,6 +7,7 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/content/, P/deploy/,|
 |                           |                                         | P/watcher/,           |
 |                           |                                         | P/signature/,         |
+|                           |                                         | P/metadata/,          |
 |                           |                                         | P/engine/force-resch. |
 |                           |                                         | P/fleetpy-layout      |
 | fleetpy-engine            | all of P                                | P/schedule/,          |
@@ -14,11 +15,13 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/content/ (it        |
 |                           |                                         | deletes unused blobs) |
 | fleetpy-agent-<machine>   | P/schedule/<machine>/, P/global/,       | P/machines/<machine>, |
-|                           | P/fleetpy-layout                        | P/state/<machine>/    |
+|                           | P/metadata/<machine>, P/fleetpy-layout  | P/state/<machine>/    |
 
 Every role also reads the single marker key of each prefix enclosing P (for /fleetpy:
 /fleetpy-layout), the one grant outside P: clients read them to refuse a prefix nested
-inside another fleetpy prefix. Writing content gives the engine no power it lacks: the
+inside another fleetpy prefix. An agent reads the operators' metadata overlay of its
+machine (global units follow it) but never writes it: operators' metadata is what an agent
+cannot override. Writing content gives the engine no power it lacks: the
 schedule entries it writes carry the unit text agents run.
 
 A pure function of the prefix and the machine ids; Registry.ensure_access applies it.
@@ -66,8 +69,9 @@ def _markers(prefix: str) -> list[KeyPermission]:
 
 
 def operator_role(prefix: str) -> Role:
-    """The CLI: reads everything, writes what users ask for (units, contents, apply's
-    deployment records, git watchers, signatures, the engine's one-shot request)."""
+    """The CLI and API: reads everything, writes what users ask for (units, contents,
+    apply's deployment records, git watchers, signatures, machines' metadata overlays, the
+    engine's one-shot request)."""
     return Role(
         OPERATOR,
         (
@@ -75,7 +79,15 @@ def operator_role(prefix: str) -> Role:
             *ancestor_permissions(prefix),
             *(
                 _under(Access.WRITE, prefix, kind)
-                for kind in ("unit", "global", "content", "deploy", "watcher", "signature")
+                for kind in (
+                    "unit",
+                    "global",
+                    "content",
+                    "deploy",
+                    "watcher",
+                    "signature",
+                    "metadata",
+                )
             ),
             _key(Access.WRITE, join(prefix, "engine", FORCE_RESCHEDULE)),
             _key(Access.WRITE, join(prefix, LAYOUT_KEY)),
@@ -100,14 +112,16 @@ def engine_role(prefix: str) -> Role:
 
 
 def agent_role(prefix: str, machine_id: str) -> Role:
-    """One machine's agent: reads its own schedule and the global units, writes its
-    machine record and its unit states; nothing about other machines."""
+    """One machine's agent: reads its own schedule, the global units and its operators'
+    metadata overlay, writes its machine record and its unit states; nothing about other
+    machines."""
     return Role(
         agent_role_name(machine_id),
         (
             *_markers(prefix),
             _under(Access.READ, prefix, "schedule", machine_id),
             _under(Access.READ, prefix, "global"),
+            _key(Access.READ, join(prefix, "metadata", machine_id)),
             _key(Access.WRITE, join(prefix, "machines", machine_id)),
             _under(Access.WRITE, prefix, "state", machine_id),
         ),
