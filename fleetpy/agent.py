@@ -20,7 +20,16 @@ from typing import Any
 
 from .errors import FleetpyError, UnitNameError
 from .log import log_event
-from .registry import MachineRecord, Registry, ScheduleEntry, ScheduleEvent, UnitState, WatchBatch
+from .metadata import Overlay, effective
+from .registry import (
+    MachineRecord,
+    MetadataEvent,
+    Registry,
+    ScheduleEntry,
+    ScheduleEvent,
+    UnitState,
+    WatchBatch,
+)
 from .signing import TrustedKeys, Verdict
 from .states import PLACED_STATES, REJECTED, REJECTED_LOAD, RUNNING_STATES, DesiredState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit
@@ -166,6 +175,10 @@ def select_globals(
 # ----------------------------------------------------------------------------- the agent
 
 
+# What an agent watches: its schedule, the global units, its operators' metadata.
+_AgentEvent = ScheduleEvent | MetadataEvent
+
+
 @dataclass
 class AgentStats:
     wakeups: int = 0  # watch responses received on this machine's prefixes
@@ -200,6 +213,7 @@ class Agent:
         self._lease: int | None = None
         self._placed: dict[str, ScheduleEntry] = {}
         self._globals: dict[str, ScheduleEntry] = {}
+        self._overlay: Overlay = {}  # operators' metadata of this machine (global units follow it)
         self._reported: dict[str, UnitState] = {}
         self._rejected: dict[str, tuple[str, Verdict]] = {}  # replaced whole, never mutated
         self._cancels: list[Callable[[], None]] = []
@@ -309,7 +323,7 @@ class Agent:
             self._resync_pending.set()
             self._queue.put(("resync", self._generation))
 
-    def _on_watch(self, batch: WatchBatch[ScheduleEvent], kind: str, generation: int) -> None:
+    def _on_watch(self, batch: WatchBatch[_AgentEvent], kind: str, generation: int) -> None:
         if generation != self._generation:
             return  # a watch from before the last fresh read; its events are stale
         self.stats.wakeups += 1
@@ -329,6 +343,14 @@ class Agent:
             self._register()
         revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
         self._placed, self._globals = placed, globals_
+        overlay_revision, self._overlay = self.registry.machine_overlay(self.machine_id)
+        self._cancels.append(
+            self.registry.watch_metadata(
+                lambda b: self._on_watch(b, "metadata", generation),
+                overlay_revision + 1,
+                machine=self.machine_id,
+            )
+        )
         self._cancels.append(
             self.registry.watch_schedule(
                 lambda b: self._on_watch(b, "schedule", generation),
@@ -344,7 +366,7 @@ class Agent:
         self.stats.resyncs += 1
         self._synced = True
 
-    def _apply_batch(self, kind: str, batch: WatchBatch[ScheduleEvent]) -> bool:
+    def _apply_batch(self, kind: str, batch: WatchBatch[_AgentEvent]) -> bool:
         if batch.error is not None:
             log_event(
                 "watch_lost",
@@ -356,6 +378,9 @@ class Agent:
             return False
         target = self._placed if kind == "schedule" else self._globals
         for event in batch.events:
+            if isinstance(event, MetadataEvent):
+                self._overlay = event.overlay or {}
+                continue
             if event.entry is None:
                 target.pop(event.unit, None)
             else:
@@ -399,7 +424,7 @@ class Agent:
             if kind == "resync" and payload == self._generation:
                 self._synced = False
                 return
-            if kind in ("schedule", "global"):
+            if kind in ("schedule", "global", "metadata"):
                 generation, batch = payload
                 if generation != self._generation:
                     pass  # queued before the last fresh read: already reflected in it
@@ -416,7 +441,8 @@ class Agent:
 
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
-        chosen.update(select_globals(self._globals, self._placed, self.config.metadata))
+        metadata = effective(self.config.metadata, self._overlay)
+        chosen.update(select_globals(self._globals, self._placed, metadata))
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
             for name, e in chosen.items()

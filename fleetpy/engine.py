@@ -17,12 +17,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import scheduler
 from .errors import FleetpyError
 from .log import log_event
+from .metadata import Overlay
 from .registry import (
     ClearForceReschedule,
     ContentEvent,
@@ -30,6 +31,7 @@ from .registry import (
     EngineWrite,
     MachineEvent,
     MachineRecord,
+    MetadataEvent,
     PlaceUnit,
     Registry,
     ScheduleEntry,
@@ -117,7 +119,8 @@ class Engine:
         self._ttls: dict[str, int] = {}  # machine -> the TTL its agent registered with
         self._lost_at: dict[str, float] = {}  # machine -> when it stopped reporting
         self._next_judgement: float | None = None  # when a hold (grace, settle) ends
-        self._metadata: dict[str, dict[str, str]] = {}  # last metadata seen per machine
+        self._machines: dict[str, MachineRecord] = {}  # last record seen per machine
+        self._overlays: dict[str, Overlay] = {}  # operators' metadata, by machine id
         self.candidate = candidate or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = EngineStats()
         self.is_leader = threading.Event()
@@ -259,7 +262,7 @@ class Engine:
         return max(self._ttls.values(), default=DEFAULT_AGENT_TTL) + GRACE_MARGIN
 
     def _remember_machine(self, record: MachineRecord) -> None:
-        self._metadata[record.id] = dict(record.metadata)
+        self._machines[record.id] = record
         if record.ttl > 0:
             self._ttls[record.id] = record.ttl
 
@@ -338,8 +341,9 @@ class Engine:
     def _snapshot(self, model: _Model) -> scheduler.Snapshot:
         machines: dict[str, scheduler.Machine] = dict(model.machines)
         for machine, why in self._held(model).items():
+            last = self._machines.get(machine)
             machines[machine] = scheduler.Machine(
-                machine, self._metadata.get(machine, {}), held=why
+                machine, dict(last.metadata) if last is not None else {}, held=why
             )
         invalid = {
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
@@ -353,6 +357,7 @@ class Engine:
         missing from it get a grace period before their units move."""
         self._cancel_watches()
         view = self.registry.read_view(with_states=False)
+        self._overlays = dict(view.overlays)
         for record in view.machines.values():
             self._remember_machine(record)
         if blind:
@@ -387,6 +392,7 @@ class Engine:
         watches: tuple[Callable[..., Callable[[], None]], ...] = (
             self.registry.watch_units,
             self.registry.watch_machines,
+            self.registry.watch_metadata,
             self.registry.watch_contents,
             self.registry.watch_engine,
         )
@@ -487,6 +493,8 @@ class Engine:
                         log_event("force_reschedule_requested", engine=self.candidate)
                 elif isinstance(event, MachineEvent):
                     self._machine_event(model, event)
+                elif isinstance(event, MetadataEvent):
+                    self._metadata_event(model, event)
                 elif event.record is None:
                     model.records.pop(event.name, None)
                     model.specs.pop(event.name, None)
@@ -508,10 +516,27 @@ class Engine:
                 self._lost_at.setdefault(event.machine, time.monotonic())
             log_event("machine_gone", machine=event.machine)
             return
+        record = replace(record, operator_metadata=self._overlays.get(record.id, {}))
         self._remember_machine(record)
         if event.machine not in model.machines:
             log_event("machine_joined", machine=event.machine)
         model.machines[event.machine] = scheduler.Machine(record.id, dict(record.metadata))
+
+    def _metadata_event(self, model: _Model, event: MetadataEvent) -> None:
+        """Operators changed a machine's metadata: units are placed by the new one (the
+        pass that follows may move units that no longer fit, or place waiting ones)."""
+        overlay = event.overlay or {}
+        if overlay:
+            self._overlays[event.machine] = overlay
+        else:
+            self._overlays.pop(event.machine, None)
+        record = self._machines.get(event.machine)
+        if record is not None:
+            record = replace(record, operator_metadata=overlay)
+            self._remember_machine(record)
+            if event.machine in model.machines:
+                model.machines[event.machine] = scheduler.Machine(record.id, dict(record.metadata))
+        log_event("machine_metadata_changed", machine=event.machine, keys=len(overlay))
 
     # -- reconcile
 

@@ -23,6 +23,7 @@ from .log import log_event
 from .registry import (
     ClusterView,
     MachineEvent,
+    MetadataEvent,
     ReasonEvent,
     Registry,
     ScheduleEvent,
@@ -36,7 +37,7 @@ SETTLE_SECONDS = 0.05
 # After a failed re-read (etcd down), try again this often; the last view stays served.
 RETRY_SECONDS = 1.0
 
-ViewEvent = UnitEvent | ReasonEvent | StateEvent | ScheduleEvent | MachineEvent
+ViewEvent = UnitEvent | ReasonEvent | StateEvent | ScheduleEvent | MachineEvent | MetadataEvent
 Listener = Callable[[ClusterView], None]
 
 
@@ -92,6 +93,7 @@ class LiveView:
             self.registry.watch_states(self._on, after),
             self.registry.watch_schedule(self._on, after),
             self.registry.watch_machines(self._on, after),
+            self.registry.watch_metadata(self._on, after),
         ]
         self.resyncs += 1
         if self.with_contents:
@@ -210,6 +212,7 @@ def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
     states = dict(view.states)
     schedule = dict(view.schedule)
     machines = dict(view.machines)
+    overlays = dict(view.overlays)
     for event in events:
         if isinstance(event, StateEvent):
             by_machine = dict(states.get(event.unit, {}))
@@ -222,7 +225,16 @@ def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
             else:
                 states.pop(event.unit, None)
         elif isinstance(event, MachineEvent):
-            _set(machines, event.machine, event.record)
+            record = event.record
+            if record is not None and event.machine in overlays:
+                record = replace(record, operator_metadata=overlays[event.machine])
+            _set(machines, event.machine, record)
+        elif isinstance(event, MetadataEvent):
+            _set(overlays, event.machine, event.overlay)
+            if event.machine in machines:
+                machines[event.machine] = replace(
+                    machines[event.machine], operator_metadata=event.overlay or {}
+                )
         elif isinstance(event, UnitEvent):
             _set(units, event.name, event.record)
         elif isinstance(event, ReasonEvent):
@@ -232,7 +244,13 @@ def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
         elif schedule.get(event.unit, ("",))[0] == event.machine:
             del schedule[event.unit]
     return replace(
-        view, units=units, reasons=reasons, states=states, schedule=schedule, machines=machines
+        view,
+        units=units,
+        reasons=reasons,
+        states=states,
+        schedule=schedule,
+        machines=machines,
+        overlays=overlays,
     )
 
 

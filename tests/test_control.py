@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import until
 
 from fleetpy import control
 from fleetpy.errors import (
@@ -18,6 +19,7 @@ from fleetpy.errors import (
     UnitParseError,
     UnknownUnitError,
 )
+from fleetpy.metadata import MetadataChange
 from fleetpy.registry import (
     ClusterView,
     MachineRecord,
@@ -435,6 +437,43 @@ def test_live_view_patches_the_view_from_events(registry: Registry) -> None:
             full.reasons,
         )
         assert follower.resyncs == 1  # events only, no re-read
+    finally:
+        follower.close()
+
+
+def test_live_view_follows_operator_metadata(registry: Registry) -> None:
+    """PATCH /machines reaches list-machines, the API, the dashboard and metrics through
+    the view's watch: the machines in it carry the machine's effective metadata."""
+    follower = LiveView(registry)
+    try:
+        lease = registry.grant_lease(30)
+        registry.register_machine(MachineRecord("m1", "10.0.0.1", {"role": "db", "az": "a"}), lease)
+        registry.change_metadata(
+            [
+                MetadataChange("m1", "role", "web"),
+                MetadataChange("m1", "az", None),
+                MetadataChange("m2", "rack", "r2"),
+            ]
+        )
+        registry.register_machine(MachineRecord("m2", "10.0.0.2", {"rack": "r1"}), lease)
+
+        def seen() -> bool:
+            machines = follower.update().machines
+            return {m: dict(r.metadata) for m, r in machines.items()} == {
+                "m1": {"role": "web"},
+                "m2": {"rack": "r2"},
+            }
+
+        until(seen, what="the view to show the machines' effective metadata")
+        full = registry.read_view(with_text=False)
+        assert follower.current().machines == full.machines
+        assert follower.current().overlays == full.overlays
+        rows = control.machine_rows(registry)  # list-machines
+        assert [(r.machine, r.metadata) for r in rows] == [
+            ("m1", {"role": "web"}),
+            ("m2", {"rack": "r2"}),
+        ]
+        assert follower.resyncs == 1
     finally:
         follower.close()
 

@@ -11,6 +11,7 @@ from waiting import until
 
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.engine import Engine
+from fleetpy.metadata import MetadataChange
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from fleetpy.unitmanager import SimulatedUnitManager
 
@@ -144,6 +145,53 @@ def test_global_units_run_on_every_matching_machine(cluster: Cluster) -> None:
         what="global on m1 only",
     )
     assert cluster.placement() == {}
+
+
+def test_operator_metadata_places_moves_and_outlives_the_agent(cluster: Cluster) -> None:
+    cluster.agent("m1", role="db")
+    cluster.agent("m2", role="db")
+    cluster.engine()
+    cluster.registry.change_units([unit("x.service", "MachineMetadata=role=x")])
+    until(
+        lambda: "role=x" in cluster.registry.read_view().reasons.get("x.service", ""),
+        what="unplaced: no machine has role=x",
+    )
+    cluster.registry.change_metadata([MetadataChange("m2", "role", "x")])  # PATCH /machines
+    until(lambda: cluster.running() == {"x.service": "m2"}, what="placed on m2 by the watch")
+    assert "x.service" not in cluster.registry.read_view().reasons
+    # The agent restarts and registers again with its own role=db: the operator's wins.
+    cluster.agents["m2"].stop()
+    until(lambda: "m2" not in cluster.registry.list_machines(), what="m2 gone")
+    cluster.agent("m2", role="db")
+    until(lambda: cluster.running() == {"x.service": "m2"}, what="back on m2")
+    assert cluster.registry.list_machines()["m2"].metadata == {"role": "x"}
+    # Moved when its machine no longer fits and another one does, in one PATCH.
+    cluster.registry.change_metadata(
+        [MetadataChange("m2", "role", None), MetadataChange("m1", "role", "x")]
+    )
+    until(lambda: cluster.running() == {"x.service": "m1"}, what="moved to m1")
+    assert cluster.registry.list_machines()["m2"].metadata == {}
+
+
+def test_global_units_follow_operator_metadata(cluster: Cluster) -> None:
+    cluster.agent("m1", role="db")
+    cluster.agent("m2", role="db")
+    cluster.engine()
+    cluster.registry.change_units(
+        [unit("g.service", "Global=true\nMachineMetadata=role=web", is_global=True)]
+    )
+    cluster.registry.change_metadata([MetadataChange("m1", "role", "web")])
+    until(
+        lambda: cluster.registry.list_states().get("g.service", {}).keys() == {"m1"},
+        what="global on m1 only",
+    )
+    cluster.registry.change_metadata(
+        [MetadataChange("m1", "role", None), MetadataChange("m2", "role", "web")]
+    )
+    until(
+        lambda: cluster.registry.list_states().get("g.service", {}).keys() == {"m2"},
+        what="global moved to m2 by its agents",
+    )
 
 
 def test_failover_to_a_second_engine(cluster: Cluster) -> None:

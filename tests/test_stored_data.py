@@ -151,6 +151,14 @@ class HandsOutAnything:
     ) -> Callable[[], None]:
         return lambda: None
 
+    def machine_overlay(self, machine: str) -> tuple[int, dict[str, str | None]]:
+        return 1, {}
+
+    def watch_metadata(
+        self, callback: Callable[[WatchBatch[Any]], None], start: int, machine: str
+    ) -> Callable[[], None]:
+        return lambda: None
+
     def report_states(self, states: Sequence[Any], lease: int, removed: Sequence[Any]) -> None:
         self.reported.extend(state.name for state in states)
 
