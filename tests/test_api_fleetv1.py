@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -11,7 +11,14 @@ import pytest
 from fleetpy.api.fleetv1 import PAGE_SIZE, BadRequest, FleetV1, decode_token, options_of, text_of
 from fleetpy.api.messages import ApiRequest
 from fleetpy.control import PutOutcome, PutResult
-from fleetpy.errors import FleetOptionError, RegistryError, StateError, UnknownUnitError
+from fleetpy.errors import (
+    FleetOptionError,
+    MetadataError,
+    RegistryError,
+    StateError,
+    UnknownUnitError,
+)
+from fleetpy.metadata import MetadataChange
 from fleetpy.registry import ClusterView, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash
@@ -69,6 +76,12 @@ class Writer:
     def destroy_unit(self, name: str) -> bool:
         self.calls.append((name,))
         return name in ("u00000.service",)
+
+    def change_metadata(self, changes: Sequence[MetadataChange]) -> int:
+        self.calls.append(tuple(changes))
+        if self.error is not None:
+            raise self.error
+        return 8
 
 
 def call(handler: FleetV1, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
@@ -154,7 +167,7 @@ def test_pages_follow_next_page_token_to_the_end() -> None:
         ("GET", "/discovery", 200, {"id": "fleet:v1"}),
         ("GET", "/nothing", 404, {}),
         ("POST", "/units", 404, {}),
-        ("PATCH", "/machines", 501, {}),
+        ("PATCH", "/machines", 400, {}),
         ("DELETE", "/units/u00000.service", 204, None),
         ("DELETE", "/units/nope.service", 404, {}),
         ("GET", "/units", 400, {"error": {"code": 400, "message": "invalid nextPageToken"}}),
@@ -224,6 +237,75 @@ def test_put(body: Any, error: Exception | None, status: int, call_: Any) -> Non
         assert writer.calls == [] and call_ in answer["error"]["message"]
     if status >= 400:
         assert answer["error"]["code"] == status and "\n" not in answer["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "status", "message"),
+    [
+        ([{"op": "add", "path": "/m1/metadata/role", "value": "web"}], None, 204, None),
+        ([], None, 204, None),
+        (
+            [{"op": "noop", "path": "/m1/metadata/role", "value": "web"}],
+            None,
+            400,
+            "operation 1: invalid op 'noop': expect add, remove, or replace",
+        ),
+        (
+            [{"op": "add", "path": "/m1/role", "value": "web"}],
+            None,
+            400,
+            "operation 1: machine metadata path invalid: '/m1/role' "
+            "(expected /<machineID>/metadata/<key>)",
+        ),
+        (
+            [{"op": "add", "path": "/m1/metadata/role"}],
+            None,
+            400,
+            "operation 1: invalid value: add and replace require a value (a string)",
+        ),
+        (
+            [{"op": "remove", "path": "/m1/metadata/role"}],
+            MetadataError("too much operator metadata for machine m1"),
+            400,
+            "too much operator metadata for machine m1",
+        ),
+        (
+            [{"op": "remove", "path": "/m1/metadata/role"}],
+            RegistryError("etcd unreachable"),
+            503,
+            "etcd unreachable",
+        ),
+    ],
+)
+def test_patch_machines(body: Any, error: Exception | None, status: int, message: str) -> None:
+    writer = Writer(error)
+    got, answer = call(handler(writer=writer), "PATCH", "/machines", body, content_type="")
+    assert got == status
+    if message is None:
+        assert answer is None and len(writer.calls) == 1
+    else:
+        assert answer == {"error": {"code": status, "message": message}}
+    if status == 400 and error is None:
+        assert writer.calls == []  # a bad operation: nothing applied, not even the good ones
+
+
+def test_patch_machines_needs_write_access_and_reaches_the_writer_in_order() -> None:
+    writer = Writer()
+    body = [
+        {"op": "add", "path": "/m1/metadata/role", "value": "web"},
+        {"op": "remove", "path": "/m2/metadata/az"},
+        {"op": "replace", "path": "/m1/metadata/role", "value": "db"},
+    ]
+    got, _ = call(handler(writer=writer), "PATCH", "/machines", body, read_only=True)
+    assert got == 403 and writer.calls == []
+    assert call(handler(writer=writer), "PATCH", "/machines", body)[0] == 204
+    assert writer.calls == [
+        (
+            MetadataChange("m1", "role", "web"),
+            MetadataChange("m2", "az", None),
+            MetadataChange("m1", "role", "db"),
+        )
+    ]
 
 
 def test_put_bad_names_content_type_and_read_only() -> None:

@@ -350,3 +350,66 @@ def test_metrics_route_describes_the_cluster_from_the_view(
         server.close()
         live.close()
         api_registry.close()
+
+
+def test_patch_machines_sets_metadata_that_fleetctl_and_the_engine_see(
+    registry_config: RegistryConfig, api: Api, tmp_path: Path
+) -> None:
+    cluster = Cluster(registry_config)
+    try:
+        cluster.agent("m1", role="db")
+        cluster.agent("m2")
+        cluster.engine()
+        sock = str(tmp_path / "api.sock")
+        api(listen=sock)
+        conn = UnixConnection(sock)
+        waiting = [*OPTIONS, {"section": "X-Fleet", "name": "MachineMetadata", "value": "role=web"}]
+        body = {"options": waiting, "desiredState": "launched"}
+        assert request(conn, "PUT", "/fleet/v1/units/w.service", body)[0] == 201
+        before = request(conn, "GET", "/fleet/v1/machines")
+        bad = [
+            {"op": "add", "path": "/m2/metadata/role", "value": "web"},
+            {"op": "add", "path": "/m1/metadata/role", "value": "a,b"},
+        ]
+        status, answer = request(conn, "PATCH", "/fleet/v1/machines", bad)
+        assert (status, answer["error"]["code"]) == (400, 400)
+        assert answer["error"]["message"].startswith("operation 2: invalid metadata value 'a,b'")
+        assert request(conn, "GET", "/fleet/v1/machines") == before  # nothing written
+        good = [
+            {"op": "add", "path": "/m2/metadata/role", "value": "web"},
+            {"op": "remove", "path": "/m1/metadata/role"},
+        ]
+        assert request(conn, "PATCH", "/v1-alpha/machines", good) == (204, None)
+        # read-your-writes: the next read shows it
+        assert request(conn, "GET", "/fleet/v1/machines")[1]["machines"] == [
+            {"id": "m1", "primaryIP": "", "metadata": {}},
+            {"id": "m2", "primaryIP": "", "metadata": {"role": "web"}},
+        ]
+        fleetctl = fleetctl_binary()
+        listed = subprocess.run(
+            [fleetctl, "--driver=API", f"--endpoint=unix://{sock}", "list-machines", "--full"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert re.search(r"^m2\t.*role=web", listed, re.M) and "role=db" not in listed, listed
+
+        def state() -> dict[str, Any]:
+            found = dict(request(conn, "GET", "/fleet/v1/state/w.service")[1])
+            return {k: v for k, v in found.items() if k != "hash"}
+
+        until(
+            lambda: (
+                state()
+                == {
+                    "name": "w.service",
+                    "machineID": "m2",
+                    "systemdLoadState": "loaded",
+                    "systemdActiveState": "active",
+                    "systemdSubState": "running",
+                }
+            ),
+            what="the waiting unit placed on m2 and running",
+        )
+    finally:
+        cluster.close()

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import control
+from ..log import log_event
+from ..metadata import MetadataChange
 from ..registry import Registry
 from ..states import DesiredState
 from ..view import LiveView
@@ -30,6 +32,16 @@ class RegistryWriter:
 
     def destroy_unit(self, name: str) -> bool:
         return control.destroy_unit(self.registry, name)
+
+    def change_metadata(self, changes: Sequence[MetadataChange]) -> int:
+        revision = self.registry.change_metadata(changes)
+        if changes:
+            log_event(
+                "machine_metadata_patched",
+                machines=",".join(sorted({c.machine for c in changes})),
+                changes=len(changes),
+            )
+        return revision
 
 
 def fleet_routes(live: LiveView, registry: Registry) -> list[Route]:

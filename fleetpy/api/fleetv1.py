@@ -23,10 +23,12 @@ from typing import Any, Protocol
 
 from ..control import PutOutcome, PutResult, summary_state
 from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
+from ..metadata import MetadataChange
 from ..registry import ClusterView
 from ..states import DesiredState
 from ..unit import UnitFile, parse_name, parse_unit
 from .messages import JSON, ApiRequest, ApiResponse, error_response, json_response, no_content
+from .metadata_patch import parse_metadata_patch
 
 # fleet's page size (its PageToken's default limit): fleetctl follows nextPageToken.
 PAGE_SIZE = 100
@@ -51,6 +53,10 @@ class Writer(Protocol):
     def put_unit(self, name: str, text: str | None, desired: DesiredState | None) -> PutResult: ...
 
     def destroy_unit(self, name: str) -> bool: ...
+
+    def change_metadata(self, changes: Sequence[MetadataChange]) -> int:
+        """Operators' metadata changes, in one transaction; etcd's revision after it."""
+        ...
 
 
 class BadRequest(Exception):
@@ -254,7 +260,7 @@ class FleetV1:
             rows = machine_rows(self.source.current())
             return self._page("machines", rows, request.param("nextPageToken"))
         elif parts == ["machines"] and method == "PATCH":
-            return error_response(501, "machine metadata cannot be changed through fleetpy's API")
+            return self.patch_machines(request)
         elif parts == ["discovery"] and method == "GET":
             return json_response(200, DISCOVERY)
         else:
@@ -384,6 +390,21 @@ class FleetV1:
             )
         if result.outcome is PutOutcome.CREATED:
             return ApiResponse(201, b"", "")
+        return no_content()
+
+    def patch_machines(self, request: ApiRequest) -> ApiResponse:
+        """fleet's JSON Patch of machines' metadata: every operation checked, then all
+        applied in one transaction (fleet applied them one by one); 204."""
+        if request.read_only:
+            return error_response(403, "these credentials may only read")
+        try:
+            revision = self.writer.change_metadata(parse_metadata_patch(request.body))
+        except RegistryError as exc:
+            return error_response(503, str(exc))
+        except FleetpyError as exc:
+            return error_response(400, str(exc))
+        if revision:
+            self.source.wait_until(lambda view: view.revision >= revision, READ_YOUR_WRITES_SECONDS)
         return no_content()
 
     def delete_unit(self, request: ApiRequest, name: str) -> ApiResponse:
