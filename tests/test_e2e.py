@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_api_server import fleetctl_binary
 from waiting import until
 
 from fleetpy.cluster.etcd import EtcdServer
@@ -248,3 +249,66 @@ def test_agent_returning_after_its_lease_expired_stops_moved_units(
     until(lambda: not away.is_active("roam.service"), what="returning agent stops its stale copy")
     until(lambda: len(registry.list_machines()) == 2, what="machine back")
     assert [(u["machine"], u["active"]) for u in fleet.units()] == [(other.machine_id, "active")]
+
+
+def test_fleets_own_fleetctl_drives_real_hosts_through_the_api(
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry, tmp_path: Path
+) -> None:
+    """fleet's fleetctl v1.0.0 (--driver=API) against `fleetpy api` on a unix socket: the
+    unit it starts runs under the systemd of a real host."""
+    fleetctl_path = fleetctl_binary()
+    started = hosts(2, ttl=3)
+    until(lambda: len(registry.list_machines()) == 2, what="2 machines")
+    sock = tmp_path / "api.sock"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fleetpy", "api", "--listen", str(sock)],
+        env=fleet.env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "api.log", "ab"),
+    )
+    try:
+        until(sock.exists, what="the API socket")
+
+        def fleetctl(*args: str) -> str:
+            result = subprocess.run(
+                [fleetctl_path, "--driver=API", f"--endpoint=unix://{sock}", *args],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                cwd=tmp_path,
+            )
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+            return result.stdout
+
+        machines = fleetctl("list-machines", "--full", "--no-legend", "--fields", "machine")
+        assert sorted(machines.split()) == sorted(h.machine_id for h in started)
+        text = (
+            "[Unit]\nDescription=fleetctl on real hosts\n\n[Service]\nExecStart=/bin/sleep 1000\n"
+        )
+        (tmp_path / "hello.service").write_text(text)
+        out = fleetctl("start", "hello.service")  # blocks until a host reports it launched
+        assert "Unit hello.service launched on " in out, out
+        (line,) = fleetctl(
+            "list-units", "--full", "--no-legend", "--fields", "unit,machine,active,sub"
+        ).splitlines()
+        unit, machine, active, sub = line.split("\t")
+        assert (unit, active, sub) == ("hello.service", "active", "running")
+        host = host_of(started, machine.split("/")[0])
+        assert host.is_active("hello.service")  # systemd on that host runs it
+        assert fleetctl("cat", "hello.service").strip() == text.strip()
+        assert "Unit hello.service loaded" in fleetctl("stop", "hello.service")
+        until(lambda: not host.is_active("hello.service"), what="stopped on the host")
+        assert "Destroyed hello.service" in fleetctl("destroy", "hello.service")
+        until(lambda: fleetctl("list-units", "--no-legend").strip() == "", what="unit gone")
+        until(
+            lambda: (
+                host.run(
+                    ["test", "-e", "/run/systemd/system/hello.service"], check=False
+                ).returncode
+                != 0
+            ),
+            what="unit file removed from the host",
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
