@@ -46,6 +46,24 @@ def fleetctl_binary() -> str:
     pytest.skip("fleetctl v1.0.0 not found ($FLEETCTL, PATH, ../shared/tools/fleetctl)")
 
 
+def fleetctl_on(sock: str, cwd: Path) -> Callable[..., str]:
+    """fleetctl --driver=API on a unix socket: fleetctl(*args, ok=True) -> its output."""
+    binary = fleetctl_binary()
+
+    def fleetctl(*args: str, ok: bool = True) -> str:
+        result = subprocess.run(
+            [binary, "--driver=API", f"--endpoint=unix://{sock}", *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=cwd,
+        )
+        assert (result.returncode == 0) == ok, (args, result.stdout, result.stderr)
+        return result.stdout + result.stderr
+
+    return fleetctl
+
+
 class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str) -> None:
         super().__init__("localhost", timeout=10)
@@ -252,23 +270,11 @@ def fleet(registry_config: RegistryConfig, api: Api, tmp_path: Path) -> Iterator
     cluster.engine()
     sock = str(tmp_path / "api.sock")
     api(listen=sock)
-    binary = fleetctl_binary()
+    fleetctl = fleetctl_on(sock, tmp_path)
     (tmp_path / "hello.service").write_text(UNIT)
     (tmp_path / "web@.service").write_text(
         "[Service]\nExecStart=/bin/sleep 1000\n\n[X-Fleet]\nConflicts=web@*.service\n"
     )
-
-    def fleetctl(*args: str, ok: bool = True) -> str:
-        result = subprocess.run(
-            [binary, "--driver=API", f"--endpoint=unix://{sock}", *args],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            cwd=tmp_path,
-        )
-        assert (result.returncode == 0) == ok, (args, result.stdout, result.stderr)
-        return result.stdout + result.stderr
-
     yield fleetctl
     cluster.close()
 
@@ -385,13 +391,7 @@ def test_patch_machines_sets_metadata_that_fleetctl_and_the_engine_see(
             {"id": "m1", "primaryIP": "", "metadata": {}},
             {"id": "m2", "primaryIP": "", "metadata": {"role": "web"}},
         ]
-        fleetctl = fleetctl_binary()
-        listed = subprocess.run(
-            [fleetctl, "--driver=API", f"--endpoint=unix://{sock}", "list-machines", "--full"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
+        listed = fleetctl_on(sock, tmp_path)("list-machines", "--full")
         assert re.search(r"^m2\t.*role=web", listed, re.M) and "role=db" not in listed, listed
 
         def state() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_api_server import fleetctl_binary
+from test_api_server import fleetctl_on
 from waiting import until
 
 from fleetpy.cluster.etcd import EtcdServer
@@ -256,7 +256,6 @@ def test_fleets_own_fleetctl_drives_real_hosts_through_the_api(
 ) -> None:
     """fleet's fleetctl v1.0.0 (--driver=API) against `fleetpy api` on a unix socket: the
     unit it starts runs under the systemd of a real host."""
-    fleetctl_path = fleetctl_binary()
     started = hosts(2, ttl=3)
     until(lambda: len(registry.list_machines()) == 2, what="2 machines")
     sock = tmp_path / "api.sock"
@@ -268,18 +267,7 @@ def test_fleets_own_fleetctl_drives_real_hosts_through_the_api(
     )
     try:
         until(sock.exists, what="the API socket")
-
-        def fleetctl(*args: str) -> str:
-            result = subprocess.run(
-                [fleetctl_path, "--driver=API", f"--endpoint=unix://{sock}", *args],
-                capture_output=True,
-                text=True,
-                timeout=90,
-                cwd=tmp_path,
-            )
-            assert result.returncode == 0, (args, result.stdout, result.stderr)
-            return result.stdout
-
+        fleetctl = fleetctl_on(str(sock), tmp_path)
         machines = fleetctl("list-machines", "--full", "--no-legend", "--fields", "machine")
         assert sorted(machines.split()) == sorted(h.machine_id for h in started)
         text = (
