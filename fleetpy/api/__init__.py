@@ -38,17 +38,28 @@ def fleet_routes(live: LiveView, registry: Registry) -> list[Route]:
     return [Route("/fleet/v1", handler), Route("/v1-alpha", handler)]
 
 
+def serve_view(
+    server: ApiServer, registry: Registry, extra_routes: Sequence[Route] = ()
+) -> LiveView:
+    """Read the cluster into a live view (following), then mount on `server` fleet's
+    routes and `extra_routes` (e.g. /metrics)."""
+    live = LiveView(registry, contents=True).follow()
+    server.mount([*fleet_routes(live, registry), *extra_routes])
+    return live
+
+
 def build(
     registry: Registry, options: ServerOptions, extra_routes: Sequence[Route] = ()
 ) -> tuple[ApiServer, LiveView]:
-    """The server and its view (following); `extra_routes` adds e.g. /metrics or /."""
-    live = LiveView(registry, contents=True).follow()
+    """The server and its view (following). The options are checked and the socket bound
+    first, so a bad --listen or credential file fails before etcd is asked anything."""
+    server = ApiServer(options)
     try:
-        server = ApiServer(options, [*fleet_routes(live, registry), *extra_routes])
+        live = serve_view(server, registry, extra_routes)
     except BaseException:
-        live.close()
+        server.close()
         raise
     return server, live
 
 
-__all__ = ["ApiServer", "Route", "ServerOptions", "build", "fleet_routes"]
+__all__ = ["ApiServer", "Route", "ServerOptions", "build", "fleet_routes", "serve_view"]

@@ -7,7 +7,9 @@ asked; TCP always with credentials (TLS client certificates, bearer tokens) unle
 operator said --insecure, which it then says in its log at start.
 
 Routes are a small table of path prefixes; other handlers (/metrics, the dashboard at /)
-are added to it without touching the request handling.
+are added to it without touching the request handling. The server is made (options checked,
+socket bound) before anything asks etcd, and its routes are mounted once the view is read,
+so a bad --listen or a missing credential file is one error line even while etcd is away.
 """
 
 from __future__ import annotations
@@ -191,9 +193,10 @@ def _credentials(options: ServerOptions, tcp: bool) -> Credentials:
 class ApiServer:
     """The listening server; serve() blocks until close()."""
 
-    def __init__(self, options: ServerOptions, routes: Sequence[Route]) -> None:
+    def __init__(self, options: ServerOptions, routes: Sequence[Route] = ()) -> None:
         self.options = options
-        self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+        self.routes: list[Route] = []
+        self.mount(routes)
         activated = _activated_socket()
         if activated is not None:
             sock = activated
@@ -226,10 +229,15 @@ class ApiServer:
         self.where = where
         self.tcp = tcp
         self._http = _HttpServer(self)
+        self._serving = False  # http.server's shutdown() would wait forever for a serve() never run
 
     @property
     def address(self) -> Any:
         return self.socket.getsockname()
+
+    def mount(self, routes: Sequence[Route]) -> None:
+        """Add routes (before serve(): made once the cluster's view is read)."""
+        self.routes = sorted([*self.routes, *routes], key=lambda r: len(r.prefix), reverse=True)
 
     def serve(self) -> None:
         if self.tcp and self.credentials.open:
@@ -246,6 +254,7 @@ class ApiServer:
             tokens=len(self.credentials.tokens),
             read_only_tokens=len(self.credentials.read_only_tokens),
         )
+        self._serving = True
         self._http.serve_forever(poll_interval=0.5)
 
     def start(self) -> ApiServer:
@@ -254,7 +263,8 @@ class ApiServer:
         return self
 
     def close(self) -> None:
-        self._http.shutdown()
+        if self._serving:
+            self._http.shutdown()
         self._http.server_close()
         if self.unix_path is not None:
             try:
