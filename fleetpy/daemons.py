@@ -242,7 +242,7 @@ def api_metrics_route(registry: Registry, view: Callable[[], ClusterView]) -> Ro
 
 
 def run_api(settings: Settings, insecure: bool = False) -> None:
-    """`fleetpy api`: serve fleet's HTTP API v1 and /metrics until interrupted."""
+    """`fleetpy api`: serve fleet's HTTP API v1, /metrics and the dashboard until interrupted."""
     from .api import ApiServer, serve_view  # the HTTP server's imports are only this daemon's
 
     # Options checked and the socket bound before etcd is asked anything: a bad --listen or

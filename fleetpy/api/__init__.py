@@ -1,7 +1,8 @@
 """`fleetpy api`: fleet's HTTP API v1 served from one watch-fed view of the cluster.
 
 messages: requests and responses as plain data; fleetv1: fleet's routes as handlers of them;
-auth: who may use a TCP listener; server: sockets, TLS and the route table.
+auth: who may use a TCP listener; server: sockets, TLS and the route table; dashboard (with
+dashboard_model, sse and static/): the read-only page at / and its server-sent events.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .. import control
 from ..registry import Registry
 from ..states import DesiredState
 from ..view import LiveView
+from .dashboard import DashboardFeed
 from .fleetv1 import FleetV1
 from .server import ApiServer, Route, ServerOptions
 
@@ -42,9 +44,15 @@ def serve_view(
     server: ApiServer, registry: Registry, extra_routes: Sequence[Route] = ()
 ) -> LiveView:
     """Read the cluster into a live view (following), then mount on `server` fleet's
-    routes and `extra_routes` (e.g. /metrics)."""
+    routes, the dashboard (closed with the server) and `extra_routes` (e.g. /metrics)."""
     live = LiveView(registry, contents=True).follow()
-    server.mount([*fleet_routes(live, registry), *extra_routes])
+    try:
+        feed = DashboardFeed(live, registry).start()
+    except BaseException:
+        live.close()
+        raise
+    server.on_close(feed.close)
+    server.mount([*fleet_routes(live, registry), *feed.routes(), *extra_routes])
     return live
 
 
