@@ -98,6 +98,15 @@ def test_streams_outlive_the_idle_timeout_and_end_with_the_server(
         assert line, "the stream ended while idle"
         heartbeats += line == b": keepalive\n"
     assert heartbeats >= 5
+    # One stream is open; at the limit the next gets 503 and its connection closes.
+    monkeypatch.setattr(api_server, "MAX_STREAMS", 1)
+    extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    extra.settimeout(5)
+    extra.connect(sock)
+    extra.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    refused = extra.makefile("rb").read()
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"too many streams" in refused
+    extra.close()
     hub.publish(b"event: view\ndata: {}\n\n")
     assert reader.readline() in (b"event: view\n", b"\n", b": keepalive\n")
     # A plain connection that says nothing is still dropped after the idle timeout.

@@ -25,6 +25,7 @@ only after a watch broke.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from importlib import resources
@@ -59,6 +60,7 @@ _ASSETS = {
 }
 
 
+@functools.cache
 def _static(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 

@@ -399,6 +399,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         streaming = self.command != "HEAD"
         if streaming and not api._stream_opened(connection):
             _close_iterator(stream)
+            log_event("api_stream_refused", peer=self.address_string(), streams=MAX_STREAMS)
             self._send(error_response(503, "too many streams open"), close=True)
             return
         if not streaming:
