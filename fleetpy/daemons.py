@@ -242,17 +242,25 @@ def api_metrics_route(registry: Registry, view: Callable[[], ClusterView]) -> Ro
 
 
 def run_api(settings: Settings, insecure: bool = False) -> None:
-    """`fleetpy api`: serve fleet's HTTP API v1 until interrupted."""
-    from .api import build  # the HTTP server's imports are only this daemon's
+    """`fleetpy api`: serve fleet's HTTP API v1, /metrics and the dashboard until interrupted."""
+    from .api import ApiServer, serve_view  # the HTTP server's imports are only this daemon's
 
-    registry = Registry(settings.etcd.registry_config())
-    _check_layout(registry)
+    # Options checked and the socket bound before etcd is asked anything: a bad --listen or
+    # a missing certificate or token file is one error line at once, even with etcd away.
+    server = ApiServer(api_options(settings, insecure))
     try:
-        views: list[LiveView] = []  # the view build makes; /metrics reads it, never etcd
+        registry = Registry(settings.etcd.registry_config())
+    except BaseException:
+        server.close()
+        raise
+    try:
+        _check_layout(registry)
+        views: list[LiveView] = []  # the view serve_view makes; /metrics reads it, never etcd
         metrics_route = api_metrics_route(registry, lambda: views[0].current())
-        server, live = build(registry, api_options(settings, insecure), [metrics_route])
+        live = serve_view(server, registry, [metrics_route])
         views.append(live)
     except BaseException:
+        server.close()
         registry.close()
         raise
     try:

@@ -177,20 +177,12 @@ class LiveView:
         return self
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.wake.wait()
-            if self._stop.is_set():
-                return
-            time.sleep(SETTLE_SECONDS)
-            self.wake.clear()
-            try:
-                self.update()
-            except FleetpyError as exc:
-                log_event("view_resync_failed", error=exc)
-                with self.lock:
-                    self.broken = True
-                self._stop.wait(RETRY_SECONDS)
-                self.wake.set()
+        run_coalesced(self.wake, self._stop, self.update, self._failed)
+
+    def _failed(self, error: FleetpyError) -> None:
+        log_event("view_resync_failed", error=error)
+        with self.lock:
+            self.broken = True
 
     def _cancel(self) -> None:
         for cancel in self.cancels:
@@ -203,6 +195,28 @@ class LiveView:
         self._cancel()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+
+
+def run_coalesced(
+    wake: threading.Event,
+    stop: threading.Event,
+    step: Callable[[], object],
+    failed: Callable[[FleetpyError], None],
+) -> None:
+    """Run `step` after each `wake` (a burst of wake-ups settles into one step) until
+    `stop`; a step that failed (`failed` is told) runs again RETRY_SECONDS later."""
+    while not stop.is_set():
+        wake.wait()
+        if stop.is_set():
+            return
+        time.sleep(SETTLE_SECONDS)
+        wake.clear()
+        try:
+            step()
+        except FleetpyError as exc:
+            failed(exc)
+            stop.wait(RETRY_SECONDS)
+            wake.set()
 
 
 def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
@@ -261,4 +275,4 @@ def _set(into: dict[str, Any], key: str, value: Any) -> None:
         into[key] = value
 
 
-__all__ = ["LiveView", "apply_events"]
+__all__ = ["LiveView", "apply_events", "run_coalesced"]

@@ -8,10 +8,10 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # etcd (server + etcdctl), real hosts (nspawn, debootstrap), docker, ssh to the hosts,
-# ruby to check vagrant/Vagrantfile. The agent's D-Bus bindings are Debian's
-# python3-dbus inside each host, not needed here.
+# ruby to check vagrant/Vagrantfile, chromium and its driver for the dashboard's browser
+# test. The agent's D-Bus bindings are Debian's python3-dbus inside each host, not needed here.
 PACKAGES=(etcd-server etcd-client systemd-container debootstrap docker.io busybox-static
-          iproute2 python3-venv openssl openssh-client ruby)
+          iproute2 python3-venv openssl openssh-client ruby chromium chromium-driver)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

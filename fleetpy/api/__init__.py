@@ -1,7 +1,8 @@
 """`fleetpy api`: fleet's HTTP API v1 served from one watch-fed view of the cluster.
 
 messages: requests and responses as plain data; fleetv1: fleet's routes as handlers of them;
-auth: who may use a TCP listener; server: sockets, TLS and the route table.
+auth: who may use a TCP listener; server: sockets, TLS and the route table; dashboard (with
+dashboard_model, sse and static/): the read-only page at / and its server-sent events.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..metadata import MetadataChange
 from ..registry import Registry
 from ..states import DesiredState
 from ..view import LiveView
+from .dashboard import DashboardFeed
 from .fleetv1 import FleetV1
 from .server import ApiServer, Route, ServerOptions
 
@@ -50,17 +52,34 @@ def fleet_routes(live: LiveView, registry: Registry) -> list[Route]:
     return [Route("/fleet/v1", handler), Route("/v1-alpha", handler)]
 
 
+def serve_view(
+    server: ApiServer, registry: Registry, extra_routes: Sequence[Route] = ()
+) -> LiveView:
+    """Read the cluster into a live view (following), then mount on `server` fleet's
+    routes, the dashboard (closed with the server) and `extra_routes` (e.g. /metrics)."""
+    live = LiveView(registry, contents=True).follow()
+    try:
+        feed = DashboardFeed(live, registry).start()
+    except BaseException:
+        live.close()
+        raise
+    server.on_close(feed.close)
+    server.mount([*fleet_routes(live, registry), *feed.routes(), *extra_routes])
+    return live
+
+
 def build(
     registry: Registry, options: ServerOptions, extra_routes: Sequence[Route] = ()
 ) -> tuple[ApiServer, LiveView]:
-    """The server and its view (following); `extra_routes` adds e.g. /metrics or /."""
-    live = LiveView(registry, contents=True).follow()
+    """The server and its view (following). The options are checked and the socket bound
+    first, so a bad --listen or credential file fails before etcd is asked anything."""
+    server = ApiServer(options)
     try:
-        server = ApiServer(options, [*fleet_routes(live, registry), *extra_routes])
+        live = serve_view(server, registry, extra_routes)
     except BaseException:
-        live.close()
+        server.close()
         raise
     return server, live
 
 
-__all__ = ["ApiServer", "Route", "ServerOptions", "build", "fleet_routes"]
+__all__ = ["ApiServer", "Route", "ServerOptions", "build", "fleet_routes", "serve_view"]

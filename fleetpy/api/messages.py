@@ -4,7 +4,7 @@ handlers are pure functions that table tests can call."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,10 @@ class ApiResponse:
     status: int
     body: bytes = b""
     content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()  # more response headers (e.g. the dashboard's CSP)
+    # A body written piece by piece as the iterator yields, until it ends or the client or
+    # the server goes (server-sent events); `body` is then unused.
+    stream: Iterator[bytes] | None = field(default=None, compare=False)
 
 
 def json_response(status: int, data: Any) -> ApiResponse:

@@ -7,7 +7,18 @@ asked; TCP always with credentials (TLS client certificates, bearer tokens) unle
 operator said --insecure, which it then says in its log at start.
 
 Routes are a small table of path prefixes; other handlers (/metrics, the dashboard at /)
-are added to it without touching the request handling.
+are added to it without touching the request handling. The server is made (options checked,
+socket bound) before anything asks etcd, and its routes are mounted once the view is read,
+so a bad --listen or a missing credential file is one error line even while etcd is away.
+
+A handler may answer with a stream (server-sent events): its pieces are written as they
+come, on a connection that then closes; the idle timeout bounds each write, not the
+stream, and close() ends every stream at once.
+
+Browsers: an EventSource cannot send an Authorization header, so routes marked `browser`
+also take the bearer token as `?token=` or as the `fleetpy_token` cookie (which the
+response to a `?token=` request sets: HttpOnly, SameSite=Strict, Secure under TLS), on GET
+and HEAD only; a token given that way may only read, whatever file it is in.
 """
 
 from __future__ import annotations
@@ -19,8 +30,9 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,6 +49,10 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_TARGET = 8192  # a request line longer than this is refused (414)
 # A client that sends nothing for this long is disconnected (frees its thread).
 IDLE_SECONDS = 30.0
+# Streams (dashboards' server-sent events) open at once; more get 503. Each holds a thread.
+MAX_STREAMS = 1000
+TOKEN_PARAMETER = "token"
+TOKEN_COOKIE = "fleetpy_token"
 SD_LISTEN_FDS_START = 3
 
 Handler = Callable[[ApiRequest], ApiResponse]
@@ -47,8 +63,10 @@ class Route:
     prefix: str  # "/fleet/v1"; "" matches everything (a dashboard at /)
     handler: Handler
     # Paths under this prefix that anyone may read, even on a TCP listener with
-    # credentials (none yet; e.g. a health check).
+    # credentials (the dashboard's script and style sheet, which hold no cluster data).
     public: bool = False
+    # GET/HEAD may carry the token as ?token= or a cookie (read-only): see the docstring.
+    browser: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,9 +209,13 @@ def _credentials(options: ServerOptions, tcp: bool) -> Credentials:
 class ApiServer:
     """The listening server; serve() blocks until close()."""
 
-    def __init__(self, options: ServerOptions, routes: Sequence[Route]) -> None:
+    def __init__(self, options: ServerOptions, routes: Sequence[Route] = ()) -> None:
         self.options = options
-        self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+        self.routes: list[Route] = []
+        self.mount(routes)
+        self._closers: list[Callable[[], None]] = []
+        self._streams: set[socket.socket] = set()
+        self._streams_lock = threading.Lock()
         activated = _activated_socket()
         if activated is not None:
             sock = activated
@@ -226,10 +248,30 @@ class ApiServer:
         self.where = where
         self.tcp = tcp
         self._http = _HttpServer(self)
+        self._serving = False  # http.server's shutdown() would wait forever for a serve() never run
 
     @property
     def address(self) -> Any:
         return self.socket.getsockname()
+
+    def mount(self, routes: Sequence[Route]) -> None:
+        """Add routes (before serve(): made once the cluster's view is read)."""
+        self.routes = sorted([*self.routes, *routes], key=lambda r: len(r.prefix), reverse=True)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call `callback` in close() (a route's feed ends its streams)."""
+        self._closers.append(callback)
+
+    def _stream_opened(self, connection: socket.socket) -> bool:
+        with self._streams_lock:
+            if len(self._streams) >= MAX_STREAMS:
+                return False
+            self._streams.add(connection)
+            return True
+
+    def _stream_closed(self, connection: socket.socket) -> None:
+        with self._streams_lock:
+            self._streams.discard(connection)
 
     def serve(self) -> None:
         if self.tcp and self.credentials.open:
@@ -246,6 +288,7 @@ class ApiServer:
             tokens=len(self.credentials.tokens),
             read_only_tokens=len(self.credentials.read_only_tokens),
         )
+        self._serving = True
         self._http.serve_forever(poll_interval=0.5)
 
     def start(self) -> ApiServer:
@@ -254,8 +297,18 @@ class ApiServer:
         return self
 
     def close(self) -> None:
-        self._http.shutdown()
+        if self._serving:
+            self._http.shutdown()
         self._http.server_close()
+        for callback in self._closers:
+            callback()
+        with self._streams_lock:
+            streams = list(self._streams)
+        for connection in streams:  # the clients see the end now, not at the next write
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self.unix_path is not None:
             try:
                 os.unlink(self.unix_path)
@@ -322,10 +375,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_POST = do_HEAD = do_GET
 
     def _send(self, response: ApiResponse, close: bool = False) -> None:
+        if response.stream is not None:
+            self._send_stream(response, response.stream)
+            return
         self.send_response(response.status)
         if response.content_type:
             self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
         if response.status == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="fleetpy"')
         if close:
@@ -334,6 +392,37 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
+
+    def _send_stream(self, response: ApiResponse, stream: Iterator[bytes]) -> None:
+        api = self.server.api
+        connection = self.connection
+        streaming = self.command != "HEAD"
+        if streaming and not api._stream_opened(connection):
+            _close_iterator(stream)
+            log_event("api_stream_refused", peer=self.address_string(), streams=MAX_STREAMS)
+            self._send(error_response(503, "too many streams open"), close=True)
+            return
+        if not streaming:
+            _close_iterator(stream)
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Cache-Control", "no-store")
+            for name, value in response.headers:
+                self.send_header(name, value)
+            # No length and no chunking: the stream is the rest of the connection.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            if streaming:
+                for chunk in stream:
+                    self.wfile.write(chunk)
+        except OSError:
+            pass  # the client went away, or close() shut the connection: the stream ends
+        finally:
+            if streaming:
+                _close_iterator(stream)
+                api._stream_closed(connection)
 
     def _verified_certificate(self) -> bool:
         connection = self.connection
@@ -355,6 +444,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     ms=round((time.monotonic() - began) * 1000, 1),
                 )
 
+    def _browser_token(self, query: dict[str, list[str]]) -> tuple[str | None, bool]:
+        """(the token a browser sent in the URL or its cookie, whether from the URL)."""
+        if query.get(TOKEN_PARAMETER):
+            return query[TOKEN_PARAMETER][0], True
+        cookies = SimpleCookie()
+        try:
+            cookies.load(self.headers.get("Cookie", ""))
+        except CookieError:
+            return None, False
+        morsel = cookies.get(TOKEN_COOKIE)
+        return (morsel.value if morsel is not None and morsel.value else None), False
+
+    def _token_cookie(self, token: str) -> tuple[str, str]:
+        cookie = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        return "Set-Cookie", cookie + ("; Secure" if self.server.api.tls is not None else "")
+
     def _respond(self, api: ApiServer) -> tuple[ApiResponse, bool]:
         if len(self.path) > MAX_HEADER_TARGET:
             return error_response(414, "request target too long"), True
@@ -363,10 +468,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         split = urlsplit(self.path)
         path = unquote(split.path)
+        query = parse_qs(split.query, keep_blank_values=True)
         found = api.route(path)
         if found is None:
             return error_response(404, "not found"), False
         route, rest = found
+        set_cookie: tuple[str, str] | None = None
+        if access is Access.NONE and route.browser and self.command in ("GET", "HEAD"):
+            token, from_url = self._browser_token(query)
+            # Cookie-safe characters only: a token that could break the header is no token.
+            if token is not None and token.isascii() and token.isprintable() and ";" not in token:
+                granted = api.credentials.access(f"Bearer {token}", False)
+                access = Access.READ if granted is not Access.NONE else Access.NONE
+                if access is Access.READ and from_url:
+                    set_cookie = self._token_cookie(token)
         if access is Access.NONE and not route.public:
             return error_response(401, "credentials required"), False
         if self.headers.get("Transfer-Encoding"):
@@ -386,16 +501,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
         request = ApiRequest(
             method=self.command,
             path=rest,
-            query={k: tuple(v) for k, v in parse_qs(split.query, keep_blank_values=True).items()},
+            query={k: tuple(v) for k, v in query.items()},
             body=body,
             content_type=self.headers.get("Content-Type", ""),
             read_only=access is Access.READ,
         )
         try:
-            return route.handler(request), False
+            response = route.handler(request)
+            if set_cookie is not None:
+                response = replace(response, headers=(*response.headers, set_cookie))
+            return response, False
         except Exception as exc:  # one bad request must never take the server down
             log_event("api_handler_failed", path=path[:200], error=repr(exc)[:300])
             return error_response(500, "internal error"), False
+
+
+def _close_iterator(stream: Iterator[bytes]) -> None:
+    close = getattr(stream, "close", None)  # a generator's finally runs now
+    if callable(close):
+        close()
 
 
 __all__ = [

@@ -460,6 +460,12 @@ class ReasonEvent:
 
 
 @dataclass(frozen=True)
+class DeploymentEvent:
+    name: str
+    record: DeploymentRecord | None  # None: deleted
+
+
+@dataclass(frozen=True)
 class ContentEvent:
     hash: str
     text: str | None
@@ -737,7 +743,7 @@ class Registry:
 
         unit: UnitRecord, machines: MachineRecord, metadata: an overlay (dict), schedule
         ("machine/unit") and global: ScheduleEntry, state ("machine/unit"): UnitState,
-        reason and content: str.
+        reason and content: str, deploy: DeploymentRecord.
         """
         if kind == "unit":
             return UnitRecord.from_json(rel, value, revision)
@@ -760,6 +766,8 @@ class Registry:
         if kind == "content":
             _content_hash(rel)
             return _text(value)
+        if kind == "deploy":
+            return DeploymentRecord.from_json(rel, value, revision)
         return _text(value)
 
     def _decoded(
@@ -1449,6 +1457,21 @@ class Registry:
         meta = self._get(self.key("engine", "leader"))
         return None if meta is None else meta.value.decode("utf-8", "replace")
 
+    def read_leader_and_deployments(self) -> tuple[str | None, dict[str, DeploymentRecord], int]:
+        """The engine leader and every deployment record at ONE revision (returned, so
+        watches resume exactly there): what a dashboard shows beside the ClusterView."""
+        leader_key, start = self.key("engine", "leader"), self._prefix("deploy")
+        _, (leader, records), revision = self._txn(
+            [], [self.txn.get(leader_key), self.txn.get(start, prefix_range_end(start))]
+        )
+        deployments: dict[str, DeploymentRecord] = {}
+        for value, meta in records:
+            item = self._decoded("deploy", start, meta.key, value, meta.mod_revision)
+            if item is not None:
+                deployments[item[0]] = item[1]
+        name = leader[0][0].decode("utf-8", "replace") if leader else None
+        return name, deployments, revision
+
     def engine_write(
         self,
         candidate: str,
@@ -1638,6 +1661,16 @@ class Registry:
 
         return self._watch("state", event, callback, start_revision)
 
+    def watch_deployments(
+        self,
+        callback: Callable[[WatchBatch[DeploymentEvent]], None],
+        start_revision: int | None = None,
+    ) -> Callable[[], None]:
+        """What `fleetpy apply` records of each deployment (commit, applying, message)."""
+        return self._watch(
+            "deploy", lambda rel, record: DeploymentEvent(rel, record), callback, start_revision
+        )
+
     def watch_engine(
         self, callback: Callable[[WatchBatch[EngineEvent]], None], start_revision: int | None = None
     ) -> Callable[[], None]:
@@ -1697,6 +1730,8 @@ __all__ = [
     "ClearForceReschedule",
     "ClusterView",
     "ContentEvent",
+    "DeploymentEvent",
+    "DeploymentRecord",
     "EndpointStats",
     "EngineEvent",
     "EngineWrite",

@@ -1,0 +1,197 @@
+"""The read-only dashboard of `fleetpy api`: a page at `/` kept current by server-sent events.
+
+Routes (GET and HEAD only; nothing here writes):
+
+  /                the page (HTML; its script and style sheet are under /assets/, public:
+                   they hold no cluster data)
+  /events          `text/event-stream`: every message is a whole snapshot,
+                       event: view
+                       id: <etcd revision of the view>
+                       data: <the document of dashboard_model, one line of JSON>
+                   sent when the stream opens and after every change; a comment line
+                   (`: keepalive`) every 15 s while nothing changes. A slow client skips to
+                   the newest snapshot instead of queueing old ones.
+  /dashboard.json  the same document once (scripts, the benchmark)
+
+Access on a TCP listener: any bearer token (read-only tokens included), as the
+Authorization header, or (a browser's EventSource sends no headers) `/?token=TOKEN`, after
+which a cookie carries it to /events; see fleetpy.api.server.
+
+Cost: one feed per server. It re-reads nothing per client: the live view's updates, and two
+watches of its own (the engine's leader key, the deployment records) rebuild one document,
+serialized once, and every stream writes those same bytes. etcd is read at start and again
+only after a watch broke.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from importlib import resources
+from typing import Any
+
+from ..errors import FleetpyError
+from ..log import log_event
+from ..registry import DeploymentEvent, DeploymentRecord, EngineEvent, Registry, WatchBatch
+from ..view import LiveView, run_coalesced
+from .dashboard_model import document
+from .messages import ApiRequest, ApiResponse, error_response
+from .server import Route
+from .sse import Broadcast, frame
+
+EVENT = "view"
+
+# The page may run only its own script and style, talk only to its own server, and be
+# framed by nobody; data reaches the DOM as text (textContent), never as markup.
+_PAGE_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),  # the page's URL may carry ?token=
+    ("X-Frame-Options", "DENY"),
+)
+_ASSETS = {
+    "/dashboard.js": "text/javascript; charset=utf-8",
+    "/dashboard.css": "text/css; charset=utf-8",
+}
+
+
+@functools.cache
+def _static(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+class DashboardFeed:
+    """The dashboard's document, rebuilt when the view, the leader or a deployment
+    changes, and published to every stream."""
+
+    def __init__(self, live: LiveView, registry: Registry) -> None:
+        self.live = live
+        self.registry = registry
+        self.broadcast = Broadcast()
+        self.leader: str | None = None
+        self.deployments: dict[str, DeploymentRecord] = {}
+        self.revision = 0  # of the last read of the leader and deployments
+        self.documents = 0  # documents published (tests, logs)
+        self.json = b"{}"
+        self._lock = threading.Lock()
+        self._pending: list[WatchBatch[Any]] = []
+        self._stale = True  # the leader and deployments need a (re-)read
+        self._cancels: list[Any] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> DashboardFeed:
+        """Read what the view lacks, publish the first document, then follow in a thread."""
+        self._refresh()
+        self.live.subscribe(lambda view: self._wake.set())
+        self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._cancel()
+        self.broadcast.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    # -- following
+
+    def _on(self, batch: WatchBatch[Any]) -> None:
+        with self._lock:
+            if batch.error is not None:
+                self._stale = True
+            else:
+                self._pending.append(batch)
+        self._wake.set()
+
+    def _cancel(self) -> None:
+        for cancel in self._cancels:
+            cancel()
+        self._cancels = []
+
+    def _resync(self) -> None:
+        self._cancel()
+        leader, deployments, revision = self.registry.read_leader_and_deployments()
+        with self._lock:
+            self._pending.clear()
+            self._stale = False
+        self.leader, self.deployments, self.revision = leader, deployments, revision
+        self._cancels = [
+            self.registry.watch_engine(self._on, revision + 1),
+            self.registry.watch_deployments(self._on, revision + 1),
+        ]
+
+    def _refresh(self) -> None:
+        with self._lock:
+            stale = self._stale
+            batches, self._pending = self._pending, []
+        if stale:
+            self._resync()
+        else:
+            for batch in batches:
+                if batch.revision <= self.revision:
+                    continue
+                for event in batch.events:
+                    if isinstance(event, EngineEvent) and event.leader_changed:
+                        self.leader = event.leader
+                    elif isinstance(event, DeploymentEvent):
+                        if event.record is None:
+                            self.deployments.pop(event.name, None)
+                        else:
+                            self.deployments[event.name] = event.record
+        view = self.live.current()
+        data = json.dumps(document(view, self.leader, self.deployments), separators=(",", ":"))
+        encoded = data.encode()
+        if encoded != self.json:
+            self.json = encoded
+            self.documents += 1
+            self.broadcast.publish(frame(EVENT, data, str(view.revision)))
+
+    def _run(self) -> None:
+        run_coalesced(self._wake, self._stop, self._refresh, self._failed)
+
+    def _failed(self, error: FleetpyError) -> None:  # etcd away: the last document stays served
+        log_event("dashboard_refresh_failed", error=error)
+        with self._lock:
+            self._stale = True
+
+    # -- serving
+
+    def page(self, request: ApiRequest) -> ApiResponse:
+        if request.method not in ("GET", "HEAD"):
+            return error_response(405, "the dashboard is read-only")
+        if request.path in ("", "/"):
+            return ApiResponse(
+                200, _static("dashboard.html"), "text/html; charset=utf-8", _PAGE_HEADERS
+            )
+        if request.path == "/events":
+            return ApiResponse(200, b"", "text/event-stream", stream=self.broadcast.stream())
+        if request.path == "/dashboard.json":
+            return ApiResponse(200, self.json)
+        return error_response(404, "not found")
+
+    def routes(self) -> list[Route]:
+        return [Route("", self.page, browser=True), Route("/assets", _asset, public=True)]
+
+
+def _asset(request: ApiRequest) -> ApiResponse:
+    content_type = _ASSETS.get(request.path)
+    if content_type is None or request.method not in ("GET", "HEAD"):
+        return error_response(404, "not found")
+    return ApiResponse(
+        200,
+        _static(request.path.lstrip("/")),
+        content_type,
+        (("X-Content-Type-Options", "nosniff"),),
+    )
+
+
+__all__ = ["EVENT", "DashboardFeed"]
