@@ -60,6 +60,27 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> float:  # t
     raise SystemExit(f"benchmark timed out after {timeout}s")
 
 
+def start_agents(config: RegistryConfig, count: int, registries: list[Registry]) -> list[Agent]:
+    """`count` simulated agents (m00000...), each with its own lease and watch, sharing one
+    gRPC connection per AGENTS_PER_CONNECTION; their registries are added to `registries`
+    (the caller closes them). Returns once every agent has registered."""
+    agents: list[Agent] = []
+    agent_registry: Registry | None = None
+    for i in range(count):
+        if agent_registry is None or i % AGENTS_PER_CONNECTION == 0:
+            agent_registry = Registry(config)
+            registries.append(agent_registry)
+        agent = Agent(
+            agent_registry,
+            SimulatedUnitManager(),
+            AgentConfig(f"m{i:05d}", metadata={"zone": f"z{i % 3}"}, ttl=60),
+        )
+        agents.append(agent.start())
+    for agent in agents:
+        agent.ready.wait(60)
+    return agents
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--units", type=int, default=10000)
@@ -83,19 +104,7 @@ def main() -> None:
 
         # Machines first: one simulated agent per machine, each its own lease and watch.
         print(f"starting {args.machines} simulated agents...", file=real_stderr)
-        agent_registry = registry
-        for i in range(args.machines):
-            if i % AGENTS_PER_CONNECTION == 0:
-                agent_registry = Registry(config)
-                registries.append(agent_registry)
-            agent = Agent(
-                agent_registry,
-                SimulatedUnitManager(),
-                AgentConfig(f"m{i:05d}", metadata={"zone": f"z{i % 3}"}, ttl=60),
-            )
-            agents.append(agent.start())
-        for agent in agents:
-            agent.ready.wait(60)
+        agents.extend(start_agents(config, args.machines, registries))
 
         text = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n").serialize()
         unit_hash = parse_unit(text).hash
