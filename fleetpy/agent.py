@@ -214,6 +214,7 @@ class Agent:
         self._placed: dict[str, ScheduleEntry] = {}
         self._globals: dict[str, ScheduleEntry] = {}
         self._overlay: Overlay = {}  # operators' metadata of this machine (global units follow it)
+        self._overlay_denied = False  # logged once: our etcd role predates the overlay
         self._reported: dict[str, UnitState] = {}
         self._rejected: dict[str, tuple[str, Verdict]] = {}  # replaced whole, never mutated
         self._cancels: list[Callable[[], None]] = []
@@ -343,14 +344,20 @@ class Agent:
             self._register()
         revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
         self._placed, self._globals = placed, globals_
-        overlay_revision, self._overlay = self.registry.machine_overlay(self.machine_id)
-        self._cancels.append(
-            self.registry.watch_metadata(
-                lambda b: self._on_watch(b, "metadata", generation),
-                overlay_revision + 1,
-                machine=self.machine_id,
+        overlay = self.registry.agent_overlay(self.machine_id)
+        if overlay is None:
+            if not self._overlay_denied:
+                log_event("metadata_overlay_unreadable", machine=self.machine_id)
+            self._overlay_denied, self._overlay = True, {}
+        else:
+            overlay_revision, self._overlay = overlay
+            self._cancels.append(
+                self.registry.watch_metadata(
+                    lambda b: self._on_watch(b, "metadata", generation),
+                    overlay_revision + 1,
+                    machine=self.machine_id,
+                )
             )
-        )
         self._cancels.append(
             self.registry.watch_schedule(
                 lambda b: self._on_watch(b, "schedule", generation),

@@ -186,3 +186,29 @@ def test_engine_agents_and_cli_each_with_their_own_credential(
         for registry in registries:
             registry.close()
     assert "permission denied" not in capfd.readouterr().err
+
+
+def test_an_agent_whose_role_predates_operator_metadata_keeps_working(
+    secure: SecureEtcd, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A cluster made before P/metadata existed: the agent's role cannot read its overlay
+    until `ensure_access` runs again. The agent says so once and runs on its own metadata."""
+    creds = secure.creds
+    key = b"/fleetpy/metadata/m1"
+    with secure.transport(creds.root) as admin:
+        admin.role_revoke("fleetpy-agent-m1", key, None)
+    registry = secure.registry(creds.agents["m1"])
+    agent = Agent(registry, SimulatedUnitManager(), AgentConfig("m1", {"rack": "m1"}, ttl=3))
+    try:
+        assert registry.agent_overlay("m1") is None
+        agent.start()
+        assert agent.ready.wait(10)
+        with secure.registry(creds.engine) as engine:
+            until(lambda: "m1" in engine.list_machines(), what="m1 registered")
+        err = capfd.readouterr().err
+        assert err.count("event=metadata_overlay_unreadable") == 1, err
+    finally:
+        agent.stop()
+        registry.close()
+        with secure.registry(creds.root) as root:
+            root.ensure_access(list(MACHINES))  # the role as the table says, for later tests

@@ -76,6 +76,7 @@ from .transport import (
     DeleteOp,
     Endpoint,
     EndpointStats,
+    EtcdPermissionDenied,
     EtcdTransport,
     EventKind,
     GetOp,
@@ -1351,6 +1352,15 @@ class Registry:
             if item is not None:
                 return revision, item[1]
         return revision, {}
+
+    def agent_overlay(self, machine_id: str) -> tuple[int, Overlay] | None:
+        """machine_overlay for the machine's own agent; None when its etcd role may not
+        read the key (a role made before operators' metadata existed: `ensure_access`
+        again grants it), so an upgraded agent keeps running on its own metadata."""
+        try:
+            return self.machine_overlay(machine_id)
+        except EtcdPermissionDenied:
+            return None
 
     def change_metadata(self, changes: Sequence[MetadataChange]) -> int:
         """Apply operators' metadata changes, all in one transaction guarded by the
