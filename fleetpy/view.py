@@ -12,6 +12,7 @@ so a reader may hold one while the next is being made.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,9 @@ class LiveView:
         self.touched: set[tuple[str, str]] = set()  # (unit, machine) reported since we began
         self.broken = False
         self.cancels: list[Callable[[], None]] = []
+        # Watches of an earlier read still deliver for a moment after a resync cancels them;
+        # their batches carry the generation they were started in and are dropped.
+        self.generation = 0
         self.with_contents = contents
         self.texts: dict[str, str] = {}  # content hash -> unit text
         self.resyncs = 0  # full reads, for tests and logs
@@ -69,8 +73,10 @@ class LiveView:
 
     # -- following
 
-    def _on(self, batch: WatchBatch[Any]) -> None:
+    def _on(self, generation: int, batch: WatchBatch[Any]) -> None:
         with self.lock:
+            if generation != self.generation:
+                return
             if batch.error is not None:
                 self.broken = True
             self.pending.append(batch)
@@ -86,14 +92,16 @@ class LiveView:
         with self.lock:
             self.pending.clear()
             self.broken = False
+            self.generation += 1
+            on = functools.partial(self._on, self.generation)
         after = view.revision + 1
         self.cancels = [
-            self.registry.watch_units(self._on, after),
-            self.registry.watch_reasons(self._on, after),
-            self.registry.watch_states(self._on, after),
-            self.registry.watch_schedule(self._on, after),
-            self.registry.watch_machines(self._on, after),
-            self.registry.watch_metadata(self._on, after),
+            self.registry.watch_units(on, after),
+            self.registry.watch_reasons(on, after),
+            self.registry.watch_states(on, after),
+            self.registry.watch_schedule(on, after),
+            self.registry.watch_machines(on, after),
+            self.registry.watch_metadata(on, after),
         ]
         self.resyncs += 1
         if self.with_contents:
@@ -111,13 +119,15 @@ class LiveView:
         if broken:
             return self.resync()
         view = self.view
-        batches = [b for b in batches if b.revision > view.revision and b.events]
+        # Every watch starts after the read, so each batch is new, whatever its revision:
+        # the watches progress independently, and one may lag behind another.
+        batches = [b for b in batches if b.events]
         if not batches:
             if self.with_contents:
                 self._fetch_texts(view)  # retry texts a failed read left out
             return view
         view = apply_events(view, [e for b in batches for e in b.events])
-        view = replace(view, revision=max(b.revision for b in batches))
+        view = replace(view, revision=max(view.revision, *(b.revision for b in batches)))
         if self.with_contents:
             self._fetch_texts(view)
         self._publish(view)
@@ -136,7 +146,10 @@ class LiveView:
             self.view = view
             self._changed.notify_all()
         for listener in list(self._listeners):
-            listener(view)
+            try:
+                listener(view)
+            except Exception as exc:  # one reader's bug must not stop the view for all
+                log_event("view_listener_failed", listener=listener, error=repr(exc))
 
     def fresh(self, unit: str, machine: str) -> bool:
         """Whether `machine` reported `unit` since this view began."""
@@ -192,9 +205,10 @@ class LiveView:
     def close(self) -> None:
         self._stop.set()
         self.wake.set()
-        self._cancel()
+        # Joined first: a resync under way would start watches after an earlier cancel.
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+        self._cancel()
 
 
 def run_coalesced(
@@ -204,7 +218,9 @@ def run_coalesced(
     failed: Callable[[FleetpyError], None],
 ) -> None:
     """Run `step` after each `wake` (a burst of wake-ups settles into one step) until
-    `stop`; a step that failed (`failed` is told) runs again RETRY_SECONDS later."""
+    `stop`; a step that failed (`failed` is told) runs again RETRY_SECONDS later. An
+    unexpected exception is a failure too, so a bug in one step never ends the thread
+    (readers would be served a stale view for ever)."""
     while not stop.is_set():
         wake.wait()
         if stop.is_set():
@@ -213,7 +229,9 @@ def run_coalesced(
         wake.clear()
         try:
             step()
-        except FleetpyError as exc:
+        except Exception as exc:
+            if not isinstance(exc, FleetpyError):
+                exc = FleetpyError(f"unexpected {type(exc).__name__}: {exc}")
             failed(exc)
             stop.wait(RETRY_SECONDS)
             wake.set()
