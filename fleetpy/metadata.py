@@ -20,6 +20,8 @@ from .errors import MetadataError
 
 MAX_ITEMS = 64  # per machine: the agent's own, and separately the operator's overlay
 MAX_VALUE = 256
+# Set and removed keys of one overlay: removals stay (they hide the agent's own keys).
+MAX_OVERLAY_ENTRIES = 1024
 _KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 # key -> the operator's value; None: removed (hides the agent's value of that key)
@@ -73,22 +75,30 @@ class MetadataChange:
 
 def apply_changes(overlay: Overlay, changes: Iterable[MetadataChange]) -> dict[str, str | None]:
     """`overlay` with `changes` (all for its machine) applied in order; MetadataError if the
-    overlay would hold more than MAX_ITEMS keys."""
+    overlay would set more than MAX_ITEMS keys, or hold more than MAX_OVERLAY_ENTRIES with
+    its removals (which are kept: they hide the agent's own keys, now and later)."""
     updated = dict(overlay)
     machine = ""
     for change in changes:
         machine = change.machine
         updated[change.key] = change.value
-    if len(updated) > MAX_ITEMS:
+    values = sum(value is not None for value in updated.values())
+    if values > MAX_ITEMS:
         raise MetadataError(
-            f"too much operator metadata for machine {machine}: {len(updated)} keys "
-            f"(removed ones count; at most {MAX_ITEMS})"
+            f"too much operator metadata for machine {machine}: {values} keys set "
+            f"(at most {MAX_ITEMS})"
+        )
+    if len(updated) > MAX_OVERLAY_ENTRIES:
+        raise MetadataError(
+            f"too much operator metadata for machine {machine}: {len(updated)} keys set or "
+            f"removed (at most {MAX_OVERLAY_ENTRIES})"
         )
     return updated
 
 
 __all__ = [
     "MAX_ITEMS",
+    "MAX_OVERLAY_ENTRIES",
     "MAX_VALUE",
     "MetadataChange",
     "Overlay",

@@ -10,7 +10,13 @@ import pytest
 
 from fleetpy.api.metadata_patch import MAX_OPERATIONS, parse_metadata_patch
 from fleetpy.errors import MetadataError
-from fleetpy.metadata import MAX_ITEMS, MetadataChange, apply_changes, effective
+from fleetpy.metadata import (
+    MAX_ITEMS,
+    MAX_OVERLAY_ENTRIES,
+    MetadataChange,
+    apply_changes,
+    effective,
+)
 from fleetpy.registry import MachineRecord
 
 M = "a" * 32  # a systemd machine id
@@ -119,3 +125,14 @@ def test_changes_apply_in_order_and_the_overlay_is_bounded() -> None:
     assert len(apply_changes(full, [MetadataChange("m1", "k0", None)])) == MAX_ITEMS
     with pytest.raises(MetadataError, match="too much operator metadata for machine m1"):
         apply_changes(full, [MetadataChange("m1", "new", "v")])
+    # removals do not count toward the keys set: a removed key frees its place
+    removed = {f"k{i}": None for i in range(MAX_ITEMS)}
+    assert len(apply_changes(removed, [MetadataChange("m1", "new", "v")])) == MAX_ITEMS + 1
+    assert (
+        len(apply_changes(full, [MetadataChange("m1", "k0", None), MetadataChange("m1", "n", "v")]))
+        == MAX_ITEMS + 1
+    )
+    # but an overlay of set and removed keys stays bounded
+    many = {f"r{i}": None for i in range(MAX_OVERLAY_ENTRIES)}
+    with pytest.raises(MetadataError, match="keys set or removed"):
+        apply_changes(many, [MetadataChange("m1", "one", None)])
