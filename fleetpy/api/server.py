@@ -127,6 +127,19 @@ def _activated_socket() -> socket.socket | None:
 
 
 def _unix_socket(path: str, mode: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _bind_unix(sock, path, mode)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_unix(sock: socket.socket, path: str, mode: int) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     try:
@@ -145,7 +158,6 @@ def _unix_socket(path: str, mode: int) -> socket.socket:
             raise ConfigError(f"another server listens on {path}")
         finally:
             probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # Bind under a umask that gives nobody else access, then open it to the group.
     old = os.umask(0o177)
     try:
@@ -154,7 +166,6 @@ def _unix_socket(path: str, mode: int) -> socket.socket:
         os.umask(old)
     os.chmod(path, mode)
     sock.listen(128)
-    return sock
 
 
 def _tcp_socket(host: str, port: int) -> socket.socket:
