@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,28 @@ def test_bearer_tokens_and_read_only_tokens(api: Api, tls: EtcdTls, tmp_path: Pa
     assert request(conn, "PUT", "/fleet/v1/units/a.service", {"options": OPTIONS}, write)[0] == 201
 
 
+def test_read_only_tokens_beside_a_client_ca_need_no_certificate(
+    api: Api, tls: EtcdTls, tmp_path: Path
+) -> None:
+    """A browser has no client certificate: with a client CA and only read-only tokens,
+    TLS must not demand one."""
+    (tmp_path / "ro").write_text("ro-token-0123456789abcdef\n")
+    server, _ = api(
+        listen="127.0.0.1:0",
+        cert_file=str(tls.cert_file),
+        key_file=str(tls.key_file),
+        client_ca_file=str(tls.ca_file),
+        read_only_token_file=str(tmp_path / "ro"),
+    )
+    read = {"Authorization": "Bearer ro-token-0123456789abcdef"}
+    assert request(https(server, tls, cert=False), "GET", "/fleet/v1/units", headers=read)[0] == 200
+    assert request(https(server, tls, cert=False), "GET", "/fleet/v1/units")[0] == 401
+    got = request(
+        https(server, tls, cert=True), "PUT", "/fleet/v1/units/a.service", {"options": OPTIONS}
+    )
+    assert got == (201, None)
+
+
 def test_tcp_without_credentials_is_refused_unless_insecure(
     api: Api, registry_config: RegistryConfig, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -257,6 +280,39 @@ def test_tcp_without_credentials_is_refused_unless_insecure(
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("fleetpy: error: a TCP listener")
     assert "Traceback" not in result.stderr
+
+
+def test_close_right_after_start_stops_the_serving_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() before the thread got to serve_forever(): it must still stop it, not close
+    the socket under a serve_forever() that starts afterwards."""
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    server = ApiServer(ServerOptions(listen=str(tmp_path / "s.sock")), [])
+    gate = threading.Event()
+    threads: list[threading.Thread] = []
+    serve = server.serve
+
+    def gated_serve() -> None:  # the thread, held before it serves
+        threads.append(threading.current_thread())
+        gate.wait(30)
+        serve()
+
+    shutdown = server._http.shutdown
+
+    def releasing_shutdown() -> None:  # close() waits here for serve_forever to end
+        gate.set()
+        shutdown()
+
+    monkeypatch.setattr(server, "serve", gated_serve)
+    monkeypatch.setattr(server._http, "shutdown", releasing_shutdown)
+    server.start()
+    server.close()
+    gate.set()
+    until(lambda: bool(threads), what="the serving thread")
+    threads[0].join(10)
+    assert not threads[0].is_alive() and failures == []
 
 
 # ----------------------------------------------------------------------------- fleetctl

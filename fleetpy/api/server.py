@@ -194,8 +194,10 @@ def _tls_context(options: ServerOptions) -> ssl.SSLContext | None:
         context.load_cert_chain(options.cert_file, options.key_file)
         if options.client_ca_file is not None:
             context.load_verify_locations(options.client_ca_file)
-            # Tokens too: a client without a certificate may still present one.
-            context.verify_mode = ssl.CERT_OPTIONAL if options.token_file else ssl.CERT_REQUIRED
+            # Tokens too: a client without a certificate (a browser with a read-only
+            # token) may still present one.
+            tokens = options.token_file or options.read_only_token_file
+            context.verify_mode = ssl.CERT_OPTIONAL if tokens else ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the API's TLS files: {exc}") from None
     return context
@@ -304,6 +306,9 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         """serve() in a thread (tests, and daemons with more to do)."""
+        # Set here, not only in serve(): a close() right after start() must still stop a
+        # serve_forever() the thread is about to enter (shutdown() waits for it to begin).
+        self._serving = True
         threading.Thread(target=self.serve, name="api-server", daemon=True).start()
         return self
 
@@ -317,7 +322,9 @@ class ApiServer:
             streams = list(self._streams)
         for connection in streams:  # the clients see the end now, not at the next write
             try:
-                connection.shutdown(socket.SHUT_RDWR)
+                # socket.socket's shutdown, not SSLSocket's: that one drops its TLS state
+                # first, so a handler's sendall in that moment would write plaintext.
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
             except OSError:
                 pass
         if self.unix_path is not None:
