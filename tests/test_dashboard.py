@@ -14,9 +14,10 @@ import http.client
 import json
 import shutil
 import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cli_run import Run
@@ -25,8 +26,15 @@ from test_engine import Cluster
 from waiting import until
 
 from fleetpy.api import ApiServer
+from fleetpy.api.dashboard import DashboardFeed
 from fleetpy.cluster.etcd import EtcdTls
-from fleetpy.registry import DeploymentRecord, DeploymentSession, RegistryConfig
+from fleetpy.registry import (
+    DeploymentRecord,
+    DeploymentSession,
+    Registry,
+    RegistryConfig,
+    WatchBatch,
+)
 from fleetpy.view import LiveView
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -111,6 +119,7 @@ def test_who_may_read_the_dashboard(
     status, response, page = get(server, tls, "/", bearer)
     assert status == 200 and b"assets/dashboard.js" in page
     assert "script-src 'self'" in response.getheader("Content-Security-Policy", "")
+    assert response.getheader("Cache-Control") == "no-store"
     assert response.getheader("Set-Cookie") is None
     status, response, _ = get(server, tls, f"/?token={READ_TOKEN}")
     cookie = response.getheader("Set-Cookie", "")
@@ -123,8 +132,9 @@ def test_who_may_read_the_dashboard(
     doc = first_view(response)
     assert doc["units"] == [] and doc["machines"] == [] and "leader" in doc
     response.close()
-    status, _, body = get(server, tls, f"/dashboard.json?token={READ_TOKEN}")
+    status, response, body = get(server, tls, f"/dashboard.json?token={READ_TOKEN}")
     assert status == 200 and json.loads(body)["revision"] == doc["revision"]
+    assert response.getheader("Cache-Control") == "no-store"  # cluster data
 
     # The dashboard is read-only, and a token in a URL or cookie never reaches fleet's API.
     conn = https(server, tls)
@@ -141,6 +151,64 @@ def test_who_may_read_the_dashboard(
     conn.request("HEAD", "/events", headers=bearer)
     head = conn.getresponse()
     assert head.status == 200 and head.getheader("Content-Type") == "text/event-stream"
+
+
+class _HeldRegistry:
+    """A registry whose second leader-and-deployments read (a resync in the feed's thread)
+    waits for `release`; it counts the watches started and cancelled."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.resyncing = threading.Event()
+        self.release = threading.Event()
+        self.live: set[int] = set()
+        self.started = 0
+
+    def read_leader_and_deployments(self) -> tuple[None, dict[str, DeploymentRecord], int]:
+        self.reads += 1
+        if self.reads == 2:
+            self.resyncing.set()
+            assert self.release.wait(30)
+        return None, {}, 1
+
+    def _watch(self, callback: Any, start: int) -> Callable[[], None]:
+        self.started += 1
+        watch = self.started
+        self.live.add(watch)
+        return lambda: self.live.discard(watch)
+
+    watch_engine = watch_deployments = _watch
+
+
+def test_closing_the_feed_mid_resync_leaves_no_watch(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() while the feed's thread reads for a resync: the watches that resync starts
+    once its read returns are cancelled too."""
+    held = _HeldRegistry()
+    live = LiveView(registry)
+    try:
+        feed = DashboardFeed(live, cast(Registry, held)).start()
+        assert held.live == {1, 2}
+        feed._on(WatchBatch((), 0, error=RuntimeError("watch broke")))
+        assert held.resyncing.wait(30)  # the thread is in the read; its old watches gone
+        assert held.live == set()
+        thread = feed._thread
+        assert thread is not None
+        join = thread.join
+
+        def releasing_join(timeout: float | None = None) -> None:
+            held.release.set()  # the read returns now, while close() waits for the thread
+            join(timeout)
+
+        monkeypatch.setattr(thread, "join", releasing_join)
+        feed.close()
+        held.release.set()
+        join(10)
+        assert not thread.is_alive()
+        assert held.started == 4 and held.live == set()
+    finally:
+        live.close()
 
 
 def test_the_stream_follows_the_leader_and_deployments(
