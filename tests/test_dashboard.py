@@ -123,9 +123,12 @@ def test_who_may_read_the_dashboard(
     assert response.getheader("Set-Cookie") is None
     status, response, _ = get(server, tls, f"/?token={READ_TOKEN}")
     cookie = response.getheader("Set-Cookie", "")
-    assert status == 200 and cookie.startswith(f"fleetpy_token={READ_TOKEN};")
+    # Under TLS a __Host- cookie: Secure, Path=/ and no Domain, or the browser drops it.
+    assert status == 200 and cookie.startswith(f"__Host-fleetpy_token={READ_TOKEN};")
     assert all(flag in cookie for flag in ("HttpOnly", "SameSite=Strict", "Secure", "Path=/"))
-    with_cookie = {"Cookie": f"other=1; fleetpy_token={READ_TOKEN}"}
+    assert "domain" not in cookie.lower()
+    # Another site's cookie that does not parse (localhost is shared) loses ours nothing.
+    with_cookie = {"Cookie": f'other={{"a": 1}}; __Host-fleetpy_token={READ_TOKEN}'}
     status, response, _ = get(server, tls, "/events", with_cookie)
     assert status == 200 and response.getheader("Content-Type") == "text/event-stream"
     assert response.getheader("Cache-Control") == "no-store"
@@ -135,22 +138,55 @@ def test_who_may_read_the_dashboard(
     status, response, body = get(server, tls, f"/dashboard.json?token={READ_TOKEN}")
     assert status == 200 and json.loads(body)["revision"] == doc["revision"]
     assert response.getheader("Cache-Control") == "no-store"  # cluster data
+    spaced = {"Cookie": f"a=b c; __Host-fleetpy_token={READ_TOKEN}; z=1"}
+    assert get(server, tls, "/dashboard.json", spaced)[0] == 200
+    # Without TLS the cookie has another name: not taken under TLS.
+    assert get(server, tls, "/dashboard.json", {"Cookie": f"fleetpy_token={READ_TOKEN}"})[0] == 401
 
     # The dashboard is read-only, and a token in a URL or cookie never reaches fleet's API.
     conn = https(server, tls)
     conn.request("POST", "/", b"", bearer)
     assert conn.getresponse().status == 405
-    assert get(server, tls, f"/fleet/v1/units?token={WRITE_TOKEN}")[0] == 401
-    assert get(server, tls, "/fleet/v1/units", {"Cookie": f"fleetpy_token={WRITE_TOKEN}"})[0] == 401
+    assert get(server, tls, f"/fleet/v1/units?token={READ_TOKEN}")[0] == 401
+    read_cookie = {"Cookie": f"__Host-fleetpy_token={READ_TOKEN}"}
+    assert get(server, tls, "/fleet/v1/units", read_cookie)[0] == 401
     assert get(server, tls, "/fleet/v1/units", {"Authorization": f"Bearer {WRITE_TOKEN}"})[0] == 200
-    # A write token in the URL reads the dashboard (and only reads).
-    assert get(server, tls, f"/?token={WRITE_TOKEN}")[0] == 200
+    # A read-write token is not taken from a URL or a cookie at all, not even to read.
+    for path, headers in (
+        (f"/?token={WRITE_TOKEN}", {}),
+        (f"/events?token={WRITE_TOKEN}", {}),
+        ("/dashboard.json", {"Cookie": f"__Host-fleetpy_token={WRITE_TOKEN}"}),
+    ):
+        status, response, body = get(server, tls, path, headers)
+        assert status == 401 and response.getheader("Set-Cookie") is None, path
+        assert "use a read-only token" in json.loads(body)["error"]["message"]
     assert get(server, tls, "/?token=a%0d%0aSet-Cookie:%20x")[0] == 401  # no header injection
     # HEAD of the stream: its headers, and the connection is free at once.
     conn = https(server, tls)
     conn.request("HEAD", "/events", headers=bearer)
     head = conn.getresponse()
     assert head.status == 200 and head.getheader("Content-Type") == "text/event-stream"
+
+
+def test_without_tls_the_cookie_is_fleetpy_token(
+    api: Api,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An --insecure listener with read-only tokens: the cookie keeps its plain name (a
+    __Host- cookie needs Secure, which plain HTTP cannot set)."""
+    (tmp_path / "ro").write_text(READ_TOKEN + "\n")
+    server, _ = api(listen="127.0.0.1:0", insecure=True, read_only_token_file=str(tmp_path / "ro"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    conn.request("GET", f"/dashboard.json?token={READ_TOKEN}")
+    response = conn.getresponse()
+    response.read()
+    cookie = response.getheader("Set-Cookie", "")
+    assert response.status == 200 and cookie.startswith(f"fleetpy_token={READ_TOKEN};")
+    assert "Secure" not in cookie and "HttpOnly" in cookie
+    conn.request("GET", "/dashboard.json", headers={"Cookie": f"fleetpy_token={READ_TOKEN}"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
 
 
 class _HeldRegistry:

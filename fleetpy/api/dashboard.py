@@ -13,9 +13,9 @@ Routes (GET and HEAD only; nothing here writes):
                    the newest snapshot instead of queueing old ones.
   /dashboard.json  the same document once (scripts, the benchmark)
 
-Access on a TCP listener: any bearer token (read-only tokens included), as the
-Authorization header, or (a browser's EventSource sends no headers) `/?token=TOKEN`, after
-which a cookie carries it to /events; see fleetpy.api.server.
+Access on a TCP listener: any bearer token (read-only tokens included) as the Authorization
+header, or (a browser's EventSource sends no headers) a read-only token as `/?token=TOKEN`,
+after which a cookie carries it to /events; see fleetpy.api.server.
 
 Cost: one feed per server. It re-reads nothing per client: the live view's updates, and two
 watches of its own (the engine's leader key, the deployment records) rebuild one document,

@@ -16,9 +16,11 @@ come, on a connection that then closes; the idle timeout bounds each write, not 
 stream, and close() ends every stream at once.
 
 Browsers: an EventSource cannot send an Authorization header, so routes marked `browser`
-also take the bearer token as `?token=` or as the `fleetpy_token` cookie (which the
-response to a `?token=` request sets: HttpOnly, SameSite=Strict, Secure under TLS), on GET
-and HEAD only; a token given that way may only read, whatever file it is in.
+also take a read-only token (--read-only-token-file) as `?token=` or as a cookie, which the
+response to a `?token=` request sets (HttpOnly, SameSite=Strict; under TLS named
+`__Host-fleetpy_token`, Secure, Path=/, no Domain; `fleetpy_token` without TLS), on GET and
+HEAD only. A read-write token given that way is refused (401): it would sit in a URL, a
+history and a cookie jar.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ IDLE_SECONDS = 30.0
 MAX_STREAMS = 1000
 TOKEN_PARAMETER = "token"
 TOKEN_COOKIE = "fleetpy_token"
+# Under TLS: a __Host- cookie is Secure, Path=/ and host-only, so a neighbour can't set it.
+TLS_TOKEN_COOKIE = "__Host-fleetpy_token"
 SD_LISTEN_FDS_START = 3
 
 Handler = Callable[[ApiRequest], ApiResponse]
@@ -462,20 +465,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     ms=round((time.monotonic() - began) * 1000, 1),
                 )
 
+    def _cookie_name(self) -> str:
+        return TLS_TOKEN_COOKIE if self.server.api.tls is not None else TOKEN_COOKIE
+
     def _browser_token(self, query: dict[str, list[str]]) -> tuple[str | None, bool]:
         """(the token a browser sent in the URL or its cookie, whether from the URL)."""
         if query.get(TOKEN_PARAMETER):
             return query[TOKEN_PARAMETER][0], True
-        cookies = SimpleCookie()
-        try:
-            cookies.load(self.headers.get("Cookie", ""))
-        except CookieError:
-            return None, False
-        morsel = cookies.get(TOKEN_COOKIE)
-        return (morsel.value if morsel is not None and morsel.value else None), False
+        return _cookie(self.headers.get_all("Cookie") or [], self._cookie_name()), False
 
     def _token_cookie(self, token: str) -> tuple[str, str]:
-        cookie = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        cookie = f"{self._cookie_name()}={token}; Path=/; HttpOnly; SameSite=Strict"
         return "Set-Cookie", cookie + ("; Secure" if self.server.api.tls is not None else "")
 
     def _respond(self, api: ApiServer) -> tuple[ApiResponse, bool]:
@@ -496,10 +496,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             token, from_url = self._browser_token(query)
             # Cookie-safe characters only: a token that could break the header is no token.
             if token is not None and token.isascii() and token.isprintable() and ";" not in token:
-                granted = api.credentials.access(f"Bearer {token}", False)
-                access = Access.READ if granted is not Access.NONE else Access.NONE
-                if access is Access.READ and from_url:
-                    set_cookie = self._token_cookie(token)
+                granted = api.credentials.token_access(token)
+                if granted is Access.WRITE:
+                    # Not kept in a URL, a history and a cookie jar: it could write.
+                    return error_response(
+                        401,
+                        "a read-write token is not taken from the URL or a cookie: use a "
+                        "read-only token (--read-only-token-file) for the dashboard",
+                    ), False
+                if granted is Access.READ:
+                    access = Access.READ
+                    if from_url:
+                        set_cookie = self._token_cookie(token)
         if access is Access.NONE and not route.public:
             return error_response(401, "credentials required"), False
         if self.headers.get("Transfer-Encoding"):
@@ -532,6 +540,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # one bad request must never take the server down
             log_event("api_handler_failed", path=path[:200], error=repr(exc)[:300])
             return error_response(500, "internal error"), False
+
+
+def _cookie(headers: Sequence[str], name: str) -> str | None:
+    """The first cookie called `name`. By hand, not SimpleCookie: that drops every cookie
+    of a header when one of them (another site's, on localhost) does not parse."""
+    for header in headers:
+        for part in header.split(";"):
+            key, sep, value = part.partition("=")
+            if sep and key.strip() == name:
+                return value.strip() or None
+    return None
 
 
 def _close_iterator(stream: Iterator[bytes]) -> None:
