@@ -21,10 +21,16 @@ response to a `?token=` request sets (HttpOnly, SameSite=Strict; under TLS named
 `__Host-fleetpy_token`, Secure, Path=/, no Domain; `fleetpy_token` without TLS), on GET and
 HEAD only. A read-write token given that way is refused (401): it would sit in a URL, a
 history and a cookie jar.
+
+DNS rebinding: a web page can point its own name at 127.0.0.1 and so reach an --insecure
+listener that `ssh -L` forwards to. Such a listener (TCP, no credentials) answers only
+requests whose Host is an IP address, `localhost` or the --listen host, and refuses writes
+whose Origin is another host:port than Host (403).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import ssl
@@ -237,9 +243,11 @@ class ApiServer:
             sock = activated
             tcp = sock.family != socket.AF_UNIX
             where = "socket-activated " + str(sock.getsockname())
+            listen_host = str(sock.getsockname()[0]) if tcp else ""
         else:
             listener = parse_listen(options.listen)
             tcp = listener.is_tcp
+            listen_host = listener.host
             if listener.unix_path is not None:
                 sock = _unix_socket(listener.unix_path, options.socket_mode)
                 where = f"unix://{listener.unix_path}"
@@ -263,6 +271,7 @@ class ApiServer:
         self.unix_path = None if tcp or activated is not None else listener.unix_path
         self.where = where
         self.tcp = tcp
+        self.listen_host = listen_host.lower()  # a Host an --insecure listener answers to
         self._http = _HttpServer(self)
         self._serving = False  # http.server's shutdown() would wait forever for a serve() never run
 
@@ -478,9 +487,43 @@ class _RequestHandler(BaseHTTPRequestHandler):
         cookie = f"{self._cookie_name()}={token}; Path=/; HttpOnly; SameSite=Strict"
         return "Set-Cookie", cookie + ("; Secure" if self.server.api.tls is not None else "")
 
+    def _rebinding_refused(self, api: ApiServer) -> str | None:
+        """Why a request to an --insecure TCP listener looks like DNS rebinding or a
+        cross-site write, if it does."""
+        host_header = self.headers.get("Host")
+        if host_header is None:
+            return "a request without a Host header"
+        host, port = _split_host(host_header.strip())
+        if not (host == "localhost" or host == api.listen_host or _is_ip(host)):
+            return (
+                f"Host {host_header.strip()[:100]!r}: this --insecure listener answers only "
+                "to an IP address, localhost or its --listen host"
+            )
+        if self.command in ("GET", "HEAD"):
+            return None
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return None
+        default = 443 if api.tls is not None else 80
+        try:
+            split = urlsplit(origin.strip())
+            origin_port = split.port
+        except ValueError:
+            split, origin_port = urlsplit(""), None
+        origin_host = (split.hostname or "").lower()
+        if origin_port is None:
+            origin_port = {"http": 80, "https": 443}.get(split.scheme.lower())
+        if (origin_host, origin_port) != (host, port if port is not None else default):
+            return f"a write from another origin ({origin.strip()[:100]!r})"
+        return None
+
     def _respond(self, api: ApiServer) -> tuple[ApiResponse, bool]:
         if len(self.path) > MAX_HEADER_TARGET:
             return error_response(414, "request target too long"), True
+        if api.tcp and api.credentials.open:
+            refused = self._rebinding_refused(api)
+            if refused is not None:
+                return error_response(403, refused), False
         access = api.credentials.access(
             self.headers.get("Authorization"), self._verified_certificate()
         )
@@ -551,6 +594,24 @@ def _cookie(headers: Sequence[str], name: str) -> str | None:
             if sep and key.strip() == name:
                 return value.strip() or None
     return None
+
+
+def _split_host(value: str) -> tuple[str, int | None]:
+    """A Host header's (host, port): `name`, `name:port`, `[v6]`, `[v6]:port`."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = value.partition(":")
+    return host.lower(), int(port) if port.isdigit() and len(port) <= 5 else None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _close_iterator(stream: Iterator[bytes]) -> None:
