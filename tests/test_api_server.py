@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,30 @@ def test_bearer_tokens_and_read_only_tokens(api: Api, tls: EtcdTls, tmp_path: Pa
     assert got[0] == 403
     write = {"Authorization": "Bearer Wrw-token-0123456789abcdef"}
     assert request(conn, "PUT", "/fleet/v1/units/a.service", {"options": OPTIONS}, write)[0] == 201
+    # Only an --insecure listener checks Host: with credentials, the token decides.
+    assert request(conn, "GET", "/fleet/v1/units", headers={**read, "Host": "x.example"})[0] == 200
+
+
+def test_read_only_tokens_beside_a_client_ca_need_no_certificate(
+    api: Api, tls: EtcdTls, tmp_path: Path
+) -> None:
+    """A browser has no client certificate: with a client CA and only read-only tokens,
+    TLS must not demand one."""
+    (tmp_path / "ro").write_text("ro-token-0123456789abcdef\n")
+    server, _ = api(
+        listen="127.0.0.1:0",
+        cert_file=str(tls.cert_file),
+        key_file=str(tls.key_file),
+        client_ca_file=str(tls.ca_file),
+        read_only_token_file=str(tmp_path / "ro"),
+    )
+    read = {"Authorization": "Bearer ro-token-0123456789abcdef"}
+    assert request(https(server, tls, cert=False), "GET", "/fleet/v1/units", headers=read)[0] == 200
+    assert request(https(server, tls, cert=False), "GET", "/fleet/v1/units")[0] == 401
+    got = request(
+        https(server, tls, cert=True), "PUT", "/fleet/v1/units/a.service", {"options": OPTIONS}
+    )
+    assert got == (201, None)
 
 
 def test_tcp_without_credentials_is_refused_unless_insecure(
@@ -257,6 +282,106 @@ def test_tcp_without_credentials_is_refused_unless_insecure(
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("fleetpy: error: a TCP listener")
     assert "Traceback" not in result.stderr
+
+
+def test_an_insecure_listener_refuses_dns_rebinding(api: Api, tmp_path: Path) -> None:
+    """A page whose name was rebound to 127.0.0.1 sends its own name as Host (and as
+    Origin): an --insecure listener answers it 403, and refuses cross-origin writes."""
+    server, _ = api(listen="127.0.0.1:0", insecure=True)
+    port = server.address[1]
+
+    def ask(method: str, path: str, headers: dict[str, str], body: Any = None) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            return request(conn, method, path, body, headers)
+        finally:
+            conn.close()
+
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.nip.io", "localhost.evil"):
+        for path in ("/fleet/v1/units", "/dashboard.json", "/events"):
+            status, answer = ask("GET", path, {"Host": host})
+            assert (status, answer["error"]["code"]) == (403, 403), (host, path)
+            assert "localhost" in answer["error"]["message"]
+    unit = {"options": OPTIONS}
+    assert ask("PUT", "/fleet/v1/units/a.service", {"Host": "evil.example"}, unit)[0] == 403
+    for host in (
+        f"127.0.0.1:{port}",
+        "127.0.0.1",
+        f"localhost:{port}",
+        "LocalHost",
+        f"[::1]:{port}",
+    ):
+        assert ask("GET", "/fleet/v1/units", {"Host": host})[0] == 200, host
+    # Writes: an Origin of another host:port is refused; the same one, or none, is not.
+    here = {"Host": f"127.0.0.1:{port}"}
+    for origin in (
+        "http://evil.example",
+        f"http://127.0.0.1:{port + 1}",
+        "null",
+        "https://127.0.0.1",
+    ):
+        got = ask("PUT", "/fleet/v1/units/a.service", {**here, "Origin": origin}, unit)
+        assert got[0] == 403 and "origin" in got[1]["error"]["message"], origin
+    assert ask("GET", "/fleet/v1/units", {**here, "Origin": "http://evil.example"})[0] == 200
+    same = {**here, "Origin": f"http://127.0.0.1:{port}"}
+    assert ask("PUT", "/fleet/v1/units/a.service", same, unit) == (201, None)
+    stop = {"desiredState": "inactive"}
+    assert ask("PUT", "/fleet/v1/units/a.service", {"Host": f"localhost:{port}"}, stop)[0] == 204
+    # No Host at all (HTTP/1.0): refused too, one line of fleet's error JSON.
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(b"GET /fleet/v1/units HTTP/1.0\r\n\r\n")
+    answer = raw.makefile("rb").read()
+    raw.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 ") and b"\n" not in body
+    assert json.loads(body)["error"]["code"] == 403
+    # fleetctl sends the endpoint's host: it works against 127.0.0.1.
+    result = subprocess.run(
+        [
+            fleetctl_binary(),
+            "--driver=API",
+            f"--endpoint=http://127.0.0.1:{port}",
+            "list-unit-files",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0 and "a.service" in result.stdout, result.stderr
+
+
+def test_close_right_after_start_stops_the_serving_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() before the thread got to serve_forever(): it must still stop it, not close
+    the socket under a serve_forever() that starts afterwards."""
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    server = ApiServer(ServerOptions(listen=str(tmp_path / "s.sock")), [])
+    gate = threading.Event()
+    threads: list[threading.Thread] = []
+    serve = server.serve
+
+    def gated_serve() -> None:  # the thread, held before it serves
+        threads.append(threading.current_thread())
+        gate.wait(30)
+        serve()
+
+    shutdown = server._http.shutdown
+
+    def releasing_shutdown() -> None:  # close() waits here for serve_forever to end
+        gate.set()
+        shutdown()
+
+    monkeypatch.setattr(server, "serve", gated_serve)
+    monkeypatch.setattr(server._http, "shutdown", releasing_shutdown)
+    server.start()
+    server.close()
+    gate.set()
+    until(lambda: bool(threads), what="the serving thread")
+    threads[0].join(10)
+    assert not threads[0].is_alive() and failures == []
 
 
 # ----------------------------------------------------------------------------- fleetctl

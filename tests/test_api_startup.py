@@ -1,6 +1,6 @@
 """`fleetpy api` checks what it was given before it asks etcd anything: a bad --listen, a
 missing certificate or token file, a TCP listener without credentials, an address in use,
-each one clean error line and exit 1 at once, even when no etcd answers (before, it waited
+a unix socket path that cannot be bound, each one clean error line and exit 1 at once, even when no etcd answers (before, it waited
 for etcd first, for ever if etcd was away)."""
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ def test_options_are_checked_before_etcd_is_asked(dead_etcd: str, tmp_path: Path
             ["--listen", f"127.0.0.1:{taken.getsockname()[1]}", "--insecure"],
             f"cannot listen on 127.0.0.1:{taken.getsockname()[1]}",
         ),
+        # A socket folder that cannot be made, and a path longer than AF_UNIX allows.
+        (
+            ["--listen", "/proc/nope/api.sock"],
+            "cannot listen on /proc/nope/api.sock: No such file or directory",
+        ),
+        (["--listen", str(tmp_path / ("s" * 120))], "AF_UNIX path too long"),
     ]
     try:
         for args, message in cases:

@@ -14,9 +14,10 @@ import http.client
 import json
 import shutil
 import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cli_run import Run
@@ -25,8 +26,15 @@ from test_engine import Cluster
 from waiting import until
 
 from fleetpy.api import ApiServer
+from fleetpy.api.dashboard import DashboardFeed
 from fleetpy.cluster.etcd import EtcdTls
-from fleetpy.registry import DeploymentRecord, DeploymentSession, RegistryConfig
+from fleetpy.registry import (
+    DeploymentRecord,
+    DeploymentSession,
+    Registry,
+    RegistryConfig,
+    WatchBatch,
+)
 from fleetpy.view import LiveView
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -111,36 +119,132 @@ def test_who_may_read_the_dashboard(
     status, response, page = get(server, tls, "/", bearer)
     assert status == 200 and b"assets/dashboard.js" in page
     assert "script-src 'self'" in response.getheader("Content-Security-Policy", "")
+    assert response.getheader("Cache-Control") == "no-store"
     assert response.getheader("Set-Cookie") is None
     status, response, _ = get(server, tls, f"/?token={READ_TOKEN}")
     cookie = response.getheader("Set-Cookie", "")
-    assert status == 200 and cookie.startswith(f"fleetpy_token={READ_TOKEN};")
+    # Under TLS a __Host- cookie: Secure, Path=/ and no Domain, or the browser drops it.
+    assert status == 200 and cookie.startswith(f"__Host-fleetpy_token={READ_TOKEN};")
     assert all(flag in cookie for flag in ("HttpOnly", "SameSite=Strict", "Secure", "Path=/"))
-    with_cookie = {"Cookie": f"other=1; fleetpy_token={READ_TOKEN}"}
+    assert "domain" not in cookie.lower()
+    # Another site's cookie that does not parse (localhost is shared) loses ours nothing.
+    with_cookie = {"Cookie": f'other={{"a": 1}}; __Host-fleetpy_token={READ_TOKEN}'}
     status, response, _ = get(server, tls, "/events", with_cookie)
     assert status == 200 and response.getheader("Content-Type") == "text/event-stream"
     assert response.getheader("Cache-Control") == "no-store"
     doc = first_view(response)
     assert doc["units"] == [] and doc["machines"] == [] and "leader" in doc
     response.close()
-    status, _, body = get(server, tls, f"/dashboard.json?token={READ_TOKEN}")
+    status, response, body = get(server, tls, f"/dashboard.json?token={READ_TOKEN}")
     assert status == 200 and json.loads(body)["revision"] == doc["revision"]
+    assert response.getheader("Cache-Control") == "no-store"  # cluster data
+    spaced = {"Cookie": f"a=b c; __Host-fleetpy_token={READ_TOKEN}; z=1"}
+    assert get(server, tls, "/dashboard.json", spaced)[0] == 200
+    # Without TLS the cookie has another name: not taken under TLS.
+    assert get(server, tls, "/dashboard.json", {"Cookie": f"fleetpy_token={READ_TOKEN}"})[0] == 401
 
     # The dashboard is read-only, and a token in a URL or cookie never reaches fleet's API.
     conn = https(server, tls)
     conn.request("POST", "/", b"", bearer)
     assert conn.getresponse().status == 405
-    assert get(server, tls, f"/fleet/v1/units?token={WRITE_TOKEN}")[0] == 401
-    assert get(server, tls, "/fleet/v1/units", {"Cookie": f"fleetpy_token={WRITE_TOKEN}"})[0] == 401
+    assert get(server, tls, f"/fleet/v1/units?token={READ_TOKEN}")[0] == 401
+    read_cookie = {"Cookie": f"__Host-fleetpy_token={READ_TOKEN}"}
+    assert get(server, tls, "/fleet/v1/units", read_cookie)[0] == 401
     assert get(server, tls, "/fleet/v1/units", {"Authorization": f"Bearer {WRITE_TOKEN}"})[0] == 200
-    # A write token in the URL reads the dashboard (and only reads).
-    assert get(server, tls, f"/?token={WRITE_TOKEN}")[0] == 200
+    # A read-write token is not taken from a URL or a cookie at all, not even to read.
+    for path, headers in (
+        (f"/?token={WRITE_TOKEN}", {}),
+        (f"/events?token={WRITE_TOKEN}", {}),
+        ("/dashboard.json", {"Cookie": f"__Host-fleetpy_token={WRITE_TOKEN}"}),
+    ):
+        status, response, body = get(server, tls, path, headers)
+        assert status == 401 and response.getheader("Set-Cookie") is None, path
+        assert "use a read-only token" in json.loads(body)["error"]["message"]
     assert get(server, tls, "/?token=a%0d%0aSet-Cookie:%20x")[0] == 401  # no header injection
     # HEAD of the stream: its headers, and the connection is free at once.
     conn = https(server, tls)
     conn.request("HEAD", "/events", headers=bearer)
     head = conn.getresponse()
     assert head.status == 200 and head.getheader("Content-Type") == "text/event-stream"
+
+
+def test_without_tls_the_cookie_is_fleetpy_token(
+    api: Api,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An --insecure listener with read-only tokens: the cookie keeps its plain name (a
+    __Host- cookie needs Secure, which plain HTTP cannot set)."""
+    (tmp_path / "ro").write_text(READ_TOKEN + "\n")
+    server, _ = api(listen="127.0.0.1:0", insecure=True, read_only_token_file=str(tmp_path / "ro"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    conn.request("GET", f"/dashboard.json?token={READ_TOKEN}")
+    response = conn.getresponse()
+    response.read()
+    cookie = response.getheader("Set-Cookie", "")
+    assert response.status == 200 and cookie.startswith(f"fleetpy_token={READ_TOKEN};")
+    assert "Secure" not in cookie and "HttpOnly" in cookie
+    conn.request("GET", "/dashboard.json", headers={"Cookie": f"fleetpy_token={READ_TOKEN}"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+
+
+class _HeldRegistry:
+    """A registry whose second leader-and-deployments read (a resync in the feed's thread)
+    waits for `release`; it counts the watches started and cancelled."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.resyncing = threading.Event()
+        self.release = threading.Event()
+        self.live: set[int] = set()
+        self.started = 0
+
+    def read_leader_and_deployments(self) -> tuple[None, dict[str, DeploymentRecord], int]:
+        self.reads += 1
+        if self.reads == 2:
+            self.resyncing.set()
+            assert self.release.wait(30)
+        return None, {}, 1
+
+    def _watch(self, callback: Any, start: int) -> Callable[[], None]:
+        self.started += 1
+        watch = self.started
+        self.live.add(watch)
+        return lambda: self.live.discard(watch)
+
+    watch_engine = watch_deployments = _watch
+
+
+def test_closing_the_feed_mid_resync_leaves_no_watch(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() while the feed's thread reads for a resync: the watches that resync starts
+    once its read returns are cancelled too."""
+    held = _HeldRegistry()
+    live = LiveView(registry)
+    try:
+        feed = DashboardFeed(live, cast(Registry, held)).start()
+        assert held.live == {1, 2}
+        feed._on(WatchBatch((), 0, error=RuntimeError("watch broke")))
+        assert held.resyncing.wait(30)  # the thread is in the read; its old watches gone
+        assert held.live == set()
+        thread = feed._thread
+        assert thread is not None
+        join = thread.join
+
+        def releasing_join(timeout: float | None = None) -> None:
+            held.release.set()  # the read returns now, while close() waits for the thread
+            join(timeout)
+
+        monkeypatch.setattr(thread, "join", releasing_join)
+        feed.close()
+        held.release.set()
+        join(10)
+        assert not thread.is_alive()
+        assert held.started == 4 and held.live == set()
+    finally:
+        live.close()
 
 
 def test_the_stream_follows_the_leader_and_deployments(

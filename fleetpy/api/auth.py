@@ -55,6 +55,10 @@ class Credentials:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return Access.NONE
+        return self.token_access(token)
+
+    def token_access(self, token: str) -> Access:
+        """What a bearer token alone allows (WRITE if it is in both files)."""
         token = token.strip()
         # compare_digest against every token: the time taken says nothing about which
         write = any(hmac.compare_digest(token.encode(), t.encode()) for t in self.tokens)

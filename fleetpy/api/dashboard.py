@@ -13,9 +13,9 @@ Routes (GET and HEAD only; nothing here writes):
                    the newest snapshot instead of queueing old ones.
   /dashboard.json  the same document once (scripts, the benchmark)
 
-Access on a TCP listener: any bearer token (read-only tokens included), as the
-Authorization header, or (a browser's EventSource sends no headers) `/?token=TOKEN`, after
-which a cookie carries it to /events; see fleetpy.api.server.
+Access on a TCP listener: any bearer token (read-only tokens included) as the Authorization
+header, or (a browser's EventSource sends no headers) a read-only token as `/?token=TOKEN`,
+after which a cookie carries it to /events; see fleetpy.api.server.
 
 Cost: one feed per server. It re-reads nothing per client: the live view's updates, and two
 watches of its own (the engine's leader key, the deployment records) rebuild one document,
@@ -44,7 +44,9 @@ EVENT = "view"
 
 # The page may run only its own script and style, talk only to its own server, and be
 # framed by nobody; data reaches the DOM as text (textContent), never as markup.
+_NO_STORE = ("Cache-Control", "no-store")  # cluster data, or a page fetched with ?token=
 _PAGE_HEADERS = (
+    _NO_STORE,
     (
         "Content-Security-Policy",
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -97,10 +99,13 @@ class DashboardFeed:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._cancel()
-        self.broadcast.close()
+        # The thread first: in the middle of a resync it starts watches of its own, which
+        # only a cancel after it has ended reaches (and _resync cancels them itself when it
+        # finishes after a join that gave up).
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+        self._cancel()
+        self.broadcast.close()
 
     # -- following
 
@@ -128,6 +133,8 @@ class DashboardFeed:
             self.registry.watch_engine(self._on, revision + 1),
             self.registry.watch_deployments(self._on, revision + 1),
         ]
+        if self._stop.is_set():  # closed meanwhile, and close() may have stopped waiting
+            self._cancel()
 
     def _refresh(self) -> None:
         with self._lock:
@@ -175,7 +182,7 @@ class DashboardFeed:
         if request.path == "/events":
             return ApiResponse(200, b"", "text/event-stream", stream=self.broadcast.stream())
         if request.path == "/dashboard.json":
-            return ApiResponse(200, self.json)
+            return ApiResponse(200, self.json, headers=(_NO_STORE,))
         return error_response(404, "not found")
 
     def routes(self) -> list[Route]:

@@ -16,13 +16,21 @@ come, on a connection that then closes; the idle timeout bounds each write, not 
 stream, and close() ends every stream at once.
 
 Browsers: an EventSource cannot send an Authorization header, so routes marked `browser`
-also take the bearer token as `?token=` or as the `fleetpy_token` cookie (which the
-response to a `?token=` request sets: HttpOnly, SameSite=Strict, Secure under TLS), on GET
-and HEAD only; a token given that way may only read, whatever file it is in.
+also take a read-only token (--read-only-token-file) as `?token=` or as a cookie, which the
+response to a `?token=` request sets (HttpOnly, SameSite=Strict; under TLS named
+`__Host-fleetpy_token`, Secure, Path=/, no Domain; `fleetpy_token` without TLS), on GET and
+HEAD only. A read-write token given that way is refused (401): it would sit in a URL, a
+history and a cookie jar.
+
+DNS rebinding: a web page can point its own name at 127.0.0.1 and so reach an --insecure
+listener that `ssh -L` forwards to. Such a listener (TCP, no credentials) answers only
+requests whose Host is an IP address, `localhost` or the --listen host, and refuses writes
+whose Origin is another host:port than Host (403).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import ssl
@@ -32,7 +40,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,6 +60,8 @@ IDLE_SECONDS = 30.0
 MAX_STREAMS = 1000
 TOKEN_PARAMETER = "token"
 TOKEN_COOKIE = "fleetpy_token"
+# Under TLS: a __Host- cookie is Secure, Path=/ and host-only, so a neighbour can't set it.
+TLS_TOKEN_COOKIE = "__Host-fleetpy_token"
 SD_LISTEN_FDS_START = 3
 
 Handler = Callable[[ApiRequest], ApiResponse]
@@ -127,6 +136,19 @@ def _activated_socket() -> socket.socket | None:
 
 
 def _unix_socket(path: str, mode: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _bind_unix(sock, path, mode)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_unix(sock: socket.socket, path: str, mode: int) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     try:
@@ -145,7 +167,6 @@ def _unix_socket(path: str, mode: int) -> socket.socket:
             raise ConfigError(f"another server listens on {path}")
         finally:
             probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # Bind under a umask that gives nobody else access, then open it to the group.
     old = os.umask(0o177)
     try:
@@ -154,7 +175,6 @@ def _unix_socket(path: str, mode: int) -> socket.socket:
         os.umask(old)
     os.chmod(path, mode)
     sock.listen(128)
-    return sock
 
 
 def _tcp_socket(host: str, port: int) -> socket.socket:
@@ -183,8 +203,10 @@ def _tls_context(options: ServerOptions) -> ssl.SSLContext | None:
         context.load_cert_chain(options.cert_file, options.key_file)
         if options.client_ca_file is not None:
             context.load_verify_locations(options.client_ca_file)
-            # Tokens too: a client without a certificate may still present one.
-            context.verify_mode = ssl.CERT_OPTIONAL if options.token_file else ssl.CERT_REQUIRED
+            # Tokens too: a client without a certificate (a browser with a read-only
+            # token) may still present one.
+            tokens = options.token_file or options.read_only_token_file
+            context.verify_mode = ssl.CERT_OPTIONAL if tokens else ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the API's TLS files: {exc}") from None
     return context
@@ -221,9 +243,11 @@ class ApiServer:
             sock = activated
             tcp = sock.family != socket.AF_UNIX
             where = "socket-activated " + str(sock.getsockname())
+            listen_host = str(sock.getsockname()[0]) if tcp else ""
         else:
             listener = parse_listen(options.listen)
             tcp = listener.is_tcp
+            listen_host = listener.host
             if listener.unix_path is not None:
                 sock = _unix_socket(listener.unix_path, options.socket_mode)
                 where = f"unix://{listener.unix_path}"
@@ -247,6 +271,7 @@ class ApiServer:
         self.unix_path = None if tcp or activated is not None else listener.unix_path
         self.where = where
         self.tcp = tcp
+        self.listen_host = listen_host.lower()  # a Host an --insecure listener answers to
         self._http = _HttpServer(self)
         self._serving = False  # http.server's shutdown() would wait forever for a serve() never run
 
@@ -293,6 +318,9 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         """serve() in a thread (tests, and daemons with more to do)."""
+        # Set here, not only in serve(): a close() right after start() must still stop a
+        # serve_forever() the thread is about to enter (shutdown() waits for it to begin).
+        self._serving = True
         threading.Thread(target=self.serve, name="api-server", daemon=True).start()
         return self
 
@@ -306,7 +334,9 @@ class ApiServer:
             streams = list(self._streams)
         for connection in streams:  # the clients see the end now, not at the next write
             try:
-                connection.shutdown(socket.SHUT_RDWR)
+                # socket.socket's shutdown, not SSLSocket's: that one drops its TLS state
+                # first, so a handler's sendall in that moment would write plaintext.
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
             except OSError:
                 pass
         if self.unix_path is not None:
@@ -444,25 +474,56 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     ms=round((time.monotonic() - began) * 1000, 1),
                 )
 
+    def _cookie_name(self) -> str:
+        return TLS_TOKEN_COOKIE if self.server.api.tls is not None else TOKEN_COOKIE
+
     def _browser_token(self, query: dict[str, list[str]]) -> tuple[str | None, bool]:
         """(the token a browser sent in the URL or its cookie, whether from the URL)."""
         if query.get(TOKEN_PARAMETER):
             return query[TOKEN_PARAMETER][0], True
-        cookies = SimpleCookie()
-        try:
-            cookies.load(self.headers.get("Cookie", ""))
-        except CookieError:
-            return None, False
-        morsel = cookies.get(TOKEN_COOKIE)
-        return (morsel.value if morsel is not None and morsel.value else None), False
+        return _cookie(self.headers.get_all("Cookie") or [], self._cookie_name()), False
 
     def _token_cookie(self, token: str) -> tuple[str, str]:
-        cookie = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        cookie = f"{self._cookie_name()}={token}; Path=/; HttpOnly; SameSite=Strict"
         return "Set-Cookie", cookie + ("; Secure" if self.server.api.tls is not None else "")
+
+    def _rebinding_refused(self, api: ApiServer) -> str | None:
+        """Why a request to an --insecure TCP listener looks like DNS rebinding or a
+        cross-site write, if it does."""
+        host_header = self.headers.get("Host")
+        if host_header is None:
+            return "a request without a Host header"
+        host, port = _split_host(host_header.strip())
+        if not (host == "localhost" or host == api.listen_host or _is_ip(host)):
+            return (
+                f"Host {host_header.strip()[:100]!r}: this --insecure listener answers only "
+                "to an IP address, localhost or its --listen host"
+            )
+        if self.command in ("GET", "HEAD"):
+            return None
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return None
+        default = 443 if api.tls is not None else 80
+        try:
+            split = urlsplit(origin.strip())
+            origin_port = split.port
+        except ValueError:
+            split, origin_port = urlsplit(""), None
+        origin_host = (split.hostname or "").lower()
+        if origin_port is None:
+            origin_port = {"http": 80, "https": 443}.get(split.scheme.lower())
+        if (origin_host, origin_port) != (host, port if port is not None else default):
+            return f"a write from another origin ({origin.strip()[:100]!r})"
+        return None
 
     def _respond(self, api: ApiServer) -> tuple[ApiResponse, bool]:
         if len(self.path) > MAX_HEADER_TARGET:
             return error_response(414, "request target too long"), True
+        if api.tcp and api.credentials.open:
+            refused = self._rebinding_refused(api)
+            if refused is not None:
+                return error_response(403, refused), False
         access = api.credentials.access(
             self.headers.get("Authorization"), self._verified_certificate()
         )
@@ -478,10 +539,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             token, from_url = self._browser_token(query)
             # Cookie-safe characters only: a token that could break the header is no token.
             if token is not None and token.isascii() and token.isprintable() and ";" not in token:
-                granted = api.credentials.access(f"Bearer {token}", False)
-                access = Access.READ if granted is not Access.NONE else Access.NONE
-                if access is Access.READ and from_url:
-                    set_cookie = self._token_cookie(token)
+                granted = api.credentials.token_access(token)
+                if granted is Access.WRITE:
+                    # Not kept in a URL, a history and a cookie jar: it could write.
+                    return error_response(
+                        401,
+                        "a read-write token is not taken from the URL or a cookie: use a "
+                        "read-only token (--read-only-token-file) for the dashboard",
+                    ), False
+                if granted is Access.READ:
+                    access = Access.READ
+                    if from_url:
+                        set_cookie = self._token_cookie(token)
         if access is Access.NONE and not route.public:
             return error_response(401, "credentials required"), False
         if self.headers.get("Transfer-Encoding"):
@@ -514,6 +583,35 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # one bad request must never take the server down
             log_event("api_handler_failed", path=path[:200], error=repr(exc)[:300])
             return error_response(500, "internal error"), False
+
+
+def _cookie(headers: Sequence[str], name: str) -> str | None:
+    """The first cookie called `name`. By hand, not SimpleCookie: that drops every cookie
+    of a header when one of them (another site's, on localhost) does not parse."""
+    for header in headers:
+        for part in header.split(";"):
+            key, sep, value = part.partition("=")
+            if sep and key.strip() == name:
+                return value.strip() or None
+    return None
+
+
+def _split_host(value: str) -> tuple[str, int | None]:
+    """A Host header's (host, port): `name`, `name:port`, `[v6]`, `[v6]:port`."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = value.partition(":")
+    return host.lower(), int(port) if port.isdigit() and len(port) <= 5 else None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _close_iterator(stream: Iterator[bytes]) -> None:
