@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -190,6 +191,57 @@ def test_state_filters() -> None:
     assert call(h, "GET", "/state", query={"machineID": "m2"})[1] == {"states": []}
     _, body = call(h, "GET", "/state", query={"unitName": ["u00000.service", "x.service"]})
     assert [s["name"] for s in body["states"]] == ["u00000.service"]
+
+
+def all_pages(h: FleetV1, path: str, field: str, query: dict[str, Any]) -> list[Any]:
+    items: list[Any] = []
+    token = None
+    while True:
+        status, body = call(
+            h, "GET", path, query={**query, **({"nextPageToken": token} if token else {})}
+        )
+        assert status == 200
+        items += body[field]
+        token = body.get("nextPageToken")
+        if token is None:
+            return items
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"machineID": "m2"},
+        {"machineID": ["m1", "m3"]},
+        {"unitName": ["u00007.service", "u00003.service", "x.service"]},
+        {"unitName": ["u00007.service", "u00003.service"], "machineID": "m3"},
+    ],
+)
+def test_state_pages_are_every_matching_state_in_order(query: dict[str, Any]) -> None:
+    """The cached, sliced pages equal a plain filter of every state, sorted by unit and
+    machine, across page boundaries."""
+    machines = ["m1", "m2", "m3"]
+    view = make_view(units=90)
+    states = {
+        name: {m: UnitState(name, m, "loaded", "active", "running", HASH) for m in machines}
+        for name in view.units
+    }
+    h = FleetV1(Source(replace(view, states=states)), Writer())
+    got = all_pages(h, "/state", "states", query)
+    want_machines = set(
+        query.get("machineID", machines)
+        if not isinstance(query.get("machineID"), str)
+        else [query["machineID"]]
+    )
+    want_units = set(query.get("unitName", states))
+    want = [
+        (name, m)
+        for name in sorted(states)
+        for m in machines
+        if name in want_units and m in want_machines
+    ]
+    assert [(s["name"], s["machineID"]) for s in got] == want
+    assert len(want) > PAGE_SIZE or query  # the unfiltered case spans pages
 
 
 @pytest.mark.parametrize(

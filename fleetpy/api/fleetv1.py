@@ -223,6 +223,18 @@ class _UnitsPage:
     encoded: list[bytes]
 
 
+@dataclass(frozen=True)
+class _StatesPage:
+    """Every reported state of one view, sorted by (unit, machine) and encoded once: a
+    page of GET /state is then a slice, not a sort of every state (fleetctl list-units
+    reads all the pages, one request each)."""
+
+    view: ClusterView
+    keys: list[str]
+    machines: list[str]
+    encoded: list[bytes]
+
+
 class FleetV1:
     """The /fleet/v1 (and /v1-alpha) route."""
 
@@ -231,6 +243,7 @@ class FleetV1:
         self.writer = writer
         self._lock = threading.Lock()
         self._units: _UnitsPage | None = None
+        self._states: _StatesPage | None = None
         self._options: dict[str, list[dict[str, str]]] = {}  # content hash -> options
 
     def __call__(self, request: ApiRequest) -> ApiResponse:
@@ -309,16 +322,41 @@ class FleetV1:
             options = self._unit_options(record.hash)
         return json_response(200, unit_json(view, name, options))
 
+    def _states_page(self) -> _StatesPage:
+        view = self.source.current()
+        with self._lock:
+            cached = self._states
+            if cached is not None and cached.view is view:
+                return cached
+            rows = state_rows(view)
+            self._states = _StatesPage(
+                view,
+                [key for key, _ in rows],
+                [data["machineID"] for _, data in rows],
+                [_encode(data) for _, data in rows],
+            )
+            return self._states
+
     def list_states(self, request: ApiRequest) -> ApiResponse:
         machines = set(request.query.get("machineID", ()))
         units = set(request.query.get("unitName", ()))
-        rows = [
-            (key, data)
-            for key, data in state_rows(self.source.current())
-            if (not machines or data["machineID"] in machines)
-            and (not units or data["name"] in units)
-        ]
-        return self._page("states", rows, request.param("nextPageToken"))
+        token = request.param("nextPageToken")
+        if units:  # a few units: their rows alone
+            view = self.source.current()
+            rows = [
+                row
+                for unit in sorted(units)
+                for row in state_rows_of(view, unit)
+                if not machines or row[1]["machineID"] in machines
+            ]
+            return self._page("states", rows, token)
+        page = self._states_page()
+        keys, encoded = page.keys, page.encoded
+        if machines:
+            chosen = [i for i, machine in enumerate(page.machines) if machine in machines]
+            keys, encoded = [keys[i] for i in chosen], [encoded[i] for i in chosen]
+        start, end, next_token = page_of(keys, token)
+        return ApiResponse(200, page_body("states", encoded[start:end], next_token))
 
     def get_state(self, name: str) -> ApiResponse:
         """One unit's state (fleetctl's blocking start polls it). A submitted unit that no
