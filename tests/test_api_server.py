@@ -538,3 +538,20 @@ def test_patch_machines_sets_metadata_that_fleetctl_and_the_engine_see(
         )
     finally:
         cluster.close()
+
+
+def test_accepted_tcp_connections_send_without_nagle_delay() -> None:
+    """Headers and body are two writes; with Nagle the body waits for a delayed ACK."""
+    from fleetpy.api.server import IDLE_SECONDS, prepare_connection
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                prepare_connection(accepted)
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                assert accepted.gettimeout() == IDLE_SECONDS
+    left, right = socket.socketpair()  # a unix socket: only the timeout
+    with left, right:
+        prepare_connection(left)
+        assert left.gettimeout() == IDLE_SECONDS
