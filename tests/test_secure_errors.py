@@ -152,7 +152,7 @@ def test_wrong_password(secure: SecureEtcd, tmp_path: Path) -> None:
     "verb, keys",
     [
         (("list-units",), r"one of /fleetpy/unit/\*, /fleetpy/machines/\*"),
-        (("list-machines",), r"/fleetpy/machines/\*$"),
+        (("list-machines",), r"one of /fleetpy/machines/\*, /fleetpy/metadata/\*$"),
         (("start", "--no-block", "x.service"), r"one of /fleetpy/unit/x.service, "),
     ],
 )

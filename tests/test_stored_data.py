@@ -151,7 +151,7 @@ class HandsOutAnything:
     ) -> Callable[[], None]:
         return lambda: None
 
-    def machine_overlay(self, machine: str) -> tuple[int, dict[str, str | None]]:
+    def agent_overlay(self, machine: str) -> tuple[int, dict[str, str | None]]:
         return 1, {}
 
     def watch_metadata(
