@@ -7,6 +7,7 @@ crash (SIGKILL), pause() a hung or partitioned member (SIGSTOP), restart() a reb
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -28,8 +29,23 @@ class EtcdServerError(FleetpyError):
     """etcd could not be started."""
 
 
+# Ports handed out below the kernel's ephemeral range (32768-60999 by default): a port
+# the kernel picks for "port 0" can be taken by any outgoing connection before the etcd
+# it was picked for binds it (a 3-member cluster once failed to start that way).
+_PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback TCP port nothing listens on now, outside the ephemeral range."""
+    for _ in range(64):
+        port = random.randint(*_PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
@@ -195,6 +211,18 @@ class EtcdServer:
                 start_new_session=self.detach,
             )
 
+    def _last_log_line(self) -> str:
+        """etcd's last words (its log goes with its data dir when it is stopped)."""
+        try:
+            lines = (
+                self.log_path.read_text(errors="replace").strip().splitlines()
+                if self.log_path
+                else []
+            )
+        except OSError:
+            return "no log"
+        return lines[-1][-300:] if lines else "empty log"
+
     def healthy(self) -> bool:
         """etcd's own /health: this member is up and sees a leader."""
         try:
@@ -216,7 +244,9 @@ class EtcdServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise EtcdServerError(f"etcd exited early; see {self.log_path}")
+                raise EtcdServerError(
+                    f"etcd exited early ({self._last_log_line()}); see {self.log_path}"
+                )
             if self.healthy():
                 return
             time.sleep(0.05)
