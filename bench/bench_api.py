@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_engine import rss_kib, start_agents, wait_until
+from bench_engine import rss_kib, start_agents, stop_agents, wait_until, write_figures
 
 from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer
@@ -318,13 +318,7 @@ def main() -> None:
         figures["of_which_cli_process_seconds"] = round(cli_seconds, 3)
         figures["api_rss_mib"] = round(rss_kib(api.pid) / 1024, 1)
 
-        out = RESULTS / f"api-{args.units}.json"
-        out.write_text(json.dumps(figures, indent=2) + "\n")
-        width = max(map(len, figures))
-        print(f"{'figure':<{width}}  value")
-        for key, value in figures.items():
-            print(f"{key:<{width}}  {value}")
-        print(f"written to {out}")
+        write_figures(figures, RESULTS / f"api-{args.units}.json")
     finally:
         sys.stderr = real_stderr
         for proc in reversed(processes):
@@ -333,11 +327,7 @@ def main() -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for agent in agents:
-            agent._stop.set()
-            agent._queue.put(("stop", None))
-        for reg in registries:
-            reg.close()
+        stop_agents(agents, registries)
         server.stop()
 
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -79,6 +80,27 @@ def start_agents(config: RegistryConfig, count: int, registries: list[Registry])
     for agent in agents:
         agent.ready.wait(60)
     return agents
+
+
+def stop_agents(agents: list[Agent], registries: list[Registry]) -> None:
+    """Tell every simulated agent to stop (without each revoking its lease: etcd goes
+    next), then close the registries."""
+    for agent in agents:
+        agent._stop.set()
+        agent._queue.put(("stop", None))
+    for reg in registries:
+        reg.close()
+
+
+def write_figures(figures: dict[str, Any], out: Path) -> None:
+    """The figures as JSON to `out`, and as a table on stdout."""
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    width = max(map(len, figures))
+    print(f"{'figure':<{width}}  value")
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    print(f"written to {out}")
 
 
 def main() -> None:
@@ -213,24 +235,13 @@ def main() -> None:
             "seconds_start_no_block_last_unit_to_active": round(last_seconds, 3),
             "engine_rss_mib": round(engine_rss / 1024, 1),
         }
-        RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"engine-{args.units}x{args.machines}.json"
-        out.write_text(json.dumps(figures, indent=2) + "\n")
-        width = max(map(len, figures))
-        print(f"{'figure':<{width}}  value")
-        for key, value in figures.items():
-            print(f"{key:<{width}}  {value}")
-        print(f"written to {out}")
+        write_figures(figures, RESULTS / f"engine-{args.units}x{args.machines}.json")
         sys.stderr = real_stderr
     finally:
         if engine_proc is not None:
             engine_proc.terminate()
             engine_proc.wait(timeout=20)
-        for agent in agents:
-            agent._stop.set()
-            agent._queue.put(("stop", None))
-        for reg in registries:
-            reg.close()
+        stop_agents(agents, registries)
         server.stop()
 
 
