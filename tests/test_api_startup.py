@@ -76,6 +76,11 @@ def test_options_are_checked_before_etcd_is_asked(dead_etcd: str, tmp_path: Path
             "cannot listen on /proc/nope/api.sock: No such file or directory",
         ),
         (["--listen", str(tmp_path / ("s" * 120))], "AF_UNIX path too long"),
+        # a mistyped folder: an error, and no folder left behind
+        (
+            ["--listen", str(tmp_path / "typo" / "run" / "api.sock")],
+            "api.sock: No such file or directory",
+        ),
     ]
     try:
         for args, message in cases:
@@ -85,5 +90,6 @@ def test_options_are_checked_before_etcd_is_asked(dead_etcd: str, tmp_path: Path
             assert lines[-1].startswith("fleetpy: error: ") and message in lines[-1], (args, lines)
             assert "Traceback" not in result.stderr
             assert "etcd_unreachable" not in result.stderr, args  # etcd was never asked
+        assert not (tmp_path / "typo").exists()
     finally:
         taken.close()

@@ -150,7 +150,9 @@ def _unix_socket(path: str, mode: int) -> socket.socket:
 
 def _bind_unix(sock: socket.socket, path: str, mode: int) -> None:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    # The socket's own folder (/run/fleetpy) is made; missing folders above it are an
+    # error, so a mistyped path fails without leaving directories behind.
+    target.parent.mkdir(exist_ok=True, mode=0o755)
     try:
         existing = os.lstat(path)
     except FileNotFoundError:
