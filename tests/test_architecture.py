@@ -398,3 +398,26 @@ def test_no_test_imports_from_a_conftest() -> None:
         if re.search(r"^\s*(from conftest import|import conftest)", path.read_text(), re.M)
     ]
     assert offenders == []
+
+
+def design_table_modules(readme: str) -> set[str]:
+    """Module names in the first column of the README's Design table (module | concept)."""
+    table = readme.split("\n| module | concept |\n", 1)[1].split("\n\n", 1)[0]
+    named: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            named.update(re.findall(r"`([a-z0-9_.]+)`", line.split("|")[1]))
+    return named
+
+
+def test_readme_module_table_names_every_module() -> None:
+    # The table is how a newcomer finds code: it drifted once (five modules missing).
+    readme = (PACKAGE.parent / "README.md").read_text()
+    named = design_table_modules(readme)
+    modules = {
+        module_name(path).removeprefix("fleetpy.")
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__main__.py" and path != PACKAGE / "__init__.py"
+    }
+    assert sorted(modules - named) == [], "modules missing from the README's Design table"
+    assert sorted(named - modules) == [], "README's Design table names modules that do not exist"

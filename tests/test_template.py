@@ -1190,3 +1190,40 @@ def test_systemd_reads_the_example_units(unit_dir: Path) -> None:
         unit_dir, "web@3.service", "web@.service", (UNITS / "web@.service").read_text()
     )
     assert commands["ExecStart"][0][5].startswith("fleetpy-web-3-")
+
+
+# ---------------------------------------------------------------------------
+# The examples' own instructions work as written
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "example", sorted((UNITS / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_example_values_render_as_their_comments_say(
+    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # units/examples/web.yaml once documented a `-f` flag render never had.
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from fleetpy.cli import app
+
+    monkeypatch.chdir(UNITS.parent)
+    commands = [
+        shlex.split(line.lstrip("# "))
+        for line in example.read_text().splitlines()
+        if line.startswith("#") and line.lstrip("# ").startswith("fleetpy render ")
+    ]
+    assert commands, f"{example.name} does not say how to render it"
+    for argv in commands:
+        if "-o" in argv:
+            argv[argv.index("-o") + 1] = str(tmp_path / "out.service")
+        result = CliRunner().invoke(app, argv[1:])
+        assert result.exit_code == 0, (argv, result.output)
+        rendered = (tmp_path / "out.service").read_text() if "-o" in argv else result.stdout
+        parse_unit(rendered)
+        named = re.search(r"rendered into (units/\S+?):", example.read_text())
+        if named:  # the committed unit is exactly what the command renders
+            assert rendered == (UNITS.parent / named.group(1)).read_text()
