@@ -1397,6 +1397,33 @@ def api_command(
     daemons.run_api(settings, insecure)
 
 
+class AgentFile(StrEnum):
+    unit = "unit"
+    config = "config"
+
+
+@app.command("agent-files")
+@edge
+def agent_files(
+    which: Annotated[
+        AgentFile,
+        typer.Argument(
+            metavar="FILE",
+            help="unit: the agent's systemd unit, running this installation's fleetpy-agent; "
+            "config: the agent's YAML config, every setting explained.",
+        ),
+    ],
+) -> None:
+    """Print a file a machine running the agent needs (shipped with fleetpy), e.g.
+    `fleetpy agent-files unit > /etc/systemd/system/fleetpy-agent.service`."""
+    from . import hostfiles
+
+    if which is AgentFile.unit:
+        _out(hostfiles.agent_unit(), nl=False, keep="\n")
+    else:
+        _out(hostfiles.read(hostfiles.CONFIG_EXAMPLE).decode(), nl=False, keep="\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The `fleetpy` command. Ends the process itself (see fleetpy.process)."""
     from .process import exit_process

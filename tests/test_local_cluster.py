@@ -15,50 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_harness import ROOT, cli, leftovers, sourced
 from hosts_fixtures import require_host_prerequisites
 from waiting import until
 
-from fleetpy.cluster.local import STATE_ROOT, ClusterState, strays
-from fleetpy.cluster.network import ip
+from fleetpy.cluster.local import STATE_ROOT, ClusterState
 
 pytestmark = pytest.mark.hosts
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
-    return subprocess.run(
-        [sys.executable, "-m", "fleetpy", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
-
-
-def sourced(state: ClusterState) -> dict[str, str]:
-    env = {}
-    for line in Path(state.env_file).read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
-    return env
-
-
-def leftovers(name: str) -> list[str]:
-    """Anything of the cluster's still on this machine: links, namespaces, its directory."""
-    found = [
-        link
-        for link in ip("-o", "link", "show").stdout.split("\n")
-        if f"fpb-{name}:" in link or f"fpv{name}" in link
-    ]
-    found += [ns for ns in ip("netns", "list").stdout.split() if ns.startswith(f"fleetpy-{name}-")]
-    if (STATE_ROOT / name).exists():
-        found.append(str(STATE_ROOT / name))
-    found += [f"process {pid}" for pid in strays(name, str(STATE_ROOT / name))]
-    return found
 
 
 @pytest.fixture(scope="module")
