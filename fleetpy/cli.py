@@ -1278,11 +1278,11 @@ def cluster_status(name: NameOption = "fleetpy") -> None:
 @cluster_app.command("down")
 @edge
 def cluster_down(name: NameOption = "fleetpy") -> None:
-    """Remove everything the cluster made, and nothing else."""
+    """Remove everything the cluster made, and nothing else; what is gone already counts
+    as removed. Exits non-zero only if something could not be removed."""
     from .cluster import local
 
-    for item in local.down(name):
-        _out(f"removed {item}")
+    local.down(name, say=_out)
 
 
 # ----------------------------------------------------------------------------- render
