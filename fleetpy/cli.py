@@ -1278,11 +1278,11 @@ def cluster_status(name: NameOption = "fleetpy") -> None:
 @cluster_app.command("down")
 @edge
 def cluster_down(name: NameOption = "fleetpy") -> None:
-    """Remove everything the cluster made, and nothing else."""
+    """Remove everything the cluster made, and nothing else; what is gone already counts
+    as removed. Exits non-zero only if something could not be removed."""
     from .cluster import local
 
-    for item in local.down(name):
-        _out(f"removed {item}")
+    local.down(name, say=_out)
 
 
 # ----------------------------------------------------------------------------- render
@@ -1395,6 +1395,33 @@ def api_command(
     from . import daemons
 
     daemons.run_api(settings, insecure)
+
+
+class AgentFile(StrEnum):
+    unit = "unit"
+    config = "config"
+
+
+@app.command("agent-files")
+@edge
+def agent_files(
+    which: Annotated[
+        AgentFile,
+        typer.Argument(
+            metavar="FILE",
+            help="unit: the agent's systemd unit, running this installation's fleetpy-agent; "
+            "config: the agent's YAML config, every setting explained.",
+        ),
+    ],
+) -> None:
+    """Print a file a machine running the agent needs (shipped with fleetpy), e.g.
+    `fleetpy agent-files unit > /etc/systemd/system/fleetpy-agent.service`."""
+    from . import hostfiles
+
+    if which is AgentFile.unit:
+        _out(hostfiles.agent_unit(), nl=False, keep="\n")
+    else:
+        _out(hostfiles.read(hostfiles.CONFIG_EXAMPLE).decode(), nl=False, keep="\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 # A fleetpy host image: Debian bookworm with docker, the fleetpy agent as an
 # enabled systemd service and, with -var etcd=true, etcd ready to be a member.
-# Provisioned by packer/provision.sh, the script that builds the nspawn hosts
+# Provisioned by fleetpy/share/provision.sh, the script that builds the nspawn hosts
 # the tests boot, so what is tested is what is shipped.
 #
 #   packer/wheels.sh build/wheels     # or let the shell-local step below do it
@@ -87,7 +87,7 @@ build {
   }
 
   provisioner "file" {
-    sources     = ["${path.root}/provision.sh", "${path.root}/../agent/fleetpy-agent.service"]
+    sources     = ["${path.root}/../fleetpy/share/provision.sh", "${path.root}/../fleetpy/share/fleetpy-agent.service"]
     destination = "${local.stage}/"
   }
 

@@ -1,6 +1,6 @@
 """The host image's recipes: packer/ and vagrant/ can't run here (no packer, no
 VMs), so their structure is checked, and every argument they pass to
-packer/provision.sh, the script that builds the hosts the tests boot, is one the
+fleetpy/share/provision.sh, the script that builds the hosts the tests boot, is one the
 script accepts and turns into a config the agent reads."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from fleetpy import config
 ROOT = Path(__file__).resolve().parent.parent
 PACKER = ROOT / "packer"
 VAGRANT = ROOT / "vagrant"
-PROVISION = PACKER / "provision.sh"
+SHARE = ROOT / "fleetpy" / "share"  # shipped in the package: one copy of each file
+PROVISION = SHARE / "provision.sh"
 
 
 def _unquote(value: Any) -> Any:
@@ -84,8 +85,8 @@ def test_packer_provisions_with_the_hosts_script(template: dict[str, Any]) -> No
     assert kinds.index("shell-local") < kinds.index("file")  # wheels exist before upload
     uploads = [body for kind, body in steps if kind == "file" and "sources" in body]
     (upload,) = uploads
-    assert "${path.root}/provision.sh" in upload["sources"]
-    assert "${path.root}/../agent/fleetpy-agent.service" in upload["sources"]
+    assert "${path.root}/../fleetpy/share/provision.sh" in upload["sources"]
+    assert "${path.root}/../fleetpy/share/fleetpy-agent.service" in upload["sources"]
     stage = _unquote(template["locals"])[0]["stage"]
     assert upload["destination"] == "${local.stage}/"
     wheel_upload = next(body for kind, body in steps if kind == "file" and "source" in body)
@@ -163,7 +164,7 @@ def test_vagrantfile_is_a_three_member_cluster_provisioned_by_the_hosts_script(
         members.add(_option(args, "--etcd-cluster"))
         metadata.append(_option(args, "--metadata"))
         # The wheels come from the trigger, the unit from the synced checkout.
-        assert _option(args, "--unit").endswith("/agent/fleetpy-agent.service")
+        assert _option(args, "--unit").endswith("/fleetpy/share/fleetpy-agent.service")
 
         # What the script makes of this machine's arguments is a config the agent reads.
         root = tmp_path / name

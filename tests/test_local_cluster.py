@@ -15,50 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_harness import ROOT, cli, leftovers, sourced
 from hosts_fixtures import require_host_prerequisites
 from waiting import until
 
-from fleetpy.cluster.local import STATE_ROOT, ClusterState, strays
+from fleetpy.cluster.local import STATE_ROOT, ClusterState
 from fleetpy.cluster.network import ip
 
 pytestmark = pytest.mark.hosts
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
-    return subprocess.run(
-        [sys.executable, "-m", "fleetpy", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
-
-
-def sourced(state: ClusterState) -> dict[str, str]:
-    env = {}
-    for line in Path(state.env_file).read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
-    return env
-
-
-def leftovers(name: str) -> list[str]:
-    """Anything of the cluster's still on this machine: links, namespaces, its directory."""
-    found = [
-        link
-        for link in ip("-o", "link", "show").stdout.split("\n")
-        if f"fpb-{name}:" in link or f"fpv{name}" in link
-    ]
-    found += [ns for ns in ip("netns", "list").stdout.split() if ns.startswith(f"fleetpy-{name}-")]
-    if (STATE_ROOT / name).exists():
-        found.append(str(STATE_ROOT / name))
-    found += [f"process {pid}" for pid in strays(name, str(STATE_ROOT / name))]
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -297,4 +261,102 @@ def test_second_up_is_refused_and_a_crashed_up_is_cleaned(cluster: ClusterState)
     assert down.returncode == 0, down.stderr
     assert leftovers("t6x") == []
     missing = cli("cluster", "down", "--name", "t6x")
-    assert missing.returncode == 1 and "no local cluster named t6x" in missing.stderr
+    assert missing.returncode == 0 and "no local cluster named t6x" in missing.stdout
+
+
+def _up(name: str, hosts: int, subnet: str) -> ClusterState:
+    require_host_prerequisites()
+    if (STATE_ROOT / name).exists():
+        cli("cluster", "down", "--name", name)
+    result = cli("cluster", "up", "--name", name, "--hosts", str(hosts), "--subnet", subnet)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ClusterState.load(name)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_down_finishes_after_a_host_died_a_veth_went_and_etcd_was_killed() -> None:
+    """[19.5] What died before `down` counts as removed, the rest is still removed, and
+    `down` says which was which; a second `down` does nothing, successfully."""
+    name = "tdown"
+    state = _up(name, 3, "10.213.70.0/24")
+    try:
+        dead, unplugged, alive = state.hosts
+        assert dead.init and dead.nspawn
+        nspawn = dead.nspawn.pid
+        os.kill(dead.init.pid, signal.SIGKILL)  # init first: nspawn alone orphans it
+        os.kill(nspawn, signal.SIGKILL)
+        until(lambda: _dead(nspawn), what="the killed host's nspawn to exit")
+        ip("netns", "del", dead.netns)  # its veth goes with it, a moment later
+        ip("link", "del", unplugged.veth)  # both ends: the host's link is gone
+        os.kill(state.etcd[0].pid, signal.SIGKILL)
+        until(lambda: _dead(state.etcd[0].pid), what="etcd to exit")
+
+        down = cli("cluster", "down", "--name", name)
+        assert down.returncode == 0, down.stderr
+        assert down.stderr == ""
+        lines = down.stdout.splitlines()
+        for gone in (
+            f"host {dead.name}",
+            f"namespace {dead.netns}",
+            f"link {unplugged.veth}",
+            f"etcd member 1 (pid {state.etcd[0].pid})",
+        ):
+            assert f"{gone} was already gone" in lines, down.stdout
+        for removed in (
+            f"host {unplugged.name}",
+            f"host {alive.name}",
+            f"namespace {unplugged.netns}",
+            f"link {alive.veth}",
+            f"namespace {alive.netns}",
+            f"bridge {state.bridge}",
+            f"directory {STATE_ROOT / name}",
+        ):
+            assert f"removed {removed}" in lines, down.stdout
+        assert leftovers(name) == []
+
+        again = cli("cluster", "down", "--name", name)
+        assert (again.returncode, again.stdout, again.stderr) == (
+            0,
+            f"no local cluster named {name}: nothing to remove\n",
+            "",
+        )
+    finally:
+        if (STATE_ROOT / name).exists():
+            cli("cluster", "down", "--name", name)
+
+
+def test_down_removes_the_rest_of_what_it_cannot_remove_and_says_so() -> None:
+    """[19.5] Something down must not remove (a file system mounted in the cluster's
+    directory): one error line naming it, exit 1, everything else removed, the state kept;
+    once it is unmounted, `down` again finishes."""
+    name = "tstuck"
+    state = _up(name, 1, "10.213.71.0/24")
+    mount = Path(state.hosts[0].state_dir) / "mounted"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    (mount / "precious").write_text("not the cluster's\n")
+    try:
+        down = cli("cluster", "down", "--name", name)
+        assert down.returncode == 1, down.stdout
+        assert down.stderr.splitlines() == [
+            f"fleetpy: error: cluster {name}: could not remove directory {STATE_ROOT / name}: "
+            f"{mount}: a mount point (unmount it). The rest is removed (its state is kept in "
+            f"{STATE_ROOT / name}): once fixed, fleetpy cluster down --name {name} again"
+        ]
+        assert f"removed host {state.hosts[0].name}" in down.stdout.splitlines()
+        assert f"removed bridge {state.bridge}" in down.stdout.splitlines()
+        assert leftovers(name) == [str(STATE_ROOT / name)]
+        assert (mount / "precious").read_text() == "not the cluster's\n"
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+    again = cli("cluster", "down", "--name", name)
+    assert again.returncode == 0, again.stderr
+    assert f"removed directory {STATE_ROOT / name}" in again.stdout.splitlines()
+    assert f"host {state.hosts[0].name} was already gone" in again.stdout.splitlines()
+    assert leftovers(name) == []

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cluster_harness import cli, leftovers, sourced
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from hosts_fixtures import require_host_prerequisites
-from test_local_cluster import cli, leftovers, sourced
 
 from fleetpy.cluster.local import STATE_ROOT, ClusterState
 

@@ -13,7 +13,10 @@ certificates live in the cluster's directory, so `down` removes them with it.
 
 Everything `up` makes is written to the cluster's state file *before* it is made, so
 `down` removes exactly that (processes, namespaces, links, the bridge, containers, the
-cluster's directory) and nothing else, also after an `up` that crashed half-way.
+cluster's directory) and nothing else, also after an `up` that crashed half-way. `down`
+always goes through the whole list: what is gone already (a host that died, a veth that
+went with its namespace, a killed etcd) counts as removed, and what can't be removed is
+reported at the end, with the state kept for another `down`.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,7 @@ from ..errors import FleetpyError
 from ..registry import Registry, RegistryConfig
 from .credentials import ClusterCredentials
 from .etcd import EtcdCluster, EtcdServer
-from .network import DEFAULT_SUBNET, BridgeNetwork, remove_links, remove_netns
+from .network import CLUSTER_NAME, DEFAULT_SUBNET, BridgeNetwork, remove_link, remove_netns
 from .nspawn import (
     Host,
     ensure_busybox_image,
@@ -120,7 +125,7 @@ class ClusterState:
 
     @classmethod
     def load(cls, name: str) -> ClusterState:
-        path = STATE_ROOT / name / "state.json"
+        path = _directory(name) / "state.json"
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
@@ -142,6 +147,16 @@ class ClusterState:
         etcd = [ProcessRecord(**p) for p in data.pop("etcd", [])]
         engines = [ProcessRecord(**p) for p in data.pop("engines", [])]
         return cls(**data, hosts=hosts, etcd=etcd, engines=engines)
+
+
+def _directory(name: str) -> Path:
+    """The cluster's directory; NAME is checked first, as it becomes part of the path."""
+    if not CLUSTER_NAME.fullmatch(name):
+        raise ClusterError(
+            f"invalid cluster name {name!r}: 1 to 8 lowercase letters and digits, "
+            "starting with a letter"
+        )
+    return STATE_ROOT / name
 
 
 def _start_time(pid: int) -> str:
@@ -454,10 +469,27 @@ def status(name: str) -> tuple[ClusterState, list[MemberStatus]]:
 # ----------------------------------------------------------------------------- down
 
 
-def _kill(record: ProcessRecord | None) -> None:
-    if record is not None and record.alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGKILL)
+class Outcome(StrEnum):
+    REMOVED = "removed"
+    GONE = "already gone"
+    FAILED = "could not remove"
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One thing `down` dealt with, and how."""
+
+    what: str
+    outcome: Outcome
+    detail: str = ""
+
+    @property
+    def line(self) -> str:
+        if self.outcome is Outcome.REMOVED:
+            return f"removed {self.what}"
+        if self.outcome is Outcome.GONE:
+            return f"{self.what} was already gone"
+        return f"{self.what}: {self.detail}"
 
 
 def _wait_gone(records: Sequence[ProcessRecord | None], timeout: float = 30.0) -> None:
@@ -466,6 +498,80 @@ def _wait_gone(records: Sequence[ProcessRecord | None], timeout: float = 30.0) -
         if not any(r is not None and r.alive() for r in records):
             return
         time.sleep(0.1)
+
+
+def _signal(record: ProcessRecord | None) -> None:
+    if record is not None and record.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGKILL)
+
+
+def _signal_host(host: HostRecord) -> None:
+    """A host's init first: killing nspawn alone orphans it, and it runs on."""
+    if host.init is not None and host.init.alive():
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{host.init.pid}/ns/pid") == host.pid_ns:
+                os.kill(host.init.pid, signal.SIGKILL)
+    _signal(host.nspawn)
+
+
+@dataclass(frozen=True)
+class _Processes:
+    what: str
+    records: Sequence[ProcessRecord | None]
+    kill: Callable[[], None]
+
+
+def _end(groups: Sequence[_Processes]) -> Iterator[Removal]:
+    """SIGKILL every group's live processes, wait for all of them at once, and say of each
+    group whether it was already gone, is gone now, or outlived the signal."""
+    killed = []
+    for group in groups:
+        if not any(r is not None and r.alive() for r in group.records):
+            yield Removal(group.what, Outcome.GONE)
+            continue
+        group.kill()
+        killed.append(group)
+    _wait_gone([r for group in killed for r in group.records])
+    for group in killed:
+        left = [r.pid for r in group.records if r is not None and r.alive()]
+        if left:
+            pids = ", ".join(map(str, left))
+            yield Removal(group.what, Outcome.FAILED, f"pid {pids} still runs after SIGKILL")
+        else:
+            yield Removal(group.what, Outcome.REMOVED)
+
+
+def _attempt(what: str, remove: Callable[[], bool]) -> Removal:
+    """REMOVE() is True if it removed WHAT, False if it found it gone."""
+    try:
+        removed = remove()
+    except (FleetpyError, OSError, subprocess.SubprocessError) as exc:
+        return Removal(what, Outcome.FAILED, " ".join(str(exc).split()) or type(exc).__name__)
+    return Removal(what, Outcome.REMOVED if removed else Outcome.GONE)
+
+
+def _remove_directory(directory: Path) -> bool:
+    """The cluster's directory, its state file last (kept if anything else stays). Nothing
+    mounted below it is entered: its files are not the cluster's."""
+    if not directory.exists():
+        return False
+    prefix = str(directory.resolve()) + "/"
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+    if mounts:
+        raise ClusterError(f"{', '.join(sorted(mounts))}: a mount point (unmount it)")
+    for entry in directory.iterdir():
+        if entry.name == "state.json":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (directory / "state.json").unlink()
+    directory.rmdir()
+    return True
 
 
 _STRAY_PROGRAMS = {b"etcd", b"systemd-nspawn"}  # not, say, a `tail -f` of a log there
@@ -506,43 +612,100 @@ def _kill_stray(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def down(name: str) -> list[str]:
-    """Remove everything the cluster's state lists; what was removed, for the log."""
+def down(name: str, say: Callable[[str], None] | None = None) -> list[Removal]:
+    """Remove everything the cluster's state lists, saying each thing as it goes (SAY);
+    what is gone already counts as removed. Raises ClusterError at the end, after trying
+    everything else, if anything could not be removed; the state is then kept, so another
+    `down` finishes the job. No cluster of that name: nothing to do, no error."""
     _require_root()
-    state = ClusterState.load(name)
-    done: list[str] = []
-    for engine in state.engines:
-        _kill(engine)
-    _wait_gone(state.engines)
-    done.append(f"{len(state.engines)} engines")
-    for host in state.hosts:  # a host's init first: killing nspawn alone orphans it
-        if host.init is not None and host.init.alive():
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{host.init.pid}/ns/pid") == host.pid_ns:
-                    os.kill(host.init.pid, signal.SIGKILL)
-        _kill(host.nspawn)
-    _wait_gone([h.nspawn for h in state.hosts] + [h.init for h in state.hosts])
-    for host in state.hosts:
-        if host.machine_id:
-            remove_host_containers(host.name, host.machine_id)
-        if host.netns:
-            remove_netns(host.netns)
-        if host.veth:
-            remove_links([host.veth])
-    done.append(f"{len(state.hosts)} hosts")
-    for member in state.etcd:
-        _kill(member)
-    _wait_gone(state.etcd)
-    done.append(f"{len(state.etcd)} etcd members")
-    unrecorded = strays(name, state.directory)
+    say = say or (lambda line: None)
+    directory = _directory(name)
+    if not directory.exists():
+        say(f"no local cluster named {name}: nothing to remove")
+        return []
+    done: list[Removal] = []
+
+    def note(removals: Iterable[Removal]) -> None:
+        for removal in removals:
+            done.append(removal)
+            if removal.outcome is not Outcome.FAILED:
+                say(removal.line)
+
+    if (directory / "state.json").exists():
+        state = ClusterState.load(name)
+        _remove_listed(state, note)
+    unrecorded = strays(name, str(directory))
     for pid in unrecorded:
         _kill_stray(pid)
     if unrecorded:
         _wait_gone([ProcessRecord.of(pid) for pid in unrecorded])
-        done.append(f"{len(unrecorded)} processes up had not recorded")
-    if state.bridge:
-        remove_links([state.bridge])
-        done.append(f"bridge {state.bridge}")
-    shutil.rmtree(state.directory, ignore_errors=True)
-    done.append(state.directory)
+        left = [pid for pid in unrecorded if _start_time(pid)]
+        what = f"{len(unrecorded)} processes up had not recorded"
+        if left:
+            pids = ", ".join(map(str, left))
+            note([Removal(what, Outcome.FAILED, f"pid {pids} still runs after SIGKILL")])
+        else:
+            note([Removal(what, Outcome.REMOVED)])
+    failed = [r for r in done if r.outcome is Outcome.FAILED]
+    if not failed:
+        note([_attempt(f"directory {directory}", partial(_remove_directory, directory))])
+        failed = [r for r in done if r.outcome is Outcome.FAILED]
+    if failed:
+        kept = (
+            ""
+            if not (directory / "state.json").exists()
+            else f" (its state is kept in {directory})"
+        )
+        raise ClusterError(
+            f"cluster {name}: could not remove {'; '.join(r.line for r in failed)}. "
+            f"The rest is removed{kept}: once fixed, fleetpy cluster down --name {name} again"
+        )
     return done
+
+
+def _remove_containers(host: HostRecord) -> bool:
+    """Containers its units left in this machine's dockerd (shared by all hosts)."""
+    return bool(remove_host_containers(host.name, host.machine_id))
+
+
+def _remove_listed(state: ClusterState, note: Callable[[Iterable[Removal]], None]) -> None:
+    """Everything the state lists, each attempted whatever happened to the others."""
+    note(
+        _end(
+            [
+                _Processes(f"engine {n} (pid {engine.pid})", [engine], partial(_signal, engine))
+                for n, engine in enumerate(state.engines, start=1)
+            ]
+        )
+    )
+    note(
+        _end(
+            [
+                _Processes(f"host {h.name}", [h.init, h.nspawn], partial(_signal_host, h))
+                for h in state.hosts
+            ]
+        )
+    )
+    for host in state.hosts:
+        if host.machine_id:
+            removal = _attempt(f"containers of host {host.name}", partial(_remove_containers, host))
+            if removal.outcome is not Outcome.GONE:  # none is the usual case: no line
+                note([removal])
+        # The veth first: it takes its peer in the namespace with it, while a veth whose
+        # namespace is deleted first vanishes a moment later by itself.
+        if host.veth:
+            note([_attempt(f"link {host.veth}", partial(remove_link, host.veth))])
+        if host.netns:
+            note([_attempt(f"namespace {host.netns}", partial(remove_netns, host.netns))])
+    note(
+        _end(
+            [
+                _Processes(
+                    f"etcd member {n} (pid {member.pid})", [member], partial(_signal, member)
+                )
+                for n, member in enumerate(state.etcd, start=1)
+            ]
+        )
+    )
+    if state.bridge:
+        note([_attempt(f"bridge {state.bridge}", partial(remove_link, state.bridge))])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import FleetpyError
@@ -127,12 +127,24 @@ class BridgeNetwork:
         ip("link", "set", self.veth(host), "up")
 
 
-def remove_netns(name: str) -> None:
-    if netns_exists(name):
-        ip("netns", "del", name)
+def remove_netns(name: str) -> bool:
+    """Delete a namespace: True if it was deleted here, False if it was already gone."""
+    return _remove(name, netns_exists, ("netns", "del", name))
 
 
-def remove_links(names: Sequence[str]) -> None:
-    for name in names:
-        if link_exists(name):
-            ip("link", "del", name)
+def remove_link(name: str) -> bool:
+    """Delete a link (a veth: both ends): True if deleted here, False if already gone
+    (also when it vanished meanwhile, as a veth does with its namespace)."""
+    return _remove(name, link_exists, ("link", "del", name))
+
+
+def _remove(name: str, exists: Callable[[str], bool], command: Sequence[str]) -> bool:
+    if not exists(name):
+        return False
+    try:
+        ip(*command)
+    except NetworkError:
+        if not exists(name):
+            return False
+        raise
+    return True

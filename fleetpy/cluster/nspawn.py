@@ -3,11 +3,12 @@ boot real systemd from one cached Debian rootfs (end-to-end tests, benchmarks, t
 demo). Needs root; imports nothing from pytest.
 
 API:
-  ensure_rootfs(cache_dir=DEFAULT_CACHE_DIR, source_dir=SOURCE_DIR) -> Path
-  build_wheels(dest, source_dir=SOURCE_DIR, include_fleetpy=False) -> Path
+  ensure_rootfs(cache_dir=DEFAULT_CACHE_DIR) -> Path
+  runtime_dependencies() -> list[str]
+  build_wheels(dest, requirements=runtime_dependencies(), project=None) -> Path
   start_host(rootfs, name, *, machine_id=None, etcd_endpoints=..., metadata=None,
              ttl=None, public_ip=None, etcd_prefix=None, unit_dir=None,
-             extra_config=None, source_dir=SOURCE_DIR, state_dir=None, network=SharedNetwork(),
+             extra_config=None, package_dir=PACKAGE_DIR, state_dir=None, network=SharedNetwork(),
              docker=True, detach=False, boot_timeout=90.0) -> Host
   launch_host(...same...) -> Host          (no wait; then Host.wait_booted())
   Host.run(argv, check=True, timeout=60.0, input=None) -> CompletedProcess[str]
@@ -20,6 +21,9 @@ API:
 
 Hosts share this machine's network (SharedNetwork); HostNetwork is the seam
 for hosts on addresses of their own.
+
+Everything read here comes from the installed package (fleetpy/share/ and the
+distribution's metadata), never from a checkout: a pip-installed fleetpy makes hosts too.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import io
 import os
 import platform
@@ -39,7 +44,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,19 +51,21 @@ from typing import Any, Protocol
 
 import yaml
 
+from fleetpy import hostfiles
 from fleetpy.errors import FleetpyError
 
-SOURCE_DIR = Path(__file__).resolve().parents[2]  # the checkout: pyproject.toml, packer/
+# This fleetpy's package directory: hosts bind it and import it from there.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE_DIR = Path("/var/cache/fleetpy")
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 ROOTFS_PYTHON = (3, 11)  # bookworm's python3: the wheels must match it
-AGENT_UNIT = "fleetpy-agent.service"
+AGENT_UNIT = hostfiles.UNIT
 DEFAULT_ETCD_ENDPOINTS = ("http://127.0.0.1:2379",)
 BUSYBOX_IMAGE = "local/busybox:latest"
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 
-# Paths inside a host; the same names are used by packer/provision.sh.
+# Paths inside a host; the same names are used by provision.sh.
 _HOST_SOURCE = "/opt/fleetpy/src/fleetpy"
 _HOST_PROVISION = "/mnt/fleetpy-provision"
 # nsenter'd commands must not inherit the caller's environment (venv, pip
@@ -126,19 +132,28 @@ def _wait_for(what: str, ready: Callable[[], bool], timeout: float, interval: fl
 # Rootfs
 
 
-def runtime_dependencies(source_dir: Path = SOURCE_DIR) -> list[str]:
-    """fleetpy's runtime requirements, from pyproject.toml [project] dependencies."""
-    with open(source_dir / "pyproject.toml", "rb") as f:
-        return list(tomllib.load(f)["project"]["dependencies"])
+def runtime_dependencies() -> list[str]:
+    """fleetpy's runtime requirements (no extras), from the installed distribution's
+    metadata: what `pip install fleetpy` installed, with or without a checkout."""
+    try:
+        requires = importlib.metadata.requires("fleetpy")
+    except importlib.metadata.PackageNotFoundError:
+        requires = None
+    if requires is None:
+        raise HostError(
+            "fleetpy's distribution metadata is missing: install fleetpy "
+            "(pip install . in the checkout) to make hosts"
+        )
+    return [r for r in requires if "extra" not in r.partition(";")[2]]
 
 
-def rootfs_key(source_dir: Path = SOURCE_DIR) -> str:
+def rootfs_key() -> str:
     """Hash of everything baked into the rootfs; a change means a new rootfs."""
     digest = hashlib.sha256()
     parts = [
-        (source_dir / "packer" / "provision.sh").read_bytes(),
-        (source_dir / "agent" / AGENT_UNIT).read_bytes(),
-        "\n".join(runtime_dependencies(source_dir)).encode(),
+        hostfiles.read(hostfiles.PROVISION),
+        hostfiles.read(hostfiles.UNIT),
+        "\n".join(runtime_dependencies()).encode(),
         f"{DEBIAN_SUITE} {platform.machine()}".encode(),
     ]
     for part in parts:
@@ -146,12 +161,16 @@ def rootfs_key(source_dir: Path = SOURCE_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_wheels(dest: Path, source_dir: Path = SOURCE_DIR, include_fleetpy: bool = False) -> Path:
-    """Wheels of fleetpy's runtime deps (and fleetpy itself if asked) for the
-    rootfs's python3, built here because pip inside a rootfs reaches no index."""
+def build_wheels(
+    dest: Path, requirements: Sequence[str] | None = None, project: Path | None = None
+) -> Path:
+    """Wheels of REQUIREMENTS (default: fleetpy's runtime deps) for the rootfs's python3,
+    built here because pip inside a rootfs reaches no index; with PROJECT (a checkout),
+    fleetpy's own wheel too (images that install it rather than bind it)."""
     dest.mkdir(parents=True, exist_ok=True)
-    requirements = runtime_dependencies(source_dir)
-    if include_fleetpy:
+    if requirements is None:
+        requirements = runtime_dependencies()
+    if project is not None:
         # fleetpy is pure Python: one wheel fits every interpreter.
         _pip(
             sys.executable,
@@ -162,7 +181,7 @@ def build_wheels(dest: Path, source_dir: Path = SOURCE_DIR, include_fleetpy: boo
             "--no-deps",
             "--wheel-dir",
             str(dest),
-            str(source_dir),
+            str(project),
         )
     if sys.version_info[:2] == ROOTFS_PYTHON:
         argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(dest)]
@@ -199,16 +218,14 @@ def _pip(*argv: str) -> None:
         )
 
 
-def ensure_rootfs(
-    cache_dir: Path = DEFAULT_CACHE_DIR, source_dir: Path = SOURCE_DIR, mirror: str = DEBIAN_MIRROR
-) -> Path:
+def ensure_rootfs(cache_dir: Path = DEFAULT_CACHE_DIR, mirror: str = DEBIAN_MIRROR) -> Path:
     """A provisioned Debian rootfs for hosts, built once per rootfs_key().
 
     Built in a temp dir and renamed into place, so an interrupted build never
     leaves a usable-looking half rootfs; a lock file makes concurrent callers
-    wait for one build. fleetpy itself is not inside: hosts bind its source.
+    wait for one build. fleetpy itself is not inside: hosts bind its package directory.
     """
-    key = rootfs_key(source_dir)
+    key = rootfs_key()
     final = cache_dir / f"rootfs-{key}"
     if final.is_dir():
         return final
@@ -224,7 +241,7 @@ def ensure_rootfs(
         started = time.monotonic()
         _log("rootfs_build", key=key, path=final, log=log_path)
         try:
-            _build_rootfs(build, source_dir, mirror, log_path)
+            _build_rootfs(build, mirror, log_path)
             os.rename(build / "rootfs", final)
         finally:
             _remove_tree(build)
@@ -232,13 +249,13 @@ def ensure_rootfs(
     return final
 
 
-def _build_rootfs(build: Path, source_dir: Path, mirror: str, log_path: Path) -> None:
+def _build_rootfs(build: Path, mirror: str, log_path: Path) -> None:
     root = build / "rootfs"
     provision = build / "provision"
     provision.mkdir()
-    shutil.copy2(source_dir / "packer" / "provision.sh", provision / "provision.sh")
-    shutil.copy2(source_dir / "agent" / AGENT_UNIT, provision / AGENT_UNIT)
-    build_wheels(provision / "wheels", source_dir)
+    for name in (hostfiles.PROVISION, hostfiles.UNIT):
+        (provision / name).write_bytes(hostfiles.read(name))
+    build_wheels(provision / "wheels")
     with open(log_path, "w") as log:
         steps = [
             ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(root), mirror],
@@ -528,7 +545,7 @@ def launch_host(
     etcd_prefix: str | None = None,
     unit_dir: str | None = None,
     extra_config: Mapping[str, object] | None = None,
-    source_dir: Path | None = SOURCE_DIR,
+    package_dir: Path | None = PACKAGE_DIR,
     state_dir: Path | None = None,
     network: HostNetwork = SharedNetwork(),
     docker: bool = True,
@@ -540,8 +557,9 @@ def launch_host(
     The keyword settings become the host's /etc/fleetpy/agent.yaml (None:
     left to the agent's default); extra_config adds other agent settings
     (e.g. request_timeout, ca_file).
-    source_dir: the checkout whose fleetpy/ is bound read-only into the host
-    (None: the rootfs has fleetpy installed, as a packer image does).
+    package_dir: the fleetpy package bound read-only into the host, PACKAGE_DIR (this
+    fleetpy, installed or a checkout's) by default; None: the rootfs has fleetpy
+    installed, as a packer image does.
     detach: the host outlives this process (a long-lived cluster); otherwise it is
     powered off when the thread that launched it exits.
     """
@@ -583,8 +601,8 @@ def launch_host(
         "--console=read-only",
         *network.nspawn_args(name),
     ]
-    if source_dir is not None:
-        argv.append(f"--bind-ro={source_dir / 'fleetpy'}:{_HOST_SOURCE}")
+    if package_dir is not None:
+        argv.append(f"--bind-ro={package_dir}:{_HOST_SOURCE}")
     argv += [f"--bind-ro={path}:{target}" for path, target in binds]
     if docker:
         docker_cli = shutil.which("docker")
@@ -665,7 +683,7 @@ class HostPool:
     rootfs: Path
     state_root: Path
     etcd_endpoints: Sequence[str] = DEFAULT_ETCD_ENDPOINTS
-    source_dir: Path | None = SOURCE_DIR
+    package_dir: Path | None = PACKAGE_DIR
     network: HostNetwork = field(default_factory=SharedNetwork)
     name_prefix: str = field(default_factory=lambda: f"fp{secrets.token_hex(2)}-h")
     hosts: list[Host] = field(default_factory=list)
@@ -693,7 +711,7 @@ class HostPool:
                 name,
                 metadata=host_metadata,
                 etcd_endpoints=self.etcd_endpoints,
-                source_dir=self.source_dir,
+                package_dir=self.package_dir,
                 state_dir=self.state_root / name,
                 network=self.network,
                 **options,

@@ -41,7 +41,8 @@ def test_bad_cluster_up_makes_nothing(seeded: Hostile, args: list[str], match: s
         (["cluster", "up", "--hosts", "0"], 2, r"--hosts"),
         (["cluster", "up", "--ttl", "1"], 2, r"--ttl"),
         (["cluster", "status", "--name", "nothere"], 1, r"no local cluster named nothere"),
-        (["cluster", "down", "--name", "nothere"], 1, r"no local cluster named nothere"),
+        (["cluster", "down", "--name", "Bad"], 1, r"invalid cluster name 'Bad'"),
+        (["cluster", "status", "--name", "a/../b"], 1, r"invalid cluster name"),
     ],
 )
 def test_bad_cluster_arguments(seeded: Hostile, args: list[str], code: int, match: str) -> None:

@@ -13,8 +13,8 @@
 #                 without one, fleetpy's source is expected at
 #                 /opt/fleetpy/src (bind-mounted by fleetpy/cluster/nspawn.py).
 #                 packer/wheels.sh makes such a directory.
-#   --unit FILE   the agent's systemd unit (default: ../agent/fleetpy-agent.service
-#                 next to this script).
+#   --unit FILE   the agent's systemd unit (default: fleetpy-agent.service next to
+#                 this script, both in fleetpy/share/).
 #   --docker      also install docker.io (VMs; nspawn hosts bind the
 #                 machine's docker CLI and socket instead).
 #   --etcd        also install etcd (disabled: membership is per machine, below).
@@ -35,7 +35,7 @@
 set -euo pipefail
 
 wheels=""
-unit="$(cd "$(dirname "$0")" && pwd)/../agent/fleetpy-agent.service"
+unit="$(cd "$(dirname "$0")" && pwd)/fleetpy-agent.service"
 docker=0
 etcd=0
 ip=""
@@ -208,7 +208,7 @@ CONF
     if [ -n "$endpoint" ]; then
         mkdir -p "$root/etc/fleetpy"
         {
-            echo "# Written by fleetpy's provision.sh; see agent/agent.yaml.example."
+            echo "# Written by fleetpy's provision.sh; all settings: fleetpy agent-files config"
             echo "endpoint: $(q "$endpoint")"
             echo "public_ip: $(q "$ip")"
             if [ -n "$metadata" ]; then
