@@ -219,3 +219,16 @@ def test_provision_refuses_bad_arguments_before_doing_anything(
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_host_files_are_one_copy_in_the_package_and_found_where_operators_look() -> None:
+    # The package ships them (a pip install builds hosts); agent/ and packer/ keep the
+    # paths operators and the layout know, as links to that one copy.
+    root = Path(__file__).resolve().parents[1]
+    for link, target in [
+        ("agent/fleetpy-agent.service", "fleetpy/share/fleetpy-agent.service"),
+        ("agent/agent.yaml.example", "fleetpy/share/agent.yaml.example"),
+        ("packer/provision.sh", "fleetpy/share/provision.sh"),
+    ]:
+        assert (root / link).is_symlink(), link
+        assert (root / link).resolve() == (root / target).resolve(), link

@@ -1,0 +1,1 @@
+../fleetpy/share/provision.sh
