@@ -427,3 +427,30 @@ def test_unknown_methods_get_fleets_405_without_cors(
     refused(unix, data, 405, reference)
     data = http_request("OPTIONS", "*", "localhost", smuggled("localhost"))
     refused(unix, data, 405, reference)
+
+
+def test_expect_100_continue_is_answered_only_for_a_body_that_will_be_read(
+    unix: Connect, reference: EtcdReference
+) -> None:
+    """curl sends large bodies after `Expect: 100-continue`: the server says continue when
+    it will read the body, and a refusal instead (the client then sends nothing)."""
+    expect = ("Content-Type: application/json", "Expect: 100-continue", "Connection: close")
+    head = http_request("PUT", "/fleet/v1/units/late.service", "x", UNIT_BODY, expect)
+    head = head[: -len(UNIT_BODY)]
+    sock = unix()
+    sock.settimeout(5)
+    try:
+        sock.sendall(head)
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(UNIT_BODY)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    finally:
+        sock.close()
+    assert [a.status for a in answers_of(received)] == [201]
+    reference.changed()
+    refusal = http_request("OPTIONS", "/fleet/v1/units/late.service", "x", UNIT_BODY, expect)
+    answers, closed = converse(unix, refusal[: -len(UNIT_BODY)])
+    assert [a.status for a in answers] == [405] and closed
+    reference.unchanged()
