@@ -377,9 +377,10 @@ class ApiServer:
 
 
 def prepare_connection(connection: socket.socket) -> None:
-    """An accepted connection: bounded idle time, and on TCP no Nagle delay. A response
-    is two writes (headers, then body); with Nagle the body waited for the client's
-    delayed ACK, 40 ms per request on a kept-alive connection (bench/bench_api.py)."""
+    """An accepted connection: bounded idle time, and on TCP no Nagle delay. With Nagle a
+    write after one not yet acknowledged (a response's body after its headers, when they
+    were two writes; a stream's next piece) waited for the client's delayed ACK: 40 ms
+    per request on a kept-alive connection (bench/bench_api.py)."""
     connection.settimeout(IDLE_SECONDS)
     if connection.family in (socket.AF_INET, socket.AF_INET6):
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
