@@ -39,7 +39,7 @@ from typing import Any
 from .container import expand_unit
 from .control import MAX_UNITS_PER_COMMAND
 from .errors import DeploymentError, FileError, FleetpyError
-from .files import MAX_UNIT_FILE_BYTES, MAX_VALUES_BYTES, KiB, display_path, read_text_file
+from .files import MAX_UNIT_FILE_BYTES, MAX_VALUES_BYTES, display_path, over_limit, read_text_file
 from .template import RenderJob, merge_values, render_all_bounded
 from .unit import FleetOptions, fleet_options, parse_name, parse_unit
 from .yamlload import load_yaml_mapping
@@ -273,14 +273,11 @@ def render_deployment(deployment: Deployment) -> tuple[RenderedUnit, ...]:
     texts = render_all_bounded(jobs)
     rendered = []
     for (unit, label), text in zip(names, texts):
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > MAX_UNIT_FILE_BYTES:
+        excess = over_limit(text, limit=MAX_UNIT_FILE_BYTES, what="unit file")
+        if excess is not None:
             # As for a submitted file: etcd would refuse a few such units in one
             # transaction (its requests are at most 1.5 MiB), half-way through an apply.
-            raise DeploymentError(
-                f"{label} renders {unit} of {size} bytes, more than "
-                f"{MAX_UNIT_FILE_BYTES // KiB} KiB, fleetpy's limit for a unit file"
-            )
+            raise DeploymentError(f"{label} renders {unit} of {excess}")
         try:
             parsed = expand_unit(parse_unit(text, source=f"{label} -> {unit}"), unit)
             options = fleet_options(parsed, unit)

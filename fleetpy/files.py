@@ -3,6 +3,7 @@
 Public API:
   read_regular_file(path, *, limit, what) -> bytes
   read_text_file(path, *, limit, what) -> str        the same, decoded as UTF-8
+  over_limit(text, *, limit, what) -> str | None     a text held to a file's limit
   write_file_atomically(path, text)                  temp file + rename, never half a file
   display_path(path) -> str                          a path fit for a one-line message
 
@@ -77,6 +78,16 @@ def _size(limit: int) -> str:
     if limit % KiB == 0:
         return f"{limit // KiB} KiB"
     return f"{limit} bytes"
+
+
+def over_limit(text: str, *, limit: int, what: str) -> str | None:
+    """If `text` is more than `limit` bytes (UTF-8), what to say after its name: "N bytes,
+    more than 64 KiB, fleetpy's limit for a unit file"; else None. For text that comes
+    from no file (a rendered unit, one sent to the API), held to a file's limit."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= limit:
+        return None
+    return f"{size} bytes, more than {_size(limit)}, fleetpy's limit for a {what}"
 
 
 def _not_regular(path: str, mode: int, what: str) -> FileError:

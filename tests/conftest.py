@@ -67,5 +67,8 @@ def run(etcd: EtcdServer, prefix: str) -> Run:
     return invoke
 
 
+# fleetpy api in a thread (test_api_*, test_dashboard).
+from api_fixtures import api  # noqa: E402,F401
+
 # Real hosts (systemd-nspawn): rootfs, dockerd + busybox image, and a hosts factory.
 from hosts_fixtures import host_docker, host_rootfs, hosts  # noqa: E402,F401

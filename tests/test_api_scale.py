@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_api_server import Api, UnixConnection, api, etcd_requests  # noqa: F401 (a fixture)
+from api_fixtures import Api, UnixConnection, etcd_requests
 from waiting import until
 
 from fleetpy import control
@@ -86,7 +86,7 @@ def server_requests(registry: Registry) -> int:
 
 
 def test_many_clients_share_one_view(
-    api: Api,  # noqa: F811
+    api: Api,
     registry: Registry,
     etcd: EtcdServer,
     dashboards: list[Dashboard],

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_fixtures import Api, UnixConnection, etcd_requests, request
 from test_engine import Cluster
 from waiting import until
 
@@ -63,62 +64,6 @@ def fleetctl_on(sock: str, cwd: Path) -> Callable[..., str]:
         return result.stdout + result.stderr
 
     return fleetctl
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.path)
-
-
-def request(
-    conn: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    raw = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    all_headers = {"Content-Type": "application/json", **(headers or {})}
-    conn.request(method, path, raw, all_headers)
-    response = conn.getresponse()
-    data = response.read()
-    return response.status, json.loads(data) if data else None
-
-
-Api = Callable[..., tuple[ApiServer, LiveView]]
-
-
-@pytest.fixture
-def api(registry_config: RegistryConfig) -> Iterator[Api]:
-    made: list[tuple[ApiServer, LiveView, Registry]] = []
-
-    def make(**options: Any) -> tuple[ApiServer, LiveView]:
-        registry = Registry(registry_config)
-        server, live = build(registry, ServerOptions(**options))
-        made.append((server.start(), live, registry))
-        return server, live
-
-    yield make
-    for server, live, registry in made:
-        server.close()
-        live.close()
-        registry.close()
-
-
-def etcd_requests(etcd: EtcdServer) -> int:
-    """Unary requests etcd has handled (reads and writes; watches are streams)."""
-    total = 0
-    for line in etcd.metrics().splitlines():
-        match = re.match(r'grpc_server_handled_total\{.*grpc_method="(\w+)".*\} (\S+)', line)
-        if match and match.group(1) in ("Range", "Txn", "Put", "DeleteRange"):
-            total += int(float(match.group(2)))
-    return total
 
 
 def test_unix_socket_answers_from_the_view_without_etcd_requests(

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from api_fixtures import Api, UnixConnection
 from cli_run import Run
-from test_api_server import Api, UnixConnection, api  # noqa: F401 (a fixture)
 from test_engine import Cluster
 from waiting import until
 
@@ -52,7 +52,7 @@ def tls(tmp_path: Path) -> EtcdTls:
 
 @pytest.fixture
 def dashboard(
-    api: Api,  # noqa: F811
+    api: Api,
     tls: EtcdTls,
     tmp_path: Path,
 ) -> Callable[[], tuple[ApiServer, LiveView]]:
@@ -169,7 +169,7 @@ def test_who_may_read_the_dashboard(
 
 
 def test_without_tls_the_cookie_is_fleetpy_token(
-    api: Api,  # noqa: F811
+    api: Api,
     tmp_path: Path,
 ) -> None:
     """An --insecure listener with read-only tokens: the cookie keeps its plain name (a
@@ -248,7 +248,7 @@ def test_closing_the_feed_mid_resync_leaves_no_watch(
 
 
 def test_the_stream_follows_the_leader_and_deployments(
-    api: Api,  # noqa: F811
+    api: Api,
     registry_config: RegistryConfig,
     tmp_path: Path,
 ) -> None:

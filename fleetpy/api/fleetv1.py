@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from ..control import PutOutcome, PutResult, summary_state
 from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
+from ..files import MAX_UNIT_FILE_BYTES, over_limit
 from ..metadata import MetadataChange
 from ..registry import ClusterView
 from ..states import DesiredState
@@ -253,7 +254,13 @@ class FleetV1:
             return error_response(400, str(exc))
 
     def _route(self, request: ApiRequest) -> ApiResponse:
-        parts = [p for p in request.path.split("/") if p]
+        if request.path == "":
+            return error_response(405, f"method {request.method} not allowed")  # as fleet's
+        # fleet's router: segments of the decoded path; an empty one (`units/a%2f` is
+        # `units/a/`) names nothing, so it is not dropped to make `units/a`.
+        parts = request.path.split("/")[1:]
+        if "" in parts:
+            return error_response(404, "not found")
         method = request.method
         if parts == ["units"] and method == "GET":
             return self.list_units(request)
@@ -395,10 +402,7 @@ class FleetV1:
             return error_response(403, "these credentials may only read")
         if request.content_type.split(";")[0].strip().lower() != JSON:
             return error_response(415, f"unsupported content type, expected {JSON}")
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"unable to decode body: {exc}") from None
+        body = decode_json(request.body)
         if not isinstance(body, dict):
             raise BadRequest("unable to decode body: not a JSON object")
         given = body.get("name") or name
@@ -411,6 +415,11 @@ class FleetV1:
         if not isinstance(options, list):
             raise BadRequest("options must be a list")
         text = text_of(options) if options else None
+        excess = (
+            None if text is None else over_limit(text, limit=MAX_UNIT_FILE_BYTES, what="unit file")
+        )
+        if excess is not None:
+            raise BadRequest(f"unit {name} of {excess}")
         try:
             parse_name(name)
             result = self.writer.put_unit(name, text, desired)
@@ -458,6 +467,24 @@ class FleetV1:
             return error_response(404, "unit does not exist")
         self.source.wait_until(lambda view: name not in view.units, READ_YOUR_WRITES_SECONDS)
         return no_content()
+
+
+def decode_json(body: bytes) -> Any:
+    """A request's JSON body; BadRequest for anything that is not JSON text, including
+    nesting deeper than the parser's recursion allows and a lone surrogate (valid JSON
+    escapes, `"\\ud800"`, but no text: it could never be stored)."""
+    try:
+        data = json.loads(body)
+        json.dumps(data, ensure_ascii=False).encode()
+    except RecursionError:
+        raise BadRequest("unable to decode body: nested too deeply") from None
+    except UnicodeEncodeError as exc:
+        raise BadRequest(
+            f"unable to decode body: a lone surrogate ({exc.object[exc.start]!a}) in a string"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"unable to decode body: {exc}") from None
+    return data
 
 
 def _desired(value: Any) -> DesiredState | None:

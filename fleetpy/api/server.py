@@ -11,6 +11,14 @@ are added to it without touching the request handling. The server is made (optio
 socket bound) before anything asks etcd, and its routes are mounted once the view is read,
 so a bad --listen or a missing credential file is one error line even while etcd is away.
 
+HTTP itself is h11's: it reads each request and frames each answer, by RFC 9112 (one
+Content-Length, never beside Transfer-Encoding, no HTTP/0.9, no header line it cannot
+read: each refused whole, 400 and close). The sockets, TLS and threads stay this module's
+(socketserver: a thread per connection). Every refusal given before a request's body was
+read closes the connection, so that body is never read as the next request; so do other
+methods than the API's (405, fleet's JSON, no CORS headers) and paths with an empty, `.`
+or `..` segment once decoded (404: `units/web.service%2f` is not web.service).
+
 A handler may answer with a stream (server-sent events): its pieces are written as they
 come, on a connection that then closes; the idle timeout bounds each write, not the
 stream, and close() ends every stream at once.
@@ -32,7 +40,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
+import socketserver
 import ssl
 import stat
 import sys
@@ -40,10 +50,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.utils import formatdate
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import h11
 
 from ..errors import ConfigError
 from ..log import log_event
@@ -54,6 +67,15 @@ DEFAULT_SOCKET = "/run/fleetpy/api.sock"
 # The largest request body read: a unit's options are a few KiB; more is refused unread.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_TARGET = 8192  # a request line longer than this is refused (414)
+MAX_HEAD_BYTES = 16 * 1024  # request line and header fields; more is refused (431)
+READ_BYTES = 64 * 1024
+# A closing connection drops what the client still sends for at most this long.
+LINGER_SECONDS = 1.0
+# What the API answers; any other method gets 405 (fleet's answer), never a page.
+METHODS = ("GET", "HEAD", "PUT", "DELETE", "PATCH", "POST")
+SERVER = "fleetpy"
+# RFC 9112's request-line: a method token, a target of visible characters, HTTP/x.y.
+_REQUEST_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]")
 # A client that sends nothing for this long is disconnected (frees its thread).
 IDLE_SECONDS = 30.0
 # Streams (dashboards' server-sent events) open at once; more get 503. Each holds a thread.
@@ -355,24 +377,26 @@ class ApiServer:
 
 
 def prepare_connection(connection: socket.socket) -> None:
-    """An accepted connection: bounded idle time, and on TCP no Nagle delay. A response
-    is two writes (headers, then body); with Nagle the body waited for the client's
-    delayed ACK, 40 ms per request on a kept-alive connection (bench/bench_api.py)."""
+    """An accepted connection: bounded idle time, and on TCP no Nagle delay. With Nagle a
+    write after one not yet acknowledged (a response's body after its headers, when they
+    were two writes; a stream's next piece) waited for the client's delayed ACK: 40 ms
+    per request on a kept-alive connection (bench/bench_api.py)."""
     connection.settimeout(IDLE_SECONDS)
     if connection.family in (socket.AF_INET, socket.AF_INET6):
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _HttpServer(ThreadingHTTPServer):
+class _HttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """Accepts connections (also on a unix or an activated socket) and serves each in a
+    thread of its own; close() stops it via shutdown()."""
+
     daemon_threads = True
 
     def __init__(self, api: ApiServer) -> None:
         self.api = api
-        super().__init__(("", 0), _RequestHandler, bind_and_activate=False)
+        super().__init__(("", 0), _Connection, bind_and_activate=False)
         self.socket.close()
         self.socket = api.socket
-        self.server_name = "fleetpy"
-        self.server_port = 0
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # The TLS handshake happens here, in the connection's own thread, so a slow or
@@ -385,59 +409,186 @@ class _HttpServer(ThreadingHTTPServer):
                 log_event("api_tls_refused", peer=client_address, error=exc)
                 request.close()
                 return
-        super().finish_request(request, client_address)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            close_gently(request)
+
+    def shutdown_request(self, request: Any) -> None:
+        pass  # finish_request closed it (the TLS socket, not the plain one it wraps)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
         if isinstance(error, (BrokenPipeError, ConnectionResetError, TimeoutError)):
-            return  # the client went away: nothing to say
+            return  # the client went away, or said nothing for IDLE_SECONDS
         log_event("api_connection_error", peer=client_address, error=repr(error)[:300])
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
+def close_gently(connection: socket.socket) -> None:
+    """Close after a last answer: our side first, then whatever the client still sends
+    (a refused request's body) is read and dropped for a moment. A close() with unread
+    bytes makes the kernel send a reset, which can destroy the answer before the client
+    read it, so the client would never learn why."""
+    try:
+        # socket.socket's own calls: an SSLSocket's would drop or expect its TLS state.
+        socket.socket.shutdown(connection, socket.SHUT_WR)
+        deadline = time.monotonic() + LINGER_SECONDS
+        dropped = 0
+        while dropped < MAX_BODY_BYTES and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            chunk = socket.socket.recv(connection, READ_BYTES)
+            if not chunk:
+                break
+            dropped += len(chunk)
+    except OSError:
+        pass
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class _Head:
+    """A request's line and header fields, as h11 parsed them."""
+
+    method: str
+    target: str
+    version: str
+    fields: tuple[tuple[str, str], ...]  # (lower-case name, value)
+
+    @staticmethod
+    def of(event: h11.Request) -> _Head:
+        return _Head(
+            event.method.decode("ascii"),
+            event.target.decode("latin-1"),
+            event.http_version.decode("ascii"),
+            tuple(
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
+            ),
+        )
+
+    def get(self, name: str) -> str | None:
+        return next((value for key, value in self.fields if key == name), None)
+
+    def get_all(self, name: str) -> list[str]:
+        return [value for key, value in self.fields if key == name]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the request line and fields, about as sent."""
+        line = len(self.method) + len(self.target) + 11
+        return line + sum(len(key) + len(value) + 4 for key, value in self.fields)
+
+
+class _Connection(socketserver.BaseRequestHandler):
+    """One client connection: h11 reads each request and frames each answer (RFC 9112:
+    one Content-Length, never both it and Transfer-Encoding, no HTTP/0.9, no header lines
+    it cannot read), one request at a time. An answer given before a request's body was
+    read ends the connection, so that body is never read as the next request."""
+
     server: _HttpServer
-    protocol_version = "HTTP/1.1"  # keep-alive: pollers reuse their connection
-    server_version = "fleetpy"
-    sys_version = ""
+    request: socket.socket
+
+    def setup(self) -> None:
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.method = ""
 
     def address_string(self) -> str:
         return str(self.client_address[0]) if self.client_address else "unix"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        # http.server's own complaints (bad request lines): one key=value line.
-        log_event("api_http", peer=self.address_string(), detail=format % args)
+    def handle(self) -> None:
+        while True:
+            try:
+                event = self._next_event()
+                if not isinstance(event, h11.Request):
+                    return  # the client closed the connection
+                keep = self._exchange(_Head.of(event))
+            except h11.RemoteProtocolError as exc:
+                self._malformed(exc)
+                return
+            if not keep or self.h11.our_state is not h11.DONE:
+                return
+            if self.h11.their_state is not h11.DONE:
+                return
+            self.h11.start_next_cycle()
 
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # _dispatch logs what is worth a line (errors and writes), not every poll
+    def _next_event(self) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if self.h11.their_state is h11.IDLE:
+                _check_request_line(self.h11.trailing_data[0])
+            # b"" (the client closed) becomes h11's ConnectionClosed, or its error
+            # when that happens inside a request.
+            self.h11.receive_data(self.request.recv(READ_BYTES))
 
-    def do_GET(self) -> None:
-        self._dispatch()
+    def _read_body(self) -> bytes:
+        if self.h11.they_are_waiting_for_100_continue:
+            self.request.sendall(
+                self.h11.send(
+                    h11.InformationalResponse(status_code=100, headers=[], reason="Continue")
+                )
+            )
+        parts = []
+        while True:
+            event = self._next_event()
+            if isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            else:  # EndOfMessage (a client that closes early is h11's error)
+                return b"".join(parts)
 
-    do_PUT = do_DELETE = do_PATCH = do_POST = do_HEAD = do_GET
+    def _malformed(self, exc: h11.RemoteProtocolError) -> None:
+        """A request h11 could not read: fleet's error JSON, then the connection closes."""
+        log_event("api_http", peer=self.address_string(), detail=str(exc)[:200])
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            status = exc.error_status_hint
+            self._send(error_response(status, f"malformed request: {exc}"), close=True)
+
+    def _exchange(self, head: _Head) -> bool:
+        """Answer one request; whether the connection may carry another."""
+        began = time.monotonic()
+        self.method = head.method
+        response, close = self._respond(head)
+        try:
+            if response.stream is not None:
+                self._send_stream(response, response.stream)
+                return False
+            self._send(response, close)
+            return not close
+        finally:
+            if response.status >= 400 or head.method not in ("GET", "HEAD"):
+                log_event(
+                    "api_request",
+                    method=head.method[:20],
+                    path=(_split_target(head.target) or ("",))[0][:200],
+                    status=response.status,
+                    ms=round((time.monotonic() - began) * 1000, 1),
+                )
 
     def _send(self, response: ApiResponse, close: bool = False) -> None:
-        if response.stream is not None:
-            self._send_stream(response, response.stream)
-            return
-        self.send_response(response.status)
-        if response.content_type:
-            self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        if response.status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="fleetpy"')
+        status = response.status
+        headers = [("Server", SERVER), ("Date", formatdate(usegmt=True))]
+        if status not in (204, 304):  # they have no body, and say no length (RFC 9110)
+            if response.content_type:
+                headers.append(("Content-Type", response.content_type))
+            headers.append(("Content-Length", str(len(response.body))))
+        headers += response.headers
+        if status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="fleetpy"'))
         if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+            headers.append(("Connection", "close"))
+        data = self.h11.send(
+            h11.Response(status_code=status, headers=headers, reason=_reason(status))
+        )
+        if response.body and self.method != "HEAD" and status not in (204, 304):
+            data += self.h11.send(h11.Data(data=response.body))
+        data += self.h11.send(h11.EndOfMessage())
+        self.request.sendall(data)
 
     def _send_stream(self, response: ApiResponse, stream: Iterator[bytes]) -> None:
         api = self.server.api
-        connection = self.connection
-        streaming = self.command != "HEAD"
+        connection = self.request
+        streaming = self.method != "HEAD"
         if streaming and not api._stream_opened(connection):
             _close_iterator(stream)
             log_event("api_stream_refused", peer=self.address_string(), streams=MAX_STREAMS)
@@ -445,19 +596,23 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         if not streaming:
             _close_iterator(stream)
+        # No length and no chunking: the stream is the rest of the connection (which h11
+        # would frame as chunks), so the head is written here and the connection ends.
+        headers = [
+            ("Server", SERVER),
+            ("Date", formatdate(usegmt=True)),
+            ("Content-Type", response.content_type),
+            ("Cache-Control", "no-store"),
+            *response.headers,
+            ("Connection", "close"),
+        ]
+        lines = [f"HTTP/1.1 {response.status} {_reason(response.status)}"]
+        lines += [f"{name}: {value}" for name, value in headers]
         try:
-            self.send_response(response.status)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Cache-Control", "no-store")
-            for name, value in response.headers:
-                self.send_header(name, value)
-            # No length and no chunking: the stream is the rest of the connection.
-            self.send_header("Connection", "close")
-            self.close_connection = True
-            self.end_headers()
+            connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             if streaming:
                 for chunk in stream:
-                    self.wfile.write(chunk)
+                    connection.sendall(chunk)
         except OSError:
             pass  # the client went away, or close() shut the connection: the stream ends
         finally:
@@ -466,42 +621,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 api._stream_closed(connection)
 
     def _verified_certificate(self) -> bool:
-        connection = self.connection
+        connection = self.request
         return isinstance(connection, ssl.SSLSocket) and bool(connection.getpeercert())
-
-    def _dispatch(self) -> None:
-        began = time.monotonic()
-        api = self.server.api
-        response, close = self._respond(api)
-        try:
-            self._send(response, close)
-        finally:
-            if response.status >= 400 or self.command not in ("GET", "HEAD"):
-                log_event(
-                    "api_request",
-                    method=self.command,
-                    path=urlsplit(self.path).path[:200],
-                    status=response.status,
-                    ms=round((time.monotonic() - began) * 1000, 1),
-                )
 
     def _cookie_name(self) -> str:
         return TLS_TOKEN_COOKIE if self.server.api.tls is not None else TOKEN_COOKIE
 
-    def _browser_token(self, query: dict[str, list[str]]) -> tuple[str | None, bool]:
+    def _browser_token(self, head: _Head, query: dict[str, list[str]]) -> tuple[str | None, bool]:
         """(the token a browser sent in the URL or its cookie, whether from the URL)."""
         if query.get(TOKEN_PARAMETER):
             return query[TOKEN_PARAMETER][0], True
-        return _cookie(self.headers.get_all("Cookie") or [], self._cookie_name()), False
+        return _cookie(head.get_all("cookie"), self._cookie_name()), False
 
     def _token_cookie(self, token: str) -> tuple[str, str]:
         cookie = f"{self._cookie_name()}={token}; Path=/; HttpOnly; SameSite=Strict"
         return "Set-Cookie", cookie + ("; Secure" if self.server.api.tls is not None else "")
 
-    def _rebinding_refused(self, api: ApiServer) -> str | None:
+    def _rebinding_refused(self, head: _Head, api: ApiServer) -> str | None:
         """Why a request to an --insecure TCP listener looks like DNS rebinding or a
         cross-site write, if it does."""
-        host_header = self.headers.get("Host")
+        host_header = head.get("host")
         if host_header is None:
             return "a request without a Host header"
         host, port = _split_host(host_header.strip())
@@ -510,9 +649,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 f"Host {host_header.strip()[:100]!r}: this --insecure listener answers only "
                 "to an IP address, localhost or its --listen host"
             )
-        if self.command in ("GET", "HEAD"):
+        if head.method in ("GET", "HEAD"):
             return None
-        origin = self.headers.get("Origin")
+        origin = head.get("origin")
         if origin is None:
             return None
         default = 443 if api.tls is not None else 80
@@ -528,26 +667,37 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return f"a write from another origin ({origin.strip()[:100]!r})"
         return None
 
-    def _respond(self, api: ApiServer) -> tuple[ApiResponse, bool]:
-        if len(self.path) > MAX_HEADER_TARGET:
+    def _respond(self, head: _Head) -> tuple[ApiResponse, bool]:
+        """The answer, and whether the connection must close after it: every refusal
+        given before the body is read closes it."""
+        api = self.server.api
+        if head.version not in ("1.0", "1.1"):
+            return error_response(505, f"HTTP/{head.version} is not supported"), True
+        if head.size > MAX_HEAD_BYTES:
+            return error_response(431, f"request head over {MAX_HEAD_BYTES} bytes"), True
+        if len(head.target) > MAX_HEADER_TARGET:
             return error_response(414, "request target too long"), True
+        if head.method not in METHODS:
+            # fleet's answer to any other method (OPTIONS included), and no CORS headers:
+            # no other origin may use this API.
+            return error_response(405, f"method {head.method[:20]} not allowed"), True
         if api.tcp and api.credentials.open:
-            refused = self._rebinding_refused(api)
+            refused = self._rebinding_refused(head, api)
             if refused is not None:
-                return error_response(403, refused), False
-        access = api.credentials.access(
-            self.headers.get("Authorization"), self._verified_certificate()
-        )
-        split = urlsplit(self.path)
-        path = unquote(split.path)
-        query = parse_qs(split.query, keep_blank_values=True)
-        found = api.route(path)
+                return error_response(403, refused), True
+        access = api.credentials.access(head.get("authorization"), self._verified_certificate())
+        target = _split_target(head.target)
+        if target is None:
+            return error_response(400, "invalid request target"), True
+        path = unquote(target[0])
+        query = parse_qs(target[1], keep_blank_values=True)
+        found = api.route(path) if _names_something(path) else None
         if found is None:
-            return error_response(404, "not found"), False
+            return error_response(404, "not found"), True
         route, rest = found
         set_cookie: tuple[str, str] | None = None
-        if access is Access.NONE and route.browser and self.command in ("GET", "HEAD"):
-            token, from_url = self._browser_token(query)
+        if access is Access.NONE and route.browser and head.method in ("GET", "HEAD"):
+            token, from_url = self._browser_token(head, query)
             # Cookie-safe characters only: a token that could break the header is no token.
             if token is not None and token.isascii() and token.isprintable() and ";" not in token:
                 granted = api.credentials.token_access(token)
@@ -557,33 +707,29 @@ class _RequestHandler(BaseHTTPRequestHandler):
                         401,
                         "a read-write token is not taken from the URL or a cookie: use a "
                         "read-only token (--read-only-token-file) for the dashboard",
-                    ), False
+                    ), True
                 if granted is Access.READ:
                     access = Access.READ
                     if from_url:
                         set_cookie = self._token_cookie(token)
         if access is Access.NONE and not route.public:
-            return error_response(401, "credentials required"), False
-        if self.headers.get("Transfer-Encoding"):
+            return error_response(401, "credentials required"), True
+        length = head.get("content-length")  # h11 made sure there is one value at most
+        if head.get("transfer-encoding") is not None:
+            if length is not None:  # RFC 9112 6.1: two framings, never guess which one
+                return error_response(400, "both Transfer-Encoding and Content-Length"), True
             return error_response(411, "a request body needs a Content-Length"), True
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return error_response(400, "invalid Content-Length"), True
-        if length < 0:
-            return error_response(400, "invalid Content-Length"), True
-        if length > MAX_BODY_BYTES:
-            # Not read: the connection closes instead of draining an attacker's body.
+        if length is not None and int(length) > MAX_BODY_BYTES:
+            # Not read: the connection closes instead of reading an attacker's body.
             return error_response(
-                413, f"request body of {length} bytes; at most {MAX_BODY_BYTES}"
+                413, f"request body of {int(length)} bytes; at most {MAX_BODY_BYTES}"
             ), True
-        body = self.rfile.read(length) if length else b""
         request = ApiRequest(
-            method=self.command,
+            method=head.method,
             path=rest,
             query={k: tuple(v) for k, v in query.items()},
-            body=body,
-            content_type=self.headers.get("Content-Type", ""),
+            body=self._read_body(),
+            content_type=head.get("content-type") or "",
             read_only=access is Access.READ,
         )
         try:
@@ -594,6 +740,47 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # one bad request must never take the server down
             log_event("api_handler_failed", path=path[:200], error=repr(exc)[:300])
             return error_response(500, "internal error"), False
+
+
+def _check_request_line(received: bytes) -> None:
+    """Refuse a first line that is no HTTP/1 request line as soon as it is complete: h11
+    would wait for the header block's end, and an HTTP/0.9 request (`GET /path`, no
+    version, no headers) would wait for the idle timeout."""
+    line, newline, _ = received.lstrip(b"\r\n").partition(b"\n")
+    if newline and not _REQUEST_LINE.fullmatch(line.removesuffix(b"\r")):
+        raise h11.RemoteProtocolError("not an HTTP/1 request line", error_status_hint=400)
+
+
+def _split_target(target: str) -> tuple[str, str] | None:
+    """(path, query) of a request target still encoded: `/path?query`, or the absolute
+    form `http://host/path?query`; None for any other. Not urlsplit on `/path`: it reads
+    `//host/fleet/v1/...` as a host and the path after it."""
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+        return path, query
+    try:
+        split = urlsplit(target)
+    except ValueError:  # http://[not-an-address/
+        return None
+    if split.scheme.lower() not in ("http", "https") or not split.netloc:
+        return None
+    return split.path or "/", split.query
+
+
+def _names_something(path: str) -> bool:
+    """A decoded path as fleet's router took it: every segment a name, so no empty, `.`
+    or `..` segment and no trailing slash. Checked after decoding: `web.service%2f` is
+    `web.service/`, not web.service."""
+    if path == "/":
+        return True
+    return path.startswith("/") and all(s not in ("", ".", "..") for s in path[1:].split("/"))
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _cookie(headers: Sequence[str], name: str) -> str | None:
