@@ -1007,7 +1007,13 @@ app.add_typer(git_app)
 
 BranchOption = Annotated[str, typer.Option("--branch", help="The branch that deploys.")]
 DirOption = Annotated[
-    str, typer.Option("--dir", help="The deployment directory inside the repository.")
+    str,
+    typer.Option(
+        "--dir",
+        help="The deployment's directory in the repository, from its top (default: the "
+        "top itself, for a repository that holds one deployment).",
+        show_default=False,
+    ),
 ]
 
 
