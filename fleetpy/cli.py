@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer._click.exceptions import UsageError as ClickUsageError
 from typer.core import TyperGroup
 
 from . import __version__, config, control
@@ -32,10 +33,14 @@ from .states import DesiredState
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_BLOCK_ATTEMPTS = 60
+# Every verb's usage errors (a mistyped option, a missing argument, an unknown field) exit
+# with sysexits' EX_USAGE, never Click's 2: `plan`'s 2 means only "changes", so a CI
+# script that applies on 2 must not apply on a typo. 1 stays "it failed".
+EXIT_USAGE = 64
 
 
 class UsageError(FleetpyError):
-    """Bad command-line usage found after parsing (exit 2, as Click's own errors)."""
+    """Bad command-line usage found after parsing (exit EXIT_USAGE, as Click's own)."""
 
 
 class OutputError(FleetpyError):
@@ -139,7 +144,7 @@ def _edge() -> Iterator[None]:
     try:
         yield
     except UsageError as exc:
-        raise _fail(str(exc), 2) from None
+        raise _fail(str(exc), EXIT_USAGE) from None
     except FleetpyError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -214,14 +219,14 @@ class _Group(TyperGroup):
             code = result if isinstance(result, int) else 0
         except NoArgsIsHelpError as exc:
             exc.show()
-            code = exc.exit_code
+            code = EXIT_USAGE
         except ClickException as exc:
             hint = ""
             ctx = getattr(exc, "ctx", None)
             if ctx is not None:
                 hint = f" (see '{ctx.command_path} --help')"
             _say(f"fleetpy: error: {' '.join(exc.format_message().split())}{hint}")
-            code = exc.exit_code
+            code = EXIT_USAGE if isinstance(exc, ClickUsageError) else exc.exit_code
         except typer.Abort:
             code = 1
         except FleetpyError as exc:  # raised outside a command, e.g. by --version
@@ -818,7 +823,8 @@ def plan_command(
     sign: SignOption = None,
 ) -> None:
     """Show what apply would do: units added, changed (with a diff) and removed.
-    Exit code 0: nothing would change; 2: something would; 1: an error."""
+    Exit code 0: nothing would change; 2: something would; 1: an error; 64: a usage
+    error (a mistyped option or a missing argument)."""
     _, _, _, plan = _plan(ctx, directory, prune, commit, _signer(ctx, sign))
     _print_plan(plan, output)
     raise typer.Exit(2 if plan.has_changes else 0)

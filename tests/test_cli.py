@@ -167,14 +167,36 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert snapshot(registry) == before
 
 
-def test_usage_errors_exit_2(run: Run, units_dir: Path) -> None:
+def test_usage_errors_exit_64(run: Run, units_dir: Path, tmp_path: Path) -> None:
     result = run("list-units", "--fields", "unit,bogus")
-    assert result.exit_code == 2
+    assert result.exit_code == 64
     line = one_error_line(result)
     assert "unknown field 'bogus'" in line and "unit, machine, load, active, sub" in line
-    assert run("list-units", "-o", "yaml").exit_code == 2
-    assert run("start").exit_code == 2
-    assert run("frobnicate").exit_code == 2
+    assert run("list-units", "-o", "yaml").exit_code == 64
+    assert run("start").exit_code == 64
+    assert run("frobnicate").exit_code == 64
+    assert run("git").exit_code == 64  # help shown, nothing done
+    assert run().exit_code == 64
+
+
+def test_plan_exits_2_only_for_changes(run: Run, tmp_path: Path) -> None:
+    """A CI script applies when plan exits 2: a typo must not look like changes."""
+    (tmp_path / "fleetpy.yaml").write_text(
+        "name: ci\nunits:\n  - {name: a.service, template: a.service.j2}\n"
+    )
+    (tmp_path / "a.service.j2").write_text(SERVICE)
+    result = run("plan", "--prnue", str(tmp_path))
+    assert result.exit_code == 64
+    assert "No such option: --prnue (Possible options: --prune)" in one_error_line(result)
+    assert run("plan").exit_code == 64
+    assert run("plan", str(tmp_path), "extra").exit_code == 64
+    assert run("plan", "-o", "yaml", str(tmp_path)).exit_code == 64
+    assert run("plan", str(tmp_path / "nothere")).exit_code == 1
+    assert run("plan", str(tmp_path)).exit_code == 2  # the one meaning of 2
+    # The real process, as a CI script sees it.
+    done = python_m("plan", "--prnue", str(tmp_path))
+    assert done.returncode == 64 and done.stdout == ""
+    assert done.stderr.startswith("fleetpy: error: No such option: --prnue")
 
 
 def test_bad_setting_value(etcd: EtcdServer) -> None:
