@@ -102,6 +102,51 @@ def test_template_instance_by_name(run: Run, registry: Registry, units_dir: Path
     assert "app@.service is a template" in one_error_line(result)
 
 
+def test_instance_by_name_submits_its_template_file_beside_it(
+    run: Run, registry: Registry, units_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As fleetctl: `start t@3.service` with t@.service in the current directory (or
+    `start units/t@3.service` with units/t@.service) submits the template first."""
+    template = SERVICE + "\n[X-Fleet]\nMachineMetadata=instance=%i\n"
+    write(units_dir, "t@.service", template)
+    monkeypatch.chdir(units_dir)
+    result = run("start", "--no-block", "t@3.service", "t@4.service")
+    assert result.exit_code == 0, result.output
+    assert "Triggered unit t@3.service start" in result.stdout
+    units = registry.list_units()
+    assert sorted(units) == ["t@.service", "t@3.service", "t@4.service"]
+    assert units["t@.service"].desired == "inactive"
+    assert {units[n].hash for n in units} == {units["t@.service"].hash}
+    assert units["t@4.service"].desired == "launched"
+    assert run("cat", "t@3.service").stdout == template
+
+    # From elsewhere, through the instance's path: its template beside it.
+    monkeypatch.chdir(units_dir.parent)
+    write(units_dir, "u@.service")
+    assert run("load", "--no-block", "units/u@1.service").exit_code == 0
+    units = registry.list_units()
+    assert units["u@1.service"].desired == "loaded" and units["u@.service"].desired == "inactive"
+    assert run("submit", "units/u@2.service").exit_code == 0  # the template is submitted
+    assert registry.list_units()["u@2.service"].desired == "inactive"
+
+    # A submitted template with other contents than the file beside the name: refused,
+    # as a file of other contents is (fleetctl warned, then used the submitted one).
+    write(units_dir, "t@.service", template.replace("Description=web", "Description=edited"))
+    before = snapshot(registry)
+    result = run("start", "--no-block", "units/t@5.service")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "t@5.service: its template's file units/t@.service:" in line, line
+    assert "t@.service is already submitted with different contents" in line
+    assert snapshot(registry) == before
+    # An instance that exists is what it is: the file beside it is not read.
+    assert run("stop", "--no-block", "t@3.service").exit_code == 0
+    assert run("start", "--no-block", "units/t@3.service").exit_code == 0
+    # No template beside, no file: the path is an error, as before.
+    result = run("start", "--no-block", "units/v@1.service")
+    assert result.exit_code == 1 and "units/v@1.service" in one_error_line(result)
+
+
 def test_load_submits_files_and_global_flag(run: Run, registry: Registry, units_dir: Path) -> None:
     path = write(units_dir, "mon.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")
     assert run("load", "--no-block", path).exit_code == 0
