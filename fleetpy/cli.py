@@ -573,9 +573,10 @@ def list_unit_files(
     full: FullOption = False,
     output: OutputOption = Output.table,
 ) -> None:
-    """List submitted units: hash, desired state, reported state, target machine
-    (and, with --fields, the deployment that owns a unit and the commit it came from)."""
-    valid = ("unit", "hash", "dstate", "state", "target", "owner", "origin")
+    """List submitted units: hash, desired state, reported state, target machine (and,
+    with --fields, why an unplaced unit is not placed, the deployment that owns a unit
+    and the commit it came from)."""
+    valid = ("unit", "hash", "dstate", "state", "target", "reason", "owner", "origin")
     chosen = _fields(fields, valid, valid[:5])
     registry = _registry(ctx)
     rows = control.unit_file_rows(registry.read_view(with_text=False))
@@ -589,6 +590,8 @@ def list_unit_files(
                     "state": r.state,
                     "machine": r.machine,
                     "reason": r.reason,
+                    "owner": r.owner,
+                    "origin": r.origin,
                 }
                 for r in rows
             ]
@@ -603,6 +606,7 @@ def list_unit_files(
                 "dstate": r.desired_state,
                 "state": r.state,
                 "target": "-" if r.machine is None else (r.machine if full else r.machine[:8]),
+                "reason": r.reason or "-",
                 "owner": r.owner or "-",
                 "origin": (r.origin if full else (r.origin or "")[:12]) or "-",
             }

@@ -18,7 +18,14 @@ from typer.testing import CliRunner, Result
 from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.config import Settings, UnitManagerKind
-from fleetpy.registry import MachineRecord, PlaceUnit, Registry, StoreReason, UnitState
+from fleetpy.registry import (
+    MachineRecord,
+    PlaceUnit,
+    Registry,
+    StoreReason,
+    UnitChange,
+    UnitState,
+)
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 
@@ -71,7 +78,9 @@ def test_submit_start_list_cat_stop_unload_destroy(
     data = json.loads(run("list-unit-files", "-o", "json").stdout)
     assert [row["unit"] for row in data] == ["web1.service", "web2.service"]
     assert all(
-        set(row) == {"unit", "hash", "desired_state", "state", "machine", "reason"} for row in data
+        set(row)
+        == {"unit", "hash", "desired_state", "state", "machine", "reason", "owner", "origin"}
+        for row in data
     )
     assert data[0]["hash"] == registry.get_unit("web1.service").hash  # type: ignore[union-attr]
     assert data[0]["desired_state"] == "launched" and data[0]["machine"] is None
@@ -484,6 +493,8 @@ def test_list_unit_files(run: Run, cluster: dict[str, str]) -> None:
             "state": "inactive",
             "machine": None,
             "reason": "desired state is inactive",
+            "owner": None,
+            "origin": None,
         },
         {
             "unit": "mon.service",
@@ -492,6 +503,8 @@ def test_list_unit_files(run: Run, cluster: dict[str, str]) -> None:
             "state": "launched",
             "machine": None,
             "reason": None,
+            "owner": None,
+            "origin": None,
         },
         {
             "unit": "web.service",
@@ -500,8 +513,50 @@ def test_list_unit_files(run: Run, cluster: dict[str, str]) -> None:
             "state": "launched",
             "machine": cluster["m1"],
             "reason": None,
+            "owner": None,
+            "origin": None,
         },
     ]
+
+
+def test_list_unit_files_reason_owner_and_origin(
+    run: Run, cluster: dict[str, str], registry: Registry
+) -> None:
+    """The README's `--fields reason` (why a unit is not placed) in the table, and the
+    table's owner and origin in -o json."""
+    result = run("list-unit-files", "--fields", "unit,target,reason")
+    assert result.stdout.splitlines() == [
+        "UNIT          TARGET    REASON",
+        "idle.service  -         desired state is inactive",
+        "mon.service   -         -",
+        "web.service   11111111  -",
+    ]
+    text = SERVICE + "#\nO=1\n"
+    from fleetpy.unit import parse_unit
+
+    unit = parse_unit(text)
+    registry.change_units(
+        [
+            UnitChange(
+                "owned.service",
+                text=unit.serialize(),
+                hash=unit.hash,
+                owner="web-stack",
+                origin="0123456789abcdef0123",
+            )
+        ]
+    )
+    assert table(run("list-unit-files", "--fields", "unit,owner,origin", "--no-legend"))[2] == [
+        "owned.service",
+        "web-stack",
+        "0123456789ab",
+    ]
+    data = {row["unit"]: row for row in json.loads(run("list-unit-files", "-o", "json").stdout)}
+    assert (data["owned.service"]["owner"], data["owned.service"]["origin"]) == (
+        "web-stack",
+        "0123456789abcdef0123",
+    )
+    assert data["idle.service"]["owner"] is None and data["idle.service"]["origin"] is None
 
 
 def test_list_units(run: Run, cluster: dict[str, str]) -> None:
