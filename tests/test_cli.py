@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import typer
 from cli_run import Run
 from typer.testing import CliRunner, Result
 
@@ -797,3 +798,185 @@ def test_agent_without_dbus_bindings_is_one_line_naming_the_packages() -> None:
         "missing): apt-get install python3-dbus python3-gi, in a venv made with "
         "--system-site-packages, or pip install 'fleetpy[agent]'"
     ]
+
+
+# ----------------------------------------------------------------------------- fleetctl habits
+
+
+def test_global_options_also_after_the_verb(
+    etcd: EtcdServer,
+    prefix: str,
+    registry: Registry,
+    units_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As fleetctl's: the same options, meaning the same, before or after the verb."""
+    runner = CliRunner()
+    where = ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix]
+    result = runner.invoke(app, ["submit", *where, write(units_dir, "web.service")])
+    assert result.exit_code == 0, result.output
+    assert list(registry.list_units()) == ["web.service"]
+    listed = runner.invoke(app, ["list-unit-files", "--no-legend", *where])
+    assert listed.exit_code == 0 and listed.stdout.split()[0] == "web.service"
+    # After the verb is later on the line: it wins over the same option before it.
+    nowhere = ["--endpoint", "http://127.0.0.1:1", "--request-timeout", "1"]
+    result = runner.invoke(app, [*nowhere, "list-unit-files", "--no-legend", *where])
+    assert result.exit_code == 0 and result.stdout == listed.stdout, result.output
+    result = runner.invoke(app, [*where, "list-unit-files", *nowhere])
+    assert result.exit_code == 1 and "127.0.0.1:1" in one_error_line(result)
+    # The environment still fills in what the command line does not say.
+    monkeypatch.setenv("FLEETPY_ENDPOINT", etcd.endpoint)
+    result = runner.invoke(app, ["list-unit-files", "--no-legend", "--etcd-prefix", prefix])
+    assert result.exit_code == 0 and result.stdout == listed.stdout, result.output
+    # A verb of a group (keys list), and a setting of another scope (sign).
+    keys = str(tmp_path / "keys")
+    assert runner.invoke(app, ["keys", "generate", "ops", "--keys-dir", keys]).exit_code == 0
+    result = runner.invoke(app, ["keys", "list", "--no-legend", "--keys-dir", keys])
+    assert result.exit_code == 0 and result.stdout.split()[0] == "ops", result.output
+
+
+def test_global_options_after_the_verb_reach_the_daemons(
+    captured: dict[str, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETPY_ETCD_PREFIX", "/env")
+    result = CliRunner().invoke(
+        app, ["--endpoint", "http://before:1", "engine", "--endpoint", "http://after:1"]
+    )
+    assert result.exit_code == 0, result.output
+    etcd = captured["engine"].etcd
+    assert etcd.endpoints == ("http://after:1",) and etcd.prefix == "/env"
+
+
+def test_a_verbs_own_option_wins_over_a_global_one() -> None:
+    """A verb's own option of a global option's name is the verb's after the verb; the
+    global one still goes before the verb. (No verb of fleetpy's has one today.)"""
+    from fleetpy import cli
+
+    seen: dict[str, object] = {}
+    demo = typer.Typer(cls=cli._Group, add_completion=False)
+    demo.callback()(cli._main)
+
+    @demo.command()
+    def own(ctx: typer.Context, endpoint: str = typer.Option("", "--endpoint")) -> None:
+        seen.update(own=endpoint, etcd=dict(cli._globals(ctx).etcd_cli))
+
+    @demo.command()
+    def other(ctx: typer.Context) -> None:
+        seen.update(etcd=dict(cli._globals(ctx).etcd_cli))
+
+    runner = CliRunner()
+    result = runner.invoke(demo, ["--endpoint", "http://g:1", "own", "--endpoint", "mine"])
+    assert result.exit_code == 0, result.output
+    assert seen["own"] == "mine"
+    assert seen["etcd"]["endpoint"] == "http://g:1"  # type: ignore[index]
+    help_text = runner.invoke(demo, ["own", "--help"]).stdout
+    assert help_text.count("--endpoint") == 1  # only its own
+    assert runner.invoke(demo, ["other", "--endpoint", "http://o:1"]).exit_code == 0
+    assert seen["etcd"]["endpoint"] == "http://o:1"  # type: ignore[index]
+
+
+def test_verb_help_lists_its_options_then_the_global_ones() -> None:
+    result = CliRunner().invoke(app, ["list-units", "--help"])
+    assert result.exit_code == 0
+    own, _, global_ = result.stdout.partition("Global options (also before the verb):")
+    assert "--fields" in own and "--endpoint" not in own
+    assert "--fields" not in global_
+    for option in ("--endpoint", "--etcd-prefix", "--tunnel", "--sign-key"):
+        assert f"  {option} " in global_, option
+    assert "--strict-host-key-checking [true|false]" in global_
+    # The root's own help is as before: every global option, once.
+    root = CliRunner().invoke(app, ["--help"]).stdout
+    assert root.count("--endpoint ENDPOINT") == 1 and "Global options" not in root
+
+
+def test_ssh_options_after_the_machine_are_the_remote_commands(
+    run: Run, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleetpy.remote
+
+    argvs: list[list[str]] = []
+    monkeypatch.setattr(fleetpy.remote.os, "execvp", lambda _file, argv: argvs.append(argv))
+    result = run("ssh", "--ssh-port", "2222", "11111111", "ls", "--ssh-port", "0", "-la")
+    assert result.exit_code == 0, result.output
+    argv = argvs[-1]
+    assert argv[argv.index("-p") + 1] == "2222"
+    assert argv[argv.index("--") + 1 :] == ["ls", "--ssh-port", "0", "-la"]
+
+
+@pytest.mark.parametrize(
+    "env, args, strict",
+    [
+        (None, [], True),
+        (None, ["--strict-host-key-checking=false"], False),
+        (None, ["--strict-host-key-checking=no"], False),
+        ("false", [], False),
+        ("false", ["--strict-host-key-checking"], True),  # bare: true, over the env
+        ("true", ["--strict-host-key-checking", "false"], False),  # fleetpy's older spelling
+        ("false", ["--strict-host-key-checking=true"], True),
+    ],
+)
+def test_strict_host_key_checking_is_a_switch(
+    run: Run,
+    cluster: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    args: list[str],
+    strict: bool,
+) -> None:
+    """As fleetctl's boolean flag, before or after the verb; the env var still applies."""
+    import fleetpy.remote
+
+    if env is not None:
+        monkeypatch.setenv("FLEETPY_STRICT_HOST_KEY_CHECKING", env)
+    argvs: list[list[str]] = []
+    monkeypatch.setattr(fleetpy.remote.os, "execvp", lambda _file, argv: argvs.append(argv))
+    expected = f"StrictHostKeyChecking={'yes' if strict else 'no'}"
+    for argv in ([*args, "ssh", "11111111"], ["ssh", *args, "11111111"]):
+        result = run(*argv)
+        assert result.exit_code == 0, result.output
+        assert expected in argvs[-1], (argv, argvs[-1])
+
+
+def test_version_verb() -> None:
+    result = CliRunner().invoke(app, ["version"])
+    assert result.exit_code == 0 and result.stdout == "fleetpy 0.1.0\n"
+    done = python_m("version")
+    assert done.returncode == 0 and done.stdout == python_m("--version").stdout == "fleetpy 0.1.0\n"
+
+
+def test_shell_completion(tmp_path: Path) -> None:
+    script = python_m("--show-completion", "bash")
+    assert script.returncode == 0, script.stderr
+    assert "_FLEETPY_COMPLETE=complete_bash" in script.stdout
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")},
+        "_FLEETPY_COMPLETE": "complete_bash",
+    }
+
+    def complete(line: str) -> list[str]:
+        words = line.split(" ")
+        done = subprocess.run(
+            [sys.executable, "-m", "fleetpy"],
+            env={**env, "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("fleetpy list-u") == ["list-unit-files", "list-units"]
+    assert complete("fleetpy git w") == ["watch"]
+    assert complete("fleetpy list-units --end") == ["--endpoint"]  # a global one, after
+    home = tmp_path / "home"
+    home.mkdir()
+    installed = subprocess.run(
+        [sys.executable, "-m", "fleetpy", "--install-completion", "bash"],
+        env={**env, "HOME": str(home), "_FLEETPY_COMPLETE": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert "fleetpy" in (home / ".bashrc").read_text()

@@ -58,7 +58,9 @@ REMOTE_CASES = [
     (["--tunnel", "-oProxyCommand=touch /tmp/x", "ssh", "zzzz"], 1, r"--tunnel"),
     (["--ssh-username", "a b", "ssh", "zzzz"], 1, r"--ssh-username"),
     (["--ssh-port", "0", "ssh", "zzzz"], 1, r"--ssh-port"),
-    (["--strict-host-key-checking", "maybe", "ssh", "zzzz"], 1, r"expected true or false"),
+    (["--strict-host-key-checking=maybe", "ssh", "zzzz"], 1, r"expected true or false"),
+    (["ssh", "--strict-host-key-checking=maybe", "zzzz"], 1, r"expected true or false"),
+    (["--strict-host-key-checking", "maybe", "ssh", "zzzz"], 64, r"No such command 'maybe'"),
 ]
 
 
