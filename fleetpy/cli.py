@@ -1,16 +1,18 @@
 """The fleetpy command line: argument parsing and printing only; the work is in control.
 
-Global etcd options come before the verb, as with fleetctl. They, and the agent's and
-engine's options, are generated from config.SETTINGS so CLI, environment and YAML
-stay one table. Every FleetpyError becomes one `fleetpy: error: ...` line on stderr.
+Global options (etcd, ssh, signing) go before or after the verb, as with fleetctl. They,
+and the agent's and engine's options, are generated from config.SETTINGS so CLI,
+environment and YAML stay one table. Every FleetpyError becomes one `fleetpy: error: ...`
+line on stderr; usage errors exit EXIT_USAGE.
 """
 
+import copy
 import functools
 import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,7 +20,8 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
-from typer.core import TyperGroup
+from typer._click.exceptions import UsageError as ClickUsageError
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__, config, control
 from .control import WaitTarget
@@ -32,10 +35,14 @@ from .states import DesiredState
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_BLOCK_ATTEMPTS = 60
+# Every verb's usage errors (a mistyped option, a missing argument, an unknown field) exit
+# with sysexits' EX_USAGE, never Click's 2: `plan`'s 2 means only "changes", so a CI
+# script that applies on 2 must not apply on a typo. 1 stays "it failed".
+EXIT_USAGE = 64
 
 
 class UsageError(FleetpyError):
-    """Bad command-line usage found after parsing (exit 2, as Click's own errors)."""
+    """Bad command-line usage found after parsing (exit EXIT_USAGE, as Click's own)."""
 
 
 class OutputError(FleetpyError):
@@ -49,7 +56,8 @@ class Output(StrEnum):
 
 @dataclass(frozen=True)
 class Globals:
-    """The etcd options given before the verb (None = not given)."""
+    """The global options (config.SETTINGS of the etcd, ssh and sign scopes) given before
+    or after the verb; a name that is not here was not given."""
 
     etcd_cli: Mapping[str, Any]
 
@@ -66,13 +74,15 @@ def _settings_params(scope: config.Scope) -> list[inspect.Parameter]:
         value = config.default(setting)
         if isinstance(value, tuple):
             value = ",".join(value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
         default = "" if value in (None, "", {}) else f"; default {value}"
         # Values stay strings here: config.resolve parses them, with env and file values.
         option = typer.Option(
             None,
             setting.option,
             show_default=False,
-            metavar=setting.name.upper(),
+            metavar="[true|false]" if setting.option in config.SWITCHES else setting.name.upper(),
             help=f"{setting.help} (env {setting.env}{default})",
         )
         params.append(
@@ -139,7 +149,7 @@ def _edge() -> Iterator[None]:
     try:
         yield
     except UsageError as exc:
-        raise _fail(str(exc), 2) from None
+        raise _fail(str(exc), EXIT_USAGE) from None
     except FleetpyError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -192,9 +202,81 @@ def _version(value: bool) -> None:
 
 # ----------------------------------------------------------------------------- app
 
+GLOBAL_OPTION = "global option"  # the param_type_name of a global option after a verb
+
+
+def _switches(args: Sequence[str]) -> list[str]:
+    """Boolean settings as fleetctl's switches: a bare `--strict-host-key-checking` is
+    `=true`; `=false` (or a following true/false word, fleetpy's older spelling) sets it.
+    Arguments after `--` are not options."""
+    out: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            return [*out, arg, *rest]
+        if arg in config.SWITCHES:
+            arg += "=" + (rest.pop(0) if rest and config.is_boolean_word(rest[0]) else "true")
+        out.append(arg)
+    return out
+
+
+def _after_verb(ctx: typer.Context, param: Any, value: Any) -> Any:
+    """A global option given after the verb: as if given before it (and later, so it
+    wins over the same option before the verb, as a repeated option does)."""
+    if value is not None:
+        setting = param.name.removeprefix("global_")
+        ctx.find_root().obj = Globals({**_globals(ctx).etcd_cli, setting: value})
+    return value
+
+
+def _global_option(option: Any) -> Any:
+    """The root's option of a setting, for a verb: same flag, metavar, help and parsing;
+    its value goes where the root's does (_after_verb), not to the verb's function."""
+    clone = copy.copy(option)
+    clone.name = f"global_{option.name}"  # apart from the verb's own parameter names
+    clone.expose_value = False
+    clone.callback = _after_verb
+    clone.param_type_name = GLOBAL_OPTION
+    return clone
+
+
+class _Verb(TyperCommand):
+    """A verb's help: its own options, then the global ones it also takes (as fleetctl's
+    GLOBAL OPTIONS)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        super().format_options(ctx, formatter)  # arguments and options, not GLOBAL_OPTION
+        records = [
+            p.get_help_record(ctx) for p in self.params if p.param_type_name == GLOBAL_OPTION
+        ]
+        if records:
+            with formatter.section("Global options (also before the verb)"):
+                formatter.write_dl([r for r in records if r is not None])
+
+
+def _verbs(commands: Iterable[Any]) -> Iterator[Any]:
+    for command in commands:
+        if isinstance(command, TyperGroup):
+            yield from _verbs(command.commands.values())
+        else:
+            yield command
+
 
 class _Group(TyperGroup):
-    """Click's own errors (unknown option, bad value) as one line too, like ours."""
+    """fleetpy itself. Every verb also takes the global options after its name, as
+    fleetctl's verbs do; a verb's own option of the same name wins there (the global one
+    still goes before the verb). Click's own errors (unknown option, bad value) are one
+    line too, like ours."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        settings = [p for p in self.params if p.name in config.SETTINGS_BY_NAME]
+        for verb in _verbs(self.commands.values()):
+            own = {flag for p in verb.params for flag in (*p.opts, *p.secondary_opts)}
+            verb.params += [_global_option(p) for p in settings if not own & set(p.opts)]
+            if type(verb) is TyperCommand:
+                verb.__class__ = _Verb  # only its help differs
 
     def main(
         self,
@@ -205,6 +287,7 @@ class _Group(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        args = _switches(sys.argv[1:] if args is None else args)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
@@ -214,14 +297,14 @@ class _Group(TyperGroup):
             code = result if isinstance(result, int) else 0
         except NoArgsIsHelpError as exc:
             exc.show()
-            code = exc.exit_code
+            code = EXIT_USAGE
         except ClickException as exc:
             hint = ""
             ctx = getattr(exc, "ctx", None)
             if ctx is not None:
                 hint = f" (see '{ctx.command_path} --help')"
             _say(f"fleetpy: error: {' '.join(exc.format_message().split())}{hint}")
-            code = exc.exit_code
+            code = EXIT_USAGE if isinstance(exc, ClickUsageError) else exc.exit_code
         except typer.Abort:
             code = 1
         except FleetpyError as exc:  # raised outside a command, e.g. by --version
@@ -235,7 +318,7 @@ app = typer.Typer(
     cls=_Group,
     rich_markup_mode=None,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Schedule systemd units across a cluster of machines (fleetctl's verbs over etcd).",
@@ -255,6 +338,12 @@ def _main(
     **etcd: Any,
 ) -> None:
     ctx.obj = Globals(dict(etcd))
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print fleetpy's version (as --version; fleetctl has both too)."""
+    _out(f"fleetpy {__version__}")
 
 
 BlockOption = Annotated[
@@ -568,9 +657,10 @@ def list_unit_files(
     full: FullOption = False,
     output: OutputOption = Output.table,
 ) -> None:
-    """List submitted units: hash, desired state, reported state, target machine
-    (and, with --fields, the deployment that owns a unit and the commit it came from)."""
-    valid = ("unit", "hash", "dstate", "state", "target", "owner", "origin")
+    """List submitted units: hash, desired state, reported state, target machine (and,
+    with --fields, why an unplaced unit is not placed, the deployment that owns a unit
+    and the commit it came from)."""
+    valid = ("unit", "hash", "dstate", "state", "target", "reason", "owner", "origin")
     chosen = _fields(fields, valid, valid[:5])
     registry = _registry(ctx)
     rows = control.unit_file_rows(registry.read_view(with_text=False))
@@ -584,6 +674,8 @@ def list_unit_files(
                     "state": r.state,
                     "machine": r.machine,
                     "reason": r.reason,
+                    "owner": r.owner,
+                    "origin": r.origin,
                 }
                 for r in rows
             ]
@@ -598,6 +690,7 @@ def list_unit_files(
                 "dstate": r.desired_state,
                 "state": r.state,
                 "target": "-" if r.machine is None else (r.machine if full else r.machine[:8]),
+                "reason": r.reason or "-",
                 "owner": r.owner or "-",
                 "origin": (r.origin if full else (r.origin or "")[:12]) or "-",
             }
@@ -818,7 +911,8 @@ def plan_command(
     sign: SignOption = None,
 ) -> None:
     """Show what apply would do: units added, changed (with a diff) and removed.
-    Exit code 0: nothing would change; 2: something would; 1: an error."""
+    Exit code 0: nothing would change; 2: something would; 1: an error; 64: a usage
+    error (a mistyped option or a missing argument)."""
     _, _, _, plan = _plan(ctx, directory, prune, commit, _signer(ctx, sign))
     _print_plan(plan, output)
     raise typer.Exit(2 if plan.has_changes else 0)
@@ -1007,7 +1101,13 @@ app.add_typer(git_app)
 
 BranchOption = Annotated[str, typer.Option("--branch", help="The branch that deploys.")]
 DirOption = Annotated[
-    str, typer.Option("--dir", help="The deployment directory inside the repository.")
+    str,
+    typer.Option(
+        "--dir",
+        help="The deployment's directory in the repository, from its top (default: the "
+        "top itself, for a repository that holds one deployment).",
+        show_default=False,
+    ),
 ]
 
 
@@ -1166,7 +1266,15 @@ def journal_command(
             _out(line, keep="\t")
 
 
-@app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# Options after MACHINE belong to the command run there, not to fleetpy.
+@app.command(
+    "ssh",
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    },
+)
 @edge
 def ssh_command(
     ctx: typer.Context,

@@ -248,15 +248,24 @@ def _tunnel(value: Any) -> str:
     return text
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
+    if text in _TRUE:
         return True
-    if text in ("0", "false", "no", "off"):
+    if text in _FALSE:
         return False
     raise ValueError("expected true or false")
+
+
+def is_boolean_word(text: str) -> bool:
+    """A word a boolean setting takes (true, false, yes, no, on, off, 1, 0)."""
+    return text.strip().lower() in _TRUE + _FALSE
 
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
@@ -521,7 +530,8 @@ SETTINGS: tuple[Setting, ...] = (
         "--strict-host-key-checking",
         "FLEETPY_STRICT_HOST_KEY_CHECKING",
         _boolean,
-        "refuse machines whose host key is not in the known-hosts file (true/false)",
+        "refuse machines whose host key is not in the known-hosts file (alone: true; "
+        "=false turns it off)",
         Scope.SSH,
         "strict_host_key_checking",
     ),
@@ -620,6 +630,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+# The options of boolean settings: on the command line they are switches, as fleetctl's
+# (a bare `--strict-host-key-checking` is true, `--strict-host-key-checking=false` not).
+SWITCHES = frozenset(s.option for s in SETTINGS if s.parse is _boolean)
 _RECORDS: dict[Scope, type[Any]] = {
     Scope.ETCD: EtcdSettings,
     Scope.AGENT: AgentSettings,

@@ -6,7 +6,8 @@ then writes, through Registry.change_units / destroy_units: bad input writes not
 
 An argument is a unit FILE if it contains a slash (or, for submit/load/start, names
 an existing file), a GLOB if it holds fnmatch wildcards (stop/unload/destroy only),
-else the NAME of a submitted unit, or of an instance of a submitted template. Names
+else the NAME of a submitted unit, or of an instance of a submitted template (or of
+one whose file is beside it: `t@3.service` with `./t@.service`, as fleetctl). Names
 and globs never contain '/': a path that does not exist is an error, never a name
 (bash passes `dir/*.service` on unchanged when nothing matches).
 """
@@ -78,6 +79,22 @@ class LocalUnit:
 
 def is_file_arg(arg: str) -> bool:
     return "/" in arg or os.path.exists(arg)
+
+
+def template_beside(arg: str) -> str | None:
+    """fleetctl's lookup for an instance without a unit file of its own (`t@3.service`,
+    or `units/t@3.service`): its template's file beside it (`./t@.service`,
+    `units/t@.service`), if there is one."""
+    if os.path.lexists(arg):
+        return None
+    try:
+        parsed = parse_name(os.path.basename(arg))
+    except FleetpyError:
+        return None
+    if parsed.template is None or not parsed.is_instance:
+        return None
+    path = os.path.join(os.path.dirname(arg) or ".", parsed.template)
+    return path if os.path.isfile(path) else None
 
 
 def _unit_name_of_path(arg: str) -> str:
@@ -195,6 +212,52 @@ def _instance_change(
     raise UnknownUnitError.not_submitted(name, parsed.template if parsed.is_instance else None)
 
 
+def _instance_of_file(
+    units: Mapping[str, UnitRecord],
+    locals_: dict[str, LocalUnit],
+    name: str,
+    path: str,
+    desired: DesiredState | None,
+    signer: Signer | None,
+) -> tuple[list[UnitChange], FleetOptions] | None:
+    """A new instance named beside its template's file, as fleetctl made it: the template
+    is submitted from the file first (as `submit FILE` would) when it is not submitted yet.
+    None: the submitted template has the file's contents (the instance is made from it as
+    from any submitted template). A submitted template with other contents is refused, as
+    a file of other contents is (fleetctl warned and used the submitted one)."""
+    parsed = parse_name(name)
+    assert parsed.template is not None
+    local = locals_.get(parsed.template) or read_unit_file(path)
+    current = units.get(parsed.template)
+    if current is not None:
+        if current.hash == local.hash:
+            return None
+        error = StateError.different_contents(parsed.template, current.hash, local.hash)
+        raise StateError(f"{name}: its template's file {local.path}: {error}")
+    template_unit = parse_unit(local.text, source=local.path)
+    options = fleet_options(template_unit, name)
+    check_instance(template_unit, name)
+    changes = []
+    if parsed.template not in locals_:  # once per command, as if given as a file
+        locals_[parsed.template] = local
+        changes.append(_file_change(local.name, local, None, signer))
+    changes.append(_file_change(name, local, desired, signer))  # the template's contents
+    return changes, options
+
+
+def _file_change(
+    name: str, local: LocalUnit, desired: DesiredState | None, signer: Signer | None
+) -> UnitChange:
+    return UnitChange(
+        name,
+        desired=desired,
+        text=local.text,
+        hash=local.hash,
+        is_global=local.is_global,
+        signature=None if signer is None else signer.sign(name, local.hash),
+    )
+
+
 _EDGES: dict[str, Callable[[FleetOptions], tuple[str, ...]]] = {
     "MachineOf": lambda o: (o.machine_of,) if o.machine_of else (),
     "Replaces": lambda o: o.replaces,
@@ -270,7 +333,8 @@ def plan_submit(
     """submit (desired None), load (loaded), start (launched): files or names, no globs.
 
     Files are submitted (new units become inactive; an existing unit must have the
-    same contents); names must be submitted units or instances of submitted templates.
+    same contents); names must be submitted units or instances of submitted templates,
+    or new instances of a template whose file is beside them (template_beside).
     With a signer every unit is signed (name and content hash): a file's unit as read
     here, a unit named without its file only as `_extended_signature` allows.
     """
@@ -278,9 +342,15 @@ def plan_submit(
         raise FleetpyError("no units given")
     _check_count(len(args))
     locals_: dict[str, LocalUnit] = {}
+    beside: dict[str, str] = {}  # instance -> its template's file (template_beside)
     names: list[str] = []
     for arg in args:
-        if is_file_arg(arg):
+        template_file = template_beside(arg)
+        if template_file is not None:
+            name = parse_name(os.path.basename(arg)).name
+            beside[name] = template_file
+            names.append(name)
+        elif is_file_arg(arg):
             local = read_unit_file(arg)
             previous = locals_.get(local.name)
             if previous is not None and previous.hash != local.hash:
@@ -312,6 +382,12 @@ def plan_submit(
     new_options: dict[str, FleetOptions] = {}  # units this command creates
     for name in names:
         from_file = locals_.get(name)
+        if from_file is None and name in beside and name not in units:
+            made = _instance_of_file(units, locals_, name, beside[name], desired, signer)
+            if made is not None:
+                changes += made[0]
+                new_options[name] = made[1]
+                continue
         if from_file is None:
             change, options = _instance_change(contents, units, name, desired, signer)
             changes.append(change)
@@ -321,16 +397,7 @@ def plan_submit(
         current = units.get(name)
         if current is not None and current.hash != from_file.hash:
             raise StateError.different_contents(name, current.hash, from_file.hash)
-        changes.append(
-            UnitChange(
-                name,
-                desired=desired,
-                text=from_file.text,
-                hash=from_file.hash,
-                is_global=from_file.is_global,
-                signature=None if signer is None else signer.sign(name, from_file.hash),
-            )
-        )
+        changes.append(_file_change(name, from_file, desired, signer))
         if current is None and from_file.options is not None:
             new_options[name] = from_file.options
     if any(edge(o) for o in new_options.values() for edge in _EDGES.values()):

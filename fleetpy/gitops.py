@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import subprocess
 import sys
 import tempfile
@@ -55,16 +56,40 @@ def _git(
     return result.stdout
 
 
+def repository_directory(directory: str) -> str:
+    """A deployment directory as a path inside the repository, as git names it: "" for
+    the top ("", ".", "./"), else without "./" or a trailing "/" ("./deploy/" is
+    "deploy"). One outside the repository (absolute, or through "..") is refused."""
+    text = directory.replace("\\", "/")
+    if text.startswith("/"):
+        raise DeploymentError(
+            f"--dir {directory!r}: expected a directory inside the repository, relative "
+            "to its top (such as deploy, or . for the top itself)"
+        )
+    path = posixpath.normpath(text or ".")
+    if path == ".." or path.startswith("../"):
+        raise DeploymentError(f"--dir {directory!r} is outside the repository")
+    return "" if path == "." else path
+
+
+def _shown(directory: str, commit: str) -> str:
+    """Where a deployment directory is, for a message."""
+    path = repository_directory(directory)
+    return f"{path!r} in commit {commit[:12]}" if path else f"the top of commit {commit[:12]}"
+
+
 def export_commit(git_dir: str | Path, commit: str, directory: str, target: Path) -> Path:
-    """The deployment directory of `commit` (a path inside the repository), written
-    under `target`; returns the directory to render."""
-    spec = f"{commit}:{directory}" if directory not in ("", ".") else commit
+    """The deployment directory of `commit` (a path inside the repository; "." or "" for
+    its top), written under `target`; returns the directory to render."""
+    # `commit:path` names a tree; `commit:` is the commit's top tree (the commit itself
+    # is not a tree, so `commit` alone would not do).
+    spec = f"{commit}:{repository_directory(directory)}"
     try:
         kind = _git(["--git-dir", str(git_dir), "cat-file", "-t", spec]).decode().strip()
     except DeploymentError:
         raise DeploymentError(f"commit {commit[:12]} has no directory {directory!r}") from None
     if kind != "tree":
-        raise DeploymentError(f"{directory!r} in commit {commit[:12]} is not a directory")
+        raise DeploymentError(f"{_shown(directory, commit)} is not a directory")
     archive = _git(["--git-dir", str(git_dir), "archive", "--format=tar", spec])
     target.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -75,7 +100,7 @@ def export_commit(git_dir: str | Path, commit: str, directory: str, target: Path
         timeout=300,
     )
     if not (target / DEPLOYMENT_FILE).exists():
-        raise DeploymentError(f"{directory!r} in commit {commit[:12]} has no {DEPLOYMENT_FILE}")
+        raise DeploymentError(f"{_shown(directory, commit)} has no {DEPLOYMENT_FILE}")
     return target
 
 
@@ -115,6 +140,7 @@ sys.exit(run_hook({hook!r}, {config!r}))
 def install_hooks(repository: str | Path, config: HookConfig) -> list[Path]:
     """Write pre-receive (render and validate: an invalid push is rejected) and
     post-receive (apply) hooks into a bare repository."""
+    repository_directory(config.directory)  # refused now, not at the first push
     repo = Path(repository)
     if not (repo / "HEAD").is_file() or not (repo / "objects").is_dir():
         raise DeploymentError(f"{repo} is not a bare git repository")
@@ -157,8 +183,8 @@ def run_hook(hook: str, config_json: str) -> int:
         with tempfile.TemporaryDirectory(prefix="fleetpy-push-") as temp:
             # Exported under its own path and rendered from there: messages name the
             # files as they are in the repository (deploy/web.service.j2:3: ...).
-            relative = os.path.normpath(config.directory)
             try:
+                relative = repository_directory(config.directory) or "."
                 export_commit(git_dir, new, config.directory, Path(temp) / relative)
             except DeploymentError as exc:
                 print(escape_controls(f"fleetpy: error: {exc}"), file=sys.stderr)
@@ -239,6 +265,7 @@ def watch(
     """Follow the branch: when it moves past what etcd says was applied, plan and apply.
     Several watchers may run; only the one holding the deployment's watcher lease
     applies (the others wait). Returns the last apply's exit status (`once`)."""
+    repository_directory(config.directory)  # refused now, not once per interval
     registry = registry_factory()
     candidate = f"{os.uname().nodename}-{os.getpid()}"
     lease = None
@@ -309,6 +336,7 @@ __all__ = [
     "fetch_head",
     "hook_command",
     "install_hooks",
+    "repository_directory",
     "run_hook",
     "watch",
 ]

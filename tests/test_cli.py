@@ -12,13 +12,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import typer
 from cli_run import Run
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.config import Settings, UnitManagerKind
-from fleetpy.registry import MachineRecord, PlaceUnit, Registry, StoreReason, UnitState
+from fleetpy.registry import (
+    MachineRecord,
+    PlaceUnit,
+    Registry,
+    StoreReason,
+    UnitChange,
+    UnitState,
+)
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 
@@ -71,7 +79,9 @@ def test_submit_start_list_cat_stop_unload_destroy(
     data = json.loads(run("list-unit-files", "-o", "json").stdout)
     assert [row["unit"] for row in data] == ["web1.service", "web2.service"]
     assert all(
-        set(row) == {"unit", "hash", "desired_state", "state", "machine", "reason"} for row in data
+        set(row)
+        == {"unit", "hash", "desired_state", "state", "machine", "reason", "owner", "origin"}
+        for row in data
     )
     assert data[0]["hash"] == registry.get_unit("web1.service").hash  # type: ignore[union-attr]
     assert data[0]["desired_state"] == "launched" and data[0]["machine"] is None
@@ -100,6 +110,51 @@ def test_template_instance_by_name(run: Run, registry: Registry, units_dir: Path
     result = run("start", "--no-block", "app@.service")
     assert result.exit_code == 1
     assert "app@.service is a template" in one_error_line(result)
+
+
+def test_instance_by_name_submits_its_template_file_beside_it(
+    run: Run, registry: Registry, units_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As fleetctl: `start t@3.service` with t@.service in the current directory (or
+    `start units/t@3.service` with units/t@.service) submits the template first."""
+    template = SERVICE + "\n[X-Fleet]\nMachineMetadata=instance=%i\n"
+    write(units_dir, "t@.service", template)
+    monkeypatch.chdir(units_dir)
+    result = run("start", "--no-block", "t@3.service", "t@4.service")
+    assert result.exit_code == 0, result.output
+    assert "Triggered unit t@3.service start" in result.stdout
+    units = registry.list_units()
+    assert sorted(units) == ["t@.service", "t@3.service", "t@4.service"]
+    assert units["t@.service"].desired == "inactive"
+    assert {units[n].hash for n in units} == {units["t@.service"].hash}
+    assert units["t@4.service"].desired == "launched"
+    assert run("cat", "t@3.service").stdout == template
+
+    # From elsewhere, through the instance's path: its template beside it.
+    monkeypatch.chdir(units_dir.parent)
+    write(units_dir, "u@.service")
+    assert run("load", "--no-block", "units/u@1.service").exit_code == 0
+    units = registry.list_units()
+    assert units["u@1.service"].desired == "loaded" and units["u@.service"].desired == "inactive"
+    assert run("submit", "units/u@2.service").exit_code == 0  # the template is submitted
+    assert registry.list_units()["u@2.service"].desired == "inactive"
+
+    # A submitted template with other contents than the file beside the name: refused,
+    # as a file of other contents is (fleetctl warned, then used the submitted one).
+    write(units_dir, "t@.service", template.replace("Description=web", "Description=edited"))
+    before = snapshot(registry)
+    result = run("start", "--no-block", "units/t@5.service")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "t@5.service: its template's file units/t@.service:" in line, line
+    assert "t@.service is already submitted with different contents" in line
+    assert snapshot(registry) == before
+    # An instance that exists is what it is: the file beside it is not read.
+    assert run("stop", "--no-block", "t@3.service").exit_code == 0
+    assert run("start", "--no-block", "units/t@3.service").exit_code == 0
+    # No template beside, no file: the path is an error, as before.
+    result = run("start", "--no-block", "units/v@1.service")
+    assert result.exit_code == 1 and "units/v@1.service" in one_error_line(result)
 
 
 def test_load_submits_files_and_global_flag(run: Run, registry: Registry, units_dir: Path) -> None:
@@ -167,14 +222,36 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert snapshot(registry) == before
 
 
-def test_usage_errors_exit_2(run: Run, units_dir: Path) -> None:
+def test_usage_errors_exit_64(run: Run, units_dir: Path, tmp_path: Path) -> None:
     result = run("list-units", "--fields", "unit,bogus")
-    assert result.exit_code == 2
+    assert result.exit_code == 64
     line = one_error_line(result)
     assert "unknown field 'bogus'" in line and "unit, machine, load, active, sub" in line
-    assert run("list-units", "-o", "yaml").exit_code == 2
-    assert run("start").exit_code == 2
-    assert run("frobnicate").exit_code == 2
+    assert run("list-units", "-o", "yaml").exit_code == 64
+    assert run("start").exit_code == 64
+    assert run("frobnicate").exit_code == 64
+    assert run("git").exit_code == 64  # help shown, nothing done
+    assert run().exit_code == 64
+
+
+def test_plan_exits_2_only_for_changes(run: Run, tmp_path: Path) -> None:
+    """A CI script applies when plan exits 2: a typo must not look like changes."""
+    (tmp_path / "fleetpy.yaml").write_text(
+        "name: ci\nunits:\n  - {name: a.service, template: a.service.j2}\n"
+    )
+    (tmp_path / "a.service.j2").write_text(SERVICE)
+    result = run("plan", "--prnue", str(tmp_path))
+    assert result.exit_code == 64
+    assert "No such option: --prnue (Possible options: --prune)" in one_error_line(result)
+    assert run("plan").exit_code == 64
+    assert run("plan", str(tmp_path), "extra").exit_code == 64
+    assert run("plan", "-o", "yaml", str(tmp_path)).exit_code == 64
+    assert run("plan", str(tmp_path / "nothere")).exit_code == 1
+    assert run("plan", str(tmp_path)).exit_code == 2  # the one meaning of 2
+    # The real process, as a CI script sees it.
+    done = python_m("plan", "--prnue", str(tmp_path))
+    assert done.returncode == 64 and done.stdout == ""
+    assert done.stderr.startswith("fleetpy: error: No such option: --prnue")
 
 
 def test_bad_setting_value(etcd: EtcdServer) -> None:
@@ -417,6 +494,8 @@ def test_list_unit_files(run: Run, cluster: dict[str, str]) -> None:
             "state": "inactive",
             "machine": None,
             "reason": "desired state is inactive",
+            "owner": None,
+            "origin": None,
         },
         {
             "unit": "mon.service",
@@ -425,6 +504,8 @@ def test_list_unit_files(run: Run, cluster: dict[str, str]) -> None:
             "state": "launched",
             "machine": None,
             "reason": None,
+            "owner": None,
+            "origin": None,
         },
         {
             "unit": "web.service",
@@ -433,8 +514,50 @@ def test_list_unit_files(run: Run, cluster: dict[str, str]) -> None:
             "state": "launched",
             "machine": cluster["m1"],
             "reason": None,
+            "owner": None,
+            "origin": None,
         },
     ]
+
+
+def test_list_unit_files_reason_owner_and_origin(
+    run: Run, cluster: dict[str, str], registry: Registry
+) -> None:
+    """The README's `--fields reason` (why a unit is not placed) in the table, and the
+    table's owner and origin in -o json."""
+    result = run("list-unit-files", "--fields", "unit,target,reason")
+    assert result.stdout.splitlines() == [
+        "UNIT          TARGET    REASON",
+        "idle.service  -         desired state is inactive",
+        "mon.service   -         -",
+        "web.service   11111111  -",
+    ]
+    text = SERVICE + "#\nO=1\n"
+    from fleetpy.unit import parse_unit
+
+    unit = parse_unit(text)
+    registry.change_units(
+        [
+            UnitChange(
+                "owned.service",
+                text=unit.serialize(),
+                hash=unit.hash,
+                owner="web-stack",
+                origin="0123456789abcdef0123",
+            )
+        ]
+    )
+    assert table(run("list-unit-files", "--fields", "unit,owner,origin", "--no-legend"))[2] == [
+        "owned.service",
+        "web-stack",
+        "0123456789ab",
+    ]
+    data = {row["unit"]: row for row in json.loads(run("list-unit-files", "-o", "json").stdout)}
+    assert (data["owned.service"]["owner"], data["owned.service"]["origin"]) == (
+        "web-stack",
+        "0123456789abcdef0123",
+    )
+    assert data["idle.service"]["owner"] is None and data["idle.service"]["origin"] is None
 
 
 def test_list_units(run: Run, cluster: dict[str, str]) -> None:
@@ -675,3 +798,185 @@ def test_agent_without_dbus_bindings_is_one_line_naming_the_packages() -> None:
         "missing): apt-get install python3-dbus python3-gi, in a venv made with "
         "--system-site-packages, or pip install 'fleetpy[agent]'"
     ]
+
+
+# ----------------------------------------------------------------------------- fleetctl habits
+
+
+def test_global_options_also_after_the_verb(
+    etcd: EtcdServer,
+    prefix: str,
+    registry: Registry,
+    units_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As fleetctl's: the same options, meaning the same, before or after the verb."""
+    runner = CliRunner()
+    where = ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix]
+    result = runner.invoke(app, ["submit", *where, write(units_dir, "web.service")])
+    assert result.exit_code == 0, result.output
+    assert list(registry.list_units()) == ["web.service"]
+    listed = runner.invoke(app, ["list-unit-files", "--no-legend", *where])
+    assert listed.exit_code == 0 and listed.stdout.split()[0] == "web.service"
+    # After the verb is later on the line: it wins over the same option before it.
+    nowhere = ["--endpoint", "http://127.0.0.1:1", "--request-timeout", "1"]
+    result = runner.invoke(app, [*nowhere, "list-unit-files", "--no-legend", *where])
+    assert result.exit_code == 0 and result.stdout == listed.stdout, result.output
+    result = runner.invoke(app, [*where, "list-unit-files", *nowhere])
+    assert result.exit_code == 1 and "127.0.0.1:1" in one_error_line(result)
+    # The environment still fills in what the command line does not say.
+    monkeypatch.setenv("FLEETPY_ENDPOINT", etcd.endpoint)
+    result = runner.invoke(app, ["list-unit-files", "--no-legend", "--etcd-prefix", prefix])
+    assert result.exit_code == 0 and result.stdout == listed.stdout, result.output
+    # A verb of a group (keys list), and a setting of another scope (sign).
+    keys = str(tmp_path / "keys")
+    assert runner.invoke(app, ["keys", "generate", "ops", "--keys-dir", keys]).exit_code == 0
+    result = runner.invoke(app, ["keys", "list", "--no-legend", "--keys-dir", keys])
+    assert result.exit_code == 0 and result.stdout.split()[0] == "ops", result.output
+
+
+def test_global_options_after_the_verb_reach_the_daemons(
+    captured: dict[str, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETPY_ETCD_PREFIX", "/env")
+    result = CliRunner().invoke(
+        app, ["--endpoint", "http://before:1", "engine", "--endpoint", "http://after:1"]
+    )
+    assert result.exit_code == 0, result.output
+    etcd = captured["engine"].etcd
+    assert etcd.endpoints == ("http://after:1",) and etcd.prefix == "/env"
+
+
+def test_a_verbs_own_option_wins_over_a_global_one() -> None:
+    """A verb's own option of a global option's name is the verb's after the verb; the
+    global one still goes before the verb. (No verb of fleetpy's has one today.)"""
+    from fleetpy import cli
+
+    seen: dict[str, object] = {}
+    demo = typer.Typer(cls=cli._Group, add_completion=False)
+    demo.callback()(cli._main)
+
+    @demo.command()
+    def own(ctx: typer.Context, endpoint: str = typer.Option("", "--endpoint")) -> None:
+        seen.update(own=endpoint, etcd=dict(cli._globals(ctx).etcd_cli))
+
+    @demo.command()
+    def other(ctx: typer.Context) -> None:
+        seen.update(etcd=dict(cli._globals(ctx).etcd_cli))
+
+    runner = CliRunner()
+    result = runner.invoke(demo, ["--endpoint", "http://g:1", "own", "--endpoint", "mine"])
+    assert result.exit_code == 0, result.output
+    assert seen["own"] == "mine"
+    assert seen["etcd"]["endpoint"] == "http://g:1"  # type: ignore[index]
+    help_text = runner.invoke(demo, ["own", "--help"]).stdout
+    assert help_text.count("--endpoint") == 1  # only its own
+    assert runner.invoke(demo, ["other", "--endpoint", "http://o:1"]).exit_code == 0
+    assert seen["etcd"]["endpoint"] == "http://o:1"  # type: ignore[index]
+
+
+def test_verb_help_lists_its_options_then_the_global_ones() -> None:
+    result = CliRunner().invoke(app, ["list-units", "--help"])
+    assert result.exit_code == 0
+    own, _, global_ = result.stdout.partition("Global options (also before the verb):")
+    assert "--fields" in own and "--endpoint" not in own
+    assert "--fields" not in global_
+    for option in ("--endpoint", "--etcd-prefix", "--tunnel", "--sign-key"):
+        assert f"  {option} " in global_, option
+    assert "--strict-host-key-checking [true|false]" in global_
+    # The root's own help is as before: every global option, once.
+    root = CliRunner().invoke(app, ["--help"]).stdout
+    assert root.count("--endpoint ENDPOINT") == 1 and "Global options" not in root
+
+
+def test_ssh_options_after_the_machine_are_the_remote_commands(
+    run: Run, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleetpy.remote
+
+    argvs: list[list[str]] = []
+    monkeypatch.setattr(fleetpy.remote.os, "execvp", lambda _file, argv: argvs.append(argv))
+    result = run("ssh", "--ssh-port", "2222", "11111111", "ls", "--ssh-port", "0", "-la")
+    assert result.exit_code == 0, result.output
+    argv = argvs[-1]
+    assert argv[argv.index("-p") + 1] == "2222"
+    assert argv[argv.index("--") + 1 :] == ["ls", "--ssh-port", "0", "-la"]
+
+
+@pytest.mark.parametrize(
+    "env, args, strict",
+    [
+        (None, [], True),
+        (None, ["--strict-host-key-checking=false"], False),
+        (None, ["--strict-host-key-checking=no"], False),
+        ("false", [], False),
+        ("false", ["--strict-host-key-checking"], True),  # bare: true, over the env
+        ("true", ["--strict-host-key-checking", "false"], False),  # fleetpy's older spelling
+        ("false", ["--strict-host-key-checking=true"], True),
+    ],
+)
+def test_strict_host_key_checking_is_a_switch(
+    run: Run,
+    cluster: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    args: list[str],
+    strict: bool,
+) -> None:
+    """As fleetctl's boolean flag, before or after the verb; the env var still applies."""
+    import fleetpy.remote
+
+    if env is not None:
+        monkeypatch.setenv("FLEETPY_STRICT_HOST_KEY_CHECKING", env)
+    argvs: list[list[str]] = []
+    monkeypatch.setattr(fleetpy.remote.os, "execvp", lambda _file, argv: argvs.append(argv))
+    expected = f"StrictHostKeyChecking={'yes' if strict else 'no'}"
+    for argv in ([*args, "ssh", "11111111"], ["ssh", *args, "11111111"]):
+        result = run(*argv)
+        assert result.exit_code == 0, result.output
+        assert expected in argvs[-1], (argv, argvs[-1])
+
+
+def test_version_verb() -> None:
+    result = CliRunner().invoke(app, ["version"])
+    assert result.exit_code == 0 and result.stdout == "fleetpy 0.1.0\n"
+    done = python_m("version")
+    assert done.returncode == 0 and done.stdout == python_m("--version").stdout == "fleetpy 0.1.0\n"
+
+
+def test_shell_completion(tmp_path: Path) -> None:
+    script = python_m("--show-completion", "bash")
+    assert script.returncode == 0, script.stderr
+    assert "_FLEETPY_COMPLETE=complete_bash" in script.stdout
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")},
+        "_FLEETPY_COMPLETE": "complete_bash",
+    }
+
+    def complete(line: str) -> list[str]:
+        words = line.split(" ")
+        done = subprocess.run(
+            [sys.executable, "-m", "fleetpy"],
+            env={**env, "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("fleetpy list-u") == ["list-unit-files", "list-units"]
+    assert complete("fleetpy git w") == ["watch"]
+    assert complete("fleetpy list-units --end") == ["--endpoint"]  # a global one, after
+    home = tmp_path / "home"
+    home.mkdir()
+    installed = subprocess.run(
+        [sys.executable, "-m", "fleetpy", "--install-completion", "bash"],
+        env={**env, "HOME": str(home), "_FLEETPY_COMPLETE": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert "fleetpy" in (home / ".bashrc").read_text()

@@ -1,6 +1,8 @@
 """The example deployment end to end on real hosts: pushed to a bare repository, applied
 by its hook, then a push of a new image tag replaces every web instance one at a time,
-each container running the new image, the unit names unchanged in systemctl."""
+each container running the new image, the unit names unchanged in systemctl. The
+repository holds only this deployment, at its top (hooks installed without --dir); the
+layout with the deployment in a subdirectory is tests/test_gitops.py's too."""
 
 from __future__ import annotations
 
@@ -43,10 +45,10 @@ def test_push_of_a_new_image_rolls_every_web_instance(
     git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp_path)
     git("clone", "-q", str(bare), str(work), cwd=tmp_path)
     git("checkout", "-q", "-b", "main", cwd=work)
-    shutil.copytree(ROOT / "units", work / "units")
-    yaml_path = work / "units" / "fleetpy.yaml"
+    shutil.copytree(ROOT / "units", work, dirs_exist_ok=True)
+    yaml_path = work / "fleetpy.yaml"
     yaml_path.write_text(yaml_path.read_text().replace("min_ready: 5", "min_ready: 2"))
-    fleet("git", "install-hooks", str(bare), "--dir", "units")
+    fleet("git", "install-hooks", str(bare))
     commit(work, "v1")
     pushed = git("push", "-q", "origin", "main", cwd=work)
     assert "7 added" in pushed.stderr, pushed.stderr
