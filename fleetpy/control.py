@@ -39,7 +39,15 @@ from .registry import (
 from .scheduler import NO_MACHINES
 from .signing import Signer
 from .states import REJECTED, RUNNING_STATES, DesiredState, verb
-from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
+from .unit import (
+    FleetOptions,
+    checked_as,
+    fleet_options,
+    has_glob,
+    load_unit_file,
+    parse_name,
+    parse_unit,
+)
 from .view import SETTLE_SECONDS, LiveView
 
 # fleetpy's own bound on one command (argument lists and glob matches alike): more
@@ -74,6 +82,7 @@ class LocalUnit:
     hash: str
     is_global: bool
     options: FleetOptions | None = None  # None for templates: they never run
+    notes: tuple[str, ...] = ()  # what was read differently from how it was written
 
 
 def is_file_arg(arg: str) -> bool:
@@ -94,9 +103,7 @@ def read_unit_file(path: str) -> LocalUnit:
     name, source = load_unit_file(path)
     parsed = parse_name(name)
     unit = expand_unit(source, name)
-    # A template's [X-Fleet] values may use %i (MachineOf=db@%i.service); check them as
-    # an instance would see them, since the template itself never runs.
-    check_name = f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
+    check_name = checked_as(name)
     options = fleet_options(unit, check_name)
     return LocalUnit(
         name=name,
@@ -105,6 +112,7 @@ def read_unit_file(path: str) -> LocalUnit:
         hash=unit.hash,
         is_global=options.is_global,
         options=None if parsed.is_template else options,
+        notes=tuple(note.replace(check_name, name) for note in options.notes),
     )
 
 
@@ -120,6 +128,7 @@ class CommandPlan:
     names: tuple[str, ...]  # every unit the command acts on, in argument order
     # unit records read while planning (None: absent); saves apply() a second read
     known: Mapping[str, UnitRecord | None] | None = None
+    notes: tuple[str, ...] = ()  # about the unit files read (fleet's legacy keys & co.)
 
 
 def _known(units: Collection[str], name: str) -> None:
@@ -196,7 +205,7 @@ def _instance_change(
 
 
 _EDGES: dict[str, Callable[[FleetOptions], tuple[str, ...]]] = {
-    "MachineOf": lambda o: (o.machine_of,) if o.machine_of else (),
+    "MachineOf": lambda o: o.machine_of,
     "Replaces": lambda o: o.replaces,
 }
 
@@ -335,7 +344,8 @@ def plan_submit(
             new_options[name] = from_file.options
     if any(edge(o) for o in new_options.values() for edge in _EDGES.values()):
         _check_cycles(registry, contents, new_options)
-    return CommandPlan(tuple(changes), tuple(names), known)
+    notes = tuple(note for local in locals_.values() for note in local.notes)
+    return CommandPlan(tuple(changes), tuple(names), known, notes)
 
 
 def _select(units: Collection[str], args: Sequence[str]) -> list[tuple[str, bool]]:

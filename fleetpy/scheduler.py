@@ -339,8 +339,8 @@ class _Planner:
         self.replacers_of: dict[str, list[str]] = {}  # replaced unit -> replacers
         for name in sorted(self.placeable):
             options = self.placeable[name].options
-            if options.machine_of is not None:
-                self.dependents.setdefault(options.machine_of, []).append(name)
+            for target in options.machine_of:
+                self.dependents.setdefault(target, []).append(name)
             for replaced in options.replaces:
                 if replaced != name:
                     self.replacers_of.setdefault(replaced, []).append(name)
@@ -378,10 +378,8 @@ class _Planner:
 
         def predecessors(name: str) -> list[str]:
             options = self.placeable[name].options
-            found = list(self.replacers_of.get(name, ()))
-            if options.machine_of in self.placeable:
-                found.insert(0, options.machine_of)
-            return found
+            targets = [target for target in options.machine_of if target in self.placeable]
+            return targets + list(self.replacers_of.get(name, ()))
 
         order: list[str] = []
         state: dict[str, bool] = {}  # False while on the stack, True when emitted
@@ -405,22 +403,15 @@ class _Planner:
 
     def _machine_of_cycles(self) -> dict[str, str]:
         """Units on a MachineOf cycle -> reason naming the cycle."""
+        edges = {
+            name: [t for t in spec.options.machine_of if t in self.placeable]
+            for name, spec in self.placeable.items()
+        }
         reasons: dict[str, str] = {}
-        resolved: set[str] = set()
-        for start in sorted(self.placeable):
-            path: list[str] = []
-            position: dict[str, int] = {}
-            node: str | None = start
-            while node in self.placeable and node not in resolved and node not in position:
-                position[node] = len(path)
-                path.append(node)
-                node = self.placeable[node].options.machine_of
-            if node is not None and node in position:
-                cycle = path[position[node] :]
-                text = "MachineOf cycle: " + " -> ".join([*cycle, node])
-                for member in cycle:
-                    reasons[member] = text
-            resolved.update(path)
+        for component in strongly_connected(sorted(self.placeable), edges):
+            if len(component) > 1:
+                text = "MachineOf cycle: " + " -> ".join(_cycle_from(min(component), edges))
+                reasons.update((member, text) for member in component)
         return reasons
 
     # ---- assignment bookkeeping -----------------------------------------
@@ -526,7 +517,7 @@ class _Planner:
                 self.notes[name] = f"left on machine {machine}, which is not reporting: {held}"
             return True
         options = self.placeable[name].options
-        if options.machine_of is not None and self.assignment.get(options.machine_of) != machine:
+        if any(self.assignment.get(target) != machine for target in options.machine_of):
             return False
         return (
             self._static_blocker(options, machine) is None
@@ -579,7 +570,7 @@ class _Planner:
         if not self.alive:
             self._fail(name, NO_MACHINES)
             return None
-        if options.machine_of is not None:
+        if options.machine_of:
             return self._choose_beside(name, options)
         if options.machine_id is not None:
             target = self.machines.get(options.machine_id)
@@ -596,24 +587,24 @@ class _Planner:
         return self._choose_from_pool(name, options)
 
     def _choose_beside(self, name: str, options: FleetOptions) -> str | None:
-        target = options.machine_of
-        assert target is not None
         if name in self.cycles:
             self._fail(name, self.cycles[name])
             return None
-        host = self.assignment.get(target)
-        if host is None:
-            spec = self.snapshot.units.get(target)
-            if spec is None:
-                why = f"; {target} is not submitted"
-            elif spec.options.is_global:
-                why = f"; {target} is global and never placed by the engine"
-            elif spec.desired not in PLACED_STATES:
-                why = f"; {target} is {spec.desired}"
-            else:
-                why = ""
-            self._fail(name, f"waiting for {target} to be placed{why}")
-            return None
+        target, host = options.machine_of[0], None
+        for other in options.machine_of:
+            other_host = self.assignment.get(other)
+            if other_host is None:
+                self._fail(name, f"waiting for {other} to be placed{self._why_unplaced(other)}")
+                return None
+            if host is None:
+                host = other_host
+            elif other_host != host:
+                self._fail(
+                    name,
+                    f"cannot join {target} on machine {host}: {other} is on machine {other_host}",
+                )
+                return None
+        assert host is not None
         held = self.machines[host].held
         if held is not None:
             self._fail(name, f"waiting for {target}, whose machine {host} is not reporting")
@@ -623,6 +614,16 @@ class _Planner:
             self._fail(name, f"cannot join {target} on machine {host}: {blocker.phrase()}")
             return None
         return host
+
+    def _why_unplaced(self, target: str) -> str:
+        spec = self.snapshot.units.get(target)
+        if spec is None:
+            return f"; {target} is not submitted"
+        if spec.options.is_global:
+            return f"; {target} is global and never placed by the engine"
+        if spec.desired not in PLACED_STATES:
+            return f"; {target} is {spec.desired}"
+        return ""
 
     def _choose_from_pool(self, name: str, options: FleetOptions) -> str | None:
         memo_key = (
@@ -800,6 +801,69 @@ class _Planner:
 def _sorted_heap_keys(heaps: Mapping[str | None, object]) -> list[str | None]:
     # Machines lacking the Spread key (None) sort last.
     return sorted(heaps, key=lambda value: (value is None, value or ""))
+
+
+def strongly_connected(nodes: list[str], edges: Mapping[str, list[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of the graph (iterative: chains of
+    thousands of units), each component's members in the order found."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(edges.get(root, ())))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            for successor in successors:
+                if successor not in index:
+                    index[successor] = low[successor] = len(index)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(edges.get(successor, ()))))
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], index[successor])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    components.append(component)
+    return components
+
+
+def _cycle_from(start: str, edges: Mapping[str, list[str]]) -> list[str]:
+    """The shortest cycle through `start` (which is on one), as [start, ..., start]."""
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for successor in edges.get(node, ()):
+                if successor == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return [*reversed(path), start]
+                if successor not in previous:
+                    previous[successor] = node
+                    following.append(successor)
+        frontier = following
+    raise ValueError(f"{start} is on no cycle")
 
 
 def plan_placements(snapshot: Snapshot) -> PlacementPlan:

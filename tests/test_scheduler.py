@@ -176,7 +176,7 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
             [
                 unit("db.service"),
                 unit("x.service", machine_id="m1"),
-                unit("side.service", machine_of="db.service"),
+                unit("side.service", machine_of=("db.service",)),
             ],
             {"m1": Machine("m1", {}, held="grace"), "m2": Machine("m2")},
             {"db.service": at("m1")},
@@ -393,7 +393,11 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
     (
         "MachineOf joins its target even on a busier machine",
         snap(
-            [unit("app.service"), unit("log.service", machine_of="app.service"), unit("z.service")],
+            [
+                unit("app.service"),
+                unit("log.service", machine_of=("app.service",)),
+                unit("z.service"),
+            ],
             cluster("m1", "m2"),
             {"app.service": at("m1")},
         ),
@@ -403,8 +407,8 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         "MachineOf chain placed in one plan, targets first",
         snap(
             [
-                unit("a.service", machine_of="b.service"),
-                unit("b.service", machine_of="c.service"),
+                unit("a.service", machine_of=("b.service",)),
+                unit("b.service", machine_of=("c.service",)),
                 unit("c.service"),
                 unit("busy.service"),
             ],
@@ -417,7 +421,7 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         "MachineOf waits for an unplaced target",
         snap(
             [
-                unit("log.service", machine_of="app.service"),
+                unit("log.service", machine_of=("app.service",)),
                 unit("app.service", desired="inactive"),
             ],
             cluster("m1"),
@@ -427,7 +431,10 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
     (
         "MachineOf waits for a target that cannot be placed",
         snap(
-            [unit("app.service", machine_id="gone"), unit("log.service", machine_of="app.service")],
+            [
+                unit("app.service", machine_id="gone"),
+                unit("log.service", machine_of=("app.service",)),
+            ],
             cluster("m1"),
         ),
         [
@@ -439,9 +446,9 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         "MachineOf cycle",
         snap(
             [
-                unit("a.service", machine_of="b.service"),
-                unit("b.service", machine_of="a.service"),
-                unit("c.service", machine_of="a.service"),
+                unit("a.service", machine_of=("b.service",)),
+                unit("b.service", machine_of=("a.service",)),
+                unit("c.service", machine_of=("a.service",)),
             ],
             cluster("m1"),
         ),
@@ -454,7 +461,11 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
     (
         "MachineOf dependent follows its target off a lost machine",
         snap(
-            [unit("app.service"), unit("log.service", machine_of="app.service"), unit("x.service")],
+            [
+                unit("app.service"),
+                unit("log.service", machine_of=("app.service",)),
+                unit("x.service"),
+            ],
             cluster("m2", "m3"),
             {"app.service": at("m1"), "log.service": at("m1"), "x.service": at("m2")},
         ),
@@ -466,13 +477,92 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
             [
                 unit("app.service"),
                 unit(
-                    "log.service", machine_of="app.service", machine_metadata=meta(("disk", "ssd"))
+                    "log.service",
+                    machine_of=("app.service",),
+                    machine_metadata=meta(("disk", "ssd")),
                 ),
             ],
             cluster("m1"),
             {"app.service": at("m1")},
         ),
         [SetReason("log.service", "cannot join app.service on machine m1: it lacks disk=ssd")],
+    ),
+    (
+        "several MachineOf: the machine all the targets share",
+        snap(
+            [
+                unit("app.service"),
+                unit("db.service", machine_of=("app.service",)),
+                unit("log.service", machine_of=("app.service", "db.service")),
+                unit("z.service"),
+            ],
+            cluster("m1", "m2"),
+            {"app.service": at("m2"), "db.service": at("m2")},
+        ),
+        [S("log.service", "m2"), S("z.service", "m1")],
+    ),
+    (
+        "several MachineOf on different machines: nowhere to go",
+        snap(
+            [
+                unit("app.service"),
+                unit("db.service"),
+                unit("log.service", machine_of=("app.service", "db.service")),
+            ],
+            cluster("m1", "m2"),
+            {"app.service": at("m1"), "db.service": at("m2")},
+        ),
+        [
+            SetReason(
+                "log.service", "cannot join app.service on machine m1: db.service is on machine m2"
+            )
+        ],
+    ),
+    (
+        "several MachineOf: waits for each target",
+        snap(
+            [
+                unit("app.service"),
+                unit("db.service", desired="inactive"),
+                unit("log.service", machine_of=("app.service", "db.service")),
+            ],
+            cluster("m1"),
+            {"app.service": at("m1")},
+        ),
+        [SetReason("log.service", "waiting for db.service to be placed; db.service is inactive")],
+    ),
+    (
+        "several MachineOf: a dependent rides along when a target moves",
+        snap(
+            [
+                unit("app.service", machine_id="m2"),
+                unit("db.service", machine_of=("app.service",)),
+                unit("log.service", machine_of=("db.service", "app.service")),
+            ],
+            cluster("m1", "m2"),
+            {"app.service": at("m1"), "db.service": at("m1"), "log.service": at("m1")},
+        ),
+        [
+            MV("app.service", "m1", "m2"),
+            MV("db.service", "m1", "m2"),
+            MV("log.service", "m1", "m2"),
+        ],
+    ),
+    (
+        "MachineOf cycle through a second target",
+        snap(
+            [
+                unit("a.service", machine_of=("x.service", "b.service")),
+                unit("b.service", machine_of=("a.service",)),
+                unit("x.service"),
+            ],
+            cluster("m1"),
+        ),
+        [
+            S("x.service", "m1"),
+            SetReason("a.service", "MachineOf cycle: a.service -> b.service -> a.service"),
+            SetReason("b.service", "MachineOf cycle: a.service -> b.service -> a.service"),
+        ],
     ),
     # ---- Replaces -----------------------------------------------------------
     (
@@ -744,7 +834,7 @@ def _mixed_snapshot(seed: int, unit_count: int = 300, machine_count: int = 40) -
             units.append(unit(f"lonely@{i}.service", conflicts=("lonely@*.service",)))
         elif kind == 3:
             units.append(
-                unit(f"side-{i}.service", machine_of=f"app-{rng.randrange(unit_count)}.service")
+                unit(f"side-{i}.service", machine_of=(f"app-{rng.randrange(unit_count)}.service",))
             )
         elif kind == 4:
             units.append(
@@ -789,8 +879,8 @@ def _assert_valid(snapshot: Snapshot) -> None:
         assert entry.machine in snapshot.machines
         assert options.matches_metadata(snapshot.machines[entry.machine].metadata)
         assert options.machine_id in (None, entry.machine)
-        if options.machine_of:
-            assert snapshot.schedule[options.machine_of].machine == entry.machine
+        for target in options.machine_of:
+            assert snapshot.schedule[target].machine == entry.machine
         neighbours = [other for other in by_machine[entry.machine] if other != name]
         for other in neighbours:
             assert not any(fnmatchcase(other, glob) for glob in options.conflicts), (name, other)
