@@ -204,9 +204,10 @@ def _instance_change(
     raise UnknownUnitError.not_submitted(name, parsed.template if parsed.is_instance else None)
 
 
+# Only MachineOf= cycles are refused: no placement satisfies one. Units that replace
+# each other are legal (fleet accepts them): the one started last wins (fleetpy.scheduler).
 _EDGES: dict[str, Callable[[FleetOptions], tuple[str, ...]]] = {
     "MachineOf": lambda o: o.machine_of,
-    "Replaces": lambda o: o.replaces,
 }
 
 
@@ -235,7 +236,7 @@ def _cycle_through(edges: Mapping[str, Sequence[str]], root: str) -> list[str] |
 
 
 def _check_cycles(registry: Registry, contents: _Contents, new: Mapping[str, FleetOptions]) -> None:
-    """Refuse MachineOf= and Replaces= cycles that this command's new units would close,
+    """Refuse MachineOf= cycles that this command's new units would close,
     following targets into already submitted units (read only when there are edges)."""
     options = dict(new)
     frontier = {t for o in new.values() for edge in _EDGES.values() for t in edge(o)} - set(options)
@@ -484,7 +485,7 @@ def put_unit(
     replacing the old under the same name), without them only a desired state change.
 
     The same checks as submit/start from a file: a valid name and unit, valid [X-Fleet]
-    options (a template's as an instance would see them), no MachineOf=/Replaces= cycle.
+    options (a template's as an instance would see them), no MachineOf= cycle.
     Raises UnknownUnitError for a unit that does not exist and comes without contents,
     StateError for an existing unit without a desired state to set.
     """

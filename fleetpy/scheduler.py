@@ -8,8 +8,11 @@ same snapshot always yields the same plan.
 How a plan is made:
   1. Keep: every scheduled unit that is still valid where it is stays there
      (no churn). Units are visited in placement order (MachineOf targets and
-     Replaces replacers before the units that depend on them), so when two
+     Replaces winners before the units that depend on them), so when two
      placed units came to conflict, the one visited first keeps its machine.
+     Replaces= keeps two units off one machine; the replacer wins it, and of
+     units that replace each other (a cycle, which fleet accepts) the one whose
+     record was written last, i.e. started last (`UnitSpec.since`).
   2. Place: the remaining units are placed in the same order, each on the
      least-loaded eligible machine (ties: lowest machine id). Candidates come
      from lazily refreshed heaps of (load, machine id), so an unconstrained
@@ -29,8 +32,8 @@ from fleetpy.unit import FleetOptions, glob_matcher, has_glob, is_template, temp
 
 # Desired states that put a unit on a machine; anything else is not placed.
 
-# Replaces= cycles are invalid input; cap how often one unit can be displaced
-# so such input still terminates.
+# Who wins a machine under Replaces= is a strict order, so no unit is displaced twice
+# by the same rival; the cap only guarantees termination whatever the input.
 _MAX_DISPLACEMENTS = 3
 
 
@@ -93,6 +96,10 @@ class UnitSpec:
     desired: DesiredState
     options: FleetOptions = field(default_factory=FleetOptions)
     signature: str | None = None  # copied into the schedule entry, never judged here
+    # etcd revision of the unit record's last write (a start sets it): of units that
+    # replace each other, the later one wins a machine both want. Constant while nobody
+    # writes the record, so plans do not flap between them.
+    since: int = 0
 
 
 @dataclass(frozen=True)
@@ -336,14 +343,26 @@ class _Planner:
             for name in self.placeable
         }
         self.dependents: dict[str, list[str]] = {}  # MachineOf target -> dependents
-        self.replacers_of: dict[str, list[str]] = {}  # replaced unit -> replacers
+        # Units kept off each other's machine by Replaces= (either one names the other).
+        self.rivals: dict[str, list[str]] = {}
         for name in sorted(self.placeable):
             options = self.placeable[name].options
             for target in options.machine_of:
                 self.dependents.setdefault(target, []).append(name)
             for replaced in options.replaces:
-                if replaced != name:
-                    self.replacers_of.setdefault(replaced, []).append(name)
+                if replaced != name and replaced in self.placeable:
+                    self.rivals.setdefault(replaced, []).append(name)
+                    self.rivals.setdefault(name, []).append(replaced)
+        # Units that replace each other, directly or around a cycle, share a component.
+        self.replace_cycle: dict[str, int] = {}
+        replaces = {
+            name: [r for r in spec.options.replaces if r in self.placeable]
+            for name, spec in self.placeable.items()
+        }
+        self.rivals = {name: list(dict.fromkeys(rivals)) for name, rivals in self.rivals.items()}
+        for number, component in enumerate(strongly_connected(sorted(replaces), replaces)):
+            for member in component:
+                self.replace_cycle[member] = number
         self.order = self._placement_order()
         self.rank = {name: index for index, name in enumerate(self.order)}
         self.cycles = self._machine_of_cycles()
@@ -379,7 +398,7 @@ class _Planner:
         def predecessors(name: str) -> list[str]:
             options = self.placeable[name].options
             targets = [target for target in options.machine_of if target in self.placeable]
-            return targets + list(self.replacers_of.get(name, ()))
+            return targets + [r for r in self.rivals.get(name, ()) if self._wins(r, name)]
 
         order: list[str] = []
         state: dict[str, bool] = {}  # False while on the stack, True when emitted
@@ -413,6 +432,14 @@ class _Planner:
                 text = "MachineOf cycle: " + " -> ".join(_cycle_from(min(component), edges))
                 reasons.update((member, text) for member in component)
         return reasons
+
+    def _wins(self, unit: str, rival: str) -> bool:
+        """Whether `unit` keeps a machine that its Replaces= rival wants: the replacer
+        does; of units that replace each other, the one started last (then by name)."""
+        if self.replace_cycle[unit] == self.replace_cycle[rival]:
+            mine, theirs = self.placeable[unit], self.placeable[rival]
+            return (mine.since, unit) > (theirs.since, rival)
+        return rival in self.placeable[unit].options.replaces
 
     # ---- assignment bookkeeping -----------------------------------------
 
@@ -452,9 +479,7 @@ class _Planner:
         count = self.displacements.get(name, 0) + 1
         self.displacements[name] = count
         if count > _MAX_DISPLACEMENTS:
-            self.failures[name] = (
-                "displaced repeatedly by Replaces= of other units (is there a Replaces cycle?)"
-            )
+            self.failures[name] = "displaced repeatedly by Replaces= of other units"
         else:
             heapq.heappush(self.queue, (self.rank[name], name))
         for dependent in self.dependents.get(name, ()):
@@ -493,9 +518,9 @@ class _Planner:
         for holder, globs in self.conflict_holders[machine].items():
             if holder != name and any(self._matcher(glob)(name) for glob in globs):
                 return _Blocker("conflict", holder, name_dependent=True)
-        for replacer in self.replacers_of.get(name, ()):
-            if self.assignment.get(replacer) == machine:
-                return _Blocker("replaced", replacer, name_dependent=True)
+        for rival in self.rivals.get(name, ()):
+            if self.assignment.get(rival) == machine and self._wins(rival, name):
+                return _Blocker("replaced", rival, name_dependent=True)
         return None
 
     def _static_blocker(self, options: FleetOptions, machine: str) -> _Blocker | None:
@@ -552,10 +577,10 @@ class _Planner:
             self._after_placing(name, machine)
 
     def _after_placing(self, name: str, machine: str) -> None:
-        # Replaces: the replaced units may not stay on this machine.
-        for replaced in self.placeable[name].options.replaces:
-            if replaced != name and self.assignment.get(replaced) == machine:
-                self._displace(replaced)
+        # Replaces: the rivals it wins against may not stay on this machine.
+        for rival in self.rivals.get(name, ()):
+            if self.assignment.get(rival) == machine and self._wins(name, rival):
+                self._displace(rival)
         # Dependents that already gave up waiting (or that follow a moved
         # target) get another try now that the target has a machine.
         for dependent in self.dependents.get(name, ()):

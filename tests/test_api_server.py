@@ -500,6 +500,30 @@ def test_fleetctl_finds_units_fleetpy_submitted_unchanged(
         assert "WARNING" not in fleet("submit", name)
 
 
+def test_fleetctl_starts_units_that_replace_each_other(
+    fleet: Callable[..., str], tmp_path: Path
+) -> None:
+    """fleet's TestScheduleCircularReplace: a.service (Replaces=b.service) started, then
+    b.service (Replaces=a.service); both want m1 (role=web). b, started last, runs there."""
+    for name, other in (("a", "b"), ("b", "a")):
+        (tmp_path / f"{name}.service").write_text(
+            "[Service]\nExecStart=/bin/sleep 1000\n\n"
+            f"[X-Fleet]\nReplaces={other}.service\nMachineMetadata=role=web\n"
+        )
+    assert "a.service launched on m1" in fleet("start", "a.service")
+    fleet("start", "--no-block", "b.service")  # was a 400 "Replaces= cycle"
+
+    def units() -> str:
+        return fleet("list-units", "--fields", "unit,active,machine", "--full", "--no-legend")
+
+    until(lambda: units().split() == ["b.service", "active", "m1"], what="b alone active")
+    listed = fleet("list-unit-files", "--fields", "unit,dstate,state", "--no-legend")
+    assert sorted(line.split() for line in listed.splitlines()) == [
+        ["a.service", "launched", "inactive"],
+        ["b.service", "launched", "launched"],
+    ]
+
+
 def test_fleetctl_gets_a_misspelled_key_refused(fleet: Callable[..., str], tmp_path: Path) -> None:
     (tmp_path / "typo.service").write_text(
         "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nX-ConditionMachinOf=db.service\n"

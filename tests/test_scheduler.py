@@ -28,8 +28,18 @@ from fleetpy.states import DesiredState
 from fleetpy.unit import FleetOptions, is_template, template_of
 
 
-def unit(name: str, desired: str = "launched", hash: str = "h", **options: object) -> UnitSpec:
-    return UnitSpec(name, hash, DesiredState(desired), FleetOptions(**options))  # type: ignore[arg-type]
+def unit(
+    name: str, desired: str = "launched", hash: str = "h", since: int = 0, **options: object
+) -> UnitSpec:
+    return UnitSpec(name, hash, DesiredState(desired), FleetOptions(**options), since=since)  # type: ignore[arg-type]
+
+
+def duel(a_since: int, b_since: int, **b_options: object) -> list[UnitSpec]:
+    """a.service and b.service replacing each other, started (written) at these revisions."""
+    return [
+        unit("a.service", since=a_since, replaces=("b.service",)),
+        unit("b.service", since=b_since, replaces=("a.service",), **b_options),
+    ]
 
 
 def meta(*pairs: tuple[str, str | tuple[str, ...]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -614,6 +624,82 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         ),
         [S("old.service", "m2")],
     ),
+    (
+        "Replaces each other: the one started last takes the machine",
+        snap(
+            duel(10, 20),
+            cluster("m1"),
+            {"a.service": at("m1")},
+        ),
+        [
+            Unschedule("a.service", "m1"),
+            S("b.service", "m1"),
+            SetReason("a.service", "replaced by b.service on every eligible machine"),
+        ],
+    ),
+    (
+        "Replaces each other, started the other way round",
+        snap(
+            duel(20, 10),
+            cluster("m1"),
+            {"b.service": at("m1")},
+        ),
+        [
+            Unschedule("b.service", "m1"),
+            S("a.service", "m1"),
+            SetReason("b.service", "replaced by a.service on every eligible machine"),
+        ],
+    ),
+    (
+        "Replaces each other, settled: the loser stays unplaced, nothing flaps",
+        snap(
+            duel(10, 20),
+            cluster("m1"),
+            {"b.service": at("m1")},
+            {"a.service": "replaced by b.service on every eligible machine"},
+        ),
+        [],
+    ),
+    (
+        "Replaces each other, both placed together: the later wins, then the later name",
+        snap(
+            duel(7, 7),
+            cluster("m1"),
+            {"a.service": at("m1"), "b.service": at("m1")},
+        ),
+        [
+            Unschedule("a.service", "m1"),
+            SetReason("a.service", "replaced by b.service on every eligible machine"),
+        ],
+    ),
+    (
+        "Replaces each other with room elsewhere: the earlier one moves, both run",
+        snap(
+            duel(10, 20, machine_id="m1"),
+            cluster("m1", "m2"),
+            {"a.service": at("m1")},
+        ),
+        [MV("a.service", "m1", "m2"), S("b.service", "m1")],
+    ),
+    (
+        "Replaces around a cycle of three on one machine: only the last started runs",
+        snap(
+            [
+                unit("a.service", since=3, replaces=("b.service",)),
+                unit("b.service", since=1, replaces=("c.service",)),
+                unit("c.service", since=2, replaces=("a.service",)),
+            ],
+            cluster("m1"),
+            {"b.service": at("m1"), "c.service": at("m1")},
+        ),
+        [
+            Unschedule("b.service", "m1"),
+            Unschedule("c.service", "m1"),
+            S("a.service", "m1"),
+            SetReason("b.service", "replaced by a.service on every eligible machine"),
+            SetReason("c.service", "replaced by a.service on every eligible machine"),
+        ],
+    ),
     # ---- Spread / MaxPerMachine -------------------------------------------
     (
         "Spread: 9 instances over 3 uneven zones go 3/3/3, least loaded within a zone",
@@ -825,7 +911,7 @@ def _mixed_snapshot(seed: int, unit_count: int = 300, machine_count: int = 40) -
     }
     units: list[UnitSpec] = []
     for i in range(unit_count):
-        kind = rng.randrange(9)
+        kind = rng.randrange(10)
         if kind == 0:
             units.append(unit(f"ssd@{i}.service", machine_metadata=meta(("disk", "ssd"))))
         elif kind == 1:
@@ -844,6 +930,9 @@ def _mixed_snapshot(seed: int, unit_count: int = 300, machine_count: int = 40) -
             units.append(
                 unit(f"pinned-{i}.service", machine_id=f"m{rng.randrange(machine_count + 5):03d}")
             )
+        elif kind == 6:  # replacing each other, in pairs and longer cycles
+            rival = f"duel-{rng.choice([i - 1, i + 1, rng.randrange(unit_count)])}.service"
+            units.append(unit(f"duel-{i}.service", since=rng.randrange(4), replaces=(rival,)))
         else:
             units.append(
                 unit(f"app-{i}.service", desired=rng.choice(("launched", "loaded", "inactive")))
