@@ -353,16 +353,17 @@ class _Planner:
                 if replaced != name and replaced in self.placeable:
                     self.rivals.setdefault(replaced, []).append(name)
                     self.rivals.setdefault(name, []).append(replaced)
-        # Units that replace each other, directly or around a cycle, share a component.
+        self.rivals = {name: list(dict.fromkeys(rivals)) for name, rivals in self.rivals.items()}
+        # Units that replace each other, directly or around a cycle: the cycle's number.
         self.replace_cycle: dict[str, int] = {}
         replaces = {
             name: [r for r in spec.options.replaces if r in self.placeable]
             for name, spec in self.placeable.items()
+            if spec.options.replaces
         }
-        self.rivals = {name: list(dict.fromkeys(rivals)) for name, rivals in self.rivals.items()}
         for number, component in enumerate(strongly_connected(sorted(replaces), replaces)):
-            for member in component:
-                self.replace_cycle[member] = number
+            if len(component) > 1:
+                self.replace_cycle.update((member, number) for member in component)
         self.order = self._placement_order()
         self.rank = {name: index for index, name in enumerate(self.order)}
         self.cycles = self._machine_of_cycles()
@@ -393,12 +394,15 @@ class _Planner:
     # ---- ordering -------------------------------------------------------
 
     def _placement_order(self) -> list[str]:
-        """Names sorted, except MachineOf targets and replacers come first."""
+        """Names sorted, except MachineOf targets and Replaces= winners come first."""
 
         def predecessors(name: str) -> list[str]:
             options = self.placeable[name].options
-            targets = [target for target in options.machine_of if target in self.placeable]
-            return targets + [r for r in self.rivals.get(name, ()) if self._wins(r, name)]
+            rivals = self.rivals.get(name)
+            if not options.machine_of and not rivals:
+                return []
+            found = [target for target in options.machine_of if target in self.placeable]
+            return found + [r for r in rivals or () if self._wins(r, name)]
 
         order: list[str] = []
         state: dict[str, bool] = {}  # False while on the stack, True when emitted
@@ -425,9 +429,10 @@ class _Planner:
         edges = {
             name: [t for t in spec.options.machine_of if t in self.placeable]
             for name, spec in self.placeable.items()
+            if spec.options.machine_of
         }
         reasons: dict[str, str] = {}
-        for component in strongly_connected(sorted(self.placeable), edges):
+        for component in strongly_connected(sorted(edges), edges):
             if len(component) > 1:
                 text = "MachineOf cycle: " + " -> ".join(_cycle_from(min(component), edges))
                 reasons.update((member, text) for member in component)
@@ -436,7 +441,8 @@ class _Planner:
     def _wins(self, unit: str, rival: str) -> bool:
         """Whether `unit` keeps a machine that its Replaces= rival wants: the replacer
         does; of units that replace each other, the one started last (then by name)."""
-        if self.replace_cycle[unit] == self.replace_cycle[rival]:
+        cycle = self.replace_cycle.get(unit)
+        if cycle is not None and cycle == self.replace_cycle.get(rival):
             mine, theirs = self.placeable[unit], self.placeable[rival]
             return (mine.since, unit) > (theirs.since, rival)
         return rival in self.placeable[unit].options.replaces
@@ -542,7 +548,9 @@ class _Planner:
                 self.notes[name] = f"left on machine {machine}, which is not reporting: {held}"
             return True
         options = self.placeable[name].options
-        if any(self.assignment.get(target) != machine for target in options.machine_of):
+        if options.machine_of and any(
+            self.assignment.get(target) != machine for target in options.machine_of
+        ):
             return False
         return (
             self._static_blocker(options, machine) is None
