@@ -225,7 +225,10 @@ def _normalized_value(value: str) -> tuple[str, str | None]:
     bad = _UNSAFE_VALUE_CHAR.search(value)
     if bad:
         return value, f"value contains {bad.group()!r}"
-    lines = value.strip(_WS).split("\n")
+    stripped = value.strip(_WS)
+    if "\n" not in stripped and not stripped.endswith("\\"):
+        return stripped, None  # the usual one-line value
+    lines = stripped.split("\n")
     kept = lines[:1]
     for line in lines[1:]:
         if not _ends_with_continuation(kept[-1]):
