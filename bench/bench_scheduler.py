@@ -46,7 +46,10 @@ def mixed_units(unit_count: int) -> dict[str, UnitSpec]:
         elif kind == 3:
             name, options = f"lonely@{i}.service", FleetOptions(conflicts=("lonely@*.service",))
         elif kind == 4:
-            name, options = f"sidecar-{i}.service", FleetOptions(machine_of=f"app-{i + 1}.service")
+            name, options = (
+                f"sidecar-{i}.service",
+                FleetOptions(machine_of=(f"app-{i + 1}.service",)),
+            )
         else:
             name, options = f"app-{i}.service", FleetOptions()
         units[name] = UnitSpec(name, f"h{i}", "launched", options)

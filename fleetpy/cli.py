@@ -385,12 +385,21 @@ GlobUnitsArgument = Annotated[
 ]
 
 
+def _notes(plan: control.CommandPlan) -> None:
+    """What the unit files say that fleetpy reads differently (fleet's legacy keys & co.)."""
+    for note in plan.notes:
+        _say(f"fleetpy: warning: {note}")
+
+
 @app.command()
 @edge
 def submit(ctx: typer.Context, units: UnitsArgument, sign: SignOption = None) -> None:
     """Store unit files in the cluster (desired state inactive)."""
     signer = _signer(ctx, sign)
-    control.submit(_registry(ctx), units, signer)
+    registry = _registry(ctx)
+    plan = control.plan_submit(registry, units, None, signer)
+    _notes(plan)
+    control.apply(registry, plan)
 
 
 @app.command()
@@ -406,6 +415,7 @@ def load(
     signer = _signer(ctx, sign)
     registry = _registry(ctx)
     plan = control.plan_submit(registry, units, DesiredState.LOADED, signer)
+    _notes(plan)
     control.apply(registry, plan)
     _finish(registry, plan.names, WaitTarget.LOADED, "load", no_block, block_attempts)
 
@@ -423,6 +433,7 @@ def start(
     signer = _signer(ctx, sign)
     registry = _registry(ctx)
     plan = control.plan_submit(registry, units, DesiredState.LAUNCHED, signer)
+    _notes(plan)
     control.apply(registry, plan)
     _finish(registry, plan.names, WaitTarget.LAUNCHED, "start", no_block, block_attempts)
 

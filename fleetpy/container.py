@@ -40,11 +40,13 @@ from fleetpy.quoting import exec_arg
 from fleetpy.unit import (
     CONTAINER_SECTION,
     EXPANDED_CONTAINER_SECTION,
+    Assignment,
     Entry,
     Section,
     UnitFile,
     did_you_mean,
     parse_name,
+    value_meaning,
 )
 
 DOCKER = "/usr/bin/docker"
@@ -458,23 +460,35 @@ def _generated(spec: ContainerSpec) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def _drop_empty(contents: Sequence[Section]) -> list[Section]:
     # An empty section means nothing to systemd; dropping it keeps expansion reversible.
-    return [(name, entries) for name, entries in contents if entries]
+    return [(name, assignments) for name, assignments in contents if assignments]
+
+
+def _first_place(assignments: Sequence[Assignment], key: str) -> int | None:
+    """Where values put first under `key` go: after its last empty assignment (which
+    resets the key), else before its first assignment; None if the key is absent."""
+    place = None
+    for i, (other, value) in enumerate(assignments):
+        if other == key:
+            if not value_meaning(value):
+                place = i + 1
+            elif place is None:
+                place = i
+    return place
 
 
 def _add(contents: list[Section], section: str, key: str, values: tuple[str, ...]) -> None:
     """Put `values` first under section/key; a missing section goes after [Unit]."""
-    for i, (name, entries) in enumerate(contents):
+    added = tuple((key, value) for value in values)
+    for i, (name, assignments) in enumerate(contents):
         if name != section:
             continue
-        for j, (entry_key, old) in enumerate(entries):
-            if entry_key == key:
-                changed = (*entries[:j], (key, values + old), *entries[j + 1 :])
-                contents[i] = (name, changed)
-                return
-        contents[i] = (name, (*entries, (key, values)))
+        at = _first_place(assignments, key)
+        if at is None:
+            at = len(assignments)
+        contents[i] = (name, (*assignments[:at], *added, *assignments[at:]))
         return
     at = 1 if contents and contents[0][0] == "Unit" and section != "Unit" else 0
-    contents.insert(at, (section, ((key, values),)))
+    contents.insert(at, (section, added))
 
 
 def is_container_unit(unit: UnitFile) -> bool:
@@ -522,18 +536,17 @@ def source_of(unit: UnitFile, name: str) -> UnitFile:
         f"[{EXPANDED_CONTAINER_SECTION}] in {name} does not match the rest of the unit: "
         f"submit the [{CONTAINER_SECTION}] source, not an edited expansion"
     )
-    sections = {section: dict(entries) for section, entries in unit.contents}
+    sections = dict(unit.contents)
     for section, key, values in _generated(spec):
-        old = sections.get(section, {}).get(key, ())
-        if old[: len(values)] != values:
+        assignments = sections.get(section, ())
+        at = _first_place(assignments, key)
+        added = tuple((key, value) for value in values)
+        if at is None or assignments[at : at + len(added)] != added:
             raise mismatch
-        sections[section][key] = old[len(values) :]
+        sections[section] = (*assignments[:at], *assignments[at + len(added) :])
     contents = [
-        (
-            CONTAINER_SECTION if section == EXPANDED_CONTAINER_SECTION else section,
-            tuple((k, v) for k, v in sections[section].items() if v),
-        )
-        for section, _ in unit.contents
+        (CONTAINER_SECTION if section == EXPANDED_CONTAINER_SECTION else section, assignments)
+        for section, assignments in sections.items()
     ]
     return UnitFile(tuple(_drop_empty(contents)))
 

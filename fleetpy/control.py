@@ -40,7 +40,15 @@ from .registry import (
 from .scheduler import NO_MACHINES
 from .signing import Signer
 from .states import REJECTED, RUNNING_STATES, DesiredState, verb
-from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
+from .unit import (
+    FleetOptions,
+    checked_as,
+    fleet_options,
+    has_glob,
+    load_unit_file,
+    parse_name,
+    parse_unit,
+)
 from .view import SETTLE_SECONDS, LiveView
 
 # fleetpy's own bound on one command (argument lists and glob matches alike): more
@@ -75,6 +83,7 @@ class LocalUnit:
     hash: str
     is_global: bool
     options: FleetOptions | None = None  # None for templates: they never run
+    notes: tuple[str, ...] = ()  # what was read differently from how it was written
 
 
 def is_file_arg(arg: str) -> bool:
@@ -111,9 +120,7 @@ def read_unit_file(path: str) -> LocalUnit:
     name, source = load_unit_file(path)
     parsed = parse_name(name)
     unit = expand_unit(source, name)
-    # A template's [X-Fleet] values may use %i (MachineOf=db@%i.service); check them as
-    # an instance would see them, since the template itself never runs.
-    check_name = f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
+    check_name = checked_as(name)
     options = fleet_options(unit, check_name)
     return LocalUnit(
         name=name,
@@ -122,6 +129,7 @@ def read_unit_file(path: str) -> LocalUnit:
         hash=unit.hash,
         is_global=options.is_global,
         options=None if parsed.is_template else options,
+        notes=tuple(note.replace(check_name, name) for note in options.notes),
     )
 
 
@@ -137,6 +145,7 @@ class CommandPlan:
     names: tuple[str, ...]  # every unit the command acts on, in argument order
     # unit records read while planning (None: absent); saves apply() a second read
     known: Mapping[str, UnitRecord | None] | None = None
+    notes: tuple[str, ...] = ()  # about the unit files read (fleet's legacy keys & co.)
 
 
 def _known(units: Collection[str], name: str) -> None:
@@ -258,9 +267,10 @@ def _file_change(
     )
 
 
+# Only MachineOf= cycles are refused: no placement satisfies one. Units that replace
+# each other are legal (fleet accepts them): the one started last wins (fleetpy.scheduler).
 _EDGES: dict[str, Callable[[FleetOptions], tuple[str, ...]]] = {
-    "MachineOf": lambda o: (o.machine_of,) if o.machine_of else (),
-    "Replaces": lambda o: o.replaces,
+    "MachineOf": lambda o: o.machine_of,
 }
 
 
@@ -289,7 +299,7 @@ def _cycle_through(edges: Mapping[str, Sequence[str]], root: str) -> list[str] |
 
 
 def _check_cycles(registry: Registry, contents: _Contents, new: Mapping[str, FleetOptions]) -> None:
-    """Refuse MachineOf= and Replaces= cycles that this command's new units would close,
+    """Refuse MachineOf= cycles that this command's new units would close,
     following targets into already submitted units (read only when there are edges)."""
     options = dict(new)
     frontier = {t for o in new.values() for edge in _EDGES.values() for t in edge(o)} - set(options)
@@ -402,7 +412,8 @@ def plan_submit(
             new_options[name] = from_file.options
     if any(edge(o) for o in new_options.values() for edge in _EDGES.values()):
         _check_cycles(registry, contents, new_options)
-    return CommandPlan(tuple(changes), tuple(names), known)
+    notes = tuple(note for local in locals_.values() for note in local.notes)
+    return CommandPlan(tuple(changes), tuple(names), known, notes)
 
 
 def _select(units: Collection[str], args: Sequence[str]) -> list[tuple[str, bool]]:
@@ -541,7 +552,7 @@ def put_unit(
     replacing the old under the same name), without them only a desired state change.
 
     The same checks as submit/start from a file: a valid name and unit, valid [X-Fleet]
-    options (a template's as an instance would see them), no MachineOf=/Replaces= cycle.
+    options (a template's as an instance would see them), no MachineOf= cycle.
     Raises UnknownUnitError for a unit that does not exist and comes without contents,
     StateError for an existing unit without a desired state to set.
     """

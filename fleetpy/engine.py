@@ -425,7 +425,7 @@ class Engine:
             return
         model.invalid.pop(record.name, None)
         model.specs[record.name] = scheduler.UnitSpec(
-            record.name, record.hash, record.desired, options, record.signature
+            record.name, record.hash, record.desired, options, record.signature, record.revision
         )
 
     def _options(self, name: str, content_hash: str) -> FleetOptions | str:

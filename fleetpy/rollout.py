@@ -239,8 +239,11 @@ def _groups(
         primary = change.name
         seen = {primary}
         while True:  # follow MachineOf to the changed unit at the top
-            target = units[primary].options.machine_of
-            if target is None or target not in changed or target in seen:
+            target = next(
+                (t for t in units[primary].options.machine_of if t in changed and t not in seen),
+                None,
+            )
+            if target is None:
                 break
             primary = target
             seen.add(primary)

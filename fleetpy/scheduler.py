@@ -8,8 +8,11 @@ same snapshot always yields the same plan.
 How a plan is made:
   1. Keep: every scheduled unit that is still valid where it is stays there
      (no churn). Units are visited in placement order (MachineOf targets and
-     Replaces replacers before the units that depend on them), so when two
+     Replaces winners before the units that depend on them), so when two
      placed units came to conflict, the one visited first keeps its machine.
+     Replaces= keeps two units off one machine; the replacer wins it, and of
+     units that replace each other (a cycle, which fleet accepts) the one whose
+     record was written last, i.e. started last (`UnitSpec.since`).
   2. Place: the remaining units are placed in the same order, each on the
      least-loaded eligible machine (ties: lowest machine id). Candidates come
      from lazily refreshed heaps of (load, machine id), so an unconstrained
@@ -29,8 +32,8 @@ from fleetpy.unit import FleetOptions, glob_matcher, has_glob, is_template, temp
 
 # Desired states that put a unit on a machine; anything else is not placed.
 
-# Replaces= cycles are invalid input; cap how often one unit can be displaced
-# so such input still terminates.
+# Who wins a machine under Replaces= is a strict order, so no unit is displaced twice
+# by the same rival; the cap only guarantees termination whatever the input.
 _MAX_DISPLACEMENTS = 3
 
 
@@ -93,6 +96,10 @@ class UnitSpec:
     desired: DesiredState
     options: FleetOptions = field(default_factory=FleetOptions)
     signature: str | None = None  # copied into the schedule entry, never judged here
+    # etcd revision of the unit record's last write (a start sets it): of units that
+    # replace each other, the later one wins a machine both want. Constant while nobody
+    # writes the record, so plans do not flap between them.
+    since: int = 0
 
 
 @dataclass(frozen=True)
@@ -336,14 +343,27 @@ class _Planner:
             for name in self.placeable
         }
         self.dependents: dict[str, list[str]] = {}  # MachineOf target -> dependents
-        self.replacers_of: dict[str, list[str]] = {}  # replaced unit -> replacers
+        # Units kept off each other's machine by Replaces= (either one names the other).
+        self.rivals: dict[str, list[str]] = {}
         for name in sorted(self.placeable):
             options = self.placeable[name].options
-            if options.machine_of is not None:
-                self.dependents.setdefault(options.machine_of, []).append(name)
+            for target in options.machine_of:
+                self.dependents.setdefault(target, []).append(name)
             for replaced in options.replaces:
-                if replaced != name:
-                    self.replacers_of.setdefault(replaced, []).append(name)
+                if replaced != name and replaced in self.placeable:
+                    self.rivals.setdefault(replaced, []).append(name)
+                    self.rivals.setdefault(name, []).append(replaced)
+        self.rivals = {name: list(dict.fromkeys(rivals)) for name, rivals in self.rivals.items()}
+        # Units that replace each other, directly or around a cycle: the cycle's number.
+        self.replace_cycle: dict[str, int] = {}
+        replaces = {
+            name: [r for r in spec.options.replaces if r in self.placeable]
+            for name, spec in self.placeable.items()
+            if spec.options.replaces
+        }
+        for number, component in enumerate(strongly_connected(sorted(replaces), replaces)):
+            if len(component) > 1:
+                self.replace_cycle.update((member, number) for member in component)
         self.order = self._placement_order()
         self.rank = {name: index for index, name in enumerate(self.order)}
         self.cycles = self._machine_of_cycles()
@@ -374,14 +394,15 @@ class _Planner:
     # ---- ordering -------------------------------------------------------
 
     def _placement_order(self) -> list[str]:
-        """Names sorted, except MachineOf targets and replacers come first."""
+        """Names sorted, except MachineOf targets and Replaces= winners come first."""
 
         def predecessors(name: str) -> list[str]:
             options = self.placeable[name].options
-            found = list(self.replacers_of.get(name, ()))
-            if options.machine_of in self.placeable:
-                found.insert(0, options.machine_of)
-            return found
+            rivals = self.rivals.get(name)
+            if not options.machine_of and not rivals:
+                return []
+            found = [target for target in options.machine_of if target in self.placeable]
+            return found + [r for r in rivals or () if self._wins(r, name)]
 
         order: list[str] = []
         state: dict[str, bool] = {}  # False while on the stack, True when emitted
@@ -405,23 +426,26 @@ class _Planner:
 
     def _machine_of_cycles(self) -> dict[str, str]:
         """Units on a MachineOf cycle -> reason naming the cycle."""
+        edges = {
+            name: [t for t in spec.options.machine_of if t in self.placeable]
+            for name, spec in self.placeable.items()
+            if spec.options.machine_of
+        }
         reasons: dict[str, str] = {}
-        resolved: set[str] = set()
-        for start in sorted(self.placeable):
-            path: list[str] = []
-            position: dict[str, int] = {}
-            node: str | None = start
-            while node in self.placeable and node not in resolved and node not in position:
-                position[node] = len(path)
-                path.append(node)
-                node = self.placeable[node].options.machine_of
-            if node is not None and node in position:
-                cycle = path[position[node] :]
-                text = "MachineOf cycle: " + " -> ".join([*cycle, node])
-                for member in cycle:
-                    reasons[member] = text
-            resolved.update(path)
+        for component in strongly_connected(sorted(edges), edges):
+            if len(component) > 1:
+                text = "MachineOf cycle: " + " -> ".join(_cycle_from(min(component), edges))
+                reasons.update((member, text) for member in component)
         return reasons
+
+    def _wins(self, unit: str, rival: str) -> bool:
+        """Whether `unit` keeps a machine that its Replaces= rival wants: the replacer
+        does; of units that replace each other, the one started last (then by name)."""
+        cycle = self.replace_cycle.get(unit)
+        if cycle is not None and cycle == self.replace_cycle.get(rival):
+            mine, theirs = self.placeable[unit], self.placeable[rival]
+            return (mine.since, unit) > (theirs.since, rival)
+        return rival in self.placeable[unit].options.replaces
 
     # ---- assignment bookkeeping -----------------------------------------
 
@@ -461,9 +485,7 @@ class _Planner:
         count = self.displacements.get(name, 0) + 1
         self.displacements[name] = count
         if count > _MAX_DISPLACEMENTS:
-            self.failures[name] = (
-                "displaced repeatedly by Replaces= of other units (is there a Replaces cycle?)"
-            )
+            self.failures[name] = "displaced repeatedly by Replaces= of other units"
         else:
             heapq.heappush(self.queue, (self.rank[name], name))
         for dependent in self.dependents.get(name, ()):
@@ -502,9 +524,9 @@ class _Planner:
         for holder, globs in self.conflict_holders[machine].items():
             if holder != name and any(self._matcher(glob)(name) for glob in globs):
                 return _Blocker("conflict", holder, name_dependent=True)
-        for replacer in self.replacers_of.get(name, ()):
-            if self.assignment.get(replacer) == machine:
-                return _Blocker("replaced", replacer, name_dependent=True)
+        for rival in self.rivals.get(name, ()):
+            if self.assignment.get(rival) == machine and self._wins(rival, name):
+                return _Blocker("replaced", rival, name_dependent=True)
         return None
 
     def _static_blocker(self, options: FleetOptions, machine: str) -> _Blocker | None:
@@ -526,7 +548,9 @@ class _Planner:
                 self.notes[name] = f"left on machine {machine}, which is not reporting: {held}"
             return True
         options = self.placeable[name].options
-        if options.machine_of is not None and self.assignment.get(options.machine_of) != machine:
+        if options.machine_of and any(
+            self.assignment.get(target) != machine for target in options.machine_of
+        ):
             return False
         return (
             self._static_blocker(options, machine) is None
@@ -561,10 +585,10 @@ class _Planner:
             self._after_placing(name, machine)
 
     def _after_placing(self, name: str, machine: str) -> None:
-        # Replaces: the replaced units may not stay on this machine.
-        for replaced in self.placeable[name].options.replaces:
-            if replaced != name and self.assignment.get(replaced) == machine:
-                self._displace(replaced)
+        # Replaces: the rivals it wins against may not stay on this machine.
+        for rival in self.rivals.get(name, ()):
+            if self.assignment.get(rival) == machine and self._wins(name, rival):
+                self._displace(rival)
         # Dependents that already gave up waiting (or that follow a moved
         # target) get another try now that the target has a machine.
         for dependent in self.dependents.get(name, ()):
@@ -579,7 +603,7 @@ class _Planner:
         if not self.alive:
             self._fail(name, NO_MACHINES)
             return None
-        if options.machine_of is not None:
+        if options.machine_of:
             return self._choose_beside(name, options)
         if options.machine_id is not None:
             target = self.machines.get(options.machine_id)
@@ -596,24 +620,24 @@ class _Planner:
         return self._choose_from_pool(name, options)
 
     def _choose_beside(self, name: str, options: FleetOptions) -> str | None:
-        target = options.machine_of
-        assert target is not None
         if name in self.cycles:
             self._fail(name, self.cycles[name])
             return None
-        host = self.assignment.get(target)
-        if host is None:
-            spec = self.snapshot.units.get(target)
-            if spec is None:
-                why = f"; {target} is not submitted"
-            elif spec.options.is_global:
-                why = f"; {target} is global and never placed by the engine"
-            elif spec.desired not in PLACED_STATES:
-                why = f"; {target} is {spec.desired}"
-            else:
-                why = ""
-            self._fail(name, f"waiting for {target} to be placed{why}")
-            return None
+        target, host = options.machine_of[0], None
+        for other in options.machine_of:
+            other_host = self.assignment.get(other)
+            if other_host is None:
+                self._fail(name, f"waiting for {other} to be placed{self._why_unplaced(other)}")
+                return None
+            if host is None:
+                host = other_host
+            elif other_host != host:
+                self._fail(
+                    name,
+                    f"cannot join {target} on machine {host}: {other} is on machine {other_host}",
+                )
+                return None
+        assert host is not None
         held = self.machines[host].held
         if held is not None:
             self._fail(name, f"waiting for {target}, whose machine {host} is not reporting")
@@ -623,6 +647,16 @@ class _Planner:
             self._fail(name, f"cannot join {target} on machine {host}: {blocker.phrase()}")
             return None
         return host
+
+    def _why_unplaced(self, target: str) -> str:
+        spec = self.snapshot.units.get(target)
+        if spec is None:
+            return f"; {target} is not submitted"
+        if spec.options.is_global:
+            return f"; {target} is global and never placed by the engine"
+        if spec.desired not in PLACED_STATES:
+            return f"; {target} is {spec.desired}"
+        return ""
 
     def _choose_from_pool(self, name: str, options: FleetOptions) -> str | None:
         memo_key = (
@@ -800,6 +834,69 @@ class _Planner:
 def _sorted_heap_keys(heaps: Mapping[str | None, object]) -> list[str | None]:
     # Machines lacking the Spread key (None) sort last.
     return sorted(heaps, key=lambda value: (value is None, value or ""))
+
+
+def strongly_connected(nodes: list[str], edges: Mapping[str, list[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of the graph (iterative: chains of
+    thousands of units), each component's members in the order found."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(edges.get(root, ())))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            for successor in successors:
+                if successor not in index:
+                    index[successor] = low[successor] = len(index)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(edges.get(successor, ()))))
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], index[successor])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    components.append(component)
+    return components
+
+
+def _cycle_from(start: str, edges: Mapping[str, list[str]]) -> list[str]:
+    """The shortest cycle through `start` (which is on one), as [start, ..., start]."""
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for successor in edges.get(node, ()):
+                if successor == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return [*reversed(path), start]
+                if successor not in previous:
+                    previous[successor] = node
+                    following.append(successor)
+        frontier = following
+    raise ValueError(f"{start} is on no cycle")
 
 
 def plan_placements(snapshot: Snapshot) -> PlacementPlan:

@@ -8,8 +8,15 @@ INTERFACE CONTRACT (other modules rely on these names; keep them):
   FleetOptions (below) and FleetOptions.matches_metadata(metadata)
 
 Also: UnitName (.name, .is_template, .is_instance, .template), UnitFile.sections(),
-UnitFile.options(section), UnitFile.from_dict(...), load_unit_file(path),
-FLEET_OPTIONS (the known [X-Fleet] keys).
+UnitFile.options(section) (the meaning), UnitFile.assignments(section) (as written),
+UnitFile.from_dict(...), UnitFile.from_options(...) (fleet's API options),
+value_meaning(value), load_unit_file(path), FLEET_OPTIONS (the known [X-Fleet] keys),
+LEGACY_FLEET_OPTIONS (fleet's older names of them).
+
+A unit is kept as fleet kept it (go-systemd's parser): assignments in file order, empty
+ones too, values continued over lines as written. Its canonical text, and so its hash,
+is that: a unit without continuation lines, empty assignments or keys repeated apart
+has the text (and hash) it had before fleetpy kept these.
 """
 
 from __future__ import annotations
@@ -19,11 +26,18 @@ import fnmatch
 import hashlib
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 
-from fleetpy.errors import FileError, FleetOptionError, UnitFileError, UnitNameError, UnitParseError
+from fleetpy.errors import (
+    FileError,
+    FleetOptionError,
+    FleetpyError,
+    UnitFileError,
+    UnitNameError,
+    UnitParseError,
+)
 from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
 from fleetpy.quoting import WordsError, split_words
 
@@ -155,8 +169,9 @@ def parse_name(name: str) -> UnitName:
 # ---------------------------------------------------------------------------
 
 Values = tuple[str, ...]
-Entry = tuple[str, Values]  # (key, values in order)
-Section = tuple[str, tuple[Entry, ...]]  # (section name, entries in first-appearance order)
+Entry = tuple[str, Values]  # (key, its values in order): what a section means, resets applied
+Assignment = tuple[str, str]  # (key, value as written: "" resets; may span continuation lines)
+Section = tuple[str, tuple[Assignment, ...]]  # (section name, its assignments in file order)
 
 # systemd's WHITESPACE for strstrip(); other Unicode spaces are kept, as systemd does.
 _WS = " \t\n\r"
@@ -164,16 +179,22 @@ _COMMENT = ("#", ";")
 # read_line() ends lines at \n, \r\n and \r.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _KEY = re.compile(r"[A-Za-z0-9_-]+")
-# Printable, no brackets/quotes/backslash (systemd's string_is_safe plus brackets).
-_SECTION = re.compile(r"[^\x00-\x1f\x7f\[\]\"'\\]+")
-# Characters a serialized value must not carry: line ends, NUL, lone surrogates.
-_UNSAFE_VALUE_CHAR = re.compile(r"[\r\n\x00\ud800-\udfff]")
+# Printable, no brackets/quotes/backslash (systemd's string_is_safe plus brackets), and
+# no lone surrogate (it has no UTF-8 form).
+_SECTION = re.compile(r"[^\x00-\x1f\x7f\[\]\"'\\\ud800-\udfff]+")
+# Characters no value may carry: NUL, carriage returns, lone surrogates. A line feed only
+# after a continuation backslash (see _normalized_value).
+_UNSAFE_VALUE_CHAR = re.compile(r"[\r\x00\ud800-\udfff]")
 
 
 def _ends_with_continuation(text: str) -> bool:
     # systemd pairs each backslash with the next character, so a line continues
     # iff it ends in an odd run of backslashes.
     return (len(text) - len(text.rstrip("\\"))) % 2 == 1
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip(_WS).startswith(_COMMENT)
 
 
 def _section_problem(name: str) -> str | None:
@@ -192,71 +213,139 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _value_problem(value: str) -> str | None:
-    """Why `value` cannot be written as one `Key=value` line that reads back the same."""
-    if not value:
-        return "empty value (an empty assignment resets the key)"
+def _normalized_value(value: str) -> tuple[str, str | None]:
+    """(the value as stored, why it cannot be stored): a value as fleet's parser
+    (go-systemd's) reads it from a file and fleetctl sends it. Blanks around it go;
+    continuation lines stay as written (backslash, line feed, the next line) so that
+    fleetctl gets back what it sent; comment lines inside a continuation go (systemd
+    skips them); a backslash left dangling (a continuation ended by a blank line or the
+    end of the file) is followed by a line feed, so the stored line is followed by a
+    blank one and continues nothing. A line feed anywhere else would start a new line
+    of the unit: refused."""
     bad = _UNSAFE_VALUE_CHAR.search(value)
     if bad:
-        return f"value contains {bad.group()!r}"
+        return value, f"value contains {bad.group()!r}"
+    stripped = value.strip(_WS)
+    if "\n" not in stripped and not stripped.endswith("\\"):
+        return stripped, None  # the usual one-line value
+    lines = stripped.split("\n")
+    kept = lines[:1]
+    for line in lines[1:]:
+        if not _ends_with_continuation(kept[-1]):
+            return value, "line break in the value that does not follow a continuation backslash"
+        if _is_comment(line):
+            continue
+        if not line.strip(_WS):
+            return value, "empty continuation line (it would end the value)"
+        kept.append(line)
+    if _ends_with_continuation(kept[-1]):
+        kept.append("")
+    return "\n".join(kept), None
+
+
+def _value_problem(value: str) -> str | None:
+    """Why `value` cannot be written after `Key=` so that it reads back the same."""
+    normalized, problem = _normalized_value(value)
+    if problem or normalized == value:
+        return problem
     if value != value.strip(_WS):
         return "value has leading or trailing whitespace"
     if _ends_with_continuation(value):
         return "value ends with a backslash (would continue the line)"
-    return None
+    return "value holds a comment line inside a continuation (systemd skips it)"
+
+
+def value_meaning(value: str) -> str:
+    """A stored value as systemd reads it: each continuation backslash and its line feed
+    become a space (the next line is appended as is), blanks around the result go."""
+    if "\n" not in value:
+        return value
+    lines = value.split("\n")
+    return ("".join(line[:-1] + " " for line in lines[:-1]) + lines[-1]).strip(_WS)
 
 
 @dataclass(frozen=True)
 class UnitFile:
-    """A parsed unit: sections in first-appearance order, each with its keys in
-    first-appearance order and each key's values in order. Immutable and hashable;
-    every instance serializes to text that parses back to an equal instance."""
+    """A parsed unit: sections in first-appearance order (a repeated section merges into
+    the first, as in systemd and fleet), each with its assignments in file order, as
+    written: repeated and interleaved keys stay where they were, `Key=` (an empty
+    assignment, which resets the key) stays, and a value may span continuation lines.
+    That is what fleet kept of a unit file, so fleetctl gets back what it sent.
+
+    options()/values() give the meaning: each key's values with resets applied and
+    continuation lines joined. Immutable and hashable; every instance serializes to
+    text that parses back to an equal instance."""
 
     contents: tuple[Section, ...] = ()
 
     def __post_init__(self) -> None:
         seen_sections: set[str] = set()
-        for name, entries in self.contents:
+        for name, assignments in self.contents:
             problem = _section_problem(name)
             if problem:
                 raise UnitParseError(f"cannot build unit: {problem}")
             if name in seen_sections:
                 raise UnitParseError(f"cannot build unit: section [{name}] appears twice")
             seen_sections.add(name)
-            seen_keys: set[str] = set()
-            for key, values in entries:
-                problem = _key_problem(key)
+            for key, value in assignments:
+                problem = _key_problem(key) or _value_problem(value)
                 if problem:
-                    raise UnitParseError(f"cannot build unit: [{name}] {problem}")
-                if key in seen_keys:
-                    raise UnitParseError(f"cannot build unit: [{name}] {key}= appears twice")
-                seen_keys.add(key)
-                if not values:
-                    raise UnitParseError(f"cannot build unit: [{name}] {key}= has no values")
-                for value in values:
-                    problem = _value_problem(value)
-                    if problem:
-                        raise UnitParseError(f"cannot build unit: [{name}] {key}=: {problem}")
+                    raise UnitParseError(f"cannot build unit: [{name}] {key}=: {problem}")
 
     @classmethod
     def from_dict(cls, sections: Mapping[str, Mapping[str, Sequence[str]]]) -> UnitFile:
-        """Build from {section: {key: [values]}}; keys with no values are dropped."""
+        """Build from {section: {key: [values]}}, one assignment per value."""
         return cls(
             tuple(
-                (name, tuple((key, tuple(values)) for key, values in entries.items() if values))
+                (name, tuple((key, value) for key, values in entries.items() for value in values))
                 for name, entries in sections.items()
             )
         )
 
+    @classmethod
+    def from_options(cls, options: Iterable[tuple[str, str, str]]) -> UnitFile:
+        """Build from fleet's unit options, (section, key, value) in order, as fleet kept
+        them: sections merged in first-seen order, each value as its parser reads it back
+        (blanks around it dropped; see _normalized_value)."""
+        sections: dict[str, list[Assignment]] = {}
+        for section, key, value in options:
+            problem = _section_problem(section) or _key_problem(key)
+            if problem:
+                raise UnitParseError(f"cannot build unit: {problem}")
+            normalized, problem = _normalized_value(value)
+            if problem:
+                raise UnitParseError(f"cannot build unit: [{section}] {key}=: {problem}")
+            sections.setdefault(section, []).append((key, normalized))
+        return cls(tuple((name, tuple(assignments)) for name, assignments in sections.items()))
+
     def sections(self) -> list[str]:
         return [name for name, _ in self.contents]
 
-    def options(self, section: str) -> tuple[Entry, ...]:
-        """(key, values) pairs of one section; () if the section is absent."""
-        for name, entries in self.contents:
+    def assignments(self, section: str) -> tuple[Assignment, ...]:
+        """(key, value as written) of one section in file order; () if absent."""
+        for name, assignments in self.contents:
             if name == section:
-                return entries
+                return assignments
         return ()
+
+    @cached_property
+    def _entries(self) -> dict[str, tuple[Entry, ...]]:
+        meaning: dict[str, tuple[Entry, ...]] = {}
+        for name, assignments in self.contents:
+            keys: dict[str, list[str]] = {}
+            for key, value in assignments:
+                value = value_meaning(value)
+                if value:
+                    keys.setdefault(key, []).append(value)
+                else:
+                    keys[key] = []  # an empty assignment resets the list (keeps its position)
+            meaning[name] = tuple((key, tuple(values)) for key, values in keys.items() if values)
+        return meaning
+
+    def options(self, section: str) -> tuple[Entry, ...]:
+        """(key, values) pairs of one section as systemd reads them: keys in
+        first-appearance order, resets applied, continuation lines joined; () if absent."""
+        return self._entries.get(section, ())
 
     def values(self, section: str, key: str) -> list[str]:
         for entry_key, values in self.options(section):
@@ -267,15 +356,16 @@ class UnitFile:
     def serialize(self) -> str:
         """Canonical text: `[Section]` then `Key=Value` lines, a blank line between sections."""
         blocks = []
-        for name, entries in self.contents:
+        for name, assignments in self.contents:
             lines = [f"[{name}]"]
-            lines.extend(f"{key}={value}" for key, values in entries for value in values)
+            lines.extend(f"{key}={value}" for key, value in assignments)
             blocks.append("\n".join(lines) + "\n")
         return "\n".join(blocks)
 
     @cached_property
     def hash(self) -> str:
-        """sha256 hex of serialize(): equal meaning gives an equal hash."""
+        """sha256 hex of serialize(): the same text (up to comments, blank lines and
+        blanks around keys and values) gives the same hash."""
         return content_hash(self.serialize())
 
 
@@ -285,7 +375,8 @@ def content_hash(canonical_text: str) -> str:
 
 
 def parse_unit(text: str, source: str = "<unit>") -> UnitFile:
-    """Parse systemd unit syntax as systemd's config_parse() reads it.
+    """Parse systemd unit syntax as systemd's config_parse() reads it, keeping what fleet
+    kept (see UnitFile): assignments in order, continuation lines as written.
 
     Differences from systemd, all towards strictness: what systemd would warn
     about and skip (assignment before a section, missing '=', bad key) is an
@@ -293,70 +384,70 @@ def parse_unit(text: str, source: str = "<unit>") -> UnitFile:
     """
     if text.startswith("\ufeff"):
         text = text[1:]
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] | None = None
+    sections: dict[str, list[Assignment]] = {}
+    current: list[Assignment] | None = None
 
     def fail(lineno: int, message: str) -> UnitParseError:
         return UnitParseError(f"{source}:{lineno}: {message}")
 
-    def handle(line: str, lineno: int) -> None:
+    def handle(lines: list[str], lineno: int) -> None:
+        """One logical line: its physical lines, comment lines left out."""
         nonlocal current
-        line = line.strip(_WS)
-        if not line:
-            return
-        if line.startswith("["):
-            if not line.endswith("]") or len(line) < 2:
-                raise fail(lineno, f"invalid section header {line!r} (expected [Name])")
-            name = line[1:-1]
-            problem = _section_problem(name)
-            if problem:
-                raise fail(lineno, f"invalid section header {line!r}: {problem}")
-            # A repeated section merges into the first, as in systemd.
-            current = sections.setdefault(name, {})
-            return
-        key, eq, value = line.partition("=")
-        if not eq:
-            raise fail(lineno, "line is neither a section header nor Key=Value")
+        head, eq, first_value = lines[0].partition("=")
+        if not eq or head.lstrip(_WS).startswith("["):
+            # A header, or '=' only on a continuation line: read joined, as systemd does.
+            last = lines[-1][:-1] if _ends_with_continuation(lines[-1]) else lines[-1]
+            joined = value_meaning("\n".join([*lines[:-1], last])).strip(_WS)
+            if not joined:
+                return
+            if joined.startswith("["):
+                if not joined.endswith("]") or len(joined) < 2:
+                    raise fail(lineno, f"invalid section header {joined!r} (expected [Name])")
+                name = joined[1:-1]
+                problem = _section_problem(name)
+                if problem:
+                    raise fail(lineno, f"invalid section header {joined!r}: {problem}")
+                # A repeated section merges into the first, as in systemd.
+                current = sections.setdefault(name, [])
+                return
+            head, eq, first_value = joined.partition("=")
+            if not eq:
+                raise fail(lineno, "line is neither a section header nor Key=Value")
+            lines = [first_value]
         if current is None:
             raise fail(lineno, "Key=Value before the first [Section] header")
-        key, value = key.strip(_WS), value.strip(_WS)
+        key = head.strip(_WS)
         problem = _key_problem(key)
         if problem:
             raise fail(lineno, problem)
-        if value:
-            current.setdefault(key, []).append(value)
-        else:
-            current[key] = []  # an empty assignment resets the list (keeps its position)
+        value, problem = _normalized_value("\n".join([first_value, *lines[1:]]))
+        if problem:
+            raise fail(lineno, problem)
+        current.append((key, value))
 
-    continuation: str | None = None
+    pending: list[str] = []
     start = 0
-    lineno = 0
     for lineno, raw in enumerate(_LINE_BREAK.split(text), start=1):
         if "\x00" in raw:
             raise fail(lineno, "NUL character in unit file")
-        stripped = raw.lstrip(_WS)
         # Comment lines are skipped even inside a continuation (systemd >= 237).
-        if stripped.startswith(_COMMENT):
+        if _is_comment(raw):
             continue
-        if continuation is None:
-            start, joined = lineno, raw
-        else:
-            joined = continuation + raw
-        if _ends_with_continuation(joined):
-            # systemd replaces the trailing backslash with a space and appends the next line.
-            continuation = joined[:-1] + " "
+        if not raw.strip(_WS):
+            if pending:  # a blank line ends a continuation
+                handle(pending, start)
+                pending = []
             continue
-        continuation = None
-        handle(joined, start)
-    if continuation is not None:
-        handle(continuation, start)
+        if not pending:
+            start = lineno
+        pending.append(raw)
+        if not _ends_with_continuation(raw):
+            handle(pending, start)
+            pending = []
+    if pending:
+        handle(pending, start)
 
-    return UnitFile(
-        tuple(
-            (name, tuple((key, tuple(values)) for key, values in entries.items() if values))
-            for name, entries in sections.items()
-        )
-    )
+    return UnitFile(tuple((name, tuple(assignments)) for name, assignments in sections.items()))
 
 
 def load_unit_file(path: str | os.PathLike[str]) -> tuple[str, UnitFile]:
@@ -388,8 +479,18 @@ FLEET_OPTIONS: tuple[str, ...] = (
     "Spread",
     "MaxPerMachine",
 )
+# fleet's older names, still in its docs of v1.0 and in real unit files: read as the
+# current key, with a note. fleet read a boot id as a machine id (it never matched a
+# machine, so such a unit never ran): so does fleetpy, rather than drop the constraint.
+LEGACY_FLEET_OPTIONS: Mapping[str, str] = {
+    "X-ConditionMachineID": "MachineID",
+    "X-ConditionMachineBootID": "MachineID",
+    "X-ConditionMachineOf": "MachineOf",
+    "X-ConditionMachineMetadata": "MachineMetadata",
+    "X-Conflicts": "Conflicts",
+}
 MAX_PER_MACHINE_LIMIT = 100_000
-_SINGLE_VALUED = ("MachineID", "MachineOf", "Global", "Spread", "MaxPerMachine")
+_SINGLE_VALUED = ("MachineID", "Global", "Spread", "MaxPerMachine")
 _GLOBAL_COMPANIONS = ("MachineMetadata", "Conflicts")
 _BOOLEANS = {
     "true": True,
@@ -408,7 +509,7 @@ class FleetOptions:
     """The [X-Fleet] section of one unit, validated, specifiers expanded."""
 
     machine_id: str | None = None
-    machine_of: str | None = None
+    machine_of: tuple[str, ...] = ()  # every one of these units' machine (fleet's peers)
     # key -> allowed values: different keys AND, values of one key OR.
     machine_metadata: tuple[tuple[str, tuple[str, ...]], ...] = ()
     conflicts: tuple[str, ...] = ()  # fnmatch globs of unit names
@@ -416,6 +517,9 @@ class FleetOptions:
     replaces: tuple[str, ...] = ()
     spread: str | None = None  # metadata key to spread template instances over
     max_per_machine: int | None = None  # per template, across its instances
+    # What was read differently from how it was written (legacy names, a self-conflict):
+    # for the user's eyes, not part of the options' meaning.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def matches_metadata(self, metadata: Mapping[str, str]) -> bool:
         return all(metadata.get(key) in values for key, values in self.machine_metadata)
@@ -481,7 +585,7 @@ def did_you_mean(key: str, known: Sequence[str]) -> str:
 
 
 def _suggest(key: str) -> str:
-    return did_you_mean(key, FLEET_OPTIONS)
+    return did_you_mean(key, (*FLEET_OPTIONS, *LEGACY_FLEET_OPTIONS))
 
 
 # Sections systemd reads in unit files (systemd.unit(5) and the per-type pages); other
@@ -534,27 +638,61 @@ def check_sections(unit: UnitFile, name: str) -> None:
             )
 
 
+def checked_as(name: str) -> str:
+    """The name a unit's [X-Fleet] options are checked under: a template's as one of its
+    instances would see them (MachineOf=db@%i.service), since a template never runs."""
+    parsed = parse_name(name)
+    return f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
+
+
+def fleet_notes(unit: UnitFile, name: str) -> tuple[str, ...]:
+    """fleet_options(unit, name).notes for any unit, a template too; () if invalid."""
+    check_name = checked_as(name)
+    try:
+        notes = fleet_options(unit, check_name).notes
+    except FleetpyError:
+        return ()
+    return tuple(note.replace(check_name, name) for note in notes)
+
+
 def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
     """Validate and interpret the [X-Fleet] section of unit `name` (and refuse
     misspelled sections, which would hide it)."""
     uname = parse_name(name)
     check_sections(unit, name)
-    raw: dict[str, list[list[str]]] = {}  # key -> words of each value, in order
+    notes: list[str] = []
+    written: dict[str, list[list[str]]] = {}  # key as written -> words of each value
     for key, values in unit.options(FLEET_SECTION):
-        if key not in FLEET_OPTIONS:
+        current = LEGACY_FLEET_OPTIONS.get(key, key)
+        if current not in FLEET_OPTIONS:
             raise FleetOptionError(f"unknown [X-Fleet] option {key}= in {name}{_suggest(key)}")
-        if key in _SINGLE_VALUED and len(values) > 1:
+        if current in _SINGLE_VALUED and len(values) > 1:
             raise FleetOptionError(
                 f"[X-Fleet] {key}= is given {len(values)} times in {name}; it takes one value"
             )
-        raw[key] = []
+        if key == "X-ConditionMachineBootID":
+            notes.append(
+                f"[X-Fleet] {key}= in {name} is read as MachineID=, as fleet read it: the "
+                "unit runs only on a machine whose machine id is that value"
+            )
+        elif current != key:
+            notes.append(f"[X-Fleet] {key}= in {name} is fleet's old name of {current}=")
+        written[key] = []
         for value in values:
             words = _split_words(_expand_specifiers(value, uname, key), key, name)
             if not words or not all(words):
                 raise FleetOptionError(
                     f"empty [X-Fleet] {key}= in {name} (after specifier expansion)"
                 )
-            raw[key].append(words)
+            written[key].append(words)
+    raw: dict[str, list[list[str]]] = {}  # current key -> words of each value, in order
+    for key, words_list in written.items():
+        raw.setdefault(LEGACY_FLEET_OPTIONS.get(key, key), []).extend(words_list)
+    if len({tuple(words) for words in raw.get("MachineID", ())}) > 1:
+        keys = [key for key in written if LEGACY_FLEET_OPTIONS.get(key, key) == "MachineID"]
+        raise FleetOptionError(
+            f"[X-Fleet] {' and '.join(f'{key}=' for key in keys)} in {name} name different machines"
+        )
 
     def single(key: str) -> str | None:
         if key not in raw:
@@ -602,9 +740,8 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
         raise FleetOptionError(f"[X-Fleet] MachineID= and MachineOf= cannot be combined in {name}")
 
     machine_id = single("MachineID")
-    machine_of = single("MachineOf")
-    if machine_of is not None:
-        check_unit_names("MachineOf", [machine_of])
+    machine_of = all_words("MachineOf")
+    check_unit_names("MachineOf", machine_of)
 
     metadata: dict[str, set[str]] = {}
     for item in all_words("MachineMetadata"):
@@ -615,12 +752,15 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
             )
         metadata.setdefault(meta_key, set()).add(meta_value)
 
-    conflicts = all_words("Conflicts")
-    for glob in conflicts:
-        # A wildcard may match the unit itself (web@*.service in web@.service is the
-        # usual way to keep instances apart); a literal self-conflict is a mistake.
-        if glob == name and not has_glob(glob):
-            raise FleetOptionError(f"[X-Fleet] Conflicts={glob} in {name} conflicts with itself")
+    conflicts = []
+    for glob in all_words("Conflicts"):
+        # A unit never conflicts with itself: fleet skipped its own name, and a wildcard
+        # matching it (web@*.service in web@.service) is the usual way to keep instances
+        # apart. Its own name spelled out (Conflicts=%n, a copied file) is noted.
+        if glob == name:
+            notes.append(f"[X-Fleet] Conflicts={glob} in {name} names the unit itself: ignored")
+        else:
+            conflicts.append(glob)
 
     replaces = all_words("Replaces")
     check_unit_names("Replaces", replaces)
@@ -648,7 +788,7 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
 
     return FleetOptions(
         machine_id=machine_id,
-        machine_of=machine_of,
+        machine_of=tuple(dict.fromkeys(machine_of)),
         machine_metadata=tuple(
             (key, tuple(sorted(vals))) for key, vals in sorted(metadata.items())
         ),
@@ -657,4 +797,5 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
         replaces=tuple(dict.fromkeys(replaces)),
         spread=spread,
         max_per_machine=max_per_machine,
+        notes=tuple(dict.fromkeys(notes)),
     )

@@ -43,10 +43,12 @@ class Outcome:
         )
 
 
-def etcd_state(endpoint: str) -> tuple[int, dict[str, tuple[str, int]]]:
-    """(revision, key -> (value, mod_revision)) of the whole key space, via etcdctl."""
+def etcd_state(endpoint: str, prefix: str = "") -> tuple[int, dict[str, tuple[str, int]]]:
+    """(revision, key -> (value, mod_revision)) of the whole key space, or of the keys under
+    `prefix`, via etcdctl."""
+    keys = [prefix, "--prefix"] if prefix else ["", "--from-key"]
     result = subprocess.run(
-        ["etcdctl", "--endpoints", endpoint, "get", "", "--from-key", "-w", "json"],
+        ["etcdctl", "--endpoints", endpoint, "get", *keys, "-w", "json"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -264,7 +264,14 @@ def test_state_pages_are_every_matching_state_in_order(query: dict[str, Any]) ->
         # refused before the writer is called
         ({"name": "b.service", "desiredState": "launched"}, None, 400, "differs"),
         ({"desiredState": "running"}, None, 400, "invalid desiredState"),
-        ({"options": [{"section": "Service"}]}, None, 400, "string fields"),
+        ({"options": [{"section": "Service", "name": 1}]}, None, 400, "string fields"),
+        ({"options": [{"section": "Service"}]}, None, 400, "missing key before '='"),
+        (
+            {"options": [{"section": "Service", "name": "A", "value": "a \\\n\nB=evil"}]},
+            None,
+            400,
+            "empty continuation line",
+        ),
         ({"options": ["x"]}, None, 400, "each option"),
         ({"options": {"a": 1}}, None, 400, "options must be a list"),
         (
@@ -371,6 +378,33 @@ def test_put_bad_names_content_type_and_read_only() -> None:
     status, _ = call(h, "PUT", "/units/a.service", {"options": OPTIONS}, read_only=True)
     assert status == 403 and writer.calls == []
     assert call(h, "DELETE", "/units/u00000.service", read_only=True)[0] == 403
+
+
+def test_options_are_kept_as_fleetctl_sends_them() -> None:
+    """What fleetctl's parser (go-systemd's) makes of a unit file: a value continued over
+    lines keeps its backslashes and line feeds, `Key=` is an option whose empty value
+    Go leaves out of the JSON, keys repeated apart stay apart. fleet gave them back the
+    same, and fleetctl compares a hash of them with the file's."""
+    sent = [
+        {"section": "Unit", "name": "Requires", "value": "a.service"},
+        {"section": "Unit", "name": "After", "value": "a.service"},
+        {"section": "Service", "name": "ExecStart", "value": "/bin/sh -c \\\n  'sleep 1'"},
+        {"section": "Unit", "name": "Requires", "value": "b.service"},
+        {"section": "Service", "name": "Environment"},
+        {"section": "Unit", "name": "After", "value": "b.service"},
+    ]
+    text = text_of(sent)
+    assert text == (
+        "[Unit]\nRequires=a.service\nAfter=a.service\nRequires=b.service\nAfter=b.service\n\n"
+        "[Service]\nExecStart=/bin/sh -c \\\n  'sleep 1'\nEnvironment=\n"
+    )
+    back = options_of(text)
+    # Grouped by section, as fleet's serializer does; otherwise as sent.
+    assert back == [o for o in sent if o["section"] == "Unit"] + [
+        sent[2],
+        {"section": "Service", "name": "Environment", "value": ""},
+    ]
+    assert text_of(back) == text
 
 
 def test_options_round_trip_and_tokens_are_opaque_but_checked() -> None:

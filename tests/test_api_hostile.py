@@ -159,26 +159,33 @@ def with_token(api: Api, seeded: Registry, tmp_path: Path) -> Connect:
 
 
 class EtcdReference:
-    """etcd's whole key space and revision, as a reference to compare with."""
+    """Every key under the test's prefix with its value and mod revision, as a reference to
+    compare with. Only the prefix: the session's etcd is shared, and other tests' leases
+    run out (deleting their keys) while this one runs."""
 
-    def __init__(self, etcd: EtcdServer) -> None:
+    def __init__(self, etcd: EtcdServer, prefix: str) -> None:
         self.endpoint = etcd.endpoint
-        self.state = etcd_state(self.endpoint)
+        self.prefix = prefix + "/"
+        self.state = self._now()
+
+    def _now(self) -> dict[str, tuple[str, int]]:
+        return etcd_state(self.endpoint, self.prefix)[1]
 
     def unchanged(self) -> None:
-        assert etcd_state(self.endpoint) == self.state, "etcd changed"
+        assert self._now() == self.state, "etcd changed"
 
     def changed(self) -> None:
         """After requests meant to write: their result is the reference from now on."""
-        now = etcd_state(self.endpoint)
+        now = self._now()
         assert now != self.state, "etcd did not change"
         self.state = now
 
 
 @pytest.fixture
-def reference(etcd: EtcdServer) -> Iterator[EtcdReference]:
+def reference(etcd: EtcdServer, prefix: str, seeded: Registry) -> Iterator[EtcdReference]:
     """etcd as the fixtures before it left it (seeded); checked once more at the end."""
-    kept = EtcdReference(etcd)
+    kept = EtcdReference(etcd, prefix)
+    assert kept.state, "the reference holds nothing: not the test's prefix?"
     yield kept
     kept.unchanged()
 

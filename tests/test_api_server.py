@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from api_fixtures import Api, UnixConnection, etcd_requests, request
+from cli_run import Run
+from fleet_unit_files import STARTED, UNIT_FILES, copy_unit_files
 from test_engine import Cluster
 from waiting import until
 
@@ -389,6 +391,90 @@ def test_fleetctl_reports_fleetpys_refusal(fleet: Callable[..., str], tmp_path: 
     )
     out = fleet("submit", "bad.service", ok=False)
     assert "Error 400" in out and "names the unit itself" in out
+
+
+def test_fleetctl_submits_and_starts_fleets_unit_files_unchanged(
+    fleet: Callable[..., str], run: Run, registry: Registry, tmp_path: Path
+) -> None:
+    """Unit files as fleet users wrote them (tests/fleet_units/): fleetctl submits them,
+    `fleetctl cat` gives back what fleet gave (fleet's serialization of what fleetctl
+    parsed), and starting the unchanged files warns of no difference: fleetctl hashes
+    the options it reads back and compares them with the file's. fleetpy's own CLI then
+    finds the same units (no "different contents")."""
+    copy_unit_files(tmp_path)
+    out = fleet("submit", *UNIT_FILES)
+    assert out.count("inactive") == len(UNIT_FILES), out
+    web = fleet("cat", "registry-web@.service")
+    assert "ExecStart=/usr/bin/docker run --rm --name registry-web-%i \\\n    --volumes" in web
+    assert "\nRequires=docker.service\nAfter=docker.service\nRequires=registry-data" in web
+    assert "\nEnvironment=\n" in fleet("cat", "registry-data.service")
+    for name in UNIT_FILES:
+        stored = registry.get_content(registry.get_unit(name).hash)  # type: ignore[union-attr]
+        assert fleet("cat", name) == stored
+    out = fleet("start", *STARTED)
+    assert "differs" not in out and "WARNING" not in out, out
+    assert out.count("launched") == len(STARTED), out
+    placed = fleet("list-unit-files", "--fields", "unit,target", "--full", "--no-legend")
+    machine = {line.split()[0]: line.split()[-1] for line in placed.splitlines()}
+    assert machine["registry-web@1.service"] == "m1"  # X-ConditionMachineMetadata=role=web
+    assert machine["registry-data.service"] == "m1"
+    assert machine["registry-web-announce@1.service"] == "m1"  # both its MachineOf=
+    assert machine["snapshot.timer"] == machine["snapshot.service"]
+    assert machine["pinned.service"] == "m2"  # X-ConditionMachineBootID=m2
+    # Again, unchanged: nothing differs, for fleetctl and for fleetpy.
+    out = fleet("start", *STARTED)
+    assert "differs" not in out and "WARNING" not in out, out
+    files = [str(tmp_path / n) for n in STARTED if (tmp_path / n).exists()]
+    result = run("start", "--no-block", *files)
+    assert result.exit_code == 0, result.output + result.stderr
+
+
+def test_fleetctl_finds_units_fleetpy_submitted_unchanged(
+    fleet: Callable[..., str], run: Run, tmp_path: Path
+) -> None:
+    copy_unit_files(tmp_path)
+    result = run("submit", *(str(tmp_path / n) for n in UNIT_FILES))
+    assert result.exit_code == 0, result.output + result.stderr
+    until(
+        lambda: len(fleet("list-unit-files", "--no-legend").splitlines()) == len(UNIT_FILES),
+        what="the API to see the units",
+    )
+    out = fleet("start", "--no-block", *STARTED)
+    assert "differs" not in out and "WARNING" not in out, out
+    for name in UNIT_FILES:
+        assert "WARNING" not in fleet("submit", name)
+
+
+def test_fleetctl_starts_units_that_replace_each_other(
+    fleet: Callable[..., str], tmp_path: Path
+) -> None:
+    """fleet's TestScheduleCircularReplace: a.service (Replaces=b.service) started, then
+    b.service (Replaces=a.service); both want m1 (role=web). b, started last, runs there."""
+    for name, other in (("a", "b"), ("b", "a")):
+        (tmp_path / f"{name}.service").write_text(
+            "[Service]\nExecStart=/bin/sleep 1000\n\n"
+            f"[X-Fleet]\nReplaces={other}.service\nMachineMetadata=role=web\n"
+        )
+    assert "a.service launched on m1" in fleet("start", "a.service")
+    fleet("start", "--no-block", "b.service")  # was a 400 "Replaces= cycle"
+
+    def units() -> str:
+        return fleet("list-units", "--fields", "unit,active,machine", "--full", "--no-legend")
+
+    until(lambda: units().split() == ["b.service", "active", "m1"], what="b alone active")
+    listed = fleet("list-unit-files", "--fields", "unit,dstate,state", "--no-legend")
+    assert sorted(line.split() for line in listed.splitlines()) == [
+        ["a.service", "launched", "inactive"],
+        ["b.service", "launched", "launched"],
+    ]
+
+
+def test_fleetctl_gets_a_misspelled_key_refused(fleet: Callable[..., str], tmp_path: Path) -> None:
+    (tmp_path / "typo.service").write_text(
+        "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nX-ConditionMachinOf=db.service\n"
+    )
+    out = fleet("submit", "typo.service", ok=False)
+    assert "Error 400" in out and "did you mean X-ConditionMachineOf=?" in out, out
 
 
 def test_metrics_route_describes_the_cluster_from_the_view(

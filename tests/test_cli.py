@@ -763,7 +763,7 @@ def test_keyboard_interrupt_exits_130_quietly(
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(control, "submit", interrupted)
+    monkeypatch.setattr(control, "plan_submit", interrupted)
     result = run("submit", write(units_dir, "a.service"))
     assert result.exit_code == 130
     assert "Traceback" not in result.output + result.stderr

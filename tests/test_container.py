@@ -137,6 +137,24 @@ def test_source_round_trip_and_user_keys_kept() -> None:
     assert expand_unit(plain, "x.service") is plain and source_of(plain, "x.service") is plain
 
 
+def test_fleetpys_lines_survive_a_reset_and_keep_the_units_own_layout(tmp_path: Path) -> None:
+    # Kept as written (an empty assignment, keys repeated apart, a continued value):
+    # fleetpy's own lines go after the unit's reset of the key, so systemd keeps them.
+    source = parse_unit(
+        "[Unit]\nAfter=network.target\nWants=x.service\nAfter=x.service\n\n"
+        "[Container]\nImage=local/busybox\nExec=sh -c \\\n  'sleep 1000'\n\n"
+        "[Service]\nExecStartPre=/bin/false\nExecStartPre=\nExecStartPre=/bin/true\n"
+        "Restart=always\n"
+    )
+    expanded = expand_unit(source, "box.service")
+    pre = expanded.values("Service", "ExecStartPre")
+    assert pre[0].startswith("-/usr/bin/docker rm -f ") and pre[1:] == ["/bin/true"]
+    assert expanded.values("Unit", "After") == ["docker.service", "network.target", "x.service"]
+    assert source_of(expanded, "box.service") == source
+    assert expand_unit(expanded, "box.service") == expanded
+    verify(tmp_path, "box.service", expanded.serialize())
+
+
 INJECTION = ["a b", '"', "'", "$HOME", "${HOME}", "$$", "%n", "%%", ";", "a;b", "\\", "\\n"]
 
 

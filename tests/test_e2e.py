@@ -120,6 +120,35 @@ def test_docker_unit_start_stop(
     )
 
 
+def test_a_unit_kept_as_written_means_to_systemd_what_it_meant(
+    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
+) -> None:
+    """Stored as fleet kept it (continued lines, an empty assignment, keys repeated apart),
+    the unit file a host's real systemd gets means what the user's file meant: the reset
+    drops the ExecStartPre= before it, the continued ExecStart= is one command line."""
+    (host,) = hosts(1, ttl=3)
+    until(lambda: len(registry.list_machines()) == 1, what="machine")
+    text = (
+        "[Unit]\nDescription=kept as written\nAfter=network.target\nWants=network.target\n"
+        "After=basic.target\n\n[Service]\nExecStartPre=/bin/false\nExecStartPre=\n"
+        "ExecStartPre=/bin/true\nExecStart=/bin/sh -c \\\n    'echo started; \\\n"
+        "     exec sleep 1000'\n"
+    )
+    path = fleet.write("kept.service", text)
+    fleet("start", "--block-attempts", "60", path)
+    stored = host.run(["cat", "/run/systemd/system/kept.service"]).stdout
+    assert "ExecStartPre=\n" in stored and "-c \\\n    'echo started; \\\n" in stored
+    assert host.is_active("kept.service")
+    shown = host.systemctl(
+        "show", "-p", "ExecStartPre", "-p", "ExecStart", "-p", "After", "kept.service"
+    ).stdout
+    pre = [line for line in shown.splitlines() if line.startswith("ExecStartPre=")]
+    assert len(pre) == 1 and "path=/bin/true" in pre[0], shown
+    # The backslash became a space, the next line's blanks were kept: 1 + 1 + 5 spaces.
+    assert "argv[]=/bin/sh -c echo started;       exec sleep 1000 ;" in shown, shown
+    assert "network.target" in shown and "basic.target" in shown
+
+
 def test_global_unit_runs_on_every_matching_host(
     hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
 ) -> None:

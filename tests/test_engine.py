@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from waiting import until
 
+from fleetpy import control
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.engine import Engine
 from fleetpy.metadata import MetadataChange
@@ -293,3 +295,46 @@ def test_machine_missing_after_a_new_leader_waits_the_grace_period(cluster: Clus
     assert cluster.placement() == before  # inside the grace period: held
     until(lambda: "m1" not in cluster.placement().values(), timeout=10, what="moved off m1")
     assert time.monotonic() - started >= 2.5
+
+
+@pytest.mark.parametrize("first, second", [("a", "b"), ("b", "a")])
+def test_units_replacing_each_other_settle_with_the_last_started_running(
+    cluster: Cluster, tmp_path: Path, first: str, second: str
+) -> None:
+    """fleet accepts a.service (Replaces=b.service) beside b.service (Replaces=a.service):
+    started one after the other, the one started last displaces the other, the two are
+    never active on one machine together, and once settled exactly one runs, for good."""
+    # Both may only run on m1 (its metadata), so they compete for it.
+    cluster.agent("m1", disk="any")
+    cluster.agent("m2")
+    cluster.engine()
+    for name, other in (("a", "b"), ("b", "a")):
+        (tmp_path / f"{name}.service").write_text(
+            "[Service]\nExecStart=/bin/sleep 1000\n\n"
+            f"[X-Fleet]\nReplaces={other}.service\nMachineMetadata=disk=any\n"
+        )
+    registry = cluster.registry
+    control.start(registry, [str(tmp_path / f"{first}.service")])
+    until(lambda: cluster.running() == {f"{first}.service": "m1"}, what=f"{first} active")
+
+    seen: list[dict[str, str]] = []
+    control.start(registry, [str(tmp_path / f"{second}.service")])
+
+    def settled() -> bool:
+        running = cluster.running()
+        seen.append(running)
+        return running == {f"{second}.service": "m1"}
+
+    until(settled, what=f"{second} active in place of {first}", interval=0.01)
+    assert all(len(running) <= 1 for running in seen), seen  # never both active
+    view = registry.read_view(with_states=False)
+    assert view.reasons[f"{first}.service"] == (
+        f"replaced by {second}.service on every eligible machine"
+    )
+    # Settled for good: the engine does not move them back and forth.
+    placements = [engine.stats.placements for engine in cluster.engines]
+    schedule = cluster.placement()
+    time.sleep(3)
+    assert cluster.placement() == schedule == {f"{second}.service": "m1"}
+    assert [engine.stats.placements for engine in cluster.engines] == placements
+    assert cluster.running() == {f"{second}.service": "m1"}

@@ -17,6 +17,7 @@ max_examples, no deadline (the machine is shared).
 from __future__ import annotations
 
 import json
+import re
 import signal
 import tempfile
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from fleetpy.states import DesiredState
 from fleetpy.template import load_values, parse_set, render, render_bounded
 from fleetpy.unit import (
     FLEET_OPTIONS,
+    UnitFile,
     fleet_options,
     load_unit_file,
     parse_name,
@@ -123,6 +125,87 @@ def test_unit_parser_and_fleet_options_raise_only_fleetpy_errors(text: str, name
     again = parse_unit(canonical)
     assert again == unit and again.hash == unit.hash and again.serialize() == canonical
     own_errors_only(lambda: fleet_options(unit, name))
+
+
+def systemd_reads(text: str) -> dict[str, dict[str, list[str]]]:
+    """What systemd's config_parse() makes of a unit file, for a unit fleetpy accepted:
+    comment lines skipped (inside continuations too), a continuation backslash becomes
+    a space and the next line is appended as is, blanks around keys and values go,
+    repeated sections merge, an empty assignment resets the key. A reference written
+    apart from fleetpy.unit, which keeps what fleet kept instead."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    logical: list[str] = []
+    pending: str | None = None
+    for line in re.split(r"\r\n|\r|\n", text.removeprefix("\ufeff")):
+        if line.lstrip(" \t\n\r").startswith(("#", ";")):
+            continue
+        line = line if pending is None else pending + line
+        if (len(line) - len(line.rstrip("\\"))) % 2:
+            pending = line[:-1] + " "
+            continue
+        pending = None
+        logical.append(line)
+    if pending is not None:
+        logical.append(pending)
+    for line in logical:
+        line = line.strip(" \t\n\r")
+        if not line:
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, _, value = line.partition("=")
+        key, value = key.strip(" \t\n\r"), value.strip(" \t\n\r")
+        if value:
+            current.setdefault(key, []).append(value)
+        else:
+            current[key] = []
+    return {
+        name: {key: values for key, values in keys.items() if values}
+        for name, keys in sections.items()
+    }
+
+
+def meaning(unit: UnitFile) -> dict[str, dict[str, list[str]]]:
+    return {name: {k: list(v) for k, v in unit.options(name)} for name in unit.sections()}
+
+
+@given(unit_texts)
+@SETTINGS
+@example("[Service]\nExecStart=/bin/sh -c \\\n  'a' \\\n# c\n  'b'\nExecStart=\nA=x \\\n\nB=1\n")
+def test_the_stored_text_means_to_systemd_what_the_file_meant(text: str) -> None:
+    unit = own_errors_only(lambda: parse_unit(text))
+    if unit is None:
+        return
+    assert meaning(unit) == systemd_reads(text)
+    assert systemd_reads(unit.serialize()) == systemd_reads(text)
+
+
+fleet_values = st.lists(
+    st.sampled_from(["a", " ", "\t", "\\", "\n", "#", ";", "=", "é", "[x]"]), max_size=12
+).map("".join)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["Unit", "Service"]), st.sampled_from(["A", "B"]), fleet_values),
+        max_size=8,
+    )
+)
+@SETTINGS
+def test_fleet_options_round_trip_through_the_stored_text(
+    options: list[tuple[str, str, str]],
+) -> None:
+    """What the API stores for fleetctl's options gives the same options back, which a
+    second PUT would store unchanged."""
+    unit = own_errors_only(lambda: UnitFile.from_options(options))
+    if unit is None:
+        return
+    stored = parse_unit(unit.serialize())
+    assert stored == unit
+    back = [(section, key, value) for section, items in stored.contents for key, value in items]
+    assert UnitFile.from_options(back) == unit
 
 
 @given(st.binary(max_size=300) | unit_texts.map(lambda t: t.encode("utf-8", "surrogatepass")))

@@ -28,8 +28,18 @@ from fleetpy.states import DesiredState
 from fleetpy.unit import FleetOptions, is_template, template_of
 
 
-def unit(name: str, desired: str = "launched", hash: str = "h", **options: object) -> UnitSpec:
-    return UnitSpec(name, hash, DesiredState(desired), FleetOptions(**options))  # type: ignore[arg-type]
+def unit(
+    name: str, desired: str = "launched", hash: str = "h", since: int = 0, **options: object
+) -> UnitSpec:
+    return UnitSpec(name, hash, DesiredState(desired), FleetOptions(**options), since=since)  # type: ignore[arg-type]
+
+
+def duel(a_since: int, b_since: int, **b_options: object) -> list[UnitSpec]:
+    """a.service and b.service replacing each other, started (written) at these revisions."""
+    return [
+        unit("a.service", since=a_since, replaces=("b.service",)),
+        unit("b.service", since=b_since, replaces=("a.service",), **b_options),
+    ]
 
 
 def meta(*pairs: tuple[str, str | tuple[str, ...]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -176,7 +186,7 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
             [
                 unit("db.service"),
                 unit("x.service", machine_id="m1"),
-                unit("side.service", machine_of="db.service"),
+                unit("side.service", machine_of=("db.service",)),
             ],
             {"m1": Machine("m1", {}, held="grace"), "m2": Machine("m2")},
             {"db.service": at("m1")},
@@ -393,7 +403,11 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
     (
         "MachineOf joins its target even on a busier machine",
         snap(
-            [unit("app.service"), unit("log.service", machine_of="app.service"), unit("z.service")],
+            [
+                unit("app.service"),
+                unit("log.service", machine_of=("app.service",)),
+                unit("z.service"),
+            ],
             cluster("m1", "m2"),
             {"app.service": at("m1")},
         ),
@@ -403,8 +417,8 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         "MachineOf chain placed in one plan, targets first",
         snap(
             [
-                unit("a.service", machine_of="b.service"),
-                unit("b.service", machine_of="c.service"),
+                unit("a.service", machine_of=("b.service",)),
+                unit("b.service", machine_of=("c.service",)),
                 unit("c.service"),
                 unit("busy.service"),
             ],
@@ -417,7 +431,7 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         "MachineOf waits for an unplaced target",
         snap(
             [
-                unit("log.service", machine_of="app.service"),
+                unit("log.service", machine_of=("app.service",)),
                 unit("app.service", desired="inactive"),
             ],
             cluster("m1"),
@@ -427,7 +441,10 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
     (
         "MachineOf waits for a target that cannot be placed",
         snap(
-            [unit("app.service", machine_id="gone"), unit("log.service", machine_of="app.service")],
+            [
+                unit("app.service", machine_id="gone"),
+                unit("log.service", machine_of=("app.service",)),
+            ],
             cluster("m1"),
         ),
         [
@@ -439,9 +456,9 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         "MachineOf cycle",
         snap(
             [
-                unit("a.service", machine_of="b.service"),
-                unit("b.service", machine_of="a.service"),
-                unit("c.service", machine_of="a.service"),
+                unit("a.service", machine_of=("b.service",)),
+                unit("b.service", machine_of=("a.service",)),
+                unit("c.service", machine_of=("a.service",)),
             ],
             cluster("m1"),
         ),
@@ -454,7 +471,11 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
     (
         "MachineOf dependent follows its target off a lost machine",
         snap(
-            [unit("app.service"), unit("log.service", machine_of="app.service"), unit("x.service")],
+            [
+                unit("app.service"),
+                unit("log.service", machine_of=("app.service",)),
+                unit("x.service"),
+            ],
             cluster("m2", "m3"),
             {"app.service": at("m1"), "log.service": at("m1"), "x.service": at("m2")},
         ),
@@ -466,13 +487,92 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
             [
                 unit("app.service"),
                 unit(
-                    "log.service", machine_of="app.service", machine_metadata=meta(("disk", "ssd"))
+                    "log.service",
+                    machine_of=("app.service",),
+                    machine_metadata=meta(("disk", "ssd")),
                 ),
             ],
             cluster("m1"),
             {"app.service": at("m1")},
         ),
         [SetReason("log.service", "cannot join app.service on machine m1: it lacks disk=ssd")],
+    ),
+    (
+        "several MachineOf: the machine all the targets share",
+        snap(
+            [
+                unit("app.service"),
+                unit("db.service", machine_of=("app.service",)),
+                unit("log.service", machine_of=("app.service", "db.service")),
+                unit("z.service"),
+            ],
+            cluster("m1", "m2"),
+            {"app.service": at("m2"), "db.service": at("m2")},
+        ),
+        [S("log.service", "m2"), S("z.service", "m1")],
+    ),
+    (
+        "several MachineOf on different machines: nowhere to go",
+        snap(
+            [
+                unit("app.service"),
+                unit("db.service"),
+                unit("log.service", machine_of=("app.service", "db.service")),
+            ],
+            cluster("m1", "m2"),
+            {"app.service": at("m1"), "db.service": at("m2")},
+        ),
+        [
+            SetReason(
+                "log.service", "cannot join app.service on machine m1: db.service is on machine m2"
+            )
+        ],
+    ),
+    (
+        "several MachineOf: waits for each target",
+        snap(
+            [
+                unit("app.service"),
+                unit("db.service", desired="inactive"),
+                unit("log.service", machine_of=("app.service", "db.service")),
+            ],
+            cluster("m1"),
+            {"app.service": at("m1")},
+        ),
+        [SetReason("log.service", "waiting for db.service to be placed; db.service is inactive")],
+    ),
+    (
+        "several MachineOf: a dependent rides along when a target moves",
+        snap(
+            [
+                unit("app.service", machine_id="m2"),
+                unit("db.service", machine_of=("app.service",)),
+                unit("log.service", machine_of=("db.service", "app.service")),
+            ],
+            cluster("m1", "m2"),
+            {"app.service": at("m1"), "db.service": at("m1"), "log.service": at("m1")},
+        ),
+        [
+            MV("app.service", "m1", "m2"),
+            MV("db.service", "m1", "m2"),
+            MV("log.service", "m1", "m2"),
+        ],
+    ),
+    (
+        "MachineOf cycle through a second target",
+        snap(
+            [
+                unit("a.service", machine_of=("x.service", "b.service")),
+                unit("b.service", machine_of=("a.service",)),
+                unit("x.service"),
+            ],
+            cluster("m1"),
+        ),
+        [
+            S("x.service", "m1"),
+            SetReason("a.service", "MachineOf cycle: a.service -> b.service -> a.service"),
+            SetReason("b.service", "MachineOf cycle: a.service -> b.service -> a.service"),
+        ],
     ),
     # ---- Replaces -----------------------------------------------------------
     (
@@ -523,6 +623,82 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
             {"new.service": at("m1")},
         ),
         [S("old.service", "m2")],
+    ),
+    (
+        "Replaces each other: the one started last takes the machine",
+        snap(
+            duel(10, 20),
+            cluster("m1"),
+            {"a.service": at("m1")},
+        ),
+        [
+            Unschedule("a.service", "m1"),
+            S("b.service", "m1"),
+            SetReason("a.service", "replaced by b.service on every eligible machine"),
+        ],
+    ),
+    (
+        "Replaces each other, started the other way round",
+        snap(
+            duel(20, 10),
+            cluster("m1"),
+            {"b.service": at("m1")},
+        ),
+        [
+            Unschedule("b.service", "m1"),
+            S("a.service", "m1"),
+            SetReason("b.service", "replaced by a.service on every eligible machine"),
+        ],
+    ),
+    (
+        "Replaces each other, settled: the loser stays unplaced, nothing flaps",
+        snap(
+            duel(10, 20),
+            cluster("m1"),
+            {"b.service": at("m1")},
+            {"a.service": "replaced by b.service on every eligible machine"},
+        ),
+        [],
+    ),
+    (
+        "Replaces each other, both placed together: the later wins, then the later name",
+        snap(
+            duel(7, 7),
+            cluster("m1"),
+            {"a.service": at("m1"), "b.service": at("m1")},
+        ),
+        [
+            Unschedule("a.service", "m1"),
+            SetReason("a.service", "replaced by b.service on every eligible machine"),
+        ],
+    ),
+    (
+        "Replaces each other with room elsewhere: the earlier one moves, both run",
+        snap(
+            duel(10, 20, machine_id="m1"),
+            cluster("m1", "m2"),
+            {"a.service": at("m1")},
+        ),
+        [MV("a.service", "m1", "m2"), S("b.service", "m1")],
+    ),
+    (
+        "Replaces around a cycle of three on one machine: only the last started runs",
+        snap(
+            [
+                unit("a.service", since=3, replaces=("b.service",)),
+                unit("b.service", since=1, replaces=("c.service",)),
+                unit("c.service", since=2, replaces=("a.service",)),
+            ],
+            cluster("m1"),
+            {"b.service": at("m1"), "c.service": at("m1")},
+        ),
+        [
+            Unschedule("b.service", "m1"),
+            Unschedule("c.service", "m1"),
+            S("a.service", "m1"),
+            SetReason("b.service", "replaced by a.service on every eligible machine"),
+            SetReason("c.service", "replaced by a.service on every eligible machine"),
+        ],
     ),
     # ---- Spread / MaxPerMachine -------------------------------------------
     (
@@ -735,7 +911,7 @@ def _mixed_snapshot(seed: int, unit_count: int = 300, machine_count: int = 40) -
     }
     units: list[UnitSpec] = []
     for i in range(unit_count):
-        kind = rng.randrange(9)
+        kind = rng.randrange(10)
         if kind == 0:
             units.append(unit(f"ssd@{i}.service", machine_metadata=meta(("disk", "ssd"))))
         elif kind == 1:
@@ -744,7 +920,7 @@ def _mixed_snapshot(seed: int, unit_count: int = 300, machine_count: int = 40) -
             units.append(unit(f"lonely@{i}.service", conflicts=("lonely@*.service",)))
         elif kind == 3:
             units.append(
-                unit(f"side-{i}.service", machine_of=f"app-{rng.randrange(unit_count)}.service")
+                unit(f"side-{i}.service", machine_of=(f"app-{rng.randrange(unit_count)}.service",))
             )
         elif kind == 4:
             units.append(
@@ -754,6 +930,9 @@ def _mixed_snapshot(seed: int, unit_count: int = 300, machine_count: int = 40) -
             units.append(
                 unit(f"pinned-{i}.service", machine_id=f"m{rng.randrange(machine_count + 5):03d}")
             )
+        elif kind == 6:  # replacing each other, in pairs and longer cycles
+            rival = f"duel-{rng.choice([i - 1, i + 1, rng.randrange(unit_count)])}.service"
+            units.append(unit(f"duel-{i}.service", since=rng.randrange(4), replaces=(rival,)))
         else:
             units.append(
                 unit(f"app-{i}.service", desired=rng.choice(("launched", "loaded", "inactive")))
@@ -789,8 +968,8 @@ def _assert_valid(snapshot: Snapshot) -> None:
         assert entry.machine in snapshot.machines
         assert options.matches_metadata(snapshot.machines[entry.machine].metadata)
         assert options.machine_id in (None, entry.machine)
-        if options.machine_of:
-            assert snapshot.schedule[options.machine_of].machine == entry.machine
+        for target in options.machine_of:
+            assert snapshot.schedule[target].machine == entry.machine
         neighbours = [other for other in by_machine[entry.machine] if other != name]
         for other in neighbours:
             assert not any(fnmatchcase(other, glob) for glob in options.conflicts), (name, other)

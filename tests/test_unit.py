@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -133,7 +134,34 @@ def test_empty_assignment_resets() -> None:
     )
     assert unit.values("Service", "ExecStartPre") == ["/bin/c"]
     assert unit.values("Service", "Environment") == []
-    assert "Environment" not in unit.serialize()
+    # Kept as written, as fleet kept it: systemd resets the key the same way.
+    assert unit.serialize() == (
+        "[Service]\nExecStartPre=/bin/a\nExecStartPre=/bin/b\nExecStartPre=\nExecStartPre=/bin/c\n"
+        "Environment=A=1\nEnvironment=\n"
+    )
+
+
+def test_repeated_keys_keep_their_order_interleaved_too() -> None:
+    text = "[Unit]\nRequires=a.service\nAfter=a.service\nRequires=b.service\nAfter=b.service\n"
+    unit = parse_unit(text)
+    assert unit.serialize() == text
+    assert unit.assignments("Unit") == (
+        ("Requires", "a.service"),
+        ("After", "a.service"),
+        ("Requires", "b.service"),
+        ("After", "b.service"),
+    )
+    # The meaning groups them per key, as systemd does.
+    assert unit.options("Unit") == (
+        ("Requires", ("a.service", "b.service")),
+        ("After", ("a.service", "b.service")),
+    )
+    assert (
+        parse_unit(text).hash
+        != parse_unit(
+            "[Unit]\nRequires=a.service\nRequires=b.service\nAfter=a.service\nAfter=b.service\n"
+        ).hash
+    )
 
 
 def test_reset_is_per_section() -> None:
@@ -143,6 +171,7 @@ def test_reset_is_per_section() -> None:
 
 
 def test_repeated_sections_merge_in_first_appearance_order() -> None:
+    # As systemd reads them, and as fleet's serializer groups them.
     unit = parse_unit("[Unit]\nA=1\n[Service]\nB=2\n[Unit]\nA=3\nC=4\n")
     assert unit.sections() == ["Unit", "Service"]
     assert unit.values("Unit", "A") == ["1", "3"]
@@ -160,9 +189,39 @@ def test_continuation_joins_with_a_space() -> None:
     assert unit.values("Service", "ExecStart") == ["/bin/echo a      b c"]
 
 
+def test_continuation_lines_are_kept_as_written() -> None:
+    # fleet's parser (go-systemd) keeps backslash, line feed and the next line in the
+    # value, and fleetctl sends that: stored the same way, `fleetctl cat` gives it back.
+    text = '[Service]\nExecStart=/bin/sh -c \\\n  "echo a; \\\n   echo b"\nRestart=always\n'
+    unit = parse_unit(text)
+    assert unit.assignments("Service") == (
+        ("ExecStart", '/bin/sh -c \\\n  "echo a; \\\n   echo b"'),
+        ("Restart", "always"),
+    )
+    assert unit.serialize() == text
+    assert unit.values("Service", "ExecStart") == ['/bin/sh -c    "echo a;     echo b"']
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[Unit]\nA=x \\\n\nB=1\n",  # a blank line ends the continuation
+        "[Unit]\nA=x \\\n   \nB=1\n",  # so does a line of blanks
+        "[Unit]\nA=x \\\n# comment\n\nB=1\n",
+    ],
+)
+def test_a_dangling_continuation_keeps_its_blank_line(text: str) -> None:
+    unit = parse_unit(text)
+    assert unit.assignments("Unit") == (("A", "x \\\n"), ("B", "1"))
+    assert unit.values("Unit", "A") == ["x"]
+    assert unit.serialize() == "[Unit]\nA=x \\\n\nB=1\n"
+    assert parse_unit(unit.serialize()) == unit
+
+
 def test_comment_lines_inside_continuation_are_skipped() -> None:
     unit = parse_unit("[Unit]\nDescription=a \\\n# comment\n; comment\nb\n")
     assert unit.values("Unit", "Description") == ["a  b"]
+    assert unit.serialize() == "[Unit]\nDescription=a \\\nb\n"
 
 
 def test_comment_line_ending_in_backslash_does_not_continue() -> None:
@@ -179,6 +238,7 @@ def test_escaped_backslash_at_end_is_not_a_continuation() -> None:
 def test_continuation_at_end_of_file() -> None:
     unit = parse_unit("[Unit]\nA=x \\")
     assert unit.values("Unit", "A") == ["x"]
+    assert unit == parse_unit("[Unit]\nA=x \\\n")
 
 
 def test_continuation_can_reach_a_section_header_line() -> None:
@@ -235,14 +295,30 @@ def test_error_message_example_from_the_brief() -> None:
 
 def test_serialize_canonical_and_hash_ignores_formatting() -> None:
     messy = parse_unit(
-        "# a comment\n[Unit]\n  Description =  Hello \n\n[Service]\nExecStart=/bin/a\\\n  b\n"
-        "Environment=A=1\nEnvironment=\n"
+        "# a comment\n[Unit]\n  Description =  Hello \n\n[Service]\r\n\n; note\n"
+        "ExecStart=/bin/a\\\n  b  \n[Unit]\nAfter=x.service\n"
     )
-    clean = parse_unit("[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/a   b\n")
+    clean = parse_unit(
+        "[Unit]\nDescription=Hello\nAfter=x.service\n\n[Service]\nExecStart=/bin/a\\\n  b\n"
+    )
     assert messy == clean
     assert messy.hash == clean.hash
-    assert messy.serialize() == "[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/a   b\n"
+    assert messy.serialize() == (
+        "[Unit]\nDescription=Hello\nAfter=x.service\n\n[Service]\nExecStart=/bin/a\\\n  b\n"
+    )
     assert len(messy.hash) == 64 and int(messy.hash, 16) >= 0
+
+
+def test_units_without_new_features_keep_their_hash() -> None:
+    # The canonical text of a unit with no continuation line, no empty assignment and no
+    # key repeated apart is what fleetpy stored before it kept those: same hash.
+    text = (
+        "[Unit]\nDescription=Hello\nAfter=a.service\nAfter=b.service\n\n[Service]\n"
+        "ExecStartPre=-/bin/a\nExecStartPre=/bin/b\nExecStart=/bin/c x y\n\n"
+        "[X-Fleet]\nConflicts=web@*.service\n"
+    )
+    assert parse_unit(text).serialize() == text
+    assert parse_unit(text).hash == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_hash_changes_with_content() -> None:
@@ -268,9 +344,12 @@ def test_from_dict() -> None:
     [
         {"Unit": {"A": ["line\nExecStart=/bin/evil"]}},
         {"Unit": {"A": ["carriage\rreturn"]}},
-        {"Unit": {"A": [""]}},
         {"Unit": {"A": [" padded"]}},
         {"Unit": {"A": ["trailing\\"]}},
+        {"Unit": {"A": ["a \\\n\nExecStart=/bin/evil"]}},
+        {"Unit": {"A": ["a \\\n# comment\nb"]}},
+        {"Unit": {"A": ["surrogate\ud800"]}},
+        {"Uni\ud800t": {"A": ["x"]}},
         {"Unit": {"A": ["nul\x00"]}},
         {"Unit": {"A B": ["x"]}},
         {"Unit]\n[Evil": {"A": ["x"]}},
@@ -283,11 +362,46 @@ def test_unrepresentable_contents_are_refused(sections: dict[str, dict[str, list
         UnitFile.from_dict(sections)
 
 
-def test_duplicate_entries_are_refused() -> None:
-    with pytest.raises(UnitParseError, match="appears twice"):
-        UnitFile((("Unit", (("A", ("1",)), ("A", ("2",)))),))
+def test_duplicate_sections_are_refused_repeated_keys_are_not() -> None:
     with pytest.raises(UnitParseError, match="appears twice"):
         UnitFile((("Unit", ()), ("Unit", ())))
+    unit = UnitFile((("Unit", (("A", "1"), ("B", ""), ("A", "2"))),))
+    assert unit.serialize() == "[Unit]\nA=1\nB=\nA=2\n"
+
+
+@pytest.mark.parametrize(
+    "value, stored",
+    [
+        ("  padded \t", "padded"),
+        ("", ""),
+        ("   ", ""),
+        ("a \\\n  b", "a \\\n  b"),
+        ("a \\", "a \\\n"),  # a file ending in a backslash
+        ("a \\\n", "a \\\n"),  # a continuation ended by a blank line
+        ("a \\\n# c \\\n b", "a \\\n b"),  # systemd skips the comment line
+        ("a \\\n;c", "a \\\n"),
+    ],
+)
+def test_options_are_kept_as_fleets_parser_reads_them_back(value: str, stored: str) -> None:
+    unit = UnitFile.from_options([("Service", "ExecStart", value)])
+    assert unit.assignments("Service") == (("ExecStart", stored),)
+    assert parse_unit(unit.serialize()) == unit
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("a\nExecStart=/bin/evil", "line break in the value that does not follow"),
+        ("a \\\n\nExecStart=/bin/evil", "empty continuation line"),
+        ("a \\\n  \nb", "empty continuation line"),
+        ("a\r\nb", "value contains '\\r'"),
+        ("nul\x00", "value contains"),
+    ],
+)
+def test_options_that_would_add_lines_are_refused(value: str, message: str) -> None:
+    with pytest.raises(UnitParseError, match="^cannot build unit") as info:
+        UnitFile.from_options([("Service", "ExecStart", value)])
+    assert message in str(info.value)
 
 
 _section_names = st.text(
@@ -442,7 +556,12 @@ def test_machine_metadata_quoting_and_matching() -> None:
 
 
 def test_machine_of_and_replaces() -> None:
-    assert opts("MachineOf=db.service\n").machine_of == "db.service"
+    assert opts("MachineOf=db.service\n").machine_of == ("db.service",)
+    # Several MachineOf= (fleet's peers): all of them, on one machine.
+    assert opts("MachineOf=db.service\nMachineOf=cache.service db.service\n").machine_of == (
+        "db.service",
+        "cache.service",
+    )
     assert opts("Replaces=old.service older@2.service\nReplaces=x.service\n").replaces == (
         "old.service",
         "older@2.service",
@@ -503,8 +622,13 @@ def test_reset_then_set_in_x_fleet() -> None:
         ),
         ("Replaces=web.service\n", "Replaces=web.service in web.service names the unit itself"),
         ("Replaces=%n\n", "names the unit itself"),
-        ("Conflicts=web.service\n", "Conflicts=web.service in web.service conflicts with itself"),
-        ("Conflicts=a.service %n\n", "conflicts with itself"),
+        (
+            "MachineID=a\nX-ConditionMachineID=b\n",
+            "MachineID= and X-ConditionMachineID= in web.service name different machines",
+        ),
+        ("X-ConditionMachineOf=web.service\n", "names the unit itself"),
+        ("X-ConditionMachineBootID=a\nMachineOf=db.service\n", "cannot be combined"),
+        ("X-Conflicts=x*\nReplaces=old.service\n", "cannot be combined"),
         ("MachineOf=web.service\n", "names the unit itself"),
         ("MachineOf=db@.service\n", "names a template"),
         ("Replaces=db@.service\n", "names a template"),
@@ -518,7 +642,6 @@ def test_reset_then_set_in_x_fleet() -> None:
         ("MachineID=a\nMachineID=b\n", "MachineID= is given 2 times in web.service"),
         ("Global=true\nGlobal=true\n", "Global= is given 2 times"),
         ("MachineID=a b\n", "MachineID= in web.service takes one value, got 2"),
-        ("MachineOf=a.service b.service\n", "takes one value"),
         ("Spread=a=b\n", "Spread=a=b in web.service must be a metadata key"),
         (
             "MachineMetadata=region\n",
@@ -569,9 +692,54 @@ def test_unknown_option_without_close_match_lists_known() -> None:
         opts("Zebra=1\n")
 
 
-def test_legacy_fleet_options_are_unknown() -> None:
-    with pytest.raises(FleetOptionError, match="unknown"):
-        opts("X-ConditionMachineID=abc\n")
+@pytest.mark.parametrize(
+    "legacy, current",
+    [
+        ("X-ConditionMachineID=abc", "MachineID=abc"),
+        ("X-ConditionMachineBootID=abc", "MachineID=abc"),  # fleet read it as a machine id
+        ("X-ConditionMachineOf=db.service", "MachineOf=db.service"),
+        ('X-ConditionMachineOf="db.service" "cache.service"', "MachineOf=db.service cache.service"),
+        ("X-ConditionMachineMetadata=region=us", "MachineMetadata=region=us"),
+        ("X-Conflicts=web@*.service", "Conflicts=web@*.service"),
+    ],
+)
+def test_fleets_legacy_names_mean_the_current_keys(legacy: str, current: str) -> None:
+    old = opts(legacy + "\n")
+    assert old == opts(current + "\n")
+    assert len(old.notes) == 1 and "web.service" in old.notes[0]
+
+
+def test_legacy_and_current_names_add_up() -> None:
+    o = opts(
+        "X-ConditionMachineMetadata=region=us\nMachineMetadata=disk=ssd\n"
+        "X-Conflicts=a*.service\nConflicts=b*.service\n"
+        "X-ConditionMachineOf=db.service\nMachineOf=cache.service\n"
+    )
+    assert o.machine_metadata == (("disk", ("ssd",)), ("region", ("us",)))
+    assert o.conflicts == ("a*.service", "b*.service")
+    assert o.machine_of == ("db.service", "cache.service")
+    assert opts("MachineID=a\nX-ConditionMachineID=a\n").machine_id == "a"
+
+
+@pytest.mark.parametrize(
+    "x_fleet, name",
+    [
+        ("Conflicts=web.service\n", "web.service"),
+        ("Conflicts=a.service %n\n", "web.service"),
+        ("X-Conflicts=%p.timer\n", "snapshot.timer"),  # a timer kept off its other copies
+    ],
+)
+def test_a_unit_conflicting_with_itself_is_noted_not_refused(x_fleet: str, name: str) -> None:
+    # fleet skips the unit's own name when it checks Conflicts=.
+    o = opts(x_fleet, name)
+    assert name not in o.conflicts
+    assert any("names the unit itself" in note for note in o.notes)
+
+
+def test_a_misspelled_legacy_name_is_still_refused() -> None:
+    with pytest.raises(FleetOptionError, match="did you mean X-ConditionMachineOf=") as info:
+        opts("X-ConditionMachinOf=db.service\n")
+    assert str(info.value).startswith("unknown [X-Fleet] option X-ConditionMachinOf=")
 
 
 @pytest.mark.parametrize(
@@ -595,7 +763,7 @@ def test_specifiers(name: str, value: str, expanded: str) -> None:
 
 def test_specifiers_in_machine_of_follow_fleet_docs() -> None:
     # fleet's documented example: MachineOf=%p.socket in foo.service -> foo.socket
-    assert opts("MachineOf=%p.socket\n", "foo.service").machine_of == "foo.socket"
+    assert opts("MachineOf=%p.socket\n", "foo.service").machine_of == ("foo.socket",)
 
 
 def test_fleet_options_validates_the_name() -> None:

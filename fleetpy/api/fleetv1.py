@@ -24,10 +24,11 @@ from typing import Any, Protocol
 from ..control import PutOutcome, PutResult, summary_state
 from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
 from ..files import MAX_UNIT_FILE_BYTES, over_limit
+from ..log import log_event
 from ..metadata import MetadataChange
 from ..registry import ClusterView
 from ..states import DesiredState
-from ..unit import UnitFile, parse_name, parse_unit
+from ..unit import UnitFile, fleet_notes, parse_name, parse_unit
 from .messages import JSON, ApiRequest, ApiResponse, error_response, json_response, no_content
 from .metadata_patch import parse_metadata_patch
 
@@ -68,29 +69,32 @@ class BadRequest(Exception):
 
 
 def options_of(text: str) -> list[dict[str, str]]:
-    """fleet's unit options, [{section, name, value}], in file order."""
+    """fleet's unit options, [{section, name, value}]: each assignment as written and in
+    file order (sections merged), which is what fleet gave back for what it was sent, so
+    fleetctl's "differs from local unit file" check stays quiet on an unchanged file."""
     unit = parse_unit(text)
     return [
         {"section": section, "name": key, "value": value}
-        for section, entries in unit.contents
-        for key, values in entries
-        for value in values
+        for section, assignments in unit.contents
+        for key, value in assignments
     ]
 
 
 def text_of(options: Sequence[Any]) -> str:
-    """Unit file text from fleet's options (sections and keys in first-seen order)."""
-    sections: dict[str, dict[str, list[str]]] = {}
+    """Unit file text from fleet's options, as fleet stored them: sections merged in
+    first-seen order, assignments in order, values as its parser reads them back."""
+    triples: list[tuple[str, str, str]] = []
     for option in options:
         if not isinstance(option, dict):
             raise BadRequest("each option must be an object {section, name, value}")
-        values = [option.get(k) for k in ("section", "name", "value")]
+        # fleet's Go client leaves out empty fields (omitempty): `Key=` has no "value".
+        values = [option.get(k, "") for k in ("section", "name", "value")]
         if not all(isinstance(v, str) for v in values):
             raise BadRequest("each option needs string fields section, name and value")
         section, key, value = (str(v) for v in values)
-        sections.setdefault(section, {}).setdefault(key, []).append(value)
+        triples.append((section, key, value))
     try:
-        return UnitFile.from_dict(sections).serialize()
+        return UnitFile.from_options(triples).serialize()
     except FleetpyError as exc:
         raise BadRequest(f"invalid unit options: {exc}") from None
 
@@ -431,6 +435,9 @@ class FleetV1:
             return error_response(503, str(exc))
         except FleetpyError as exc:
             return error_response(400, str(exc))
+        if text is not None:
+            for note in fleet_notes(parse_unit(text, name), name):
+                log_event("unit_note", unit=name, note=note)
         if result.revision:
             self.source.wait_until(
                 lambda view: view.revision >= result.revision, READ_YOUR_WRITES_SECONDS
