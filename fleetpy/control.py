@@ -38,7 +38,15 @@ from .registry import (
 )
 from .scheduler import NO_MACHINES
 from .signing import Signer
-from .states import REJECTED, RUNNING_STATES, DesiredState, verb
+from .states import (
+    JOB_PENDING,
+    JOB_REFUSED,
+    JOB_STARTED,
+    REJECTED,
+    RUNNING_STATES,
+    DesiredState,
+    verb,
+)
 from .unit import FleetOptions, fleet_options, has_glob, load_unit_file, parse_name, parse_unit
 from .view import SETTLE_SECONDS, LiveView
 
@@ -692,6 +700,35 @@ def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine:
     return f"not placed: {reason}" if reason else "not placed yet"
 
 
+def started(state: UnitState) -> bool | None:
+    """Whether a unit started on a machine: True, False (its start failed), or None (not
+    known yet). fleetpy's rule is systemd's, `systemctl start`'s: a unit started when its
+    start job ended "done" (or "skipped": a Condition= did not hold). That is at fork for
+    Type=simple (a program that exits at once is started, then failed), once the program
+    runs for Type=exec, when it exited successfully for a oneshot (never "active" without
+    RemainAfterExit=), at READY=1 for notify. Only a state whose agent did not start the
+    unit itself (adopted after an agent restart) is judged by its ActiveState instead."""
+    if state.job in JOB_STARTED:
+        return True
+    if state.job == JOB_PENDING:
+        return None
+    if state.job:
+        return False
+    return True if state.active == "active" else False if state.active == "failed" else None
+
+
+def _failed(target: WaitTarget, state: UnitState, fresh: Callable[[str, str], bool]) -> bool:
+    """Whether `state` ends a wait for `target` as a failure."""
+    if target is WaitTarget.LAUNCHED and state.job and started(state) is False:
+        return True  # systemd's start job failed: never stale (see evaluate)
+    if target not in (WaitTarget.LAUNCHED, WaitTarget.LOADED):
+        return False
+    if not fresh(state.name, state.machine):
+        return False
+    # A machine refused to run it (no valid signature): waiting cannot help.
+    return state.active == REJECTED or (target is WaitTarget.LAUNCHED and started(state) is False)
+
+
 def evaluate(
     view: ClusterView,
     names: Sequence[str],
@@ -699,10 +736,12 @@ def evaluate(
     fresh: Callable[[str, str], bool] = lambda unit, machine: True,
     no_engine: bool = False,
 ) -> list[UnitProgress]:
-    """Where each unit stands relative to the target desired state.
+    """Where each unit stands relative to the target desired state (`started` for launched).
 
     `fresh(unit, machine)` says whether a reported state is new enough to trust a
-    failure it shows (a stale failure from before the command is not one).
+    failure its ActiveState shows (a stale failure from before the command is not one).
+    A failed start job needs no such care: the agent starts a unit anew only after it
+    stopped it, which clears the job it reports.
     """
     target = WaitTarget(target)  # also from a caller's plain string
     result: list[UnitProgress] = []
@@ -734,7 +773,7 @@ def evaluate(
                 result.append(UnitProgress(name, "done", "stopped (not placed)"))
                 continue
         if target is WaitTarget.LAUNCHED:
-            reached = [m for m, s in sorted(current.items()) if s.active == "active"]
+            reached = [m for m, s in sorted(current.items()) if started(s)]
         elif target is WaitTarget.LOADED:
             reached = [
                 m
@@ -745,28 +784,23 @@ def evaluate(
             reached = []
         if reached:
             where = ", ".join(machine_label(view, m) for m in reached)
-            result.append(UnitProgress(name, "done", f"{target} on {where}"))
+            # Started, and no longer running (a oneshot done, a program that exited): say so.
+            now = [_state_text(current[m]) for m in reached if current[m].active != "active"]
+            since = f" (now {', '.join(now)})" if now else ""
+            result.append(UnitProgress(name, "done", f"{target} on {where}{since}"))
             continue
-        failed = [
-            (m, s)
-            for m, s in sorted(current.items())
-            if fresh(name, m)
-            and (
-                (target is WaitTarget.LAUNCHED and s.active == "failed")
-                # A machine refused to run it (no valid signature): waiting cannot help.
-                or (target in (WaitTarget.LAUNCHED, WaitTarget.LOADED) and s.active == REJECTED)
-            )
-        ]
+        failed = [(m, s) for m, s in sorted(current.items()) if _failed(target, s, fresh)]
         if failed:
             machine, state = failed[0]
-            result.append(
-                UnitProgress(
-                    name,
-                    "failed",
-                    f"{'rejected' if state.active == REJECTED else 'failed'} on "
-                    f"{machine_label(view, machine)}: {_state_text(state)}",
-                )
-            )
+            what = "rejected" if state.active == REJECTED else "failed"
+            why = ""
+            if state.job == JOB_REFUSED:
+                why = " (systemd refused to start it)"
+            elif state.job:
+                why = f" (start job {state.job})"  # systemd's result: failed, timeout, ...
+            where = machine_label(view, machine)
+            detail = f"{what} on {where}: {_state_text(state)}{why}"
+            result.append(UnitProgress(name, "failed", detail))
             continue
         result.append(UnitProgress(name, "waiting", _pending_detail(view, name, record, no_engine)))
     return result
@@ -952,6 +986,7 @@ __all__ = [
     "replace_refusal",
     "select_units",
     "start",
+    "started",
     "stop",
     "submit",
     "summary_state",

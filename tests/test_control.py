@@ -380,6 +380,79 @@ def test_evaluate_launched_loaded_and_failed() -> None:
     assert control.evaluate(view(units, run), ["a.service"], "loaded")[0].status == "waiting"
 
 
+@pytest.mark.parametrize(
+    ("active", "sub", "job", "fresh", "status", "detail"),
+    [
+        # systemd's start job decides, whatever ActiveState shows since: Type=simple
+        # `/bin/false` is started at fork, then fails; a oneshot's success is never active.
+        ("failed", "failed", "done", True, "done", "launched on m1 (now loaded/failed/failed)"),
+        ("inactive", "dead", "done", True, "done", "launched on m1 (now loaded/inactive/dead)"),
+        ("active", "running", "done", False, "done", "launched on m1"),
+        ("inactive", "dead", "skipped", True, "done", "launched on m1 (now loaded/inactive/dead)"),
+        # Until the job ended, a failed ActiveState decides nothing either way.
+        (
+            "failed",
+            "failed",
+            "pending",
+            True,
+            "waiting",
+            "placed on m1, reports loaded/failed/failed",
+        ),
+        (
+            "active",
+            "running",
+            "pending",
+            True,
+            "waiting",
+            "placed on m1, reports loaded/active/running",
+        ),
+        # A failed start job fails the wait at once, fresh or not: the agent clears the job
+        # when it stops the unit, so it cannot be left from before.
+        (
+            "failed",
+            "failed",
+            "failed",
+            False,
+            "failed",
+            "failed on m1: loaded/failed/failed (start job failed)",
+        ),
+        (
+            "activating",
+            "start",
+            "timeout",
+            False,
+            "failed",
+            "failed on m1: loaded/activating/start (start job timeout)",
+        ),
+        (
+            "inactive",
+            "dead",
+            "refused",
+            False,
+            "failed",
+            "failed on m1: loaded/inactive/dead (systemd refused to start it)",
+        ),
+        # No job known (adopted after an agent restart, or an older agent): ActiveState.
+        ("active", "running", "", False, "done", "launched on m1"),
+        ("failed", "failed", "", True, "failed", "failed on m1: loaded/failed/failed"),
+        ("failed", "failed", "", False, "waiting", "placed on m1, reports loaded/failed/failed"),
+    ],
+)
+def test_evaluate_launched_follows_systemds_start_job(
+    active: str, sub: str, job: str, fresh: bool, status: str, detail: str
+) -> None:
+    units = {"a.service": UnitRecord("a.service", "h1", "launched")}
+    state = UnitState("a.service", "m1", "loaded", active, sub, "h1", job=job)
+    entry = ScheduleEntry("a.service", "h1", "launched", "")
+    [p] = control.evaluate(
+        view(units, {"a.service": {"m1": state}}, schedule={"a.service": ("m1", entry)}),
+        ["a.service"],
+        "launched",
+        fresh=lambda u, m: fresh,
+    )
+    assert (p.status, p.detail) == (status, detail)
+
+
 def test_evaluate_stopped() -> None:
     units = {"a.service": UnitRecord("a.service", "h1", "loaded")}
     run = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "active", "running", "h1")}}
