@@ -30,7 +30,7 @@ from .log import escape_controls
 from .registry import Registry
 from .registry.access import OPERATOR
 from .signing import Signer
-from .states import DesiredState
+from .states import DesiredState, verb
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -272,11 +272,11 @@ class _Group(TyperGroup):
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         settings = [p for p in self.params if p.name in config.SETTINGS_BY_NAME]
-        for verb in _verbs(self.commands.values()):
-            own = {flag for p in verb.params for flag in (*p.opts, *p.secondary_opts)}
-            verb.params += [_global_option(p) for p in settings if not own & set(p.opts)]
-            if type(verb) is TyperCommand:
-                verb.__class__ = _Verb  # only its help differs
+        for command in _verbs(self.commands.values()):
+            own = {flag for p in command.params for flag in (*p.opts, *p.secondary_opts)}
+            command.params += [_global_option(p) for p in settings if not own & set(p.opts)]
+            if type(command) is TyperCommand:
+                command.__class__ = _Verb  # only its help differs
 
     def main(
         self,
@@ -377,6 +377,34 @@ SignOption = Annotated[
         show_default=False,
     ),
 ]
+
+_REPLACE_HELP = (
+    "Replace a submitted unit whose file has other contents, {which}. An instance named "
+    "without its file takes its template's contents."
+)
+SubmitReplaceOption = Annotated[
+    bool,
+    typer.Option("--replace", help=_REPLACE_HELP.format(which="if it is inactive (as fleetctl)")),
+]
+LoadReplaceOption = Annotated[
+    bool,
+    typer.Option(
+        "--replace",
+        help=_REPLACE_HELP.format(
+            which="if it is inactive or loaded (as fleetctl): a loaded one is reloaded where "
+            "it is placed"
+        ),
+    ),
+]
+StartReplaceOption = Annotated[
+    bool,
+    typer.Option(
+        "--replace",
+        help=_REPLACE_HELP.format(
+            which="in any state: a launched one is restarted on the new contents where it runs"
+        ),
+    ),
+]
 GlobUnitsArgument = Annotated[
     list[str],
     typer.Argument(
@@ -393,11 +421,16 @@ def _notes(plan: control.CommandPlan) -> None:
 
 @app.command()
 @edge
-def submit(ctx: typer.Context, units: UnitsArgument, sign: SignOption = None) -> None:
+def submit(
+    ctx: typer.Context,
+    units: UnitsArgument,
+    sign: SignOption = None,
+    replace: SubmitReplaceOption = False,
+) -> None:
     """Store unit files in the cluster (desired state inactive)."""
     signer = _signer(ctx, sign)
     registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, None, signer)
+    plan = control.plan_submit(registry, units, None, signer, replace)
     _notes(plan)
     control.apply(registry, plan)
 
@@ -410,14 +443,12 @@ def load(
     no_block: BlockOption = False,
     block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS,
     sign: SignOption = None,
+    replace: LoadReplaceOption = False,
 ) -> None:
     """Submit if needed, then place units on machines and load them (desired state loaded)."""
-    signer = _signer(ctx, sign)
-    registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, DesiredState.LOADED, signer)
-    _notes(plan)
-    control.apply(registry, plan)
-    _finish(registry, plan.names, WaitTarget.LOADED, "load", no_block, block_attempts)
+    _submit_and_wait(
+        ctx, units, DesiredState.LOADED, _signer(ctx, sign), replace, no_block, block_attempts
+    )
 
 
 @app.command()
@@ -428,14 +459,30 @@ def start(
     no_block: BlockOption = False,
     block_attempts: AttemptsOption = DEFAULT_BLOCK_ATTEMPTS,
     sign: SignOption = None,
+    replace: StartReplaceOption = False,
 ) -> None:
     """Submit if needed, place, load and start units (desired state launched)."""
-    signer = _signer(ctx, sign)
+    _submit_and_wait(
+        ctx, units, DesiredState.LAUNCHED, _signer(ctx, sign), replace, no_block, block_attempts
+    )
+
+
+def _submit_and_wait(
+    ctx: typer.Context,
+    units: list[str],
+    desired: DesiredState,
+    signer: Signer | None,
+    replace: bool,
+    no_block: bool,
+    attempts: int,
+) -> None:
+    """load and start: submit what is new (or replaced), set the desired state, wait."""
     registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, DesiredState.LAUNCHED, signer)
+    plan = control.plan_submit(registry, units, desired, signer, replace)
     _notes(plan)
     control.apply(registry, plan)
-    _finish(registry, plan.names, WaitTarget.LAUNCHED, "start", no_block, block_attempts)
+    target = WaitTarget.LAUNCHED if desired is DesiredState.LAUNCHED else WaitTarget.LOADED
+    _finish(registry, plan.names, target, verb(desired), no_block, attempts)
 
 
 @app.command()

@@ -39,7 +39,15 @@ from .registry import (
 )
 from .scheduler import NO_MACHINES
 from .signing import Signer
-from .states import REJECTED, RUNNING_STATES, DesiredState, verb
+from .states import (
+    JOB_PENDING,
+    JOB_REFUSED,
+    JOB_STARTED,
+    REJECTED,
+    RUNNING_STATES,
+    DesiredState,
+    verb,
+)
 from .unit import (
     FleetOptions,
     checked_as,
@@ -192,31 +200,117 @@ def _extended_signature(signer: Signer | None, record: UnitRecord, name: str) ->
     return None if record.name == name and record.signature == signature else signature
 
 
+# fleetctl's checkReplaceUnitState: the desired states of the units each verb replaces
+# with --replace (submit is None: it sets no desired state).
+REPLACEABLE: Mapping[DesiredState | None, frozenset[DesiredState]] = {
+    None: frozenset({DesiredState.INACTIVE}),
+    DesiredState.LOADED: frozenset({DesiredState.INACTIVE, DesiredState.LOADED}),
+    DesiredState.LAUNCHED: frozenset(DesiredState),
+}
+_VERBS: Mapping[DesiredState | None, str] = {
+    None: "submit",
+    DesiredState.LOADED: "load",
+    DesiredState.LAUNCHED: "start",
+}
+
+
+def _replacing_verbs(current: DesiredState) -> str:
+    """The --replace verbs that replace a unit in desired state `current`."""
+    return " or ".join(f"`{_VERBS[d]} --replace`" for d in _VERBS if current in REPLACEABLE[d])
+
+
+def replace_refusal(name: str, current: DesiredState, desired: DesiredState | None) -> str | None:
+    """Why the verb asking for `desired` may not replace a unit whose desired state is
+    `current`, or None if it may (fleet's rule: submit replaces inactive units, load
+    inactive or loaded ones, start any). fleetctl warned and went on with the old
+    contents; fleetpy refuses before writing anything."""
+    if current in REPLACEABLE[desired]:
+        return None
+    allowed = " or ".join(str(d) for d in DesiredState if d in REPLACEABLE[desired])
+    return (
+        f"{name} is {current}: `{_VERBS[desired]} --replace` replaces only {allowed} units; "
+        f"use {_replacing_verbs(current)}"
+    )
+
+
+def _different_contents(
+    current: UnitRecord, new_hash: str, desired: DesiredState | None
+) -> StateError:
+    """New contents without --replace: the error names the verb that would replace them."""
+    if current.desired in REPLACEABLE[desired]:
+        hint = f"add --replace to {_VERBS[desired]} it with them, or destroy it first"
+    else:
+        hint = f"it is {current.desired}: {_replacing_verbs(current.desired)} replaces it"
+        hint += ", or destroy it first"
+    return StateError.different_contents(current.name, current.hash, new_hash, hint)
+
+
+def _check_replace(current: UnitRecord, change: UnitChange, desired: DesiredState | None) -> None:
+    """May `change` (new contents, with --replace) replace `current`? Raises StateError.
+
+    Besides fleet's rule on states: a signed unit is replaced only by a signed one (agents
+    that check signatures would refuse the unsigned replacement, and stop what runs), and
+    Global= cannot change in place (the engine places one and agents run the other)."""
+    refused = replace_refusal(current.name, current.desired, desired)
+    if refused is not None:
+        raise StateError(refused)
+    if current.signature is not None and change.signature is None:
+        raise StateError(
+            f"{current.name} is signed and its replacement is not: agents that check "
+            f"signatures would refuse it (and stop what runs); replace it with fleetpy's "
+            f"--replace and --sign KEY (or FLEETPY_SIGN_KEY)"
+        )
+    if current.is_global != change.is_global:
+        becomes = "global" if change.is_global else "not global"
+        raise StateError(
+            f"{current.name}: the new contents make it {becomes} (Global=), which cannot "
+            f"change in place; destroy it first"
+        )
+
+
 def _instance_change(
     contents: _Contents,
     units: Mapping[str, UnitRecord],
     name: str,
     desired: DesiredState | None,
     signer: Signer | None = None,
+    replace: bool = False,
 ) -> tuple[UnitChange, FleetOptions | None]:
     """A submitted unit by name, or an instance of a submitted template (with its
-    options when the instance is new)."""
+    options when the instance is new, or replaced).
+
+    With `replace`, an instance whose template has other contents now takes the
+    template's (fleetctl's --replace of an instance: from the template in the registry).
+    """
     parsed = parse_name(name)
-    if name in units:
-        signature = _extended_signature(signer, units[name], name)
+    current = units.get(name)
+    template = units.get(parsed.template or "") if parsed.is_instance else None
+    if current is not None and not (replace and template and template.hash != current.hash):
+        signature = _extended_signature(signer, current, name)
         return UnitChange(name, desired=desired, signature=signature), None
-    if parsed.template is not None and parsed.is_instance and parsed.template in units:
-        template = units[parsed.template]
+    if template is not None:
         signature = _extended_signature(signer, template, name)
         text = contents.get(template.hash)
         if text is None:
-            raise UnknownUnitError(f"the contents of template {parsed.template} are missing")
+            raise UnknownUnitError(f"the contents of template {template.name} are missing")
         # The instance's [X-Fleet] values (%i, %n) must be valid for this instance, and
         # a container unit's instance must fit in its container name.
-        template_unit = parse_unit(text, source=parsed.template)
+        template_unit = parse_unit(text, source=template.name)
         options = fleet_options(template_unit, name)
         check_instance(template_unit, name)
-        change = UnitChange(name, desired=desired, template=parsed.template, signature=signature)
+        if current is None:
+            change = UnitChange(name, desired=desired, template=template.name, signature=signature)
+            return change, options
+        change = UnitChange(
+            name,
+            desired=desired,
+            text=text,
+            hash=template.hash,
+            is_global=options.is_global,
+            replace=True,
+            signature=signature,
+        )
+        _check_replace(current, change, desired)
         return change, options
     raise UnknownUnitError.not_submitted(name, parsed.template if parsed.is_instance else None)
 
@@ -255,7 +349,11 @@ def _instance_of_file(
 
 
 def _file_change(
-    name: str, local: LocalUnit, desired: DesiredState | None, signer: Signer | None
+    name: str,
+    local: LocalUnit,
+    desired: DesiredState | None,
+    signer: Signer | None,
+    replace: bool = False,
 ) -> UnitChange:
     return UnitChange(
         name,
@@ -263,6 +361,7 @@ def _file_change(
         text=local.text,
         hash=local.hash,
         is_global=local.is_global,
+        replace=replace,
         signature=None if signer is None else signer.sign(name, local.hash),
     )
 
@@ -339,12 +438,15 @@ def plan_submit(
     args: Sequence[str],
     desired: DesiredState | None,
     signer: Signer | None = None,
+    replace: bool = False,
 ) -> CommandPlan:
     """submit (desired None), load (loaded), start (launched): files or names, no globs.
 
     Files are submitted (new units become inactive; an existing unit must have the
-    same contents); names must be submitted units or instances of submitted templates,
-    or new instances of a template whose file is beside them (template_beside).
+    same contents, or with `replace` takes the new ones as `replace_refusal` allows:
+    the engine keeps it where it is placed and its agent restarts it on them, as apply
+    does); names must be submitted units or instances of submitted templates, or new
+    instances of a template whose file is beside them (template_beside).
     With a signer every unit is signed (name and content hash): a file's unit as read
     here, a unit named without its file only as `_extended_signature` allows.
     """
@@ -389,7 +491,7 @@ def plan_submit(
     units = {n: r for n, r in known.items() if r is not None}
     contents = _Contents(registry)
     changes: list[UnitChange] = []
-    new_options: dict[str, FleetOptions] = {}  # units this command creates
+    new_options: dict[str, FleetOptions] = {}  # units this command creates or replaces
     for name in names:
         from_file = locals_.get(name)
         if from_file is None and name in beside and name not in units:
@@ -399,16 +501,20 @@ def plan_submit(
                 new_options[name] = made[1]
                 continue
         if from_file is None:
-            change, options = _instance_change(contents, units, name, desired, signer)
+            change, options = _instance_change(contents, units, name, desired, signer, replace)
             changes.append(change)
             if options is not None:
                 new_options[name] = options
             continue
         current = units.get(name)
-        if current is not None and current.hash != from_file.hash:
-            raise StateError.different_contents(name, current.hash, from_file.hash)
-        changes.append(_file_change(name, from_file, desired, signer))
-        if current is None and from_file.options is not None:
+        replacing = current is not None and current.hash != from_file.hash
+        if current is not None and replacing and not replace:
+            raise _different_contents(current, from_file.hash, desired)
+        change = _file_change(name, from_file, desired, signer, replace=replacing)
+        if current is not None and replacing:
+            _check_replace(current, change, desired)
+        changes.append(change)
+        if (current is None or replacing) and from_file.options is not None:
             new_options[name] = from_file.options
     if any(edge(o) for o in new_options.values() for edge in _EDGES.values()):
         _check_cycles(registry, contents, new_options)
@@ -484,19 +590,21 @@ def apply(registry: Registry, plan: CommandPlan) -> list[UnitRecord]:
 
 
 def submit(
-    registry: Registry, args: Sequence[str], signer: Signer | None = None
+    registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
 ) -> list[UnitRecord]:
-    return apply(registry, plan_submit(registry, args, None, signer))
+    return apply(registry, plan_submit(registry, args, None, signer, replace))
 
 
-def load(registry: Registry, args: Sequence[str], signer: Signer | None = None) -> list[UnitRecord]:
-    return apply(registry, plan_submit(registry, args, DesiredState.LOADED, signer))
+def load(
+    registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
+) -> list[UnitRecord]:
+    return apply(registry, plan_submit(registry, args, DesiredState.LOADED, signer, replace))
 
 
 def start(
-    registry: Registry, args: Sequence[str], signer: Signer | None = None
+    registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
 ) -> list[UnitRecord]:
-    return apply(registry, plan_submit(registry, args, DesiredState.LAUNCHED, signer))
+    return apply(registry, plan_submit(registry, args, DesiredState.LAUNCHED, signer, replace))
 
 
 def stop(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
@@ -548,13 +656,19 @@ class PutResult:
 def put_unit(
     registry: Registry, name: str, text: str | None, desired: DesiredState | None
 ) -> PutResult:
-    """One unit by name, as fleet's API sets it: with contents a new unit (or new contents
-    replacing the old under the same name), without them only a desired state change.
+    """One unit by name, as fleet's API sets it: with contents a new unit, without them
+    only a desired state change.
+
+    New contents for an existing name make the unit anew, as fleet did: in the body's
+    desired state, or inactive when the body has none. fleetctl's load/start --replace
+    send them without one, wait until the unit is inactive (the old contents stopped and
+    unloaded: no machine reports it) and only then set the target.
 
     The same checks as submit/start from a file: a valid name and unit, valid [X-Fleet]
     options (a template's as an instance would see them), no MachineOf= cycle.
     Raises UnknownUnitError for a unit that does not exist and comes without contents,
-    StateError for an existing unit without a desired state to set.
+    StateError for an existing unit without a desired state to set, or one that cannot
+    be replaced through the API (signed, or Global= changed).
     """
     parsed = parse_name(name)
     if parsed.is_template and desired not in (None, DesiredState.INACTIVE):
@@ -565,18 +679,18 @@ def put_unit(
         check_name = f"{parsed.prefix}@instance.{parsed.suffix}" if parsed.is_template else name
         options = fleet_options(unit, check_name)
         if current is None or current.hash != unit.hash:
-            if current is None and not parsed.is_template:
-                contents = _Contents(registry)
-                if any(edge(options) for edge in _EDGES.values()):
-                    _check_cycles(registry, contents, {name: options})
+            if not parsed.is_template and any(edge(options) for edge in _EDGES.values()):
+                _check_cycles(registry, _Contents(registry), {name: options})
             change = UnitChange(
                 name,
-                desired=desired,
+                desired=desired or DesiredState.INACTIVE,
                 text=unit.serialize(),
                 hash=unit.hash,
                 is_global=options.is_global,
                 replace=current is not None,
             )
+            if current is not None:
+                _check_replace(current, change, DesiredState.LAUNCHED)  # any state: fleet's API
             records = registry.change_units([change], {name: current})
             return PutResult(PutOutcome.CREATED, max((r.revision for r in records), default=0))
     elif current is None:
@@ -670,6 +784,35 @@ def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine:
     return f"not placed: {reason}" if reason else "not placed yet"
 
 
+def started(state: UnitState) -> bool | None:
+    """Whether a unit started on a machine: True, False (its start failed), or None (not
+    known yet). fleetpy's rule is systemd's, `systemctl start`'s: a unit started when its
+    start job ended "done" (or "skipped": a Condition= did not hold). That is at fork for
+    Type=simple (a program that exits at once is started, then failed), once the program
+    runs for Type=exec, when it exited successfully for a oneshot (never "active" without
+    RemainAfterExit=), at READY=1 for notify. Only a state whose agent did not start the
+    unit itself (adopted after an agent restart) is judged by its ActiveState instead."""
+    if state.job in JOB_STARTED:
+        return True
+    if state.job == JOB_PENDING:
+        return None
+    if state.job:
+        return False
+    return True if state.active == "active" else False if state.active == "failed" else None
+
+
+def _failed(target: WaitTarget, state: UnitState, fresh: Callable[[str, str], bool]) -> bool:
+    """Whether `state` ends a wait for `target` as a failure."""
+    if target is WaitTarget.LAUNCHED and state.job and started(state) is False:
+        return True  # systemd's start job failed: never stale (see evaluate)
+    if target not in (WaitTarget.LAUNCHED, WaitTarget.LOADED):
+        return False
+    if not fresh(state.name, state.machine):
+        return False
+    # A machine refused to run it (no valid signature): waiting cannot help.
+    return state.active == REJECTED or (target is WaitTarget.LAUNCHED and started(state) is False)
+
+
 def evaluate(
     view: ClusterView,
     names: Sequence[str],
@@ -677,10 +820,12 @@ def evaluate(
     fresh: Callable[[str, str], bool] = lambda unit, machine: True,
     no_engine: bool = False,
 ) -> list[UnitProgress]:
-    """Where each unit stands relative to the target desired state.
+    """Where each unit stands relative to the target desired state (`started` for launched).
 
     `fresh(unit, machine)` says whether a reported state is new enough to trust a
-    failure it shows (a stale failure from before the command is not one).
+    failure its ActiveState shows (a stale failure from before the command is not one).
+    A failed start job needs no such care: the agent starts a unit anew only after it
+    stopped it, which clears the job it reports.
     """
     target = WaitTarget(target)  # also from a caller's plain string
     result: list[UnitProgress] = []
@@ -712,7 +857,7 @@ def evaluate(
                 result.append(UnitProgress(name, "done", "stopped (not placed)"))
                 continue
         if target is WaitTarget.LAUNCHED:
-            reached = [m for m, s in sorted(current.items()) if s.active == "active"]
+            reached = [m for m, s in sorted(current.items()) if started(s)]
         elif target is WaitTarget.LOADED:
             reached = [
                 m
@@ -723,28 +868,23 @@ def evaluate(
             reached = []
         if reached:
             where = ", ".join(machine_label(view, m) for m in reached)
-            result.append(UnitProgress(name, "done", f"{target} on {where}"))
+            # Started, and no longer running (a oneshot done, a program that exited): say so.
+            now = [_state_text(current[m]) for m in reached if current[m].active != "active"]
+            since = f" (now {', '.join(now)})" if now else ""
+            result.append(UnitProgress(name, "done", f"{target} on {where}{since}"))
             continue
-        failed = [
-            (m, s)
-            for m, s in sorted(current.items())
-            if fresh(name, m)
-            and (
-                (target is WaitTarget.LAUNCHED and s.active == "failed")
-                # A machine refused to run it (no valid signature): waiting cannot help.
-                or (target in (WaitTarget.LAUNCHED, WaitTarget.LOADED) and s.active == REJECTED)
-            )
-        ]
+        failed = [(m, s) for m, s in sorted(current.items()) if _failed(target, s, fresh)]
         if failed:
             machine, state = failed[0]
-            result.append(
-                UnitProgress(
-                    name,
-                    "failed",
-                    f"{'rejected' if state.active == REJECTED else 'failed'} on "
-                    f"{machine_label(view, machine)}: {_state_text(state)}",
-                )
-            )
+            what = "rejected" if state.active == REJECTED else "failed"
+            why = ""
+            if state.job == JOB_REFUSED:
+                why = " (systemd refused to start it)"
+            elif state.job:
+                why = f" (start job {state.job})"  # systemd's result: failed, timeout, ...
+            where = machine_label(view, machine)
+            detail = f"{what} on {where}: {_state_text(state)}{why}"
+            result.append(UnitProgress(name, "failed", detail))
             continue
         result.append(UnitProgress(name, "waiting", _pending_detail(view, name, record, no_engine)))
     return result
@@ -904,6 +1044,7 @@ def machine_rows(registry: Registry) -> list[MachineRow]:
 
 
 __all__ = [
+    "REPLACEABLE",
     "CommandPlan",
     "LocalUnit",
     "MachineRow",
@@ -926,8 +1067,10 @@ __all__ = [
     "plan_unload",
     "put_unit",
     "read_unit_file",
+    "replace_refusal",
     "select_units",
     "start",
+    "started",
     "stop",
     "submit",
     "summary_state",

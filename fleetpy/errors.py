@@ -43,11 +43,17 @@ class StateError(FleetpyError):
     """A request that does not fit a unit's current state."""
 
     @classmethod
-    def different_contents(cls, name: str, stored: str, new: str) -> "StateError":
-        """fleet's rule: a unit's contents never change under its name."""
+    def different_contents(
+        cls,
+        name: str,
+        stored: str,
+        new: str,
+        hint: str = "submit, load or start it with --replace, or destroy it first",
+    ) -> "StateError":
+        """New contents under a submitted unit's name, without --replace."""
         return cls(
             f"{name} is already submitted with different contents (hash {stored[:7]}, "
-            f"new {new[:7]}); destroy it first"
+            f"new {new[:7]}); {hint}"
         )
 
 

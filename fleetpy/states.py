@@ -36,3 +36,15 @@ def verb(desired: DesiredState) -> str:
         DesiredState.LOADED: "load",
         DesiredState.INACTIVE: "unload",
     }[desired]
+
+
+# What an agent reports of the last start it asked systemd for (a unit's `job`): the
+# result of systemd's start job (JobRemoved: done, skipped, failed, timeout, dependency,
+# canceled, ...), "pending" until it finished, "refused" when systemd refused to make the
+# job (StartUnit answered an error), "" when unknown (an agent that did not start it:
+# adopted after a restart, or an agent from before jobs were reported).
+JOB_PENDING = "pending"
+JOB_REFUSED = "refused"
+# Results of a start that systemd counts as started (`systemctl start` exits 0): "skipped"
+# is a start whose Condition= did not hold.
+JOB_STARTED = frozenset({"done", "skipped"})

@@ -25,7 +25,7 @@ from gi.repository import GLib
 
 from .errors import FleetpyError
 from .log import log_event
-from .states import RUNNING_STATES
+from .states import JOB_PENDING, JOB_REFUSED, RUNNING_STATES
 from .unit import content_hash  # files hold canonical texts: the file's hash is the unit's
 from .unitmanager import (
     Action,
@@ -79,6 +79,9 @@ class SystemdUnitManager:
         self._paths: dict[str, str] = {}  # unit -> D-Bus object path
         self._matches: dict[str, Any] = {}  # unit -> signal match (removed with the unit)
         self._jobs_done: dict[str, str] = {}  # job path -> result (may precede the reply)
+        # unit -> the path of the start job we asked for (None until StartUnit answered:
+        # its JobRemoved may come first); its result becomes the unit's `job`.
+        self._starts: dict[str, str | None] = {}
         self._listener: StateListener | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -151,11 +154,23 @@ class SystemdUnitManager:
         return box["value"]  # type: ignore[no-any-return]
 
     def _on_job_removed(self, job_id: Any, job_path: Any, unit: Any, result: Any) -> None:
+        name, path = str(unit), str(job_path)
+        started: tuple[ObservedUnit, ObservedUnit] | None = None
         with self._lock:
-            if str(unit) not in self._units:
+            old = self._units.get(name)
+            if old is None:
                 return  # other units' jobs (timers, the agent itself) are none of ours
-            self._jobs_done[str(job_path)] = str(result)
+            if name in self._starts and self._starts[name] in (None, path):
+                # Our start's job (before its reply, the only job of the unit: a stop
+                # issued since dropped it from _starts): how it ended is reported.
+                del self._starts[name]
+                started = old, replace(old, job=str(result))
+                self._units[name] = started[1]
+            else:
+                self._jobs_done[path] = str(result)
             self._lock.notify_all()
+        if started is not None:
+            self._notify(*started)
         if self._on_job_failed is not None and str(result) not in _JOB_OK:
             self._on_job_failed(str(result))
 
@@ -249,12 +264,7 @@ class SystemdUnitManager:
         self._notify(unit, new)
 
     def _notify(self, old: ObservedUnit | None, new: ObservedUnit) -> None:
-        if old is not None and (old.load, old.active, old.sub, old.message) == (
-            new.load,
-            new.active,
-            new.sub,
-            new.message,
-        ):
+        if old is not None and old.state("") == new.state(""):
             return
         if new.active == "failed" and (old is None or old.active != "failed"):
             log_event("unit_state", unit=new.name, active=new.active, sub=new.sub)
@@ -355,7 +365,8 @@ class SystemdUnitManager:
             with self._lock:
                 unit = self._units.get(name)
                 if unit is not None:
-                    self._units[name] = replace(unit, launched=False, message="")
+                    self._units[name] = replace(unit, launched=False, message="", job="")
+                self._starts.pop(name, None)  # a start job still running is cancelled
             try:
                 jobs.append(str(self._call("StopUnit", name, "replace")))
             except dbus.DBusException as exc:
@@ -371,7 +382,8 @@ class SystemdUnitManager:
                 if unit is None:
                     continue
                 failed = unit.active == "failed"
-                self._units[name] = replace(unit, launched=True, message="")
+                self._units[name] = replace(unit, launched=True, message="", job=JOB_PENDING)
+                self._starts[name] = None
             if failed:
                 try:
                     self._call("ResetFailedUnit", name)
@@ -385,17 +397,27 @@ class SystemdUnitManager:
                 "StartUnit",
                 "ss",
                 (name, "replace"),
-                reply_handler=lambda job, started=started: self._answered("StartUnit", started),
+                reply_handler=lambda job, name=name, started=started: self._start_answered(
+                    name, job, started
+                ),
                 error_handler=lambda exc, name=name, started=started: self._start_refused(
                     name, exc, started
                 ),
             )
 
+    def _start_answered(self, name: str, job: Any, started: float) -> None:
+        self._answered("StartUnit", started)
+        with self._lock:
+            if name in self._starts and self._starts[name] is None:
+                self._starts[name] = str(job)  # its JobRemoved is still to come
+
     def _start_refused(self, name: str, exc: Any, started: float) -> None:
         self._answered("StartUnit", started)
-        self._record_error(name, exc.get_dbus_message() or str(exc))
+        with self._lock:
+            self._starts.pop(name, None)
+        self._record_error(name, exc.get_dbus_message() or str(exc), JOB_REFUSED)
 
-    def _record_error(self, name: str, message: str) -> None:
+    def _record_error(self, name: str, message: str, job: str | None = None) -> None:
         """systemd refused a job for the unit (StartUnit/StopUnit answered an error)."""
         if self._on_job_failed is not None:
             self._on_job_failed("error")
@@ -404,7 +426,7 @@ class SystemdUnitManager:
             unit = self._units.get(name)
             if unit is None:
                 return
-            new = replace(unit, message=message)
+            new = replace(unit, message=message, job=unit.job if job is None else job)
             self._units[name] = new
         self._notify(unit, new)
 
@@ -444,6 +466,7 @@ class SystemdUnitManager:
         for name in removes:
             with self._lock:
                 self._units.pop(name, None)
+                self._starts.pop(name, None)
             match = self._matches.pop(name, None)
             if match is not None:
                 match.remove()

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from .errors import UnitNameError
 from .registry import UnitState
+from .states import JOB_PENDING
 from .unit import parse_name
 
 # ExecStart=/bin/false (or /usr/bin/false): what a simulated host fails to start.
@@ -34,10 +35,11 @@ class ObservedUnit:
     sub: str = "dead"
     launched: bool = False  # the agent started it (or adopted it running): don't restart
     message: str = ""
+    job: str = ""  # the agent's last start of these contents: fleetpy.states JOB_*
 
     def state(self, machine: str) -> UnitState:
         return UnitState(
-            self.name, machine, self.load, self.active, self.sub, self.hash, self.message
+            self.name, machine, self.load, self.active, self.sub, self.hash, self.message, self.job
         )
 
 
@@ -107,8 +109,9 @@ class UnitManager(Protocol):
 
 
 class SimulatedUnitManager:
-    """Keeps unit states in memory; behaves like systemd for started/stopped units. A
-    unit whose ExecStart= runs `false` fails when started, as it would on a host."""
+    """Keeps unit states in memory; behaves like systemd for started/stopped units, start
+    jobs included. A unit whose ExecStart= runs `false` fails its start (its start job
+    fails, as a oneshot's or an exec's whose program cannot run does on a host)."""
 
     def __init__(self, start_seconds: float = 0.0) -> None:
         # start_seconds > 0: a started unit is "activating" that long before it is
@@ -141,11 +144,25 @@ class SimulatedUnitManager:
                 elif isinstance(action, StartUnit) and unit is not None:
                     if action.name in self._failing:
                         new = ObservedUnit(
-                            unit.name, unit.hash, "loaded", "failed", "failed", True, "exit code 1"
+                            unit.name,
+                            unit.hash,
+                            "loaded",
+                            "failed",
+                            "failed",
+                            True,
+                            "exit code 1",
+                            "failed",
                         )
                     elif self.start_seconds > 0:
                         new = ObservedUnit(
-                            unit.name, unit.hash, "loaded", "activating", "start", True
+                            unit.name,
+                            unit.hash,
+                            "loaded",
+                            "activating",
+                            "start",
+                            True,
+                            "",
+                            JOB_PENDING,
                         )
                         timer = threading.Timer(
                             self.start_seconds, self._started, (unit.name, unit.hash)
@@ -154,7 +171,7 @@ class SimulatedUnitManager:
                         timer.start()
                     else:
                         new = ObservedUnit(
-                            unit.name, unit.hash, "loaded", "active", "running", True
+                            unit.name, unit.hash, "loaded", "active", "running", True, "", "done"
                         )
                 elif isinstance(action, StopUnit) and unit is not None:
                     new = ObservedUnit(unit.name, unit.hash, "loaded", "inactive", "dead", False)
@@ -170,7 +187,7 @@ class SimulatedUnitManager:
             unit = self._units.get(name)
             if unit is None or unit.hash != content_hash or unit.active != "activating":
                 return  # stopped or rewritten meanwhile
-            new = ObservedUnit(name, content_hash, "loaded", "active", "running", True)
+            new = ObservedUnit(name, content_hash, "loaded", "active", "running", True, "", "done")
             self._units[name] = new
         if self._listener:
             self._listener(new)
@@ -180,7 +197,7 @@ class SimulatedUnitManager:
         with self._lock:
             unit = self._units[name]
             self._units[name] = ObservedUnit(
-                name, unit.hash, "loaded", "failed", "failed", unit.launched
+                name, unit.hash, "loaded", "failed", "failed", unit.launched, job=unit.job
             )
             new = self._units[name]
         if self._listener:

@@ -3,11 +3,14 @@ table tests."""
 
 from __future__ import annotations
 
+import json
+import threading
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetpy.agent import DesiredUnit, plan, plan_actions, select_globals
-from fleetpy.registry import ScheduleEntry
+from fleetpy.registry import ScheduleEntry, UnitState
 from fleetpy.signing import Signer, TrustedKey, TrustedKeys, key_id
 from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash
@@ -91,6 +94,33 @@ def test_plan_is_idempotent_after_execution() -> None:
     desired = {"a": want("a"), "b": want("b", "loaded")}
     manager.execute(plan_actions(desired, manager.observe()))
     assert plan_actions(desired, manager.observe()) == []
+
+
+def test_simulated_host_reports_start_jobs_as_systemd_does() -> None:
+    """The simulated host's starts end like systemd's start jobs, and the agent reports
+    how (a state's `job`, which a blocking start waits for): pending while it starts,
+    done once active, failed for a unit that fails to start; cleared by a stop."""
+    manager = SimulatedUnitManager(start_seconds=0.2)
+    changed = threading.Event()
+    manager.set_listener(lambda unit: changed.set())
+    manager.execute(
+        [
+            WriteUnit("a.service", "h1", "[Service]\nExecStart=/bin/sleep 1000\n"),
+            WriteUnit("f.service", "h2", "[Service]\nExecStart=/bin/false\n"),
+            StartUnit("a.service"),
+            StartUnit("f.service"),
+        ]
+    )
+    jobs = {n: (u.active, u.job) for n, u in manager.observe().items()}
+    assert jobs == {"a.service": ("activating", "pending"), "f.service": ("failed", "failed")}
+    assert changed.wait(5)
+    state = manager.observe()["a.service"].state("m1")
+    assert (state.active, state.job) == ("active", "done")
+    assert UnitState.from_json("a.service", "m1", state.to_json().encode()) == state
+    manager.execute([StopUnit("a.service")])
+    state = manager.observe()["a.service"].state("m1")
+    assert (state.active, state.job) == ("inactive", "")
+    assert "job" not in json.loads(state.to_json())  # states without one stay as they were
 
 
 def test_globals_that_conflict_with_each_other_do_not_both_run() -> None:

@@ -29,6 +29,7 @@ from fleetpy.api import ApiServer, ServerOptions, build
 from fleetpy.cluster.etcd import EtcdServer, EtcdTls
 from fleetpy.errors import ConfigError
 from fleetpy.registry import Registry, RegistryConfig
+from fleetpy.unit import content_hash
 from fleetpy.view import LiveView
 
 UNIT = "[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/sleep 1000\n"
@@ -475,6 +476,39 @@ def test_fleetctl_gets_a_misspelled_key_refused(fleet: Callable[..., str], tmp_p
     )
     out = fleet("submit", "typo.service", ok=False)
     assert "Error 400" in out and "did you mean X-ConditionMachineOf=?" in out, out
+
+
+@pytest.mark.parametrize(("verb", "active"), [("load", "inactive"), ("start", "active")])
+def test_fleetctl_replace_ends_in_the_target_state_on_the_new_contents(
+    fleet: Callable[..., str], registry: Registry, tmp_path: Path, verb: str, active: str
+) -> None:
+    """fleetctl's load/start --replace PUT the new options without a desired state, wait
+    for the unit to be inactive (fleet made it anew, inactive) and then set the target:
+    a plain unit, an instance with a file of its own (fleet's functional test) and an
+    instance from its template on disk, each loaded or launched first."""
+    target = "loaded" if verb == "load" else "launched"
+    (tmp_path / "side@1.service").write_text(UNIT)
+    names = ["hello.service", "side@1.service", "web@1.service"]
+    assert fleet(verb, *names).count(f" {target}") == 3
+    for name in ("hello.service", "side@1.service", "web@.service"):
+        path = tmp_path / name
+        path.write_text(path.read_text().replace("sleep 1000", "sleep 2000"))
+    # --block-attempts bounds every wait, the one for "inactive" too: a hang is an error.
+    out = fleet(verb, "--replace", "--block-attempts", "10", *names)
+    for name in names:
+        assert f"Unit {name} {target}" in out, out
+        assert "sleep 2000" in fleet("cat", name)
+        record = registry.get_unit(name)
+        assert record is not None and record.desired == target
+        text = registry.get_content(record.hash) or ""
+        assert "sleep 2000" in text and record.hash == content_hash(text)
+        until(
+            lambda name=name, record=record: (
+                [(s.hash, s.active) for s in registry.list_states().get(name, {}).values()]
+                == [(record.hash, active)]
+            ),
+            what=f"{name} reported {active} with its new hash",
+        )
 
 
 def test_metrics_route_describes_the_cluster_from_the_view(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
 from fleetpy.registry import Registry, UnitState
+from fleetpy.signing import load_trusted_keys
 
 SERVICE = "[Service]\nExecStart=/bin/sleep 1000\n"
 
@@ -117,6 +118,24 @@ def test_signing_by_name_needs_a_record_we_signed(
     assert run("start", "--no-block", "--sign", "ops", unit_file(tmp_path)).exit_code == 0
     after = registry.get_unit("web.service")
     assert after is not None and after.signature is not None and after.hash == before.hash  # type: ignore[union-attr]
+
+
+def test_replacing_a_signed_unit_needs_a_signature(
+    run: Run, registry: Registry, tmp_path: Path
+) -> None:
+    key_id = run("keys", "generate", "ops").stdout.split()[1]
+    assert run("start", "--no-block", "--sign", "ops", unit_file(tmp_path)).exit_code == 0
+    before = registry.get_unit("web.service")
+    changed = unit_file(tmp_path, text=SERVICE.replace("1000", "2000"))
+    line = one_error_line(run("start", "--no-block", "--replace", changed))
+    assert "web.service is signed and its replacement is not" in line and "--sign" in line
+    assert registry.get_unit("web.service") == before
+    assert run("start", "--no-block", "--replace", "--sign", "ops", changed).exit_code == 0
+    after = registry.get_unit("web.service")
+    assert after is not None and before is not None and after.hash != before.hash
+    assert after.signature is not None and key_id in after.signature
+    trusted = load_trusted_keys(tmp_path / "home" / ".config" / "fleetpy" / "keys", print)
+    assert trusted.verify("web.service", after.hash, after.signature) is None
 
 
 def test_list_units_shows_a_rejection(run: Run, registry: Registry) -> None:

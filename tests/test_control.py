@@ -32,6 +32,7 @@ from fleetpy.registry import (
     UnitState,
     UnplaceUnit,
 )
+from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.view import LiveView
 
@@ -169,6 +170,130 @@ def test_changed_contents_are_refused_before_writing(registry: Registry, units_d
     assert snapshot(registry) == before
 
 
+IN, LD, LN = DesiredState.INACTIVE, DesiredState.LOADED, DesiredState.LAUNCHED
+
+
+@pytest.mark.parametrize(
+    ("verb", "current", "refusal"),
+    [
+        (None, IN, None),
+        (
+            None,
+            LD,
+            "a.service is loaded: `submit --replace` replaces only inactive units; "
+            "use `load --replace` or `start --replace`",
+        ),
+        (
+            None,
+            LN,
+            "a.service is launched: `submit --replace` replaces only inactive units; "
+            "use `start --replace`",
+        ),
+        (LD, IN, None),
+        (LD, LD, None),
+        (
+            LD,
+            LN,
+            "a.service is launched: `load --replace` replaces only inactive or loaded "
+            "units; use `start --replace`",
+        ),
+        (LN, IN, None),
+        (LN, LD, None),
+        (LN, LN, None),
+    ],
+)
+def test_replace_rules_are_fleetctls(
+    verb: DesiredState | None, current: DesiredState, refusal: str | None
+) -> None:
+    """fleetctl's checkReplaceUnitState: submit replaces inactive units, load inactive or
+    loaded ones, start any (verb None is submit)."""
+    assert control.replace_refusal("a.service", current, verb) == refusal
+
+
+def test_replace_writes_the_new_contents_in_the_units_state(
+    registry: Registry, units_dir: Path
+) -> None:
+    changed = SERVICE.replace("1000", "2000")
+    control.submit(registry, [write(units_dir, "i.service")])
+    control.load(registry, [write(units_dir, "l.service")])
+    control.start(registry, [write(units_dir, "s.service")])
+    before = snapshot(registry)
+    new = [write(units_dir, n, changed) for n in ("i.service", "l.service", "s.service")]
+    with pytest.raises(StateError) as refused:
+        control.start(registry, new)
+    # Without --replace: one line naming it, and nothing written.
+    assert str(refused.value).endswith("add --replace to start it with them, or destroy it first")
+    with pytest.raises(StateError, match="it is launched: `start --replace` replaces it, or"):
+        control.submit(registry, [new[2]])
+    with pytest.raises(StateError, match="s.service is launched: `load --replace` replaces"):
+        control.load(registry, new, replace=True)
+    assert snapshot(registry) == before
+    control.submit(registry, [new[0]], replace=True)
+    control.load(registry, [new[1]], replace=True)
+    control.start(registry, [new[2]], replace=True)
+    digest = content_hash(parse_unit(changed).serialize())
+    assert snapshot(registry) == {
+        "i.service": (digest, "inactive", False),
+        "l.service": (digest, "loaded", False),
+        "s.service": (digest, "launched", False),
+    }
+    assert registry.get_content(digest) == parse_unit(changed).serialize()
+    # The same contents again: nothing to replace, the verb only sets its state.
+    control.start(registry, [new[1]], replace=True)
+    assert snapshot(registry)["l.service"] == (digest, "launched", False)
+
+
+def test_replace_of_an_instance_by_name_takes_its_templates_contents(
+    registry: Registry, units_dir: Path
+) -> None:
+    control.submit(registry, [write(units_dir, "web@.service")])
+    control.start(registry, ["web@1.service", "web@2.service"])
+    changed = SERVICE.replace("1000", "2000")
+    control.submit(registry, [write(units_dir, "web@.service", changed)], replace=True)
+    old, new = (
+        content_hash(parse_unit(SERVICE).serialize()),
+        content_hash(parse_unit(changed).serialize()),
+    )
+    control.start(registry, ["web@1.service"])  # without --replace: left as it is
+    assert registry.get_unit("web@1.service").hash == old  # type: ignore[union-attr]
+    control.start(registry, ["web@1.service"], replace=True)
+    assert {n: h for n, (h, _, _) in snapshot(registry).items()} == {
+        "web@.service": new,
+        "web@1.service": new,
+        "web@2.service": old,
+    }
+
+
+def test_replace_keeps_signatures_and_global_as_they_must_be(
+    registry: Registry, units_dir: Path
+) -> None:
+    control.start(registry, [write(units_dir, "g.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")])
+    with pytest.raises(StateError, match=r"make it not global \(Global=\), which cannot change"):
+        control.start(registry, [write(units_dir, "g.service")], replace=True)
+    # A record signed earlier (here: any signature) is not replaced by an unsigned unit.
+    control.start(registry, [write(units_dir, "s.service")])
+    registry.change_units([UnitChange("s.service", signature="ed25519:x:y")])
+    before = snapshot(registry)
+    with pytest.raises(StateError, match="s.service is signed and its replacement is not"):
+        control.start(registry, [write(units_dir, "s.service", SERVICE + "#\nA=1\n")], replace=True)
+    with pytest.raises(StateError, match="s.service is signed"):
+        control.put_unit(registry, "s.service", SERVICE + "A=1\n", None)
+    assert snapshot(registry) == before
+
+
+def test_api_put_of_new_contents_makes_the_unit_anew(registry: Registry) -> None:
+    """fleet's API: other options under an existing name make a new unit, inactive unless
+    the body says otherwise (fleetctl's --replace then waits for inactive)."""
+    control.put_unit(registry, "a.service", SERVICE, DesiredState.LAUNCHED)
+    changed = SERVICE.replace("1000", "2000")
+    assert control.put_unit(registry, "a.service", changed, None).outcome == "created"
+    record = registry.get_unit("a.service")
+    assert record is not None and record.desired == "inactive"
+    assert record.hash == content_hash(parse_unit(changed).serialize())
+    control.put_unit(registry, "a.service", SERVICE, DesiredState.LAUNCHED)
+    assert registry.get_unit("a.service").desired == "launched"  # type: ignore[union-attr]
+
+
 def test_stop_requires_launched_names_and_filters_globs(
     registry: Registry, units_dir: Path
 ) -> None:
@@ -253,6 +378,79 @@ def test_evaluate_launched_loaded_and_failed() -> None:
     assert p.status == "waiting"
     assert control.evaluate(view(units, failed), ["a.service"], "loaded")[0].status == "done"
     assert control.evaluate(view(units, run), ["a.service"], "loaded")[0].status == "waiting"
+
+
+@pytest.mark.parametrize(
+    ("active", "sub", "job", "fresh", "status", "detail"),
+    [
+        # systemd's start job decides, whatever ActiveState shows since: Type=simple
+        # `/bin/false` is started at fork, then fails; a oneshot's success is never active.
+        ("failed", "failed", "done", True, "done", "launched on m1 (now loaded/failed/failed)"),
+        ("inactive", "dead", "done", True, "done", "launched on m1 (now loaded/inactive/dead)"),
+        ("active", "running", "done", False, "done", "launched on m1"),
+        ("inactive", "dead", "skipped", True, "done", "launched on m1 (now loaded/inactive/dead)"),
+        # Until the job ended, a failed ActiveState decides nothing either way.
+        (
+            "failed",
+            "failed",
+            "pending",
+            True,
+            "waiting",
+            "placed on m1, reports loaded/failed/failed",
+        ),
+        (
+            "active",
+            "running",
+            "pending",
+            True,
+            "waiting",
+            "placed on m1, reports loaded/active/running",
+        ),
+        # A failed start job fails the wait at once, fresh or not: the agent clears the job
+        # when it stops the unit, so it cannot be left from before.
+        (
+            "failed",
+            "failed",
+            "failed",
+            False,
+            "failed",
+            "failed on m1: loaded/failed/failed (start job failed)",
+        ),
+        (
+            "activating",
+            "start",
+            "timeout",
+            False,
+            "failed",
+            "failed on m1: loaded/activating/start (start job timeout)",
+        ),
+        (
+            "inactive",
+            "dead",
+            "refused",
+            False,
+            "failed",
+            "failed on m1: loaded/inactive/dead (systemd refused to start it)",
+        ),
+        # No job known (adopted after an agent restart, or an older agent): ActiveState.
+        ("active", "running", "", False, "done", "launched on m1"),
+        ("failed", "failed", "", True, "failed", "failed on m1: loaded/failed/failed"),
+        ("failed", "failed", "", False, "waiting", "placed on m1, reports loaded/failed/failed"),
+    ],
+)
+def test_evaluate_launched_follows_systemds_start_job(
+    active: str, sub: str, job: str, fresh: bool, status: str, detail: str
+) -> None:
+    units = {"a.service": UnitRecord("a.service", "h1", "launched")}
+    state = UnitState("a.service", "m1", "loaded", active, sub, "h1", job=job)
+    entry = ScheduleEntry("a.service", "h1", "launched", "")
+    [p] = control.evaluate(
+        view(units, {"a.service": {"m1": state}}, schedule={"a.service": ("m1", entry)}),
+        ["a.service"],
+        "launched",
+        fresh=lambda u, m: fresh,
+    )
+    assert (p.status, p.detail) == (status, detail)
 
 
 def test_evaluate_stopped() -> None:

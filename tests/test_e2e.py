@@ -209,14 +209,45 @@ def test_agent_restart_keeps_units_running(
 def test_failures_are_visible(
     hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
 ) -> None:
+    """A blocking start waits for systemd's start job, as `systemctl start` does (README,
+    "What a blocking start waits for"): a start that fails is an error, and a unit that
+    started and failed a moment later is launched, its failure shown by list-units."""
     (_host,) = hosts(1, ttl=3)
     until(lambda: len(registry.list_machines()) == 1, what="machine")
-    # oneshot: a Type=simple service is "active" from fork until /bin/false exits, and
-    # systemd (so fleet and fleetpy) counts that as started; oneshot never is.
-    failing = fleet.write("crash.service", "[Service]\nType=oneshot\nExecStart=/bin/false\n")
-    result = fleet("start", "--block-attempts", "30", failing, check=False)
-    assert result.returncode == 1 and "failed" in result.stderr
-    until(lambda: [u["active"] for u in fleet.units()] == ["failed"], what="failed reported")
+
+    def start(name: str, service: str) -> subprocess.CompletedProcess[str]:
+        path = fleet.write(name, f"[Service]\n{service}\n")
+        return fleet("start", "--block-attempts", "30", path, check=False)
+
+    # The job fails: a oneshot that fails, an exec whose program cannot run.
+    for name, service in (
+        ("crash.service", "Type=oneshot\nExecStart=/bin/false"),
+        ("missing.service", "Type=exec\nExecStart=/nonexistent/program"),
+    ):
+        result = start(name, service)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{name} failed on " in result.stderr and "(start job failed)" in result.stderr
+    # The job is done: at fork for Type=simple (then /bin/false fails); a oneshot that
+    # succeeds, though it is never active.
+    for name, service in (
+        ("brief.service", "ExecStart=/bin/false"),
+        ("once.service", "Type=oneshot\nExecStart=/bin/true"),
+    ):
+        result = start(name, service)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"Unit {name} launched on " in result.stdout
+    until(
+        lambda: (
+            {u["unit"]: u["active"] for u in fleet.units()}
+            == {
+                "brief.service": "failed",
+                "crash.service": "failed",
+                "missing.service": "failed",
+                "once.service": "inactive",
+            }
+        ),
+        what="the failures reported",
+    )
     # a unit file systemd refuses: the message comes from systemd itself
     refused = fleet.write("refused.service", "[Service]\nEnvironment=A=1\n")
     fleet("start", "--no-block", refused)
@@ -227,6 +258,8 @@ def test_failures_are_visible(
     (state,) = registry.list_states()["refused.service"].values()
     assert state.load == "bad-setting" and "bad unit file setting" in state.message
     assert any(u["unit"] == "refused.service" for u in fleet.units())
+    result = fleet("start", "--block-attempts", "30", "refused.service", check=False)
+    assert result.returncode == 1 and "refused.service failed on " in result.stderr
 
 
 def test_etcd_outage_keeps_units_running(

@@ -392,3 +392,86 @@ def test_restart_goes_one_machine_at_a_time(cluster: Cluster, cli, tmp_path: Pat
     schedule = cluster.registry.read_view().schedule
     assert len(steps) == len({schedule[f"app@{i}.service"][0] for i in range(1, 5)})
     until(lambda: len(cluster.active()) == 4, what="4 active again")
+
+
+# ----------------------------------------------------------------------------- --replace
+
+
+def reported(cluster: Cluster, name: str) -> list[tuple[str, str, str]]:
+    """(machine, content hash, ACTIVE) of every machine reporting `name`."""
+    states = cluster.registry.list_states().get(name, {})
+    return [(m, s.hash, s.active) for m, s in sorted(states.items())]
+
+
+def test_start_replace_restarts_units_on_their_new_contents_where_they_run(
+    cluster: Cluster,
+    cli,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """`start --replace`: a plain unit, a container unit (stored as its expansion) and an
+    instance named without its file (its template's new contents), each restarted on its
+    machine; another instance of the template is left alone."""
+    registry = cluster.registry
+    files = {
+        "a.service": "[Service]\nExecStart=/bin/sleep 1000\n",
+        "box.service": "[Container]\nImage=local/busybox:latest\nExec=sleep 1000\n",
+        "w@.service": "[Service]\nExecStart=/bin/sleep 1000\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    paths = [str(tmp_path / n) for n in ("a.service", "box.service")]
+    assert cli("submit", str(tmp_path / "w@.service")).exit_code == 0
+    first = cli("start", "--block-attempts", "20", *paths, "w@1.service", "w@2.service")
+    assert first.exit_code == 0, first.output
+    names = ["a.service", "box.service", "w@1.service"]
+    schedule = registry.read_view().schedule
+    where = {n: schedule[n][0] for n in names}
+    old = {n: r.hash for n, r in registry.list_units().items()}
+    for name in files:
+        (tmp_path / name).write_text(files[name].replace("1000", "2000"))
+
+    refused = cli("start", *paths)
+    assert refused.exit_code == 1 and "add --replace to start it with them" in refused.stderr
+    assert {n: r.hash for n, r in registry.list_units().items()} == old
+    assert cli("submit", "--replace", str(tmp_path / "w@.service")).exit_code == 0
+    result = cli("start", "--replace", "--block-attempts", "20", *paths, "w@1.service")
+    assert result.exit_code == 0, result.output
+    for name in names:
+        record = registry.get_unit(name)
+        assert record is not None and record.hash != old[name]
+        assert f"Unit {name} launched on {where[name][:8]}" in result.stdout
+        assert reported(cluster, name) == [(where[name], record.hash, "active")]
+    assert registry.get_unit("w@2.service").hash == old["w@2.service"]  # type: ignore[union-attr]
+    expanded = cli("cat", "--expanded", "box.service").stdout
+    assert "[X-Container]" in expanded and "sleep 2000" in expanded
+    assert "sleep 2000" in cli("cat", "box.service").stdout
+
+
+def test_load_replace_reloads_in_place_and_refuses_a_launched_unit(
+    cluster: Cluster,
+    cli,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    registry = cluster.registry
+    loaded, launched = tmp_path / "l.service", tmp_path / "s.service"
+    for path in (loaded, launched):
+        path.write_text("[Service]\nExecStart=/bin/sleep 1000\n")
+    assert cli("load", "--block-attempts", "20", str(loaded)).exit_code == 0
+    assert cli("start", "--block-attempts", "20", str(launched)).exit_code == 0
+    where = registry.read_view().schedule["l.service"][0]
+    for path in (loaded, launched):
+        path.write_text("[Service]\nExecStart=/bin/sleep 2000\n")
+    before = {n: (r.hash, r.desired) for n, r in registry.list_units().items()}
+    refused = cli("load", "--replace", str(loaded), str(launched))
+    assert refused.exit_code == 1
+    assert refused.stderr.strip() == (
+        "fleetpy: error: s.service is launched: `load --replace` replaces only inactive or "
+        "loaded units; use `start --replace`"
+    )
+    assert {n: (r.hash, r.desired) for n, r in registry.list_units().items()} == before
+    result = cli("load", "--replace", "--block-attempts", "20", str(loaded))
+    assert result.exit_code == 0, result.output
+    record = registry.get_unit("l.service")
+    assert record is not None and record.hash != before["l.service"][0]
+    assert f"Unit l.service loaded on {where[:8]}" in result.stdout
+    assert reported(cluster, "l.service") == [(where, record.hash, "inactive")]

@@ -251,6 +251,7 @@ def unit_manager(module: types.ModuleType, root: Path) -> Any:
     manager._units = {}
     manager._paths = {}
     manager._matches = {}
+    manager._starts = {}
     manager._manager = FakeSystemd()
     manager._watched = []
     manager._watch_unit = manager._watched.append

@@ -373,17 +373,19 @@ class UnitState:
     sub: str
     hash: str = ""
     message: str = ""  # e.g. systemd's complaint about a unit file it refused
+    job: str = ""  # how the agent's last start of it ended (fleetpy.states: JOB_*)
 
     def to_json(self) -> str:
-        return _dumps(
-            {
-                "load": self.load,
-                "active": self.active,
-                "sub": self.sub,
-                "hash": self.hash,
-                "message": self.message,
-            }
-        )
+        data = {
+            "load": self.load,
+            "active": self.active,
+            "sub": self.sub,
+            "hash": self.hash,
+            "message": self.message,
+        }
+        if self.job:  # states without one stay as they were
+            data["job"] = self.job
+        return _dumps(data)
 
     @classmethod
     def from_json(cls, name: str, machine: str, raw: bytes) -> UnitState:
@@ -396,6 +398,7 @@ class UnitState:
             sub=_field(data, "sub", str, ""),
             hash=_field(data, "hash", str, ""),
             message=_field(data, "message", str, ""),
+            job=_field(data, "job", str, ""),
         )
 
 
