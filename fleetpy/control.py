@@ -261,11 +261,7 @@ def _check_replace(current: UnitRecord, change: UnitChange, desired: DesiredStat
             f"--replace and --sign KEY (or FLEETPY_SIGN_KEY)"
         )
     if current.is_global != change.is_global:
-        becomes = "global" if change.is_global else "not global"
-        raise StateError(
-            f"{current.name}: the new contents make it {becomes} (Global=), which cannot "
-            f"change in place; destroy it first"
-        )
+        raise StateError.global_changes(current.name, change.is_global)
 
 
 def _instance_change(

@@ -43,6 +43,16 @@ class StateError(FleetpyError):
     """A request that does not fit a unit's current state."""
 
     @classmethod
+    def global_changes(cls, name: str, becomes_global: bool) -> "StateError":
+        """New contents that flip Global=: the engine places one kind and every agent runs
+        the other, so no in-place replacement is right."""
+        becomes = "global" if becomes_global else "not global"
+        return cls(
+            f"{name}: the new contents make it {becomes} (Global=), which cannot change "
+            f"in place; destroy it first"
+        )
+
+    @classmethod
     def different_contents(
         cls,
         name: str,

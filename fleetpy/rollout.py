@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from .control import UnitProgress, WaitTarget, select_units, wait_for
 from .deployment import RenderedUnit
-from .errors import DeploymentError, FleetpyError
+from .errors import DeploymentError, FleetpyError, StateError
 from .registry import DeploymentRecord, DeploymentSession, Registry, UnitChange
 from .signing import Signer, signature_key_id
 from .states import DesiredState
@@ -111,6 +111,8 @@ def plan_deployment(
         if record is None:
             changes.append(UnitDiff(unit.name, ChangeKind.ADD, None, unit.hash, source=unit.source))
         elif record.hash != unit.hash:
+            if record.is_global != unit.is_global:  # before anything is written
+                raise DeploymentError(str(StateError.global_changes(unit.name, unit.is_global)))
             old = old_texts.get(record.hash, "")
             changes.append(
                 UnitDiff(
@@ -381,7 +383,9 @@ def apply_deployment(
         if why is not None:
             back = ""
             if options.rollback:
-                back = _roll_back(registry, plan, batch, old_texts, session, options, on_progress)
+                back = _roll_back(
+                    registry, plan, batch, by_name, old_texts, session, options, on_progress
+                )
             raise fail(", ".join(names), why, back)
         replaced.extend(names)
 
@@ -406,6 +410,7 @@ def _roll_back(
     registry: Registry,
     plan: DeploymentPlan,
     batch: Sequence[UnitDiff],
+    by_name: Mapping[str, RenderedUnit],
     old_texts: Mapping[str, str],
     session: DeploymentSession,
     options: ApplyOptions,
@@ -425,6 +430,7 @@ def _roll_back(
                     DesiredState.LAUNCHED,
                     old_texts[c.old_hash or ""],
                     c.old_hash,
+                    by_name[c.name].is_global,  # plan_deployment refuses a Global= change
                     owner=plan.deployment,
                     origin=plan.last_applied or None,
                     replace=True,

@@ -19,7 +19,7 @@ from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.deployment import load_deployment, render_deployment
 from fleetpy.engine import Engine
-from fleetpy.errors import DeploymentError
+from fleetpy.errors import DeploymentError, StateError
 from fleetpy.registry import Registry, RegistryConfig, StateEvent, UnitChange, WatchBatch
 from fleetpy.rollout import ApplyOptions, apply_deployment, plan_deployment
 from fleetpy.states import DesiredState
@@ -475,3 +475,32 @@ def test_load_replace_reloads_in_place_and_refuses_a_launched_unit(
     assert record is not None and record.hash != before["l.service"][0]
     assert f"Unit l.service loaded on {where[:8]}" in result.stdout
     assert reported(cluster, "l.service") == [(where, record.hash, "inactive")]
+
+
+def test_a_global_change_is_refused_at_plan_and_nothing_is_written(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Replaced in place, the record kept its old Global= flag: the engine placed the unit
+    # on one machine while its text said every machine (and the reverse).
+    registry = cluster.registry
+    directory = deployment(tmp_path)
+    apply(registry, directory)
+    until(lambda: len(cluster.active()) == 4, what="4 active")
+    before = registry.list_units()
+    (directory / "app.service.j2").write_text(APP.replace("MaxPerMachine=2", "Global=true"))
+    with pytest.raises(DeploymentError, match=r"app@1\.service: the new contents make it global"):
+        apply(registry, directory, origin="c2")
+    assert registry.list_units() == before
+
+
+def test_the_registry_refuses_a_global_flip_in_place(registry: Registry) -> None:
+    text = "[Service]\nExecStart=/bin/sleep 1000\n"
+    unit = parse_unit(text)
+    registry.change_units([UnitChange("g.service", None, text, unit.hash, False)])
+    flipped = parse_unit(text + "\n[X-Fleet]\nGlobal=true\n")
+    with pytest.raises(StateError, match=r"g\.service: the new contents make it global"):
+        registry.change_units(
+            [UnitChange("g.service", None, flipped.serialize(), flipped.hash, True, replace=True)]
+        )
+    record = registry.get_unit("g.service")
+    assert record is not None and (record.hash, record.is_global) == (unit.hash, False)

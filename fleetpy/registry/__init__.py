@@ -1067,6 +1067,8 @@ class Registry:
                 if change.hash is not None and change.hash != current.hash:
                     if not change.replace or change.text is None:
                         raise StateError.different_contents(change.name, current.hash, change.hash)
+                    if change.is_global != current.is_global:
+                        raise StateError.global_changes(change.name, change.is_global)
                     # A new version under the same name: the engine retargets it in place
                     # and the agent stops the old contents and starts the new.
                     record = replace(
