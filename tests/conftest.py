@@ -8,10 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_run import Run
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
+
+from support.cli_run import Run
+
+# Fixtures defined in tests/support, registered here once for every tier: fleetpy api in a
+# thread (api); real hosts, i.e. systemd-nspawn rootfs, dockerd + busybox image and a hosts
+# factory (host_rootfs, host_docker, hosts); the operator's CLI and an engine as processes
+# beside those hosts (fleet).
+pytest_plugins = ["support.api_fixtures", "support.hosts_fixtures", "support.fleet"]
 
 _prefixes = itertools.count()
 
@@ -65,10 +72,3 @@ def run(etcd: EtcdServer, prefix: str) -> Run:
         return runner.invoke(app, ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix, *args])
 
     return invoke
-
-
-# fleetpy api in a thread (test_api_*, test_dashboard).
-from api_fixtures import api  # noqa: E402,F401
-
-# Real hosts (systemd-nspawn): rootfs, dockerd + busybox image, and a hosts factory.
-from hosts_fixtures import host_docker, host_rootfs, hosts  # noqa: E402,F401

@@ -8,8 +8,6 @@ import hashlib
 from collections.abc import Iterator
 
 import pytest
-from secure_fixtures import SecureEtcd, secure_etcd
-from waiting import until
 
 from fleetpy.metadata import MetadataChange
 from fleetpy.registry import (
@@ -37,6 +35,9 @@ from fleetpy.registry.transport import (
     prefix_range_end,
 )
 from fleetpy.states import DesiredState
+
+from support.secure_fixtures import SecureEtcd, secure_etcd
+from support.waiting import until
 
 R, W = Access.READ, Access.WRITE
 

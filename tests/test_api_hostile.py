@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import Api
-from hostile_harness import etcd_state
 
 from fleetpy import control
 from fleetpy.cluster.etcd import EtcdServer, EtcdTls
 from fleetpy.files import MAX_UNIT_FILE_BYTES
 from fleetpy.registry import Registry
+
+from support.api_fixtures import Api
+from support.hostile_harness import etcd_state
 
 UNIT = "[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 OPTIONS = [

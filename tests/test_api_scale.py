@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import Api, UnixConnection, etcd_requests
-from waiting import until
 
 from fleetpy import control
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry
+
+from support.api_fixtures import Api, UnixConnection, etcd_requests
+from support.waiting import until
 
 DASHBOARDS = 100
 POLLERS = 20

@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -18,11 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import Api, UnixConnection, etcd_requests, request
-from cli_run import Run
-from fleet_unit_files import STARTED, UNIT_FILES, copy_unit_files
-from test_engine import Cluster
-from waiting import until
 
 from fleetpy import control
 from fleetpy.api import ApiServer, ServerOptions, build
@@ -32,41 +26,18 @@ from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unit import content_hash
 from fleetpy.view import LiveView
 
+from support.api_fixtures import Api, UnixConnection, etcd_requests, request
+from support.cli_run import Run
+from support.fleet_unit_files import STARTED, UNIT_FILES, copy_unit_files
+from support.fleetctl import fleetctl_binary, fleetctl_on
+from support.sim_cluster import Cluster
+from support.waiting import until
+
 UNIT = "[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 OPTIONS = [
     {"section": "Unit", "name": "Description", "value": "Hello"},
     {"section": "Service", "name": "ExecStart", "value": "/bin/sleep 1000"},
 ]
-
-
-def fleetctl_binary() -> str:
-    for candidate in (
-        os.environ.get("FLEETCTL"),
-        shutil.which("fleetctl"),
-        str(Path(__file__).resolve().parents[2] / "shared" / "tools" / "fleetctl"),
-        "/work/shared/tools/fleetctl",
-    ):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.skip("fleetctl v1.0.0 not found ($FLEETCTL, PATH, ../shared/tools/fleetctl)")
-
-
-def fleetctl_on(sock: str, cwd: Path) -> Callable[..., str]:
-    """fleetctl --driver=API on a unix socket: fleetctl(*args, ok=True) -> its output."""
-    binary = fleetctl_binary()
-
-    def fleetctl(*args: str, ok: bool = True) -> str:
-        result = subprocess.run(
-            [binary, "--driver=API", f"--endpoint=unix://{sock}", *args],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            cwd=cwd,
-        )
-        assert (result.returncode == 0) == ok, (args, result.stdout, result.stderr)
-        return result.stdout + result.stderr
-
-    return fleetctl
 
 
 def test_unix_socket_answers_from_the_view_without_etcd_requests(

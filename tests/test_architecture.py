@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "fleetpy"
+from support.paths import ROOT, TESTS
+
+PACKAGE = ROOT / "fleetpy"
 CORE = ("fleetpy.registry", "fleetpy.scheduler", "fleetpy.engine", "fleetpy.agent")
 
 
@@ -388,15 +390,25 @@ def test_the_scans_find_what_they_look_for() -> None:
 
 
 def test_no_test_imports_from_a_conftest() -> None:
-    # tests/ and tests/hostile/ both have a conftest module: `from conftest import X`
-    # gets whichever pytest loaded last, which differs between a clean clone and a
-    # warm checkout (CI failed on it once). Shared helpers live in named modules.
-    tests = Path(__file__).resolve().parent
-    offenders = [
-        str(path.relative_to(tests))
-        for path in sorted(tests.rglob("*.py"))
-        if re.search(r"^\s*(from conftest import|import conftest)", path.read_text(), re.M)
-    ]
+    # No module under tests/ imports a conftest or a test module (test_*), in any form
+    # (`from conftest import X`, `import test_e2e`, `from integration import test_cli`...).
+    # tests/ and tests/hostile/ both had a conftest module: `from conftest import X` got
+    # whichever pytest loaded last, which differs between a clean clone and a warm checkout
+    # (CI failed on it once); and a test module imported by another runs its module-level
+    # code twice and drags its fixtures along. Shared code lives in tests/support.
+    offenders = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                if any(p == "conftest" or p.startswith("test_") for p in name.split(".")):
+                    offenders.append(f"{path.relative_to(TESTS)}:{node.lineno}: {name}")
     assert offenders == []
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import typer
-from cli_run import Run
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
@@ -28,7 +27,8 @@ from fleetpy.registry import (
     UnitState,
 )
 
-SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
+from support.cli_helpers import SERVICE, one_error_line, snapshot, write
+from support.cli_run import Run
 
 
 @pytest.fixture(autouse=True)
@@ -36,28 +36,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FLEETPY_"):
             monkeypatch.delenv(name)
-
-
-def write(folder: Path, name: str, text: str = SERVICE) -> str:
-    path = folder / name
-    path.write_text(text)
-    return str(path)
-
-
-def snapshot(registry: Registry) -> dict[str, tuple[str, str]]:
-    return {n: (u.hash, u.desired) for n, u in registry.list_units().items()}
-
-
-def one_error_line(result: Result, progress: bool = False) -> str:
-    """The single error line; blocking verbs may print plain progress lines before it."""
-    assert "Traceback" not in result.output + result.stderr
-    lines = result.stderr.strip().splitlines()
-    if progress:
-        assert [line for line in lines if "error" in line] == lines[-1:], result.stderr
-        lines = lines[-1:]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fleetpy: error: "), lines[0]
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- verbs

@@ -8,12 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_run import Run
 from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
 from fleetpy.registry import Registry, UnitState
 from fleetpy.signing import load_trusted_keys
+
+from support.cli_run import Run
 
 SERVICE = "[Service]\nExecStart=/bin/sleep 1000\n"
 

@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from waiting import until
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry
+
+from support.waiting import until
 
 SERVICE = "[Service]\nExecStart=/bin/sleep infinity\n"
 

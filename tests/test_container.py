@@ -10,13 +10,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_run import Run
-from test_cli import one_error_line, snapshot, write
 
 from fleetpy.container import CONTAINER_KEYS, expand_unit, source_of, split_words
 from fleetpy.errors import ContainerError
 from fleetpy.registry import Registry
 from fleetpy.unit import parse_unit
+
+from support.cli_helpers import one_error_line, snapshot, write
+from support.cli_run import Run
 
 EVERY_KEY = """\
 [Unit]

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e import Fleet, containers, fleet  # noqa: F401 - the fixture
-from waiting import until
+
+from support.fleet import Fleet, containers
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 
@@ -53,7 +54,7 @@ def word(value: str) -> str:
 
 def test_hostile_values_reach_docker_unchanged(
     hosts,  # type: ignore[no-untyped-def]
-    fleet: Fleet,  # noqa: F811
+    fleet: Fleet,
     registry,  # type: ignore[no-untyped-def]
 ) -> None:
     (host,) = hosts(1, ttl=3)
@@ -109,7 +110,7 @@ Restart=always
 
 def test_container_healthy_rolled_stopped_removed(
     hosts,  # type: ignore[no-untyped-def]
-    fleet: Fleet,  # noqa: F811
+    fleet: Fleet,
     registry,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:

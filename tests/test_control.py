@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from waiting import until
 
 from fleetpy import control
 from fleetpy.errors import (
@@ -35,6 +34,8 @@ from fleetpy.registry import (
 from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.view import LiveView
+
+from support.waiting import until
 
 SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 

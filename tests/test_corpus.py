@@ -42,9 +42,10 @@ from typing import Any
 
 import pytest
 import yaml
-from hostile_harness import CONTROL, Hostile, assert_one_clean_error
 
 from fleetpy.cluster.etcd import EtcdServer
+
+from support.hostile_harness import CONTROL, Hostile, assert_one_clean_error
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CASE_FILES = sorted(CORPUS.glob("*/*.yaml"))

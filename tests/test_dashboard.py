@@ -20,10 +20,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from api_fixtures import Api, UnixConnection
-from cli_run import Run
-from test_engine import Cluster
-from waiting import until
 
 from fleetpy.api import ApiServer
 from fleetpy.api.dashboard import DashboardFeed
@@ -36,6 +32,11 @@ from fleetpy.registry import (
     WatchBatch,
 )
 from fleetpy.view import LiveView
+
+from support.api_fixtures import Api, UnixConnection
+from support.cli_run import Run
+from support.sim_cluster import Cluster
+from support.waiting import until
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 READ_TOKEN = "ro-dashboard-0123456789abcdef"

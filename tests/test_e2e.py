@@ -3,89 +3,24 @@ their systemd service, the CI machine's dockerd, and `fleetpy` driven from outsi
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_api_server import fleetctl_on
-from waiting import until
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import Host
 from fleetpy.registry import Registry
-from fleetpy.template import render
+
+from support.fleet import Fleet, containers
+from support.fleetctl import fleetctl_on
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Fleet:
-    """The operator's side: the fleetpy CLI and an engine, outside the hosts."""
-
-    def __init__(self, etcd: EtcdServer, prefix: str, workdir: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
-        self.env.update(FLEETPY_ENDPOINT=etcd.endpoint, FLEETPY_ETCD_PREFIX=prefix)
-        self.workdir = workdir
-        self.engine = subprocess.Popen(
-            [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "3"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "engine.log", "ab"),
-        )
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "fleetpy", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=self.workdir,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"fleetpy {' '.join(args)}: exit {result.returncode}\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
-
-    def units(self) -> list[dict[str, str]]:
-        return json.loads(self("list-units", "-o", "json").stdout)  # type: ignore[no-any-return]
-
-    def write(self, name: str, text: str) -> str:
-        path = self.workdir / name
-        path.write_text(text)
-        return str(path)
-
-    def docker_unit(self, name: str, **values: object) -> str:
-        template = ROOT / "units" / "docker-service.service.j2"
-        values.setdefault("image", "local/busybox:latest")
-        values.setdefault("command", ["sleep", "1000"])
-        values.setdefault("name", name.split("@")[0].split(".")[0])
-        return self.write(name, render(template, values))
-
-    def close(self) -> None:
-        self.engine.kill()
-        self.engine.wait()
-
-
-@pytest.fixture
-def fleet(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(etcd, prefix, tmp_path)
-    yield f
-    f.close()
-
-
-def containers() -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=True
-    ).stdout
-    return out.split()
 
 
 def host_of(hosts: list[Host], machine: str) -> Host:

@@ -12,11 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_e2e import Fleet, containers, fleet  # noqa: F401 - the fixture
-from test_gitops import commit, git
-from waiting import until
 
 from fleetpy.cluster.nspawn import Host
+
+from support.fleet import Fleet, containers
+from support.git import commit, git
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def image_of(container: str) -> str:
 
 def test_push_of_a_new_image_rolls_every_web_instance(
     hosts,
-    fleet: Fleet,  # type: ignore[no-untyped-def]  # noqa: F811
+    fleet: Fleet,  # type: ignore[no-untyped-def]
     registry,
     host_docker: str,
     tmp_path: Path,

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_e2e import Fleet, fleet  # noqa: F401  (the operator's CLI and an engine)
-from waiting import until
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import Host
 from fleetpy.registry import Registry
 from fleetpy.unit import parse_unit
+
+from support.fleet import Fleet
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 TRUSTED = "/etc/fleetpy-trusted"  # where hosts see the directory of trusted public keys
@@ -26,7 +27,7 @@ MARKER = "/run/pwned"  # what the forged unit would leave behind, had it run
 
 def test_forged_unit_never_reaches_systemd_while_a_signed_one_runs(
     hosts: Callable[..., list[Host]],
-    fleet: Fleet,  # noqa: F811
+    fleet: Fleet,
     registry: Registry,
     etcd: EtcdServer,
     prefix: str,

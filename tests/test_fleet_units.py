@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_run import Run
-from fleet_unit_files import FLEET_UNITS, STARTED, UNIT_FILES, copy_unit_files
 
 from fleetpy.registry import Registry
 from fleetpy.unit import parse_unit
+
+from support.cli_run import Run
+from support.fleet_unit_files import FLEET_UNITS, STARTED, UNIT_FILES, copy_unit_files
 
 
 @pytest.fixture

@@ -3,39 +3,19 @@ rejected and the branch does not move; `git watch` applies a new commit from a p
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_rollout import APP, Cluster
-from waiting import until
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import RegistryConfig
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.org",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.org",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "HOME": "/nonexistent",
-}
-
-
-def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=check,
-        env={**os.environ, **GIT_ENV},
-        timeout=120,
-    )
+from support.git import commit, git
+from support.rollout import APP, Cluster
+from support.waiting import until
 
 
 @pytest.fixture
@@ -55,12 +35,6 @@ def write_deployment(work: Path, version: str, template: str = APP, where: str =
         "  - {name: app@.service, template: app.service.j2, instances: 2}\n"
         "rollout: {min_ready: 0, timeout: 20}\n"
     )
-
-
-def commit(work: Path, message: str) -> str:
-    git("add", "-A", cwd=work)
-    git("commit", "-q", "-m", message, cwd=work)
-    return git("rev-parse", "HEAD", cwd=work).stdout.strip()
 
 
 @pytest.fixture

@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_harness import ROOT, cli, leftovers, sourced
-from hosts_fixtures import require_host_prerequisites
-from waiting import until
 
 from fleetpy.cluster.local import STATE_ROOT, ClusterState
 from fleetpy.cluster.network import ip
+
+from support.cluster_harness import ROOT, cli, leftovers, sourced
+from support.hosts_fixtures import require_host_prerequisites
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 

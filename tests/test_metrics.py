@@ -19,7 +19,6 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
-from waiting import until
 
 from fleetpy import metrics
 from fleetpy.cluster.etcd import EtcdServer, free_port
@@ -37,6 +36,8 @@ from fleetpy.registry import (
 )
 from fleetpy.scheduler import NO_MACHINES, ReasonKind, reason_kind
 from fleetpy.states import DesiredState
+
+from support.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 HASH = "a" * 64

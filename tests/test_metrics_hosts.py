@@ -9,12 +9,13 @@ from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from waiting import until
 
 from fleetpy.cluster.etcd import free_port
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from fleetpy.unit import parse_unit
+
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 

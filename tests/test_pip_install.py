@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cluster_harness import ROOT, cli, leftovers
-from hosts_fixtures import require_host_prerequisites
-from waiting import until
 
 from fleetpy.cluster.etcd import free_port
 from fleetpy.cluster.local import STATE_ROOT
+
+from support.cluster_harness import ROOT, cli, leftovers
+from support.hosts_fixtures import require_host_prerequisites
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 NAME = "tpip"

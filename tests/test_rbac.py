@@ -12,14 +12,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from secure_fixtures import SecureEtcd, secure_etcd
-from waiting import until
 
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, UnitState
 from fleetpy.registry.transport import EtcdPermissionDenied, EtcdTransport, prefix_range_end
 from fleetpy.unitmanager import SimulatedUnitManager
+
+from support.secure_fixtures import SecureEtcd, secure_etcd
+from support.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINES = ("m1", "m2")

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_harness import cli, leftovers, sourced
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from hosts_fixtures import require_host_prerequisites
 
 from fleetpy.cluster.local import STATE_ROOT, ClusterState
+
+from support.cluster_harness import cli, leftovers, sourced
+from support.hosts_fixtures import require_host_prerequisites
 
 pytestmark = pytest.mark.hosts
 NAME = "sec"

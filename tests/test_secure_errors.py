@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from secure_fixtures import SecureEtcd, secure_etcd
 
 from fleetpy.cluster.pki import Authority, Credential, Usage
+
+from support.secure_fixtures import SecureEtcd, secure_etcd
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse"

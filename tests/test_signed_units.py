@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from secure_fixtures import secure_etcd
-from waiting import until
 
 from fleetpy import control
 from fleetpy.agent import Agent, AgentConfig
@@ -27,6 +25,9 @@ from fleetpy.registry import Registry, RegistryConfig, UnitState
 from fleetpy.signing import Signer, generate_key, load_signer, load_trusted_keys
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.unitmanager import SimulatedUnitManager
+
+from support.secure_fixtures import secure_etcd
+from support.waiting import until
 
 MACHINES = ("m1", "m2")
 GOOD = "[Service]\nExecStart=/bin/sleep 1000\n"

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from waiting import until
 
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.cluster.etcd import EtcdServer
@@ -54,6 +53,8 @@ from fleetpy.unitmanager import (
     check_unit_file_name,
     unit_file_path,
 )
+
+from support.waiting import until
 
 TEXT = "[Service]\nExecStart=/bin/sleep 1000\n"
 DIGEST = hashlib.sha256(TEXT.encode()).hexdigest()

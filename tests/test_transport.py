@@ -14,7 +14,6 @@ from urllib.parse import urlparse
 
 import grpc
 import pytest
-from waiting import until
 
 from fleetpy.cluster.etcd import EtcdCluster, EtcdServer, EtcdTls, free_port
 from fleetpy.errors import RegistryError
@@ -37,6 +36,8 @@ from fleetpy.registry.transport import (
     WatchResponse,
     prefix_range_end,
 )
+
+from support.waiting import until
 
 TIMEOUT = 5.0
 

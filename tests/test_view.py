@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import threading
 
-from waiting import until
-
 from fleetpy.registry import MachineEvent, MachineRecord, Registry, WatchBatch
 from fleetpy.view import LiveView, run_coalesced
+
+from support.waiting import until
 
 
 def test_a_lagging_watch_is_applied_and_an_old_reads_batches_are_not(registry: Registry) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hostile_harness import Hostile
 
 from fleetpy.cluster.etcd import EtcdServer
+
+from support.hostile_harness import Hostile
 
 
 @pytest.fixture

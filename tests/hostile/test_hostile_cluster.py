@@ -7,9 +7,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from hostile_harness import Hostile
 
 from fleetpy.cluster.local import STATE_ROOT
+
+from support.hostile_harness import Hostile
 
 UP_CASES = [
     (["--name", "Bad"], r"invalid cluster name 'Bad'"),

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hostile_harness import Hostile
+
+from support.hostile_harness import Hostile
 
 GOOD_TEMPLATE = "[Service]\nExecStart=/bin/echo {{ message | systemd_quote }}\n"
 

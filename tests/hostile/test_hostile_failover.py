@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
 
 from fleetpy.cluster.etcd import EtcdCluster, free_port
+
+from support.hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hostile_harness import SERVICE, Hostile
 
 from fleetpy import unit
+
+from support.hostile_harness import SERVICE, Hostile
 
 TEMPLATE = "[Unit]\nDescription={{ description }}\n\n[Service]\nExecStart=/bin/true\n"
 

@@ -5,7 +5,8 @@ a failed write to standard output is one line, not a traceback."""
 from __future__ import annotations
 
 import pytest
-from hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
+
+from support.hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
 
 EVIL = "\x1b]0;pwned\x07"
 

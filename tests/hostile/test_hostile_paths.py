@@ -7,7 +7,8 @@ nothing) once destroyed every .service unit.
 from __future__ import annotations
 
 import pytest
-from hostile_harness import SEEDED, Hostile
+
+from support.hostile_harness import SEEDED, Hostile
 
 MISSING_PATHS = [
     ("destroy", "/nonexistent-dir/*.service"),

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
+
+from support.hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
 
 GOOD_HASH = "ab" * 32
 

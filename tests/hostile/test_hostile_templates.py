@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from hostile_harness import Hostile
+
+from support.hostile_harness import Hostile
 
 PWNED = "/tmp/fleetpy-hostile-pwned"
 

@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hostile_harness import Hostile
+
+from support.hostile_harness import Hostile
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -4,11 +4,12 @@ and class 11 (a command of many transactions that fails half-way says what it wr
 from __future__ import annotations
 
 import pytest
-from hostile_harness import Hostile
 
 from fleetpy.errors import PartialWriteError
 from fleetpy.registry import Registry, UnitChange
 from fleetpy.unit import parse_unit
+
+from support.hostile_harness import Hostile
 
 BODY = "[Service]\nExecStart=/bin/true\n"
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from hostile_harness import Hostile
+
+from support.hostile_harness import Hostile
 
 TEMPLATE = "[Service]\nEnvironment=A={{ a }} B={{ b }}\n"
 

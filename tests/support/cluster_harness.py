@@ -11,7 +11,8 @@ from subprocess import CompletedProcess, run
 from fleetpy.cluster.local import STATE_ROOT, ClusterState, strays
 from fleetpy.cluster.network import ip
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
+
 CHECKOUT_FLEETPY = (sys.executable, "-m", "fleetpy")
 
 

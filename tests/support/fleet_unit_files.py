@@ -7,7 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-FLEET_UNITS = Path(__file__).resolve().parent / "fleet_units"
+from support.paths import FLEET_UNITS
+
 UNIT_FILES = sorted(p.name for p in FLEET_UNITS.iterdir() if p.suffix != ".md")
 # What is started from them: plain units and instances of the templates.
 STARTED = [
