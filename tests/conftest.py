@@ -15,10 +15,19 @@ from fleetpy.registry import Registry, RegistryConfig
 from support.cli_run import Run
 
 # Fixtures defined in tests/support, registered here once for every tier: fleetpy api in a
-# thread (api); real hosts, i.e. systemd-nspawn rootfs, dockerd + busybox image and a hosts
-# factory (host_rootfs, host_docker, hosts); the operator's CLI and an engine as processes
-# beside those hosts (fleet).
-pytest_plugins = ["support.api_fixtures", "support.hosts_fixtures", "support.fleet"]
+# thread (api) and the dashboard's TLS listener (dashboard); real hosts, i.e. systemd-nspawn
+# rootfs, dockerd + busybox image and a hosts factory (host_rootfs, host_docker, hosts); the
+# operator's CLI and an engine as processes beside those hosts (fleet); the hostile-input
+# corpus' cluster (hostile, seeded); the CLI tests' environments (clean_env, signing_env).
+pytest_plugins = [
+    "support.api_fixtures",
+    "support.dashboard",
+    "support.hosts_fixtures",
+    "support.fleet",
+    "support.hostile_harness",
+    "support.cli_helpers",
+    "support.signing_cli",
+]
 
 _prefixes = itertools.count()
 

@@ -3,8 +3,10 @@ into a folder, the registry's units in brief, and the one error line a failing v
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from typer.testing import Result
 
 from fleetpy.registry import (
@@ -34,3 +36,12 @@ def one_error_line(result: Result, progress: bool = False) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("fleetpy: error: "), lines[0]
     return lines[0]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FLEETPY_* setting of the caller's environment (tests/conftest.py registers it;
+    modules use it with pytestmark = pytest.mark.usefixtures("clean_env"))."""
+    for name in list(os.environ):
+        if name.startswith("FLEETPY_"):
+            monkeypatch.delenv(name)

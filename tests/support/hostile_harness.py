@@ -178,3 +178,25 @@ class Hostile:
         """unit -> desired state, as list-unit-files shows them."""
         rows = json.loads(self.ok("list-unit-files", "-o", "json").stdout)
         return {row["unit"]: row["desired_state"] for row in rows}
+
+
+# Fixtures of the hostile-input corpus (tests/system/hostile/), registered by tests/conftest.py.
+
+
+@pytest.fixture
+def hostile(etcd: EtcdServer, prefix: str, tmp_path: Path) -> Hostile:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    return Hostile(etcd, prefix, workdir)
+
+
+@pytest.fixture(scope="module")
+def seeded(
+    etcd: EtcdServer, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Hostile:
+    """One seeded cluster per corpus module: rejected cases change nothing, so they
+    can share it (each case still checks etcd before and after)."""
+    workdir = tmp_path_factory.mktemp("hostile")
+    cluster = Hostile(etcd, f"/hostile-{request.module.__name__.rsplit('.', 1)[-1]}", workdir)
+    cluster.seed()
+    return cluster
