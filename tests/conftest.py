@@ -13,6 +13,7 @@ from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
 
 from support.cli_run import Run
+from support.tiers import require_tier
 
 # Fixtures defined in tests/support, registered here once for every tier: fleetpy api in a
 # thread (api) and the dashboard's TLS listener (dashboard); real hosts, i.e. systemd-nspawn
@@ -30,6 +31,10 @@ pytest_plugins = [
 ]
 
 _prefixes = itertools.count()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    require_tier(items, Path(__file__).resolve().parent)
 
 
 @pytest.fixture(scope="session")
