@@ -1,4 +1,4 @@
-"""Harness for bad-input tests (tests/hostile/, tests/corpus/ via test_corpus.py): the real
+"""Harness for bad-input tests (tests/system/hostile/, tests/corpus/ via tests/system/test_corpus.py): the real
 `fleetpy` executable against a real etcd.
 
 Every rejected case must exit with the expected code, print exactly one clean line on
@@ -197,6 +197,8 @@ def seeded(
     """One seeded cluster per corpus module: rejected cases change nothing, so they
     can share it (each case still checks etcd before and after)."""
     workdir = tmp_path_factory.mktemp("hostile")
-    cluster = Hostile(etcd, f"/hostile-{request.module.__name__.rsplit('.', 1)[-1]}", workdir)
+    # The module's path, tier included: tiers may hold modules of the same name.
+    module = request.module.__name__.removeprefix("tests.").replace(".", "-")
+    cluster = Hostile(etcd, f"/hostile-{module}", workdir)
     cluster.seed()
     return cluster
