@@ -86,7 +86,7 @@ def test_the_key_layout_lives_only_in_the_registry() -> None:
 # --------------------------------------------------------------------------- data is never code
 # Issue [7] item 5: nothing fleetpy reads (etcd records, unit files, templates' values,
 # config files) is evaluated, unpickled, loaded with YAML's unsafe loaders or handed to a
-# shell. tests/test_stored_data.py tests the paths data does take.
+# shell. tests/*/test_stored_data.py tests the paths data does take.
 
 # Builtins that run code.
 CODE_BUILTINS = {"eval", "exec", "compile", "__import__", "breakpoint"}
@@ -383,7 +383,10 @@ def test_no_test_imports_from_a_conftest() -> None:
     # tests/ and tests/hostile/ both had a conftest module: `from conftest import X` got
     # whichever pytest loaded last, which differs between a clean clone and a warm checkout
     # (CI failed on it once); and a test module imported by another runs its module-level
-    # code twice and drags its fixtures along. Shared code lives in tests/support.
+    # code twice and drags its fixtures along. Shared code lives in tests/support and is
+    # imported as `support.X`: a bare `X` (a module of tests/ by its file name) is refused
+    # too, inside functions as well (one stayed behind when the harnesses moved).
+    local = {path.stem for path in TESTS.rglob("*.py")} - {"__init__", "support"}
     offenders = []
     for path in sorted(TESTS.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -395,7 +398,10 @@ def test_no_test_imports_from_a_conftest() -> None:
             else:
                 continue
             for name in names:
-                if any(p == "conftest" or p.startswith("test_") for p in name.split(".")):
+                parts = name.split(".")
+                if parts[0] in local or any(
+                    p == "conftest" or p.startswith("test_") for p in parts
+                ):
                     offenders.append(f"{path.relative_to(TESTS)}:{node.lineno}: {name}")
     assert offenders == []
 

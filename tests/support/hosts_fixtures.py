@@ -1,6 +1,5 @@
-"""pytest fixtures for real hosts (systemd-nspawn); import them in a conftest:
-
-    from hosts_fixtures import host_rootfs, host_docker, hosts  # noqa: F401
+"""pytest fixtures for real hosts (systemd-nspawn): host_rootfs, host_docker and hosts,
+registered by tests/conftest.py (pytest_plugins).
 
 `hosts` needs the fixtures `etcd` (with `.endpoint`, "http://127.0.0.1:23790")
 and `prefix` (the test's etcd key prefix; the hosts' agents use it, so a

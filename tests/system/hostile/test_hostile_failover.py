@@ -36,7 +36,7 @@ class Fleet(Hostile):
 
     def state(self) -> tuple[int, dict[str, tuple[str, int]]]:
         live = next(m for m in self.cluster.members if m.running)
-        from hostile_harness import etcd_state
+        from support.hostile_harness import etcd_state
 
         return etcd_state(live.endpoint)
 
