@@ -1,7 +1,7 @@
 """Container units: [Container] parsed, validated and expanded (fleetpy/container.py);
 every expansion checked by the real `systemd-analyze verify`; bad input is one line from
 the CLI with nothing written; `cat` shows the source, `cat --expanded` what systemd gets.
-What docker receives is checked on a real host in tests/test_container_hosts.py.
+What docker receives is checked on a real host in tests/system/test_container_hosts.py.
 
 Here: the tests that need the session's etcd or a short-lived helper process (README "Tests"); the others are in
 tests/pure/test_container.py."""

@@ -3,7 +3,7 @@ fleetpy's own CLI against a real etcd: accepted, with a warning where fleetpy re
 line differently from how it is written, stored as written (continuation lines, empty
 assignments, keys repeated apart, in their order) and a second submit of the unchanged
 files is a no-op. fleet's own fleetctl drives the same files through `fleetpy api` in
-tests/test_api_server.py."""
+tests/system/test_api_server.py."""
 
 from __future__ import annotations
 

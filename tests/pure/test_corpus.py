@@ -1,5 +1,5 @@
 """The bad-input corpus as data: every file tests/corpus/<class>/<case>.yaml is one case,
-run through the real `fleetpy` executable against a real etcd (tests/hostile_harness.py).
+run through the real `fleetpy` executable against a real etcd (tests/support/hostile_harness.py).
 
 A case must end with its exit code, exactly one clean `fleetpy: error:` line on stderr
 matching its `error` pattern (no traceback, no raw control characters), and etcd

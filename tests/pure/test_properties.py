@@ -8,7 +8,7 @@ bounded child process that `render` really uses) and etcd records (their decoder
 only MalformedRecord, which readers turn into "skipped KEY" warnings).
 
 The quoting filters' round trips (systemd_quote, exec_args, systemd_value) and the unit
-serializer's are in tests/test_template.py and tests/test_unit.py.
+serializer's are in tests/pure/test_template.py and tests/pure/test_unit.py.
 
 Deterministic: derandomize=True, so CI runs the same examples every time; bounded
 max_examples, no deadline (the machine is shared).

@@ -1,5 +1,5 @@
 """What is read from etcd is never turned into code or a path outside where it belongs
-(issue [7] item 5; tests/test_architecture.py scans the source for eval, pickle & co).
+(issue [7] item 5; tests/pure/test_architecture.py scans the source for eval, pickle & co).
 
 Unit names. Anyone who can write to etcd can put a key such as
 `P/schedule/<machine>/../../etc/systemd/system/x.service`. The registry skips keys whose

@@ -1,7 +1,7 @@
 """The type of the `run` fixture (tests/conftest.py): the CLI invoked in process.
 
-Kept out of conftest.py because tests/ and tests/hostile/ both have a conftest module,
-so `from conftest import ...` gets whichever pytest loaded last."""
+Here, not in conftest.py: test modules import from tests/support only, never a conftest
+(each tier folder has one, and pytest imports them by path)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Unit files as fleet users wrote them (tests/fleet_units/, see its README): shared by
-the fleetpy CLI tests (tests/test_fleet_units.py) and the fleetctl ones
-(tests/test_api_server.py)."""
+the fleetpy CLI tests (tests/integration/test_fleet_units.py) and the fleetctl ones
+(tests/system/test_api_server.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 by its hook, then a push of a new image tag replaces every web instance one at a time,
 each container running the new image, the unit names unchanged in systemctl. The
 repository holds only this deployment, at its top (hooks installed without --dir); the
-layout with the deployment in a subdirectory is tests/test_gitops.py's too."""
+layout with the deployment in a subdirectory is tests/system/test_gitops.py's too."""
 
 from __future__ import annotations
 

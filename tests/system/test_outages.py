@@ -454,7 +454,7 @@ def write_results(loadavg_before: list[float]) -> None:
                 entry[f"{name}_max"] = round(max(values), 3)
         scenarios[scenario] = entry
     report = {
-        "command": "pytest -s tests/test_outages.py",
+        "command": "pytest -s tests/system/test_outages.py",
         "cpu_count": os.cpu_count(),
         "loadavg_before": loadavg_before,
         "loadavg_after": list(os.getloadavg()),
