@@ -8,12 +8,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_run import Run
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
 
+from support.cli_run import Run
+from support.tiers import require_tier
+
+# Fixtures defined in tests/support, registered here once for every tier: fleetpy api in a
+# thread (api) and the dashboard's TLS listener (dashboard); real hosts, i.e. systemd-nspawn
+# rootfs, dockerd + busybox image and a hosts factory (host_rootfs, host_docker, hosts); the
+# operator's CLI and an engine as processes beside those hosts (fleet); the hostile-input
+# corpus' cluster (hostile, seeded); the CLI tests' environments (clean_env, signing_env).
+pytest_plugins = [
+    "support.api_fixtures",
+    "support.dashboard",
+    "support.hosts_fixtures",
+    "support.fleet",
+    "support.hostile_harness",
+    "support.cli_helpers",
+    "support.signing_cli",
+]
+
 _prefixes = itertools.count()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    require_tier(items, Path(__file__).resolve().parent)
 
 
 @pytest.fixture(scope="session")
@@ -65,10 +86,3 @@ def run(etcd: EtcdServer, prefix: str) -> Run:
         return runner.invoke(app, ["--endpoint", etcd.endpoint, "--etcd-prefix", prefix, *args])
 
     return invoke
-
-
-# fleetpy api in a thread (test_api_*, test_dashboard).
-from api_fixtures import api  # noqa: E402,F401
-
-# Real hosts (systemd-nspawn): rootfs, dockerd + busybox image, and a hosts factory.
-from hosts_fixtures import host_docker, host_rootfs, hosts  # noqa: E402,F401

@@ -1,0 +1,514 @@
+"""control: argument resolution, validation before writing, waiting, and listing rows.
+
+Here: the tests that need the session's etcd or a short-lived helper process (README "Tests"); the others are in
+tests/pure/test_control.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fleetpy import control
+from fleetpy.errors import (
+    FleetOptionError,
+    FleetpyError,
+    StateError,
+    UnitFileError,
+    UnitNameError,
+    UnitParseError,
+    UnknownUnitError,
+)
+from fleetpy.metadata import MetadataChange
+from fleetpy.registry import (
+    MachineRecord,
+    PlaceUnit,
+    Registry,
+    ScheduleEntry,
+    StoreReason,
+    UnitChange,
+    UnitState,
+    UnplaceUnit,
+)
+from fleetpy.states import DesiredState
+from fleetpy.unit import content_hash, parse_unit
+from fleetpy.view import LiveView
+
+from support.waiting import until
+
+SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
+
+
+def write(folder: Path, name: str, text: str = SERVICE) -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+def snapshot(registry: Registry) -> dict[str, tuple[str, str, bool]]:
+    return {n: (u.hash, u.desired, u.is_global) for n, u in registry.list_units().items()}
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_submit_stores_canonical_text_as_inactive(registry: Registry, units_dir: Path) -> None:
+    path = write(units_dir, "web.service", "# comment\n[Service]\nExecStart=/bin/true\n")
+    records = control.submit(registry, [path])
+    assert [(r.name, r.desired) for r in records] == [("web.service", "inactive")]
+    unit = parse_unit("[Service]\nExecStart=/bin/true\n")
+    assert records[0].hash == unit.hash
+    assert registry.get_content(unit.hash) == unit.serialize()
+
+
+def test_submit_leaves_existing_units_alone(registry: Registry, units_dir: Path) -> None:
+    path = write(units_dir, "web.service")
+    control.start(registry, [path])
+    control.submit(registry, [path, "web.service"])
+    assert registry.get_unit("web.service").desired == "launched"  # type: ignore[union-attr]
+
+
+def test_global_flag_comes_from_x_fleet(registry: Registry, units_dir: Path) -> None:
+    path = write(units_dir, "mon.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")
+    control.submit(registry, [path])
+    assert registry.get_unit("mon.service").is_global  # type: ignore[union-attr]
+
+
+def test_start_and_load_by_file_and_by_name(registry: Registry, units_dir: Path) -> None:
+    control.load(registry, [write(units_dir, "a.service")])
+    control.submit(registry, [write(units_dir, "b.service", SERVICE + "#x\n")])
+    control.start(registry, ["b.service"])
+    assert snapshot(registry)["a.service"][1] == "loaded"
+    assert snapshot(registry)["b.service"][1] == "launched"
+
+
+def test_instances_of_a_submitted_template_start_by_name(
+    registry: Registry, units_dir: Path
+) -> None:
+    control.submit(
+        registry,
+        [write(units_dir, "web@.service", SERVICE + "\n[X-Fleet]\nConflicts=web@*.service\n")],
+    )
+    plan = control.plan_submit(registry, ["web@3.service"], "launched")
+    assert plan.changes[0].template == "web@.service"
+    control.start(registry, ["web@3.service", "web@4.service"])
+    units = registry.list_units()
+    assert units["web@3.service"].hash == units["web@.service"].hash
+    assert units["web@4.service"].desired == "launched"
+    assert control.unit_text(registry, "web@9.service") == control.unit_text(
+        registry, "web@.service"
+    )
+
+
+def test_template_using_instance_specifiers_is_valid(registry: Registry, units_dir: Path) -> None:
+    control.submit(
+        registry,
+        [write(units_dir, "side@.service", SERVICE + "\n[X-Fleet]\nMachineOf=web@%i.service\n")],
+    )
+    assert "side@.service" in registry.list_units()
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        (["web@.service"], StateError, "is a template"),
+        (["db@1.service"], UnknownUnitError, "nor its template db@.service"),
+        (["nope.service"], UnknownUnitError, "nope.service is not submitted"),
+        (["bad name.service"], UnitNameError, "invalid unit name"),
+        (["web.bogus"], UnitNameError, "unknown type suffix"),
+        (["./missing.service"], UnitFileError, "missing.service"),
+        (["web*.service"], FleetpyError, "globs are only accepted"),
+    ],
+)
+def test_bad_start_arguments_write_nothing(
+    registry: Registry, units_dir: Path, args: list[str], error: type[Exception], match: str
+) -> None:
+    control.submit(registry, [write(units_dir, "web@.service")])
+    good = write(units_dir, "good.service")
+    before = snapshot(registry)
+    with pytest.raises(error, match=match):
+        control.start(registry, [good, *args])
+    assert snapshot(registry) == before
+
+
+@pytest.mark.parametrize(
+    "text, error, match",
+    [
+        ("[Service]\nExecStart=/bin/true\nnot a line\n", UnitParseError, r"bad\.service:3"),
+        (
+            "[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\nMachineID=abc\n",
+            FleetOptionError,
+            "cannot be combined",
+        ),
+        (
+            "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetdata=a=b\n",
+            FleetOptionError,
+            "did you mean",
+        ),
+    ],
+)
+def test_bad_files_write_nothing(
+    registry: Registry, units_dir: Path, text: str, error: type[Exception], match: str
+) -> None:
+    good = write(units_dir, "good.service")
+    bad = write(units_dir, "bad.service", text)
+    with pytest.raises(error, match=match):
+        control.start(registry, [good, bad])
+    assert snapshot(registry) == {}
+
+
+def test_changed_contents_are_refused_before_writing(registry: Registry, units_dir: Path) -> None:
+    control.submit(registry, [write(units_dir, "a.service")])
+    other = units_dir / "other"
+    other.mkdir()
+    before = snapshot(registry)
+    with pytest.raises(StateError, match="different contents"):
+        control.start(
+            registry,
+            [write(units_dir, "b.service"), write(other, "a.service", SERVICE + "#changed\nX=1\n")],
+        )
+    assert snapshot(registry) == before
+
+
+def test_replace_writes_the_new_contents_in_the_units_state(
+    registry: Registry, units_dir: Path
+) -> None:
+    changed = SERVICE.replace("1000", "2000")
+    control.submit(registry, [write(units_dir, "i.service")])
+    control.load(registry, [write(units_dir, "l.service")])
+    control.start(registry, [write(units_dir, "s.service")])
+    before = snapshot(registry)
+    new = [write(units_dir, n, changed) for n in ("i.service", "l.service", "s.service")]
+    with pytest.raises(StateError) as refused:
+        control.start(registry, new)
+    # Without --replace: one line naming it, and nothing written.
+    assert str(refused.value).endswith("add --replace to start it with them, or destroy it first")
+    with pytest.raises(StateError, match="it is launched: `start --replace` replaces it, or"):
+        control.submit(registry, [new[2]])
+    with pytest.raises(StateError, match="s.service is launched: `load --replace` replaces"):
+        control.load(registry, new, replace=True)
+    assert snapshot(registry) == before
+    control.submit(registry, [new[0]], replace=True)
+    control.load(registry, [new[1]], replace=True)
+    control.start(registry, [new[2]], replace=True)
+    digest = content_hash(parse_unit(changed).serialize())
+    assert snapshot(registry) == {
+        "i.service": (digest, "inactive", False),
+        "l.service": (digest, "loaded", False),
+        "s.service": (digest, "launched", False),
+    }
+    assert registry.get_content(digest) == parse_unit(changed).serialize()
+    # The same contents again: nothing to replace, the verb only sets its state.
+    control.start(registry, [new[1]], replace=True)
+    assert snapshot(registry)["l.service"] == (digest, "launched", False)
+
+
+def test_replace_of_an_instance_by_name_takes_its_templates_contents(
+    registry: Registry, units_dir: Path
+) -> None:
+    control.submit(registry, [write(units_dir, "web@.service")])
+    control.start(registry, ["web@1.service", "web@2.service"])
+    changed = SERVICE.replace("1000", "2000")
+    control.submit(registry, [write(units_dir, "web@.service", changed)], replace=True)
+    old, new = (
+        content_hash(parse_unit(SERVICE).serialize()),
+        content_hash(parse_unit(changed).serialize()),
+    )
+    control.start(registry, ["web@1.service"])  # without --replace: left as it is
+    assert registry.get_unit("web@1.service").hash == old  # type: ignore[union-attr]
+    control.start(registry, ["web@1.service"], replace=True)
+    assert {n: h for n, (h, _, _) in snapshot(registry).items()} == {
+        "web@.service": new,
+        "web@1.service": new,
+        "web@2.service": old,
+    }
+
+
+def test_replace_keeps_signatures_and_global_as_they_must_be(
+    registry: Registry, units_dir: Path
+) -> None:
+    control.start(registry, [write(units_dir, "g.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")])
+    with pytest.raises(StateError, match=r"make it not global \(Global=\), which cannot change"):
+        control.start(registry, [write(units_dir, "g.service")], replace=True)
+    # A record signed earlier (here: any signature) is not replaced by an unsigned unit.
+    control.start(registry, [write(units_dir, "s.service")])
+    registry.change_units([UnitChange("s.service", signature="ed25519:x:y")])
+    before = snapshot(registry)
+    with pytest.raises(StateError, match="s.service is signed and its replacement is not"):
+        control.start(registry, [write(units_dir, "s.service", SERVICE + "#\nA=1\n")], replace=True)
+    with pytest.raises(StateError, match="s.service is signed"):
+        control.put_unit(registry, "s.service", SERVICE + "A=1\n", None)
+    assert snapshot(registry) == before
+
+
+def test_api_put_of_new_contents_makes_the_unit_anew(registry: Registry) -> None:
+    """fleet's API: other options under an existing name make a new unit, inactive unless
+    the body says otherwise (fleetctl's --replace then waits for inactive)."""
+    control.put_unit(registry, "a.service", SERVICE, DesiredState.LAUNCHED)
+    changed = SERVICE.replace("1000", "2000")
+    assert control.put_unit(registry, "a.service", changed, None).outcome == "created"
+    record = registry.get_unit("a.service")
+    assert record is not None and record.desired == "inactive"
+    assert record.hash == content_hash(parse_unit(changed).serialize())
+    control.put_unit(registry, "a.service", SERVICE, DesiredState.LAUNCHED)
+    assert registry.get_unit("a.service").desired == "launched"  # type: ignore[union-attr]
+
+
+def test_stop_requires_launched_names_and_filters_globs(
+    registry: Registry, units_dir: Path
+) -> None:
+    control.start(registry, [write(units_dir, "web1.service"), write(units_dir, "web2.service")])
+    control.load(registry, [write(units_dir, "web3.service")])
+    with pytest.raises(
+        StateError,
+        match=r"^unit web3.service is not launched "
+        r"\(desired state loaded\)$",
+    ):
+        control.stop(registry, ["web1.service", "web3.service"])
+    assert snapshot(registry)["web1.service"][1] == "launched"
+    plan = control.plan_stop(registry, ["web*.service"])
+    assert plan.names == ("web1.service", "web2.service")
+    control.stop(registry, ["web*"])
+    assert {d for _, d, _ in snapshot(registry).values()} == {"loaded"}
+
+
+def test_unload_and_destroy_take_globs(registry: Registry, units_dir: Path) -> None:
+    control.start(
+        registry,
+        [write(units_dir, f"web{i}.service") for i in range(3)] + [write(units_dir, "db.service")],
+    )
+    control.unload(registry, ["web[01].service"])
+    desired = {n: d for n, (_, d, _) in snapshot(registry).items()}
+    assert desired == {
+        "web0.service": "inactive",
+        "web1.service": "inactive",
+        "web2.service": "launched",
+        "db.service": "launched",
+    }
+    with pytest.raises(UnknownUnitError, match="no submitted unit matches 'zz\\*'"):
+        control.destroy(registry, ["web*", "zz*"])
+    assert len(snapshot(registry)) == 4
+    assert sorted(control.destroy(registry, ["web*", "db.service"])) == [
+        "db.service",
+        "web0.service",
+        "web1.service",
+        "web2.service",
+    ]
+    assert snapshot(registry) == {}
+
+
+def test_unit_text_of_unknown_unit(registry: Registry) -> None:
+    with pytest.raises(UnknownUnitError, match="x.service is not submitted"):
+        control.unit_text(registry, "x.service")
+
+
+# ----------------------------------------------------------------------------- wait_for
+
+
+def fake_agent(
+    registry: Registry, machine: str, unit: str, active: str, delay: float, hash_: str | None = None
+) -> threading.Thread:
+    """Report a unit's state after a delay, as an agent would."""
+
+    def run() -> None:
+        lease = registry.grant_lease(30)
+        registry.register_machine(MachineRecord(machine, "10.0.0.9"), lease)
+        time.sleep(delay)
+        digest = hash_ or registry.get_unit(unit).hash  # type: ignore[union-attr]
+        registry.report_states(
+            [
+                UnitState(
+                    unit,
+                    machine,
+                    "loaded",
+                    active,
+                    "running" if active == "active" else active,
+                    digest,
+                )
+            ],
+            lease,
+        )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_wait_for_wakes_on_reported_state(registry: Registry, units_dir: Path) -> None:
+    control.start(registry, [write(units_dir, "a.service")])
+    seen: list[list[control.UnitProgress]] = []
+    fake_agent(registry, "f" * 32, "a.service", "active", 0.5)
+    began = time.monotonic()
+    result = control.wait_for(registry, ["a.service"], "launched", 10, seen.append)
+    assert result.ok and not result.timed_out
+    assert time.monotonic() - began < 3  # woken by the watch, not the backstop
+    assert result.units[0].detail == "launched on ffffffff/10.0.0.9"
+    assert seen[0][0].status == "waiting" and seen[-1][0].status == "done"
+
+
+TRUE_TEXT = "[Service]\nExecStart=/bin/true\n"
+
+
+def test_live_view_patches_the_view_from_events(registry: Registry) -> None:
+    follower = LiveView(registry)
+    try:
+        lease = registry.grant_lease(30)
+        entry = ScheduleEntry(
+            "a.service", "a1" * 32, "launched", "[Service]\nExecStart=/bin/true\n"
+        )
+        assert registry.campaign("test-engine", lease)
+        registry.engine_write("test-engine", [[PlaceUnit("m1", entry)]])
+        registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
+        registry.report_states(
+            [
+                UnitState("a.service", "m1", "loaded", "active", "running", "h1"),
+                UnitState("b.service", "m1", "loaded", "active", "running"),
+            ],
+            lease,
+        )
+        deadline = time.monotonic() + 5
+        current = follower.update()
+        # states, schedule and machines come through separate watches: wait for all three
+        while (
+            len(current.states) < 2
+            or "a.service" not in current.schedule
+            or "m1" not in current.machines
+        ) and time.monotonic() < deadline:
+            follower.wake.wait(0.5)
+            current = follower.update()
+        assert current.schedule["a.service"][0] == "m1"
+        assert current.schedule["a.service"][1].text == ""
+        assert current.machines["m1"].ip == "10.0.0.1"
+        assert current.states["a.service"]["m1"].active == "active"
+        assert follower.fresh("a.service", "m1") and not follower.fresh("a.service", "m2")
+        registry.report_states([], lease, removed=[("b.service", "m1")])
+        registry.engine_write("test-engine", [[UnplaceUnit("m1", "a.service")]])
+        while (
+            "a.service" in current.schedule or "b.service" in current.states
+        ) and time.monotonic() < deadline:
+            follower.wake.wait(0.5)
+            current = follower.update()
+        assert "b.service" not in current.states and "a.service" not in current.schedule
+        # units and the engine's reasons come through watches too
+        registry.engine_write("test-engine", [[StoreReason("c.service", "no machines")]])
+        registry.change_units(
+            [UnitChange("c.service", text=TRUE_TEXT, hash=content_hash(TRUE_TEXT))]
+        )
+        while (
+            "c.service" not in current.reasons or "c.service" not in current.units
+        ) and time.monotonic() < deadline:
+            follower.wake.wait(0.5)
+            current = follower.update()
+        assert current.reasons["c.service"] == "no machines"
+        full = registry.read_view(with_text=False)
+        assert (current.states, current.schedule, current.units, current.reasons) == (
+            full.states,
+            full.schedule,
+            full.units,
+            full.reasons,
+        )
+        assert follower.resyncs == 1  # events only, no re-read
+    finally:
+        follower.close()
+
+
+def test_live_view_follows_operator_metadata(registry: Registry) -> None:
+    """PATCH /machines reaches list-machines, the API, the dashboard and metrics through
+    the view's watch: the machines in it carry the machine's effective metadata."""
+    follower = LiveView(registry)
+    try:
+        lease = registry.grant_lease(30)
+        registry.register_machine(MachineRecord("m1", "10.0.0.1", {"role": "db", "az": "a"}), lease)
+        registry.change_metadata(
+            [
+                MetadataChange("m1", "role", "web"),
+                MetadataChange("m1", "az", None),
+                MetadataChange("m2", "rack", "r2"),
+            ]
+        )
+        registry.register_machine(MachineRecord("m2", "10.0.0.2", {"rack": "r1"}), lease)
+
+        def seen() -> bool:
+            machines = follower.update().machines
+            return {m: dict(r.metadata) for m, r in machines.items()} == {
+                "m1": {"role": "web"},
+                "m2": {"rack": "r2"},
+            }
+
+        until(seen, what="the view to show the machines' effective metadata")
+        full = registry.read_view(with_text=False)
+        assert follower.current().machines == full.machines
+        assert follower.current().overlays == full.overlays
+        rows = control.machine_rows(registry)  # list-machines
+        assert [(r.machine, r.metadata) for r in rows] == [
+            ("m1", {"role": "web"}),
+            ("m2", {"rack": "r2"}),
+        ]
+        assert follower.resyncs == 1
+    finally:
+        follower.close()
+
+
+def test_wait_for_reports_a_failure_promptly(registry: Registry, units_dir: Path) -> None:
+    control.start(registry, [write(units_dir, "a.service")])
+    fake_agent(registry, "f" * 32, "a.service", "failed", 0.3)
+    began = time.monotonic()
+    result = control.wait_for(registry, ["a.service"], "launched", 30)
+    assert time.monotonic() - began < 5
+    assert result.units[0].status == "failed" and not result.timed_out
+
+
+def test_wait_for_times_out_naming_the_missing_engine(registry: Registry, units_dir: Path) -> None:
+    control.start(registry, [write(units_dir, "a.service")])
+    began = time.monotonic()
+    result = control.wait_for(registry, ["a.service"], "launched", 1)
+    assert 0.9 < time.monotonic() - began < 3
+    assert result.timed_out
+    assert result.error_message() == (
+        "timed out after 1s waiting for a.service to be launched (no engine is running)"
+    )
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def test_rows(registry: Registry, units_dir: Path) -> None:
+    control.start(
+        registry,
+        [
+            write(units_dir, "b.service"),
+            write(units_dir, "g.service", SERVICE + "[X-Fleet]\nGlobal=1\n"),
+        ],
+    )
+    control.submit(registry, [write(units_dir, "a.service", SERVICE + "#\nA=1\n")])
+    lease = registry.grant_lease(30)
+    registry.register_machine(MachineRecord("m2", "10.0.0.2", {"z": "1", "a": "2"}), lease)
+    registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
+    b_hash = registry.get_unit("b.service").hash  # type: ignore[union-attr]
+    registry.report_states(
+        [
+            UnitState("b.service", "m2", "loaded", "active", "running", b_hash),
+            UnitState("g.service", "m2", "loaded", "active", "running"),
+            UnitState("g.service", "m1", "loaded", "failed", "failed"),
+        ],
+        lease,
+    )
+    current = registry.read_view(with_text=False)
+    rows = control.unit_file_rows(current)
+    assert [(r.unit, r.desired_state, r.state, r.machine) for r in rows] == [
+        ("a.service", "inactive", "inactive", None),
+        ("b.service", "launched", "launched", None),
+        ("g.service", "launched", "launched", None),
+    ]
+    assert [(r.unit, r.machine, r.ip, r.active) for r in control.unit_rows(current)] == [
+        ("b.service", "m2", "10.0.0.2", "active"),
+        ("g.service", "m1", "10.0.0.1", "failed"),
+        ("g.service", "m2", "10.0.0.2", "active"),
+    ]
+    machines = control.machine_rows(registry)
+    assert [(m.machine, m.ip, list(m.metadata.items())) for m in machines] == [
+        ("m1", "10.0.0.1", []),
+        ("m2", "10.0.0.2", [("a", "2"), ("z", "1")]),
+    ]

@@ -1,0 +1,58 @@
+"""Driving `fleetpy cluster up|down` from tests as a user does (a `fleetpy` process),
+and finding what a cluster left on this machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from subprocess import CompletedProcess, run
+
+from fleetpy.cluster.local import STATE_ROOT, ClusterState, strays
+from fleetpy.cluster.network import ip
+
+from support.paths import ROOT
+
+CHECKOUT_FLEETPY = (sys.executable, "-m", "fleetpy")
+
+
+def cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    program: tuple[str, ...] = CHECKOUT_FLEETPY,
+    cwd: Path = ROOT,
+) -> CompletedProcess[str]:
+    """`fleetpy ARGS` (the checkout's, or PROGRAM), without the caller's FLEETPY_* settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+    return run(
+        [*program, *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def sourced(state: ClusterState) -> dict[str, str]:
+    """The settings the cluster's env file exports."""
+    env = {}
+    for line in Path(state.env_file).read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    return env
+
+
+def leftovers(name: str) -> list[str]:
+    """Anything of the cluster's still on this machine: links, namespaces, its directory."""
+    found = [
+        link
+        for link in ip("-o", "link", "show").stdout.split("\n")
+        if f"fpb-{name}:" in link or f"fpv{name}" in link
+    ]
+    found += [ns for ns in ip("netns", "list").stdout.split() if ns.startswith(f"fleetpy-{name}-")]
+    if (STATE_ROOT / name).exists():
+        found.append(str(STATE_ROOT / name))
+    found += [f"process {pid}" for pid in strays(name, str(STATE_ROOT / name))]
+    return found

@@ -1,0 +1,57 @@
+"""An engine and simulated agents in this process against the test's etcd prefix, and
+unit changes to feed them (test_engine, test_api_server, test_dashboard)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from fleetpy.agent import Agent, AgentConfig
+from fleetpy.engine import Engine
+from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.unitmanager import SimulatedUnitManager
+
+
+def unit(name: str, xfleet: str = "", desired: str = "launched", **kw: object) -> UnitChange:
+    text = "[Service]\nExecStart=/bin/sleep 1000\n" + (f"\n[X-Fleet]\n{xfleet}\n" if xfleet else "")
+    return UnitChange(
+        name=name, text=text, hash=hashlib.sha256(text.encode()).hexdigest(), desired=desired, **kw
+    )  # type: ignore[arg-type]
+
+
+class Cluster:
+    def __init__(self, config: RegistryConfig) -> None:
+        self.config = config
+        self.registry = Registry(config)
+        self.agents: dict[str, Agent] = {}
+        self.engines: list[Engine] = []
+
+    def agent(self, machine: str, ttl: int = 2, **metadata: str) -> Agent:
+        agent = Agent(
+            self.registry, SimulatedUnitManager(), AgentConfig(machine, metadata=metadata, ttl=ttl)
+        ).start()
+        agent.ready.wait(10)
+        self.agents[machine] = agent
+        return agent
+
+    def engine(self, lease_ttl: int = 2) -> Engine:
+        engine = Engine(Registry(self.config), lease_ttl=lease_ttl, reconcile_interval=5).start()
+        self.engines.append(engine)
+        return engine
+
+    def placement(self) -> dict[str, str]:
+        return {u: m for u, (m, _) in self.registry.read_view(with_states=False).schedule.items()}
+
+    def running(self) -> dict[str, str]:
+        return {
+            u: m
+            for u, states in self.registry.list_states().items()
+            for m, s in states.items()
+            if s.active == "active"
+        }
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        for engine in self.engines:
+            engine.stop()
+        self.registry.close()
