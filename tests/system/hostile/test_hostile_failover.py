@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,16 @@ import pytest
 
 from fleetpy.cluster.etcd import EtcdCluster, free_port
 
-from support.hostile_harness import CONTROL, SERVICE, Hostile, assert_one_clean_error
+from support.hostile_harness import (
+    CONSOLE_SCRIPT,
+    CONTROL,
+    SERVICE,
+    Hostile,
+    Keyspace,
+    Via,
+    assert_one_clean_error,
+)
+from support.waiting import until
 
 
 @pytest.fixture(scope="module")
@@ -25,33 +33,46 @@ def cluster() -> Iterator[EtcdCluster]:
 
 
 class Fleet(Hostile):
-    """The CLI pointed at every member, plus an engine and a simulated agent."""
+    """The CLI pointed at every member, plus an engine and a simulated agent. The CLI runs
+    as the console script, a fresh process each time as users run it: in one process
+    gRPC would share its connections (and their back-off after a member died) between
+    commands, and that sharing is not what these cases are about."""
 
     def __init__(self, cluster: EtcdCluster, workdir: Path, order: list[int]) -> None:
-        super().__init__(cluster.members[0], "/failover", workdir)  # type: ignore[arg-type]
+        super().__init__(cluster.members[0], "/failover", workdir, Via.SCRIPT)
         self.cluster = cluster
         self.env["FLEETPY_ENDPOINT"] = ",".join(cluster.endpoints[i] for i in order)
         self.env["FLEETPY_REQUEST_TIMEOUT"] = "5"
         self.daemons: list[subprocess.Popen[bytes]] = []
+        self._members: dict[str, Keyspace] = {}
 
-    def state(self) -> tuple[int, dict[str, tuple[str, int]]]:
+    def keyspace(self) -> Keyspace:
         live = next(m for m in self.cluster.members if m.running)
-        from support.hostile_harness import etcd_state
+        if live.endpoint not in self._members:
+            self._members[live.endpoint] = Keyspace(live.endpoint)
+        return self._members[live.endpoint]
 
-        return etcd_state(live.endpoint)
+    def close(self) -> None:
+        for keyspace in self._members.values():
+            keyspace.close()
+        self._members.clear()
 
     def daemon(self, name: str, *args: str) -> None:
-        log = open(self.workdir / f"{name}.log", "ab")
-        self.daemons.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "fleetpy", *args], env=self.env, stdout=log, stderr=log
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            self.daemons.append(
+                subprocess.Popen([CONSOLE_SCRIPT, *args], env=self.env, stdout=log, stderr=log)
             )
-        )
 
     def stop_daemons(self) -> None:
         for proc in self.daemons:
             proc.terminate()
             proc.wait(timeout=10)
+
+    def gone(self, unit: str) -> bool:
+        """No record of UNIT is left: destroy deleted its own, the engine its schedule
+        entry, the agent its reported state."""
+        _, kvs = self.keyspace().state(self.prefix + "/")
+        return not any(key.endswith(f"/{unit}") for key in kvs)
 
 
 def run_every_command(fleet: Fleet, tag: str) -> None:
@@ -67,6 +88,10 @@ def run_every_command(fleet: Fleet, tag: str) -> None:
     fleet.ok("unload", "--block-attempts", "30", f"fo-{tag}*")
     fleet.ok("load", "--block-attempts", "30", f"fo-{tag}.service")
     fleet.ok("destroy", f"fo-{tag}.service")
+    # destroy deletes the unit's record and returns, as fleetctl's did; the engine and the
+    # agent then remove what they wrote for it. Only once they have is the prefix quiet
+    # for a refused command to be shown changing nothing.
+    until(lambda: fleet.gone(f"fo-{tag}.service"), timeout=30, what=f"fo-{tag} to be gone")
     fleet.rejects("destroy", f"fo-{tag}.service", match="is not submitted")
 
 
@@ -83,6 +108,12 @@ def test_every_command_works_with_one_member_down(
         "last": [*others, victim],
     }[position]
     fleet = Fleet(cluster, tmp_path, order)
+    # The previous case's agent (the same machine id) stopped without revoking its lease.
+    until(lambda: not fleet.keyspace().leased(fleet.prefix), timeout=30, what="a quiet prefix")
+    # A unit of the same contents stays submitted: the engine's garbage collection (at
+    # its full reads, which a member's loss brings) must not delete the contents' blob
+    # while a refused command is being shown changing nothing.
+    fleet.ok("submit", fleet.write("fo-keep-contents.service", SERVICE))
     fleet.daemon("engine", "engine", "--lease-ttl", "3")
     fleet.daemon(
         "agent", "agent", "--unit-manager", "simulated", "--machine-id", "fo-m1", "--ttl", "3"
@@ -100,6 +131,8 @@ def test_every_command_works_with_one_member_down(
         else:
             cluster.resume(victim)
         cluster.wait_healthy()
+        fleet.ok("destroy", "fo-keep-contents.service")
+        fleet.close()
     for name in ("engine", "agent"):
         log = (tmp_path / f"{name}.log").read_text()
         assert "Traceback" not in log and not CONTROL.search(log)
@@ -111,8 +144,8 @@ def test_engine_and_agent_carry_on_when_their_member_dies(
     """Kill each member in turn under a running engine and agent: units keep being placed
     and reported; nothing that was running is stopped."""
     fleet = Fleet(cluster, tmp_path, [0, 1, 2])
-    fleet.env["FLEETPY_ETCD_PREFIX"] = "/failover-daemons"
-    fleet.prefix = "/failover-daemons"
+    fleet.env["FLEETPY_ETCD_PREFIX"] = "/daemons-failover"
+    fleet.prefix = "/daemons-failover"
     fleet.daemon("engine", "engine", "--lease-ttl", "3")
     fleet.daemon(
         "agent", "agent", "--unit-manager", "simulated", "--machine-id", "fo-m2", "--ttl", "3"
@@ -137,12 +170,14 @@ def test_engine_and_agent_carry_on_when_their_member_dies(
         assert all(proc.poll() is None for proc in fleet.daemons)
     finally:
         fleet.stop_daemons()
+        fleet.close()
 
 
 def test_every_endpoint_down_is_one_line_within_the_timeout(tmp_path: Path) -> None:
     ports = [free_port() for _ in range(3)]
     hostile = Hostile.__new__(Hostile)
     hostile.workdir = tmp_path
+    hostile.via = Via.SCRIPT
     hostile.env = {
         "FLEETPY_ENDPOINT": ",".join(f"http://127.0.0.1:{p}" for p in ports),
         "FLEETPY_REQUEST_TIMEOUT": "2",

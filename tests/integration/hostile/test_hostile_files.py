@@ -8,17 +8,13 @@ regular file atomically, keeps an existing file's mode, and replaces nothing els
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
 import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from fleetpy import unit
 
 from support.hostile_harness import SERVICE, Hostile
 
@@ -153,28 +149,7 @@ def test_stdin_is_not_a_file(seeded: Hostile) -> None:
     _quick(seeded, "render", "/dev/stdin", match=r"/dev/stdin is not a regular file")
 
 
-# unit.py (another change) reads unit files through fleetpy.files; until then these
-# cases would hang (FIFO), eat memory (/dev/zero, sparse 4 GiB) or be accepted (a file
-# over 64 KiB), so they are not even run.
-_UNIT_WIRED = re.search(r"\bread_(regular|text)_file\(", inspect.getsource(unit)) is not None
-_NEEDS_UNIT_WIRING = {"fifo", "dev-zero", "dev-null", "huge"}
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            kind,
-            marks=pytest.mark.xfail(
-                not _UNIT_WIRED and kind in _NEEDS_UNIT_WIRING,
-                run=False,
-                strict=False,
-                reason="wired by unit.py owner",
-            ),
-        )
-        for kind in sorted(BAD_FILES)
-    ],
-)
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
 def test_bad_unit_file(seeded: Hostile, kind: str) -> None:
     path = _make(seeded, kind, "bad.service")
     # control.py looks for the path before reading it, in its own words.
@@ -186,7 +161,6 @@ def test_bad_unit_file(seeded: Hostile, kind: str) -> None:
     assert "bad.service" in line
 
 
-@pytest.mark.xfail(not _UNIT_WIRED, run=False, strict=False, reason="wired by unit.py owner")
 def test_unit_file_too_big_by_one_byte(seeded: Hostile) -> None:
     path = seeded.workdir / "big.service"
     path.write_text(SERVICE + "#" * (64 * KiB))
