@@ -254,6 +254,8 @@ def agent_thread(registry: Registry) -> Iterator[Callable[[str, str, float], Non
             deadline = time.monotonic() + 10
             while registry.get_unit(unit) is None and time.monotonic() < deadline:
                 time.sleep(0.05)
+            # The point: the report comes while the CLI waits (it reaches it by the watch);
+            # the CLI in this process shows no sign of having begun to wait.
             time.sleep(delay)
             record = registry.get_unit(unit)
             assert record is not None
@@ -303,6 +305,7 @@ def test_blocking_stop_and_unload(run: Run, registry: Registry, units_dir: Path)
     )
 
     def later(action: Callable[[], None]) -> None:
+        # The point: the report comes while the CLI waits (no sign shows it has begun).
         threading.Timer(0.3, action).start()
 
     later(

@@ -309,14 +309,21 @@ def test_unit_text_of_unknown_unit(registry: Registry) -> None:
 
 
 def fake_agent(
-    registry: Registry, machine: str, unit: str, active: str, delay: float, hash_: str | None = None
+    registry: Registry,
+    machine: str,
+    unit: str,
+    active: str,
+    waiting: threading.Event,
+    hash_: str | None = None,
 ) -> threading.Thread:
-    """Report a unit's state after a delay, as an agent would."""
+    """Report a unit's state as an agent would, once `waiting` is set: wait_for is
+    following the cluster (its first progress report), so the state reaches it by the
+    watch, after it began."""
 
     def run() -> None:
         lease = registry.grant_lease(30)
         registry.register_machine(MachineRecord(machine, "10.0.0.9"), lease)
-        time.sleep(delay)
+        assert waiting.wait(10)
         digest = hash_ or registry.get_unit(unit).hash  # type: ignore[union-attr]
         registry.report_states(
             [
@@ -340,9 +347,15 @@ def fake_agent(
 def test_wait_for_wakes_on_reported_state(registry: Registry, units_dir: Path) -> None:
     control.start(registry, [write(units_dir, "a.service")])
     seen: list[list[control.UnitProgress]] = []
-    fake_agent(registry, "f" * 32, "a.service", "active", 0.5)
+    waiting = threading.Event()
+    fake_agent(registry, "f" * 32, "a.service", "active", waiting)
+
+    def progress(units: list[control.UnitProgress]) -> None:
+        seen.append(units)
+        waiting.set()
+
     began = time.monotonic()
-    result = control.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 10, seen.append)
+    result = control.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 10, progress)
     assert result.ok and not result.timed_out
     assert time.monotonic() - began < 3  # woken by the watch, not the backstop
     assert result.units[0].detail == "launched on ffffffff/10.0.0.9"
@@ -454,9 +467,12 @@ def test_live_view_follows_operator_metadata(registry: Registry) -> None:
 
 def test_wait_for_reports_a_failure_promptly(registry: Registry, units_dir: Path) -> None:
     control.start(registry, [write(units_dir, "a.service")])
-    fake_agent(registry, "f" * 32, "a.service", "failed", 0.3)
+    waiting = threading.Event()
+    fake_agent(registry, "f" * 32, "a.service", "failed", waiting)
     began = time.monotonic()
-    result = control.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 30)
+    result = control.wait_for(
+        registry, ["a.service"], WaitTarget.LAUNCHED, 30, lambda _: waiting.set()
+    )
     assert time.monotonic() - began < 5
     assert result.units[0].status == "failed" and not result.timed_out
 

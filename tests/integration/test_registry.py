@@ -9,7 +9,6 @@ import hashlib
 import itertools
 import queue
 import threading
-import time
 
 import pytest
 
@@ -28,6 +27,8 @@ from fleetpy.registry import (
     WatchBatch,
 )
 from fleetpy.states import DesiredState
+
+from support.waiting import until
 
 
 def change(
@@ -146,9 +147,7 @@ def test_machine_and_states_vanish_with_the_lease(registry: Registry) -> None:
     registry.register_machine(MachineRecord("m1"), lease)
     registry.report_states([UnitState("a.service", "m1", "loaded", "active", "running")], lease)
     assert "m1" in registry.list_machines()
-    deadline = time.monotonic() + 5
-    while "m1" in registry.list_machines() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    until(lambda: "m1" not in registry.list_machines(), 5, "the lease to run out", 0.05)
     assert registry.list_machines() == {} and registry.list_states() == {}
 
 

@@ -271,7 +271,7 @@ def test_racing_applies_one_wins_the_other_stops(cluster: Cluster, tmp_path: Pat
     ]
     for thread in threads:
         thread.start()
-        time.sleep(0.2)
+        time.sleep(0.2)  # the point: B plans and applies while A's apply is under way
     for thread in threads:
         thread.join(60)
     errors = [o for o in outcomes.values() if isinstance(o, DeploymentError)]

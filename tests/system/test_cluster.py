@@ -131,7 +131,7 @@ def test_engine_failover_after_kill_9(pc: ProcessCluster, registry: Registry) ->
     until(lambda: registry.leader() is not None, what="a leader")
     second = pc.engine()
     leader = registry.leader()
-    time.sleep(0.5)
+    time.sleep(0.5)  # the point: a window in which the second must not take over
     assert registry.leader() == leader  # the second one waits
     os.kill(first.pid, signal.SIGKILL)
     first.wait()

@@ -45,6 +45,10 @@ def own_etcd() -> Iterator[EtcdServer]:
 def cluster() -> Iterator[EtcdCluster]:
     with EtcdCluster(3) as c:
         yield c
+        # Thrown away: killed, not stopped one by one (a member stopped last, without a
+        # quorum, took up to 7 s to exit), then stop() removes the data dirs.
+        for index in range(len(c.members)):
+            c.kill(index)
 
 
 def test_stream_break_gives_one_error_per_watch_then_a_new_stream(
@@ -56,7 +60,7 @@ def test_stream_break_gives_one_error_per_watch_then_a_new_stream(
             client.watch(f"{prefix}/{i}", None, None, recorder)
         own_etcd.kill()
         until(lambda: all(r.ended for r in recorders), 10, "every watch ended")
-        time.sleep(0.5)
+        time.sleep(0.5)  # the point: a window for a second error (none may come)
         for recorder in recorders:
             assert len(recorder.items) == 1 and not recorder.ended[0].compacted
             assert "\n" not in str(recorder.ended[0].error)
@@ -274,6 +278,8 @@ def test_long_lived_transports_reconnect_within_a_second_of_etcd(prefix: str) ->
         ]
         for thread in threads:
             thread.start()
+        # The point: an outage long enough for gRPC's default reconnect backoff (1 s x 1.6
+        # per attempt) to have grown far past the bound below, which capped backoff meets.
         time.sleep(OUTAGE)
         server.restart()
         back_at.append(time.monotonic())
