@@ -199,6 +199,9 @@ class AgentConfig:
     trusted: TrustedKeys | None = None
 
 
+REPORT_RETRY = 1.0  # seconds before a state report etcd refused is tried again
+
+
 class Agent:
     """One machine's agent. start() returns; work happens on the agent's own threads."""
 
@@ -250,6 +253,7 @@ class Agent:
     def _reporter(self) -> None:
         """Report state changes as systemd signals them, not after the whole round:
         the first unit of a big batch shows as active while the rest still start."""
+        failing = False  # said once until a report goes through again
         while not self._stop.is_set():
             self._states_changed.wait()  # stop() sets it too: no periodic wake-up
             if self._stop.is_set():
@@ -258,8 +262,15 @@ class Agent:
             self._states_changed.clear()
             try:
                 self._report(self.manager.observe())
-            except FleetpyError:
-                pass  # etcd away: the loop resyncs and reports everything afterwards
+                failing = False
+            except FleetpyError as exc:
+                # etcd away (the loop also resyncs when it is back) or refusing writes
+                # (full: NOSPACE), where nothing else would ever report this change.
+                if not failing:
+                    log_event("report_failed", machine=self.machine_id, error=str(exc))
+                failing = True
+                if not self._stop.wait(REPORT_RETRY):
+                    self._states_changed.set()
 
     def stop(self, revoke: bool = True) -> None:
         """Stop the agent. Units keep running (a restarted agent adopts them)."""
