@@ -82,6 +82,10 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 
 # Defragmenting rewrites the member's whole database: it may take longer than a request.
 _DEFRAGMENT_TIMEOUT = 60.0
+# A member without a leader answers "no leader" at once (we ask with _REQUIRE_LEADER).
+# In a healthy cluster that lasts one election (etcd's --election-timeout, 1 s by
+# default); for longer than this, on every member that answers, the quorum is lost.
+_NO_LEADER_WINDOW = 2.0
 _FAILED_FOR = 1.0  # seconds an endpoint is tried last after it failed
 _MIN_ATTEMPT = 1.0  # a per-attempt deadline shorter than this fails healthy members
 _ROUND_PAUSE = (0.05, 0.5)  # first and largest pause when every endpoint failed once
@@ -97,6 +101,7 @@ _RETRY_DETAILS = (
     "raft: stopped",
     "proposal dropped",
 )
+_NO_LEADER = "no leader"  # etcd's own words, as _short_reason keeps them
 _TOKEN_DETAILS = ("invalid auth token", "auth store is old", "user name is empty")
 
 # clientv3's WithRequireLeader: the member cancels our watches when it loses its
@@ -133,6 +138,20 @@ class EtcdUnavailable(EtcdError):
         self.code = grpc.StatusCode.UNAVAILABLE
         self.details = listed
         self.endpoint = ",".join(f.url for f in self.failures)
+
+
+class EtcdNoQuorum(EtcdUnavailable):
+    """No member that answers has a leader for longer than an election takes: a majority
+    of etcd's members is gone (or cut off). Raised then, not at the deadline."""
+
+    def __init__(self, failures: Sequence[EndpointFailure], timeout: float) -> None:
+        EtcdUnavailable.__init__(self, failures, timeout)
+        listed = ", ".join(f"{f.url} ({f.reason})" for f in self.failures)
+        RegistryError.__init__(
+            self,
+            f"etcd has lost its quorum: no member has a leader ({listed}); running units "
+            "keep running, nothing can change until a majority of its members is back",
+        )
 
 
 class EtcdRefused(EtcdUnavailable):
@@ -1079,7 +1098,10 @@ class EtcdTransport:
     def _on_member(self, member: _Member, operation: Callable[[_Attempt], R]) -> R:
         """OPERATION on this member only, within the timeout: no failover."""
         try:
-            return self._attempt(member, operation, time.monotonic() + self.timeout)
+            # A member's own status needs no leader: it says whether it has one.
+            return self._attempt(
+                member, operation, time.monotonic() + self.timeout, require_leader=False
+            )
         except grpc.RpcError as exc:
             code, details = _rpc_code(exc), _rpc_details(exc)
             problem = self._tls_failure(code, details)
@@ -1479,6 +1501,7 @@ class EtcdTransport:
         failures: dict[int, str] = {}
         refused: dict[int, str] = {}
         pause = _ROUND_PAUSE[0]
+        leaderless_since: float | None = None
         while True:
             with self._lock:
                 if self._closed:
@@ -1520,19 +1543,32 @@ class EtcdTransport:
                 return result
             if len(refused) == len(self._members):
                 raise self._refused(refused)
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if _NO_LEADER in failures.values():
+                leaderless_since = leaderless_since or now
+                if now - leaderless_since >= _NO_LEADER_WINDOW:
+                    raise self._no_quorum(failures)
+            else:
+                leaderless_since = None
+            remaining = deadline - now
             if remaining <= 0:
                 raise self._unavailable(failures)
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, _ROUND_PAUSE[1])
 
     def _attempt(
-        self, member: _Member, operation: Callable[[_Attempt], R], attempt_deadline: float
+        self,
+        member: _Member,
+        operation: Callable[[_Attempt], R],
+        attempt_deadline: float,
+        require_leader: bool = True,
     ) -> R:
         """One try on one member; re-authenticates once if etcd rejects the token."""
         for tries_left in (1, 0):
             timeout = max(0.001, attempt_deadline - time.monotonic())
             metadata = self._metadata(member, timeout)
+            if require_leader:
+                metadata = (*metadata, _REQUIRE_LEADER)
             timeout = max(0.001, attempt_deadline - time.monotonic())
             try:
                 return operation(_Attempt(member, timeout, metadata))
@@ -1620,6 +1656,12 @@ class EtcdTransport:
             self.timeout,
         )
 
+    def _no_quorum(self, failures: dict[int, str]) -> EtcdNoQuorum:
+        return EtcdNoQuorum(
+            [EndpointFailure(m.url, failures.get(m.index, "not tried")) for m in self._members],
+            self.timeout,
+        )
+
     def _unavailable(self, failures: dict[int, str]) -> EtcdUnavailable:
         return EtcdUnavailable(
             [EndpointFailure(m.url, failures.get(m.index, "not tried")) for m in self._members],
@@ -1642,6 +1684,7 @@ __all__ = [
     "EtcdAuthFailed",
     "EtcdCompacted",
     "EtcdError",
+    "EtcdNoQuorum",
     "EtcdNoSpace",
     "EtcdPermissionDenied",
     "EtcdRefused",
