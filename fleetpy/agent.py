@@ -10,7 +10,9 @@ the UnitManager they are given.
 
 from __future__ import annotations
 
+import os
 import queue
+import secrets
 import socket
 import threading
 import time
@@ -22,6 +24,7 @@ from .errors import FleetpyError, UnitNameError
 from .log import log_event
 from .metadata import Overlay, effective
 from .registry import (
+    MachineIdInUse,
     MachineRecord,
     MetadataEvent,
     Registry,
@@ -195,11 +198,34 @@ class AgentConfig:
     public_ip: str = ""
     ttl: int = 10
     hostname: str = field(default_factory=socket.gethostname)
+    # Tells this agent's registration apart from another host's with the same machine id
+    # (agent_instance(): kept across the agent's restarts; by default this process's).
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # Public keys whose signatures this machine accepts; None: no check (every unit runs).
     trusted: TrustedKeys | None = None
 
 
 REPORT_RETRY = 1.0  # seconds before a state report etcd refused is tried again
+
+
+def agent_instance(path: os.PathLike[str] | str) -> str:
+    """This agent's instance id, kept in PATH (under /run: the same across restarts of
+    the agent on one boot, new after a reboot); made there on first use. Unwritable:
+    one for this process only."""
+    try:
+        with open(path, encoding="ascii") as existing:
+            found = existing.read().strip()
+        if found:
+            return found
+    except (OSError, ValueError):
+        pass
+    instance = secrets.token_hex(8)
+    try:
+        with open(path, "w", encoding="ascii") as new:
+            new.write(instance + "\n")
+    except OSError:
+        log_event("agent_instance_not_kept", path=str(path))
+    return instance
 
 
 class Agent:
@@ -301,6 +327,7 @@ class Agent:
             dict(self.config.metadata),
             self.config.hostname,
             self.config.ttl,
+            self.config.instance,
         )
         self.registry.register_machine(record, lease)
         # Only a lease that carries the machine record counts as registered: if the
@@ -409,14 +436,24 @@ class Agent:
 
     def _loop(self) -> None:
         backoff = 0.2
+        in_use = False  # said once while another agent holds this machine id
         while not self._stop.is_set():
             try:
                 if not self._synced:
                     self._sync()
                     self._reconcile()
                     self.ready.set()
-                    backoff = 0.2
+                    backoff, in_use = 0.2, False
                 self._drain()
+            except MachineIdInUse as exc:
+                # Another host holds this id: run nothing, say so once, and wait for its
+                # registration to end (an earlier boot's lease running out does).
+                self._synced = False
+                if not in_use:
+                    log_event("machine_id_in_use", machine=self.machine_id, error=str(exc))
+                in_use = True
+                if self._stop.wait(max(1.0, self.config.ttl / 3)):
+                    return
             except Exception as exc:
                 # etcd away (or a unit manager hiccup): units keep running; retry with
                 # backoff and resync from a fresh read.

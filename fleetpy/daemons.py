@@ -11,9 +11,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .agent import Agent, AgentConfig
+from .agent import Agent, AgentConfig, agent_instance
 from .config import (
     AgentSettings,
     ListenAddress,
@@ -179,6 +180,10 @@ def run_agent(settings: Settings) -> None:
             public_ip=settings.agent.public_ip,
             ttl=settings.agent.ttl,
             trusted=trusted,
+            # Beside the unit files, under /run: kept across restarts, gone at reboot.
+            instance=agent_instance(
+                Path(settings.agent.unit_dir).parent / f"agent-{machine_id}.instance"
+            ),
         ),
     )
     if instruments is not None:

@@ -300,6 +300,9 @@ class MachineRecord:
     own_metadata: Mapping[str, str] = field(default_factory=dict)  # the agent's --metadata
     hostname: str = ""
     ttl: int = 0  # the agent's lease TTL: the engine's grace period is based on it
+    # Which agent holds the id: the same across its restarts on one boot, another on a
+    # host cloned with the same /etc/machine-id ("" from agents before it was recorded).
+    instance: str = ""
     # Operators' overlay (P/metadata/<id>), attached by readers; not part of this record.
     operator_metadata: Overlay = field(default_factory=dict)
 
@@ -318,6 +321,7 @@ class MachineRecord:
                 "metadata": dict(self.own_metadata),
                 "hostname": self.hostname,
                 "ttl": self.ttl,
+                "instance": self.instance,
             }
         )
 
@@ -344,6 +348,7 @@ class MachineRecord:
             own_metadata=dict(metadata),
             hostname=_field(data, "hostname", str, ""),
             ttl=ttl,
+            instance=_field(data, "instance", str, ""),
         )
 
 
@@ -653,6 +658,21 @@ def _partial_message(
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+class MachineIdInUse(RegistryError):
+    """Another agent holds this machine id: a host cloned with the same /etc/machine-id."""
+
+    def __init__(self, holder: MachineRecord) -> None:
+        self.holder = holder
+        where = ", ".join(
+            part for part in (holder.hostname and f"host {holder.hostname}", holder.ip) if part
+        )
+        super().__init__(
+            f"machine id {holder.id} is in use by another agent ({where or 'unknown host'}): "
+            "a cloned image? give this host its own /etc/machine-id "
+            "(rm /etc/machine-id; systemd-machine-id-setup); waiting until that one is gone"
+        )
 
 
 class PrefixError(RegistryError):
@@ -1386,7 +1406,31 @@ class Registry:
         self._etcd.lease_revoke(lease_id)
 
     def register_machine(self, machine: MachineRecord, lease_id: int) -> None:
-        self._etcd.put(self.key("machines", machine.id), machine.to_json(), lease=lease_id)
+        """Write the machine's record under the agent's lease, unless another agent
+        (another instance) holds its id: then MachineIdInUse, and nothing is written."""
+        key = self.key("machines", machine.id)
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                current = self._etcd.range(key).kvs
+            except EtcdPermissionDenied:
+                # A role from before agents read their record (cluster up --secure applies
+                # the new one): write it as those agents did, unchecked.
+                self._etcd.put(key, machine.to_json(), lease=lease_id)
+                return
+            if current:
+                try:
+                    holder = MachineRecord.from_json(machine.id, current[0].value)
+                except MalformedRecord:
+                    holder = None  # unreadable: nobody we could tell apart, take it over
+                if holder is not None and holder.instance not in ("", machine.instance):
+                    raise MachineIdInUse(holder)
+                guard = self.txn.mod(key, current[0].mod_revision)
+            else:
+                guard = self.txn.version(key, 0)
+            succeeded, _, _ = self._txn([guard], [self.txn.put(key, machine.to_json(), lease_id)])
+            if succeeded:
+                return
+        raise RegistryError(f"machine {machine.id}: its record kept changing while registering")
 
     def list_machines(self) -> dict[str, MachineRecord]:
         """The registered machines, each with its operators' metadata overlay."""
@@ -1816,6 +1860,7 @@ __all__ = [
     "EngineEvent",
     "EngineWrite",
     "MachineEvent",
+    "MachineIdInUse",
     "MachineRecord",
     "MalformedRecord",
     "MemberStatus",
