@@ -208,6 +208,10 @@ class AgentConfig:
 REPORT_RETRY = 1.0  # seconds before a state report etcd refused is tried again
 
 
+class _DataMissing(Exception):
+    """etcd has no fleetpy marker under the prefix while units run here."""
+
+
 def agent_instance(path: os.PathLike[str] | str) -> str:
     """This agent's instance id, kept in PATH (under /run: the same across restarts of
     the agent on one boot, new after a reboot); made there on first use. Unwritable:
@@ -381,6 +385,8 @@ class Agent:
         if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
             self._register()
         revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
+        if not placed and self.manager.observe() and not self.registry.layout_present():
+            raise _DataMissing()
         self._placed, self._globals = placed, globals_
         overlay = self.registry.agent_overlay(self.machine_id)
         if overlay is None:
@@ -437,14 +443,29 @@ class Agent:
     def _loop(self) -> None:
         backoff = 0.2
         in_use = False  # said once while another agent holds this machine id
+        missing = False  # said once while etcd has lost fleetpy's data
         while not self._stop.is_set():
             try:
                 if not self._synced:
                     self._sync()
                     self._reconcile()
                     self.ready.set()
-                    backoff, in_use = 0.2, False
+                    backoff, in_use, missing = 0.2, False, False
                 self._drain()
+            except _DataMissing:
+                # etcd lost fleetpy's data: an empty schedule is not an order to stop
+                # what runs here. Hold until the data is back (restored or written anew).
+                self._synced = False
+                if not missing:
+                    log_event(
+                        "fleetpy_data_missing",
+                        machine=self.machine_id,
+                        units=len(self.manager.observe()),
+                        action="holding every unit as it runs until the prefix is restored",
+                    )
+                missing = True
+                if self._stop.wait(1.0):
+                    return
             except MachineIdInUse as exc:
                 # Another host holds this id: run nothing, say so once, and wait for its
                 # registration to end (an earlier boot's lease running out does).
@@ -486,6 +507,9 @@ class Agent:
                 elif not self._apply_batch(kind, batch):
                     self._synced = False
                     return
+                elif kind == "schedule" and not self._placed and self._gone_with_the_data(batch):
+                    self._synced = False  # the fresh read holds every unit (_DataMissing)
+                    return
                 needs_reconcile = True
             try:  # coalesce whatever else is already queued into one round
                 kind, payload = self._queue.get_nowait()
@@ -493,6 +517,12 @@ class Agent:
                 break
         if needs_reconcile:
             self._reconcile()
+
+    def _gone_with_the_data(self, batch: WatchBatch[_AgentEvent]) -> bool:
+        """The last of this machine's schedule was deleted along with fleetpy's marker
+        (`etcdctl del --prefix`): not an unload to carry out."""
+        deleted = any(getattr(event, "entry", True) is None for event in batch.events)
+        return deleted and not self.registry.layout_present()
 
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)

@@ -108,9 +108,10 @@ def trusted_keys(settings: AgentSettings) -> TrustedKeys | None:
 
 
 def _check_layout(registry: Registry, manager: UnitManager | None = None) -> None:
-    """A nested prefix ends the daemon before it starts (one line, nothing logged)."""
+    """A nested prefix ends the daemon before it starts (one line, nothing logged). An
+    agent (with its MANAGER) does not mark the prefix: see Registry.ensure_layout."""
     try:
-        registry.wait_for_layout()
+        registry.wait_for_layout(mark=manager is None)
     except BaseException:
         registry.close()
         if manager is not None:

@@ -964,12 +964,12 @@ class Registry:
             self._layout_unmarked = True
         self._layout_checked = True
 
-    def wait_for_layout(self, stop: threading.Event | None = None) -> None:
+    def wait_for_layout(self, stop: threading.Event | None = None, mark: bool = True) -> None:
         """ensure_layout for a daemon starting while etcd may still be away: retry until
         etcd answers; a nested prefix (PrefixError) is fatal."""
         while True:
             try:
-                self.ensure_layout()
+                self.ensure_layout(mark)
                 return
             except PrefixError:
                 raise
@@ -980,19 +980,26 @@ class Registry:
                 if stop is None:
                     time.sleep(1.0)
 
-    def ensure_layout(self) -> None:
-        """Refuse a nested prefix, and mark ours (daemons call this once at start)."""
+    def ensure_layout(self, mark: bool = True) -> None:
+        """Refuse a nested prefix, and mark ours (daemons call this once at start).
+        Agents do not mark (MARK false): a prefix without its marker is one whose data
+        etcd lost, and an agent must not make it look like an empty cluster."""
         if self._layout_checked and not self._layout_unmarked:
             return
         if not self._layout_checked:
             _, responses, _ = self._txn([], self._layout_gets())
             self._check_layout(responses)
-        if self._layout_unmarked:
+        if self._layout_unmarked and mark:
             key = self.key(LAYOUT_KEY)
             self._txn([self.txn.version(key, 0)], [self.txn.put(key, LAYOUT_VALUE)])
             self._layout_unmarked = False
 
     # -- units (clients)
+
+    def layout_present(self) -> bool:
+        """Whether the prefix holds fleetpy's marker: written with the first unit, gone
+        only when etcd lost fleetpy's data (wiped, restored from before, a new etcd)."""
+        return self._get(self.key(LAYOUT_KEY)) is not None
 
     def get_unit(self, name: str) -> UnitRecord | None:
         meta = self._get(self.key("unit", name))
