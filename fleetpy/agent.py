@@ -338,6 +338,7 @@ class Agent:
         # write failed, the next sync registers again.
         self._lease = lease
         self._reported = {}  # states lived under the old lease; write them again
+        self._states_changed.set()
         log_event(
             "machine_registered",
             machine=self.machine_id,
@@ -457,6 +458,9 @@ class Agent:
                 # what runs here. Hold until the data is back (restored or written anew).
                 self._synced = False
                 if not missing:
+                    # Its machine record went with the data: register anew (the old
+                    # lease expires by itself), so the engine can place here again.
+                    self._lease = None
                     log_event(
                         "fleetpy_data_missing",
                         machine=self.machine_id,

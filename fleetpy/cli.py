@@ -1087,6 +1087,57 @@ def restart_command(
         _out(f"Restarted {name}")
 
 
+# ----------------------------------------------------------------------------- backup
+
+BACKUP_LIMIT = 512 * 1024 * 1024  # bytes: a backup file restore reads at most
+BackupFileArgument = Annotated[
+    str,
+    typer.Argument(help="The backup file ('-': standard output or input).", show_default=False),
+]
+
+
+@app.command("backup")
+@edge
+def backup_command(ctx: typer.Context, file: BackupFileArgument) -> None:
+    """Write the cluster's desired state to FILE: every unit (contents, desired state,
+    signature), operators' machine metadata and deployments, read at one revision.
+    Not the schedule, machines or states: the cluster rebuilds them."""
+    from . import backup
+    from .files import write_file_atomically
+
+    taken = backup.take(_registry(ctx))
+    text = backup.encode(taken)
+    if file == "-":
+        _out(text, nl=False)
+        return
+    write_file_atomically(file, text)
+    _out(
+        f"Backed up {taken.count('unit')} units, {taken.count('content')} unit files, "
+        f"{taken.count('metadata')} machines' metadata and {taken.count('deploy')} "
+        f"deployments at etcd revision {taken.revision} to {file}"
+    )
+
+
+@app.command("restore")
+@edge
+def restore_command(ctx: typer.Context, file: BackupFileArgument) -> None:
+    """Restore a backup into an empty prefix (an emptied or a rebuilt etcd): the engine
+    places the units again, and agents keep the ones still running on their hosts."""
+    from . import backup
+    from .files import read_text_file
+
+    if file == "-":
+        text, source = sys.stdin.read(), "standard input"
+    else:
+        text, source = read_text_file(file, limit=BACKUP_LIMIT, what="backup"), file
+    loaded = backup.decode(text, source)
+    written = backup.restore(_registry(ctx), loaded)
+    _out(
+        f"Restored {loaded.count('unit')} units from {source} "
+        f"({written} keys written, {len(loaded.keys) - written} already there)"
+    )
+
+
 # ----------------------------------------------------------------------------- etcd
 
 etcd_app = typer.Typer(

@@ -92,6 +92,9 @@ from .transport import (
 )
 
 DEFAULT_PREFIX = "/fleetpy"
+# What people wrote (a backup's contents), in the order a restore writes it: contents
+# before the units that name them, units last (the engine places what it sees).
+DESIRED_KINDS = ("content", "global", "metadata", "deploy", "unit")
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 _PREFIX = re.compile(r"(/[A-Za-z0-9_.:@+-]+)*")
 # etcd's default --max-txn-ops is 128; stay under it with room for guards.
@@ -996,6 +999,70 @@ class Registry:
 
     # -- units (clients)
 
+    # -- backup and restore of the desired state (fleetpy.backup has the file format)
+
+    def read_desired(self) -> tuple[int, dict[str, str]]:
+        """Every key of DESIRED_KINDS at one revision: (revision, {"kind/rel": value})."""
+        starts = [self._prefix(kind) for kind in DESIRED_KINDS]
+        _, responses, revision = self._txn(
+            [], [self.txn.get(s, prefix_range_end(s)) for s in starts]
+        )
+        found: dict[str, str] = {}
+        for kind, start, kvs in zip(DESIRED_KINDS, starts, responses):
+            for value, meta in kvs:
+                found[f"{kind}/{self._strip(start, meta.key)}"] = _text(value)
+        return revision, found
+
+    def restore_desired(self, keys: Mapping[str, str]) -> int:
+        """Write a backup's KEYS ("kind/rel": value) into this prefix; returns how many
+        were written. Every record is checked first, and a prefix holding other desired
+        state is refused: nothing is written then. Keys already there with the same
+        value are skipped, so a restore that was interrupted is finished by running it
+        again. Several transactions when it is large, contents first, units last."""
+        for rel_key, value in keys.items():
+            kind, _, rel = rel_key.partition("/")
+            if kind not in DESIRED_KINDS:
+                raise RegistryError(f"backup key {rel_key}: not desired state")
+            try:
+                self.decode(kind, rel, value.encode())
+            except MalformedRecord as exc:
+                raise RegistryError(f"backup key {rel_key}: {exc}") from None
+        _, present = self.read_desired()
+        other = sorted(k for k, v in present.items() if keys.get(k) != v)
+        if other:
+            raise RegistryError(
+                f"prefix {self.prefix or '/'} already holds other desired state ({len(other)} "
+                f"keys, e.g. {other[0]}): restore into an empty prefix or etcd"
+            )
+        todo = sorted(
+            (k for k in keys if k not in present),
+            key=lambda k: (DESIRED_KINDS.index(k.partition("/")[0]), k),
+        )
+        chunk: list[str] = []
+        size = 0
+        for rel_key in [*todo, ""]:
+            value = keys.get(rel_key, "")
+            if chunk and (
+                not rel_key or len(chunk) >= MAX_TXN_OPS or size + len(value) > MAX_TXN_BYTES
+            ):
+                full = [self.key(k) for k in chunk]
+                ops = [self.txn.put(f, keys[k]) for f, k in zip(full, chunk)]
+                if self._layout_unmarked or not self._layout_checked:
+                    self.ensure_layout()
+                succeeded, _, _ = self._txn([self.txn.version(f, 0) for f in full], ops)
+                if not succeeded:
+                    raise RegistryError(
+                        f"prefix {self.prefix or '/'} was written to while restoring; "
+                        "run restore again"
+                    )
+                chunk, size = [], 0
+            if rel_key:
+                chunk.append(rel_key)
+                size += len(value) + len(rel_key)
+        if todo:
+            log_event("desired_state_restored", prefix=self.prefix, keys=len(todo))
+        return len(todo)
+
     def layout_present(self) -> bool:
         """Whether the prefix holds fleetpy's marker: written with the first unit, gone
         only when etcd lost fleetpy's data (wiped, restored from before, a new etcd)."""
@@ -1857,6 +1924,7 @@ class _Ops:
 
 
 __all__ = [
+    "DESIRED_KINDS",
     "Alarm",
     "ClearForceReschedule",
     "ClusterView",
