@@ -10,7 +10,9 @@ the UnitManager they are given.
 
 from __future__ import annotations
 
+import os
 import queue
+import secrets
 import socket
 import threading
 import time
@@ -22,6 +24,7 @@ from .errors import FleetpyError, UnitNameError
 from .log import log_event
 from .metadata import Overlay, effective
 from .registry import (
+    MachineIdInUse,
     MachineRecord,
     MetadataEvent,
     Registry,
@@ -195,8 +198,38 @@ class AgentConfig:
     public_ip: str = ""
     ttl: int = 10
     hostname: str = field(default_factory=socket.gethostname)
+    # Tells this agent's registration apart from another host's with the same machine id
+    # (agent_instance(): kept across the agent's restarts; by default this process's).
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # Public keys whose signatures this machine accepts; None: no check (every unit runs).
     trusted: TrustedKeys | None = None
+
+
+REPORT_RETRY = 1.0  # seconds before a state report etcd refused is tried again
+
+
+class _DataMissing(Exception):
+    """etcd has no fleetpy marker under the prefix while units run here."""
+
+
+def agent_instance(path: os.PathLike[str] | str) -> str:
+    """This agent's instance id, kept in PATH (under /run: the same across restarts of
+    the agent on one boot, new after a reboot); made there on first use. Unwritable:
+    one for this process only."""
+    try:
+        with open(path, encoding="ascii") as existing:
+            found = existing.read().strip()
+        if found:
+            return found
+    except (OSError, ValueError):
+        pass
+    instance = secrets.token_hex(8)
+    try:
+        with open(path, "w", encoding="ascii") as new:
+            new.write(instance + "\n")
+    except OSError:
+        log_event("agent_instance_not_kept", path=str(path))
+    return instance
 
 
 class Agent:
@@ -250,6 +283,7 @@ class Agent:
     def _reporter(self) -> None:
         """Report state changes as systemd signals them, not after the whole round:
         the first unit of a big batch shows as active while the rest still start."""
+        failing = False  # said once until a report goes through again
         while not self._stop.is_set():
             self._states_changed.wait()  # stop() sets it too: no periodic wake-up
             if self._stop.is_set():
@@ -258,8 +292,15 @@ class Agent:
             self._states_changed.clear()
             try:
                 self._report(self.manager.observe())
-            except FleetpyError:
-                pass  # etcd away: the loop resyncs and reports everything afterwards
+                failing = False
+            except FleetpyError as exc:
+                # etcd away (the loop also resyncs when it is back) or refusing writes
+                # (full: NOSPACE), where nothing else would ever report this change.
+                if not failing:
+                    log_event("report_failed", machine=self.machine_id, error=str(exc))
+                failing = True
+                if not self._stop.wait(REPORT_RETRY):
+                    self._states_changed.set()
 
     def stop(self, revoke: bool = True) -> None:
         """Stop the agent. Units keep running (a restarted agent adopts them)."""
@@ -290,12 +331,14 @@ class Agent:
             dict(self.config.metadata),
             self.config.hostname,
             self.config.ttl,
+            self.config.instance,
         )
         self.registry.register_machine(record, lease)
         # Only a lease that carries the machine record counts as registered: if the
         # write failed, the next sync registers again.
         self._lease = lease
         self._reported = {}  # states lived under the old lease; write them again
+        self._states_changed.set()
         log_event(
             "machine_registered",
             machine=self.machine_id,
@@ -343,6 +386,8 @@ class Agent:
         if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
             self._register()
         revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
+        if not placed and self.manager.observe() and not self.registry.layout_present():
+            raise _DataMissing()
         self._placed, self._globals = placed, globals_
         overlay = self.registry.agent_overlay(self.machine_id)
         if overlay is None:
@@ -398,14 +443,42 @@ class Agent:
 
     def _loop(self) -> None:
         backoff = 0.2
+        in_use = False  # said once while another agent holds this machine id
+        missing = False  # said once while etcd has lost fleetpy's data
         while not self._stop.is_set():
             try:
                 if not self._synced:
                     self._sync()
                     self._reconcile()
                     self.ready.set()
-                    backoff = 0.2
+                    backoff, in_use, missing = 0.2, False, False
                 self._drain()
+            except _DataMissing:
+                # etcd lost fleetpy's data: an empty schedule is not an order to stop
+                # what runs here. Hold until the data is back (restored or written anew).
+                self._synced = False
+                if not missing:
+                    # Its machine record went with the data: register anew (the old
+                    # lease expires by itself), so the engine can place here again.
+                    self._lease = None
+                    log_event(
+                        "fleetpy_data_missing",
+                        machine=self.machine_id,
+                        units=len(self.manager.observe()),
+                        action="holding every unit as it runs until the prefix is restored",
+                    )
+                missing = True
+                if self._stop.wait(1.0):
+                    return
+            except MachineIdInUse as exc:
+                # Another host holds this id: run nothing, say so once, and wait for its
+                # registration to end (an earlier boot's lease running out does).
+                self._synced = False
+                if not in_use:
+                    log_event("machine_id_in_use", machine=self.machine_id, error=str(exc))
+                in_use = True
+                if self._stop.wait(max(1.0, self.config.ttl / 3)):
+                    return
             except Exception as exc:
                 # etcd away (or a unit manager hiccup): units keep running; retry with
                 # backoff and resync from a fresh read.
@@ -438,6 +511,9 @@ class Agent:
                 elif not self._apply_batch(kind, batch):
                     self._synced = False
                     return
+                elif kind == "schedule" and not self._placed and self._gone_with_the_data(batch):
+                    self._synced = False  # the fresh read holds every unit (_DataMissing)
+                    return
                 needs_reconcile = True
             try:  # coalesce whatever else is already queued into one round
                 kind, payload = self._queue.get_nowait()
@@ -445,6 +521,12 @@ class Agent:
                 break
         if needs_reconcile:
             self._reconcile()
+
+    def _gone_with_the_data(self, batch: WatchBatch[_AgentEvent]) -> bool:
+        """The last of this machine's schedule was deleted along with fleetpy's marker
+        (`etcdctl del --prefix`): not an unload to carry out."""
+        deleted = any(getattr(event, "entry", True) is None for event in batch.events)
+        return deleted and not self.registry.layout_present()
 
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)

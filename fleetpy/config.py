@@ -84,6 +84,7 @@ class EngineSettings:
     reconcile_interval: float = 30.0
     machine_grace: float | None = None  # None: the longest agent TTL + 2 s
     mass_loss_fraction: float = 0.5
+    compaction_interval: float = 300.0  # compaction.DEFAULT_INTERVAL; 0: off
 
 
 @dataclass(frozen=True)
@@ -488,6 +489,16 @@ SETTINGS: tuple[Setting, ...] = (
         "at once (all of them always pauses)",
         Scope.ENGINE,
         "mass_loss_fraction",
+    ),
+    Setting(
+        "compaction_interval",
+        "--compaction-interval",
+        "FLEETPY_COMPACTION_INTERVAL",
+        _bounded_float(0, 86400),
+        "seconds of etcd history the leader keeps: every interval it compacts what is "
+        "older (0: never; then etcd's own --auto-compaction-* must)",
+        Scope.ENGINE,
+        "compaction_interval",
     ),
     Setting(
         "ssh_username",

@@ -11,9 +11,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .agent import Agent, AgentConfig
+from .agent import Agent, AgentConfig, agent_instance
 from .config import (
     AgentSettings,
     ListenAddress,
@@ -107,9 +108,10 @@ def trusted_keys(settings: AgentSettings) -> TrustedKeys | None:
 
 
 def _check_layout(registry: Registry, manager: UnitManager | None = None) -> None:
-    """A nested prefix ends the daemon before it starts (one line, nothing logged)."""
+    """A nested prefix ends the daemon before it starts (one line, nothing logged). An
+    agent (with its MANAGER) does not mark the prefix: see Registry.ensure_layout."""
     try:
-        registry.wait_for_layout()
+        registry.wait_for_layout(mark=manager is None)
     except BaseException:
         registry.close()
         if manager is not None:
@@ -132,6 +134,7 @@ def run_engine(settings: Settings) -> None:
         reconcile_interval=settings.engine.reconcile_interval,
         machine_grace=settings.engine.machine_grace,
         mass_loss_fraction=settings.engine.mass_loss_fraction,
+        compaction_interval=settings.engine.compaction_interval,
         on_pass=instruments.observe_pass if instruments is not None else None,
     )
     if instruments is not None:
@@ -178,6 +181,10 @@ def run_agent(settings: Settings) -> None:
             public_ip=settings.agent.public_ip,
             ttl=settings.agent.ttl,
             trusted=trusted,
+            # Beside the unit files, under /run: kept across restarts, gone at reboot.
+            instance=agent_instance(
+                Path(settings.agent.unit_dir).parent / f"agent-{machine_id}.instance"
+            ),
         ),
     )
     if instruments is not None:

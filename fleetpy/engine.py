@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import scheduler
+from .compaction import DEFAULT_INTERVAL, CompactionSchedule
 from .errors import FleetpyError
 from .log import log_event
 from .metadata import Overlay
@@ -101,8 +102,12 @@ class Engine:
         machine_grace: float | None = None,
         mass_loss_fraction: float = 0.5,
         on_pass: Callable[[float, float], None] | None = None,
+        compaction_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.registry = registry
+        # Only the leader compacts; its samples start afresh with each leadership.
+        self._compaction_interval = compaction_interval
+        self._compaction = CompactionSchedule(compaction_interval)
         # Told (plan seconds, whole pass seconds) after each reconcile pass: metrics.
         self._on_pass = on_pass
         self.lease_ttl = lease_ttl
@@ -235,11 +240,14 @@ class Engine:
         self.is_leader.set()
         model = self._full_read(blind=True)  # new leadership: we saw nothing until now
         last_full = time.monotonic()
+        self._compaction = CompactionSchedule(self._compaction.interval)
         dirty = True
         while not self._stop.is_set():
             if dirty:  # idle clusters cost nothing but the lease keepalive
                 self._reconcile(model)
             now = time.monotonic()
+            self._compaction.observe(now, model.revision)
+            self._compact(now)
             timeout = max(0.05, min(self.lease_ttl / 3, last_full + self.reconcile_interval - now))
             judgement = self._next_judgement
             if judgement is not None:
@@ -253,6 +261,26 @@ class Engine:
                 self._collect_garbage(model)
                 last_full = time.monotonic()
                 dirty = True
+
+    def _compact(self, now: float) -> None:
+        """Compact etcd's history when the schedule says so. A failure is not the
+        leader's business (it is retried at the next pass); a refusal (this engine's
+        etcd user may not compact) turns compaction off, said once."""
+        target = self._compaction.due(now)
+        if target is None:
+            return
+        try:
+            permitted = self.registry.compact_history(target)
+        except FleetpyError as exc:
+            log_event("compaction_failed", engine=self.candidate, revision=target, error=str(exc))
+            self._compaction.failed(now)
+            return
+        if not permitted:
+            log_event("compaction_off", engine=self.candidate, reason="etcd permission denied")
+            self._compaction.interval = 0
+            return
+        self._compaction.done(target)
+        log_event("history_compacted", engine=self.candidate, revision=target)
 
     # -- machines out of touch
 

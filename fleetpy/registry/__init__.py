@@ -72,6 +72,7 @@ from . import access
 from .layout import FORCE_RESCHEDULE, LAYOUT_KEY, LAYOUT_VALUE, ancestor_markers, ancestors, join
 from .tls import TlsMaterial, load_tls
 from .transport import (
+    Alarm,
     Compare,
     DeleteOp,
     Endpoint,
@@ -81,6 +82,7 @@ from .transport import (
     EventKind,
     GetOp,
     KeyValue,
+    MemberStatus,
     PutOp,
     RangeResult,
     TxnOp,
@@ -90,6 +92,9 @@ from .transport import (
 )
 
 DEFAULT_PREFIX = "/fleetpy"
+# What people wrote (a backup's contents), in the order a restore writes it: contents
+# before the units that name them, units last (the engine places what it sees).
+DESIRED_KINDS = ("content", "global", "metadata", "deploy", "unit")
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 _PREFIX = re.compile(r"(/[A-Za-z0-9_.:@+-]+)*")
 # etcd's default --max-txn-ops is 128; stay under it with room for guards.
@@ -298,6 +303,9 @@ class MachineRecord:
     own_metadata: Mapping[str, str] = field(default_factory=dict)  # the agent's --metadata
     hostname: str = ""
     ttl: int = 0  # the agent's lease TTL: the engine's grace period is based on it
+    # Which agent holds the id: the same across its restarts on one boot, another on a
+    # host cloned with the same /etc/machine-id ("" from agents before it was recorded).
+    instance: str = ""
     # Operators' overlay (P/metadata/<id>), attached by readers; not part of this record.
     operator_metadata: Overlay = field(default_factory=dict)
 
@@ -316,6 +324,7 @@ class MachineRecord:
                 "metadata": dict(self.own_metadata),
                 "hostname": self.hostname,
                 "ttl": self.ttl,
+                "instance": self.instance,
             }
         )
 
@@ -342,6 +351,7 @@ class MachineRecord:
             own_metadata=dict(metadata),
             hostname=_field(data, "hostname", str, ""),
             ttl=ttl,
+            instance=_field(data, "instance", str, ""),
         )
 
 
@@ -653,6 +663,21 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+class MachineIdInUse(RegistryError):
+    """Another agent holds this machine id: a host cloned with the same /etc/machine-id."""
+
+    def __init__(self, holder: MachineRecord) -> None:
+        self.holder = holder
+        where = ", ".join(
+            part for part in (holder.hostname and f"host {holder.hostname}", holder.ip) if part
+        )
+        super().__init__(
+            f"machine id {holder.id} is in use by another agent ({where or 'unknown host'}): "
+            "a cloned image? give this host its own /etc/machine-id "
+            "(rm /etc/machine-id; systemd-machine-id-setup); waiting until that one is gone"
+        )
+
+
 class PrefixError(RegistryError):
     """The etcd prefix lies inside another fleetpy prefix, or holds one."""
 
@@ -713,6 +738,60 @@ class Registry:
     def etcd_stats(self) -> tuple[EndpointStats, ...]:
         """Requests this client sent to each etcd endpoint, and the failed ones."""
         return self._etcd.stats()
+
+    # -- etcd's history and space (the whole etcd's, not only this prefix's)
+
+    def revision(self) -> int:
+        """etcd's current revision."""
+        return self._etcd.range(self.key("layout"), limit=1, keys_only=True).revision
+
+    def compact_history(self, revision: int) -> bool:
+        """Drop etcd's history before REVISION (values overwritten or deleted earlier).
+        False: this client's etcd user may not (compaction needs etcd's root role)."""
+        try:
+            self._etcd.compact(revision)
+        except EtcdPermissionDenied:
+            return False
+        return True
+
+    def etcd_status(self) -> tuple[tuple[MemberStatus, ...], tuple[Alarm, ...]]:
+        """Each member's database size and revision, and the alarms raised."""
+        return tuple(self._etcd.member_status()), tuple(self._etcd.alarms())
+
+    def reclaim_space(self) -> ReclaimReport:
+        """What an operator does for etcd's NOSPACE alarm (etcd's own runbook): compact
+        the history at the current revision, defragment each member in turn (each blocks
+        while it rewrites its file), then disarm the NOSPACE alarms. A member that does
+        not answer is left as it was and named in the report."""
+        before = {status.url: status for status in self._etcd.member_status()}
+        revision = self.revision()
+        self._etcd.compact(revision, physical=True)
+        unreachable = []
+        for url, status in before.items():
+            if status.error:
+                unreachable.append(f"{url} ({status.error})")
+                continue
+            try:
+                self._etcd.defragment(url)
+            except RegistryError as exc:
+                unreachable.append(f"{url} ({exc})")
+        disarmed = []
+        for alarm in self._etcd.alarms():
+            if alarm.kind == "NOSPACE":
+                self._etcd.disarm(alarm)
+                disarmed.append(alarm)
+        after = {status.url: status for status in self._etcd.member_status()}
+        log_event("etcd_reclaimed", revision=revision, disarmed=len(disarmed))
+        return ReclaimReport(
+            revision=revision,
+            sizes=tuple(
+                (url, before[url].db_size, after[url].db_size)
+                for url in before
+                if not before[url].error and not after[url].error
+            ),
+            disarmed=tuple(disarmed),
+            unreachable=tuple(unreachable),
+        )
 
     def __enter__(self) -> Registry:
         return self
@@ -888,12 +967,12 @@ class Registry:
             self._layout_unmarked = True
         self._layout_checked = True
 
-    def wait_for_layout(self, stop: threading.Event | None = None) -> None:
+    def wait_for_layout(self, stop: threading.Event | None = None, mark: bool = True) -> None:
         """ensure_layout for a daemon starting while etcd may still be away: retry until
         etcd answers; a nested prefix (PrefixError) is fatal."""
         while True:
             try:
-                self.ensure_layout()
+                self.ensure_layout(mark)
                 return
             except PrefixError:
                 raise
@@ -904,19 +983,90 @@ class Registry:
                 if stop is None:
                     time.sleep(1.0)
 
-    def ensure_layout(self) -> None:
-        """Refuse a nested prefix, and mark ours (daemons call this once at start)."""
+    def ensure_layout(self, mark: bool = True) -> None:
+        """Refuse a nested prefix, and mark ours (daemons call this once at start).
+        Agents do not mark (MARK false): a prefix without its marker is one whose data
+        etcd lost, and an agent must not make it look like an empty cluster."""
         if self._layout_checked and not self._layout_unmarked:
             return
         if not self._layout_checked:
             _, responses, _ = self._txn([], self._layout_gets())
             self._check_layout(responses)
-        if self._layout_unmarked:
+        if self._layout_unmarked and mark:
             key = self.key(LAYOUT_KEY)
             self._txn([self.txn.version(key, 0)], [self.txn.put(key, LAYOUT_VALUE)])
             self._layout_unmarked = False
 
     # -- units (clients)
+
+    # -- backup and restore of the desired state (fleetpy.backup has the file format)
+
+    def read_desired(self) -> tuple[int, dict[str, str]]:
+        """Every key of DESIRED_KINDS at one revision: (revision, {"kind/rel": value})."""
+        starts = [self._prefix(kind) for kind in DESIRED_KINDS]
+        _, responses, revision = self._txn(
+            [], [self.txn.get(s, prefix_range_end(s)) for s in starts]
+        )
+        found: dict[str, str] = {}
+        for kind, start, kvs in zip(DESIRED_KINDS, starts, responses):
+            for value, meta in kvs:
+                found[f"{kind}/{self._strip(start, meta.key)}"] = _text(value)
+        return revision, found
+
+    def restore_desired(self, keys: Mapping[str, str]) -> int:
+        """Write a backup's KEYS ("kind/rel": value) into this prefix; returns how many
+        were written. Every record is checked first, and a prefix holding other desired
+        state is refused: nothing is written then. Keys already there with the same
+        value are skipped, so a restore that was interrupted is finished by running it
+        again. Several transactions when it is large, contents first, units last."""
+        for rel_key, value in keys.items():
+            kind, _, rel = rel_key.partition("/")
+            if kind not in DESIRED_KINDS:
+                raise RegistryError(f"backup key {rel_key}: not desired state")
+            try:
+                self.decode(kind, rel, value.encode())
+            except MalformedRecord as exc:
+                raise RegistryError(f"backup key {rel_key}: {exc}") from None
+        _, present = self.read_desired()
+        other = sorted(k for k, v in present.items() if keys.get(k) != v)
+        if other:
+            raise RegistryError(
+                f"prefix {self.prefix or '/'} already holds other desired state ({len(other)} "
+                f"keys, e.g. {other[0]}): restore into an empty prefix or etcd"
+            )
+        todo = sorted(
+            (k for k in keys if k not in present),
+            key=lambda k: (DESIRED_KINDS.index(k.partition("/")[0]), k),
+        )
+        chunk: list[str] = []
+        size = 0
+        for rel_key in [*todo, ""]:
+            value = keys.get(rel_key, "")
+            if chunk and (
+                not rel_key or len(chunk) >= MAX_TXN_OPS or size + len(value) > MAX_TXN_BYTES
+            ):
+                full = [self.key(k) for k in chunk]
+                ops = [self.txn.put(f, keys[k]) for f, k in zip(full, chunk)]
+                if self._layout_unmarked or not self._layout_checked:
+                    self.ensure_layout()
+                succeeded, _, _ = self._txn([self.txn.version(f, 0) for f in full], ops)
+                if not succeeded:
+                    raise RegistryError(
+                        f"prefix {self.prefix or '/'} was written to while restoring; "
+                        "run restore again"
+                    )
+                chunk, size = [], 0
+            if rel_key:
+                chunk.append(rel_key)
+                size += len(value) + len(rel_key)
+        if todo:
+            log_event("desired_state_restored", prefix=self.prefix, keys=len(todo))
+        return len(todo)
+
+    def layout_present(self) -> bool:
+        """Whether the prefix holds fleetpy's marker: written with the first unit, gone
+        only when etcd lost fleetpy's data (wiped, restored from before, a new etcd)."""
+        return self._get(self.key(LAYOUT_KEY)) is not None
 
     def get_unit(self, name: str) -> UnitRecord | None:
         meta = self._get(self.key("unit", name))
@@ -1330,7 +1480,31 @@ class Registry:
         self._etcd.lease_revoke(lease_id)
 
     def register_machine(self, machine: MachineRecord, lease_id: int) -> None:
-        self._etcd.put(self.key("machines", machine.id), machine.to_json(), lease=lease_id)
+        """Write the machine's record under the agent's lease, unless another agent
+        (another instance) holds its id: then MachineIdInUse, and nothing is written."""
+        key = self.key("machines", machine.id)
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                current = self._etcd.range(key).kvs
+            except EtcdPermissionDenied:
+                # A role from before agents read their record (cluster up --secure applies
+                # the new one): write it as those agents did, unchecked.
+                self._etcd.put(key, machine.to_json(), lease=lease_id)
+                return
+            if current:
+                try:
+                    holder = MachineRecord.from_json(machine.id, current[0].value)
+                except MalformedRecord:
+                    holder = None  # unreadable: nobody we could tell apart, take it over
+                if holder is not None and holder.instance not in ("", machine.instance):
+                    raise MachineIdInUse(holder)
+                guard = self.txn.mod(key, current[0].mod_revision)
+            else:
+                guard = self.txn.version(key, 0)
+            succeeded, _, _ = self._txn([guard], [self.txn.put(key, machine.to_json(), lease_id)])
+            if succeeded:
+                return
+        raise RegistryError(f"machine {machine.id}: its record kept changing while registering")
 
     def list_machines(self) -> dict[str, MachineRecord]:
         """The registered machines, each with its operators' metadata overlay."""
@@ -1713,6 +1887,14 @@ def with_overlays(
     }
 
 
+@dataclass(frozen=True)
+class ReclaimReport:
+    revision: int  # history before it is gone
+    sizes: tuple[tuple[str, int, int], ...]  # member URL, database bytes before, after
+    disarmed: tuple[Alarm, ...]
+    unreachable: tuple[str, ...]  # members left as they were: URL (reason)
+
+
 class _Ops:
     """Builders of transaction guards and operations (keys and values as text)."""
 
@@ -1742,6 +1924,8 @@ class _Ops:
 
 
 __all__ = [
+    "DESIRED_KINDS",
+    "Alarm",
     "ClearForceReschedule",
     "ClusterView",
     "ContentEvent",
@@ -1751,12 +1935,15 @@ __all__ = [
     "EngineEvent",
     "EngineWrite",
     "MachineEvent",
+    "MachineIdInUse",
     "MachineRecord",
     "MalformedRecord",
+    "MemberStatus",
     "MetadataEvent",
     "PlaceUnit",
     "PrefixError",
     "ReasonEvent",
+    "ReclaimReport",
     "Registry",
     "RegistryConfig",
     "ScheduleEntry",

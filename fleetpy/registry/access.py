@@ -113,7 +113,7 @@ def engine_role(prefix: str) -> Role:
 
 def agent_role(prefix: str, machine_id: str) -> Role:
     """One machine's agent: reads its own schedule, the global units and its operators'
-    metadata overlay, writes its machine record and its unit states; nothing about other
+    metadata overlay, reads and writes its machine record, writes its unit states; nothing about other
     machines."""
     return Role(
         agent_role_name(machine_id),
@@ -122,7 +122,8 @@ def agent_role(prefix: str, machine_id: str) -> Role:
             _under(Access.READ, prefix, "schedule", machine_id),
             _under(Access.READ, prefix, "global"),
             _key(Access.READ, join(prefix, "metadata", machine_id)),
-            _key(Access.WRITE, join(prefix, "machines", machine_id)),
+            # Read too: registering checks that no other agent holds the id.
+            _key(Access.READWRITE, join(prefix, "machines", machine_id)),
             _under(Access.WRITE, prefix, "state", machine_id),
         ),
     )

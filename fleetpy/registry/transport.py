@@ -80,6 +80,12 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", -1),
 )
 
+# Defragmenting rewrites the member's whole database: it may take longer than a request.
+_DEFRAGMENT_TIMEOUT = 60.0
+# A member without a leader answers "no leader" at once (we ask with _REQUIRE_LEADER).
+# In a healthy cluster that lasts one election (etcd's --election-timeout, 1 s by
+# default); for longer than this, on every member that answers, the quorum is lost.
+_NO_LEADER_WINDOW = 2.0
 _FAILED_FOR = 1.0  # seconds an endpoint is tried last after it failed
 _MIN_ATTEMPT = 1.0  # a per-attempt deadline shorter than this fails healthy members
 _ROUND_PAUSE = (0.05, 0.5)  # first and largest pause when every endpoint failed once
@@ -95,6 +101,7 @@ _RETRY_DETAILS = (
     "raft: stopped",
     "proposal dropped",
 )
+_NO_LEADER = "no leader"  # etcd's own words, as _short_reason keeps them
 _TOKEN_DETAILS = ("invalid auth token", "auth store is old", "user name is empty")
 
 # clientv3's WithRequireLeader: the member cancels our watches when it loses its
@@ -133,6 +140,20 @@ class EtcdUnavailable(EtcdError):
         self.endpoint = ",".join(f.url for f in self.failures)
 
 
+class EtcdNoQuorum(EtcdUnavailable):
+    """No member that answers has a leader for longer than an election takes: a majority
+    of etcd's members is gone (or cut off). Raised then, not at the deadline."""
+
+    def __init__(self, failures: Sequence[EndpointFailure], timeout: float) -> None:
+        EtcdUnavailable.__init__(self, failures, timeout)
+        listed = ", ".join(f"{f.url} ({f.reason})" for f in self.failures)
+        RegistryError.__init__(
+            self,
+            f"etcd has lost its quorum: no member has a leader ({listed}); running units "
+            "keep running, nothing can change until a majority of its members is back",
+        )
+
+
 class EtcdRefused(EtcdUnavailable):
     """Every endpoint failed for a reason retrying will not fix (a certificate problem):
     raised at once, not at the deadline. One line: the endpoints and each cause."""
@@ -167,6 +188,20 @@ class EtcdCompacted(EtcdError):
         kept = f" (oldest kept: {compact_revision})" if compact_revision else ""
         super().__init__(grpc.StatusCode.OUT_OF_RANGE, f"revision compacted{kept}", endpoint)
         self.compact_revision = compact_revision
+
+
+class EtcdNoSpace(EtcdError):
+    """etcd's database reached its quota (--quota-backend-bytes) and raised the NOSPACE
+    alarm: it refuses every write (reads, deletes and lease keepalives still work) until
+    its history is compacted, the database defragmented and the alarm disarmed."""
+
+    def __init__(self, endpoint: str = "") -> None:
+        super().__init__(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "out of space (the NOSPACE alarm: its database reached --quota-backend-bytes); "
+            "`fleetpy etcd reclaim` compacts, defragments and disarms it",
+            endpoint,
+        )
 
 
 class WatchStreamBroken(EtcdError):
@@ -395,6 +430,25 @@ class WatchEvent:
 class WatchResponse:
     events: tuple[WatchEvent, ...]
     revision: int  # the header revision
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """One member's answer to Maintenance.Status (or why it gave none)."""
+
+    url: str
+    member_id: int = 0
+    db_size: int = 0  # bytes of its database file, free pages included
+    revision: int = 0
+    leader: int = 0  # the member id it follows
+    version: str = ""
+    error: str = ""  # it did not answer: the reason
+
+
+@dataclass(frozen=True)
+class Alarm:
+    member_id: int
+    kind: str  # etcd's name: NOSPACE, CORRUPT
 
 
 @dataclass(frozen=True)
@@ -667,6 +721,7 @@ class _Member:
         self.lease: Any = None
         self.watch: Any = None
         self.auth: Any = None
+        self.maintenance: Any = None
         self.token: str | None = None
         self.failed_until = 0.0  # monotonic; guarded by the transport lock
         # Unary calls sent here and how many failed, for metrics; guarded by the
@@ -688,6 +743,7 @@ class _Member:
             self.lease = etcdrpc.LeaseStub(channel)
             self.watch = etcdrpc.WatchStub(channel)
             self.auth = etcdrpc.AuthStub(channel)
+            self.maintenance = etcdrpc.MaintenanceStub(channel)
             self._channel = channel
 
     def close(self) -> None:
@@ -969,8 +1025,91 @@ class EtcdTransport:
         )
 
     def compact(self, revision: int, physical: bool = False) -> None:
+        """Drop the history before REVISION. Compacting at or below the revision already
+        compacted is done (a retry after a timed-out attempt that did it finds it so)."""
         request = etcdrpc.CompactionRequest(revision=revision, physical=physical)
-        self._unary(lambda a: a.member.kv.Compact(request, timeout=a.timeout, metadata=a.metadata))
+        try:
+            self._unary(
+                lambda a: a.member.kv.Compact(request, timeout=a.timeout, metadata=a.metadata)
+            )
+        except EtcdCompacted:
+            pass
+
+    # -- maintenance: each member answers for itself
+
+    def member_status(self) -> list[MemberStatus]:
+        """Every member's status, in endpoint order; one that does not answer within
+        the timeout is listed with the reason."""
+        statuses = []
+        for member in self._members:
+
+            def call(a: _Attempt) -> MemberStatus:
+                response = a.member.maintenance.Status(
+                    etcdrpc.StatusRequest(), timeout=a.timeout, metadata=a.metadata
+                )
+                return MemberStatus(
+                    url=a.member.url,
+                    member_id=int(response.header.member_id),
+                    db_size=int(response.dbSize),
+                    revision=int(response.header.revision),
+                    leader=int(response.leader),
+                    version=str(response.version),
+                )
+
+            try:
+                statuses.append(self._on_member(member, call))
+            except EtcdError as exc:
+                statuses.append(MemberStatus(url=member.url, error=_one_line(exc.details)))
+        return statuses
+
+    def defragment(self, url: str) -> None:
+        """Give the member at URL's free pages back to its filesystem (it blocks reads
+        and writes on that member while it runs: one member at a time)."""
+        member = next(m for m in self._members if m.url == url)
+        self._on_member(
+            member,
+            lambda a: a.member.maintenance.Defragment(
+                etcdrpc.DefragmentRequest(),
+                timeout=max(a.timeout, _DEFRAGMENT_TIMEOUT),
+                metadata=a.metadata,
+            ),
+        )
+
+    def alarms(self) -> list[Alarm]:
+        request = etcdrpc.AlarmRequest(action=etcdrpc.AlarmRequest.GET)
+        response = self._unary(
+            lambda a: a.member.maintenance.Alarm(request, timeout=a.timeout, metadata=a.metadata)
+        )
+        return [
+            Alarm(int(alarm.memberID), etcdrpc.AlarmType.Name(alarm.alarm))
+            for alarm in response.alarms
+        ]
+
+    def disarm(self, alarm: Alarm) -> None:
+        request = etcdrpc.AlarmRequest(
+            action=etcdrpc.AlarmRequest.DEACTIVATE,
+            memberID=alarm.member_id,
+            alarm=etcdrpc.AlarmType.Value(alarm.kind),
+        )
+        self._unary(
+            lambda a: a.member.maintenance.Alarm(request, timeout=a.timeout, metadata=a.metadata)
+        )
+
+    def _on_member(self, member: _Member, operation: Callable[[_Attempt], R]) -> R:
+        """OPERATION on this member only, within the timeout: no failover."""
+        try:
+            # A member's own status needs no leader: it says whether it has one.
+            return self._attempt(
+                member, operation, time.monotonic() + self.timeout, require_leader=False
+            )
+        except grpc.RpcError as exc:
+            code, details = _rpc_code(exc), _rpc_details(exc)
+            problem = self._tls_failure(code, details)
+            if problem is not None:
+                raise EtcdError(code, problem, member.url) from None
+            if _is_retryable(code, details):
+                raise EtcdError(code, self._reason(code, details), member.url) from None
+            raise self._rpc_error(member, exc) from None
 
     # -- leases
 
@@ -1362,6 +1501,7 @@ class EtcdTransport:
         failures: dict[int, str] = {}
         refused: dict[int, str] = {}
         pause = _ROUND_PAUSE[0]
+        leaderless_since: float | None = None
         while True:
             with self._lock:
                 if self._closed:
@@ -1403,19 +1543,32 @@ class EtcdTransport:
                 return result
             if len(refused) == len(self._members):
                 raise self._refused(refused)
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if _NO_LEADER in failures.values():
+                leaderless_since = leaderless_since or now
+                if now - leaderless_since >= _NO_LEADER_WINDOW:
+                    raise self._no_quorum(failures)
+            else:
+                leaderless_since = None
+            remaining = deadline - now
             if remaining <= 0:
                 raise self._unavailable(failures)
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, _ROUND_PAUSE[1])
 
     def _attempt(
-        self, member: _Member, operation: Callable[[_Attempt], R], attempt_deadline: float
+        self,
+        member: _Member,
+        operation: Callable[[_Attempt], R],
+        attempt_deadline: float,
+        require_leader: bool = True,
     ) -> R:
         """One try on one member; re-authenticates once if etcd rejects the token."""
         for tries_left in (1, 0):
             timeout = max(0.001, attempt_deadline - time.monotonic())
             metadata = self._metadata(member, timeout)
+            if require_leader:
+                metadata = (*metadata, _REQUIRE_LEADER)
             timeout = max(0.001, attempt_deadline - time.monotonic())
             try:
                 return operation(_Attempt(member, timeout, metadata))
@@ -1471,6 +1624,8 @@ class EtcdTransport:
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return EtcdCompacted(0, member.url)
         message = _etcd_message(details)
+        if "database space exceeded" in message:
+            return EtcdNoSpace(member.url)
         if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in message:
             return EtcdPermissionDenied(member.url, self.identity, keys() if keys else "its keys")
         if "invalid user ID or password" in message:
@@ -1501,6 +1656,12 @@ class EtcdTransport:
             self.timeout,
         )
 
+    def _no_quorum(self, failures: dict[int, str]) -> EtcdNoQuorum:
+        return EtcdNoQuorum(
+            [EndpointFailure(m.url, failures.get(m.index, "not tried")) for m in self._members],
+            self.timeout,
+        )
+
     def _unavailable(self, failures: dict[int, str]) -> EtcdUnavailable:
         return EtcdUnavailable(
             [EndpointFailure(m.url, failures.get(m.index, "not tried")) for m in self._members],
@@ -1511,6 +1672,7 @@ class EtcdTransport:
 __all__ = [
     "CHANNEL_OPTIONS",
     "Access",
+    "Alarm",
     "Compare",
     "CompareResult",
     "CompareTarget",
@@ -1522,6 +1684,8 @@ __all__ = [
     "EtcdAuthFailed",
     "EtcdCompacted",
     "EtcdError",
+    "EtcdNoQuorum",
+    "EtcdNoSpace",
     "EtcdPermissionDenied",
     "EtcdRefused",
     "EtcdTransport",
@@ -1531,6 +1695,7 @@ __all__ = [
     "KeyPermission",
     "KeyValue",
     "Lease",
+    "MemberStatus",
     "PutOp",
     "PutResult",
     "RangeResult",

@@ -95,6 +95,7 @@ AGENT_TABLE = [  # the agent of m1, with m10 and m2 in the cluster
     (R, "/fleetpy-layout", True),
     (R, "/fleetpy/metadata/m1", True),
     (W, "/fleetpy/machines/m1", True),
+    (R, "/fleetpy/machines/m1", True),  # registering checks no other agent holds the id
     (W, "/fleetpy/state/m1/a.service", True),
     (R, "/fleetpy/schedule/m10/a.service", False),
     (R, "/fleetpy/schedule/m2/a.service", False),
@@ -145,7 +146,7 @@ def test_agent_role_is_exactly_its_own_keys() -> None:
         under(R, "/fleetpy/schedule/m1/"),
         under(R, "/fleetpy/global/"),
         KeyPermission(R, b"/fleetpy/metadata/m1"),
-        KeyPermission(W, b"/fleetpy/machines/m1"),
+        KeyPermission(Access.READWRITE, b"/fleetpy/machines/m1"),
         under(W, "/fleetpy/state/m1/"),
     }
 

@@ -55,9 +55,7 @@ def test_ensure_access_converges_a_role_to_the_table(secure: SecureEtcd) -> None
     creds = secure.creds
     with secure.transport(creds.root) as admin:
         admin.role_grant("fleetpy-agent-m1", KeyPermission(Access.READWRITE, b"/fleetpy/unit/x"))
-        admin.role_grant(
-            "fleetpy-agent-m1", KeyPermission(Access.READWRITE, b"/fleetpy/machines/m1")
-        )
+        admin.role_grant("fleetpy-agent-m1", KeyPermission(Access.WRITE, b"/fleetpy/machines/m1"))
         with secure.registry(creds.root) as root:
             changed = root.ensure_access(["m1", "m2"])
         assert len(changed) == 2, changed

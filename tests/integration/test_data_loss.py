@@ -1,0 +1,60 @@
+"""etcd losing fleetpy's data (`etcdctl del --prefix`, a wiped or replaced etcd) is not an
+order to stop every unit (issue [12]): agents hold what runs until the data is back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fleetpy.registry import RegistryConfig
+from fleetpy.registry.transport import prefix_range_end
+
+from support.etcd_transport import transport
+from support.sim_cluster import Cluster, unit
+from support.waiting import until
+
+
+@pytest.fixture
+def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
+    c = Cluster(registry_config)
+    yield c
+    c.close()
+
+
+def test_agents_hold_their_units_while_etcd_has_lost_fleetpys_data(
+    cluster: Cluster, registry_config: RegistryConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.engine()
+    for machine in ("m1", "m2"):
+        cluster.agent(machine)
+    units = [unit(f"u{i}.service") for i in range(4)]
+    cluster.registry.change_units(units)
+    until(lambda: len(cluster.running()) == 4, what="four units running")
+    actions = {m: a.stats.actions for m, a in cluster.agents.items()}
+
+    with transport(*registry_config.endpoints) as raw:
+        start = registry_config.prefix + "/"
+        raw.delete(start, prefix_range_end(start))  # etcdctl del --prefix
+    time.sleep(3 * 2)  # the point: three of the agents' TTLs during which nothing may stop
+    assert {m: a.stats.actions for m, a in cluster.agents.items()} == actions
+    for agent in cluster.agents.values():
+        assert {n for n, s in agent.manager.observe().items() if s.active == "active"}
+    said = [line for line in capsys.readouterr().err.splitlines() if "fleetpy_data_missing" in line]
+    assert sorted(line.split("machine=")[1].split()[0] for line in said) == ["m1", "m2"]
+
+    # Written anew (a restore, or the operator starting over): the agents follow it again.
+    cluster.registry.change_units(units)
+    until(
+        lambda: (
+            sorted(
+                n
+                for a in cluster.agents.values()
+                for n, s in a.manager.observe().items()
+                if s.active == "active"
+            )
+            == sorted(u.name for u in units)
+        ),
+        what="each unit running once",
+    )

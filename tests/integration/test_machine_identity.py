@@ -1,0 +1,102 @@
+"""A machine id is one host's (issue [12]): a second agent with the same id (a host cloned
+with the same /etc/machine-id) is refused in one line and runs nothing, however long the
+first one lives; the same agent restarting takes its registration back at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetpy.agent import Agent, AgentConfig, agent_instance
+from fleetpy.registry import MachineIdInUse, MachineRecord, Registry, RegistryConfig
+from fleetpy.unitmanager import SimulatedUnitManager
+
+from support.sim_cluster import Cluster, unit
+from support.waiting import until
+
+TTL = 2
+
+
+@pytest.fixture
+def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
+    c = Cluster(registry_config)
+    yield c
+    c.close()
+
+
+def host(cluster: Cluster, name: str, instance: str) -> Agent:
+    """An agent for machine id m1 on host NAME."""
+    return Agent(
+        Registry(cluster.config),
+        SimulatedUnitManager(),
+        AgentConfig("m1", ttl=TTL, hostname=name, instance=instance),
+    ).start()
+
+
+def running(agent: Agent) -> set[str]:
+    return {n for n, s in agent.manager.observe().items() if s.active == "active"}
+
+
+def test_a_clone_with_the_same_machine_id_is_refused_and_runs_nothing(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.engine()
+    first = host(cluster, "alpha", "i-alpha")
+    assert first.ready.wait(10)
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(3)])
+    until(lambda: len(running(first)) == 3, what="three units on the first host")
+
+    clone = host(cluster, "beta", "i-beta")
+    try:
+        time.sleep(3 * TTL)  # the point: however long it waits, the clone does nothing
+        assert not clone.ready.is_set()
+        assert running(clone) == set()
+        assert cluster.registry.list_machines()["m1"].hostname == "alpha"
+        said = [
+            line for line in capsys.readouterr().err.splitlines() if "machine_id_in_use" in line
+        ]
+        assert len(said) == 1, said
+        assert "machine id m1 is in use by another agent (host alpha)" in said[0]
+        assert "/etc/machine-id" in said[0]
+        assert len(running(first)) == 3
+    finally:
+        clone.stop()
+        first.stop()
+
+
+def test_the_same_agent_restarting_takes_its_registration_back_at_once(
+    cluster: Cluster,
+) -> None:
+    first = host(cluster, "alpha", "i-alpha")
+    assert first.ready.wait(10)
+    first.stop(revoke=False)  # as the daemon stops: the lease runs on
+    again = host(cluster, "alpha", "i-alpha")
+    try:
+        assert again.ready.wait(TTL / 2), "waited for the old lease instead of taking over"
+    finally:
+        again.stop()
+
+
+def test_a_registration_from_another_instance_is_refused_whole(registry: Registry) -> None:
+    lease = registry.grant_lease(30)
+    registry.register_machine(MachineRecord("m1", hostname="alpha", instance="a"), lease)
+    other = registry.grant_lease(30)
+    with pytest.raises(MachineIdInUse, match="in use by another agent"):
+        registry.register_machine(MachineRecord("m1", hostname="beta", instance="b"), other)
+    assert registry.list_machines()["m1"].hostname == "alpha"
+    # An agent from before instances were recorded ("") is taken over.
+    registry.register_machine(MachineRecord("m2", hostname="old"), lease)
+    registry.register_machine(MachineRecord("m2", hostname="new", instance="n"), other)
+    assert registry.list_machines()["m2"].hostname == "new"
+
+
+def test_the_instance_is_kept_across_restarts_in_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent-m1.instance"
+    first = agent_instance(path)
+    assert agent_instance(path) == first
+    path.unlink()  # a reboot empties /run
+    assert agent_instance(path) != first
+    assert agent_instance(tmp_path / "missing" / "x.instance")  # unwritable: still one
