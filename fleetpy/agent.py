@@ -208,6 +208,9 @@ class AgentConfig:
 REPORT_RETRY = 1.0  # seconds before a state report etcd refused is tried again
 
 
+RESTORE_GRACE = 10.0  # seconds a restored prefix's engine gets to place (it takes well under 1)
+
+
 class _DataMissing(Exception):
     """etcd has no fleetpy marker under the prefix while units run here."""
 
@@ -258,6 +261,8 @@ class Agent:
         self._report_lock = threading.Lock()
         self._refused_names: set[str] = set()  # warned about once each
         self.ready = threading.Event()
+        self._held = False  # holding units while etcd lost fleetpy's data (_DataMissing)
+        self._data_back_at: float | None = None  # when the held data was seen back
 
     @property
     def machine_id(self) -> str:
@@ -386,8 +391,13 @@ class Agent:
         if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
             self._register()
         revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
-        if not placed and self.manager.observe() and not self.registry.layout_present():
-            raise _DataMissing()
+        if not placed and self.manager.observe():
+            if not self.registry.layout_present():
+                self._data_back_at = None
+                raise _DataMissing()
+            if self._held and not self._engine_had_time():
+                raise _DataMissing()  # restored: give the engine time to place here again
+        self._held = False
         self._placed, self._globals = placed, globals_
         overlay = self.registry.agent_overlay(self.machine_id)
         if overlay is None:
@@ -454,6 +464,7 @@ class Agent:
                     backoff, in_use, missing = 0.2, False, False
                 self._drain()
             except _DataMissing:
+                self._held = True
                 # etcd lost fleetpy's data: an empty schedule is not an order to stop
                 # what runs here. Hold until the data is back (restored or written anew).
                 self._synced = False
@@ -522,11 +533,20 @@ class Agent:
         if needs_reconcile:
             self._reconcile()
 
+    def _engine_had_time(self) -> bool:
+        """After fleetpy's data came back (a restore), an empty schedule is believed only
+        once the engine has had RESTORE_GRACE to place units here again."""
+        now = time.monotonic()
+        if self._data_back_at is None:
+            self._data_back_at = now
+        return now - self._data_back_at >= RESTORE_GRACE
+
     def _gone_with_the_data(self, batch: WatchBatch[_AgentEvent]) -> bool:
         """The last of this machine's schedule was deleted along with fleetpy's marker
         (`etcdctl del --prefix`): not an unload to carry out."""
         deleted = any(getattr(event, "entry", True) is None for event in batch.events)
-        return deleted and not self.registry.layout_present()
+        # Asked as of the batch: a restore may have put the marker back since.
+        return deleted and not self.registry.layout_present(batch.revision)
 
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)

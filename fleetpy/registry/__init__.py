@@ -77,6 +77,7 @@ from .transport import (
     DeleteOp,
     Endpoint,
     EndpointStats,
+    EtcdCompacted,
     EtcdPermissionDenied,
     EtcdTransport,
     EventKind,
@@ -1063,10 +1064,15 @@ class Registry:
             log_event("desired_state_restored", prefix=self.prefix, keys=len(todo))
         return len(todo)
 
-    def layout_present(self) -> bool:
-        """Whether the prefix holds fleetpy's marker: written with the first unit, gone
-        only when etcd lost fleetpy's data (wiped, restored from before, a new etcd)."""
-        return self._get(self.key(LAYOUT_KEY)) is not None
+    def layout_present(self, revision: int = 0) -> bool:
+        """Whether the prefix holds fleetpy's marker (at REVISION, if etcd still has it):
+        written with the first unit, gone only when etcd lost fleetpy's data (wiped,
+        restored from before, a new etcd)."""
+        try:
+            kvs = self._etcd.range(self.key(LAYOUT_KEY), revision=revision).kvs
+        except EtcdCompacted:
+            kvs = self._etcd.range(self.key(LAYOUT_KEY)).kvs
+        return bool(kvs)
 
     def get_unit(self, name: str) -> UnitRecord | None:
         meta = self._get(self.key("unit", name))

@@ -87,6 +87,8 @@ def test_a_backup_restored_into_an_emptied_prefix_brings_the_cluster_back(
 
     wipe(registry_config)
     assert unit_files(run) == []
+    # Agents found the data gone and hold their units (tests/integration/test_data_loss.py).
+    until(lambda: all(a._held for a in cluster.agents.values()), what="both agents holding")
     result = run("restore", str(backup))
     assert result.exit_code == 0, result.output
     assert "Restored 5 units" in result.stdout
