@@ -24,6 +24,7 @@ from fleetpy.registry import (
     UnitChange,
     UnitState,
 )
+from fleetpy.states import DesiredState
 
 from support.cli_helpers import SERVICE, one_error_line, snapshot, write
 from support.cli_run import Run
@@ -354,7 +355,7 @@ def cluster(run: Run, registry: Registry, units_dir: Path) -> dict[str, str]:
     units = registry.list_units()
     from fleetpy.registry import ScheduleEntry
 
-    entry = ScheduleEntry("web.service", units["web.service"].hash, "launched", SERVICE)
+    entry = ScheduleEntry("web.service", units["web.service"].hash, DesiredState.LAUNCHED, SERVICE)
     assert registry.campaign("test-engine", lease)
     registry.engine_write(
         "test-engine",
@@ -647,10 +648,8 @@ def test_global_options_also_after_the_verb(
 def test_ssh_options_after_the_machine_are_the_remote_commands(
     run: Run, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fleetpy.remote
-
     argvs: list[list[str]] = []
-    monkeypatch.setattr(fleetpy.remote.os, "execvp", lambda _file, argv: argvs.append(argv))
+    monkeypatch.setattr("fleetpy.remote.os.execvp", lambda _file, argv: argvs.append(argv))
     result = run("ssh", "--ssh-port", "2222", "11111111", "ls", "--ssh-port", "0", "-la")
     assert result.exit_code == 0, result.output
     argv = argvs[-1]
@@ -679,12 +678,10 @@ def test_strict_host_key_checking_is_a_switch(
     strict: bool,
 ) -> None:
     """As fleetctl's boolean flag, before or after the verb; the env var still applies."""
-    import fleetpy.remote
-
     if env is not None:
         monkeypatch.setenv("FLEETPY_STRICT_HOST_KEY_CHECKING", env)
     argvs: list[list[str]] = []
-    monkeypatch.setattr(fleetpy.remote.os, "execvp", lambda _file, argv: argvs.append(argv))
+    monkeypatch.setattr("fleetpy.remote.os.execvp", lambda _file, argv: argvs.append(argv))
     expected = f"StrictHostKeyChecking={'yes' if strict else 'no'}"
     for argv in ([*args, "ssh", "11111111"], ["ssh", *args, "11111111"]):
         result = run(*argv)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetpy import control
+from fleetpy.control import WaitTarget
 from fleetpy.errors import (
     FleetOptionError,
     FleetpyError,
@@ -91,7 +92,7 @@ def test_instances_of_a_submitted_template_start_by_name(
         registry,
         [write(units_dir, "web@.service", SERVICE + "\n[X-Fleet]\nConflicts=web@*.service\n")],
     )
-    plan = control.plan_submit(registry, ["web@3.service"], "launched")
+    plan = control.plan_submit(registry, ["web@3.service"], DesiredState.LAUNCHED)
     assert plan.changes[0].template == "web@.service"
     control.start(registry, ["web@3.service", "web@4.service"])
     units = registry.list_units()
@@ -341,7 +342,7 @@ def test_wait_for_wakes_on_reported_state(registry: Registry, units_dir: Path) -
     seen: list[list[control.UnitProgress]] = []
     fake_agent(registry, "f" * 32, "a.service", "active", 0.5)
     began = time.monotonic()
-    result = control.wait_for(registry, ["a.service"], "launched", 10, seen.append)
+    result = control.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 10, seen.append)
     assert result.ok and not result.timed_out
     assert time.monotonic() - began < 3  # woken by the watch, not the backstop
     assert result.units[0].detail == "launched on ffffffff/10.0.0.9"
@@ -356,7 +357,7 @@ def test_live_view_patches_the_view_from_events(registry: Registry) -> None:
     try:
         lease = registry.grant_lease(30)
         entry = ScheduleEntry(
-            "a.service", "a1" * 32, "launched", "[Service]\nExecStart=/bin/true\n"
+            "a.service", "a1" * 32, DesiredState.LAUNCHED, "[Service]\nExecStart=/bin/true\n"
         )
         assert registry.campaign("test-engine", lease)
         registry.engine_write("test-engine", [[PlaceUnit("m1", entry)]])
@@ -455,7 +456,7 @@ def test_wait_for_reports_a_failure_promptly(registry: Registry, units_dir: Path
     control.start(registry, [write(units_dir, "a.service")])
     fake_agent(registry, "f" * 32, "a.service", "failed", 0.3)
     began = time.monotonic()
-    result = control.wait_for(registry, ["a.service"], "launched", 30)
+    result = control.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 30)
     assert time.monotonic() - began < 5
     assert result.units[0].status == "failed" and not result.timed_out
 
@@ -463,7 +464,7 @@ def test_wait_for_reports_a_failure_promptly(registry: Registry, units_dir: Path
 def test_wait_for_times_out_naming_the_missing_engine(registry: Registry, units_dir: Path) -> None:
     control.start(registry, [write(units_dir, "a.service")])
     began = time.monotonic()
-    result = control.wait_for(registry, ["a.service"], "launched", 1)
+    result = control.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 1)
     assert 0.9 < time.monotonic() - began < 3
     assert result.timed_out
     assert result.error_message() == (

@@ -73,7 +73,9 @@ def first_view(response: http.client.HTTPResponse) -> dict[str, Any]:
         elif line.startswith("data: "):
             data.append(line[len("data: ") :])
         elif line == "" and event == "view":
-            return json.loads("\n".join(data))  # type: ignore[no-any-return]
+            view = json.loads("\n".join(data))
+            assert isinstance(view, dict), view
+            return view
 
 
 # ----------------------------------------------------------------------------- over HTTP

@@ -11,6 +11,7 @@ import pytest
 from fleetpy import control
 from fleetpy.metadata import MetadataChange
 from fleetpy.registry import RegistryConfig, UnitChange
+from fleetpy.states import DesiredState
 
 from support.sim_cluster import Cluster, unit
 from support.waiting import until
@@ -39,17 +40,17 @@ def test_stop_unload_destroy_flow(cluster: Cluster) -> None:
     cluster.engine()
     cluster.registry.change_units([unit("a.service")])
     until(lambda: cluster.running() == {"a.service": "m1"}, what="a active")
-    cluster.registry.change_units([UnitChange("a.service", desired="loaded")])
+    cluster.registry.change_units([UnitChange("a.service", desired=DesiredState.LOADED)])
     until(
         lambda: cluster.registry.list_states()["a.service"]["m1"].active == "inactive",
         what="a stopped",
     )
-    cluster.registry.change_units([UnitChange("a.service", desired="inactive")])
+    cluster.registry.change_units([UnitChange("a.service", desired=DesiredState.INACTIVE)])
     until(
         lambda: cluster.registry.list_states() == {} and cluster.placement() == {},
         what="a unloaded",
     )
-    cluster.registry.change_units([UnitChange("a.service", desired="launched")])
+    cluster.registry.change_units([UnitChange("a.service", desired=DesiredState.LAUNCHED)])
     until(lambda: cluster.running() == {"a.service": "m1"}, what="a active again")
     cluster.registry.destroy_units(["a.service"])
     until(

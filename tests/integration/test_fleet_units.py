@@ -15,7 +15,8 @@ from fleetpy.registry import Registry
 from fleetpy.unit import parse_unit
 
 from support.cli_run import Run
-from support.fleet_unit_files import FLEET_UNITS, STARTED, UNIT_FILES, copy_unit_files
+from support.fleet_unit_files import STARTED, UNIT_FILES, copy_unit_files
+from support.paths import FLEET_UNITS
 
 
 @pytest.fixture

@@ -33,11 +33,11 @@ from fleetpy.states import DesiredState
 def change(
     name: str,
     text: str = "[Service]\nExecStart=/bin/true\n",
-    desired: str | None = None,
-    **kw: object,
+    desired: DesiredState | None = None,
+    is_global: bool = False,
 ) -> UnitChange:
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return UnitChange(name=name, text=text, hash=digest, desired=desired, **kw)  # type: ignore[arg-type]
+    return UnitChange(name=name, text=text, hash=digest, desired=desired, is_global=is_global)
 
 
 def test_submit_stores_content_once_and_records_inactive(registry: Registry) -> None:
@@ -53,7 +53,7 @@ def test_submit_stores_content_once_and_records_inactive(registry: Registry) -> 
 def test_resubmit_same_content_is_a_noop_and_different_content_is_refused(
     registry: Registry,
 ) -> None:
-    registry.change_units([change("a.service", desired="launched")])
+    registry.change_units([change("a.service", desired=DesiredState.LAUNCHED)])
     registry.change_units([change("a.service")])
     assert registry.get_unit("a.service").desired == "launched"  # type: ignore[union-attr]
     with pytest.raises(StateError, match="different contents"):
@@ -72,22 +72,22 @@ def test_failed_batch_writes_nothing(registry: Registry) -> None:
 def test_instance_takes_template_content(registry: Registry) -> None:
     registry.change_units([change("web@.service")])
     registry.change_units(
-        [UnitChange("web@1.service", desired="launched", template="web@.service")]
+        [UnitChange("web@1.service", desired=DesiredState.LAUNCHED, template="web@.service")]
     )
     tmpl, inst = registry.get_unit("web@.service"), registry.get_unit("web@1.service")
     assert inst is not None and tmpl is not None and inst.hash == tmpl.hash
     with pytest.raises(UnknownUnitError, match="nor its template"):
         registry.change_units(
-            [UnitChange("db@1.service", desired="launched", template="db@.service")]
+            [UnitChange("db@1.service", desired=DesiredState.LAUNCHED, template="db@.service")]
         )
 
 
 def test_global_units_are_mirrored_for_agents(registry: Registry) -> None:
-    registry.change_units([change("mon.service", desired="launched", is_global=True)])
+    registry.change_units([change("mon.service", desired=DesiredState.LAUNCHED, is_global=True)])
     _, placed, globals_ = registry.read_machine_schedule("m1")
     assert placed == {} and globals_["mon.service"].desired == "launched"
     assert "ExecStart" in globals_["mon.service"].text
-    registry.change_units([UnitChange("mon.service", desired="loaded")])
+    registry.change_units([UnitChange("mon.service", desired=DesiredState.LOADED)])
     assert registry.read_machine_schedule("m1")[2]["mon.service"].desired == "loaded"
     registry.destroy_units(["mon.service"])
     assert registry.read_machine_schedule("m1")[2] == {}
@@ -103,10 +103,10 @@ def test_racing_clients_never_lose_an_update(registry_config: RegistryConfig) ->
         reg = Registry(registry_config)
         try:
             for round_ in range(5):
-                state = ("loaded", "launched")[(n + round_) % 2]
+                state = (DesiredState.LOADED, DesiredState.LAUNCHED)[(n + round_) % 2]
                 reg.change_units(
                     [UnitChange(f"u{i}.service", desired=state) for i in range(10)]
-                    + [change(f"own{n}-{round_}.service", desired="launched")]
+                    + [change(f"own{n}-{round_}.service", desired=DesiredState.LAUNCHED)]
                 )
         except BaseException as exc:
             errors.append(exc)
@@ -130,7 +130,7 @@ def test_racing_clients_never_lose_an_update(registry_config: RegistryConfig) ->
 
 
 def test_read_view_is_consistent(registry: Registry) -> None:
-    registry.change_units([change("a.service", desired="launched")])
+    registry.change_units([change("a.service", desired=DesiredState.LAUNCHED)])
     lease = registry.grant_lease(10)
     registry.register_machine(MachineRecord("m1", "10.0.0.1", {"region": "north"}), lease)
     registry.report_states([UnitState("a.service", "m1", "loaded", "active", "running")], lease)

@@ -15,12 +15,14 @@ from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.deployment import RenderedUnit
 from fleetpy.errors import DeploymentError, StateError
 from fleetpy.registry import Registry, RegistryConfig, StateEvent, UnitChange, WatchBatch
-from fleetpy.rollout import ApplyOptions, apply_deployment, plan_deployment
+from fleetpy.rollout import ApplyOptions, DeploymentPlan, apply_deployment, plan_deployment
 from fleetpy.states import DesiredState
 from fleetpy.unit import parse_unit
 
+from support.cli_run import Run
 from support.rollout import APP, SIDE, Cluster, apply, deployment, render
 from support.waiting import until
 
@@ -33,7 +35,7 @@ def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def cli(etcd: EtcdServer, prefix: str):  # type: ignore[no-untyped-def]
+def cli(etcd: EtcdServer, prefix: str) -> Run:
     runner = CliRunner()
 
     def invoke(*args: str) -> Result:
@@ -45,7 +47,7 @@ def cli(etcd: EtcdServer, prefix: str):  # type: ignore[no-untyped-def]
 # ----------------------------------------------------------------------------- plan
 
 
-def test_plan_exit_codes_and_output(cluster: Cluster, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_plan_exit_codes_and_output(cluster: Cluster, cli: Run, tmp_path: Path) -> None:
     directory = deployment(tmp_path)
     result = cli("plan", str(directory))
     assert result.exit_code == 2, result.output
@@ -79,7 +81,7 @@ def test_plan_exit_codes_and_output(cluster: Cluster, cli, tmp_path: Path) -> No
     }
 
 
-def test_plan_of_a_broken_deployment_is_one_line_and_exit_1(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_plan_of_a_broken_deployment_is_one_line_and_exit_1(cli: Run, tmp_path: Path) -> None:
     directory = deployment(tmp_path)
     (directory / "app.service.j2").write_text(APP.replace("{{ command }}", "{{ nope }}"))
     result = cli("plan", str(directory))
@@ -252,12 +254,12 @@ def test_racing_applies_one_wins_the_other_stops(cluster: Cluster, tmp_path: Pat
     plan_b = plan_deployment(registry, name, units_b, "B")
     outcomes: dict[str, object] = {}
 
-    def run(label: str, plan: object, units: tuple) -> None:  # type: ignore[type-arg]
+    def run(label: str, plan: DeploymentPlan, units: tuple[RenderedUnit, ...]) -> None:
         try:
             outcomes[label] = apply_deployment(
                 registry,
                 plan,
-                units,  # type: ignore[arg-type]
+                units,
                 ApplyOptions(min_ready=0.5, timeout=20),
             )
         except DeploymentError as exc:
@@ -281,7 +283,7 @@ def test_racing_applies_one_wins_the_other_stops(cluster: Cluster, tmp_path: Pat
     until(lambda: cluster.active() == {u.name: u.hash for u in winner}, what="winner's versions")
 
 
-def test_restart_goes_one_machine_at_a_time(cluster: Cluster, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_restart_goes_one_machine_at_a_time(cluster: Cluster, cli: Run, tmp_path: Path) -> None:
     apply(cluster.registry, deployment(tmp_path, instances=4))
     until(lambda: len(cluster.active()) == 4, what="4 active")
     result = cli("restart", "app@*")
@@ -304,7 +306,7 @@ def reported(cluster: Cluster, name: str) -> list[tuple[str, str, str]]:
 
 def test_start_replace_restarts_units_on_their_new_contents_where_they_run(
     cluster: Cluster,
-    cli,  # type: ignore[no-untyped-def]
+    cli: Run,
     tmp_path: Path,
 ) -> None:
     """`start --replace`: a plain unit, a container unit (stored as its expansion) and an
@@ -348,7 +350,7 @@ def test_start_replace_restarts_units_on_their_new_contents_where_they_run(
 
 def test_load_replace_reloads_in_place_and_refuses_a_launched_unit(
     cluster: Cluster,
-    cli,  # type: ignore[no-untyped-def]
+    cli: Run,
     tmp_path: Path,
 ) -> None:
     registry = cluster.registry

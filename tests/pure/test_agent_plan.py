@@ -127,11 +127,14 @@ def test_globals_that_conflict_with_each_other_do_not_both_run() -> None:
     a = ScheduleEntry(
         "a.service",
         "h",
-        "launched",
+        DesiredState.LAUNCHED,
         "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nGlobal=true\nConflicts=b.service\n",
     )
     b = ScheduleEntry(
-        "b.service", "h", "launched", "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nGlobal=true\n"
+        "b.service",
+        "h",
+        DesiredState.LAUNCHED,
+        "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nGlobal=true\n",
     )
     assert list(select_globals({"a.service": a, "b.service": b}, {}, {})) == ["a.service"]
 

@@ -211,6 +211,7 @@ def shells_and_unsafe_yaml(files: list[Source]) -> list[str]:
             if pair in UNSAFE_ATTRIBUTES or (
                 pair is not None and pair[0] == "yaml" and pair[1] in UNSAFE_YAML_NAMES
             ):
+                assert isinstance(node, ast.Attribute)  # what dotted() names
                 found.append(f"{name}:{node.lineno}: {pair[0]}.{pair[1]}")
             if isinstance(node, ast.ImportFrom) and node.module:
                 top = node.module.split(".")[0]

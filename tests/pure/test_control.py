@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fleetpy import control
+from fleetpy.control import WaitTarget
 from fleetpy.registry import (
     ClusterView,
     MachineRecord,
@@ -69,28 +70,37 @@ def view(
 
 
 def test_evaluate_launched_loaded_and_failed() -> None:
-    units = {"a.service": UnitRecord("a.service", "h1", "launched")}
+    units = {"a.service": UnitRecord("a.service", "h1", LN)}
     machines = {"m1" * 16: MachineRecord("m1" * 16, "10.0.0.1")}
     run = {
         "a.service": {
             "m1" * 16: UnitState("a.service", "m1" * 16, "loaded", "active", "running", "h1")
         }
     }
-    [p] = control.evaluate(view(units, run, machines=machines), ["a.service"], "launched")
+    [p] = control.evaluate(view(units, run, machines=machines), ["a.service"], WaitTarget.LAUNCHED)
     assert (p.status, p.detail) == ("done", "launched on m1m1m1m1/10.0.0.1")
     old = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "active", "running", "h0")}}
-    assert control.evaluate(view(units, old), ["a.service"], "launched")[0].status == "waiting"
+    assert (
+        control.evaluate(view(units, old), ["a.service"], WaitTarget.LAUNCHED)[0].status
+        == "waiting"
+    )
     failed = {
         "a.service": {
             "m1": UnitState("a.service", "m1", "loaded", "failed", "failed", "h1", "exit code 1")
         }
     }
-    [p] = control.evaluate(view(units, failed), ["a.service"], "launched")
+    [p] = control.evaluate(view(units, failed), ["a.service"], WaitTarget.LAUNCHED)
     assert p.status == "failed" and "loaded/failed/failed: exit code 1" in p.detail
-    [p] = control.evaluate(view(units, failed), ["a.service"], "launched", fresh=lambda u, m: False)
+    [p] = control.evaluate(
+        view(units, failed), ["a.service"], WaitTarget.LAUNCHED, fresh=lambda u, m: False
+    )
     assert p.status == "waiting"
-    assert control.evaluate(view(units, failed), ["a.service"], "loaded")[0].status == "done"
-    assert control.evaluate(view(units, run), ["a.service"], "loaded")[0].status == "waiting"
+    assert (
+        control.evaluate(view(units, failed), ["a.service"], WaitTarget.LOADED)[0].status == "done"
+    )
+    assert (
+        control.evaluate(view(units, run), ["a.service"], WaitTarget.LOADED)[0].status == "waiting"
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,67 +164,72 @@ def test_evaluate_launched_loaded_and_failed() -> None:
 def test_evaluate_launched_follows_systemds_start_job(
     active: str, sub: str, job: str, fresh: bool, status: str, detail: str
 ) -> None:
-    units = {"a.service": UnitRecord("a.service", "h1", "launched")}
+    units = {"a.service": UnitRecord("a.service", "h1", LN)}
     state = UnitState("a.service", "m1", "loaded", active, sub, "h1", job=job)
-    entry = ScheduleEntry("a.service", "h1", "launched", "")
+    entry = ScheduleEntry("a.service", "h1", LN, "")
     [p] = control.evaluate(
         view(units, {"a.service": {"m1": state}}, schedule={"a.service": ("m1", entry)}),
         ["a.service"],
-        "launched",
+        WaitTarget.LAUNCHED,
         fresh=lambda u, m: fresh,
     )
     assert (p.status, p.detail) == (status, detail)
 
 
 def test_evaluate_stopped() -> None:
-    units = {"a.service": UnitRecord("a.service", "h1", "loaded")}
+    units = {"a.service": UnitRecord("a.service", "h1", LD)}
     run = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "active", "running", "h1")}}
     dead = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "failed", "failed", "h1")}}
-    assert control.evaluate(view(units, run), ["a.service"], "stopped")[0].status == "waiting"
-    [p] = control.evaluate(view(units, dead), ["a.service"], "stopped")
+    assert (
+        control.evaluate(view(units, run), ["a.service"], WaitTarget.STOPPED)[0].status == "waiting"
+    )
+    [p] = control.evaluate(view(units, dead), ["a.service"], WaitTarget.STOPPED)
     assert (p.status, p.detail) == ("done", "stopped on m1")
-    [p] = control.evaluate(view(units), ["a.service"], "stopped")
+    [p] = control.evaluate(view(units), ["a.service"], WaitTarget.STOPPED)
     assert (p.status, p.detail) == ("done", "stopped (not placed)")
-    entry = ScheduleEntry("a.service", "h1", "loaded", "")
+    entry = ScheduleEntry("a.service", "h1", LD, "")
     [p] = control.evaluate(
-        view(units, schedule={"a.service": ("m1", entry)}), ["a.service"], "stopped"
+        view(units, schedule={"a.service": ("m1", entry)}), ["a.service"], WaitTarget.STOPPED
     )
     assert p.status == "waiting"
 
 
 def test_evaluate_explains_pending_units() -> None:
-    units = {"a.service": UnitRecord("a.service", "h1", "launched")}
+    units = {"a.service": UnitRecord("a.service", "h1", LN)}
     [p] = control.evaluate(
-        view(units, reasons={"a.service": "no machines are alive"}), ["a.service"], "launched"
+        view(units, reasons={"a.service": "no machines are alive"}),
+        ["a.service"],
+        WaitTarget.LAUNCHED,
     )
     assert p.detail == "not placed: no machines are alive"
-    [p] = control.evaluate(view(units), ["a.service"], "launched", no_engine=True)
+    [p] = control.evaluate(view(units), ["a.service"], WaitTarget.LAUNCHED, no_engine=True)
     assert p.detail == "no engine is running"
-    entry = ScheduleEntry("a.service", "h1", "launched", "")
+    entry = ScheduleEntry("a.service", "h1", LN, "")
     [p] = control.evaluate(
         view(units, schedule={"a.service": ("m1", entry)}),
         ["a.service"],
-        "launched",
+        WaitTarget.LAUNCHED,
         no_engine=True,
     )
     assert p.detail == "placed on m1, no state reported yet"
-    glob = {"g.service": UnitRecord("g.service", "h1", "launched", is_global=True)}
+    glob = {"g.service": UnitRecord("g.service", "h1", LN, is_global=True)}
     assert (
-        control.evaluate(view(glob), ["g.service"], "launched")[0].detail == "no machines are alive"
+        control.evaluate(view(glob), ["g.service"], WaitTarget.LAUNCHED)[0].detail
+        == "no machines are alive"
     )
 
 
 def test_evaluate_inactive_means_no_state_anywhere() -> None:
-    units = {"a.service": UnitRecord("a.service", "h1", "inactive")}
+    units = {"a.service": UnitRecord("a.service", "h1", IN)}
     states = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "inactive", "dead")}}
-    [p] = control.evaluate(view(units, states), ["a.service"], "inactive")
+    [p] = control.evaluate(view(units, states), ["a.service"], WaitTarget.UNLOADED)
     assert p.status == "waiting" and "still reported on m1" in p.detail
-    assert control.evaluate(view(units), ["a.service"], "inactive")[0].status == "done"
+    assert control.evaluate(view(units), ["a.service"], WaitTarget.UNLOADED)[0].status == "done"
 
 
 def test_wait_result_messages() -> None:
     result = control.WaitResult(
-        "launched",
+        WaitTarget.LAUNCHED,
         (control.UnitProgress("a.service", "waiting", "no engine is running"),),
         2.0,
         True,
@@ -224,7 +239,7 @@ def test_wait_result_messages() -> None:
         "timed out after 2s waiting for a.service to be launched (no engine is running)"
     )
     result = control.WaitResult(
-        "launched",
+        WaitTarget.LAUNCHED,
         (
             control.UnitProgress("a.service", "failed", "failed on m1: loaded/failed/failed"),
             control.UnitProgress("b.service", "waiting", "not placed yet"),

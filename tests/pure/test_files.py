@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,10 @@ def _directory(tmp_path: Path) -> Path:
         (lambda tmp: Path("/dev/null"), "a character device"),
     ],
 )
-def test_refuses_what_is_not_a_regular_file(tmp_path: Path, make: object, kind: str) -> None:
-    path = make(tmp_path)  # type: ignore[operator]
+def test_refuses_what_is_not_a_regular_file(
+    tmp_path: Path, make: Callable[[Path], Path], kind: str
+) -> None:
+    path = make(tmp_path)
     with pytest.raises(
         FileError,
         match=rf"^unit file {re.escape(str(path))} is not a regular file "
@@ -224,12 +227,12 @@ def _mknod_null(path: Path) -> None:
     ],
 )
 def test_refuses_to_replace_what_is_not_a_regular_file(
-    tmp_path: Path, make: object, kind: str
+    tmp_path: Path, make: Callable[[Path], object], kind: str
 ) -> None:
     (tmp_path / "elsewhere").write_text("keep\n")
     path = tmp_path / "out.service"
     try:
-        make(path)  # type: ignore[operator]
+        make(path)
     except PermissionError:
         pytest.skip("mknod needs CAP_MKNOD")
     before = os.lstat(path)

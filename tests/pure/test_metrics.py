@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -68,12 +69,13 @@ def test_reasons_fall_into_a_closed_set_of_kinds(reason: str, kind: ReasonKind) 
 # ----------------------------------------------------------------------------- the cluster
 
 
-def record(name: str, desired: str = "launched", **kw: object) -> UnitRecord:
-    return UnitRecord(name, HASH, DesiredState(desired), **kw)  # type: ignore[arg-type]
+def record(name: str, desired: str = "launched", **kw: Any) -> UnitRecord:
+    """kw: UnitRecord's other fields."""
+    return UnitRecord(name, HASH, DesiredState(desired), **kw)
 
 
 def view(
-    units: list[UnitRecord] = (),  # type: ignore[assignment]
+    units: Sequence[UnitRecord] = (),
     machines: tuple[str, ...] = (),
     schedule: Mapping[str, str] | None = None,
     reasons: Mapping[str, str] | None = None,

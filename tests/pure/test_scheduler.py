@@ -6,6 +6,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import replace
 from fnmatch import fnmatchcase
+from typing import Any
 
 import pytest
 
@@ -29,12 +30,13 @@ from fleetpy.unit import FleetOptions, is_template, template_of
 
 
 def unit(
-    name: str, desired: str = "launched", hash: str = "h", since: int = 0, **options: object
+    name: str, desired: str = "launched", hash: str = "h", since: int = 0, **options: Any
 ) -> UnitSpec:
-    return UnitSpec(name, hash, DesiredState(desired), FleetOptions(**options), since=since)  # type: ignore[arg-type]
+    """options: FleetOptions' fields."""
+    return UnitSpec(name, hash, DesiredState(desired), FleetOptions(**options), since=since)
 
 
-def duel(a_since: int, b_since: int, **b_options: object) -> list[UnitSpec]:
+def duel(a_since: int, b_since: int, **b_options: Any) -> list[UnitSpec]:
     """a.service and b.service replacing each other, started (written) at these revisions."""
     return [
         unit("a.service", since=a_since, replaces=("b.service",)),
@@ -53,7 +55,7 @@ def cluster(*ids: str, **metadata: Mapping[str, str]) -> dict[str, Machine]:
 
 
 def at(machine: str, desired: str = "launched", hash: str = "h") -> Scheduled:
-    return Scheduled(machine, desired, hash)
+    return Scheduled(machine, DesiredState(desired), hash)
 
 
 def snap(
@@ -66,11 +68,11 @@ def snap(
 
 
 def S(name: str, machine: str, desired: str = "launched", hash: str = "h") -> Schedule:
-    return Schedule(name, machine, desired, hash)
+    return Schedule(name, machine, DesiredState(desired), hash)
 
 
 def MV(name: str, old: str, new: str, desired: str = "launched", hash: str = "h") -> Move:
-    return Move(name, old, new, desired, hash)
+    return Move(name, old, new, DesiredState(desired), hash)
 
 
 ZONED = cluster(
@@ -814,12 +816,12 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
             cluster("m1"),
             {"a.service": at("m1", "launched")},
         ),
-        [Retarget("a.service", "m1", "loaded", "h")],
+        [Retarget("a.service", "m1", DesiredState.LOADED, "h")],
     ),
     (
         "hash change is a Retarget",
         snap([unit("a.service", hash="h2")], cluster("m1"), {"a.service": at("m1")}),
-        [Retarget("a.service", "m1", "launched", "h2")],
+        [Retarget("a.service", "m1", DesiredState.LAUNCHED, "h2")],
     ),
     (
         "signature change alone is a Retarget that carries it (a re-signed unit)",
@@ -828,12 +830,12 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
             cluster("m1"),
             {"a.service": Scheduled("m1", DesiredState.LAUNCHED, "h", "sig1")},
         ),
-        [Retarget("a.service", "m1", "launched", "h", "sig2")],
+        [Retarget("a.service", "m1", DesiredState.LAUNCHED, "h", "sig2")],
     ),
     (
         "a new placement carries the signature",
         snap([replace(unit("a.service"), signature="sig")], cluster("m1")),
-        [Schedule("a.service", "m1", "launched", "h", "sig")],
+        [Schedule("a.service", "m1", DesiredState.LAUNCHED, "h", "sig")],
     ),
     (
         "moved unit carries its new desired state",

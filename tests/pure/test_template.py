@@ -689,7 +689,7 @@ def test_exec_args() -> None:
 
 
 _any_text = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=("Cs",))
+    alphabet=st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=["Cs"])
 )
 
 

@@ -413,9 +413,7 @@ _section_names = st.text(
 ).filter(lambda s: s == s.strip())
 _keys = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True)
 _values = st.text(
-    alphabet=st.characters(
-        codec="utf-8", exclude_characters="\r\n\x00", exclude_categories=("Cs",)
-    ),
+    alphabet=st.characters(codec="utf-8", exclude_characters="\r\n\x00", exclude_categories=["Cs"]),
     min_size=1,
     max_size=30,
 ).filter(lambda v: v == v.strip(" \t\r\n") and (len(v) - len(v.rstrip("\\"))) % 2 == 0 and v != "")

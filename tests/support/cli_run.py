@@ -5,8 +5,12 @@ Here, not in conftest.py: test modules import from tests/support only, never a c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from typer.testing import Result
 
-Run = Callable[..., Result]
+
+class Run(Protocol):
+    """fleetpy's command line after the test's own options (its etcd, its prefix)."""
+
+    def __call__(self, *args: str) -> Result: ...

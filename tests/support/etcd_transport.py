@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from fleetpy.registry.transport import (
     Endpoint,
     EtcdTransport,
+    TlsCredentials,
     WatchEnded,
     WatchResponse,
 )
@@ -22,8 +23,16 @@ def endpoint(url: str) -> Endpoint:
     return Endpoint(parsed.hostname, parsed.port)
 
 
-def transport(*urls: str, timeout: float = TIMEOUT, **kwargs: object) -> EtcdTransport:
-    return EtcdTransport([endpoint(u) for u in urls], timeout=timeout, **kwargs)  # type: ignore[arg-type]
+def transport(
+    *urls: str,
+    timeout: float = TIMEOUT,
+    tls: TlsCredentials | None = None,
+    user: str | None = None,
+    password: str | None = None,
+) -> EtcdTransport:
+    return EtcdTransport(
+        [endpoint(u) for u in urls], timeout=timeout, tls=tls, user=user, password=password
+    )
 
 
 class Recorder:

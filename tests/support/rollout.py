@@ -6,10 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleetpy.agent import Agent, AgentConfig
-from fleetpy.deployment import load_deployment, render_deployment
+from fleetpy.deployment import RenderedUnit, load_deployment, render_deployment
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.rollout import ApplyOptions, apply_deployment, plan_deployment
+from fleetpy.rollout import (
+    ApplyOptions,
+    ApplyResult,
+    DeploymentPlan,
+    apply_deployment,
+    plan_deployment,
+)
 from fleetpy.unitmanager import SimulatedUnitManager
 
 APP = """\
@@ -94,7 +100,7 @@ def deployment(
     return directory
 
 
-def render(directory: Path) -> tuple[str, tuple]:  # type: ignore[type-arg]
+def render(directory: Path) -> tuple[str, tuple[RenderedUnit, ...]]:
     loaded = load_deployment(directory)
     return loaded.name, render_deployment(loaded)
 
@@ -108,7 +114,7 @@ def apply(
     prune: bool = False,
     options: ApplyOptions = QUICK,
     origin: str = "c1",
-):
+) -> tuple[DeploymentPlan, ApplyResult]:
     name, units = render(directory)
     plan = plan_deployment(registry, name, units, origin, prune)
     return plan, apply_deployment(registry, plan, units, options)

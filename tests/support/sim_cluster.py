@@ -8,14 +8,24 @@ import hashlib
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.states import DesiredState
 from fleetpy.unitmanager import SimulatedUnitManager
 
 
-def unit(name: str, xfleet: str = "", desired: str = "launched", **kw: object) -> UnitChange:
+def unit(
+    name: str,
+    xfleet: str = "",
+    desired: DesiredState = DesiredState.LAUNCHED,
+    is_global: bool = False,
+) -> UnitChange:
     text = "[Service]\nExecStart=/bin/sleep 1000\n" + (f"\n[X-Fleet]\n{xfleet}\n" if xfleet else "")
     return UnitChange(
-        name=name, text=text, hash=hashlib.sha256(text.encode()).hexdigest(), desired=desired, **kw
-    )  # type: ignore[arg-type]
+        name=name,
+        text=text,
+        hash=hashlib.sha256(text.encode()).hexdigest(),
+        desired=desired,
+        is_global=is_global,
+    )
 
 
 class Cluster:

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,19 @@ def test_tcp_without_credentials_is_refused_unless_insecure(
     server, _ = api(listen="127.0.0.1:0", insecure=True)
     conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
     seen: list[str] = []
-    until(lambda: seen.append(capsys.readouterr().err) or "event=api_insecure" in "".join(seen))
+
+    def logged() -> bool:
+        seen.append(capsys.readouterr().err)
+        return "event=api_insecure" in "".join(seen)
+
+    until(logged)
     assert request(conn, "GET", "/fleet/v1/machines")[0] == 200
     result = subprocess.run(
         ["fleetpy", "--endpoint", registry_config.endpoints[0], "api", "--listen", "127.0.0.1:1"],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"},
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("fleetpy: error: a TCP listener")
@@ -304,7 +310,7 @@ def test_fleetctl_replace_ends_in_the_target_state_on_the_new_contents(
         text = registry.get_content(record.hash) or ""
         assert "sleep 2000" in text and record.hash == content_hash(text)
         until(
-            lambda name=name, record=record: (
+            lambda: (
                 [(s.hash, s.active) for s in registry.list_states().get(name, {}).values()]
                 == [(record.hash, active)]
             ),

@@ -116,9 +116,10 @@ def test_blocking_verbs_with_engine_and_simulated_hosts(pc: ProcessCluster) -> N
     assert "web0.service" not in {u["unit"] for u in pc.json("list-units")}
     pc.fleetpy("load", "web0.service")
     pc.fleetpy("start", "web0.service")
-    files = {f["unit"]: f for f in pc.json("list-unit-files")}
+    unit_files = {f["unit"]: f for f in pc.json("list-unit-files")}
     assert (
-        files["web0.service"]["state"] == "launched" and files["web1.service"]["state"] == "loaded"
+        unit_files["web0.service"]["state"] == "launched"
+        and unit_files["web1.service"]["state"] == "loaded"
     )
     pc.fleetpy("destroy", "web*")
     until(lambda: pc.json("list-units") == [], what="destroyed units gone")

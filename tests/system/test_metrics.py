@@ -21,6 +21,7 @@ from fleetpy.registry import (
     Registry,
     UnitChange,
 )
+from fleetpy.states import DesiredState
 
 from support.metrics_text import Samples, scrape, value
 from support.paths import ROOT
@@ -96,7 +97,7 @@ def test_engine_with_a_taken_metrics_port_is_one_line(etcd: EtcdServer, prefix: 
 def unit_change(name: str, xfleet: str = "") -> UnitChange:
     text = "[Service]\nExecStart=/bin/sleep 1000\n" + (f"\n[X-Fleet]\n{xfleet}\n" if xfleet else "")
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return UnitChange(name=name, text=text, hash=digest, desired="launched")  # type: ignore[arg-type]
+    return UnitChange(name=name, text=text, hash=digest, desired=DesiredState.LAUNCHED)
 
 
 class Daemons:

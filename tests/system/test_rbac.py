@@ -41,8 +41,8 @@ def refused(user: str, call: Callable[[], object]) -> str:
 
 def puts(client: EtcdTransport, user: str, *keys: str) -> None:
     for key in keys:
-        refused(user, lambda key=key: client.put(key, "{}"))
-        refused(user, lambda key=key: client.delete(key))
+        refused(user, lambda: client.put(key, "{}"))
+        refused(user, lambda: client.delete(key))
 
 
 def test_an_agent_touches_nothing_but_its_own(secure: SecureEtcd) -> None:
