@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from fleetpy.registry import Registry
+
 from support.fleet import Fleet, containers
+from support.hosts_fixtures import HostFactory
 from support.waiting import until
 
 pytestmark = pytest.mark.hosts
@@ -53,9 +56,9 @@ def word(value: str) -> str:
 
 
 def test_hostile_values_reach_docker_unchanged(
-    hosts,  # type: ignore[no-untyped-def]
+    hosts: HostFactory,
     fleet: Fleet,
-    registry,  # type: ignore[no-untyped-def]
+    registry: Registry,
 ) -> None:
     (host,) = hosts(1, ttl=3)
     until(lambda: len(registry.list_machines()) == 1, what="1 machine")
@@ -109,9 +112,9 @@ Restart=always
 
 
 def test_container_healthy_rolled_stopped_removed(
-    hosts,  # type: ignore[no-untyped-def]
+    hosts: HostFactory,
     fleet: Fleet,
-    registry,  # type: ignore[no-untyped-def]
+    registry: Registry,
     tmp_path: Path,
 ) -> None:
     (host,) = hosts(1, ttl=3)

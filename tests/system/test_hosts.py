@@ -13,6 +13,8 @@ import yaml
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 
+from support.hosts_fixtures import HostFactory
+
 pytestmark = pytest.mark.hosts
 
 
@@ -49,7 +51,7 @@ def start_probe(host: Host, image: str) -> str:
 
 
 def test_hosts_boot_with_their_own_identity_and_config(
-    hosts, etcd: EtcdServer, prefix: str
+    hosts: HostFactory, etcd: EtcdServer, prefix: str
 ) -> None:
     a, b = hosts(2, metadata=[{"role": "web"}, {"role": "db"}], ttl=5)
     assert a.machine_id != b.machine_id
@@ -67,7 +69,7 @@ def test_hosts_boot_with_their_own_identity_and_config(
         assert config["ttl"] == 5
 
 
-def test_agent_unit_enabled_and_runtime_importable(hosts) -> None:
+def test_agent_unit_enabled_and_runtime_importable(hosts: HostFactory) -> None:
     (host,) = hosts(1)
     assert host.systemctl("is-enabled", AGENT_UNIT).stdout.strip() == "enabled"
     assert (
@@ -93,7 +95,7 @@ def test_agent_unit_enabled_and_runtime_importable(hosts) -> None:
     assert host.run(["touch", "/opt/fleetpy/src/fleetpy/x"], check=False).returncode != 0
 
 
-def test_docker_unit_inside_each_host(hosts, host_docker: str) -> None:
+def test_docker_unit_inside_each_host(hosts: HostFactory, host_docker: str) -> None:
     booted = hosts(2)
     for host in booted:
         start_probe(host, host_docker)
@@ -101,7 +103,7 @@ def test_docker_unit_inside_each_host(hosts, host_docker: str) -> None:
         assert host.main_pid("probe") > 0
 
 
-def test_kill_ends_every_process_of_the_host_only(hosts, host_docker: str) -> None:
+def test_kill_ends_every_process_of_the_host_only(hosts: HostFactory, host_docker: str) -> None:
     victim, survivor = hosts(2)
     container = start_probe(victim, host_docker)
     assert victim.init_pid in victim.processes()
@@ -119,7 +121,7 @@ def test_kill_ends_every_process_of_the_host_only(hosts, host_docker: str) -> No
     )
 
 
-def test_stop_powers_off_cleanly(hosts) -> None:
+def test_stop_powers_off_cleanly(hosts: HostFactory) -> None:
     (host,) = hosts(1)
     host.stop()
     assert not host.alive
