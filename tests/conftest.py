@@ -13,14 +13,17 @@ from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
 
 from support.cli_run import Run
+from support.parallel import group_and_order
 from support.tiers import require_tier
 
 # Fixtures defined in tests/support, registered here once for every tier: fleetpy api in a
 # thread (api) and the dashboard's TLS listener (dashboard); real hosts, i.e. systemd-nspawn
 # rootfs, dockerd + busybox image and a hosts factory (host_rootfs, host_docker, hosts); the
 # operator's CLI and an engine as processes beside those hosts (fleet); the hostile-input
-# corpus' cluster (hostile, seeded); the CLI tests' environments (clean_env, signing_env).
+# corpus' cluster (hostile, seeded); the CLI tests' environments (clean_env, signing_env);
+# pytester, for tests of the suite's own plugins.
 pytest_plugins = [
+    "pytester",  # tests/pure/test_parallel.py collects made-up suites in process
     "support.api_fixtures",
     "support.dashboard",
     "support.hosts_fixtures",
@@ -33,8 +36,12 @@ pytest_plugins = [
 _prefixes = itertools.count()
 
 
+# First: xdist's own hook reads the groups (support/parallel.py) when it runs.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    require_tier(items, Path(__file__).resolve().parent)
+    tests = Path(__file__).resolve().parent
+    require_tier(items, tests)
+    group_and_order(items, tests)
 
 
 @pytest.fixture(scope="session")

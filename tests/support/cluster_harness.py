@@ -15,6 +15,19 @@ from support.paths import ROOT
 
 CHECKOUT_FLEETPY = (sys.executable, "-m", "fleetpy")
 
+# Every local cluster a test brings up (`cluster up --name NAME --subnet SUBNET`): one per
+# test or per module's fixture, so tests running side by side (pytest-xdist workers) never
+# share a name, bridge, namespace or address. No name starts another: leftovers() finds a
+# cluster's links and namespaces by their name's prefix (tests/pure/test_parallel.py).
+TEST_CLUSTERS: dict[str, str] = {
+    "t6c": "10.213.66.0/24",  # test_local_cluster's cluster, shared by the module
+    "t6x": "10.213.67.0/24",  # test_local_cluster: an `up` killed halfway
+    "tpip": "10.213.69.0/24",  # test_pip_install: the venv's fleetpy
+    "tdown": "10.213.70.0/24",  # test_local_cluster: `down` after losses
+    "tstuck": "10.213.71.0/24",  # test_local_cluster: `down` around a mount
+    "sec": "10.213.78.0/24",  # test_secure_cluster, shared by the module
+}
+
 
 def cli(
     *args: str,

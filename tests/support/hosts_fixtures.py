@@ -10,6 +10,7 @@ fails the test.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +30,16 @@ from fleetpy.cluster.nspawn import (
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter", "docker", "dockerd", "busybox", "setsid")
 
 HostFactory = Callable[..., list[Host]]
+
+_pools = itertools.count(1)
+
+
+def pool_name_prefix() -> str:
+    """Host names for a new pool, unique on this machine while its hosts live: this process's
+    pid (pytest-xdist workers, and other pytest runs beside this one, are other processes)
+    and a count of the pools it made. Host names reach docker's container names and nspawn's
+    machine names, both machine-wide."""
+    return f"fp{os.getpid():x}p{next(_pools)}-h"
 
 
 def on_ci() -> bool:
@@ -87,6 +98,7 @@ def hosts(
         rootfs=host_rootfs,
         state_root=tmp_path_factory.mktemp("hosts"),
         etcd_endpoints=[etcd.endpoint],
+        name_prefix=pool_name_prefix(),
     )
 
     def start(
