@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,15 +12,9 @@ from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 
 from support.hosts_fixtures import HostFactory
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def docker_names(all_containers: bool = False) -> list[str]:
@@ -46,7 +38,7 @@ def start_probe(host: Host, image: str) -> str:
             "30",
         ]
     )
-    wait_until(lambda: name in docker_names(), 30, f"container {name}")
+    until(lambda: name in docker_names(), 30, f"container {name}", interval=0.2)
     return name
 
 
