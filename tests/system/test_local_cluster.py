@@ -176,7 +176,9 @@ def test_cut_link_moves_units_and_the_host_stops_its_copies_when_back(
     assert twice_after_return <= 5  # nothing runs twice for longer than the TTL
 
 
-def test_killed_etcd_member_and_killed_leading_engine(cluster: ClusterState) -> None:
+def test_killed_etcd_member_and_killed_leading_engine(
+    cluster: ClusterState, tmp_path: Path
+) -> None:
     env = sourced(cluster)
     os.kill(cluster.etcd[0].pid, signal.SIGKILL)
     try:
@@ -191,11 +193,10 @@ def test_killed_etcd_member_and_killed_leading_engine(cluster: ClusterState) -> 
         with Registry(RegistryConfig(endpoints=tuple(cluster.endpoints[1:]))) as registry:
             leader = registry.leader() or ""
         engine = next(e for e in cluster.engines if f"-{e.pid}-" in leader)
-        for number in range(1, 11):
-            (Path("/tmp") / f"t6-{number}.service").write_text(
-                "[Service]\nExecStart=/bin/sleep 1000\n"
-            )
-        batch = cli("start", "--no-block", *[f"/tmp/t6-{n}.service" for n in range(1, 11)], env=env)
+        batch_files = [tmp_path / f"t6-{number}.service" for number in range(1, 11)]
+        for unit_file in batch_files:  # the test's own: tests run side by side
+            unit_file.write_text("[Service]\nExecStart=/bin/sleep 1000\n")
+        batch = cli("start", "--no-block", *map(str, batch_files), env=env)
         os.kill(engine.pid, signal.SIGKILL)
         assert batch.returncode == 0, batch.stderr
         until(
