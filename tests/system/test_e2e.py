@@ -252,12 +252,13 @@ def test_fleets_own_fleetctl_drives_real_hosts_through_the_api(
     unit it starts runs under the systemd of a real host."""
     fleet, started = on_shared_hosts.fleet, on_shared_hosts.hosts
     sock = tmp_path / "api.sock"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fleetpy", "api", "--listen", str(sock)],
-        env=fleet.env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "api.log", "ab"),
-    )
+    with open(tmp_path / "api.log", "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "fleetpy", "api", "--listen", str(sock)],
+            env=fleet.env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         until(sock.exists, what="the API socket")
         fleetctl = fleetctl_on(str(sock), tmp_path)
