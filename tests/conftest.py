@@ -26,8 +26,8 @@ pytest_plugins = [
     "pytester",  # tests/pure/test_parallel.py collects made-up suites in process
     "support.api_fixtures",
     "support.dashboard",
+    "support.fleet",  # before hosts_fixtures, which imports it: both assertion-rewritten
     "support.hosts_fixtures",
-    "support.fleet",
     "support.hostile_harness",
     "support.cli_helpers",
     "support.signing_cli",
