@@ -13,7 +13,7 @@ from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
 
 from support.cli_run import Run
-from support.parallel import group_and_order
+from support.parallel import ModuleTimes, in_worker_order
 from support.tiers import require_tier
 
 # Fixtures defined in tests/support, registered here once for every tier: fleetpy api in a
@@ -36,12 +36,15 @@ pytest_plugins = [
 _prefixes = itertools.count()
 
 
-# First: xdist's own hook reads the groups (support/parallel.py) when it runs.
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    # Each module's time, for the next run's order in xdist workers (support/parallel.py).
+    config.pluginmanager.register(ModuleTimes(), "fleetpy-module-times")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).resolve().parent
     require_tier(items, tests)
-    group_and_order(items, tests)
+    in_worker_order(config, items, tests)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
-"""How the suite is split among pytest-xdist workers (tests/support/parallel.py): the tests
-of a module that share a fixture run in one worker, and in a worker the system tier
-comes first. Host names (tests/support/hosts_fixtures.py) and local clusters
+"""How the suite is ordered for pytest-xdist workers (tests/support/parallel.py): modules
+longest first by the last run's times, kept in pytest's cache; without them, the system
+tier first. Host names (tests/support/hosts_fixtures.py) and local clusters
 (tests/support/cluster_harness.py) stay unique on the machine."""
 
 from __future__ import annotations
@@ -15,62 +15,14 @@ from fleetpy.cluster.network import DEFAULT_SUBNET
 
 from support.cluster_harness import TEST_CLUSTERS
 from support.hosts_fixtures import pool_name_prefix
-from support.parallel import group_and_order
+from support.parallel import CACHE_KEY, order
 from support.paths import TESTS
 
 MODULES = {
-    # a module fixture: its tests must not be split among workers
-    "system/test_shared.py": """
-import pytest
-
-@pytest.fixture(scope="module")
-def booted():
-    return 1
-
-def test_one(booted):
-    pass
-
-def test_two(booted):
-    pass
-
-def test_alone():
-    pass
-""",
-    # a class fixture, used by one class only
-    "integration/test_classy.py": """
-import pytest
-
-class TestShared:
-    @pytest.fixture(scope="class")
-    def kept(self):
-        return 1
-
-    def test_a(self, kept):
-        pass
-""",
-    # function and session fixtures: free to go to any worker
-    "pure/test_free.py": """
-import pytest
-
-@pytest.fixture(scope="session")
-def everywhere():
-    return 1
-
-def test_x(everywhere, tmp_path):
-    pass
-
-def test_y():
-    pass
-""",
+    "system/test_slow.py": "def test_one():\n    pass\n\ndef test_two():\n    pass\n",
+    "integration/test_mid.py": "def test_a():\n    pass\n",
+    "pure/test_quick.py": "def test_x():\n    pass\n\ndef test_y():\n    pass\n",
 }
-
-
-def groups(items: list[pytest.Item]) -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for item in items:
-        mark = item.get_closest_marker("xdist_group")
-        found[item.nodeid] = str(mark.args[0]) if mark else None
-    return found
 
 
 @pytest.fixture
@@ -84,36 +36,49 @@ def items(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> list[py
     return collected
 
 
-def test_a_module_with_a_shared_fixture_is_one_group(
-    items: list[pytest.Item], pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+def test_without_times_the_system_tier_comes_first(
+    items: list[pytest.Item], pytester: pytest.Pytester
 ) -> None:
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    order = [item.nodeid for item in items]
-    group_and_order(items, pytester.path)
-    assert groups(items) == {
-        "integration/test_classy.py::TestShared::test_a": "integration/test_classy.py",
-        "pure/test_free.py::test_x": None,
-        "pure/test_free.py::test_y": None,
-        "system/test_shared.py::test_one": "system/test_shared.py",
-        "system/test_shared.py::test_two": "system/test_shared.py",
-        "system/test_shared.py::test_alone": None,  # without the fixture: any worker
-    }
-    assert [item.nodeid for item in items] == order  # one process: collection order
-
-
-def test_in_a_worker_the_system_tier_comes_first(
-    items: list[pytest.Item], pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
-    group_and_order(items, pytester.path)
+    order(items, pytester.path, {})
     assert [item.nodeid for item in items] == [
-        "system/test_shared.py::test_one",
-        "system/test_shared.py::test_two",
-        "system/test_shared.py::test_alone",
-        "integration/test_classy.py::TestShared::test_a",
-        "pure/test_free.py::test_x",
-        "pure/test_free.py::test_y",
+        "system/test_slow.py::test_one",
+        "system/test_slow.py::test_two",
+        "integration/test_mid.py::test_a",
+        "pure/test_quick.py::test_x",
+        "pure/test_quick.py::test_y",
     ]
+
+
+def test_with_times_the_longest_module_first_and_an_unknown_one_before_all(
+    items: list[pytest.Item], pytester: pytest.Pytester
+) -> None:
+    seconds = {"system/test_slow.py": 3.0, "pure/test_quick.py": 40.0}
+    order(items, pytester.path, seconds)
+    assert [item.nodeid for item in items] == [
+        "integration/test_mid.py::test_a",  # new: cost unknown, so first
+        "pure/test_quick.py::test_x",
+        "pure/test_quick.py::test_y",
+        "system/test_slow.py::test_one",
+        "system/test_slow.py::test_two",
+    ]
+
+
+def test_module_times_are_summed_and_kept_over_the_last_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest(
+        "from support.parallel import ModuleTimes\n"
+        "def pytest_configure(config):\n"
+        "    config.pluginmanager.register(ModuleTimes(), 'times')\n"
+    )
+    pytester.makepyfile(test_a="import time\ndef test_1():\n    time.sleep(0.2)\n")
+    pytester.inline_run("-p", "cacheprovider")
+    first = pytester.parseconfigure().cache.get(CACHE_KEY, {})
+    assert set(first) == {"test_a.py"} and first["test_a.py"] >= 0.2
+    pytester.makepyfile(test_b="def test_2():\n    pass\n")
+    pytester.inline_run("test_b.py")
+    assert set(pytester.parseconfigure().cache.get(CACHE_KEY, {})) == {"test_a.py", "test_b.py"}
 
 
 def test_host_names_are_this_process_own_and_new_for_each_pool() -> None:
