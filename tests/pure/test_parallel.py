@@ -13,7 +13,7 @@ import pytest
 
 from fleetpy.cluster.network import DEFAULT_SUBNET
 
-from support.cluster_harness import TEST_CLUSTERS
+from support.cluster_harness import TEST_CLUSTERS, _test_cluster_link
 from support.hosts_fixtures import pool_name_prefix
 from support.parallel import CACHE_KEY, order
 from support.paths import TESTS
@@ -109,3 +109,15 @@ def test_no_test_brings_up_a_cluster_of_its_own_making() -> None:
         if path.parent.name != "hostile"
     }
     assert {path: subnets for path, subnets in found.items() if subnets} == {}
+
+
+def test_links_of_the_tests_clusters_are_left_out_of_the_machine_links() -> None:
+    lines = [
+        "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT",
+        "156: fpb-t6x: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP",
+        "157: fpvt6x1@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 master fpb-t6x",
+        "158: fpb-h1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP",
+        "159: fpvh11@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 master fpb-h1",
+    ]
+    kept = [line for line in lines if not _test_cluster_link(line)]
+    assert kept == [lines[0], lines[3], lines[4]]  # h1 is no test's cluster: its links count

@@ -57,6 +57,24 @@ def sourced(state: ClusterState) -> dict[str, str]:
     return env
 
 
+def _test_cluster_link(line: str) -> bool:
+    """Whether a line of `ip -o link show` is a link of one of TEST_CLUSTERS: its bridge
+    fpb-NAME or a host's veth fpvNAME<n>."""
+    link = line.split(": ", 2)[1].split("@")[0] if line.count(": ") >= 2 else ""
+    return any(link == f"fpb-{name}" or link.startswith(f"fpv{name}") for name in TEST_CLUSTERS)
+
+
+def machine_links() -> list[str]:
+    """This machine's network links (`ip -o link show`, a line each) but those of the local
+    clusters tests bring up (TEST_CLUSTERS), which come and go while other tests run beside
+    (pytest-xdist workers): what a test may compare before and after to see it made none."""
+    return [
+        line
+        for line in ip("-o", "link", "show").stdout.splitlines()
+        if not _test_cluster_link(line)
+    ]
+
+
 def leftovers(name: str) -> list[str]:
     """Anything of the cluster's still on this machine: links, namespaces, its directory."""
     found = [
