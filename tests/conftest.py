@@ -13,18 +13,21 @@ from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry, RegistryConfig
 
 from support.cli_run import Run
+from support.parallel import ModuleTimes, in_worker_order
 from support.tiers import require_tier
 
 # Fixtures defined in tests/support, registered here once for every tier: fleetpy api in a
 # thread (api) and the dashboard's TLS listener (dashboard); real hosts, i.e. systemd-nspawn
 # rootfs, dockerd + busybox image and a hosts factory (host_rootfs, host_docker, hosts); the
 # operator's CLI and an engine as processes beside those hosts (fleet); the hostile-input
-# corpus' cluster (hostile, seeded); the CLI tests' environments (clean_env, signing_env).
+# corpus' cluster (hostile, seeded); the CLI tests' environments (clean_env, signing_env);
+# pytester, for tests of the suite's own plugins.
 pytest_plugins = [
+    "pytester",  # tests/pure/test_parallel.py collects made-up suites in process
     "support.api_fixtures",
     "support.dashboard",
+    "support.fleet",  # before hosts_fixtures, which imports it: both assertion-rewritten
     "support.hosts_fixtures",
-    "support.fleet",
     "support.hostile_harness",
     "support.cli_helpers",
     "support.signing_cli",
@@ -33,8 +36,15 @@ pytest_plugins = [
 _prefixes = itertools.count()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    require_tier(items, Path(__file__).resolve().parent)
+def pytest_configure(config: pytest.Config) -> None:
+    # Each module's time, for the next run's order in xdist workers (support/parallel.py).
+    config.pluginmanager.register(ModuleTimes(), "fleetpy-module-times")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).resolve().parent
+    require_tier(items, tests)
+    in_worker_order(config, items, tests)
 
 
 @pytest.fixture(scope="session")

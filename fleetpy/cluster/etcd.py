@@ -7,6 +7,8 @@ crash (SIGKILL), pause() a hung or partitioned member (SIGSTOP), restart() a reb
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import shutil
 import signal
@@ -33,12 +35,31 @@ class EtcdServerError(FleetpyError):
 # the kernel picks for "port 0" can be taken by any outgoing connection before the etcd
 # it was picked for binds it (a 3-member cluster once failed to start that way).
 _PORT_RANGE = (20000, 32767)
+# Where this process's next pick starts: ports are handed out in turn from a random
+# start, so one process never hands out a port twice in a row (a member's client and
+# peer port are picked before either is bound).
+_picks = itertools.count(random.randrange(_PORT_RANGE[1] - _PORT_RANGE[0] + 1))
+
+
+def port_range() -> tuple[int, int]:
+    """The ports free_port hands out here: the whole range, or in a pytest-xdist worker
+    (and the processes it starts, which inherit its environment) the worker's own slice
+    of it, so two workers never pick the same port."""
+    low, high = _PORT_RANGE
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.isdigit() and count.isdigit() and int(worker) < int(count):
+        size = (high - low + 1) // int(count)
+        low += size * int(worker)
+        high = low + size - 1
+    return low, high
 
 
 def free_port() -> int:
-    """A loopback TCP port nothing listens on now, outside the ephemeral range."""
+    """A loopback TCP port nothing listens on now, in port_range()."""
+    low, high = port_range()
     for _ in range(64):
-        port = random.randint(*_PORT_RANGE)
+        port = low + next(_picks) % (high - low + 1)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -15,6 +15,19 @@ from support.paths import ROOT
 
 CHECKOUT_FLEETPY = (sys.executable, "-m", "fleetpy")
 
+# Every local cluster a test brings up (`cluster up --name NAME --subnet SUBNET`): one per
+# test or per module's fixture, so tests running side by side (pytest-xdist workers) never
+# share a name, bridge, namespace or address. No name starts another: leftovers() finds a
+# cluster's links and namespaces by their name's prefix (tests/pure/test_parallel.py).
+TEST_CLUSTERS: dict[str, str] = {
+    "t6c": "10.213.66.0/24",  # test_local_cluster's cluster, shared by the module
+    "t6x": "10.213.67.0/24",  # test_local_cluster: an `up` killed halfway
+    "tpip": "10.213.69.0/24",  # test_pip_install: the venv's fleetpy
+    "tdown": "10.213.70.0/24",  # test_local_cluster: `down` after losses
+    "tstuck": "10.213.71.0/24",  # test_local_cluster: `down` around a mount
+    "sec": "10.213.78.0/24",  # test_secure_cluster, shared by the module
+}
+
 
 def cli(
     *args: str,
@@ -42,6 +55,24 @@ def sourced(state: ClusterState) -> dict[str, str]:
         key, _, value = line.removeprefix("export ").partition("=")
         env[key] = value
     return env
+
+
+def _test_cluster_link(line: str) -> bool:
+    """Whether a line of `ip -o link show` is a link of one of TEST_CLUSTERS: its bridge
+    fpb-NAME or a host's veth fpvNAME<n>."""
+    link = line.split(": ", 2)[1].split("@")[0] if line.count(": ") >= 2 else ""
+    return any(link == f"fpb-{name}" or link.startswith(f"fpv{name}") for name in TEST_CLUSTERS)
+
+
+def machine_links() -> list[str]:
+    """This machine's network links (`ip -o link show`, a line each) but those of the local
+    clusters tests bring up (TEST_CLUSTERS), which come and go while other tests run beside
+    (pytest-xdist workers): what a test may compare before and after to see it made none."""
+    return [
+        line
+        for line in ip("-o", "link", "show").stdout.splitlines()
+        if not _test_cluster_link(line)
+    ]
 
 
 def leftovers(name: str) -> list[str]:

@@ -25,12 +25,13 @@ class Fleet:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
         self.env.update(FLEETPY_ENDPOINT=etcd.endpoint, FLEETPY_ETCD_PREFIX=prefix)
         self.workdir = workdir
-        self.engine = subprocess.Popen(
-            [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "3"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "engine.log", "ab"),
-        )
+        with open(workdir / "engine.log", "ab") as log:  # the engine keeps its own copy
+            self.engine = subprocess.Popen(
+                [sys.executable, "-m", "fleetpy", "engine", "--lease-ttl", "3"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(

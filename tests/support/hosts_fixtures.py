@@ -1,5 +1,6 @@
-"""pytest fixtures for real hosts (systemd-nspawn): host_rootfs, host_docker and hosts,
-registered by tests/conftest.py (pytest_plugins).
+"""pytest fixtures for real hosts (systemd-nspawn): host_rootfs, host_docker, hosts (fresh
+hosts for one test) and on_shared_hosts (hosts booted once for a module), registered by
+tests/conftest.py (pytest_plugins).
 
 `hosts` needs the fixtures `etcd` (with `.endpoint`, "http://127.0.0.1:23790")
 and `prefix` (the test's etcd key prefix; the hosts' agents use it, so a
@@ -10,14 +11,18 @@ fails the test.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import (
     Host,
     HostPool,
@@ -25,10 +30,24 @@ from fleetpy.cluster.nspawn import (
     ensure_dockerd,
     ensure_rootfs,
 )
+from fleetpy.registry import Registry, RegistryConfig
+
+from support.fleet import Fleet
+from support.waiting import until
 
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter", "docker", "dockerd", "busybox", "setsid")
 
 HostFactory = Callable[..., list[Host]]
+
+_pools = itertools.count(1)
+
+
+def pool_name_prefix() -> str:
+    """Host names for a new pool, unique on this machine while its hosts live: this process's
+    pid (pytest-xdist workers, and other pytest runs beside this one, are other processes)
+    and a count of the pools it made. Host names reach docker's container names and nspawn's
+    machine names, both machine-wide."""
+    return f"fp{os.getpid():x}p{next(_pools)}-h"
 
 
 def on_ci() -> bool:
@@ -72,7 +91,7 @@ def host_docker() -> str:
 def hosts(
     host_rootfs: Path,
     host_docker: str,
-    etcd: Any,
+    etcd: EtcdServer,
     prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[HostFactory]:
@@ -87,6 +106,7 @@ def hosts(
         rootfs=host_rootfs,
         state_root=tmp_path_factory.mktemp("hosts"),
         etcd_endpoints=[etcd.endpoint],
+        name_prefix=pool_name_prefix(),
     )
 
     def start(
@@ -102,3 +122,84 @@ def hosts(
         yield start
     finally:
         pool.close()
+
+
+@dataclass(frozen=True)
+class SharedHosts:
+    """Hosts booted once for a module, in an etcd prefix of the module's own, with an
+    engine and the operator's CLI (fleet) and a registry on that prefix."""
+
+    hosts: list[Host]
+    fleet: Fleet
+    registry: Registry
+
+    def host(self, machine: str) -> Host:
+        return next(h for h in self.hosts if h.machine_id == machine)
+
+    def ready(self) -> None:
+        """Every host's agent registered (again, after an etcd outage of another test)."""
+        until(
+            lambda: len(self.registry.list_machines()) == len(self.hosts),
+            timeout=60,
+            what=f"{len(self.hosts)} shared hosts' machines",
+        )
+
+    def clean(self) -> None:
+        """Destroy every unit; wait until no host has a unit file of fleetpy's left (the
+        agent removes it once the unit's stop job is done)."""
+        units = sorted(self.registry.list_units())
+        if units:
+            self.fleet("destroy", *units)
+        until(
+            lambda: (
+                not self.registry.list_units()
+                and not any(
+                    h.run(["ls", "-A", "/run/fleetpy/units"]).stdout.split() for h in self.hosts
+                )
+            ),
+            timeout=60,
+            what="every unit gone from the shared hosts",
+        )
+
+
+@pytest.fixture(scope="module")
+def shared_hosts(
+    host_rootfs: Path,
+    host_docker: str,
+    etcd: EtcdServer,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SharedHosts]:
+    """The module's SHARED_HOSTS (one metadata mapping per host) booted once, agents with a
+    3 s lease; killed after the module's last test."""
+    metadata: Sequence[Mapping[str, str]] = request.module.SHARED_HOSTS
+    workdir = tmp_path_factory.mktemp("shared-hosts")
+    prefix = "/shared-" + re.sub(r"[^A-Za-z0-9_.-]", "_", request.module.__name__)
+    pool = HostPool(
+        rootfs=host_rootfs,
+        state_root=workdir / "hosts",
+        etcd_endpoints=[etcd.endpoint],
+        name_prefix=pool_name_prefix(),
+    )
+    fleet = Fleet(etcd, prefix, workdir)
+    registry = Registry(RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=5.0))
+    try:
+        shared = SharedHosts(
+            pool.start(len(metadata), metadata=metadata, etcd_prefix=prefix, ttl=3),
+            fleet,
+            registry,
+        )
+        yield shared
+    finally:
+        registry.close()
+        fleet.close()
+        pool.close()
+
+
+@pytest.fixture
+def on_shared_hosts(shared_hosts: SharedHosts) -> Iterator[SharedHosts]:
+    """The module's shared hosts for one test, every agent registered; the test's units are
+    destroyed after it, also when it failed."""
+    shared_hosts.ready()
+    yield shared_hosts
+    shared_hosts.clean()

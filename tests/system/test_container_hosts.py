@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from support.fleet import Fleet, containers
+from support.fleet import containers
+from support.hosts_fixtures import SharedHosts
 from support.waiting import until
 
 pytestmark = pytest.mark.hosts
+SHARED_HOSTS: tuple[dict[str, str], ...] = ({},)  # one host for both tests (on_shared_hosts)
 
 # Each value must reach docker unchanged: no systemd specifier, variable, command
 # separator or shell syntax may act on it.
@@ -52,13 +54,8 @@ def word(value: str) -> str:
     return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
-def test_hostile_values_reach_docker_unchanged(
-    hosts,  # type: ignore[no-untyped-def]
-    fleet: Fleet,
-    registry,  # type: ignore[no-untyped-def]
-) -> None:
-    (host,) = hosts(1, ttl=3)
-    until(lambda: len(registry.list_machines()) == 1, what="1 machine")
+def test_hostile_values_reach_docker_unchanged(on_shared_hosts: SharedHosts) -> None:
+    fleet, (host,) = on_shared_hosts.fleet, on_shared_hosts.hosts
     raw = "a b\"'$HOME${HOME}%n%%;\\x"  # a single-value key holds one line, as written
     text = "\n".join(
         [
@@ -109,13 +106,9 @@ Restart=always
 
 
 def test_container_healthy_rolled_stopped_removed(
-    hosts,  # type: ignore[no-untyped-def]
-    fleet: Fleet,
-    registry,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    on_shared_hosts: SharedHosts, tmp_path: Path
 ) -> None:
-    (host,) = hosts(1, ttl=3)
-    until(lambda: len(registry.list_machines()) == 1, what="1 machine")
+    fleet, (host,) = on_shared_hosts.fleet, on_shared_hosts.hosts
     deploy = tmp_path / "deploy"
     deploy.mkdir()
     (deploy / "box.service.j2").write_text(BOX)

@@ -17,24 +17,27 @@ from fleetpy.registry import Registry
 
 from support.fleet import Fleet, containers
 from support.fleetctl import fleetctl_on
+from support.hosts_fixtures import SharedHosts
 from support.waiting import until
 
 pytestmark = pytest.mark.hosts
+
+# Booted once for the tests that need no fresh host (on_shared_hosts): each destroys its
+# units after it. The tests that kill a host, stop or restart its agent, or pause etcd boot
+# their own (hosts).
+SHARED_HOSTS = ({"role": "web"}, {"role": "web"}, {"role": "db"})
 
 
 def host_of(hosts: list[Host], machine: str) -> Host:
     return next(h for h in hosts if h.machine_id == machine)
 
 
-def test_docker_unit_start_stop(
-    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
-) -> None:
-    started = hosts(2, ttl=3)
-    until(lambda: len(registry.list_machines()) == 2, what="2 machines")
+def test_docker_unit_start_stop(on_shared_hosts: SharedHosts) -> None:
+    fleet = on_shared_hosts.fleet
     unit = fleet.docker_unit("box.service")
     fleet("start", "--block-attempts", "60", unit)
     (state,) = fleet.units()
-    host = host_of(started, state["machine"])
+    host = on_shared_hosts.host(state["machine"])
     assert host.is_active("box.service")
     name = f"fleetpy-box--{host.machine_id}"
     until(lambda: name in containers(), what="container running")
@@ -55,13 +58,12 @@ def test_docker_unit_start_stop(
 
 
 def test_a_unit_kept_as_written_means_to_systemd_what_it_meant(
-    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
+    on_shared_hosts: SharedHosts,
 ) -> None:
     """Stored as fleet kept it (continued lines, an empty assignment, keys repeated apart),
     the unit file a host's real systemd gets means what the user's file meant: the reset
     drops the ExecStartPre= before it, the continued ExecStart= is one command line."""
-    (host,) = hosts(1, ttl=3)
-    until(lambda: len(registry.list_machines()) == 1, what="machine")
+    fleet = on_shared_hosts.fleet
     text = (
         "[Unit]\nDescription=kept as written\nAfter=network.target\nWants=network.target\n"
         "After=basic.target\n\n[Service]\nExecStartPre=/bin/false\nExecStartPre=\n"
@@ -70,6 +72,8 @@ def test_a_unit_kept_as_written_means_to_systemd_what_it_meant(
     )
     path = fleet.write("kept.service", text)
     fleet("start", "--block-attempts", "60", path)
+    (state,) = fleet.units()
+    host = on_shared_hosts.host(state["machine"])
     stored = host.run(["cat", "/run/systemd/system/kept.service"]).stdout
     assert "ExecStartPre=\n" in stored and "-c \\\n    'echo started; \\\n" in stored
     assert host.is_active("kept.service")
@@ -83,11 +87,8 @@ def test_a_unit_kept_as_written_means_to_systemd_what_it_meant(
     assert "network.target" in shown and "basic.target" in shown
 
 
-def test_global_unit_runs_on_every_matching_host(
-    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
-) -> None:
-    started = hosts(3, metadata=[{"role": "web"}, {"role": "web"}, {"role": "db"}], ttl=3)
-    until(lambda: len(registry.list_machines()) == 3, what="3 machines")
+def test_global_unit_runs_on_every_matching_host(on_shared_hosts: SharedHosts) -> None:
+    fleet, started = on_shared_hosts.fleet, on_shared_hosts.hosts  # web, web, db
     unit = fleet.write(
         "mon.service",
         "[Service]\nExecStart=/bin/sleep 1000\n\n"
@@ -140,14 +141,11 @@ def test_agent_restart_keeps_units_running(
     assert [u["active"] for u in fleet.units()] == ["active"]
 
 
-def test_failures_are_visible(
-    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry
-) -> None:
+def test_failures_are_visible(on_shared_hosts: SharedHosts) -> None:
     """A blocking start waits for systemd's start job, as `systemctl start` does (README,
     "What a blocking start waits for"): a start that fails is an error, and a unit that
     started and failed a moment later is launched, its failure shown by list-units."""
-    (_host,) = hosts(1, ttl=3)
-    until(lambda: len(registry.list_machines()) == 1, what="machine")
+    fleet, registry = on_shared_hosts.fleet, on_shared_hosts.registry
 
     def start(name: str, service: str) -> subprocess.CompletedProcess[str]:
         path = fleet.write(name, f"[Service]\n{service}\n")
@@ -248,19 +246,19 @@ def test_agent_returning_after_its_lease_expired_stops_moved_units(
 
 
 def test_fleets_own_fleetctl_drives_real_hosts_through_the_api(
-    hosts: Callable[..., list[Host]], fleet: Fleet, registry: Registry, tmp_path: Path
+    on_shared_hosts: SharedHosts, tmp_path: Path
 ) -> None:
     """fleet's fleetctl v1.0.0 (--driver=API) against `fleetpy api` on a unix socket: the
     unit it starts runs under the systemd of a real host."""
-    started = hosts(2, ttl=3)
-    until(lambda: len(registry.list_machines()) == 2, what="2 machines")
+    fleet, started = on_shared_hosts.fleet, on_shared_hosts.hosts
     sock = tmp_path / "api.sock"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fleetpy", "api", "--listen", str(sock)],
-        env=fleet.env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "api.log", "ab"),
-    )
+    with open(tmp_path / "api.log", "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "fleetpy", "api", "--listen", str(sock)],
+            env=fleet.env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         until(sock.exists, what="the API socket")
         fleetctl = fleetctl_on(str(sock), tmp_path)

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from fleetpy.cluster.nspawn import Host
+from fleetpy.registry import Registry
 
 from support.fleet import Fleet, containers
 from support.git import commit, git
+from support.hosts_fixtures import HostFactory
 from support.paths import ROOT
 from support.waiting import until
 
@@ -33,9 +35,9 @@ def image_of(container: str) -> str:
 
 
 def test_push_of_a_new_image_rolls_every_web_instance(
-    hosts,
-    fleet: Fleet,  # type: ignore[no-untyped-def]
-    registry,
+    hosts: HostFactory,
+    fleet: Fleet,
+    registry: Registry,
     host_docker: str,
     tmp_path: Path,
 ) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,14 +11,10 @@ import yaml
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 
+from support.hosts_fixtures import HostFactory
+from support.waiting import until
+
 pytestmark = pytest.mark.hosts
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def docker_names(all_containers: bool = False) -> list[str]:
@@ -44,12 +38,12 @@ def start_probe(host: Host, image: str) -> str:
             "30",
         ]
     )
-    wait_until(lambda: name in docker_names(), 30, f"container {name}")
+    until(lambda: name in docker_names(), 30, f"container {name}", interval=0.2)
     return name
 
 
 def test_hosts_boot_with_their_own_identity_and_config(
-    hosts, etcd: EtcdServer, prefix: str
+    hosts: HostFactory, etcd: EtcdServer, prefix: str
 ) -> None:
     a, b = hosts(2, metadata=[{"role": "web"}, {"role": "db"}], ttl=5)
     assert a.machine_id != b.machine_id
@@ -67,7 +61,7 @@ def test_hosts_boot_with_their_own_identity_and_config(
         assert config["ttl"] == 5
 
 
-def test_agent_unit_enabled_and_runtime_importable(hosts) -> None:
+def test_agent_unit_enabled_and_runtime_importable(hosts: HostFactory) -> None:
     (host,) = hosts(1)
     assert host.systemctl("is-enabled", AGENT_UNIT).stdout.strip() == "enabled"
     assert (
@@ -93,7 +87,7 @@ def test_agent_unit_enabled_and_runtime_importable(hosts) -> None:
     assert host.run(["touch", "/opt/fleetpy/src/fleetpy/x"], check=False).returncode != 0
 
 
-def test_docker_unit_inside_each_host(hosts, host_docker: str) -> None:
+def test_docker_unit_inside_each_host(hosts: HostFactory, host_docker: str) -> None:
     booted = hosts(2)
     for host in booted:
         start_probe(host, host_docker)
@@ -101,7 +95,7 @@ def test_docker_unit_inside_each_host(hosts, host_docker: str) -> None:
         assert host.main_pid("probe") > 0
 
 
-def test_kill_ends_every_process_of_the_host_only(hosts, host_docker: str) -> None:
+def test_kill_ends_every_process_of_the_host_only(hosts: HostFactory, host_docker: str) -> None:
     victim, survivor = hosts(2)
     container = start_probe(victim, host_docker)
     assert victim.init_pid in victim.processes()
@@ -119,7 +113,7 @@ def test_kill_ends_every_process_of_the_host_only(hosts, host_docker: str) -> No
     )
 
 
-def test_stop_powers_off_cleanly(hosts) -> None:
+def test_stop_powers_off_cleanly(hosts: HostFactory) -> None:
     (host,) = hosts(1)
     host.stop()
     assert not host.alive

@@ -19,8 +19,9 @@ import pytest
 from fleetpy.cluster.local import STATE_ROOT, ClusterState
 from fleetpy.cluster.network import ip
 
-from support.cluster_harness import ROOT, cli, leftovers, sourced
+from support.cluster_harness import TEST_CLUSTERS, cli, leftovers, sourced
 from support.hosts_fixtures import require_host_prerequisites
+from support.paths import ROOT
 from support.waiting import until
 
 pytestmark = pytest.mark.hosts
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.hosts
 def cluster() -> Iterator[ClusterState]:
     require_host_prerequisites()
     name = "t6c"
+    subnet = TEST_CLUSTERS[name]
     if (STATE_ROOT / name).exists():
         cli("cluster", "down", "--name", name)
     result = cli(
@@ -42,7 +44,7 @@ def cluster() -> Iterator[ClusterState]:
         "--etcd-members",
         "3",
         "--subnet",
-        "10.213.66.0/24",
+        subnet,
         "--ttl",
         "5",
     )
@@ -59,7 +61,8 @@ def cluster() -> Iterator[ClusterState]:
 def test_hosts_have_their_own_addresses(cluster: ClusterState) -> None:
     env = sourced(cluster)
     machines = json.loads(cli("list-machines", "-o", "json", env=env).stdout)
-    assert sorted(m["ip"] for m in machines) == ["10.213.66.10", "10.213.66.11", "10.213.66.12"]
+    base = TEST_CLUSTERS[cluster.name].removesuffix(".0/24")
+    assert sorted(m["ip"] for m in machines) == [f"{base}.10", f"{base}.11", f"{base}.12"]
     assert {m["metadata"]["rack"] for m in machines} == {"r1", "r2", "r3"}
     status = cli("cluster", "status", "--name", cluster.name)
     assert status.returncode == 0 and "NO" not in status.stdout, status.stdout
@@ -69,7 +72,7 @@ def test_hosts_have_their_own_addresses(cluster: ClusterState) -> None:
         ["ip", "-n", host.netns, "route"], capture_output=True, text=True
     ).stdout
     assert "default" not in routes
-    assert routes.split()[0] == "10.213.66.0/24"
+    assert routes.split()[0] == TEST_CLUSTERS[cluster.name]
 
 
 def test_example_deployment_and_remote_verbs(cluster: ClusterState) -> None:
@@ -173,7 +176,9 @@ def test_cut_link_moves_units_and_the_host_stops_its_copies_when_back(
     assert twice_after_return <= 5  # nothing runs twice for longer than the TTL
 
 
-def test_killed_etcd_member_and_killed_leading_engine(cluster: ClusterState) -> None:
+def test_killed_etcd_member_and_killed_leading_engine(
+    cluster: ClusterState, tmp_path: Path
+) -> None:
     env = sourced(cluster)
     os.kill(cluster.etcd[0].pid, signal.SIGKILL)
     try:
@@ -188,11 +193,10 @@ def test_killed_etcd_member_and_killed_leading_engine(cluster: ClusterState) -> 
         with Registry(RegistryConfig(endpoints=tuple(cluster.endpoints[1:]))) as registry:
             leader = registry.leader() or ""
         engine = next(e for e in cluster.engines if f"-{e.pid}-" in leader)
-        for number in range(1, 11):
-            (Path("/tmp") / f"t6-{number}.service").write_text(
-                "[Service]\nExecStart=/bin/sleep 1000\n"
-            )
-        batch = cli("start", "--no-block", *[f"/tmp/t6-{n}.service" for n in range(1, 11)], env=env)
+        batch_files = [tmp_path / f"t6-{number}.service" for number in range(1, 11)]
+        for unit_file in batch_files:  # the test's own: tests run side by side
+            unit_file.write_text("[Service]\nExecStart=/bin/sleep 1000\n")
+        batch = cli("start", "--no-block", *map(str, batch_files), env=env)
         os.kill(engine.pid, signal.SIGKILL)
         assert batch.returncode == 0, batch.stderr
         until(
@@ -236,7 +240,7 @@ def test_second_up_is_refused_and_a_crashed_up_is_cleaned(cluster: ClusterState)
             "--hosts",
             "2",
             "--subnet",
-            "10.213.67.0/24",
+            TEST_CLUSTERS["t6x"],
         ],
         env=base,
         stdout=subprocess.DEVNULL,
@@ -265,10 +269,11 @@ def test_second_up_is_refused_and_a_crashed_up_is_cleaned(cluster: ClusterState)
     assert missing.returncode == 0 and "no local cluster named t6x" in missing.stdout
 
 
-def _up(name: str, hosts: int, subnet: str) -> ClusterState:
+def _up(name: str, hosts: int) -> ClusterState:
     require_host_prerequisites()
     if (STATE_ROOT / name).exists():
         cli("cluster", "down", "--name", name)
+    subnet = TEST_CLUSTERS[name]
     result = cli("cluster", "up", "--name", name, "--hosts", str(hosts), "--subnet", subnet)
     assert result.returncode == 0, result.stderr[-3000:]
     return ClusterState.load(name)
@@ -285,7 +290,7 @@ def test_down_finishes_after_a_host_died_a_veth_went_and_etcd_was_killed() -> No
     """[19.5] What died before `down` counts as removed, the rest is still removed, and
     `down` says which was which; a second `down` does nothing, successfully."""
     name = "tdown"
-    state = _up(name, 3, "10.213.70.0/24")
+    state = _up(name, 3)
     try:
         dead, unplugged, alive = state.hosts
         assert dead.init and dead.nspawn
@@ -337,7 +342,7 @@ def test_down_removes_the_rest_of_what_it_cannot_remove_and_says_so() -> None:
     directory): one error line naming it, exit 1, everything else removed, the state kept;
     once it is unmounted, `down` again finishes."""
     name = "tstuck"
-    state = _up(name, 1, "10.213.71.0/24")
+    state = _up(name, 1)
     mount = Path(state.hosts[0].state_dir) / "mounted"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleetpy.cluster.etcd import free_port
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.states import DesiredState
 from fleetpy.unit import parse_unit
 
 from support.waiting import until
@@ -49,7 +50,10 @@ def test_agent_metrics_on_a_real_host(
         text = parse_unit("[Service]\nExecStart=/bin/sleep 100000\n").serialize()
         digest = parse_unit(text).hash
         registry.change_units(
-            [UnitChange(f"metrics{i}.service", "launched", text, digest) for i in range(3)]
+            [
+                UnitChange(f"metrics{i}.service", DesiredState.LAUNCHED, text, digest)
+                for i in range(3)
+            ]
         )
         until(
             lambda: value(port, "fleetpy_agent_units", active="active") == 3,

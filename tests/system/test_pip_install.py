@@ -22,13 +22,14 @@ import pytest
 from fleetpy.cluster.etcd import free_port
 from fleetpy.cluster.local import STATE_ROOT
 
-from support.cluster_harness import ROOT, cli, leftovers
+from support.cluster_harness import TEST_CLUSTERS, cli, leftovers
 from support.hosts_fixtures import require_host_prerequisites
+from support.paths import ROOT
 from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 NAME = "tpip"
-SUBNET = "10.213.69.0/24"
+SUBNET = TEST_CLUSTERS[NAME]
 SHIPPED = ("fleetpy/share/provision.sh", "fleetpy/share/fleetpy-agent.service")
 
 

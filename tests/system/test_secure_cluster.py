@@ -17,12 +17,12 @@ from cryptography.x509.oid import NameOID
 
 from fleetpy.cluster.local import STATE_ROOT, ClusterState
 
-from support.cluster_harness import cli, leftovers, sourced
+from support.cluster_harness import TEST_CLUSTERS, cli, leftovers, sourced
 from support.hosts_fixtures import require_host_prerequisites
 
 pytestmark = pytest.mark.hosts
 NAME = "sec"
-SUBNET = "10.213.78.0/24"
+SUBNET = TEST_CLUSTERS[NAME]
 
 
 @pytest.fixture(scope="module")

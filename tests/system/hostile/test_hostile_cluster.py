@@ -8,12 +8,11 @@ tests/integration/hostile/test_hostile_cluster.py."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from fleetpy.cluster.local import STATE_ROOT
 
+from support.cluster_harness import machine_links
 from support.hostile_harness import Hostile
 
 UP_CASES = [
@@ -28,8 +27,8 @@ UP_CASES = [
 ]
 
 
-def _links() -> str:
-    return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+def _links() -> list[str]:
+    return machine_links()  # other tests' local clusters left out: they run meanwhile
 
 
 @pytest.mark.parametrize("args, match", UP_CASES, ids=[f"up{i}" for i in range(len(UP_CASES))])
