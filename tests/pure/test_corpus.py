@@ -32,7 +32,8 @@ argv items and file SPECs are text, or a generator (nothing big is committed):
 
 
 Here: the tests that need no etcd and no process (README "Tests"); the others are in
-tests/system/test_corpus.py."""
+tests/integration/hostile/test_corpus.py (in process) and tests/system/test_corpus.py
+(the console script, a sample of each class)."""
 
 from __future__ import annotations
 

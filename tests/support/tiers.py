@@ -2,8 +2,9 @@
 `collect` (at collection) and `guard_processes` (around each test) from here:
 
 - pure: no etcd, no processes of any kind; the code under test and the file system.
-- integration: the session's etcd, the CLI in process (typer's runner), the engine, agents
-  and the API server in threads; short-lived helper processes that end by themselves
+- integration: the session's etcd, the CLI in process (typer's runner, or
+  support/inprocess.py: the console script's entry point with its argv, environment and
+  fds), the engine, agents and the API server in threads; short-lived helper processes that end by themselves
   (the template sandbox's bounded render, `python -c` import checks, `systemd --test` and
   `systemd-analyze verify`, etcdctl reads, `ruby -c`, provision.sh on a scratch root), never
   fleetpy itself, a daemon, etcd, or the machine's network, containers or hosts.
