@@ -216,23 +216,27 @@ class _DataMissing(Exception):
 
 
 def agent_instance(path: os.PathLike[str] | str) -> str:
-    """This agent's instance id, kept in PATH (under /run: the same across restarts of
-    the agent on one boot, new after a reboot); made there on first use. Unwritable:
-    one for this process only."""
+    """This agent's instance id: the host's name and a token kept in PATH (on disk, so the
+    same across the agent's restarts and the host's reboots: a rebooted host takes its
+    registration back at once, before the engine would move its units). A host cloned with
+    this file still differs by its name. Made on first use; unwritable: one for this
+    process only."""
+    host = socket.gethostname()
     try:
         with open(path, encoding="ascii") as existing:
             found = existing.read().strip()
         if found:
-            return found
+            return f"{host}/{found}"
     except (OSError, ValueError):
         pass
-    instance = secrets.token_hex(8)
+    token = secrets.token_hex(8)
     try:
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", mode=0o755, exist_ok=True)
         with open(path, "w", encoding="ascii") as new:
-            new.write(instance + "\n")
+            new.write(token + "\n")
     except OSError:
         log_event("agent_instance_not_kept", path=str(path))
-    return instance
+    return f"{host}/{token}"
 
 
 class Agent:

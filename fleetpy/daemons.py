@@ -119,6 +119,14 @@ def _check_layout(registry: Registry, manager: UnitManager | None = None) -> Non
         raise
 
 
+def instance_file(agent: AgentSettings, machine_id: str) -> Path:
+    """Where an agent keeps its instance token: on the host's disk for systemd (it must
+    survive reboots); a simulated agent's beside its unit directory."""
+    if agent.unit_manager is UnitManagerKind.SYSTEMD:
+        return Path("/var/lib/fleetpy") / f"agent-{machine_id}.instance"
+    return Path(agent.unit_dir).parent / f"agent-{machine_id}.instance"
+
+
 def run_engine(settings: Settings) -> None:
     """`fleetpy engine`: compete for leadership and place units until interrupted."""
     collectors = _metrics_registry(settings.metrics.listen)
@@ -181,10 +189,7 @@ def run_agent(settings: Settings) -> None:
             public_ip=settings.agent.public_ip,
             ttl=settings.agent.ttl,
             trusted=trusted,
-            # Beside the unit files, under /run: kept across restarts, gone at reboot.
-            instance=agent_instance(
-                Path(settings.agent.unit_dir).parent / f"agent-{machine_id}.instance"
-            ),
+            instance=agent_instance(instance_file(settings.agent, machine_id)),
         ),
     )
     if instruments is not None:

@@ -4,6 +4,7 @@ first one lives; the same agent restarting takes its registration back at once."
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from fleetpy.agent import Agent, AgentConfig, agent_instance
+from fleetpy.config import AgentSettings, UnitManagerKind
+from fleetpy.daemons import instance_file
 from fleetpy.registry import MachineIdInUse, MachineRecord, Registry, RegistryConfig
 from fleetpy.unitmanager import SimulatedUnitManager
 
@@ -93,10 +96,23 @@ def test_a_registration_from_another_instance_is_refused_whole(registry: Registr
     assert registry.list_machines()["m2"].hostname == "new"
 
 
-def test_the_instance_is_kept_across_restarts_in_its_file(tmp_path: Path) -> None:
-    path = tmp_path / "agent-m1.instance"
+def test_the_instance_is_kept_across_restarts_and_reboots_in_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "lib" / "agent-m1.instance"  # its directory made on first use
     first = agent_instance(path)
-    assert agent_instance(path) == first
-    path.unlink()  # a reboot empties /run
-    assert agent_instance(path) != first
-    assert agent_instance(tmp_path / "missing" / "x.instance")  # unwritable: still one
+    assert agent_instance(path) == first  # restarted, or rebooted: the file is on disk
+    assert first.startswith(socket.gethostname() + "/")
+    monkeypatch.setattr(socket, "gethostname", lambda: "a-clone")
+    assert agent_instance(path) != first  # a clone carrying the file differs by its name
+    path.unlink()
+    assert agent_instance(path).startswith("a-clone/")
+    (tmp_path / "ro").mkdir(mode=0o500)
+    assert agent_instance(tmp_path / "ro" / "x.instance")  # unwritable: still one
+
+
+def test_a_real_agent_keeps_its_instance_on_disk_a_simulated_one_beside_its_units() -> None:
+    systemd = AgentSettings(unit_manager=UnitManagerKind.SYSTEMD)
+    simulated = AgentSettings(unit_manager=UnitManagerKind.SIMULATED, unit_dir="/tmp/x/units")
+    assert instance_file(systemd, "m1") == Path("/var/lib/fleetpy/agent-m1.instance")
+    assert instance_file(simulated, "m1") == Path("/tmp/x/agent-m1.instance")
