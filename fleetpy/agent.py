@@ -24,6 +24,7 @@ from .errors import FleetpyError, UnitNameError
 from .log import log_event
 from .metadata import Overlay, effective
 from .registry import (
+    MachineEvent,
     MachineIdInUse,
     MachineRecord,
     MetadataEvent,
@@ -179,7 +180,7 @@ def select_globals(
 
 
 # What an agent watches: its schedule, the global units, its operators' metadata.
-_AgentEvent = ScheduleEvent | MetadataEvent
+_AgentEvent = ScheduleEvent | MetadataEvent | MachineEvent
 
 
 @dataclass
@@ -429,6 +430,15 @@ class Agent:
                 lambda b: self._on_watch(b, "global", generation), revision + 1
             )
         )
+        # Its own record deleted while the lease lives (by hand, or `etcdctl del --prefix`):
+        # register again, or the engine would never place anything here.
+        self._cancels.append(
+            self.registry.watch_machines(
+                lambda b: self._on_watch(b, "machine", generation),
+                revision + 1,
+                machine=self.machine_id,
+            )
+        )
         self.stats.resyncs += 1
         self._synced = True
 
@@ -447,6 +457,8 @@ class Agent:
             if isinstance(event, MetadataEvent):
                 self._overlay = event.overlay or {}
                 continue
+            if not isinstance(event, ScheduleEvent):
+                continue  # this machine's record: handled in _drain
             if event.entry is None:
                 target.pop(event.unit, None)
             else:
@@ -519,7 +531,18 @@ class Agent:
             if kind == "resync" and payload == self._generation:
                 self._synced = False
                 return
-            if kind in ("schedule", "global", "metadata"):
+            if kind == "machine":
+                generation, batch = payload
+                if generation != self._generation:
+                    pass  # a watch from before the last fresh read
+                elif batch.error is not None:
+                    self._synced = False  # the stream broke: a fresh read, same lease
+                    return
+                elif any(isinstance(e, MachineEvent) and e.record is None for e in batch.events):
+                    log_event("machine_record_gone", machine=self.machine_id)
+                    self._lease, self._synced = None, False  # register anew
+                    return
+            elif kind in ("schedule", "global", "metadata"):
                 generation, batch = payload
                 if generation != self._generation:
                     pass  # queued before the last fresh read: already reflected in it

@@ -1783,10 +1783,24 @@ class Registry:
         self,
         callback: Callable[[WatchBatch[MachineEvent]], None],
         start_revision: int | None = None,
+        machine: str | None = None,
     ) -> Callable[[], None]:
-        return self._watch(
-            "machines", lambda rel, record: MachineEvent(rel, record), callback, start_revision
-        )
+        """Every machine's record, or with MACHINE only that one (an agent's own; an
+        agent whose etcd role predates reading it gets no such watch, said once)."""
+        try:
+            return self._watch(
+                "machines",
+                lambda rel, record: MachineEvent(rel, record),
+                callback,
+                start_revision,
+                sub=machine,
+                exact=machine is not None,
+            )
+        except EtcdPermissionDenied as exc:
+            if machine is None:
+                raise
+            log_event("machine_watch_refused", machine=machine, error=str(exc))
+            return lambda: None
 
     def watch_metadata(
         self,

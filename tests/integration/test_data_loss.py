@@ -58,3 +58,18 @@ def test_agents_hold_their_units_while_etcd_has_lost_fleetpys_data(
         ),
         what="each unit running once",
     )
+
+
+def test_an_agent_whose_record_was_deleted_registers_again_and_stops_nothing(
+    cluster: Cluster, registry_config: RegistryConfig
+) -> None:
+    cluster.engine()
+    agent = cluster.agent("m1")
+    cluster.registry.change_units([unit("u.service")])
+    until(lambda: len(cluster.running()) == 1, what="the unit running")
+    actions = agent.stats.actions
+    with transport(*registry_config.endpoints) as raw:  # by hand, its lease still alive
+        raw.delete(f"{registry_config.prefix}/machines/m1")
+    until(lambda: "m1" in cluster.registry.list_machines(), what="m1 registered again")
+    assert agent.stats.actions == actions
+    assert cluster.running() == {"u.service": "m1"}
