@@ -748,7 +748,7 @@ class Registry:
 
     def compact_history(self, revision: int) -> bool:
         """Drop etcd's history before REVISION (values overwritten or deleted earlier).
-        False: this client's etcd user may not (compaction needs etcd's root role)."""
+        False: etcd's access control refused this client's user."""
         try:
             self._etcd.compact(revision)
         except EtcdPermissionDenied:
