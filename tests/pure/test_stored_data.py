@@ -120,6 +120,14 @@ class HandsOutAnything:
     ) -> Callable[[], None]:
         return lambda: None
 
+    def watch_machines(
+        self, callback: Callable[[WatchBatch[Any]], None], start: int, machine: str
+    ) -> Callable[[], None]:
+        return lambda: None
+
+    def layout_present(self, revision: int = 0) -> bool:
+        return True
+
     def report_states(self, states: Sequence[Any], lease: int, removed: Sequence[Any]) -> None:
         self.reported.extend(state.name for state in states)
 
