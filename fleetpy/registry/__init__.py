@@ -774,6 +774,13 @@ class Registry:
                 continue
             try:
                 self._etcd.defragment(url)
+            except EtcdPermissionDenied:
+                who = self._etcd.identity
+                raise RegistryError(
+                    "defragmenting etcd and disarming its alarms take etcd's root user"
+                    + (f" (this client acts as {who})" if who else "")
+                    + ": run reclaim with root's credentials (its history is compacted)"
+                ) from None
             except RegistryError as exc:
                 unreachable.append(f"{url} ({exc})")
         disarmed = []

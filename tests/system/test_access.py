@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fleetpy.errors import RegistryError
 from fleetpy.metadata import MetadataChange
 from fleetpy.registry import (
     MachineRecord,
@@ -131,3 +132,16 @@ def test_the_engine_elects_itself_and_places(secure: SecureEtcd) -> None:
         engine.revoke_lease(lease)
         assert engine.leader() is None
         operator.destroy_units(["e.service"])
+
+
+def test_compaction_is_every_users_but_reclaiming_space_is_roots(secure: SecureEtcd) -> None:
+    """etcd 3.4 lets any user compact (the engine leader does, issue [12]); defragmenting
+    and alarms are etcd's admin calls: reclaim as the operator says so in one line."""
+    creds = secure.creds
+    with secure.registry(creds.engine) as engine:
+        assert engine.compact_history(engine.revision())
+    with secure.registry(creds.operator) as operator:
+        with pytest.raises(RegistryError, match="take etcd's root user .this client acts as"):
+            operator.reclaim_space()
+    with secure.registry(creds.root) as root:
+        assert root.reclaim_space().unreachable == ()
