@@ -470,21 +470,19 @@ class Agent:
     def _loop(self) -> None:
         backoff = 0.2
         in_use = False  # said once while another agent holds this machine id
-        missing = False  # said once while etcd has lost fleetpy's data
         while not self._stop.is_set():
             try:
                 if not self._synced:
                     self._sync()
                     self._reconcile()
                     self.ready.set()
-                    backoff, in_use, missing = 0.2, False, False
+                    backoff, in_use = 0.2, False
                 self._drain()
             except _DataMissing:
-                self._held = True
                 # etcd lost fleetpy's data: an empty schedule is not an order to stop
                 # what runs here. Hold until the data is back (restored or written anew).
                 self._synced = False
-                if not missing:
+                if not self._held:
                     # Its machine record went with the data: register anew (the old
                     # lease expires by itself), so the engine can place here again.
                     self._lease = None
@@ -494,7 +492,7 @@ class Agent:
                         units=len(self.manager.observe()),
                         action="holding every unit as it runs until the prefix is restored",
                     )
-                missing = True
+                self._held = True
                 if self._stop.wait(1.0):
                     return
             except MachineIdInUse as exc:
@@ -571,7 +569,7 @@ class Agent:
     def _gone_with_the_data(self, batch: WatchBatch[_AgentEvent]) -> bool:
         """The last of this machine's schedule was deleted along with fleetpy's marker
         (`etcdctl del --prefix`): not an unload to carry out."""
-        deleted = any(getattr(event, "entry", True) is None for event in batch.events)
+        deleted = any(isinstance(e, ScheduleEvent) and e.entry is None for e in batch.events)
         # Asked as of the batch: a restore may have put the marker back since.
         return deleted and not self.registry.layout_present(batch.revision)
 

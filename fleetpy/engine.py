@@ -105,8 +105,8 @@ class Engine:
         compaction_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.registry = registry
-        # Only the leader compacts; its samples start afresh with each leadership.
-        self._compaction_interval = compaction_interval
+        # Only the leader compacts; its samples start afresh with each leadership (the
+        # interval is kept: compaction refused once stays off).
         self._compaction = CompactionSchedule(compaction_interval)
         # Told (plan seconds, whole pass seconds) after each reconcile pass: metrics.
         self._on_pass = on_pass

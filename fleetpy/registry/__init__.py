@@ -623,20 +623,32 @@ def normalize_prefix(prefix: str) -> str:
     return text
 
 
+def _sized_chunks(
+    items: Sequence[T], limit: int, size: Callable[[T], int]
+) -> Iterator[Sequence[T]]:
+    """Runs of ITEMS for one transaction each: at most LIMIT items and MAX_TXN_BYTES of
+    their SIZE (a single larger item goes alone)."""
+    chunk: list[T] = []
+    total = 0
+    for item in items:
+        bytes_ = size(item)
+        if chunk and (len(chunk) >= limit or total + bytes_ > MAX_TXN_BYTES):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += bytes_
+    if chunk:
+        yield chunk
+
+
 def _unit_chunks(changes: Sequence[UnitChange]) -> Iterator[Sequence[UnitChange]]:
     """Transactions of at most 40 units (content, record, global entry: 3 ops each) and
     MAX_TXN_BYTES of unit text (a global unit's text is written twice)."""
-    chunk: list[UnitChange] = []
-    size = 0
-    for change in changes:
-        text = len(change.text or "") * (2 if change.is_global else 1) + 256
-        if chunk and (len(chunk) >= MAX_TXN_OPS // 3 or size + text > MAX_TXN_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(change)
-        size += text
-    if chunk:
-        yield chunk
+    return _sized_chunks(
+        changes,
+        MAX_TXN_OPS // 3,
+        lambda change: len(change.text or "") * (2 if change.is_global else 1) + 256,
+    )
 
 
 def _names(names: Sequence[str], limit: int = 3) -> str:
@@ -1046,27 +1058,16 @@ class Registry:
             (k for k in keys if k not in present),
             key=lambda k: (DESIRED_KINDS.index(k.partition("/")[0]), k),
         )
-        chunk: list[str] = []
-        size = 0
-        for rel_key in [*todo, ""]:
-            value = keys.get(rel_key, "")
-            if chunk and (
-                not rel_key or len(chunk) >= MAX_TXN_OPS or size + len(value) > MAX_TXN_BYTES
-            ):
-                full = [self.key(k) for k in chunk]
-                ops = [self.txn.put(f, keys[k]) for f, k in zip(full, chunk)]
-                if self._layout_unmarked or not self._layout_checked:
-                    self.ensure_layout()
-                succeeded, _, _ = self._txn([self.txn.version(f, 0) for f in full], ops)
-                if not succeeded:
-                    raise RegistryError(
-                        f"prefix {self.prefix or '/'} was written to while restoring; "
-                        "run restore again"
-                    )
-                chunk, size = [], 0
-            if rel_key:
-                chunk.append(rel_key)
-                size += len(value) + len(rel_key)
+        if todo:
+            self.ensure_layout()  # a restored prefix is marked before its first key
+        for chunk in _sized_chunks(todo, MAX_TXN_OPS, lambda k: len(k) + len(keys[k])):
+            full = [self.key(k) for k in chunk]
+            ops = [self.txn.put(f, keys[k]) for f, k in zip(full, chunk)]
+            succeeded, _, _ = self._txn([self.txn.version(f, 0) for f in full], ops)
+            if not succeeded:
+                raise RegistryError(
+                    f"prefix {self.prefix or '/'} was written to while restoring; run restore again"
+                )
         if todo:
             log_event("desired_state_restored", prefix=self.prefix, keys=len(todo))
         return len(todo)

@@ -1040,22 +1040,22 @@ class EtcdTransport:
     def member_status(self) -> list[MemberStatus]:
         """Every member's status, in endpoint order; one that does not answer within
         the timeout is listed with the reason."""
+
+        def call(a: _Attempt) -> MemberStatus:
+            response = a.member.maintenance.Status(
+                etcdrpc.StatusRequest(), timeout=a.timeout, metadata=a.metadata
+            )
+            return MemberStatus(
+                url=a.member.url,
+                member_id=int(response.header.member_id),
+                db_size=int(response.dbSize),
+                revision=int(response.header.revision),
+                leader=int(response.leader),
+                version=str(response.version),
+            )
+
         statuses = []
         for member in self._members:
-
-            def call(a: _Attempt) -> MemberStatus:
-                response = a.member.maintenance.Status(
-                    etcdrpc.StatusRequest(), timeout=a.timeout, metadata=a.metadata
-                )
-                return MemberStatus(
-                    url=a.member.url,
-                    member_id=int(response.header.member_id),
-                    db_size=int(response.dbSize),
-                    revision=int(response.header.revision),
-                    leader=int(response.leader),
-                    version=str(response.version),
-                )
-
             try:
                 statuses.append(self._on_member(member, call))
             except EtcdError as exc:

@@ -35,15 +35,6 @@ def unit_files(run: Run) -> list[dict[str, object]]:
     return [{k: r[k] for k in ("unit", "hash", "desired_state")} for r in rows]
 
 
-def running(cluster: Cluster) -> list[str]:
-    return sorted(
-        n
-        for a in cluster.agents.values()
-        for n, s in a.manager.observe().items()
-        if s.active == "active"
-    )
-
-
 def wipe(config: RegistryConfig) -> None:
     with transport(*config.endpoints) as raw:
         start = config.prefix + "/"
@@ -74,7 +65,7 @@ def test_a_backup_restored_into_an_emptied_prefix_brings_the_cluster_back(
         == 0
     )
     registry.change_metadata([MetadataChange("m2", "role", "db")])
-    until(lambda: len(running(cluster)) == 3, what="three units running")
+    until(lambda: len([n for n, _ in cluster.hosted()]) == 3, what="three units running")
     before = unit_files(run)
 
     backup = tmp_path / "cluster.backup"
@@ -96,7 +87,10 @@ def test_a_backup_restored_into_an_emptied_prefix_brings_the_cluster_back(
     # Agents running units registered again when they found the data gone.
     until(lambda: set(registry.list_machines()) == {"m1", "m2"}, what="both machines back")
     assert registry.list_machines()["m2"].metadata["role"] == "db"
-    until(lambda: running(cluster) == [f"web{i}.service" for i in range(3)], what="each web once")
+    until(
+        lambda: [n for n, _ in cluster.hosted()] == [f"web{i}.service" for i in range(3)],
+        what="each web once",
+    )
 
     # Again: everything is already there, nothing is written.
     result = run("restore", str(backup))

@@ -47,15 +47,7 @@ def test_agents_hold_their_units_while_etcd_has_lost_fleetpys_data(
     # Written anew (a restore, or the operator starting over): the agents follow it again.
     cluster.registry.change_units(units)
     until(
-        lambda: (
-            sorted(
-                n
-                for a in cluster.agents.values()
-                for n, s in a.manager.observe().items()
-                if s.active == "active"
-            )
-            == sorted(u.name for u in units)
-        ),
+        lambda: [n for n, _ in cluster.hosted()] == sorted(u.name for u in units),
         what="each unit running once",
     )
 

@@ -59,6 +59,17 @@ class Cluster:
             if s.active == "active"
         }
 
+    def hosted(self) -> list[tuple[str, str]]:
+        """(unit, machine) for each unit active on a simulated host, as the hosts
+        themselves run them (not etcd's view, which running() reads); a unit running on
+        two machines is there twice."""
+        return sorted(
+            (name, machine)
+            for machine, agent in self.agents.items()
+            for name, state in agent.manager.observe().items()
+            if state.active == "active"
+        )
+
     def close(self) -> None:
         for agent in self.agents.values():
             agent.stop()

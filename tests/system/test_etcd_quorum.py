@@ -40,15 +40,6 @@ def cluster(etcd_cluster: EtcdCluster, prefix: str) -> Iterator[Cluster]:
     c.close()
 
 
-def running(cluster: Cluster) -> dict[str, str]:
-    return {
-        name: machine
-        for machine, agent in cluster.agents.items()
-        for name, state in agent.manager.observe().items()
-        if state.active == "active"
-    }
-
-
 def test_quorum_lost_keeps_units_running_fails_commands_fast_and_moves_nothing_when_back(
     etcd_cluster: EtcdCluster, cluster: Cluster, prefix: str, units_dir: Path
 ) -> None:
@@ -71,8 +62,8 @@ def test_quorum_lost_keeps_units_running_fails_commands_fast_and_moves_nothing_w
         cluster.agent(machine)
     files = [write(units_dir, f"web{i}.service") for i in range(6)]
     assert run("start", *files).exit_code == 0
-    until(lambda: len(running(cluster)) == 6, timeout=20, what="six units running")
-    placed, before = cluster.placement(), running(cluster)
+    until(lambda: len(dict(cluster.hosted())) == 6, timeout=20, what="six units running")
+    placed, before = cluster.placement(), dict(cluster.hosted())
     leases = {machine: agent._lease for machine, agent in cluster.agents.items()}
 
     leader = etcd_cluster.leader()
@@ -98,14 +89,14 @@ def test_quorum_lost_keeps_units_running_fails_commands_fast_and_moves_nothing_w
 
     # Several TTLs without quorum: every unit still runs where it ran.
     time.sleep(3 * max(a.config.ttl for a in cluster.agents.values()))  # nothing may happen
-    assert running(cluster) == before
+    assert dict(cluster.hosted()) == before
 
     for index in lost:
         etcd_cluster.restart(index)
     # Back: the cluster takes commands again, and nothing moved or re-registered.
     until(lambda: run("list-units").exit_code == 0, timeout=20, what="commands to work again")
     assert run("start", "--no-block", extra).exit_code == 0
-    until(lambda: "extra.service" in running(cluster), timeout=20, what="a new unit to run")
-    assert {n: m for n, m in running(cluster).items() if n != "extra.service"} == before
+    until(lambda: "extra.service" in dict(cluster.hosted()), timeout=20, what="a new unit to run")
+    assert {n: m for n, m in dict(cluster.hosted()).items() if n != "extra.service"} == before
     assert {n: m for n, m in cluster.placement().items() if n != "extra.service"} == placed
     assert {machine: agent._lease for machine, agent in cluster.agents.items()} == leases

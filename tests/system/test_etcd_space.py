@@ -43,16 +43,6 @@ def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
     c.close()
 
 
-def running(cluster: Cluster) -> dict[str, str]:
-    """Unit -> machine, as the simulated hosts themselves run them (not etcd's view)."""
-    return {
-        name: machine
-        for machine, agent in cluster.agents.items()
-        for name, state in agent.manager.observe().items()
-        if state.active == "active"
-    }
-
-
 def test_the_leader_compacts_history_older_than_its_interval(
     etcd: EtcdServer, cluster: Cluster, run: Run, units_dir: Path
 ) -> None:
@@ -78,7 +68,9 @@ def test_the_leader_compacts_history_older_than_its_interval(
     # Watches behind the compaction resynced: the cluster still follows every change.
     result = run("start", *files)
     assert result.exit_code == 0, result.output
-    until(lambda: set(running(cluster)) == {f"churn{i}.service" for i in range(4)}, timeout=20)
+    until(
+        lambda: set(dict(cluster.hosted())) == {f"churn{i}.service" for i in range(4)}, timeout=20
+    )
     assert engine.is_leader.is_set()
     raw.close()
 
@@ -105,8 +97,8 @@ def test_a_full_etcd_stops_writes_not_units_and_reclaim_resumes_everything(
     cluster.agent("m2")
     files = [write(units_dir, f"web{i}.service") for i in range(4)]
     assert run("start", *files).exit_code == 0
-    until(lambda: len(running(cluster)) == 4, timeout=20, what="four units running")
-    placed, before = cluster.placement(), running(cluster)
+    until(lambda: len(dict(cluster.hosted())) == 4, timeout=20, what="four units running")
+    placed, before = cluster.placement(), dict(cluster.hosted())
 
     fill(etcd)
     # Every write fails in one line that says what to do, and writes nothing.
@@ -125,7 +117,7 @@ def test_a_full_etcd_stops_writes_not_units_and_reclaim_resumes_everything(
     # Several TTLs later: leases kept (keepalives need no space), nothing moved or stopped.
     time.sleep(3 * max(a.config.ttl for a in cluster.agents.values()))  # nothing may happen
     assert set(registry.list_machines()) == {"m1", "m2"}
-    assert running(cluster) == before
+    assert dict(cluster.hosted()) == before
     # A unit that dies meanwhile cannot be reported yet; it is once etcd takes writes.
     crashed = placed["web1.service"]
     cluster.agents[crashed].manager.fail("web1.service")  # type: ignore[attr-defined]
@@ -144,7 +136,10 @@ def test_a_full_etcd_stops_writes_not_units_and_reclaim_resumes_everything(
     assert run("start", "--no-block", extra).exit_code == 0
     assert run("stop", "--no-block", files[0]).exit_code == 0
     until(
-        lambda: "extra.service" in running(cluster) and "web0.service" not in running(cluster),
+        lambda: (
+            "extra.service" in dict(cluster.hosted())
+            and "web0.service" not in dict(cluster.hosted())
+        ),
         timeout=20,
         what="the cluster to act on writes after reclaim",
     )
@@ -153,6 +148,6 @@ def test_a_full_etcd_stops_writes_not_units_and_reclaim_resumes_everything(
         timeout=20,
         what="the stop reported",
     )
-    assert {n: m for n, m in running(cluster).items() if n != "extra.service"} == {
+    assert {n: m for n, m in dict(cluster.hosted()).items() if n != "extra.service"} == {
         n: m for n, m in before.items() if n != "web0.service"
     }
