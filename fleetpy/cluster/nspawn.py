@@ -772,12 +772,19 @@ def _docker_ok() -> bool:
 
 
 def ensure_dockerd(
-    log_path: Path = Path("/var/log/fleetpy-dockerd.log"), timeout: float = 60.0
+    log_path: Path = Path("/var/log/fleetpy-dockerd.log"),
+    stall: float = 60.0,
+    limit: float = 900.0,
 ) -> bool:
     """Start dockerd if `docker info` fails; True if it was started here.
 
     It runs detached and stays up: hosts bind its socket, and a dockerd
     restarted under running hosts would leave them a dead socket.
+
+    A dockerd that was killed with containers running removes their stale
+    network sandboxes at its next start, ~0.1 s each: hundreds of them took
+    76 s here. So it is given up on only when its log stops growing for
+    STALL seconds (or after LIMIT), not after a fixed time.
     """
     if _docker_ok():
         return False
@@ -797,11 +804,27 @@ def ensure_dockerd(
                 stderr=subprocess.STDOUT,
                 check=True,
             )
-        try:
-            _wait_for("dockerd", _docker_ok, timeout, interval=0.3)
-        except HostError as e:
-            raise HostError(f"{e}; log {log_path}:\n{_tail(log_path)}") from None
+        _wait_while_logging("dockerd", _docker_ok, log_path, stall, limit)
     return True
+
+
+def _wait_while_logging(
+    what: str, ready: Callable[[], bool], log_path: Path, stall: float, limit: float
+) -> None:
+    start = last_growth = time.monotonic()
+    size = -1
+    while not ready():
+        now = time.monotonic()
+        grown = log_path.stat().st_size if log_path.exists() else 0
+        if grown != size:
+            size, last_growth = grown, now
+        if now - last_growth > stall or now - start > limit:
+            raise HostError(
+                f"timed out after {now - start:.0f}s waiting for {what} "
+                f"(its log silent for {now - last_growth:.0f}s); "
+                f"log {log_path}:\n{_tail(log_path)}"
+            )
+        time.sleep(0.3)
 
 
 def remove_host_containers(hostname: str, machine_id: str) -> list[str]:
