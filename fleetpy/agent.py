@@ -343,12 +343,15 @@ class Agent:
             self.config.ttl,
             self.config.instance,
         )
-        self.registry.register_machine(record, lease)
-        # Only a lease that carries the machine record counts as registered: if the
-        # write failed, the next sync registers again.
-        self._lease = lease
-        self._reported = {}  # states lived under the old lease; write them again
-        self._states_changed.set()
+        with self._report_lock:
+            # States lived under the old lease: written again, with the record.
+            current = self._states(self.manager.observe())
+            self.registry.register_machine(record, lease, list(current.values()))
+            # Only a lease that carries the machine record counts as registered: if the
+            # write failed, the next sync registers again.
+            self._lease = lease
+            self._reported = current
+        self._states_changed.set()  # whatever changed since
         log_event(
             "machine_registered",
             machine=self.machine_id,
@@ -650,19 +653,7 @@ class Agent:
     def _report_locked(self, observed: Mapping[str, ObservedUnit]) -> None:
         if self._lease is None:
             return
-        current = {name: unit.state(self.machine_id) for name, unit in observed.items()}
-        # A refused unit is reported as such (also while an older version of it is still
-        # being stopped): what the cluster asked for is what did not run.
-        for name, (content_hash, verdict) in self._rejected.items():
-            current[name] = UnitState(
-                name,
-                self.machine_id,
-                REJECTED_LOAD,
-                REJECTED,
-                verdict.reason,
-                content_hash,
-                verdict.detail,
-            )
+        current = self._states(observed)
         changed = [s for name, s in current.items() if self._reported.get(name) != s]
         removed = [(name, self.machine_id) for name in self._reported if name not in current]
         if not changed and not removed:
@@ -679,6 +670,22 @@ class Agent:
                     message=state.message,
                 )
         self._reported = current
+
+    def _states(self, observed: Mapping[str, ObservedUnit]) -> dict[str, UnitState]:
+        current = {name: unit.state(self.machine_id) for name, unit in observed.items()}
+        # A refused unit is reported as such (also while an older version of it is still
+        # being stopped): what the cluster asked for is what did not run.
+        for name, (content_hash, verdict) in self._rejected.items():
+            current[name] = UnitState(
+                name,
+                self.machine_id,
+                REJECTED_LOAD,
+                REJECTED,
+                verdict.reason,
+                content_hash,
+                verdict.detail,
+            )
+        return current
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from .errors import FleetpyError
 from .log import log_event
 from .metadata import Overlay
 from .registry import (
+    ClearAdoptionRequest,
     ClearForceReschedule,
     ContentEvent,
     EngineEvent,
@@ -80,6 +81,9 @@ GRACE_MARGIN = 2.0
 # lease revocations (etcd revokes expired leases in batches) is seen as one.
 LOSS_SETTLE = 1.0
 MAX_RETRY_BACKOFF = 1.0  # an etcd back after an outage is used within about a second
+# After a restore, units without a schedule entry are placed where agents report them
+# running for this long (a large restore writes its units in several transactions).
+ADOPT_WINDOW = 60.0
 
 
 class Engine:
@@ -121,6 +125,8 @@ class Engine:
         self._grace_for: set[str] = set()
         self._paused = False  # rescheduling paused by a mass loss
         self._force = False  # an operator asked to reschedule despite a pause or grace
+        self._adopt_until = 0.0  # monotonic end of a restore's adoption window
+        self._adopt_requested = False  # the restore's request key is still to be cleared
         self._ttls: dict[str, int] = {}  # machine -> the TTL its agent registered with
         self._lost_at: dict[str, float] = {}  # machine -> when it stopped reporting
         self._next_judgement: float | None = None  # when a hold (grace, settle) ends
@@ -377,7 +383,33 @@ class Engine:
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
             for name, why in model.invalid.items()
         }
-        return scheduler.Snapshot(model.specs, machines, model.schedule, model.reasons, invalid)
+        return scheduler.Snapshot(
+            model.specs, machines, model.schedule, model.reasons, invalid, self._running(model)
+        )
+
+    def _start_adopting(self) -> None:
+        self._adopt_until = time.monotonic() + ADOPT_WINDOW
+        self._adopt_requested = True
+        log_event("adoption_requested", engine=self.candidate, window=f"{ADOPT_WINDOW:g}s")
+
+    def _running(self, model: _Model) -> dict[str, str]:
+        """Within a restore's adoption window: unscheduled units that agents report
+        running, with the contents they should run, by machine. Read from etcd only
+        then (the engine never watches states)."""
+        if time.monotonic() >= self._adopt_until:
+            return {}
+        waiting = {
+            name
+            for name, spec in model.specs.items()
+            if name not in model.schedule and scheduler.is_placeable(spec)
+        }
+        if not waiting:
+            return {}
+        return {
+            name: machine
+            for name, (machine, content_hash) in self.registry.running_units().items()
+            if name in waiting and content_hash == model.specs[name].hash
+        }
 
     def _full_read(self, blind: bool) -> _Model:
         """Read everything and restart the watches. `blind`: this read follows a gap in
@@ -394,6 +426,8 @@ class Engine:
             self._grace_for = hosting - view.machines.keys()
             self._blind_until = time.monotonic() + self.grace_seconds()
         self._force = self.registry.force_reschedule_requested()
+        if self.registry.adoption_requested():
+            self._start_adopting()
         model = _Model(
             revision=view.revision,
             records=dict(view.units),
@@ -519,6 +553,8 @@ class Engine:
                     if event.force_reschedule:
                         self._force = True
                         log_event("force_reschedule_requested", engine=self.candidate)
+                    if event.adopt:
+                        self._start_adopting()
                 elif isinstance(event, MachineEvent):
                     self._machine_event(model, event)
                 elif isinstance(event, MetadataEvent):
@@ -572,7 +608,8 @@ class Engine:
         self.stats.passes += 1
         started = time.perf_counter()
         forced = self._force
-        changes = list(scheduler.plan_placements(self._snapshot(model)))
+        snapshot = self._snapshot(model)
+        changes = list(scheduler.plan_placements(snapshot))
         planned = time.perf_counter()
         if changes:
             self._execute(model, changes)
@@ -581,13 +618,23 @@ class Engine:
                 counts[type(change).__name__.lower()] = (
                     counts.get(type(change).__name__.lower(), 0) + 1
                 )
-            log_event("engine_pass", engine=self.candidate, **counts)
+            adopted = sum(
+                1
+                for c in changes
+                if isinstance(c, scheduler.Schedule) and snapshot.running.get(c.unit) == c.machine
+            )
+            log_event("engine_pass", engine=self.candidate, **counts, adopted=adopted or None)
         if forced:
             # One-shot: cleared once this pass is written (fenced like every engine write).
             if not self.registry.engine_write(self.candidate, [[ClearForceReschedule()]]):
                 raise _LostLeadership("a fenced write was refused")
             self._force = False
             log_event("force_reschedule_done", engine=self.candidate)
+        if self._adopt_requested:
+            # The window lives in this engine; the key only carries the request to it.
+            if not self.registry.engine_write(self.candidate, [[ClearAdoptionRequest()]]):
+                raise _LostLeadership("a fenced write was refused")
+            self._adopt_requested = False
         if self._on_pass is not None:
             self._on_pass(planned - started, time.perf_counter() - started)
 

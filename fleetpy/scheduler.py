@@ -141,6 +141,9 @@ class Snapshot:
     schedule: Mapping[str, Scheduled] = field(default_factory=dict)  # unit -> placement
     reasons: Mapping[str, str] = field(default_factory=dict)  # unit -> stored "why unplaced"
     invalid: Mapping[str, InvalidUnit] = field(default_factory=dict)  # never placed
+    # unit -> the machine it is found running on without a schedule entry (after a
+    # restore): placed there if that machine may take it, so it is adopted, not restarted.
+    running: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -675,6 +678,17 @@ class _Planner:
             self._fail(name, reason)
             self.failure_memo[memo_key] = (self.epoch, reason)
             return None
+
+        running_on = self.snapshot.running.get(name)
+        if (
+            running_on is not None
+            and running_on in pool.heap_key_of
+            and self._blocker(name, options, running_on) is None
+        ):
+            # Its heap entry goes stale and is refreshed when popped (_pop_eligible).
+            heap = pool.heaps[pool.heap_key_of[running_on]]
+            heapq.heappush(heap, (len(self.hosted[running_on]) + 1, running_on))
+            return running_on
 
         blockers: list[_Blocker] = []
         best: tuple[int, int, str] | None = None  # (spread count, load, machine)

@@ -66,10 +66,18 @@ from ..errors import (
 )
 from ..log import log_event
 from ..metadata import MetadataChange, Overlay, apply_changes, effective, key_problem, value_problem
-from ..states import DesiredState
+from ..states import RUNNING_STATES, DesiredState
 from ..unit import parse_name
 from . import access
-from .layout import FORCE_RESCHEDULE, LAYOUT_KEY, LAYOUT_VALUE, ancestor_markers, ancestors, join
+from .layout import (
+    ADOPT,
+    FORCE_RESCHEDULE,
+    LAYOUT_KEY,
+    LAYOUT_VALUE,
+    ancestor_markers,
+    ancestors,
+    join,
+)
 from .tls import TlsMaterial, load_tls
 from .transport import (
     Alarm,
@@ -493,6 +501,7 @@ class EngineEvent:
     leader: str | None = None  # the new leader; None: no leader (or not this key)
     leader_changed: bool = False
     force_reschedule: bool = False  # `fleetpy force-reschedule` was run
+    adopt: bool = False  # `fleetpy restore` ran: place units where they are found running
 
 
 # Covariant: an agent takes batches of several event types in one callback.
@@ -535,7 +544,12 @@ class ClearForceReschedule:
     pass
 
 
-EngineWrite = PlaceUnit | UnplaceUnit | StoreReason | ClearForceReschedule
+@dataclass(frozen=True)
+class ClearAdoptionRequest:
+    pass
+
+
+EngineWrite = PlaceUnit | UnplaceUnit | StoreReason | ClearForceReschedule | ClearAdoptionRequest
 
 
 @dataclass(frozen=True)
@@ -1060,6 +1074,9 @@ class Registry:
         )
         if todo:
             self.ensure_layout()  # a restored prefix is marked before its first key
+            # Before the first unit: the engine places each restored unit where an agent
+            # reports it still running, instead of anywhere (where it would restart).
+            self._etcd.put(self.key("engine", ADOPT), str(len(todo)))
         for chunk in _sized_chunks(todo, MAX_TXN_OPS, lambda k: len(k) + len(keys[k])):
             full = [self.key(k) for k in chunk]
             ops = [self.txn.put(f, keys[k]) for f, k in zip(full, chunk)]
@@ -1493,10 +1510,20 @@ class Registry:
     def revoke_lease(self, lease_id: int) -> None:
         self._etcd.lease_revoke(lease_id)
 
-    def register_machine(self, machine: MachineRecord, lease_id: int) -> None:
+    def register_machine(
+        self, machine: MachineRecord, lease_id: int, states: Sequence[UnitState] = ()
+    ) -> None:
         """Write the machine's record under the agent's lease, unless another agent
-        (another instance) holds its id: then MachineIdInUse, and nothing is written."""
+        (another instance) holds its id: then MachineIdInUse, and nothing is written.
+        STATES (what runs there now) go with the record, in its transaction as far as
+        they fit: whoever sees the machine join also sees what it runs (a restore's
+        adoption relies on it)."""
         key = self.key("machines", machine.id)
+        state_ops = [
+            self.txn.put(self.key("state", s.machine, s.name), s.to_json(), lease=lease_id)
+            for s in states
+        ]
+        with_record, rest = state_ops[: MAX_TXN_OPS - 1], state_ops[MAX_TXN_OPS - 1 :]
         for _ in range(_CONFLICT_RETRIES):
             try:
                 current = self._etcd.range(key).kvs
@@ -1504,7 +1531,8 @@ class Registry:
                 # A role from before agents read their record (cluster up --secure applies
                 # the new one): write it as those agents did, unchecked.
                 self._etcd.put(key, machine.to_json(), lease=lease_id)
-                return
+                with_record, rest = [], state_ops
+                break
             if current:
                 try:
                     holder = MachineRecord.from_json(machine.id, current[0].value)
@@ -1515,10 +1543,13 @@ class Registry:
                 guard = self.txn.mod(key, current[0].mod_revision)
             else:
                 guard = self.txn.version(key, 0)
-            succeeded, _, _ = self._txn([guard], [self.txn.put(key, machine.to_json(), lease_id)])
-            if succeeded:
-                return
-        raise RegistryError(f"machine {machine.id}: its record kept changing while registering")
+            put = self.txn.put(key, machine.to_json(), lease_id)
+            if self._txn([guard], [put, *with_record])[0]:
+                break
+        else:
+            raise RegistryError(f"machine {machine.id}: its record kept changing while registering")
+        for chunk in _chunks(rest, MAX_TXN_OPS):
+            self._txn([], chunk)
 
     def list_machines(self) -> dict[str, MachineRecord]:
         """The registered machines, each with its operators' metadata overlay."""
@@ -1725,6 +1756,8 @@ class Registry:
             if write.reason is None:
                 return self.txn.delete(self.key("reason", write.unit))
             return self.txn.put(self.key("reason", write.unit), write.reason)
+        if isinstance(write, ClearAdoptionRequest):
+            return self.txn.delete(self.key("engine", ADOPT))
         return self.txn.delete(self.key("engine", FORCE_RESCHEDULE))
 
     def request_force_reschedule(self) -> None:
@@ -1733,6 +1766,20 @@ class Registry:
 
     def force_reschedule_requested(self) -> bool:
         return self._get(self.key("engine", FORCE_RESCHEDULE)) is not None
+
+    def adoption_requested(self) -> bool:
+        return self._get(self.key("engine", ADOPT)) is not None
+
+    def running_units(self) -> dict[str, tuple[str, str]]:
+        """unit -> (machine, content hash) of the units agents report running (active,
+        activating or reloading) on one machine; a unit reported running on several is
+        left out (nothing to prefer)."""
+        found: dict[str, tuple[str, str]] = {}
+        for name, by_machine in self.list_states().items():
+            running = [s for s in by_machine.values() if s.active in RUNNING_STATES]
+            if len(running) == 1:
+                found[name] = (running[0].machine, running[0].hash)
+        return found
 
     @staticmethod
     def op_size(op: TxnOp) -> int:
@@ -1898,6 +1945,8 @@ class Registry:
                 return EngineEvent(leader=value, leader_changed=True)
             if rel == FORCE_RESCHEDULE:
                 return EngineEvent(force_reschedule=value is not None)
+            if rel == ADOPT:
+                return EngineEvent(adopt=value is not None)
             return None
 
         return self._watch("engine", event, callback, start_revision)

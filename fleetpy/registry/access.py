@@ -9,6 +9,7 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/signature/,         |
 |                           |                                         | P/metadata/,          |
 |                           |                                         | P/engine/force-resch. |
+|                           |                                         | P/engine/adopt        |
 |                           |                                         | P/fleetpy-layout      |
 | fleetpy-engine            | all of P                                | P/schedule/,          |
 |                           |                                         | P/reason/, P/engine/, |
@@ -32,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .layout import FORCE_RESCHEDULE, LAYOUT_KEY, ancestor_markers, join
+from .layout import ADOPT, FORCE_RESCHEDULE, LAYOUT_KEY, ancestor_markers, join
 from .transport import Access, KeyPermission, prefix_range_end
 
 OPERATOR = "fleetpy-operator"
@@ -71,7 +72,7 @@ def _markers(prefix: str) -> list[KeyPermission]:
 def operator_role(prefix: str) -> Role:
     """The CLI and API: reads everything, writes what users ask for (units, contents,
     apply's deployment records, git watchers, signatures, machines' metadata overlays, the
-    engine's one-shot request)."""
+    engine's one-shot requests: force-reschedule, and adopt from a restore)."""
     return Role(
         OPERATOR,
         (
@@ -90,6 +91,7 @@ def operator_role(prefix: str) -> Role:
                 )
             ),
             _key(Access.WRITE, join(prefix, "engine", FORCE_RESCHEDULE)),
+            _key(Access.WRITE, join(prefix, "engine", ADOPT)),
             _key(Access.WRITE, join(prefix, LAYOUT_KEY)),
         ),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 LAYOUT_KEY = "fleetpy-layout"  # P/fleetpy-layout marks P as a fleetpy prefix
 LAYOUT_VALUE = '{"version":1}'
 FORCE_RESCHEDULE = "force-reschedule"  # under P/engine/
+ADOPT = "adopt"  # under P/engine/: a restore asks the engine to place units where they run
 
 
 def join(prefix: str, *parts: str) -> str:

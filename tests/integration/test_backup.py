@@ -130,3 +130,39 @@ def test_what_cannot_be_restored_is_one_line_and_writes_nothing(
         assert result.exit_code == 1, result.output
         assert message in one_error_line(result)
         assert keys() == written
+
+
+def test_restored_units_are_placed_where_they_still_run_not_restarted(
+    cluster: Cluster,
+    run: Run,
+    registry: Registry,
+    registry_config: RegistryConfig,
+    units_dir: Path,
+    tmp_path: Path,
+) -> None:
+    cluster.engine()
+    cluster.agent("m1")
+    web = [write(units_dir, f"web{i}.service") for i in range(2)]
+    assert run("start", *web).exit_code == 0
+    until(lambda: len(cluster.hosted()) == 2, what="both on m1")
+    # m2 joins after: placing both anew would put one of them there (least loaded).
+    cluster.agent("m2")
+    backup = tmp_path / "cluster.backup"
+    assert run("backup", str(backup)).exit_code == 0
+    actions = {m: a.stats.actions for m, a in cluster.agents.items()}
+
+    wipe(registry_config)
+    until(lambda: cluster.agents["m1"]._held, what="m1 holding its units")
+    # Registered again, and reporting what runs, before the restore comes.
+    until(lambda: set(cluster.running().values()) == {"m1"}, what="m1 reporting both")
+    result = run("restore", str(backup))
+    assert result.exit_code == 0, result.output
+
+    until(lambda: len(cluster.placement()) == 2, what="both placed")
+    assert cluster.placement() == {"web0.service": "m1", "web1.service": "m1"}
+    until(lambda: not cluster.agents["m1"]._held, what="m1 following its schedule")
+    assert cluster.hosted() == [("web0.service", "m1"), ("web1.service", "m1")]
+    # Nothing was stopped, started or rewritten anywhere.
+    assert {m: a.stats.actions for m, a in cluster.agents.items()} == actions
+    # The request was the engine's to clear.
+    assert not registry.adoption_requested()

@@ -882,6 +882,57 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         ),
         [SetReason("bad.service", None), SetReason("x.service", None)],
     ),
+    # ---- adoption: units found running without a schedule entry (a restore) ----
+    (
+        "a unit found running is placed where it runs, though another machine is less loaded",
+        replace(
+            snap([unit("a.service"), unit("b.service")], cluster("m1", "m2")),
+            running={"a.service": "m2", "b.service": "m2"},
+        ),
+        [S("a.service", "m2"), S("b.service", "m2")],
+    ),
+    (
+        "a running unit whose machine no longer fits its metadata is placed by the rules",
+        replace(
+            snap(
+                [unit("a.service", machine_metadata=meta(("zone", "b")))],
+                cluster("m1", "m2", m1={"zone": "a"}, m2={"zone": "b"}),
+            ),
+            running={"a.service": "m1"},
+        ),
+        [S("a.service", "m2")],
+    ),
+    (
+        "a running unit is not adopted where a conflicting unit was placed first",
+        replace(
+            snap(
+                [unit("a.service"), unit("b.service", conflicts=("a.service",))],
+                cluster("m1", "m2"),
+                {"a.service": at("m1")},
+            ),
+            running={"b.service": "m1"},
+        ),
+        [S("b.service", "m2")],
+    ),
+    (
+        "a running unit on a machine that is gone, or held, is placed by the rules",
+        replace(
+            snap(
+                [unit("a.service"), unit("b.service")],
+                {**cluster("m1", "m2"), "m3": Machine("m3", {}, held="")},
+            ),
+            running={"a.service": "m9", "b.service": "m3"},
+        ),
+        [S("a.service", "m1"), S("b.service", "m2")],
+    ),
+    (
+        "adoption counts as load for the units placed after it",
+        replace(
+            snap([unit("a.service"), unit("b.service"), unit("c.service")], cluster("m1", "m2")),
+            running={"a.service": "m1"},
+        ),
+        [S("a.service", "m1"), S("b.service", "m2"), S("c.service", "m1")],
+    ),
     # ---- ordering -------------------------------------------------------------
     (
         "unschedules and moves come before schedules, though b was decided first",

@@ -88,8 +88,8 @@ class HandsOutAnything:
     def grant_lease(self, ttl: int) -> int:
         return 1
 
-    def register_machine(self, record: Any, lease: int) -> None:
-        pass
+    def register_machine(self, record: Any, lease: int, states: Sequence[Any] = ()) -> None:
+        self.reported.extend(state.name for state in states)
 
     def refresh_lease(self, lease: int) -> int:
         return 10

@@ -173,12 +173,20 @@ def test_engine_agents_and_cli_each_with_their_own_credential(
             ("everywhere.service", "m2"),
         }
         fleetpy(secure, "force-reschedule")  # the operator's request, cleared by the engine
+        backup = tmp_path / "cluster.backup"
+        fleetpy(secure, "backup", str(backup))
         with secure.registry(creds.operator) as operator:
             until(lambda: not operator.force_reschedule_requested(), what="request cleared")
             fleetpy(secure, "destroy", "hello.service", "everywhere.service")
             until(lambda: units() == [], what="both units stopped everywhere")
             # The engine deletes the content nobody refers to any more.
             until(lambda: operator.count("content") == 0, timeout=10, what="content collected")
+            # A restore's request to adopt running units: the operator's, cleared by the engine.
+            fleetpy(secure, "restore", str(backup))
+            until(lambda: sum(u["active"] == "active" for u in units()) == 3, what="restored")
+            until(lambda: not operator.adoption_requested(), what="adoption request cleared")
+            fleetpy(secure, "destroy", "hello.service", "everywhere.service")
+            until(lambda: units() == [], what="both units stopped again")
     finally:
         if engine is not None:
             engine.stop()
