@@ -15,6 +15,7 @@ import pytest
 from fleetpy.errors import MetadataError, StateError, UnknownUnitError
 from fleetpy.metadata import MetadataChange
 from fleetpy.registry import (
+    MachineEvent,
     MachineRecord,
     MetadataEvent,
     PlaceUnit,
@@ -26,8 +27,10 @@ from fleetpy.registry import (
     UnitState,
     WatchBatch,
 )
+from fleetpy.registry.transport import prefix_range_end
 from fleetpy.states import DesiredState
 
+from support.etcd_transport import transport
 from support.waiting import until
 
 
@@ -149,6 +152,31 @@ def test_machine_and_states_vanish_with_the_lease(registry: Registry) -> None:
     assert "m1" in registry.list_machines()
     until(lambda: "m1" not in registry.list_machines(), 5, "the lease to run out", 0.05)
     assert registry.list_machines() == {} and registry.list_states() == {}
+
+
+def test_a_machine_registers_with_what_it_runs_in_one_transaction(
+    registry: Registry, registry_config: RegistryConfig
+) -> None:
+    """Whoever sees the machine join sees its states: a restore's adoption reads them."""
+    seen: queue.Queue[WatchBatch[MachineEvent]] = queue.Queue()
+    cancel = registry.watch_machines(seen.put, registry.revision() + 1)
+    try:
+        lease = registry.grant_lease(30)
+        states = [UnitState(f"u{i}.service", "m1", "loaded", "active", "running") for i in range(3)]
+        registry.register_machine(MachineRecord("m1"), lease, states)
+        joined = seen.get(timeout=5)
+    finally:
+        cancel()
+    # Written in the record's transaction: at the revision the machine joined.
+    start = f"{registry_config.prefix}/state/m1/"
+    with transport(*registry_config.endpoints) as raw:
+        kvs = raw.range(start, prefix_range_end(start)).kvs
+    assert len(kvs) == 3 and {kv.mod_revision for kv in kvs} == {joined.revision}
+    # More than one transaction holds: the rest follow at once.
+    many = [UnitState(f"v{i:03d}.service", "m2", "loaded", "active", "running") for i in range(300)]
+    registry.register_machine(MachineRecord("m2"), lease, many)
+    assert len([n for n in registry.list_states() if n.startswith("v")]) == 300
+    assert registry.running_units()["v299.service"] == ("m2", "")
 
 
 def test_leader_election_and_fencing(registry: Registry) -> None:
