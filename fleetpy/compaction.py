@@ -50,6 +50,11 @@ class CompactionSchedule:
         self._samples: deque[Sample] = deque()
 
     def observe(self, now: float, revision: int) -> None:
+        if revision < max(self.compacted, self._samples[-1].revision if self._samples else 0):
+            # History was rewound (etcd restored from a snapshot): what was sampled or
+            # compacted names revisions this etcd has not reached; start afresh.
+            self._samples.clear()
+            self.compacted = 0
         if self._samples and self._samples[-1].revision >= revision:
             return  # nothing written since: the older sample says the same
         self._samples.append(Sample(now, revision))

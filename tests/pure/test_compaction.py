@@ -50,3 +50,18 @@ def test_a_failed_compaction_waits_before_the_next_try() -> None:
     schedule.failed(60.0)
     assert schedule.due(60.0 + RETRY_AFTER - 0.1) is None
     assert schedule.due(60.0 + RETRY_AFTER) == 5
+
+
+def test_a_rewound_history_starts_the_schedule_afresh() -> None:
+    """etcd restored from a snapshot answers with an older revision: samples and the last
+    compaction name revisions it has not reached, and would hold compaction off."""
+    schedule = CompactionSchedule(interval=60.0)
+    schedule.observe(0.0, 500)
+    schedule.observe(70.0, 900)
+    assert schedule.due(70.0) == 500
+    schedule.done(500)
+    schedule.observe(80.0, 120)  # restored: back at revision 120
+    assert schedule.compacted == 0
+    assert schedule.due(100.0) is None  # nothing sampled an interval ago on this history
+    schedule.observe(150.0, 130)
+    assert schedule.due(150.0) == 120
