@@ -1076,7 +1076,14 @@ class Registry:
             self.ensure_layout()  # a restored prefix is marked before its first key
             # Before the first unit: the engine places each restored unit where an agent
             # reports it still running, instead of anywhere (where it would restart).
-            self._etcd.put(self.key("engine", ADOPT), str(len(todo)))
+            try:
+                self._etcd.put(self.key("engine", ADOPT), str(len(todo)))
+            except EtcdPermissionDenied:
+                self._warn(
+                    "this etcd user may not ask the engine to adopt running units (a role "
+                    "from before restore asked; `fleetpy cluster up --secure` renews roles): "
+                    "restored units are placed anew, and may restart elsewhere"
+                )
         for chunk in _sized_chunks(todo, MAX_TXN_OPS, lambda k: len(k) + len(keys[k])):
             full = [self.key(k) for k in chunk]
             ops = [self.txn.put(f, keys[k]) for f, k in zip(full, chunk)]

@@ -221,3 +221,28 @@ def test_an_agent_whose_role_predates_operator_metadata_keeps_working(
         registry.close()
         with secure.registry(creds.root) as root:
             root.ensure_access(list(MACHINES))  # the role as the table says, for later tests
+
+
+def test_a_restore_by_an_operator_whose_role_predates_adoption_restores_and_says_so(
+    secure: SecureEtcd, tmp_path: Path
+) -> None:
+    """An operator role from before restores asked the engine to adopt running units: the
+    restore still writes the desired state, and says the units are placed anew."""
+    creds = secure.creds
+    unit = tmp_path / "plain.service"
+    unit.write_text("[Service]\nExecStart=/bin/sleep 1000\n")
+    backup = tmp_path / "cluster.backup"
+    with secure.transport(creds.root) as admin:
+        admin.role_revoke("fleetpy-operator", b"/fleetpy/engine/adopt", None)
+    try:
+        fleetpy(secure, "submit", str(unit))
+        fleetpy(secure, "backup", str(backup))
+        fleetpy(secure, "destroy", "plain.service")
+        result = fleetpy(secure, "restore", str(backup))
+        assert "may not ask the engine to adopt running units" in result.stderr
+        with secure.registry(creds.operator) as operator:
+            assert list(operator.list_units()) == ["plain.service"]
+        fleetpy(secure, "destroy", "plain.service")
+    finally:
+        with secure.registry(creds.root) as root:
+            root.ensure_access(list(MACHINES))  # the role as the table says, for later tests
