@@ -1,5 +1,6 @@
 """etcd outages on two real hosts: what tests/system/test_outages.py proves once per scenario
-and bench/bench_outages.py repeats for figures.
+and bench/bench_outages.py repeats for figures; the observer, the checks of a whole cluster
+and the recovery measure are also bench/bench_faults.py's (simulated hosts).
 
 The cluster: an etcd of its own (the outages kill and pause it), two real systemd hosts
 (nspawn) with the real agent at TTL 5, one `fleetpy engine` process, plain and docker units
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,10 @@ from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 from fleetpy.errors import FleetpyError
 from fleetpy.registry import Registry, RegistryConfig
+from fleetpy.registry.transport import EtcdNoSpace
 from fleetpy.template import render
 
+from support.etcd_transport import transport
 from support.paths import ROOT
 
 TTL = 5  # agents' and the engine's lease TTL
@@ -129,10 +132,10 @@ class Observer:
     """Reads the whole cluster every `interval` seconds on a thread of its own; reads
     that fail (etcd away) are simply missing."""
 
-    def __init__(self, etcd: EtcdServer, prefix: str, interval: float = 0.1) -> None:
+    def __init__(self, endpoints: Sequence[str], prefix: str, interval: float = 0.1) -> None:
         # A short timeout: a read hanging on a paused etcd must not hide the recovery.
         self.registry = Registry(
-            RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=1.0)
+            RegistryConfig(endpoints=tuple(endpoints), prefix=prefix, timeout=1.0)
         )
         self.interval = interval
         self.samples: list[Sample] = []
@@ -186,6 +189,49 @@ class Observer:
             time.sleep(self.interval / 2)
 
 
+def at_homes(sample: Sample, homes: Mapping[str, str]) -> bool:
+    """Every unit of HOMES (unit -> machine) scheduled on its machine (unscheduled counts
+    as moved)."""
+    return all(sample.schedule.get(unit) == machine for unit, machine in homes.items())
+
+
+def active_at(sample: Sample, homes: Mapping[str, str], machines: frozenset[str]) -> bool:
+    """Exactly MACHINES registered, every unit of HOMES scheduled on its machine and
+    reported active there only."""
+    return (
+        sample.machines == machines
+        and at_homes(sample, homes)
+        and all(sample.states.get(unit) == {machine: "active"} for unit, machine in homes.items())
+    )
+
+
+def active_once(sample: Sample, units: Sequence[str], machines: frozenset[str]) -> bool:
+    """Exactly MACHINES registered, every unit scheduled on one of them, wherever, and
+    reported active there only: whole again after units had to move."""
+    homes = {unit: sample.schedule.get(unit, "") for unit in units}
+    return all(m in machines for m in homes.values()) and active_at(sample, homes, machines)
+
+
+def settled_after(
+    observer: Observer, start: float, good: Callable[[Sample], bool], window: float, what: str
+) -> float:
+    """Seconds from START (monotonic) until GOOD held for good: the first good read after
+    the last read that was not, within WINDOW. WINDOW is waited out: a late loss (a lease
+    etcd restored but nobody renewed) shows within it; no condition says earlier that
+    none is coming."""
+    remaining = start + window - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+    samples = observer.since(start)
+    assert samples, f"no successful read after {what}"
+    bad = [i for i, s in enumerate(samples) if not good(s)]
+    assert not bad or bad[-1] < len(samples) - 1, (
+        f"not whole {window:g}s after {what}: {samples[-1]}"
+    )
+    first_good = samples[bad[-1] + 1] if bad else samples[0]
+    return first_good.at - start
+
+
 # ----------------------------------------------------------------------------- the cluster
 
 
@@ -217,18 +263,11 @@ class Cluster:
 
     def at_home(self, sample: Sample) -> bool:
         """Every unit scheduled where it was (unscheduled counts as moved)."""
-        return all(sample.schedule.get(unit) == machine for unit, machine in self.homes().items())
+        return at_homes(sample, self.homes())
 
     def all_active(self, sample: Sample) -> bool:
         """Both machines registered, every unit reported active on its own machine only."""
-        return (
-            sample.machines == self.machines
-            and self.at_home(sample)
-            and all(
-                sample.states.get(unit) == {machine: "active"}
-                for unit, machine in self.homes().items()
-            )
-        )
+        return active_at(sample, self.homes(), self.machines)
 
     def start_units(self, plain: int, docker: int) -> None:
         files = [self.operator.write(f"sleep-{i}.service", PLAIN_UNIT) for i in range(plain)]
@@ -313,7 +352,7 @@ def running_cluster(
     """Two booted hosts (agents at --ttl TTL on `etcd` under `prefix`), an engine, 4 plain
     and 2 docker units spread over both hosts; the probes are destroyed at the end."""
     operator = Operator(etcd, prefix, workdir)
-    observer = Observer(etcd, prefix).start()
+    observer = Observer((etcd.endpoint,), prefix).start()
     c = Cluster(hosts, operator, etcd, observer)
     try:
         observer.wait(lambda s: s.machines == c.machines, time.monotonic(), 60, "2 machines")
@@ -393,24 +432,15 @@ class Recovery:
 
 
 def recovered_after(cluster: Cluster, healthy: float) -> float:
-    """Seconds from etcd healthy until every unit was reported active for good: the
-    first all-active read after the last read that was not, within WINDOW. Asserts that
-    no read in that time had a unit scheduled anywhere else (or nowhere)."""
-    remaining = healthy + WINDOW - time.monotonic()
-    if remaining > 0:
-        # The point: a late loss (a lease etcd restored but nobody renewed) shows within
-        # WINDOW; no condition says earlier that none is coming.
-        time.sleep(remaining)
-    samples = cluster.observer.since(healthy)
-    assert samples, "no successful read after etcd was healthy"
-    moved = [s for s in samples if not cluster.at_home(s)]
-    assert not moved, f"schedule changed after the outage: {dict(moved[0].schedule)}"
-    bad = [i for i, s in enumerate(samples) if not cluster.all_active(s)]
-    assert not bad or bad[-1] < len(samples) - 1, (
-        f"units not all active {WINDOW:g}s after etcd was healthy: {samples[-1]}"
+    """Seconds from etcd healthy until every unit was reported active for good (within
+    WINDOW, settled_after). Asserts that no read in that time had a unit scheduled
+    anywhere else (or nowhere)."""
+    seconds = settled_after(
+        cluster.observer, healthy, cluster.all_active, WINDOW, "etcd was healthy"
     )
-    first_good = samples[bad[-1] + 1] if bad else samples[0]
-    return first_good.at - healthy
+    moved = [s for s in cluster.observer.since(healthy) if not cluster.at_home(s)]
+    assert not moved, f"schedule changed after the outage: {dict(moved[0].schedule)}"
+    return seconds
 
 
 def ride_out(cluster: Cluster, outage: Callable[[], float], leases_lost: bool) -> Recovery:
@@ -490,3 +520,16 @@ def restart_etcd_then_kill_a_host(cluster: Cluster) -> tuple[float, float]:
     cluster.etcd.restart()
     bound = MOVE_BOUND + GRACE
     return kill_host_and_wait_for_moves(cluster, bound), bound
+
+
+def fill_etcd(endpoint: str) -> int:
+    """Overwrite one key outside fleetpy's prefix until etcd refuses (NOSPACE): a history
+    that grew, as it does without compaction. Returns the writes it took."""
+    with transport(endpoint) as raw:
+        value = b"x" * 100_000
+        for count in range(1, 1000):
+            try:
+                raw.put(b"/filler", value)
+            except EtcdNoSpace:
+                return count
+    raise AssertionError("etcd never ran out of space")

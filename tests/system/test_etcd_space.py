@@ -16,11 +16,12 @@ import pytest
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.registry.transport import EtcdCompacted, EtcdNoSpace
+from fleetpy.registry.transport import EtcdCompacted
 
 from support.cli_helpers import SERVICE, one_error_line, snapshot, write
 from support.cli_run import Run
 from support.etcd_transport import transport
+from support.outages import fill_etcd
 from support.sim_cluster import Cluster
 from support.waiting import until
 
@@ -75,20 +76,6 @@ def test_the_leader_compacts_history_older_than_its_interval(
     raw.close()
 
 
-def fill(etcd: EtcdServer) -> int:
-    """Overwrite one key outside fleetpy's prefix until etcd refuses: a history that
-    grew, as it does without compaction. Returns the writes it took."""
-    raw = transport(etcd.endpoint)
-    value = b"x" * 100_000
-    for count in range(1, 1000):
-        try:
-            raw.put(b"/filler", value)
-        except EtcdNoSpace:
-            raw.close()
-            return count
-    raise AssertionError("etcd never ran out of space")
-
-
 def test_a_full_etcd_stops_writes_not_units_and_reclaim_resumes_everything(
     etcd: EtcdServer, cluster: Cluster, run: Run, registry: Registry, units_dir: Path
 ) -> None:
@@ -100,7 +87,7 @@ def test_a_full_etcd_stops_writes_not_units_and_reclaim_resumes_everything(
     until(lambda: len(dict(cluster.hosted())) == 4, timeout=20, what="four units running")
     placed, before = cluster.placement(), dict(cluster.hosted())
 
-    fill(etcd)
+    fill_etcd(etcd.endpoint)
     # Every write fails in one line that says what to do, and writes nothing.
     units = snapshot(registry)
     extra = write(units_dir, "extra.service", SERVICE + "# extra\n")
