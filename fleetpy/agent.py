@@ -487,8 +487,13 @@ class Agent:
                 self._synced = False
                 if not self._held:
                     # Its machine record went with the data: register anew (the old
-                    # lease expires by itself), so the engine can place here again.
+                    # lease expires by itself), so the engine can place here again; at
+                    # once, with what runs here, for a restore to adopt (else next sync).
                     self._lease = None
+                    try:
+                        self._register()
+                    except FleetpyError:
+                        pass
                     log_event(
                         "fleetpy_data_missing",
                         machine=self.machine_id,
