@@ -580,7 +580,9 @@ class Agent:
     def _gone_with_the_data(self, batch: WatchBatch[_AgentEvent]) -> bool:
         """The last of this machine's schedule was deleted along with fleetpy's marker
         (`etcdctl del --prefix`): not an unload to carry out."""
-        deleted = any(isinstance(e, ScheduleEvent) and e.entry is None for e in batch.events)
+        deleted = any(
+            isinstance(e, ScheduleEvent) and e.entry is None and not e.newer for e in batch.events
+        )
         # Asked as of the batch: a restore may have put the marker back since.
         return deleted and not self.registry.layout_present(batch.revision)
 

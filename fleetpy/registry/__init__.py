@@ -30,6 +30,10 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 fleetpy prefix (or holding one) is refused, since each
                                 would read the other's keys as its own
 
+Each JSON record carries its schema version, "v" (SCHEMA_VERSION; none: 1, as written
+before versions). A newer one is RecordTooNew: said once per key and version and left
+alone; where absence would mean "stop" or "unschedule", readers get Newer in its place.
+
 Only the engine writes P/schedule and P/reason; only clients (CLI, API) write P/unit,
 P/global, P/content and P/metadata; only agents write P/machines and P/state. With etcd's
 auth on, the roles of access.py enforce it (each agent only its own machine's keys). Every

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from fleetpy.agent import Agent
-from fleetpy.errors import StateError
-from fleetpy.registry import RegistryConfig
+from fleetpy.errors import RegistryError, StateError
+from fleetpy.registry import RegistryConfig, UnitRecord
+from fleetpy.states import DesiredState
 
 from support.cli_helpers import one_error_line
 from support.cli_run import Run
@@ -167,3 +168,12 @@ def test_the_cli_says_in_one_line_that_a_newer_fleetpy_wrote_a_unit(
     # Where it runs is still read (its machine's states are this release's).
     status = run("status", "a.service")
     assert "not submitted" not in status.stderr and "runs on no machine" in status.stderr
+
+
+def test_a_backup_holding_a_newer_record_is_refused_whole(cluster: Cluster) -> None:
+    with pytest.raises(RegistryError, match=r"backup key unit/a.service: written by a newer"):
+        cluster.registry.restore_desired(
+            {"unit/b.service": UnitRecord("b.service", "a" * 64, DesiredState.LAUNCHED).to_json(),
+             "unit/a.service": FUTURE}
+        )  # fmt: skip
+    assert cluster.registry.read_desired()[1] == {}
