@@ -1,7 +1,7 @@
 """The previous release of fleetpy, installed from its wheel beside this checkout
 (tests/system/test_upgrade.py): main as it was before schema versions, PREVIOUS.
 
-Built once per commit and kept (cached under /var/cache/fleetpy, locked, so pytest-xdist
+Built once per commit (and venv whose dependencies it uses) and kept (cached under /var/cache/fleetpy, locked, so pytest-xdist
 workers and later sessions share it): the commit's tree from `git archive` (no worktree
 left behind in the repository), `pip wheel --no-deps` of it, and a venv of its own with that
 wheel installed. Its dependencies are this checkout's (the commit is this branch's parent:
@@ -13,6 +13,7 @@ in that venv is the wheel's.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -43,10 +44,12 @@ class Release:
 
 
 def previous_release(commit: str = PREVIOUS, cache: Path = CACHE) -> Release:
-    """The release at COMMIT, built and installed on first use."""
-    home = cache / commit
+    """The release at COMMIT, built and installed on first use (per venv it borrows the
+    dependencies of: another checkout's venv gets its own)."""
+    deps = sysconfig.get_paths()["purelib"]
+    home = cache / f"{commit}-{hashlib.sha256(deps.encode()).hexdigest()[:12]}"
     cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"{commit}.lock", "w") as lock:
+    with open(cache / f"{home.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (home / "ready").exists():
             _build(commit, home)
@@ -76,10 +79,13 @@ def _build(commit: str, home: Path) -> None:
         source, wheels = Path(temp) / "src", Path(temp) / "wheels"
         source.mkdir()
         archive = subprocess.run(
-            ["git", "-C", str(CHECKOUT), "archive", "--format=tar", commit],
-            capture_output=True,
-            check=True,
+            ["git", "-C", str(CHECKOUT), "archive", "--format=tar", commit], capture_output=True
         )
+        if archive.returncode != 0:
+            raise RuntimeError(
+                f"the previous release {commit[:12]} is not in this clone (a shallow one? "
+                f"fetch main's history): {archive.stderr.decode(errors='replace').strip()}"
+            )
         subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
         # Built as nspawn.build_wheels builds this checkout (build isolation: setuptools).
         _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
