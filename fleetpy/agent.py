@@ -16,7 +16,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,13 +93,16 @@ def plan(
     desired: Mapping[str, DesiredUnit],
     observed: Mapping[str, ObservedUnit],
     trusted: TrustedKeys | None = None,
+    newer: Set[str] = frozenset(),
 ) -> AgentPlan:
     """The agent's whole decision. A refused unit counts as not desired here: if an
     earlier, valid version of it runs (its record was since replaced by a forged or
     unsigned one), that is stopped and removed too, since the cluster no longer asks
-    for what runs and what it asks for may not run."""
-    accepted, rejected = screen(desired, trusted)
-    return AgentPlan(plan_actions(accepted, observed), rejected)
+    for what runs and what it asks for may not run. A unit whose schedule entry is
+    `newer` than this agent reads is left exactly as it is: neither stopped nor started."""
+    accepted, rejected = screen({n: u for n, u in desired.items() if n not in newer}, trusted)
+    kept = {n: u for n, u in observed.items() if n not in newer}
+    return AgentPlan(plan_actions(accepted, kept), rejected)
 
 
 def plan_actions(
@@ -254,6 +257,7 @@ class Agent:
         self._lease: int | None = None
         self._placed: dict[str, ScheduleEntry] = {}
         self._globals: dict[str, ScheduleEntry] = {}
+        self._newer: set[str] = set()  # units whose entry a newer fleetpy wrote: left alone
         self._overlay: Overlay = {}  # operators' metadata of this machine (global units follow it)
         self._overlay_denied = False  # logged once: our etcd role predates the overlay
         self._reported: dict[str, UnitState] = {}
@@ -398,15 +402,15 @@ class Agent:
         self._resync_pending.clear()
         if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
             self._register()
-        revision, placed, globals_ = self.registry.read_machine_schedule(self.machine_id)
-        if not placed and self.manager.observe():
+        revision, placed, globals_, newer = self.registry.read_machine_schedule(self.machine_id)
+        if not placed and not newer and self.manager.observe():
             if not self.registry.layout_present():
                 self._data_back_at = None
                 raise _DataMissing()
             if self._held and not self._engine_had_time():
                 raise _DataMissing()  # restored: give the engine time to place here again
         self._held = False
-        self._placed, self._globals = placed, globals_
+        self._placed, self._globals, self._newer = placed, globals_, set(newer)
         overlay = self.registry.agent_overlay(self.machine_id)
         if overlay is None:
             if not self._overlay_denied:
@@ -466,6 +470,10 @@ class Agent:
                 target.pop(event.unit, None)
             else:
                 target[event.unit] = event.entry
+            if event.newer:
+                self._newer.add(event.unit)
+            else:
+                self._newer.discard(event.unit)
         return True
 
     # -- the loop
@@ -544,7 +552,10 @@ class Agent:
                 elif batch.error is not None:
                     self._synced = False  # the stream broke: a fresh read, same lease
                     return
-                elif any(isinstance(e, MachineEvent) and e.record is None for e in batch.events):
+                elif any(
+                    isinstance(e, MachineEvent) and e.record is None and not e.newer
+                    for e in batch.events
+                ):
                     log_event("machine_record_gone", machine=self.machine_id)
                     self._lease, self._synced = None, False  # register anew
                     return
@@ -577,7 +588,9 @@ class Agent:
     def _gone_with_the_data(self, batch: WatchBatch[_AgentEvent]) -> bool:
         """The last of this machine's schedule was deleted along with fleetpy's marker
         (`etcdctl del --prefix`): not an unload to carry out."""
-        deleted = any(isinstance(e, ScheduleEvent) and e.entry is None for e in batch.events)
+        deleted = any(
+            isinstance(e, ScheduleEvent) and e.entry is None and not e.newer for e in batch.events
+        )
         # Asked as of the batch: a restore may have put the marker back since.
         return deleted and not self.registry.layout_present(batch.revision)
 
@@ -608,7 +621,7 @@ class Agent:
 
     def _reconcile(self) -> None:
         self.stats.reconciles += 1
-        decided = plan(self.desired(), self.manager.observe(), self.config.trusted)
+        decided = plan(self.desired(), self.manager.observe(), self.config.trusted, self._newer)
         for name, (content_hash, verdict) in sorted(decided.rejected.items()):
             if self._rejected.get(name) != (content_hash, verdict):
                 log_event(

@@ -559,9 +559,18 @@ def select_units(units: Collection[str], args: Sequence[str]) -> list[str]:
     return [name for name, _ in _select(units, args)]
 
 
+def _units_for(registry: Registry, args: Sequence[str]) -> dict[str, UnitRecord]:
+    """Every submitted unit, for a verb given ARGS. A unit named there that a newer
+    fleetpy wrote is that one error (get_units), not a warning and 'not submitted'."""
+    named = [arg for arg in args if "/" not in arg and not has_glob(arg)]
+    if named:
+        registry.get_units(named[:MAX_UNITS_PER_COMMAND])
+    return registry.list_units()
+
+
 def plan_stop(registry: Registry, args: Sequence[str]) -> CommandPlan:
     """stop: launched -> loaded. A named unit must be launched; globs pick the launched ones."""
-    units = registry.list_units()
+    units = _units_for(registry, args)
     names: list[str] = []
     for name, explicit in _select(units, args):
         record = units[name]
@@ -575,7 +584,7 @@ def plan_stop(registry: Registry, args: Sequence[str]) -> CommandPlan:
 
 
 def plan_unload(registry: Registry, args: Sequence[str]) -> CommandPlan:
-    names = select_units(registry.list_units(), args)
+    names = select_units(_units_for(registry, args), args)
     return CommandPlan(
         tuple(UnitChange(n, desired=DesiredState.INACTIVE) for n in names), tuple(names)
     )

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from . import scheduler
 from .compaction import DEFAULT_INTERVAL, CompactionSchedule
@@ -67,6 +67,20 @@ class _Model:
     schedule: dict[str, scheduler.Scheduled] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)  # unit -> why its content is unusable
+    # Units a newer fleetpy wrote (their record; their schedule entry, until a fresh read
+    # reads it): the engine neither places, moves nor unschedules them.
+    newer_units: set[str] = field(default_factory=set)
+    newer_entries: set[str] = field(default_factory=set)
+
+    def left_alone(self) -> set[str]:
+        return self.newer_units | self.newer_entries
+
+
+V = TypeVar("V")
+
+
+def _without(units: dict[str, V], names: set[str]) -> dict[str, V]:
+    return {n: v for n, v in units.items() if n not in names} if names else units
 
 
 class _LostLeadership(Exception):
@@ -383,8 +397,14 @@ class Engine:
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
             for name, why in model.invalid.items()
         }
+        alone = model.left_alone()
         return scheduler.Snapshot(
-            model.specs, machines, model.schedule, model.reasons, invalid, self._running(model)
+            _without(model.specs, alone),
+            machines,
+            _without(model.schedule, alone),
+            _without(model.reasons, alone),
+            _without(invalid, alone),
+            _without(self._running(model), alone),
         )
 
     def _start_adopting(self) -> None:
@@ -439,7 +459,13 @@ class Engine:
                 for unit, (machine, entry) in view.schedule.items()
             },
             reasons=dict(view.reasons),
+            newer_units=set(view.newer_units),
+            newer_entries=set(view.newer_schedule),
         )
+        for machine in view.newer_machines:
+            # Its record (or operators' overlay) is a newer fleetpy's: its units stay, and
+            # nothing new goes there while this engine cannot tell what it offers.
+            model.machines[machine] = scheduler.Machine(machine, {}, held="")
         for _unit, (_, entry) in view.schedule.items():
             self._texts.setdefault(entry.hash, entry.text)
         self._load_texts({r.hash for r in model.records.values()})
@@ -563,7 +589,12 @@ class Engine:
                     model.records.pop(event.name, None)
                     model.specs.pop(event.name, None)
                     model.invalid.pop(event.name, None)
+                    if event.newer:
+                        model.newer_units.add(event.name)
+                    else:
+                        model.newer_units.discard(event.name)
                 else:
+                    model.newer_units.discard(event.name)
                     model.records[event.name] = event.record
                     new_records.append(event.record)
             model.revision = max(model.revision, batch.revision)
@@ -575,6 +606,9 @@ class Engine:
 
     def _machine_event(self, model: _Model, event: MachineEvent) -> None:
         record = event.record
+        if event.newer:
+            model.machines[event.machine] = scheduler.Machine(event.machine, {}, held="")
+            return
         if record is None:
             if model.machines.pop(event.machine, None) is not None:
                 self._lost_at.setdefault(event.machine, time.monotonic())
@@ -712,6 +746,8 @@ class Engine:
             for key, v in self._parsed.items()
             if key[0] in model.records and model.records[key[0]].hash == key[1]
         }
+        if model.newer_units:
+            return  # which content a newer fleetpy's unit records name is not known here
         unused = {
             h: rev
             for h, rev in self.registry.list_content().items()

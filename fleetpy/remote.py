@@ -100,8 +100,8 @@ def unit_targets(registry: Registry, name: str) -> list[Target]:
     unit), else where it is placed."""
     unit = parse_name(name).name
     view = registry.read_view(with_text=False)
-    record = view.units.get(unit)
-    if record is None:
+    # A newer fleetpy's record is unreadable here, but where the unit runs is not.
+    if unit not in view.units and unit not in view.newer_units:
         raise UnknownUnitError.not_submitted(unit)
     machines = sorted(view.states.get(unit, {}))
     if not machines and unit in view.schedule:

@@ -30,6 +30,10 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 fleetpy prefix (or holding one) is refused, since each
                                 would read the other's keys as its own
 
+Each JSON record carries its schema version, "v" (SCHEMA_VERSION; none: 1, as written
+before versions). A newer one is RecordTooNew: said once per key and version and left
+alone; where absence would mean "stop" or "unschedule", readers get Newer in its place.
+
 Only the engine writes P/schedule and P/reason; only clients (CLI, API) write P/unit,
 P/global, P/content and P/metadata; only agents write P/machines and P/state. With etcd's
 auth on, the roles of access.py enforce it (each agent only its own machine's keys). Every
@@ -52,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import urlparse
 
 from ..errors import (
@@ -136,6 +140,37 @@ class MalformedRecord(Exception):
     another tool's key); readers skip it with one warning naming the key."""
 
 
+# The schema version of the records this fleetpy writes: field "v" of each JSON record.
+# A record without one is version 1, what every release before versions wrote, in the
+# same shape (releases before ignore the field). A change a reader of an older version
+# would misread takes a new version; fields an older reader may ignore do not.
+SCHEMA_VERSION = 1
+VERSION_FIELD = "v"
+# Operators' overlays are flat maps of metadata keys; their version, from 2 on, goes
+# under a key no metadata key can be (releases before versions skip such an overlay).
+OVERLAY_VERSION_KEY = "@v"
+
+
+class RecordTooNew(MalformedRecord):
+    """A record of a schema version newer than this fleetpy's: written by a newer
+    release. Never misread, and never taken for an absent record: left alone."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        super().__init__(
+            f"written by a newer fleetpy (record version {version}; "
+            f"this one reads up to {SCHEMA_VERSION})"
+        )
+
+
+@dataclass(frozen=True)
+class Newer:
+    """Stands for a record too new to read where one was found (a read, a watch event):
+    what it is is unknown, that it is there is not."""
+
+    version: int
+
+
 _HASH = re.compile(r"[0-9a-f]{64}")
 # Machine ids: systemd's 32 hex digits, or any short name of these characters
 # (simulated hosts); never '/', which would break the key layout.
@@ -150,6 +185,25 @@ def _object(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedRecord(f"a JSON {type(data).__name__}, not an object")
     return data
+
+
+def _version(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MalformedRecord("field 'v' is not a schema version")
+    if value > SCHEMA_VERSION:
+        raise RecordTooNew(value)
+    return value
+
+
+def _record(raw: bytes) -> dict[str, Any]:
+    """A JSON record of a version this fleetpy reads (RecordTooNew otherwise)."""
+    data = _object(raw)
+    _version(data.get(VERSION_FIELD, 1))
+    return data
+
+
+def _versioned(data: dict[str, Any]) -> str:
+    return _dumps({VERSION_FIELD: SCHEMA_VERSION, **data})
 
 
 def _field(
@@ -222,11 +276,11 @@ class UnitRecord:
         }
         if self.signature is not None:  # unsigned records stay as they were
             data["signature"] = self.signature
-        return _dumps(data)
+        return _versioned(data)
 
     @classmethod
     def from_json(cls, name: str, raw: bytes, revision: int = 0) -> UnitRecord:
-        data = _object(raw)
+        data = _record(raw)
         return cls(
             name=_unit_name(name),
             hash=_content_hash(data.get("hash")),
@@ -250,11 +304,13 @@ class DeploymentRecord:
     revision: int = 0
 
     def to_json(self) -> str:
-        return _dumps({"commit": self.commit, "applying": self.applying, "message": self.message})
+        return _versioned(
+            {"commit": self.commit, "applying": self.applying, "message": self.message}
+        )
 
     @classmethod
     def from_json(cls, name: str, raw: bytes, revision: int = 0) -> DeploymentRecord:
-        data = _object(raw)
+        data = _record(raw)
         return cls(
             name,
             _field(data, "commit", str, ""),
@@ -291,11 +347,11 @@ class ScheduleEntry:
         data: dict[str, Any] = {"hash": self.hash, "desired": self.desired, "text": self.text}
         if self.signature is not None:
             data["signature"] = self.signature
-        return _dumps(data)
+        return _versioned(data)
 
     @classmethod
     def from_json(cls, name: str, raw: bytes) -> ScheduleEntry:
-        data = _object(raw)
+        data = _record(raw)
         return cls(
             name=_unit_name(name),
             hash=_content_hash(data.get("hash")),
@@ -327,7 +383,7 @@ class MachineRecord:
         return effective(self.own_metadata, self.operator_metadata)
 
     def to_json(self) -> str:
-        return _dumps(
+        return _versioned(
             {
                 "ip": self.ip,
                 "metadata": dict(self.own_metadata),
@@ -339,7 +395,7 @@ class MachineRecord:
 
     @classmethod
     def from_json(cls, machine_id: str, raw: bytes) -> MachineRecord:
-        data = _object(raw)
+        data = _record(raw)
         metadata = _field(data, "metadata", dict, {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise MalformedRecord("field 'metadata' is not a mapping of strings")
@@ -372,6 +428,8 @@ def overlay_from_json(machine_id: str, raw: bytes) -> dict[str, str | None]:
     """An operators' metadata overlay: {key: value or null}, each valid as metadata."""
     _machine_id(machine_id)
     data = _object(raw)
+    if OVERLAY_VERSION_KEY in data:
+        _version(data.pop(OVERLAY_VERSION_KEY))
     for key, value in data.items():
         if value is not None and not isinstance(value, str):
             raise MalformedRecord(f"metadata {key!r} is a {type(value).__name__}")
@@ -404,11 +462,11 @@ class UnitState:
         }
         if self.job:  # states without one stay as they were
             data["job"] = self.job
-        return _dumps(data)
+        return _versioned(data)
 
     @classmethod
     def from_json(cls, name: str, machine: str, raw: bytes) -> UnitState:
-        data = _object(raw)
+        data = _record(raw)
         return cls(
             name=_unit_name(name),
             machine=_machine_id(machine),
@@ -419,6 +477,15 @@ class UnitState:
             message=_field(data, "message", str, ""),
             job=_field(data, "job", str, ""),
         )
+
+
+class MachineSchedule(NamedTuple):
+    """What one agent is asked to run, read at one revision."""
+
+    revision: int
+    placed: dict[str, ScheduleEntry]
+    globals: dict[str, ScheduleEntry]
+    newer: frozenset[str]  # units whose entry (placed or global) is too new to read
 
 
 @dataclass(frozen=True)
@@ -434,22 +501,31 @@ class ClusterView:
     # Operators' metadata overlays by machine id, also of machines not registered now
     # (the records in `machines` carry theirs already).
     overlays: dict[str, Overlay] = field(default_factory=dict)
+    # Records too new for this fleetpy to read (left alone, never taken for absent):
+    # unit names, unit -> machine of schedule entries, machine ids (record or overlay).
+    newer_units: frozenset[str] = frozenset()
+    newer_schedule: dict[str, str] = field(default_factory=dict)
+    newer_machines: frozenset[str] = frozenset()
 
 
 # Watch events: one typed record per change. A value that is not a fleetpy record
-# arrives as a removal (None), as a fresh read would skip it.
+# arrives as a removal (None), as a fresh read would skip it; one too new to read
+# arrives as None with `newer` its version (units, machines, schedule entries: what the
+# engine and agents must not take for gone).
 
 
 @dataclass(frozen=True)
 class UnitEvent:
     name: str
-    record: UnitRecord | None  # None: destroyed
+    record: UnitRecord | None  # None: destroyed (or too new to read: `newer`)
+    newer: int = 0
 
 
 @dataclass(frozen=True)
 class MachineEvent:
     machine: str
-    record: MachineRecord | None  # None: its lease ended
+    record: MachineRecord | None  # None: its lease ended (or too new to read: `newer`)
+    newer: int = 0
 
 
 @dataclass(frozen=True)
@@ -466,7 +542,8 @@ class ScheduleEvent:
 
     machine: str
     unit: str
-    entry: ScheduleEntry | None
+    entry: ScheduleEntry | None  # None: taken off (or too new to read: `newer`)
+    newer: int = 0
 
 
 @dataclass(frozen=True)
@@ -725,6 +802,7 @@ class Registry:
         self._layout_checked = False
         self._layout_unmarked = False  # the next client write puts our layout marker
         self._warn = warn or (lambda message: log_event("record_skipped", detail=message))
+        self._warn_newer = warn  # None: a structured line of its own (_left_alone)
         self._warned: set[tuple[str, str]] = set()
         self._warn_lock = threading.Lock()
         self._etcd = self._connect()
@@ -855,6 +933,23 @@ class Registry:
             self._warned.add((key, why))
         self._warn(f"skipped {key}: not a fleetpy record ({why})")
 
+    def _left_alone(self, key: str, version: int) -> None:
+        """One line per key and version too new to read, however often it is read."""
+        with self._warn_lock:
+            if (key, f"v{version}") in self._warned:
+                return
+            self._warned.add((key, f"v{version}"))
+        if self._warn_newer is not None:
+            self._warn_newer(f"left {key} alone: {RecordTooNew(version)}")
+        else:
+            log_event(
+                "record_too_new",
+                key=key,
+                version=version,
+                reads=SCHEMA_VERSION,
+                action="left alone",
+            )
+
     def decode(self, kind: str, rel: str, value: bytes, revision: int = 0) -> Any:
         """The record stored at P/<kind>/<rel>; raises MalformedRecord.
 
@@ -890,11 +985,26 @@ class Registry:
     def _decoded(
         self, kind: str, start: str, key: bytes, value: bytes, revision: int = 0
     ) -> tuple[str, Any] | None:
-        """(key relative to P/<kind>/, record), or None after warning about a bad one."""
+        """(key relative to P/<kind>/, record), or None after warning about a bad one
+        (or one too new to read: where that must not read as absent, _found)."""
+        item = self._found(kind, start, key, value, revision)
+        return None if item is None or isinstance(item[1], Newer) else item
+
+    def _found(
+        self, kind: str, start: str, key: bytes, value: bytes, revision: int = 0
+    ) -> tuple[str, Any] | None:
+        """_decoded, but a record too new to read is (rel, Newer(version)), said once."""
         full = key.decode("utf-8", "replace")
         try:
             rel = _text(key)[len(start) :]
+        except MalformedRecord as exc:
+            self._skip(full, str(exc))
+            return None
+        try:
             return rel, self.decode(kind, rel, value, revision)
+        except RecordTooNew as exc:
+            self._left_alone(full, exc.version)
+            return rel, Newer(exc.version)
         except MalformedRecord as exc:
             self._skip(full, str(exc))
             return None
@@ -933,13 +1043,20 @@ class Registry:
         schedule: dict[str, tuple[str, ScheduleEntry]] = {}
         reasons: dict[str, str] = {}
         states: dict[str, dict[str, UnitState]] = {}
+        newer: dict[str, dict[str, str]] = {"unit": {}, "schedule": {}, "machines": {}}
+        newer["metadata"] = newer["machines"]  # a machine the engine must leave as it is
         for name, kvs in zip(prefixes, responses):
             start = self._prefix(name)
             for value, meta in kvs:
-                item = self._decoded(name, start, meta.key, value, meta.mod_revision)
+                item = self._found(name, start, meta.key, value, meta.mod_revision)
                 if item is None:
                     continue
                 rel, record = item
+                if isinstance(record, Newer):
+                    if name in newer:
+                        machine, _, unit = rel.rpartition("/")
+                        newer[name][unit] = machine
+                    continue
                 if name == "unit":
                     units[rel] = record
                 elif name == "machines":
@@ -954,7 +1071,18 @@ class Registry:
                 else:
                     states.setdefault(record.name, {})[record.machine] = record
         machines = with_overlays(machines, overlays)
-        return ClusterView(revision, units, machines, schedule, reasons, states, overlays)
+        return ClusterView(
+            revision,
+            units,
+            machines,
+            schedule,
+            reasons,
+            states,
+            overlays,
+            frozenset(newer["unit"]),
+            newer["schedule"],
+            frozenset(newer["machines"]),
+        )
 
     def _txn(
         self, compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp] = ()
@@ -1110,8 +1238,22 @@ class Registry:
         meta = self._get(self.key("unit", name))
         if meta is None:
             return None
-        item = self._decoded("unit", self._prefix("unit"), meta.key, meta.value, meta.mod_revision)
-        return None if item is None else item[1]
+        return self._unit_record(name, meta.key, meta.value, meta.mod_revision)
+
+    def _unit_record(self, name: str, key: bytes, value: bytes, revision: int) -> UnitRecord | None:
+        """A unit record a client asked for by name: None if malformed (skipped, as a
+        listing would); a newer fleetpy's is an error, never taken for absent or rewritten."""
+        try:
+            return UnitRecord.from_json(name, value, revision)
+        except RecordTooNew as exc:
+            raise StateError(
+                f"unit {name} was written by a newer fleetpy (record version "
+                f"{exc.version}; this one reads up to {SCHEMA_VERSION}): left as it is; "
+                "use the newer fleetpy for it"
+            ) from None
+        except MalformedRecord as exc:
+            self._skip(key.decode("utf-8", "replace"), str(exc))
+            return None
 
     def _client_range(self, kind: str) -> list[tuple[bytes, Any]]:
         """A range read by a client about to write: the layout check rides along."""
@@ -1172,12 +1314,10 @@ class Registry:
             if layout:
                 self._check_layout(responses[len(gets) :])
                 responses = responses[: len(gets)]
-            start = self._prefix("unit")
             for name, kvs in zip(chunk, responses):
                 found[name] = None
                 for value, meta in kvs:
-                    item = self._decoded("unit", start, meta.key, value, meta.mod_revision)
-                    found[name] = None if item is None else item[1]
+                    found[name] = self._unit_record(name, meta.key, value, meta.mod_revision)
         return found
 
     def change_units(
@@ -1661,28 +1801,26 @@ class Registry:
             states.setdefault(state.name, {})[state.machine] = state
         return states
 
-    def read_machine_schedule(
-        self, machine_id: str
-    ) -> tuple[int, dict[str, ScheduleEntry], dict[str, ScheduleEntry]]:
-        """An agent's desired units at one revision: (revision, placed, global)."""
+    def read_machine_schedule(self, machine_id: str) -> MachineSchedule:
+        """An agent's desired units at one revision: (revision, placed, global, newer)."""
         own = self._prefix("schedule", machine_id)
         glob = self._prefix("global")
         gets = [self.txn.get(p, prefix_range_end(p)) for p in (own, glob)]
         _, responses, revision = self._txn([], gets)
-        schedule = self._prefix("schedule")
-        placed = {
-            entry.name: entry
-            for v, m in responses[0]
-            if (item := self._decoded("schedule", schedule, m.key, v)) is not None
-            for entry in [item[1]]
-        }
-        globals_ = {
-            entry.name: entry
-            for v, m in responses[1]
-            if (item := self._decoded("global", glob, m.key, v)) is not None
-            for entry in [item[1]]
-        }
-        return revision, placed, globals_
+        found: list[dict[str, ScheduleEntry]] = [{}, {}]
+        newer: set[str] = set()
+        for kind, start, kvs, entries in zip(
+            ("schedule", "global"), (self._prefix("schedule"), glob), responses, found
+        ):
+            for value, meta in kvs:
+                item = self._found(kind, start, meta.key, value)
+                if item is None:
+                    continue
+                if isinstance(item[1], Newer):
+                    newer.add(item[0].rpartition("/")[2])
+                else:
+                    entries[item[1].name] = item[1]
+        return MachineSchedule(revision, found[0], found[1], frozenset(newer))
 
     # -- engine
 
@@ -1823,10 +1961,15 @@ class Registry:
                 rel = change.key.decode("utf-8", "replace")[len(kind_start) :]
                 record = None
                 if change.kind is EventKind.PUT:
-                    item = self._decoded(
+                    item = self._found(
                         kind, kind_start, change.key, change.value, change.mod_revision
                     )
                     record = None if item is None else item[1]
+                if isinstance(record, Newer):
+                    made = event(rel, None)
+                    if made is not None and hasattr(made, "newer"):
+                        events.append(replace(made, newer=record.version))  # type: ignore[type-var]
+                    continue
                 made = event(rel, record)
                 if made is not None:
                     events.append(made)
@@ -2009,6 +2152,8 @@ class _Ops:
 
 __all__ = [
     "DESIRED_KINDS",
+    "SCHEMA_VERSION",
+    "VERSION_FIELD",
     "Alarm",
     "ClearForceReschedule",
     "ClusterView",
@@ -2021,13 +2166,16 @@ __all__ = [
     "MachineEvent",
     "MachineIdInUse",
     "MachineRecord",
+    "MachineSchedule",
     "MalformedRecord",
     "MemberStatus",
     "MetadataEvent",
+    "Newer",
     "PlaceUnit",
     "PrefixError",
     "ReasonEvent",
     "ReclaimReport",
+    "RecordTooNew",
     "Registry",
     "RegistryConfig",
     "ScheduleEntry",

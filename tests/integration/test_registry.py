@@ -88,7 +88,7 @@ def test_instance_takes_template_content(registry: Registry) -> None:
 
 def test_global_units_are_mirrored_for_agents(registry: Registry) -> None:
     registry.change_units([change("mon.service", desired=DesiredState.LAUNCHED, is_global=True)])
-    _, placed, globals_ = registry.read_machine_schedule("m1")
+    _, placed, globals_, _ = registry.read_machine_schedule("m1")
     assert placed == {} and globals_["mon.service"].desired == "launched"
     assert "ExecStart" in globals_["mon.service"].text
     registry.change_units([UnitChange("mon.service", desired=DesiredState.LOADED)])

@@ -37,6 +37,7 @@ from fleetpy.errors import UnitNameError
 from fleetpy.registry import (
     ClusterView,
     MachineRecord,
+    MachineSchedule,
     MalformedRecord,
     ScheduleEntry,
     WatchBatch,
@@ -97,10 +98,8 @@ class HandsOutAnything:
     def revoke_lease(self, lease: int) -> None:
         pass
 
-    def read_machine_schedule(
-        self, machine: str
-    ) -> tuple[int, dict[str, ScheduleEntry], dict[str, ScheduleEntry]]:
-        return 1, dict(self.placed), dict(self.globals)
+    def read_machine_schedule(self, machine: str) -> MachineSchedule:
+        return MachineSchedule(1, dict(self.placed), dict(self.globals), frozenset())
 
     def watch_schedule(
         self, callback: Callable[[WatchBatch[Any]], None], start: int, machine: str

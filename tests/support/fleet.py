@@ -18,6 +18,20 @@ from fleetpy.template import render
 from support.paths import UNITS
 
 
+def run_cli(
+    argv: list[str], env: dict[str, str], workdir: Path, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """A fleetpy command (ARGV: an interpreter's `-m fleetpy ...`) run to its end."""
+    result = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=workdir
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(argv)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
 class Fleet:
     """The operator's side: the fleetpy CLI and an engine, outside the hosts."""
 
@@ -34,20 +48,7 @@ class Fleet:
             )
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "fleetpy", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=self.workdir,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"fleetpy {' '.join(args)}: exit {result.returncode}\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
+        return run_cli([sys.executable, "-m", "fleetpy", *args], self.env, self.workdir, check)
 
     def units(self) -> list[dict[str, str]]:
         return json.loads(self("list-units", "-o", "json").stdout)  # type: ignore[no-any-return]

@@ -127,7 +127,7 @@ def test_the_engine_elects_itself_and_places(secure: SecureEtcd) -> None:
         assert engine.refresh_lease(lease) > 0
         entry = ScheduleEntry("e.service", digest, DesiredState.LAUNCHED, text)
         assert engine.engine_write("engine-a", [[PlaceUnit("m2", entry)]])
-        _, placed, _ = agent.read_machine_schedule("m2")
+        placed = agent.read_machine_schedule("m2").placed
         assert placed["e.service"].text == text
         engine.revoke_lease(lease)
         assert engine.leader() is None
