@@ -147,6 +147,7 @@ def test_a_host_back_within_its_lease_runs_its_units_again_and_nothing_moves(
             assert len(running_containers(shared, box)) == 1  # outlived the crash
         booted = time.monotonic()
         keep.boot()
+        up = time.monotonic() - booted
         try:
             until(
                 lambda: (
@@ -182,7 +183,7 @@ def test_a_host_back_within_its_lease_runs_its_units_again_and_nothing_moves(
     assert placement(shared) == placed
     assert all(active_on(shared, u) == {keep.machine_id} for u in mine)
     assert keep.machine_id in shared.registry.list_machines()
-    print(f"reboot={how} units_active_after_power_on={back:.1f}s")
+    print(f"reboot={how} host_booted_after_power_on={up:.1f}s units_active={back:.1f}s")
 
 
 def test_a_host_back_after_its_lease_runs_none_of_its_moved_units(
@@ -235,3 +236,30 @@ def test_a_host_back_after_its_lease_runs_none_of_its_moved_units(
         f"unit={u}" in line and "action=start" in line for u in mine for line in log.splitlines()
     )
     print(f"units_moved_after_crash={moved:.1f}s")
+
+
+def test_systemd_reexecuted_keeps_the_units_and_the_agent_still_hears_them(
+    on_shared_hosts: SharedHosts,
+) -> None:
+    """The host's systemd restarted in place (`systemctl daemon-reexec`, as after a systemd
+    upgrade): units and the agent run on, and the agent still receives systemd's signals,
+    so a unit that dies afterwards is reported."""
+    shared = on_shared_hosts
+    keep = host_of(shared, "keep")
+    start_units(shared, {"p1.service": PLAIN, "p2.service": PLAIN})
+    unit = next(u for u, m in placement(shared).items() if m == keep.machine_id)
+    pid, agent_pid = keep.main_pid(unit), keep.main_pid(AGENT_UNIT)
+    keep.systemctl("daemon-reexec")
+    until(
+        lambda: (
+            keep.systemctl("is-system-running", check=False).stdout.strip()
+            in ("running", "degraded")
+        )
+    )
+    assert (keep.main_pid(unit), keep.main_pid(AGENT_UNIT)) == (pid, agent_pid)
+    keep.systemctl("kill", "--signal=KILL", unit)
+    until(
+        lambda: shared.registry.list_states()[unit][keep.machine_id].active == "failed",
+        timeout=15,
+        what=f"{unit} reported failed after systemd's re-exec",
+    )
