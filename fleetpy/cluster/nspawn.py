@@ -509,7 +509,7 @@ class Host:
         if not self.argv:
             raise HostError(f"host={self.name} was not started by launch_host: cannot boot it")
         self.process, self.init_pid, self.pid_ns = _spawn(
-            self.name, self.argv, self.state_dir, self.detach
+            self.name, self.state_dir, self.detach, *self.argv
         )
         self._finished = False
         _log("host_launched", name=self.name, machine_id=self.machine_id, init_pid=self.init_pid)
@@ -667,7 +667,7 @@ def launch_host(
         # The socket is bound by inode: dockerd must not restart while hosts run.
         argv += [f"--bind={DOCKER_SOCKET}", f"--bind-ro={docker_cli}:/usr/bin/docker"]
 
-    process, init_pid, pid_ns = _spawn(name, argv, state_dir, detach)
+    process, init_pid, pid_ns = _spawn(name, state_dir, detach, *argv)
     _log(
         "host_launched",
         name=name,
@@ -692,7 +692,7 @@ def launch_host(
 
 
 def _spawn(
-    name: str, argv: Sequence[str], state_dir: Path, detach: bool
+    name: str, state_dir: Path, detach: bool, *argv: str
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     """Run systemd-nspawn ARGV; (its process, the host's init pid, its pid namespace)
     once that init exists."""
