@@ -135,6 +135,8 @@ def test_a_host_back_within_its_lease_runs_its_units_again_and_nothing_moves(
     box = next(u for u in mine if u.startswith("c"))
     until(lambda: running_containers(shared, box), what=f"{box}'s container")
     record = shared.registry.list_machines()[keep.machine_id]
+    token = keep.run(["cat", f"/var/lib/fleetpy/agent-{keep.machine_id}.instance"]).stdout
+    keep.run(["touch", "/run/before-reboot"])
     lease = registered_lease(keep)
     engine_log = shared.fleet.workdir / "engine.log"
     engine_before = engine_log.stat().st_size
@@ -169,6 +171,10 @@ def test_a_host_back_within_its_lease_runs_its_units_again_and_nothing_moves(
     log = agent_log(keep)
     assert "machine_id_in_use" not in log and "unit_error" not in log, log
     assert shared.registry.list_machines()[keep.machine_id].instance == record.instance
+    # The same machine (its id, its disk) on a fresh boot (/run empty but for this boot's).
+    assert keep.run(["cat", "/etc/machine-id"]).stdout.strip() == keep.machine_id
+    assert keep.run(["cat", f"/var/lib/fleetpy/agent-{keep.machine_id}.instance"]).stdout == token
+    assert keep.run(["test", "-e", "/run/before-reboot"], check=False).returncode != 0
     assert not any(
         f"unit={u}" in line and "action=start" in line
         for u in mine
