@@ -33,6 +33,7 @@ SHARED_HOST_OPTIONS = ({"ttl": KEEP_TTL}, {"ttl": 3, "unit_dir": DISK_UNITS})
 
 PLAIN = "[Service]\nExecStart=/bin/sleep infinity\n"
 BOX = "[Container]\nImage=local/busybox:latest\nExec=sleep 1000\nStopTimeout=2\n"
+EVERYWHERE = PLAIN + "\n[X-Fleet]\nGlobal=true\n"  # g.service, on every host
 
 
 def host_of(shared: SharedHosts, role: str) -> Host:
@@ -129,11 +130,14 @@ def test_a_host_back_within_its_lease_runs_its_units_again_and_nothing_moves(
     # Least-loaded placement splits each pair: one plain and one container unit on each.
     start_units(shared, {"p1.service": PLAIN, "p2.service": PLAIN})
     start_units(shared, {"c1.service": BOX, "c2.service": BOX})
+    start_units(shared, {"g.service": EVERYWHERE})
     placed = placement(shared)
     mine = sorted(u for u, m in placed.items() if m == keep.machine_id)
     assert len(mine) == 2 and {u[0] for u in mine} == {"p", "c"}, placed
     box = next(u for u in mine if u.startswith("c"))
     until(lambda: running_containers(shared, box), what=f"{box}'s container")
+    until(lambda: active_on(shared, "g.service") == {keep.machine_id, away.machine_id})
+    global_pid = away.main_pid("g.service")
     record = shared.registry.list_machines()[keep.machine_id]
     token = keep.run(["cat", f"/var/lib/fleetpy/agent-{keep.machine_id}.instance"]).stdout
     keep.run(["touch", "/run/before-reboot"])
@@ -154,7 +158,7 @@ def test_a_host_back_within_its_lease_runs_its_units_again_and_nothing_moves(
             until(
                 lambda: (
                     all(active_on(shared, u) == {keep.machine_id} for u in mine)
-                    and all(keep.is_active(u) for u in mine)
+                    and all(keep.is_active(u) for u in [*mine, "g.service"])
                     and len(running_containers(shared, box)) == 1
                 ),
                 timeout=60,
@@ -188,6 +192,8 @@ def test_a_host_back_within_its_lease_runs_its_units_again_and_nothing_moves(
     time.sleep(3)
     assert placement(shared) == placed
     assert all(active_on(shared, u) == {keep.machine_id} for u in mine)
+    assert active_on(shared, "g.service") == {keep.machine_id, away.machine_id}
+    assert away.main_pid("g.service") == global_pid  # the other host's copy never touched
     assert keep.machine_id in shared.registry.list_machines()
     print(f"reboot={how} host_booted_after_power_on={up:.1f}s units_active={back:.1f}s")
 
@@ -202,11 +208,14 @@ def test_a_host_back_after_its_lease_runs_none_of_its_moved_units(
     keep, away = host_of(shared, "keep"), host_of(shared, "away")
     start_units(shared, {"p1.service": PLAIN, "p2.service": PLAIN})
     start_units(shared, {"c1.service": BOX, "c2.service": BOX})
+    start_units(shared, {"g.service": EVERYWHERE})
     mine = sorted(u for u, m in placement(shared).items() if m == away.machine_id)
     assert len(mine) == 2 and {u[0] for u in mine} == {"p", "c"}
     box = next(u for u in mine if u.startswith("c"))
     until(lambda: running_containers(shared, box), what=f"{box}'s container")
-    assert sorted(away.run(["ls", DISK_UNITS]).stdout.split()) == mine
+    assert sorted(away.run(["ls", DISK_UNITS]).stdout.split()) == sorted([*mine, "g.service"])
+    until(lambda: active_on(shared, "g.service") == {keep.machine_id, away.machine_id})
+    global_pid = keep.main_pid("g.service")
 
     crashed = time.monotonic()
     away.power_off(hard=True)
@@ -225,10 +234,20 @@ def test_a_host_back_after_its_lease_runs_none_of_its_moved_units(
         what="the host back",
     )
     until(
-        lambda: away.run(["ls", "-A", DISK_UNITS]).stdout.split() == [],
+        lambda: away.run(["ls", "-A", DISK_UNITS]).stdout.split() == ["g.service"],
         timeout=30,
         what="the stale unit files removed",
     )
+    # Its global unit is no stale copy: it belongs on every host, this one again too.
+    until(
+        lambda: (
+            active_on(shared, "g.service") == {keep.machine_id, away.machine_id}
+            and away.is_active("g.service")
+        ),
+        timeout=30,
+        what="the global unit running again on the host back",
+    )
+    assert keep.main_pid("g.service") == global_pid
     for unit in mine:
         assert not away.is_active(unit)
         assert active_on(shared, unit) == {keep.machine_id}
