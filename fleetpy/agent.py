@@ -215,6 +215,15 @@ REPORT_RETRY = 1.0  # seconds before a state report etcd refused is tried again
 RESTORE_GRACE = 10.0  # seconds a restored prefix's engine gets to place (it takes well under 1)
 
 
+# The holder has this host's name: most likely this host before a reboot that lost its
+# instance token, rather than a clone (whose name usually differs).
+_OWN_NAME_HINT = (
+    "the holder has this host's name: if it is this host's previous boot, its instance "
+    "token (/var/lib/fleetpy) was not kept; it registers when that boot's lease ends "
+    "(at most {ttl} s; its units may move meanwhile)"
+)
+
+
 class _DataMissing(Exception):
     """etcd has no fleetpy marker under the prefix while units run here."""
 
@@ -516,7 +525,13 @@ class Agent:
                 # registration to end (an earlier boot's lease running out does).
                 self._synced = False
                 if not in_use:
-                    log_event("machine_id_in_use", machine=self.machine_id, error=str(exc))
+                    own_name = exc.holder.hostname == self.config.hostname
+                    log_event(
+                        "machine_id_in_use",
+                        machine=self.machine_id,
+                        error=str(exc),
+                        hint=_OWN_NAME_HINT.format(ttl=exc.holder.ttl) if own_name else None,
+                    )
                 in_use = True
                 if self._stop.wait(max(1.0, self.config.ttl / 3)):
                     return

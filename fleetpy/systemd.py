@@ -310,22 +310,32 @@ class SystemdUnitManager:
         return new
 
     def _adopt(self) -> None:
-        """After a restart: every unit file in unit_dir is ours; keep what runs running."""
+        """After a restart: every unit file in unit_dir is ours; keep what runs running.
+        After a reboot a unit_dir on disk still holds its files but their links in
+        link_dir (/run) are gone: they are linked again, so the units can start."""
+        relinked = False
+        adopted: list[str] = []
         for path in sorted(self.unit_dir.iterdir()):
             if path.name.startswith(".") or not path.is_file():
                 continue
-            if self._paths_of(path.name) is None:
+            paths = self._paths_of(path.name)
+            if paths is None:
                 continue  # not a unit name: not ours to start, stop or remove
+            relinked = _link(*paths) or relinked
             digest = content_hash(path.read_text())
             with self._lock:
                 self._units[path.name] = ObservedUnit(path.name, digest)
-            self._watch_unit(path.name)
-            unit = self._refresh(path.name)
+            adopted.append(path.name)
+        if relinked:
+            self._call("Reload")  # systemd may have looked for these names already
+        for name in adopted:
+            self._watch_unit(name)
+            unit = self._refresh(name)
             if unit is not None:
                 with self._lock:
                     launched = unit.active in RUNNING_STATES or unit.active == "failed"
-                    self._units[path.name] = replace(unit, launched=launched)
-                log_event("unit_adopted", unit=path.name, active=unit.active, sub=unit.sub)
+                    self._units[name] = replace(unit, launched=launched)
+                log_event("unit_adopted", unit=name, active=unit.active, sub=unit.sub)
 
     # -- UnitManager interface (agent thread)
 
@@ -455,12 +465,7 @@ class SystemdUnitManager:
             tmp = target.with_name(f".{action.name}.tmp")
             tmp.write_text(action.text)
             os.replace(tmp, target)
-            if not link.is_symlink() or os.readlink(link) != str(target):
-                try:
-                    link.unlink()
-                except FileNotFoundError:
-                    pass
-                link.symlink_to(target)
+            _link(target, link)
         if reload:
             self._call("Reload")
         for name in removes:
@@ -508,3 +513,15 @@ class SystemdUnitManager:
             self._thread.join(timeout=5)
         except Exception:
             pass
+
+
+def _link(target: Path, link: Path) -> bool:
+    """LINK points at TARGET afterwards; True if it had to be made (or mended)."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return False
+    try:
+        link.unlink()
+    except FileNotFoundError:
+        pass
+    link.symlink_to(target)
+    return True

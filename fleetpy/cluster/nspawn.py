@@ -15,8 +15,14 @@ API:
   Host.systemctl(*args, check=True), .is_active(unit), .show(unit, prop),
       .main_pid(unit), .journal(unit=None, lines=200), .processes(),
       .restart_agent(), .kill(), .stop(timeout=30.0), .alive
-  HostPool(rootfs, state_root, ...): .start(count, metadata=...) -> list[Host],
+  Host.power_off(hard=False, keep_containers=False), .boot(timeout=90.0),
+      .reboot(hard=False, keep_containers=False, timeout=90.0): the same host again
+  HostPool(rootfs, state_root, ...): .start(count, metadata=..., each=...) -> list[Host],
       .close(); a context manager that ends every host it started
+
+A host's disk is its state dir: /etc/fleetpy (agent.yaml) and /var/lib/fleetpy (the
+agent's instance token) survive a reboot; everything else it writes (the rootfs's
+overlay, /run) starts empty at every boot.
   ensure_dockerd(log_path=...) -> bool, ensure_busybox_image(tag) -> str
 
 Hosts share this machine's network (SharedNetwork); HostNetwork is the seam
@@ -356,6 +362,9 @@ class Host:
     pid_ns: str  # identity of the host's pid namespace, e.g. "pid:[4026532301]"
     network: HostNetwork
     remove_containers: bool = True
+    # How it was booted (systemd-nspawn's argv; detached or not): boot() does it again.
+    argv: tuple[str, ...] = ()
+    detach: bool = False
     _finished: bool = field(default=False, repr=False)
 
     @property
@@ -475,15 +484,56 @@ class Host:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Clean poweroff; kill() if it takes longer than TIMEOUT."""
+        self._power_off(timeout, release=True, containers=self.remove_containers)
+
+    def power_off(
+        self, hard: bool = False, keep_containers: bool = False, timeout: float = 30.0
+    ) -> None:
+        """Switch the host off to boot() it again later: cleanly, as `systemctl poweroff`
+        (its units stopped by its systemd), or HARD, a crash (kill()). It keeps its network
+        and its disk. Its containers are removed, since a real machine's die with it,
+        unless KEEP_CONTAINERS: here every host shares this machine's dockerd, so they
+        could outlive it (what a unit must then cope with when it starts again)."""
+        if hard:
+            self._send_kill()
+            self._finish("killed", release=False, containers=not keep_containers)
+        else:
+            self._power_off(timeout, release=False, containers=not keep_containers)
+
+    def boot(self, timeout: float = 90.0) -> None:
+        """Boot the host again after power_off() (or stop(), kill() on a SharedNetwork):
+        the same rootfs, name, machine id, agent config and /var/lib/fleetpy; its overlay
+        and /run start empty, as a real machine's /run does."""
+        if self.alive:
+            raise HostError(f"host={self.name} is running: power it off first")
+        if not self.argv:
+            raise HostError(f"host={self.name} was not started by launch_host: cannot boot it")
+        self.process, self.init_pid, self.pid_ns = _spawn(
+            self.name, self.state_dir, self.detach, *self.argv
+        )
+        self._finished = False
+        _log("host_launched", name=self.name, machine_id=self.machine_id, init_pid=self.init_pid)
+        self.wait_booted(timeout)
+
+    def reboot(
+        self, hard: bool = False, keep_containers: bool = False, timeout: float = 90.0
+    ) -> None:
+        """power_off(HARD, KEEP_CONTAINERS) then boot(TIMEOUT): `systemctl reboot`, or
+        with HARD a crashed machine powered on again."""
+        self.power_off(hard, keep_containers)
+        self.boot(timeout)
+
+    def _power_off(self, timeout: float, release: bool, containers: bool) -> None:
         if self.alive and self._init_is_ours():
             os.kill(self.init_pid, signal.SIGRTMIN + 4)  # systemd: start poweroff.target
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 _log("host_stop_timeout", name=self.name, seconds=timeout)
-                self.kill()
+                self._send_kill()
+                self._finish("killed", release, containers)
                 return
-        self._finish("stopped")
+        self._finish("stopped", release, containers)
 
     def _init_is_ours(self) -> bool:
         # After the host ended its pid may belong to another process.
@@ -492,7 +542,7 @@ class Host:
         except OSError:
             return False
 
-    def _finish(self, how: str) -> None:
+    def _finish(self, how: str, release: bool = True, containers: bool | None = None) -> None:
         if self._finished:
             return
         self.process.wait(timeout=30)
@@ -500,9 +550,10 @@ class Host:
         self._finished = True
         # All hosts share this machine's dockerd, so a host's containers would
         # outlive it; a dead machine's containers are dead too.
-        if self.remove_containers:
+        if self.remove_containers if containers is None else containers:
             remove_host_containers(self.name, self.machine_id)
-        self.network.release(self.name)
+        if release:
+            self.network.release(self.name)
         _log("host_ended", name=self.name, how=how, rc=self.process.returncode)
 
 
@@ -510,6 +561,7 @@ def _write_host_state(
     state_dir: Path, name: str, machine_id: str, config: Mapping[str, object]
 ) -> None:
     (state_dir / "etc").mkdir(parents=True, exist_ok=True)
+    (state_dir / "var-lib-fleetpy").mkdir(exist_ok=True)
     (state_dir / "machine-id").write_text(machine_id + "\n")
     (state_dir / "etc" / "agent.yaml").write_text(
         f"# written by fleetpy.cluster.nspawn for host {name}\n"
@@ -598,6 +650,8 @@ def launch_host(
         f"--uuid={machine_id}",
         f"--bind-ro={state_dir / 'machine-id'}:/etc/machine-id",
         f"--bind={state_dir / 'etc'}:/etc/fleetpy",
+        # The agent's instance token: kept across reboots, as on a real machine's disk.
+        f"--bind={state_dir / 'var-lib-fleetpy'}:/var/lib/fleetpy",
         "--console=read-only",
         *network.nspawn_args(name),
     ]
@@ -613,6 +667,35 @@ def launch_host(
         # The socket is bound by inode: dockerd must not restart while hosts run.
         argv += [f"--bind={DOCKER_SOCKET}", f"--bind-ro={docker_cli}:/usr/bin/docker"]
 
+    process, init_pid, pid_ns = _spawn(name, state_dir, detach, *argv)
+    _log(
+        "host_launched",
+        name=name,
+        machine_id=machine_id,
+        nspawn_pid=process.pid,
+        init_pid=init_pid,
+        state_dir=state_dir,
+    )
+    return Host(
+        name=name,
+        machine_id=machine_id,
+        public_ip=public_ip,
+        rootfs=rootfs,
+        state_dir=state_dir,
+        process=process,
+        init_pid=init_pid,
+        pid_ns=pid_ns,
+        network=network,
+        argv=tuple(argv),
+        detach=detach,
+    )
+
+
+def _spawn(
+    name: str, state_dir: Path, detach: bool, *argv: str
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """Run systemd-nspawn ARGV; (its process, the host's init pid, its pid namespace)
+    once that init exists."""
     with open(state_dir / "console.log", "ab") as console:
         process = subprocess.Popen(
             argv if detach else _with_parent(argv),
@@ -640,25 +723,7 @@ def launch_host(
         process.kill()
         process.wait()
         raise
-    _log(
-        "host_launched",
-        name=name,
-        machine_id=machine_id,
-        nspawn_pid=process.pid,
-        init_pid=init_pid,
-        state_dir=state_dir,
-    )
-    return Host(
-        name=name,
-        machine_id=machine_id,
-        public_ip=public_ip,
-        rootfs=rootfs,
-        state_dir=state_dir,
-        process=process,
-        init_pid=init_pid,
-        pid_ns=pid_ns,
-        network=network,
-    )
+    return process, init_pid, pid_ns
 
 
 def start_host(rootfs: Path, name: str, *, boot_timeout: float = 90.0, **options: Any) -> Host:
@@ -693,18 +758,23 @@ class HostPool:
         count: int = 1,
         *,
         metadata: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+        each: Sequence[Mapping[str, Any]] | None = None,
         boot_timeout: float = 90.0,
         **options: Any,
     ) -> list[Host]:
-        """Boot COUNT hosts in parallel. METADATA: one mapping for all, or one per host."""
+        """Boot COUNT hosts in parallel. METADATA: one mapping for all, or one per host;
+        EACH: one mapping of launch_host options per host, over OPTIONS (e.g. a ttl each)."""
         if metadata is None or isinstance(metadata, Mapping):
             per_host = [metadata or {}] * count
         else:
             per_host = list(metadata)
             if len(per_host) != count:
                 raise HostError(f"{len(per_host)} metadata mappings for {count} hosts")
+        own = list(each) if each is not None else [{}] * count
+        if len(own) != count:
+            raise HostError(f"{len(own)} option mappings for {count} hosts")
         started = []
-        for host_metadata in per_host:
+        for host_metadata, host_options in zip(per_host, own):
             name = f"{self.name_prefix}{len(self.hosts) + 1}"
             host = launch_host(
                 self.rootfs,
@@ -714,7 +784,7 @@ class HostPool:
                 package_dir=self.package_dir,
                 state_dir=self.state_root / name,
                 network=self.network,
-                **options,
+                **{**options, **host_options},
             )
             self.hosts.append(host)
             started.append(host)

@@ -64,6 +64,7 @@ def test_a_clone_with_the_same_machine_id_is_refused_and_runs_nothing(
         assert len(said) == 1, said
         assert "machine id m1 is in use by another agent (host alpha)" in said[0]
         assert "/etc/machine-id" in said[0]
+        assert "hint=" not in said[0]  # another name: a clone, not this host's past
         assert len(running(first)) == 3
     finally:
         clone.stop()
@@ -79,6 +80,25 @@ def test_the_same_agent_restarting_takes_its_registration_back_at_once(
     again = host(cluster, "alpha", "i-alpha")
     try:
         assert again.ready.wait(TTL / 2), "waited for the old lease instead of taking over"
+    finally:
+        again.stop()
+
+
+def test_a_host_rebooted_without_its_token_waits_for_its_old_lease_and_is_told_why(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = host(cluster, "alpha", "i-alpha")
+    assert first.ready.wait(10)
+    first.stop(revoke=False)  # the host goes down; its lease runs on
+    again = host(cluster, "alpha", "i-lost")  # same name, its instance file was not kept
+    try:
+        assert again.ready.wait(TTL + 3), "the old lease ended: it registers"
+        said = [
+            line for line in capsys.readouterr().err.splitlines() if "machine_id_in_use" in line
+        ]
+        assert len(said) == 1, said
+        assert "hint=" in said[0] and "/var/lib/fleetpy" in said[0]
+        assert f"at most {TTL} s" in said[0]
     finally:
         again.stop()
 

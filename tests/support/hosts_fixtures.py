@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import (
@@ -30,6 +31,7 @@ from fleetpy.cluster.nspawn import (
     ensure_dockerd,
     ensure_rootfs,
 )
+from fleetpy.config import AgentSettings
 from fleetpy.registry import Registry, RegistryConfig
 
 from support.fleet import Fleet
@@ -124,6 +126,12 @@ def hosts(
         pool.close()
 
 
+def unit_dir(host: Host) -> str:
+    """Where HOST's agent writes its unit files (its agent.yaml's unit_dir, or the default)."""
+    config = yaml.safe_load(host.config_path.read_text()) or {}
+    return str(config.get("unit_dir") or AgentSettings().unit_dir)
+
+
 @dataclass(frozen=True)
 class SharedHosts:
     """Hosts booted once for a module, in an etcd prefix of the module's own, with an
@@ -153,9 +161,7 @@ class SharedHosts:
         until(
             lambda: (
                 not self.registry.list_units()
-                and not any(
-                    h.run(["ls", "-A", "/run/fleetpy/units"]).stdout.split() for h in self.hosts
-                )
+                and not any(h.run(["ls", "-A", unit_dir(h)]).stdout.split() for h in self.hosts)
             ),
             timeout=60,
             what="every unit gone from the shared hosts",
@@ -171,8 +177,10 @@ def shared_hosts(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SharedHosts]:
     """The module's SHARED_HOSTS (one metadata mapping per host) booted once, agents with a
-    3 s lease; killed after the module's last test."""
+    3 s lease (or the module's SHARED_HOST_OPTIONS: launch_host options, one mapping per
+    host, e.g. a ttl each); killed after the module's last test."""
     metadata: Sequence[Mapping[str, str]] = request.module.SHARED_HOSTS
+    each: Sequence[Mapping[str, Any]] | None = getattr(request.module, "SHARED_HOST_OPTIONS", None)
     workdir = tmp_path_factory.mktemp("shared-hosts")
     prefix = "/shared-" + re.sub(r"[^A-Za-z0-9_.-]", "_", request.module.__name__)
     pool = HostPool(
@@ -185,7 +193,7 @@ def shared_hosts(
     registry = Registry(RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=5.0))
     try:
         shared = SharedHosts(
-            pool.start(len(metadata), metadata=metadata, etcd_prefix=prefix, ttl=3),
+            pool.start(len(metadata), metadata=metadata, each=each, etcd_prefix=prefix, ttl=3),
             fleet,
             registry,
         )
