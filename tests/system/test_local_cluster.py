@@ -220,6 +220,83 @@ def test_killed_etcd_member_and_killed_leading_engine(
         cli("destroy", "t6-*", "hello.service", env=env)
 
 
+def test_quorum_lost_keeps_units_running_fails_commands_fast_and_moves_nothing(
+    cluster: ClusterState, tmp_path: Path
+) -> None:
+    """Two of three etcd members down (the one killed above stays down; one more paused)
+    on real hosts: units run on, a command fails in one line naming the lost quorum
+    instead of waiting out its timeout, agents keep their leases, and when the quorum is
+    back nothing has moved or restarted."""
+    env = sourced(cluster)
+    unit = tmp_path / "steady.service"
+    unit.write_text("[Service]\nExecStart=/bin/sleep 1000\n")
+    assert cli("start", str(unit), env=env).returncode == 0
+
+    def placement() -> dict[str, tuple[str, str]]:
+        rows = json.loads(cli("list-units", "-o", "json", env=env).stdout)
+        return {u["unit"]: (u["machine"], u["active"]) for u in rows}
+
+    before = placement()
+    host = next(h for h in cluster.hosts if h.machine_id == before["steady.service"][0])
+    nsenter = ["nsenter", "-t", str(host.init.pid if host.init else 0), "-a"]
+
+    def main_pid() -> str:
+        return subprocess.run(
+            [*nsenter, "systemctl", "show", "-p", "MainPID", "--value", "steady.service"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    def registrations() -> int:
+        journals = [
+            subprocess.run(
+                [
+                    "nsenter",
+                    "-t",
+                    str(h.init.pid if h.init else 0),
+                    "-a",
+                    "journalctl",
+                    "-o",
+                    "cat",
+                    "-u",
+                    "fleetpy-agent",
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout
+            for h in cluster.hosts
+        ]
+        return sum(j.count("event=machine_registered") for j in journals)
+
+    pid, registered = main_pid(), registrations()
+    assert pid not in ("", "0")
+    alive = [member for member in cluster.etcd if member.alive()]
+    paused = alive[:-1]  # one member answers, alone: no quorum
+    assert len(cluster.etcd) == 3 and len(alive) - len(paused) == 1
+    for member in paused:
+        os.kill(member.pid, signal.SIGSTOP)
+    lost_at = time.monotonic()
+    try:
+        began = time.monotonic()
+        result = cli("list-units", "--request-timeout", "60", env=env)
+        took = time.monotonic() - began
+        assert result.returncode == 1, result.stdout
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("fleetpy: error: etcd has lost its quorum"), line
+        assert took < 30, took  # not the 60 s request timeout
+        # Past the agents' TTL (5 s) with no quorum: nothing to wait for but time itself.
+        time.sleep(max(0.0, lost_at + 5 + 2 - time.monotonic()))
+        assert main_pid() == pid
+    finally:
+        for member in paused:
+            os.kill(member.pid, signal.SIGCONT)
+    until(lambda: cli("list-units", env=env).returncode == 0, timeout=60, what="quorum back")
+    until(lambda: placement() == before, timeout=30, what="every unit where it was, active")
+    assert main_pid() == pid
+    assert registrations() == registered  # leases kept: no agent registered anew
+    cli("destroy", "steady.service", env=env)
+
+
 def test_second_up_is_refused_and_a_crashed_up_is_cleaned(cluster: ClusterState) -> None:
     again = cli("cluster", "up", "--name", cluster.name)
     assert again.returncode == 1
