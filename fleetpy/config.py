@@ -2,7 +2,9 @@
 and what comes out is a frozen, typed record (mkosi's way).
 
 Precedence, highest first: command-line option, environment variable, config file,
-default. Defaults live in the dataclasses below, nowhere else.
+default. Defaults live in the records below, nowhere else: each component takes its
+record (the etcd connection's is the registry's RegistryConfig, which must not depend on
+this parsing); fields a record has beyond the table are what a daemon adds at start.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .errors import ConfigError, FileError
 from .files import MAX_VALUES_BYTES, display_path, read_text_file
 from .metadata import MAX_ITEMS as MAX_METADATA_ITEMS
 from .metadata import key_problem, value_problem
-from .registry import DEFAULT_ENDPOINT, DEFAULT_PREFIX, MACHINE_ID, RegistryConfig
+from .registry import MACHINE_ID, RegistryConfig
 from .yamlload import load_yaml_mapping
 
 
@@ -41,30 +43,6 @@ class Scope(StrEnum):
 class UnitManagerKind(StrEnum):
     SYSTEMD = "systemd"  # the real one: systemd over D-Bus
     SIMULATED = "simulated"  # in memory: scale tests and benchmarks
-
-
-@dataclass(frozen=True)
-class EtcdSettings:
-    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
-    prefix: str = DEFAULT_PREFIX
-    request_timeout: float = 5.0
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    username: str | None = None
-    password: str | None = None
-
-    def registry_config(self) -> RegistryConfig:
-        return RegistryConfig(
-            endpoints=self.endpoints,
-            prefix=self.prefix,
-            timeout=self.request_timeout,
-            ca_file=self.ca_file,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            username=self.username,
-            password=self.password,
-        )
 
 
 @dataclass(frozen=True)
@@ -135,7 +113,7 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    etcd: RegistryConfig = field(default_factory=RegistryConfig)
     agent: AgentSettings = field(default_factory=AgentSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     ssh: SshSettings = field(default_factory=SshSettings)
@@ -347,7 +325,7 @@ SETTINGS: tuple[Setting, ...] = (
         _bounded_float(0, 3600),
         "seconds to wait for etcd before giving up",
         Scope.ETCD,
-        "request_timeout",
+        "timeout",
     ),
     Setting(
         "ca_file",
@@ -645,7 +623,7 @@ SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 # (a bare `--strict-host-key-checking` is true, `--strict-host-key-checking=false` not).
 SWITCHES = frozenset(s.option for s in SETTINGS if s.parse is _boolean)
 _RECORDS: dict[Scope, type[Any]] = {
-    Scope.ETCD: EtcdSettings,
+    Scope.ETCD: RegistryConfig,
     Scope.AGENT: AgentSettings,
     Scope.ENGINE: EngineSettings,
     Scope.SSH: SshSettings,
@@ -719,7 +697,7 @@ def resolve(
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid {origin} value {raw!r}: {exc}") from None
     return Settings(
-        etcd=replace(EtcdSettings(), **chosen[Scope.ETCD]),
+        etcd=replace(RegistryConfig(), **chosen[Scope.ETCD]),
         agent=replace(AgentSettings(), **chosen[Scope.AGENT]),
         engine=replace(EngineSettings(), **chosen[Scope.ENGINE]),
         ssh=replace(SshSettings(), **chosen[Scope.SSH]),

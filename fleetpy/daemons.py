@@ -135,7 +135,7 @@ def run_engine(settings: Settings) -> None:
         from .metrics import EngineMetrics
 
         instruments = EngineMetrics(collectors)
-    registry = Registry(settings.etcd.registry_config())
+    registry = Registry(settings.etcd)
     engine = Engine(
         registry,
         lease_ttl=settings.engine.lease_ttl,
@@ -176,7 +176,7 @@ def run_agent(settings: Settings) -> None:
         instruments = AgentMetrics(collectors)
     manager = make_unit_manager(settings.agent, instruments)
     try:
-        registry = Registry(settings.etcd.registry_config())
+        registry = Registry(settings.etcd)
     except BaseException:
         manager.close()
         raise
@@ -261,7 +261,7 @@ def run_api(settings: Settings, insecure: bool = False) -> None:
     # a missing certificate or token file is one error line at once, even with etcd away.
     server = ApiServer(api_options(settings, insecure))
     try:
-        registry = Registry(settings.etcd.registry_config())
+        registry = Registry(settings.etcd)
     except BaseException:
         server.close()
         raise
