@@ -95,6 +95,9 @@ class ApiSettings:
     client_ca_file: str | None = None
     token_file: str | None = None
     read_only_token_file: str | None = None
+    # TCP without TLS or credentials: `fleetpy api --insecure`, a flag of that command
+    # only (no environment variable or config key: it must be asked for each time).
+    insecure: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,7 @@ from .unitmanager import SimulatedUnitManager, UnitManager
 if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics are on
     from prometheus_client import CollectorRegistry
 
-    from .api.server import Route, ServerOptions
+    from .api.server import Route
     from .metrics import AgentMetrics, EngineMetrics, MetricsServer
     from .registry import ClusterView
     from .view import LiveView
@@ -219,22 +220,6 @@ def run_agent(settings: Settings) -> None:
         log_event("agent_stopped", machine=machine_id)
 
 
-def api_options(settings: Settings, insecure: bool = False) -> ServerOptions:
-    # Imported here: the engine and agents never load the API server (control, http.server).
-    from .api.server import ServerOptions
-
-    api = settings.api
-    return ServerOptions(
-        listen=api.listen,
-        cert_file=api.cert_file,
-        key_file=api.key_file,
-        client_ca_file=api.client_ca_file,
-        token_file=api.token_file,
-        read_only_token_file=api.read_only_token_file,
-        insecure=insecure,
-    )
-
-
 def api_metrics_route(registry: Registry, view: Callable[[], ClusterView]) -> Route:
     """`/metrics` of `fleetpy api`: the cluster as its live view shows it, and this
     process's etcd calls (Prometheus' text format)."""
@@ -259,7 +244,7 @@ def run_api(settings: Settings, insecure: bool = False) -> None:
 
     # Options checked and the socket bound before etcd is asked anything: a bad --listen or
     # a missing certificate or token file is one error line at once, even with etcd away.
-    server = ApiServer(api_options(settings, insecure))
+    server = ApiServer(replace(settings.api, insecure=insecure))
     try:
         registry = Registry(settings.etcd)
     except BaseException:
