@@ -19,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
+from fleetpy.config import AgentSettings
 from fleetpy.deployment import digest, load_deployment, render_deployment
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
@@ -81,7 +82,7 @@ def main() -> None:
         Agent(
             registries[1 + i // 50],
             SimulatedUnitManager(start_seconds=0.2),
-            AgentConfig(f"m{i:03d}", ttl=30),
+            AgentSettings(machine_id=f"m{i:03d}", ttl=30),
         ).start()
         for i in range(args.machines)
     ]

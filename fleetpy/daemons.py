@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .agent import Agent, AgentConfig, agent_instance
+from .agent import Agent, agent_instance
 from .config import (
     AgentSettings,
     ListenAddress,
@@ -184,14 +184,9 @@ def run_agent(settings: Settings) -> None:
     agent = Agent(
         registry,
         manager,
-        AgentConfig(
-            machine_id=machine_id,
-            metadata=dict(settings.agent.metadata),
-            public_ip=settings.agent.public_ip,
-            ttl=settings.agent.ttl,
-            trusted=trusted,
-            instance=agent_instance(instance_file(settings.agent, machine_id)),
-        ),
+        replace(settings.agent, machine_id=machine_id),
+        trusted=trusted,
+        instance=agent_instance(instance_file(settings.agent, machine_id)),
     )
     if instruments is not None:
         instruments.bind(agent)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings
 from fleetpy.deployment import RenderedUnit, load_deployment, render_deployment
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
@@ -49,7 +50,7 @@ class Cluster:
             Agent(
                 Registry(config),
                 SimulatedUnitManager(start_seconds=0.2),
-                AgentConfig(f"m{i}", {"rack": f"r{i}"}, ttl=3),
+                AgentSettings(machine_id=f"m{i}", metadata={"rack": f"r{i}"}, ttl=3),
             ).start()
             for i in range(3)
         ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from fleetpy.states import DesiredState
@@ -37,7 +38,9 @@ class Cluster:
 
     def agent(self, machine: str, ttl: int = 2, **metadata: str) -> Agent:
         agent = Agent(
-            self.registry, SimulatedUnitManager(), AgentConfig(machine, metadata=metadata, ttl=ttl)
+            self.registry,
+            SimulatedUnitManager(),
+            AgentSettings(machine_id=machine, metadata=metadata, ttl=ttl),
         ).start()
         agent.ready.wait(10)
         self.agents[machine] = agent

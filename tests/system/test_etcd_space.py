@@ -102,7 +102,7 @@ def test_a_full_etcd_stops_writes_not_units_and_reclaim_resumes_everything(
     assert [m["alarms"] for m in json.loads(status.stdout)] == [["NOSPACE"]]
 
     # Several TTLs later: leases kept (keepalives need no space), nothing moved or stopped.
-    time.sleep(3 * max(a.config.ttl for a in cluster.agents.values()))  # nothing may happen
+    time.sleep(3 * max(a.settings.ttl for a in cluster.agents.values()))  # nothing may happen
     assert set(registry.list_machines()) == {"m1", "m2"}
     assert dict(cluster.hosted()) == before
     # A unit that dies meanwhile cannot be reported yet; it is once etcd takes writes.

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from fleetpy import control
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings
 from fleetpy.engine import Engine
 from fleetpy.errors import SigningError
 from fleetpy.registry import Registry, RegistryConfig, UnitState
@@ -78,7 +79,8 @@ class SignedCluster:
         agent = Agent(
             self.agent_registries[machine],
             self.managers[machine],
-            AgentConfig(machine, ttl=3, trusted=trusted),
+            AgentSettings(machine_id=machine, ttl=3),
+            trusted=trusted,
         ).start()
         assert agent.ready.wait(10)
         return agent
