@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
-from fleetpy.config import AgentSettings
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.deployment import digest, load_deployment, render_deployment
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
@@ -86,7 +86,7 @@ def main() -> None:
         ).start()
         for i in range(args.machines)
     ]
-    engine = Engine(Registry(config), lease_ttl=10, reconcile_interval=600).start()
+    engine = Engine(Registry(config), EngineSettings(lease_ttl=10, reconcile_interval=600)).start()
     try:
         for agent in agents:
             agent.ready.wait(30)

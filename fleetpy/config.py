@@ -62,7 +62,7 @@ class EngineSettings:
     reconcile_interval: float = 30.0
     machine_grace: float | None = None  # None: the longest agent TTL + 2 s
     mass_loss_fraction: float = 0.5
-    compaction_interval: float = 300.0  # compaction.DEFAULT_INTERVAL; 0: off
+    compaction_interval: float = 300.0  # kube-apiserver's --etcd-compaction-interval; 0: off
 
 
 @dataclass(frozen=True)

@@ -139,11 +139,7 @@ def run_engine(settings: Settings) -> None:
     registry = Registry(settings.etcd)
     engine = Engine(
         registry,
-        lease_ttl=settings.engine.lease_ttl,
-        reconcile_interval=settings.engine.reconcile_interval,
-        machine_grace=settings.engine.machine_grace,
-        mass_loss_fraction=settings.engine.mass_loss_fraction,
-        compaction_interval=settings.engine.compaction_interval,
+        settings.engine,
         on_pass=instruments.observe_pass if instruments is not None else None,
     )
     if instruments is not None:

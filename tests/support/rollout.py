@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleetpy.agent import Agent
-from fleetpy.config import AgentSettings
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.deployment import RenderedUnit, load_deployment, render_deployment
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
@@ -54,7 +54,9 @@ class Cluster:
             ).start()
             for i in range(3)
         ]
-        self.engine = Engine(Registry(config), lease_ttl=3, reconcile_interval=5).start()
+        self.engine = Engine(
+            Registry(config), EngineSettings(lease_ttl=3, reconcile_interval=5)
+        ).start()
         for agent in self.agents:
             agent.ready.wait(10)
 

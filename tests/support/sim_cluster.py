@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from fleetpy.agent import Agent
-from fleetpy.config import AgentSettings
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from fleetpy.states import DesiredState
@@ -47,7 +47,9 @@ class Cluster:
         return agent
 
     def engine(self, lease_ttl: int = 2) -> Engine:
-        engine = Engine(Registry(self.config), lease_ttl=lease_ttl, reconcile_interval=5).start()
+        engine = Engine(
+            Registry(self.config), EngineSettings(lease_ttl=lease_ttl, reconcile_interval=5)
+        ).start()
         self.engines.append(engine)
         return engine
 

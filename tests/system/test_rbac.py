@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fleetpy.agent import Agent
-from fleetpy.config import AgentSettings
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, UnitState
 from fleetpy.registry.transport import EtcdPermissionDenied, EtcdTransport, prefix_range_end
@@ -150,7 +150,7 @@ def test_engine_agents_and_cli_each_with_their_own_credential(
             assert agent.ready.wait(10)
         engine_registry = secure.registry(creds.engine)
         registries.append(engine_registry)
-        engine = Engine(engine_registry, lease_ttl=3, reconcile_interval=1).start()
+        engine = Engine(engine_registry, EngineSettings(lease_ttl=3, reconcile_interval=1)).start()
 
         unit = tmp_path / "hello.service"
         unit.write_text(

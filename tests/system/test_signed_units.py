@@ -19,7 +19,7 @@ import pytest
 
 from fleetpy import control
 from fleetpy.agent import Agent
-from fleetpy.config import AgentSettings
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.errors import SigningError
 from fleetpy.registry import Registry, RegistryConfig, UnitState
@@ -72,7 +72,9 @@ class SignedCluster:
         self.engine = self.start_engine()
 
     def start_engine(self) -> Engine:
-        return Engine(Registry(self.roles.engine), lease_ttl=2, reconcile_interval=5).start()
+        return Engine(
+            Registry(self.roles.engine), EngineSettings(lease_ttl=2, reconcile_interval=5)
+        ).start()
 
     def agent(self, machine: str) -> Agent:
         trusted = load_trusted_keys(self.trusted_dir, lambda m: None)
