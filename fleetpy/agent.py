@@ -36,7 +36,7 @@ from .registry import (
     WatchBatch,
 )
 from .signing import TrustedKeys, Verdict
-from .states import PLACED_STATES, REJECTED, REJECTED_LOAD, RUNNING_STATES, DesiredState
+from .states import PLACED_STATES, RUNNING_STATES, ActiveState, DesiredState, LoadState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import (
     Action,
@@ -700,7 +700,9 @@ class Agent:
             return
         self.registry.report_states(changed, self._lease, removed)
         for state in changed:
-            if state.active == "failed" or (state.message and state.active != REJECTED):
+            if state.active == ActiveState.FAILED or (
+                state.message and state.active != ActiveState.REJECTED
+            ):
                 log_event(
                     "unit_failed",
                     machine=self.machine_id,
@@ -719,8 +721,8 @@ class Agent:
             current[name] = UnitState(
                 name,
                 self.machine_id,
-                REJECTED_LOAD,
-                REJECTED,
+                LoadState.NOT_LOADED,
+                ActiveState.REJECTED,
                 verdict.reason,
                 content_hash,
                 verdict.detail,
