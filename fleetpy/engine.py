@@ -263,11 +263,9 @@ class Engine:
             now = time.monotonic()
             self._compaction.observe(now, model.revision)
             self._compact(now)
+            settings = self.settings
             timeout = max(
-                0.05,
-                min(
-                    self.settings.lease_ttl / 3, last_full + self.settings.reconcile_interval - now
-                ),
+                0.05, min(settings.lease_ttl / 3, last_full + settings.reconcile_interval - now)
             )
             judgement = self._next_judgement
             if judgement is not None:
