@@ -19,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.deployment import digest, load_deployment, render_deployment
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
@@ -81,11 +82,11 @@ def main() -> None:
         Agent(
             registries[1 + i // 50],
             SimulatedUnitManager(start_seconds=0.2),
-            AgentConfig(f"m{i:03d}", ttl=30),
+            AgentSettings(machine_id=f"m{i:03d}", ttl=30),
         ).start()
         for i in range(args.machines)
     ]
-    engine = Engine(Registry(config), lease_ttl=10, reconcile_interval=600).start()
+    engine = Engine(Registry(config), EngineSettings(lease_ttl=10, reconcile_interval=600)).start()
     try:
         for agent in agents:
             agent.ready.wait(30)

@@ -22,8 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
+from fleetpy.config import AgentSettings
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from fleetpy.registry.transport import Compare, Endpoint, EtcdTransport, PutOp
 from fleetpy.unit import parse_unit
@@ -74,7 +75,7 @@ def start_agents(config: RegistryConfig, count: int, registries: list[Registry])
         agent = Agent(
             agent_registry,
             SimulatedUnitManager(),
-            AgentConfig(f"m{i:05d}", metadata={"zone": f"z{i % 3}"}, ttl=60),
+            AgentSettings(machine_id=f"m{i:05d}", metadata={"zone": f"z{i % 3}"}, ttl=60),
         )
         agents.append(agent.start())
     for agent in agents:

@@ -24,8 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from fleetpy.states import DesiredState
@@ -76,10 +77,13 @@ def measure(args: argparse.Namespace, interval: float) -> dict[str, Any]:
         config = RegistryConfig(endpoints=(etcd.endpoint,), prefix="/bench", timeout=10.0)
         registry = Registry(config)
         engine = Engine(
-            Registry(config), lease_ttl=5, reconcile_interval=30, compaction_interval=interval
+            Registry(config),
+            EngineSettings(lease_ttl=5, reconcile_interval=30, compaction_interval=interval),
         ).start()
         agents = [
-            Agent(Registry(config), SimulatedUnitManager(), AgentConfig(f"m{i}", ttl=10)).start()
+            Agent(
+                Registry(config), SimulatedUnitManager(), AgentSettings(machine_id=f"m{i}", ttl=10)
+            ).start()
             for i in range(args.machines)
         ]
         for agent in agents:

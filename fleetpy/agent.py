@@ -17,9 +17,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
 from .log import log_event
 from .metadata import Overlay, effective
@@ -35,7 +36,7 @@ from .registry import (
     WatchBatch,
 )
 from .signing import TrustedKeys, Verdict
-from .states import PLACED_STATES, REJECTED, REJECTED_LOAD, RUNNING_STATES, DesiredState
+from .states import PLACED_STATES, RUNNING_STATES, ActiveState, DesiredState, LoadState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import (
     Action,
@@ -195,20 +196,6 @@ class AgentStats:
     resyncs: int = 0
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    machine_id: str
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    public_ip: str = ""
-    ttl: int = 10
-    hostname: str = field(default_factory=socket.gethostname)
-    # Tells this agent's registration apart from another host's with the same machine id
-    # (agent_instance(): kept across the agent's restarts; by default this process's).
-    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    # Public keys whose signatures this machine accepts; None: no check (every unit runs).
-    trusted: TrustedKeys | None = None
-
-
 REPORT_RETRY = 1.0  # seconds before a state report etcd refused is tried again
 
 
@@ -255,10 +242,30 @@ def agent_instance(path: os.PathLike[str] | str) -> str:
 class Agent:
     """One machine's agent. start() returns; work happens on the agent's own threads."""
 
-    def __init__(self, registry: Registry, manager: UnitManager, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        manager: UnitManager,
+        settings: AgentSettings,
+        *,
+        trusted: TrustedKeys | None = None,
+        hostname: str | None = None,
+        instance: str | None = None,
+    ) -> None:
+        """SETTINGS with the machine id read (config.read_machine_id); TRUSTED: the public
+        keys whose signatures this machine accepts (None: no check, every unit runs);
+        INSTANCE tells this agent's registration apart from another host's with the same
+        machine id (agent_instance(): kept across the agent's restarts; by default this
+        process's)."""
+        if settings.machine_id is None:
+            raise ValueError("an agent needs its machine id")
         self.registry = registry
         self.manager = manager
-        self.config = config
+        self.settings = settings
+        self._machine_id = settings.machine_id
+        self.trusted = trusted
+        self.hostname = hostname or socket.gethostname()
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.stats = AgentStats()
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._stop = threading.Event()
@@ -284,7 +291,7 @@ class Agent:
 
     @property
     def machine_id(self) -> str:
-        return self.config.machine_id
+        return self._machine_id
 
     # -- lifecycle
 
@@ -347,14 +354,14 @@ class Agent:
     # -- etcd side
 
     def _register(self) -> None:
-        lease = self.registry.grant_lease(self.config.ttl)
+        lease = self.registry.grant_lease(self.settings.ttl)
         record = MachineRecord(
             self.machine_id,
-            self.config.public_ip,
-            dict(self.config.metadata),
-            self.config.hostname,
-            self.config.ttl,
-            self.config.instance,
+            self.settings.public_ip,
+            dict(self.settings.metadata),
+            self.hostname,
+            self.settings.ttl,
+            self.instance,
         )
         with self._report_lock:
             # States lived under the old lease: written again, with the record.
@@ -369,11 +376,11 @@ class Agent:
             "machine_registered",
             machine=self.machine_id,
             lease=f"{self._lease:x}",
-            ttl=self.config.ttl,
+            ttl=self.settings.ttl,
         )
 
     def _keepalive(self) -> None:
-        interval = max(0.5, self.config.ttl / 3)
+        interval = max(0.5, self.settings.ttl / 3)
         while not self._stop.wait(interval):
             lease = self._lease
             if lease is None:
@@ -525,7 +532,7 @@ class Agent:
                 # registration to end (an earlier boot's lease running out does).
                 self._synced = False
                 if not in_use:
-                    own_name = exc.holder.hostname == self.config.hostname
+                    own_name = exc.holder.hostname == self.hostname
                     log_event(
                         "machine_id_in_use",
                         machine=self.machine_id,
@@ -533,7 +540,7 @@ class Agent:
                         hint=_OWN_NAME_HINT.format(ttl=exc.holder.ttl) if own_name else None,
                     )
                 in_use = True
-                if self._stop.wait(max(1.0, self.config.ttl / 3)):
+                if self._stop.wait(max(1.0, self.settings.ttl / 3)):
                     return
             except Exception as exc:
                 # etcd away (or a unit manager hiccup): units keep running; retry with
@@ -611,7 +618,7 @@ class Agent:
 
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
-        metadata = effective(self.config.metadata, self._overlay)
+        metadata = effective(self.settings.metadata, self._overlay)
         chosen.update(select_globals(self._globals, self._placed, metadata))
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
@@ -636,7 +643,7 @@ class Agent:
 
     def _reconcile(self) -> None:
         self.stats.reconciles += 1
-        decided = plan(self.desired(), self.manager.observe(), self.config.trusted, self._newer)
+        decided = plan(self.desired(), self.manager.observe(), self.trusted, self._newer)
         for name, (content_hash, verdict) in sorted(decided.rejected.items()):
             if self._rejected.get(name) != (content_hash, verdict):
                 log_event(
@@ -693,7 +700,9 @@ class Agent:
             return
         self.registry.report_states(changed, self._lease, removed)
         for state in changed:
-            if state.active == "failed" or (state.message and state.active != REJECTED):
+            if state.active == ActiveState.FAILED or (
+                state.message and state.active != ActiveState.REJECTED
+            ):
                 log_event(
                     "unit_failed",
                     machine=self.machine_id,
@@ -712,8 +721,8 @@ class Agent:
             current[name] = UnitState(
                 name,
                 self.machine_id,
-                REJECTED_LOAD,
-                REJECTED,
+                LoadState.NOT_LOADED,
+                ActiveState.REJECTED,
                 verdict.reason,
                 content_hash,
                 verdict.detail,
@@ -723,7 +732,6 @@ class Agent:
 
 __all__ = [
     "Agent",
-    "AgentConfig",
     "AgentPlan",
     "AgentStats",
     "DesiredUnit",

@@ -172,9 +172,7 @@ def _globals(ctx: typer.Context) -> Globals:
 
 def _registry(ctx: typer.Context) -> Registry:
     settings = config.resolve(_globals(ctx).etcd_cli, scopes=(config.Scope.ETCD,))
-    registry = Registry(
-        settings.etcd.registry_config(), warn=lambda message: _say(f"fleetpy: warning: {message}")
-    )
+    registry = Registry(settings.etcd, warn=lambda message: _say(f"fleetpy: warning: {message}"))
     return ctx.with_resource(registry)
 
 
@@ -1318,7 +1316,7 @@ def _settings_args(ctx: typer.Context) -> list[str]:
         "--etcd-prefix",
         settings.prefix or "/",
         "--request-timeout",
-        f"{settings.request_timeout:g}",
+        f"{settings.timeout:g}",
     ]
     for option, value in (
         ("--ca-file", settings.ca_file),

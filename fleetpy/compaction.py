@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-DEFAULT_INTERVAL = 300.0  # seconds: kube-apiserver's --etcd-compaction-interval
 RETRY_AFTER = 10.0  # seconds after a failed compaction (etcd away) before the next try
 
 
@@ -43,7 +42,7 @@ class CompactionSchedule:
     """The leader's samples of etcd's revision and what it compacted last (its state;
     the decision is compaction_target's)."""
 
-    def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(self, interval: float) -> None:
         self.interval = interval
         self.compacted = 0
         self._not_before = 0.0

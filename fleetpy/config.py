@@ -2,7 +2,9 @@
 and what comes out is a frozen, typed record (mkosi's way).
 
 Precedence, highest first: command-line option, environment variable, config file,
-default. Defaults live in the dataclasses below, nowhere else.
+default. Defaults live in the records below, nowhere else: each component takes its
+record (the etcd connection's is the registry's RegistryConfig, which must not depend on
+this parsing); fields a record has beyond the table are what a daemon adds at start.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .errors import ConfigError, FileError
 from .files import MAX_VALUES_BYTES, display_path, read_text_file
 from .metadata import MAX_ITEMS as MAX_METADATA_ITEMS
 from .metadata import key_problem, value_problem
-from .registry import DEFAULT_ENDPOINT, DEFAULT_PREFIX, MACHINE_ID, RegistryConfig
+from .registry import MACHINE_ID, RegistryConfig
 from .yamlload import load_yaml_mapping
 
 
@@ -44,30 +46,6 @@ class UnitManagerKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class EtcdSettings:
-    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
-    prefix: str = DEFAULT_PREFIX
-    request_timeout: float = 5.0
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    username: str | None = None
-    password: str | None = None
-
-    def registry_config(self) -> RegistryConfig:
-        return RegistryConfig(
-            endpoints=self.endpoints,
-            prefix=self.prefix,
-            timeout=self.request_timeout,
-            ca_file=self.ca_file,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            username=self.username,
-            password=self.password,
-        )
-
-
-@dataclass(frozen=True)
 class AgentSettings:
     machine_id: str | None = None  # None: read /etc/machine-id
     public_ip: str = ""
@@ -84,7 +62,7 @@ class EngineSettings:
     reconcile_interval: float = 30.0
     machine_grace: float | None = None  # None: the longest agent TTL + 2 s
     mass_loss_fraction: float = 0.5
-    compaction_interval: float = 300.0  # compaction.DEFAULT_INTERVAL; 0: off
+    compaction_interval: float = 300.0  # kube-apiserver's --etcd-compaction-interval; 0: off
 
 
 @dataclass(frozen=True)
@@ -117,6 +95,9 @@ class ApiSettings:
     client_ca_file: str | None = None
     token_file: str | None = None
     read_only_token_file: str | None = None
+    # TCP without TLS or credentials: `fleetpy api --insecure`, a flag of that command
+    # only (no environment variable or config key: it must be asked for each time).
+    insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,7 +116,7 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    etcd: RegistryConfig = field(default_factory=RegistryConfig)
     agent: AgentSettings = field(default_factory=AgentSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     ssh: SshSettings = field(default_factory=SshSettings)
@@ -347,7 +328,7 @@ SETTINGS: tuple[Setting, ...] = (
         _bounded_float(0, 3600),
         "seconds to wait for etcd before giving up",
         Scope.ETCD,
-        "request_timeout",
+        "timeout",
     ),
     Setting(
         "ca_file",
@@ -645,7 +626,7 @@ SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 # (a bare `--strict-host-key-checking` is true, `--strict-host-key-checking=false` not).
 SWITCHES = frozenset(s.option for s in SETTINGS if s.parse is _boolean)
 _RECORDS: dict[Scope, type[Any]] = {
-    Scope.ETCD: EtcdSettings,
+    Scope.ETCD: RegistryConfig,
     Scope.AGENT: AgentSettings,
     Scope.ENGINE: EngineSettings,
     Scope.SSH: SshSettings,
@@ -719,7 +700,7 @@ def resolve(
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid {origin} value {raw!r}: {exc}") from None
     return Settings(
-        etcd=replace(EtcdSettings(), **chosen[Scope.ETCD]),
+        etcd=replace(RegistryConfig(), **chosen[Scope.ETCD]),
         agent=replace(AgentSettings(), **chosen[Scope.AGENT]),
         engine=replace(EngineSettings(), **chosen[Scope.ENGINE]),
         ssh=replace(SshSettings(), **chosen[Scope.SSH]),

@@ -43,9 +43,10 @@ from .states import (
     JOB_PENDING,
     JOB_REFUSED,
     JOB_STARTED,
-    REJECTED,
     RUNNING_STATES,
+    ActiveState,
     DesiredState,
+    LoadState,
     verb,
 )
 from .unit import (
@@ -803,7 +804,9 @@ def started(state: UnitState) -> bool | None:
         return None
     if state.job:
         return False
-    return True if state.active == "active" else False if state.active == "failed" else None
+    if state.active == ActiveState.ACTIVE:
+        return True
+    return False if state.active == ActiveState.FAILED else None
 
 
 def _failed(target: WaitTarget, state: UnitState, fresh: Callable[[str, str], bool]) -> bool:
@@ -815,7 +818,9 @@ def _failed(target: WaitTarget, state: UnitState, fresh: Callable[[str, str], bo
     if not fresh(state.name, state.machine):
         return False
     # A machine refused to run it (no valid signature): waiting cannot help.
-    return state.active == REJECTED or (target is WaitTarget.LAUNCHED and started(state) is False)
+    return state.active == ActiveState.REJECTED or (
+        target is WaitTarget.LAUNCHED and started(state) is False
+    )
 
 
 def evaluate(
@@ -867,21 +872,23 @@ def evaluate(
             reached = [
                 m
                 for m, s in sorted(current.items())
-                if s.load == "loaded" and s.active not in RUNNING_STATES
+                if s.load == LoadState.LOADED and s.active not in RUNNING_STATES
             ]
         else:
             reached = []
         if reached:
             where = ", ".join(machine_label(view, m) for m in reached)
             # Started, and no longer running (a oneshot done, a program that exited): say so.
-            now = [_state_text(current[m]) for m in reached if current[m].active != "active"]
+            now = [
+                _state_text(current[m]) for m in reached if current[m].active != ActiveState.ACTIVE
+            ]
             since = f" (now {', '.join(now)})" if now else ""
             result.append(UnitProgress(name, "done", f"{target} on {where}{since}"))
             continue
         failed = [(m, s) for m, s in sorted(current.items()) if _failed(target, s, fresh)]
         if failed:
             machine, state = failed[0]
-            what = "rejected" if state.active == REJECTED else "failed"
+            what = "rejected" if state.active == ActiveState.REJECTED else "failed"
             why = ""
             if state.job == JOB_REFUSED:
                 why = " (systemd refused to start it)"
@@ -996,7 +1003,7 @@ def summary_state(states: Mapping[str, UnitState] | None) -> DesiredState:
         return DesiredState.INACTIVE
     if any(s.active in RUNNING_STATES for s in states.values()):
         return DesiredState.LAUNCHED
-    if any(s.load == "loaded" for s in states.values()):
+    if any(s.load == LoadState.LOADED for s in states.values()):
         return DesiredState.LOADED
     return DesiredState.INACTIVE
 

@@ -11,10 +11,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .agent import Agent, AgentConfig, agent_instance
+from .agent import Agent, agent_instance
 from .config import (
     AgentSettings,
     ListenAddress,
@@ -36,7 +37,7 @@ from .unitmanager import SimulatedUnitManager, UnitManager
 if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics are on
     from prometheus_client import CollectorRegistry
 
-    from .api.server import Route, ServerOptions
+    from .api.server import Route
     from .metrics import AgentMetrics, EngineMetrics, MetricsServer
     from .registry import ClusterView
     from .view import LiveView
@@ -135,14 +136,10 @@ def run_engine(settings: Settings) -> None:
         from .metrics import EngineMetrics
 
         instruments = EngineMetrics(collectors)
-    registry = Registry(settings.etcd.registry_config())
+    registry = Registry(settings.etcd)
     engine = Engine(
         registry,
-        lease_ttl=settings.engine.lease_ttl,
-        reconcile_interval=settings.engine.reconcile_interval,
-        machine_grace=settings.engine.machine_grace,
-        mass_loss_fraction=settings.engine.mass_loss_fraction,
-        compaction_interval=settings.engine.compaction_interval,
+        settings.engine,
         on_pass=instruments.observe_pass if instruments is not None else None,
     )
     if instruments is not None:
@@ -176,21 +173,16 @@ def run_agent(settings: Settings) -> None:
         instruments = AgentMetrics(collectors)
     manager = make_unit_manager(settings.agent, instruments)
     try:
-        registry = Registry(settings.etcd.registry_config())
+        registry = Registry(settings.etcd)
     except BaseException:
         manager.close()
         raise
     agent = Agent(
         registry,
         manager,
-        AgentConfig(
-            machine_id=machine_id,
-            metadata=dict(settings.agent.metadata),
-            public_ip=settings.agent.public_ip,
-            ttl=settings.agent.ttl,
-            trusted=trusted,
-            instance=agent_instance(instance_file(settings.agent, machine_id)),
-        ),
+        replace(settings.agent, machine_id=machine_id),
+        trusted=trusted,
+        instance=agent_instance(instance_file(settings.agent, machine_id)),
     )
     if instruments is not None:
         instruments.bind(agent)
@@ -219,22 +211,6 @@ def run_agent(settings: Settings) -> None:
         log_event("agent_stopped", machine=machine_id)
 
 
-def api_options(settings: Settings, insecure: bool = False) -> ServerOptions:
-    # Imported here: the engine and agents never load the API server (control, http.server).
-    from .api.server import ServerOptions
-
-    api = settings.api
-    return ServerOptions(
-        listen=api.listen,
-        cert_file=api.cert_file,
-        key_file=api.key_file,
-        client_ca_file=api.client_ca_file,
-        token_file=api.token_file,
-        read_only_token_file=api.read_only_token_file,
-        insecure=insecure,
-    )
-
-
 def api_metrics_route(registry: Registry, view: Callable[[], ClusterView]) -> Route:
     """`/metrics` of `fleetpy api`: the cluster as its live view shows it, and this
     process's etcd calls (Prometheus' text format)."""
@@ -259,9 +235,9 @@ def run_api(settings: Settings, insecure: bool = False) -> None:
 
     # Options checked and the socket bound before etcd is asked anything: a bad --listen or
     # a missing certificate or token file is one error line at once, even with etcd away.
-    server = ApiServer(api_options(settings, insecure))
+    server = ApiServer(replace(settings.api, insecure=insecure))
     try:
-        registry = Registry(settings.etcd.registry_config())
+        registry = Registry(settings.etcd)
     except BaseException:
         server.close()
         raise

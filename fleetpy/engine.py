@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import scheduler
-from .compaction import DEFAULT_INTERVAL, CompactionSchedule
+from .compaction import CompactionSchedule
+from .config import AgentSettings, EngineSettings
 from .errors import FleetpyError
 from .log import log_event
 from .metadata import Overlay
@@ -87,9 +88,9 @@ class _LostLeadership(Exception):
     pass
 
 
-# Agents' TTL when no machine has said its own; and what is added to the longest TTL
-# seen to make the grace period (an agent's reconnect and re-registration).
-DEFAULT_AGENT_TTL = 10
+# Agents' TTL when no machine has said its own (their default); and what is added to the
+# longest TTL seen to make the grace period (an agent's reconnect and re-registration).
+DEFAULT_AGENT_TTL = AgentSettings().ttl
 GRACE_MARGIN = 2.0
 # A machine gone is judged after this long, so that a mass loss arriving as a burst of
 # lease revocations (etcd revokes expired leases in batches) is seen as one.
@@ -114,24 +115,18 @@ class Engine:
     def __init__(
         self,
         registry: Registry,
-        lease_ttl: int = 10,
-        reconcile_interval: float = 30.0,
+        settings: EngineSettings,
+        *,
         candidate: str | None = None,
-        machine_grace: float | None = None,
-        mass_loss_fraction: float = 0.5,
         on_pass: Callable[[float, float], None] | None = None,
-        compaction_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.registry = registry
+        self.settings = settings
         # Only the leader compacts; its samples start afresh with each leadership (the
         # interval is kept: compaction refused once stays off).
-        self._compaction = CompactionSchedule(compaction_interval)
+        self._compaction = CompactionSchedule(settings.compaction_interval)
         # Told (plan seconds, whole pass seconds) after each reconcile pass: metrics.
         self._on_pass = on_pass
-        self.lease_ttl = lease_ttl
-        self.reconcile_interval = reconcile_interval
-        self.machine_grace = machine_grace
-        self.mass_loss_fraction = mass_loss_fraction
         self._blind_until = 0.0  # monotonic end of the current grace period
         # Machines found missing when the engine had not been watching (or still away
         # when a pause ended): the grace period is for them. A machine seen going away
@@ -216,10 +211,10 @@ class Engine:
         """Wait until this candidate leads (True) or the engine is stopped (False)."""
         while not self._stop.is_set():
             if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
-                self._lease = self.registry.grant_lease(self.lease_ttl)
+                self._lease = self.registry.grant_lease(self.settings.lease_ttl)
             if self.registry.campaign(self.candidate, self._lease):
                 self.stats.became_leader += 1
-                log_event("leader_elected", engine=self.candidate, ttl=self.lease_ttl)
+                log_event("leader_elected", engine=self.candidate, ttl=self.settings.lease_ttl)
                 return True
             if self.registry.leader() == self.candidate:
                 return True
@@ -232,7 +227,7 @@ class Engine:
 
             cancel = self.registry.watch_engine(on_engine)
             try:
-                deadline = time.monotonic() + self.lease_ttl / 3
+                deadline = time.monotonic() + self.settings.lease_ttl / 3
                 while not (self._stop.is_set() or freed.is_set()) and time.monotonic() < deadline:
                     freed.wait(0.2)
                     self._keep_lease_alive()
@@ -242,7 +237,7 @@ class Engine:
 
     def _keep_lease_alive(self) -> None:
         now = time.monotonic()
-        if now - self._last_refresh < self.lease_ttl / 3:
+        if now - self._last_refresh < self.settings.lease_ttl / 3:
             return
         self._last_refresh = now
         if self._lease is not None and self.registry.refresh_lease(self._lease) <= 0:
@@ -268,7 +263,10 @@ class Engine:
             now = time.monotonic()
             self._compaction.observe(now, model.revision)
             self._compact(now)
-            timeout = max(0.05, min(self.lease_ttl / 3, last_full + self.reconcile_interval - now))
+            settings = self.settings
+            timeout = max(
+                0.05, min(settings.lease_ttl / 3, last_full + settings.reconcile_interval - now)
+            )
             judgement = self._next_judgement
             if judgement is not None:
                 timeout = max(0.01, min(timeout, judgement - now + 0.01))
@@ -276,7 +274,7 @@ class Engine:
             self._keep_lease_alive()
             if judgement is not None and time.monotonic() >= judgement:
                 dirty = True  # a hold ended: machines still missing are judged again
-            if resync or time.monotonic() - last_full >= self.reconcile_interval:
+            if resync or time.monotonic() - last_full >= self.settings.reconcile_interval:
                 model = self._full_read(blind=resync)
                 self._collect_garbage(model)
                 last_full = time.monotonic()
@@ -305,8 +303,8 @@ class Engine:
     # -- machines out of touch
 
     def grace_seconds(self) -> float:
-        if self.machine_grace is not None:
-            return self.machine_grace
+        if self.settings.machine_grace is not None:
+            return self.settings.machine_grace
         return max(self._ttls.values(), default=DEFAULT_AGENT_TTL) + GRACE_MARGIN
 
     def _remember_machine(self, record: MachineRecord) -> None:
@@ -342,7 +340,7 @@ class Engine:
         # the machines; moving everything would only stop every unit.
         lost = len(self._lost_at)
         known = len(alive | self._lost_at.keys())
-        if lost == known or lost > self.mass_loss_fraction * known:
+        if lost == known or lost > self.settings.mass_loss_fraction * known:
             why = (
                 f"{lost} of {known} machines stopped reporting together; rescheduling "
                 "is paused until they return (or `fleetpy force-reschedule`)"
@@ -354,7 +352,7 @@ class Engine:
                     engine=self.candidate,
                     missing=lost,
                     machines=known,
-                    threshold=self.mass_loss_fraction,
+                    threshold=self.settings.mass_loss_fraction,
                     sample=",".join(sorted(self._lost_at)[:5]),
                 )
             return dict.fromkeys(stranded, why)

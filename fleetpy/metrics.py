@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 from .errors import ConfigError
 from .registry import ClusterView, EndpointStats
 from .scheduler import ReasonKind, reason_kind
-from .states import PLACED_STATES, REJECTED, DesiredState
+from .states import PLACED_STATES, ActiveState, DesiredState
 
 if TYPE_CHECKING:  # only for types: the engine and agent never import this module
     from .agent import Agent
@@ -52,28 +52,15 @@ PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 DBUS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
-class ActiveState(StrEnum):
-    """Label values for a unit's reported ActiveState: systemd's own, fleetpy's
-    `rejected`, and `other` for anything else (states come from etcd, where anyone with
-    write access could put any text: labels stay a closed set)."""
-
-    ACTIVE = "active"
-    RELOADING = "reloading"
-    INACTIVE = "inactive"
-    FAILED = "failed"
-    ACTIVATING = "activating"
-    DEACTIVATING = "deactivating"
-    MAINTENANCE = "maintenance"
-    REFRESHING = "refreshing"
-    REJECTED = REJECTED
-    OTHER = "other"
+# The label of a reported ActiveState fleetpy does not know: states come from etcd, where
+# anyone with write access could put any text, and labels stay a closed set.
+OTHER_ACTIVE = "other"
+ACTIVE_LABELS = (*(state.value for state in ActiveState), OTHER_ACTIVE)
+_KNOWN_ACTIVE = frozenset(ActiveState)
 
 
-_ACTIVE = {state.value: state for state in ActiveState}
-
-
-def active_state(text: str) -> ActiveState:
-    return _ACTIVE.get(text, ActiveState.OTHER)
+def active_label(text: str) -> str:
+    return text if text in _KNOWN_ACTIVE else OTHER_ACTIVE
 
 
 class JobResult(StrEnum):
@@ -141,12 +128,12 @@ def cluster_metrics(view: ClusterView) -> list[Metric]:
         labels=["active"],
     )
     by_active = Tally(
-        active_state(state.active)
+        active_label(state.active)
         for machines in view.states.values()
         for state in machines.values()
     )
-    for active in ActiveState:
-        states.add_metric([active.value], by_active[active])
+    for active in ACTIVE_LABELS:
+        states.add_metric([active], by_active[active])
 
     unplaced = GaugeMetricFamily(
         PREFIX + "units_unplaced",
@@ -336,9 +323,9 @@ def agent_metrics(agent: Agent) -> list[Metric]:
         "Units this agent owns on its machine, by ActiveState.",
         labels=["active"],
     )
-    by_active = Tally(active_state(unit.active) for unit in owned.values())
-    for active in ActiveState:
-        units.add_metric([active.value], by_active[active])
+    by_active = Tally(active_label(unit.active) for unit in owned.values())
+    for active in ACTIVE_LABELS:
+        units.add_metric([active], by_active[active])
     stats = agent.stats
     return [
         GaugeMetricFamily(

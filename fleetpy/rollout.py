@@ -25,7 +25,7 @@ from .deployment import RenderedUnit
 from .errors import DeploymentError, FleetpyError, StateError
 from .registry import DeploymentRecord, DeploymentSession, Registry, UnitChange
 from .signing import Signer, signature_key_id
-from .states import DesiredState
+from .states import ActiveState, DesiredState
 
 
 class ChangeKind(StrEnum):
@@ -224,7 +224,9 @@ def _still_ready(registry: Registry, names: Sequence[str]) -> str | None:
         states = view.states.get(name, {})
         if record is None:
             problems.append(f"{name} was destroyed")
-        elif not any(s.hash == record.hash and s.active == "active" for s in states.values()):
+        elif not any(
+            s.hash == record.hash and s.active == ActiveState.ACTIVE for s in states.values()
+        ):
             shown = ", ".join(f"{s.active}/{s.sub}" for s in states.values()) or "no state"
             problems.append(f"{name} did not stay active ({shown})")
     return "; ".join(problems) or None

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from .errors import UnitNameError
 from .registry import UnitState
-from .states import JOB_PENDING
+from .states import JOB_PENDING, ActiveState, LoadState, SubState
 from .unit import parse_name
 
 # ExecStart=/bin/false (or /usr/bin/false): what a simulated host fails to start.
@@ -30,9 +30,10 @@ class ObservedUnit:
 
     name: str
     hash: str
-    load: str = "loaded"
-    active: str = "inactive"
-    sub: str = "dead"
+    # Text: systemd's states (fleetpy.states names those fleetpy compares or writes).
+    load: str = LoadState.LOADED
+    active: str = ActiveState.INACTIVE
+    sub: str = SubState.DEAD
     launched: bool = False  # the agent started it (or adopted it running): don't restart
     message: str = ""
     job: str = ""  # the agent's last start of these contents: fleetpy.states JOB_*
@@ -108,6 +109,20 @@ class UnitManager(Protocol):
     def close(self) -> None: ...
 
 
+def _running(name: str, content_hash: str) -> ObservedUnit:
+    """A unit the simulated host started: running, its start job done."""
+    return ObservedUnit(
+        name,
+        content_hash,
+        LoadState.LOADED,
+        ActiveState.ACTIVE,
+        SubState.RUNNING,
+        True,
+        "",
+        "done",
+    )
+
+
 class SimulatedUnitManager:
     """Keeps unit states in memory; behaves like systemd for started/stopped units, start
     jobs included. A unit whose ExecStart= runs `false` fails its start (its start job
@@ -136,7 +151,7 @@ class SimulatedUnitManager:
             for action in actions:
                 unit = self._units.get(action.name)
                 if isinstance(action, WriteUnit):
-                    new = ObservedUnit(action.name, action.hash, "loaded", "inactive", "dead")
+                    new = ObservedUnit(action.name, action.hash)
                     if _FAILS.search(action.text):
                         self._failing.add(action.name)
                     else:
@@ -146,9 +161,9 @@ class SimulatedUnitManager:
                         new = ObservedUnit(
                             unit.name,
                             unit.hash,
-                            "loaded",
-                            "failed",
-                            "failed",
+                            LoadState.LOADED,
+                            ActiveState.FAILED,
+                            SubState.FAILED,
                             True,
                             "exit code 1",
                             "failed",
@@ -157,9 +172,9 @@ class SimulatedUnitManager:
                         new = ObservedUnit(
                             unit.name,
                             unit.hash,
-                            "loaded",
-                            "activating",
-                            "start",
+                            LoadState.LOADED,
+                            ActiveState.ACTIVATING,
+                            SubState.START,
                             True,
                             "",
                             JOB_PENDING,
@@ -170,11 +185,9 @@ class SimulatedUnitManager:
                         timer.daemon = True
                         timer.start()
                     else:
-                        new = ObservedUnit(
-                            unit.name, unit.hash, "loaded", "active", "running", True, "", "done"
-                        )
+                        new = _running(unit.name, unit.hash)
                 elif isinstance(action, StopUnit) and unit is not None:
-                    new = ObservedUnit(unit.name, unit.hash, "loaded", "inactive", "dead", False)
+                    new = ObservedUnit(unit.name, unit.hash)
                 elif isinstance(action, RemoveUnit) and unit is not None:
                     del self._units[action.name]
                     continue
@@ -185,9 +198,9 @@ class SimulatedUnitManager:
     def _started(self, name: str, content_hash: str) -> None:
         with self._lock:
             unit = self._units.get(name)
-            if unit is None or unit.hash != content_hash or unit.active != "activating":
+            if unit is None or unit.hash != content_hash or unit.active != ActiveState.ACTIVATING:
                 return  # stopped or rewritten meanwhile
-            new = ObservedUnit(name, content_hash, "loaded", "active", "running", True, "", "done")
+            new = _running(name, content_hash)
             self._units[name] = new
         if self._listener:
             self._listener(new)
@@ -197,7 +210,13 @@ class SimulatedUnitManager:
         with self._lock:
             unit = self._units[name]
             self._units[name] = ObservedUnit(
-                name, unit.hash, "loaded", "failed", "failed", unit.launched, job=unit.job
+                name,
+                unit.hash,
+                LoadState.LOADED,
+                ActiveState.FAILED,
+                SubState.FAILED,
+                unit.launched,
+                job=unit.job,
             )
             new = self._units[name]
         if self._listener:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import control
+from ..config import ApiSettings
 from ..log import log_event
 from ..metadata import MetadataChange
 from ..registry import Registry
@@ -18,7 +19,7 @@ from ..states import DesiredState
 from ..view import LiveView
 from .dashboard import DashboardFeed
 from .fleetv1 import FleetV1
-from .server import ApiServer, Route, ServerOptions
+from .server import ApiServer, Route
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def serve_view(
 
 
 def build(
-    registry: Registry, options: ServerOptions, extra_routes: Sequence[Route] = ()
+    registry: Registry, options: ApiSettings, extra_routes: Sequence[Route] = ()
 ) -> tuple[ApiServer, LiveView]:
     """The server and its view (following). The options are checked and the socket bound
     first, so a bad --listen or credential file fails before etcd is asked anything."""
@@ -82,4 +83,4 @@ def build(
     return server, live
 
 
-__all__ = ["ApiServer", "Route", "ServerOptions", "build", "fleet_routes", "serve_view"]
+__all__ = ["ApiServer", "Route", "build", "fleet_routes", "serve_view"]

@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..registry import ClusterView, DeploymentRecord, UnitRecord, UnitState
-from ..states import REJECTED, RUNNING_STATES, DesiredState
+from ..states import RUNNING_STATES, ActiveState, DesiredState, LoadState
 
 
 class Phase(StrEnum):
@@ -49,11 +49,11 @@ def _state_text(state: UnitState) -> str:
 
 
 def _reached(desired: DesiredState, state: UnitState) -> Phase | None:
-    if desired is DesiredState.LAUNCHED and state.active == "active":
+    if desired is DesiredState.LAUNCHED and state.active == ActiveState.ACTIVE:
         return Phase.ACTIVE
     if (
         desired is DesiredState.LOADED
-        and state.load == "loaded"
+        and state.load == LoadState.LOADED
         and state.active not in RUNNING_STATES
     ):
         return Phase.LOADED
@@ -61,7 +61,7 @@ def _reached(desired: DesiredState, state: UnitState) -> Phase | None:
 
 
 def _failed(state: UnitState) -> bool:
-    return state.active in ("failed", REJECTED)
+    return state.active in (ActiveState.FAILED, ActiveState.REJECTED)
 
 
 def unit_phase(view: ClusterView, record: UnitRecord) -> tuple[Phase, str]:

@@ -27,7 +27,7 @@ from ..files import MAX_UNIT_FILE_BYTES, over_limit
 from ..log import log_event
 from ..metadata import MetadataChange
 from ..registry import ClusterView
-from ..states import DesiredState
+from ..states import ActiveState, DesiredState
 from ..unit import UnitFile, fleet_notes, parse_name, parse_unit
 from .messages import JSON, ApiRequest, ApiResponse, error_response, json_response, no_content
 from .metadata_patch import parse_metadata_patch
@@ -389,7 +389,7 @@ class FleetV1:
                 }
             ]
         # A global unit runs on several machines: show an active one if there is one.
-        rows.sort(key=lambda d: d["systemdActiveState"] != "active")
+        rows.sort(key=lambda d: d["systemdActiveState"] != ActiveState.ACTIVE)
         return json_response(200, rows[0])
 
     def _page(

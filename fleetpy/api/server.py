@@ -58,12 +58,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from ..config import ApiSettings
 from ..errors import ConfigError
 from ..log import log_event
 from .auth import Access, Credentials, read_tokens
 from .messages import ApiRequest, ApiResponse, error_response
 
-DEFAULT_SOCKET = "/run/fleetpy/api.sock"
+SOCKET_MODE = 0o660  # the unix socket: its owner and group (see _bind_unix)
 # The largest request body read: a unit's options are a few KiB; more is refused unread.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_TARGET = 8192  # a request line longer than this is refused (414)
@@ -98,18 +99,6 @@ class Route:
     public: bool = False
     # GET/HEAD may carry the token as ?token= or a cookie (read-only): see the docstring.
     browser: bool = False
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    listen: str = DEFAULT_SOCKET  # a socket path, unix:///path, or HOST:PORT
-    cert_file: str | None = None  # the server's TLS certificate (TCP)
-    key_file: str | None = None
-    client_ca_file: str | None = None  # require client certificates signed by this CA
-    token_file: str | None = None  # bearer tokens that may read and write
-    read_only_token_file: str | None = None  # bearer tokens that may only read
-    insecure: bool = False  # TCP without TLS or credentials
-    socket_mode: int = 0o660
 
 
 @dataclass(frozen=True)
@@ -214,7 +203,7 @@ def _tcp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _tls_context(options: ServerOptions) -> ssl.SSLContext | None:
+def _tls_context(options: ApiSettings) -> ssl.SSLContext | None:
     if options.cert_file is None and options.key_file is None:
         if options.client_ca_file is not None:
             raise ConfigError("--api-client-ca-file needs --api-cert-file and --api-key-file")
@@ -236,7 +225,7 @@ def _tls_context(options: ServerOptions) -> ssl.SSLContext | None:
     return context
 
 
-def _credentials(options: ServerOptions, tcp: bool) -> Credentials:
+def _credentials(options: ApiSettings, tcp: bool) -> Credentials:
     tokens = read_tokens(options.token_file) if options.token_file else ()
     read_only = read_tokens(options.read_only_token_file) if options.read_only_token_file else ()
     if not tcp:
@@ -255,7 +244,7 @@ def _credentials(options: ServerOptions, tcp: bool) -> Credentials:
 class ApiServer:
     """The listening server; serve() blocks until close()."""
 
-    def __init__(self, options: ServerOptions, routes: Sequence[Route] = ()) -> None:
+    def __init__(self, options: ApiSettings, routes: Sequence[Route] = ()) -> None:
         self.options = options
         self.routes: list[Route] = []
         self.mount(routes)
@@ -273,7 +262,7 @@ class ApiServer:
             tcp = listener.is_tcp
             listen_host = listener.host
             if listener.unix_path is not None:
-                sock = _unix_socket(listener.unix_path, options.socket_mode)
+                sock = _unix_socket(listener.unix_path, SOCKET_MODE)
                 where = f"unix://{listener.unix_path}"
             else:
                 sock = None  # bound below, after the credentials are known to be good
@@ -819,11 +808,9 @@ def _close_iterator(stream: Iterator[bytes]) -> None:
 
 
 __all__ = [
-    "DEFAULT_SOCKET",
     "MAX_BODY_BYTES",
     "ApiServer",
     "Listener",
     "Route",
-    "ServerOptions",
     "parse_listen",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..registry import DEFAULT_PREFIX, RegistryConfig
+from ..registry import RegistryConfig
 from ..registry.access import ENGINE, OPERATOR, agent_role_name
 from .etcd import EtcdTls
 from .pki import Authority, Credential, Usage
@@ -71,10 +71,10 @@ class ClusterCredentials:
         self,
         credential: Credential,
         endpoints: Sequence[str],
-        prefix: str = DEFAULT_PREFIX,
-        timeout: float = 5.0,
+        prefix: str = RegistryConfig.prefix,
+        timeout: float = RegistryConfig.timeout,
     ) -> RegistryConfig:
-        """Registry settings that act as the credential's user."""
+        """Registry settings that act as the credential's user (defaults: the record's)."""
         return RegistryConfig(
             endpoints=tuple(endpoints),
             prefix=prefix,

@@ -125,6 +125,10 @@ _MISSING: Any = object()
 
 @dataclass(frozen=True)
 class RegistryConfig:
+    """How to reach etcd: the one record of the etcd settings (config.SETTINGS' etcd
+    scope names their options, env vars and config keys; `timeout` is --request-timeout).
+    Its defaults are those settings' defaults, stated here only."""
+
     endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
     prefix: str = DEFAULT_PREFIX
     timeout: float = 5.0

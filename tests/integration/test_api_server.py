@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from fleetpy import control
-from fleetpy.api import ApiServer, ServerOptions, build
+from fleetpy.api import ApiServer, build
 from fleetpy.cluster.etcd import EtcdServer, EtcdTls
+from fleetpy.config import ApiSettings
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.view import LiveView
 
@@ -177,7 +178,7 @@ def test_metrics_route_describes_the_cluster_from_the_view(
     api_registry = Registry(registry_config)
     views: list[LiveView] = []
     route = api_metrics_route(api_registry, lambda: views[0].current())
-    server, live = build(api_registry, ServerOptions(listen=sock), [route])
+    server, live = build(api_registry, ApiSettings(listen=sock), [route])
     views.append(live)
     server.start()
     try:

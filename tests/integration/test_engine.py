@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,7 +183,9 @@ def test_mass_loss_pauses_rescheduling_until_the_machines_return(cluster: Cluste
     for m in ("m1", "m2", "m3"):
         cluster.agent(m)
     engine = cluster.engine()
-    engine.machine_grace = 3.0  # also the grace for machines still away when a pause ends
+    engine.settings = replace(
+        engine.settings, machine_grace=3.0
+    )  # also the grace for machines still away when a pause ends
     cluster.registry.change_units([unit(f"u{i}.service") for i in range(6)])
     until(lambda: len(cluster.running()) == 6, what="6 units active")
     before = cluster.placement()
@@ -202,7 +205,7 @@ def test_force_reschedule_ends_a_pause(cluster: Cluster) -> None:
     for m in ("m1", "m2", "m3"):
         cluster.agent(m)
     engine = cluster.engine()
-    engine.machine_grace = 0.0
+    engine.settings = replace(engine.settings, machine_grace=0.0)
     cluster.registry.change_units([unit(f"u{i}.service") for i in range(3)])
     until(lambda: len(cluster.running()) == 3, what="3 units active")
     for m in ("m1", "m2"):
@@ -262,7 +265,7 @@ def test_machine_missing_after_a_new_leader_waits_the_grace_period(cluster: Clus
     first.stop()
     cluster.agents.pop("m1").stop(revoke=True)  # m1 is gone while no engine runs
     second = cluster.engine()
-    second.machine_grace = 3.0
+    second.settings = replace(second.settings, machine_grace=3.0)
     until(second.is_leader.is_set, what="second leads")
     started = time.monotonic()
     until(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.agent import Agent, AgentConfig, agent_instance
+from fleetpy.agent import Agent, agent_instance
 from fleetpy.config import AgentSettings, UnitManagerKind
 from fleetpy.daemons import instance_file
 from fleetpy.registry import MachineIdInUse, MachineRecord, Registry, RegistryConfig
@@ -35,7 +35,9 @@ def host(cluster: Cluster, name: str, instance: str) -> Agent:
     return Agent(
         Registry(cluster.config),
         SimulatedUnitManager(),
-        AgentConfig("m1", ttl=TTL, hostname=name, instance=instance),
+        AgentSettings(machine_id="m1", ttl=TTL),
+        hostname=name,
+        instance=instance,
     ).start()
 
 

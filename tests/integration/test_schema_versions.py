@@ -68,7 +68,14 @@ def test_an_agent_leaves_a_unit_whose_entry_a_newer_fleetpy_wrote_running(
     assert agent.stats.actions == actions  # before: a.service stopped and removed
     # A fresh read (an agent restart, upgraded in place from an older one) adopts it too.
     agent.stop(revoke=False)
-    again = Agent(cluster.registry, agent.manager, agent.config).start()
+    again = Agent(
+        cluster.registry,
+        agent.manager,
+        agent.settings,
+        trusted=agent.trusted,
+        hostname=agent.hostname,
+        instance=agent.instance,
+    ).start()
     cluster.agents["m1"] = again
     assert again.ready.wait(10)
     settled(again)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.config import AgentSettings
 from fleetpy.registry import (
     Registry,
     RegistryConfig,
@@ -31,7 +32,7 @@ def test_raw_keys_with_hostile_names_never_reach_the_unit_manager(
     put_raw(etcd.endpoint, prefix + b"/schedule/m1/good.service", schedule_value())
     registry = Registry(registry_config)
     manager = RecordingManager()
-    agent = Agent(registry, manager, AgentConfig("m1", ttl=5)).start()
+    agent = Agent(registry, manager, AgentSettings(machine_id="m1", ttl=5)).start()
     try:
         assert agent.ready.wait(10)
         until(lambda: "good.service" in manager.observe(), 10, "the good unit")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.api import ApiServer, ServerOptions
+from fleetpy.api import ApiServer
+from fleetpy.config import ApiSettings
 
 from support.waiting import until
 
@@ -21,7 +22,7 @@ def test_close_right_after_start_stops_the_serving_thread(
     the socket under a serve_forever() that starts afterwards."""
     failures: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
-    server = ApiServer(ServerOptions(listen=str(tmp_path / "s.sock")), [])
+    server = ApiServer(ApiSettings(listen=str(tmp_path / "s.sock")), [])
     gate = threading.Event()
     threads: list[threading.Thread] = []
     serve = server.serve

@@ -10,6 +10,8 @@ import ast
 import re
 from pathlib import Path
 
+from fleetpy.states import ActiveState, LoadState, SubState
+
 from support.paths import ROOT, TESTS
 
 PACKAGE = ROOT / "fleetpy"
@@ -376,6 +378,95 @@ def test_the_scans_find_what_they_look_for() -> None:
         "os.execvp",
         "a command run outside a function (not checked)",
     ], found
+
+
+# --------------------------------------------------------------- systemd's states, named once
+# Issue [13] item 4: what a machine reports (systemd's ActiveState, LoadState, SubState) is
+# compared through fleetpy.states' enums, never as bare text: a mistyped "activ" or a
+# DesiredState's "inactive" taken for an ActiveState's is then a name error or visible.
+
+# Where systemd's states are text by right, and why.
+STATE_TEXT_ALLOWED = {
+    "fleetpy/states.py": "names them (the enums)",
+    "fleetpy/systemd.py": "the D-Bus edge: systemd's own properties, read as text",
+}
+
+
+# What holds a reported state: UnitState's and ObservedUnit's fields, the API's JSON
+# fields and systemd's D-Bus properties.
+STATE_FIELDS = {
+    "active",
+    "load",
+    "sub",
+    "systemdActiveState",
+    "systemdLoadState",
+    "systemdSubState",
+    "ActiveState",
+    "LoadState",
+    "SubState",
+}
+STATE_WORDS = frozenset(s.value for s in (*ActiveState, *LoadState, *SubState))
+
+
+def _holds_state(node: ast.expr) -> bool:
+    """x.active, active, row["systemdActiveState"], props.get("SubState"), str(...) of one."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "str":
+        return len(node.args) == 1 and _holds_state(node.args[0])
+    if isinstance(node, ast.Attribute):
+        return node.attr in STATE_FIELDS
+    if isinstance(node, ast.Name):
+        return node.id in STATE_FIELDS
+    key: ast.expr | None = None
+    if isinstance(node, ast.Subscript):
+        key = node.slice
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+        key = node.args[0] if node.func.attr == "get" else None
+    return isinstance(key, ast.Constant) and key.value in STATE_FIELDS
+
+
+def _state_text(node: ast.expr) -> bool:
+    """ "active", or a tuple, list or set display with such a word."""
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_state_text(element) for element in node.elts)
+    return isinstance(node, ast.Constant) and node.value in STATE_WORDS
+
+
+def state_text_compared(files: list[Source]) -> list[str]:
+    found = []
+    for name, tree in files:
+        if name in STATE_TEXT_ALLOWED:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if any(map(_holds_state, operands)) and any(map(_state_text, operands)):
+                    found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_systemd_states_are_compared_through_their_enums() -> None:
+    assert state_text_compared(sources()) == []
+
+
+BAD_STATES = """
+def f(state, unit, row, props, event, active):
+    state.active == "failed"
+    unit.load != "loaded"
+    state.active in ("active", "reloading")
+    row["systemdActiveState"] != "active"
+    props.get("SubState") == "running"
+    str(props.get("LoadState")) != "loaded"
+    "inactive" == active
+    state.active == ActiveState.FAILED
+    event.step == "failed"
+    state.desired == "inactive"
+"""
+
+
+def test_the_state_scan_finds_what_it_looks_for() -> None:
+    found = state_text_compared([("fleetpy/bad.py", ast.parse(BAD_STATES))])
+    assert [line.split(":")[1] for line in found] == ["3", "4", "5", "6", "7", "8", "9"], found
+    assert state_text_compared([("fleetpy/systemd.py", ast.parse(BAD_STATES))]) == []
 
 
 def test_no_test_imports_from_a_conftest() -> None:

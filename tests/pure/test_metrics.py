@@ -214,7 +214,9 @@ def test_cluster_label_sets_are_closed() -> None:
     samples = cluster_samples(view([record("a.service")], states={"a.service": {"m": "x" * 300}}))
     labels = {(name, labels) for name, labels in samples}
     assert {lv[0][1] for n, lv in labels if n == "fleetpy_units_unplaced"} == set(ReasonKind)
-    assert {lv[0][1] for n, lv in labels if n == "fleetpy_unit_states"} == set(metrics.ActiveState)
+    assert {lv[0][1] for n, lv in labels if n == "fleetpy_unit_states"} == set(
+        metrics.ACTIVE_LABELS
+    )
     assert {lv[0][1] for n, lv in labels if n == "fleetpy_units"} == set(DesiredState)
 
 

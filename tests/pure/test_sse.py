@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.api import ApiServer, Route, ServerOptions
+from fleetpy.api import ApiServer, Route
 from fleetpy.api import server as api_server
 from fleetpy.api.messages import ApiRequest, ApiResponse
 from fleetpy.api.sse import HEARTBEAT, Broadcast, frame, retry_frame
+from fleetpy.config import ApiSettings
 
 FRAMES = [
     ("view", '{"a":1}', None, b'event: view\ndata: {"a":1}\n\n'),
@@ -81,7 +82,7 @@ def test_streams_outlive_the_idle_timeout_and_end_with_the_server(
         return ApiResponse(200, b"", "text/event-stream", stream=hub.stream(heartbeat=0.1))
 
     sock = str(tmp_path / "s.sock")
-    server = ApiServer(ServerOptions(listen=sock), [Route("", handler)]).start()
+    server = ApiServer(ApiSettings(listen=sock), [Route("", handler)]).start()
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(5)
     client.connect(sock)

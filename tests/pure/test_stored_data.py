@@ -32,7 +32,8 @@ from typing import Any
 
 import pytest
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings
 from fleetpy.errors import UnitNameError
 from fleetpy.registry import (
     ClusterView,
@@ -148,7 +149,7 @@ def test_agent_never_hands_a_bad_name_to_its_unit_manager(
     globals_["g.service"] = entry("g.service", global_text)
     registry = HandsOutAnything(placed, globals_)
     manager = RecordingManager()
-    agent = Agent(registry, manager, AgentConfig("m1", ttl=10)).start()  # type: ignore[arg-type]
+    agent = Agent(registry, manager, AgentSettings(machine_id="m1", ttl=10)).start()  # type: ignore[arg-type]
     try:
         assert agent.ready.wait(10)
         until(lambda: {"good.service", "g.service"} <= set(registry.reported), 10, "the good units")

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from fleetpy.api import ApiServer, ServerOptions, build
+from fleetpy.api import ApiServer, build
 from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.config import ApiSettings
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.view import LiveView
 
@@ -22,12 +23,12 @@ Api = Callable[..., tuple[ApiServer, LiveView]]
 
 @pytest.fixture
 def api(registry_config: RegistryConfig) -> Iterator[Api]:
-    """api(**ServerOptions) -> (server, live view): served in a thread, closed after the test."""
+    """api(**ApiSettings) -> (server, live view): served in a thread, closed after the test."""
     made: list[tuple[ApiServer, LiveView, Registry]] = []
 
     def make(**options: Any) -> tuple[ApiServer, LiveView]:
         registry = Registry(registry_config)
-        server, live = build(registry, ServerOptions(**options))
+        server, live = build(registry, ApiSettings(**options))
         made.append((server.start(), live, registry))
         return server, live
 

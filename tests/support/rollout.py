@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.deployment import RenderedUnit, load_deployment, render_deployment
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
@@ -49,11 +50,13 @@ class Cluster:
             Agent(
                 Registry(config),
                 SimulatedUnitManager(start_seconds=0.2),
-                AgentConfig(f"m{i}", {"rack": f"r{i}"}, ttl=3),
+                AgentSettings(machine_id=f"m{i}", metadata={"rack": f"r{i}"}, ttl=3),
             ).start()
             for i in range(3)
         ]
-        self.engine = Engine(Registry(config), lease_ttl=3, reconcile_interval=5).start()
+        self.engine = Engine(
+            Registry(config), EngineSettings(lease_ttl=3, reconcile_interval=5)
+        ).start()
         for agent in self.agents:
             agent.ready.wait(10)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from fleetpy.states import DesiredState
@@ -37,14 +38,18 @@ class Cluster:
 
     def agent(self, machine: str, ttl: int = 2, **metadata: str) -> Agent:
         agent = Agent(
-            self.registry, SimulatedUnitManager(), AgentConfig(machine, metadata=metadata, ttl=ttl)
+            self.registry,
+            SimulatedUnitManager(),
+            AgentSettings(machine_id=machine, metadata=metadata, ttl=ttl),
         ).start()
         agent.ready.wait(10)
         self.agents[machine] = agent
         return agent
 
     def engine(self, lease_ttl: int = 2) -> Engine:
-        engine = Engine(Registry(self.config), lease_ttl=lease_ttl, reconcile_interval=5).start()
+        engine = Engine(
+            Registry(self.config), EngineSettings(lease_ttl=lease_ttl, reconcile_interval=5)
+        ).start()
         self.engines.append(engine)
         return engine
 

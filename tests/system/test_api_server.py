@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from fleetpy.api import ApiServer, ServerOptions
+from fleetpy.api import ApiServer
+from fleetpy.config import ApiSettings
 from fleetpy.errors import ConfigError
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unit import content_hash
@@ -47,7 +48,7 @@ def test_tcp_without_credentials_is_refused_unless_insecure(
     registry = Registry(registry_config)
     try:
         with pytest.raises(ConfigError, match="needs TLS"):
-            ApiServer(ServerOptions(listen="127.0.0.1:0"), [])
+            ApiServer(ApiSettings(listen="127.0.0.1:0"), [])
     finally:
         registry.close()
     server, _ = api(listen="127.0.0.1:0", insecure=True)

@@ -88,7 +88,7 @@ def test_quorum_lost_keeps_units_running_fails_commands_fast_and_moves_nothing_w
         assert said[0].startswith("fleetpy: error: etcd has lost its quorum: "), said
 
     # Several TTLs without quorum: every unit still runs where it ran.
-    time.sleep(3 * max(a.config.ttl for a in cluster.agents.values()))  # nothing may happen
+    time.sleep(3 * max(a.settings.ttl for a in cluster.agents.values()))  # nothing may happen
     assert dict(cluster.hosted()) == before
 
     for index in lost:

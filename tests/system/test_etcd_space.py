@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.config import EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import EtcdCompacted
@@ -47,7 +48,9 @@ def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
 def test_the_leader_compacts_history_older_than_its_interval(
     etcd: EtcdServer, cluster: Cluster, run: Run, units_dir: Path
 ) -> None:
-    engine = Engine(Registry(cluster.config), lease_ttl=2, compaction_interval=1.0).start()
+    engine = Engine(
+        Registry(cluster.config), EngineSettings(lease_ttl=2, compaction_interval=1.0)
+    ).start()
     cluster.engines.append(engine)
     cluster.agent("m1")
     cluster.agent("m2")
@@ -102,7 +105,7 @@ def test_a_full_etcd_stops_writes_not_units_and_reclaim_resumes_everything(
     assert [m["alarms"] for m in json.loads(status.stdout)] == [["NOSPACE"]]
 
     # Several TTLs later: leases kept (keepalives need no space), nothing moved or stopped.
-    time.sleep(3 * max(a.config.ttl for a in cluster.agents.values()))  # nothing may happen
+    time.sleep(3 * max(a.settings.ttl for a in cluster.agents.values()))  # nothing may happen
     assert set(registry.list_machines()) == {"m1", "m2"}
     assert dict(cluster.hosted()) == before
     # A unit that dies meanwhile cannot be reported yet; it is once etcd takes writes.

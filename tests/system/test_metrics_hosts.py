@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetpy.cluster.etcd import free_port
+from fleetpy.config import EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig, UnitChange
 from fleetpy.states import DesiredState
@@ -44,7 +45,7 @@ def test_agent_metrics_on_a_real_host(
     port = free_port()
     hosts(1, extra_config={"metrics_listen": f"127.0.0.1:{port}"})
     registry = Registry(registry_config)
-    engine = Engine(Registry(registry_config), lease_ttl=3).start()
+    engine = Engine(Registry(registry_config), EngineSettings(lease_ttl=3)).start()
     try:
         until(lambda: value(port, "fleetpy_agent_units_owned") == 0 and scrape(port), 60, "agent")
         text = parse_unit("[Service]\nExecStart=/bin/sleep 100000\n").serialize()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, UnitState
 from fleetpy.registry.transport import EtcdPermissionDenied, EtcdTransport, prefix_range_end
@@ -141,13 +142,15 @@ def test_engine_agents_and_cli_each_with_their_own_credential(
             registry = secure.registry(creds.agents[machine])
             registries.append(registry)
             agent = Agent(
-                registry, SimulatedUnitManager(), AgentConfig(machine, {"rack": machine}, ttl=3)
+                registry,
+                SimulatedUnitManager(),
+                AgentSettings(machine_id=machine, metadata={"rack": machine}, ttl=3),
             ).start()
             agents.append(agent)
             assert agent.ready.wait(10)
         engine_registry = secure.registry(creds.engine)
         registries.append(engine_registry)
-        engine = Engine(engine_registry, lease_ttl=3, reconcile_interval=1).start()
+        engine = Engine(engine_registry, EngineSettings(lease_ttl=3, reconcile_interval=1)).start()
 
         unit = tmp_path / "hello.service"
         unit.write_text(
@@ -207,7 +210,11 @@ def test_an_agent_whose_role_predates_operator_metadata_keeps_working(
     with secure.transport(creds.root) as admin:
         admin.role_revoke("fleetpy-agent-m1", key, None)
     registry = secure.registry(creds.agents["m1"])
-    agent = Agent(registry, SimulatedUnitManager(), AgentConfig("m1", {"rack": "m1"}, ttl=3))
+    agent = Agent(
+        registry,
+        SimulatedUnitManager(),
+        AgentSettings(machine_id="m1", metadata={"rack": "m1"}, ttl=3),
+    )
     try:
         assert registry.agent_overlay("m1") is None
         agent.start()

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from fleetpy import control
-from fleetpy.agent import Agent, AgentConfig
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.errors import SigningError
 from fleetpy.registry import Registry, RegistryConfig, UnitState
@@ -71,14 +72,17 @@ class SignedCluster:
         self.engine = self.start_engine()
 
     def start_engine(self) -> Engine:
-        return Engine(Registry(self.roles.engine), lease_ttl=2, reconcile_interval=5).start()
+        return Engine(
+            Registry(self.roles.engine), EngineSettings(lease_ttl=2, reconcile_interval=5)
+        ).start()
 
     def agent(self, machine: str) -> Agent:
         trusted = load_trusted_keys(self.trusted_dir, lambda m: None)
         agent = Agent(
             self.agent_registries[machine],
             self.managers[machine],
-            AgentConfig(machine, ttl=3, trusted=trusted),
+            AgentSettings(machine_id=machine, ttl=3),
+            trusted=trusted,
         ).start()
         assert agent.ready.wait(10)
         return agent
