@@ -1,4 +1,4 @@
-"""The fleetpy command line: argument parsing and printing only; the work is in control.
+"""The fleetpy command line: argument parsing and printing only; the work is in the client library (fleetpy.client).
 
 Global options (etcd, ssh, signing) go before or after the verb, as with fleetctl. They,
 and the agent's and engine's options, are generated from config.SETTINGS so CLI,
@@ -23,8 +23,9 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer._click.exceptions import UsageError as ClickUsageError
 from typer.core import TyperCommand, TyperGroup
 
-from . import __version__, config, control
-from .control import WaitTarget
+from . import __version__, config
+from .client import listings, operations, plans, waiting
+from .client.waiting import WaitTarget
 from .errors import FleetpyError
 from .log import escape_controls
 from .registry import Registry
@@ -413,7 +414,7 @@ GlobUnitsArgument = Annotated[
 ]
 
 
-def _notes(plan: control.CommandPlan) -> None:
+def _notes(plan: plans.CommandPlan) -> None:
     """What the unit files say that fleetpy reads differently (fleet's legacy keys & co.)."""
     for note in plan.notes:
         _say(f"fleetpy: warning: {note}")
@@ -430,9 +431,9 @@ def submit(
     """Store unit files in the cluster (desired state inactive)."""
     signer = _signer(ctx, sign)
     registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, None, signer, replace)
+    plan = plans.plan_submit(registry, units, None, signer, replace)
     _notes(plan)
-    control.apply(registry, plan)
+    operations.apply(registry, plan)
 
 
 @app.command()
@@ -478,9 +479,9 @@ def _submit_and_wait(
 ) -> None:
     """load and start: submit what is new (or replaced), set the desired state, wait."""
     registry = _registry(ctx)
-    plan = control.plan_submit(registry, units, desired, signer, replace)
+    plan = plans.plan_submit(registry, units, desired, signer, replace)
     _notes(plan)
-    control.apply(registry, plan)
+    operations.apply(registry, plan)
     target = WaitTarget.LAUNCHED if desired is DesiredState.LAUNCHED else WaitTarget.LOADED
     _finish(registry, plan.names, target, verb(desired), no_block, attempts)
 
@@ -495,8 +496,8 @@ def stop(
 ) -> None:
     """Stop launched units; they stay loaded (desired state loaded)."""
     registry = _registry(ctx)
-    plan = control.plan_stop(registry, units)
-    control.apply(registry, plan)
+    plan = plans.plan_stop(registry, units)
+    operations.apply(registry, plan)
     _finish(registry, plan.names, WaitTarget.STOPPED, "stop", no_block, block_attempts)
 
 
@@ -510,8 +511,8 @@ def unload(
 ) -> None:
     """Stop units and take them off their machines (desired state inactive)."""
     registry = _registry(ctx)
-    plan = control.plan_unload(registry, units)
-    control.apply(registry, plan)
+    plan = plans.plan_unload(registry, units)
+    operations.apply(registry, plan)
     _finish(registry, plan.names, WaitTarget.UNLOADED, "unload", no_block, block_attempts)
 
 
@@ -519,7 +520,7 @@ def unload(
 @edge
 def destroy(ctx: typer.Context, units: GlobUnitsArgument) -> None:
     """Stop, unload and delete units from the cluster."""
-    for name in control.destroy(_registry(ctx), units):
+    for name in operations.destroy(_registry(ctx), units):
         _out(f"Destroyed {name}")
 
 
@@ -547,7 +548,7 @@ def cat(
     ] = False,
 ) -> None:
     """Print the contents of a submitted unit."""
-    text = control.unit_text(_registry(ctx), unit, expanded=expanded)
+    text = operations.unit_text(_registry(ctx), unit, expanded=expanded)
     _out(text, nl=not text.endswith("\n"), keep="\n\t")
 
 
@@ -570,7 +571,7 @@ def _finish(
         return
     reporter = _progress_reporter(names, target)
     try:
-        result = control.wait_for(registry, names, target, attempts, reporter)
+        result = waiting.wait_for(registry, names, target, attempts, reporter)
     finally:
         reporter.close()
     for unit in result.units:
@@ -588,7 +589,7 @@ class _PlainReporter:
         self.seen: dict[str, tuple[str, str]] = {}
         _say(f"waiting for {len(names)} unit{'s' if len(names) != 1 else ''} to be {target}")
 
-    def __call__(self, progress: list[control.UnitProgress]) -> None:
+    def __call__(self, progress: list[waiting.UnitProgress]) -> None:
         for unit in progress:
             now = (unit.status, unit.detail)
             if self.seen.get(unit.name) != now:
@@ -632,7 +633,7 @@ class _RichReporter:
             self.summary = self.progress.add_task(f"to be {target}", total=len(names))
         self.progress.start()
 
-    def __call__(self, progress: list[control.UnitProgress]) -> None:
+    def __call__(self, progress: list[waiting.UnitProgress]) -> None:
         if self.rows:
             for unit in progress:
                 self.progress.update(
@@ -642,8 +643,8 @@ class _RichReporter:
                 )
         else:
             done = sum(u.status != "waiting" for u in progress)
-            waiting = next((u for u in progress if u.status == "waiting"), None)
-            detail = f" ({waiting.name}: {waiting.detail})" if waiting else ""
+            pending = next((u for u in progress if u.status == "waiting"), None)
+            detail = f" ({pending.name}: {pending.detail})" if pending else ""
             self.progress.update(
                 self.summary,
                 completed=done,
@@ -721,7 +722,7 @@ def list_unit_files(
     valid = ("unit", "hash", "dstate", "state", "target", "reason", "owner", "origin")
     chosen = _fields(fields, valid, valid[:5])
     registry = _registry(ctx)
-    rows = control.unit_file_rows(registry.read_view(with_text=False))
+    rows = listings.unit_file_rows(registry.read_view(with_text=False))
     if output is Output.json:
         _print_json(
             [
@@ -774,7 +775,7 @@ def list_units(
         ("unit", "machine", "active", "sub"),
     )
     registry = _registry(ctx)
-    rows = control.unit_rows(registry.read_view(with_text=False))
+    rows = listings.unit_rows(registry.read_view(with_text=False))
     if output is Output.json:
         _print_json(
             [
@@ -791,7 +792,7 @@ def list_units(
         )
         return
 
-    def machine(row: control.UnitRow) -> str:
+    def machine(row: listings.UnitRow) -> str:
         shown = row.machine if full else row.machine[:8]
         return f"{shown}/{row.ip}" if row.ip else shown
 
@@ -825,7 +826,7 @@ def list_machines(
     """List the machines alive in the cluster."""
     valid = ("machine", "ip", "metadata")
     chosen = _fields(fields, valid, valid)
-    rows = control.machine_rows(_registry(ctx))
+    rows = listings.machine_rows(_registry(ctx))
     if output is Output.json:
         _print_json(
             [{"machine": r.machine, "ip": r.ip, "metadata": dict(r.metadata)} for r in rows]
