@@ -16,48 +16,37 @@ from ..unit import fleet_options, parse_name, parse_unit
 from . import plans
 from .arguments import select_units
 from .plans import EDGES, CommandPlan, Contents, check_cycles, check_replace
-from .verbs import LOAD, START, STOP, SUBMIT, UNLOAD, StateVerb
+from .verbs import LOAD, START, STOP, SUBMIT, UNLOAD
 
 
 def apply(registry: Registry, plan: CommandPlan) -> list[UnitRecord]:
     return registry.change_units(plan.changes, plan.known) if plan.changes else []
 
 
-def run(
-    registry: Registry,
-    state_verb: StateVerb,
-    args: Sequence[str],
-    signer: Signer | None = None,
-    replace: bool = False,
-) -> list[UnitRecord]:
-    """One of the verbs that write desired states, without waiting."""
-    return apply(registry, plans.plan(registry, state_verb, args, signer, replace))
-
-
 def submit(
     registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
 ) -> list[UnitRecord]:
-    return run(registry, SUBMIT, args, signer, replace)
+    return apply(registry, plans.plan(registry, SUBMIT, args, signer, replace))
 
 
 def load(
     registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
 ) -> list[UnitRecord]:
-    return run(registry, LOAD, args, signer, replace)
+    return apply(registry, plans.plan(registry, LOAD, args, signer, replace))
 
 
 def start(
     registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
 ) -> list[UnitRecord]:
-    return run(registry, START, args, signer, replace)
+    return apply(registry, plans.plan(registry, START, args, signer, replace))
 
 
 def stop(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
-    return run(registry, STOP, args)
+    return apply(registry, plans.plan(registry, STOP, args))
 
 
 def unload(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
-    return run(registry, UNLOAD, args)
+    return apply(registry, plans.plan(registry, UNLOAD, args))
 
 
 def destroy(registry: Registry, args: Sequence[str]) -> list[str]:

@@ -37,15 +37,8 @@ from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.view import LiveView
 
+from support.cli_helpers import SERVICE, write
 from support.waiting import until
-
-SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
-
-
-def write(folder: Path, name: str, text: str = SERVICE) -> str:
-    path = folder / name
-    path.write_text(text)
-    return str(path)
 
 
 def snapshot(registry: Registry) -> dict[str, tuple[str, str, bool]]:
