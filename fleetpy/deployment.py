@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .client.arguments import MAX_UNITS_PER_COMMAND
 from .container import expand_unit
-from .control import MAX_UNITS_PER_COMMAND
 from .errors import DeploymentError, FileError, FleetpyError
 from .files import MAX_UNIT_FILE_BYTES, MAX_VALUES_BYTES, display_path, over_limit, read_text_file
 from .template import RenderJob, merge_values, render_all_bounded

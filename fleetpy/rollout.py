@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .control import UnitProgress, WaitTarget, select_units, wait_for
+from .client.arguments import select_units
+from .client.waiting import UnitProgress, WaitTarget, wait_for
 from .deployment import RenderedUnit
 from .errors import DeploymentError, FleetpyError, StateError
 from .registry import DeploymentRecord, DeploymentSession, Registry, UnitChange

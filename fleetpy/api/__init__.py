@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import control
+from ..client import operations
 from ..config import ApiSettings
 from ..log import log_event
 from ..metadata import MetadataChange
@@ -30,11 +30,11 @@ class RegistryWriter:
 
     def put_unit(
         self, name: str, text: str | None, desired: DesiredState | None
-    ) -> control.PutResult:
-        return control.put_unit(self.registry, name, text, desired)
+    ) -> operations.PutResult:
+        return operations.put_unit(self.registry, name, text, desired)
 
     def destroy_unit(self, name: str) -> bool:
-        return control.destroy_unit(self.registry, name)
+        return operations.destroy_unit(self.registry, name)
 
     def change_metadata(self, changes: Sequence[MetadataChange]) -> int:
         revision = self.registry.change_metadata(changes)

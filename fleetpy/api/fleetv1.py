@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..control import PutOutcome, PutResult, summary_state
+from ..client.listings import summary_state
+from ..client.operations import PutOutcome, PutResult
 from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
 from ..files import MAX_UNIT_FILE_BYTES, over_limit
 from ..log import log_event

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from fleetpy import control
+from fleetpy.client import operations
 from fleetpy.cluster.etcd import EtcdServer, EtcdTls
 from fleetpy.files import MAX_UNIT_FILE_BYTES
 from fleetpy.registry import Registry
@@ -115,7 +115,7 @@ def smuggled(host: str) -> bytes:
 
 @pytest.fixture
 def seeded(registry: Registry) -> Registry:
-    control.put_unit(registry, "web.service", UNIT, None)
+    operations.put_unit(registry, "web.service", UNIT, None)
     return registry
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fleetpy import control
+from fleetpy.client import operations
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry
 
@@ -97,7 +97,7 @@ def test_many_clients_share_one_view(
     _, live = api(listen=sock)
     server_registry = live.registry
     for i in range(UNITS):
-        control.put_unit(registry, f"u{i}.service", UNIT, None)
+        operations.put_unit(registry, f"u{i}.service", UNIT, None)
     until(lambda: len(live.current().units) == UNITS, what="the view to hold every unit")
     until(lambda: len(live.texts) == 1, what="the view to hold the units' text")
     warm_etcd, warm_server = etcd_requests(etcd), server_requests(server_registry)
@@ -121,7 +121,7 @@ def test_many_clients_share_one_view(
 
     # A change reaches every dashboard, for what one would cost the server: the new
     # content's text, read once, whatever the number of clients.
-    control.put_unit(registry, "new.service", UNIT.replace("1000", "2000"), None)
+    operations.put_unit(registry, "new.service", UNIT.replace("1000", "2000"), None)
     until(
         lambda: all(d.units() == UNITS + 1 for d in dashboards),
         what="every dashboard to see the new unit",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy import control
 from fleetpy.api import ApiServer, build
+from fleetpy.client import operations
 from fleetpy.cluster.etcd import EtcdServer, EtcdTls
 from fleetpy.config import ApiSettings
 from fleetpy.registry import Registry, RegistryConfig
@@ -44,7 +44,7 @@ def test_unix_socket_answers_from_the_view_without_etcd_requests(
     assert request(conn, "PUT", "/v1-alpha/units/a.service", {"desiredState": "loaded"})[0] == 204
     assert request(conn, "GET", "/v1-alpha/units/a.service")[1]["desiredState"] == "loaded"
     for name in ("b", "c"):
-        control.put_unit(registry, f"{name}.service", UNIT, None)
+        operations.put_unit(registry, f"{name}.service", UNIT, None)
     until(lambda: len(live.current().units) == 3, what="the view to see units written elsewhere")
     before = etcd_requests(etcd)
     for _ in range(50):
@@ -182,7 +182,7 @@ def test_metrics_route_describes_the_cluster_from_the_view(
     views.append(live)
     server.start()
     try:
-        control.put_unit(registry, "m.service", UNIT, None)
+        operations.put_unit(registry, "m.service", UNIT, None)
         until(lambda: "m.service" in live.current().units, what="the view to see the unit")
         before = etcd_requests(etcd)
         conn = UnixConnection(sock)

@@ -30,7 +30,7 @@ def test_the_daemons_load_neither_the_api_server_nor_metrics_unless_asked() -> N
     code = (
         "import sys; import fleetpy.daemons; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prometheus_client', 'http') "
-        "or m in ('fleetpy.api', 'fleetpy.control', 'fleetpy.view')))"
+        "or m in ('fleetpy.api', 'fleetpy.client', 'fleetpy.view')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent

@@ -601,12 +601,12 @@ def test_render_keeps_an_existing_file_on_error(template_dir: Path) -> None:
 def test_keyboard_interrupt_exits_130_quietly(
     run: Run, units_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fleetpy import control
+    from fleetpy.client import plans
 
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(control, "plan_submit", interrupted)
+    monkeypatch.setattr(plans, "plan_submit", interrupted)
     result = run("submit", write(units_dir, "a.service"))
     assert result.exit_code == 130
     assert "Traceback" not in result.output + result.stderr

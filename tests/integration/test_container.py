@@ -205,7 +205,7 @@ def test_cli_cat_shows_source_and_expanded(
 
 
 def test_example_container_units_render_expand_and_verify(tmp_path: Path) -> None:
-    from fleetpy.control import read_unit_file
+    from fleetpy.client.arguments import read_unit_file
     from fleetpy.deployment import load_deployment, render_deployment
 
     rendered = render_deployment(load_deployment(ROOT / "units" / "containers"))

@@ -1,4 +1,4 @@
-"""control: argument resolution, validation before writing, waiting, and listing rows.
+"""The client library (fleetpy.client): argument resolution, validation before writing, waiting, and listing rows.
 
 Here: the tests that need the session's etcd or a short-lived helper process (README "Tests"); the others are in
 tests/pure/test_control.py."""
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy import control
-from fleetpy.control import WaitTarget
+from fleetpy.client import listings, operations, plans, waiting
+from fleetpy.client.waiting import WaitTarget
 from fleetpy.errors import (
     FleetOptionError,
     FleetpyError,
@@ -37,15 +37,8 @@ from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.view import LiveView
 
+from support.cli_helpers import SERVICE, write
 from support.waiting import until
-
-SERVICE = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n"
-
-
-def write(folder: Path, name: str, text: str = SERVICE) -> str:
-    path = folder / name
-    path.write_text(text)
-    return str(path)
 
 
 def snapshot(registry: Registry) -> dict[str, tuple[str, str, bool]]:
@@ -57,7 +50,7 @@ def snapshot(registry: Registry) -> dict[str, tuple[str, str, bool]]:
 
 def test_submit_stores_canonical_text_as_inactive(registry: Registry, units_dir: Path) -> None:
     path = write(units_dir, "web.service", "# comment\n[Service]\nExecStart=/bin/true\n")
-    records = control.submit(registry, [path])
+    records = operations.submit(registry, [path])
     assert [(r.name, r.desired) for r in records] == [("web.service", "inactive")]
     unit = parse_unit("[Service]\nExecStart=/bin/true\n")
     assert records[0].hash == unit.hash
@@ -66,21 +59,21 @@ def test_submit_stores_canonical_text_as_inactive(registry: Registry, units_dir:
 
 def test_submit_leaves_existing_units_alone(registry: Registry, units_dir: Path) -> None:
     path = write(units_dir, "web.service")
-    control.start(registry, [path])
-    control.submit(registry, [path, "web.service"])
+    operations.start(registry, [path])
+    operations.submit(registry, [path, "web.service"])
     assert registry.get_unit("web.service").desired == "launched"  # type: ignore[union-attr]
 
 
 def test_global_flag_comes_from_x_fleet(registry: Registry, units_dir: Path) -> None:
     path = write(units_dir, "mon.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")
-    control.submit(registry, [path])
+    operations.submit(registry, [path])
     assert registry.get_unit("mon.service").is_global  # type: ignore[union-attr]
 
 
 def test_start_and_load_by_file_and_by_name(registry: Registry, units_dir: Path) -> None:
-    control.load(registry, [write(units_dir, "a.service")])
-    control.submit(registry, [write(units_dir, "b.service", SERVICE + "#x\n")])
-    control.start(registry, ["b.service"])
+    operations.load(registry, [write(units_dir, "a.service")])
+    operations.submit(registry, [write(units_dir, "b.service", SERVICE + "#x\n")])
+    operations.start(registry, ["b.service"])
     assert snapshot(registry)["a.service"][1] == "loaded"
     assert snapshot(registry)["b.service"][1] == "launched"
 
@@ -88,23 +81,23 @@ def test_start_and_load_by_file_and_by_name(registry: Registry, units_dir: Path)
 def test_instances_of_a_submitted_template_start_by_name(
     registry: Registry, units_dir: Path
 ) -> None:
-    control.submit(
+    operations.submit(
         registry,
         [write(units_dir, "web@.service", SERVICE + "\n[X-Fleet]\nConflicts=web@*.service\n")],
     )
-    plan = control.plan_submit(registry, ["web@3.service"], DesiredState.LAUNCHED)
+    plan = plans.plan_submit(registry, ["web@3.service"], DesiredState.LAUNCHED)
     assert plan.changes[0].template == "web@.service"
-    control.start(registry, ["web@3.service", "web@4.service"])
+    operations.start(registry, ["web@3.service", "web@4.service"])
     units = registry.list_units()
     assert units["web@3.service"].hash == units["web@.service"].hash
     assert units["web@4.service"].desired == "launched"
-    assert control.unit_text(registry, "web@9.service") == control.unit_text(
+    assert operations.unit_text(registry, "web@9.service") == operations.unit_text(
         registry, "web@.service"
     )
 
 
 def test_template_using_instance_specifiers_is_valid(registry: Registry, units_dir: Path) -> None:
-    control.submit(
+    operations.submit(
         registry,
         [write(units_dir, "side@.service", SERVICE + "\n[X-Fleet]\nMachineOf=web@%i.service\n")],
     )
@@ -126,11 +119,11 @@ def test_template_using_instance_specifiers_is_valid(registry: Registry, units_d
 def test_bad_start_arguments_write_nothing(
     registry: Registry, units_dir: Path, args: list[str], error: type[Exception], match: str
 ) -> None:
-    control.submit(registry, [write(units_dir, "web@.service")])
+    operations.submit(registry, [write(units_dir, "web@.service")])
     good = write(units_dir, "good.service")
     before = snapshot(registry)
     with pytest.raises(error, match=match):
-        control.start(registry, [good, *args])
+        operations.start(registry, [good, *args])
     assert snapshot(registry) == before
 
 
@@ -156,17 +149,17 @@ def test_bad_files_write_nothing(
     good = write(units_dir, "good.service")
     bad = write(units_dir, "bad.service", text)
     with pytest.raises(error, match=match):
-        control.start(registry, [good, bad])
+        operations.start(registry, [good, bad])
     assert snapshot(registry) == {}
 
 
 def test_changed_contents_are_refused_before_writing(registry: Registry, units_dir: Path) -> None:
-    control.submit(registry, [write(units_dir, "a.service")])
+    operations.submit(registry, [write(units_dir, "a.service")])
     other = units_dir / "other"
     other.mkdir()
     before = snapshot(registry)
     with pytest.raises(StateError, match="different contents"):
-        control.start(
+        operations.start(
             registry,
             [write(units_dir, "b.service"), write(other, "a.service", SERVICE + "#changed\nX=1\n")],
         )
@@ -177,23 +170,23 @@ def test_replace_writes_the_new_contents_in_the_units_state(
     registry: Registry, units_dir: Path
 ) -> None:
     changed = SERVICE.replace("1000", "2000")
-    control.submit(registry, [write(units_dir, "i.service")])
-    control.load(registry, [write(units_dir, "l.service")])
-    control.start(registry, [write(units_dir, "s.service")])
+    operations.submit(registry, [write(units_dir, "i.service")])
+    operations.load(registry, [write(units_dir, "l.service")])
+    operations.start(registry, [write(units_dir, "s.service")])
     before = snapshot(registry)
     new = [write(units_dir, n, changed) for n in ("i.service", "l.service", "s.service")]
     with pytest.raises(StateError) as refused:
-        control.start(registry, new)
+        operations.start(registry, new)
     # Without --replace: one line naming it, and nothing written.
     assert str(refused.value).endswith("add --replace to start it with them, or destroy it first")
     with pytest.raises(StateError, match="it is launched: `start --replace` replaces it, or"):
-        control.submit(registry, [new[2]])
+        operations.submit(registry, [new[2]])
     with pytest.raises(StateError, match="s.service is launched: `load --replace` replaces"):
-        control.load(registry, new, replace=True)
+        operations.load(registry, new, replace=True)
     assert snapshot(registry) == before
-    control.submit(registry, [new[0]], replace=True)
-    control.load(registry, [new[1]], replace=True)
-    control.start(registry, [new[2]], replace=True)
+    operations.submit(registry, [new[0]], replace=True)
+    operations.load(registry, [new[1]], replace=True)
+    operations.start(registry, [new[2]], replace=True)
     digest = content_hash(parse_unit(changed).serialize())
     assert snapshot(registry) == {
         "i.service": (digest, "inactive", False),
@@ -202,24 +195,24 @@ def test_replace_writes_the_new_contents_in_the_units_state(
     }
     assert registry.get_content(digest) == parse_unit(changed).serialize()
     # The same contents again: nothing to replace, the verb only sets its state.
-    control.start(registry, [new[1]], replace=True)
+    operations.start(registry, [new[1]], replace=True)
     assert snapshot(registry)["l.service"] == (digest, "launched", False)
 
 
 def test_replace_of_an_instance_by_name_takes_its_templates_contents(
     registry: Registry, units_dir: Path
 ) -> None:
-    control.submit(registry, [write(units_dir, "web@.service")])
-    control.start(registry, ["web@1.service", "web@2.service"])
+    operations.submit(registry, [write(units_dir, "web@.service")])
+    operations.start(registry, ["web@1.service", "web@2.service"])
     changed = SERVICE.replace("1000", "2000")
-    control.submit(registry, [write(units_dir, "web@.service", changed)], replace=True)
+    operations.submit(registry, [write(units_dir, "web@.service", changed)], replace=True)
     old, new = (
         content_hash(parse_unit(SERVICE).serialize()),
         content_hash(parse_unit(changed).serialize()),
     )
-    control.start(registry, ["web@1.service"])  # without --replace: left as it is
+    operations.start(registry, ["web@1.service"])  # without --replace: left as it is
     assert registry.get_unit("web@1.service").hash == old  # type: ignore[union-attr]
-    control.start(registry, ["web@1.service"], replace=True)
+    operations.start(registry, ["web@1.service"], replace=True)
     assert {n: h for n, (h, _, _) in snapshot(registry).items()} == {
         "web@.service": new,
         "web@1.service": new,
@@ -230,57 +223,61 @@ def test_replace_of_an_instance_by_name_takes_its_templates_contents(
 def test_replace_keeps_signatures_and_global_as_they_must_be(
     registry: Registry, units_dir: Path
 ) -> None:
-    control.start(registry, [write(units_dir, "g.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")])
+    operations.start(
+        registry, [write(units_dir, "g.service", SERVICE + "\n[X-Fleet]\nGlobal=true\n")]
+    )
     with pytest.raises(StateError, match=r"make it not global \(Global=\), which cannot change"):
-        control.start(registry, [write(units_dir, "g.service")], replace=True)
+        operations.start(registry, [write(units_dir, "g.service")], replace=True)
     # A record signed earlier (here: any signature) is not replaced by an unsigned unit.
-    control.start(registry, [write(units_dir, "s.service")])
+    operations.start(registry, [write(units_dir, "s.service")])
     registry.change_units([UnitChange("s.service", signature="ed25519:x:y")])
     before = snapshot(registry)
     with pytest.raises(StateError, match="s.service is signed and its replacement is not"):
-        control.start(registry, [write(units_dir, "s.service", SERVICE + "#\nA=1\n")], replace=True)
+        operations.start(
+            registry, [write(units_dir, "s.service", SERVICE + "#\nA=1\n")], replace=True
+        )
     with pytest.raises(StateError, match="s.service is signed"):
-        control.put_unit(registry, "s.service", SERVICE + "A=1\n", None)
+        operations.put_unit(registry, "s.service", SERVICE + "A=1\n", None)
     assert snapshot(registry) == before
 
 
 def test_api_put_of_new_contents_makes_the_unit_anew(registry: Registry) -> None:
     """fleet's API: other options under an existing name make a new unit, inactive unless
     the body says otherwise (fleetctl's --replace then waits for inactive)."""
-    control.put_unit(registry, "a.service", SERVICE, DesiredState.LAUNCHED)
+    operations.put_unit(registry, "a.service", SERVICE, DesiredState.LAUNCHED)
     changed = SERVICE.replace("1000", "2000")
-    assert control.put_unit(registry, "a.service", changed, None).outcome == "created"
+    assert operations.put_unit(registry, "a.service", changed, None).outcome == "created"
     record = registry.get_unit("a.service")
     assert record is not None and record.desired == "inactive"
     assert record.hash == content_hash(parse_unit(changed).serialize())
-    control.put_unit(registry, "a.service", SERVICE, DesiredState.LAUNCHED)
+    operations.put_unit(registry, "a.service", SERVICE, DesiredState.LAUNCHED)
     assert registry.get_unit("a.service").desired == "launched"  # type: ignore[union-attr]
 
 
 def test_stop_requires_launched_names_and_filters_globs(
     registry: Registry, units_dir: Path
 ) -> None:
-    control.start(registry, [write(units_dir, "web1.service"), write(units_dir, "web2.service")])
-    control.load(registry, [write(units_dir, "web3.service")])
+    operations.start(registry, [write(units_dir, "web1.service"), write(units_dir, "web2.service")])
+    operations.load(registry, [write(units_dir, "web3.service")])
     with pytest.raises(
         StateError,
         match=r"^unit web3.service is not launched "
         r"\(desired state loaded\)$",
     ):
-        control.stop(registry, ["web1.service", "web3.service"])
+        operations.stop(registry, ["web1.service", "web3.service"])
     assert snapshot(registry)["web1.service"][1] == "launched"
-    plan = control.plan_stop(registry, ["web*.service"])
+    plan = plans.plan_stop(registry, ["web*.service"])
     assert plan.names == ("web1.service", "web2.service")
-    control.stop(registry, ["web*"])
+    operations.stop(registry, ["web*"])
     assert {d for _, d, _ in snapshot(registry).values()} == {"loaded"}
 
 
 def test_unload_and_destroy_take_globs(registry: Registry, units_dir: Path) -> None:
-    control.start(
+    operations.start(
         registry,
         [write(units_dir, f"web{i}.service") for i in range(3)] + [write(units_dir, "db.service")],
     )
-    control.unload(registry, ["web[01].service"])
+    operations.unload(registry, ["web[01].service"])
     desired = {n: d for n, (_, d, _) in snapshot(registry).items()}
     assert desired == {
         "web0.service": "inactive",
@@ -289,9 +286,9 @@ def test_unload_and_destroy_take_globs(registry: Registry, units_dir: Path) -> N
         "db.service": "launched",
     }
     with pytest.raises(UnknownUnitError, match="no submitted unit matches 'zz\\*'"):
-        control.destroy(registry, ["web*", "zz*"])
+        operations.destroy(registry, ["web*", "zz*"])
     assert len(snapshot(registry)) == 4
-    assert sorted(control.destroy(registry, ["web*", "db.service"])) == [
+    assert sorted(operations.destroy(registry, ["web*", "db.service"])) == [
         "db.service",
         "web0.service",
         "web1.service",
@@ -302,7 +299,7 @@ def test_unload_and_destroy_take_globs(registry: Registry, units_dir: Path) -> N
 
 def test_unit_text_of_unknown_unit(registry: Registry) -> None:
     with pytest.raises(UnknownUnitError, match="x.service is not submitted"):
-        control.unit_text(registry, "x.service")
+        operations.unit_text(registry, "x.service")
 
 
 # ----------------------------------------------------------------------------- wait_for
@@ -345,20 +342,20 @@ def fake_agent(
 
 
 def test_wait_for_wakes_on_reported_state(registry: Registry, units_dir: Path) -> None:
-    control.start(registry, [write(units_dir, "a.service")])
-    seen: list[list[control.UnitProgress]] = []
-    waiting = threading.Event()
-    fake_agent(registry, "f" * 32, "a.service", "active", waiting)
+    operations.start(registry, [write(units_dir, "a.service")])
+    seen: list[list[waiting.UnitProgress]] = []
+    woken = threading.Event()
+    fake_agent(registry, "f" * 32, "a.service", "active", woken)
 
-    def progress(units: list[control.UnitProgress]) -> None:
+    def progress(units: list[waiting.UnitProgress]) -> None:
         seen.append(units)
-        waiting.set()
+        woken.set()
 
     began = time.monotonic()
-    result = control.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 10, progress)
+    result = waiting.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 10, progress)
     assert result.ok and not result.timed_out
     # Woken by the watch, not the backstop's re-read (a bound with room for a loaded machine).
-    assert time.monotonic() - began < control.BACKSTOP_SECONDS
+    assert time.monotonic() - began < waiting.BACKSTOP_SECONDS
     assert result.units[0].detail == "launched on ffffffff/10.0.0.9"
     assert seen[0][0].status == "waiting" and seen[-1][0].status == "done"
 
@@ -456,7 +453,7 @@ def test_live_view_follows_operator_metadata(registry: Registry) -> None:
         full = registry.read_view(with_text=False)
         assert follower.current().machines == full.machines
         assert follower.current().overlays == full.overlays
-        rows = control.machine_rows(registry)  # list-machines
+        rows = listings.machine_rows(registry)  # list-machines
         assert [(r.machine, r.metadata) for r in rows] == [
             ("m1", {"role": "web"}),
             ("m2", {"rack": "r2"}),
@@ -467,21 +464,21 @@ def test_live_view_follows_operator_metadata(registry: Registry) -> None:
 
 
 def test_wait_for_reports_a_failure_promptly(registry: Registry, units_dir: Path) -> None:
-    control.start(registry, [write(units_dir, "a.service")])
-    waiting = threading.Event()
-    fake_agent(registry, "f" * 32, "a.service", "failed", waiting)
+    operations.start(registry, [write(units_dir, "a.service")])
+    woken = threading.Event()
+    fake_agent(registry, "f" * 32, "a.service", "failed", woken)
     began = time.monotonic()
-    result = control.wait_for(
-        registry, ["a.service"], WaitTarget.LAUNCHED, 30, lambda _: waiting.set()
+    result = waiting.wait_for(
+        registry, ["a.service"], WaitTarget.LAUNCHED, 30, lambda _: woken.set()
     )
     assert time.monotonic() - began < 5
     assert result.units[0].status == "failed" and not result.timed_out
 
 
 def test_wait_for_times_out_naming_the_missing_engine(registry: Registry, units_dir: Path) -> None:
-    control.start(registry, [write(units_dir, "a.service")])
+    operations.start(registry, [write(units_dir, "a.service")])
     began = time.monotonic()
-    result = control.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 1)
+    result = waiting.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 1)
     assert 0.9 < time.monotonic() - began < 3
     assert result.timed_out
     assert result.error_message() == (
@@ -493,14 +490,14 @@ def test_wait_for_times_out_naming_the_missing_engine(registry: Registry, units_
 
 
 def test_rows(registry: Registry, units_dir: Path) -> None:
-    control.start(
+    operations.start(
         registry,
         [
             write(units_dir, "b.service"),
             write(units_dir, "g.service", SERVICE + "[X-Fleet]\nGlobal=1\n"),
         ],
     )
-    control.submit(registry, [write(units_dir, "a.service", SERVICE + "#\nA=1\n")])
+    operations.submit(registry, [write(units_dir, "a.service", SERVICE + "#\nA=1\n")])
     lease = registry.grant_lease(30)
     registry.register_machine(MachineRecord("m2", "10.0.0.2", {"z": "1", "a": "2"}), lease)
     registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
@@ -514,18 +511,18 @@ def test_rows(registry: Registry, units_dir: Path) -> None:
         lease,
     )
     current = registry.read_view(with_text=False)
-    rows = control.unit_file_rows(current)
+    rows = listings.unit_file_rows(current)
     assert [(r.unit, r.desired_state, r.state, r.machine) for r in rows] == [
         ("a.service", "inactive", "inactive", None),
         ("b.service", "launched", "launched", None),
         ("g.service", "launched", "launched", None),
     ]
-    assert [(r.unit, r.machine, r.ip, r.active) for r in control.unit_rows(current)] == [
+    assert [(r.unit, r.machine, r.ip, r.active) for r in listings.unit_rows(current)] == [
         ("b.service", "m2", "10.0.0.2", "active"),
         ("g.service", "m1", "10.0.0.1", "failed"),
         ("g.service", "m2", "10.0.0.2", "active"),
     ]
-    machines = control.machine_rows(registry)
+    machines = listings.machine_rows(registry)
     assert [(m.machine, m.ip, list(m.metadata.items())) for m in machines] == [
         ("m1", "10.0.0.1", []),
         ("m2", "10.0.0.2", [("a", "2"), ("z", "1")]),

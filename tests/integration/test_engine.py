@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy import control
+from fleetpy.client import operations
 from fleetpy.metadata import MetadataChange
 from fleetpy.registry import RegistryConfig, UnitChange
 from fleetpy.states import DesiredState
@@ -297,11 +297,11 @@ def test_units_replacing_each_other_settle_with_the_last_started_running(
             f"[X-Fleet]\nReplaces={other}.service\nMachineMetadata=disk=any\n"
         )
     registry = cluster.registry
-    control.start(registry, [str(tmp_path / f"{first}.service")])
+    operations.start(registry, [str(tmp_path / f"{first}.service")])
     until(lambda: cluster.running() == {f"{first}.service": "m1"}, what=f"{first} active")
 
     seen: list[dict[str, str]] = []
-    control.start(registry, [str(tmp_path / f"{second}.service")])
+    operations.start(registry, [str(tmp_path / f"{second}.service")])
 
     def settled() -> bool:
         running = cluster.running()

@@ -11,7 +11,7 @@ import pytest
 
 from fleetpy.api.fleetv1 import PAGE_SIZE, BadRequest, FleetV1, decode_token, options_of, text_of
 from fleetpy.api.messages import ApiRequest
-from fleetpy.control import PutOutcome, PutResult
+from fleetpy.client.operations import PutOutcome, PutResult
 from fleetpy.errors import (
     FleetOptionError,
     MetadataError,

@@ -113,19 +113,19 @@ def test_global_options_after_the_verb_reach_the_daemons(
 def test_a_verbs_own_option_wins_over_a_global_one() -> None:
     """A verb's own option of a global option's name is the verb's after the verb; the
     global one still goes before the verb. (No verb of fleetpy's has one today.)"""
-    from fleetpy import cli
+    from fleetpy.cli import wiring
 
     seen: dict[str, object] = {}
-    demo = typer.Typer(cls=cli._Group, add_completion=False)
-    demo.callback()(cli._main)
+    demo = typer.Typer(cls=wiring._Group, add_completion=False)
+    demo.callback()(wiring._main)
 
     @demo.command()
     def own(ctx: typer.Context, endpoint: str = typer.Option("", "--endpoint")) -> None:
-        seen.update(own=endpoint, etcd=dict(cli._globals(ctx).etcd_cli))
+        seen.update(own=endpoint, etcd=dict(wiring.globals_of(ctx).etcd_cli))
 
     @demo.command()
     def other(ctx: typer.Context) -> None:
-        seen.update(etcd=dict(cli._globals(ctx).etcd_cli))
+        seen.update(etcd=dict(wiring.globals_of(ctx).etcd_cli))
 
     runner = CliRunner()
     result = runner.invoke(demo, ["--endpoint", "http://g:1", "own", "--endpoint", "mine"])

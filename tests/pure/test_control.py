@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleetpy import control
-from fleetpy.control import WaitTarget
+from fleetpy.client import verbs, waiting
+from fleetpy.client.waiting import WaitTarget
 from fleetpy.registry import (
     ClusterView,
     MachineRecord,
@@ -53,7 +53,7 @@ def test_replace_rules_are_fleetctls(
 ) -> None:
     """fleetctl's checkReplaceUnitState: submit replaces inactive units, load inactive or
     loaded ones, start any (verb None is submit)."""
-    assert control.replace_refusal("a.service", current, verb) == refusal
+    assert verbs.replace_refusal("a.service", current, verb) == refusal
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -77,11 +77,11 @@ def test_evaluate_launched_loaded_and_failed() -> None:
             "m1" * 16: UnitState("a.service", "m1" * 16, "loaded", "active", "running", "h1")
         }
     }
-    [p] = control.evaluate(view(units, run, machines=machines), ["a.service"], WaitTarget.LAUNCHED)
+    [p] = waiting.evaluate(view(units, run, machines=machines), ["a.service"], WaitTarget.LAUNCHED)
     assert (p.status, p.detail) == ("done", "launched on m1m1m1m1/10.0.0.1")
     old = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "active", "running", "h0")}}
     assert (
-        control.evaluate(view(units, old), ["a.service"], WaitTarget.LAUNCHED)[0].status
+        waiting.evaluate(view(units, old), ["a.service"], WaitTarget.LAUNCHED)[0].status
         == "waiting"
     )
     failed = {
@@ -89,17 +89,17 @@ def test_evaluate_launched_loaded_and_failed() -> None:
             "m1": UnitState("a.service", "m1", "loaded", "failed", "failed", "h1", "exit code 1")
         }
     }
-    [p] = control.evaluate(view(units, failed), ["a.service"], WaitTarget.LAUNCHED)
+    [p] = waiting.evaluate(view(units, failed), ["a.service"], WaitTarget.LAUNCHED)
     assert p.status == "failed" and "loaded/failed/failed: exit code 1" in p.detail
-    [p] = control.evaluate(
+    [p] = waiting.evaluate(
         view(units, failed), ["a.service"], WaitTarget.LAUNCHED, fresh=lambda u, m: False
     )
     assert p.status == "waiting"
     assert (
-        control.evaluate(view(units, failed), ["a.service"], WaitTarget.LOADED)[0].status == "done"
+        waiting.evaluate(view(units, failed), ["a.service"], WaitTarget.LOADED)[0].status == "done"
     )
     assert (
-        control.evaluate(view(units, run), ["a.service"], WaitTarget.LOADED)[0].status == "waiting"
+        waiting.evaluate(view(units, run), ["a.service"], WaitTarget.LOADED)[0].status == "waiting"
     )
 
 
@@ -167,7 +167,7 @@ def test_evaluate_launched_follows_systemds_start_job(
     units = {"a.service": UnitRecord("a.service", "h1", LN)}
     state = UnitState("a.service", "m1", "loaded", active, sub, "h1", job=job)
     entry = ScheduleEntry("a.service", "h1", LN, "")
-    [p] = control.evaluate(
+    [p] = waiting.evaluate(
         view(units, {"a.service": {"m1": state}}, schedule={"a.service": ("m1", entry)}),
         ["a.service"],
         WaitTarget.LAUNCHED,
@@ -181,14 +181,14 @@ def test_evaluate_stopped() -> None:
     run = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "active", "running", "h1")}}
     dead = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "failed", "failed", "h1")}}
     assert (
-        control.evaluate(view(units, run), ["a.service"], WaitTarget.STOPPED)[0].status == "waiting"
+        waiting.evaluate(view(units, run), ["a.service"], WaitTarget.STOPPED)[0].status == "waiting"
     )
-    [p] = control.evaluate(view(units, dead), ["a.service"], WaitTarget.STOPPED)
+    [p] = waiting.evaluate(view(units, dead), ["a.service"], WaitTarget.STOPPED)
     assert (p.status, p.detail) == ("done", "stopped on m1")
-    [p] = control.evaluate(view(units), ["a.service"], WaitTarget.STOPPED)
+    [p] = waiting.evaluate(view(units), ["a.service"], WaitTarget.STOPPED)
     assert (p.status, p.detail) == ("done", "stopped (not placed)")
     entry = ScheduleEntry("a.service", "h1", LD, "")
-    [p] = control.evaluate(
+    [p] = waiting.evaluate(
         view(units, schedule={"a.service": ("m1", entry)}), ["a.service"], WaitTarget.STOPPED
     )
     assert p.status == "waiting"
@@ -196,16 +196,16 @@ def test_evaluate_stopped() -> None:
 
 def test_evaluate_explains_pending_units() -> None:
     units = {"a.service": UnitRecord("a.service", "h1", LN)}
-    [p] = control.evaluate(
+    [p] = waiting.evaluate(
         view(units, reasons={"a.service": "no machines are alive"}),
         ["a.service"],
         WaitTarget.LAUNCHED,
     )
     assert p.detail == "not placed: no machines are alive"
-    [p] = control.evaluate(view(units), ["a.service"], WaitTarget.LAUNCHED, no_engine=True)
+    [p] = waiting.evaluate(view(units), ["a.service"], WaitTarget.LAUNCHED, no_engine=True)
     assert p.detail == "no engine is running"
     entry = ScheduleEntry("a.service", "h1", LN, "")
-    [p] = control.evaluate(
+    [p] = waiting.evaluate(
         view(units, schedule={"a.service": ("m1", entry)}),
         ["a.service"],
         WaitTarget.LAUNCHED,
@@ -214,7 +214,7 @@ def test_evaluate_explains_pending_units() -> None:
     assert p.detail == "placed on m1, no state reported yet"
     glob = {"g.service": UnitRecord("g.service", "h1", LN, is_global=True)}
     assert (
-        control.evaluate(view(glob), ["g.service"], WaitTarget.LAUNCHED)[0].detail
+        waiting.evaluate(view(glob), ["g.service"], WaitTarget.LAUNCHED)[0].detail
         == "no machines are alive"
     )
 
@@ -222,15 +222,15 @@ def test_evaluate_explains_pending_units() -> None:
 def test_evaluate_inactive_means_no_state_anywhere() -> None:
     units = {"a.service": UnitRecord("a.service", "h1", IN)}
     states = {"a.service": {"m1": UnitState("a.service", "m1", "loaded", "inactive", "dead")}}
-    [p] = control.evaluate(view(units, states), ["a.service"], WaitTarget.UNLOADED)
+    [p] = waiting.evaluate(view(units, states), ["a.service"], WaitTarget.UNLOADED)
     assert p.status == "waiting" and "still reported on m1" in p.detail
-    assert control.evaluate(view(units), ["a.service"], WaitTarget.UNLOADED)[0].status == "done"
+    assert waiting.evaluate(view(units), ["a.service"], WaitTarget.UNLOADED)[0].status == "done"
 
 
 def test_wait_result_messages() -> None:
-    result = control.WaitResult(
+    result = waiting.WaitResult(
         WaitTarget.LAUNCHED,
-        (control.UnitProgress("a.service", "waiting", "no engine is running"),),
+        (waiting.UnitProgress("a.service", "waiting", "no engine is running"),),
         2.0,
         True,
         2,
@@ -238,13 +238,13 @@ def test_wait_result_messages() -> None:
     assert result.error_message() == (
         "timed out after 2s waiting for a.service to be launched (no engine is running)"
     )
-    result = control.WaitResult(
+    result = waiting.WaitResult(
         WaitTarget.LAUNCHED,
         (
-            control.UnitProgress("a.service", "failed", "failed on m1: loaded/failed/failed"),
-            control.UnitProgress("b.service", "waiting", "not placed yet"),
-            control.UnitProgress("c.service", "waiting", "not placed yet"),
-            control.UnitProgress("d.service", "done", "launched on m1"),
+            waiting.UnitProgress("a.service", "failed", "failed on m1: loaded/failed/failed"),
+            waiting.UnitProgress("b.service", "waiting", "not placed yet"),
+            waiting.UnitProgress("c.service", "waiting", "not placed yet"),
+            waiting.UnitProgress("d.service", "done", "launched on m1"),
         ),
         2.0,
         True,

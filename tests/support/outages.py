@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleetpy import control
+from fleetpy.client import operations, waiting
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 from fleetpy.errors import FleetpyError
@@ -54,7 +54,7 @@ PLAIN_UNIT = "[Service]\nExecStart=/bin/sleep 100000\n"
 
 class Operator:
     """The operator's side: one `fleetpy engine` process, and start/stop/destroy as the
-    CLI does them (fleetpy.control), in this process. Not the CLI itself: a `fleetpy`
+    CLI does them (fleetpy.client), in this process. Not the CLI itself: a `fleetpy`
     process now and then hangs at exit (gRPC's Rendezvous.__del__ at interpreter
     shutdown, unrelated to outages); with ~50 commands per run that would make the
     tests flaky."""
@@ -87,20 +87,20 @@ class Operator:
         }
         return self.write(name, render(ROOT / "units" / "docker-service.service.j2", values))
 
-    def _wait(self, names: list[str], target: control.WaitTarget, seconds: int) -> None:
-        result = control.wait_for(self.registry, names, target, seconds)
+    def _wait(self, names: list[str], target: waiting.WaitTarget, seconds: int) -> None:
+        result = waiting.wait_for(self.registry, names, target, seconds)
         assert result.error_message() is None, result.error_message()
 
     def start(self, paths: list[str], seconds: int = 30) -> None:
-        control.start(self.registry, paths)
-        self._wait([Path(p).name for p in paths], control.WaitTarget.LAUNCHED, seconds)
+        operations.start(self.registry, paths)
+        self._wait([Path(p).name for p in paths], waiting.WaitTarget.LAUNCHED, seconds)
 
     def stop(self, names: list[str], seconds: int = 30) -> None:
-        control.stop(self.registry, names)
-        self._wait(names, control.WaitTarget.STOPPED, seconds)
+        operations.stop(self.registry, names)
+        self._wait(names, waiting.WaitTarget.STOPPED, seconds)
 
     def destroy(self, names: list[str]) -> None:
-        control.destroy(self.registry, names)
+        operations.destroy(self.registry, names)
 
     def engine_events(self, event: str) -> list[str]:
         return [

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy import control
 from fleetpy.agent import Agent
+from fleetpy.client import listings, operations, waiting
 from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.errors import SigningError
@@ -174,9 +174,9 @@ def rejected(cluster: SignedCluster, unit: str, reason: str) -> bool:
 
 
 def test_signed_runs_unsigned_and_untrusted_are_rejected(cluster: SignedCluster) -> None:
-    control.start(cluster.registry, [cluster.unit_file("good.service")], cluster.signer())
-    control.start(cluster.registry, [cluster.unit_file("plain.service")])
-    control.start(
+    operations.start(cluster.registry, [cluster.unit_file("good.service")], cluster.signer())
+    operations.start(cluster.registry, [cluster.unit_file("plain.service")])
+    operations.start(
         cluster.registry, [cluster.unit_file("alien.service")], cluster.signer("stranger")
     )
     until(lambda: active(cluster, "good.service"), what="signed unit active")
@@ -189,22 +189,22 @@ def test_signed_runs_unsigned_and_untrusted_are_rejected(cluster: SignedCluster)
     assert not cluster.seen_by_managers("plain.service")
     assert not cluster.seen_by_managers("alien.service")
     # What `list-units` shows: ACTIVE rejected, SUB the reason, the explanation in MESSAGE.
-    rows = {r.unit: r for r in control.unit_rows(cluster.registry.read_view(with_text=False))}
+    rows = {r.unit: r for r in listings.unit_rows(cluster.registry.read_view(with_text=False))}
     assert (rows["plain.service"].active, rows["plain.service"].sub) == ("rejected", "unsigned")
     assert "not signed" in rows["plain.service"].message
     # A blocking start ends at once with the machine's reason, not after its timeout.
-    result = control.wait_for(cluster.registry, ["plain.service"], control.WaitTarget.LAUNCHED, 20)
+    result = waiting.wait_for(cluster.registry, ["plain.service"], waiting.WaitTarget.LAUNCHED, 20)
     assert not result.ok and not result.timed_out
     assert "plain.service rejected on m" in (result.error_message() or "")
 
     # Signing the unit afterwards (from its file) lets it run: the engine hands the
     # agent the new signature.
-    control.start(cluster.registry, [cluster.unit_file("plain.service")], cluster.signer())
+    operations.start(cluster.registry, [cluster.unit_file("plain.service")], cluster.signer())
     until(lambda: active(cluster, "plain.service"), what="re-signed unit active")
 
 
 def test_forged_records_never_reach_the_unit_manager(cluster: SignedCluster) -> None:
-    control.start(cluster.registry, [cluster.unit_file("good.service")], cluster.signer())
+    operations.start(cluster.registry, [cluster.unit_file("good.service")], cluster.signer())
     until(lambda: active(cluster, "good.service"), what="signed unit active")
     evil = canonical(EVIL)
     evil_hash = content_hash(evil)
@@ -249,7 +249,7 @@ def test_swapped_contents_are_rejected_and_a_replaced_record_stops_the_unit(
     good = canonical(GOOD)
     good_hash = content_hash(good)
     evil = canonical(EVIL)
-    control.start(cluster.registry, [cluster.unit_file("web.service")], cluster.signer())
+    operations.start(cluster.registry, [cluster.unit_file("web.service")], cluster.signer())
     until(lambda: active(cluster, "web.service"), what="signed unit active")
     (machine,) = cluster.states("web.service")
     signature = cluster.signer().sign("web.service", good_hash)
@@ -267,22 +267,22 @@ def test_swapped_contents_are_rejected_and_a_replaced_record_stops_the_unit(
     until(lambda: not cluster.seen_by_managers("web.service"), what="old version removed")
 
     # A swap of the stored content blob before an engine reads it: the same verdict.
-    control.submit(cluster.registry, [cluster.unit_file("later.service")], cluster.signer())
+    operations.submit(cluster.registry, [cluster.unit_file("later.service")], cluster.signer())
     cluster.engine.stop()
     cluster.raw_put(f"content/{good_hash}", evil)
     cluster.engine = cluster.start_engine()
-    control.start(cluster.registry, ["later.service"])
+    operations.start(cluster.registry, ["later.service"])
     until(lambda: rejected(cluster, "later.service", "content-mismatch"), what="blob swap")
     assert not cluster.seen_by_managers("later.service")
 
 
 def test_rotation_and_signing_by_name(cluster: SignedCluster) -> None:
-    control.submit(cluster.registry, [cluster.unit_file("web@.service")], cluster.signer("ops"))
-    control.start(cluster.registry, ["web@1.service"], cluster.signer("ops"))
+    operations.submit(cluster.registry, [cluster.unit_file("web@.service")], cluster.signer("ops"))
+    operations.start(cluster.registry, ["web@1.service"], cluster.signer("ops"))
     until(lambda: active(cluster, "web@1.service"), what="instance active")
     # Both keys trusted: re-signing with the next key by name (its record is signed by
     # one of our own keys) changes only the signature; the unit keeps running.
-    control.start(cluster.registry, ["web@1.service"], cluster.signer("next"))
+    operations.start(cluster.registry, ["web@1.service"], cluster.signer("next"))
     record = cluster.registry.get_unit("web@1.service")
     assert record is not None and record.signature is not None
     assert record.signature.split(":")[1] == cluster.signer("next").key_id
@@ -298,7 +298,7 @@ def test_rotation_and_signing_by_name(cluster: SignedCluster) -> None:
     (cluster.trusted_dir / "ops.pub").unlink()
     for m in list(cluster.agents):
         cluster.restart_agent(m)
-    control.start(cluster.registry, ["web@2.service"], cluster.signer("next"))
+    operations.start(cluster.registry, ["web@2.service"], cluster.signer("next"))
     until(lambda: active(cluster, "web@2.service"), what="new instance active")
     assert active(cluster, "web@1.service")
 
@@ -310,7 +310,7 @@ def test_rotation_and_signing_by_name(cluster: SignedCluster) -> None:
     )
     before = cluster.registry.get_unit("planted@1.service")
     with pytest.raises(SigningError, match="planted@.service is stored in etcd without"):
-        control.start(cluster.registry, ["planted@1.service"], cluster.signer("next"))
+        operations.start(cluster.registry, ["planted@1.service"], cluster.signer("next"))
     assert cluster.registry.get_unit("planted@1.service") == before is None
 
 

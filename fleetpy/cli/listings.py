@@ -1,0 +1,150 @@
+"""The listings: list-unit-files, list-units, list-machines (a table, or JSON), made from
+one table of what each reads and shows; keys list is made the same way."""
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+
+from ..client import listings
+from .options import FieldsOption, FullOption, NoLegendOption, OutputOption
+from .output import Output, chosen_fields, print_json, print_table
+from .wiring import edge, open_registry
+
+# This module's verbs; fleetpy.cli adds them to the app, in the order of its help.
+verbs = typer.Typer()
+
+
+@dataclass(frozen=True)
+class Listing:
+    name: str
+    doc: str
+    read: Callable[[typer.Context], Sequence[Any]]  # the rows, read after the options are checked
+    as_json: Callable[[Any], Mapping[str, Any]]
+    as_row: Callable[[Any, bool], Mapping[str, str]]  # a table's row, ids in full or not
+    fields: Sequence[str]  # every column
+    default: Sequence[str] | None = (
+        None  # the columns shown without --fields; None: no --fields and --full
+    )
+
+
+def listing_command(listing: Listing) -> Callable[..., None]:
+    """The command of a listing: --fields and --full (where it has them), --no-legend, -o."""
+
+    def command(
+        ctx: typer.Context,
+        fields: str | None = None,
+        no_legend: bool = False,
+        full: bool = False,
+        output: Output = Output.table,
+    ) -> None:
+        chosen = chosen_fields(fields, listing.fields, listing.default or listing.fields)
+        rows = listing.read(ctx)
+        if output is Output.json:
+            print_json([listing.as_json(r) for r in rows])
+            return
+        print_table(chosen, [listing.as_row(r, full) for r in rows], no_legend)
+
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("ctx", keyword, annotation=typer.Context)]
+    if listing.default is not None:
+        params.append(inspect.Parameter("fields", keyword, default=None, annotation=FieldsOption))
+    params.append(inspect.Parameter("no_legend", keyword, default=False, annotation=NoLegendOption))
+    if listing.default is not None:
+        params.append(inspect.Parameter("full", keyword, default=False, annotation=FullOption))
+    params.append(
+        inspect.Parameter("output", keyword, default=Output.table, annotation=OutputOption)
+    )
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = command.__qualname__ = listing.name.replace("-", "_")
+    command.__doc__ = listing.doc
+    return edge(command)
+
+
+def _short(text: str | None, full: bool, length: int) -> str:
+    return (text if full else (text or "")[:length]) or "-"
+
+
+def _machine(row: listings.UnitRow, full: bool) -> str:
+    shown = row.machine if full else row.machine[:8]
+    return f"{shown}/{row.ip}" if row.ip else shown
+
+
+def _view(ctx: typer.Context) -> Any:
+    return open_registry(ctx).read_view(with_text=False)
+
+
+UNIT_FILE_FIELDS = ("unit", "hash", "dstate", "state", "target", "reason", "owner", "origin")
+LISTINGS = (
+    Listing(
+        "list-unit-files",
+        """List submitted units: hash, desired state, reported state, target machine (and,
+    with --fields, why an unplaced unit is not placed, the deployment that owns a unit
+    and the commit it came from).""",
+        lambda ctx: listings.unit_file_rows(_view(ctx)),
+        lambda r: {
+            "unit": r.unit,
+            "hash": r.hash,
+            "desired_state": r.desired_state,
+            "state": r.state,
+            "machine": r.machine,
+            "reason": r.reason,
+            "owner": r.owner,
+            "origin": r.origin,
+        },
+        lambda r, full: {
+            "unit": r.unit,
+            "hash": r.hash if full else r.hash[:7],
+            "dstate": r.desired_state,
+            "state": r.state,
+            "target": "-" if r.machine is None else (r.machine if full else r.machine[:8]),
+            "reason": r.reason or "-",
+            "owner": r.owner or "-",
+            "origin": _short(r.origin, full, 12),
+        },
+        UNIT_FILE_FIELDS,
+        UNIT_FILE_FIELDS[:5],
+    ),
+    Listing(
+        "list-units",
+        "List the units machines report, with systemd's LOAD/ACTIVE/SUB.",
+        lambda ctx: listings.unit_rows(_view(ctx)),
+        lambda r: {
+            "unit": r.unit,
+            "machine": r.machine,
+            "load": r.load,
+            "active": r.active,
+            "sub": r.sub,
+            "message": r.message,
+        },
+        lambda r, full: {
+            "unit": r.unit,
+            "machine": _machine(r, full),
+            "load": r.load or "-",
+            "active": r.active or "-",
+            "sub": r.sub or "-",
+            "hash": _short(r.hash, full, 7),
+            "message": r.message or "-",
+        },
+        ("unit", "machine", "load", "active", "sub", "hash", "message"),
+        ("unit", "machine", "active", "sub"),
+    ),
+    Listing(
+        "list-machines",
+        "List the machines alive in the cluster.",
+        lambda ctx: listings.machine_rows(open_registry(ctx)),
+        lambda r: {"machine": r.machine, "ip": r.ip, "metadata": dict(r.metadata)},
+        lambda r, full: {
+            "machine": r.machine if full else r.machine[:8],
+            "ip": r.ip or "-",
+            "metadata": ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items())) or "-",
+        },
+        ("machine", "ip", "metadata"),
+        ("machine", "ip", "metadata"),
+    ),
+)
+for _listing in LISTINGS:
+    verbs.command(_listing.name)(listing_command(_listing))

@@ -1,0 +1,100 @@
+"""The rows of the listings (list-unit-files, list-units, list-machines, and fleet's API
+units): what the cluster holds and machines report, as plain records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..registry import ClusterView, Registry, UnitState
+from ..states import RUNNING_STATES, DesiredState, LoadState
+
+
+@dataclass(frozen=True)
+class UnitFileRow:
+    unit: str
+    hash: str
+    desired_state: DesiredState
+    state: DesiredState  # fleet's STATE column, judged from what machines report
+    machine: str | None  # None when unplaced, and for global units
+    reason: str | None
+    is_global: bool
+    owner: str | None = None  # the deployment that created it
+    origin: str | None = None  # the commit or digest it was applied from
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    unit: str
+    machine: str
+    ip: str
+    load: str
+    active: str
+    sub: str
+    hash: str
+    message: str = ""  # why systemd refused the unit file, or the agent the unit
+
+
+@dataclass(frozen=True)
+class MachineRow:
+    machine: str
+    ip: str
+    metadata: Mapping[str, str]
+
+
+def summary_state(states: Mapping[str, UnitState] | None) -> DesiredState:
+    """fleet's STATE column: launched if running somewhere, loaded if loaded, else inactive."""
+    if not states:
+        return DesiredState.INACTIVE
+    if any(s.active in RUNNING_STATES for s in states.values()):
+        return DesiredState.LAUNCHED
+    if any(s.load == LoadState.LOADED for s in states.values()):
+        return DesiredState.LOADED
+    return DesiredState.INACTIVE
+
+
+def unit_file_rows(view: ClusterView) -> list[UnitFileRow]:
+    rows = []
+    for name, record in sorted(view.units.items()):
+        placed = view.schedule.get(name)
+        rows.append(
+            UnitFileRow(
+                unit=name,
+                hash=record.hash,
+                desired_state=record.desired,
+                state=summary_state(view.states.get(name)),
+                machine=None if record.is_global or placed is None else placed[0],
+                reason=view.reasons.get(name),
+                is_global=record.is_global,
+                owner=record.owner,
+                origin=record.origin,
+            )
+        )
+    return rows
+
+
+def unit_rows(view: ClusterView) -> list[UnitRow]:
+    rows = []
+    for name, by_machine in sorted(view.states.items()):
+        for machine_id, state in sorted(by_machine.items()):
+            machine = view.machines.get(machine_id)
+            rows.append(
+                UnitRow(
+                    unit=name,
+                    machine=machine_id,
+                    ip=machine.ip if machine is not None else "",
+                    load=state.load,
+                    active=state.active,
+                    sub=state.sub,
+                    hash=state.hash,
+                    message=state.message,
+                )
+            )
+    return rows
+
+
+def machine_rows(registry: Registry) -> list[MachineRow]:
+    return [
+        MachineRow(machine=m.id, ip=m.ip, metadata=dict(sorted(m.metadata.items())))
+        for _, m in sorted(registry.list_machines().items())
+    ]
