@@ -50,7 +50,11 @@ from fleetpy.cluster.nspawn import (
     ensure_dockerd,
     ensure_rootfs,
 )
-from fleetpy.registry import Registry, RegistryConfig, StateEvent, WatchBatch
+from fleetpy.model import (
+    StateEvent,
+    WatchBatch,
+)
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.template import render
 
 RESULTS = ROOT / "bench" / "results"

@@ -23,17 +23,16 @@ from typing import Any
 from .errors import FleetpyError, UnitNameError
 from .log import log_event
 from .metadata import Overlay, effective
-from .registry import (
+from .model import (
     MachineEvent,
-    MachineIdInUse,
     MachineRecord,
     MetadataEvent,
-    Registry,
     ScheduleEntry,
     ScheduleEvent,
     UnitState,
     WatchBatch,
 )
+from .registry import MachineIdInUse, Registry
 from .signing import TrustedKeys, Verdict
 from .states import PLACED_STATES, REJECTED, REJECTED_LOAD, RUNNING_STATES, DesiredState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit

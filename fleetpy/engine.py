@@ -25,7 +25,7 @@ from .compaction import DEFAULT_INTERVAL, CompactionSchedule
 from .errors import FleetpyError
 from .log import log_event
 from .metadata import Overlay
-from .registry import (
+from .model import (
     ClearAdoptionRequest,
     ClearForceReschedule,
     ContentEvent,
@@ -35,13 +35,13 @@ from .registry import (
     MachineRecord,
     MetadataEvent,
     PlaceUnit,
-    Registry,
     ScheduleEntry,
     StoreReason,
     UnitRecord,
     UnplaceUnit,
     WatchBatch,
 )
+from .registry import Registry
 from .states import DesiredState
 from .unit import FleetOptions, UnitFile, fleet_options, parse_unit
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from .config import SshSettings
 from .errors import FleetpyError, UnknownUnitError
-from .registry import ClusterView, Registry
+from .model import ClusterView
+from .registry import Registry
 from .unit import parse_name
 
 

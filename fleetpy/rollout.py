@@ -23,7 +23,12 @@ from enum import StrEnum
 from .control import UnitProgress, WaitTarget, select_units, wait_for
 from .deployment import RenderedUnit
 from .errors import DeploymentError, FleetpyError, StateError
-from .registry import DeploymentRecord, DeploymentSession, Registry, UnitChange
+from .model import (
+    DeploymentRecord,
+    DeploymentSession,
+    UnitChange,
+)
+from .registry import Registry
 from .signing import Signer, signature_key_id
 from .states import DesiredState
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import UnitNameError
-from .registry import UnitState
+from .model import UnitState
 from .states import JOB_PENDING
 from .unit import parse_name
 

@@ -21,17 +21,17 @@ from typing import Any
 
 from .errors import FleetpyError
 from .log import log_event
-from .registry import (
+from .model import (
     ClusterView,
     MachineEvent,
     MetadataEvent,
     ReasonEvent,
-    Registry,
     ScheduleEvent,
     StateEvent,
     UnitEvent,
     WatchBatch,
 )
+from .registry import Registry
 
 # Coalesce a burst of watch events into one update.
 SETTLE_SECONDS = 0.05

@@ -33,7 +33,13 @@ from typing import Any
 
 from ..errors import FleetpyError
 from ..log import log_event
-from ..registry import DeploymentEvent, DeploymentRecord, EngineEvent, Registry, WatchBatch
+from ..model import (
+    DeploymentEvent,
+    DeploymentRecord,
+    EngineEvent,
+    WatchBatch,
+)
+from ..registry import Registry
 from ..view import LiveView, run_coalesced
 from .dashboard_model import document
 from .messages import ApiRequest, ApiResponse, error_response

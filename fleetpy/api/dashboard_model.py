@@ -25,7 +25,12 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from ..registry import ClusterView, DeploymentRecord, UnitRecord, UnitState
+from ..model import (
+    ClusterView,
+    DeploymentRecord,
+    UnitRecord,
+    UnitState,
+)
 from ..states import REJECTED, RUNNING_STATES, DesiredState
 
 

@@ -16,14 +16,14 @@ from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.registry import (
+from fleetpy.model import (
     MachineRecord,
     PlaceUnit,
-    Registry,
     StoreReason,
     UnitChange,
     UnitState,
 )
+from fleetpy.registry import Registry
 from fleetpy.states import DesiredState
 
 from support.cli_helpers import SERVICE, one_error_line, snapshot, write
@@ -356,7 +356,7 @@ def cluster(run: Run, registry: Registry, units_dir: Path) -> dict[str, str]:
     )
     assert run("submit", write(units_dir, "idle.service", SERVICE + "#\nI=1\n")).exit_code == 0
     units = registry.list_units()
-    from fleetpy.registry import ScheduleEntry
+    from fleetpy.model import ScheduleEntry
 
     entry = ScheduleEntry("web.service", units["web.service"].hash, DesiredState.LAUNCHED, SERVICE)
     assert registry.campaign("test-engine", lease)

@@ -23,16 +23,16 @@ from fleetpy.errors import (
     UnknownUnitError,
 )
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import (
+from fleetpy.model import (
     MachineRecord,
     PlaceUnit,
-    Registry,
     ScheduleEntry,
     StoreReason,
     UnitChange,
     UnitState,
     UnplaceUnit,
 )
+from fleetpy.registry import Registry
 from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.view import LiveView

@@ -26,13 +26,12 @@ import pytest
 from fleetpy.api import ApiServer
 from fleetpy.api.dashboard import DashboardFeed
 from fleetpy.cluster.etcd import EtcdTls
-from fleetpy.registry import (
+from fleetpy.model import (
     DeploymentRecord,
     DeploymentSession,
-    Registry,
-    RegistryConfig,
     WatchBatch,
 )
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.view import LiveView
 
 from support.api_fixtures import Api, UnixConnection

@@ -10,7 +10,8 @@ import pytest
 
 from fleetpy import control
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import RegistryConfig, UnitChange
+from fleetpy.model import UnitChange
+from fleetpy.registry import RegistryConfig
 from fleetpy.states import DesiredState
 
 from support.sim_cluster import Cluster, unit

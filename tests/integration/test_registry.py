@@ -14,19 +14,18 @@ import pytest
 
 from fleetpy.errors import MetadataError, StateError, UnknownUnitError
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import (
+from fleetpy.model import (
     MachineEvent,
     MachineRecord,
     MetadataEvent,
     PlaceUnit,
-    Registry,
-    RegistryConfig,
     ScheduleEntry,
     UnitChange,
     UnitEvent,
     UnitState,
     WatchBatch,
 )
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import prefix_range_end
 from fleetpy.states import DesiredState
 

@@ -7,7 +7,12 @@ tests/pure/test_view.py."""
 
 from __future__ import annotations
 
-from fleetpy.registry import MachineEvent, MachineRecord, Registry, WatchBatch
+from fleetpy.model import (
+    MachineEvent,
+    MachineRecord,
+    WatchBatch,
+)
+from fleetpy.registry import Registry
 from fleetpy.view import LiveView
 
 from support.waiting import until

@@ -7,7 +7,7 @@ import pytest
 
 from fleetpy import control
 from fleetpy.control import WaitTarget
-from fleetpy.registry import (
+from fleetpy.model import (
     ClusterView,
     MachineRecord,
     ScheduleEntry,

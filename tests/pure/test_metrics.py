@@ -18,7 +18,7 @@ from fleetpy import metrics
 from fleetpy.cluster.etcd import free_port
 from fleetpy.config import ListenAddress, resolve
 from fleetpy.errors import ConfigError
-from fleetpy.registry import (
+from fleetpy.model import (
     ClusterView,
     MachineRecord,
     ScheduleEntry,

@@ -32,7 +32,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fleetpy.errors import TemplateError, UnitNameError
-from fleetpy.registry import (
+from fleetpy.model import (
     MachineRecord,
     MalformedRecord,
     ScheduleEntry,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fleetpy.agent import DesiredUnit, plan
-from fleetpy.registry import (
+from fleetpy.model import (
     SCHEMA_VERSION,
     DeploymentRecord,
     MachineRecord,

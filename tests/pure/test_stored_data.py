@@ -34,7 +34,7 @@ import pytest
 
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.errors import UnitNameError
-from fleetpy.registry import (
+from fleetpy.model import (
     ClusterView,
     MachineRecord,
     MachineSchedule,

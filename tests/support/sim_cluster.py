@@ -7,7 +7,8 @@ import hashlib
 
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.engine import Engine
-from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.model import UnitChange
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
 from fleetpy.unitmanager import SimulatedUnitManager
 

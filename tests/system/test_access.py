@@ -11,7 +11,7 @@ import pytest
 
 from fleetpy.errors import RegistryError
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import (
+from fleetpy.model import (
     MachineRecord,
     MetadataEvent,
     PlaceUnit,
