@@ -32,7 +32,8 @@ from .model import (
     UnitState,
     WatchBatch,
 )
-from .registry import MachineIdInUse, Registry
+from .registry import MachineIdInUse
+from .registry.roles import AgentRegistry
 from .signing import TrustedKeys, Verdict
 from .states import PLACED_STATES, REJECTED, REJECTED_LOAD, RUNNING_STATES, DesiredState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit
@@ -254,7 +255,7 @@ def agent_instance(path: os.PathLike[str] | str) -> str:
 class Agent:
     """One machine's agent. start() returns; work happens on the agent's own threads."""
 
-    def __init__(self, registry: Registry, manager: UnitManager, config: AgentConfig) -> None:
+    def __init__(self, registry: AgentRegistry, manager: UnitManager, config: AgentConfig) -> None:
         self.registry = registry
         self.manager = manager
         self.config = config

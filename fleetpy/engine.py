@@ -41,7 +41,7 @@ from .model import (
     UnplaceUnit,
     WatchBatch,
 )
-from .registry import Registry
+from .registry.roles import EngineRegistry
 from .states import DesiredState
 from .unit import FleetOptions, UnitFile, fleet_options, parse_unit
 
@@ -113,7 +113,7 @@ class Engine:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: EngineRegistry,
         lease_ttl: int = 10,
         reconcile_interval: float = 30.0,
         candidate: str | None = None,

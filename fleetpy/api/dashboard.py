@@ -39,7 +39,7 @@ from ..model import (
     EngineEvent,
     WatchBatch,
 )
-from ..registry import Registry
+from ..registry.roles import OperatorRegistry
 from ..view import LiveView, run_coalesced
 from .dashboard_model import document
 from .messages import ApiRequest, ApiResponse, error_response
@@ -77,7 +77,7 @@ class DashboardFeed:
     """The dashboard's document, rebuilt when the view, the leader or a deployment
     changes, and published to every stream."""
 
-    def __init__(self, live: LiveView, registry: Registry) -> None:
+    def __init__(self, live: LiveView, registry: OperatorRegistry) -> None:
         self.live = live
         self.registry = registry
         self.broadcast = Broadcast()

@@ -56,6 +56,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import RegistryError
 
@@ -152,6 +153,15 @@ class Registry(
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+if TYPE_CHECKING:  # mypy checks that the one Registry offers every role's protocol
+    from .roles import AgentRegistry, EngineRegistry, OperatorRegistry
+
+    def _offers_every_role(
+        registry: Registry,
+    ) -> tuple[OperatorRegistry, EngineRegistry, AgentRegistry]:
+        return registry, registry, registry
 
 
 __all__ = [
