@@ -40,7 +40,7 @@ from bench_engine import rss_kib, start_agents, stop_agents, wait_until, write_f
 
 from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.model import UnitChange
+from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unit import parse_unit
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
-from fleetpy.model import UnitChange
+from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import Compare, Endpoint, EtcdTransport, PutOp
 from fleetpy.unit import parse_unit

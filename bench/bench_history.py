@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.engine import Engine
-from fleetpy.model import UnitChange
+from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
 from fleetpy.unitmanager import SimulatedUnitManager

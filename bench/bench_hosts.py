@@ -50,10 +50,7 @@ from fleetpy.cluster.nspawn import (
     ensure_dockerd,
     ensure_rootfs,
 )
-from fleetpy.model import (
-    StateEvent,
-    WatchBatch,
-)
+from fleetpy.model.events import StateEvent, WatchBatch
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.template import render
 

@@ -23,15 +23,8 @@ from typing import Any
 from .errors import FleetpyError, UnitNameError
 from .log import log_event
 from .metadata import Overlay, effective
-from .model import (
-    MachineEvent,
-    MachineRecord,
-    MetadataEvent,
-    ScheduleEntry,
-    ScheduleEvent,
-    UnitState,
-    WatchBatch,
-)
+from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
+from .model.records import MachineRecord, ScheduleEntry, UnitState
 from .registry import MachineIdInUse
 from .registry.roles import AgentRegistry
 from .signing import TrustedKeys, Verdict

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics a
 
     from .api.server import Route, ServerOptions
     from .metrics import AgentMetrics, EngineMetrics, MetricsServer
-    from .model import ClusterView
+    from .model.records import ClusterView
     from .view import LiveView
 
 # Debian's packages for the systemd unit manager's imports (dbus-python, PyGObject).

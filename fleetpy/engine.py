@@ -25,22 +25,16 @@ from .compaction import DEFAULT_INTERVAL, CompactionSchedule
 from .errors import FleetpyError
 from .log import log_event
 from .metadata import Overlay
-from .model import (
+from .model.changes import (
     ClearAdoptionRequest,
     ClearForceReschedule,
-    ContentEvent,
-    EngineEvent,
     EngineWrite,
-    MachineEvent,
-    MachineRecord,
-    MetadataEvent,
     PlaceUnit,
-    ScheduleEntry,
     StoreReason,
-    UnitRecord,
     UnplaceUnit,
-    WatchBatch,
 )
+from .model.events import ContentEvent, EngineEvent, MachineEvent, MetadataEvent, WatchBatch
+from .model.records import MachineRecord, ScheduleEntry, UnitRecord
 from .registry.roles import EngineRegistry
 from .states import DesiredState
 from .unit import FleetOptions, UnitFile, fleet_options, parse_unit

@@ -35,7 +35,7 @@ from prometheus_client.exposition import choose_encoder, make_wsgi_app
 from prometheus_client.registry import Collector
 
 from .errors import ConfigError
-from .model import ClusterView
+from .model.records import ClusterView
 from .scheduler import ReasonKind, reason_kind
 from .states import PLACED_STATES, REJECTED, DesiredState
 

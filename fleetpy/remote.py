@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .config import SshSettings
 from .errors import FleetpyError, UnknownUnitError
-from .model import ClusterView
+from .model.records import ClusterView
 from .registry.roles import ClusterReader
 from .unit import parse_name
 

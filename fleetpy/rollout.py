@@ -23,11 +23,8 @@ from enum import StrEnum
 from .control import UnitProgress, WaitTarget, select_units, wait_for
 from .deployment import RenderedUnit
 from .errors import DeploymentError, FleetpyError, StateError
-from .model import (
-    DeploymentRecord,
-    DeploymentSession,
-    UnitChange,
-)
+from .model.changes import UnitChange
+from .model.records import DeploymentRecord, DeploymentSession
 from .registry import Registry
 from .signing import Signer, signature_key_id
 from .states import DesiredState

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import UnitNameError
-from .model import UnitState
+from .model.records import UnitState
 from .states import JOB_PENDING
 from .unit import parse_name
 

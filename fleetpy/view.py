@@ -21,8 +21,7 @@ from typing import Any
 
 from .errors import FleetpyError
 from .log import log_event
-from .model import (
-    ClusterView,
+from .model.events import (
     MachineEvent,
     MetadataEvent,
     ReasonEvent,
@@ -31,6 +30,7 @@ from .model import (
     UnitEvent,
     WatchBatch,
 )
+from .model.records import ClusterView
 from .registry.roles import ClusterReader
 
 # Coalesce a burst of watch events into one update.

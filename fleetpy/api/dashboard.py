@@ -33,12 +33,8 @@ from typing import Any
 
 from ..errors import FleetpyError
 from ..log import log_event
-from ..model import (
-    DeploymentEvent,
-    DeploymentRecord,
-    EngineEvent,
-    WatchBatch,
-)
+from ..model.events import DeploymentEvent, EngineEvent, WatchBatch
+from ..model.records import DeploymentRecord
 from ..registry.roles import OperatorRegistry
 from ..view import LiveView, run_coalesced
 from .dashboard_model import document

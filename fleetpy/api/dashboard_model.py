@@ -25,12 +25,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from ..model import (
-    ClusterView,
-    DeploymentRecord,
-    UnitRecord,
-    UnitState,
-)
+from ..model.records import ClusterView, DeploymentRecord, UnitRecord, UnitState
 from ..states import REJECTED, RUNNING_STATES, DesiredState
 
 

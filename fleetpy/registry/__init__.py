@@ -61,7 +61,9 @@ from typing import TYPE_CHECKING
 from ..errors import RegistryError
 
 # What the client library takes with the Registry (fleetpy.model has every record).
-from ..model import MACHINE_ID, ClusterView, UnitChange, UnitRecord, UnitState
+from ..model.changes import UnitChange
+from ..model.codecs import MACHINE_ID
+from ..model.records import ClusterView, UnitRecord, UnitState
 from .auth import AccessControl
 from .backup import DESIRED_KINDS, Backups
 from .base import MAX_TXN_BYTES, MAX_TXN_OPS, PrefixError

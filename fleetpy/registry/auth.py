@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..errors import RegistryError
-from ..model import MACHINE_ID
+from ..model.codecs import MACHINE_ID
 from .access import roles
 from .base import RegistryBase
 

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 
 from ..errors import RegistryError
 from ..log import log_event
-from ..model import MalformedRecord
-from ..model.codecs import utf8_text
+from ..model.codecs import MalformedRecord, utf8_text
 from .base import MAX_TXN_OPS, RegistryBase, sized_chunks
 from .layout import ADOPT
 from .transport import EtcdPermissionDenied, prefix_range_end

@@ -10,19 +10,18 @@ from typing import Any, TypeVar
 
 from ..errors import RegistryError
 from ..log import log_event
-from ..model import (
+from ..model.codecs import (
     SCHEMA_VERSION,
-    DeploymentRecord,
-    MachineRecord,
     MalformedRecord,
     Newer,
     RecordTooNew,
-    ScheduleEntry,
-    UnitRecord,
-    UnitState,
+    check_content_hash,
+    check_machine_id,
+    check_unit_name,
     overlay_from_json,
+    utf8_text,
 )
-from ..model.codecs import check_content_hash, check_machine_id, check_unit_name, utf8_text
+from ..model.records import DeploymentRecord, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from .layout import LAYOUT_KEY, LAYOUT_VALUE, ancestor_markers, ancestors, join
 from .transport import (
     Compare,

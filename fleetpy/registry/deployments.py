@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import DeploymentError
-from ..model import DeploymentRecord, DeploymentSession, MalformedRecord
+from ..model.codecs import MalformedRecord
+from ..model.records import DeploymentRecord, DeploymentSession
 from .base import RegistryBase, TxnConflict
 from .transport import Compare, TxnOp, prefix_range_end
 

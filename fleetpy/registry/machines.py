@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import RegistryError
-from ..model import MachineRecord, MalformedRecord, UnitState, with_overlays
+from ..model.codecs import MalformedRecord
+from ..model.records import MachineRecord, UnitState, with_overlays
 from ..states import RUNNING_STATES
 from .base import CONFLICT_RETRIES, MAX_TXN_OPS, RegistryBase, chunks
 from .transport import EtcdPermissionDenied, TxnOp, prefix_range_end

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..errors import MetadataError
 from ..metadata import MetadataChange, Overlay, apply_changes
-from ..model import MACHINE_ID, MalformedRecord, overlay_from_json, overlay_to_json
+from ..model.codecs import MACHINE_ID, MalformedRecord, overlay_from_json, overlay_to_json
 from .base import MAX_TXN_OPS, RegistryBase, TxnConflict
 from .layout import LAYOUT_KEY, LAYOUT_VALUE
 from .transport import Compare, EtcdPermissionDenied, TxnOp

@@ -6,16 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from ..model import (
-    ClearAdoptionRequest,
-    EngineWrite,
-    MachineSchedule,
-    Newer,
-    PlaceUnit,
-    ScheduleEntry,
-    StoreReason,
-    UnplaceUnit,
-)
+from ..model.changes import ClearAdoptionRequest, EngineWrite, PlaceUnit, StoreReason, UnplaceUnit
+from ..model.codecs import Newer
+from ..model.records import MachineSchedule, ScheduleEntry
 from .base import MAX_TXN_BYTES, MAX_TXN_OPS, RegistryBase
 from .layout import ADOPT, FORCE_RESCHEDULE
 from .transport import PutOp, TxnOp, prefix_range_end

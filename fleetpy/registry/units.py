@@ -8,16 +8,9 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import FleetpyError, PartialWriteError, StateError, UnknownUnitError
-from ..model import (
-    SCHEMA_VERSION,
-    DeploymentSession,
-    MalformedRecord,
-    RecordTooNew,
-    ScheduleEntry,
-    UnitChange,
-    UnitRecord,
-)
-from ..model.codecs import CONTENT_HASH
+from ..model.changes import UnitChange
+from ..model.codecs import CONTENT_HASH, SCHEMA_VERSION, MalformedRecord, RecordTooNew
+from ..model.records import DeploymentSession, ScheduleEntry, UnitRecord
 from ..states import DesiredState
 from .base import MAX_TXN_OPS, chunks, partial_message, sized_chunks
 from .deployments import DeploymentKeys
@@ -168,8 +161,8 @@ class UnitKeys(DeploymentKeys):
     def _change_chunk(
         self,
         chunk: Sequence[UnitChange],
-        known: Mapping[str, UnitRecord | None] | None = None,
-        session: DeploymentSession | None = None,
+        known: Mapping[str, UnitRecord | None] | None,
+        session: DeploymentSession | None,
     ) -> list[UnitRecord]:
         names = [c.name for c in chunk]
         templates = sorted({c.template for c in chunk if c.template})

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..metadata import Overlay
-from ..model import (
+from ..model.codecs import Newer
+from ..model.records import (
     ClusterView,
     MachineRecord,
-    Newer,
     ScheduleEntry,
     UnitRecord,
     UnitState,

@@ -7,22 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 from ..log import log_event
-from ..model import (
-    ContentEvent,
-    DeploymentEvent,
-    EngineEvent,
-    MachineEvent,
-    MetadataEvent,
-    Newer,
-    ReasonEvent,
-    ScheduleEntry,
-    ScheduleEvent,
-    StateEvent,
-    UnitEvent,
-    UnitState,
-    WatchBatch,
-)
-from ..model.events import E
+from ..model import events
+from ..model.codecs import Newer
+from ..model.events import E, WatchBatch
+from ..model.records import ScheduleEntry, UnitState
 from .base import RegistryBase
 from .layout import ADOPT, FORCE_RESCHEDULE
 from .transport import EtcdPermissionDenied, EventKind, WatchEnded, WatchResponse, prefix_range_end
@@ -54,7 +42,7 @@ class Watches(RegistryBase):
             if isinstance(response, WatchEnded):
                 callback(WatchBatch((), 0, error=response.error, compacted=response.compacted))
                 return
-            events: list[E] = []
+            found: list[E] = []
             for change in response.events:
                 rel = change.key.decode("utf-8", "replace")[len(kind_start) :]
                 record = None
@@ -66,25 +54,27 @@ class Watches(RegistryBase):
                 if isinstance(record, Newer):
                     made = event(rel, None)
                     if made is not None and hasattr(made, "newer"):
-                        events.append(replace(made, newer=record.version))  # type: ignore[type-var]
+                        found.append(replace(made, newer=record.version))  # type: ignore[type-var]
                     continue
                 made = event(rel, record)
                 if made is not None:
-                    events.append(made)
-            callback(WatchBatch(tuple(events), response.revision))
+                    found.append(made)
+            callback(WatchBatch(tuple(found), response.revision))
 
         return self._etcd.watch(start, range_end, start_revision, on_response)
 
     def watch_units(
-        self, callback: Callable[[WatchBatch[UnitEvent]], None], start_revision: int | None = None
+        self,
+        callback: Callable[[WatchBatch[events.UnitEvent]], None],
+        start_revision: int | None = None,
     ) -> Callable[[], None]:
         return self._watch(
-            "unit", lambda rel, record: UnitEvent(rel, record), callback, start_revision
+            "unit", lambda rel, record: events.UnitEvent(rel, record), callback, start_revision
         )
 
     def watch_machines(
         self,
-        callback: Callable[[WatchBatch[MachineEvent]], None],
+        callback: Callable[[WatchBatch[events.MachineEvent]], None],
         start_revision: int | None = None,
         machine: str | None = None,
     ) -> Callable[[], None]:
@@ -93,7 +83,7 @@ class Watches(RegistryBase):
         try:
             return self._watch(
                 "machines",
-                lambda rel, record: MachineEvent(rel, record),
+                lambda rel, record: events.MachineEvent(rel, record),
                 callback,
                 start_revision,
                 sub=machine,
@@ -107,7 +97,7 @@ class Watches(RegistryBase):
 
     def watch_metadata(
         self,
-        callback: Callable[[WatchBatch[MetadataEvent]], None],
+        callback: Callable[[WatchBatch[events.MetadataEvent]], None],
         start_revision: int | None = None,
         machine: str | None = None,
     ) -> Callable[[], None]:
@@ -115,7 +105,7 @@ class Watches(RegistryBase):
         may read that one key and nothing else of P/metadata)."""
         return self._watch(
             "metadata",
-            lambda rel, overlay: MetadataEvent(rel, overlay),
+            lambda rel, overlay: events.MetadataEvent(rel, overlay),
             callback,
             start_revision,
             machine,
@@ -124,77 +114,87 @@ class Watches(RegistryBase):
 
     def watch_contents(
         self,
-        callback: Callable[[WatchBatch[ContentEvent]], None],
+        callback: Callable[[WatchBatch[events.ContentEvent]], None],
         start_revision: int | None = None,
     ) -> Callable[[], None]:
         return self._watch(
-            "content", lambda rel, text: ContentEvent(rel, text), callback, start_revision
+            "content", lambda rel, text: events.ContentEvent(rel, text), callback, start_revision
         )
 
     def watch_schedule(
         self,
-        callback: Callable[[WatchBatch[ScheduleEvent]], None],
+        callback: Callable[[WatchBatch[events.ScheduleEvent]], None],
         start_revision: int | None = None,
         machine: str | None = None,
     ) -> Callable[[], None]:
         """Every machine's schedule, or only `machine`'s (an agent wakes only for its own)."""
 
-        def event(rel: str, entry: ScheduleEntry | None) -> ScheduleEvent:
+        def event(rel: str, entry: ScheduleEntry | None) -> events.ScheduleEvent:
             owner, _, unit = rel.partition("/")
-            return ScheduleEvent(owner, unit, entry)
+            return events.ScheduleEvent(owner, unit, entry)
 
         return self._watch("schedule", event, callback, start_revision, machine)
 
     def watch_globals(
         self,
-        callback: Callable[[WatchBatch[ScheduleEvent]], None],
+        callback: Callable[[WatchBatch[events.ScheduleEvent]], None],
         start_revision: int | None = None,
     ) -> Callable[[], None]:
         return self._watch(
-            "global", lambda rel, entry: ScheduleEvent("", rel, entry), callback, start_revision
+            "global",
+            lambda rel, entry: events.ScheduleEvent("", rel, entry),
+            callback,
+            start_revision,
         )
 
     def watch_reasons(
         self,
-        callback: Callable[[WatchBatch[ReasonEvent]], None],
+        callback: Callable[[WatchBatch[events.ReasonEvent]], None],
         start_revision: int | None = None,
     ) -> Callable[[], None]:
         """Why the engine could not place units (what list-unit-files and the API show)."""
         return self._watch(
-            "reason", lambda rel, text: ReasonEvent(rel, text), callback, start_revision
+            "reason", lambda rel, text: events.ReasonEvent(rel, text), callback, start_revision
         )
 
     def watch_states(
-        self, callback: Callable[[WatchBatch[StateEvent]], None], start_revision: int | None = None
+        self,
+        callback: Callable[[WatchBatch[events.StateEvent]], None],
+        start_revision: int | None = None,
     ) -> Callable[[], None]:
-        def event(rel: str, state: UnitState | None) -> StateEvent:
+        def event(rel: str, state: UnitState | None) -> events.StateEvent:
             machine, _, unit = rel.partition("/")
-            return StateEvent(unit, machine, state)
+            return events.StateEvent(unit, machine, state)
 
         return self._watch("state", event, callback, start_revision)
 
     def watch_deployments(
         self,
-        callback: Callable[[WatchBatch[DeploymentEvent]], None],
+        callback: Callable[[WatchBatch[events.DeploymentEvent]], None],
         start_revision: int | None = None,
     ) -> Callable[[], None]:
         """What `fleetpy apply` records of each deployment (commit, applying, message)."""
         return self._watch(
-            "deploy", lambda rel, record: DeploymentEvent(rel, record), callback, start_revision
+            "deploy",
+            lambda rel, record: events.DeploymentEvent(rel, record),
+            callback,
+            start_revision,
         )
 
     def watch_engine(
-        self, callback: Callable[[WatchBatch[EngineEvent]], None], start_revision: int | None = None
+        self,
+        callback: Callable[[WatchBatch[events.EngineEvent]], None],
+        start_revision: int | None = None,
     ) -> Callable[[], None]:
         """The leader key and operators' requests to the engine."""
 
-        def event(rel: str, value: str | None) -> EngineEvent | None:
+        def event(rel: str, value: str | None) -> events.EngineEvent | None:
             if rel == "leader":
-                return EngineEvent(leader=value, leader_changed=True)
+                return events.EngineEvent(leader=value, leader_changed=True)
             if rel == FORCE_RESCHEDULE:
-                return EngineEvent(force_reschedule=value is not None)
+                return events.EngineEvent(force_reschedule=value is not None)
             if rel == ADOPT:
-                return EngineEvent(adopt=value is not None)
+                return events.EngineEvent(adopt=value is not None)
             return None
 
         return self._watch("engine", event, callback, start_revision)

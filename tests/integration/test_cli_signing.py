@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.model import UnitState
+from fleetpy.model.records import UnitState
 from fleetpy.registry import Registry
 from fleetpy.signing import load_trusted_keys
 

@@ -26,11 +26,8 @@ import pytest
 from fleetpy.api import ApiServer
 from fleetpy.api.dashboard import DashboardFeed
 from fleetpy.cluster.etcd import EtcdTls
-from fleetpy.model import (
-    DeploymentRecord,
-    DeploymentSession,
-    WatchBatch,
-)
+from fleetpy.model.events import WatchBatch
+from fleetpy.model.records import DeploymentRecord, DeploymentSession
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.view import LiveView
 

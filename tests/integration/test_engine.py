@@ -10,7 +10,7 @@ import pytest
 
 from fleetpy import control
 from fleetpy.metadata import MetadataChange
-from fleetpy.model import UnitChange
+from fleetpy.model.changes import UnitChange
 from fleetpy.registry import RegistryConfig
 from fleetpy.states import DesiredState
 

@@ -17,11 +17,8 @@ from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.deployment import RenderedUnit
 from fleetpy.errors import DeploymentError, StateError
-from fleetpy.model import (
-    StateEvent,
-    UnitChange,
-    WatchBatch,
-)
+from fleetpy.model.changes import UnitChange
+from fleetpy.model.events import StateEvent, WatchBatch
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.rollout import ApplyOptions, DeploymentPlan, apply_deployment, plan_deployment
 from fleetpy.states import DesiredState

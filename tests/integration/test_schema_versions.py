@@ -12,7 +12,7 @@ import pytest
 
 from fleetpy.agent import Agent
 from fleetpy.errors import RegistryError, StateError
-from fleetpy.model import UnitRecord
+from fleetpy.model.records import UnitRecord
 from fleetpy.registry import RegistryConfig
 from fleetpy.states import DesiredState
 
@@ -49,7 +49,7 @@ def settled(agent: Agent) -> None:
 
 
 def _empty() -> object:
-    from fleetpy.model import WatchBatch
+    from fleetpy.model.events import WatchBatch
 
     return WatchBatch((), 0)
 

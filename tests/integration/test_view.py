@@ -7,11 +7,8 @@ tests/pure/test_view.py."""
 
 from __future__ import annotations
 
-from fleetpy.model import (
-    MachineEvent,
-    MachineRecord,
-    WatchBatch,
-)
+from fleetpy.model.events import MachineEvent, WatchBatch
+from fleetpy.model.records import MachineRecord
 from fleetpy.registry import Registry
 from fleetpy.view import LiveView
 

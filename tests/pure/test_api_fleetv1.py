@@ -20,13 +20,7 @@ from fleetpy.errors import (
     UnknownUnitError,
 )
 from fleetpy.metadata import MetadataChange
-from fleetpy.model import (
-    ClusterView,
-    MachineRecord,
-    ScheduleEntry,
-    UnitRecord,
-    UnitState,
-)
+from fleetpy.model.records import ClusterView, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash
 

@@ -7,13 +7,7 @@ import pytest
 
 from fleetpy import control
 from fleetpy.control import WaitTarget
-from fleetpy.model import (
-    ClusterView,
-    MachineRecord,
-    ScheduleEntry,
-    UnitRecord,
-    UnitState,
-)
+from fleetpy.model.records import ClusterView, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.states import DesiredState
 
 IN, LD, LN = DesiredState.INACTIVE, DesiredState.LOADED, DesiredState.LAUNCHED

@@ -7,7 +7,7 @@ import hashlib
 
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.engine import Engine
-from fleetpy.model import UnitChange
+from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
 from fleetpy.unitmanager import SimulatedUnitManager

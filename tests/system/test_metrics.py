@@ -17,7 +17,7 @@ import pytest
 
 from fleetpy import metrics
 from fleetpy.cluster.etcd import EtcdServer, free_port
-from fleetpy.model import UnitChange
+from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry
 from fleetpy.states import DesiredState
 

@@ -15,7 +15,7 @@ import pytest
 
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.engine import Engine
-from fleetpy.model import UnitState
+from fleetpy.model.records import UnitState
 from fleetpy.registry import Registry
 from fleetpy.registry.transport import EtcdPermissionDenied, EtcdTransport, prefix_range_end
 from fleetpy.unitmanager import SimulatedUnitManager

@@ -21,7 +21,7 @@ from fleetpy import control
 from fleetpy.agent import Agent, AgentConfig
 from fleetpy.engine import Engine
 from fleetpy.errors import SigningError
-from fleetpy.model import UnitState
+from fleetpy.model.records import UnitState
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.signing import Signer, generate_key, load_signer, load_trusted_keys
 from fleetpy.unit import content_hash, parse_unit

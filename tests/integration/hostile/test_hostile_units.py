@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fleetpy.errors import PartialWriteError
-from fleetpy.model import UnitChange
+from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
 from fleetpy.unit import parse_unit
