@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import RegistryError
 
-# What the client library takes with the Registry (fleetpy.model has every record).
+# Re-exported for the client library and config (fleetpy.model has every record).
 from ..model.changes import UnitChange
 from ..model.codecs import MACHINE_ID
 from ..model.records import ClusterView, UnitRecord, UnitState

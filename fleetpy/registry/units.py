@@ -29,7 +29,8 @@ def _unit_chunks(changes: Sequence[UnitChange]) -> Iterator[Sequence[UnitChange]
 
 
 class UnitKeys(DeploymentKeys):
-    """Units and contents."""
+    """Units and contents (on DeploymentKeys: an apply's unit writes are guarded by its
+    deployment record)."""
 
     def get_unit(self, name: str) -> UnitRecord | None:
         meta = self._get(self.key("unit", name))
