@@ -40,7 +40,8 @@ from bench_engine import rss_kib, start_agents, stop_agents, wait_until, write_f
 
 from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.model.changes import UnitChange
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unit import parse_unit
 
 RESULTS = Path(__file__).resolve().parent / "results"

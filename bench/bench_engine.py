@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
 from fleetpy.config import AgentSettings
-from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.model.changes import UnitChange
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import Compare, Endpoint, EtcdTransport, PutOp
 from fleetpy.unit import parse_unit
 from fleetpy.unitmanager import SimulatedUnitManager

@@ -28,7 +28,8 @@ from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
-from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.model.changes import UnitChange
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
 from fleetpy.unitmanager import SimulatedUnitManager
 

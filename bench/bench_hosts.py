@@ -50,7 +50,8 @@ from fleetpy.cluster.nspawn import (
     ensure_dockerd,
     ensure_rootfs,
 )
-from fleetpy.registry import Registry, RegistryConfig, StateEvent, WatchBatch
+from fleetpy.model.events import StateEvent, WatchBatch
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.template import render
 
 RESULTS = ROOT / "bench" / "results"

@@ -24,17 +24,10 @@ from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
 from .log import log_event
 from .metadata import Overlay, effective
-from .registry import (
-    MachineEvent,
-    MachineIdInUse,
-    MachineRecord,
-    MetadataEvent,
-    Registry,
-    ScheduleEntry,
-    ScheduleEvent,
-    UnitState,
-    WatchBatch,
-)
+from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
+from .model.records import MachineRecord, ScheduleEntry, UnitState
+from .registry import MachineIdInUse
+from .registry.roles import AgentRegistry
 from .signing import TrustedKeys, Verdict
 from .states import PLACED_STATES, RUNNING_STATES, ActiveState, DesiredState, LoadState
 from .unit import FleetOptions, conflicts, fleet_options, parse_unit
@@ -244,7 +237,7 @@ class Agent:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: AgentRegistry,
         manager: UnitManager,
         settings: AgentSettings,
         *,

@@ -27,7 +27,8 @@ from typing import Any
 
 from . import __version__
 from .errors import FleetpyError
-from .registry import DESIRED_KINDS, Registry
+from .registry import DESIRED_KINDS
+from .registry.roles import OperatorRegistry
 
 FORMAT_VERSION = 1
 
@@ -98,13 +99,13 @@ def decode(text: str, source: str) -> Backup:
     return Backup(prefix, revision, keys, str(data.get("fleetpy", "")))
 
 
-def take(registry: Registry) -> Backup:
+def take(registry: OperatorRegistry) -> Backup:
     """The cluster's desired state now, read at one revision."""
     revision, keys = registry.read_desired()
     return Backup(registry.prefix, revision, keys, __version__)
 
 
-def restore(registry: Registry, backup: Backup) -> int:
+def restore(registry: OperatorRegistry, backup: Backup) -> int:
     """Write BACKUP into the registry's prefix (see Registry.restore_desired); the number
     of keys written. The engine places the units again; agents keep what they run."""
     return registry.restore_desired(backup.keys)

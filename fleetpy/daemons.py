@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics a
 
     from .api.server import Route
     from .metrics import AgentMetrics, EngineMetrics, MetricsServer
-    from .registry import ClusterView
+    from .model.records import ClusterView
     from .view import LiveView
 
 # Debian's packages for the systemd unit manager's imports (dbus-python, PyGObject).

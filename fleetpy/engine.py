@@ -26,23 +26,17 @@ from .config import AgentSettings, EngineSettings
 from .errors import FleetpyError
 from .log import log_event
 from .metadata import Overlay
-from .registry import (
+from .model.changes import (
     ClearAdoptionRequest,
     ClearForceReschedule,
-    ContentEvent,
-    EngineEvent,
     EngineWrite,
-    MachineEvent,
-    MachineRecord,
-    MetadataEvent,
     PlaceUnit,
-    Registry,
-    ScheduleEntry,
     StoreReason,
-    UnitRecord,
     UnplaceUnit,
-    WatchBatch,
 )
+from .model.events import ContentEvent, EngineEvent, MachineEvent, MetadataEvent, WatchBatch
+from .model.records import MachineRecord, ScheduleEntry, UnitRecord
+from .registry.roles import EngineRegistry
 from .states import DesiredState
 from .unit import FleetOptions, UnitFile, fleet_options, parse_unit
 
@@ -114,7 +108,7 @@ class Engine:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: EngineRegistry,
         settings: EngineSettings,
         *,
         candidate: str | None = None,

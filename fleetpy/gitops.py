@@ -25,7 +25,7 @@ from .errors import DeploymentError
 from .log import escape_controls, log_event
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from .registry.roles import OperatorRegistry
 
 ZERO = "0" * 40
 HOOKS = ("pre-receive", "post-receive")
@@ -259,7 +259,7 @@ def fetch_head(config: WatchConfig) -> tuple[Path, str]:
 def watch(
     config: WatchConfig,
     command: Sequence[str],
-    registry_factory: Callable[[], Registry],
+    registry_factory: Callable[[], OperatorRegistry],
     once: bool = False,
 ) -> int:
     """Follow the branch: when it moves past what etcd says was applied, plan and apply.

@@ -35,13 +35,14 @@ from prometheus_client.exposition import choose_encoder, make_wsgi_app
 from prometheus_client.registry import Collector
 
 from .errors import ConfigError
-from .registry import ClusterView, EndpointStats
+from .model.records import ClusterView
 from .scheduler import ReasonKind, reason_kind
 from .states import PLACED_STATES, ActiveState, DesiredState
 
 if TYPE_CHECKING:  # only for types: the engine and agent never import this module
     from .agent import Agent
     from .engine import Engine
+    from .registry.transport import EndpointStats
 
 PREFIX = "fleetpy_"
 METRICS_PATH = "/metrics"

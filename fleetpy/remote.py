@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from .config import SshSettings
 from .errors import FleetpyError, UnknownUnitError
-from .registry import ClusterView, Registry
+from .model.records import ClusterView
+from .registry.roles import ClusterReader
 from .unit import parse_name
 
 
@@ -95,7 +96,7 @@ def _target(view: ClusterView, machine: str) -> Target:
     return Target(machine, record.ip)
 
 
-def unit_targets(registry: Registry, name: str) -> list[Target]:
+def unit_targets(registry: ClusterReader, name: str) -> list[Target]:
     """The machines a unit runs on: where it reports a state (every machine of a global
     unit), else where it is placed."""
     unit = parse_name(name).name
@@ -111,7 +112,7 @@ def unit_targets(registry: Registry, name: str) -> list[Target]:
     return [_target(view, m) for m in machines]
 
 
-def machine_target(registry: Registry, what: str) -> Target:
+def machine_target(registry: ClusterReader, what: str) -> Target:
     """A machine by id or unique id prefix, or the (one) machine of a unit."""
     view = registry.read_view(with_text=False)
     if "." in what:  # a unit name

@@ -24,7 +24,9 @@ from .client.arguments import select_units
 from .client.waiting import UnitProgress, WaitTarget, wait_for
 from .deployment import RenderedUnit
 from .errors import DeploymentError, FleetpyError, StateError
-from .registry import DeploymentRecord, DeploymentSession, Registry, UnitChange
+from .model.changes import UnitChange
+from .model.records import DeploymentRecord, DeploymentSession
+from .registry import Registry
 from .signing import Signer, signature_key_id
 from .states import ActiveState, DesiredState
 

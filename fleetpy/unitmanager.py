@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import UnitNameError
-from .registry import UnitState
+from .model.records import UnitState
 from .states import JOB_PENDING, ActiveState, LoadState, SubState
 from .unit import parse_name
 

@@ -21,17 +21,17 @@ from typing import Any
 
 from .errors import FleetpyError
 from .log import log_event
-from .registry import (
-    ClusterView,
+from .model.events import (
     MachineEvent,
     MetadataEvent,
     ReasonEvent,
-    Registry,
     ScheduleEvent,
     StateEvent,
     UnitEvent,
     WatchBatch,
 )
+from .model.records import ClusterView
+from .registry.roles import ClusterReader
 
 # Coalesce a burst of watch events into one update.
 SETTLE_SECONDS = 0.05
@@ -51,7 +51,7 @@ class LiveView:
     hash; contents never change under a hash, so each is read once).
     """
 
-    def __init__(self, registry: Registry, *, contents: bool = False) -> None:
+    def __init__(self, registry: ClusterReader, *, contents: bool = False) -> None:
         self.registry = registry
         self.lock = threading.Lock()
         self.wake = threading.Event()

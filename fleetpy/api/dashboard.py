@@ -33,7 +33,9 @@ from typing import Any
 
 from ..errors import FleetpyError
 from ..log import log_event
-from ..registry import DeploymentEvent, DeploymentRecord, EngineEvent, Registry, WatchBatch
+from ..model.events import DeploymentEvent, EngineEvent, WatchBatch
+from ..model.records import DeploymentRecord
+from ..registry.roles import OperatorRegistry
 from ..view import LiveView, run_coalesced
 from .dashboard_model import document
 from .messages import ApiRequest, ApiResponse, error_response
@@ -71,7 +73,7 @@ class DashboardFeed:
     """The dashboard's document, rebuilt when the view, the leader or a deployment
     changes, and published to every stream."""
 
-    def __init__(self, live: LiveView, registry: Registry) -> None:
+    def __init__(self, live: LiveView, registry: OperatorRegistry) -> None:
         self.live = live
         self.registry = registry
         self.broadcast = Broadcast()

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from ..registry import ClusterView, DeploymentRecord, UnitRecord, UnitState
+from ..model.records import ClusterView, DeploymentRecord, UnitRecord, UnitState
 from ..states import RUNNING_STATES, ActiveState, DesiredState, LoadState
 
 

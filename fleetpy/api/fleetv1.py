@@ -27,7 +27,7 @@ from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
 from ..files import MAX_UNIT_FILE_BYTES, over_limit
 from ..log import log_event
 from ..metadata import MetadataChange
-from ..registry import ClusterView
+from ..model.records import ClusterView
 from ..states import ActiveState, DesiredState
 from ..unit import UnitFile, fleet_notes, parse_name, parse_unit
 from .messages import JSON, ApiRequest, ApiResponse, error_response, json_response, no_content

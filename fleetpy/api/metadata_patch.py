@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import MetadataError
 from ..metadata import MetadataChange, key_problem, value_problem
-from ..registry import MACHINE_ID
+from ..model.codecs import MACHINE_ID
 
 # Far more than a person sends; bounds the work one request can ask for.
 MAX_OPERATIONS = 1000

@@ -19,6 +19,7 @@ import pytest
 from fleetpy.client import operations
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.registry import Registry
+from fleetpy.registry.roles import Connected
 
 from support.api_fixtures import Api, UnixConnection, etcd_requests
 from support.waiting import until
@@ -82,7 +83,7 @@ def poll(sock: str, failures: list[str]) -> None:
     conn.close()
 
 
-def server_requests(registry: Registry) -> int:
+def server_requests(registry: Connected) -> int:
     return sum(endpoint.requests for endpoint in registry.etcd_stats())
 
 

@@ -16,14 +16,9 @@ from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.registry import (
-    MachineRecord,
-    PlaceUnit,
-    Registry,
-    StoreReason,
-    UnitChange,
-    UnitState,
-)
+from fleetpy.model.changes import PlaceUnit, StoreReason, UnitChange
+from fleetpy.model.records import MachineRecord, UnitState
+from fleetpy.registry import Registry
 from fleetpy.states import DesiredState
 
 from support.cli_helpers import SERVICE, one_error_line, snapshot, write
@@ -356,7 +351,7 @@ def cluster(run: Run, registry: Registry, units_dir: Path) -> dict[str, str]:
     )
     assert run("submit", write(units_dir, "idle.service", SERVICE + "#\nI=1\n")).exit_code == 0
     units = registry.list_units()
-    from fleetpy.registry import ScheduleEntry
+    from fleetpy.model.records import ScheduleEntry
 
     entry = ScheduleEntry("web.service", units["web.service"].hash, DesiredState.LAUNCHED, SERVICE)
     assert registry.campaign("test-engine", lease)

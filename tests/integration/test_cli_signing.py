@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.registry import Registry, UnitState
+from fleetpy.model.records import UnitState
+from fleetpy.registry import Registry
 from fleetpy.signing import load_trusted_keys
 
 from support.cli_run import Run

@@ -23,16 +23,9 @@ from fleetpy.errors import (
     UnknownUnitError,
 )
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import (
-    MachineRecord,
-    PlaceUnit,
-    Registry,
-    ScheduleEntry,
-    StoreReason,
-    UnitChange,
-    UnitState,
-    UnplaceUnit,
-)
+from fleetpy.model.changes import PlaceUnit, StoreReason, UnitChange, UnplaceUnit
+from fleetpy.model.records import MachineRecord, ScheduleEntry, UnitState
+from fleetpy.registry import Registry
 from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.view import LiveView

@@ -11,7 +11,8 @@ import pytest
 
 from fleetpy.client import operations
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import RegistryConfig, UnitChange
+from fleetpy.model.changes import UnitChange
+from fleetpy.registry import RegistryConfig
 from fleetpy.states import DesiredState
 
 from support.sim_cluster import Cluster, unit

@@ -14,7 +14,8 @@ import pytest
 from fleetpy.agent import Agent, agent_instance
 from fleetpy.config import AgentSettings, UnitManagerKind
 from fleetpy.daemons import instance_file
-from fleetpy.registry import MachineIdInUse, MachineRecord, Registry, RegistryConfig
+from fleetpy.model.records import MachineRecord
+from fleetpy.registry import MachineIdInUse, Registry, RegistryConfig
 from fleetpy.unitmanager import SimulatedUnitManager
 
 from support.sim_cluster import Cluster, unit

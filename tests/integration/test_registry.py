@@ -14,19 +14,10 @@ import pytest
 
 from fleetpy.errors import MetadataError, StateError, UnknownUnitError
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import (
-    MachineEvent,
-    MachineRecord,
-    MetadataEvent,
-    PlaceUnit,
-    Registry,
-    RegistryConfig,
-    ScheduleEntry,
-    UnitChange,
-    UnitEvent,
-    UnitState,
-    WatchBatch,
-)
+from fleetpy.model.changes import PlaceUnit, UnitChange
+from fleetpy.model.events import MachineEvent, MetadataEvent, UnitEvent, WatchBatch
+from fleetpy.model.records import MachineRecord, ScheduleEntry, UnitState
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import prefix_range_end
 from fleetpy.states import DesiredState
 

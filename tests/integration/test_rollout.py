@@ -17,7 +17,9 @@ from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.deployment import RenderedUnit
 from fleetpy.errors import DeploymentError, StateError
-from fleetpy.registry import Registry, RegistryConfig, StateEvent, UnitChange, WatchBatch
+from fleetpy.model.changes import UnitChange
+from fleetpy.model.events import StateEvent, WatchBatch
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.rollout import ApplyOptions, DeploymentPlan, apply_deployment, plan_deployment
 from fleetpy.states import DesiredState
 from fleetpy.unit import parse_unit

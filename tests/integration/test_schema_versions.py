@@ -12,7 +12,8 @@ import pytest
 
 from fleetpy.agent import Agent
 from fleetpy.errors import RegistryError, StateError
-from fleetpy.registry import RegistryConfig, UnitRecord
+from fleetpy.model.records import UnitRecord
+from fleetpy.registry import RegistryConfig
 from fleetpy.states import DesiredState
 
 from support.cli_helpers import one_error_line
@@ -48,7 +49,7 @@ def settled(agent: Agent) -> None:
 
 
 def _empty() -> object:
-    from fleetpy.registry import WatchBatch
+    from fleetpy.model.events import WatchBatch
 
     return WatchBatch((), 0)
 

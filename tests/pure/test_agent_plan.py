@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetpy.agent import DesiredUnit, plan, plan_actions, select_globals
-from fleetpy.registry import ScheduleEntry, UnitState
+from fleetpy.model.records import ScheduleEntry, UnitState
 from fleetpy.signing import Signer, TrustedKey, TrustedKeys, key_id
 from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash

@@ -20,7 +20,7 @@ from fleetpy.errors import (
     UnknownUnitError,
 )
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import ClusterView, MachineRecord, ScheduleEntry, UnitRecord, UnitState
+from fleetpy.model.records import ClusterView, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.states import DesiredState
 from fleetpy.unit import content_hash
 

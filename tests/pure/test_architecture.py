@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from fleetpy.states import ActiveState, LoadState, SubState
@@ -51,6 +52,15 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
+def absolute_imports(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """(line, top-level package) of each absolute import in TREE, in functions too."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            yield node.lineno, (node.module or "").split(".")[0]
+
+
 def graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     return {name: {i for i in imports_of(path) if i in modules} for name, path in modules.items()}
@@ -83,6 +93,32 @@ def test_the_key_layout_lives_only_in_the_registry() -> None:
         text = path.read_text()
         assert not key.search(text), f"{path}: a key of the etcd layout"
         assert not re.search(r"\._txn\(|\._etcd\b", text), f"{path}: the registry's insides"
+
+
+def test_the_model_imports_nothing_from_the_store() -> None:
+    # fleetpy.model is the domain model (records, codecs, events, writes as data): what
+    # the registry stores, usable without it. Nothing it imports, however indirectly,
+    # may be the registry or etcd's client libraries (the integration tier imports it in a
+    # fresh interpreter and looks at sys.modules too).
+    edges = graph()
+    reached: set[str] = set()
+    todo = [name for name in edges if name == "fleetpy.model" or name.startswith("fleetpy.model.")]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(edges[name])
+    assert sorted(m for m in reached if m.startswith("fleetpy.registry")) == []
+    store = {"grpc", "pyetcd"}
+    found = []
+    for name in sorted(reached):
+        path = PACKAGE.parent / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = PACKAGE.parent / name.replace(".", "/") / "__init__.py"
+        tree = ast.parse(path.read_text())
+        found += [f"{name}: {top}" for _, top in absolute_imports(tree) if top in store]
+    assert found == []
+    assert "fleetpy.model.records" in reached  # the walk saw the model
 
 
 # --------------------------------------------------------------------------- data is never code
@@ -190,18 +226,11 @@ def code_builtins(files: list[Source]) -> list[str]:
 def code_deserializers(files: list[Source]) -> list[str]:
     found = []
     for name, tree in files:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                modules = [alias.name.split(".")[0] for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                modules = [(node.module or "").split(".")[0]]
-            else:
-                continue
-            found += [
-                f"{name}:{node.lineno}: import {module}"
-                for module in modules
-                if module in CODE_MODULES and (name, module) not in ALLOWED
-            ]
+        found += [
+            f"{name}:{line}: import {module}"
+            for line, module in absolute_imports(tree)
+            if module in CODE_MODULES and (name, module) not in ALLOWED
+        ]
     return found
 
 

@@ -26,7 +26,7 @@ WALL_CLOCK = {
 # module -> why its wall-clock read compares nothing across machines
 ALLOWED = {
     "log.py": "the timestamp of a log line, for people",
-    "registry/__init__.py": "force-reschedule's value: when it was asked, for people; "
+    "registry/schedule.py": "force-reschedule's value: when it was asked, for people; "
     "the key's presence is the request",
     "registry/tls.py": "explains a refused certificate with this machine's own clock, as "
     "the TLS handshake that was refused used it",

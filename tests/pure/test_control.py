@@ -7,13 +7,7 @@ import pytest
 
 from fleetpy.client import verbs, waiting
 from fleetpy.client.waiting import WaitTarget
-from fleetpy.registry import (
-    ClusterView,
-    MachineRecord,
-    ScheduleEntry,
-    UnitRecord,
-    UnitState,
-)
+from fleetpy.model.records import ClusterView, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.states import DesiredState
 
 IN, LD, LN = DesiredState.INACTIVE, DesiredState.LOADED, DesiredState.LAUNCHED

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fleetpy.api.dashboard_model import Phase, document, unit_phase
-from fleetpy.registry import (
+from fleetpy.model.records import (
     ClusterView,
     DeploymentRecord,
     MachineRecord,

@@ -17,7 +17,7 @@ from fleetpy.metadata import (
     apply_changes,
     effective,
 )
-from fleetpy.registry import MachineRecord
+from fleetpy.model.records import MachineRecord
 
 M = "a" * 32  # a systemd machine id
 

@@ -18,13 +18,7 @@ from fleetpy import metrics
 from fleetpy.cluster.etcd import free_port
 from fleetpy.config import ListenAddress, resolve
 from fleetpy.errors import ConfigError
-from fleetpy.registry import (
-    ClusterView,
-    MachineRecord,
-    ScheduleEntry,
-    UnitRecord,
-    UnitState,
-)
+from fleetpy.model.records import ClusterView, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.scheduler import NO_MACHINES, ReasonKind, reason_kind
 from fleetpy.states import DesiredState
 

@@ -32,13 +32,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fleetpy.errors import TemplateError, UnitNameError
-from fleetpy.registry import (
-    MachineRecord,
-    MalformedRecord,
-    ScheduleEntry,
-    UnitRecord,
-    UnitState,
-)
+from fleetpy.model.codecs import MalformedRecord
+from fleetpy.model.records import MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.states import DesiredState
 from fleetpy.template import load_values, parse_set, render
 from fleetpy.unit import (

@@ -11,16 +11,13 @@ from typing import Any
 import pytest
 
 from fleetpy.agent import DesiredUnit, plan
-from fleetpy.registry import (
-    SCHEMA_VERSION,
+from fleetpy.model.codecs import SCHEMA_VERSION, MalformedRecord, RecordTooNew, overlay_from_json
+from fleetpy.model.records import (
     DeploymentRecord,
     MachineRecord,
-    MalformedRecord,
-    RecordTooNew,
     ScheduleEntry,
     UnitRecord,
     UnitState,
-    overlay_from_json,
 )
 from fleetpy.states import DesiredState
 from fleetpy.unitmanager import ObservedUnit, RemoveUnit, StartUnit, StopUnit, WriteUnit

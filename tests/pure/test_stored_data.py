@@ -35,21 +35,12 @@ import pytest
 from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings
 from fleetpy.errors import UnitNameError
-from fleetpy.registry import (
-    ClusterView,
-    MachineRecord,
-    MachineSchedule,
-    MalformedRecord,
-    ScheduleEntry,
-    WatchBatch,
-)
+from fleetpy.model.codecs import MalformedRecord
+from fleetpy.model.events import WatchBatch
+from fleetpy.model.records import ClusterView, MachineRecord, MachineSchedule, ScheduleEntry
 from fleetpy.remote import RemoteError, machine_target
 from fleetpy.states import DesiredState
-from fleetpy.unitmanager import (
-    WriteUnit,
-    check_unit_file_name,
-    unit_file_path,
-)
+from fleetpy.unitmanager import WriteUnit, check_unit_file_name, unit_file_path
 
 from support.stored_data import HOSTILE_NAMES, TEXT, RecordingManager
 from support.waiting import until

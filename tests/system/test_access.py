@@ -11,24 +11,11 @@ import pytest
 
 from fleetpy.errors import RegistryError
 from fleetpy.metadata import MetadataChange
-from fleetpy.registry import (
-    MachineRecord,
-    MetadataEvent,
-    PlaceUnit,
-    ScheduleEntry,
-    UnitChange,
-    UnitState,
-)
-from fleetpy.registry.access import (
-    ENGINE,
-    OPERATOR,
-    agent_role,
-)
-from fleetpy.registry.transport import (
-    Access,
-    EtcdPermissionDenied,
-    KeyPermission,
-)
+from fleetpy.model.changes import PlaceUnit, UnitChange
+from fleetpy.model.events import MetadataEvent
+from fleetpy.model.records import MachineRecord, ScheduleEntry, UnitState
+from fleetpy.registry.access import ENGINE, OPERATOR, agent_role
+from fleetpy.registry.transport import Access, EtcdPermissionDenied, KeyPermission
 from fleetpy.states import DesiredState
 
 from support.secure_fixtures import SecureEtcd, secure_etcd

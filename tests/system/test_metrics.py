@@ -17,10 +17,8 @@ import pytest
 
 from fleetpy import metrics
 from fleetpy.cluster.etcd import EtcdServer, free_port
-from fleetpy.registry import (
-    Registry,
-    UnitChange,
-)
+from fleetpy.model.changes import UnitChange
+from fleetpy.registry import Registry
 from fleetpy.states import DesiredState
 
 from support.metrics_text import Samples, scrape, value

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleetpy.cluster.etcd import free_port
 from fleetpy.config import EngineSettings
 from fleetpy.engine import Engine
-from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.model.changes import UnitChange
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
 from fleetpy.unit import parse_unit
 

@@ -16,7 +16,8 @@ import pytest
 from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
-from fleetpy.registry import Registry, UnitState
+from fleetpy.model.records import UnitState
+from fleetpy.registry import Registry
 from fleetpy.registry.transport import EtcdPermissionDenied, EtcdTransport, prefix_range_end
 from fleetpy.unitmanager import SimulatedUnitManager
 

@@ -22,7 +22,8 @@ from fleetpy.client import listings, operations, waiting
 from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.errors import SigningError
-from fleetpy.registry import Registry, RegistryConfig, UnitState
+from fleetpy.model.records import UnitState
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.signing import Signer, generate_key, load_signer, load_trusted_keys
 from fleetpy.unit import content_hash, parse_unit
 from fleetpy.unitmanager import SimulatedUnitManager

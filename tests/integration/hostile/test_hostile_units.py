@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from fleetpy.errors import PartialWriteError
-from fleetpy.registry import Registry, RegistryConfig, UnitChange
+from fleetpy.model.changes import UnitChange
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
 from fleetpy.unit import parse_unit
 
