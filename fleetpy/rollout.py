@@ -26,7 +26,7 @@ from .deployment import RenderedUnit
 from .errors import DeploymentError, FleetpyError, StateError
 from .model.changes import UnitChange
 from .model.records import DeploymentRecord, DeploymentSession
-from .registry import Registry
+from .registry.roles import OperatorRegistry
 from .signing import Signer, signature_key_id
 from .states import ActiveState, DesiredState
 
@@ -80,7 +80,7 @@ def _diff(name: str, old: str, new: str) -> str:
 
 
 def plan_deployment(
-    registry: Registry,
+    registry: OperatorRegistry,
     deployment: str,
     units: Sequence[RenderedUnit],
     origin: str,
@@ -206,7 +206,7 @@ Progress = Callable[[ApplyEvent], None]
 
 
 def _wait_launched(
-    registry: Registry,
+    registry: OperatorRegistry,
     names: Sequence[str],
     timeout: float,
     on_progress: Callable[[list[UnitProgress]], None] | None = None,
@@ -218,7 +218,7 @@ def _wait_launched(
     return result.error_message()
 
 
-def _still_ready(registry: Registry, names: Sequence[str]) -> str | None:
+def _still_ready(registry: OperatorRegistry, names: Sequence[str]) -> str | None:
     """After min-ready: each unit still active with its current contents somewhere."""
     view = registry.read_view(with_text=False)
     problems = []
@@ -262,7 +262,7 @@ def _groups(
 
 
 def apply_deployment(
-    registry: Registry,
+    registry: OperatorRegistry,
     plan: DeploymentPlan,
     units: Sequence[RenderedUnit],
     options: ApplyOptions,
@@ -412,7 +412,7 @@ def apply_deployment(
 
 
 def _roll_back(
-    registry: Registry,
+    registry: OperatorRegistry,
     plan: DeploymentPlan,
     batch: Sequence[UnitDiff],
     by_name: Mapping[str, RenderedUnit],
@@ -459,7 +459,7 @@ def _roll_back(
 
 
 def restart(
-    registry: Registry,
+    registry: OperatorRegistry,
     args: Sequence[str],
     timeout: float = 120.0,
     on_progress: Progress = lambda event: None,

@@ -14,7 +14,7 @@ from ..client import operations
 from ..config import ApiSettings
 from ..log import log_event
 from ..metadata import MetadataChange
-from ..registry import Registry
+from ..registry.roles import OperatorRegistry
 from ..states import DesiredState
 from ..view import LiveView
 from .dashboard import DashboardFeed
@@ -26,7 +26,7 @@ from .server import ApiServer, Route
 class RegistryWriter:
     """fleet's API writes, through the same library calls as the CLI's verbs."""
 
-    registry: Registry
+    registry: OperatorRegistry
 
     def put_unit(
         self, name: str, text: str | None, desired: DesiredState | None
@@ -47,14 +47,14 @@ class RegistryWriter:
         return revision
 
 
-def fleet_routes(live: LiveView, registry: Registry) -> list[Route]:
+def fleet_routes(live: LiveView, registry: OperatorRegistry) -> list[Route]:
     handler = FleetV1(live, RegistryWriter(registry))
     # fleet served the same API under both prefixes.
     return [Route("/fleet/v1", handler), Route("/v1-alpha", handler)]
 
 
 def serve_view(
-    server: ApiServer, registry: Registry, extra_routes: Sequence[Route] = ()
+    server: ApiServer, registry: OperatorRegistry, extra_routes: Sequence[Route] = ()
 ) -> LiveView:
     """Read the cluster into a live view (following), then mount on `server` fleet's
     routes, the dashboard (closed with the server) and `extra_routes` (e.g. /metrics)."""
@@ -70,7 +70,7 @@ def serve_view(
 
 
 def build(
-    registry: Registry, options: ApiSettings, extra_routes: Sequence[Route] = ()
+    registry: OperatorRegistry, options: ApiSettings, extra_routes: Sequence[Route] = ()
 ) -> tuple[ApiServer, LiveView]:
     """The server and its view (following). The options are checked and the socket bound
     first, so a bad --listen or credential file fails before etcd is asked anything."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from ..container import expand_unit
 from ..errors import FleetpyError, UnitFileError, UnknownUnitError
-from ..registry import Registry, UnitRecord
+from ..registry import UnitRecord
+from ..registry.roles import OperatorRegistry
 from ..unit import FleetOptions, checked_as, fleet_options, has_glob, load_unit_file, parse_name
 
 # fleetpy's own bound on one command (argument lists and glob matches alike): more
@@ -135,7 +136,7 @@ def select_units(units: Collection[str], args: Sequence[str]) -> list[str]:
     return [name for name, _ in select(units, args)]
 
 
-def units_for(registry: Registry, args: Sequence[str]) -> dict[str, UnitRecord]:
+def units_for(registry: OperatorRegistry, args: Sequence[str]) -> dict[str, UnitRecord]:
     """Every submitted unit, for a verb given ARGS. A unit named there that a newer
     fleetpy wrote is that one error (get_units), not a warning and 'not submitted'."""
     named = [arg for arg in args if "/" not in arg and not has_glob(arg)]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..registry import ClusterView, Registry, UnitState
+from ..registry import ClusterView, UnitState
+from ..registry.roles import OperatorRegistry
 from ..states import RUNNING_STATES, DesiredState, LoadState
 
 
@@ -93,7 +94,7 @@ def unit_rows(view: ClusterView) -> list[UnitRow]:
     return rows
 
 
-def machine_rows(registry: Registry) -> list[MachineRow]:
+def machine_rows(registry: OperatorRegistry) -> list[MachineRow]:
     return [
         MachineRow(machine=m.id, ip=m.ip, metadata=dict(sorted(m.metadata.items())))
         for _, m in sorted(registry.list_machines().items())

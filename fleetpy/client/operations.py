@@ -9,7 +9,8 @@ from enum import StrEnum
 
 from ..container import source_of
 from ..errors import StateError, UnknownUnitError
-from ..registry import Registry, UnitChange, UnitRecord
+from ..registry import UnitChange, UnitRecord
+from ..registry.roles import OperatorRegistry
 from ..signing import Signer
 from ..states import DesiredState, verb
 from ..unit import fleet_options, parse_name, parse_unit
@@ -19,43 +20,52 @@ from .plans import EDGES, CommandPlan, Contents, check_cycles, check_replace
 from .verbs import LOAD, START, STOP, SUBMIT, UNLOAD
 
 
-def apply(registry: Registry, plan: CommandPlan) -> list[UnitRecord]:
+def apply(registry: OperatorRegistry, plan: CommandPlan) -> list[UnitRecord]:
     return registry.change_units(plan.changes, plan.known) if plan.changes else []
 
 
 def submit(
-    registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
+    registry: OperatorRegistry,
+    args: Sequence[str],
+    signer: Signer | None = None,
+    replace: bool = False,
 ) -> list[UnitRecord]:
     return apply(registry, plans.plan(registry, SUBMIT, args, signer, replace))
 
 
 def load(
-    registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
+    registry: OperatorRegistry,
+    args: Sequence[str],
+    signer: Signer | None = None,
+    replace: bool = False,
 ) -> list[UnitRecord]:
     return apply(registry, plans.plan(registry, LOAD, args, signer, replace))
 
 
 def start(
-    registry: Registry, args: Sequence[str], signer: Signer | None = None, replace: bool = False
+    registry: OperatorRegistry,
+    args: Sequence[str],
+    signer: Signer | None = None,
+    replace: bool = False,
 ) -> list[UnitRecord]:
     return apply(registry, plans.plan(registry, START, args, signer, replace))
 
 
-def stop(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
+def stop(registry: OperatorRegistry, args: Sequence[str]) -> list[UnitRecord]:
     return apply(registry, plans.plan(registry, STOP, args))
 
 
-def unload(registry: Registry, args: Sequence[str]) -> list[UnitRecord]:
+def unload(registry: OperatorRegistry, args: Sequence[str]) -> list[UnitRecord]:
     return apply(registry, plans.plan(registry, UNLOAD, args))
 
 
-def destroy(registry: Registry, args: Sequence[str]) -> list[str]:
+def destroy(registry: OperatorRegistry, args: Sequence[str]) -> list[str]:
     # Every key under unit/, readable or not: a malformed record can still be destroyed.
     names = select_units(registry.unit_keys(), args)
     return registry.destroy_units(names)
 
 
-def unit_text(registry: Registry, name: str, expanded: bool = False) -> str:
+def unit_text(registry: OperatorRegistry, name: str, expanded: bool = False) -> str:
     """The unit file of a submitted unit; an instance without its own shows its template's.
     A container unit is shown as its [Container] source, or `expanded` as stored (what
     systemd gets)."""
@@ -88,7 +98,7 @@ class PutResult:
 
 
 def put_unit(
-    registry: Registry, name: str, text: str | None, desired: DesiredState | None
+    registry: OperatorRegistry, name: str, text: str | None, desired: DesiredState | None
 ) -> PutResult:
     """One unit by name, as fleet's API sets it: with contents a new unit, without them
     only a desired state change.
@@ -135,7 +145,7 @@ def put_unit(
     return PutResult(PutOutcome.CHANGED, max((r.revision for r in records), default=0))
 
 
-def destroy_unit(registry: Registry, name: str) -> bool:
+def destroy_unit(registry: OperatorRegistry, name: str) -> bool:
     """Destroy exactly one unit by name (no globs); False if there is none."""
     if name not in registry.unit_keys():
         return False

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from ..container import check_instance
 from ..errors import FleetOptionError, FleetpyError, SigningError, StateError, UnknownUnitError
-from ..registry import Registry, UnitChange, UnitRecord
+from ..registry import UnitChange, UnitRecord
+from ..registry.roles import OperatorRegistry
 from ..signing import Signer
 from ..states import DesiredState, verb
 from ..unit import FleetOptions, fleet_options, has_glob, parse_name, parse_unit
@@ -42,7 +43,7 @@ class CommandPlan:
 class Contents:
     """Unit texts by hash, read once per command (200 instances share one template)."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: OperatorRegistry) -> None:
         self.registry = registry
         self.texts: dict[str, str | None] = {}
 
@@ -238,7 +239,9 @@ def _cycle_through(edges: Mapping[str, Sequence[str]], root: str) -> list[str] |
     return None
 
 
-def check_cycles(registry: Registry, contents: Contents, new: Mapping[str, FleetOptions]) -> None:
+def check_cycles(
+    registry: OperatorRegistry, contents: Contents, new: Mapping[str, FleetOptions]
+) -> None:
     """Refuse MachineOf= cycles that this command's new units would close,
     following targets into already submitted units (read only when there are edges)."""
     options = dict(new)
@@ -275,7 +278,7 @@ def check_cycles(registry: Registry, contents: Contents, new: Mapping[str, Fleet
 
 
 def plan_submit(
-    registry: Registry,
+    registry: OperatorRegistry,
     args: Sequence[str],
     desired: DesiredState | None,
     signer: Signer | None = None,
@@ -363,7 +366,7 @@ def plan_submit(
     return CommandPlan(tuple(changes), tuple(names), known, notes)
 
 
-def plan_stop(registry: Registry, args: Sequence[str]) -> CommandPlan:
+def plan_stop(registry: OperatorRegistry, args: Sequence[str]) -> CommandPlan:
     """stop: launched -> loaded. A named unit must be launched; globs pick the launched ones."""
     units = units_for(registry, args)
     names: list[str] = []
@@ -378,7 +381,7 @@ def plan_stop(registry: Registry, args: Sequence[str]) -> CommandPlan:
     )
 
 
-def plan_unload(registry: Registry, args: Sequence[str]) -> CommandPlan:
+def plan_unload(registry: OperatorRegistry, args: Sequence[str]) -> CommandPlan:
     names = select_units(units_for(registry, args), args)
     return CommandPlan(
         tuple(UnitChange(n, desired=DesiredState.INACTIVE) for n in names), tuple(names)
@@ -386,7 +389,7 @@ def plan_unload(registry: Registry, args: Sequence[str]) -> CommandPlan:
 
 
 def plan(
-    registry: Registry,
+    registry: OperatorRegistry,
     state_verb: StateVerb,
     args: Sequence[str],
     signer: Signer | None = None,

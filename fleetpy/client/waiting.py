@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..registry import ClusterView, Registry, UnitRecord, UnitState
+from ..registry import ClusterView, UnitRecord, UnitState
+from ..registry.roles import OperatorRegistry
 from ..scheduler import NO_MACHINES
 from ..states import (
     JOB_PENDING,
@@ -222,7 +223,7 @@ def evaluate(
 
 
 def wait_for(
-    registry: Registry,
+    registry: OperatorRegistry,
     names: Sequence[str],
     target: WaitTarget,
     attempts: int = 60,
