@@ -42,7 +42,7 @@ from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.unit import parse_unit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]

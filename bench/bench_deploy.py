@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
 from fleetpy.config import AgentSettings, EngineSettings
-from fleetpy.deployment import digest, load_deployment, render_deployment
+from fleetpy.deploy.deployment import digest, load_deployment, render_deployment
+from fleetpy.deploy.rollout import ApplyOptions, apply_deployment, plan_deployment
 from fleetpy.engine import Engine
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.rollout import ApplyOptions, apply_deployment, plan_deployment
 from fleetpy.unitmanager import SimulatedUnitManager
 
 RESULTS = Path(__file__).resolve().parent / "results"

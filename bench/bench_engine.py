@@ -28,7 +28,7 @@ from fleetpy.config import AgentSettings
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import Compare, Endpoint, EtcdTransport, PutOp
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.unit import parse_unit
 from fleetpy.unitmanager import SimulatedUnitManager
 
 RESULTS = Path(__file__).resolve().parent / "results"

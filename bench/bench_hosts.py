@@ -52,7 +52,7 @@ from fleetpy.cluster.nspawn import (
 )
 from fleetpy.model.events import StateEvent, WatchBatch
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.template import render
+from fleetpy.unitfile.template import render
 
 RESULTS = ROOT / "bench" / "results"
 PREFIX = "/bench-hosts"

@@ -18,7 +18,7 @@ from fleetpy.scheduler import (
     UnitSpec,
 )
 from fleetpy.scheduler import plan_placements as plan
-from fleetpy.unit import FleetOptions
+from fleetpy.unitfile.unit import FleetOptions
 
 ZONES = ("a", "b", "c")
 

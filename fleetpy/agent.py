@@ -28,9 +28,9 @@ from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
 from .model.records import MachineRecord, ScheduleEntry, UnitState
 from .registry import MachineIdInUse
 from .registry.roles import AgentRegistry
-from .signing import TrustedKeys, Verdict
 from .states import PLACED_STATES, RUNNING_STATES, ActiveState, DesiredState, LoadState
-from .unit import FleetOptions, conflicts, fleet_options, parse_unit
+from .unitfile.signing import TrustedKeys, Verdict
+from .unitfile.unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import (
     Action,
     ObservedUnit,

@@ -38,7 +38,7 @@ from .model.events import ContentEvent, EngineEvent, MachineEvent, MetadataEvent
 from .model.records import MachineRecord, ScheduleEntry, UnitRecord
 from .registry.roles import EngineRegistry
 from .states import DesiredState
-from .unit import FleetOptions, UnitFile, fleet_options, parse_unit
+from .unitfile.unit import FleetOptions, UnitFile, fleet_options, parse_unit
 
 
 @dataclass

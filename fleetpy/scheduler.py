@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from fleetpy.states import PLACED_STATES, DesiredState
-from fleetpy.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
+
+from .unitfile.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
 
 # Desired states that put a unit on a machine; anything else is not placed.
 

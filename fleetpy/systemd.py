@@ -26,7 +26,7 @@ from gi.repository import GLib
 from .errors import FleetpyError
 from .log import log_event
 from .states import JOB_PENDING, JOB_REFUSED, RUNNING_STATES
-from .unit import content_hash  # files hold canonical texts: the file's hash is the unit's
+from .unitfile.unit import content_hash
 from .unitmanager import (
     Action,
     ObservedUnit,

@@ -18,7 +18,7 @@ from typing import Protocol
 from .errors import UnitNameError
 from .model.records import UnitState
 from .states import JOB_PENDING, ActiveState, LoadState, SubState
-from .unit import parse_name
+from .unitfile.unit import parse_name
 
 # ExecStart=/bin/false (or /usr/bin/false): what a simulated host fails to start.
 _FAILS = re.compile(r"^ExecStart=\S*/false\b", re.MULTILINE)

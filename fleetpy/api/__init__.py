@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from ..client import operations
 from ..config import ApiSettings
+from ..live_view import LiveView
 from ..log import log_event
 from ..metadata import MetadataChange
 from ..registry.roles import OperatorRegistry
 from ..states import DesiredState
-from ..view import LiveView
 from .dashboard import DashboardFeed
 from .fleetv1 import FleetV1
 from .server import ApiServer, Route

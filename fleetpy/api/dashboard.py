@@ -32,11 +32,11 @@ from importlib import resources
 from typing import Any
 
 from ..errors import FleetpyError
+from ..live_view import LiveView, run_coalesced
 from ..log import log_event
 from ..model.events import DeploymentEvent, EngineEvent, WatchBatch
 from ..model.records import DeploymentRecord
 from ..registry.roles import OperatorRegistry
-from ..view import LiveView, run_coalesced
 from .dashboard_model import document
 from .messages import ApiRequest, ApiResponse, error_response
 from .server import Route

@@ -1,8 +1,8 @@
 """fleet's HTTP API v1 (what fleetctl --driver=API speaks), answered from the live view.
 
 Reads are pure functions of a ClusterView (and the units' texts): no etcd request per
-client request. Writes go through the same library calls as the CLI (control.put_unit,
-control.destroy_unit), so validation and error messages are shared, and then wait (briefly)
+client request. Writes go through the same library calls as the CLI (client.operations.put_unit,
+destroy_unit), so validation and error messages are shared, and then wait (briefly)
 until the view shows them, so a client that writes and reads again sees its write.
 
 fleet's JSON names are kept exactly; fleetpy's own additions (why a unit is not placed, the
@@ -29,7 +29,7 @@ from ..log import log_event
 from ..metadata import MetadataChange
 from ..model.records import ClusterView
 from ..states import ActiveState, DesiredState
-from ..unit import UnitFile, fleet_notes, parse_name, parse_unit
+from ..unitfile.unit import UnitFile, fleet_notes, parse_name, parse_unit
 from .messages import JSON, ApiRequest, ApiResponse, error_response, json_response, no_content
 from .metadata_patch import parse_metadata_patch
 
@@ -41,7 +41,7 @@ MAX_TOKEN_LENGTH = 1024
 
 
 class ViewSource(Protocol):
-    """What the handlers read: the live view (fleetpy.view.LiveView) or a test's."""
+    """What the handlers read: the live view (fleetpy.live_view.LiveView) or a test's."""
 
     def current(self) -> ClusterView: ...
 
@@ -51,7 +51,7 @@ class ViewSource(Protocol):
 
 
 class Writer(Protocol):
-    """The writes, bound to a registry (control.put_unit / destroy_unit) or a test's."""
+    """The writes, bound to a registry (client.operations.put_unit / destroy_unit) or a test's."""
 
     def put_unit(self, name: str, text: str | None, desired: DesiredState | None) -> PutResult: ...
 

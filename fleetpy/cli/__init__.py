@@ -28,8 +28,8 @@ __all__ = ["app", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The `fleetpy` command. Ends the process itself (see fleetpy.process)."""
-    from ..process import exit_process
+    """The `fleetpy` command. Ends the process itself (see fleetpy.exits)."""
+    from ..exits import exit_process
 
     try:
         app(args=None if argv is None else list(argv), prog_name="fleetpy")

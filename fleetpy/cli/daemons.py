@@ -23,7 +23,7 @@ def engine(ctx: typer.Context, **options: Any) -> None:
         {**globals_of(ctx).etcd_cli, **options},
         scopes=(config.Scope.ETCD, config.Scope.ENGINE, config.Scope.METRICS),
     )
-    from .. import daemons  # lazily: the daemons' imports are not the CLI's
+    from .. import entrypoints as daemons
 
     daemons.run_engine(settings)
 
@@ -50,7 +50,7 @@ def agent(
         file_values,
         scopes=(config.Scope.ETCD, config.Scope.AGENT, config.Scope.METRICS),
     )
-    from .. import daemons
+    from .. import entrypoints as daemons
 
     daemons.run_agent(settings)
 
@@ -74,7 +74,7 @@ def api_command(
     settings = config.resolve(
         {**globals_of(ctx).etcd_cli, **options}, scopes=(config.Scope.ETCD, config.Scope.API)
     )
-    from .. import daemons
+    from .. import entrypoints as daemons
 
     daemons.run_api(settings, insecure)
 

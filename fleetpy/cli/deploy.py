@@ -10,7 +10,7 @@ import typer
 from .. import config
 from ..log import escape_controls
 from ..registry import Registry
-from ..signing import Signer
+from ..unitfile.signing import Signer
 from .options import GlobUnitsArgument, OutputOption, SignOption
 from .output import Output, OutputError, out, print_json, say
 from .wiring import edge, globals_of, open_registry, sign_settings, signer_for
@@ -49,7 +49,7 @@ def _plan(
     commit: str | None,
     signer: Signer | None = None,
 ) -> tuple[Registry, Any, Any, Any]:
-    from .. import deployment, rollout
+    from ..deploy import deployment, rollout
 
     loaded = deployment.load_deployment(directory)
     units = deployment.render_deployment(loaded)  # all or nothing, before etcd is asked
@@ -72,7 +72,7 @@ def _styled(line: str, colour: str | None) -> None:
 
 
 def _print_plan(plan: Any, output: Output) -> None:
-    from ..rollout import ChangeKind
+    from ..deploy.rollout import ChangeKind
 
     if output is Output.json:
         print_json(
@@ -196,7 +196,7 @@ def apply_command(
     """Start new units, replace changed ones one step at a time (a rolling update), and
     with --prune destroy the units this deployment no longer renders. With a signing key
     every unit written is signed, and units signed otherwise are re-signed."""
-    from ..rollout import ApplyOptions, apply_deployment
+    from ..deploy.rollout import ApplyOptions, apply_deployment
 
     signer = signer_for(ctx, sign)
     registry, loaded, units, plan = _plan(ctx, directory, prune, commit, signer)
@@ -252,7 +252,7 @@ def restart_command(
 ) -> None:
     """Restart launched units in place, one machine at a time, waiting until they are
     active again before the next machine."""
-    from ..rollout import restart
+    from ..deploy.rollout import restart
 
     for name in restart(open_registry(ctx), units, timeout, _apply_reporter()):
         out(f"Restarted {name}")
@@ -323,7 +323,7 @@ def git_install_hooks(
 ) -> None:
     """Install hooks: a push to the branch is rendered and validated (an invalid push is
     rejected, the branch does not move), then applied; the result goes back to the pusher."""
-    from ..gitops import HookConfig, hook_command, install_hooks
+    from ..deploy.gitops import HookConfig, hook_command, install_hooks
 
     command = hook_command(_settings_args(ctx))
     hooks = install_hooks(
@@ -360,7 +360,7 @@ def git_watch(
     may run; one applies at a time (an etcd lease), the last applied commit is in etcd."""
     from pathlib import Path
 
-    from ..gitops import WatchConfig, hook_command, watch
+    from ..deploy.gitops import WatchConfig, hook_command, watch
 
     command = hook_command(_settings_args(ctx))
     status = watch(

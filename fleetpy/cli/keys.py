@@ -25,14 +25,14 @@ def keys_generate(
 ) -> None:
     """Make an ed25519 key pair NAME.key (mode 0600) and NAME.pub in the keys directory;
     prints the public key's path and id. Never replaces a key."""
-    from ..signing import generate_key
+    from ..unitfile.signing import generate_key
 
     info = generate_key(sign_settings(ctx).keys_dir, name)
     out(f"{info.public_path}  {info.key_id}")
 
 
 def _keys(ctx: typer.Context) -> Sequence[Any]:
-    from ..signing import list_keys
+    from ..unitfile.signing import list_keys
 
     keys = list_keys(sign_settings(ctx).keys_dir)
     for key in keys:

@@ -21,7 +21,7 @@ def _ssh_settings(ctx: typer.Context) -> config.SshSettings:
 @edge
 def status_command(ctx: typer.Context, units: UnitsArgument) -> None:
     """`systemctl status` of units on their machines (a global unit: on every machine)."""
-    from .. import remote
+    from .. import ssh as remote
 
     registry, settings = open_registry(ctx), _ssh_settings(ctx)
     failures = []
@@ -49,7 +49,7 @@ def journal_command(
     ] = False,
 ) -> None:
     """The unit's journal on its machine (journalctl over ssh)."""
-    from .. import remote
+    from .. import ssh as remote
 
     registry, settings = open_registry(ctx), _ssh_settings(ctx)
     targets = remote.unit_targets(registry, unit)
@@ -84,7 +84,7 @@ def ssh_command(
     ] = None,
 ) -> None:
     """Open a shell (or run a command) on a machine, or on a unit's machine."""
-    from .. import remote
+    from .. import ssh as remote
 
     registry, settings = open_registry(ctx), _ssh_settings(ctx)
     target = remote.machine_target(registry, machine)

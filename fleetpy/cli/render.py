@@ -34,8 +34,8 @@ def render(
     ] = None,
 ) -> None:
     """Render a Jinja unit template with values."""
-    from .. import template as templating
     from ..files import write_file_atomically
+    from ..unitfile import template as templating
 
     # In a child process with a time and memory limit: a template is untrusted input.
     text = templating.render_bounded(template, _template_values(templating, values, set_ or []))

@@ -20,7 +20,7 @@ from typer.core import TyperCommand, TyperGroup
 from .. import __version__, config
 from ..errors import FleetpyError
 from ..registry import Registry
-from ..signing import Signer
+from ..unitfile.signing import Signer
 from .output import UsageError, fail, out, say
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -137,7 +137,7 @@ def sign_settings(ctx: typer.Context) -> config.SignSettings:
 def signer_for(ctx: typer.Context, key: str | None) -> Signer | None:
     """The key given with --sign, else the sign_key setting; None: do not sign. Loaded
     before anything is written, so a bad key writes nothing."""
-    from ..signing import load_signer
+    from ..unitfile.signing import load_signer
 
     settings = sign_settings(ctx)
     spec = key or settings.sign_key

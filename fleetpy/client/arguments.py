@@ -15,11 +15,18 @@ import os
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from ..container import expand_unit
 from ..errors import FleetpyError, UnitFileError, UnknownUnitError
 from ..registry import UnitRecord
 from ..registry.roles import OperatorRegistry
-from ..unit import FleetOptions, checked_as, fleet_options, has_glob, load_unit_file, parse_name
+from ..unitfile.container import expand_unit
+from ..unitfile.unit import (
+    FleetOptions,
+    checked_as,
+    fleet_options,
+    has_glob,
+    load_unit_file,
+    parse_name,
+)
 
 # fleetpy's own bound on one command (argument lists and glob matches alike): more
 # would be written in hundreds of transactions, with a long partial-write window.

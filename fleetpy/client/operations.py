@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..container import source_of
 from ..errors import StateError, UnknownUnitError
 from ..registry import UnitChange, UnitRecord
 from ..registry.roles import OperatorRegistry
-from ..signing import Signer
 from ..states import DesiredState, verb
-from ..unit import fleet_options, parse_name, parse_unit
+from ..unitfile.container import source_of
+from ..unitfile.signing import Signer
+from ..unitfile.unit import fleet_options, parse_name, parse_unit
 from . import plans
 from .arguments import select_units
 from .plans import EDGES, CommandPlan, Contents, check_cycles, check_replace

@@ -8,13 +8,13 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..container import check_instance
 from ..errors import FleetOptionError, FleetpyError, SigningError, StateError, UnknownUnitError
 from ..registry import UnitChange, UnitRecord
 from ..registry.roles import OperatorRegistry
-from ..signing import Signer
 from ..states import DesiredState, verb
-from ..unit import FleetOptions, fleet_options, has_glob, parse_name, parse_unit
+from ..unitfile.container import check_instance
+from ..unitfile.signing import Signer
+from ..unitfile.unit import FleetOptions, fleet_options, has_glob, parse_name, parse_unit
 from .arguments import (
     LocalUnit,
     check_count,

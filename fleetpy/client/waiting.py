@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ..live_view import SETTLE_SECONDS, LiveView
 from ..registry import ClusterView, UnitRecord, UnitState
 from ..registry.roles import OperatorRegistry
 from ..scheduler import NO_MACHINES
@@ -19,7 +20,6 @@ from ..states import (
     ActiveState,
     LoadState,
 )
-from ..view import SETTLE_SECONDS, LiveView
 
 # Re-read the whole view this often even without watch events (a lost watch must not hang us).
 BACKSTOP_SECONDS = 10.0

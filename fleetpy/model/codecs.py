@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import FleetpyError
 from ..metadata import Overlay, key_problem, value_problem
 from ..states import DesiredState
-from ..unit import parse_name
+from ..unitfile.unit import parse_name
 
 _MISSING: Any = object()
 

@@ -33,7 +33,7 @@ class UnitRecord:
     owner: str | None = None  # the deployment that created it (`fleetpy apply`), if any
     origin: str | None = None  # the git commit or content digest it was applied from
     revision: int = 0  # etcd mod_revision of the record, 0 if not stored
-    # ed25519 signature of (name, hash) (fleetpy.signing's text form); None: unsigned.
+    # ed25519 signature of (name, hash) (fleetpy.unitfile.signing's text form); None: unsigned.
     # Carried, never checked here: agents with trusted keys check it.
     signature: str | None = None
 

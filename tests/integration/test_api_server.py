@@ -15,8 +15,8 @@ from fleetpy.api import ApiServer, build
 from fleetpy.client import operations
 from fleetpy.cluster.etcd import EtcdServer, EtcdTls
 from fleetpy.config import ApiSettings
+from fleetpy.live_view import LiveView
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.view import LiveView
 
 from support.api_fixtures import Api, UnixConnection, etcd_requests, request
 from support.waiting import until
@@ -172,7 +172,7 @@ def test_metrics_route_describes_the_cluster_from_the_view(
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from fleetpy.daemons import api_metrics_route
+    from fleetpy.entrypoints import api_metrics_route
 
     sock = str(tmp_path / "api.sock")
     api_registry = Registry(registry_config)

@@ -34,9 +34,9 @@ def test_core_pulls_in_neither_the_cli_libraries_nor_the_cluster_harness() -> No
 def test_the_daemons_load_neither_the_api_server_nor_metrics_unless_asked() -> None:
     matching = (
         "m.split('.')[0] in ('prometheus_client', 'http') "
-        "or m in ('fleetpy.api', 'fleetpy.client', 'fleetpy.view')"
+        "or m in ('fleetpy.api', 'fleetpy.client', 'fleetpy.live_view')"
     )
-    assert loaded_by("fleetpy.daemons", matching) == []
+    assert loaded_by("fleetpy.entrypoints", matching) == []
 
 
 def test_the_model_loads_neither_the_store_nor_its_client_libraries() -> None:

@@ -440,7 +440,7 @@ def test_list_unit_files_reason_owner_and_origin(
         "web.service   11111111  -",
     ]
     text = SERVICE + "#\nO=1\n"
-    from fleetpy.unit import parse_unit
+    from fleetpy.unitfile.unit import parse_unit
 
     unit = parse_unit(text)
     registry.change_units(
@@ -647,7 +647,7 @@ def test_ssh_options_after_the_machine_are_the_remote_commands(
     run: Run, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     argvs: list[list[str]] = []
-    monkeypatch.setattr("fleetpy.remote.os.execvp", lambda _file, argv: argvs.append(argv))
+    monkeypatch.setattr("fleetpy.ssh.os.execvp", lambda _file, argv: argvs.append(argv))
     result = run("ssh", "--ssh-port", "2222", "11111111", "ls", "--ssh-port", "0", "-la")
     assert result.exit_code == 0, result.output
     argv = argvs[-1]
@@ -679,7 +679,7 @@ def test_strict_host_key_checking_is_a_switch(
     if env is not None:
         monkeypatch.setenv("FLEETPY_STRICT_HOST_KEY_CHECKING", env)
     argvs: list[list[str]] = []
-    monkeypatch.setattr("fleetpy.remote.os.execvp", lambda _file, argv: argvs.append(argv))
+    monkeypatch.setattr("fleetpy.ssh.os.execvp", lambda _file, argv: argvs.append(argv))
     expected = f"StrictHostKeyChecking={'yes' if strict else 'no'}"
     for argv in ([*args, "ssh", "11111111"], ["ssh", *args, "11111111"]):
         result = run(*argv)

@@ -14,7 +14,7 @@ import pytest
 
 from fleetpy.model.records import UnitState
 from fleetpy.registry import Registry
-from fleetpy.signing import load_trusted_keys
+from fleetpy.unitfile.signing import load_trusted_keys
 
 from support.cli_run import Run
 from support.signing_cli import one_error_line

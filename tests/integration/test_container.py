@@ -1,4 +1,4 @@
-"""Container units: [Container] parsed, validated and expanded (fleetpy/container.py);
+"""Container units: [Container] parsed, validated and expanded (fleetpy/unitfile/container.py);
 every expansion checked by the real `systemd-analyze verify`; bad input is one line from
 the CLI with nothing written; `cat` shows the source, `cat --expanded` what systemd gets.
 What docker receives is checked on a real host in tests/system/test_container_hosts.py.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetpy.container import CONTAINER_KEYS, expand_unit, source_of, split_words
 from fleetpy.registry import Registry
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.container import CONTAINER_KEYS, expand_unit, source_of, split_words
+from fleetpy.unitfile.unit import parse_unit
 
 from support.cli_helpers import one_error_line, snapshot, write
 from support.cli_run import Run
@@ -206,7 +206,7 @@ def test_cli_cat_shows_source_and_expanded(
 
 def test_example_container_units_render_expand_and_verify(tmp_path: Path) -> None:
     from fleetpy.client.arguments import read_unit_file
-    from fleetpy.deployment import load_deployment, render_deployment
+    from fleetpy.deploy.deployment import load_deployment, render_deployment
 
     rendered = render_deployment(load_deployment(ROOT / "units" / "containers"))
     assert [u.name for u in rendered] == [

@@ -26,10 +26,10 @@ import pytest
 from fleetpy.api import ApiServer
 from fleetpy.api.dashboard import DashboardFeed
 from fleetpy.cluster.etcd import EtcdTls
+from fleetpy.live_view import LiveView
 from fleetpy.model.events import WatchBatch
 from fleetpy.model.records import DeploymentRecord, DeploymentSession
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.view import LiveView
 
 from support.api_fixtures import Api, UnixConnection
 from support.dashboard import READ_TOKEN, WRITE_TOKEN

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetpy.registry import Registry
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.unit import parse_unit
 
 from support.cli_run import Run
 from support.fleet_unit_files import STARTED, UNIT_FILES, copy_unit_files

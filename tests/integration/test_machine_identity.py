@@ -13,7 +13,7 @@ import pytest
 
 from fleetpy.agent import Agent, agent_instance
 from fleetpy.config import AgentSettings, UnitManagerKind
-from fleetpy.daemons import instance_file
+from fleetpy.entrypoints import instance_file
 from fleetpy.model.records import MachineRecord
 from fleetpy.registry import MachineIdInUse, Registry, RegistryConfig
 from fleetpy.unitmanager import SimulatedUnitManager

@@ -8,7 +8,7 @@ from typing import Any
 
 from hypothesis import given, settings
 
-from fleetpy.template import render_bounded
+from fleetpy.unitfile.template import render_bounded
 
 from support.strategies import (
     SETTINGS,

@@ -15,14 +15,14 @@ from typer.testing import CliRunner, Result
 
 from fleetpy.cli import app
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.deployment import RenderedUnit
+from fleetpy.deploy.deployment import RenderedUnit
+from fleetpy.deploy.rollout import ApplyOptions, DeploymentPlan, apply_deployment, plan_deployment
 from fleetpy.errors import DeploymentError, StateError
 from fleetpy.model.changes import UnitChange
 from fleetpy.model.events import StateEvent, WatchBatch
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.rollout import ApplyOptions, DeploymentPlan, apply_deployment, plan_deployment
 from fleetpy.states import DesiredState
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.unit import parse_unit
 
 from support.cli_run import Run
 from support.rollout import APP, SIDE, Cluster, apply, deployment, render

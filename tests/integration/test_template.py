@@ -16,12 +16,8 @@ from typing import Any
 import pytest
 
 from fleetpy.errors import TemplateError
-from fleetpy.template import (
-    load_values,
-    render,
-    render_bounded,
-)
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.template import load_values, render, render_bounded
+from fleetpy.unitfile.unit import parse_unit
 
 from support.paths import UNITS
 from support.template_cases import (

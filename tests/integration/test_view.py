@@ -7,10 +7,10 @@ tests/pure/test_view.py."""
 
 from __future__ import annotations
 
+from fleetpy.live_view import LiveView
 from fleetpy.model.events import MachineEvent, WatchBatch
 from fleetpy.model.records import MachineRecord
 from fleetpy.registry import Registry
-from fleetpy.view import LiveView
 
 from support.waiting import until
 

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetpy.agent import DesiredUnit, plan, plan_actions, select_globals
 from fleetpy.model.records import ScheduleEntry, UnitState
-from fleetpy.signing import Signer, TrustedKey, TrustedKeys, key_id
 from fleetpy.states import DesiredState
-from fleetpy.unit import content_hash
+from fleetpy.unitfile.signing import Signer, TrustedKey, TrustedKeys, key_id
+from fleetpy.unitfile.unit import content_hash
 from fleetpy.unitmanager import (
     ObservedUnit,
     RemoveUnit,

@@ -22,7 +22,7 @@ from fleetpy.errors import (
 from fleetpy.metadata import MetadataChange
 from fleetpy.model.records import ClusterView, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.states import DesiredState
-from fleetpy.unit import content_hash
+from fleetpy.unitfile.unit import content_hash
 
 TEXT = "[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/sleep 1000\n"
 HASH = content_hash(TEXT)

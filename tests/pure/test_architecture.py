@@ -165,7 +165,7 @@ UNSAFE_YAML_NAMES = {
 
 # Where one of those is used anyway, and why that is safe.
 ALLOWED = {
-    ("fleetpy/template.py", "pickle"): (
+    ("fleetpy/unitfile/template.py", "pickle"): (
         "render_bounded sends a render request to the child process it starts itself, "
         "over that child's stdin: the parent pickles plain values it built (from the "
         "safe YAML loader and --set), the child unpickles only what its parent wrote. "
@@ -383,7 +383,7 @@ def test_the_scans_find_what_they_look_for() -> None:
     bad = [("bad.py", ast.parse(BAD))]
     assert len(code_builtins(bad)) == 2
     assert code_deserializers(bad) == ["bad.py:2: import pickle"]
-    assert code_deserializers([("fleetpy/template.py", ast.parse("import pickle"))]) == []
+    assert code_deserializers([("fleetpy/unitfile/template.py", ast.parse("import pickle"))]) == []
     found = shells_and_unsafe_yaml(bad)
     for what in (
         "from yaml import FullLoader",
@@ -548,3 +548,27 @@ def test_readme_module_table_names_every_module() -> None:
     }
     assert sorted(modules - named) == [], "modules missing from the README's Design table"
     assert sorted(named - modules) == [], "README's Design table names modules that do not exist"
+
+
+# Modules over the ~800-line limit, each with why it stays one module. Both ways: a module
+# that grows past it needs a reason here, and one back under it leaves the list.
+LINE_LIMIT = 800
+LONG_MODULES = {
+    "registry/transport.py": "fleetpy's etcd v3 client: one failover, retry and no-quorum "
+    "policy around every call; split, the policy would be split with it",
+    "cluster/nspawn.py": "the host harness (tests, benchmarks, cluster up): rootfs, boot, "
+    "power-off and containers of one host share its state",
+    "scheduler.py": "the placement planner: one class whose methods share its indexes",
+    "api/server.py": "the HTTP server: h11 framing, TLS, tokens and streams around one "
+    "connection loop",
+    "unitfile/unit.py": "the unit-file grammar and fleet's [X-Fleet] options over it",
+}
+
+
+def test_no_module_is_over_the_line_limit_without_a_stated_reason() -> None:
+    long = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if len(path.read_text().splitlines()) > LINE_LIMIT
+    }
+    assert sorted(long) == sorted(LONG_MODULES)

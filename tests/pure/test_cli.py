@@ -29,13 +29,15 @@ def test_version() -> None:
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Settings]:
     """Replace run_engine/run_agent with recorders of the settings they get."""
-    import fleetpy.daemons
+    import fleetpy.entrypoints
 
     seen: dict[str, Settings] = {}
     monkeypatch.setattr(
-        fleetpy.daemons, "run_engine", lambda settings: seen.update(engine=settings)
+        fleetpy.entrypoints, "run_engine", lambda settings: seen.update(engine=settings)
     )
-    monkeypatch.setattr(fleetpy.daemons, "run_agent", lambda settings: seen.update(agent=settings))
+    monkeypatch.setattr(
+        fleetpy.entrypoints, "run_agent", lambda settings: seen.update(agent=settings)
+    )
     return seen
 
 

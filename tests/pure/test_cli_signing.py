@@ -18,17 +18,17 @@ pytestmark = pytest.mark.usefixtures("signing_env")
 
 
 def test_agent_trusted_keys_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fleetpy.daemons
+    import fleetpy.entrypoints
 
     seen: dict[str, Settings] = {}
-    real_run_agent = fleetpy.daemons.run_agent
-    monkeypatch.setattr(fleetpy.daemons, "run_agent", lambda settings: seen.update(s=settings))
+    real_run_agent = fleetpy.entrypoints.run_agent
+    monkeypatch.setattr(fleetpy.entrypoints, "run_agent", lambda settings: seen.update(s=settings))
     config = tmp_path / "agent.yaml"
     config.write_text("trusted_keys: /etc/fleetpy/trusted\nmachine_id: m1\n")
     result = CliRunner().invoke(app, ["agent", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert seen["s"].agent.trusted_keys == "/etc/fleetpy/trusted"
-    monkeypatch.setattr(fleetpy.daemons, "run_agent", real_run_agent)
+    monkeypatch.setattr(fleetpy.entrypoints, "run_agent", real_run_agent)
     # The real agent: a missing directory is one line, before etcd is even asked.
     result = CliRunner().invoke(
         app,

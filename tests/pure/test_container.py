@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleetpy.container import expand_unit, source_of, split_words
 from fleetpy.errors import ContainerError
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.container import expand_unit, source_of, split_words
+from fleetpy.unitfile.unit import parse_unit
 
 
 def expand(text: str, name: str = "box.service") -> str:
@@ -110,7 +110,7 @@ def test_edited_expansion_is_refused() -> None:
 
 
 def test_misspelled_section_is_refused() -> None:
-    from fleetpy.unit import fleet_options
+    from fleetpy.unitfile.unit import fleet_options
 
     with pytest.raises(Exception, match=r"did you mean \[Container\]"):
         fleet_options(parse_unit("[Containr]\nImage=x\n"), "box.service")
@@ -118,6 +118,6 @@ def test_misspelled_section_is_refused() -> None:
 
 @pytest.mark.parametrize("value", [*INJECTION, "two words", "line\nbreak", "tab\t", "\x01"])
 def test_container_value_filter_round_trips(value: str) -> None:
-    from fleetpy.template import container_value
+    from fleetpy.unitfile.template import container_value
 
     assert split_words(container_value(value), "test") == [value]

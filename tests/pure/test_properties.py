@@ -35,8 +35,8 @@ from fleetpy.errors import TemplateError, UnitNameError
 from fleetpy.model.codecs import MalformedRecord
 from fleetpy.model.records import MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from fleetpy.states import DesiredState
-from fleetpy.template import load_values, parse_set, render
-from fleetpy.unit import (
+from fleetpy.unitfile.template import load_values, parse_set, render
+from fleetpy.unitfile.unit import (
     FLEET_OPTIONS,
     UnitFile,
     fleet_options,
@@ -121,7 +121,7 @@ def systemd_reads(text: str) -> dict[str, dict[str, list[str]]]:
     comment lines skipped (inside continuations too), a continuation backslash becomes
     a space and the next line is appended as is, blanks around keys and values go,
     repeated sections merge, an empty assignment resets the key. A reference written
-    apart from fleetpy.unit, which keeps what fleet kept instead."""
+    apart from fleetpy.unitfile.unit, which keeps what fleet kept instead."""
     sections: dict[str, dict[str, list[str]]] = {}
     current: dict[str, list[str]] = {}
     logical: list[str] = []

@@ -12,7 +12,7 @@ import pytest
 
 from fleetpy.cluster.network import BridgeNetwork, NetworkError
 from fleetpy.config import SshSettings
-from fleetpy.remote import journal_command, ssh_argv, status_command
+from fleetpy.ssh import journal_command, ssh_argv, status_command
 
 
 def option(argv: list[str], name: str) -> list[str]:

@@ -26,7 +26,7 @@ from fleetpy.scheduler import (
 )
 from fleetpy.scheduler import plan_placements as plan
 from fleetpy.states import DesiredState
-from fleetpy.unit import FleetOptions, is_template, template_of
+from fleetpy.unitfile.unit import FleetOptions, is_template, template_of
 
 
 def unit(

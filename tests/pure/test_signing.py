@@ -1,4 +1,4 @@
-"""fleetpy.signing: key files, signatures over (name, content hash), trusted key sets."""
+"""fleetpy.unitfile.signing: key files, signatures over (name, content hash), trusted key sets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 
 from fleetpy.errors import ConfigError, SigningError
-from fleetpy.signing import (
+from fleetpy.unitfile.signing import (
     Rejection,
     generate_key,
     list_keys,
@@ -20,7 +20,7 @@ from fleetpy.signing import (
     message,
     parse_signature,
 )
-from fleetpy.unit import content_hash
+from fleetpy.unitfile.unit import content_hash
 
 TEXT = "[Service]\nExecStart=/bin/sleep 1000\n"
 HASH = content_hash(TEXT)

@@ -12,7 +12,7 @@ keys written into a real etcd, and on a real host (systemd-nspawn).
 
 Machine addresses. `status`, `journal` and `ssh` give a machine's address from etcd to
 ssh, and ssh gives a --tunnel's ProxyCommand, with the address in it, to a shell: only
-IP addresses are accepted, by the registry and again by fleetpy.remote.
+IP addresses are accepted, by the registry and again by fleetpy.ssh.
 
 
 Here: the tests that need no etcd and no process (README "Tests"); the others are in
@@ -38,7 +38,7 @@ from fleetpy.errors import UnitNameError
 from fleetpy.model.codecs import MalformedRecord
 from fleetpy.model.events import WatchBatch
 from fleetpy.model.records import ClusterView, MachineRecord, MachineSchedule, ScheduleEntry
-from fleetpy.remote import RemoteError, machine_target
+from fleetpy.ssh import RemoteError, machine_target
 from fleetpy.states import DesiredState
 from fleetpy.unitmanager import WriteUnit, check_unit_file_name, unit_file_path
 

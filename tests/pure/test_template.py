@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetpy.errors import TemplateError
-from fleetpy.template import (
+from fleetpy.unitfile.template import (
     exec_args,
     load_values,
     merge_values,
@@ -27,7 +27,7 @@ from fleetpy.template import (
     systemd_quote,
     systemd_value,
 )
-from fleetpy.unit import fleet_options, load_unit_file, parse_unit
+from fleetpy.unitfile.unit import fleet_options, load_unit_file, parse_unit
 
 from support.paths import UNITS
 from support.template_cases import (

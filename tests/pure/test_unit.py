@@ -17,7 +17,7 @@ from fleetpy.errors import (
     UnitNameError,
     UnitParseError,
 )
-from fleetpy.unit import (
+from fleetpy.unitfile.unit import (
     FleetOptions,
     UnitFile,
     UnitName,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from fleetpy.view import run_coalesced
+from fleetpy.live_view import run_coalesced
 
 
 def test_an_unexpected_error_in_a_step_is_a_failure_and_retried() -> None:

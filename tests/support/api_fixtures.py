@@ -15,8 +15,8 @@ import pytest
 from fleetpy.api import ApiServer, build
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.config import ApiSettings
+from fleetpy.live_view import LiveView
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.view import LiveView
 
 Api = Callable[..., tuple[ApiServer, LiveView]]
 

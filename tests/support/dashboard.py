@@ -11,7 +11,7 @@ import pytest
 
 from fleetpy.api import ApiServer
 from fleetpy.cluster.etcd import EtcdTls
-from fleetpy.view import LiveView
+from fleetpy.live_view import LiveView
 
 from support.api_fixtures import Api
 

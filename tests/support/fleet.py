@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.template import render
+from fleetpy.unitfile.template import render
 
 from support.paths import UNITS
 

@@ -6,7 +6,7 @@ inherited), working directory and standard streams at the file-descriptor level:
 pipe holding `input`, fd 1 and fd 2 files read back afterwards, so what gRPC's C core or a
 helper process writes to them is seen too, and `/dev/stdin` is a FIFO as in a pipeline.
 What the command ends with is what the process would have exited with: main() ends through
-fleetpy.process.exit_process, which flushes and then calls os._exit; here that os._exit
+fleetpy.exits.exit_process, which flushes and then calls os._exit; here that os._exit
 raises instead, so exit_process's own code still decides the status.
 
 Nothing leaks from one run into the next or into the test: the environment, the working
@@ -59,7 +59,7 @@ class _Exited(BaseException):
 
 
 class _ProcessOs:
-    """fleetpy.process's `os` during a run: os itself, but _exit ends the run, not us."""
+    """fleetpy.exits's `os` during a run: os itself, but _exit ends the run, not us."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
@@ -176,7 +176,7 @@ def run_in_process(
 ) -> Ran:
     """Run `fleetpy ARGV` here; STDOUT_FD (e.g. an open /dev/full) replaces the captured
     standard output. Raises Hung if it runs longer than TIMEOUT seconds."""
-    import fleetpy.process
+    import fleetpy.exits
 
     main = _entry_point()
     out = tempfile.TemporaryFile()
@@ -206,7 +206,7 @@ def run_in_process(
             sys.argv[:] = [str(Path(sys.executable).parent / "fleetpy"), *argv]
             for name in EXEC_FUNCTIONS:
                 setattr(os, name, _refuse_exec(name))
-            names = vars(fleetpy.process)
+            names = vars(fleetpy.exits)
             real_os = names["os"]
             names["os"] = _ProcessOs()
             try:

@@ -28,7 +28,7 @@ from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 from fleetpy.errors import FleetpyError
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import EtcdNoSpace
-from fleetpy.template import render
+from fleetpy.unitfile.template import render
 
 from support.etcd_transport import transport
 from support.paths import ROOT

@@ -7,16 +7,16 @@ from pathlib import Path
 
 from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings, EngineSettings
-from fleetpy.deployment import RenderedUnit, load_deployment, render_deployment
-from fleetpy.engine import Engine
-from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.rollout import (
+from fleetpy.deploy.deployment import RenderedUnit, load_deployment, render_deployment
+from fleetpy.deploy.rollout import (
     ApplyOptions,
     ApplyResult,
     DeploymentPlan,
     apply_deployment,
     plan_deployment,
 )
+from fleetpy.engine import Engine
+from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unitmanager import SimulatedUnitManager
 
 APP = """\

@@ -9,9 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fleetpy.template import (
-    render,
-)
+from fleetpy.unitfile.template import render
 
 from support.paths import UNITS
 

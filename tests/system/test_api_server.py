@@ -24,7 +24,7 @@ from fleetpy.api import ApiServer
 from fleetpy.config import ApiSettings
 from fleetpy.errors import ConfigError
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.unit import content_hash
+from fleetpy.unitfile.unit import content_hash
 
 from support.api_fixtures import Api, UnixConnection, request
 from support.cli_run import Run

@@ -13,10 +13,10 @@ import pytest
 
 from fleetpy.api import ApiServer
 from fleetpy.cluster.etcd import EtcdTls
+from fleetpy.live_view import LiveView
 from fleetpy.registry import (
     RegistryConfig,
 )
-from fleetpy.view import LiveView
 
 from support.cli_run import Run
 from support.dashboard import READ_TOKEN

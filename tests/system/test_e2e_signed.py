@@ -15,7 +15,7 @@ import pytest
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import Host
 from fleetpy.registry import Registry
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.unit import parse_unit
 
 from support.fleet import Fleet
 from support.waiting import until

@@ -74,10 +74,10 @@ def test_agent_unit_enabled_and_runtime_importable(hosts: HostFactory) -> None:
         [
             "/opt/fleetpy/venv/bin/python",
             "-c",
-            "import dbus, gi, yaml, jinja2, grpc, pyetcd, fleetpy.unit; print(fleetpy.unit.__file__)",
+            "import dbus, gi, yaml, jinja2, grpc, pyetcd, fleetpy.unitfile.unit; print(fleetpy.unitfile.unit.__file__)",
         ]
     )
-    assert imported.stdout.strip() == "/opt/fleetpy/src/fleetpy/unit.py"
+    assert imported.stdout.strip() == "/opt/fleetpy/src/fleetpy/unitfile/unit.py"
     for launcher in ("fleetpy", "fleetpy-agent"):
         assert (
             host.run(["test", "-x", f"/opt/fleetpy/venv/bin/{launcher}"], check=False).returncode

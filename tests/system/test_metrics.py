@@ -48,7 +48,10 @@ def run_quick(*argv: str, env: Mapping[str, str] | None = None) -> subprocess.Co
     ("argv", "env"),
     [
         (("-m", "fleetpy", "engine", "--metrics-listen", "nonsense"), {}),
-        (("-m", "fleetpy.daemons", "--unit-manager", "simulated", "--metrics-listen", "h:0"), {}),
+        (
+            ("-m", "fleetpy.entrypoints", "--unit-manager", "simulated", "--metrics-listen", "h:0"),
+            {},
+        ),
         (
             ("-m", "fleetpy", "agent", "--unit-manager", "simulated"),
             {"FLEETPY_METRICS_LISTEN": ":1"},
@@ -148,7 +151,7 @@ def test_engine_and_agents_metrics_over_http(
         machine: daemons.start(
             machine,
             "-m",
-            "fleetpy.daemons",
+            "fleetpy.entrypoints",
             "--unit-manager",
             "simulated",
             "--machine-id",

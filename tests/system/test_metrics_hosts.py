@@ -16,7 +16,7 @@ from fleetpy.engine import Engine
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.unit import parse_unit
 
 from support.waiting import until
 

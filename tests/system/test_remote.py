@@ -12,7 +12,7 @@ from fleetpy.config import SshSettings
 
 
 def test_an_unreachable_machine_is_one_line_naming_it(tmp_path: Path) -> None:
-    from fleetpy.remote import RemoteError, Target, run
+    from fleetpy.ssh import RemoteError, Target, run
 
     # Port 1 on loopback: nothing listens, ssh fails at once (no traffic leaves the machine).
     settings = SshSettings(port=1, known_hosts_file=str(tmp_path / "known_hosts"))

@@ -24,8 +24,8 @@ from fleetpy.engine import Engine
 from fleetpy.errors import SigningError
 from fleetpy.model.records import UnitState
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.signing import Signer, generate_key, load_signer, load_trusted_keys
-from fleetpy.unit import content_hash, parse_unit
+from fleetpy.unitfile.signing import Signer, generate_key, load_signer, load_trusted_keys
+from fleetpy.unitfile.unit import content_hash, parse_unit
 from fleetpy.unitmanager import SimulatedUnitManager
 
 from support.secure_fixtures import secure_etcd
@@ -331,9 +331,9 @@ def deployment_dir(workdir: Path, version: str) -> Path:
 
 
 def test_apply_signs_adds_rolling_updates_and_re_signs(cluster: SignedCluster) -> None:
-    from fleetpy.deployment import load_deployment, render_deployment
+    from fleetpy.deploy.deployment import load_deployment, render_deployment
+    from fleetpy.deploy.rollout import ApplyOptions, ChangeKind, apply_deployment, plan_deployment
     from fleetpy.errors import DeploymentError
-    from fleetpy.rollout import ApplyOptions, ChangeKind, apply_deployment, plan_deployment
 
     options = ApplyOptions(min_ready=0, timeout=20)
     names = ["app@1.service", "app@2.service"]

@@ -11,7 +11,7 @@ from fleetpy.errors import PartialWriteError
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
-from fleetpy.unit import parse_unit
+from fleetpy.unitfile.unit import parse_unit
 
 from support.hostile_harness import Hostile
 

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client.arguments import MAX_UNITS_PER_COMMAND
-from .container import expand_unit
-from .errors import DeploymentError, FileError, FleetpyError
-from .files import MAX_UNIT_FILE_BYTES, MAX_VALUES_BYTES, display_path, over_limit, read_text_file
-from .template import RenderJob, merge_values, render_all_bounded
-from .unit import FleetOptions, fleet_options, parse_name, parse_unit
-from .yamlload import load_yaml_mapping
+from ..client.arguments import MAX_UNITS_PER_COMMAND
+from ..errors import DeploymentError, FileError, FleetpyError
+from ..files import MAX_UNIT_FILE_BYTES, MAX_VALUES_BYTES, display_path, over_limit, read_text_file
+from ..unitfile.container import expand_unit
+from ..unitfile.template import RenderJob, merge_values, render_all_bounded
+from ..unitfile.unit import FleetOptions, fleet_options, parse_name, parse_unit
+from ..yamlload import load_yaml_mapping
 
 DEPLOYMENT_FILE = "fleetpy.yaml"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")

@@ -14,7 +14,7 @@ from .config import SshSettings
 from .errors import FleetpyError, UnknownUnitError
 from .model.records import ClusterView
 from .registry.roles import ClusterReader
-from .unit import parse_name
+from .unitfile.unit import parse_name
 
 
 class RemoteError(FleetpyError):

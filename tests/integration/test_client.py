@@ -1,7 +1,7 @@
 """The client library (fleetpy.client): argument resolution, validation before writing, waiting, and listing rows.
 
 Here: the tests that need the session's etcd or a short-lived helper process (README "Tests"); the others are in
-tests/pure/test_control.py."""
+tests/pure/test_client.py."""
 
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ from fleetpy.errors import (
     UnitParseError,
     UnknownUnitError,
 )
+from fleetpy.live_view import LiveView
 from fleetpy.metadata import MetadataChange
 from fleetpy.model.changes import PlaceUnit, StoreReason, UnitChange, UnplaceUnit
 from fleetpy.model.records import MachineRecord, ScheduleEntry, UnitState
 from fleetpy.registry import Registry
 from fleetpy.states import DesiredState
-from fleetpy.unit import content_hash, parse_unit
-from fleetpy.view import LiveView
+from fleetpy.unitfile.unit import content_hash, parse_unit
 
 from support.cli_helpers import SERVICE, write
 from support.waiting import until

@@ -68,8 +68,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from fleetpy.errors import FileError, FleetpyError, TemplateError
 from fleetpy.files import MAX_TEMPLATE_BYTES, MAX_VALUES_BYTES, MiB, display_path, read_text_file
-from fleetpy.quoting import container_word, escape_value, exec_arg, value_problem
 from fleetpy.yamlload import MAX_DEPTH, load_yaml_mapping
+
+from .quoting import container_word, escape_value, exec_arg, value_problem
 
 # Limits of one render (MAX_TEMPLATE_BYTES and MAX_VALUES_BYTES are in fleetpy.files).
 MAX_OUTPUT_BYTES = 1 * MiB  # the rendered unit
@@ -80,7 +81,7 @@ RENDER_TIMEOUT = 10.0  # seconds, render_bounded (wall clock; CPU a second more)
 RENDER_MEMORY = 1024 * MiB  # address space of render_bounded's child process
 
 # ---------------------------------------------------------------------------
-# Quoting filters: the rules themselves are in fleetpy.quoting
+# Quoting filters: the rules themselves are in fleetpy.unitfile.quoting
 # ---------------------------------------------------------------------------
 
 _KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -594,9 +595,7 @@ def render(
 
 # The child runs with the running fleetpy first on sys.path and without the
 # current directory (-P): a jinja2.py in the user's directory is not imported.
-_WORKER = (
-    "import sys; sys.path.insert(0, sys.argv[1]); from fleetpy.template import _serve; _serve()"
-)
+_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from fleetpy.unitfile.template import _serve; _serve()"
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

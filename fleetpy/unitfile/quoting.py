@@ -6,8 +6,8 @@ Key= line so that systemd reads back exactly that value and nothing else.
   escape_value(text, specifiers=False) -> str  the Key= value (check value_problem first)
   split_words(value, escapes=...) -> list[str] a value read back as words (WordsError)
 
-Used by the template filters (fleetpy.template) and by container units
-(fleetpy.container), so both quote alike; unit (fleetpy.unit) and container
+Used by the template filters (fleetpy.unitfile.template) and by container units
+(fleetpy.unitfile.container), so both quote alike; unit (fleetpy.unitfile.unit) and container
 values are read back into words by the same split_words. Pure: no fleetpy imports; its
 only error, WordsError, carries the text of the problem, and callers raise their own
 error types with it.
@@ -93,7 +93,7 @@ def escape_value(text: str, specifiers: bool = False) -> str:
 
 def container_word(text: str) -> str:
     """One word of a [Container] list key (Exec=, Environment=, Label=, DockerArgs=), as
-    fleetpy.container.split_words reads it back: double quotes, C escapes. `$` and `%`
+    fleetpy.unitfile.container.split_words reads it back: double quotes, C escapes. `$` and `%`
     stay: fleetpy escapes them when it expands the section."""
     out = []
     for char in text:

@@ -31,16 +31,16 @@ from .engine import Engine
 from .errors import ConfigError, FleetpyError
 from .log import escape_controls, log_event
 from .registry import Registry
-from .signing import TrustedKeys, load_trusted_keys
+from .unitfile.signing import TrustedKeys, load_trusted_keys
 from .unitmanager import SimulatedUnitManager, UnitManager
 
 if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics are on
     from prometheus_client import CollectorRegistry
 
     from .api.server import Route
+    from .live_view import LiveView
     from .metrics import AgentMetrics, EngineMetrics, MetricsServer
     from .model.records import ClusterView
-    from .view import LiveView
 
 # Debian's packages for the systemd unit manager's imports (dbus-python, PyGObject).
 _SYSTEMD_PACKAGES = "python3-dbus python3-gi"
@@ -281,7 +281,7 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 
 def agent_entry() -> None:
     """The `fleetpy-agent` console script: agent_main, then leave at once."""
-    from .process import exit_process
+    from .exits import exit_process
 
     exit_process(agent_main())
 

@@ -39,7 +39,8 @@ from fleetpy.errors import (
     UnitParseError,
 )
 from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
-from fleetpy.quoting import WordsError, split_words
+
+from .quoting import WordsError, split_words
 
 # ---------------------------------------------------------------------------
 # Unit names
@@ -603,7 +604,7 @@ KNOWN_SECTIONS: tuple[str, ...] = (
     "Slice",
     "Scope",
 )
-# Read by fleetpy itself (fleetpy.container), which expands it before systemd sees the unit.
+# Read by fleetpy itself (fleetpy.unitfile.container), which expands it before systemd sees the unit.
 CONTAINER_SECTION = "Container"
 # The [Container] section as kept in the expanded unit: systemd ignores X- sections.
 EXPANDED_CONTAINER_SECTION = "X-Container"

@@ -1,6 +1,6 @@
 """One watch-fed view of the cluster: read once, then kept current by the registry's watches.
 
-The CLI's blocking wait (control.wait_for) and the API server (fleetpy.api) both read the
+The CLI's blocking wait (client.waiting.wait_for) and the API server (fleetpy.api) both read the
 cluster through this, so there is one way of following it. Events patch the view in place of
 re-reading everything (a full read carries every unit, state and placement); a full read
 happens only at start, after a watch broke (etcd gone, revision compacted), or when a caller

@@ -1,5 +1,5 @@
-"""test_control.py's tests that need no etcd and no process (README "Tests"); what the module
-covers as a whole: tests/integration/test_control.py."""
+"""test_client.py's tests that need no etcd and no process (README "Tests"); what the module
+covers as a whole: tests/integration/test_client.py."""
 
 from __future__ import annotations
 

@@ -36,8 +36,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, FileError, SigningError
-from .files import display_path, read_regular_file
+from ..errors import ConfigError, FileError, SigningError
+from ..files import display_path, read_regular_file
 from .unit import content_hash as hash_of
 
 if TYPE_CHECKING:

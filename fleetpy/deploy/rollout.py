@@ -20,15 +20,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .client.arguments import select_units
-from .client.waiting import UnitProgress, WaitTarget, wait_for
+from ..client.arguments import select_units
+from ..client.waiting import UnitProgress, WaitTarget, wait_for
+from ..errors import DeploymentError, FleetpyError, StateError
+from ..model.changes import UnitChange
+from ..model.records import DeploymentRecord, DeploymentSession
+from ..registry.roles import OperatorRegistry
+from ..states import ActiveState, DesiredState
+from ..unitfile.signing import Signer, signature_key_id
 from .deployment import RenderedUnit
-from .errors import DeploymentError, FleetpyError, StateError
-from .model.changes import UnitChange
-from .model.records import DeploymentRecord, DeploymentSession
-from .registry.roles import OperatorRegistry
-from .signing import Signer, signature_key_id
-from .states import ActiveState, DesiredState
 
 
 class ChangeKind(StrEnum):

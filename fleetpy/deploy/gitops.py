@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import DeploymentError
+from ..log import escape_controls, log_event
 from .deployment import DEPLOYMENT_FILE, load_deployment
-from .errors import DeploymentError
-from .log import escape_controls, log_event
 
 if TYPE_CHECKING:
-    from .registry.roles import OperatorRegistry
+    from ..registry.roles import OperatorRegistry
 
 ZERO = "0" * 40
 HOOKS = ("pre-receive", "post-receive")
@@ -132,7 +132,7 @@ _HOOK = """#!{python}
 # Installed by `fleetpy git install-hooks`: {what}
 import sys
 sys.path.insert(0, {root!r})
-from fleetpy.gitops import run_hook
+from fleetpy.deploy.gitops import run_hook
 sys.exit(run_hook({hook!r}, {config!r}))
 """
 

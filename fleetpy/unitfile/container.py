@@ -16,7 +16,7 @@ lines computed from that section and the unit name, so `source_of` takes them aw
 (`cat` shows the source, `cat --expanded` the stored unit). An expanded unit submitted
 again is accepted only if it is exactly the expansion of its own [X-Container] section.
 
-QUOTING: every value reaches docker as one argument written by fleetpy.quoting.exec_arg:
+QUOTING: every value reaches docker as one argument written by fleetpy.unitfile.quoting.exec_arg:
 `$` becomes `$$`, `%` becomes `%%`, quotes, backslashes and control characters are
 escaped and `;` is quoted, so no value becomes a systemd specifier, an environment
 variable, a second command or shell text (nothing runs through a shell but fleetpy's own
@@ -34,10 +34,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from fleetpy import quoting
 from fleetpy.errors import ContainerError
-from fleetpy.quoting import exec_arg
-from fleetpy.unit import (
+
+from . import quoting
+from .quoting import exec_arg
+from .unit import (
     CONTAINER_SECTION,
     EXPANDED_CONTAINER_SECTION,
     Assignment,
