@@ -129,8 +129,10 @@ sys.exit(main())
 EOF
     cat > "$venv/bin/fleetpy-agent" <<'EOF'
 #!/opt/fleetpy/venv/bin/python
-import sys
-from fleetpy.daemons import agent_entry
+try:
+    from fleetpy.entrypoints import agent_entry
+except ImportError:  # a fleetpy from before the rename (a rollback of an upgrade)
+    from fleetpy.daemons import agent_entry
 agent_entry()
 EOF
     chmod 755 "$venv/bin/fleetpy" "$venv/bin/fleetpy-agent"
