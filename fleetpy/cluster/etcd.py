@@ -289,9 +289,21 @@ class EtcdServer:
             return str(response.read().decode())
 
     def pause(self) -> None:
-        """Make etcd unreachable without losing data (SIGSTOP): connections hang."""
+        """Make etcd unreachable without losing data (SIGSTOP): connections hang. Returns
+        once the process is stopped: the signal is delivered asynchronously, and a loaded
+        machine answered a /health request after send_signal had returned."""
         if self.process:
             self.process.send_signal(signal.SIGSTOP)
+            stat = Path(f"/proc/{self.process.pid}/stat")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    # Field 3, after the parenthesized command name: T = stopped.
+                    if stat.read_text().rpartition(")")[2].split()[0] in ("T", "t"):
+                        return
+                except OSError:
+                    return  # gone: nothing answers either
+                time.sleep(0.005)
 
     def resume(self) -> None:
         if self.process:
