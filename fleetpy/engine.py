@@ -650,17 +650,21 @@ class Engine:
                 if isinstance(c, scheduler.Schedule) and snapshot.running.get(c.unit) == c.machine
             )
             log_event("engine_pass", engine=self.candidate, **counts, adopted=adopted or None)
+        # Operators' one-shot requests are cleared once this pass is written, in one
+        # fenced transaction. The adoption window lives on in this engine; its key only
+        # carried the request here.
+        clears: list[EngineWrite] = []
         if forced:
-            # One-shot: cleared once this pass is written (fenced like every engine write).
-            if not self.registry.engine_write(self.candidate, [[ClearForceReschedule()]]):
-                raise _LostLeadership("a fenced write was refused")
-            self._force = False
-            log_event("force_reschedule_done", engine=self.candidate)
+            clears.append(ClearForceReschedule())
         if self._adopt_requested:
-            # The window lives in this engine; the key only carries the request to it.
-            if not self.registry.engine_write(self.candidate, [[ClearAdoptionRequest()]]):
+            clears.append(ClearAdoptionRequest())
+        if clears:
+            if not self.registry.engine_write(self.candidate, [clears]):
                 raise _LostLeadership("a fenced write was refused")
             self._adopt_requested = False
+        if forced:
+            self._force = False
+            log_event("force_reschedule_done", engine=self.candidate)
         if self._on_pass is not None:
             self._on_pass(planned - started, time.perf_counter() - started)
 

@@ -51,10 +51,7 @@ class MachineKeys(RegistryBase):
         they fit: whoever sees the machine join also sees what it runs (a restore's
         adoption relies on it)."""
         key = self.key("machines", machine.id)
-        state_ops = [
-            self.txn.put(self.key("state", s.machine, s.name), s.to_json(), lease=lease_id)
-            for s in states
-        ]
+        state_ops = self._state_puts(states, lease_id)
         with_record, rest = state_ops[: MAX_TXN_OPS - 1], state_ops[MAX_TXN_OPS - 1 :]
         for _ in range(CONFLICT_RETRIES):
             try:
@@ -80,8 +77,7 @@ class MachineKeys(RegistryBase):
                 break
         else:
             raise RegistryError(f"machine {machine.id}: its record kept changing while registering")
-        for chunk in chunks(rest, MAX_TXN_OPS):
-            self._txn([], chunk)
+        self._write_unguarded(rest)
 
     def list_machines(self) -> dict[str, MachineRecord]:
         """The registered machines, each with its operators' metadata overlay."""
@@ -101,11 +97,18 @@ class MachineKeys(RegistryBase):
         self, states: Sequence[UnitState], lease_id: int, removed: Sequence[tuple[str, str]] = ()
     ) -> None:
         """Write reported unit states (under the agent's lease) and drop removed ones."""
-        ops: list[TxnOp] = [
+        ops = self._state_puts(states, lease_id)
+        ops += [self.txn.delete(self.key("state", machine, unit)) for unit, machine in removed]
+        self._write_unguarded(ops)
+
+    def _state_puts(self, states: Sequence[UnitState], lease_id: int) -> list[TxnOp]:
+        return [
             self.txn.put(self.key("state", s.machine, s.name), s.to_json(), lease=lease_id)
             for s in states
         ]
-        ops += [self.txn.delete(self.key("state", machine, unit)) for unit, machine in removed]
+
+    def _write_unguarded(self, ops: Sequence[TxnOp]) -> None:
+        """OPS in as few transactions as etcd takes (each key is the writer's own)."""
         for chunk in chunks(ops, MAX_TXN_OPS):
             self._txn([], chunk)
 
@@ -116,8 +119,8 @@ class MachineKeys(RegistryBase):
         return states
 
     def running_units(self) -> dict[str, tuple[str, str]]:
-        """unit -> (machine, content hash) of the units agents report running (active,
-        activating or reloading) on one machine; a unit reported running on several is
+        """unit -> (machine, content hash) of the units agents report running
+        (RUNNING_STATES) on one machine; a unit reported running on several is
         left out (nothing to prefer)."""
         found: dict[str, tuple[str, str]] = {}
         for name, by_machine in self.list_states().items():
