@@ -21,7 +21,8 @@ from support.tiers import require_tier
 # rootfs, dockerd + busybox image and a hosts factory (host_rootfs, host_docker, hosts); the
 # operator's CLI and an engine as processes beside those hosts (fleet); the hostile-input
 # corpus' cluster (hostile, seeded); the CLI tests' environments (clean_env, signing_env);
-# pytester, for tests of the suite's own plugins.
+# pytester, for tests of the suite's own plugins; an engine and simulated agents in this
+# process on the test's prefix (cluster).
 pytest_plugins = [
     "pytester",  # tests/pure/test_parallel.py collects made-up suites in process
     "support.api_fixtures",
@@ -31,6 +32,7 @@ pytest_plugins = [
     "support.hostile_harness",
     "support.cli_helpers",
     "support.signing_cli",
+    "support.sim_cluster",
 ]
 
 _prefixes = itertools.count()

@@ -5,7 +5,6 @@ is refused in one line with nothing written."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from support.sim_cluster import Cluster
 from support.waiting import until
 
 pytestmark = pytest.mark.usefixtures("clean_env")
-
-
-@pytest.fixture
-def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
-    c = Cluster(registry_config)
-    yield c
-    c.close()
 
 
 def unit_files(run: Run) -> list[dict[str, object]]:

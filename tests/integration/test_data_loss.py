@@ -4,7 +4,6 @@ order to stop every unit (issue [12]): agents hold what runs until the data is b
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,13 +13,6 @@ from fleetpy.registry.transport import prefix_range_end
 from support.etcd_transport import transport
 from support.sim_cluster import Cluster, unit
 from support.waiting import until
-
-
-@pytest.fixture
-def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
-    c = Cluster(registry_config)
-    yield c
-    c.close()
 
 
 def test_agents_hold_their_units_while_etcd_has_lost_fleetpys_data(

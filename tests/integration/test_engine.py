@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,18 +11,10 @@ import pytest
 from fleetpy.client import operations
 from fleetpy.metadata import MetadataChange
 from fleetpy.model.changes import UnitChange
-from fleetpy.registry import RegistryConfig
 from fleetpy.states import DesiredState
 
 from support.sim_cluster import Cluster, unit
 from support.waiting import until
-
-
-@pytest.fixture
-def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
-    c = Cluster(registry_config)
-    yield c
-    c.close()
 
 
 def test_units_are_placed_least_loaded_and_run(cluster: Cluster) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,13 @@ from fleetpy.agent import Agent, agent_instance
 from fleetpy.config import AgentSettings, UnitManagerKind
 from fleetpy.entrypoints import instance_file
 from fleetpy.model.records import MachineRecord
-from fleetpy.registry import MachineIdInUse, Registry, RegistryConfig
+from fleetpy.registry import MachineIdInUse, Registry
 from fleetpy.unitmanager import SimulatedUnitManager
 
 from support.sim_cluster import Cluster, unit
 from support.waiting import until
 
 TTL = 2
-
-
-@pytest.fixture
-def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
-    c = Cluster(registry_config)
-    yield c
-    c.close()
 
 
 def host(cluster: Cluster, name: str, instance: str) -> Agent:

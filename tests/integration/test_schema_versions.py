@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from fleetpy.agent import Agent
 from fleetpy.errors import RegistryError, StateError
 from fleetpy.model.records import UnitRecord
-from fleetpy.registry import RegistryConfig
 from fleetpy.states import DesiredState
 
 from support.cli_helpers import one_error_line
@@ -23,13 +21,6 @@ from support.waiting import until
 
 # What a future release might write: a version this one does not know, a changed shape.
 FUTURE = json.dumps({"v": 2, "desired": "somewhere-else", "placement": {"m2": 1}})
-
-
-@pytest.fixture
-def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
-    c = Cluster(registry_config)
-    yield c
-    c.close()
 
 
 def raw(cluster: Cluster, *key: str) -> bytes | None:

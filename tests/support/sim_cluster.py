@@ -1,9 +1,13 @@
 """An engine and simulated agents in this process against the test's etcd prefix, and
-unit changes to feed them (test_engine, test_api_server, test_dashboard)."""
+unit changes to feed them (test_engine, test_api_server, test_dashboard); the `cluster`
+fixture: one on the test's prefix, closed after it (a module may define its own)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+
+import pytest
 
 from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings, EngineSettings
@@ -82,3 +86,10 @@ class Cluster:
         for engine in self.engines:
             engine.stop()
         self.registry.close()
+
+
+@pytest.fixture
+def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
+    c = Cluster(registry_config)
+    yield c
+    c.close()

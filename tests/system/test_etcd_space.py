@@ -16,7 +16,7 @@ import pytest
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.config import EngineSettings
 from fleetpy.engine import Engine
-from fleetpy.registry import Registry, RegistryConfig
+from fleetpy.registry import Registry
 from fleetpy.registry.transport import EtcdCompacted
 
 from support.cli_helpers import SERVICE, one_error_line, snapshot, write
@@ -36,13 +36,6 @@ def etcd() -> Iterator[EtcdServer]:
     """This test's own etcd (overrides the session's), with a small backend quota."""
     with EtcdServer(extra_args=(f"--quota-backend-bytes={QUOTA}",)) as server:
         yield server
-
-
-@pytest.fixture
-def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
-    c = Cluster(registry_config)
-    yield c
-    c.close()
 
 
 def test_the_leader_compacts_history_older_than_its_interval(
