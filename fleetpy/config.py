@@ -24,8 +24,7 @@ from .errors import ConfigError, FileError
 from .files import MAX_VALUES_BYTES, display_path, read_text_file
 from .metadata import MAX_ITEMS as MAX_METADATA_ITEMS
 from .metadata import key_problem, value_problem
-from .registry import MACHINE_ID, RegistryConfig
-from .yamlload import load_yaml_mapping
+from .registry import RegistryConfig
 
 
 class Scope(StrEnum):
@@ -182,6 +181,8 @@ def _fraction(value: Any) -> float:
 
 
 def _machine_id(value: Any) -> str:
+    from .model.codecs import MACHINE_ID  # the records' grammar: loaded when a setting has one
+
     text = str(value)
     if not MACHINE_ID.fullmatch(text):
         raise ValueError(
@@ -659,6 +660,8 @@ def add_arguments(parser: argparse.ArgumentParser, scopes: tuple[Scope, ...]) ->
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The agent's YAML settings: a regular file of at most 1 MiB, bounded YAML."""
+    from .yamlload import load_yaml_mapping  # PyYAML: only for a config file
+
     try:
         text = read_text_file(path, limit=MAX_VALUES_BYTES, what="config file")
     except FileError as exc:

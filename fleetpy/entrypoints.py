@@ -27,7 +27,6 @@ from .config import (
     read_machine_id,
     resolve,
 )
-from .engine import Engine
 from .errors import ConfigError, FleetpyError
 from .log import escape_controls, log_event
 from .registry import Registry
@@ -130,6 +129,8 @@ def instance_file(agent: AgentSettings, machine_id: str) -> Path:
 
 def run_engine(settings: Settings) -> None:
     """`fleetpy engine`: compete for leadership and place units until interrupted."""
+    from .engine import Engine  # and the scheduler: the engine's, not an agent's memory
+
     collectors = _metrics_registry(settings.metrics.listen)
     instruments: EngineMetrics | None = None
     if collectors is not None:

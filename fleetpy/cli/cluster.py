@@ -4,7 +4,6 @@ from typing import Annotated
 
 import typer
 
-from ..registry.access import OPERATOR
 from .output import out, print_table, say
 from .wiring import edge
 
@@ -41,6 +40,7 @@ def cluster_up(
     """Start etcd, two engines and HOSTS hosts (real systemd, sshd, docker, the agent),
     each in its own network namespace with its own address; print how to use it."""
     from ..cluster import local
+    from ..registry.access import OPERATOR
 
     state = local.up(
         name,

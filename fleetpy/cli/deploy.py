@@ -3,17 +3,19 @@
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import config
 from ..log import escape_controls
-from ..registry import Registry
-from ..unitfile.signing import Signer
 from .options import GlobUnitsArgument, OutputOption, SignOption
 from .output import Output, OutputError, out, print_json, say
 from .wiring import edge, globals_of, open_registry, sign_settings, signer_for
+
+if TYPE_CHECKING:  # gRPC and the unit-file grammar: loaded by the verbs that use them
+    from ..registry import Registry
+    from ..unitfile.signing import Signer
 
 # This module's verbs; fleetpy.cli adds them to the app, in the order of its help.
 verbs = typer.Typer()
@@ -47,8 +49,8 @@ def _plan(
     directory: str,
     prune: bool,
     commit: str | None,
-    signer: Signer | None = None,
-) -> tuple[Registry, Any, Any, Any]:
+    signer: "Signer | None" = None,
+) -> tuple["Registry", Any, Any, Any]:
     from ..deploy import deployment, rollout
 
     loaded = deployment.load_deployment(directory)

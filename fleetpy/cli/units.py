@@ -3,14 +3,13 @@ STATE_VERBS, with their words here), destroy, force-reschedule and cat."""
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..client import operations, plans, waiting
+from ..client import waiting
 from ..client.verbs import LOAD, START, STATE_VERBS, STOP, SUBMIT, UNLOAD, StateVerb
 from ..client.waiting import WaitTarget
-from ..registry import Registry
 from .options import (
     DEFAULT_BLOCK_ATTEMPTS,
     AttemptsOption,
@@ -22,6 +21,11 @@ from .options import (
 from .output import fail, out, say
 from .progress import progress_reporter
 from .wiring import edge, open_registry, signer_for
+
+if TYPE_CHECKING:  # a verb loads the client library (unit files, gRPC) when it runs, so
+    # that `fleetpy --help` and the other verbs do not
+    from ..client import plans
+    from ..registry import Registry
 
 # This module's verbs; fleetpy.cli adds them to the app, in the order of its help.
 verbs = typer.Typer()
@@ -50,7 +54,7 @@ HELP: dict[StateVerb, tuple[str, str]] = {
 }
 
 
-def _notes(plan: plans.CommandPlan) -> None:
+def _notes(plan: "plans.CommandPlan") -> None:
     """What the unit files say that fleetpy reads differently (fleet's legacy keys & co.)."""
     for note in plan.notes:
         say(f"fleetpy: warning: {note}")
@@ -68,6 +72,8 @@ def _state_command(state_verb: StateVerb) -> Callable[..., None]:
         sign: str | None = None,
         replace: bool = False,
     ) -> None:
+        from ..client import operations, plans
+
         signer = signer_for(ctx, sign) if state_verb.from_files else None
         registry = open_registry(ctx)
         plan = plans.plan(registry, state_verb, units, signer, replace)
@@ -117,6 +123,8 @@ for _verb in STATE_VERBS:
 @edge
 def destroy(ctx: typer.Context, units: GlobUnitsArgument) -> None:
     """Stop, unload and delete units from the cluster."""
+    from ..client import operations
+
     for name in operations.destroy(open_registry(ctx), units):
         out(f"Destroyed {name}")
 
@@ -145,12 +153,14 @@ def cat(
     ] = False,
 ) -> None:
     """Print the contents of a submitted unit."""
+    from ..client import operations
+
     text = operations.unit_text(open_registry(ctx), unit, expanded=expanded)
     out(text, nl=not text.endswith("\n"), keep="\n\t")
 
 
 def _finish(
-    registry: Registry,
+    registry: "Registry",
     names: Sequence[str],
     target: WaitTarget,
     verb: str,

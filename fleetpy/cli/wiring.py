@@ -6,22 +6,28 @@ global options (a registry, a signer)."""
 import copy
 import functools
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, get_type_hints
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer._click.exceptions import UsageError as ClickUsageError
+from typer._coercion import RuntimeParam, build_runtime_param
+from typer._param_types import coerce_cli_choice
 from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__, config
 from ..errors import FleetpyError
-from ..registry import Registry
-from ..unitfile.signing import Signer
 from .output import UsageError, fail, out, say
+
+if TYPE_CHECKING:  # gRPC and the unit-file grammar: loaded by the verbs that use them
+    from ..registry import Registry
+    from ..unitfile.signing import Signer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,7 +130,9 @@ def globals_of(ctx: typer.Context) -> Globals:
     return obj if isinstance(obj, Globals) else Globals({})
 
 
-def open_registry(ctx: typer.Context) -> Registry:
+def open_registry(ctx: typer.Context) -> "Registry":
+    from ..registry import Registry
+
     settings = config.resolve(globals_of(ctx).etcd_cli, scopes=(config.Scope.ETCD,))
     registry = Registry(settings.etcd, warn=lambda message: say(f"fleetpy: warning: {message}"))
     return ctx.with_resource(registry)
@@ -134,7 +142,7 @@ def sign_settings(ctx: typer.Context) -> config.SignSettings:
     return config.resolve(globals_of(ctx).etcd_cli, scopes=(config.Scope.SIGN,)).sign
 
 
-def signer_for(ctx: typer.Context, key: str | None) -> Signer | None:
+def signer_for(ctx: typer.Context, key: str | None) -> "Signer | None":
     """The key given with --sign, else the sign_key setting; None: do not sign. Loaded
     before anything is written, so a bad key writes nothing."""
     from ..unitfile.signing import load_signer
@@ -193,6 +201,75 @@ def _global_option(option: Any) -> Any:
     return clone
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_NOT_PLAIN = object()
+
+
+def _plain_value(annotation: Any, value: Any, info: Any, ctx: Any) -> Any:
+    """VALUE as ANNOTATION for the plain values fleetpy's options take (text, integers and
+    decimals within their bounds, enums, lists of text); _NOT_PLAIN for anything else."""
+    if annotation is bool:
+        return value if isinstance(value, bool) else _NOT_PLAIN
+    if annotation is str or annotation == list[str]:
+        texts = value if annotation is not str and isinstance(value, (list, tuple)) else [value]
+        # Text that is not UTF-8 (undecodable argv bytes) is pydantic's to refuse.
+        if not all(isinstance(t, str) and (t.isascii() or _utf8(t)) for t in texts):
+            return _NOT_PLAIN
+        return value if annotation is str else list(texts)
+    if annotation in (int, float) and not info.clamp:
+        if isinstance(value, str):
+            pattern = _INTEGER if annotation is int else _DECIMAL
+            value = annotation(value) if pattern.fullmatch(value) else _NOT_PLAIN
+        if type(value) not in (int, float) or (annotation is int and type(value) is float):
+            return _NOT_PLAIN
+        inside = (info.min is None or value >= info.min) and (info.max is None or value <= info.max)
+        return annotation(value) if inside else _NOT_PLAIN
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        try:
+            return coerce_cli_choice(
+                value, choices=list(annotation), case_sensitive=info.case_sensitive, ctx=ctx
+            )
+        except ValueError:
+            return _NOT_PLAIN
+    return _NOT_PLAIN
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _PlainValues(RuntimeParam):
+    """typer's coercion of an option's value without pydantic (typer builds a pydantic
+    TypeAdapter per parameter: ~30 ms and ~5 MiB of a verb's start-up) for plain values;
+    any other value, an invalid one included, goes to typer's own coercion, so errors read
+    as before. typer internals (RuntimeParam, _runtime_param): tested on 0.29, as
+    typer._click."""
+
+    def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+        plain = _plain_value(self.annotation, value, self.parameter_info, ctx)
+        if plain is not _NOT_PLAIN:
+            return plain
+        typers = build_runtime_param(param.type_descriptor)
+        return typers._coerce_value(value, param=param, ctx=ctx)
+
+
+def _plain_coercion(params: list[Any]) -> list[Any]:
+    """PARAMS, typer's with _PlainValues where typer has not built its own coercion yet."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)  # None: Click's own parameter
+        if descriptor is None or param._runtime_param is not None:
+            continue
+        if descriptor.file_annotation is None and descriptor.parameter_info.parser is None:
+            param._runtime_param = _PlainValues(descriptor.parameter_info, descriptor.annotation)
+    return params
+
+
 class _Verb(TyperCommand):
     """A verb's help: its own options, then the global ones it also takes (as fleetctl's
     GLOBAL OPTIONS)."""
@@ -205,6 +282,16 @@ class _Verb(TyperCommand):
         if records:
             with formatter.section("Global options (also before the verb)"):
                 formatter.write_dl([r for r in records if r is not None])
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_coercion(super().get_params(ctx))
+
+
+class _SubGroup(TyperGroup):
+    """A group of verbs (etcd, keys, git, cluster): its options as a verb's (_PlainValues)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_coercion(super().get_params(ctx))
 
 
 def _verbs(commands: Iterable[Any]) -> Iterator[Any]:
@@ -224,11 +311,17 @@ class _Group(TyperGroup):
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         settings = [p for p in self.params if p.name in config.SETTINGS_BY_NAME]
+        for group in self.commands.values():
+            if type(group) is TyperGroup:
+                group.__class__ = _SubGroup  # only its options' coercion differs
         for command in _verbs(self.commands.values()):
             own = {flag for p in command.params for flag in (*p.opts, *p.secondary_opts)}
             command.params += [_global_option(p) for p in settings if not own & set(p.opts)]
             if type(command) is TyperCommand:
                 command.__class__ = _Verb  # only its help differs
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_coercion(super().get_params(ctx))
 
     def main(
         self,

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..registry import ClusterView, UnitState
-from ..registry.roles import OperatorRegistry
 from ..states import RUNNING_STATES, DesiredState, LoadState
+
+if TYPE_CHECKING:  # the records: loaded with the view a listing reads, not by --help
+    from ..registry import ClusterView, UnitState
+    from ..registry.roles import OperatorRegistry
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from ..live_view import SETTLE_SECONDS, LiveView
-from ..registry import ClusterView, UnitRecord, UnitState
-from ..registry.roles import OperatorRegistry
-from ..scheduler import NO_MACHINES
 from ..states import (
     JOB_PENDING,
     JOB_REFUSED,
@@ -20,6 +17,11 @@ from ..states import (
     ActiveState,
     LoadState,
 )
+
+if TYPE_CHECKING:  # the records and the store: this module's WaitTarget is imported by
+    # every CLI verb's table (client.verbs), its waits only by the verbs that wait
+    from ..registry import ClusterView, UnitRecord, UnitState
+    from ..registry.roles import OperatorRegistry
 
 # Re-read the whole view this often even without watch events (a lost watch must not hang us).
 BACKSTOP_SECONDS = 10.0
@@ -98,6 +100,8 @@ def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine:
         )
     if record.is_global:
         if not view.machines:
+            from ..scheduler import NO_MACHINES  # the engine's own words
+
             return NO_MACHINES
         if states:
             return "reported as " + ", ".join(
@@ -235,6 +239,8 @@ def wait_for(
     watch events (states, schedule, machines), with a slow full re-read as backstop.
     Failed units end their wait at once instead of running out the clock.
     """
+    from ..live_view import SETTLE_SECONDS, LiveView
+
     started = time.monotonic()
     deadline = None if attempts == 0 else started + attempts
     live = LiveView(registry)

@@ -36,138 +36,69 @@ alone; where absence would mean "stop" or "unschedule", readers get Newer in its
 
 The records, their codecs and the events are fleetpy.model's; here, one module per key
 family (units, deployments, machines, metadata, schedule, views, watches, backup, auth,
-history) on base.py's plumbing, joined in the one class Registry. roles.py has what each
-kind of client may call (the protocols of access.py's roles).
+history) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
+what each kind of client may call (the protocols of access.py's roles).
 
-Only the engine writes P/schedule and P/reason; only clients (CLI, API) write P/unit,
-P/global, P/content and P/metadata; only agents write P/machines and P/state. With etcd's
-auth on, the roles of access.py enforce it (each agent only its own machine's keys). Every
-multi-key change is one transaction guarded by the revisions it read, so racing clients
-never lose an update.
+This package's own module imports only RegistryConfig and the defaults (settings.py);
+what it re-exports (Registry, the records, the transport's figures) is loaded on first
+use, so a process that never talks to etcd (`fleetpy --help`, `fleetpy render`) does not
+load gRPC and protobuf.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 # gRPC's C core logs to stderr by itself (several lines per failed TLS handshake);
 # fleetpy says what went wrong in one line of its own. Set before grpc is imported.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import RegistryError
+from .settings import DEFAULT_ENDPOINT, DEFAULT_PREFIX, RegistryConfig
 
-# Re-exported for the client library and config (fleetpy.model has every record).
-from ..model.changes import UnitChange
-from ..model.codecs import MACHINE_ID
-from ..model.records import ClusterView, UnitRecord, UnitState
-from .auth import AccessControl
-from .backup import DESIRED_KINDS, Backups
-from .base import MAX_TXN_BYTES, MAX_TXN_OPS, PrefixError
-from .endpoints import MAX_ENDPOINTS, normalize_prefix, parse_endpoint
-from .history import History, ReclaimReport
-from .machines import MachineIdInUse, MachineKeys
-from .metadata import MetadataKeys
-from .schedule import ScheduleKeys
-from .tls import TlsMaterial, load_tls
-from .transport import Alarm, Endpoint, EndpointStats, EtcdTransport, MemberStatus
-from .units import UnitKeys
-from .views import Views
-from .watches import Watches
+if TYPE_CHECKING:
+    from ..model.changes import UnitChange
+    from ..model.codecs import MACHINE_ID
+    from ..model.records import ClusterView, UnitRecord, UnitState
+    from .backup import DESIRED_KINDS
+    from .base import MAX_TXN_BYTES, MAX_TXN_OPS, PrefixError
+    from .endpoints import normalize_prefix
+    from .facade import Registry
+    from .history import ReclaimReport
+    from .machines import MachineIdInUse
+    from .transport import Alarm, EndpointStats, MemberStatus
 
-DEFAULT_PREFIX = "/fleetpy"
-DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
-
-
-# ----------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class RegistryConfig:
-    """How to reach etcd: the one record of the etcd settings (config.SETTINGS' etcd
-    scope names their options, env vars and config keys; `timeout` is --request-timeout).
-    Its defaults are those settings' defaults, stated here only."""
-
-    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
-    prefix: str = DEFAULT_PREFIX
-    timeout: float = 5.0
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    username: str | None = None
-    password: str | None = None
+# Where each re-exported name lives (relative to this package), imported on first use.
+_LAZY = {
+    "UnitChange": "..model.changes",
+    "MACHINE_ID": "..model.codecs",
+    "ClusterView": "..model.records",
+    "UnitRecord": "..model.records",
+    "UnitState": "..model.records",
+    "DESIRED_KINDS": ".backup",
+    "MAX_TXN_BYTES": ".base",
+    "MAX_TXN_OPS": ".base",
+    "PrefixError": ".base",
+    "normalize_prefix": ".endpoints",
+    "Registry": ".facade",
+    "ReclaimReport": ".history",
+    "MachineIdInUse": ".machines",
+    "Alarm": ".transport",
+    "EndpointStats": ".transport",
+    "MemberStatus": ".transport",
+}
 
 
-# ----------------------------------------------------------------------------- registry
-
-
-class Registry(
-    UnitKeys,
-    MachineKeys,
-    MetadataKeys,
-    ScheduleKeys,
-    Views,
-    Watches,
-    Backups,
-    AccessControl,
-    History,
-):
-    """fleetpy's view of etcd: every key family's operations, on one connection.
-    Thread-safe: the underlying gRPC client is."""
-
-    def __init__(self, config: RegistryConfig, warn: Callable[[str], None] | None = None) -> None:
-        self.config = config
-        prefix = normalize_prefix(config.prefix)
-        super().__init__(self._connect(), prefix, warn)
-
-    # -- connection
-
-    def _connect(self) -> EtcdTransport:
-        config = self.config
-        if len(config.endpoints) > MAX_ENDPOINTS:
-            raise RegistryError(
-                f"{len(config.endpoints)} etcd endpoints given; fleetpy takes at most "
-                f"{MAX_ENDPOINTS} (an etcd cluster's members)"
-            )
-        tls = load_tls(config.ca_file, config.cert_file, config.key_file)
-        endpoints = []
-        for url in config.endpoints:
-            host, port, secure = parse_endpoint(url)
-            if secure and tls is None:
-                tls = TlsMaterial(None, None, None)  # https without --ca-file: gRPC's CAs
-            endpoints.append(Endpoint(host, port))
-        if (config.username is None) != (config.password is None):
-            given = "--username" if config.username is not None else "--password"
-            raise RegistryError(f"{given} needs the other: etcd's user and password go together")
-        return EtcdTransport(
-            endpoints,
-            timeout=config.timeout,
-            tls=tls,
-            user=config.username,
-            password=config.password,
-            diagnosis=tls,
-        )
-
-    def close(self) -> None:
-        self._etcd.close()
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-if TYPE_CHECKING:  # mypy checks that the one Registry offers every role's protocol
-    from .roles import AgentRegistry, EngineRegistry, OperatorRegistry
-
-    def _offers_every_role(
-        registry: Registry,
-    ) -> tuple[OperatorRegistry, EngineRegistry, AgentRegistry]:
-        return registry, registry, registry
+def __getattr__(name: str) -> Any:
+    """A re-exported name, imported from its module the first time it is asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

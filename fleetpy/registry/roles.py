@@ -16,7 +16,7 @@ offer only that.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..metadata import MetadataChange, Overlay
 from ..model import events
@@ -31,7 +31,9 @@ from ..model.records import (
     UnitRecord,
     UnitState,
 )
-from .transport import EndpointStats
+
+if TYPE_CHECKING:  # the transport loads gRPC: a protocol's user need not
+    from .transport import EndpointStats
 
 Event = TypeVar("Event")
 # A watch's callback, given each batch; a watch returns its stop function.
