@@ -4,12 +4,18 @@ covers as a whole: tests/integration/test_cli.py."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import typer
+from typer._coercion import build_runtime_param, resolve_type_descriptor
+from typer.models import ArgumentInfo, OptionInfo
 from typer.testing import CliRunner
 
 from fleetpy.cli import app
+from fleetpy.cli.output import Output
+from fleetpy.cli.wiring import _PlainValues
 from fleetpy.config import Settings, UnitManagerKind
 
 from support.cli_helpers import one_error_line
@@ -152,3 +158,56 @@ def test_verb_help_lists_its_options_then_the_global_ones() -> None:
     # The root's own help is as before: every global option, once.
     root = CliRunner().invoke(app, ["--help"]).stdout
     assert root.count("--endpoint ENDPOINT") == 1 and "Global options" not in root
+
+
+def coerced(runtime: Any, descriptor: Any, value: object, nargs: int = 1) -> str:
+    """What a typer runtime parameter makes of VALUE: the value, or typer's error message."""
+    param = SimpleNamespace(type_descriptor=descriptor, multiple=False, nargs=nargs)
+    try:
+        return repr(("ok", runtime._coerce_value(value, param=param, ctx=None)))
+    except typer.BadParameter as exc:
+        return repr(("error", exc.message))  # repr: nan is nan, and 5 is not 5.0
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "bounds"),
+    [
+        (str, "web.service", {}),
+        (str, "ünïcode", {}),
+        (str, "\udcff.service", {}),  # undecodable argv bytes: typer's (pydantic's) refusal
+        (int, "10", {"min": 0}),
+        (int, "-3", {"min": 0}),
+        (int, 7, {"min": 1, "max": 7}),
+        (int, "007", {}),
+        (int, " 5", {}),
+        (int, "1e3", {}),
+        (float, "0.5", {"min": 0, "max": 3600}),
+        (float, "5", {}),
+        (float, 2, {"min": 1}),
+        (float, "nan", {}),
+        (bool, True, {}),
+        (bool, "yes", {}),
+    ],
+)
+def test_plain_option_values_coerce_as_typer_does(
+    annotation: type, value: object, bounds: dict[str, Any]
+) -> None:
+    # The CLI coerces plain option values itself (no pydantic at start-up); each value must
+    # come out as typer's own coercion makes it, or fail with typer's own message.
+    info = OptionInfo(**bounds)
+    descriptor = resolve_type_descriptor(annotation, info)
+    assert coerced(_PlainValues(info, annotation), descriptor, value) == coerced(
+        build_runtime_param(descriptor), descriptor, value
+    )
+
+
+def test_plain_enum_and_list_values_coerce_as_typer_does() -> None:
+    cases: list[tuple[Any, Any, list[object], int]] = [
+        (Output, OptionInfo(), ["json", "table", Output.json, "JSON", "yaml"], 1),
+        (list[str], ArgumentInfo(), [("a.service", "b.service"), ["x"], ("\udcff",)], -1),
+    ]
+    for annotation, info, values, nargs in cases:
+        descriptor = resolve_type_descriptor(annotation, info)
+        for value in values:
+            plain = coerced(_PlainValues(info, annotation), descriptor, value, nargs)
+            assert plain == coerced(build_runtime_param(descriptor), descriptor, value, nargs)
