@@ -8,8 +8,8 @@ benchmark N times on top). fleetpy's bytecode is compiled first, as pip does whe
 installs a wheel (an editable checkout run with PYTHONDONTWRITEBYTECODE=1 has none, and
 then every start compiles every fleetpy module it imports: --no-bytecode measures that):
 
-- verbs: the wall time of the `fleetpy` console script (BIN, default the one beside this
-  interpreter) from exec to exit: `--help`, `version`, `list-units` against a real etcd,
+- verbs: the wall time (and the CPU time, steadier on a shared machine) of the `fleetpy`
+  console script (BIN, default the one beside this interpreter) from exec to exit: `--help`, `version`, `list-units` against a real etcd,
   and `start UNIT` of one new unit to active (blocking, as a user runs it), on a real etcd
   with the real engine and one real `fleetpy-agent` process whose unit manager is the
   simulated one (no systemd: the CLI's and fleetpy's share of the time, not systemd's);
@@ -113,12 +113,21 @@ def median(values: Sequence[float]) -> float:
     return round(statistics.median(values), 4)
 
 
-def timed(argv: Sequence[str], env: dict[str, str], check: bool = True) -> float:
+def timed(argv: Sequence[str], env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """ARGV's wall time from exec to exit; its CPU seconds (user + system) appended to CPU:
+    on a shared machine the CPU time varies less with the load than the wall time."""
     began = time.perf_counter()
-    result = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    errors = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - began
-    if check and result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {result.stderr.decode()[-2000:]}")
+    process.returncode = os.waitstatus_to_exitcode(status)
+    process.stderr.close()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {errors.decode()[-2000:]}")
+    if cpu is not None:
+        cpu.append(usage.ru_utime + usage.ru_stime)
     return elapsed
 
 
@@ -242,15 +251,22 @@ def verb_times(bindir: Path, etcd: EtcdServer, workdir: Path, repeat: int) -> di
         env = cluster.env
         figures: dict[str, Any] = {}
         for label, argv in (("--help", ["--help"]), ("version", ["version"])):
-            figures[label] = median([timed([fleetpy, *argv], env) for _ in range(repeat)])
-        starts = []
+            cpu: list[float] = []
+            figures[label] = median([timed([fleetpy, *argv], env, cpu) for _ in range(repeat)])
+            figures[f"{label} cpu"] = median(cpu)
+        starts: list[float] = []
+        cpu = []
         for i in range(repeat):
             unit = workdir / f"bench-start-{i}.service"
             unit.write_text(UNIT_TEXT)
-            starts.append(timed([fleetpy, "start", str(unit)], env))
+            starts.append(timed([fleetpy, "start", str(unit)], env, cpu))
         figures["start one unit to active"] = median(starts)
+        figures["start one unit to active cpu"] = median(cpu)
         figures["start runs"] = [round(s, 3) for s in starts]
-        figures["list-units"] = median([timed([fleetpy, "list-units"], env) for _ in range(repeat)])
+        cpu = []
+        listings = [timed([fleetpy, "list-units"], env, cpu) for _ in range(repeat)]
+        figures["list-units"] = median(listings)
+        figures["list-units cpu"] = median(cpu)
         figures["list-units units"] = cluster.active()
         return figures
     finally:
@@ -342,9 +358,9 @@ def main() -> None:
     args.output.parent.mkdir(exist_ok=True)
     args.output.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"load average {figures['load_average']}, {figures['cpus']} CPUs\n")
-    print(f"{'verb (exec to exit)':<30} seconds")
+    print(f"{'verb (exec to exit)':<34} seconds")
     for key, value in figures.get("verbs_seconds", {}).items():
-        print(f"{key:<30} {value}")
+        print(f"{key:<34} {value}")
     print(f"\n{'import (alone)':<52} {'ms':>7} {'VmRSS MiB':>10} {'modules':>8}")
     for name, row in figures.get("imports", {}).items():
         print(f"{name:<52} {row['ms']:>7} {row['rss_mib']:>10} {row['modules']:>8}")
