@@ -49,11 +49,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import grpc
-from pyetcd import etcdrpc  # type: ignore[import-untyped]
-from pyetcd.etcdrpc import kv_pb2  # type: ignore[import-untyped]
 
 from ..errors import RegistryError
 from ..log import log_event
+from .stubs import etcdrpc, kv_pb2
 
 R = TypeVar("R")
 

@@ -126,6 +126,7 @@ def test_the_etcd_verbs_load_no_templates_yaml_rich_or_daemons() -> None:
     # the endpoint they fail at their first etcd call, after everything they import.
     daemons: tuple[str, ...] = ("fleetpy.engine", "fleetpy.agent", "fleetpy.scheduler")
     daemons += ("fleetpy.deploy", "fleetpy.api", "fleetpy.cluster", "fleetpy.unitfile.template")
+    daemons += ("pyetcd.client",)  # pyetcd's own client: fleetpy uses its generated stubs only
     matching = heavy(daemons, allowed=("grpc", "google", "pyetcd"))
     etcd = ["--endpoint", "http://127.0.0.1:1", "--request-timeout", "0.5"]
     assert loaded_by_cli(["list-units", *etcd], matching) == []
@@ -138,7 +139,13 @@ def test_the_agent_loads_only_what_it_runs() -> None:
     # a few MiB of an agent's memory). PyYAML is loaded only to read a config file.
     matching = (
         heavy(
-            ("fleetpy.engine", "fleetpy.scheduler", "fleetpy.cli", "fleetpy.client"),
+            (
+                "fleetpy.engine",
+                "fleetpy.scheduler",
+                "fleetpy.cli",
+                "fleetpy.client",
+                "pyetcd.client",
+            ),
             allowed=("grpc", "google", "pyetcd"),
         )
         + " or m.split('.')[0] in ('typer', 'click')"
