@@ -83,8 +83,11 @@ def judge(lost_at: float, ttl: float, rounds: Sequence[Round], now: float) -> Ju
     if confirm.answered is None:
         return Judgement(Verdict.DOUBTFUL, silence=now - _last_answer(rounds, now, ttl))
     # The longest time without an answer over the lease's last WINDOW TTLs up to the
-    # confirming answer (from the window's start when the witness had not answered then).
-    start = lost_at - WINDOW * ttl
+    # confirming answer, counted from the window's start, or from the witness's first
+    # question if it began later: it begins when this engine leads, right after a full
+    # read etcd answered, and a loss the engine's watch reports later was revoked after
+    # that read, so a stall that caused it lies within the witness's record.
+    start = max(lost_at - WINDOW * ttl, rounds[0].sent)
     silence = 0.0
     previous = start
     for answered in sorted(r.answered for r in rounds if r.answered is not None):

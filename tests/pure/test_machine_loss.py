@@ -150,11 +150,20 @@ CALM = answered(LOST_AT - 20, LOST_AT - 0.1)
             LOST_AT + BURST_SETTLE,
             Verdict.LOST,
         ),
-        # The witness began (a new leader) within the lease's last TTLs: it cannot vouch.
+        # The witness began (a new leader, after its full read) within the lease's last
+        # TTLs: its record counts from its first question.
         (
             "new witness",
             5,
             [*answered(LOST_AT - 2, LOST_AT - 0.1), *confirmed()],
+            LOST_AT + BURST_SETTLE,
+            Verdict.LOST,
+        ),
+        # ... which may have waited out a stall.
+        (
+            "new witness, stalled at once",
+            2,
+            [Round(LOST_AT - 3, LOST_AT - 0.3), *confirmed()],
             LOST_AT + BURST_SETTLE,
             Verdict.DOUBTFUL,
         ),
