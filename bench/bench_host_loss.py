@@ -67,9 +67,10 @@ class Tracker:
         self.active: dict[str, set[str]] = {
             u: {m for m, s in by.items() if s.active == "active"} for u, by in view.states.items()
         }
-        self.machine_gone: dict[str, float] = {}
-        self.placed_at: dict[tuple[str, str], float] = {}  # (unit, machine) -> first seen
-        self.active_at: dict[tuple[str, str], float] = {}
+        # Every time each was seen (a lease lost and renewed before the kill is not it).
+        self.machine_gone: dict[str, list[float]] = {}
+        self.placed_at: dict[tuple[str, str], list[float]] = {}  # (unit, machine) -> times
+        self.active_at: dict[tuple[str, str], list[float]] = {}
         self.errors = 0
         start = view.revision + 1
         self._cancels = [
@@ -93,7 +94,7 @@ class Tracker:
         def each(event: MachineEvent, now: float) -> None:
             if event.record is None:
                 self.machines.discard(event.machine)
-                self.machine_gone.setdefault(event.machine, now)
+                self.machine_gone.setdefault(event.machine, []).append(now)
             else:
                 self.machines.add(event.machine)
 
@@ -103,7 +104,7 @@ class Tracker:
         def each(event: ScheduleEvent, now: float) -> None:
             if event.entry is not None:
                 self.schedule[event.unit] = event.machine
-                self.placed_at.setdefault((event.unit, event.machine), now)
+                self.placed_at.setdefault((event.unit, event.machine), []).append(now)
             elif self.schedule.get(event.unit) == event.machine:
                 del self.schedule[event.unit]
 
@@ -114,7 +115,7 @@ class Tracker:
             on = self.active.setdefault(event.unit, set())
             if event.state is not None and event.state.active == "active":
                 on.add(event.machine)
-                self.active_at.setdefault((event.unit, event.machine), now)
+                self.active_at.setdefault((event.unit, event.machine), []).append(now)
             else:
                 on.discard(event.machine)
 
@@ -229,11 +230,16 @@ def _one_ttl(
     killed = time.monotonic()
     victim.kill()
 
-    def elsewhere(times: dict[tuple[str, str], float]) -> float | None:
+    def elsewhere(times: dict[tuple[str, str], list[float]]) -> float | None:
         """When the last of the moving units reached another machine (None: not yet)."""
         last = 0.0
         for unit in moving:
-            at = [t for (u, m), t in times.items() if u == unit and m != gone and t > killed]
+            at = [
+                t
+                for (u, m), ts in times.items()
+                for t in ts
+                if u == unit and m != gone and t > killed
+            ]
             if not at:
                 return None
             last = max(last, min(at))
@@ -245,7 +251,7 @@ def _one_ttl(
         ttl + args.timeout,
     )
     with tracker.cond:
-        expired = tracker.machine_gone.get(gone)
+        expired = next((t for t in tracker.machine_gone.get(gone, []) if t > killed), None)
         placed = elsewhere(tracker.placed_at)
         active = elsewhere(tracker.active_at)
     assert expired is not None and placed is not None and active is not None
