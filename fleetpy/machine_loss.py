@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,10 +73,12 @@ class Judgement:
 
 def judge(lost_at: float, ttl: float, rounds: Sequence[Round], now: float) -> Judgement:
     """The verdict on a machine whose record went at LOST_AT (seen by the engine's watch),
-    registered with TTL, given the witness's ROUNDS (in the order they ended) at NOW."""
+    registered with TTL, given the witness's ROUNDS (asked one at a time, in order) at NOW."""
     if now < lost_at + BURST_SETTLE:
         return Judgement(Verdict.SETTLING, lost_at + BURST_SETTLE)
-    confirm = next((r for r in rounds if r.sent >= lost_at), None)
+    # The witness asks one thing at a time: its rounds are in the order they were sent.
+    after = bisect_left(rounds, lost_at, key=_sent)
+    confirm = rounds[after] if after < len(rounds) else None
     if confirm is None:
         if now < lost_at + CONFIRM_LIMIT:
             return Judgement(Verdict.SETTLING, min(now + 0.05, lost_at + CONFIRM_LIMIT))
@@ -90,13 +93,17 @@ def judge(lost_at: float, ttl: float, rounds: Sequence[Round], now: float) -> Ju
     start = max(lost_at - WINDOW * ttl, rounds[0].sent)
     silence = 0.0
     previous = start
-    for answered in sorted(r.answered for r in rounds if r.answered is not None):
-        if answered > confirm.answered:
-            break
-        silence = max(silence, answered - previous)
-        previous = max(previous, answered)
+    # From the last round sent before the window (its answer may fall within it).
+    for r in rounds[max(0, bisect_left(rounds, start, key=_sent) - 1) : after + 1]:
+        if r.answered is not None:
+            silence = max(silence, r.answered - previous)
+            previous = max(previous, r.answered)
     verdict = Verdict.LOST if silence <= ttl / 3 else Verdict.DOUBTFUL
     return Judgement(verdict, silence=silence)
+
+
+def _sent(r: Round) -> float:
+    return r.sent
 
 
 def _last_answer(rounds: Sequence[Round], now: float, ttl: float) -> float:

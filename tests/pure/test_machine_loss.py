@@ -193,9 +193,8 @@ def test_a_confirming_round_must_have_begun_after_the_loss() -> None:
     assert judge(LOST_AT, 5, [*CALM, straddling], LOST_AT + BURST_SETTLE).verdict is (
         Verdict.SETTLING
     )
-    assert judge(LOST_AT, 5, [*CALM, straddling, *confirmed()], LOST_AT + BURST_SETTLE).verdict is (
-        Verdict.LOST
-    )
+    after = [*CALM, straddling, *confirmed(LOST_AT + 0.06)]
+    assert judge(LOST_AT, 5, after, LOST_AT + BURST_SETTLE).verdict is Verdict.LOST
 
 
 def test_every_silence_long_enough_to_cost_a_lease_is_doubtful() -> None:
