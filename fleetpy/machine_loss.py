@@ -151,7 +151,7 @@ class Witness:
                     unanswered = False
                 except Exception as exc:  # etcd away, or a bug: either way no answer
                     answered = None
-                    if not unanswered:
+                    if not (unanswered or self._stop.is_set()):  # not the engine stopping
                         log_event("witness_unanswered", error=type(exc).__name__)
                     unanswered = True
                 with self._lock:
