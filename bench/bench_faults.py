@@ -406,7 +406,7 @@ def agent_restarted(workdir: Path) -> dict[str, float | int]:
         old = sim.cluster.agents[machine]
         began = time.monotonic()
         old.stop(revoke=False)  # as the daemon stops: its lease runs on
-        new = Agent(sim.cluster.registry, old.manager, old.config).start()
+        new = Agent(sim.cluster.registry, old.manager, old.settings).start()
         sim.cluster.agents[machine] = new
         assert new.ready.wait(TTL * 4), "the restarted agent never registered"
         figures: dict[str, float | int] = {"registered_s": time.monotonic() - began}

@@ -25,6 +25,7 @@ from .compaction import CompactionSchedule
 from .config import AgentSettings, EngineSettings
 from .errors import FleetpyError
 from .log import log_event
+from .machine_loss import Verdict, Witness, judge
 from .metadata import Overlay
 from .model.changes import (
     ClearAdoptionRequest,
@@ -86,9 +87,6 @@ class _LostLeadership(Exception):
 # longest TTL seen to make the grace period (an agent's reconnect and re-registration).
 DEFAULT_AGENT_TTL = AgentSettings().ttl
 GRACE_MARGIN = 2.0
-# A machine gone is judged after this long, so that a mass loss arriving as a burst of
-# lease revocations (etcd revokes expired leases in batches) is seen as one.
-LOSS_SETTLE = 1.0
 MAX_RETRY_BACKOFF = 1.0  # an etcd back after an outage is used within about a second
 # After a restore, units without a schedule entry are placed where agents report them
 # running for this long (a large restore writes its units in several transactions).
@@ -140,6 +138,8 @@ class Engine:
         self.is_leader = threading.Event()
         self._stop = threading.Event()
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        # Whether etcd answered while machines' leases ran out (machine_loss.judge).
+        self._witness = Witness(lambda: self.registry.leader(), self.is_leader.is_set, self._stop)
         self._texts: dict[str, str] = {}  # content hash -> text (immutable, so cacheable)
         self._parsed: dict[tuple[str, str], FleetOptions | str] = {}
         self._files: dict[str, UnitFile | str] = {}  # content hash -> parsed unit
@@ -311,6 +311,7 @@ class Engine:
 
     def _held(self, model: _Model) -> dict[str, str]:
         """Missing machines whose units stay where they are for now, and why."""
+        self._witness.start()  # leading: the witness keeps what etcd answered from now on
         now = time.monotonic()
         alive = model.machines.keys()
         hosting = {entry.machine for entry in model.schedule.values()}
@@ -363,6 +364,27 @@ class Engine:
                 grace=f"{self.grace_seconds():g}s",
             )
         self._grace_for &= set(stranded)
+        settling: dict[str, float] = {}  # machine -> when to judge it again
+        rounds = self._witness.rounds()
+        for machine in stranded:
+            if machine in self._grace_for:
+                continue
+            lost_at = self._lost_at[machine]
+            seen = judge(lost_at, self._ttls.get(machine, DEFAULT_AGENT_TTL), rounds, now)
+            if seen.verdict is Verdict.SETTLING and seen.until is not None:
+                settling[machine] = seen.until
+            elif seen.verdict is Verdict.DOUBTFUL:
+                # etcd was silent while its lease ran out: it may have been revoked for
+                # that, and its agent is registering again; held as after our own gap.
+                self._grace_for.add(machine)
+                self._blind_until = max(self._blind_until, lost_at + self.grace_seconds())
+                log_event(
+                    "machine_loss_doubtful",
+                    engine=self.candidate,
+                    machine=machine,
+                    etcd_silent=f"{seen.silence:.2f}s",
+                    grace=f"{self.grace_seconds():g}s",
+                )
         held: dict[str, str] = {}
         if now < self._blind_until and self._grace_for:
             why = (
@@ -371,10 +393,9 @@ class Engine:
             )
             held = dict.fromkeys(sorted(self._grace_for), why)
             self._next_judgement = self._blind_until
-        settling = [m for m in stranded if m not in held and now - self._lost_at[m] < LOSS_SETTLE]
-        held.update((machine, "") for machine in settling)
+        held.update((machine, "") for machine in settling if machine not in held)
         if settling:
-            settled = min(self._lost_at[m] for m in settling) + LOSS_SETTLE
+            settled = min(settling.values())
             self._next_judgement = min(self._next_judgement or settled, settled)
         return held
 
@@ -604,6 +625,7 @@ class Engine:
         if record is None:
             if model.machines.pop(event.machine, None) is not None:
                 self._lost_at.setdefault(event.machine, time.monotonic())
+                self._witness.poke()  # a round that began after the loss confirms it
             log_event("machine_gone", machine=event.machine)
             return
         record = replace(record, operator_metadata=self._overlays.get(record.id, {}))

@@ -1,0 +1,103 @@
+"""[14] item 4: the engine's verdict on a machine whose lease ended, against a real etcd
+that is paused (fleetpy/machine_loss.py; the rule as a table: tests/pure/test_machine_loss.py;
+a host really killed: tests/system/test_outages.py::test_dead_host_units_move)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.registry import RegistryConfig
+
+from support.sim_cluster import Cluster, unit
+from support.waiting import until
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdServer]:
+    """This module's own etcd: the test pauses it."""
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture
+def cluster(etcd: EtcdServer, prefix: str) -> Iterator[Cluster]:
+    c = Cluster(RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=5))
+    yield c
+    c.close()
+
+
+def start(cluster: Cluster) -> dict[str, str]:
+    """m1 at TTL 2, m2 and m3 at TTL 30, the engine's lease 30 s (a 3 s pause costs only m1
+    its lease), 6 units on them; returns the placement once the engine's witness has
+    answers over m1's last two TTLs."""
+    cluster.agent("m1", ttl=2)
+    cluster.agent("m2", ttl=30)
+    cluster.agent("m3", ttl=30)
+    engine = cluster.engine(lease_ttl=30)
+    engine.settings = replace(engine.settings, machine_grace=GRACE)
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(6)])
+    until(lambda: len(cluster.running()) == 6, what="6 units active")
+    before = cluster.placement()
+    assert "m1" in before.values()
+    time.sleep(2 * 2 + 0.5)
+    return before
+
+
+def pause(etcd: EtcdServer, seconds: float) -> None:
+    etcd.pause()
+    time.sleep(seconds)
+    etcd.resume()
+    etcd.wait_healthy()
+
+
+GRACE = 4.0
+
+
+def test_a_live_agents_lease_a_paused_etcd_revoked_moves_nothing(
+    etcd: EtcdServer, cluster: Cluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """etcd paused 3 s: m1's lease (TTL 2) runs out meanwhile and etcd revokes it when it
+    resumes; m2's, m3's (TTL 30) and the engine's survive. One machine of three is no mass
+    loss; m1's agent registers anew and keeps its units."""
+    before = start(cluster)
+    lease = cluster.agents["m1"]._lease
+    pause(etcd, 3.0)
+    until(
+        lambda: (
+            cluster.agents["m1"]._lease not in (None, lease)
+            and set(cluster.registry.list_machines()) == {"m1", "m2", "m3"}
+        ),
+        what="m1's lease revoked and m1 registered anew",
+    )
+    time.sleep(1.5)  # longer than any settle: a move would have been written by now
+    assert cluster.placement() == before
+    assert sorted(cluster.hosted()) == sorted(before.items())
+    assert "event=unit_moved" not in capfd.readouterr().err
+
+
+def test_a_machine_lost_while_etcd_was_paused_waits_the_grace_period(
+    etcd: EtcdServer, cluster: Cluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """m1's agent dies right before etcd is paused 3 s: its lease runs out during the
+    pause and etcd revokes it when it resumes. The engine cannot tell that from a live
+    agent's lease revoked for etcd's own silence (its witness saw etcd silent 3 s), so m1
+    gets the grace period: its units stay 1.5 s after the loss (the old 1 s settle moved
+    them), then move."""
+    before = start(cluster)
+    cluster.agents.pop("m1").stop(revoke=False)
+    pause(etcd, 3.0)
+    until(lambda: "m1" not in cluster.registry.list_machines(), what="m1's lease revoked")
+    gone = time.monotonic()
+    time.sleep(1.5)
+    assert cluster.placement() == before
+    reasons = cluster.registry.read_view().reasons
+    assert any("the engine had lost sight of it" in why for why in reasons.values()), reasons
+    until(lambda: "m1" not in cluster.placement().values(), timeout=GRACE + 10, what="moved")
+    assert time.monotonic() - gone >= GRACE - 1.0
+    err = capfd.readouterr().err
+    assert "event=machine_loss_doubtful" in err and "machine=m1" in err
