@@ -370,7 +370,15 @@ class SystemdUnitManager:
         # fine: nobody waits for it, its answer updates the unit.
         self._refresh_async(_Batch(), name)
 
-    def _refresh_async(self, batch: _Batch, name: str) -> None:
+    def _refresh_async(
+        self, batch: _Batch, name: str, then: Callable[[], object] = lambda: None
+    ) -> None:
+        """Read NAME's state without waiting; THEN once it is recorded."""
+
+        def read(props: dict[str, Any]) -> None:
+            self._apply_properties(name, props)
+            then()
+
         self._call_async(
             batch,
             "GetAll",
@@ -378,8 +386,8 @@ class SystemdUnitManager:
             (UNIT_IFACE,),
             path=self._paths.get(name) or unit_object_path(name),
             interface=PROPS_IFACE,
-            answered=lambda props: self._apply_properties(name, dict(props)),
-            refused=lambda exc: self._apply_properties(name, _load_failed(exc)),
+            answered=lambda props: read(dict(props)),
+            refused=lambda exc: read(_load_failed(exc)),
         )
 
     def _watch_unit(self, name: str) -> None:
@@ -550,12 +558,14 @@ class SystemdUnitManager:
             if not self._lock.wait_for(lambda: batch.pending <= 0, timeout=STOP_TIMEOUT):
                 raise SystemdError("systemd did not answer in time")
 
-    def _issue(self, batch: _Batch, refresh: list[str], starts: list[str]) -> None:
-        """(GLib thread) Read the written units' states and start STARTS, all calls sent
-        at once in this order (systemd answers a connection's calls in order: each
-        GetAll sees its unit before the start)."""
-        for name in refresh:
-            if name in self._paths:
+    def _issue(self, batch: _Batch, written: list[str], starts: list[str]) -> None:
+        """(GLib thread) Start STARTS and read the state of the WRITTEN units that are not
+        started, all calls sent at once. A started unit's state comes from the signals
+        of its start (a GetAll, ~100 properties, each cost systemd, the bus and us more
+        than the start itself); if systemd refuses the start, it is read then."""
+        starting = set(starts)
+        for name in written:
+            if name in self._paths and name not in starting:
                 self._refresh_async(batch, name)
         self._start_all(batch, starts)
 
@@ -635,7 +645,12 @@ class SystemdUnitManager:
             batch.missing.add(name)  # started again after a reload (execute)
             return
         self._start_settled(name, "refused")
-        self._record_error(name, exc.get_dbus_message() or str(exc), JOB_REFUSED)
+        message = exc.get_dbus_message() or str(exc)
+        # Its load state and systemd's reason (a bad setting, not found) first, then the
+        # refusal, as a start of a unit read beforehand would show them.
+        self._refresh_async(
+            batch, name, then=lambda: self._record_error(name, message, JOB_REFUSED)
+        )
 
     def _record_error(self, name: str, message: str, job: str | None = None) -> None:
         """systemd refused a job for the unit (StartUnit/StopUnit answered an error)."""

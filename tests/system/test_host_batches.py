@@ -27,6 +27,7 @@ pytestmark = pytest.mark.hosts
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 100000\n"
 FAILING = "[Service]\nExecStart=/bin/false\n"
+REFUSED = "[Service]\nEnvironment=A=1\n"  # no ExecStart=: systemd refuses to start it
 
 
 def launched(name: str, text: str, replace: bool = False) -> UnitChange:
@@ -89,43 +90,53 @@ def test_a_batch_of_new_units_costs_no_reload_and_one_call_per_unit(
     one_host: tuple[Host, int, Registry],
 ) -> None:
     host, port, registry = one_host
-    # 61 units: 122 calls, more than systemd's bus lets one connection have pending (128 less
-    # the agent's headroom): sent in a window as answers come.
+    # 62 units: more calls than systemd's bus lets one connection have pending (128, less
+    # the agent's headroom) once the rewrites below count their stops: sent as answers come.
     names = [f"batch{i:02d}.service" for i in range(60)]
     before = dbus_calls(port)
     registry.change_units(
-        [launched(name, SLEEPER) for name in names] + [launched("broken.service", FAILING)]
+        [launched(name, SLEEPER) for name in names]
+        + [launched("broken.service", FAILING), launched("refused.service", REFUSED)]
     )
-    until(
-        lambda: (
-            {a for a, _ in states(registry, names).values()} == {"active"}
-            and len(states(registry, names)) == len(names)
-            and states(registry, ["broken.service"]).get("broken.service", ("",))[0] == "failed"
-        ),
-        60,
-        "60 units active and the broken one failed",
-    )
+
+    def settled() -> bool:
+        found = registry.list_states()
+        ran = {s.active for name in names for s in found.get(name, {}).values()}
+        broken = [s.active for s in found.get("broken.service", {}).values()]
+        refused = [s.message for s in found.get("refused.service", {}).values()]
+        return (
+            ran == {"active"}
+            and all(found.get(name) for name in names)
+            and broken == ["failed"]
+            and any(refused)
+        )
+
+    until(settled, 60, "60 units active, one failed, one refused with systemd's reason")
     after = dbus_calls(port)
     calls = {m: int(after.get(m, 0) - before.get(m, 0)) for m in after}
     # No daemon-reload for new files, no LoadUnit (paths come from names), no AddMatch
-    # per unit (not a systemd call: one match for all units was added at start-up): one
-    # GetAll (the unit's load state) and one StartUnit per unit.
+    # per unit (not a systemd call: one match for all units, added at start-up), no GetAll
+    # of a unit its start's signals describe: one StartUnit per unit, and one GetAll for
+    # the unit whose start systemd refused (its load state and reason).
     assert calls.get("Reload", 0) == 0, calls
     assert calls.get("LoadUnit", 0) == 0, calls
-    assert calls.get("StartUnit", 0) == 61, calls
-    assert calls.get("GetAll", 0) == 61, calls
+    assert calls.get("StartUnit", 0) == 62, calls
+    assert calls.get("GetAll", 0) == 1, calls
     executed = agent_events(host, "actions_executed")
-    assert sum(int(e["starts"]) for e in executed) == 61, executed
+    assert sum(int(e["starts"]) for e in executed) == 62, executed
     assert all(e["reloads"] == "0" for e in executed), executed
     # Every start of a batch was sent before the first answer was waited for (the agent
     # stamps "issued" when all are sent; systemd answers them after).
     assert all(float(e["issued"]) <= float(e["answered"]) for e in executed), executed
     done = agent_events(host, "start_jobs_done")
-    assert sum(int(e["units"]) for e in done) == 61, done
+    assert sum(int(e["units"]) for e in done) == 62, done
     # A simple service's start job is done once its process runs; /bin/false then
     # exits and the unit fails: reported as such, with systemd's sub-state.
     (broken,) = registry.list_states()["broken.service"].values()
     assert (broken.active, broken.sub, broken.job) == ("failed", "failed", "done")
+    (refused,) = registry.list_states()["refused.service"].values()
+    assert (refused.load, refused.job) == ("bad-setting", "refused")
+    assert "bad unit file setting" in refused.message
 
     # New contents for ten running units: each stopped, rewritten, started again, with
     # one daemon-reload per batch; the other fifty are not touched.
@@ -140,14 +151,15 @@ def test_a_batch_of_new_units_costs_no_reload_and_one_call_per_unit(
     )
     rewritten = agent_events(host, "actions_executed")[len(executed) :]
     assert sum(int(e["writes"]) for e in rewritten) == 10, rewritten
+    assert sum(int(e["stops"]) for e in rewritten) == 10, rewritten
     assert all(e["reloads"] == "1" for e in rewritten if int(e["writes"])), rewritten
     reloads = dbus_calls(port).get("Reload", 0) - after.get("Reload", 0)
     assert reloads == len([e for e in rewritten if int(e["writes"])]), rewritten
     assert {name: host.main_pid(name) for name in names[10:]} == pids
-    assert host.show(names[0], "ExecStart").find("100001") >= 0
+    assert "100001" in host.show(names[0], "ExecStart")
 
     # Destroyed: every unit stopped, its file gone, its state gone.
-    registry.destroy_units([*names, "broken.service"])
+    registry.destroy_units([*names, "broken.service", "refused.service"])
     until(lambda: not registry.list_states(), 60, "every state gone")
     assert host.run(["ls", "-A", "/run/fleetpy/units"], check=False).stdout.split() == []
 
