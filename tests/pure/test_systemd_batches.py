@@ -71,21 +71,25 @@ def batch(count: int) -> list[WriteUnit | StartUnit]:
     return [WriteUnit(n, "h", TEXT) for n in names] + [StartUnit(n) for n in names]
 
 
-def run(manager: Any, actions: list[WriteUnit | StartUnit]) -> threading.Thread:
-    thread = threading.Thread(target=manager.execute, args=(actions,), daemon=True)
+def executing(
+    module: types.ModuleType, root: Path, units: int, sent: int
+) -> tuple[RecordingBus, Any, threading.Thread]:
+    """execute() of a batch of UNITS new units, in a thread, once SENT calls are out:
+    (the bus, the manager, the thread; still waiting for answers)."""
+    bus = RecordingBus()
+    manager = manager_on(module, root, bus)
+    thread = threading.Thread(target=manager.execute, args=(batch(units),), daemon=True)
     thread.start()
-    return thread
+    until(lambda: len(bus.sent) >= sent, 10, f"{sent} calls sent")
+    thread.join(0.2)
+    assert thread.is_alive()  # waiting for systemd's answers, none given yet
+    return bus, manager, thread
 
 
 def test_every_start_is_sent_before_any_answer_is_waited_for(
     systemd_module: types.ModuleType, tmp_path: Path
 ) -> None:
-    bus = RecordingBus()
-    manager = manager_on(systemd_module, tmp_path, bus)
-    thread = run(manager, batch(60))
-    until(lambda: len(bus.sent) >= 60, 10, "60 calls sent")
-    thread.join(0.2)
-    assert thread.is_alive()  # waiting for systemd's answers, none given yet
+    bus, manager, thread = executing(systemd_module, tmp_path, 60, 60)
     assert [c.method for c in bus.sent] == ["StartUnit"] * 60
     assert [c.args for c in bus.sent] == [(f"u{i:03d}.service", "replace") for i in range(60)]
     # New files need no daemon-reload, and no call but the start: no LoadUnit, no GetAll
@@ -106,13 +110,9 @@ def test_every_start_is_sent_before_any_answer_is_waited_for(
 def test_no_more_calls_pending_than_the_system_bus_allows(
     systemd_module: types.ModuleType, tmp_path: Path
 ) -> None:
-    bus = RecordingBus()
-    manager = manager_on(systemd_module, tmp_path, bus)
     window = systemd_module.MAX_IN_FLIGHT
     assert window < 128  # dbus-daemon's max_replies_per_connection on the system bus
-    thread = run(manager, batch(200))
-    until(lambda: len(bus.sent) >= window, 10, "a window of calls sent")
-    thread.join(0.2)
+    bus, _manager, thread = executing(systemd_module, tmp_path, 200, window)
     assert len(bus.sent) == window  # the rest wait for answers
     answered = 0
     while answered < len(bus.sent):
@@ -128,10 +128,7 @@ def test_no_more_calls_pending_than_the_system_bus_allows(
 def test_a_refused_start_is_read_and_recorded(
     systemd_module: types.ModuleType, tmp_path: Path
 ) -> None:
-    bus = RecordingBus()
-    manager = manager_on(systemd_module, tmp_path, bus)
-    thread = run(manager, batch(2))
-    until(lambda: len(bus.sent) >= 2, 10, "2 starts sent")
+    bus, manager, thread = executing(systemd_module, tmp_path, 2, 2)
     refusal = systemd_module.dbus.DBusException("Unit u001.service has a bad unit file setting.")
     refusal.get_dbus_message = lambda: str(refusal.args[0])
     refusal.get_dbus_name = lambda: "org.freedesktop.systemd1.BadUnitSetting"
