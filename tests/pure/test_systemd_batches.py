@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,7 +18,14 @@ import pytest
 from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings
 from fleetpy.states import JOB_PENDING
-from fleetpy.unitmanager import Action, SimulatedUnitManager, StartUnit, StopUnit, WriteUnit
+from fleetpy.unitmanager import (
+    Action,
+    ObservedUnit,
+    SimulatedUnitManager,
+    StartUnit,
+    StopUnit,
+    WriteUnit,
+)
 
 from support.systemd_stub import RecordingBus, stubbed_systemd
 from support.waiting import until
@@ -163,3 +171,68 @@ def test_the_agent_hands_a_whole_round_to_its_unit_manager() -> None:
     actions: list[Action] = [StopUnit("old.service"), *batch(50)]
     agent._execute(actions)
     assert manager.batches == [[f"{type(a).__name__}:{a.name}" for a in actions]]
+
+
+class Reports:
+    """The registry side of state reports: records each one."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, str]] = []
+
+    def report_states(self, states: Sequence[Any], lease: int, removed: Sequence[Any]) -> None:
+        self.reports.append({s.name: s.active for s in states})
+
+
+class Host(SimulatedUnitManager):
+    """Units whose states the test sets, one signal at a time."""
+
+    def set(self, unit: ObservedUnit) -> None:
+        with self._lock:
+            self._units[unit.name] = unit
+        if self._listener:
+            self._listener(unit)
+
+
+def reporting(coalesce: float) -> tuple[Agent, Host, Reports, threading.Thread]:
+    registry, host = Reports(), Host()
+    agent = Agent(registry, host, AgentSettings(machine_id="m1"))  # type: ignore[arg-type]
+    agent.report_coalesce = coalesce
+    agent._lease = 1
+    host.set_listener(lambda unit: agent._states_changed.set())
+    thread = threading.Thread(target=agent._reporter, daemon=True)
+    thread.start()
+    return agent, host, registry, thread
+
+
+def test_a_batch_of_starts_is_reported_once_its_jobs_ended() -> None:
+    agent, host, registry, thread = reporting(coalesce=60.0)
+    names = [f"u{i:02d}.service" for i in range(50)]
+    try:
+        for name in names:
+            host.set(ObservedUnit(name, "h", launched=True, job=JOB_PENDING))
+        for name in names:  # signals over ~0.25 s, as systemd sends a batch's
+            host.set(ObservedUnit(name, "h", "loaded", "active", "running", True, job="done"))
+            time.sleep(0.005)
+        until(lambda: len(registry.reports) >= 2, 10, "two reports")
+        time.sleep(0.2)  # a third report would have come by now
+        # The batch's start at once (its first units may be active), then nothing until
+        # every job ended: one report of the rest, not one per 20 ms burst of signals.
+        first, last = registry.reports
+        assert set(first) == set(names) and "inactive" in first.values()
+        assert last == {name: "active" for name in names if first[name] != "active"}
+        assert agent.stats.reports == 2
+    finally:
+        agent.stop(revoke=False)
+        thread.join(5)
+
+
+def test_units_still_starting_do_not_hold_back_the_others_longer_than_the_window() -> None:
+    agent, host, registry, thread = reporting(coalesce=0.3)
+    try:
+        host.set(ObservedUnit("slow.service", "h", launched=True, job=JOB_PENDING))
+        host.set(ObservedUnit("fast.service", "h", "loaded", "active", "running", True, job="done"))
+        until(lambda: registry.reports, 10, "a report while slow.service still starts")
+        assert registry.reports[0]["fast.service"] == "active"
+    finally:
+        agent.stop(revoke=False)
+        thread.join(5)
