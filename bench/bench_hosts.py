@@ -85,6 +85,7 @@ PHASES = (
     ("units_active_in_systemd", "start jobs done: active (last host)"),
     ("first_state_seen_active", "first state seen active"),
     ("states_seen_active", "all states seen active"),
+    ("placed_to_active", "from all placements written to all active (vs the floor)"),
 )
 
 
@@ -529,6 +530,11 @@ class Bench:
         phases["agent_batches"] = batches if batches else None
         phases["first_state_seen_active"] = first(tracker.first_active)
         phases["states_seen_active"] = last(tracker.first_active)
+        if phases["states_seen_active"] is not None and phases["placement_written"] is not None:
+            # The hosts' part (agents and systemd), to hold against the floor's whole.
+            phases["placed_to_active"] = round(
+                phases["states_seen_active"] - phases["placement_written"], 3
+            )
         return phases
 
     def placement(self, names: Sequence[str]) -> dict[str, int]:
