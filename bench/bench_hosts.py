@@ -503,12 +503,12 @@ class Bench:
             jobs = [e for e in events if e.get("event") == "start_jobs_done"]
             if planned:  # its last batch's: the placements may come in several
                 by_phase.setdefault("agent_woken", []).append(float(planned[-1]["woken"]))
-            for key, phase in (
-                ("written", "unit_files_written"),
-                ("issued", "start_calls_issued"),
-                ("answered", "start_calls_answered"),
+            for key, phase, lines in (
+                ("written", "unit_files_written", executed),
+                ("issued", "start_calls_issued", executed),
+                ("answered", "start_calls_answered", jobs),
             ):
-                times = [float(e[key]) for e in executed if e.get(key)]
+                times = [float(e[key]) for e in lines if e.get(key)]
                 if times:
                     by_phase.setdefault(phase, []).append(max(times))
             if jobs:

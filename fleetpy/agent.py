@@ -711,8 +711,8 @@ class Agent:
 
     def _execute(self, actions: Sequence[Action]) -> None:
         """All of a round's actions in one call: the unit manager sends the whole batch
-        before it waits for anything (systemd queues every start job at once), so
-        writing units a few at a time no longer gets the first ones running sooner."""
+        without waiting for systemd's answers (systemd queues every start job at once),
+        so writing units a few at a time no longer gets the first ones running sooner."""
         self.manager.execute(actions)
 
     def _report(self, observed: Mapping[str, ObservedUnit]) -> None:

@@ -6,12 +6,13 @@ States come from systemd's signals for the units this agent owns (PropertiesChan
 of units' objects, one match for all of them; JobRemoved, UnitRemoved) — no polling of
 every unit.
 
-A batch of actions costs one round trip, not one per unit: every call of a batch
-(GetAll of each written unit, ResetFailedUnit, StartUnit) is sent before any answer is
-waited for, so systemd queues every start job at once; a unit's object path is computed
-from its name (systemd's bus label escaping), not asked for with LoadUnit. New unit files
-need no daemon-reload (systemd looks again when its unit directories changed); one
-reload per batch when a file systemd may have loaded changed or went away.
+A batch of actions costs no round trip per unit: its calls (StartUnit, ResetFailedUnit,
+GetAll of a written unit not started) are sent and none of their answers is waited for,
+so systemd queues every start job at once and the next batch follows at once (only
+stops are waited out: a unit file goes after its stop job ended); a unit's object path
+is computed from its name (systemd's bus label escaping), not asked for with LoadUnit.
+New unit files need no daemon-reload (systemd looks again when its unit directories
+changed); one reload per batch when a file systemd may have loaded changed or went away.
 
 Threading: one GLib thread owns the bus connection and runs every D-Bus call; the
 agent's thread hands work to it with GLib.idle_add and waits for the result.
@@ -102,25 +103,27 @@ def _load_failed(exc: Any) -> dict[str, Any]:
 
 
 class _Batch:
-    """Calls sent together (GLib thread) whose answers execute() waits for."""
+    """Calls sent together (GLib thread); stops wait for their answers, starts do not."""
 
-    __slots__ = ("missing", "pending", "retry_missing")
+    __slots__ = ("pending", "retry_missing")
 
     def __init__(self, retry_missing: Set[str] = frozenset()) -> None:
         self.pending = 0  # calls not answered yet
-        self.retry_missing = retry_missing  # units whose refused start a reload may cure
-        self.missing: set[str] = set()  # of those: refused, as not found
+        self.retry_missing = (
+            retry_missing  # units whose start refused as not found a reload may cure
+        )
 
 
 class _StartBatch:
     """Starts issued together, until every one's job ended (logged: start_jobs_done)."""
 
-    __slots__ = ("failed", "starting", "starts")
+    __slots__ = ("answered", "failed", "starting", "starts")
 
-    def __init__(self, starts: int, starting: set[str]) -> None:
-        self.starts = starts
-        self.starting = starting
+    def __init__(self) -> None:
+        self.starts = 0
+        self.starting: set[str] = set()
         self.failed = 0
+        self.answered = ""  # when systemd answered the last of its StartUnit calls
 
 
 class SystemdUnitManager:
@@ -150,6 +153,7 @@ class SystemdUnitManager:
         # Asynchronous calls (GLib thread only): waiting to be sent, and sent unanswered.
         self._outbox: collections.deque[Callable[[], None]] = collections.deque()
         self._in_flight = 0
+        self._missing: set[str] = set()  # units whose start was refused as not found
         self._listener: StateListener | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -269,6 +273,7 @@ class SystemdUnitManager:
                     "start_jobs_done",
                     units=batch.starts,
                     failed=batch.failed,
+                    answered=batch.answered or None,
                     at=stamp(),
                 )
 
@@ -293,7 +298,7 @@ class SystemdUnitManager:
         refused: Callable[[Any], object] = lambda _exc: None,
     ) -> None:
         """(GLib thread) A call sent without waiting: its answer runs ANSWERED or REFUSED
-        on the GLib thread, then counts against BATCH (which execute() waits out). Sent
+        on the GLib thread, then counts against BATCH (which a stop waits out). Sent
         at once unless MAX_IN_FLIGHT calls are unanswered: then queued, and sent as
         answers come (the system bus refuses a connection's 129th pending call)."""
         with self._lock:
@@ -526,23 +531,14 @@ class SystemdUnitManager:
             return
         reloads = self._on_loop(lambda: self._files(removes, writes))
         times["written"] = stamp()
-        # Every call of the batch is sent before any answer is waited for: systemd
-        # queues all the start jobs at once, states follow as signals.
-        # A start refused as not found is retried after one reload, if none happened yet.
+        # Every call of the round is sent, and none of their answers awaited: systemd
+        # queues all the start jobs at once, states follow as signals, and the agent's
+        # next round (a second placement transaction) is sent while systemd still
+        # answers this one. A start refused as not found is retried after one reload
+        # (_retry_missing), if this round did not reload already.
         batch = _Batch(retry_missing=frozenset() if reloads else {a.name for a in writes})
         self._on_loop(lambda: self._issue(batch, [a.name for a in writes], starts))
         times["issued"] = stamp()
-        self._wait(batch)
-        if batch.missing and not reloads:
-            # systemd had cached a name as missing and did not look again: one reload,
-            # then those units are read and started again (their starts were refused).
-            missing = sorted(batch.missing)
-            self._on_loop(lambda: self._call("Reload"))
-            reloads += 1
-            retry = _Batch()
-            self._on_loop(lambda: self._issue(retry, missing, [n for n in starts if n in missing]))
-            self._wait(retry)
-        times["answered"] = stamp()
         log_event(
             "actions_executed",
             stops=len(stops),
@@ -552,11 +548,6 @@ class SystemdUnitManager:
             reloads=reloads,
             **times,
         )
-
-    def _wait(self, batch: _Batch) -> None:
-        with self._lock:
-            if not self._lock.wait_for(lambda: batch.pending <= 0, timeout=STOP_TIMEOUT):
-                raise SystemdError("systemd did not answer in time")
 
     def _issue(self, batch: _Batch, written: list[str], starts: list[str]) -> None:
         """(GLib thread) Start STARTS and read the state of the WRITTEN units that are not
@@ -607,7 +598,7 @@ class SystemdUnitManager:
 
     def _start_all(self, batch: _Batch, names: list[str]) -> None:
         # Starts are pipelined: nobody waits for their jobs, states arrive as signals.
-        starting = []
+        jobs = _StartBatch()
         for name in names:
             with self._lock:
                 unit = self._units.get(name)
@@ -616,7 +607,8 @@ class SystemdUnitManager:
                 failed = unit.active == "failed"
                 self._units[name] = replace(unit, launched=True, message="", job=JOB_PENDING)
                 self._starts[name] = None
-            starting.append(name)
+            jobs.starting.add(name)
+            jobs.starts += 1
             if failed:
                 # NoSuchUnit / not loaded: nothing to reset (systemd 252); ignored.
                 self._call_async(batch, "ResetFailedUnit", "s", (name,))
@@ -625,24 +617,30 @@ class SystemdUnitManager:
                 "StartUnit",
                 "ss",
                 (name, "replace"),
-                answered=functools.partial(self._start_answered, name),
-                refused=functools.partial(self._start_refused, batch, name),
+                answered=functools.partial(self._start_answered, jobs, name),
+                refused=functools.partial(self._start_refused, batch, jobs, name),
             )
-        if starting:
+        if jobs.starts:
             # Bounded: a start whose end was never seen must not keep batches forever.
             del self._start_batches[:-MAX_START_BATCHES]
-            self._start_batches.append(_StartBatch(len(starting), set(starting)))
+            self._start_batches.append(jobs)
 
-    def _start_answered(self, name: str, job: Any) -> None:
+    def _start_answered(self, jobs: _StartBatch, name: str, job: Any) -> None:
+        jobs.answered = stamp()
         with self._lock:
             if name in self._starts and self._starts[name] is None:
                 self._starts[name] = str(job)  # its JobRemoved is still to come
 
-    def _start_refused(self, batch: _Batch, name: str, exc: Any) -> None:
+    def _start_refused(self, batch: _Batch, jobs: _StartBatch, name: str, exc: Any) -> None:
+        jobs.answered = stamp()
         with self._lock:
             self._starts.pop(name, None)
         if name in batch.retry_missing and exc.get_dbus_name() == _NO_SUCH_UNIT:
-            batch.missing.add(name)  # started again after a reload (execute)
+            # systemd had cached the name as missing and did not look again: started
+            # again after one reload (for every such unit of the moment), still pending.
+            if not self._missing:
+                GLib.idle_add(self._retry_missing)
+            self._missing.add(name)
             return
         self._start_settled(name, "refused")
         message = exc.get_dbus_message() or str(exc)
@@ -651,6 +649,27 @@ class SystemdUnitManager:
         self._refresh_async(
             batch, name, then=lambda: self._record_error(name, message, JOB_REFUSED)
         )
+
+    def _retry_missing(self) -> bool:
+        """(GLib thread, idle) One reload, then the starts refused as not found again,
+        of the units still to start (a stop since cancelled a unit's)."""
+        names, self._missing = sorted(self._missing), set()
+        with self._lock:
+            names = [
+                name
+                for name in names
+                if (unit := self._units.get(name)) is not None
+                and unit.launched
+                and unit.job == JOB_PENDING
+            ]
+        if names:
+            try:
+                self._call("Reload")
+            except dbus.DBusException as exc:
+                log_event("reload_failed", error=exc.get_dbus_message() or str(exc))
+            log_event("units_not_found_reloaded", units=len(names))
+            self._start_all(_Batch(), names)
+        return False  # once
 
     def _record_error(self, name: str, message: str, job: str | None = None) -> None:
         """systemd refused a job for the unit (StartUnit/StopUnit answered an error)."""

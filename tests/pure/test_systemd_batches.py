@@ -65,6 +65,7 @@ def manager_on(module: types.ModuleType, root: Path, bus: RecordingBus) -> Any:
     manager._start_batches = []
     manager._outbox = collections.deque()
     manager._in_flight = 0
+    manager._missing = set()
     manager._listener = None
     manager._on_dbus_call = None
     manager._on_job_failed = None
@@ -79,25 +80,19 @@ def batch(count: int) -> list[WriteUnit | StartUnit]:
     return [WriteUnit(n, "h", TEXT) for n in names] + [StartUnit(n) for n in names]
 
 
-def executing(
-    module: types.ModuleType, root: Path, units: int, sent: int
-) -> tuple[RecordingBus, Any, threading.Thread]:
-    """execute() of a batch of UNITS new units, in a thread, once SENT calls are out:
-    (the bus, the manager, the thread; still waiting for answers)."""
+def executing(module: types.ModuleType, root: Path, units: int) -> tuple[RecordingBus, Any]:
+    """execute() of a batch of UNITS new units: (the bus, the manager). It returns without
+    waiting for a single answer (systemd's are given by the test, later)."""
     bus = RecordingBus()
     manager = manager_on(module, root, bus)
-    thread = threading.Thread(target=manager.execute, args=(batch(units),), daemon=True)
-    thread.start()
-    until(lambda: len(bus.sent) >= sent, 10, f"{sent} calls sent")
-    thread.join(0.2)
-    assert thread.is_alive()  # waiting for systemd's answers, none given yet
-    return bus, manager, thread
+    manager.execute(batch(units))
+    return bus, manager
 
 
 def test_every_start_is_sent_before_any_answer_is_waited_for(
     systemd_module: types.ModuleType, tmp_path: Path
 ) -> None:
-    bus, manager, thread = executing(systemd_module, tmp_path, 60, 60)
+    bus, manager = executing(systemd_module, tmp_path, 60)
     assert [c.method for c in bus.sent] == ["StartUnit"] * 60
     assert [c.args for c in bus.sent] == [(f"u{i:03d}.service", "replace") for i in range(60)]
     # New files need no daemon-reload, and no call but the start: no LoadUnit, no GetAll
@@ -106,8 +101,9 @@ def test_every_start_is_sent_before_any_answer_is_waited_for(
     assert {u.job for u in manager.observe().values()} == {JOB_PENDING}
     for i, call in enumerate(bus.sent):
         call.answer(f"/org/freedesktop/systemd1/job/{i}")
-    thread.join(10)
-    assert not thread.is_alive()
+    assert manager._starts == {
+        f"u{i:03d}.service": f"/org/freedesktop/systemd1/job/{i}" for i in range(60)
+    }
     assert sorted(p.name for p in manager.link_dir.iterdir()) == [
         f"u{i:03d}.service" for i in range(60)
     ]
@@ -120,15 +116,13 @@ def test_no_more_calls_pending_than_the_system_bus_allows(
 ) -> None:
     window = systemd_module.MAX_IN_FLIGHT
     assert window < 128  # dbus-daemon's max_replies_per_connection on the system bus
-    bus, _manager, thread = executing(systemd_module, tmp_path, 200, window)
+    bus, _manager = executing(systemd_module, tmp_path, 200)
     assert len(bus.sent) == window  # the rest wait for answers
     answered = 0
     while answered < len(bus.sent):
         bus.sent[answered].answer(f"/job/{answered}")
         answered += 1
         assert len(bus.sent) - answered <= window
-    thread.join(10)
-    assert not thread.is_alive()
     assert answered == len(bus.sent) == 200
     assert [c.args[0] for c in bus.sent] == [f"u{i:03d}.service" for i in range(200)]
 
@@ -136,18 +130,15 @@ def test_no_more_calls_pending_than_the_system_bus_allows(
 def test_a_refused_start_is_read_and_recorded(
     systemd_module: types.ModuleType, tmp_path: Path
 ) -> None:
-    bus, manager, thread = executing(systemd_module, tmp_path, 2, 2)
+    bus, manager = executing(systemd_module, tmp_path, 2)
     refusal = systemd_module.dbus.DBusException("Unit u001.service has a bad unit file setting.")
     refusal.get_dbus_message = lambda: str(refusal.args[0])
     refusal.get_dbus_name = lambda: "org.freedesktop.systemd1.BadUnitSetting"
     bus.sent[0].answer("/job/0")
     bus.sent[1].refuse(refusal)
-    until(lambda: len(bus.sent) >= 3, 10, "the refused unit read")
     (read,) = bus.sent[2:]
     assert (read.method, read.path) == ("GetAll", systemd_module.unit_object_path("u001.service"))
     read.answer({"LoadState": "bad-setting", "ActiveState": "inactive", "SubState": "dead"})
-    thread.join(10)
-    assert not thread.is_alive()
     unit = manager.observe()["u001.service"]
     assert (unit.load, unit.job) == ("bad-setting", "refused")
     assert "bad unit file setting" in unit.message

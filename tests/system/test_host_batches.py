@@ -125,11 +125,12 @@ def test_a_batch_of_new_units_costs_no_reload_and_one_call_per_unit(
     executed = agent_events(host, "actions_executed")
     assert sum(int(e["starts"]) for e in executed) == 62, executed
     assert all(e["reloads"] == "0" for e in executed), executed
-    # Every start of a batch was sent before the first answer was waited for (the agent
-    # stamps "issued" when all are sent; systemd answers them after).
-    assert all(float(e["issued"]) <= float(e["answered"]) for e in executed), executed
+    # A round's calls are all sent ("issued") without waiting for an answer; systemd's
+    # answers and the jobs' ends come after, per batch of starts.
+    first_issued = min(float(e["issued"]) for e in executed)
     done = agent_events(host, "start_jobs_done")
     assert sum(int(e["units"]) for e in done) == 62, done
+    assert all(first_issued <= float(e["answered"]) <= float(e["at"]) for e in done), done
     # A simple service's start job is done once its process runs; /bin/false then
     # exits and the unit fails: reported as such, with systemd's sub-state.
     (broken,) = registry.list_states()["broken.service"].values()
