@@ -1,14 +1,26 @@
 """Benchmark on real hosts: 3 systemd-nspawn machines running the real agent.
 
-    python bench/bench_hosts.py [--sizes 1,50,200] [--ttl 5] [--idle-seconds 60]
-                                [--docker-units 20] [--kill-units 200]
+    python bench/bench_hosts.py [--sizes 1,50,200] [--rounds 3] [--ttl 5]
+                                [--idle-seconds 60] [--docker-units 20] [--kill-units 200]
+    python bench/bench_hosts.py --sizes 200 --idle-seconds 0 --docker-units 0 --kill-units 0
+                                (the 200-unit start against systemd's floor only)
 
 Real etcd (EtcdServer), the real engine as its own process (`fleetpy engine`), the
 `fleetpy` CLI as the operator runs it, and HostPool hosts whose agents drive systemd
 over D-Bus. Unit states are followed with one etcd watch on P/state (no polling, so
-the etcd request counts are the cluster's own). Measures, for each N:
+the etcd request counts are the cluster's own). Measures, for each N, --rounds times,
+alternating (floor, fleetpy, floor, fleetpy, ...: both see the same load):
 
-  start:   `fleetpy start --no-block FILES` invoked -> each unit's first ACTIVE=active
+  floor:   systemd alone on the same hosts: the N units' files written straight into
+           each host's /run/systemd/system, one `systemctl daemon-reload` and one
+           `systemctl start` of all of them per host (through nsenter), hosts in
+           parallel -> every host's start returned (jobs done: all active)
+  start:   `fleetpy start --no-block FILES` invoked -> each unit's first ACTIVE=active,
+           and its ratio to the floor (medians of the rounds), with a per-phase
+           breakdown of the median round: CLI exited, units and placements written
+           (etcd watch arrival here), the agents' own timestamps from their journals
+           (woken, files written, daemon-reloads, StartUnit calls issued and answered,
+           start jobs done: units active), and states seen here
   destroy: `fleetpy destroy NAMES` invoked -> no state reported for any of them
   etcd requests per unit started (grpc_server_handled_total, before/after start)
 
@@ -50,7 +62,7 @@ from fleetpy.cluster.nspawn import (
     ensure_dockerd,
     ensure_rootfs,
 )
-from fleetpy.model.events import StateEvent, WatchBatch
+from fleetpy.model.events import StateEvent, UnitEvent, WatchBatch
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unitfile.template import render
 
@@ -58,6 +70,23 @@ RESULTS = ROOT / "bench" / "results"
 PREFIX = "/bench-hosts"
 SIMPLE_UNIT = "[Service]\nExecStart=/bin/sleep infinity\n"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The agent's log lines with its own timestamps, for the breakdown.
+AGENT_PHASE_EVENTS = ("actions_planned", "actions_executed", "start_jobs_done")
+PHASES = (
+    ("cli_exited", "`fleetpy start` exited"),
+    ("submit_written", "units written (seen)"),
+    ("first_placement_written", "first placement written (seen)"),
+    ("placement_written", "all placements written (seen)"),
+    ("agent_woken", "agents woken for their last batch (last host)"),
+    ("unit_files_written", "unit files written (last host)"),
+    ("daemon_reloads", "daemon-reloads (all hosts; count)"),
+    ("start_calls_issued", "StartUnit calls issued (last host)"),
+    ("start_calls_answered", "StartUnit calls answered (last host)"),
+    ("units_active_in_systemd", "start jobs done: active (last host)"),
+    ("first_state_seen_active", "first state seen active"),
+    ("states_seen_active", "all states seen active"),
+    ("placed_to_active", "from all placements written to all active (vs the floor)"),
+)
 
 
 def log(message: str) -> None:
@@ -79,9 +108,25 @@ class StateTracker:
         self.first_active: dict[str, float] = {}
         self.active_on: dict[tuple[str, str], float] = {}
         self.gone_at: dict[tuple[str, str], float] = {}
+        self.submitted: dict[str, float] = {}  # unit -> its record first seen written
+        self.placed: dict[str, float] = {}  # unit -> its schedule entry first seen written
         self.watch_errors = 0
         self._cancel: Callable[[], None] = lambda: None
         self._sync()
+        # Units and placements only for the breakdown (first puts); no resync needed.
+        revision = self.registry.read_view(with_states=False, with_text=False).revision
+        self._cancel_others = [
+            registry.watch_units(lambda b: self._first_put(b, self.submitted), revision + 1),
+            registry.watch_schedule(lambda b: self._first_put(b, self.placed), revision + 1),
+        ]
+
+    def _first_put(self, batch: WatchBatch[Any], seen: dict[str, float]) -> None:
+        now = time.perf_counter()
+        for event in batch.events:
+            name = event.name if isinstance(event, UnitEvent) else event.unit
+            record = event.record if isinstance(event, UnitEvent) else event.entry
+            if record is not None:
+                seen.setdefault(name, now)
 
     def _sync(self) -> None:
         self._cancel()
@@ -132,6 +177,8 @@ class StateTracker:
 
     def close(self) -> None:
         self._cancel()
+        for cancel in self._cancel_others:
+            cancel()
 
 
 def grpc_by_method(metrics_text: str) -> dict[str, int]:
@@ -302,6 +349,7 @@ class Bench:
         names = [p.name for p in files]
         cpu_before = self.cpu()
         before, before_m = self.metrics()
+        t0_epoch = time.time()
         t0 = time.perf_counter()
         cli_s = self.fleetpy("start", "--no-block", *map(str, files))
         first = self.tracker.first_active
@@ -329,7 +377,165 @@ class Bench:
             "etcd_requests_by_method": by_method,
             "cpu_seconds_by_process": cpu,
             "machines": self.placement(names),
+            "phases": self.breakdown(t0, t0_epoch, names, cli_s),
         }
+
+    # -- systemd's own floor
+
+    def floor(self, label: str, count: int) -> dict[str, Any]:
+        """The same kind of units started by systemd alone, no fleetpy: per host (in
+        parallel) its share of COUNT files written straight into its /run/systemd/system
+        (from here, through /proc/<its init>/root), one daemon-reload, one `systemctl
+        start` of all of them; seconds until the last host's start returned (systemctl
+        waits for the start jobs: a simple service's job is done once it is active)."""
+        hosts = [h for h in self.hosts if h.alive]
+        names = [f"{label}-{i:04d}.service" for i in range(count)]
+        shares = [names[i :: len(hosts)] for i in range(len(hosts))]
+        done: dict[str, float] = {}
+        errors: list[BaseException] = []
+        go = threading.Event()
+
+        def one(host: Host, share: list[str]) -> None:
+            try:
+                go.wait()
+                directory = Path(f"/proc/{host.init_pid}/root/run/systemd/system")
+                for name in share:
+                    (directory / name).write_text(SIMPLE_UNIT)
+                if share:
+                    script = "systemctl daemon-reload && systemctl start " + " ".join(share)
+                    host.run(["sh", "-c", script], timeout=self.args.timeout)
+                done[host.name] = time.perf_counter()
+            except BaseException as exc:  # reported below, after every thread ended
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=hs) for hs in zip(hosts, shares)]
+        for thread in threads:
+            thread.start()
+        t0 = time.perf_counter()
+        go.set()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise SystemExit(f"bench_hosts: floor {label} failed: {errors[0]!r}")
+        all_active = max(done.values()) - t0
+        for host, share in zip(hosts, shares):  # checked, then cleaned up: not timed
+            if not share:
+                continue
+            states = host.systemctl("show", "--value", "-p", "ActiveState", *share).stdout.split()
+            if states != ["active"] * len(share):
+                raise SystemExit(f"bench_hosts: floor {label} on {host.name}: {states}")
+            files = " ".join(f"/run/systemd/system/{n}" for n in share)
+            host.run(
+                [
+                    "sh",
+                    "-c",
+                    f"systemctl stop {' '.join(share)}; rm -f {files}; systemctl daemon-reload",
+                ],
+                timeout=self.args.timeout,
+            )
+        return {
+            "units": count,
+            "all_active_seconds": round(all_active, 3),
+            "per_host_seconds": {h: round(t - t0, 3) for h, t in sorted(done.items())},
+        }
+
+    # -- where fleetpy's time goes
+
+    def agent_events(self, since: float) -> dict[str, list[dict[str, str]]]:
+        """Each host's agent log lines (actions_planned, actions_executed,
+        start_jobs_done: the agent's own timestamps, epoch seconds) logged after SINCE."""
+        found: dict[str, list[dict[str, str]]] = {}
+        for host in self.hosts:
+            if not host.alive:
+                continue
+            out = host.run(
+                [
+                    "journalctl",
+                    "--no-pager",
+                    "--quiet",
+                    "-o",
+                    "cat",
+                    "-u",
+                    AGENT_UNIT,
+                    "-n",
+                    "5000",
+                ],
+                check=False,
+            ).stdout
+            events = []
+            for line in out.splitlines():
+                if not any(f"event={e} " in line for e in AGENT_PHASE_EVENTS):
+                    continue
+                fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+                at = fields.get("woken") or fields.get("begun") or fields.get("at")
+                if at is not None and float(at) >= since:
+                    events.append(fields)
+            found[host.name] = events
+        return found
+
+    def breakdown(
+        self, t0: float, t0_epoch: float, names: Sequence[str], cli_s: float
+    ) -> dict[str, Any]:
+        """Seconds from `fleetpy start` invoked until each phase was reached by the last
+        unit / the last host (the phases overlap: a host may start its units while
+        another still waits for its placements)."""
+        tracker = self.tracker
+        phases: dict[str, Any] = {"cli_exited": round(cli_s, 3)}
+
+        def last(seen: dict[str, float]) -> float | None:
+            times = [seen[n] for n in names if n in seen]
+            return round(max(times) - t0, 3) if len(times) == len(names) else None
+
+        def first(seen: dict[str, float]) -> float | None:
+            times = [seen[n] for n in names if n in seen]
+            return round(min(times) - t0, 3) if times else None
+
+        phases["submit_written"] = last(tracker.submitted)
+        phases["placement_written"] = last(tracker.placed)
+        phases["first_placement_written"] = first(tracker.placed)
+        agents = self.agent_events(t0_epoch - 0.5)
+        by_phase: dict[str, list[float]] = {}
+        reloads = 0
+        batches = 0
+        for events in agents.values():
+            planned = [e for e in events if e.get("event") == "actions_planned"]
+            executed = [e for e in events if e.get("event") == "actions_executed"]
+            jobs = [e for e in events if e.get("event") == "start_jobs_done"]
+            if planned:  # its last batch's: the placements may come in several
+                by_phase.setdefault("agent_woken", []).append(float(planned[-1]["woken"]))
+            for key, phase, lines in (
+                ("written", "unit_files_written", executed),
+                ("issued", "start_calls_issued", executed),
+                ("answered", "start_calls_answered", jobs),
+            ):
+                times = [float(e[key]) for e in lines if e.get(key)]
+                if times:
+                    by_phase.setdefault(phase, []).append(max(times))
+            if jobs:
+                by_phase.setdefault("units_active_in_systemd", []).append(
+                    max(float(e["at"]) for e in jobs)
+                )
+            reloads += sum(int(e.get("reloads", 0)) for e in executed)
+            batches += len(executed)
+        for phase in (
+            "agent_woken",
+            "unit_files_written",
+            "start_calls_issued",
+            "start_calls_answered",
+            "units_active_in_systemd",
+        ):
+            reached = by_phase.get(phase)
+            phases[phase] = round(max(reached) - t0_epoch, 3) if reached else None
+        phases["daemon_reloads"] = reloads if batches else None
+        phases["agent_batches"] = batches if batches else None
+        phases["first_state_seen_active"] = first(tracker.first_active)
+        phases["states_seen_active"] = last(tracker.first_active)
+        if phases["states_seen_active"] is not None and phases["placement_written"] is not None:
+            # The hosts' part (agents and systemd), to hold against the floor's whole.
+            phases["placed_to_active"] = round(
+                phases["states_seen_active"] - phases["placement_written"], 3
+            )
+        return phases
 
     def placement(self, names: Sequence[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -376,8 +582,8 @@ class Bench:
         return {
             "agents": agents,
             "engine": local_proc(self.engine.pid),
-            "etcd": local_proc(self.server.process.pid),
-        }  # type: ignore[union-attr]
+            "etcd": local_proc(self.server.process.pid),  # type: ignore[union-attr]
+        }
 
     def idle(self, seconds: float) -> dict[str, Any]:
         before = self.resources()
@@ -442,6 +648,12 @@ class Bench:
         }
 
 
+def median_round(rounds: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The round whose KEY is the median (the lower middle one of an even count)."""
+    ordered = sorted(rounds, key=lambda r: float(r[key]))
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -503,18 +715,39 @@ def run(args: argparse.Namespace, cleanup: list[Callable[[], None]]) -> dict[str
 
     largest = max(args.sizes)
     for n in args.sizes:
-        label = f"s{n}"
-        files = bench.write_units(label, n)
-        log(f"start {n} units")
-        results[f"start_{n}"] = bench.start(label, files)
-        if n == largest:
-            time.sleep(1)  # let the last state reports settle
-            results[f"resources_{n}_units"] = bench.resources()
-            log(f"idle {args.idle_seconds:g}s with {n} units running")
-            results["idle"] = bench.idle(args.idle_seconds)
-            results["idle"]["units_running"] = n
-        log(f"destroy {n} units")
-        results[f"destroy_{n}"] = bench.destroy(label, [p.name for p in files])
+        floors: list[dict[str, Any]] = []
+        starts: list[dict[str, Any]] = []
+        destroys: list[dict[str, Any]] = []
+        for r in range(args.rounds):
+            log(f"floor: systemd alone, {n} units (round {r + 1}/{args.rounds})")
+            floors.append(bench.floor(f"f{n}r{r}", n))
+            label = f"s{n}r{r}"
+            files = bench.write_units(label, n)
+            log(f"start {n} units (round {r + 1}/{args.rounds})")
+            starts.append(bench.start(label, files))
+            if n == largest and r == args.rounds - 1:
+                time.sleep(1)  # let the last state reports settle
+                results[f"resources_{n}_units"] = bench.resources()
+                if args.idle_seconds > 0:
+                    log(f"idle {args.idle_seconds:g}s with {n} units running")
+                    results["idle"] = bench.idle(args.idle_seconds)
+                    results["idle"]["units_running"] = n
+            log(f"destroy {n} units")
+            destroys.append(bench.destroy(label, [p.name for p in files]))
+        floor_s = statistics.median(f["all_active_seconds"] for f in floors)
+        start_s = statistics.median(s["all_active_seconds"] for s in starts)
+        results[f"floor_{n}"] = {
+            "all_active_seconds": round(floor_s, 3),
+            "rounds": [f["all_active_seconds"] for f in floors],
+            "median_round": median_round(floors, "all_active_seconds"),
+        }
+        results[f"start_{n}"] = {
+            **median_round(starts, "all_active_seconds"),
+            "all_active_rounds": [s["all_active_seconds"] for s in starts],
+        }
+        results[f"destroy_{n}"] = median_round(destroys, "all_stopped_seconds")
+        results[f"ratio_to_floor_{n}"] = round(start_s / floor_s, 2)
+        log(f"{n} units: fleetpy {start_s:.3f} s, floor {floor_s:.3f} s, x{start_s / floor_s:.2f}")
 
     if args.docker_units:
         label = "dock"
@@ -553,14 +786,36 @@ def table(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, s
     fleet_destroy = {50: "~80 s", 200: "~320 s"}
     for n in args.sizes:
         s = r[f"start_{n}"]
+        f = r[f"floor_{n}"]
+        rounds = " / ".join(f"{x:.2f}" for x in s["all_active_rounds"])
+        floors = " / ".join(f"{x:.2f}" for x in f["rounds"])
         rows.append(
             (
-                f"start {n}: all active",
+                f"start {n}: all active (median of rounds: {rounds})",
                 f"{s['all_active_seconds']:.2f} s",
-                "<= 1.5 s",
+                "",
                 fleet_start.get(n, ""),
             )
         )
+        rows.append(
+            (
+                f"floor {n}: systemd alone, all active ({floors})",
+                f"{f['all_active_seconds']:.2f} s",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (f"start {n}: ratio to the floor", f"{r[f'ratio_to_floor_{n}']:.2f}x", "<= 1.5x", "")
+        )
+        for key, title in PHASES:
+            value = s["phases"].get(key)
+            shown = (
+                "-"
+                if value is None
+                else (str(value) if key == "daemon_reloads" else f"{value:.3f} s")
+            )
+            rows.append((f"  {n}: {title}", shown, "", ""))
         rows.append(
             (f"start {n}: first active", f"{s['first_active_seconds']:.2f} s", "<= 0.5 s", "")
         )
@@ -666,6 +921,23 @@ def table(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, s
     cpu = [a["cpu_s"] for a in res["agents"].values()]
     rows.append((f"agent CPU s since boot, {largest} units (max)", f"{max(cpu):.2f} s", "", ""))
     rows.append(("engine RSS", f"{res['engine']['VmRSS']:.1f} MiB", "", ""))
+    rows += idle_rows(r)
+    load = r["load_average_1m"]
+    rows.append(
+        (
+            "load average (1 min) before / after run",
+            f"{load[0]:.2f} / {load[1]:.2f}",
+            f"<< {os.cpu_count()} CPUs",
+            "",
+        )
+    )
+    return rows
+
+
+def idle_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    if "idle" not in r:
+        return []
+    rows: list[tuple[str, str, str, str]] = []
     idle = r["idle"]
     secs = idle["seconds"]
     agent_idle = max(idle["agent_cpu_seconds"].values())
@@ -694,15 +966,6 @@ def table(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, s
             "",
         )
     )
-    load = r["load_average_1m"]
-    rows.append(
-        (
-            "load average (1 min) before / after run",
-            f"{load[0]:.2f} / {load[1]:.2f}",
-            f"<< {os.cpu_count()} CPUs",
-            "",
-        )
-    )
     return rows
 
 
@@ -712,8 +975,14 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="1,50,200", type=lambda s: [int(x) for x in s.split(",") if x]
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="floor and fleetpy runs per size, alternating; medians are reported",
+    )
     parser.add_argument("--ttl", type=int, default=5, help="agents' lease TTL (seconds)")
-    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="0: no idle measurement")
     parser.add_argument(
         "--docker-units",
         type=int,

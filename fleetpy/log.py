@@ -34,6 +34,13 @@ def _quote(value: Any) -> str:
     return text
 
 
+def stamp() -> str:
+    """Now, in epoch seconds to the millisecond: a log field saying when a step happened
+    (bench/bench_hosts.py lines up the agent's steps with its own clock on one machine);
+    compared with nothing."""
+    return f"{time.time():.3f}"
+
+
 def format_event(event: str, fields: dict[str, Any]) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     parts = [f"ts={stamp}", f"event={event}"]

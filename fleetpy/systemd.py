@@ -3,7 +3,16 @@
 Unit files are written to a runtime directory (default /run/fleetpy/units) and linked
 into /run/systemd/system, so `systemctl status NAME` shows them like any other unit.
 States come from systemd's signals for the units this agent owns (PropertiesChanged
-on each unit's object, JobRemoved, UnitRemoved) — no polling of every unit.
+of units' objects, one match for all of them; JobRemoved, UnitRemoved) — no polling of
+every unit.
+
+A batch of actions costs no round trip per unit: its calls (StartUnit, ResetFailedUnit,
+GetAll of a written unit not started) are sent and none of their answers is waited for,
+so systemd queues every start job at once and the next batch follows at once (only
+stops are waited out: a unit file goes after its stop job ended); a unit's object path
+is computed from its name (systemd's bus label escaping), not asked for with LoadUnit.
+New unit files need no daemon-reload (systemd looks again when its unit directories
+changed); one reload per batch when a file systemd may have loaded changed or went away.
 
 Threading: one GLib thread owns the bus connection and runs every D-Bus call; the
 agent's thread hands work to it with GLib.idle_add and waits for the result.
@@ -11,10 +20,12 @@ agent's thread hands work to it with GLib.idle_add and waits for the result.
 
 from __future__ import annotations
 
+import collections
+import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +35,7 @@ from dbus.mainloop.glib import DBusGMainLoop
 from gi.repository import GLib
 
 from .errors import FleetpyError
-from .log import log_event
+from .log import log_event, stamp
 from .states import JOB_PENDING, JOB_REFUSED, RUNNING_STATES
 from .unitfile.unit import content_hash
 from .unitmanager import (
@@ -45,6 +56,11 @@ UNIT_IFACE = "org.freedesktop.systemd1.Unit"
 PROPS_IFACE = "org.freedesktop.DBus.Properties"
 RUNTIME_UNIT_DIR = Path("/run/systemd/system")
 STOP_TIMEOUT = 120.0
+MAX_START_BATCHES = 64
+# Calls sent and not yet answered, at most: dbus-daemon's system bus refuses more than 128
+# pending calls per connection (max_replies_per_connection); the rest is for the blocking
+# calls (one at a time) and headroom.
+MAX_IN_FLIGHT = 96
 
 T = TypeVar("T")
 
@@ -57,6 +73,57 @@ JobFailureObserver = Callable[[str], None]  # (JobRemoved result, or "error": re
 
 class SystemdError(FleetpyError):
     """systemd could not be reached over D-Bus."""
+
+
+_NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+_UNIT_PATH = SYSTEMD_PATH + "/unit/"
+_LABEL_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def unit_object_path(name: str) -> str:
+    """The D-Bus object path systemd gives unit NAME (bus_label_escape: every byte but
+    [A-Za-z0-9], and a leading digit, as _xx in lowercase hex)."""
+    escaped = "".join(
+        chr(byte)
+        if byte in _LABEL_CHARS and not (i == 0 and chr(byte).isdigit())
+        else f"_{byte:02x}"
+        for i, byte in enumerate(name.encode())
+    )
+    return _UNIT_PATH + (escaped or "_")
+
+
+def _load_failed(exc: Any) -> dict[str, Any]:
+    """A unit's properties when reading them failed: not loaded, why."""
+    return {
+        "LoadState": "error",
+        "ActiveState": "inactive",
+        "SubState": "dead",
+        "LoadError": ("", exc.get_dbus_message() or str(exc)),
+    }
+
+
+class _Batch:
+    """Calls sent together (GLib thread); stops wait for their answers, starts do not."""
+
+    __slots__ = ("pending", "retry_missing")
+
+    def __init__(self, retry_missing: Set[str] = frozenset()) -> None:
+        self.pending = 0  # calls not answered yet
+        self.retry_missing = (
+            retry_missing  # units whose start refused as not found a reload may cure
+        )
+
+
+class _StartBatch:
+    """Starts issued together, until every one's job ended (logged: start_jobs_done)."""
+
+    __slots__ = ("answered", "failed", "starting", "starts")
+
+    def __init__(self) -> None:
+        self.starts = 0
+        self.starting: set[str] = set()
+        self.failed = 0
+        self.answered = ""  # when systemd answered the last of its StartUnit calls
 
 
 class SystemdUnitManager:
@@ -76,12 +143,17 @@ class SystemdUnitManager:
         self.link_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Condition()
         self._units: dict[str, ObservedUnit] = {}  # owned units, states from signals
-        self._paths: dict[str, str] = {}  # unit -> D-Bus object path
-        self._matches: dict[str, Any] = {}  # unit -> signal match (removed with the unit)
+        self._paths: dict[str, str] = {}  # owned unit -> its D-Bus object path
+        self._names: dict[str, str] = {}  # object path -> owned unit (signals' dispatch)
         self._jobs_done: dict[str, str] = {}  # job path -> result (may precede the reply)
         # unit -> the path of the start job we asked for (None until StartUnit answered:
         # its JobRemoved may come first); its result becomes the unit's `job`.
         self._starts: dict[str, str | None] = {}
+        self._start_batches: list[_StartBatch] = []  # batches whose start jobs are not all done
+        # Asynchronous calls (GLib thread only): waiting to be sent, and sent unanswered.
+        self._outbox: collections.deque[Callable[[], None]] = collections.deque()
+        self._in_flight = 0
+        self._missing: set[str] = set()  # units whose start was refused as not found
         self._listener: StateListener | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -116,6 +188,17 @@ class SystemdUnitManager:
                 dbus_interface=MANAGER_IFACE,
                 bus_name=SYSTEMD,
                 path=SYSTEMD_PATH,
+            )
+            # One match for every unit's PropertiesChanged of the Unit interface (arg0): a
+            # match per unit cost an AddMatch round trip each. Units not ours are dropped
+            # by their path (a host runs few units besides ours).
+            self._bus.add_signal_receiver(
+                self._on_unit_properties,
+                signal_name="PropertiesChanged",
+                dbus_interface=PROPS_IFACE,
+                bus_name=SYSTEMD,
+                path_keyword="path",
+                arg0=UNIT_IFACE,
             )
             self._bus.add_signal_receiver(
                 self._on_reloading,
@@ -170,9 +253,29 @@ class SystemdUnitManager:
                 self._jobs_done[path] = str(result)
             self._lock.notify_all()
         if started is not None:
+            self._start_settled(name, str(result))
             self._notify(*started)
         if self._on_job_failed is not None and str(result) not in _JOB_OK:
             self._on_job_failed(str(result))
+
+    def _start_settled(self, name: str, result: str) -> None:
+        """A start of a batch ended (its job's result, refused, or cancelled by a stop):
+        once all of a batch's have, say when (the breakdown of bench/bench_hosts.py)."""
+        for batch in list(self._start_batches):
+            if name not in batch.starting:
+                continue
+            batch.starting.discard(name)
+            if result not in _JOB_OK:
+                batch.failed += 1
+            if not batch.starting:
+                self._start_batches.remove(batch)
+                log_event(
+                    "start_jobs_done",
+                    units=batch.starts,
+                    failed=batch.failed,
+                    answered=batch.answered or None,
+                    at=stamp(),
+                )
 
     def _call(self, method: str, *args: Any) -> Any:
         """A call of systemd's Manager interface (GLib thread), timed for metrics."""
@@ -182,6 +285,60 @@ class SystemdUnitManager:
         finally:
             if self._on_dbus_call is not None:
                 self._on_dbus_call(method, time.perf_counter() - started)
+
+    def _call_async(
+        self,
+        batch: _Batch,
+        method: str,
+        signature: str,
+        args: tuple[Any, ...],
+        path: str = SYSTEMD_PATH,
+        interface: str = MANAGER_IFACE,
+        answered: Callable[[Any], object] = lambda _reply: None,
+        refused: Callable[[Any], object] = lambda _exc: None,
+    ) -> None:
+        """(GLib thread) A call sent without waiting: its answer runs ANSWERED or REFUSED
+        on the GLib thread, then counts against BATCH (which a stop waits out). Sent
+        at once unless MAX_IN_FLIGHT calls are unanswered: then queued, and sent as
+        answers come (the system bus refuses a connection's 129th pending call)."""
+        with self._lock:
+            batch.pending += 1
+
+        def send() -> None:
+            started = time.perf_counter()
+
+            def done(handler: Callable[[Any], object], value: Any) -> None:
+                self._in_flight -= 1
+                self._answered(method, started)
+                try:
+                    handler(value)
+                finally:
+                    with self._lock:
+                        batch.pending -= 1
+                        self._lock.notify_all()
+                    self._pump()
+
+            self._in_flight += 1
+            try:
+                self._bus.call_async(
+                    SYSTEMD,
+                    path,
+                    interface,
+                    method,
+                    signature,
+                    args,
+                    reply_handler=lambda *reply: done(answered, reply[0] if reply else None),
+                    error_handler=lambda exc: done(refused, exc),
+                )
+            except dbus.DBusException as exc:  # not sent (disconnected): an answer too
+                done(refused, exc)
+
+        self._outbox.append(send)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self._outbox and self._in_flight < MAX_IN_FLIGHT:
+            self._outbox.popleft()()
 
     def _answered(self, method: str, started: float) -> None:
         if self._on_dbus_call is not None:
@@ -214,32 +371,48 @@ class SystemdUnitManager:
 
     def _refresh_later(self, name: str) -> None:
         # Never make a blocking D-Bus call from inside a signal handler: libdbus holds
-        # the dispatch lock there and the reply never arrives. Defer to the idle queue.
-        def task() -> bool:
-            self._refresh(name)
-            return False
+        # the dispatch lock there and the reply never arrives. An asynchronous one is
+        # fine: nobody waits for it, its answer updates the unit.
+        self._refresh_async(_Batch(), name)
 
-        GLib.idle_add(task)
+    def _refresh_async(
+        self, batch: _Batch, name: str, then: Callable[[], object] = lambda: None
+    ) -> None:
+        """Read NAME's state without waiting; THEN once it is recorded."""
+
+        def read(props: dict[str, Any]) -> None:
+            self._apply_properties(name, props)
+            then()
+
+        self._call_async(
+            batch,
+            "GetAll",
+            "s",
+            (UNIT_IFACE,),
+            path=self._paths.get(name) or unit_object_path(name),
+            interface=PROPS_IFACE,
+            answered=lambda props: read(dict(props)),
+            refused=lambda exc: read(_load_failed(exc)),
+        )
 
     def _watch_unit(self, name: str) -> None:
-        path = str(self._call("LoadUnit", name))
-        if self._paths.get(name) == path and name in self._matches:
-            return
-        old = self._matches.pop(name, None)
-        if old is not None:
-            old.remove()
+        """Signals about NAME's object are ours from now on (no D-Bus call: its path is
+        a function of its name; the one PropertiesChanged match covers every unit)."""
+        path = unit_object_path(name)
         self._paths[name] = path
-        self._matches[name] = self._bus.add_signal_receiver(
-            lambda iface, changed, invalidated, name=name: self._on_properties(
-                name, str(iface), changed, invalidated
-            ),
-            # One match per owned unit's object path, so the bus only sends us our units.
-            # No bus_name: it would cost a GetNameOwner and an extra match per unit, and
-            # only systemd owns these paths anyway.
-            signal_name="PropertiesChanged",
-            dbus_interface=PROPS_IFACE,
-            path=path,
-        )
+        self._names[path] = name
+
+    def _unwatch_unit(self, name: str) -> None:
+        path = self._paths.pop(name, None)
+        if path is not None:
+            self._names.pop(path, None)
+
+    def _on_unit_properties(
+        self, iface: Any, changed: Any, invalidated: Any, path: Any = None
+    ) -> None:
+        name = self._names.get(str(path))
+        if name is not None:
+            self._on_properties(name, str(iface), changed, invalidated)
 
     def _on_properties(self, name: str, iface: str, changed: Any, invalidated: Any) -> None:
         if iface != UNIT_IFACE or name not in self._units:
@@ -272,10 +445,11 @@ class SystemdUnitManager:
             self._listener(new)
 
     def _properties(self, name: str) -> dict[str, Any]:
-        path = self._paths.get(name) or str(self._call("LoadUnit", name))
+        path = self._paths.get(name) or unit_object_path(name)
         started = time.perf_counter()
         try:
             # A direct call: get_object() would introspect (XML) every unit object first.
+            # GetAll on a unit's path loads the unit, as LoadUnit would.
             return dict(
                 self._bus.call_blocking(SYSTEMD, path, PROPS_IFACE, "GetAll", "s", (UNIT_IFACE,))
             )
@@ -286,12 +460,10 @@ class SystemdUnitManager:
         try:
             props = self._properties(name)
         except dbus.DBusException as exc:
-            props = {
-                "LoadState": "error",
-                "ActiveState": "inactive",
-                "SubState": "dead",
-                "LoadError": ("", exc.get_dbus_message()),
-            }
+            props = _load_failed(exc)
+        return self._apply_properties(name, props)
+
+    def _apply_properties(self, name: str, props: dict[str, Any]) -> ObservedUnit | None:
         with self._lock:
             unit = self._units.get(name)
             if unit is None:
@@ -351,41 +523,82 @@ class SystemdUnitManager:
         removes = [a.name for a in actions if isinstance(a, RemoveUnit)]
         writes = [a for a in actions if isinstance(a, WriteUnit)]
         starts = [a.name for a in actions if isinstance(a, StartUnit)]
+        times = {"begun": stamp()}
         if stops:
             self._stop_all(stops)
-        if removes or writes:
-            self._on_loop(lambda: self._files(removes, writes))
-        if starts:
-            self._on_loop(lambda: self._start_all(starts))
+            times["stopped"] = stamp()
+        if not (removes or writes or starts):
+            return
+        reloads = self._on_loop(lambda: self._files(removes, writes))
+        times["written"] = stamp()
+        # Every call of the round is sent, and none of their answers awaited: systemd
+        # queues all the start jobs at once, states follow as signals, and the agent's
+        # next round (a second placement transaction) is sent while systemd still
+        # answers this one. A start refused as not found is retried after one reload
+        # (_retry_missing), if this round did not reload already.
+        batch = _Batch(retry_missing=frozenset() if reloads else {a.name for a in writes})
+        self._on_loop(lambda: self._issue(batch, [a.name for a in writes], starts))
+        times["issued"] = stamp()
+        log_event(
+            "actions_executed",
+            stops=len(stops),
+            removes=len(removes),
+            writes=len(writes),
+            starts=len(starts),
+            reloads=reloads,
+            **times,
+        )
+
+    def _issue(self, batch: _Batch, written: list[str], starts: list[str]) -> None:
+        """(GLib thread) Start STARTS and read the state of the WRITTEN units that are not
+        started, all calls sent at once. A started unit's state comes from the signals
+        of its start (a GetAll, ~100 properties, each cost systemd, the bus and us more
+        than the start itself); if systemd refuses the start, it is read then."""
+        starting = set(starts)
+        for name in written:
+            if name in self._paths and name not in starting:
+                self._refresh_async(batch, name)
+        self._start_all(batch, starts)
 
     def _stop_all(self, names: list[str]) -> None:
         # Issue every stop, then wait for all their jobs together: unit files may only
         # be removed after the stop finished, or a clean stop is recorded as failed.
-        jobs = self._on_loop(lambda: self._issue_stops(names))
+        batch = _Batch()
+        jobs: list[str] = []
+        self._on_loop(lambda: self._issue_stops(batch, names, jobs))
         with self._lock:
             self._lock.wait_for(
-                lambda: all(j in self._jobs_done for j in jobs if j), timeout=STOP_TIMEOUT
+                lambda: batch.pending <= 0 and all(j in self._jobs_done for j in jobs),
+                timeout=STOP_TIMEOUT,
             )
             # Finished jobs of ours that nobody waits for (starts) must not pile up.
             self._jobs_done.clear()
 
-    def _issue_stops(self, names: list[str]) -> list[str]:
-        jobs: list[str] = []
+    def _issue_stops(self, batch: _Batch, names: list[str], jobs: list[str]) -> None:
         for name in names:
             with self._lock:
                 unit = self._units.get(name)
                 if unit is not None:
                     self._units[name] = replace(unit, launched=False, message="", job="")
-                self._starts.pop(name, None)  # a start job still running is cancelled
-            try:
-                jobs.append(str(self._call("StopUnit", name, "replace")))
-            except dbus.DBusException as exc:
-                jobs.append("")
-                self._record_error(name, exc.get_dbus_message() or str(exc))
-        return jobs
+                cancelled = self._starts.pop(name, "") != ""  # a start job still running
+            if cancelled:
+                self._start_settled(name, "canceled")
 
-    def _start_all(self, names: list[str]) -> None:
+            def refused(exc: Any, name: str = name) -> None:
+                self._record_error(name, exc.get_dbus_message() or str(exc))
+
+            self._call_async(
+                batch,
+                "StopUnit",
+                "ss",
+                (name, "replace"),
+                answered=lambda job: jobs.append(str(job)),
+                refused=refused,
+            )
+
+    def _start_all(self, batch: _Batch, names: list[str]) -> None:
         # Starts are pipelined: nobody waits for their jobs, states arrive as signals.
+        jobs = _StartBatch()
         for name in names:
             with self._lock:
                 unit = self._units.get(name)
@@ -394,38 +607,69 @@ class SystemdUnitManager:
                 failed = unit.active == "failed"
                 self._units[name] = replace(unit, launched=True, message="", job=JOB_PENDING)
                 self._starts[name] = None
+            jobs.starting.add(name)
+            jobs.starts += 1
             if failed:
-                try:
-                    self._call("ResetFailedUnit", name)
-                except dbus.DBusException:
-                    pass  # NoSuchUnit / not loaded: nothing to reset (systemd 252)
-            started = time.perf_counter()
-            self._bus.call_async(
-                SYSTEMD,
-                SYSTEMD_PATH,
-                MANAGER_IFACE,
+                # NoSuchUnit / not loaded: nothing to reset (systemd 252); ignored.
+                self._call_async(batch, "ResetFailedUnit", "s", (name,))
+            self._call_async(
+                batch,
                 "StartUnit",
                 "ss",
                 (name, "replace"),
-                reply_handler=lambda job, name=name, started=started: self._start_answered(
-                    name, job, started
-                ),
-                error_handler=lambda exc, name=name, started=started: self._start_refused(
-                    name, exc, started
-                ),
+                answered=functools.partial(self._start_answered, jobs, name),
+                refused=functools.partial(self._start_refused, batch, jobs, name),
             )
+        if jobs.starts:
+            # Bounded: a start whose end was never seen must not keep batches forever.
+            del self._start_batches[:-MAX_START_BATCHES]
+            self._start_batches.append(jobs)
 
-    def _start_answered(self, name: str, job: Any, started: float) -> None:
-        self._answered("StartUnit", started)
+    def _start_answered(self, jobs: _StartBatch, name: str, job: Any) -> None:
+        jobs.answered = stamp()
         with self._lock:
             if name in self._starts and self._starts[name] is None:
                 self._starts[name] = str(job)  # its JobRemoved is still to come
 
-    def _start_refused(self, name: str, exc: Any, started: float) -> None:
-        self._answered("StartUnit", started)
+    def _start_refused(self, batch: _Batch, jobs: _StartBatch, name: str, exc: Any) -> None:
+        jobs.answered = stamp()
         with self._lock:
             self._starts.pop(name, None)
-        self._record_error(name, exc.get_dbus_message() or str(exc), JOB_REFUSED)
+        if name in batch.retry_missing and exc.get_dbus_name() == _NO_SUCH_UNIT:
+            # systemd had cached the name as missing and did not look again: started
+            # again after one reload (for every such unit of the moment), still pending.
+            if not self._missing:
+                GLib.idle_add(self._retry_missing)
+            self._missing.add(name)
+            return
+        self._start_settled(name, "refused")
+        message = exc.get_dbus_message() or str(exc)
+        # Its load state and systemd's reason (a bad setting, not found) first, then the
+        # refusal, as a start of a unit read beforehand would show them.
+        self._refresh_async(
+            batch, name, then=lambda: self._record_error(name, message, JOB_REFUSED)
+        )
+
+    def _retry_missing(self) -> bool:
+        """(GLib thread, idle) One reload, then the starts refused as not found again,
+        of the units still to start (a stop since cancelled a unit's)."""
+        names, self._missing = sorted(self._missing), set()
+        with self._lock:
+            names = [
+                name
+                for name in names
+                if (unit := self._units.get(name)) is not None
+                and unit.launched
+                and unit.job == JOB_PENDING
+            ]
+        if names:
+            try:
+                self._call("Reload")
+            except dbus.DBusException as exc:
+                log_event("reload_failed", error=exc.get_dbus_message() or str(exc))
+            log_event("units_not_found_reloaded", units=len(names))
+            self._start_all(_Batch(), names)
+        return False  # once
 
     def _record_error(self, name: str, message: str, job: str | None = None) -> None:
         """systemd refused a job for the unit (StartUnit/StopUnit answered an error)."""
@@ -440,10 +684,12 @@ class SystemdUnitManager:
             self._units[name] = new
         self._notify(unit, new)
 
-    def _files(self, removes: list[str], writes: list[WriteUnit]) -> None:
+    def _files(self, removes: list[str], writes: list[WriteUnit]) -> int:
+        """(GLib thread) Remove and write unit files; the daemon-reloads it took (0 or 1).
+        The written units' states are read by the caller (_issue), with their starts."""
         # A daemon-reload costs ~0.2 s and re-announces every unit: only needed when a
         # file systemd may have loaded changed or went away. Brand-new files are found
-        # by systemd's unit path cache on LoadUnit.
+        # by systemd's unit path cache on loading (GetAll on the unit's path).
         paths = {
             name: found
             for name in {*removes, *(a.name for a in writes)}
@@ -471,11 +717,10 @@ class SystemdUnitManager:
         for name in removes:
             with self._lock:
                 self._units.pop(name, None)
-                self._starts.pop(name, None)
-            match = self._matches.pop(name, None)
-            if match is not None:
-                match.remove()
-            self._paths.pop(name, None)
+                cancelled = self._starts.pop(name, "") != ""
+            if cancelled:
+                self._start_settled(name, "canceled")
+            self._unwatch_unit(name)
             try:
                 self._call("ResetFailedUnit", name)
             except dbus.DBusException:
@@ -487,13 +732,7 @@ class SystemdUnitManager:
                     action.name, action.hash, launched=bool(previous and previous.launched)
                 )
             self._watch_unit(action.name)
-            unit = self._refresh(action.name)
-            if unit is not None and unit.load == "not-found" and not reload:
-                # systemd had cached the name as missing: make it look again, once.
-                self._call("Reload")
-                reload = True
-                for other in writes:
-                    self._refresh(other.name)
+        return int(reload)
 
     def _paths_of(self, name: str) -> tuple[Path, Path] | None:
         """(unit file, its link) for a valid unit name; None, with a warning, otherwise.

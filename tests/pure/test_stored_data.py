@@ -21,9 +21,7 @@ tests/integration/test_stored_data.py, tests/system/test_stored_data.py."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import sys
 import threading
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +41,7 @@ from fleetpy.states import DesiredState
 from fleetpy.unitmanager import WriteUnit, check_unit_file_name, unit_file_path
 
 from support.stored_data import HOSTILE_NAMES, TEXT, RecordingManager
+from support.systemd_stub import stubbed_systemd
 from support.waiting import until
 
 DIGEST = hashlib.sha256(TEXT.encode()).hexdigest()
@@ -166,27 +165,8 @@ def test_agent_never_hands_a_bad_name_to_its_unit_manager(
 def systemd_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
     """fleetpy.systemd with stand-ins for dbus-python and PyGObject (only on hosts):
     its file handling is plain Python and is what is tested here."""
-    dbus = types.ModuleType("dbus")
-    dbus.DBusException = type("DBusException", (Exception,), {})  # type: ignore[attr-defined]
-    mainloop = types.ModuleType("dbus.mainloop")
-    glib = types.ModuleType("dbus.mainloop.glib")
-    glib.DBusGMainLoop = lambda **kw: None  # type: ignore[attr-defined]
-    gi = types.ModuleType("gi")
-    repository = types.ModuleType("gi.repository")
-    repository.GLib = types.SimpleNamespace()  # type: ignore[attr-defined]
-    for name, module in {
-        "dbus": dbus,
-        "dbus.mainloop": mainloop,
-        "dbus.mainloop.glib": glib,
-        "gi": gi,
-        "gi.repository": repository,
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "fleetpy.systemd", raising=False)
-    try:
-        yield importlib.import_module("fleetpy.systemd")
-    finally:
-        sys.modules.pop("fleetpy.systemd", None)
+    with stubbed_systemd(monkeypatch) as module:
+        yield module
 
 
 class FakeSystemd:
