@@ -78,6 +78,20 @@ def _without(units: dict[str, V], names: set[str]) -> dict[str, V]:
     return {n: v for n, v in units.items() if n not in names} if names else units
 
 
+def _grouped_by_machine(changes: list[scheduler.Change]) -> list[scheduler.Change]:
+    """The plan's new placements grouped by machine (in decision order within each), the
+    other changes where they are. Transactions are cut by size, so a machine's new units
+    arrive in one transaction (one watch response: its agent wakes, reconciles and
+    reports once) instead of one in each of as many transactions. Any prefix of the
+    placements is still a valid state: they only add, and a machine's are in the order
+    the planner decided them (a MachineOf= unit after the one it follows)."""
+    placements = [c for c in changes if isinstance(c, scheduler.Schedule)]
+    if len(placements) < 2:
+        return changes
+    ordered = iter(sorted(placements, key=lambda c: c.machine))
+    return [next(ordered) if isinstance(c, scheduler.Schedule) else c for c in changes]
+
+
 class _LostLeadership(Exception):
     pass
 
@@ -668,7 +682,9 @@ class Engine:
         if self._on_pass is not None:
             self._on_pass(planned - started, time.perf_counter() - started)
 
-    def _execute(self, model: _Model, changes: list[scheduler.Change]) -> None:
+    def _execute(self, model: _Model, planned: list[scheduler.Change]) -> None:
+        changes = _grouped_by_machine(planned)
+
         def written(start: int, end: int) -> None:
             self.stats.transactions += 1
             for change in changes[start:end]:

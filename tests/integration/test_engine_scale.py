@@ -1,0 +1,64 @@
+"""What the engine's placements cost the agents, counted (not timed), and a leader lost in
+the middle of a big pass: nothing placed twice."""
+
+from __future__ import annotations
+
+from fleetpy.registry import MAX_TXN_OPS
+
+from support.sim_cluster import Cluster, unit
+from support.waiting import until
+
+
+def test_a_machines_new_units_wake_its_agent_once_not_once_per_transaction(
+    cluster: Cluster,
+) -> None:
+    machines = ("m1", "m2", "m3")
+    for machine in machines:
+        cluster.agent(machine)
+    per_machine = MAX_TXN_OPS - 20  # several transactions, each machine's units fit in one
+    total = per_machine * len(machines)
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(total)])
+    before = {m: cluster.agents[m].stats.wakeups for m in machines}
+    engine = cluster.engine()  # one full read, one pass: every unit in one plan
+    until(lambda: len(cluster.running()) == total, timeout=30, what="every unit active")
+    woken = {m: cluster.agents[m].stats.wakeups - before[m] for m in machines}
+    # A machine's units in one transaction, or split by a transaction's end: two at most,
+    # and no more wake-ups in all than transactions plus machines (one per placement,
+    # 3x as many transactions, was the count before).
+    assert max(woken.values()) <= 2, woken
+    assert sum(woken.values()) <= engine.stats.transactions + len(machines) - 1, woken
+    assert all(cluster.agents[m].stats.empty_wakeups == 0 for m in machines)
+
+
+def test_a_leader_lost_in_the_middle_of_a_pass_leaves_nothing_placed_twice(
+    cluster: Cluster,
+) -> None:
+    machines = [f"m{i}" for i in range(6)]
+    for machine in machines:
+        cluster.agent(machine)
+    total = 5 * MAX_TXN_OPS
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(total)])
+    first = cluster.engine(lease_ttl=2)
+    transactions = 0
+    keep_alive = first._keep_lease_alive
+
+    def dies_before_its_third_transaction() -> None:
+        # Called before each of the pass's transactions: after two, this leader is gone
+        # as a killed one is (its lease ends; it writes nothing more, its pass unfinished).
+        nonlocal transactions
+        transactions += 1
+        if transactions == 3:
+            first._stop.set()
+            assert first._lease is not None
+            cluster.registry.revoke_lease(first._lease)
+        keep_alive()
+
+    first._keep_lease_alive = dies_before_its_third_transaction  # type: ignore[method-assign]
+    until(lambda: transactions >= 3, timeout=30, what="the first leader's third transaction")
+    second = cluster.engine(lease_ttl=2)
+    until(lambda: len(cluster.hosted()) == total, timeout=60, what="every unit running")
+    assert first.stats.placements == 2 * MAX_TXN_OPS
+    assert second.stats.placements == total - 2 * MAX_TXN_OPS
+    hosted = cluster.hosted()
+    assert len({name for name, _ in hosted}) == total  # each unit on one machine, once
+    assert cluster.registry.count("schedule") == total
