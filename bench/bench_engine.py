@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -120,6 +121,8 @@ def main() -> None:
         "of the units is placed (0: one engine, no kill)",
     )
     args = parser.parse_args()
+    # Terminated: clean up (engines, workers, etcd) as on any other exit.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
 
     RESULTS.mkdir(exist_ok=True)
     agent_log = open(RESULTS / "agents-bench.log", "w")

@@ -162,6 +162,7 @@ class Engine:
         self._cancels: list[Callable[[], None]] = []
         self._generation = 0
         self._last_refresh = 0.0
+        self._lease_lost = threading.Event()  # set once the lease is found expired
 
     # -- lifecycle
 
@@ -220,6 +221,7 @@ class Engine:
         while not self._stop.is_set():
             if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
                 self._lease = self.registry.grant_lease(self.settings.lease_ttl)
+                self._lease_lost.clear()
             if self.registry.campaign(self.candidate, self._lease):
                 self.stats.became_leader += 1
                 log_event("leader_elected", engine=self.candidate, ttl=self.settings.lease_ttl)
@@ -244,13 +246,29 @@ class Engine:
         return False
 
     def _keep_lease_alive(self) -> None:
+        if self._lease_lost.is_set():
+            raise _LostLeadership("lease expired")
         now = time.monotonic()
         if now - self._last_refresh < self.settings.lease_ttl / 3:
             return
         self._last_refresh = now
         if self._lease is not None and self.registry.refresh_lease(self._lease) <= 0:
             self._lease = None
+            self._lease_lost.set()
             raise _LostLeadership("lease expired")
+
+    def _lease_keeper(self, done: threading.Event) -> None:
+        """While leading, the lease is renewed from this thread too: a full read and a
+        plan of 100,000 units hold the engine's thread for seconds (a 10 s lease ran out
+        in them, and each new leadership began with another full read). Fencing keeps
+        writes safe either way; this keeps the leadership."""
+        while not done.wait(self.settings.lease_ttl / 6):
+            try:
+                self._keep_lease_alive()
+            except _LostLeadership:
+                return  # the engine's thread finds out at its next check
+            except FleetpyError:
+                pass  # etcd away: the engine's own calls fail and it retries
 
     # -- leading
 
@@ -261,6 +279,18 @@ class Engine:
 
     def _lead(self) -> None:
         self.is_leader.set()
+        done = threading.Event()
+        keeper = threading.Thread(
+            target=self._lease_keeper, args=(done,), name="engine-lease", daemon=True
+        )
+        keeper.start()
+        try:
+            self._lead_pass_by_pass()
+        finally:
+            done.set()
+            keeper.join()
+
+    def _lead_pass_by_pass(self) -> None:
         model = self._full_read(blind=True)  # new leadership: we saw nothing until now
         last_full = time.monotonic()
         self._compaction = CompactionSchedule(self._compaction.interval)

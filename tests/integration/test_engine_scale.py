@@ -3,6 +3,10 @@ the middle of a big pass: nothing placed twice."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+from fleetpy import scheduler
 from fleetpy.registry import MAX_TXN_OPS
 
 from support.sim_cluster import Cluster, unit
@@ -62,3 +66,24 @@ def test_a_leader_lost_in_the_middle_of_a_pass_leaves_nothing_placed_twice(
     hosted = cluster.hosted()
     assert len({name for name, _ in hosted}) == total  # each unit on one machine, once
     assert cluster.registry.count("schedule") == total
+
+
+def test_a_pass_longer_than_the_lease_keeps_the_leadership(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    cluster.registry.change_units([unit("a.service")])
+    engine = cluster.engine(lease_ttl=2)
+    snapshot = engine._snapshot
+    slow = [True]
+
+    def slow_first_snapshot(model: Any) -> scheduler.Snapshot:
+        # A first pass as long as 100,000 units' full read and plan are (seconds), here
+        # longer than the whole lease.
+        if slow:
+            slow.pop()
+            time.sleep(3)
+        return snapshot(model)
+
+    engine._snapshot = slow_first_snapshot  # type: ignore[method-assign]
+    until(lambda: cluster.running() == {"a.service": "m1"}, timeout=20, what="a active")
+    assert engine.stats.became_leader == 1
+    assert engine.stats.full_reads == 1
