@@ -48,6 +48,15 @@ def raw_txn_rate(endpoint: str, prefix: str, count: int = 2000) -> float:
         return count / (time.perf_counter() - start)
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def rss_kib(pid: int, field: str = "VmHWM") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -120,6 +129,7 @@ def main() -> None:
         help="with a second engine standing by, SIGKILL the leader once this fraction "
         "of the units is placed (0: one engine, no kill)",
     )
+    parser.add_argument("--profile-agents", help="file prefix: profile the first worker")
     args = parser.parse_args()
     # Terminated: clean up (engines, workers, etcd) as on any other exit.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
@@ -146,6 +156,7 @@ def main() -> None:
             agent_log,
             per_process=args.agents_per_process,
             timeout=args.timeout,
+            profile=args.profile_agents,
         )
         agents_seconds = time.perf_counter() - t_agents
 
@@ -179,6 +190,9 @@ def main() -> None:
         env = dict(os.environ, FLEETPY_ENDPOINT=server.endpoint, FLEETPY_ETCD_PREFIX="/bench")
         engine_log = open(RESULTS / "engine-bench.log", "w")
         print("engine started; placing...", file=sys.stderr)
+        assert server.process is not None
+        others = {"etcd": [server.process.pid], "agents": [w.process.pid for w in workers]}
+        cpu_before = {k: sum(map(cpu_seconds, pids)) for k, pids in others.items()}
         engines.append(start_engine(env, engine_log))
         first_seconds = wait_until(
             lambda: registry.count("schedule") > 0, args.timeout, interval=0.005
@@ -207,6 +221,9 @@ def main() -> None:
             )
             + first_seconds
         )
+        # CPU from the engine's start until every unit is placed: where the cores went.
+        cpu = {k: sum(map(cpu_seconds, pids)) - cpu_before[k] for k, pids in others.items()}
+        cpu["engine"] = cpu_seconds(engines[-1].pid)
         active_seconds = wait_until(lambda: registry.count("state") >= args.units, args.timeout)
         active_seconds += place_seconds
         requests_after = grpc_request_count(server.metrics())
@@ -263,6 +280,7 @@ def main() -> None:
             "seconds_engine_start_to_all_active": round(active_seconds, 3),
             "seconds_start_no_block_last_unit_to_active": round(last_seconds, 3),
             "engine_rss_mib": round(engine_rss / 1024, 1),
+            "cpu_seconds_while_placing": {k: round(v, 2) for k, v in cpu.items()},
             "units_held_by_agents": held,
             "units_on_two_machines": placed_twice(after["units"]),
             "schedule_entries": registry.count("schedule"),

@@ -135,9 +135,10 @@ def spawn_workers(
     per_process: int = 250,
     ttl: int = 60,
     timeout: float = 600,
+    profile: str | None = None,
 ) -> list[Worker]:
     """Start `machines` simulated agents in worker processes of `per_process` each, and
-    return once every one has registered. Workers start together (each registers its
+    return once every one has registered (`profile`: the first worker's, see --profile). Workers start together (each registers its
     agents in waves), so the whole takes about as long as etcd needs for the lot."""
     workers: list[Worker] = []
     for first in range(0, machines, per_process):
@@ -156,6 +157,7 @@ def spawn_workers(
                 str(count),
                 "--ttl",
                 str(ttl),
+                *(["--profile", profile] if profile and not first else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -183,6 +185,19 @@ def gather(workers: Sequence[Worker]) -> dict[str, Any]:
     return total
 
 
+def dump_profile(prefix: str) -> None:
+    """yappi's figures so far: PREFIX.pstats and the top 40 as text in PREFIX.txt."""
+    import pstats
+
+    import yappi
+
+    yappi.get_func_stats().save(prefix + ".pstats", type="pstat")
+    with open(prefix + ".txt", "w") as text:
+        stats = pstats.Stats(prefix + ".pstats", stream=text)
+        stats.sort_stats("tottime").print_stats(40)
+        stats.sort_stats("cumulative").print_stats(40)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True)
@@ -192,7 +207,13 @@ def main() -> None:
     parser.add_argument("--ttl", type=int, default=60)
     parser.add_argument("--per-connection", type=int, default=100)
     parser.add_argument("--wave", type=int, default=25)
+    parser.add_argument("--profile", help="file prefix: profile this worker (yappi, CPU)")
     args = parser.parse_args()
+    if args.profile:
+        import yappi
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
     config = RegistryConfig(endpoints=(args.endpoint,), prefix=args.prefix, timeout=30)
     registries: list[Registry] = []
     started = time.perf_counter()
@@ -210,6 +231,8 @@ def main() -> None:
             command = line.strip()
             if command == "stats":
                 print(json.dumps(stats(agents)), flush=True)
+                if args.profile:
+                    dump_profile(args.profile)
             elif command == "stop":
                 break
     finally:
