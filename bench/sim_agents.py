@@ -186,7 +186,8 @@ def gather(workers: Sequence[Worker]) -> dict[str, Any]:
 
 
 def dump_profile(prefix: str) -> None:
-    """yappi's figures so far: PREFIX.pstats and the top 40 as text in PREFIX.txt."""
+    """yappi's figures so far: PREFIX.pstats and the top 40 in PREFIX.txt (dumped at
+    each `stats`: before and after placing; the difference is the placing)."""
     import pstats
 
     import yappi
@@ -226,13 +227,15 @@ def main() -> None:
         wave=args.wave,
     )
     print(json.dumps({"ready": len(agents), "seconds": time.perf_counter() - started}), flush=True)
+    dumps = 0
     try:
         for line in sys.stdin:
             command = line.strip()
             if command == "stats":
                 print(json.dumps(stats(agents)), flush=True)
                 if args.profile:
-                    dump_profile(args.profile)
+                    dumps += 1
+                    dump_profile(f"{args.profile}-{dumps}")
             elif command == "stop":
                 break
     finally:
