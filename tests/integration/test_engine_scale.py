@@ -87,3 +87,24 @@ def test_a_pass_longer_than_the_lease_keeps_the_leadership(cluster: Cluster) -> 
     until(lambda: cluster.running() == {"a.service": "m1"}, timeout=20, what="a active")
     assert engine.stats.became_leader == 1
     assert engine.stats.full_reads == 1
+
+
+def test_agents_sharing_an_etcd_client_each_watch_their_own_schedule(cluster: Cluster) -> None:
+    # The benchmarks' simulated agents share one client (one gRPC channel, one watch
+    # stream) per hundred: each still has its own watches on it, and wakes for its own.
+    machines = [f"m{i}" for i in range(5)]
+    for machine in machines:
+        cluster.agent(machine)
+    stream = cluster.registry._etcd._stream
+    assert stream is not None
+    # schedule, global units, own record, operators' metadata: four per agent, one stream
+    assert len(stream.active) == 4 * len(machines)
+    before = {m: cluster.agents[m].stats.wakeups for m in machines}
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(10)])
+    cluster.engine()
+    until(lambda: len(cluster.running()) == 10, what="every unit active")
+    assert {m: cluster.agents[m].stats.wakeups - before[m] for m in machines} == dict.fromkeys(
+        machines, 1
+    )
+    assert sum(cluster.agents[m].stats.empty_wakeups for m in machines) == 0
+    assert cluster.registry._etcd._stream is stream
