@@ -1,12 +1,13 @@
 """Simulated agents for the benchmarks: many real `Agent`s (SimulatedUnitManager) in a
 few worker processes, each agent with its own lease and its own watches.
 
-    python bench/sim_agents.py --endpoint URL --prefix P --first 0 --count 250 [--ttl 60]
+    python bench/sim_agents.py --endpoint URL --prefix P --first 0 --count 100 [--ttl 60]
 
 What is harness-only (a real host runs one agent in its own process):
-- agents share a process (`--count` of them) and one etcd client per
+- agents share a process (`--count` of them, 100 by default) and one etcd client per
   `--per-connection` agents (one gRPC channel and one watch stream; each agent still
   sends its own watch requests on it, grants and renews its own lease);
+- each worker's GIL switch interval is 50 ms (SWITCH_INTERVAL), not 5;
 - they start in waves of `--wave` (each wave registered before the next starts): a
   thousand agents registering at once in one process is a storm of blocking gRPC calls
   and GIL hand-offs that does not converge (at 2,000 agents in one process: load ~300
@@ -37,6 +38,13 @@ from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unitmanager import SimulatedUnitManager
+
+# Harness-only: threads waiting for the GIL wake every switch interval (5 ms by default)
+# to ask for it. With hundreds of agents' threads woken at once in one process (a wave
+# of placements), those wake-ups alone saturated both cores (load 600+, etcd calls timing
+# out) once the machine was busy; a longer interval cuts them tenfold. The agents' own
+# work is I/O-bound and hands the GIL over at every call anyway.
+SWITCH_INTERVAL = 0.05
 
 
 def machine_id(index: int) -> str:
@@ -132,7 +140,7 @@ def spawn_workers(
     machines: int,
     log: IO[str],
     *,
-    per_process: int = 250,
+    per_process: int = 100,
     ttl: int = 60,
     timeout: float = 600,
     profile: str | None = None,
@@ -209,7 +217,9 @@ def main() -> None:
     parser.add_argument("--per-connection", type=int, default=100)
     parser.add_argument("--wave", type=int, default=25)
     parser.add_argument("--profile", help="file prefix: profile this worker (yappi, CPU)")
+    parser.add_argument("--switch-interval", type=float, default=SWITCH_INTERVAL)
     args = parser.parse_args()
+    sys.setswitchinterval(args.switch_interval)
     if args.profile:
         import yappi
 
