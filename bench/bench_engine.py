@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
-        "--agents-per-process", type=int, default=100, help="simulated agents per worker"
+        "--agents-per-process", type=int, default=250, help="simulated agents per worker"
     )
     parser.add_argument(
         "--kill-leader-at",

@@ -1,10 +1,10 @@
 """Simulated agents for the benchmarks: many real `Agent`s (SimulatedUnitManager) in a
 few worker processes, each agent with its own lease and its own watches.
 
-    python bench/sim_agents.py --endpoint URL --prefix P --first 0 --count 100 [--ttl 60]
+    python bench/sim_agents.py --endpoint URL --prefix P --first 0 --count 250 [--ttl 60]
 
 What is harness-only (a real host runs one agent in its own process):
-- agents share a process (`--count` of them, 100 by default) and one etcd client per
+- agents share a process (`--count` of them, 250 by default) and one etcd client per
   `--per-connection` agents (one gRPC channel and one watch stream; each agent still
   sends its own watch requests on it, grants and renews its own lease);
 - each worker's GIL switch interval is 50 ms (SWITCH_INTERVAL), not 5;
@@ -45,6 +45,9 @@ from fleetpy.unitmanager import SimulatedUnitManager
 # out) once the machine was busy; a longer interval cuts them tenfold. The agents' own
 # work is I/O-bound and hands the GIL over at every call anyway.
 SWITCH_INTERVAL = 0.05
+# Workers starting (importing, registering their agents) at once: 50 at once on a busy
+# machine starved each other until gRPC's keepalive pings timed out.
+STARTING = 4
 
 
 def machine_id(index: int) -> str:
@@ -140,17 +143,27 @@ def spawn_workers(
     machines: int,
     log: IO[str],
     *,
-    per_process: int = 100,
+    per_process: int = 250,
     ttl: int = 60,
     timeout: float = 600,
     profile: str | None = None,
 ) -> list[Worker]:
     """Start `machines` simulated agents in worker processes of `per_process` each, and
-    return once every one has registered (`profile`: the first worker's, see --profile). Workers start together (each registers its
-    agents in waves), so the whole takes about as long as etcd needs for the lot."""
+    return once every one has registered (`profile`: the first worker's, see --profile).
+    STARTING workers register at a time, each its agents in waves."""
     workers: list[Worker] = []
+    deadline = time.monotonic() + timeout
+
+    def registered(worker: Worker) -> None:
+        assert worker.process.stdout is not None
+        line = worker.process.stdout.readline()
+        if not line or time.monotonic() > deadline:
+            raise SystemExit("simulated agents did not all register")
+
     for first in range(0, machines, per_process):
         count = min(per_process, machines - first)
+        if len(workers) >= STARTING:
+            registered(workers[-STARTING])
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -173,12 +186,8 @@ def spawn_workers(
             text=True,
         )
         workers.append(Worker(process, count))
-    deadline = time.monotonic() + timeout
-    for worker in workers:
-        assert worker.process.stdout is not None
-        line = worker.process.stdout.readline()
-        if not line or time.monotonic() > deadline:
-            raise SystemExit("simulated agents did not all register")
+    for worker in workers[-STARTING:]:
+        registered(worker)
     return workers
 
 
