@@ -4,9 +4,11 @@ the middle of a big pass: nothing placed twice."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fleetpy import scheduler
+from fleetpy.model.changes import EngineWrite
 from fleetpy.registry import MAX_TXN_OPS
 
 from support.sim_cluster import Cluster, unit
@@ -44,20 +46,28 @@ def test_a_leader_lost_in_the_middle_of_a_pass_leaves_nothing_placed_twice(
     cluster.registry.change_units([unit(f"u{i}.service") for i in range(total)])
     first = cluster.engine(lease_ttl=2)
     transactions = 0
-    keep_alive = first._keep_lease_alive
+    engine_write = first.registry.engine_write
 
-    def dies_before_its_third_transaction() -> None:
-        # Called before each of the pass's transactions: after two, this leader is gone
-        # as a killed one is (its lease ends; it writes nothing more, its pass unfinished).
-        nonlocal transactions
-        transactions += 1
-        if transactions == 3:
-            first._stop.set()
-            assert first._lease is not None
-            cluster.registry.revoke_lease(first._lease)
-        keep_alive()
+    def dies_before_its_third_transaction(
+        candidate: str,
+        groups: Sequence[Sequence[EngineWrite]],
+        written: Callable[[int, int], None],
+        before_each: Callable[[], None],
+    ) -> bool:
+        def counted() -> None:
+            # Before each of the pass's transactions: after two, this leader is gone as a
+            # killed one is (its lease ends; it writes nothing more, its pass unfinished).
+            nonlocal transactions
+            transactions += 1
+            if transactions == 3:
+                first._stop.set()
+                assert first._lease is not None
+                cluster.registry.revoke_lease(first._lease)
+            before_each()
 
-    first._keep_lease_alive = dies_before_its_third_transaction  # type: ignore[method-assign]
+        return engine_write(candidate, groups, written, counted)
+
+    first.registry.engine_write = dies_before_its_third_transaction  # type: ignore[method-assign, assignment]
     until(lambda: transactions >= 3, timeout=30, what="the first leader's third transaction")
     second = cluster.engine(lease_ttl=2)
     until(lambda: len(cluster.hosted()) == total, timeout=60, what="every unit running")
