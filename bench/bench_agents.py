@@ -8,9 +8,9 @@ Real etcd (started here), the real engine as its own process, each agent its own
 units are submitted before the engine starts; the clock runs from the engine's start
 until every unit is reported active. The figure: units active per second as a multiple
 of the raw rate (etcd's speed here). Agents' CPU (user + system, from /proc) is counted
-from the submission to the end. `--profile DIR`: agent 0 runs under yappi (every
-thread, CPU clock) and leaves DIR/agent0.pstats and a top-30 text. Prints a table and
-writes bench/results/agents-<agents>x<units>.json.
+from the submission to the end. `--profile DIR` (needs `pip install yappi`): agent 0
+runs under yappi (every thread, CPU clock) and leaves DIR/agent0.pstats and a top-30
+text. Prints a table and writes bench/results/agents-<agents>x<units>.json.
 """
 
 from __future__ import annotations

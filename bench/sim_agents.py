@@ -225,7 +225,9 @@ def main() -> None:
     parser.add_argument("--ttl", type=int, default=60)
     parser.add_argument("--per-connection", type=int, default=100)
     parser.add_argument("--wave", type=int, default=25)
-    parser.add_argument("--profile", help="file prefix: profile this worker (yappi, CPU)")
+    parser.add_argument(
+        "--profile", help="file prefix: profile this worker (yappi, CPU; pip install yappi)"
+    )
     parser.add_argument("--switch-interval", type=float, default=SWITCH_INTERVAL)
     args = parser.parse_args()
     sys.setswitchinterval(args.switch_interval)
