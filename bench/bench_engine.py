@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,17 +23,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetpy.agent import Agent
 from fleetpy.cluster.etcd import EtcdServer, grpc_request_count
-from fleetpy.config import AgentSettings
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import Compare, Endpoint, EtcdTransport, PutOp
 from fleetpy.unitfile.unit import parse_unit
-from fleetpy.unitmanager import SimulatedUnitManager
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sim_agents import Worker, gather, spawn_workers
 
 RESULTS = Path(__file__).resolve().parent / "results"
-AGENTS_PER_CONNECTION = 100
 
 
 def raw_txn_rate(endpoint: str, prefix: str, count: int = 2000) -> float:
@@ -45,6 +46,15 @@ def raw_txn_rate(endpoint: str, prefix: str, count: int = 2000) -> float:
             key = f"{prefix}-bench-raw/{i}"
             etcd.txn([Compare.version(key, 0)], [PutOp(key.encode(), b"x")])
         return count / (time.perf_counter() - start)
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def rss_kib(pid: int, field: str = "VmHWM") -> int:
@@ -63,37 +73,6 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> float:  # t
     raise SystemExit(f"benchmark timed out after {timeout}s")
 
 
-def start_agents(config: RegistryConfig, count: int, registries: list[Registry]) -> list[Agent]:
-    """`count` simulated agents (m00000...), each with its own lease and watch, sharing one
-    gRPC connection per AGENTS_PER_CONNECTION; their registries are added to `registries`
-    (the caller closes them). Returns once every agent has registered."""
-    agents: list[Agent] = []
-    agent_registry: Registry | None = None
-    for i in range(count):
-        if agent_registry is None or i % AGENTS_PER_CONNECTION == 0:
-            agent_registry = Registry(config)
-            registries.append(agent_registry)
-        agent = Agent(
-            agent_registry,
-            SimulatedUnitManager(),
-            AgentSettings(machine_id=f"m{i:05d}", metadata={"zone": f"z{i % 3}"}, ttl=60),
-        )
-        agents.append(agent.start())
-    for agent in agents:
-        agent.ready.wait(60)
-    return agents
-
-
-def stop_agents(agents: list[Agent], registries: list[Registry]) -> None:
-    """Tell every simulated agent to stop (without each revoking its lease: etcd goes
-    next), then close the registries."""
-    for agent in agents:
-        agent._stop.set()
-        agent._queue.put(("stop", None))
-    for reg in registries:
-        reg.close()
-
-
 def write_figures(figures: dict[str, Any], out: Path) -> None:
     """The figures as JSON to `out`, and as a table on stdout."""
     out.parent.mkdir(exist_ok=True)
@@ -105,20 +84,61 @@ def write_figures(figures: dict[str, Any], out: Path) -> None:
     print(f"written to {out}")
 
 
+def start_engine(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleetpy",
+            "engine",
+            "--lease-ttl",
+            str(ENGINE_TTL),
+            "--reconcile-interval",
+            "600",
+        ],
+        env=env,
+        stderr=log,
+        stdout=log,
+    )
+
+
+ENGINE_TTL = 10  # the engines' lease: a killed leader is succeeded after about this long
+
+
+def placed_twice(units: dict[str, list[str]]) -> int:
+    """Units that more than one simulated machine's unit manager holds."""
+    seen: dict[str, int] = {}
+    for names in units.values():
+        for name in names:
+            seen[name] = seen.get(name, 0) + 1
+    return sum(1 for n in seen.values() if n > 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--units", type=int, default=10000)
     parser.add_argument("--machines", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--agents-per-process", type=int, default=250, help="simulated agents per worker"
+    )
+    parser.add_argument(
+        "--kill-leader-at",
+        type=float,
+        default=0.0,
+        help="with a second engine standing by, SIGKILL the leader once this fraction "
+        "of the units is placed (0: one engine, no kill)",
+    )
+    parser.add_argument("--profile-agents", help="file prefix: profile the first worker")
     args = parser.parse_args()
+    # Terminated: clean up (engines, workers, etcd) as on any other exit.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
 
-    # Agents log one line per action; keep the table readable.
     RESULTS.mkdir(exist_ok=True)
     agent_log = open(RESULTS / "agents-bench.log", "w")
-    real_stderr, sys.stderr = sys.stderr, agent_log
     server = EtcdServer(extra_args=("--quota-backend-bytes", str(4 * 1024**3))).start()
-    engine_proc = None
-    agents: list[Agent] = []
+    engines: list[subprocess.Popen[bytes]] = []
+    workers: list[Worker] = []
     registries: list[Registry] = []
     try:
         config = RegistryConfig(endpoints=(server.endpoint,), prefix="/bench", timeout=30)
@@ -127,18 +147,29 @@ def main() -> None:
         raw_rate = raw_txn_rate(server.endpoint, "/bench")
 
         # Machines first: one simulated agent per machine, each its own lease and watch.
-        print(f"starting {args.machines} simulated agents...", file=real_stderr)
-        agents.extend(start_agents(config, args.machines, registries))
+        print(f"starting {args.machines} simulated agents...", file=sys.stderr)
+        t_agents = time.perf_counter()
+        workers = spawn_workers(
+            server.endpoint,
+            "/bench",
+            args.machines,
+            agent_log,
+            per_process=args.agents_per_process,
+            timeout=args.timeout,
+            profile=args.profile_agents,
+        )
+        agents_seconds = time.perf_counter() - t_agents
 
         text = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n").serialize()
         unit_hash = parse_unit(text).hash
-        names = [f"bench{i:05d}.service" for i in range(args.units)]
+        names = [f"bench{i:06d}.service" for i in range(args.units)]
 
         requests_before = grpc_request_count(server.metrics())
-        wakeups_before = sum(a.stats.wakeups for a in agents)
+        wakeups_before = gather(workers)["wakeups"]
 
         # Submit every unit (desired launched) before the engine runs, through the
         # registry API the CLI uses, so placement throughput is measured on its own.
+        print(f"submitting {args.units} units...", file=sys.stderr)
         t0 = time.perf_counter()
         chunks = [names[i : i + 40] for i in range(0, len(names), 40)]
 
@@ -158,41 +189,51 @@ def main() -> None:
 
         env = dict(os.environ, FLEETPY_ENDPOINT=server.endpoint, FLEETPY_ETCD_PREFIX="/bench")
         engine_log = open(RESULTS / "engine-bench.log", "w")
-        t_engine = time.perf_counter()
-        engine_proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleetpy",
-                "engine",
-                "--lease-ttl",
-                "10",
-                "--reconcile-interval",
-                "600",
-            ],
-            env=env,
-            stderr=engine_log,
-            stdout=engine_log,
-        )
+        print("engine started; placing...", file=sys.stderr)
+        assert server.process is not None
+        others = {"etcd": [server.process.pid], "agents": [w.process.pid for w in workers]}
+        cpu_before = {k: sum(map(cpu_seconds, pids)) for k, pids in others.items()}
+        engines.append(start_engine(env, engine_log))
         first_seconds = wait_until(
             lambda: registry.count("schedule") > 0, args.timeout, interval=0.005
         )
+        takeover: dict[str, Any] = {}
+        if args.kill_leader_at > 0:
+            # The standby starts once the first leads, so the first one leads.
+            engines.append(start_engine(env, engine_log))
+            goal = int(args.units * args.kill_leader_at)
+            wait_until(lambda: registry.count("schedule") >= goal, args.timeout, interval=0.02)
+            engines[0].kill()
+            t_kill = time.perf_counter()
+            engines[0].wait()
+            at_kill = registry.count("schedule")
+            if at_kill >= args.units:
+                raise SystemExit("every unit was placed before the kill: raise the units")
+            wait_until(lambda: registry.count("schedule") > at_kill, args.timeout, interval=0.02)
+            takeover = {
+                "placed_when_the_leader_was_killed": at_kill,
+                "seconds_kill_to_new_leader_placing": round(time.perf_counter() - t_kill, 3),
+                "engine_lease_ttl": ENGINE_TTL,
+            }
         place_seconds = (
             wait_until(
-                lambda: registry.count("schedule") >= args.units, args.timeout, interval=0.01
+                lambda: registry.count("schedule") >= args.units, args.timeout, interval=0.02
             )
             + first_seconds
         )
+        # CPU from the engine's start until every unit is placed: where the cores went.
+        cpu = {k: sum(map(cpu_seconds, pids)) - cpu_before[k] for k, pids in others.items()}
+        cpu["engine"] = cpu_seconds(engines[-1].pid)
         active_seconds = wait_until(lambda: registry.count("state") >= args.units, args.timeout)
         active_seconds += place_seconds
         requests_after = grpc_request_count(server.metrics())
-        wakeups = sum(a.stats.wakeups for a in agents) - wakeups_before
-        engine_rss = rss_kib(engine_proc.pid)
+        after = gather(workers)
+        wakeups = after["wakeups"] - wakeups_before
+        engine_rss = rss_kib(engines[-1].pid)
 
         # The last unit through the CLI, with everything else running: start → active.
         last = "last.service"
         (RESULTS / last).write_text(text)
-        t_last = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "fleetpy", "start", "--no-block", str(RESULTS / last)],
             env=env,
@@ -207,13 +248,16 @@ def main() -> None:
             interval=0.01,
         )
         (RESULTS / last).unlink()
-        del t_engine, t_last
 
         placements = args.units
+        held = sum(len(n) for n in after["units"].values())
         figures = {
             "units": args.units,
             "machines": args.machines,
             "cpu_count": os.cpu_count(),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+            "agent_processes": len(workers),
+            "seconds_to_start_and_register_agents": round(agents_seconds, 3),
             "raw_single_key_txn_per_s": round(raw_rate, 1),
             "submit_seconds": round(submit_seconds, 3),
             "placement_seconds": round(place_seconds, 3),
@@ -232,18 +276,27 @@ def main() -> None:
                 (requests_after - requests_before) / placements, 3
             ),
             "agent_wakeups_per_placement": round(wakeups / placements, 3),
-            "agent_wakeups_without_own_work": sum(a.stats.empty_wakeups for a in agents),
+            "agent_wakeups_without_own_work": after["empty_wakeups"],
             "seconds_engine_start_to_all_active": round(active_seconds, 3),
             "seconds_start_no_block_last_unit_to_active": round(last_seconds, 3),
             "engine_rss_mib": round(engine_rss / 1024, 1),
+            "cpu_seconds_while_placing": {k: round(v, 2) for k, v in cpu.items()},
+            "units_held_by_agents": held,
+            "units_on_two_machines": placed_twice(after["units"]),
+            "schedule_entries": registry.count("schedule"),
+            **takeover,
         }
-        write_figures(figures, RESULTS / f"engine-{args.units}x{args.machines}.json")
-        sys.stderr = real_stderr
+        suffix = "-leader-killed" if takeover else ""
+        write_figures(figures, RESULTS / f"engine-{args.units}x{args.machines}{suffix}.json")
     finally:
-        if engine_proc is not None:
-            engine_proc.terminate()
-            engine_proc.wait(timeout=20)
-        stop_agents(agents, registries)
+        for engine in engines:
+            if engine.poll() is None:
+                engine.terminate()
+                engine.wait(timeout=20)
+        for worker in workers:
+            worker.stop()
+        for reg in registries:
+            reg.close()
         server.stop()
 
 

@@ -154,6 +154,8 @@ def select_globals(
     """The global units this machine runs: metadata matches and no Conflicts either way
     (with the units placed here, or with globals chosen before)."""
     chosen: dict[str, ScheduleEntry] = {}
+    if not any(entry.desired in PLACED_STATES for entry in globals_.values()):
+        return chosen  # nothing to choose: the placed units' files need no parsing
     local_options: dict[str, FleetOptions] = {}
     for name, entry in placed.items():
         try:

@@ -79,6 +79,20 @@ def _without(units: dict[str, V], names: set[str]) -> dict[str, V]:
     return {n: v for n, v in units.items() if n not in names} if names else units
 
 
+def _grouped_by_machine(changes: list[scheduler.Change]) -> list[scheduler.Change]:
+    """The plan's new placements grouped by machine (in decision order within each), the
+    other changes where they are. Transactions are cut by size, so a machine's new units
+    arrive in one transaction (one watch response: its agent wakes, reconciles and
+    reports once) instead of one in each of as many transactions. Any prefix of the
+    placements is still a valid state: they only add, and a machine's are in the order
+    the planner decided them (a MachineOf= unit after the one it follows)."""
+    placements = [c for c in changes if isinstance(c, scheduler.Schedule)]
+    if len(placements) < 2:
+        return changes
+    ordered = iter(sorted(placements, key=lambda c: c.machine))
+    return [next(ordered) if isinstance(c, scheduler.Schedule) else c for c in changes]
+
+
 class _LostLeadership(Exception):
     pass
 
@@ -148,6 +162,7 @@ class Engine:
         self._cancels: list[Callable[[], None]] = []
         self._generation = 0
         self._last_refresh = 0.0
+        self._lease_lost = threading.Event()  # set once the lease is found expired
 
     # -- lifecycle
 
@@ -206,6 +221,7 @@ class Engine:
         while not self._stop.is_set():
             if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
                 self._lease = self.registry.grant_lease(self.settings.lease_ttl)
+                self._lease_lost.clear()
             if self.registry.campaign(self.candidate, self._lease):
                 self.stats.became_leader += 1
                 log_event("leader_elected", engine=self.candidate, ttl=self.settings.lease_ttl)
@@ -230,13 +246,29 @@ class Engine:
         return False
 
     def _keep_lease_alive(self) -> None:
+        if self._lease_lost.is_set():
+            raise _LostLeadership("lease expired")
         now = time.monotonic()
         if now - self._last_refresh < self.settings.lease_ttl / 3:
             return
         self._last_refresh = now
         if self._lease is not None and self.registry.refresh_lease(self._lease) <= 0:
             self._lease = None
+            self._lease_lost.set()
             raise _LostLeadership("lease expired")
+
+    def _lease_keeper(self, done: threading.Event) -> None:
+        """While leading, the lease is renewed from this thread too: a full read and a
+        plan of 100,000 units hold the engine's thread for seconds (a 10 s lease ran out
+        in them, and each new leadership began with another full read). Fencing keeps
+        writes safe either way; this keeps the leadership."""
+        while not done.wait(self.settings.lease_ttl / 6):
+            try:
+                self._keep_lease_alive()
+            except _LostLeadership:
+                return  # the engine's thread finds out at its next check
+            except FleetpyError:
+                pass  # etcd away: the engine's own calls fail and it retries
 
     # -- leading
 
@@ -247,6 +279,18 @@ class Engine:
 
     def _lead(self) -> None:
         self.is_leader.set()
+        done = threading.Event()
+        keeper = threading.Thread(
+            target=self._lease_keeper, args=(done,), name="engine-lease", daemon=True
+        )
+        keeper.start()
+        try:
+            self._lead_pass_by_pass()
+        finally:
+            done.set()
+            keeper.join()
+
+    def _lead_pass_by_pass(self) -> None:
         model = self._full_read(blind=True)  # new leadership: we saw nothing until now
         last_full = time.monotonic()
         self._compaction = CompactionSchedule(self._compaction.interval)
@@ -690,7 +734,9 @@ class Engine:
         if self._on_pass is not None:
             self._on_pass(planned - started, time.perf_counter() - started)
 
-    def _execute(self, model: _Model, changes: list[scheduler.Change]) -> None:
+    def _execute(self, model: _Model, planned: list[scheduler.Change]) -> None:
+        changes = _grouped_by_machine(planned)
+
         def written(start: int, end: int) -> None:
             self.stats.transactions += 1
             for change in changes[start:end]:

@@ -27,8 +27,15 @@ def escape_controls(text: str, keep: str = "") -> str:
     return _CONTROL.sub(visible, text)
 
 
+# A value with none of what _quote changes: written as it is (most are: ids, names, numbers).
+_PLAIN = re.compile(r'[^\x00-\x20\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"=\\]+')
+
+
 def _quote(value: Any) -> str:
-    text = escape_controls(str(value).replace("\\", "\\\\"))
+    raw = str(value)
+    if _PLAIN.fullmatch(raw):
+        return raw
+    text = escape_controls(raw.replace("\\", "\\\\"))
     if text == "" or any(c in text for c in ' "=\\'):
         return '"' + text.replace('"', '\\"') + '"'
     return text
