@@ -16,7 +16,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import FleetpyError
@@ -39,7 +39,19 @@ SETTLE_SECONDS = 0.05
 RETRY_SECONDS = 1.0
 
 ViewEvent = UnitEvent | ReasonEvent | StateEvent | ScheduleEvent | MachineEvent | MetadataEvent
-Listener = Callable[[ClusterView], None]
+
+
+@dataclass(frozen=True)
+class Touched:
+    """What one update may have changed: the units whose record, reason, placement or
+    states, and the machines whose record, metadata or units, an event named."""
+
+    units: frozenset[str]
+    machines: frozenset[str]
+
+
+# Called after every change with what it touched; None after a full read (anything may have).
+Listener = Callable[[ClusterView, Touched | None], None]
 
 
 class LiveView:
@@ -108,7 +120,7 @@ class LiveView:
             wanted = {r.hash for r in view.units.values()}
             self.texts = {h: t for h, t in self.texts.items() if h in wanted}
             self._fetch_texts(view)
-        self._publish(view)
+        self._publish(view, None)
         return view
 
     def update(self) -> ClusterView:
@@ -126,11 +138,12 @@ class LiveView:
             if self.with_contents:
                 self._fetch_texts(view)  # retry texts a failed read left out
             return view
-        view = apply_events(view, [e for b in batches for e in b.events])
+        events = [e for b in batches for e in b.events]
+        view = apply_events(view, events)
         view = replace(view, revision=max(view.revision, *(b.revision for b in batches)))
         if self.with_contents:
             self._fetch_texts(view)
-        self._publish(view)
+        self._publish(view, touched(events))
         return view
 
     def _fetch_texts(self, view: ClusterView) -> None:
@@ -141,13 +154,13 @@ class LiveView:
             except FleetpyError as exc:  # the next update tries again
                 log_event("view_contents_failed", missing=len(missing), error=exc)
 
-    def _publish(self, view: ClusterView) -> None:
+    def _publish(self, view: ClusterView, changed: Touched | None) -> None:
         with self._changed:
             self.view = view
             self._changed.notify_all()
         for listener in list(self._listeners):
             try:
-                listener(view)
+                listener(view, changed)
             except Exception as exc:  # one reader's bug must not stop the view for all
                 log_event("view_listener_failed", listener=listener, error=repr(exc))
 
@@ -165,7 +178,7 @@ class LiveView:
         return self.texts.get(content_hash)
 
     def subscribe(self, listener: Listener) -> None:
-        """Call `listener(view)` after every change (in the following thread)."""
+        """Call `listener(view, touched)` after every change (in the following thread)."""
         self._listeners.append(listener)
 
     def wait_revision(self, revision: int, timeout: float) -> bool:
@@ -286,6 +299,23 @@ def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
     )
 
 
+def touched(events: list[ViewEvent]) -> Touched:
+    """The units and machines `events` name."""
+    units: set[str] = set()
+    machines: set[str] = set()
+    for event in events:
+        if isinstance(event, (StateEvent, ScheduleEvent)):
+            units.add(event.unit)
+            machines.add(event.machine)
+        elif isinstance(event, (MachineEvent, MetadataEvent)):
+            machines.add(event.machine)
+        elif isinstance(event, UnitEvent):
+            units.add(event.name)
+        else:
+            units.add(event.unit)
+    return Touched(frozenset(units), frozenset(machines))
+
+
 def _set(into: dict[str, Any], key: str, value: Any) -> None:
     if value is None:
         into.pop(key, None)
@@ -293,4 +323,4 @@ def _set(into: dict[str, Any], key: str, value: Any) -> None:
         into[key] = value
 
 
-__all__ = ["LiveView", "apply_events", "run_coalesced"]
+__all__ = ["LiveView", "Touched", "apply_events", "run_coalesced", "touched"]
