@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from .errors import FleetpyError
 from .log import log_event
@@ -251,15 +251,21 @@ def run_coalesced(
 
 
 def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
-    """`view` with `events` applied, in order; the dicts it shares are never changed."""
-    units = dict(view.units)
-    reasons = dict(view.reasons)
-    states = dict(view.states)
-    schedule = dict(view.schedule)
-    machines = dict(view.machines)
-    overlays = dict(view.overlays)
+    """`view` with `events` applied, in order; the dicts it shares are never changed. A
+    dict no event touches is shared with `view` (copied on the first write to it): at
+    100,000 units a state report copies the states, not the units too, and a reader that
+    keeps something per `view.units` keeps it while no unit record changes."""
+    copied: dict[str, dict[str, Any]] = {}
+
+    def own(name: str) -> dict[str, Any]:
+        found = copied.get(name)
+        if found is None:
+            found = copied[name] = dict(getattr(view, name))
+        return found
+
     for event in events:
         if isinstance(event, StateEvent):
+            states = own("states")
             by_machine = dict(states.get(event.unit, {}))
             if event.state is not None:
                 by_machine[event.machine] = event.state
@@ -271,32 +277,26 @@ def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
                 states.pop(event.unit, None)
         elif isinstance(event, MachineEvent):
             record = event.record
+            overlays = copied.get("overlays", view.overlays)
             if record is not None and event.machine in overlays:
                 record = replace(record, operator_metadata=overlays[event.machine])
-            _set(machines, event.machine, record)
+            _set(own("machines"), event.machine, record)
         elif isinstance(event, MetadataEvent):
-            _set(overlays, event.machine, event.overlay)
+            _set(own("overlays"), event.machine, event.overlay)
+            machines = own("machines")
             if event.machine in machines:
                 machines[event.machine] = replace(
                     machines[event.machine], operator_metadata=event.overlay or {}
                 )
         elif isinstance(event, UnitEvent):
-            _set(units, event.name, event.record)
+            _set(own("units"), event.name, event.record)
         elif isinstance(event, ReasonEvent):
-            _set(reasons, event.unit, event.reason)
+            _set(own("reasons"), event.unit, event.reason)
         elif event.entry is not None:
-            schedule[event.unit] = (event.machine, replace(event.entry, text=""))
-        elif schedule.get(event.unit, ("",))[0] == event.machine:
-            del schedule[event.unit]
-    return replace(
-        view,
-        units=units,
-        reasons=reasons,
-        states=states,
-        schedule=schedule,
-        machines=machines,
-        overlays=overlays,
-    )
+            own("schedule")[event.unit] = (event.machine, replace(event.entry, text=""))
+        elif copied.get("schedule", view.schedule).get(event.unit, ("",))[0] == event.machine:
+            del own("schedule")[event.unit]
+    return replace(view, **cast(dict[str, Any], copied)) if copied else view
 
 
 def touched(events: list[ViewEvent]) -> Touched:
