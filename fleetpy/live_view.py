@@ -100,7 +100,7 @@ class LiveView:
     def resync(self) -> ClusterView:
         """A full read, and the watches restarted from its revision."""
         self._cancel()
-        view = self.registry.read_view(with_text=False)
+        view = self.registry.read_view(with_text=False, piecewise=True)
         with self.lock:
             self.pending.clear()
             self.broken = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import NamedTuple
 
+from ..errors import RegistryError
 from ..metadata import Overlay
 from ..model.codecs import MACHINE_ID, Newer
 from ..model.records import (
@@ -16,7 +17,7 @@ from ..model.records import (
     with_overlays,
 )
 from .base import RegistryBase
-from .transport import GetOp, KeyValue, prefix_range_end
+from .transport import EtcdCompacted, GetOp, KeyValue, prefix_range_end
 
 
 class Listing(NamedTuple):
@@ -86,15 +87,46 @@ class Views(RegistryBase):
                     found.machines[rel] = record
         return found
 
-    def read_view(self, *, with_states: bool = True, with_text: bool = True) -> ClusterView:
-        """Read units, machines, schedule, reasons (and states) at ONE revision."""
+    def read_view(
+        self, *, with_states: bool = True, with_text: bool = True, piecewise: bool = False
+    ) -> ClusterView:
+        """Read units, machines, schedule, reasons (and states) at ONE revision.
+
+        `piecewise`: each family is read by a request of its own at the first one's
+        revision, and decoded before the next is read: the same view, at a fraction of the
+        peak memory of one response holding them all (a long-lived reader, the API server,
+        keeps that peak as its RSS). etcd compacting that revision in between: read again.
+        """
+        for attempt in range(3):
+            try:
+                return self._read_view(with_states, with_text, piecewise)
+            except EtcdCompacted:
+                if attempt == 2:
+                    raise RegistryError("etcd compacted its history during 3 reads") from None
+        raise AssertionError("unreachable")
+
+    def _read_view(self, with_states: bool, with_text: bool, piecewise: bool) -> ClusterView:
         prefixes = ["unit", "machines", "metadata", "schedule", "reason"]
         prefixes += ["state"] if with_states else []
-        gets = []
-        for name in prefixes:
-            start = self._prefix(name)
-            gets.append(self.txn.get(start, prefix_range_end(start)))
-        _, responses, revision = self._txn([], gets)
+        revision = 0
+        responses: list[list[tuple[bytes, KeyValue]]] = []
+        if not piecewise:
+            gets = []
+            for name in prefixes:
+                start = self._prefix(name)
+                gets.append(self.txn.get(start, prefix_range_end(start)))
+            _, responses, revision = self._txn([], gets)
+
+        def read(index: int) -> list[tuple[bytes, KeyValue]]:
+            nonlocal revision
+            if not piecewise:
+                kvs, responses[index] = responses[index], []  # decoded: let it go
+                return kvs
+            start = self._prefix(prefixes[index])
+            result = self._etcd.range(start, prefix_range_end(start), revision=revision)
+            revision = revision or result.revision
+            return [(kv.value, kv) for kv in result.kvs]
+
         units: dict[str, UnitRecord] = {}
         machines: dict[str, MachineRecord] = {}
         overlays: dict[str, Overlay] = {}
@@ -103,9 +135,9 @@ class Views(RegistryBase):
         states: dict[str, dict[str, UnitState]] = {}
         newer: dict[str, dict[str, str]] = {"unit": {}, "schedule": {}, "machines": {}}
         newer["metadata"] = newer["machines"]  # a machine the engine must leave as it is
-        for name, kvs in zip(prefixes, responses):
+        for index, name in enumerate(prefixes):
             start = self._prefix(name)
-            for value, meta in kvs:
+            for value, meta in read(index):
                 item = self._found(name, start, meta.key, value, meta.mod_revision)
                 if item is None:
                     continue
