@@ -2,7 +2,7 @@
 100,000 units on 5,000 machines (issue [14] items 5 and 6).
 
     python bench/bench_api_scale.py [--units 100000] [--machines 5000] [--clients 20]
-        [--seconds 10] [--rss-units 10000] [--code DIR]
+        [--seconds 10] [--rss-units 10000] [--code DIR] [--output FILE]
 
 A real etcd started here; the cluster's records written straight through the registry
 (bench/api_seed.py: machine records under one lease, units each with a text of its own,
@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rss-units", type=int, default=10_000)
     parser.add_argument("--code", type=Path, default=ROOT)
+    parser.add_argument("--output", type=Path, help="default: bench/results/api-UNITS.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench_api_scale: wrk is not installed (apt-get install wrk)")
@@ -300,7 +301,7 @@ def main() -> None:
         time.sleep(1)
         figures[f"api_rss_mib_at_{args.rss_units}"] = round(rss_kib(api.pid) / 1024, 1)
         stop(api)
-        write_figures(figures, RESULTS / f"api-{args.units}.json")
+        write_figures(figures, args.output or RESULTS / f"api-{args.units}.json")
     finally:
         for process in processes:
             if process.poll() is None:
