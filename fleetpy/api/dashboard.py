@@ -161,6 +161,21 @@ class DashboardFeed:
             full, self._full = self._full, False
             units, self._units = self._units, set()
             machines, self._machines = self._machines, set()
+        try:
+            self._apply(stale, batches, full, units, machines)
+        except BaseException:
+            with self._lock:  # what it touched is not lost: everything again, next time
+                self._full = True
+            raise
+
+    def _apply(
+        self,
+        stale: bool,
+        batches: list[WatchBatch[Any]],
+        full: bool,
+        units: set[str],
+        machines: set[str],
+    ) -> None:
         if stale:
             self._resync()
         else:

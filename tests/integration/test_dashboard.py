@@ -26,6 +26,7 @@ import pytest
 from fleetpy.api import ApiServer, sse
 from fleetpy.api.dashboard import DashboardFeed
 from fleetpy.cluster.etcd import EtcdTls
+from fleetpy.errors import RegistryError
 from fleetpy.live_view import LiveView
 from fleetpy.model.changes import UnitChange
 from fleetpy.model.events import WatchBatch
@@ -323,3 +324,37 @@ def test_a_client_that_missed_deltas_gets_a_snapshot(
     other = _events(sock, "feedface." + back.last_id.partition(".")[2])
     assert other.next() == _events(sock).next() == first.document
     assert other.snapshots == 1
+
+
+class _FailingOnce(_HeldRegistry):
+    """A registry whose second leader-and-deployments read fails (etcd away)."""
+
+    def read_leader_and_deployments(self) -> tuple[None, dict[str, DeploymentRecord], int]:
+        self.reads += 1
+        if self.reads == 2:
+            raise RegistryError("etcd is away")
+        return None, {}, 1
+
+
+def test_a_failed_refresh_loses_no_change(registry: Registry) -> None:
+    """A refresh that fails (the leader's re-read, etcd away) after taking the units a
+    change touched: the next one rebuilds, so the change is still shown. (The view and
+    the feed are stepped by hand here, not by their threads.)"""
+    live = LiveView(registry)
+    held = _FailingOnce()
+    feed = DashboardFeed(live, cast(Registry, held))
+    live.subscribe(feed._on_view)
+    try:
+        feed._refresh()  # the first read
+        text = "[Service]\nExecStart=/bin/sleep 1000\n"
+        registry.change_units([UnitChange("a.service", None, text, content_hash(text))])
+        until(lambda: "a.service" in live.update().units, what="the unit in the view")
+        assert feed._units == {"a.service"}
+        feed._on(WatchBatch((), 0, error=RuntimeError("watch broke")))  # next: a re-read
+        with pytest.raises(RegistryError):
+            feed._refresh()
+        feed._refresh()
+        assert b"a.service" in feed._snapshot()[1][1]
+    finally:
+        feed.close()
+        live.close()
