@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_engine import rss_kib, start_agents, stop_agents, wait_until, write_figures
 
 from fleetpy.agent import Agent
+from fleetpy.api.dashboard_model import apply_delta
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
@@ -124,37 +125,47 @@ def run_wrk(url: str, clients: int, seconds: float) -> dict[str, float]:
     return figures
 
 
-def events_until_active(port: int, unit: str, connected: threading.Event) -> float:
-    """perf_counter() when the dashboard's event stream first shows `unit` active."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def read_event(response: Any) -> tuple[str, bytes]:
+    """The next server-sent event of a stream: (event, data)."""
+    event, data = "", b""
+    while True:
+        line = response.fp.readline()
+        if not line:
+            raise SystemExit("/events ended")
+        if line.startswith(b"event: "):
+            event = line[7:].strip().decode()
+        elif line.startswith(b"data: "):
+            data = line[6:].rstrip(b"\n")
+        elif line == b"\n" and event:
+            return event, data
+
+
+def events_until_active(
+    port: int, unit: str, connected: threading.Event, sizes: list[int] | None = None
+) -> float:
+    """perf_counter() when the dashboard's event stream first shows `unit` active (the
+    snapshot, then each delta applied as the page does); `sizes` gets each delta's size."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     conn.request("GET", "/events", headers={"Accept": "text/event-stream"})
     response = conn.getresponse()
     if response.status != 200:
         raise SystemExit(f"/events answered {response.status}")
-    data: list[str] = []
+    document: dict[str, Any] | None = None
     try:
         while True:
-            line = response.fp.readline().decode()
-            if not line:
-                raise SystemExit("/events ended before the unit was active")
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-                continue
-            if line.strip() or not data:
-                continue
-            document, data = json.loads("\n".join(data)), []
-            connected.set()  # the first document: the stream is live
-            if dashboard_shows_active(document, unit):
-                return time.perf_counter()
+            event, data = read_event(response)
+            if event == "view":
+                document = json.loads(data)
+                connected.set()  # the first document: the stream is live
+            elif document is not None:
+                delta = json.loads(data)
+                document = apply_delta(document, delta)
+                if sizes is not None:
+                    sizes.append(len(data))
+                if any(u["name"] == unit and u["active"] == "active" for u in delta["units"]):
+                    return time.perf_counter()
     finally:
         conn.close()
-
-
-def dashboard_shows_active(document: Any, unit: str) -> bool:
-    for row in document.get("units", []):
-        if row.get("name") == unit and row.get("active") == "active":
-            return True
-    return False
 
 
 def main() -> None:

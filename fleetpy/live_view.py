@@ -16,8 +16,8 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from .errors import FleetpyError
 from .log import log_event
@@ -39,7 +39,19 @@ SETTLE_SECONDS = 0.05
 RETRY_SECONDS = 1.0
 
 ViewEvent = UnitEvent | ReasonEvent | StateEvent | ScheduleEvent | MachineEvent | MetadataEvent
-Listener = Callable[[ClusterView], None]
+
+
+@dataclass(frozen=True)
+class Touched:
+    """What one update may have changed: the units whose record, reason, placement or
+    states, and the machines whose record, metadata or units, an event named."""
+
+    units: frozenset[str]
+    machines: frozenset[str]
+
+
+# Called after every change with what it touched; None after a full read (anything may have).
+Listener = Callable[[ClusterView, Touched | None], None]
 
 
 class LiveView:
@@ -88,7 +100,7 @@ class LiveView:
     def resync(self) -> ClusterView:
         """A full read, and the watches restarted from its revision."""
         self._cancel()
-        view = self.registry.read_view(with_text=False)
+        view = self.registry.read_view(with_text=False, piecewise=True)
         with self.lock:
             self.pending.clear()
             self.broken = False
@@ -108,7 +120,7 @@ class LiveView:
             wanted = {r.hash for r in view.units.values()}
             self.texts = {h: t for h, t in self.texts.items() if h in wanted}
             self._fetch_texts(view)
-        self._publish(view)
+        self._publish(view, None)
         return view
 
     def update(self) -> ClusterView:
@@ -126,11 +138,12 @@ class LiveView:
             if self.with_contents:
                 self._fetch_texts(view)  # retry texts a failed read left out
             return view
-        view = apply_events(view, [e for b in batches for e in b.events])
+        events = [e for b in batches for e in b.events]
+        view = apply_events(view, events)
         view = replace(view, revision=max(view.revision, *(b.revision for b in batches)))
         if self.with_contents:
             self._fetch_texts(view)
-        self._publish(view)
+        self._publish(view, touched(events))
         return view
 
     def _fetch_texts(self, view: ClusterView) -> None:
@@ -141,13 +154,13 @@ class LiveView:
             except FleetpyError as exc:  # the next update tries again
                 log_event("view_contents_failed", missing=len(missing), error=exc)
 
-    def _publish(self, view: ClusterView) -> None:
+    def _publish(self, view: ClusterView, changed: Touched | None) -> None:
         with self._changed:
             self.view = view
             self._changed.notify_all()
         for listener in list(self._listeners):
             try:
-                listener(view)
+                listener(view, changed)
             except Exception as exc:  # one reader's bug must not stop the view for all
                 log_event("view_listener_failed", listener=listener, error=repr(exc))
 
@@ -165,7 +178,7 @@ class LiveView:
         return self.texts.get(content_hash)
 
     def subscribe(self, listener: Listener) -> None:
-        """Call `listener(view)` after every change (in the following thread)."""
+        """Call `listener(view, touched)` after every change (in the following thread)."""
         self._listeners.append(listener)
 
     def wait_revision(self, revision: int, timeout: float) -> bool:
@@ -238,15 +251,21 @@ def run_coalesced(
 
 
 def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
-    """`view` with `events` applied, in order; the dicts it shares are never changed."""
-    units = dict(view.units)
-    reasons = dict(view.reasons)
-    states = dict(view.states)
-    schedule = dict(view.schedule)
-    machines = dict(view.machines)
-    overlays = dict(view.overlays)
+    """`view` with `events` applied, in order; the dicts it shares are never changed. A
+    dict no event touches is shared with `view` (copied on the first write to it): at
+    100,000 units a state report copies the states, not the units too, and a reader that
+    keeps something per `view.units` keeps it while no unit record changes."""
+    copied: dict[str, dict[str, Any]] = {}
+
+    def own(name: str) -> dict[str, Any]:
+        found = copied.get(name)
+        if found is None:
+            found = copied[name] = dict(getattr(view, name))
+        return found
+
     for event in events:
         if isinstance(event, StateEvent):
+            states = own("states")
             by_machine = dict(states.get(event.unit, {}))
             if event.state is not None:
                 by_machine[event.machine] = event.state
@@ -258,32 +277,43 @@ def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
                 states.pop(event.unit, None)
         elif isinstance(event, MachineEvent):
             record = event.record
+            overlays = copied.get("overlays", view.overlays)
             if record is not None and event.machine in overlays:
                 record = replace(record, operator_metadata=overlays[event.machine])
-            _set(machines, event.machine, record)
+            _set(own("machines"), event.machine, record)
         elif isinstance(event, MetadataEvent):
-            _set(overlays, event.machine, event.overlay)
+            _set(own("overlays"), event.machine, event.overlay)
+            machines = own("machines")
             if event.machine in machines:
                 machines[event.machine] = replace(
                     machines[event.machine], operator_metadata=event.overlay or {}
                 )
         elif isinstance(event, UnitEvent):
-            _set(units, event.name, event.record)
+            _set(own("units"), event.name, event.record)
         elif isinstance(event, ReasonEvent):
-            _set(reasons, event.unit, event.reason)
+            _set(own("reasons"), event.unit, event.reason)
         elif event.entry is not None:
-            schedule[event.unit] = (event.machine, replace(event.entry, text=""))
-        elif schedule.get(event.unit, ("",))[0] == event.machine:
-            del schedule[event.unit]
-    return replace(
-        view,
-        units=units,
-        reasons=reasons,
-        states=states,
-        schedule=schedule,
-        machines=machines,
-        overlays=overlays,
-    )
+            own("schedule")[event.unit] = (event.machine, replace(event.entry, text=""))
+        elif copied.get("schedule", view.schedule).get(event.unit, ("",))[0] == event.machine:
+            del own("schedule")[event.unit]
+    return replace(view, **cast(dict[str, Any], copied)) if copied else view
+
+
+def touched(events: list[ViewEvent]) -> Touched:
+    """The units and machines `events` name."""
+    units: set[str] = set()
+    machines: set[str] = set()
+    for event in events:
+        if isinstance(event, (StateEvent, ScheduleEvent)):
+            units.add(event.unit)
+            machines.add(event.machine)
+        elif isinstance(event, (MachineEvent, MetadataEvent)):
+            machines.add(event.machine)
+        elif isinstance(event, UnitEvent):
+            units.add(event.name)
+        else:
+            units.add(event.unit)
+    return Touched(frozenset(units), frozenset(machines))
 
 
 def _set(into: dict[str, Any], key: str, value: Any) -> None:
@@ -293,4 +323,4 @@ def _set(into: dict[str, Any], key: str, value: Any) -> None:
         into[key] = value
 
 
-__all__ = ["LiveView", "apply_events", "run_coalesced"]
+__all__ = ["LiveView", "Touched", "apply_events", "run_coalesced", "touched"]

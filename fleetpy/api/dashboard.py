@@ -4,45 +4,49 @@ Routes (GET and HEAD only; nothing here writes):
 
   /                the page (HTML; its script and style sheet are under /assets/, public:
                    they hold no cluster data)
-  /events          `text/event-stream`: every message is a whole snapshot,
-                       event: view
-                       id: <etcd revision of the view>
-                       data: <the document of dashboard_model, one line of JSON>
-                   sent when the stream opens and after every change; a comment line
-                   (`: keepalive`) every 15 s while nothing changes. A slow client skips to
-                   the newest snapshot instead of queueing old ones.
-  /dashboard.json  the same document once (scripts, the benchmark)
+  /events          `text/event-stream`: a snapshot when the stream opens, then a delta
+                   per change (what changed: units and machines set or gone, the
+                   summary; see dashboard_model):
+                       event: view                  event: delta
+                       id: <epoch>.<N>              id: <epoch>.<N>
+                       data: <document, "seq": N>   data: <delta N, one line of JSON>
+                   a comment line (`: keepalive`) every 15 s while nothing changes. A
+                   client too far behind (sse.Broadcast keeps the last 1,000 deltas), or
+                   reconnecting with a Last-Event-ID no longer kept, gets a new snapshot;
+                   one reconnecting in time gets the deltas it missed.
+  /dashboard.json  the document once (scripts, the benchmark)
 
 Access on a TCP listener: any bearer token (read-only tokens included) as the Authorization
 header, or (a browser's EventSource sends no headers) a read-only token as `/?token=TOKEN`,
 after which a cookie carries it to /events; see fleetpy.api.server.
 
-Cost: one feed per server. It re-reads nothing per client: the live view's updates, and two
-watches of its own (the engine's leader key, the deployment records) rebuild one document,
-serialized once, and every stream writes those same bytes. etcd is read at start and again
-only after a watch broke.
+Cost: one feed per server. It re-reads nothing per client: the live view's updates (which
+say the units and machines they touched), and two watches of its own (the engine's leader
+key, the deployment records) update one document by parts (dashboard_model.Dashboard: a
+change costs what it touched), each delta serialized once, and every stream writes those
+same bytes. etcd is read at start and again only after a watch broke.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import threading
 from importlib import resources
 from typing import Any
 
 from ..errors import FleetpyError
-from ..live_view import LiveView, run_coalesced
+from ..live_view import LiveView, Touched, run_coalesced
 from ..log import log_event
 from ..model.events import DeploymentEvent, EngineEvent, WatchBatch
-from ..model.records import DeploymentRecord
+from ..model.records import ClusterView, DeploymentRecord
 from ..registry.roles import OperatorRegistry
-from .dashboard_model import document
+from .dashboard_model import Dashboard
 from .messages import ApiRequest, ApiResponse, error_response
 from .server import Route
-from .sse import Broadcast, frame
+from .sse import Broadcast, frame_json
 
-EVENT = "view"
+EVENT = "view"  # a snapshot
+DELTA = "delta"
 
 # The page may run only its own script and style, talk only to its own server, and be
 # framed by nobody; data reaches the DOM as text (textContent), never as markup.
@@ -76,15 +80,18 @@ class DashboardFeed:
     def __init__(self, live: LiveView, registry: OperatorRegistry) -> None:
         self.live = live
         self.registry = registry
-        self.broadcast = Broadcast()
+        self.board = Dashboard()
+        self._board_lock = threading.Lock()  # the board, and publishing its deltas in order
+        self.broadcast = Broadcast(self._snapshot)
         self.leader: str | None = None
         self.deployments: dict[str, DeploymentRecord] = {}
         self.revision = 0  # of the last read of the leader and deployments
-        self.documents = 0  # documents published (tests, logs)
-        self.json = b"{}"
         self._lock = threading.Lock()
         self._pending: list[WatchBatch[Any]] = []
         self._stale = True  # the leader and deployments need a (re-)read
+        self._full = True  # the board needs a rebuild (the view was read anew)
+        self._units: set[str] = set()  # touched since the last refresh
+        self._machines: set[str] = set()
         self._cancels: list[Any] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -92,8 +99,8 @@ class DashboardFeed:
 
     def start(self) -> DashboardFeed:
         """Read what the view lacks, publish the first document, then follow in a thread."""
+        self.live.subscribe(self._on_view)
         self._refresh()
-        self.live.subscribe(lambda view: self._wake.set())
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
         self._thread.start()
         return self
@@ -119,6 +126,15 @@ class DashboardFeed:
                 self._pending.append(batch)
         self._wake.set()
 
+    def _on_view(self, view: ClusterView, touched: Touched | None) -> None:
+        with self._lock:
+            if touched is None:
+                self._full = True
+            else:
+                self._units |= touched.units
+                self._machines |= touched.machines
+        self._wake.set()
+
     def _cancel(self) -> None:
         for cancel in self._cancels:
             cancel()
@@ -142,6 +158,24 @@ class DashboardFeed:
         with self._lock:
             stale = self._stale
             batches, self._pending = self._pending, []
+            full, self._full = self._full, False
+            units, self._units = self._units, set()
+            machines, self._machines = self._machines, set()
+        try:
+            self._apply(stale, batches, full, units, machines)
+        except BaseException:
+            with self._lock:  # what it touched is not lost: everything again, next time
+                self._full = True
+            raise
+
+    def _apply(
+        self,
+        stale: bool,
+        batches: list[WatchBatch[Any]],
+        full: bool,
+        units: set[str],
+        machines: set[str],
+    ) -> None:
         if stale:
             self._resync()
         else:
@@ -156,13 +190,24 @@ class DashboardFeed:
                             self.deployments.pop(event.name, None)
                         else:
                             self.deployments[event.name] = event.record
+        # The view may already hold changes whose touched sets come with the next call:
+        # those units are computed again then (from the same or a newer view).
         view = self.live.current()
-        data = json.dumps(document(view, self.leader, self.deployments), separators=(",", ":"))
-        encoded = data.encode()
-        if encoded != self.json:
-            self.json = encoded
-            self.documents += 1
-            self.broadcast.publish(frame(EVENT, data, str(view.revision)))
+        with self._board_lock:
+            if full:
+                self.board.rebuild(view, self.leader, self.deployments)
+                self.broadcast.reset(self.board.seq)  # every stream: a new snapshot
+                return
+            delta = self.board.update(view, units, machines, self.leader, self.deployments)
+            if delta is not None:
+                number = self.board.seq
+                message = b"".join(frame_json(DELTA, delta, self.broadcast.event_id(number)))
+                self.broadcast.publish(number, message)
+
+    def _snapshot(self) -> tuple[int, tuple[bytes, bytes, bytes]]:
+        with self._board_lock:
+            number = self.board.seq
+            return number, frame_json(EVENT, self.board.snapshot(), self.broadcast.event_id(number))
 
     def _run(self) -> None:
         run_coalesced(self._wake, self._stop, self._refresh, self._failed)
@@ -182,9 +227,12 @@ class DashboardFeed:
                 200, _static("dashboard.html"), "text/html; charset=utf-8", _PAGE_HEADERS
             )
         if request.path == "/events":
-            return ApiResponse(200, b"", "text/event-stream", stream=self.broadcast.stream())
+            stream = self.broadcast.stream(last_event_id=request.last_event_id)
+            return ApiResponse(200, b"", "text/event-stream", stream=stream)
         if request.path == "/dashboard.json":
-            return ApiResponse(200, self.json, headers=(_NO_STORE,))
+            with self._board_lock:
+                document = self.board.snapshot()
+            return ApiResponse(200, document, headers=(_NO_STORE,))
         return error_response(404, "not found")
 
     def routes(self) -> list[Route]:
@@ -203,4 +251,4 @@ def _asset(request: ApiRequest) -> ApiResponse:
     )
 
 
-__all__ = ["EVENT", "DashboardFeed"]
+__all__ = ["DELTA", "EVENT", "DashboardFeed"]

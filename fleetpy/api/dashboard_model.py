@@ -10,6 +10,15 @@ live view, the engine leader and the deployment records (table-tested without a 
      "deployments": [{"name", "commit", "applying", "message", "target", "units",
                       "updated", "ready"}]}
 
+`Dashboard` keeps that document current by parts: each change recomputes only the units
+and machines it touched, and says what changed as a delta (`apply_delta` applies one to a
+document: the browser's code does the same):
+
+    {"seq": N (the previous delta's + 1), "revision", "leader", "summary",
+     "units": [rows set, whole], "gone": [names removed],
+     "machines": [rows set], "machines_gone": [ids removed],
+     "deployments": [every deployment] (only when one changed)}
+
 A unit's `machine` is where the engine placed it (null: unplaced or global), `machines`
 every machine that reports it; LOAD/ACTIVE/SUB are those reported by its placed machine
 (else by the first that reports it). `phase` (Phase) sums up where it stands, `detail` says
@@ -20,12 +29,13 @@ also reached their desired state: a rollout is done when both equal `units`.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import Any
 
-from ..model.records import ClusterView, DeploymentRecord, UnitRecord, UnitState
+from ..model.records import ClusterView, DeploymentRecord, MachineRecord, UnitRecord, UnitState
 from ..states import RUNNING_STATES, ActiveState, DesiredState, LoadState
 
 
@@ -205,4 +215,225 @@ def document(
     }
 
 
-__all__ = ["REACHED", "Phase", "document", "unit_phase"]
+def _json(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _machine(machine: MachineRecord, units: Collection[str]) -> dict[str, Any]:
+    return {
+        "id": machine.id,
+        "ip": machine.ip,
+        "hostname": machine.hostname,
+        "metadata": dict(sorted(machine.metadata.items())),
+        "units": sorted(units),
+    }
+
+
+def _where(view: ClusterView, name: str) -> frozenset[str]:
+    """The machines a unit counts on: where it is placed and where it is reported."""
+    placed = view.schedule.get(name)
+    where = set(view.states.get(name, ()))
+    if placed is not None:
+        where.add(placed[0])
+    return frozenset(where)
+
+
+class Dashboard:
+    """The document, kept by parts (each unit's and machine's row encoded once), and the
+    delta of each change: a change costs what it touched, not the cluster's size.
+
+    Not thread-safe: its owner (fleetpy.api.dashboard.DashboardFeed) serializes calls.
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0  # the last delta's number
+        self.revision = 0
+        self.leader: str | None = None
+        self.units: dict[str, bytes] = {}  # name -> its row, encoded
+        self.phases: dict[str, Phase] = {}
+        self.owners: dict[str, str] = {}  # unit -> its deployment
+        self.machines: dict[str, bytes] = {}  # id -> its row, encoded
+        # unit -> the machines it counts on (a tuple: a frozenset of one costs 4x as much)
+        self.where: dict[str, tuple[str, ...]] = {}
+        self.on_machine: dict[str, set[str]] = {}  # machine -> units counting on it
+        self.deployments = b"[]"
+        self.owned: dict[str, set[str]] = {}  # deployment -> its units
+        self.deployment_records: dict[str, DeploymentRecord] = {}
+        self.deployment_rows: dict[str, bytes] = {}  # deployment -> its row, encoded
+        self.phase_counts: Counter[str] = Counter()
+
+    # -- building
+
+    def rebuild(
+        self, view: ClusterView, leader: str | None, deployments: Mapping[str, DeploymentRecord]
+    ) -> None:
+        """Everything anew (at start, and after the view was read again)."""
+        self.units, self.phases, self.owners, self.machines = {}, {}, {}, {}
+        self.where, self.on_machine, self.phase_counts = {}, {}, Counter()
+        self.owned, self.deployment_records, self.deployment_rows = {}, {}, {}
+        units = view.units.keys() | view.states.keys() | view.schedule.keys()
+        self.update(view, units, view.machines.keys(), leader, deployments)
+
+    def update(
+        self,
+        view: ClusterView,
+        units: Collection[str],
+        machines: Collection[str],
+        leader: str | None,
+        deployments: Mapping[str, DeploymentRecord],
+    ) -> bytes | None:
+        """Apply a change: `units` and `machines` are those whose records, placement,
+        states, reason or metadata may have changed (more is harmless). Returns the delta
+        (encoded), or None when nothing shown changed."""
+        touched_units = set(units)
+        touched_machines = set(machines)
+        for machine in machines:  # a machine gone or back changes its units' phase
+            touched_units.update(self.on_machine.get(machine, ()))
+        set_units: list[bytes] = []
+        gone: list[str] = []
+        owners_touched: set[str] = set()
+        for name in sorted(touched_units):
+            record = view.units.get(name)
+            where = _where(view, name)
+            old_where = frozenset(self.where.get(name, ()))
+            if where != old_where:
+                for machine in old_where - where:
+                    self.on_machine[machine].discard(name)
+                    if not self.on_machine[machine]:
+                        del self.on_machine[machine]
+                for machine in where - old_where:
+                    self.on_machine.setdefault(machine, set()).add(name)
+                touched_machines |= where ^ old_where
+                if where:
+                    self.where[name] = tuple(where)
+                else:
+                    self.where.pop(name, None)
+            old_owner = self.owners.pop(name, None)
+            if old_owner:
+                owners_touched.add(old_owner)
+                self.owned[old_owner].discard(name)
+            old_phase = self.phases.pop(name, None)
+            if old_phase is not None:
+                self.phase_counts[old_phase] -= 1
+            if record is None:
+                if self.units.pop(name, None) is not None:
+                    gone.append(name)
+                continue
+            phase, detail = unit_phase(view, record)
+            self.phases[name] = phase
+            self.phase_counts[phase] += 1
+            if record.owner:
+                self.owners[name] = record.owner
+                self.owned.setdefault(record.owner, set()).add(name)
+                owners_touched.add(record.owner)
+            row = _json(_unit(view, record, phase, detail))
+            if self.units.get(name) != row:
+                self.units[name] = row
+                set_units.append(row)
+        set_machines: list[bytes] = []
+        machines_gone: list[str] = []
+        for machine_id in sorted(touched_machines):
+            found = view.machines.get(machine_id)
+            if found is None:
+                if self.machines.pop(machine_id, None) is not None:
+                    machines_gone.append(machine_id)
+                continue
+            row = _json(_machine(found, self.on_machine.get(machine_id, ())))
+            if self.machines.get(machine_id) != row:
+                self.machines[machine_id] = row
+                set_machines.append(row)
+        deployments_row = self._deployments(view, deployments, owners_touched)
+        changed_deployments = deployments_row != self.deployments
+        self.deployments = deployments_row
+        summary = self._summary()
+        if (
+            not (set_units or gone or set_machines or machines_gone or changed_deployments)
+            and view.revision == self.revision
+            and leader == self.leader
+        ):
+            return None
+        self.revision, self.leader = view.revision, leader
+        self.seq += 1
+        parts = [
+            b'{"seq":%d,"revision":%d,"leader":%s,"summary":%s'
+            % (self.seq, view.revision, _json(leader), _json(summary)),
+            b',"units":[' + b",".join(set_units) + b"]",
+            b',"gone":' + _json(gone),
+            b',"machines":[' + b",".join(set_machines) + b"]",
+            b',"machines_gone":' + _json(machines_gone),
+        ]
+        if changed_deployments:
+            parts.append(b',"deployments":' + deployments_row)
+        return b"".join(parts) + b"}"
+
+    def _summary(self) -> dict[str, Any]:
+        phases = {str(p): n for p, n in sorted(self.phase_counts.items()) if n}
+        return {"machines": len(self.machines), "units": len(self.units), "phases": phases}
+
+    def _deployments(
+        self,
+        view: ClusterView,
+        deployments: Mapping[str, DeploymentRecord],
+        owners_touched: set[str],
+    ) -> bytes:
+        """Every deployment's row; only those whose record or units changed computed."""
+        changed = owners_touched | {
+            name
+            for name in deployments.keys() | self.deployment_records.keys()
+            if deployments.get(name) != self.deployment_records.get(name)
+        }
+        self.deployment_records = dict(deployments)
+        for name in changed:
+            units = sorted(self.owned.get(name, ()))
+            if not units:
+                self.owned.pop(name, None)
+            if name not in deployments and not units:
+                self.deployment_rows.pop(name, None)
+                continue
+            members = [(view.units[u], self.phases[u]) for u in units]
+            self.deployment_rows[name] = _json(_deployment(name, deployments.get(name), members))
+        rows = self.deployment_rows
+        return b"[" + b",".join(rows[name] for name in sorted(rows)) + b"]"
+
+    # -- reading
+
+    def snapshot(self) -> bytes:
+        """The whole document (document()'s, with "seq"), encoded: made when asked (a new
+        stream, a client behind), not kept (at 100,000 units it is tens of MB)."""
+        return (
+            b'{"revision":%d,"leader":%s,"summary":%s,"machines":['
+            % (self.revision, _json(self.leader), _json(self._summary()))
+            + b",".join(self.machines[m] for m in sorted(self.machines))
+            + b'],"units":['
+            + b",".join(self.units[u] for u in sorted(self.units))
+            + b'],"deployments":'
+            + self.deployments
+            + b',"seq":%d}' % self.seq
+        )
+
+
+def apply_delta(doc: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    """`doc` (a snapshot, or one with deltas applied) with `delta` applied, in order:
+    ValueError when `delta` is not the next one (the reader missed one: read a snapshot)."""
+    if delta["seq"] != doc["seq"] + 1:
+        raise ValueError(f"delta {delta['seq']} after {doc['seq']}: one was missed")
+    units = {u["name"]: u for u in doc["units"]}
+    for name in delta["gone"]:
+        units.pop(name, None)
+    units.update((u["name"], u) for u in delta["units"])
+    machines = {m["id"]: m for m in doc["machines"]}
+    for machine in delta["machines_gone"]:
+        machines.pop(machine, None)
+    machines.update((m["id"], m) for m in delta["machines"])
+    return {
+        "revision": delta["revision"],
+        "leader": delta["leader"],
+        "summary": delta["summary"],
+        "machines": [machines[m] for m in sorted(machines)],
+        "units": [units[u] for u in sorted(units)],
+        "deployments": delta.get("deployments", doc["deployments"]),
+        "seq": delta["seq"],
+    }
+
+
+__all__ = ["REACHED", "Dashboard", "Phase", "apply_delta", "document", "unit_phase"]

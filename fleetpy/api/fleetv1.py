@@ -27,7 +27,7 @@ from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
 from ..files import MAX_UNIT_FILE_BYTES, over_limit
 from ..log import log_event
 from ..metadata import MetadataChange
-from ..model.records import ClusterView
+from ..model.records import ClusterView, UnitState
 from ..states import ActiveState, DesiredState
 from ..unitfile.unit import UnitFile, fleet_notes, parse_name, parse_unit
 from .messages import JSON, ApiRequest, ApiResponse, error_response, json_response, no_content
@@ -122,27 +122,25 @@ def unit_json(view: ClusterView, name: str, options: list[dict[str, str]]) -> di
     return data
 
 
-def state_rows(view: ClusterView) -> list[tuple[str, dict[str, Any]]]:
-    """(page key, fleet's UnitState) for every unit on every machine, sorted."""
-    return [row for unit in sorted(view.states) for row in state_rows_of(view, unit)]
-
-
 def state_rows_of(view: ClusterView, unit: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = []
-    if unit in view.states:
-        for machine, state in sorted(view.states[unit].items()):
-            data: dict[str, Any] = {
-                "name": unit,
-                "hash": state.hash,
-                "machineID": machine,
-                "systemdLoadState": state.load,
-                "systemdActiveState": state.active,
-                "systemdSubState": state.sub,
-            }
-            if state.message:
-                data["fleetpy"] = {"message": state.message}
-            rows.append((f"{unit}\0{machine}", data))
-    return rows
+    return [
+        (f"{unit}\0{machine}", _state_json(unit, machine, state))
+        for machine, state in sorted(view.states.get(unit, {}).items())
+    ]
+
+
+def _state_json(unit: str, machine: str, state: UnitState) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": unit,
+        "hash": state.hash,
+        "machineID": machine,
+        "systemdLoadState": state.load,
+        "systemdActiveState": state.active,
+        "systemdSubState": state.sub,
+    }
+    if state.message:
+        data["fleetpy"] = {"message": state.message}
+    return data
 
 
 def machine_rows(view: ClusterView) -> list[tuple[str, dict[str, Any]]]:
@@ -220,25 +218,20 @@ DISCOVERY: dict[str, Any] = {
 # ----------------------------------------------------------------------------- handler
 
 
-@dataclass(frozen=True)
-class _UnitsPage:
-    """Every unit's JSON of one view, encoded once and shared by all requests on it."""
-
-    view: ClusterView
-    names: list[str]
-    encoded: list[bytes]
+# Pages encoded, kept for the view they were made from (a walk of every page by fleetctl
+# reads each once; clients polling the first page share it): at most this many.
+PAGES_KEPT = 64
 
 
 @dataclass(frozen=True)
-class _StatesPage:
-    """Every reported state of one view, sorted by (unit, machine) and encoded once: a
-    page of GET /state is then a slice, not a sort of every state (fleetctl list-units
-    reads all the pages, one request each)."""
+class _Sorted:
+    """A view's unit names, or (unit, machine) state keys, sorted once: kept while the
+    view's dict they come from is the same object (live_view copies a dict only when an
+    event changes it), so a state report does not sort the units again."""
 
-    view: ClusterView
+    source: object  # view.units or view.states
     keys: list[str]
-    machines: list[str]
-    encoded: list[bytes]
+    machines: list[str]  # state keys only: each key's machine
 
 
 class FleetV1:
@@ -248,8 +241,10 @@ class FleetV1:
         self.source = source
         self.writer = writer
         self._lock = threading.Lock()
-        self._units: _UnitsPage | None = None
-        self._states: _StatesPage | None = None
+        self._unit_names: _Sorted | None = None
+        self._state_keys: _Sorted | None = None
+        self._pages: dict[tuple[str, int], bytes] = {}  # (route, start) -> page, of _paged
+        self._paged: ClusterView | None = None  # the view _pages were made from
         self._options: dict[str, list[dict[str, str]]] = {}  # content hash -> options
 
     def __call__(self, request: ApiRequest) -> ApiResponse:
@@ -307,23 +302,30 @@ class FleetV1:
             self._options[content_hash] = options
         return options
 
-    def _units_page(self) -> _UnitsPage:
-        view = self.source.current()
-        with self._lock:
-            cached = self._units
-            if cached is not None and cached.view is view:
-                return cached
-            names = sorted(view.units)
-            encoded = [
-                _encode(unit_json(view, n, self._unit_options(view.units[n].hash))) for n in names
-            ]
-            self._units = _UnitsPage(view, names, encoded)
-            return self._units
+    def _page_cache(self, view: ClusterView) -> dict[tuple[str, int], bytes]:
+        """The pages kept for `view` (under the lock): none once the view changed."""
+        if self._paged is not view:
+            self._paged, self._pages = view, {}
+        elif len(self._pages) >= PAGES_KEPT:
+            self._pages.pop(next(iter(self._pages)))
+        return self._pages
 
     def list_units(self, request: ApiRequest) -> ApiResponse:
-        page = self._units_page()
-        start, end, token = page_of(page.names, request.param("nextPageToken"))
-        return ApiResponse(200, page_body("units", page.encoded[start:end], token))
+        view = self.source.current()
+        with self._lock:
+            names = self._unit_names
+            if names is None or names.source is not view.units:
+                names = self._unit_names = _Sorted(view.units, sorted(view.units), [])
+            start, end, token = page_of(names.keys, request.param("nextPageToken"))
+            pages = self._page_cache(view)
+            body = pages.get(("units", start))
+            if body is None:
+                items = [
+                    _encode(unit_json(view, n, self._unit_options(view.units[n].hash)))
+                    for n in names.keys[start:end]
+                ]
+                body = pages[("units", start)] = page_body("units", items, token)
+        return ApiResponse(200, body)
 
     def get_unit(self, name: str) -> ApiResponse:
         view = self.source.current()
@@ -334,27 +336,26 @@ class FleetV1:
             options = self._unit_options(record.hash)
         return json_response(200, unit_json(view, name, options))
 
-    def _states_page(self) -> _StatesPage:
-        view = self.source.current()
+    def _sorted_states(self, view: ClusterView) -> _Sorted:
         with self._lock:
-            cached = self._states
-            if cached is not None and cached.view is view:
-                return cached
-            rows = state_rows(view)
-            self._states = _StatesPage(
-                view,
-                [key for key, _ in rows],
-                [data["machineID"] for _, data in rows],
-                [_encode(data) for _, data in rows],
-            )
-            return self._states
+            keys = self._state_keys
+            if keys is None or keys.source is not view.states:
+                rows = [
+                    (f"{unit}\0{machine}", machine)
+                    for unit in sorted(view.states)
+                    for machine in sorted(view.states[unit])
+                ]
+                keys = self._state_keys = _Sorted(
+                    view.states, [k for k, _ in rows], [m for _, m in rows]
+                )
+            return keys
 
     def list_states(self, request: ApiRequest) -> ApiResponse:
         machines = set(request.query.get("machineID", ()))
         units = set(request.query.get("unitName", ()))
         token = request.param("nextPageToken")
+        view = self.source.current()
         if units:  # a few units: their rows alone
-            view = self.source.current()
             rows = [
                 row
                 for unit in sorted(units)
@@ -362,13 +363,16 @@ class FleetV1:
                 if not machines or row[1]["machineID"] in machines
             ]
             return self._page("states", rows, token)
-        page = self._states_page()
-        keys, encoded = page.keys, page.encoded
+        every = self._sorted_states(view)
+        keys = every.keys
         if machines:
-            chosen = [i for i, machine in enumerate(page.machines) if machine in machines]
-            keys, encoded = [keys[i] for i in chosen], [encoded[i] for i in chosen]
+            keys = [k for k, machine in zip(keys, every.machines) if machine in machines]
         start, end, next_token = page_of(keys, token)
-        return ApiResponse(200, page_body("states", encoded[start:end], next_token))
+        items = []
+        for key in keys[start:end]:
+            unit, _, machine = key.partition("\0")
+            items.append(_encode(_state_json(unit, machine, view.states[unit][machine])))
+        return ApiResponse(200, page_body("states", items, next_token))
 
     def get_state(self, name: str) -> ApiResponse:
         """One unit's state (fleetctl's blocking start polls it). A submitted unit that no

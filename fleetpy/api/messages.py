@@ -19,6 +19,7 @@ class ApiRequest:
     body: bytes = b""
     content_type: str = ""
     read_only: bool = False  # the caller's credentials allow no writes
+    last_event_id: str = ""  # an event stream's client reconnecting: the last id it read
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name, ())

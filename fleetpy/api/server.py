@@ -720,6 +720,7 @@ class _Connection(socketserver.BaseRequestHandler):
             body=self._read_body(),
             content_type=head.get("content-type") or "",
             read_only=access is Access.READ,
+            last_event_id=(head.get("last-event-id") or "")[:100],
         )
         try:
             response = route.handler(request)

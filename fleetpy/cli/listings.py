@@ -73,8 +73,13 @@ def _machine(row: listings.UnitRow, full: bool) -> str:
     return f"{shown}/{row.ip}" if row.ip else shown
 
 
-def _view(ctx: typer.Context) -> Any:
-    return open_registry(ctx).read_view(with_text=False)
+def _unit_files(ctx: typer.Context) -> list[listings.UnitFileRow]:
+    read = open_registry(ctx).read_listing(units=True, placed=True, reasons=True, states=True)
+    return listings.unit_file_rows(read)
+
+
+def _units(ctx: typer.Context) -> list[listings.UnitRow]:
+    return listings.unit_rows(open_registry(ctx).read_listing(states=True, machines=True))
 
 
 UNIT_FILE_FIELDS = ("unit", "hash", "dstate", "state", "target", "reason", "owner", "origin")
@@ -84,7 +89,7 @@ LISTINGS = (
         """List submitted units: hash, desired state, reported state, target machine (and,
     with --fields, why an unplaced unit is not placed, the deployment that owns a unit
     and the commit it came from).""",
-        lambda ctx: listings.unit_file_rows(_view(ctx)),
+        _unit_files,
         lambda r: {
             "unit": r.unit,
             "hash": r.hash,
@@ -111,7 +116,7 @@ LISTINGS = (
     Listing(
         "list-units",
         "List the units machines report, with systemd's LOAD/ACTIVE/SUB.",
-        lambda ctx: listings.unit_rows(_view(ctx)),
+        _units,
         lambda r: {
             "unit": r.unit,
             "machine": r.machine,

@@ -12,6 +12,7 @@ from ..states import RUNNING_STATES, DesiredState, LoadState
 if TYPE_CHECKING:  # the records: loaded with the view a listing reads, not by --help
     from ..registry import ClusterView, UnitState
     from ..registry.roles import OperatorRegistry
+    from ..registry.views import Listing
 
 
 @dataclass(frozen=True)
@@ -50,38 +51,44 @@ def summary_state(states: Mapping[str, UnitState] | None) -> DesiredState:
     """fleet's STATE column: launched if running somewhere, loaded if loaded, else inactive."""
     if not states:
         return DesiredState.INACTIVE
-    if any(s.active in RUNNING_STATES for s in states.values()):
-        return DesiredState.LAUNCHED
-    if any(s.load == LoadState.LOADED for s in states.values()):
-        return DesiredState.LOADED
-    return DesiredState.INACTIVE
+    loaded = False
+    for state in states.values():
+        if state.active in RUNNING_STATES:
+            return DesiredState.LAUNCHED
+        loaded = loaded or state.load == LoadState.LOADED
+    return DesiredState.LOADED if loaded else DesiredState.INACTIVE
 
 
-def unit_file_rows(view: ClusterView) -> list[UnitFileRow]:
-    rows = []
-    for name, record in sorted(view.units.items()):
-        placed = view.schedule.get(name)
-        rows.append(
-            UnitFileRow(
-                unit=name,
-                hash=record.hash,
-                desired_state=record.desired,
-                state=summary_state(view.states.get(name)),
-                machine=None if record.is_global or placed is None else placed[0],
-                reason=view.reasons.get(name),
-                is_global=record.is_global,
-                owner=record.owner,
-                origin=record.origin,
-            )
+def unit_file_rows(view: ClusterView | Listing) -> list[UnitFileRow]:
+    from ..registry.views import Listing  # loaded by the read that made VIEW anyway
+
+    if isinstance(view, Listing):
+        placed = view.placed
+    else:
+        placed = {unit: machine for unit, (machine, _) in view.schedule.items()}
+    states, reasons = view.states, view.reasons
+    return [
+        UnitFileRow(
+            unit=name,
+            hash=record.hash,
+            desired_state=record.desired,
+            state=summary_state(states.get(name)),
+            machine=None if record.is_global else placed.get(name),
+            reason=reasons.get(name),
+            is_global=record.is_global,
+            owner=record.owner,
+            origin=record.origin,
         )
-    return rows
+        for name, record in sorted(view.units.items())
+    ]
 
 
-def unit_rows(view: ClusterView) -> list[UnitRow]:
+def unit_rows(view: ClusterView | Listing) -> list[UnitRow]:
     rows = []
+    machines = view.machines
     for name, by_machine in sorted(view.states.items()):
         for machine_id, state in sorted(by_machine.items()):
-            machine = view.machines.get(machine_id)
+            machine = machines.get(machine_id)
             rows.append(
                 UnitRow(
                     unit=name,

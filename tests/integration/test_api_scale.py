@@ -12,7 +12,6 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +21,7 @@ from fleetpy.registry import Registry
 from fleetpy.registry.roles import Connected
 
 from support.api_fixtures import Api, UnixConnection, etcd_requests
+from support.dashboard import EventReader
 from support.waiting import until
 
 DASHBOARDS = 100
@@ -32,33 +32,27 @@ UNIT = "[Service]\nExecStart=/bin/sleep 1000\n"
 
 
 class Dashboard:
-    """One SSE client: reads `event: view` messages in a thread, keeps the newest."""
+    """One SSE client: reads the snapshot and the deltas in a thread, keeps the document."""
 
     def __init__(self, sock: str) -> None:
         self.conn = UnixConnection(sock)
         self.conn.request("GET", "/events")
         self.response = self.conn.getresponse()
         assert self.response.status == 200
-        self.latest: dict[str, Any] | None = None
+        self.reader = EventReader(self.response)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self) -> None:
-        event, data = "", ""
         try:
-            for raw in self.response:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[len("event: ") :]
-                elif line.startswith("data: "):
-                    data = line[len("data: ") :]
-                elif line == "" and event == "view":
-                    self.latest, event = json.loads(data), ""
-        except (OSError, ValueError):
+            while True:
+                self.reader.next()
+        except (OSError, ValueError, AssertionError):
             pass  # closed by the test
 
     def units(self) -> int:
-        return -1 if self.latest is None else len(self.latest["units"])
+        document = self.reader.document
+        return -1 if document is None else len(document["units"])
 
     def close(self) -> None:
         self.conn.close()

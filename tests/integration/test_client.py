@@ -520,3 +520,59 @@ def test_rows(registry: Registry, units_dir: Path) -> None:
         ("m1", "10.0.0.1", []),
         ("m2", "10.0.0.2", [("a", "2"), ("z", "1")]),
     ]
+
+
+def test_listing_reads_only_what_it_shows(registry: Registry, units_dir: Path) -> None:
+    """read_listing: the families asked for, placements from the schedule's keys alone
+    (a unit's text is never read for a listing), the same rows as from a whole view."""
+    operations.start(registry, [write(units_dir, f"{n}.service") for n in "abc"])
+    lease = registry.grant_lease(30)
+    registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
+    registry.register_machine(MachineRecord("m2", "10.0.0.2"), lease)
+    assert registry.campaign("engine-1", lease)
+    records = registry.get_units(["a.service", "b.service"])
+    places = [
+        [PlaceUnit(m, ScheduleEntry(r.name, r.hash, r.desired, "[Service]\n"))]
+        for m, r in zip(("m2", "m1"), (records["a.service"], records["b.service"]))
+        if r is not None
+    ]
+    assert registry.engine_write("engine-1", [*places, [StoreReason("c.service", "no room")]])
+    registry.report_states([UnitState("a.service", "m2", "loaded", "active", "running")], lease)
+    read = registry.read_listing(units=True, placed=True, reasons=True, states=True)
+    assert read.placed == {"a.service": "m2", "b.service": "m1"}
+    assert read.machines == {}  # not asked
+    assert listings.unit_file_rows(read) == listings.unit_file_rows(registry.read_view())
+    read = registry.read_listing(states=True, machines=True)
+    assert (read.units, read.placed, read.reasons) == ({}, {}, {})
+    assert listings.unit_rows(read) == listings.unit_rows(registry.read_view())
+    assert [(r.unit, r.machine, r.ip) for r in listings.unit_rows(read)] == [
+        ("a.service", "m2", "10.0.0.2")
+    ]
+
+
+def test_a_view_read_piecewise_is_the_view_read_at_once(
+    registry: Registry, units_dir: Path
+) -> None:
+    """read_view(piecewise=True) (the API server's: one family per request, at one
+    revision): the same view as one transaction, even with writes going on after it."""
+    operations.start(registry, [write(units_dir, f"{n}.service") for n in "abc"])
+    lease = registry.grant_lease(30)
+    registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
+    registry.report_states([UnitState("a.service", "m1", "loaded", "active", "running")], lease)
+    whole = registry.read_view(with_text=False)
+    assert registry.read_view(with_text=False, piecewise=True) == whole
+    original = registry._etcd.range
+    written: list[str] = []
+
+    def writes_meanwhile(*args: object, **kwargs: object) -> object:
+        written.append(f"x{len(written)}.service")  # before each family's read
+        operations.start(registry, [write(units_dir, written[-1])])
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    registry._etcd.range = writes_meanwhile  # type: ignore[method-assign,assignment]
+    try:
+        pieces = registry.read_view(with_text=False, piecewise=True)
+    finally:
+        registry._etcd.range = original  # type: ignore[method-assign]
+    assert len(written) == 6  # a request per family
+    assert set(pieces.units) == set(whole.units) | {"x0.service"}  # at the first's revision

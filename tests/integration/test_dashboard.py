@@ -23,16 +23,19 @@ from typing import Any, cast
 
 import pytest
 
-from fleetpy.api import ApiServer
+from fleetpy.api import ApiServer, sse
 from fleetpy.api.dashboard import DashboardFeed
 from fleetpy.cluster.etcd import EtcdTls
+from fleetpy.errors import RegistryError
 from fleetpy.live_view import LiveView
+from fleetpy.model.changes import UnitChange
 from fleetpy.model.events import WatchBatch
-from fleetpy.model.records import DeploymentRecord, DeploymentSession
+from fleetpy.model.records import DeploymentRecord, DeploymentSession, MachineRecord, UnitState
 from fleetpy.registry import Registry, RegistryConfig
+from fleetpy.unitfile.unit import content_hash
 
 from support.api_fixtures import Api, UnixConnection
-from support.dashboard import READ_TOKEN, WRITE_TOKEN
+from support.dashboard import READ_TOKEN, WRITE_TOKEN, EventReader
 from support.sim_cluster import Cluster
 from support.waiting import until
 
@@ -58,20 +61,11 @@ def get(
 
 
 def first_view(response: http.client.HTTPResponse) -> dict[str, Any]:
-    """The first `event: view` message of an event stream, as the document it carries."""
-    event, data = "", []
-    while True:
-        line = response.readline().decode()
-        assert line, "the stream ended before a view"
-        line = line.rstrip("\n")
-        if line.startswith("event: "):
-            event = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data.append(line[len("data: ") :])
-        elif line == "" and event == "view":
-            view = json.loads("\n".join(data))
-            assert isinstance(view, dict), view
-            return view
+    """The first message of an event stream: a snapshot, as the document it carries."""
+    reader = EventReader(response)
+    document = reader.next()
+    assert reader.snapshots == 1
+    return document
 
 
 # ----------------------------------------------------------------------------- over HTTP
@@ -235,22 +229,132 @@ def test_the_stream_follows_the_leader_and_deployments(
     conn = UnixConnection(sock)
     conn.request("GET", "/events")
     stream = conn.getresponse()
-    assert first_view(stream)["leader"] is None
+    reader = EventReader(stream)
+    assert reader.next()["leader"] is None
     cluster = Cluster(registry_config)
     try:
         engine = cluster.engine()
-        until(lambda: first_view(stream)["leader"] == engine.candidate, what="leader shown")
+        until(lambda: reader.next()["leader"] == engine.candidate, what="leader shown")
         session = DeploymentSession(DeploymentRecord("shop"))
         cluster.registry.update_deployment(session, applying="c2", message="")
         until(
             lambda: (
-                [(d["name"], d["applying"], d["target"]) for d in first_view(stream)["deployments"]]
+                [(d["name"], d["applying"], d["target"]) for d in reader.next()["deployments"]]
                 == [("shop", "c2", "c2")]
             ),
             what="the deployment shown",
         )
         engine.stop()
-        until(lambda: first_view(stream)["leader"] is None, what="no leader shown")
+        until(lambda: reader.next()["leader"] is None, what="no leader shown")
     finally:
         cluster.close()
     stream.close()
+
+
+def _events(
+    sock: str, last_event_id: str = "", document: dict[str, Any] | None = None
+) -> EventReader:
+    conn = UnixConnection(sock)
+    conn.request(
+        "GET", "/events", headers={"Last-Event-ID": last_event_id} if last_event_id else {}
+    )
+    response = conn.getresponse()
+    assert response.status == 200
+    return EventReader(response, document)
+
+
+def test_a_change_is_sent_as_a_delta_of_what_changed(
+    api: Api, registry: Registry, tmp_path: Path
+) -> None:
+    """300 units on the dashboard; one reported active: the stream sends a delta with that
+    unit and its machine alone (not the 300 units again), which the client applies."""
+    sock = str(tmp_path / "api.sock")
+    _, live = api(listen=sock)
+    text = "[Service]\nExecStart=/bin/sleep 1000\n"
+    registry.change_units(
+        [UnitChange(f"u{i:03d}.service", None, text, content_hash(text)) for i in range(300)]
+    )
+    lease = registry.grant_lease(30)
+    registry.register_machine(MachineRecord("m1", "10.0.0.1"), lease)
+    until(lambda: len(live.current().units) == 300 and live.current().machines, what="the view")
+    reader = _events(sock)
+    until(lambda: len(reader.next()["units"]) == 300, what="the snapshot with every unit")
+    snapshot_size = len(json.dumps(reader.document))
+    sizes = len(reader.deltas)
+    registry.report_states([UnitState("u007.service", "m1", "loaded", "active", "running")], lease)
+    document = reader.next()
+    while not any(u["active"] == "active" for u in document["units"]):
+        document = reader.next()
+    assert reader.snapshots == 1  # deltas only, after the first snapshot
+    last = reader.deltas[-1]
+    assert last < 1500 < snapshot_size / 20, (last, snapshot_size)
+    assert [u["name"] for u in document["units"] if u["active"]] == ["u007.service"]
+    assert [m["units"] for m in document["machines"]] == [["u007.service"]]
+    assert len(reader.deltas) > sizes
+
+
+def test_a_client_that_missed_deltas_gets_a_snapshot(
+    api: Api, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser reconnecting with its Last-Event-ID gets the deltas it missed while they
+    are kept, and a snapshot once they are not (or from another server); both end at the
+    document a new client gets."""
+    monkeypatch.setattr(sse, "KEEP_MESSAGES", 3)
+    sock = str(tmp_path / "api.sock")
+    _, live = api(listen=sock)
+    text = "[Service]\nExecStart=/bin/sleep 1000\n"
+    first = _events(sock)
+    kept = dict(first.next())
+    seen = first.last_id
+
+    def submit(name: str) -> None:
+        revision = len(live.current().units)
+        registry.change_units([UnitChange(name, None, text, content_hash(text))])
+        until(lambda: len(live.current().units) > revision, what=f"{name} in the view")
+        until(lambda: name in [u["name"] for u in first.next()["units"]], what=f"{name} sent")
+
+    submit("a.service")
+    back = _events(sock, seen, kept)  # missed one delta: it is kept
+    assert [u["name"] for u in back.next()["units"]] == ["a.service"]
+    assert back.snapshots == 0 and len(back.deltas) >= 1
+    for name in ("b.service", "c.service", "d.service", "e.service"):
+        submit(name)
+    late = _events(sock, back.last_id, back.document)  # missed four; the log keeps three
+    assert len(late.next()["units"]) == 5 and late.snapshots == 1
+    other = _events(sock, "feedface." + back.last_id.partition(".")[2])
+    assert other.next() == _events(sock).next() == first.document
+    assert other.snapshots == 1
+
+
+class _FailingOnce(_HeldRegistry):
+    """A registry whose second leader-and-deployments read fails (etcd away)."""
+
+    def read_leader_and_deployments(self) -> tuple[None, dict[str, DeploymentRecord], int]:
+        self.reads += 1
+        if self.reads == 2:
+            raise RegistryError("etcd is away")
+        return None, {}, 1
+
+
+def test_a_failed_refresh_loses_no_change(registry: Registry) -> None:
+    """A refresh that fails (the leader's re-read, etcd away) after taking the units a
+    change touched: the next one rebuilds, so the change is still shown. (The view and
+    the feed are stepped by hand here, not by their threads.)"""
+    live = LiveView(registry)
+    held = _FailingOnce()
+    feed = DashboardFeed(live, cast(Registry, held))
+    live.subscribe(feed._on_view)
+    try:
+        feed._refresh()  # the first read
+        text = "[Service]\nExecStart=/bin/sleep 1000\n"
+        registry.change_units([UnitChange("a.service", None, text, content_hash(text))])
+        until(lambda: "a.service" in live.update().units, what="the unit in the view")
+        assert feed._units == {"a.service"}
+        feed._on(WatchBatch((), 0, error=RuntimeError("watch broke")))  # next: a re-read
+        with pytest.raises(RegistryError):
+            feed._refresh()
+        feed._refresh()
+        assert b"a.service" in feed._snapshot()[1][1]
+    finally:
+        feed.close()
+        live.close()

@@ -38,11 +38,11 @@ def test_a_failing_listener_does_not_stop_the_view(registry: Registry) -> None:
     live = LiveView(registry)
     seen: list[int] = []
 
-    def broken(view: object) -> None:
+    def broken(view: object, touched: object) -> None:
         raise KeyError("a reader's bug")
 
     live.subscribe(broken)
-    live.subscribe(lambda view: seen.append(len(view.machines)))
+    live.subscribe(lambda view, touched: seen.append(len(view.machines)))
     live.follow()
     try:
         lease = registry.grant_lease(30)

@@ -3,11 +3,13 @@ etcd)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from fleetpy.api.dashboard_model import Phase, document, unit_phase
+from fleetpy.api.dashboard_model import Dashboard, Phase, apply_delta, document, unit_phase
 from fleetpy.model.records import (
     ClusterView,
     DeploymentRecord,
@@ -340,3 +342,95 @@ def test_hostile_names_stay_data() -> None:
     evil = record('x<img src=x onerror=alert(1)>"\n.service')
     doc = document(view([evil], placed={evil.name: "m1"}), None, {})
     assert doc["units"][0]["name"] == evil.name
+
+
+# ----------------------------------------------------------------------------- deltas
+
+
+def _shown(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "seq"}
+
+
+def test_deltas_keep_the_document_that_a_whole_rebuild_gives() -> None:
+    """Dashboard.update on what each change touched, and apply_delta on the client's side,
+    give document() of the same view, step after step (a unit placed, reported, failed,
+    moved, destroyed; a machine gone and back; a deployment's record)."""
+    deploy = {"shop": DeploymentRecord("shop", commit="c1")}
+    a, b = record("a.service", owner="shop", origin="c1"), record("b.service")
+    steps: list[tuple[ClusterView, set[str], set[str], dict[str, DeploymentRecord]]] = [
+        (view([a, b]), {"a.service", "b.service"}, set(), deploy),
+        (view([a, b], placed={"a.service": "m1"}), {"a.service"}, set(), deploy),
+        (
+            view([a, b], placed={"a.service": "m1"}, states=[state("a.service", "m1")]),
+            {"a.service"},
+            set(),
+            deploy,
+        ),
+        (
+            view([a, b], ("m2",), placed={"a.service": "m1"}, states=[state("a.service", "m1")]),
+            set(),
+            {"m1", "m2"},  # m1 gone; m2's record is another (the helper numbers them)
+            deploy,
+        ),
+        (
+            view([a, b], placed={"a.service": "m2"}, states=[state("a.service", "m1", "failed")]),
+            {"a.service"},
+            {"m1", "m2"},
+            {"shop": DeploymentRecord("shop", commit="c1", applying="c2")},
+        ),
+        (view([b], states=[state("a.service", "m1")]), {"a.service"}, set(), {}),
+        (view([b]), {"a.service"}, set(), {}),
+    ]
+    board = Dashboard()
+    first, units, machines, deployments = steps[0]
+    board.rebuild(first, "e1", deployments)
+    client = json.loads(board.snapshot())
+    assert _shown(client) == document(first, "e1", deployments)
+    for current, units, machines, deployments in steps[1:]:
+        current = replace(current, revision=client["revision"] + 1)
+        delta = board.update(current, units, machines, "e1", deployments)
+        assert delta is not None
+        client = apply_delta(client, json.loads(delta))
+        expected = document(current, "e1", deployments)
+        assert _shown(client) == expected
+        assert _shown(json.loads(board.snapshot())) == expected
+    assert board.update(current, (), (), "e1", deployments) is None  # nothing changed
+
+
+def test_a_delta_carries_what_changed_not_the_cluster() -> None:
+    """10,000 units; one reported active: the delta holds that unit and its machine, and
+    is the size it would be with 10 units."""
+    sizes = []
+    for count in (10, 10_000):
+        units = [record(f"u{i:05d}.service") for i in range(count)]
+        placed = {u.name: "m1" if i % 2 else "m2" for i, u in enumerate(units)}
+        before = view(units, placed=placed)
+        board = Dashboard()
+        board.rebuild(before, None, {})
+        after = replace(
+            before,
+            revision=8,
+            states={"u00001.service": {"m1": state("u00001.service", "m1")}},
+        )
+        delta = board.update(after, {"u00001.service"}, (), None, {})
+        assert delta is not None
+        data = json.loads(delta)
+        assert [u["name"] for u in data["units"]] == ["u00001.service"]
+        assert data["units"][0]["phase"] == "active"
+        assert data["machines"] == [] and data["gone"] == []  # m1's units did not change
+        assert "deployments" not in data
+        sizes.append(len(delta))
+    assert sizes[1] < 1024 and sizes[1] - sizes[0] < 16  # the summary's counts have more digits
+
+
+def test_a_missed_delta_is_refused() -> None:
+    board = Dashboard()
+    first = view([record("a.service")])
+    board.rebuild(first, None, {})
+    client = json.loads(board.snapshot())
+    one = board.update(replace(first, revision=8), (), (), "e1", {})
+    two = board.update(replace(first, revision=9), (), (), "e2", {})
+    assert one is not None and two is not None
+    with pytest.raises(ValueError, match="missed"):
+        apply_delta(client, json.loads(two))
+    assert apply_delta(apply_delta(client, json.loads(one)), json.loads(two))["leader"] == "e2"

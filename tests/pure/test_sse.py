@@ -36,17 +36,38 @@ def test_frame_refuses_line_breaks_in_names(event: str, event_id: str | None) ->
         frame(event, "x", event_id)
 
 
-def test_broadcast_sends_the_newest_message_once_and_heartbeats() -> None:
-    hub = Broadcast()
+class Board:
+    """A snapshot source for a Broadcast (lines "snap" and the number of the last delta
+    it includes), and deltas ("d<number>")."""
+
+    def __init__(self) -> None:
+        self.number = 0
+
+    def __call__(self) -> tuple[int, tuple[bytes, ...]]:
+        return self.number, (b"snap\n", b"%d\n" % self.number)
+
+    def publish(self, hub: Broadcast) -> bytes:
+        self.number += 1
+        message = b"d%d\n" % self.number
+        hub.publish(self.number, message)
+        return message
+
+
+def test_a_stream_sends_a_snapshot_then_every_delta_in_order_and_heartbeats() -> None:
+    board = Board()
+    hub = Broadcast(board)
     stream = hub.stream(heartbeat=0.05)
     assert next(stream) == retry_frame()
-    assert next(stream) == HEARTBEAT  # nothing published yet
-    hub.publish(b"one")
-    hub.publish(b"two")  # a stream that did not read "one" yet skips it
-    assert next(stream) == b"two"
+    assert [next(stream), next(stream)] == [b"snap\n", b"0\n"]
+    assert next(stream) == HEARTBEAT  # nothing published since
+    board.publish(hub)
+    board.publish(hub)  # a stream that did not read d1 yet gets both, in order
+    assert next(stream) == b"d1\nd2\n"
     assert next(stream) == HEARTBEAT
     late = hub.stream(heartbeat=0.05)
-    assert [next(late), next(late)] == [retry_frame(), b"two"]  # joins with the newest
+    assert [next(late), next(late), next(late)] == [retry_frame(), b"snap\n", b"2\n"]
+    board.publish(hub)
+    assert next(stream) == b"d3\n" and next(late) == b"d3\n"
     assert hub.streams == 2
     hub.close()
     assert list(stream) == [] and list(late) == []
@@ -54,9 +75,43 @@ def test_broadcast_sends_the_newest_message_once_and_heartbeats() -> None:
     assert list(hub.stream()) == []  # closed: no new streams
 
 
+def test_a_client_that_missed_deltas_resyncs_with_a_snapshot() -> None:
+    """A stream further behind than the log keeps gets a snapshot and goes on from it; a
+    client reconnecting with a Last-Event-ID still kept gets only what it missed; one
+    with an id no longer kept, or of another server (epoch), or none, a snapshot."""
+    board = Board()
+    hub = Broadcast(board, keep_messages=3)
+    slow = hub.stream(heartbeat=0.05)
+    assert [next(slow) for _ in range(3)] == [retry_frame(), b"snap\n", b"0\n"]
+    for _ in range(5):
+        board.publish(hub)  # d1..d5: the log keeps d3..d5; the slow stream needs d1
+    assert [next(slow), next(slow)] == [b"snap\n", b"5\n"]
+    board.publish(hub)
+    assert next(slow) == b"d6\n"
+    assert hub.snapshots == 2
+
+    def reconnect(last_event_id: str) -> list[bytes]:
+        stream = hub.stream(heartbeat=0.05, last_event_id=last_event_id)
+        sent = [next(stream), next(stream)]
+        stream.close()  # type: ignore[attr-defined]  # a generator
+        return sent
+
+    assert reconnect(hub.event_id(4)) == [retry_frame(), b"d5\nd6\n"]
+    assert reconnect(hub.event_id(6)) == [retry_frame(), HEARTBEAT]  # up to date
+    assert reconnect(hub.event_id(1)) == [retry_frame(), b"snap\n"]  # d2 is gone
+    assert reconnect("0000." + "4") == [retry_frame(), b"snap\n"]  # another server's
+    assert reconnect("") == [retry_frame(), b"snap\n"]
+    hub.reset(9)  # rebuilt: nothing older is kept
+    board.number = 9
+    assert reconnect(hub.event_id(6)) == [retry_frame(), b"snap\n"]
+    assert next(slow) == b"snap\n"
+    hub.close()
+
+
 def test_broadcast_close_wakes_waiting_streams_at_once() -> None:
-    hub = Broadcast()
-    hub.publish(b"m")
+    board = Board()
+    hub = Broadcast(board)
+    board.publish(hub)
     ended = threading.Event()
 
     def read() -> None:
@@ -76,7 +131,8 @@ def test_streams_outlive_the_idle_timeout_and_end_with_the_server(
     """A stream writes a heartbeat more often than the idle timeout, so it stays; a plain
     request's silent client is still dropped; close() ends every stream at once."""
     monkeypatch.setattr(api_server, "IDLE_SECONDS", 0.5)
-    hub = Broadcast()
+    board = Board()
+    hub = Broadcast(board)
 
     def handler(request: ApiRequest) -> ApiResponse:
         return ApiResponse(200, b"", "text/event-stream", stream=hub.stream(heartbeat=0.1))
@@ -108,8 +164,8 @@ def test_streams_outlive_the_idle_timeout_and_end_with_the_server(
     refused = extra.makefile("rb").read()
     assert refused.startswith(b"HTTP/1.1 503 ") and b"too many streams" in refused
     extra.close()
-    hub.publish(b"event: view\ndata: {}\n\n")
-    assert reader.readline() in (b"event: view\n", b"\n", b": keepalive\n")
+    board.publish(hub)
+    assert reader.readline() in (b"d1\n", b"\n", b": keepalive\n")
     # A plain connection that says nothing is still dropped after the idle timeout.
     idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     idle.settimeout(5)

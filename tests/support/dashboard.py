@@ -4,12 +4,15 @@ module's `tls` fixture)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fleetpy.api import ApiServer
+from fleetpy.api.dashboard_model import apply_delta
 from fleetpy.cluster.etcd import EtcdTls
 from fleetpy.live_view import LiveView
 
@@ -37,3 +40,43 @@ def dashboard(
         token_file=str(tmp_path / "rw"),
         read_only_token_file=str(tmp_path / "ro"),
     )
+
+
+class EventReader:
+    """A dashboard event stream read as a browser's page reads it: the document of the
+    first snapshot (`event: view`) with every later delta (`event: delta`) applied."""
+
+    def __init__(self, response: Any, document: dict[str, Any] | None = None) -> None:
+        self.response = response
+        self.document = document  # what a reconnecting page still has
+        self.snapshots = 0
+        self.deltas: list[int] = []  # each delta's size in bytes
+        self.last_id = ""  # the last message's id (a reconnecting browser sends it)
+
+    def message(self) -> tuple[str, str]:
+        """The next message: (event, data)."""
+        event, data = "", []
+        while True:
+            line = self.response.readline().decode()
+            assert line, "the stream ended"
+            line = line.rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+            elif line.startswith("id: "):
+                self.last_id = line[len("id: ") :]
+            elif line == "" and event:
+                return event, "\n".join(data)
+
+    def next(self) -> dict[str, Any]:
+        """The document after the next snapshot or delta."""
+        event, data = self.message()
+        if event == "view":
+            self.document = json.loads(data)
+            self.snapshots += 1
+        else:
+            assert event == "delta" and self.document is not None, event
+            self.document = apply_delta(self.document, json.loads(data))
+            self.deltas.append(len(data))
+        return self.document

@@ -1,4 +1,7 @@
-// fleetpy's dashboard: renders the snapshots /events pushes (see fleetpy/api/dashboard.py).
+// fleetpy's dashboard: renders what /events pushes (see fleetpy/api/dashboard.py): a snapshot
+// of the cluster, then deltas (units and machines set or gone) applied to it in order; a
+// delta that does not follow the last one applied (a message was missed) reconnects for a
+// new snapshot.
 // Everything shown comes from users (unit names, metadata, messages): it reaches the page
 // only as text (textContent, attribute values), never as markup.
 "use strict";
@@ -6,8 +9,16 @@
   const MAX_ROWS = 2000; // per table; filter to see the rest
   const PHASES = ["active", "loaded", "inactive", "starting", "moving", "unplaced", "failed", "stopping"];
   const NO_MACHINE = "(none)"; // not a machine id: those are hex or names without parentheses
-  let doc = null;
+  let doc = null; // {revision, leader, summary, deployments, seq, machines: [...], units: [...]}
+  const units = new Map(); // name -> row
+  const machinesById = new Map(); // id -> row
+  let namesChanged = true; // units or machines added or removed: sort their lists again
+  let unitNames = [];
+  let machineIds = [];
   let messages = 0;
+  let resyncs = 0;
+  let source = null;
+  let renderQueued = false;
 
   const $ = (id) => document.getElementById(id);
 
@@ -73,8 +84,56 @@
     }
   }
 
+  function snapshot(data) {
+    doc = data;
+    units.clear();
+    machinesById.clear();
+    for (const u of data.units) units.set(u.name, u);
+    for (const m of data.machines) machinesById.set(m.id, m);
+    namesChanged = true;
+  }
+
+  function applyDelta(delta) {
+    for (const name of delta.gone) namesChanged = units.delete(name) || namesChanged;
+    for (const u of delta.units) {
+      if (!units.has(u.name)) namesChanged = true;
+      units.set(u.name, u);
+    }
+    for (const id of delta.machines_gone) namesChanged = machinesById.delete(id) || namesChanged;
+    for (const m of delta.machines) {
+      if (!machinesById.has(m.id)) namesChanged = true;
+      machinesById.set(m.id, m);
+    }
+    doc.revision = delta.revision;
+    doc.leader = delta.leader;
+    doc.summary = delta.summary;
+    if (delta.deployments !== undefined) doc.deployments = delta.deployments;
+    doc.seq = delta.seq;
+  }
+
+  function sorted(keys) {
+    return Array.from(keys).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  function current() {
+    if (namesChanged) {
+      unitNames = sorted(units.keys());
+      machineIds = sorted(machinesById.keys());
+      namesChanged = false;
+    }
+    doc.units = unitNames.map((n) => units.get(n));
+    doc.machines = machineIds.map((id) => machinesById.get(id));
+  }
+
+  function queueRender() { // one render per frame however many messages came
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => { renderQueued = false; render(); });
+  }
+
   function render() {
     if (doc === null) return;
+    current();
     const phaseCounts = doc.summary.phases;
     $("leader").textContent = doc.leader || "none";
     $("count-machines").textContent = doc.summary.machines;
@@ -82,9 +141,10 @@
     $("revision").textContent = doc.revision;
     document.body.dataset.revision = String(doc.revision);
     document.body.dataset.messages = String(messages);
+    document.body.dataset.seq = String(doc.seq);
+    document.body.dataset.resyncs = String(resyncs);
 
     syncSelect($("filter-phase"), PHASES, (v) => v === "" ? "all" : `${v} (${phaseCounts[v] || 0})`);
-    const machineIds = doc.machines.map((m) => m.id);
     syncSelect($("filter-machine"), machineIds.concat([NO_MACHINE]), (v) =>
       v === "" ? "all" : v === NO_MACHINE ? "(none)" : machineIds.includes(v) ? v : `${v} (gone)`);
     const counts = $("phase-counts");
@@ -161,7 +221,7 @@
   function connect() {
     const params = new URLSearchParams(location.search);
     const token = params.get("token");
-    const source = new EventSource("events" + (token ? "?token=" + encodeURIComponent(token) : ""));
+    source = new EventSource("events" + (token ? "?token=" + encodeURIComponent(token) : ""));
     if (token) { // the server set a cookie for reloads; keep the token out of the address bar
       params.delete("token");
       const rest = params.toString();
@@ -169,15 +229,34 @@
     }
     const connection = $("connection");
     source.addEventListener("view", (event) => {
-      doc = JSON.parse(event.data);
+      snapshot(JSON.parse(event.data));
       messages += 1;
       connection.dataset.state = "live";
       connection.textContent = "live";
-      render();
+      queueRender();
     });
-    source.onerror = () => {
+    source.addEventListener("delta", (event) => {
+      const delta = JSON.parse(event.data);
+      messages += 1;
+      if (doc === null || delta.seq !== doc.seq + 1) { // missed one: start again from a snapshot
+        resyncs += 1;
+        source.close();
+        doc = null;
+        connect();
+        return;
+      }
+      applyDelta(delta);
+      queueRender();
+    });
+    source.onerror = () => { // the browser reconnects with Last-Event-ID: deltas or a snapshot
       connection.dataset.state = "lost";
       connection.textContent = source.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting";
+    };
+    source.onopen = () => {
+      if (doc !== null) {
+        connection.dataset.state = "live";
+        connection.textContent = "live";
+      }
     };
   }
 
