@@ -1,4 +1,4 @@
-"""The engine: leader election, and reconciling desired state into per-machine schedules.
+"""The engine: reconciling desired state into per-machine schedules, while it leads (election.py).
 
 Any number of engines run; one leads, through a key under its etcd lease. The leader
 keeps an in-memory model fed by watches on units and machines (resumed from the
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from . import scheduler
 from .compaction import CompactionSchedule
 from .config import AgentSettings, EngineSettings
+from .election import Election, LostLeadership
 from .errors import FleetpyError
 from .log import log_event
 from .machine_loss import Verdict, Witness, judge
@@ -93,10 +94,6 @@ def _grouped_by_machine(changes: list[scheduler.Change]) -> list[scheduler.Chang
     return [next(ordered) if isinstance(c, scheduler.Schedule) else c for c in changes]
 
 
-class _LostLeadership(Exception):
-    pass
-
-
 # Agents' TTL when no machine has said its own (their default); and what is added to the
 # longest TTL seen to make the grace period (an agent's reconnect and re-registration).
 DEFAULT_AGENT_TTL = AgentSettings().ttl
@@ -157,12 +154,10 @@ class Engine:
         self._texts: dict[str, str] = {}  # content hash -> text (immutable, so cacheable)
         self._parsed: dict[tuple[str, str], FleetOptions | str] = {}
         self._files: dict[str, UnitFile | str] = {}  # content hash -> parsed unit
-        self._lease: int | None = None
         self._thread: threading.Thread | None = None
         self._cancels: list[Callable[[], None]] = []
         self._generation = 0
-        self._last_refresh = 0.0
-        self._lease_lost = threading.Event()  # set once the lease is found expired
+        self._election = Election(registry, self.candidate, settings.lease_ttl, self._stop)
 
     # -- lifecycle
 
@@ -184,11 +179,7 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._cancel_watches()
-        if self._lease is not None:
-            try:
-                self.registry.revoke_lease(self._lease)
-            except FleetpyError:
-                pass
+        self._election.resign()
 
     def run(self) -> None:
         backoff = 0.2
@@ -197,7 +188,7 @@ class Engine:
                 if self._campaign():
                     backoff = 0.2
                     self._lead()
-            except _LostLeadership as exc:
+            except LostLeadership as exc:
                 log_event("leadership_lost", engine=self.candidate, reason=str(exc))
             except Exception as exc:
                 # etcd away (or a bug): retry soon, from a fresh read; the grace period
@@ -218,57 +209,10 @@ class Engine:
 
     def _campaign(self) -> bool:
         """Wait until this candidate leads (True) or the engine is stopped (False)."""
-        while not self._stop.is_set():
-            if self._lease is None or self.registry.refresh_lease(self._lease) <= 0:
-                self._lease = self.registry.grant_lease(self.settings.lease_ttl)
-                self._lease_lost.clear()
-            if self.registry.campaign(self.candidate, self._lease):
-                self.stats.became_leader += 1
-                log_event("leader_elected", engine=self.candidate, ttl=self.settings.lease_ttl)
-                return True
-            if self.registry.leader() == self.candidate:
-                return True
-            # Someone else leads: wake when the leader key goes, or after a while.
-            freed = threading.Event()
-
-            def on_engine(batch: WatchBatch[EngineEvent], freed: threading.Event = freed) -> None:
-                if batch.error or any(e.leader_changed and e.leader is None for e in batch.events):
-                    freed.set()
-
-            cancel = self.registry.watch_engine(on_engine)
-            try:
-                deadline = time.monotonic() + self.settings.lease_ttl / 3
-                while not (self._stop.is_set() or freed.is_set()) and time.monotonic() < deadline:
-                    freed.wait(0.2)
-                    self._keep_lease_alive()
-            finally:
-                cancel()
-        return False
-
-    def _keep_lease_alive(self) -> None:
-        if self._lease_lost.is_set():
-            raise _LostLeadership("lease expired")
-        now = time.monotonic()
-        if now - self._last_refresh < self.settings.lease_ttl / 3:
-            return
-        self._last_refresh = now
-        if self._lease is not None and self.registry.refresh_lease(self._lease) <= 0:
-            self._lease = None
-            self._lease_lost.set()
-            raise _LostLeadership("lease expired")
-
-    def _lease_keeper(self, done: threading.Event) -> None:
-        """While leading, the lease is renewed from this thread too: a full read and a
-        plan of 100,000 units hold the engine's thread for seconds (a 10 s lease ran out
-        in them, and each new leadership began with another full read). Fencing keeps
-        writes safe either way; this keeps the leadership."""
-        while not done.wait(self.settings.lease_ttl / 6):
-            try:
-                self._keep_lease_alive()
-            except _LostLeadership:
-                return  # the engine's thread finds out at its next check
-            except FleetpyError:
-                pass  # etcd away: the engine's own calls fail and it retries
+        won = self._election.campaign()
+        if won:
+            self.stats.became_leader += 1
+        return won is not None
 
     # -- leading
 
@@ -279,16 +223,8 @@ class Engine:
 
     def _lead(self) -> None:
         self.is_leader.set()
-        done = threading.Event()
-        keeper = threading.Thread(
-            target=self._lease_keeper, args=(done,), name="engine-lease", daemon=True
-        )
-        keeper.start()
-        try:
+        with self._election.kept():
             self._lead_pass_by_pass()
-        finally:
-            done.set()
-            keeper.join()
 
     def _lead_pass_by_pass(self) -> None:
         model = self._full_read(blind=True)  # new leadership: we saw nothing until now
@@ -309,7 +245,7 @@ class Engine:
             if judgement is not None:
                 timeout = max(0.01, min(timeout, judgement - now + 0.01))
             resync, dirty = self._wait_for_events(model, timeout)
-            self._keep_lease_alive()
+            self._election.keep_alive()
             if judgement is not None and time.monotonic() >= judgement:
                 dirty = True  # a hold ended: machines still missing are judged again
             if resync or time.monotonic() - last_full >= self.settings.reconcile_interval:
@@ -726,7 +662,7 @@ class Engine:
             clears.append(ClearAdoptionRequest())
         if clears:
             if not self.registry.engine_write(self.candidate, [clears]):
-                raise _LostLeadership("a fenced write was refused")
+                raise LostLeadership("a fenced write was refused")
             self._adopt_requested = False
         if forced:
             self._force = False
@@ -744,9 +680,9 @@ class Engine:
 
         groups = [self._writes(change) for change in changes]
         if not self.registry.engine_write(
-            self.candidate, groups, written, before_each=self._keep_lease_alive
+            self.candidate, groups, written, before_each=self._election.keep_alive
         ):
-            raise _LostLeadership("a fenced write was refused")
+            raise LostLeadership("a fenced write was refused")
         self.stats.changes += len(changes)
 
     def _entry(

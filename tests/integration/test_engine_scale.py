@@ -61,8 +61,8 @@ def test_a_leader_lost_in_the_middle_of_a_pass_leaves_nothing_placed_twice(
             transactions += 1
             if transactions == 3:
                 first._stop.set()
-                assert first._lease is not None
-                cluster.registry.revoke_lease(first._lease)
+                assert first._election._lease is not None
+                cluster.registry.revoke_lease(first._election._lease)
             before_each()
 
         return engine_write(candidate, groups, written, counted)
