@@ -152,7 +152,7 @@ def test_wrong_password(secure: SecureEtcd, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "verb, keys",
     [
-        (("list-units",), r"one of /fleetpy/unit/\*, /fleetpy/machines/\*"),
+        (("list-units",), r"one of /fleetpy/state/\*, /fleetpy/machines/\*"),
         (("list-machines",), r"one of /fleetpy/machines/\*, /fleetpy/metadata/\*$"),
         (("start", "--no-block", "x.service"), r"one of /fleetpy/unit/x.service, "),
     ],
