@@ -36,7 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_engine import rss_kib, start_agents, stop_agents, wait_until, write_figures
+from bench_engine import rss_kib, wait_until, write_figures
+from sim_agents import start_agents, stop_agents
 
 from fleetpy.agent import Agent
 from fleetpy.api.dashboard_model import apply_delta
@@ -191,7 +192,7 @@ def main() -> None:
         registry = Registry(config)
         registries.append(registry)
         print(f"starting {args.machines} simulated agents...", file=real_stderr)
-        agents.extend(start_agents(config, args.machines, registries))
+        agents.extend(start_agents(config, range(args.machines), registries))
 
         text = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n").serialize()
         unit_hash = parse_unit(text).hash
