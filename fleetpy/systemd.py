@@ -143,8 +143,9 @@ class SystemdUnitManager:
         self.link_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Condition()
         self._units: dict[str, ObservedUnit] = {}  # owned units, states from signals
-        self._paths: dict[str, str] = {}  # owned unit -> its D-Bus object path
-        self._names: dict[str, str] = {}  # object path -> owned unit (signals' dispatch)
+        # Object path -> owned unit, for signals' dispatch (a unit's path is a function
+        # of its name: unit_object_path).
+        self._names: dict[str, str] = {}
         self._jobs_done: dict[str, str] = {}  # job path -> result (may precede the reply)
         # unit -> the path of the start job we asked for (None until StartUnit answered:
         # its JobRemoved may come first); its result becomes the unit's `job`.
@@ -389,7 +390,7 @@ class SystemdUnitManager:
             "GetAll",
             "s",
             (UNIT_IFACE,),
-            path=self._paths.get(name) or unit_object_path(name),
+            path=unit_object_path(name),
             interface=PROPS_IFACE,
             answered=lambda props: read(dict(props)),
             refused=lambda exc: read(_load_failed(exc)),
@@ -398,14 +399,10 @@ class SystemdUnitManager:
     def _watch_unit(self, name: str) -> None:
         """Signals about NAME's object are ours from now on (no D-Bus call: its path is
         a function of its name; the one PropertiesChanged match covers every unit)."""
-        path = unit_object_path(name)
-        self._paths[name] = path
-        self._names[path] = name
+        self._names[unit_object_path(name)] = name
 
     def _unwatch_unit(self, name: str) -> None:
-        path = self._paths.pop(name, None)
-        if path is not None:
-            self._names.pop(path, None)
+        self._names.pop(unit_object_path(name), None)
 
     def _on_unit_properties(
         self, iface: Any, changed: Any, invalidated: Any, path: Any = None
@@ -445,7 +442,7 @@ class SystemdUnitManager:
             self._listener(new)
 
     def _properties(self, name: str) -> dict[str, Any]:
-        path = self._paths.get(name) or unit_object_path(name)
+        path = unit_object_path(name)
         started = time.perf_counter()
         try:
             # A direct call: get_object() would introspect (XML) every unit object first.
@@ -556,7 +553,7 @@ class SystemdUnitManager:
         than the start itself); if systemd refuses the start, it is read then."""
         starting = set(starts)
         for name in written:
-            if name in self._paths and name not in starting:
+            if unit_object_path(name) in self._names and name not in starting:
                 self._refresh_async(batch, name)
         self._start_all(batch, starts)
 
