@@ -10,7 +10,8 @@ from typing import Any
 
 # C0 and C1 control characters, DEL, and the bidirectional overrides that can make a
 # terminal show text other than what is there ("Trojan source").
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
 
 
 def escape_controls(text: str, keep: str = "") -> str:
@@ -28,7 +29,7 @@ def escape_controls(text: str, keep: str = "") -> str:
 
 
 # A value with none of what _quote changes: written as it is (most are: ids, names, numbers).
-_PLAIN = re.compile(r'[^\x00-\x20\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"=\\]+')
+_PLAIN = re.compile(f'[^{_CONTROL_CHARS} "=\\\\]+')
 
 
 def _quote(value: Any) -> str:
