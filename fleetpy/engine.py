@@ -228,6 +228,7 @@ class Engine:
 
     def _lead_pass_by_pass(self) -> None:
         model = self._full_read(blind=True)  # new leadership: we saw nothing until now
+        self._witness.start()  # leading: the witness keeps what etcd answered from now on
         last_full = time.monotonic()
         self._compaction = CompactionSchedule(self._compaction.interval)
         dirty = True
@@ -291,7 +292,6 @@ class Engine:
 
     def _held(self, model: _Model) -> dict[str, str]:
         """Missing machines whose units stay where they are for now, and why."""
-        self._witness.start()  # leading: the witness keeps what etcd answered from now on
         now = time.monotonic()
         alive = model.machines.keys()
         hosting = {entry.machine for entry in model.schedule.values()}
