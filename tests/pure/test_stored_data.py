@@ -189,8 +189,7 @@ def unit_manager(module: types.ModuleType, root: Path) -> Any:
     manager.link_dir.mkdir(parents=True)
     manager._lock = threading.Condition()
     manager._units = {}
-    manager._paths = {}
-    manager._matches = {}
+    manager._names = {}
     manager._starts = {}
     manager._manager = FakeSystemd()
     manager._watched = []
