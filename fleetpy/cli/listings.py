@@ -124,6 +124,7 @@ LISTINGS = (
             "active": r.active,
             "sub": r.sub,
             "message": r.message,
+            "health": r.health,
         },
         lambda r, full: {
             "unit": r.unit,
@@ -133,8 +134,9 @@ LISTINGS = (
             "sub": r.sub or "-",
             "hash": _short(r.hash, full, 7),
             "message": r.message or "-",
+            "health": r.health or "-",
         },
-        ("unit", "machine", "load", "active", "sub", "hash", "message"),
+        ("unit", "machine", "load", "active", "sub", "hash", "message", "health"),
         ("unit", "machine", "active", "sub"),
     ),
     Listing(
