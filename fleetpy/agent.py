@@ -581,6 +581,8 @@ class Agent:
                     error=str(exc) if isinstance(exc, FleetpyError) else repr(exc),
                     retry_in=f"{backoff:.1f}s",
                 )
+                # Health needs no etcd: an unhealthy container is restarted meanwhile too.
+                self._health.restart_unhealthy(self.manager, self._unhealthy_restarted)
                 if self._stop.wait(backoff):
                     return
                 # At most a second: etcd back after an outage must be used at once, before

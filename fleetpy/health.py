@@ -386,16 +386,21 @@ class HealthMonitor:
         self, manager: UnitManager, restarted: Callable[[str], None]
     ) -> list[str]:
         """Restart, in place, every unit due (due_restarts); RESTARTED is called for each
-        (the agent's hook: logging, and counting it as the unit's failure)."""
-        observed = manager.observe()
-        with self._lock:
-            due = due_restarts(self._checks, observed, self._seen, self._acted)
+        (the agent's hook: logging, and counting it as the unit's failure). Never raises:
+        the agent calls it also while etcd is away, from its loop's error path."""
+        try:
+            observed = manager.observe()
+            with self._lock:
+                due = due_restarts(self._checks, observed, self._seen, self._acted)
+                for name in due:
+                    self._acted[name] = self._seen[self._checks[name].container].turn
             for name in due:
-                self._acted[name] = self._seen[self._checks[name].container].turn
-        for name in due:
-            restarted(name)
-        if due:
-            manager.execute([RestartUnit(name) for name in due])
+                restarted(name)
+            if due:
+                manager.execute([RestartUnit(name) for name in due])
+        except Exception as exc:  # the unit manager's trouble: its state reports show it
+            log_event("health_restart_failed", error=repr(exc))
+            return []
         return due
 
     def close(self) -> None:

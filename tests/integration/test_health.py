@@ -6,55 +6,17 @@ HealthOnFailure=none. Real docker: tests/system/test_container_hosts.py."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
-from fleetpy.agent import Agent
-from fleetpy.config import AgentSettings
-from fleetpy.health import Health, SimulatedHealth
-from fleetpy.model.changes import UnitChange
-from fleetpy.states import DesiredState
-from fleetpy.unitfile.container import expand_unit
-from fleetpy.unitfile.unit import content_hash, parse_unit
-from fleetpy.unitmanager import Action, RestartUnit, SimulatedUnitManager
+from fleetpy.health import Health
 
 from support.cli_run import Run
+from support.health_host import MACHINE, container_unit, health_agent, health_of
 from support.sim_cluster import Cluster
 from support.waiting import until
 
-MACHINE = "m1"
-
-
-class Host(SimulatedUnitManager):
-    """A simulated host that remembers the restarts it was asked for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.restarts: list[str] = []
-
-    def execute(self, actions: Sequence[Action]) -> None:
-        self.restarts += [a.name for a in actions if isinstance(a, RestartUnit)]
-        super().execute(actions)
-
-
-def container_unit(name: str, extra: str = "") -> UnitChange:
-    source = f"[Container]\nImage=local/busybox\nHealthCmd=test -e /tmp/ok\n{extra}"
-    text = expand_unit(parse_unit(source, name), name).serialize()
-    return UnitChange(name, text=text, hash=content_hash(text), desired=DesiredState.LAUNCHED)
-
-
-def health_of(cluster: Cluster, unit: str) -> str | None:
-    state = cluster.registry.list_states().get(unit, {}).get(MACHINE)
-    return None if state is None or state.active != "active" else state.health
-
 
 def test_unhealthy_container_restarted_in_place_and_listed(cluster: Cluster, run: Run) -> None:
-    docker, host = SimulatedHealth(), Host()
-    agent = Agent(
-        cluster.registry, host, AgentSettings(machine_id=MACHINE, ttl=2), health=docker
-    ).start()
-    cluster.agents[MACHINE] = agent
-    agent.ready.wait(10)
-    cluster.engine()
+    docker, host, _ = health_agent(cluster, ttl=2)
     cluster.registry.change_units(
         [container_unit("box.service"), container_unit("keep.service", "HealthOnFailure=none\n")]
     )
