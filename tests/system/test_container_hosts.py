@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from fleetpy.cluster.nspawn import AGENT_UNIT
+
 from support.fleet import Fleet, containers
 from support.hosts_fixtures import SharedHosts
 from support.waiting import until
@@ -203,3 +205,32 @@ def test_unhealthy_container_with_health_on_failure_none_is_only_reported(
     table = fleet("list-units", "--no-legend", "--fields", "unit,active,health").stdout.split()
     assert table == ["watched.service", "active", "unhealthy"]
     assert inspect(name)["Id"] == first and host.is_active("watched.service")
+
+
+def test_container_unhealthy_while_its_agent_was_down_is_restarted_when_it_is_back(
+    on_shared_hosts: SharedHosts,
+) -> None:
+    """No event is missed for good: the agent, back, reads the container's health
+    (docker inspect) and acts on what it finds."""
+    fleet, (host,) = on_shared_hosts.fleet, on_shared_hosts.hosts
+    fleet("start", "--block-attempts", "60", fleet.write("late.service", TURNS))
+    name = f"fleetpy-late-{host.machine_id}"
+    until(lambda: health(fleet, "late.service") == "healthy", what="health listed")
+    first = container_id(name)
+    host.systemctl("stop", AGENT_UNIT)
+    try:
+        subprocess.run(["docker", "exec", name, "rm", "/tmp/ok"], check=True)
+        # Unhealthy at 3 failed checks; 3 more (3 s) and its event is older than the
+        # second `docker events --since` replays: only the inspect can tell the agent.
+        until(
+            lambda: inspect(name)["State"]["Health"]["FailingStreak"] >= 6,
+            timeout=60,
+            what="docker marks it unhealthy, no agent running",
+        )
+        assert inspect(name)["State"]["Health"]["Status"] == "unhealthy"
+        assert container_id(name) == first and host.is_active("late.service")
+    finally:
+        host.systemctl("start", AGENT_UNIT)
+    until(lambda: container_id(name) not in (first, None), timeout=60, what="container replaced")
+    until(lambda: health(fleet, "late.service") == "healthy", what="healthy again")
+    assert [r["machine"] for r in fleet.units()] == [host.machine_id]
