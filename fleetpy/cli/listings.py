@@ -115,7 +115,8 @@ LISTINGS = (
     ),
     Listing(
         "list-units",
-        "List the units machines report, with systemd's LOAD/ACTIVE/SUB.",
+        "List the units machines report, with systemd's LOAD/ACTIVE/SUB (a container's "
+        "HEALTH with --fields).",
         _units,
         lambda r: {
             "unit": r.unit,

@@ -180,6 +180,13 @@ def test_cli_bad_value_is_one_line_and_writes_nothing(
     result = run("start", "--no-block", path)
     assert result.exit_code == 1
     assert "did you mean Image=?" in one_error_line(result)
+    text = "[Container]\nImage=local/busybox\nHealthCmd=true\nHealthOnFailure=kill\n"
+    result = run("submit", write(units_dir, "box3.service", text))
+    assert result.exit_code == 1
+    assert (
+        "invalid [Container] HealthOnFailure=kill in box3.service: expected restart or none"
+        in one_error_line(result)
+    )
     assert snapshot(registry) == before
 
 

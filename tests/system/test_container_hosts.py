@@ -1,6 +1,8 @@
 """Container units on a real host (systemd-nspawn, real systemd, the machine's dockerd):
-what docker actually receives from hostile values, and a container started, healthy,
-replaced by a rolling update, stopped and removed."""
+what docker actually receives from hostile values, a container started, healthy,
+replaced by a rolling update, stopped and removed, and its health over time: restarted in
+place when it turns unhealthy (also found so by an agent that was down), or only reported
+with HealthOnFailure=none."""
 
 from __future__ import annotations
 
