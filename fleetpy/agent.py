@@ -22,6 +22,7 @@ from typing import Any
 
 from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
+from .failure_count import FailureCounter
 from .log import log_event, stamp
 from .metadata import Overlay, effective
 from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
@@ -300,6 +301,13 @@ class Agent:
         self.ready = threading.Event()
         self._held = False  # holding units while etcd lost fleetpy's data (_DataMissing)
         self._data_back_at: float | None = None  # when the held data was seen back
+        # RescheduleOnFailure=: failures of units placed here; count_failure takes any source's.
+        self.failures = FailureCounter(
+            self._machine_id,
+            lambda name: self._placed.get(name),
+            lambda: self._queue.put(("failure", None)),  # written from the loop
+            lambda record: self.registry.report_failure(record),
+        )
 
     @property
     def machine_id(self) -> str:
@@ -308,7 +316,7 @@ class Agent:
     # -- lifecycle
 
     def start(self) -> Agent:
-        self.manager.set_listener(lambda unit: self._states_changed.set())
+        self.manager.set_listener(self._on_state)
         self._threads = [
             threading.Thread(target=self._loop, name=f"agent-{self.machine_id[:8]}", daemon=True),
             threading.Thread(
@@ -321,6 +329,10 @@ class Agent:
         for thread in self._threads:
             thread.start()
         return self
+
+    def _on_state(self, unit: ObservedUnit) -> None:
+        self.failures.observe(unit.name, unit.active, unit.sub, unit.job, unit.message)
+        self._states_changed.set()
 
     def _reporter(self) -> None:
         """Report state changes as systemd signals them, not after the whole round: a
@@ -487,6 +499,7 @@ class Agent:
                 machine=self.machine_id,
             )
         )
+        self.failures.flush()
         self.stats.resyncs += 1
         self._synced = True
 
@@ -592,7 +605,9 @@ class Agent:
             if kind == "resync" and payload == self._generation:
                 self._synced = False
                 return
-            if kind == "machine":
+            if kind == "failure":
+                self.failures.flush()
+            elif kind == "machine":
                 generation, batch = payload
                 if generation != self._generation:
                     pass  # a watch from before the last fresh read
@@ -669,7 +684,9 @@ class Agent:
     def _reconcile(self) -> None:
         self.stats.reconciles += 1
         woken = stamp()
-        decided = plan(self.desired(), self.manager.observe(), self.trusted, self._newer)
+        desired = self.desired()
+        self.failures.keep(desired.keys())
+        decided = plan(desired, self.manager.observe(), self.trusted, self._newer)
         for name, (content_hash, verdict) in sorted(decided.rejected.items()):
             if self._rejected.get(name) != (content_hash, verdict):
                 log_event(
@@ -732,6 +749,8 @@ class Agent:
         self.registry.report_states(changed, self._lease, removed)
         self.stats.reports += 1
         for state in changed:
+            # States made by the unit manager's own calls (not signalled): counted here.
+            self.failures.observe(state.name, state.active, state.sub, state.job, state.message)
             if state.active == ActiveState.FAILED or (
                 state.message and state.active != ActiveState.REJECTED
             ):
