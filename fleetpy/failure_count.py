@@ -69,8 +69,14 @@ class FailureCounter:
             if not job:
                 return
             previous = ("", "")
-        restarted = sub in AUTO_RESTART and previous[1] not in AUTO_RESTART
-        # A unit that runs out of restarts goes auto-restart -> failed: one failure.
+        # systemd passes through failed (v252) or failed-before-auto-restart (v254) on its
+        # way to auto-restart, and a unit out of restarts goes auto-restart -> failed: each
+        # is one failure, counted where it enters the first of the two states.
+        restarted = (
+            sub in AUTO_RESTART
+            and previous[1] not in AUTO_RESTART
+            and previous[0] != ActiveState.FAILED
+        )
         failed = (
             active == ActiveState.FAILED
             and previous[0] != ActiveState.FAILED

@@ -71,6 +71,7 @@ def test_units_that_do_not_opt_in_or_are_not_placed_here_are_not_counted() -> No
     assert written(count) == []
 
 
+RUNNING = ("active", "running", "done")
 # (active, sub, job) seen one after the other -> failures counted
 SEQUENCES = [
     # Restart= brings it back each time: auto-restart is one failure each.
@@ -78,6 +79,16 @@ SEQUENCES = [
         [("active", "running", "done")]
         + [("activating", "auto-restart", "done"), ("active", "running", "done")] * 3,
         3,
+    ),
+    # systemd 252 signals failed on the way to auto-restart; 254 failed-before-auto-restart;
+    # a clean exit under Restart=always, dead-before-auto-restart: one failure each.
+    (
+        [RUNNING]
+        + [("failed", "failed", "done"), ("activating", "auto-restart", "done"), RUNNING] * 2
+        + [("failed", "failed-before-auto-restart", "done"), ("activating", "auto-restart", "done")]
+        + [RUNNING, ("inactive", "dead-before-auto-restart", "done")]
+        + [("activating", "auto-restart", "done"), RUNNING],
+        4,
     ),
     # It runs out of restarts: auto-restart then failed is one failure, not two.
     (
