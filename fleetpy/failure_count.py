@@ -83,7 +83,7 @@ class FailureCounter:
             and previous[1] not in AUTO_RESTART
         )
         if restarted:
-            self.count_failure(name, "exited; restarted by systemd (Restart=)")
+            self.count_failure(name, "exited; its Restart= restarted it")
         elif failed:
             self.count_failure(name, message or f"failed ({sub})")
 

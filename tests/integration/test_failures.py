@@ -46,7 +46,7 @@ def test_an_agent_reports_a_unit_that_failed_its_threshold(cluster: Cluster) -> 
     crash(cluster, "plain.service", "m1", 5)  # not opted in: not counted
     crash(cluster, "a.service", "m1", 2)
     expected = FailureRecord(
-        "a.service", "m1", 2, 60.0, "exited; restarted by systemd (Restart=)", a.hash or ""
+        "a.service", "m1", 2, 60.0, "exited; its Restart= restarted it", a.hash or ""
     )
     until(lambda: cluster.registry.read_failures()[1] == [expected], what="a's record")
 
@@ -109,6 +109,11 @@ def test_force_reschedule_unit_forgets_its_failures_and_nothing_else(
     assert not registry.force_reschedule_requested()  # only that unit's failures
     result = run("force-reschedule", "a.service")
     assert result.stdout == "Reset a.service: no failures recorded\n"
+    # Without a unit: fleet's request to move units off machines not reporting, as before.
+    result = run("force-reschedule")
+    assert result.stdout.startswith("Requested: the engine moves units off machines")
+    assert registry.force_reschedule_requested()
+    assert [r.unit for r in registry.read_failures()[1]] == ["b.service"]
 
 
 @pytest.mark.parametrize(
@@ -149,3 +154,24 @@ def test_invalid_reschedule_options_are_refused_at_submit(
     assert result.exit_code != 0
     assert one_error_line(result).startswith(f"fleetpy: error: {error}")
     assert snapshot(registry) == {}
+
+
+def test_a_new_leader_keeps_the_unit_where_it_moved(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    cluster.agent("m2")
+    first_engine = cluster.engine()
+    cluster.registry.change_units([unit("a.service", POLICY)])
+    until(lambda: "a.service" in cluster.running(), what="a active")
+    first = cluster.placement()["a.service"]
+    other = "m2" if first == "m1" else "m1"
+    crash(cluster, "a.service", first, 2)
+    until(lambda: cluster.running().get("a.service") == other, what="a moved")
+    moved = reason(cluster, "a.service")
+    first_engine.stop()  # resigns: the next engine leads from a fresh read of the records
+    cluster.engines.remove(first_engine)
+    second_engine = cluster.engine()
+    until(second_engine.is_leader.is_set, what="a new leader")
+    until(lambda: second_engine.stats.passes >= 2, what="the new leader's passes")
+    assert cluster.placement() == {"a.service": other}
+    assert reason(cluster, "a.service") == moved  # still avoiding where it failed
+    assert cluster.hosted() == [("a.service", other)]
