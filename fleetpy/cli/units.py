@@ -138,11 +138,12 @@ def force_reschedule(
         typer.Argument(
             help="Submitted units whose failures (RescheduleOnFailure=) are forgotten.",
             show_default=False,
+            metavar="UNIT",
         ),
     ] = None,
 ) -> None:
     """Move units off machines that are not reporting, now: ends a pause after a mass
-    loss and the engine's grace period (once; later losses are judged anew). With UNITS:
+    loss and the engine's grace period (once; later losses are judged anew). With UNIT...:
     forget where those units failed repeatedly (RescheduleOnFailure=), so they may move
     again and go back to machines they had to avoid; nothing else is asked."""
     if not units:
