@@ -50,5 +50,7 @@ def test_failures_counted_while_etcd_is_paused_are_reported_when_it_is_back(
     assert {u: m for u, m in cluster.placement().items() if u != "a.service"} == {
         u: m for u, m in before.items() if u != "a.service"
     }
-    until(lambda: ("a.service", other) in cluster.hosted(), what="a running where it moved")
-    assert [u for u, _ in cluster.hosted()].count("a.service") == 1
+    until(
+        lambda: [m for u, m in cluster.hosted() if u == "a.service"] == [other],
+        what="a running where it moved, and only there",
+    )
