@@ -23,6 +23,7 @@ from typing import Any
 from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
 from .health import HealthMonitor, HealthSource
+from .failure_count import FailureCounter
 from .log import log_event, stamp
 from .metadata import Overlay, effective
 from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
@@ -303,6 +304,13 @@ class Agent:
         self._held = False  # holding units while etcd lost fleetpy's data (_DataMissing)
         self._data_back_at: float | None = None  # when the held data was seen back
         self._health = HealthMonitor(self._machine_id, health, self._health_changed)
+        # RescheduleOnFailure=: failures of units placed here; count_failure takes any source's.
+        self.failures = FailureCounter(
+            self._machine_id,
+            lambda name: self._placed.get(name),
+            lambda: self._queue.put(("failure", None)),  # written from the loop
+            lambda record: self.registry.report_failure(record),
+        )
 
     @property
     def machine_id(self) -> str:
@@ -311,7 +319,7 @@ class Agent:
     # -- lifecycle
 
     def start(self) -> Agent:
-        self.manager.set_listener(lambda unit: self._states_changed.set())
+        self.manager.set_listener(self._on_state)
         self._threads = [
             threading.Thread(target=self._loop, name=f"agent-{self.machine_id[:8]}", daemon=True),
             threading.Thread(
@@ -324,6 +332,10 @@ class Agent:
         for thread in self._threads:
             thread.start()
         return self
+
+    def _on_state(self, unit: ObservedUnit) -> None:
+        self.failures.observe(unit.name, unit.active, unit.sub, unit.job, unit.message)
+        self._states_changed.set()
 
     def _reporter(self) -> None:
         """Report state changes as systemd signals them, not after the whole round: a
@@ -491,6 +503,7 @@ class Agent:
                 machine=self.machine_id,
             )
         )
+        self.failures.flush()
         self.stats.resyncs += 1
         self._synced = True
 
@@ -598,7 +611,9 @@ class Agent:
             if kind == "resync" and payload == self._generation:
                 self._synced = False
                 return
-            if kind == "machine":
+            if kind == "failure":
+                self.failures.flush()
+            elif kind == "machine":
                 generation, batch = payload
                 if generation != self._generation:
                     pass  # a watch from before the last fresh read
@@ -679,6 +694,7 @@ class Agent:
         woken = stamp()
         desired = self.desired()
         self._health.follow((u.name, u.hash, u.text) for u in desired.values())
+        self.failures.keep(desired.keys())
         decided = plan(desired, self.manager.observe(), self.trusted, self._newer)
         for name, (content_hash, verdict) in sorted(decided.rejected.items()):
             if self._rejected.get(name) != (content_hash, verdict):
@@ -734,8 +750,9 @@ class Agent:
         self._queue.put(("health", None))  # acted on, by the loop
 
     def _unhealthy_restarted(self, name: str) -> None:
-        """THE call site for item 2: count this restart as one of NAME's failures here."""
+        """Restarted for being unhealthy: one of NAME's failures here (RescheduleOnFailure=)."""
         log_event("unit_unhealthy_restart", machine=self.machine_id, unit=name)
+        self.failures.count_failure(name, "unhealthy: restarted")
 
     def _report(self, observed: Mapping[str, ObservedUnit]) -> None:
         with self._report_lock:  # the loop and the reporter thread both report
@@ -752,6 +769,8 @@ class Agent:
         self.registry.report_states(changed, self._lease, removed)
         self.stats.reports += 1
         for state in changed:
+            # States made by the unit manager's own calls (not signalled): counted here.
+            self.failures.observe(state.name, state.active, state.sub, state.job, state.message)
             if state.active == ActiveState.FAILED or (
                 state.message and state.active != ActiveState.REJECTED
             ):

@@ -25,6 +25,7 @@ from .compaction import CompactionSchedule
 from .config import AgentSettings, EngineSettings
 from .election import Election, LostLeadership
 from .errors import FleetpyError
+from .failures import FailureBook
 from .log import log_event
 from .machine_loss import Verdict, Witness, judge
 from .metadata import Overlay
@@ -32,14 +33,17 @@ from .model.changes import (
     ClearAdoptionRequest,
     ClearForceReschedule,
     EngineWrite,
+    ForgetFailure,
     PlaceUnit,
     StoreReason,
     UnplaceUnit,
 )
 from .model.events import ContentEvent, EngineEvent, MachineEvent, MetadataEvent, WatchBatch
+from .model.failures import FailureEvent
 from .model.records import MachineRecord, ScheduleEntry, UnitRecord
 from .registry.roles import EngineRegistry
 from .states import DesiredState
+from .unitfile.reschedule import ReschedulePolicy
 from .unitfile.unit import FleetOptions, UnitFile, fleet_options, parse_unit
 
 
@@ -144,6 +148,7 @@ class Engine:
         self._next_judgement: float | None = None  # when a hold (grace, settle) ends
         self._machines: dict[str, MachineRecord] = {}  # last record seen per machine
         self._overlays: dict[str, Overlay] = {}  # operators' metadata, by machine id
+        self._failures = FailureBook()  # RescheduleOnFailure=: agents' failure records
         self.candidate = candidate or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = EngineStats()
         self.is_leader = threading.Event()
@@ -391,6 +396,10 @@ class Engine:
             for name, why in model.invalid.items()
         }
         alone = model.left_alone()
+        policies = self._policies(model)
+        expiry = self._failures.next_expiry(policies)
+        if expiry is not None:
+            self._next_judgement = min(self._next_judgement or expiry, expiry)
         return scheduler.Snapshot(
             _without(model.specs, alone),
             machines,
@@ -398,7 +407,13 @@ class Engine:
             _without(model.reasons, alone),
             _without(invalid, alone),
             _without(self._running(model), alone),
+            _without(self._failures.avoidances(policies, time.monotonic()), alone),
         )
+
+    def _policies(self, model: _Model) -> dict[str, tuple[str, ReschedulePolicy | None]]:
+        """Units with failure records: (their contents, their RescheduleOnFailure=)."""
+        specs = (model.specs.get(unit) for unit in self._failures.units())
+        return {s.name: (s.hash, s.options.reschedule) for s in specs if s is not None}
 
     def _start_adopting(self) -> None:
         self._adopt_until = time.monotonic() + ADOPT_WINDOW
@@ -439,6 +454,7 @@ class Engine:
             self._grace_for = hosting - view.machines.keys()
             self._blind_until = time.monotonic() + self.grace_seconds()
         self._force = self.registry.force_reschedule_requested()
+        self._failures.load(self.registry.read_failures()[1], time.monotonic())
         if self.registry.adoption_requested():
             self._start_adopting()
         model = _Model(
@@ -476,6 +492,7 @@ class Engine:
             self.registry.watch_metadata,
             self.registry.watch_contents,
             self.registry.watch_engine,
+            self.registry.watch_failures,
         )
         for watch in watches:
             self._cancels.append(
@@ -578,6 +595,10 @@ class Engine:
                     self._machine_event(model, event)
                 elif isinstance(event, MetadataEvent):
                     self._metadata_event(model, event)
+                elif isinstance(event, FailureEvent):
+                    self._failures.apply(event, time.monotonic())
+                    if event.record is not None:
+                        log_event("unit_failures_reported", unit=event.unit, machine=event.machine)
                 elif event.record is None:
                     model.records.pop(event.name, None)
                     model.specs.pop(event.name, None)
@@ -660,10 +681,17 @@ class Engine:
             clears.append(ClearForceReschedule())
         if self._adopt_requested:
             clears.append(ClearAdoptionRequest())
-        if clears:
-            if not self.registry.engine_write(self.candidate, [clears]):
+        # Failure records whose backoff ended (or whose unit went): deleted by the leader.
+        expired = self._failures.expired(self._policies(model), time.monotonic())
+        groups = [clears] if clears else []
+        groups += [[ForgetFailure(machine, unit)] for machine, unit in expired]
+        if groups:
+            if not self.registry.engine_write(self.candidate, groups):
                 raise LostLeadership("a fenced write was refused")
             self._adopt_requested = False
+        for machine, unit in expired:
+            self._failures.forgotten(machine, unit)
+            log_event("unit_failures_forgotten", unit=unit, machine=machine)
         if forced:
             self._force = False
             log_event("force_reschedule_done", engine=self.candidate)

@@ -29,6 +29,7 @@ from enum import StrEnum
 
 from fleetpy.states import PLACED_STATES, DesiredState
 
+from .failures import Avoidance
 from .unitfile.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
 
 # Desired states that put a unit on a machine; anything else is not placed.
@@ -54,6 +55,7 @@ class ReasonKind(StrEnum):
     CONSTRAINTS = "constraints"  # several of the above, machine by machine
     INVALID = "invalid"  # the unit's contents cannot be used
     NOT_REPORTING = "not-reporting"  # left on a machine out of touch
+    FAILURES = "failures"  # RescheduleOnFailure=: moved off (or kept on) where it failed
     OTHER = "other"
     PENDING = "pending"  # no reason stored: the engine has not got to the unit yet
 
@@ -75,6 +77,7 @@ _REASON_PREFIXES: tuple[tuple[str, ReasonKind], ...] = (
     ("every eligible machine is excluded", ReasonKind.CONSTRAINTS),
     ("invalid unit", ReasonKind.INVALID),
     ("left on machine ", ReasonKind.NOT_REPORTING),
+    ("failed ", ReasonKind.FAILURES),
 )
 
 
@@ -145,6 +148,9 @@ class Snapshot:
     # unit -> the machine it is found running on without a schedule entry (after a
     # restore): placed there if that machine may take it, so it is adopted, not restarted.
     running: Mapping[str, str] = field(default_factory=dict)
+    # unit -> machines it failed on repeatedly (RescheduleOnFailure=, fleetpy.failures):
+    # not placed there while another machine can take it.
+    avoid: Mapping[str, Avoidance] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -270,6 +276,8 @@ class _Blocker:
             return f"replaced there by {self.detail}"
         if self.kind == "metadata":
             return f"it lacks {self.detail}"
+        if self.kind == "failed":
+            return "it failed there repeatedly"
         return f"MachineID={self.detail} is a different machine"
 
 
@@ -337,6 +345,10 @@ class _Planner:
         self.machines: Mapping[str, Machine] = machines
         self.alive = sorted(m for m, machine in machines.items() if machine.held is None)
         self.notes: dict[str, str] = {}  # unit -> why it stays on a held machine
+        # unit -> machines it may not go to (it failed there; fleetpy.failures)
+        self.avoid: dict[str, frozenset[str]] = {
+            name: a.machines for name, a in snapshot.avoid.items() if not a.stays
+        }
         self.placeable: dict[str, UnitSpec] = {
             name: spec for name, spec in snapshot.units.items() if is_placeable(spec)
         }
@@ -511,6 +523,8 @@ class _Planner:
         Name-independent causes are checked first so that failures can be
         memoized for units with identical options.
         """
+        if machine in self.avoid.get(name, ()):
+            return _Blocker("failed", machine, name_dependent=True)
         limit = options.max_per_machine
         if limit is not None:
             group = self.group_of[name]
@@ -583,6 +597,8 @@ class _Planner:
                 continue  # queued twice
             machine = self._choose(name)
             if machine is None:
+                machine = self._stay_despite_failures(name)
+            if machine is None:
                 continue
             self.failures.pop(name, None)
             self._assign(name, machine)
@@ -598,6 +614,23 @@ class _Planner:
         for dependent in self.dependents.get(name, ()):
             if dependent not in self.assignment:
                 heapq.heappush(self.queue, (self.rank[dependent], dependent))
+
+    def _stay_despite_failures(self, name: str) -> str | None:
+        """A unit that would move off where it failed (RescheduleOnFailure=) but that no
+        other machine can take stays there, saying why, rather than not run at all."""
+        entry = self.snapshot.schedule.get(name)
+        if name not in self.avoid or entry is None:
+            return None
+        avoided = self.avoid.pop(name)
+        if not self._may_stay(name, entry.machine):
+            self.avoid[name] = avoided
+            return None
+        why = self.failures.pop(name, "")
+        self.notes[name] = (
+            f"{self.snapshot.avoid[name].note}; no other machine can take it ({why}): it "
+            f"stays on {entry.machine}"
+        )
+        return entry.machine
 
     def _fail(self, name: str, reason: str) -> None:
         self.failures[name] = reason
@@ -838,6 +871,9 @@ class _Planner:
         invalid = self.snapshot.invalid
         for name in sorted(set(units) | set(invalid) | set(stored)):
             wanted = self.failures.get(name) or self.notes.get(name)
+            avoided = self.snapshot.avoid.get(name)
+            if wanted is None and avoided is not None and name in self.assignment:
+                wanted = avoided.note
             bad = invalid.get(name)
             if bad is not None and bad.desired in PLACED_STATES:
                 wanted = f"invalid unit: {bad.why}"

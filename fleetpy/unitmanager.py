@@ -11,7 +11,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -229,6 +229,16 @@ class SimulatedUnitManager:
             new = self._units[name]
         if self._listener:
             self._listener(new)
+
+    def restarted(self, name: str) -> None:
+        """Test hook: the unit's process died and systemd's Restart= started it again
+        (activating/auto-restart, then active/running, each signalled)."""
+        for active, sub in (("activating", "auto-restart"), ("active", "running")):
+            with self._lock:
+                new = replace(self._units[name], active=active, sub=sub)
+                self._units[name] = new
+            if self._listener:
+                self._listener(new)
 
     def close(self) -> None:
         pass

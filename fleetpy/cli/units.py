@@ -131,11 +131,32 @@ def destroy(ctx: typer.Context, units: GlobUnitsArgument) -> None:
 
 @verbs.command("force-reschedule")
 @edge
-def force_reschedule(ctx: typer.Context) -> None:
+def force_reschedule(
+    ctx: typer.Context,
+    units: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Submitted units whose failures (RescheduleOnFailure=) are forgotten.",
+            show_default=False,
+            metavar="UNIT",
+        ),
+    ] = None,
+) -> None:
     """Move units off machines that are not reporting, now: ends a pause after a mass
-    loss and the engine's grace period (once; later losses are judged anew)."""
-    open_registry(ctx).request_force_reschedule()
-    out("Requested: the engine moves units off machines that are not reporting")
+    loss and the engine's grace period (once; later losses are judged anew). With UNIT...:
+    forget where those units failed repeatedly (RescheduleOnFailure=), so they may move
+    again and go back to machines they had to avoid; nothing else is asked."""
+    if not units:
+        open_registry(ctx).request_force_reschedule()
+        out("Requested: the engine moves units off machines that are not reporting")
+        return
+    from ..client import operations
+
+    for name, machines in operations.reset_failures(open_registry(ctx), units).items():
+        if machines:
+            out(f"Reset {name}: its failures on {', '.join(machines)} are forgotten")
+        else:
+            out(f"Reset {name}: no failures recorded")
 
 
 @verbs.command()

@@ -150,3 +150,16 @@ def destroy_unit(registry: OperatorRegistry, name: str) -> bool:
     if name not in registry.unit_keys():
         return False
     return bool(registry.destroy_units([name]))
+
+
+def reset_failures(registry: OperatorRegistry, names: Sequence[str]) -> dict[str, list[str]]:
+    """`force-reschedule UNIT...`: forget where submitted units failed repeatedly
+    (RescheduleOnFailure=): {unit: the machines it had failed on}. Every name is checked
+    before anything is deleted."""
+    for name in names:
+        parse_name(name)  # UnitNameError for an invalid one
+    records = registry.get_units(list(dict.fromkeys(names)))
+    for name in names:
+        if records.get(name) is None:
+            raise UnknownUnitError.not_submitted(name)
+    return registry.forget_failures(list(dict.fromkeys(names)))

@@ -38,7 +38,22 @@ class ClearAdoptionRequest:
     pass
 
 
-EngineWrite = PlaceUnit | UnplaceUnit | StoreReason | ClearForceReschedule | ClearAdoptionRequest
+@dataclass(frozen=True)
+class ForgetFailure:
+    """Delete a unit's failure record on a machine (its backoff ended, or the unit went)."""
+
+    machine: str
+    unit: str
+
+
+EngineWrite = (
+    PlaceUnit
+    | UnplaceUnit
+    | StoreReason
+    | ClearForceReschedule
+    | ClearAdoptionRequest
+    | ForgetFailure
+)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 outlives agent restarts (fleetpy.metadata has the rules)
   P/state/<machine>/<name>      UnitState reported by the agent, attached to its lease (by
                                 machine first: an agent's etcd role may write only its own)
+  P/failure/<machine>/<name>    FailureRecord: the unit failed RescheduleOnFailure= times
+                                within its window there (its agent writes it, no lease); the
+                                engine moves the unit and deletes it when the backoff ends
   P/engine/leader               id of the leading engine, attached to its lease
   P/engine/force-reschedule     an operator's one-shot request to move units off machines
                                 that are not reporting (despite a pause or grace period)
@@ -35,8 +38,8 @@ before versions). A newer one is RecordTooNew: said once per key and version and
 alone; where absence would mean "stop" or "unschedule", readers get Newer in its place.
 
 The records, their codecs and the events are fleetpy.model's; here, one module per key
-family (units, deployments, machines, metadata, schedule, views, watches, backup, auth,
-history) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
+family (units, deployments, machines, metadata, failures, schedule, views, watches, backup,
+auth, history) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
 what each kind of client may call (the protocols of access.py's roles).
 
 This package's own module imports only RegistryConfig and the defaults (settings.py);

@@ -8,6 +8,7 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/watcher/,           |
 |                           |                                         | P/signature/,         |
 |                           |                                         | P/metadata/,          |
+|                           |                                         | P/failure/ (deletes)  |
 |                           |                                         | P/engine/force-resch. |
 |                           |                                         | P/engine/adopt        |
 |                           |                                         | P/fleetpy-layout      |
@@ -15,8 +16,10 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/reason/, P/engine/, |
 |                           |                                         | P/content/ (it        |
 |                           |                                         | deletes unused blobs) |
+|                           |                                         | P/failure/ (deletes)  |
 | fleetpy-agent-<machine>   | P/schedule/<machine>/, P/global/,       | P/machines/<machine>, |
-|                           | P/metadata/<machine>, P/fleetpy-layout  | P/state/<machine>/    |
+|                           | P/metadata/<machine>, P/fleetpy-layout  | P/state/<machine>/,   |
+|                           |                                         | P/failure/<machine>/  |
 
 Every role also reads the single marker key of each prefix enclosing P (for /fleetpy:
 /fleetpy-layout), the one grant outside P: clients read them to refuse a prefix nested
@@ -88,6 +91,7 @@ def operator_role(prefix: str) -> Role:
                     "watcher",
                     "signature",
                     "metadata",
+                    "failure",  # `force-reschedule UNIT` deletes a unit's failure records
                 )
             ),
             _key(Access.WRITE, join(prefix, "engine", FORCE_RESCHEDULE)),
@@ -107,7 +111,7 @@ def engine_role(prefix: str) -> Role:
             *ancestor_permissions(prefix),
             *(
                 _under(Access.WRITE, prefix, kind)
-                for kind in ("schedule", "reason", "engine", "content")
+                for kind in ("schedule", "reason", "engine", "content", "failure")
             ),
         ),
     )
@@ -127,6 +131,7 @@ def agent_role(prefix: str, machine_id: str) -> Role:
             # Read too: registering checks that no other agent holds the id.
             _key(Access.READWRITE, join(prefix, "machines", machine_id)),
             _under(Access.WRITE, prefix, "state", machine_id),
+            _under(Access.WRITE, prefix, "failure", machine_id),  # RescheduleOnFailure=
         ),
     )
 

@@ -1,5 +1,5 @@
 """The one class Registry: every key family's operations (units, machines, metadata,
-schedule, views, watches, backups, access control, history) on one etcd connection.
+failures, schedule, views, watches, backups, access control, history) on one etcd connection.
 
 Its own module, not the package's __init__, so that importing fleetpy.registry (for
 RegistryConfig, or a record) does not load gRPC: the CLI's --help and the agent's
@@ -15,6 +15,7 @@ from ..errors import RegistryError
 from .auth import AccessControl
 from .backup import Backups
 from .endpoints import MAX_ENDPOINTS, normalize_prefix, parse_endpoint
+from .failures import FailureKeys
 from .history import History
 from .machines import MachineKeys
 from .metadata import MetadataKeys
@@ -31,6 +32,7 @@ class Registry(
     UnitKeys,
     MachineKeys,
     MetadataKeys,
+    FailureKeys,
     ScheduleKeys,
     Views,
     Watches,

@@ -6,7 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from ..model.changes import ClearAdoptionRequest, EngineWrite, PlaceUnit, StoreReason, UnplaceUnit
+from ..model.changes import (
+    ClearAdoptionRequest,
+    EngineWrite,
+    ForgetFailure,
+    PlaceUnit,
+    StoreReason,
+    UnplaceUnit,
+)
 from ..model.codecs import Newer
 from ..model.records import MachineSchedule, ScheduleEntry
 from .base import MAX_TXN_BYTES, MAX_TXN_OPS, RegistryBase
@@ -100,6 +107,8 @@ class ScheduleKeys(RegistryBase):
             if write.reason is None:
                 return self.txn.delete(self.key("reason", write.unit))
             return self.txn.put(self.key("reason", write.unit), write.reason)
+        if isinstance(write, ForgetFailure):
+            return self.txn.delete(self.key("failure", write.machine, write.unit))
         if isinstance(write, ClearAdoptionRequest):
             return self.txn.delete(self.key("engine", ADOPT))
         return self.txn.delete(self.key("engine", FORCE_RESCHEDULE))

@@ -10,6 +10,7 @@ from ..log import log_event
 from ..model import events
 from ..model.codecs import Newer
 from ..model.events import E, WatchBatch
+from ..model.failures import FailureEvent, FailureRecord
 from ..model.records import ScheduleEntry, UnitState
 from .base import RegistryBase
 from .layout import ADOPT, FORCE_RESCHEDULE
@@ -198,3 +199,16 @@ class Watches(RegistryBase):
             return None
 
         return self._watch("engine", event, callback, start_revision)
+
+    def watch_failures(
+        self,
+        callback: Callable[[WatchBatch[FailureEvent]], None],
+        start_revision: int | None = None,
+    ) -> Callable[[], None]:
+        """Units' repeated failures on machines (the engine's, for RescheduleOnFailure=)."""
+
+        def event(rel: str, record: FailureRecord | None) -> FailureEvent:
+            machine, _, unit = rel.partition("/")
+            return FailureEvent(machine, unit, record)
+
+        return self._watch("failure", event, callback, start_revision)

@@ -41,6 +41,8 @@ from fleetpy.errors import (
 from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
 
 from .quoting import WordsError, split_words
+from .reschedule import OPTIONS as RESCHEDULE_OPTIONS
+from .reschedule import ReschedulePolicy, reschedule_policy
 
 # ---------------------------------------------------------------------------
 # Unit names
@@ -479,6 +481,7 @@ FLEET_OPTIONS: tuple[str, ...] = (
     "Replaces",
     "Spread",
     "MaxPerMachine",
+    *RESCHEDULE_OPTIONS,
 )
 # fleet's older names, still in its docs of v1.0 and in real unit files: read as the
 # current key, with a note. fleet read a boot id as a machine id (it never matched a
@@ -491,7 +494,7 @@ LEGACY_FLEET_OPTIONS: Mapping[str, str] = {
     "X-Conflicts": "Conflicts",
 }
 MAX_PER_MACHINE_LIMIT = 100_000
-_SINGLE_VALUED = ("MachineID", "Global", "Spread", "MaxPerMachine")
+_SINGLE_VALUED = ("MachineID", "Global", "Spread", "MaxPerMachine", *RESCHEDULE_OPTIONS)
 _GLOBAL_COMPANIONS = ("MachineMetadata", "Conflicts")
 _BOOLEANS = {
     "true": True,
@@ -518,6 +521,7 @@ class FleetOptions:
     replaces: tuple[str, ...] = ()
     spread: str | None = None  # metadata key to spread template instances over
     max_per_machine: int | None = None  # per template, across its instances
+    reschedule: ReschedulePolicy | None = None  # RescheduleOnFailure= and its companions
     # What was read differently from how it was written (legacy names, a self-conflict):
     # for the user's eyes, not part of the options' meaning.
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -798,5 +802,6 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
         replaces=tuple(dict.fromkeys(replaces)),
         spread=spread,
         max_per_machine=max_per_machine,
+        reschedule=reschedule_policy(single, name),
         notes=tuple(dict.fromkeys(notes)),
     )

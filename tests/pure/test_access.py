@@ -54,6 +54,7 @@ OPERATOR_TABLE = [
     (W, "/fleetpy/watcher/web", True),
     (W, "/fleetpy/signature/" + "ab" * 32, True),
     (W, "/fleetpy/metadata/m1", True),
+    (W, "/fleetpy/failure/m1/a.service", True),  # force-reschedule UNIT
     (W, "/fleetpy/engine/force-reschedule", True),
     (W, "/fleetpy/engine/adopt", True),
     (W, "/fleetpy/fleetpy-layout", True),
@@ -78,6 +79,7 @@ ENGINE_TABLE = [
     (W, "/fleetpy/engine/force-reschedule", True),
     (W, "/fleetpy/engine/adopt", True),
     (W, "/fleetpy/content/" + "ab" * 32, True),
+    (W, "/fleetpy/failure/m1/a.service", True),  # a backoff ended
     (W, "/fleetpy/unit/a.service", False),
     (W, "/fleetpy/global/a.service", False),
     (W, "/fleetpy/machines/m1", False),
@@ -98,6 +100,9 @@ AGENT_TABLE = [  # the agent of m1, with m10 and m2 in the cluster
     (R, "/fleetpy/metadata/m1", True),
     (W, "/fleetpy/machines/m1", True),
     (R, "/fleetpy/machines/m1", True),  # registering checks no other agent holds the id
+    (W, "/fleetpy/failure/m1/a.service", True),
+    (W, "/fleetpy/failure/m10/a.service", False),
+    (W, "/fleetpy/failure/m2/a.service", False),
     (W, "/fleetpy/state/m1/a.service", True),
     (R, "/fleetpy/schedule/m10/a.service", False),
     (R, "/fleetpy/schedule/m2/a.service", False),
@@ -150,6 +155,7 @@ def test_agent_role_is_exactly_its_own_keys() -> None:
         KeyPermission(R, b"/fleetpy/metadata/m1"),
         KeyPermission(Access.READWRITE, b"/fleetpy/machines/m1"),
         under(W, "/fleetpy/state/m1/"),
+        under(W, "/fleetpy/failure/m1/"),
     }
 
 

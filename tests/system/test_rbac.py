@@ -16,6 +16,7 @@ import pytest
 from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
+from fleetpy.model.failures import FailureRecord
 from fleetpy.model.records import UnitState
 from fleetpy.registry import Registry
 from fleetpy.registry.transport import EtcdPermissionDenied, EtcdTransport, prefix_range_end
@@ -59,6 +60,7 @@ def test_an_agent_touches_nothing_but_its_own(secure: SecureEtcd) -> None:
             "/fleetpy/schedule/m1/x.service",  # its own schedule is the engine's to write
             "/fleetpy/schedule/m2/x.service",
             "/fleetpy/state/m2/x.service",
+            "/fleetpy/failure/m2/x.service",
             "/fleetpy/machines/m2",
             "/fleetpy/metadata/m1",  # operators' metadata: read, never written, by its agent
             "/fleetpy/metadata/m2",
@@ -78,6 +80,8 @@ def test_an_agent_touches_nothing_but_its_own(secure: SecureEtcd) -> None:
         agent.range(own, prefix_range_end(own))
         agent.put("/fleetpy/state/m1/x.service", "{}")
         agent.delete("/fleetpy/state/m1/x.service")
+        agent.put("/fleetpy/failure/m1/x.service", "{}")  # RescheduleOnFailure=
+        agent.delete("/fleetpy/failure/m1/x.service")
     with secure.registry(secure.creds.agents["m1"]) as registry:
         refused(user, lambda: registry.read_machine_schedule("m2"))
         lease = registry.grant_lease(10)
@@ -100,6 +104,7 @@ def test_the_operator_cannot_place_or_pose_as_engine_or_agent(secure: SecureEtcd
             "/elsewhere",
         )
         refused("fleetpy-operator", lambda: operator.range("/elsewhere"))
+        operator.delete("/fleetpy/failure/m1/x.service")  # force-reschedule UNIT
 
 
 def test_the_engine_cannot_submit_or_pose_as_agent(secure: SecureEtcd) -> None:
@@ -116,6 +121,7 @@ def test_the_engine_cannot_submit_or_pose_as_agent(secure: SecureEtcd) -> None:
             "/fleetpy/fleetpy-layout",
             "/elsewhere",
         )
+        engine.delete("/fleetpy/failure/m1/x.service")  # a RescheduleBackoff= ended
 
 
 def fleetpy(secure: SecureEtcd, *args: str) -> subprocess.CompletedProcess[str]:
@@ -177,10 +183,15 @@ def test_engine_agents_and_cli_each_with_their_own_credential(
             ("everywhere.service", "m2"),
         }
         fleetpy(secure, "force-reschedule")  # the operator's request, cleared by the engine
+        # m1's agent reports failures of its own; the engine deletes a record of a unit
+        # without RescheduleOnFailure=; the operator reads a unit's records to forget them.
+        registries[0].report_failure(FailureRecord("hello.service", "m1", 3, 60.0))
         backup = tmp_path / "cluster.backup"
         fleetpy(secure, "backup", str(backup))
         with secure.registry(creds.operator) as operator:
             until(lambda: not operator.force_reschedule_requested(), what="request cleared")
+            until(lambda: operator.read_failures()[1] == [], what="failure record deleted")
+            fleetpy(secure, "force-reschedule", "hello.service")
             fleetpy(secure, "destroy", "hello.service", "everywhere.service")
             until(lambda: units() == [], what="both units stopped everywhere")
             # The engine deletes the content nobody refers to any more.
