@@ -1,6 +1,6 @@
 """The host agent: runs the units the engine placed on this machine, plus matching globals.
 
-The agent's decisions are `plan(desired, observed, trusted)`, a pure function: which
+The agent's decisions are fleetpy.agent_plan's pure functions: which
 units it refuses (`screen`: only with trusted keys configured) and the actions for the
 rest (`plan_actions`). The Agent class only gathers inputs (etcd watches on this
 machine's own schedule prefix and the global prefix, state changes from its unit
@@ -16,14 +16,15 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .agent_plan import DesiredUnit, plan, select_globals
 from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
-from .health import HealthMonitor, HealthSource
 from .failure_count import FailureCounter
+from .health import HealthMonitor, HealthSource
 from .log import log_event, stamp
 from .metadata import Overlay, effective
 from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
@@ -33,156 +34,18 @@ from .registry.roles import AgentRegistry
 from .states import (
     JOB_PENDING,
     PLACED_STATES,
-    RUNNING_STATES,
     ActiveState,
     DesiredState,
     LoadState,
 )
 from .unitfile.signing import TrustedKeys, Verdict
-from .unitfile.unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import (
     Action,
     ObservedUnit,
-    RemoveUnit,
     StartUnit,
-    StopUnit,
     UnitManager,
-    WriteUnit,
     check_unit_file_name,
 )
-
-# ----------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class DesiredUnit:
-    name: str
-    hash: str
-    desired: DesiredState  # loaded or launched
-    text: str
-    signature: str | None = None
-
-
-@dataclass(frozen=True)
-class AgentPlan:
-    actions: list[Action]
-    rejected: dict[str, tuple[str, Verdict]]  # unit -> (its content hash, why refused)
-
-
-def screen(
-    desired: Mapping[str, DesiredUnit], trusted: TrustedKeys | None
-) -> tuple[dict[str, DesiredUnit], dict[str, tuple[str, Verdict]]]:
-    """(the units this machine may run, the refused ones and why).
-
-    Without trusted keys every unit may run (fleet's behaviour). With them, a unit runs
-    only if a trusted key signed its name and content hash and its text is that content:
-    a unit written into etcd without a key, or a signed one whose text was swapped, is
-    refused before its file is written.
-    """
-    if trusted is None:
-        return dict(desired), {}
-    accepted: dict[str, DesiredUnit] = {}
-    rejected: dict[str, tuple[str, Verdict]] = {}
-    for name, unit in desired.items():
-        verdict = trusted.check(name, unit.hash, unit.text, unit.signature)
-        if verdict is None:
-            accepted[name] = unit
-        else:
-            rejected[name] = (unit.hash, verdict)
-    return accepted, rejected
-
-
-def plan(
-    desired: Mapping[str, DesiredUnit],
-    observed: Mapping[str, ObservedUnit],
-    trusted: TrustedKeys | None = None,
-    newer: Set[str] = frozenset(),
-) -> AgentPlan:
-    """The agent's whole decision. A refused unit counts as not desired here: if an
-    earlier, valid version of it runs (its record was since replaced by a forged or
-    unsigned one), that is stopped and removed too, since the cluster no longer asks
-    for what runs and what it asks for may not run. A unit whose schedule entry is
-    `newer` than this agent reads is left exactly as it is: neither stopped nor started."""
-    accepted, rejected = screen({n: u for n, u in desired.items() if n not in newer}, trusted)
-    kept = {n: u for n, u in observed.items() if n not in newer}
-    return AgentPlan(plan_actions(accepted, kept), rejected)
-
-
-def plan_actions(
-    desired: Mapping[str, DesiredUnit], observed: Mapping[str, ObservedUnit]
-) -> list[Action]:
-    """The actions that take the host from `observed` to `desired`, in execution order.
-
-    Stops come first (free resources), then removals, writes, and starts. A unit whose
-    content changed is stopped, rewritten and started again if it should run. A unit
-    the agent launched is not started again just because it failed: systemd's own
-    Restart= decides that, and the failure stays visible.
-    """
-    stops: list[Action] = []
-    removes: list[Action] = []
-    writes: list[Action] = []
-    starts: list[Action] = []
-    for name in sorted(observed):
-        unit = observed[name]
-        want = desired.get(name)
-        running = unit.launched or unit.active in RUNNING_STATES
-        if want is None:
-            if running:
-                stops.append(StopUnit(name))
-            removes.append(RemoveUnit(name))
-        elif want.hash != unit.hash:
-            if running:
-                stops.append(StopUnit(name))
-            writes.append(WriteUnit(name, want.hash, want.text))
-            if want.desired is DesiredState.LAUNCHED:
-                starts.append(StartUnit(name))
-        elif want.desired is DesiredState.LAUNCHED and not unit.launched:
-            starts.append(StartUnit(name))
-        elif want.desired is DesiredState.LOADED and running:
-            stops.append(StopUnit(name))
-    for name in sorted(set(desired) - set(observed)):
-        want = desired[name]
-        writes.append(WriteUnit(name, want.hash, want.text))
-        if want.desired is DesiredState.LAUNCHED:
-            starts.append(StartUnit(name))
-    return stops + removes + writes + starts
-
-
-def select_globals(
-    globals_: Mapping[str, ScheduleEntry],
-    placed: Mapping[str, ScheduleEntry],
-    metadata: Mapping[str, str],
-) -> dict[str, ScheduleEntry]:
-    """The global units this machine runs: metadata matches and no Conflicts either way
-    (with the units placed here, or with globals chosen before)."""
-    chosen: dict[str, ScheduleEntry] = {}
-    if not any(entry.desired in PLACED_STATES for entry in globals_.values()):
-        return chosen  # nothing to choose: the placed units' files need no parsing
-    local_options: dict[str, FleetOptions] = {}
-    for name, entry in placed.items():
-        try:
-            local_options[name] = fleet_options(parse_unit(entry.text, name), name)
-        except FleetpyError:
-            continue
-    for name, entry in sorted(globals_.items()):
-        if entry.desired not in PLACED_STATES:
-            continue
-        try:
-            options = fleet_options(parse_unit(entry.text, name), name)
-        except FleetpyError as exc:
-            log_event("global_unit_invalid", unit=name, error=str(exc))
-            continue
-        if not options.matches_metadata(metadata):
-            continue
-        if any(
-            conflicts(name, options, other, other_options)
-            for other, other_options in local_options.items()
-        ):
-            continue
-        chosen[name] = entry
-        local_options[name] = options  # later globals must not conflict with this one
-    return chosen
-
 
 # ----------------------------------------------------------------------------- the agent
 
@@ -801,13 +664,4 @@ class Agent:
         return current
 
 
-__all__ = [
-    "Agent",
-    "AgentPlan",
-    "AgentStats",
-    "DesiredUnit",
-    "plan",
-    "plan_actions",
-    "screen",
-    "select_globals",
-]
+__all__ = ["Agent", "AgentStats", "agent_instance"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetpy import agent
+from fleetpy import agent_plan as agent
 from fleetpy.model.records import ScheduleEntry
 from fleetpy.states import DesiredState
 from fleetpy.unitfile import unit

@@ -9,7 +9,7 @@ import threading
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleetpy.agent import DesiredUnit, plan, plan_actions, select_globals
+from fleetpy.agent_plan import DesiredUnit, plan, plan_actions, select_globals
 from fleetpy.model.records import ScheduleEntry, UnitState
 from fleetpy.states import DesiredState
 from fleetpy.unitfile.signing import Signer, TrustedKey, TrustedKeys, key_id

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fleetpy.agent import DesiredUnit, plan
+from fleetpy.agent_plan import DesiredUnit, plan
 from fleetpy.model.codecs import SCHEMA_VERSION, MalformedRecord, RecordTooNew, overlay_from_json
 from fleetpy.model.records import (
     DeploymentRecord,

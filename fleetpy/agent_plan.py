@@ -1,0 +1,148 @@
+"""The agent's decisions, pure functions of what it is asked to run and what its unit
+manager observes: `plan(desired, observed, trusted)` = which units it refuses (`screen`:
+only with trusted keys configured) and the actions for the rest (`plan_actions`); and
+`select_globals`, the global units this machine runs. fleetpy.agent gathers the inputs
+and executes the actions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+
+from .errors import FleetpyError
+from .log import log_event
+from .model.records import ScheduleEntry
+from .states import PLACED_STATES, RUNNING_STATES, DesiredState
+from .unitfile.signing import TrustedKeys, Verdict
+from .unitfile.unit import FleetOptions, conflicts, fleet_options, parse_unit
+from .unitmanager import Action, ObservedUnit, RemoveUnit, StartUnit, StopUnit, WriteUnit
+
+
+@dataclass(frozen=True)
+class DesiredUnit:
+    name: str
+    hash: str
+    desired: DesiredState  # loaded or launched
+    text: str
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    actions: list[Action]
+    rejected: dict[str, tuple[str, Verdict]]  # unit -> (its content hash, why refused)
+
+
+def screen(
+    desired: Mapping[str, DesiredUnit], trusted: TrustedKeys | None
+) -> tuple[dict[str, DesiredUnit], dict[str, tuple[str, Verdict]]]:
+    """(the units this machine may run, the refused ones and why).
+
+    Without trusted keys every unit may run (fleet's behaviour). With them, a unit runs
+    only if a trusted key signed its name and content hash and its text is that content:
+    a unit written into etcd without a key, or a signed one whose text was swapped, is
+    refused before its file is written.
+    """
+    if trusted is None:
+        return dict(desired), {}
+    accepted: dict[str, DesiredUnit] = {}
+    rejected: dict[str, tuple[str, Verdict]] = {}
+    for name, unit in desired.items():
+        verdict = trusted.check(name, unit.hash, unit.text, unit.signature)
+        if verdict is None:
+            accepted[name] = unit
+        else:
+            rejected[name] = (unit.hash, verdict)
+    return accepted, rejected
+
+
+def plan(
+    desired: Mapping[str, DesiredUnit],
+    observed: Mapping[str, ObservedUnit],
+    trusted: TrustedKeys | None = None,
+    newer: Set[str] = frozenset(),
+) -> AgentPlan:
+    """The agent's whole decision. A refused unit counts as not desired here: if an
+    earlier, valid version of it runs (its record was since replaced by a forged or
+    unsigned one), that is stopped and removed too, since the cluster no longer asks
+    for what runs and what it asks for may not run. A unit whose schedule entry is
+    `newer` than this agent reads is left exactly as it is: neither stopped nor started."""
+    accepted, rejected = screen({n: u for n, u in desired.items() if n not in newer}, trusted)
+    kept = {n: u for n, u in observed.items() if n not in newer}
+    return AgentPlan(plan_actions(accepted, kept), rejected)
+
+
+def plan_actions(
+    desired: Mapping[str, DesiredUnit], observed: Mapping[str, ObservedUnit]
+) -> list[Action]:
+    """The actions that take the host from `observed` to `desired`, in execution order.
+
+    Stops come first (free resources), then removals, writes, and starts. A unit whose
+    content changed is stopped, rewritten and started again if it should run. A unit
+    the agent launched is not started again just because it failed: systemd's own
+    Restart= decides that, and the failure stays visible.
+    """
+    stops: list[Action] = []
+    removes: list[Action] = []
+    writes: list[Action] = []
+    starts: list[Action] = []
+    for name in sorted(observed):
+        unit = observed[name]
+        want = desired.get(name)
+        running = unit.launched or unit.active in RUNNING_STATES
+        if want is None:
+            if running:
+                stops.append(StopUnit(name))
+            removes.append(RemoveUnit(name))
+        elif want.hash != unit.hash:
+            if running:
+                stops.append(StopUnit(name))
+            writes.append(WriteUnit(name, want.hash, want.text))
+            if want.desired is DesiredState.LAUNCHED:
+                starts.append(StartUnit(name))
+        elif want.desired is DesiredState.LAUNCHED and not unit.launched:
+            starts.append(StartUnit(name))
+        elif want.desired is DesiredState.LOADED and running:
+            stops.append(StopUnit(name))
+    for name in sorted(set(desired) - set(observed)):
+        want = desired[name]
+        writes.append(WriteUnit(name, want.hash, want.text))
+        if want.desired is DesiredState.LAUNCHED:
+            starts.append(StartUnit(name))
+    return stops + removes + writes + starts
+
+
+def select_globals(
+    globals_: Mapping[str, ScheduleEntry],
+    placed: Mapping[str, ScheduleEntry],
+    metadata: Mapping[str, str],
+) -> dict[str, ScheduleEntry]:
+    """The global units this machine runs: metadata matches and no Conflicts either way
+    (with the units placed here, or with globals chosen before)."""
+    chosen: dict[str, ScheduleEntry] = {}
+    if not any(entry.desired in PLACED_STATES for entry in globals_.values()):
+        return chosen  # nothing to choose: the placed units' files need no parsing
+    local_options: dict[str, FleetOptions] = {}
+    for name, entry in placed.items():
+        try:
+            local_options[name] = fleet_options(parse_unit(entry.text, name), name)
+        except FleetpyError:
+            continue
+    for name, entry in sorted(globals_.items()):
+        if entry.desired not in PLACED_STATES:
+            continue
+        try:
+            options = fleet_options(parse_unit(entry.text, name), name)
+        except FleetpyError as exc:
+            log_event("global_unit_invalid", unit=name, error=str(exc))
+            continue
+        if not options.matches_metadata(metadata):
+            continue
+        if any(
+            conflicts(name, options, other, other_options)
+            for other, other_options in local_options.items()
+        ):
+            continue
+        chosen[name] = entry
+        local_options[name] = options  # later globals must not conflict with this one
+    return chosen
