@@ -644,7 +644,9 @@ class Agent:
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
         metadata = effective(self.settings.metadata, self._overlay)
-        chosen.update(select_globals(self._globals, self._placed, metadata))
+        # Mid-roll, a global entry's version for this machine (model.global_rolls).
+        mine = {n: e.for_machine(self.machine_id) for n, e in self._globals.items()}
+        chosen.update(select_globals(mine, self._placed, metadata))
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
             for name, e in chosen.items()

@@ -15,6 +15,7 @@ from ..errors import RegistryError
 from .auth import AccessControl
 from .backup import Backups
 from .endpoints import MAX_ENDPOINTS, normalize_prefix, parse_endpoint
+from .global_rolls import GlobalRollKeys
 from .history import History
 from .machines import MachineKeys
 from .metadata import MetadataKeys
@@ -29,6 +30,7 @@ from .watches import Watches
 
 class Registry(
     UnitKeys,
+    GlobalRollKeys,
     MachineKeys,
     MetadataKeys,
     ScheduleKeys,

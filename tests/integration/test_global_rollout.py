@@ -1,0 +1,224 @@
+"""Rolling updates of global units against a real etcd, an engine and simulated hosts (in
+this process): `apply` of a new version and `restart` go a few machines at a time, a
+failing version stops the roll where it is, a killed apply is resumed by the next one,
+and a machine that joins mid-roll runs the new version."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings
+from fleetpy.deploy.rollout import ApplyEvent, ApplyOptions, apply_deployment, plan_deployment
+from fleetpy.errors import DeploymentError
+from fleetpy.model.events import StateEvent, WatchBatch
+from fleetpy.registry import Registry, RegistryConfig
+from fleetpy.unitmanager import SimulatedUnitManager
+
+from support.cli_run import Run
+from support.rollout import Cluster, apply, deployment, render
+from support.waiting import until
+
+MONITOR = """\
+[Unit]
+Description=monitor version {{ version }}
+
+[Service]
+ExecStart={{ '/bin/false' if version == 'bad' else '/bin/sleep 1000' }}
+
+[X-Fleet]
+Global=true
+"""
+
+UNIT = "mon.service"
+
+
+@pytest.fixture
+def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
+    c = Cluster(registry_config)
+    yield c
+    c.close()
+
+
+def monitor(tmp_path: Path, version: str) -> Path:
+    """A deployment of one app instance and the global monitor (version "bad" fails)."""
+    directory = deployment(
+        tmp_path,
+        version=version,
+        instances=1,
+        extra="  - {name: mon.service, template: mon.service.j2}",
+    )
+    (directory / "mon.service.j2").write_text(MONITOR)
+    return directory
+
+
+def monitor_hash(directory: Path) -> str:
+    return next(u.hash for u in render(directory)[1] if u.name == UNIT)
+
+
+def running(cluster: Cluster) -> dict[str, tuple[str, str]]:
+    """machine -> (content hash, ACTIVE) of the monitor."""
+    states = cluster.registry.list_states().get(UNIT, {})
+    return {m: (s.hash, s.active) for m, s in states.items()}
+
+
+class Downtime:
+    """The most machines seen not running the monitor active at once, from state events."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.down: set[str] = set()
+        self.worst = 0
+        self.lock = threading.Lock()
+        self.cancel = registry.watch_states(self.on_states, registry.read_view().revision + 1)
+
+    def on_states(self, batch: WatchBatch[StateEvent]) -> None:
+        with self.lock:
+            for event in batch.events:
+                if event.unit != UNIT:
+                    continue
+                if event.state is not None and event.state.active == "active":
+                    self.down.discard(event.machine)
+                else:
+                    self.down.add(event.machine)
+            self.worst = max(self.worst, len(self.down))
+
+
+def started_everywhere(cluster: Cluster, directory: Path, machines: int = 3) -> None:
+    want = monitor_hash(directory)
+    until(
+        lambda: sorted(running(cluster).values()) == [(want, "active")] * machines,
+        what=f"the monitor's version active on {machines} machines",
+    )
+
+
+def first_version(cluster: Cluster, tmp_path: Path) -> tuple[Registry, Path]:
+    """The deployment's version 1 applied, the monitor active on every machine."""
+    directory = monitor(tmp_path, "1")
+    apply(cluster.registry, directory)
+    started_everywhere(cluster, directory)
+    return cluster.registry, directory
+
+
+def test_a_new_version_rolls_max_unavailable_machines_at_a_time(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    registry, directory = first_version(cluster, tmp_path)
+    for version, at_once, steps in (("2", 1, 3), ("3", 2, 2)):
+        watch = Downtime(registry)
+        events: list[ApplyEvent] = []
+        directory = monitor(tmp_path, version)
+        name, units = render(directory)
+        plan = plan_deployment(registry, name, units, f"c{version}")
+        try:
+            result = apply_deployment(
+                registry,
+                plan,
+                units,
+                ApplyOptions(max_unavailable=at_once, min_ready=0.2, timeout=20),
+                events.append,
+            )
+        finally:
+            watch.cancel()
+        assert UNIT in result.replaced
+        assert len([e for e in events if e.step == "roll"]) == steps
+        assert 1 <= watch.worst <= at_once  # every machine at once before
+        started_everywhere(cluster, directory)
+        entry = registry.get_global(UNIT)
+        assert entry is not None and entry[0].roll is None
+
+
+def test_a_failing_version_stops_the_roll_on_its_first_machine(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    registry, directory = first_version(cluster, tmp_path)
+    old = monitor_hash(directory)
+    directory = monitor(tmp_path, "bad")
+    with pytest.raises(DeploymentError) as info:
+        apply(registry, directory, options=ApplyOptions(min_ready=0, timeout=10), origin="bad")
+    message = str(info.value)
+    assert message.startswith(f"stopped at {UNIT}: failed on m0")
+    assert "0 of 3 machines done; the others keep what they run" in message
+    assert running(cluster)["m1"] == running(cluster)["m2"] == (old, "active")
+    name, units = render(directory)
+    plan = plan_deployment(registry, name, units, "bad")
+    (change,) = [c for c in plan.changes if c.name == UNIT]
+    assert change.resume and "2 machines still run the previous version" in change.diff
+
+    # Rolled back: the failed machine runs the previous version again, nothing else moved.
+    with pytest.raises(DeploymentError) as info:
+        apply(
+            registry,
+            directory,
+            options=ApplyOptions(min_ready=0, timeout=10, rollback=True),
+            origin="bad",
+        )
+    assert f"rolled back {UNIT} to the previous version" in str(info.value)
+    until(lambda: sorted(running(cluster).values()) == [(old, "active")] * 3, what="old back")
+
+
+def test_a_killed_apply_is_resumed_and_a_joining_machine_gets_the_new_version(
+    cluster: Cluster, tmp_path: Path, registry_config: RegistryConfig
+) -> None:
+    registry, directory = first_version(cluster, tmp_path)
+    old = monitor_hash(directory)
+    directory = monitor(tmp_path, "2")
+    new = monitor_hash(directory)
+    name, units = render(directory)
+    plan = plan_deployment(registry, name, units, "c2")
+
+    class Killed(Exception):
+        pass
+
+    def die_at_second_step(event: ApplyEvent) -> None:
+        if event.step == "roll" and event.done == 1:
+            raise Killed()  # the client dies between two steps
+
+    with pytest.raises(Killed):
+        apply_deployment(
+            registry, plan, units, ApplyOptions(min_ready=0, timeout=20), die_at_second_step
+        )
+    until(lambda: running(cluster).get("m0") == (new, "active"), what="m0 moved")
+    assert running(cluster)["m1"] == running(cluster)["m2"] == (old, "active")
+
+    joined = Agent(
+        Registry(registry_config),
+        SimulatedUnitManager(),
+        AgentSettings(machine_id="m3", metadata={"rack": "r3"}, ttl=3),
+    ).start()
+    try:
+        until(lambda: running(cluster).get("m3") == (new, "active"), what="m3 runs the new one")
+        assert running(cluster)["m1"] == running(cluster)["m2"] == (old, "active")
+        plan = plan_deployment(registry, name, units, "c2")
+        assert [c.name for c in plan.changes if c.resume] == [UNIT]
+        events: list[ApplyEvent] = []
+        apply_deployment(
+            registry, plan, units, ApplyOptions(min_ready=0, timeout=20), events.append
+        )
+        assert [e.detail for e in events if e.step == "roll"] == ["machine m1", "machine m2"]
+        started_everywhere(cluster, directory, machines=4)
+        assert not plan_deployment(registry, name, units, "c2").changes
+    finally:
+        joined.stop()
+
+
+def test_restart_of_a_global_unit_goes_machine_by_machine(
+    cluster: Cluster, run: Run, tmp_path: Path
+) -> None:
+    registry, directory = first_version(cluster, tmp_path)
+    watch = Downtime(registry)
+    try:
+        result = run("restart", UNIT, "--max-unavailable", "2")
+    finally:
+        watch.cancel()
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"Restarted {UNIT}"]
+    steps = [line for line in result.stderr.splitlines() if line.startswith("restart")]
+    assert len(steps) == 2, result.stderr
+    assert 1 <= watch.worst <= 2
+    started_everywhere(cluster, directory)
+    entry = registry.get_global(UNIT)
+    assert entry is not None and entry[0].roll is None
