@@ -32,7 +32,9 @@ class Phase(StrEnum):
 class Status(StrEnum):
     WAITING = "waiting"
     DONE = "done"
-    GONE = "gone"  # left the cluster: nothing to wait for there
+    # Not registered: waited for like WAITING (etcd may be back in a moment, and the agent
+    # with it); a machine still gone at the next step is moved without a wait.
+    GONE = "gone"
     FAILED = "failed"
 
 
@@ -166,11 +168,11 @@ class _Roll:
         def settled(view: ClusterView) -> bool:
             nonlocal progress
             progress = judge(view, self.name, want, phase)
-            return all(p.status is not Status.WAITING for p in progress)
+            return all(p.status in (Status.DONE, Status.FAILED) for p in progress)
 
         self.live.wait_until(settled, self.options.timeout)
         failed = [p for p in progress if p.status is Status.FAILED]
-        waiting = [p for p in progress if p.status is Status.WAITING]
+        waiting = [p for p in progress if p.status in (Status.WAITING, Status.GONE)]
         if failed or waiting:
             why = "; ".join(p.detail for p in failed) or (
                 f"timed out after {self.options.timeout:g}s waiting for it to be {phase} on "

@@ -5,7 +5,7 @@ and a machine that joins mid-roll runs the new version."""
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,26 +15,21 @@ from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings
 from fleetpy.deploy.rollout import ApplyEvent, ApplyOptions, apply_deployment, plan_deployment
 from fleetpy.errors import DeploymentError
-from fleetpy.model.events import StateEvent, WatchBatch
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unitmanager import SimulatedUnitManager
 
 from support.cli_run import Run
-from support.rollout import Cluster, apply, deployment, render
+from support.global_rollout import (
+    UNIT,
+    Downtime,
+    first_version,
+    monitor,
+    monitor_hash,
+    running,
+    started_everywhere,
+)
+from support.rollout import Cluster, apply, render
 from support.waiting import until
-
-MONITOR = """\
-[Unit]
-Description=monitor version {{ version }}
-
-[Service]
-ExecStart={{ '/bin/false' if version == 'bad' else '/bin/sleep 1000' }}
-
-[X-Fleet]
-Global=true
-"""
-
-UNIT = "mon.service"
 
 
 @pytest.fixture
@@ -42,65 +37,6 @@ def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
     c = Cluster(registry_config)
     yield c
     c.close()
-
-
-def monitor(tmp_path: Path, version: str) -> Path:
-    """A deployment of one app instance and the global monitor (version "bad" fails)."""
-    directory = deployment(
-        tmp_path,
-        version=version,
-        instances=1,
-        extra="  - {name: mon.service, template: mon.service.j2}",
-    )
-    (directory / "mon.service.j2").write_text(MONITOR)
-    return directory
-
-
-def monitor_hash(directory: Path) -> str:
-    return next(u.hash for u in render(directory)[1] if u.name == UNIT)
-
-
-def running(cluster: Cluster) -> dict[str, tuple[str, str]]:
-    """machine -> (content hash, ACTIVE) of the monitor."""
-    states = cluster.registry.list_states().get(UNIT, {})
-    return {m: (s.hash, s.active) for m, s in states.items()}
-
-
-class Downtime:
-    """The most machines seen not running the monitor active at once, from state events."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.down: set[str] = set()
-        self.worst = 0
-        self.lock = threading.Lock()
-        self.cancel = registry.watch_states(self.on_states, registry.read_view().revision + 1)
-
-    def on_states(self, batch: WatchBatch[StateEvent]) -> None:
-        with self.lock:
-            for event in batch.events:
-                if event.unit != UNIT:
-                    continue
-                if event.state is not None and event.state.active == "active":
-                    self.down.discard(event.machine)
-                else:
-                    self.down.add(event.machine)
-            self.worst = max(self.worst, len(self.down))
-
-
-def started_everywhere(cluster: Cluster, directory: Path, machines: int = 3) -> None:
-    want = monitor_hash(directory)
-    until(
-        lambda: sorted(running(cluster).values()) == [(want, "active")] * machines,
-        what=f"the monitor's version active on {machines} machines",
-    )
-
-
-def first_version(cluster: Cluster, tmp_path: Path) -> tuple[Registry, Path]:
-    """The deployment's version 1 applied, the monitor active on every machine."""
-    directory = monitor(tmp_path, "1")
-    apply(cluster.registry, directory)
-    started_everywhere(cluster, directory)
-    return cluster.registry, directory
 
 
 def test_a_new_version_rolls_max_unavailable_machines_at_a_time(
@@ -222,3 +158,32 @@ def test_restart_of_a_global_unit_goes_machine_by_machine(
     started_everywhere(cluster, directory)
     entry = registry.get_global(UNIT)
     assert entry is not None and entry[0].roll is None
+
+
+def test_a_killed_restart_leaves_its_machines_stopped_until_the_next_restart(
+    cluster: Cluster, run: Run, tmp_path: Path
+) -> None:
+    registry, directory = first_version(cluster, tmp_path)
+    registry.step_global_roll(UNIT, stop=frozenset({"m1"}))  # a restart killed mid-step
+    until(lambda: running(cluster)["m1"][1] == "inactive", what="m1 stopped")
+    time.sleep(0.5)
+    assert running(cluster)["m1"][1] == "inactive"  # nothing starts it but a restart
+    result = run("restart", UNIT)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.endswith(")")]
+    assert [line for line in lines if not line.startswith("ts=")] == [
+        f"start [0/1]: {UNIT} (machine m1)",
+        f"restart [0/3]: {UNIT} (machine m0)",
+        f"restart [1/3]: {UNIT} (machine m1)",
+        f"restart [2/3]: {UNIT} (machine m2)",
+    ]
+    started_everywhere(cluster, directory)
+
+
+def test_restart_refuses_a_max_unavailable_below_one(run: Run) -> None:
+    result = run("restart", UNIT, "--max-unavailable", "0")
+    assert result.exit_code == 64
+    assert result.stderr.splitlines() == [
+        "fleetpy: error: Invalid value for '--max-unavailable': Input should be greater than "
+        "or equal to 1 (see 'fleetpy restart --help')"
+    ]
