@@ -608,6 +608,7 @@ class Agent:
                     return
             elif kind in ("schedule", "global", "metadata"):
                 generation, batch = payload
+                before = self._globals_here() if kind == "global" else None
                 if generation != self._generation:
                     pass  # queued before the last fresh read: already reflected in it
                 elif not self._apply_batch(kind, batch):
@@ -616,7 +617,8 @@ class Agent:
                 elif kind == "schedule" and not self._placed and self._gone_with_the_data(batch):
                     self._synced = False  # the fresh read holds every unit (_DataMissing)
                     return
-                needs_reconcile = True
+                # A roll's step for other machines changes nothing here: no round.
+                needs_reconcile |= before is None or before != self._globals_here()
             try:  # coalesce whatever else is already queued into one round
                 kind, payload = self._queue.get_nowait()
             except queue.Empty:
@@ -644,14 +646,18 @@ class Agent:
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
         metadata = effective(self.settings.metadata, self._overlay)
-        # Mid-roll, a global entry's version for this machine (model.global_rolls).
-        mine = {n: e.for_machine(self.machine_id) for n, e in self._globals.items()}
-        chosen.update(select_globals(mine, self._placed, metadata))
+        chosen.update(select_globals(self._globals_here()[0], self._placed, metadata))
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
             for name, e in chosen.items()
             if e.desired in PLACED_STATES and self._name_allowed(name, e.name)
         }
+
+    def _globals_here(self) -> tuple[dict[str, ScheduleEntry], frozenset[str]]:
+        """The global entries as this machine runs them mid-roll (model.global_rolls), and
+        the units left alone as too new."""
+        mine = {n: e.for_machine(self.machine_id) for n, e in self._globals.items()}
+        return mine, frozenset(self._newer)
 
     def _name_allowed(self, key: str, name: str) -> bool:
         """Only valid unit names become unit files: names come from etcd keys, which

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings
 from fleetpy.deploy.rollout import ApplyEvent, ApplyOptions, apply_deployment, plan_deployment
 from fleetpy.errors import DeploymentError
+from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unitmanager import SimulatedUnitManager
 
@@ -187,3 +189,26 @@ def test_restart_refuses_a_max_unavailable_below_one(run: Run) -> None:
         "fleetpy: error: Invalid value for '--max-unavailable': Input should be greater than "
         "or equal to 1 (see 'fleetpy restart --help')"
     ]
+
+
+def test_a_step_costs_the_machines_it_does_not_move_no_round(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    registry, directory = first_version(cluster, tmp_path)
+    old = monitor_hash(directory)
+    new = monitor(tmp_path, "2")
+    (unit,) = [u for u in render(new)[1] if u.name == UNIT]
+    rounds = {a.machine_id: a.stats.reconciles for a in cluster.agents}
+    woken = {a.machine_id: a.stats.wakeups for a in cluster.agents}
+    change = UnitChange(UNIT, None, unit.text, unit.hash, True, replace=True)
+    registry.change_units([replace(change, rolling=frozenset({"m0", "m1", "m2"}))])
+    registry.step_global_roll(UNIT, move=frozenset({"m0"}))
+    until(lambda: running(cluster)["m0"] == (unit.hash, "active"), what="m0 moved")
+    until(
+        lambda: all(a.stats.wakeups >= woken[a.machine_id] + 2 for a in cluster.agents),
+        what="every agent told of both writes",
+    )
+    assert running(cluster)["m1"] == running(cluster)["m2"] == (old, "active")
+    # m1 and m2 read both writes (the global prefix is every agent's) but their version
+    # did not change: no round of planning, no report.
+    assert [a.stats.reconciles - rounds[a.machine_id] for a in cluster.agents][1:] == [0, 0]
