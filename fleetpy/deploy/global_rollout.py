@@ -175,7 +175,7 @@ class _Roll:
         waiting = [p for p in progress if p.status in (Status.WAITING, Status.GONE)]
         if failed or waiting:
             why = "; ".join(p.detail for p in failed) or (
-                f"timed out after {self.options.timeout:g}s waiting for it to be {phase} on "
+                f"timed out after {self.options.timeout:g}s waiting for it to be {phase}: "
                 + "; ".join(p.detail for p in waiting)
             )
             raise self.stopped(why, total)
@@ -211,7 +211,9 @@ def roll_version(
                 entry.roll.waiting, roll.live.current().machines.keys(), options.max_unavailable
             )
             roll.report("roll", _machines(batch), roll.done, total)
-            entry = registry.step_global_roll(name, move=batch | gone, session=session) or entry
+            # Moved and let run: what a killed restart left stopped there starts too.
+            moved = batch | gone
+            entry = registry.step_global_roll(name, moved, start=moved, session=session) or entry
             roll.wait(dict.fromkeys(batch, entry.hash), Phase.STARTED, total)
             roll.done += len(batch) + len(gone)
             entry = roll.entry()

@@ -212,3 +212,16 @@ def test_a_step_costs_the_machines_it_does_not_move_no_round(
     # m1 and m2 read both writes (the global prefix is every agent's) but their version
     # did not change: no round of planning, no report.
     assert [a.stats.reconciles - rounds[a.machine_id] for a in cluster.agents][1:] == [0, 0]
+
+
+def test_an_apply_starts_what_a_killed_restart_left_stopped(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    registry, _ = first_version(cluster, tmp_path)
+    registry.step_global_roll(UNIT, stop=frozenset({"m1"}))  # a restart killed mid-step
+    until(lambda: running(cluster)["m1"][1] == "inactive", what="m1 stopped")
+    directory = monitor(tmp_path, "2")
+    apply(registry, directory, origin="c2")
+    started_everywhere(cluster, directory)
+    entry = registry.get_global(UNIT)
+    assert entry is not None and entry[0].roll is None
