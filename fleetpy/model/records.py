@@ -151,6 +151,11 @@ class ScheduleEntry:
         )
 
 
+def entries_for(entries: Mapping[str, ScheduleEntry], machine: str) -> dict[str, ScheduleEntry]:
+    """Global ENTRIES as MACHINE runs them mid-roll (ScheduleEntry.for_machine)."""
+    return {name: entry.for_machine(machine) for name, entry in entries.items()}
+
+
 @dataclass(frozen=True)
 class MachineRecord:
     id: str
@@ -222,6 +227,7 @@ class UnitState:
     hash: str = ""
     message: str = ""  # e.g. systemd's complaint about a unit file it refused
     job: str = ""  # how the agent's last start of it ended (fleetpy.states: JOB_*)
+    health: str = ""  # a container's health (fleetpy.health.Health); "" without a check
 
     def to_json(self) -> str:
         data = {
@@ -233,6 +239,8 @@ class UnitState:
         }
         if self.job:  # states without one stay as they were
             data["job"] = self.job
+        if self.health:  # likewise
+            data["health"] = self.health
         return versioned_json(data)
 
     @classmethod
@@ -247,6 +255,7 @@ class UnitState:
             hash=typed_field(data, "hash", str, ""),
             message=typed_field(data, "message", str, ""),
             job=typed_field(data, "job", str, ""),
+            health=typed_field(data, "health", str, ""),
         )
 
 
