@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from ..client.waiting import machine_label, started
 from ..errors import DeploymentError
+from ..health import Health
 from ..live_view import LiveView
 from ..model.records import ClusterView, DeploymentSession, ScheduleEntry
 from ..registry.roles import OperatorRegistry
@@ -105,6 +106,10 @@ def judge(
             result.append(
                 MachineProgress(machine, Status.FAILED, f"failed on {where}: {shown}{why}")
             )
+        elif started(state) and state.health == Health.UNHEALTHY:
+            # Active once its start's health wait passed, unhealthy since: not done (its
+            # agent restarts it in place; the step's timeout says so if it stays).
+            result.append(MachineProgress(machine, Status.WAITING, f"unhealthy on {where}"))
         elif started(state):
             result.append(MachineProgress(machine, Status.DONE, f"active on {where}"))
         else:
@@ -113,17 +118,19 @@ def judge(
 
 
 def still_active(view: ClusterView, unit: str, want: Mapping[str, str]) -> list[MachineProgress]:
-    """After min-ready: the step's machines whose unit did not stay active."""
+    """After min-ready: the step's machines whose unit did not stay active (and healthy)."""
     problems = []
     for progress in judge(view, unit, want, Phase.STARTED):
         state = view.states.get(unit, {}).get(progress.machine)
         if progress.status is Status.FAILED or (
-            progress.status is Status.DONE
+            progress.status is not Status.GONE
             and state is not None
-            and state.active != ActiveState.ACTIVE
+            and (state.active != ActiveState.ACTIVE or state.health == Health.UNHEALTHY)
         ):
             where = machine_label(view, progress.machine)
             shown = "no state" if state is None else f"{state.active}/{state.sub}"
+            if state is not None and state.health == Health.UNHEALTHY:
+                shown += ", unhealthy"
             problems.append(
                 MachineProgress(
                     progress.machine, Status.FAILED, f"did not stay active on {where} ({shown})"

@@ -5,11 +5,13 @@ judgement of a step's machines (fleetpy.model.global_rolls, fleetpy.deploy.globa
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from fleetpy.agent import select_globals
 from fleetpy.deploy.global_rollout import Phase, Status, judge, next_batch, still_active
+from fleetpy.health import Health
 from fleetpy.model.codecs import MalformedRecord
 from fleetpy.model.global_rolls import GlobalRoll, GlobalVersion, after_write, stepped
 from fleetpy.model.records import ClusterView, MachineRecord, ScheduleEntry, UnitState
@@ -287,12 +289,24 @@ def test_a_machine_that_left_is_not_waited_for() -> None:
     assert (progress.status, progress.detail) == (Status.GONE, "m1 left the cluster")
 
 
+def test_an_unhealthy_container_is_not_done() -> None:
+    unhealthy = replace(state("m1", NEW, "active", "running", "done"), health=Health.UNHEALTHY)
+    (progress,) = judge(view(unhealthy), G, {"m1": NEW}, Phase.STARTED)
+    assert (progress.status, progress.detail) == (Status.WAITING, "unhealthy on m1/10.0.0.1")
+    healthy = replace(unhealthy, health=Health.HEALTHY)
+    (progress,) = judge(view(healthy), G, {"m1": NEW}, Phase.STARTED)
+    assert progress.status is Status.DONE
+
+
 def test_after_min_ready_a_machine_that_did_not_stay_active_is_named() -> None:
     now = view(
         state("m1", NEW, "active", "running", "done"),
         state("m2", NEW, "inactive", "dead", "done"),
+        replace(state("m3", NEW, "active", "running", "done"), health=Health.UNHEALTHY),
+        machines=("m1", "m2", "m3"),
     )
-    problems = still_active(now, G, {"m1": NEW, "m2": NEW})
+    problems = still_active(now, G, {"m1": NEW, "m2": NEW, "m3": NEW})
     assert [(p.machine, p.detail) for p in problems] == [
-        ("m2", "did not stay active on m2/10.0.0.2 (inactive/dead)")
+        ("m2", "did not stay active on m2/10.0.0.2 (inactive/dead)"),
+        ("m3", "did not stay active on m3/10.0.0.3 (active/running, unhealthy)"),
     ]
