@@ -98,29 +98,39 @@ def test_a_failing_version_stops_the_roll_on_its_first_machine(
     until(lambda: sorted(running(cluster).values()) == [(old, "active")] * 3, what="old back")
 
 
-def test_a_killed_apply_is_resumed_and_a_joining_machine_gets_the_new_version(
-    cluster: Cluster, tmp_path: Path, registry_config: RegistryConfig
-) -> None:
-    registry, directory = first_version(cluster, tmp_path)
-    old = monitor_hash(directory)
+class Killed(Exception):
+    pass
+
+
+def killed_after_the_first_step(cluster: Cluster, tmp_path: Path) -> Path:
+    """Version 2 applied by a client that dies after the roll's first step (m0); returns
+    the deployment's directory."""
+    old = monitor_hash(monitor(tmp_path, "1"))
     directory = monitor(tmp_path, "2")
     new = monitor_hash(directory)
     name, units = render(directory)
-    plan = plan_deployment(registry, name, units, "c2")
-
-    class Killed(Exception):
-        pass
+    plan = plan_deployment(cluster.registry, name, units, "c2")
 
     def die_at_second_step(event: ApplyEvent) -> None:
         if event.step == "roll" and event.done == 1:
             raise Killed()  # the client dies between two steps
 
     with pytest.raises(Killed):
-        apply_deployment(
-            registry, plan, units, ApplyOptions(min_ready=0, timeout=20), die_at_second_step
-        )
+        options = ApplyOptions(min_ready=0, timeout=20)
+        apply_deployment(cluster.registry, plan, units, options, die_at_second_step)
     until(lambda: running(cluster).get("m0") == (new, "active"), what="m0 moved")
     assert running(cluster)["m1"] == running(cluster)["m2"] == (old, "active")
+    return directory
+
+
+def test_a_killed_apply_is_resumed_and_a_joining_machine_gets_the_new_version(
+    cluster: Cluster, tmp_path: Path, registry_config: RegistryConfig
+) -> None:
+    registry, directory = first_version(cluster, tmp_path)
+    old = monitor_hash(directory)
+    directory = killed_after_the_first_step(cluster, tmp_path)
+    new = monitor_hash(directory)
+    name, units = render(directory)
 
     joined = Agent(
         Registry(registry_config),
@@ -225,3 +235,19 @@ def test_an_apply_starts_what_a_killed_restart_left_stopped(
     started_everywhere(cluster, directory)
     entry = registry.get_global(UNIT)
     assert entry is not None and entry[0].roll is None
+
+
+def test_a_machine_gone_mid_roll_is_moved_without_a_wait(cluster: Cluster, tmp_path: Path) -> None:
+    registry, _ = first_version(cluster, tmp_path)
+    directory = killed_after_the_first_step(cluster, tmp_path)
+    cluster.agents[1].stop()  # m1 leaves: its lease revoked, its record and states gone
+    until(lambda: "m1" not in registry.list_machines(), what="m1 gone")
+    name, units = render(directory)
+    events: list[ApplyEvent] = []
+    plan = plan_deployment(registry, name, units, "c2")
+    apply_deployment(registry, plan, units, ApplyOptions(min_ready=0, timeout=20), events.append)
+    assert [e.detail for e in events if e.step == "roll"] == ["machine m2"]
+    new = monitor_hash(directory)
+    assert running(cluster) == {"m0": (new, "active"), "m2": (new, "active")}
+    entry = registry.get_global(UNIT)
+    assert entry is not None and entry[0].roll is None  # m1 runs the new one if it returns
