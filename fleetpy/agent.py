@@ -28,7 +28,7 @@ from .health import HealthMonitor, HealthSource
 from .log import log_event, stamp
 from .metadata import Overlay, effective
 from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
-from .model.records import MachineRecord, ScheduleEntry, UnitState
+from .model.records import MachineRecord, ScheduleEntry, UnitState, entries_for
 from .registry import MachineIdInUse
 from .registry.roles import AgentRegistry
 from .states import (
@@ -494,6 +494,7 @@ class Agent:
                 needs_reconcile = True
             elif kind in ("schedule", "global", "metadata"):
                 generation, batch = payload
+                before = self._globals_here() if kind == "global" else None
                 if generation != self._generation:
                     pass  # queued before the last fresh read: already reflected in it
                 elif not self._apply_batch(kind, batch):
@@ -502,7 +503,8 @@ class Agent:
                 elif kind == "schedule" and not self._placed and self._gone_with_the_data(batch):
                     self._synced = False  # the fresh read holds every unit (_DataMissing)
                     return
-                needs_reconcile = True
+                # A roll's step for other machines changes nothing here: no round.
+                needs_reconcile |= before is None or before != self._globals_here()
             try:  # coalesce whatever else is already queued into one round
                 kind, payload = self._queue.get_nowait()
             except queue.Empty:
@@ -530,12 +532,15 @@ class Agent:
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
         metadata = effective(self.settings.metadata, self._overlay)
-        chosen.update(select_globals(self._globals, self._placed, metadata))
+        chosen.update(select_globals(self._globals_here(), self._placed, metadata))
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
             for name, e in chosen.items()
             if e.desired in PLACED_STATES and self._name_allowed(name, e.name)
         }
+
+    def _globals_here(self) -> dict[str, ScheduleEntry]:  # mid-roll: model.global_rolls
+        return entries_for(self._globals, self.machine_id)
 
     def _name_allowed(self, key: str, name: str) -> bool:
         """Only valid unit names become unit files: names come from etcd keys, which

@@ -161,7 +161,7 @@ def apply_command(
         typer.Option(
             "--max-unavailable",
             min=1,
-            help="Units replaced at once (fleetpy.yaml, else 1).",
+            help="Units (a global unit: machines) replaced at once (fleetpy.yaml, else 1).",
             show_default=False,
         ),
     ] = None,
@@ -251,12 +251,22 @@ def restart_command(
             help="Seconds each machine's units may take to stop and to become active again.",
         ),
     ] = 120.0,
+    max_unavailable: Annotated[
+        int,
+        typer.Option(
+            "--max-unavailable",
+            min=1,
+            help="Machines a global unit is restarted on at once.",
+        ),
+    ] = 1,
 ) -> None:
     """Restart launched units in place, one machine at a time, waiting until they are
-    active again before the next machine."""
+    active again before the next machine; a global unit --max-unavailable machines at a
+    time."""
     from ..deploy.rollout import restart
 
-    for name in restart(open_registry(ctx), units, timeout, _apply_reporter()):
+    registry = open_registry(ctx)
+    for name in restart(registry, units, timeout, _apply_reporter(), max_unavailable):
         out(f"Restarted {name}")
 
 

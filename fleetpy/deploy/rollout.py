@@ -24,11 +24,12 @@ from ..client.arguments import select_units
 from ..client.waiting import UnitProgress, WaitTarget, wait_for
 from ..errors import DeploymentError, FleetpyError, StateError
 from ..model.changes import UnitChange
-from ..model.records import DeploymentRecord, DeploymentSession
+from ..model.records import DeploymentRecord, DeploymentSession, UnitRecord
 from ..registry.roles import OperatorRegistry
 from ..states import ActiveState, DesiredState
 from ..unitfile.signing import Signer, signature_key_id
 from .deployment import RenderedUnit
+from .global_rollout import RollOptions, restart_global, roll_version, rolling_machines
 
 
 class ChangeKind(StrEnum):
@@ -49,6 +50,7 @@ class UnitDiff:
     source: str = ""  # the template (and instance) it is rendered from
     start: bool = False  # only its desired state changes: it is not launched now
     old_signature: str | None = None  # the stored record's (a rollback puts it back)
+    resume: bool = False  # a global unit's rolling update a killed apply left unfinished
 
 
 @dataclass(frozen=True)
@@ -117,30 +119,13 @@ def plan_deployment(
             if record.is_global != unit.is_global:  # before anything is written
                 raise DeploymentError(str(StateError.global_changes(unit.name, unit.is_global)))
             old = old_texts.get(record.hash, "")
-            changes.append(
-                UnitDiff(
-                    unit.name,
-                    ChangeKind.CHANGE,
-                    record.hash,
-                    unit.hash,
-                    _diff(unit.name, old, unit.text),
-                    unit.source,
-                    old_signature=record.signature,
-                )
-            )
+            changes.append(_changed(unit, record, _diff(unit.name, old, unit.text)))
         elif record.desired is not DesiredState.LAUNCHED:
-            changes.append(
-                UnitDiff(
-                    unit.name,
-                    ChangeKind.CHANGE,
-                    record.hash,
-                    unit.hash,
-                    f"desired state {record.desired} -> launched\n",
-                    unit.source,
-                    start=True,
-                    old_signature=record.signature,
-                )
-            )
+            diff = f"desired state {record.desired} -> launched\n"
+            changes.append(_changed(unit, record, diff, start=True))
+        elif record.is_global and (left := _unfinished_roll(registry, unit.name)):
+            diff = f"rolling update unfinished: {left} still run the previous version\n"
+            changes.append(_changed(unit, record, diff, resume=True))
         elif signer is not None and record.signature != signer.sign(unit.name, unit.hash):
             was = signature_key_id(record.signature)
             changes.append(
@@ -170,6 +155,32 @@ def plan_deployment(
         record_now.commit if record_now else "",
         record_now.applying if record_now else "",
     )
+
+
+def _changed(
+    unit: RenderedUnit, record: UnitRecord, diff: str, start: bool = False, resume: bool = False
+) -> UnitDiff:
+    """A CHANGE of RECORD to the rendered UNIT."""
+    return UnitDiff(
+        unit.name,
+        ChangeKind.CHANGE,
+        record.hash,
+        unit.hash,
+        diff,
+        unit.source,
+        start=start,
+        old_signature=record.signature,
+        resume=resume,
+    )
+
+
+def _unfinished_roll(registry: OperatorRegistry, name: str) -> str:
+    """'N machines' still on the previous version of global unit NAME, or ''."""
+    found = registry.get_global(name)
+    roll = found[0].roll if found is not None else None
+    if roll is None or roll.previous is None or not roll.waiting:
+        return ""
+    return f"{len(roll.waiting)} machine{'s' if len(roll.waiting) != 1 else ''}"
 
 
 # ----------------------------------------------------------------------------- apply
@@ -349,8 +360,11 @@ def apply_deployment(
             session=session,
         )
 
-    groups = _groups(plan.of(ChangeKind.CHANGE), by_name)
-    total = sum(len(g) for g in groups)
+    changes = plan.of(ChangeKind.CHANGE)
+    # A global unit's new version is rolled machine by machine (global_rollout), after the rest.
+    rolled = [c for c in changes if by_name[c.name].is_global and not c.start]
+    groups = _groups([c for c in changes if c not in rolled], by_name)
+    total = sum(len(g) for g in groups) + len(rolled)
     old_texts = registry.get_contents(
         sorted({c.old_hash for g in groups for c in g if c.old_hash and not c.start})
     )
@@ -394,6 +408,19 @@ def apply_deployment(
             raise fail(", ".join(names), why, back)
         replaced.extend(names)
 
+    for change in rolled:
+        on_progress(ApplyEvent("replace", (change.name,), "global", len(replaced), total))
+        try:
+            _roll_global(
+                registry, plan, change, by_name[change.name], session, options, sign, on_progress
+            )
+        except DeploymentError as exc:
+            back = ""
+            if options.rollback:
+                back = _roll_back_global(registry, plan, change.name, session, options, on_progress)
+            raise fail(change.name, str(exc), back) from None
+        replaced.append(change.name)
+
     prune = plan.of(ChangeKind.REMOVE)
     if prune:
         names = tuple(c.name for c in prune)
@@ -409,6 +436,91 @@ def apply_deployment(
     result = ApplyResult(tuple(added), tuple(replaced), tuple(removed), time.monotonic() - started)
     on_progress(ApplyEvent("done", (), total=len(added) + len(replaced) + len(removed)))
     return result
+
+
+def _roll_global(
+    registry: OperatorRegistry,
+    plan: DeploymentPlan,
+    change: UnitDiff,
+    unit: RenderedUnit,
+    session: DeploymentSession,
+    options: ApplyOptions,
+    sign: Callable[[str, str | None], str | None],
+    on_progress: Progress,
+) -> None:
+    """Write a global unit's new version for the machines that run it to take a few at a
+    time, then roll it (or only go on with a roll a killed apply left unfinished)."""
+    if not change.resume:
+        view = registry.read_view(with_text=False)
+        registry.change_units(
+            [
+                UnitChange(
+                    change.name,
+                    DesiredState.LAUNCHED,
+                    unit.text,
+                    change.new_hash,
+                    True,
+                    owner=plan.deployment,
+                    origin=plan.origin,
+                    replace=True,
+                    signature=sign(change.name, change.new_hash),
+                    rolling=rolling_machines(view, change.name),
+                )
+            ],
+            session=session,
+        )
+
+    def report(step: str, detail: str, done: int, total: int) -> None:
+        on_progress(ApplyEvent(step, (change.name,), detail, done, total))
+
+    roll_version(
+        registry,
+        change.name,
+        RollOptions(options.max_unavailable, options.min_ready, options.timeout),
+        report,
+        session,
+    )
+
+
+def _roll_back_global(
+    registry: OperatorRegistry,
+    plan: DeploymentPlan,
+    name: str,
+    session: DeploymentSession,
+    options: ApplyOptions,
+    on_progress: Progress,
+) -> str:
+    """Put a global unit's previous version back on the machines its roll moved (the
+    others still run it): from its entry, which holds that version whole."""
+    found = registry.get_global(name)
+    roll = found[0].roll if found is not None else None
+    if roll is None or roll.previous is None:
+        return "; nothing to roll back"
+    old = roll.previous
+    on_progress(ApplyEvent("rollback", (name,)))
+    try:
+        registry.change_units(
+            [
+                UnitChange(
+                    name,
+                    DesiredState.LAUNCHED,
+                    old.text,
+                    old.hash,
+                    True,
+                    owner=plan.deployment,
+                    origin=plan.last_applied or None,
+                    replace=True,
+                    signature=old.signature,  # the previous record's own, as _roll_back
+                )
+            ],
+            session=session,
+        )
+        why = _wait_launched(registry, [name], options.timeout)
+    except FleetpyError as exc:
+        return f"; rollback failed: {exc}"
+    if why is not None:
+        return f"; rolled back, but the previous version is not active either: {why}"
+    return f"; rolled back {name} to the previous version"
 
 
 def _roll_back(
@@ -463,9 +575,11 @@ def restart(
     args: Sequence[str],
     timeout: float = 120.0,
     on_progress: Progress = lambda event: None,
+    max_unavailable: int = 1,
 ) -> list[str]:
     """Restart launched units in place, one machine at a time: stop them there, start
-    them again, wait until they are active, then the next machine (fleet had no restart)."""
+    them again, wait until they are active, then the next machine (fleet had no restart).
+    A global unit is restarted MAX_UNAVAILABLE machines at a time (global_rollout)."""
     units = registry.list_units()
     names = [n for n in select_units(set(units), args) if units[n].desired is DesiredState.LAUNCHED]
     if not names:
@@ -474,10 +588,11 @@ def restart(
     by_machine: dict[str, list[str]] = {}
     for name in names:
         placed = view.schedule.get(name)
-        by_machine.setdefault(placed[0] if placed else "", []).append(name)  # "": globals
+        if not units[name].is_global:
+            by_machine.setdefault(placed[0] if placed else "", []).append(name)
     restarted: list[str] = []
     for machine, group in sorted(by_machine.items()):
-        where = f"machine {machine[:8]}" if machine else "every machine (global units)"
+        where = f"machine {machine[:8]}" if machine else "no machine (not placed)"
         on_progress(ApplyEvent("restart", tuple(group), where, len(restarted), len(names)))
         registry.change_units([UnitChange(n, DesiredState.LOADED) for n in group])
         stopped = wait_for(registry, group, WaitTarget.STOPPED, int(timeout))
@@ -488,6 +603,16 @@ def restart(
         if why is not None:
             raise DeploymentError(f"restart stopped on {where}: {why}")
         restarted.extend(group)
+    for name in (n for n in names if units[n].is_global):
+
+        def report(step: str, detail: str, done: int, total: int, name: str = name) -> None:
+            on_progress(ApplyEvent(step, (name,), detail, done, total))
+
+        try:
+            restart_global(registry, name, RollOptions(max_unavailable, 0.0, timeout), report)
+        except DeploymentError as exc:
+            raise DeploymentError(f"restart stopped at {name}: {exc}") from None
+        restarted.append(name)
     on_progress(ApplyEvent("done", (), total=len(restarted)))
     return restarted
 

@@ -72,3 +72,7 @@ class UnitChange:
     # The client's signature of (name, hash): stored with the record. None keeps an
     # existing record's signature, except when new contents replace it (it covered the old).
     signature: str | None = None
+    # A global unit's new version rolled out machine by machine (fleetpy.model.global_rolls):
+    # the machines that keep the version it replaces until the roll moves them. None:
+    # every machine switches at once.
+    rolling: frozenset[str] | None = None

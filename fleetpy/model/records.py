@@ -22,6 +22,7 @@ from .codecs import (
     typed_field,
     versioned_json,
 )
+from .global_rolls import GlobalRoll
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,29 @@ class ScheduleEntry:
     desired: DesiredState
     text: str
     signature: str | None = None  # the unit record's, copied; agents with trusted keys check it
+    roll: GlobalRoll | None = None  # a global unit's rolling update in progress
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"hash": self.hash, "desired": self.desired, "text": self.text}
         if self.signature is not None:
             data["signature"] = self.signature
+        if self.roll is not None:
+            data["roll"] = self.roll.to_data()
         return versioned_json(data)
+
+    def for_machine(self, machine: str) -> ScheduleEntry:
+        """What MACHINE runs of this global entry: the previous version until the roll
+        moves it, stopped while a rolling restart holds it there, else the entry."""
+        roll = self.roll
+        if roll is None:
+            return self
+        entry = replace(self, roll=None)
+        if roll.previous is not None and machine in roll.waiting:
+            old = roll.previous
+            entry = replace(entry, hash=old.hash, text=old.text, signature=old.signature)
+        if machine in roll.stopped and entry.desired is DesiredState.LAUNCHED:
+            entry = replace(entry, desired=DesiredState.LOADED)
+        return entry
 
     @classmethod
     def from_json(cls, name: str, raw: bytes) -> ScheduleEntry:
@@ -129,7 +147,13 @@ class ScheduleEntry:
             desired=parse_desired(data.get("desired")),
             text=typed_field(data, "text", str),
             signature=typed_field(data, "signature", str, None),
+            roll=None if data.get("roll") is None else GlobalRoll.from_data(data["roll"]),
         )
+
+
+def entries_for(entries: Mapping[str, ScheduleEntry], machine: str) -> dict[str, ScheduleEntry]:
+    """Global ENTRIES as MACHINE runs them mid-roll (ScheduleEntry.for_machine)."""
+    return {name: entry.for_machine(machine) for name, entry in entries.items()}
 
 
 @dataclass(frozen=True)

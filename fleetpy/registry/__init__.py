@@ -5,7 +5,9 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
   P/content/<hash>              unit file text (raw), stored once per content hash
   P/unit/<name>                 UnitRecord: hash, desired state, global flag, owner, and
                                 the signature of (name, hash) when the client signed it
-  P/global/<name>               ScheduleEntry of a Global=true unit (read by every agent)
+  P/global/<name>               ScheduleEntry of a Global=true unit (read by every agent);
+                                mid-roll its GlobalRoll: the previous version, the machines
+                                still on it, the machines a rolling restart holds stopped
   P/schedule/<machine>/<name>   ScheduleEntry: the unit placed on that machine, with its
                                 text, so an agent needs nothing but its own prefix
   P/reason/<name>               why the engine could not place the unit (plain text)

@@ -16,6 +16,7 @@ from .auth import AccessControl
 from .backup import Backups
 from .endpoints import MAX_ENDPOINTS, normalize_prefix, parse_endpoint
 from .failures import FailureKeys
+from .global_rolls import GlobalRollKeys
 from .history import History
 from .machines import MachineKeys
 from .metadata import MetadataKeys
@@ -30,6 +31,7 @@ from .watches import Watches
 
 class Registry(
     UnitKeys,
+    GlobalRollKeys,
     MachineKeys,
     MetadataKeys,
     FailureKeys,

@@ -29,6 +29,7 @@ from ..model.records import (
     DeploymentSession,
     MachineRecord,
     MachineSchedule,
+    ScheduleEntry,
     UnitRecord,
     UnitState,
 )
@@ -145,6 +146,15 @@ class OperatorRegistry(ClusterReader, Leases, Protocol):
     def forget_failures(self, units: Sequence[str]) -> dict[str, list[str]]: ...
     def read_desired(self) -> tuple[int, dict[str, str]]: ...
     def restore_desired(self, keys: Mapping[str, str]) -> int: ...
+    def get_global(self, name: str) -> tuple[ScheduleEntry, int] | None: ...
+    def step_global_roll(
+        self,
+        name: str,
+        move: frozenset[str] = ...,
+        stop: frozenset[str] = ...,
+        start: frozenset[str] = ...,
+        session: DeploymentSession | None = ...,
+    ) -> ScheduleEntry | None: ...
 
 
 class EngineRegistry(ClusterReader, Leases, Protocol):

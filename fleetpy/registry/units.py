@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import FleetpyError, PartialWriteError, StateError, UnknownUnitError
 from ..model.changes import UnitChange
 from ..model.codecs import CONTENT_HASH, SCHEMA_VERSION, MalformedRecord, RecordTooNew
+from ..model.global_rolls import GlobalVersion, after_write
 from ..model.records import DeploymentSession, ScheduleEntry, UnitRecord
 from ..states import DesiredState
 from .base import MAX_TXN_OPS, chunks, partial_message, sized_chunks
@@ -234,7 +235,9 @@ class UnitKeys(DeploymentKeys):
             if current is None or record != current:
                 ops.append(self.txn.put(key, record.to_json()))
                 if record.is_global:
-                    ops.append(self._global_put(record, change))
+                    put, guard = self._global_put(record, change)
+                    ops.append(put)
+                    compares.append(guard)
             else:
                 unchanged.append(record)
             results.append(record)
@@ -252,12 +255,32 @@ class UnitKeys(DeploymentKeys):
     def owned_units(self, owner: str) -> dict[str, UnitRecord]:
         return {name: record for name, record in self.list_units().items() if record.owner == owner}
 
-    def _global_put(self, record: UnitRecord, change: UnitChange) -> Any:
+    def _global_put(self, record: UnitRecord, change: UnitChange) -> tuple[Any, Any]:
+        """The global entry's put, and the guard on the entry as read: it carries a
+        rolling update (model.global_rolls), which a concurrent step must not lose."""
+        key = self.key("global", record.name)
+        meta = self._get(key)
+        current: ScheduleEntry | None = None
+        if meta is not None:
+            item = self._decoded("global", self._prefix("global"), meta.key, meta.value)
+            current = None if item is None else item[1]
+        guard = self.txn.mod(key, meta.mod_revision) if meta else self.txn.version(key, 0)
         text = change.text if change.hash == record.hash and change.text is not None else None
         if text is None:
+            same = current is not None and current.hash == record.hash
+            text = current.text if current is not None and same else None
+        if text is None:
             text = self.get_content(record.hash) or ""
-        entry = ScheduleEntry(record.name, record.hash, record.desired, text, record.signature)
-        return self.txn.put(self.key("global", record.name), entry.to_json())
+        was = (
+            None
+            if current is None
+            else GlobalVersion(current.hash, current.text, current.signature)
+        )
+        roll = after_write(current.roll if current else None, was, record.hash, change.rolling)
+        entry = ScheduleEntry(
+            record.name, record.hash, record.desired, text, record.signature, roll
+        )
+        return self.txn.put(key, entry.to_json()), guard
 
     def destroy_units(
         self, names: Sequence[str], session: DeploymentSession | None = None
