@@ -282,7 +282,7 @@ def test_systemd_reexecuted_keeps_the_units_and_the_agent_still_hears_them(
         )
     )
     assert (keep.main_pid(unit), keep.main_pid(AGENT_UNIT)) == (pid, agent_pid)
-    keep.systemctl("kill", "--signal=KILL", unit)
+    keep.systemctl("kill", "--kill-whom=main", "--signal=KILL", unit)
     until(
         lambda: shared.registry.list_states()[unit][keep.machine_id].active == "failed",
         timeout=15,
