@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from . import scheduler
 from .compaction import CompactionSchedule
 from .config import AgentSettings, EngineSettings
+from .drain import Drains, maintenance_holds
 from .election import Election, LostLeadership
 from .errors import FleetpyError
 from .log import log_event
@@ -36,6 +37,7 @@ from .model.changes import (
     StoreReason,
     UnplaceUnit,
 )
+from .model.cordons import CordonEvent
 from .model.events import ContentEvent, EngineEvent, MachineEvent, MetadataEvent, WatchBatch
 from .model.records import MachineRecord, ScheduleEntry, UnitRecord
 from .registry.roles import EngineRegistry
@@ -144,6 +146,7 @@ class Engine:
         self._next_judgement: float | None = None  # when a hold (grace, settle) ends
         self._machines: dict[str, MachineRecord] = {}  # last record seen per machine
         self._overlays: dict[str, Overlay] = {}  # operators' metadata, by machine id
+        self._drains = Drains()  # operators' cordons, drains and maintenance windows
         self.candidate = candidate or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = EngineStats()
         self.is_leader = threading.Event()
@@ -381,11 +384,29 @@ class Engine:
 
     def _snapshot(self, model: _Model) -> scheduler.Snapshot:
         machines: dict[str, scheduler.Machine] = dict(model.machines)
-        for machine, why in self._held(model).items():
+        held = self._held(model)
+        hosting = {entry.machine for entry in model.schedule.values()}
+        cordons = self._drains.records
+        held.update(maintenance_holds(cordons, hosting - machines.keys()))
+        for machine, why in held.items():
             last = self._machines.get(machine)
             machines[machine] = scheduler.Machine(
                 machine, dict(last.metadata) if last is not None else {}, held=why
             )
+        for machine in cordons.keys() & machines.keys():
+            machines[machine] = replace(machines[machine], cordoned=True)
+        drain = self._drains.plan(
+            {unit: entry.machine for unit, entry in model.schedule.items()},
+            {unit: spec.desired for unit, spec in model.specs.items()},
+            {unit: spec.options.machine_of for unit, spec in model.specs.items()},
+            model.reasons,
+            model.machines.keys(),
+            self.registry.unit_states,
+        )
+        wake = self._drains.next_wake(model.reasons)
+        if wake is not None:  # moved units on their way: their states are read again
+            wake += time.monotonic()
+            self._next_judgement = min(self._next_judgement or wake, wake)
         invalid = {
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
             for name, why in model.invalid.items()
@@ -398,6 +419,8 @@ class Engine:
             _without(model.reasons, alone),
             _without(invalid, alone),
             _without(self._running(model), alone),
+            _without(drain.evict, alone),
+            _without(drain.notes, alone),
         )
 
     def _start_adopting(self) -> None:
@@ -439,6 +462,7 @@ class Engine:
             self._grace_for = hosting - view.machines.keys()
             self._blind_until = time.monotonic() + self.grace_seconds()
         self._force = self.registry.force_reschedule_requested()
+        self._drains.reset(self.registry.cordons())
         if self.registry.adoption_requested():
             self._start_adopting()
         model = _Model(
@@ -476,6 +500,7 @@ class Engine:
             self.registry.watch_metadata,
             self.registry.watch_contents,
             self.registry.watch_engine,
+            self.registry.watch_cordons,
         )
         for watch in watches:
             self._cancels.append(
@@ -578,6 +603,8 @@ class Engine:
                     self._machine_event(model, event)
                 elif isinstance(event, MetadataEvent):
                     self._metadata_event(model, event)
+                elif isinstance(event, CordonEvent):
+                    self._drains.event(event)
                 elif event.record is None:
                     model.records.pop(event.name, None)
                     model.specs.pop(event.name, None)

@@ -8,6 +8,7 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/watcher/,           |
 |                           |                                         | P/signature/,         |
 |                           |                                         | P/metadata/,          |
+|                           |                                         | P/cordon/,            |
 |                           |                                         | P/engine/force-resch. |
 |                           |                                         | P/engine/adopt        |
 |                           |                                         | P/fleetpy-layout      |
@@ -71,8 +72,8 @@ def _markers(prefix: str) -> list[KeyPermission]:
 
 def operator_role(prefix: str) -> Role:
     """The CLI and API: reads everything, writes what users ask for (units, contents,
-    apply's deployment records, git watchers, signatures, machines' metadata overlays, the
-    engine's one-shot requests: force-reschedule, and adopt from a restore)."""
+    apply's deployment records, git watchers, signatures, machines' metadata overlays and
+    cordons, the engine's one-shot requests: force-reschedule, and adopt from a restore)."""
     return Role(
         OPERATOR,
         (
@@ -88,6 +89,7 @@ def operator_role(prefix: str) -> Role:
                     "watcher",
                     "signature",
                     "metadata",
+                    "cordon",
                 )
             ),
             _key(Access.WRITE, join(prefix, "engine", FORCE_RESCHEDULE)),

@@ -21,6 +21,7 @@ from ..model.codecs import (
     overlay_from_json,
     utf8_text,
 )
+from ..model.cordons import CordonRecord
 from ..model.records import DeploymentRecord, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from .layout import LAYOUT_KEY, LAYOUT_VALUE, ancestor_markers, ancestors, join
 from .transport import (
@@ -156,7 +157,7 @@ class RegistryBase:
 
         unit: UnitRecord, machines: MachineRecord, metadata: an overlay (dict), schedule
         ("machine/unit") and global: ScheduleEntry, state ("machine/unit"): UnitState,
-        reason and content: str, deploy: DeploymentRecord.
+        reason and content: str, deploy: DeploymentRecord, cordon: CordonRecord.
         """
         if kind == "unit":
             return UnitRecord.from_json(rel, value, revision)
@@ -181,6 +182,8 @@ class RegistryBase:
             return utf8_text(value)
         if kind == "deploy":
             return DeploymentRecord.from_json(rel, value, revision)
+        if kind == "cordon":
+            return CordonRecord.from_json(rel, value)
         return utf8_text(value)
 
     def _decoded(

@@ -15,12 +15,13 @@ offer only that.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..metadata import MetadataChange, Overlay
 from ..model import events
 from ..model.changes import EngineWrite, UnitChange
+from ..model.cordons import CordonEvent, CordonRecord
 from ..model.events import WatchBatch
 from ..model.records import (
     ClusterView,
@@ -34,6 +35,7 @@ from ..model.records import (
 
 if TYPE_CHECKING:  # the transport loads gRPC: a protocol's user need not
     from .transport import EndpointStats
+    from .views import Listing
 
 Event = TypeVar("Event")
 # A watch's callback, given each batch; a watch returns its stop function.
@@ -110,6 +112,20 @@ class ClusterReader(MachineWatches, Connected, Protocol):
     def watch_engine(
         self, callback: OnBatch[events.EngineEvent], start_revision: int | None = ...
     ) -> Stop: ...
+    def read_listing(
+        self,
+        *,
+        units: bool = ...,
+        placed: bool = ...,
+        reasons: bool = ...,
+        states: bool = ...,
+        machines: bool = ...,
+    ) -> Listing: ...
+    def cordons(self) -> dict[str, CordonRecord]: ...
+    def unit_states(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], UnitState]: ...
+    def watch_cordons(
+        self, callback: OnBatch[CordonEvent], start_revision: int | None = ...
+    ) -> Stop: ...
     def watch_deployments(
         self, callback: OnBatch[events.DeploymentEvent], start_revision: int | None = ...
     ) -> Stop: ...
@@ -117,7 +133,7 @@ class ClusterReader(MachineWatches, Connected, Protocol):
 
 class OperatorRegistry(ClusterReader, Leases, Protocol):
     """The CLI, the client library and the API (fleetpy-operator): units, contents,
-    deployments and their watchers, machines' metadata, the engine's one-shot requests,
+    deployments and their watchers, machines' metadata and cordons, the engine's one-shot requests,
     backup and restore of the desired state."""
 
     @property
@@ -141,6 +157,8 @@ class OperatorRegistry(ClusterReader, Leases, Protocol):
     def machine_overlay(self, machine_id: str) -> tuple[int, Overlay]: ...
     def change_metadata(self, changes: Sequence[MetadataChange]) -> int: ...
     def request_force_reschedule(self) -> None: ...
+    def put_cordon(self, record: CordonRecord, window: int = ...) -> int: ...
+    def remove_cordon(self, machine: str) -> bool: ...
     def read_desired(self) -> tuple[int, dict[str, str]]: ...
     def restore_desired(self, keys: Mapping[str, str]) -> int: ...
 

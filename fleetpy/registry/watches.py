@@ -9,6 +9,7 @@ from typing import Any
 from ..log import log_event
 from ..model import events
 from ..model.codecs import Newer
+from ..model.cordons import CordonEvent
 from ..model.events import E, WatchBatch
 from ..model.records import ScheduleEntry, UnitState
 from .base import RegistryBase
@@ -198,3 +199,13 @@ class Watches(RegistryBase):
             return None
 
         return self._watch("engine", event, callback, start_revision)
+
+    def watch_cordons(
+        self,
+        callback: Callable[[WatchBatch[CordonEvent]], None],
+        start_revision: int | None = None,
+    ) -> Callable[[], None]:
+        """Operators' cordons of machines (drains, maintenance windows)."""
+        return self._watch(
+            "cordon", lambda rel, record: CordonEvent(rel, record), callback, start_revision
+        )

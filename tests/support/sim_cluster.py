@@ -41,10 +41,12 @@ class Cluster:
         self.agents: dict[str, Agent] = {}
         self.engines: list[Engine] = []
 
-    def agent(self, machine: str, ttl: int = 2, **metadata: str) -> Agent:
+    def agent(
+        self, machine: str, ttl: int = 2, start_seconds: float = 0.0, **metadata: str
+    ) -> Agent:
         agent = Agent(
             self.registry,
-            SimulatedUnitManager(),
+            SimulatedUnitManager(start_seconds),
             AgentSettings(machine_id=machine, metadata=metadata, ttl=ttl),
         ).start()
         agent.ready.wait(10)

@@ -1,0 +1,243 @@
+"""cordon, drain, uncordon and maintenance windows: engines and simulated agents in this
+process against a real etcd, and the CLI's refusals."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from fleetpy.client import drain
+from fleetpy.drain import CANNOT_LEAVE, moved_off
+from fleetpy.errors import DrainError
+from fleetpy.model.cordons import CordonMode
+from fleetpy.registry import Registry
+
+from support.cli_helpers import one_error_line
+from support.cli_run import Run
+from support.sim_cluster import Cluster, unit
+from support.waiting import until
+
+
+def watch(cluster: Cluster, check: Callable[[], None]) -> tuple[threading.Event, list[str]]:
+    """Run CHECK every 50 ms until the event is set; what it raised, kept."""
+    stop, seen = threading.Event(), []
+
+    def loop() -> None:
+        while not stop.wait(0.05):
+            try:
+                check()
+            except AssertionError as exc:
+                seen.append(str(exc))
+
+    threading.Thread(target=loop, daemon=True).start()
+    return stop, seen
+
+
+def never_twice(cluster: Cluster) -> Callable[[], None]:
+    def check() -> None:
+        hosted = [name for name, _ in cluster.hosted()]
+        twice = {name for name in hosted if hosted.count(name) > 1}
+        assert not twice, f"running on two machines at once: {twice}"
+
+    return check
+
+
+def test_drain_moves_units_a_few_at_a_time_and_keeps_what_cannot_leave(cluster: Cluster) -> None:
+    cluster.agent("m1", disk="ssd")
+    cluster.engine()
+    units = [unit(f"u{i}.service") for i in range(4)]
+    units += [
+        unit("a.service"),
+        unit("side.service", "MachineOf=a.service"),
+        unit("ssd.service", "MachineMetadata=disk=ssd"),
+    ]
+    cluster.registry.change_units(units)
+    until(lambda: len(cluster.running()) == 7, what="7 units active on m1")
+    # Units take a second to start where they go: max-unavailable has something to count.
+    cluster.agent("m2", start_seconds=1.0)
+    cluster.agent("m3", start_seconds=1.0)
+
+    def at_most_two_on_their_way() -> None:
+        progress = drain.drain_progress(cluster.registry, "m1")
+        assert len(progress.moving) <= 2, f"{len(progress.moving)} moving at once"
+
+    stop, seen = watch(cluster, at_most_two_on_their_way)
+    stop_twice, twice = watch(cluster, never_twice(cluster))
+    assert drain.start_drain(cluster.registry, "m1", 2) == "m1"
+    progress = drain.wait_drain(cluster.registry, "m1", 60, lambda p: None)
+    stop.set()
+    stop_twice.set()
+    assert seen == [] and twice == []
+    assert progress.done and progress.remaining == () and progress.moving == {}
+    assert progress.stuck == {"ssd.service": "no machine has disk=ssd"}
+    placement = cluster.placement()
+    assert placement["ssd.service"] == "m1"
+    assert placement["a.service"] == placement["side.service"] != "m1"
+    running = cluster.running()
+    assert {u for u, m in running.items() if m == "m1"} == {"ssd.service"}
+    assert len(running) == 7
+    reasons = cluster.registry.read_view().reasons
+    assert reasons == {"ssd.service": CANNOT_LEAVE + "m1: no machine has disk=ssd"}
+    # Cordoned: a new unit goes elsewhere, even one that would have gone to the emptiest.
+    cluster.registry.change_units([unit("new.service")])
+    until(lambda: "new.service" in cluster.running(), what="new.service placed")
+    assert cluster.placement()["new.service"] != "m1"
+    # Uncordoned: m1 takes units again, and the one that could not leave says nothing.
+    assert drain.uncordon(cluster.registry, "m1") == ("m1", True)
+    until(lambda: cluster.registry.read_view().reasons == {}, what="reasons cleared")
+    cluster.registry.change_units([unit("later.service")])
+    until(lambda: cluster.running().get("later.service") == "m1", what="later.service on m1")
+    assert cluster.placement()["ssd.service"] == "m1"
+
+
+def test_a_drain_goes_on_across_an_engine_failover(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    first = cluster.engine()
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(4)])
+    until(lambda: len(cluster.running()) == 4, what="4 units on m1")
+    cluster.agent("m2", start_seconds=1.0)
+    second = cluster.engine()
+    stop_twice, twice = watch(cluster, never_twice(cluster))
+    drain.start_drain(cluster.registry, "m1", 1)
+    until(
+        lambda: any(
+            r.startswith(moved_off("m1", "m2")[:20])
+            for r in cluster.registry.read_view().reasons.values()
+        ),
+        what="a unit on its way",
+    )
+    leader = first if first.is_leader.is_set() else second
+    leader.stop()  # mid-drain: the other engine reads where it stands from etcd
+    progress = drain.wait_drain(cluster.registry, "m1", 60, lambda p: None)
+    stop_twice.set()
+    assert twice == []
+    assert progress.done and progress.stuck == {}
+    assert cluster.running() == {f"u{i}.service": "m2" for i in range(4)}
+
+
+def test_two_drains_at_once_and_a_drain_run_again(cluster: Cluster) -> None:
+    for machine in ("m1", "m2", "m3"):
+        cluster.agent(machine)
+    cluster.engine()
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(6)])
+    until(lambda: len(cluster.running()) == 6, what="6 units")
+    drain.start_drain(cluster.registry, "m1", 1)
+    drain.start_drain(cluster.registry, "m2", 3)
+    drain.start_drain(cluster.registry, "m1", 2)  # again: the same drain, a new limit
+    for machine in ("m1", "m2"):
+        assert drain.wait_drain(cluster.registry, machine, 60, lambda p: None).done
+    assert set(cluster.running().values()) == {"m3"}
+    assert len(cluster.running()) == 6
+    cordons = cluster.registry.cordons()
+    assert cordons["m1"].mode is CordonMode.DRAINING and cordons["m1"].max_unavailable == 2
+
+
+def test_the_last_machine_is_drained_of_nothing(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    cluster.engine()
+    cluster.registry.change_units([unit("a.service")])
+    until(lambda: cluster.running() == {"a.service": "m1"}, what="a on m1")
+    drain.start_drain(cluster.registry, "m1", 1)
+    progress = drain.wait_drain(cluster.registry, "m1", 30, lambda p: None)
+    assert progress.stuck == {"a.service": "every live machine is cordoned"}
+    assert cluster.running() == {"a.service": "m1"}
+
+
+def test_a_maintenance_window_holds_units_through_a_reboot(cluster: Cluster) -> None:
+    cluster.agent("m1", ttl=1)
+    cluster.agent("m2", ttl=1)
+    cluster.engine()
+    cluster.registry.change_units([unit("a.service", "MachineID=m1"), unit("b.service")])
+    until(lambda: len(cluster.running()) == 2, what="both active")
+    cluster.registry.change_units([unit("c.service", "MachineOf=b.service")])
+    until(lambda: len(cluster.running()) == 3, what="three active")
+    before = cluster.placement()
+    host = before["b.service"]
+    drain.start_maintenance(cluster.registry, host, 30)
+    cluster.agents[host].stop(revoke=False)  # rebooting: its lease runs out
+    until(lambda: host not in cluster.registry.list_machines(), what="its lease ended")
+    until(
+        lambda: "maintenance window" in cluster.registry.read_view().reasons.get("b.service", ""),
+        what="b held, saying why",
+    )
+    threading.Event().wait(3)  # several TTLs: nothing moves
+    assert cluster.placement() == before
+    cluster.agent(host, ttl=1)  # back from the reboot: its units start there again
+    until(lambda: cluster.running() == before, what="units active on the same machines")
+    assert drain.uncordon(cluster.registry, host) == (host, True)
+
+
+def test_a_maintenance_window_ends_and_units_move(cluster: Cluster) -> None:
+    cluster.agent("m1", ttl=1)
+    cluster.agent("m2", ttl=1)
+    cluster.engine()
+    cluster.registry.change_units([unit("b.service")])
+    until(lambda: len(cluster.running()) == 1, what="b active")
+    host = cluster.placement()["b.service"]
+    other = "m2" if host == "m1" else "m1"
+    drain.start_maintenance(cluster.registry, host, 3)
+    cluster.agents[host].stop(revoke=False)
+    until(lambda: host not in cluster.registry.list_machines(), what="its lease ended")
+    assert cluster.placement() == {"b.service": host}
+    # etcd drops the record with its lease: the machine is judged lost, its units move.
+    until(lambda: cluster.running() == {"b.service": other}, timeout=20, what="b moved")
+    assert cluster.registry.cordons() == {}
+
+
+def test_refusals_are_one_line(run: Run, registry: Registry) -> None:
+    with pytest.raises(DrainError, match="no machine with an id starting 'nope'"):
+        drain.start_drain(registry, "nope", 1)
+    with pytest.raises(DrainError, match="expected 1 or more"):
+        drain.start_drain(registry, "nope", 0)
+    for args, message in [
+        (["drain", "nope"], "no machine with an id starting 'nope' is known"),
+        (["cordon", "nope"], "no machine with an id starting 'nope' is known"),
+        (["drain", "nope", "--max-unavailable", "0"], "--max-unavailable 0: expected 1 or more"),
+        (["drain", "nope", "--no-move"], "--no-move and --window go together"),
+        (["drain", "nope", "--no-move", "--window", "soon"], "expected a duration"),
+        (["drain", "nope", "--no-move", "--window", "30d"], "expected a duration"),
+        (["drain", "nope", "--no-move", "--window", "900h"], "expected 1 s to 7 days"),
+        (["drain", "nope", "--timeout", "0"], "expected seconds, more than 0"),
+    ]:
+        result = run(*args)
+        assert result.exit_code != 0, args
+        assert message in one_error_line(result), (args, result.stderr)
+    assert registry.cordons() == {}
+
+
+def test_a_dead_machine_is_not_drained(cluster: Cluster, run: Run) -> None:
+    cluster.agent("m1", ttl=1)
+    cluster.agent("m2", ttl=1)
+    engine = cluster.engine()
+    cluster.registry.change_units([unit("a.service", "MachineID=m1")])
+    until(lambda: cluster.running() == {"a.service": "m1"}, what="a on m1")
+    engine.stop()  # nobody moves it: m1 stays the machine a.service is scheduled on
+    cluster.agents["m1"].stop(revoke=False)
+    until(lambda: "m1" not in cluster.registry.list_machines(), what="m1 gone")
+    result = run("drain", "m1")
+    assert "machine m1 is not reporting" in one_error_line(result)
+    result = run("cordon", "m1")  # a cordon waits for it: it takes nothing new when back
+    assert result.exit_code == 0, result.stderr
+    assert "Cordoned machine m1" in result.stdout
+    assert list(cluster.registry.cordons()) == ["m1"]
+
+
+def test_cli_cordon_drain_uncordon(cluster: Cluster, run: Run) -> None:
+    cluster.agent("m1")
+    cluster.agent("m2")
+    cluster.engine()
+    cluster.registry.change_units([unit("a.service", "MachineID=m1"), unit("b.service")])
+    until(lambda: len(cluster.running()) == 2, what="both active")
+    result = run("drain", "m1", "--timeout", "20")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "Unit a.service stays on machine m1: MachineID=m1 pins it to that machine"
+    ]
+    assert cluster.running() == {"a.service": "m1", "b.service": "m2"}
+    assert "cannot leave it" in one_error_line(result, progress=True)
+    result = run("uncordon", "m1")
+    assert (result.exit_code, result.stdout.strip()) == (0, "Uncordoned machine m1")
+    result = run("uncordon", "m1")
+    assert (result.exit_code, result.stdout.strip()) == (0, "Machine m1 was not cordoned")
