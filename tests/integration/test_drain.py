@@ -3,6 +3,7 @@ process against a real etcd, and the CLI's refusals."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 
@@ -237,6 +238,15 @@ def test_cli_cordon_drain_uncordon(cluster: Cluster, run: Run) -> None:
     ]
     assert cluster.running() == {"a.service": "m1", "b.service": "m2"}
     assert "cannot leave it" in one_error_line(result, progress=True)
+    listed = run("list-machines", "--no-legend", "--fields", "machine,cordon").stdout
+    assert listed.split() == ["m1", "draining", "(max", "1)", "m2", "-"]
+    result = run("drain", "m2", "--no-move", "--window", "15m")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("Machine m2 in maintenance until ")
+    machines = json.loads(run("list-machines", "-o", "json").stdout)
+    window = machines[1]["cordon"]
+    assert window["mode"] == "cordoned" and window["maintenanceUntil"] > window["at"] + 899
+    assert "maintenance until" in run("list-machines").stdout
     result = run("uncordon", "m1")
     assert (result.exit_code, result.stdout.strip()) == (0, "Uncordoned machine m1")
     result = run("uncordon", "m1")
