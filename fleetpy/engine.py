@@ -462,7 +462,7 @@ class Engine:
             self._grace_for = hosting - view.machines.keys()
             self._blind_until = time.monotonic() + self.grace_seconds()
         self._force = self.registry.force_reschedule_requested()
-        self._drains.reset(self.registry.cordons())
+        self._drains.reset(view.cordons)
         if self.registry.adoption_requested():
             self._start_adopting()
         model = _Model(

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "fleetpy"
 
 
 CORE = ("fleetpy.registry", "fleetpy.scheduler", "fleetpy.engine", "fleetpy.agent")
-MODEL = ("changes", "codecs", "events", "records")
+MODEL = ("changes", "codecs", "cordons", "events", "records")
 
 
 def loaded_by(modules: str, matching: str) -> list[str]:

@@ -9,10 +9,14 @@ from collections.abc import Callable
 
 import pytest
 
+from fleetpy.api import fleetv1
+from fleetpy.api.dashboard_model import Dashboard, document
 from fleetpy.client import drain
 from fleetpy.drain import CANNOT_LEAVE, moved_off
 from fleetpy.errors import DrainError
-from fleetpy.model.cordons import CordonMode
+from fleetpy.live_view import LiveView, touched
+from fleetpy.model.cordons import CordonEvent, CordonMode, CordonRecord
+from fleetpy.model.records import MachineRecord
 from fleetpy.registry import Registry
 
 from support.cli_helpers import one_error_line
@@ -251,3 +255,24 @@ def test_cli_cordon_drain_uncordon(cluster: Cluster, run: Run) -> None:
     assert (result.exit_code, result.stdout.strip()) == (0, "Uncordoned machine m1")
     result = run("uncordon", "m1")
     assert (result.exit_code, result.stdout.strip()) == (0, "Machine m1 was not cordoned")
+
+
+def test_the_api_and_the_dashboard_show_a_cordon(registry: Registry) -> None:
+    registry.register_machine(MachineRecord("m1", "10.0.0.1"), registry.grant_lease(30))
+    live = LiveView(registry)
+    try:
+        dashboard = Dashboard()
+        dashboard.rebuild(live.view, None, {})
+        registry.put_cordon(CordonRecord("m1", CordonMode.DRAINING, 2))
+        until(lambda: "m1" in live.update().cordons, what="the view to see the cordon")
+        view = live.update()
+        assert fleetv1.machine_rows(view)[0][1]["fleetpy"]["cordon"]["maxUnavailable"] == 2
+        assert document(view, None, {})["machines"][0]["cordon"] == "draining (max 2)"
+        changed = touched([CordonEvent("m1", None)]).machines
+        delta = dashboard.update(view, [], changed, None, {})
+        assert delta is not None and b"draining (max 2)" in delta
+        registry.remove_cordon("m1")
+        until(lambda: live.update().cordons == {}, what="the view to see it gone")
+        assert "fleetpy" not in fleetv1.machine_rows(live.update())[0][1]
+    finally:
+        live.close()
