@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 
 import pytest
 
@@ -21,32 +20,8 @@ from fleetpy.registry import Registry
 
 from support.cli_helpers import one_error_line
 from support.cli_run import Run
-from support.sim_cluster import Cluster, unit
+from support.sim_cluster import Cluster, never_twice, unit, watch
 from support.waiting import until
-
-
-def watch(cluster: Cluster, check: Callable[[], None]) -> tuple[threading.Event, list[str]]:
-    """Run CHECK every 50 ms until the event is set; what it raised, kept."""
-    stop, seen = threading.Event(), []
-
-    def loop() -> None:
-        while not stop.wait(0.05):
-            try:
-                check()
-            except AssertionError as exc:
-                seen.append(str(exc))
-
-    threading.Thread(target=loop, daemon=True).start()
-    return stop, seen
-
-
-def never_twice(cluster: Cluster) -> Callable[[], None]:
-    def check() -> None:
-        hosted = [name for name, _ in cluster.hosted()]
-        twice = {name for name in hosted if hosted.count(name) > 1}
-        assert not twice, f"running on two machines at once: {twice}"
-
-    return check
 
 
 def test_drain_moves_units_a_few_at_a_time_and_keeps_what_cannot_leave(cluster: Cluster) -> None:
@@ -68,8 +43,8 @@ def test_drain_moves_units_a_few_at_a_time_and_keeps_what_cannot_leave(cluster: 
         progress = drain.drain_progress(cluster.registry, "m1")
         assert len(progress.moving) <= 2, f"{len(progress.moving)} moving at once"
 
-    stop, seen = watch(cluster, at_most_two_on_their_way)
-    stop_twice, twice = watch(cluster, never_twice(cluster))
+    stop, seen = watch(at_most_two_on_their_way)
+    stop_twice, twice = watch(never_twice(cluster))
     assert drain.start_drain(cluster.registry, "m1", 2) == "m1"
     progress = drain.wait_drain(cluster.registry, "m1", 60, lambda p: None)
     stop.set()
@@ -104,7 +79,7 @@ def test_a_drain_goes_on_across_an_engine_failover(cluster: Cluster) -> None:
     until(lambda: len(cluster.running()) == 4, what="4 units on m1")
     cluster.agent("m2", start_seconds=1.0)
     second = cluster.engine()
-    stop_twice, twice = watch(cluster, never_twice(cluster))
+    stop_twice, twice = watch(never_twice(cluster))
     drain.start_drain(cluster.registry, "m1", 1)
     until(
         lambda: any(
