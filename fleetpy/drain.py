@@ -158,6 +158,9 @@ class Drains:
         else:
             self.records[event.machine] = event.record
 
+    def draining(self) -> bool:
+        return any(r.mode is CordonMode.DRAINING for r in self.records.values())
+
     @staticmethod
     def next_wake(reasons: Mapping[str, str]) -> float | None:
         """Seconds until the engine should look again without an event: while moved
@@ -175,7 +178,7 @@ class Drains:
     ) -> DrainPlan:
         """plan_drain, with the states of the units on their way read (only those)."""
         ways = {unit: way for unit, way in ((u, moving(r)) for u, r in reasons.items()) if way}
-        if not ways and not any(r.mode is CordonMode.DRAINING for r in self.records.values()):
+        if not ways and not self.draining():
             return DrainPlan()
         states = read_states((to, unit) for unit, (_, to) in ways.items()) if ways else {}
         done = {

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from . import scheduler
 from .compaction import CompactionSchedule
 from .config import AgentSettings, EngineSettings
-from .drain import Drains, maintenance_holds
+from .drain import DrainPlan, Drains, maintenance_holds
 from .election import Election, LostLeadership
 from .errors import FleetpyError
 from .log import log_event
@@ -395,15 +395,17 @@ class Engine:
             )
         for machine in cordons.keys() & machines.keys():
             machines[machine] = replace(machines[machine], cordoned=True)
-        drain = self._drains.plan(
-            {unit: entry.machine for unit, entry in model.schedule.items()},
-            {unit: spec.desired for unit, spec in model.specs.items()},
-            {unit: spec.options.machine_of for unit, spec in model.specs.items()},
-            model.reasons,
-            model.machines.keys(),
-            self.registry.unit_states,
-        )
         wake = self._drains.next_wake(model.reasons)
+        drain = DrainPlan()
+        if wake is not None or self._drains.draining():  # else: no per-unit work at all
+            drain = self._drains.plan(
+                {unit: entry.machine for unit, entry in model.schedule.items()},
+                {unit: spec.desired for unit, spec in model.specs.items()},
+                {unit: spec.options.machine_of for unit, spec in model.specs.items()},
+                model.reasons,
+                model.machines.keys(),
+                self.registry.unit_states,
+            )
         if wake is not None:  # moved units on their way: their states are read again
             wake += time.monotonic()
             self._next_judgement = min(self._next_judgement or wake, wake)

@@ -251,3 +251,10 @@ def test_the_api_and_the_dashboard_show_a_cordon(registry: Registry) -> None:
         assert "fleetpy" not in fleetv1.machine_rows(live.update())[0][1]
     finally:
         live.close()
+
+
+def test_a_backup_holds_cordons_but_not_maintenance_windows(registry: Registry) -> None:
+    registry.put_cordon(CordonRecord("m1", CordonMode.DRAINING, 2))
+    registry.put_cordon(CordonRecord("m2", maintenance_until=1.0), window=60)
+    _, keys = registry.read_desired()
+    assert sorted(k for k in keys if k.startswith("cordon/")) == ["cordon/m1"]
