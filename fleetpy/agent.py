@@ -24,6 +24,7 @@ from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
 from .log import log_event, stamp
 from .metadata import Overlay, effective
+from .model.cordons import CordonEvent
 from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
 from .model.records import MachineRecord, ScheduleEntry, UnitState
 from .registry import MachineIdInUse
@@ -186,7 +187,7 @@ def select_globals(
 
 
 # What an agent watches: its schedule, the global units, its operators' metadata.
-_AgentEvent = ScheduleEvent | MetadataEvent | MachineEvent
+_AgentEvent = ScheduleEvent | MetadataEvent | MachineEvent | CordonEvent
 
 
 @dataclass
@@ -288,6 +289,7 @@ class Agent:
         self._newer: set[str] = set()  # units whose entry a newer fleetpy wrote: left alone
         self._overlay: Overlay = {}  # operators' metadata of this machine (global units follow it)
         self._overlay_denied = False  # logged once: our etcd role predates the overlay
+        self._globals_off = False  # a drain of this machine includes its global units
         self._reported: dict[str, UnitState] = {}
         self._rejected: dict[str, tuple[str, Verdict]] = {}  # replaced whole, never mutated
         self._cancels: list[Callable[[], None]] = []
@@ -466,6 +468,16 @@ class Agent:
                     machine=self.machine_id,
                 )
             )
+        cordon = self.registry.agent_cordon(self.machine_id)  # None: a role from before
+        if cordon is not None:  # its events go the metadata's way: both are operators'
+            self._globals_off = cordon[1] is not None and cordon[1].drains_globals
+            self._cancels.append(
+                self.registry.watch_cordons(
+                    lambda b: self._on_watch(b, "metadata", generation),
+                    cordon[0] + 1,
+                    machine=self.machine_id,
+                )
+            )
         self._cancels.append(
             self.registry.watch_schedule(
                 lambda b: self._on_watch(b, "schedule", generation),
@@ -504,6 +516,9 @@ class Agent:
         for event in batch.events:
             if isinstance(event, MetadataEvent):
                 self._overlay = event.overlay or {}
+                continue
+            if isinstance(event, CordonEvent):
+                self._globals_off = event.record is not None and event.record.drains_globals
                 continue
             if not isinstance(event, ScheduleEvent):
                 continue  # this machine's record: handled in _drain
@@ -644,7 +659,8 @@ class Agent:
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
         metadata = effective(self.settings.metadata, self._overlay)
-        chosen.update(select_globals(self._globals, self._placed, metadata))
+        if not self._globals_off:
+            chosen.update(select_globals(self._globals, self._placed, metadata))
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
             for name, e in chosen.items()

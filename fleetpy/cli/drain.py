@@ -62,6 +62,13 @@ def drain_command(
     no_block: Annotated[
         bool, typer.Option("--no-block", help="Ask for the drain and return at once.")
     ] = False,
+    include_global: Annotated[
+        bool,
+        typer.Option(
+            "--include-global",
+            help="Stop the machine's global units too (they stay on it otherwise).",
+        ),
+    ] = False,
     no_move: Annotated[
         bool,
         typer.Option(
@@ -87,6 +94,8 @@ def drain_command(
 
     registry = open_registry(ctx)
     if no_move or window is not None:
+        if include_global:
+            raise DrainError("--include-global drains: it does not go with --no-move")
         if not no_move or window is None:
             raise DrainError("--no-move and --window go together: a maintenance window")
         record = drain.start_maintenance(registry, machine, drain.parse_window(window))
@@ -99,7 +108,7 @@ def drain_command(
         return
     if timeout <= 0:
         raise DrainError(f"--timeout {timeout:g}: expected seconds, more than 0")
-    found = drain.start_drain(registry, machine, max_unavailable)
+    found = drain.start_drain(registry, machine, max_unavailable, include_global)
     if no_block:
         out(f"Draining machine {found}")
         return

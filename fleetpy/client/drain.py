@@ -88,12 +88,17 @@ def uncordon(registry: OperatorRegistry, what: str) -> tuple[str, bool]:
     return machine, registry.remove_cordon(machine)
 
 
-def start_drain(registry: OperatorRegistry, what: str, max_unavailable: int) -> str:
-    """Cordon a live machine and have the engine move its units: its id."""
+def start_drain(
+    registry: OperatorRegistry, what: str, max_unavailable: int, include_global: bool = False
+) -> str:
+    """Cordon a live machine and have the engine move its units (and its agent stop its
+    global units, with INCLUDE_GLOBAL): its id."""
     if max_unavailable < 1:
         raise DrainError(f"--max-unavailable {max_unavailable}: expected 1 or more")
     machine = resolve_machine(registry, what, alive=True)
-    record = CordonRecord(machine, CordonMode.DRAINING, max_unavailable, by=_who(), at=time.time())
+    record = CordonRecord(
+        machine, CordonMode.DRAINING, max_unavailable, include_global, by=_who(), at=time.time()
+    )
     registry.put_cordon(record)
     return machine
 

@@ -131,7 +131,8 @@ def cordon_text(record: CordonRecord | None) -> str:
     if record.maintenance_until is not None:
         return f"maintenance until {until_text(record)}"
     if record.mode is CordonMode.DRAINING:
-        return f"draining (max {record.max_unavailable})"
+        globals_too = ", global units too" if record.include_global else ""
+        return f"draining (max {record.max_unavailable}{globals_too})"
     return "cordoned"
 
 
@@ -142,6 +143,7 @@ def cordon_json(record: CordonRecord | None) -> dict[str, object] | None:
     return {
         "mode": str(record.mode),
         "maxUnavailable": record.max_unavailable,
+        "includeGlobal": record.include_global,
         "maintenanceUntil": record.maintenance_until,
         "by": record.by,
         "at": record.at,

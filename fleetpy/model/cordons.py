@@ -21,6 +21,7 @@ class CordonRecord:
     machine: str
     mode: CordonMode = CordonMode.CORDONED
     max_unavailable: int = 1  # draining: units moved and not yet active where they went
+    include_global: bool = False  # draining: its agent stops its global units too
     # A maintenance window: the machine's units stay on it even while it is not
     # reporting (a reboot moves nothing). Such a record lives under an etcd lease of the
     # window's length: the window ends when etcd drops it (etcd's clock, not a machine's).
@@ -34,6 +35,7 @@ class CordonRecord:
             {
                 "mode": self.mode,
                 "max_unavailable": self.max_unavailable,
+                "include_global": self.include_global,
                 "maintenance_until": self.maintenance_until,
                 "by": self.by,
                 "at": self.at,
@@ -54,6 +56,7 @@ class CordonRecord:
             check_machine_id(machine),
             CordonMode(mode),
             limit,
+            typed_field(data, "include_global", bool, False),
             None if until is None else float(until),
             typed_field(data, "by", str, ""),
             float(typed_field(data, "at", (int, float), 0.0)),
@@ -62,6 +65,10 @@ class CordonRecord:
     @property
     def in_maintenance(self) -> bool:
         return self.maintenance_until is not None
+
+    @property
+    def drains_globals(self) -> bool:
+        return self.mode is CordonMode.DRAINING and self.include_global
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/content/ (it        |
 |                           |                                         | deletes unused blobs) |
 | fleetpy-agent-<machine>   | P/schedule/<machine>/, P/global/,       | P/machines/<machine>, |
-|                           | P/metadata/<machine>, P/fleetpy-layout  | P/state/<machine>/    |
+|                           | P/metadata/<machine>,                   | P/state/<machine>/    |
+|                           | P/cordon/<machine>, P/fleetpy-layout    |                       |
 
 Every role also reads the single marker key of each prefix enclosing P (for /fleetpy:
 /fleetpy-layout), the one grant outside P: clients read them to refuse a prefix nested
@@ -126,6 +127,7 @@ def agent_role(prefix: str, machine_id: str) -> Role:
             _under(Access.READ, prefix, "schedule", machine_id),
             _under(Access.READ, prefix, "global"),
             _key(Access.READ, join(prefix, "metadata", machine_id)),
+            _key(Access.READ, join(prefix, "cordon", machine_id)),
             # Read too: registering checks that no other agent holds the id.
             _key(Access.READWRITE, join(prefix, "machines", machine_id)),
             _under(Access.WRITE, prefix, "state", machine_id),

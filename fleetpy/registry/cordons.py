@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from ..model.cordons import CordonRecord
 from ..model.records import UnitState
 from .base import RegistryBase
+from .transport import EtcdPermissionDenied
 
 
 class CordonKeys(RegistryBase):
@@ -27,6 +28,21 @@ class CordonKeys(RegistryBase):
         key = self.key("cordon", record.machine)
         _, _, revision = self._txn([], [self.txn.put(key, record.to_json(), lease=lease)])
         return revision
+
+    def agent_cordon(self, machine_id: str) -> tuple[int, CordonRecord | None] | None:
+        """The machine's own cordon (its agent stops global units a drain includes) and
+        the revision it was read at; None when the agent's etcd role may not read it (a
+        role from before cordons: `ensure_access` again grants it)."""
+        key = self.key("cordon", machine_id)
+        try:
+            _, responses, revision = self._txn([], [self.txn.get(key)])
+        except EtcdPermissionDenied:
+            return None
+        for value, meta in responses[0]:
+            item = self._decoded("cordon", self._prefix("cordon"), meta.key, value)
+            if item is not None:
+                return revision, item[1]
+        return revision, None
 
     def remove_cordon(self, machine: str) -> bool:
         """Uncordon a machine: whether it was cordoned."""

@@ -204,8 +204,15 @@ class Watches(RegistryBase):
         self,
         callback: Callable[[WatchBatch[CordonEvent]], None],
         start_revision: int | None = None,
+        machine: str | None = None,
     ) -> Callable[[], None]:
-        """Operators' cordons of machines (drains, maintenance windows)."""
+        """Operators' cordons of machines (drains, maintenance windows): every machine's,
+        or only `machine`'s (its agent may read that one key)."""
         return self._watch(
-            "cordon", lambda rel, record: CordonEvent(rel, record), callback, start_revision
+            "cordon",
+            lambda rel, record: CordonEvent(rel, record),
+            callback,
+            start_revision,
+            machine,
+            exact=True,
         )

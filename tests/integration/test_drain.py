@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -176,6 +177,7 @@ def test_refusals_are_one_line(run: Run, registry: Registry) -> None:
         (["cordon", "nope"], "no machine with an id starting 'nope' is known"),
         (["drain", "nope", "--max-unavailable", "0"], "--max-unavailable 0: expected 1 or more"),
         (["drain", "nope", "--no-move"], "--no-move and --window go together"),
+        (["drain", "nope", "--no-move", "--include-global"], "does not go with --no-move"),
         (["drain", "nope", "--no-move", "--window", "soon"], "expected a duration"),
         (["drain", "nope", "--no-move", "--window", "30d"], "expected a duration"),
         (["drain", "nope", "--no-move", "--window", "900h"], "expected 1 s to 7 days"),
@@ -258,3 +260,29 @@ def test_a_backup_holds_cordons_but_not_maintenance_windows(registry: Registry) 
     registry.put_cordon(CordonRecord("m2", maintenance_until=1.0), window=60)
     _, keys = registry.read_desired()
     assert sorted(k for k in keys if k.startswith("cordon/")) == ["cordon/m1"]
+
+
+def test_global_units_stay_unless_the_drain_includes_them(cluster: Cluster) -> None:
+    cluster.agent("m1")
+    cluster.agent("m2")
+    cluster.engine()
+    cluster.registry.change_units([unit("g.service", "Global=true", is_global=True)])
+
+    def global_on() -> set[str]:
+        return set(cluster.registry.list_states().get("g.service", {}))
+
+    until(lambda: global_on() == {"m1", "m2"}, what="g on both machines")
+    drain.start_drain(cluster.registry, "m1", 1)
+    assert drain.wait_drain(cluster.registry, "m1", 30, lambda p: None).done
+    time.sleep(0.5)
+    assert global_on() == {"m1", "m2"}  # a drain leaves global units where they run
+    drain.start_drain(cluster.registry, "m1", 1, include_global=True)
+    until(lambda: global_on() == {"m2"}, what="g stopped on m1 only")
+    assert [name for name, machine in cluster.hosted() if machine == "m1"] == []
+    # An agent restarted while its machine drains reads it again: g stays off.
+    cluster.agents["m1"].stop()
+    cluster.agent("m1")
+    time.sleep(0.5)
+    assert global_on() == {"m2"}
+    drain.uncordon(cluster.registry, "m1")
+    until(lambda: global_on() == {"m1", "m2"}, what="g back on m1")

@@ -337,6 +337,6 @@ def test_malformed_cordons_are_refused(raw: bytes) -> None:
 
 
 def test_cordon_record_round_trip() -> None:
-    record = CordonRecord("m1", CordonMode.DRAINING, 3, 12.5, "ops@host", 10.0)
+    record = CordonRecord("m1", CordonMode.DRAINING, 3, True, 12.5, "ops@host", 10.0)
     assert CordonRecord.from_json("m1", record.to_json().encode()) == record
     assert CordonRecord.from_json("m1", b"{}") == CordonRecord("m1")
