@@ -3,6 +3,7 @@ process against a real etcd, and the CLI's refusals."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -15,9 +16,11 @@ from fleetpy.client import drain
 from fleetpy.drain import CANNOT_LEAVE, moved_off
 from fleetpy.errors import DrainError
 from fleetpy.live_view import LiveView, touched
+from fleetpy.model.changes import UnitChange
 from fleetpy.model.cordons import CordonEvent, CordonMode, CordonRecord
 from fleetpy.model.records import MachineRecord
 from fleetpy.registry import Registry
+from fleetpy.states import DesiredState
 
 from support.cli_helpers import one_error_line
 from support.cli_run import Run
@@ -286,3 +289,38 @@ def test_global_units_stay_unless_the_drain_includes_them(cluster: Cluster) -> N
     assert global_on() == {"m2"}
     drain.uncordon(cluster.registry, "m1")
     until(lambda: global_on() == {"m1", "m2"}, what="g back on m1")
+
+
+def test_a_drain_run_again_after_the_cli_went_away_waits_for_the_rest(
+    cluster: Cluster, run: Run
+) -> None:
+    cluster.agent("m1")
+    cluster.engine()
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(3)])
+    until(lambda: len(cluster.running()) == 3, what="3 units on m1")
+    cluster.agent("m2", start_seconds=0.5)
+    result = run("drain", "m1", "--no-block")  # as a CLI killed once the record is written
+    assert (result.exit_code, result.stdout) == (0, "Draining machine m1\n")
+    result = run("drain", "m1", "--timeout", "60")
+    assert (result.exit_code, result.stdout) == (0, "Machine m1 drained\n"), result.stderr
+    assert "machine m1: " in result.stderr  # its progress
+    assert cluster.running() == {f"u{i}.service": "m2" for i in range(3)}
+
+
+def test_a_drain_that_times_out_says_what_is_left(cluster: Cluster, run: Run) -> None:
+    cluster.agent("m1")
+    cluster.engine()
+    text = "[Service]\nExecStart=/bin/false\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    failing = UnitChange("bad.service", DesiredState.LAUNCHED, text, digest)
+    cluster.registry.change_units([failing, unit("ok.service")])
+    until(lambda: len(cluster.placement()) == 2, what="both placed on m1")
+    cluster.agent("m2")
+    result = run("drain", "m1", "--timeout", "3")
+    line = one_error_line(result, progress=True)
+    assert "drain of machine m1 not finished after 3s: " in line
+    assert "1 not active where they went (bad.service on m2: failed (it failed there))" in line
+    assert "run `fleetpy drain` again to wait" in line
+    # ok.service waits behind it (one at a time), and the record stays for the next run.
+    assert cluster.placement()["ok.service"] == "m1"
+    assert list(cluster.registry.cordons()) == ["m1"]
