@@ -22,6 +22,7 @@ from typing import Any
 
 from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
+from .health import HealthMonitor, HealthSource
 from .log import log_event, stamp
 from .metadata import Overlay, effective
 from .model.cordons import CordonEvent
@@ -263,12 +264,13 @@ class Agent:
         trusted: TrustedKeys | None = None,
         hostname: str | None = None,
         instance: str | None = None,
+        health: HealthSource | None = None,
     ) -> None:
         """SETTINGS with the machine id read (config.read_machine_id); TRUSTED: the public
         keys whose signatures this machine accepts (None: no check, every unit runs);
         INSTANCE tells this agent's registration apart from another host's with the same
         machine id (agent_instance(): kept across the agent's restarts; by default this
-        process's)."""
+        process's); HEALTH: where containers' health comes from (None: not followed)."""
         if settings.machine_id is None:
             raise ValueError("an agent needs its machine id")
         self.registry = registry
@@ -302,6 +304,7 @@ class Agent:
         self.ready = threading.Event()
         self._held = False  # holding units while etcd lost fleetpy's data (_DataMissing)
         self._data_back_at: float | None = None  # when the held data was seen back
+        self._health = HealthMonitor(self._machine_id, health, self._health_changed)
 
     @property
     def machine_id(self) -> str:
@@ -364,6 +367,7 @@ class Agent:
         self._stop.set()
         self._states_changed.set()
         self._queue.put(("stop", None))
+        self._health.close()
         for cancel in self._cancels:
             cancel()
         for thread in self._threads:
@@ -592,6 +596,8 @@ class Agent:
                     error=str(exc) if isinstance(exc, FleetpyError) else repr(exc),
                     retry_in=f"{backoff:.1f}s",
                 )
+                # Health needs no etcd: an unhealthy container is restarted meanwhile too.
+                self._health.restart_unhealthy(self.manager, self._unhealthy_restarted)
                 if self._stop.wait(backoff):
                     return
                 # At most a second: etcd back after an outage must be used at once, before
@@ -621,6 +627,8 @@ class Agent:
                     log_event("machine_record_gone", machine=self.machine_id)
                     self._lease, self._synced = None, False  # register anew
                     return
+            elif kind == "health":
+                needs_reconcile = True
             elif kind in ("schedule", "global", "metadata"):
                 generation, batch = payload
                 if generation != self._generation:
@@ -685,7 +693,9 @@ class Agent:
     def _reconcile(self) -> None:
         self.stats.reconciles += 1
         woken = stamp()
-        decided = plan(self.desired(), self.manager.observe(), self.trusted, self._newer)
+        desired = self.desired()
+        self._health.follow((u.name, u.hash, u.text) for u in desired.values())
+        decided = plan(desired, self.manager.observe(), self.trusted, self._newer)
         for name, (content_hash, verdict) in sorted(decided.rejected.items()):
             if self._rejected.get(name) != (content_hash, verdict):
                 log_event(
@@ -719,7 +729,9 @@ class Agent:
                     unit=action.name,
                 )
             self._execute(actions)
-        if any(isinstance(a, StartUnit) for a in actions):
+        if self._health.restart_unhealthy(self.manager, self._unhealthy_restarted):
+            self._states_changed.set()
+        elif any(isinstance(a, StartUnit) for a in actions):
             # Starts are asynchronous: let the reporter write once the units have
             # settled (its coalescing window), instead of "inactive" now and "active"
             # a few milliseconds later.
@@ -732,6 +744,14 @@ class Agent:
         without waiting for systemd's answers (systemd queues every start job at once),
         so writing units a few at a time no longer gets the first ones running sooner."""
         self.manager.execute(actions)
+
+    def _health_changed(self) -> None:
+        self._states_changed.set()  # reported
+        self._queue.put(("health", None))  # acted on, by the loop
+
+    def _unhealthy_restarted(self, name: str) -> None:
+        """THE call site for item 2: count this restart as one of NAME's failures here."""
+        log_event("unit_unhealthy_restart", machine=self.machine_id, unit=name)
 
     def _report(self, observed: Mapping[str, ObservedUnit]) -> None:
         with self._report_lock:  # the loop and the reporter thread both report
@@ -762,7 +782,7 @@ class Agent:
         self._reported = current
 
     def _states(self, observed: Mapping[str, ObservedUnit]) -> dict[str, UnitState]:
-        current = {name: unit.state(self.machine_id) for name, unit in observed.items()}
+        current = {n: self._health.state(u.state(self.machine_id), u) for n, u in observed.items()}
         # A refused unit is reported as such (also while an older version of it is still
         # being stopped): what the cluster asked for is what did not run.
         for name, (content_hash, verdict) in self._rejected.items():

@@ -28,6 +28,7 @@ from .config import (
     resolve,
 )
 from .errors import ConfigError, FleetpyError
+from .health import DockerHealth
 from .log import escape_controls, log_event
 from .registry import Registry
 from .unitfile.signing import TrustedKeys, load_trusted_keys
@@ -184,6 +185,8 @@ def run_agent(settings: Settings) -> None:
         replace(settings.agent, machine_id=machine_id),
         trusted=trusted,
         instance=agent_instance(instance_file(settings.agent, machine_id)),
+        # Containers' health where systemd runs them (a simulated host has no docker).
+        health=None if settings.agent.unit_manager is UnitManagerKind.SIMULATED else DockerHealth(),
     )
     if instruments is not None:
         instruments.bind(agent)

@@ -42,6 +42,7 @@ from .unitmanager import (
     Action,
     ObservedUnit,
     RemoveUnit,
+    RestartUnit,
     StartUnit,
     StateListener,
     StopUnit,
@@ -520,10 +521,13 @@ class SystemdUnitManager:
         removes = [a.name for a in actions if isinstance(a, RemoveUnit)]
         writes = [a for a in actions if isinstance(a, WriteUnit)]
         starts = [a.name for a in actions if isinstance(a, StartUnit)]
+        restarts = [a.name for a in actions if isinstance(a, RestartUnit)]
         times = {"begun": stamp()}
         if stops:
             self._stop_all(stops)
             times["stopped"] = stamp()
+        if restarts:  # the health monitor's, alone in their batch: no file changes
+            self._on_loop(lambda: self._start_all(_Batch(), restarts, "RestartUnit"))
         if not (removes or writes or starts):
             return
         reloads = self._on_loop(lambda: self._files(removes, writes))
@@ -593,7 +597,7 @@ class SystemdUnitManager:
                 refused=refused,
             )
 
-    def _start_all(self, batch: _Batch, names: list[str]) -> None:
+    def _start_all(self, batch: _Batch, names: list[str], method: str = "StartUnit") -> None:
         # Starts are pipelined: nobody waits for their jobs, states arrive as signals.
         jobs = _StartBatch()
         for name in names:
@@ -611,7 +615,7 @@ class SystemdUnitManager:
                 self._call_async(batch, "ResetFailedUnit", "s", (name,))
             self._call_async(
                 batch,
-                "StartUnit",
+                method,
                 "ss",
                 (name, "replace"),
                 answered=functools.partial(self._start_answered, jobs, name),

@@ -57,6 +57,14 @@ class StartUnit:
 
 
 @dataclass(frozen=True)
+class RestartUnit:
+    """Stop and start again in one job (systemd's RestartUnit): never planned, asked for
+    by the agent's health monitor (fleetpy.health)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class StopUnit:
     name: str
 
@@ -66,7 +74,7 @@ class RemoveUnit:
     name: str
 
 
-Action = WriteUnit | StartUnit | StopUnit | RemoveUnit
+Action = WriteUnit | StartUnit | StopUnit | RemoveUnit | RestartUnit
 StateListener = Callable[[ObservedUnit], None]
 
 
@@ -156,7 +164,7 @@ class SimulatedUnitManager:
                         self._failing.add(action.name)
                     else:
                         self._failing.discard(action.name)
-                elif isinstance(action, StartUnit) and unit is not None:
+                elif isinstance(action, StartUnit | RestartUnit) and unit is not None:
                     if action.name in self._failing:
                         new = ObservedUnit(
                             unit.name,

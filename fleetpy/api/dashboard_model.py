@@ -7,7 +7,8 @@ live view, the engine leader and the deployment records (table-tested without a 
      "machines": [{"id", "ip", "hostname", "metadata": {k: v}, "units": [names],
                    "cordon": as list-machines shows it, or null}],
      "units": [{"name", "desired", "phase", "detail", "machine", "machines", "load",
-                "active", "sub", "message", "hash", "global", "owner", "commit", "reason"}],
+                "active", "sub", "health", "message", "hash", "global", "owner", "commit",
+                "reason"}],
      "deployments": [{"name", "commit", "applying", "message", "target", "units",
                       "updated", "ready"}]}
 
@@ -72,6 +73,12 @@ def _reached(desired: DesiredState, state: UnitState) -> Phase | None:
     return None
 
 
+def _unhealthy(states: Mapping[str, UnitState]) -> str:
+    """A detail for an active unit whose container turned unhealthy (fleetpy.health)."""
+    sick = sorted(m for m, s in states.items() if s.health == "unhealthy")
+    return f"container unhealthy on {', '.join(sick)}" if sick else ""
+
+
 def _failed(state: UnitState) -> bool:
     return state.active in (ActiveState.FAILED, ActiveState.REJECTED)
 
@@ -98,7 +105,8 @@ def unit_phase(view: ClusterView, record: UnitRecord) -> tuple[Phase, str]:
         if failed:
             return Phase.FAILED, f"failed on {', '.join(failed)}"
         if all(_reached(record.desired, s) for s in current.values()):
-            return (Phase.ACTIVE if record.desired is DesiredState.LAUNCHED else Phase.LOADED), ""
+            launched = record.desired is DesiredState.LAUNCHED
+            return (Phase.ACTIVE if launched else Phase.LOADED), _unhealthy(current)
         waiting = sorted(m for m, s in current.items() if not _reached(record.desired, s))
         return Phase.STARTING, f"not yet {record.desired} on {', '.join(waiting)}"
     placed = view.schedule.get(name)
@@ -116,7 +124,7 @@ def unit_phase(view: ClusterView, record: UnitRecord) -> tuple[Phase, str]:
     if state is not None:
         reached = _reached(record.desired, state)
         if reached is not None:
-            return reached, ""
+            return reached, _unhealthy({machine: state})
         if _failed(state):
             return Phase.FAILED, state.message or f"{_state_text(state)} on {machine}"
     if elsewhere:
@@ -144,6 +152,7 @@ def _unit(view: ClusterView, record: UnitRecord, phase: Phase, detail: str) -> d
         "active": shown.active if shown else "",
         "sub": shown.sub if shown else "",
         "message": shown.message if shown else "",
+        "health": shown.health if shown else "",
         "hash": record.hash,
         "global": record.is_global,
         "owner": record.owner,

@@ -139,8 +139,9 @@ def _state_json(unit: str, machine: str, state: UnitState) -> dict[str, Any]:
         "systemdActiveState": state.active,
         "systemdSubState": state.sub,
     }
-    if state.message:
-        data["fleetpy"] = {"message": state.message}
+    extra = {"message": state.message, "health": state.health}
+    if any(extra.values()):  # fleetpy's own fields, apart from fleet's
+        data["fleetpy"] = {key: value for key, value in extra.items() if value}
     return data
 
 

@@ -115,7 +115,8 @@ LISTINGS = (
     ),
     Listing(
         "list-units",
-        "List the units machines report, with systemd's LOAD/ACTIVE/SUB.",
+        "List the units machines report, with systemd's LOAD/ACTIVE/SUB (a container's "
+        "HEALTH with --fields).",
         _units,
         lambda r: {
             "unit": r.unit,
@@ -124,6 +125,7 @@ LISTINGS = (
             "active": r.active,
             "sub": r.sub,
             "message": r.message,
+            "health": r.health,
         },
         lambda r, full: {
             "unit": r.unit,
@@ -133,8 +135,9 @@ LISTINGS = (
             "sub": r.sub or "-",
             "hash": _short(r.hash, full, 7),
             "message": r.message or "-",
+            "health": r.health or "-",
         },
-        ("unit", "machine", "load", "active", "sub", "hash", "message"),
+        ("unit", "machine", "load", "active", "sub", "hash", "message", "health"),
         ("unit", "machine", "active", "sub"),
     ),
     Listing(

@@ -39,6 +39,7 @@ class UnitRow:
     sub: str
     hash: str
     message: str = ""  # why systemd refused the unit file, or the agent the unit
+    health: str = ""  # a container's health (fleetpy.health), if it has a check
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def unit_rows(view: ClusterView | Listing) -> list[UnitRow]:
                     sub=state.sub,
                     hash=state.hash,
                     message=state.message,
+                    health=state.health,
                 )
             )
     return rows

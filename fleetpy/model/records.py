@@ -204,6 +204,7 @@ class UnitState:
     hash: str = ""
     message: str = ""  # e.g. systemd's complaint about a unit file it refused
     job: str = ""  # how the agent's last start of it ended (fleetpy.states: JOB_*)
+    health: str = ""  # a container's health (fleetpy.health.Health); "" without a check
 
     def to_json(self) -> str:
         data = {
@@ -215,6 +216,8 @@ class UnitState:
         }
         if self.job:  # states without one stay as they were
             data["job"] = self.job
+        if self.health:  # likewise
+            data["health"] = self.health
         return versioned_json(data)
 
     @classmethod
@@ -229,6 +232,7 @@ class UnitState:
             hash=typed_field(data, "hash", str, ""),
             message=typed_field(data, "message", str, ""),
             job=typed_field(data, "job", str, ""),
+            health=typed_field(data, "health", str, ""),
         )
 
 

@@ -66,6 +66,14 @@ class Pull(StrEnum):
     ALWAYS = "always"
 
 
+class HealthOnFailure(StrEnum):
+    """What the agent does when a running container turns unhealthy (Quadlet's key; its
+    kill and stop are not offered)."""
+
+    RESTART = "restart"  # the unit restarted in place, by systemd (fleetpy's default)
+    NONE = "none"  # only reported
+
+
 # Every known key; True: may be given several times (values accumulate, in order).
 CONTAINER_KEYS: dict[str, bool] = {
     "Image": False,
@@ -85,6 +93,7 @@ CONTAINER_KEYS: dict[str, bool] = {
     "StopTimeout": False,
     "HealthCmd": False,
     "HealthInterval": False,
+    "HealthOnFailure": False,
     "ReadOnly": False,
     "Memory": False,
     "CPUs": False,
@@ -122,6 +131,8 @@ class ContainerSpec:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     health_cmd: str | None = None
     health_interval: str | None = None
+    # Read by the agent from [X-Container]; no docker option (expansion unchanged).
+    health_on_failure: HealthOnFailure = HealthOnFailure.RESTART
     read_only: bool = False
     memory: str | None = None
     cpus: str | None = None
@@ -370,6 +381,12 @@ def parse_spec(entries: Sequence[Entry], name: str) -> ContainerSpec:
             raise r.bad(
                 "HealthInterval", health_interval, "expected a duration such as 2s or 1m30s"
             )
+    on_failure = r.one("HealthOnFailure")
+    if on_failure is not None:
+        if health_cmd is None:
+            raise r.bad("HealthOnFailure", on_failure, "needs HealthCmd=")
+        if on_failure not in {h.value for h in HealthOnFailure}:
+            raise r.bad("HealthOnFailure", on_failure, "expected restart or none")
     read_only_text = r.one("ReadOnly")
     if read_only_text is not None and read_only_text.lower() not in _BOOLEANS:
         raise r.bad("ReadOnly", read_only_text, "expected true or false")
@@ -399,6 +416,7 @@ def parse_spec(entries: Sequence[Entry], name: str) -> ContainerSpec:
         stop_timeout=stop_timeout,
         health_cmd=health_cmd,
         health_interval=health_interval,
+        health_on_failure=HealthOnFailure(on_failure or HealthOnFailure.RESTART),
         read_only=read_only_text is not None and _BOOLEANS[read_only_text.lower()],
         memory=memory,
         cpus=cpus,

@@ -486,8 +486,10 @@ def test_list_units(run: Run, cluster: dict[str, str]) -> None:
         "active": "failed",
         "sub": "failed",
         "message": "",
+        "health": "",  # a container's, with HealthCmd= (tests/integration/test_health.py)
     }
-    assert all(set(row) == {"unit", "machine", "load", "active", "sub", "message"} for row in data)
+    fields = {"unit", "machine", "load", "active", "sub", "message", "health"}
+    assert all(set(row) == fields for row in data)
 
 
 def test_list_machines(run: Run, cluster: dict[str, str]) -> None:

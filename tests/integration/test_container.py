@@ -46,6 +46,7 @@ Pull=never
 StopTimeout=7
 HealthCmd=test -e /tmp/ok
 HealthInterval=2s
+HealthOnFailure=none
 ReadOnly=yes
 Memory=64m
 CPUs=0.5
@@ -81,7 +82,7 @@ def verify(tmp_path: Path, name: str, text: str) -> None:
 
 
 def test_every_key_expands_to_one_docker_run(tmp_path: Path) -> None:
-    assert len(CONTAINER_KEYS) == 20
+    assert len(CONTAINER_KEYS) == 21  # HealthOnFailure= is the agent's, docker gets nothing
     unit = expand_unit(parse_unit(EVERY_KEY), "box.service")
     assert unit.values("Service", "ExecStart") == [
         "/usr/bin/docker run --name box-%p-%m --rm --init --pull=never"
@@ -179,6 +180,13 @@ def test_cli_bad_value_is_one_line_and_writes_nothing(
     result = run("start", "--no-block", path)
     assert result.exit_code == 1
     assert "did you mean Image=?" in one_error_line(result)
+    text = "[Container]\nImage=local/busybox\nHealthCmd=true\nHealthOnFailure=kill\n"
+    result = run("submit", write(units_dir, "box3.service", text))
+    assert result.exit_code == 1
+    assert (
+        "invalid [Container] HealthOnFailure=kill in box3.service: expected restart or none"
+        in one_error_line(result)
+    )
     assert snapshot(registry) == before
 
 

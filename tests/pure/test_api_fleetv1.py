@@ -186,6 +186,17 @@ def test_routes(method: str, path: str, status: int, fields: dict[str, Any] | No
             assert set(body) == {"error"} and body["error"]["code"] == status
 
 
+def test_state_carries_a_containers_health_as_fleetpys_extra() -> None:
+    view = make_view()
+    name = "u00000.service"
+    sick = replace(view.states[name]["m1"], health="unhealthy", message="")
+    h = FleetV1(Source(replace(view, states={name: {"m1": sick}})), Writer())
+    _, body = call(h, "GET", f"/state/{name}")
+    assert body["systemdActiveState"] == "active"  # fleet's fields as they were
+    assert body["fleetpy"] == {"health": "unhealthy"}
+    assert "fleetpy" not in call(handler(), "GET", f"/state/{name}")[1]  # no check: no extra
+
+
 def test_state_filters() -> None:
     h = handler()
     assert call(h, "GET", "/state", query={"machineID": "m2"})[1] == {"states": []}

@@ -63,6 +63,8 @@ BAD = [
     ("StopTimeout=-1", "expected seconds, 0 to 3600"),
     ("HealthInterval=2s", "needs HealthCmd="),
     ("HealthCmd=x\nHealthInterval=soon", "expected a duration"),
+    ("HealthOnFailure=none", "needs HealthCmd="),
+    ("HealthCmd=x\nHealthOnFailure=kill", "expected restart or none"),
     ("ReadOnly=maybe", "expected true or false"),
     ("DockerArgs=foo", "docker run options start with '-'"),
     ("ContainerName=a b", "expected [a-zA-Z0-9][a-zA-Z0-9_.-]* with the specifiers"),

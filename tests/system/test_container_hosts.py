@@ -1,6 +1,8 @@
 """Container units on a real host (systemd-nspawn, real systemd, the machine's dockerd):
-what docker actually receives from hostile values, and a container started, healthy,
-replaced by a rolling update, stopped and removed."""
+what docker actually receives from hostile values, a container started, healthy,
+replaced by a rolling update, stopped and removed, and its health over time: restarted in
+place when it turns unhealthy (also found so by an agent that was down), or only reported
+with HealthOnFailure=none."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from support.fleet import containers
+from fleetpy.cluster.nspawn import AGENT_UNIT
+
+from support.fleet import Fleet, containers
 from support.hosts_fixtures import SharedHosts
 from support.waiting import until
 
@@ -146,3 +150,89 @@ def test_container_healthy_rolled_stopped_removed(
     assert not host.is_active("box.service")
     fleet("destroy", "box.service")
     until(lambda: fleet.units() == [], what="unit gone")
+
+
+# Healthy once /tmp/ok exists; `docker exec rm` makes it unhealthy after its start.
+TURNS = """\
+[Container]
+Image=local/busybox:latest
+Exec=sh -c "touch /tmp/ok; exec sleep 1000"
+HealthCmd=test -e /tmp/ok
+HealthInterval=1s
+StopTimeout=2
+"""
+
+
+def container_id(name: str) -> str | None:
+    """The container's id; None while there is none (between a stop and the next run)."""
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Id}}", name], capture_output=True, text=True
+    )
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def health(fleet: Fleet, unit: str) -> str | None:
+    """UNIT's health as `list-units` shows it (None: not listed active)."""
+    rows = [r for r in fleet.units() if r["unit"] == unit and r["active"] == "active"]
+    return rows[0]["health"] if rows else None
+
+
+def test_container_turning_unhealthy_is_restarted_in_place(on_shared_hosts: SharedHosts) -> None:
+    fleet, (host,) = on_shared_hosts.fleet, on_shared_hosts.hosts
+    fleet("start", "--block-attempts", "60", fleet.write("turns.service", TURNS))
+    name = f"fleetpy-turns-{host.machine_id}"
+    until(lambda: health(fleet, "turns.service") == "healthy", what="health listed")
+    first = inspect(name)["Id"]
+    subprocess.run(["docker", "exec", name, "rm", "/tmp/ok"], check=True)
+    # docker marks it unhealthy after 3 failed checks; the agent restarts the unit in place
+    # (systemd's RestartUnit: a new container, on the same host).
+    until(lambda: container_id(name) not in (first, None), timeout=60, what="container replaced")
+    until(lambda: health(fleet, "turns.service") == "healthy", what="healthy again")
+    assert host.is_active("turns.service")
+    assert "unit_unhealthy_restart" in host.journal(lines=2000)
+    assert [r["machine"] for r in fleet.units()] == [host.machine_id]
+
+
+def test_unhealthy_container_with_health_on_failure_none_is_only_reported(
+    on_shared_hosts: SharedHosts,
+) -> None:
+    fleet, (host,) = on_shared_hosts.fleet, on_shared_hosts.hosts
+    text = TURNS + "HealthOnFailure=none\n"
+    fleet("start", "--block-attempts", "60", fleet.write("watched.service", text))
+    name = f"fleetpy-watched-{host.machine_id}"
+    until(lambda: health(fleet, "watched.service") == "healthy", what="health listed")
+    first = inspect(name)["Id"]
+    subprocess.run(["docker", "exec", name, "rm", "/tmp/ok"], check=True)
+    until(lambda: health(fleet, "watched.service") == "unhealthy", timeout=60, what="unhealthy")
+    table = fleet("list-units", "--no-legend", "--fields", "unit,active,health").stdout.split()
+    assert table == ["watched.service", "active", "unhealthy"]
+    assert inspect(name)["Id"] == first and host.is_active("watched.service")
+
+
+def test_container_unhealthy_while_its_agent_was_down_is_restarted_when_it_is_back(
+    on_shared_hosts: SharedHosts,
+) -> None:
+    """No event is missed for good: the agent, back, reads the container's health
+    (docker inspect) and acts on what it finds."""
+    fleet, (host,) = on_shared_hosts.fleet, on_shared_hosts.hosts
+    fleet("start", "--block-attempts", "60", fleet.write("late.service", TURNS))
+    name = f"fleetpy-late-{host.machine_id}"
+    until(lambda: health(fleet, "late.service") == "healthy", what="health listed")
+    first = container_id(name)
+    host.systemctl("stop", AGENT_UNIT)
+    try:
+        subprocess.run(["docker", "exec", name, "rm", "/tmp/ok"], check=True)
+        # Unhealthy at 3 failed checks; 3 more (3 s) and its event is older than the
+        # second `docker events --since` replays: only the inspect can tell the agent.
+        until(
+            lambda: inspect(name)["State"]["Health"]["FailingStreak"] >= 6,
+            timeout=60,
+            what="docker marks it unhealthy, no agent running",
+        )
+        assert inspect(name)["State"]["Health"]["Status"] == "unhealthy"
+        assert container_id(name) == first and host.is_active("late.service")
+    finally:
+        host.systemctl("start", AGENT_UNIT)
+    until(lambda: container_id(name) not in (first, None), timeout=60, what="container replaced")
+    until(lambda: health(fleet, "late.service") == "healthy", what="healthy again")
+    assert [r["machine"] for r in fleet.units()] == [host.machine_id]

@@ -190,6 +190,7 @@
       tr.append(el("td", u.name, "name"), el("td", u.phase, "phase"), el("td", u.desired, "desired"),
         el("td", u.machine || u.machines.join(", ") || "\u2014", "machine"),
         el("td", u.load, "load"), el("td", u.active, "active"), el("td", u.sub, "sub"),
+        el("td", u.health || "", "health"),
         el("td", [u.detail, u.message].filter(Boolean).join(": "), "detail"),
         el("td", u.owner || "", "owner"), commit);
       return tr;
