@@ -24,7 +24,8 @@ from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
 from .health import HealthMonitor, HealthSource
 from .log import log_event, stamp
-from .metadata import Overlay, effective
+from .machine_orders import MachineOrders
+from .metadata import effective
 from .model.cordons import CordonEvent
 from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
 from .model.records import MachineRecord, ScheduleEntry, UnitState
@@ -289,9 +290,7 @@ class Agent:
         self._placed: dict[str, ScheduleEntry] = {}
         self._globals: dict[str, ScheduleEntry] = {}
         self._newer: set[str] = set()  # units whose entry a newer fleetpy wrote: left alone
-        self._overlay: Overlay = {}  # operators' metadata of this machine (global units follow it)
-        self._overlay_denied = False  # logged once: our etcd role predates the overlay
-        self._globals_off = False  # a drain of this machine includes its global units
+        self._orders = MachineOrders(self._machine_id)  # its metadata overlay, its cordon
         self._reported: dict[str, UnitState] = {}
         self._rejected: dict[str, tuple[str, Verdict]] = {}  # replaced whole, never mutated
         self._cancels: list[Callable[[], None]] = []
@@ -458,30 +457,9 @@ class Agent:
                 raise _DataMissing()  # restored: give the engine time to place here again
         self._held = False
         self._placed, self._globals, self._newer = placed, globals_, set(newer)
-        overlay = self.registry.agent_overlay(self.machine_id)
-        if overlay is None:
-            if not self._overlay_denied:
-                log_event("metadata_overlay_unreadable", machine=self.machine_id)
-            self._overlay_denied, self._overlay = True, {}
-        else:
-            overlay_revision, self._overlay = overlay
-            self._cancels.append(
-                self.registry.watch_metadata(
-                    lambda b: self._on_watch(b, "metadata", generation),
-                    overlay_revision + 1,
-                    machine=self.machine_id,
-                )
-            )
-        cordon = self.registry.agent_cordon(self.machine_id)  # None: a role from before
-        if cordon is not None:  # its events go the metadata's way: both are operators'
-            self._globals_off = cordon[1] is not None and cordon[1].drains_globals
-            self._cancels.append(
-                self.registry.watch_cordons(
-                    lambda b: self._on_watch(b, "metadata", generation),
-                    cordon[0] + 1,
-                    machine=self.machine_id,
-                )
-            )
+        self._cancels += self._orders.follow(  # their events go the metadata's way
+            self.registry, lambda b: self._on_watch(b, "metadata", generation)
+        )
         self._cancels.append(
             self.registry.watch_schedule(
                 lambda b: self._on_watch(b, "schedule", generation),
@@ -518,11 +496,7 @@ class Agent:
             return False
         target = self._placed if kind == "schedule" else self._globals
         for event in batch.events:
-            if isinstance(event, MetadataEvent):
-                self._overlay = event.overlay or {}
-                continue
-            if isinstance(event, CordonEvent):
-                self._globals_off = event.record is not None and event.record.drains_globals
+            if self._orders.apply(event):
                 continue
             if not isinstance(event, ScheduleEvent):
                 continue  # this machine's record: handled in _drain
@@ -666,8 +640,8 @@ class Agent:
 
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
-        metadata = effective(self.settings.metadata, self._overlay)
-        if not self._globals_off:
+        metadata = effective(self.settings.metadata, self._orders.overlay)
+        if not self._orders.globals_off:
             chosen.update(select_globals(self._globals, self._placed, metadata))
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
