@@ -162,10 +162,13 @@ class Drains:
         return any(r.mode is CordonMode.DRAINING for r in self.records.values())
 
     @staticmethod
-    def next_wake(reasons: Mapping[str, str]) -> float | None:
+    def next_wake(reasons: Mapping[str, str], plan: DrainPlan | None = None) -> float | None:
         """Seconds until the engine should look again without an event: while moved
-        units are on their way (their states are not watched)."""
-        return POLL_SECONDS if any(moving(reason) for reason in reasons.values()) else None
+        units are on their way (their states are not watched), or about to be (PLAN
+        evicts some)."""
+        if (plan is not None and plan.evict) or any(moving(r) for r in reasons.values()):
+            return POLL_SECONDS
+        return None
 
     def plan(
         self,

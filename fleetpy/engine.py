@@ -395,9 +395,8 @@ class Engine:
             )
         for machine in cordons.keys() & machines.keys():
             machines[machine] = replace(machines[machine], cordoned=True)
-        wake = self._drains.next_wake(model.reasons)
         drain = DrainPlan()
-        if wake is not None or self._drains.draining():  # else: no per-unit work at all
+        if self._drains.next_wake(model.reasons) or self._drains.draining():  # else: no work
             drain = self._drains.plan(
                 {unit: entry.machine for unit, entry in model.schedule.items()},
                 {unit: spec.desired for unit, spec in model.specs.items()},
@@ -406,6 +405,7 @@ class Engine:
                 model.machines.keys(),
                 self.registry.unit_states,
             )
+        wake = self._drains.next_wake(model.reasons, drain)
         if wake is not None:  # moved units on their way: their states are read again
             wake += time.monotonic()
             self._next_judgement = min(self._next_judgement or wake, wake)

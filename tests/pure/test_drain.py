@@ -303,6 +303,7 @@ def test_drains_follow_events_and_wake_the_engine_while_units_move() -> None:
     assert list(drains.records) == ["m2"]
     assert drains.next_wake({}) is None
     assert drains.next_wake({"a.service": moved_off("m1", "m2")}) == 1.0
+    assert drains.next_wake({}, DrainPlan({"a.service": "m1"})) == 1.0  # leaving now
 
 
 def test_drains_read_only_the_states_of_units_on_their_way() -> None:
