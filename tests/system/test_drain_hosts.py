@@ -78,9 +78,12 @@ def test_a_drain_moves_a_hosts_units_one_at_a_time(on_shared_hosts: SharedHosts)
         shared.fleet("uncordon", b.machine_id)
         with watched(shared, units) as seen:
             started = time.monotonic()
-            result = shared.fleet("drain", a.machine_id, "--timeout", "120")
+            result = shared.fleet("drain", a.machine_id, "--timeout", "90", check=False)
             took = time.monotonic() - started
-        assert result.stdout.strip() == f"Machine {a.machine_id} drained", result.stderr
+        engine_log = (shared.fleet.workdir / "engine.log").read_text()[-6000:]
+        assert result.stdout.strip() == f"Machine {a.machine_id} drained", (
+            f"{result.stderr}\nthe engine said:\n{engine_log}"
+        )
         for unit in units:
             assert seen[unit] == [a.machine_id, b.machine_id], (unit, seen[unit])
             assert b.is_active(unit) and not a.is_active(unit), unit
