@@ -26,7 +26,9 @@ from .errors import FleetpyError, UnitNameError
 from .failure_count import FailureCounter
 from .health import HealthMonitor, HealthSource
 from .log import log_event, stamp
-from .metadata import Overlay, effective
+from .machine_orders import MachineOrders
+from .metadata import effective
+from .model.cordons import CordonEvent
 from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
 from .model.records import MachineRecord, ScheduleEntry, UnitState, entries_for
 from .registry import MachineIdInUse
@@ -51,7 +53,7 @@ from .unitmanager import (
 
 
 # What an agent watches: its schedule, the global units, its operators' metadata.
-_AgentEvent = ScheduleEvent | MetadataEvent | MachineEvent
+_AgentEvent = ScheduleEvent | MetadataEvent | MachineEvent | CordonEvent
 
 
 @dataclass
@@ -152,8 +154,7 @@ class Agent:
         self._placed: dict[str, ScheduleEntry] = {}
         self._globals: dict[str, ScheduleEntry] = {}
         self._newer: set[str] = set()  # units whose entry a newer fleetpy wrote: left alone
-        self._overlay: Overlay = {}  # operators' metadata of this machine (global units follow it)
-        self._overlay_denied = False  # logged once: our etcd role predates the overlay
+        self._orders = MachineOrders(self._machine_id)  # its metadata overlay, its cordon
         self._reported: dict[str, UnitState] = {}
         self._rejected: dict[str, tuple[str, Verdict]] = {}  # replaced whole, never mutated
         self._cancels: list[Callable[[], None]] = []
@@ -331,20 +332,9 @@ class Agent:
                 raise _DataMissing()  # restored: give the engine time to place here again
         self._held = False
         self._placed, self._globals, self._newer = placed, globals_, set(newer)
-        overlay = self.registry.agent_overlay(self.machine_id)
-        if overlay is None:
-            if not self._overlay_denied:
-                log_event("metadata_overlay_unreadable", machine=self.machine_id)
-            self._overlay_denied, self._overlay = True, {}
-        else:
-            overlay_revision, self._overlay = overlay
-            self._cancels.append(
-                self.registry.watch_metadata(
-                    lambda b: self._on_watch(b, "metadata", generation),
-                    overlay_revision + 1,
-                    machine=self.machine_id,
-                )
-            )
+        self._cancels += self._orders.follow(  # their events go the metadata's way
+            self.registry, lambda b: self._on_watch(b, "metadata", generation)
+        )
         self._cancels.append(
             self.registry.watch_schedule(
                 lambda b: self._on_watch(b, "schedule", generation),
@@ -382,8 +372,7 @@ class Agent:
             return False
         target = self._placed if kind == "schedule" else self._globals
         for event in batch.events:
-            if isinstance(event, MetadataEvent):
-                self._overlay = event.overlay or {}
+            if self._orders.apply(event):
                 continue
             if not isinstance(event, ScheduleEvent):
                 continue  # this machine's record: handled in _drain
@@ -531,8 +520,9 @@ class Agent:
 
     def desired(self) -> dict[str, DesiredUnit]:
         chosen = dict(self._placed)
-        metadata = effective(self.settings.metadata, self._overlay)
-        chosen.update(select_globals(self._globals_here(), self._placed, metadata))
+        metadata = effective(self.settings.metadata, self._orders.overlay)
+        if not self._orders.globals_off:
+            chosen.update(select_globals(self._globals_here(), self._placed, metadata))
         return {
             name: DesiredUnit(name, e.hash, DesiredState(e.desired), e.text, e.signature)
             for name, e in chosen.items()

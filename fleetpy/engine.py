@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from . import scheduler
 from .compaction import CompactionSchedule
 from .config import AgentSettings, EngineSettings
+from .drain import Drains
 from .election import Election, LostLeadership
 from .errors import FleetpyError
 from .failures import FailureBook
@@ -38,12 +39,12 @@ from .model.changes import (
     StoreReason,
     UnplaceUnit,
 )
+from .model.cordons import CordonEvent
 from .model.events import ContentEvent, EngineEvent, MachineEvent, MetadataEvent, WatchBatch
 from .model.failures import FailureEvent
 from .model.records import MachineRecord, ScheduleEntry, UnitRecord
 from .registry.roles import EngineRegistry
 from .states import DesiredState
-from .unitfile.reschedule import ReschedulePolicy
 from .unitfile.unit import FleetOptions, UnitFile, fleet_options, parse_unit
 
 
@@ -82,20 +83,6 @@ V = TypeVar("V")
 
 def _without(units: dict[str, V], names: set[str]) -> dict[str, V]:
     return {n: v for n, v in units.items() if n not in names} if names else units
-
-
-def _grouped_by_machine(changes: list[scheduler.Change]) -> list[scheduler.Change]:
-    """The plan's new placements grouped by machine (in decision order within each), the
-    other changes where they are. Transactions are cut by size, so a machine's new units
-    arrive in one transaction (one watch response: its agent wakes, reconciles and
-    reports once) instead of one in each of as many transactions. Any prefix of the
-    placements is still a valid state: they only add, and a machine's are in the order
-    the planner decided them (a MachineOf= unit after the one it follows)."""
-    placements = [c for c in changes if isinstance(c, scheduler.Schedule)]
-    if len(placements) < 2:
-        return changes
-    ordered = iter(sorted(placements, key=lambda c: c.machine))
-    return [next(ordered) if isinstance(c, scheduler.Schedule) else c for c in changes]
 
 
 # Agents' TTL when no machine has said its own (their default); and what is added to the
@@ -149,6 +136,7 @@ class Engine:
         self._machines: dict[str, MachineRecord] = {}  # last record seen per machine
         self._overlays: dict[str, Overlay] = {}  # operators' metadata, by machine id
         self._failures = FailureBook()  # RescheduleOnFailure=: agents' failure records
+        self._drains = Drains()  # operators' cordons, drains and maintenance windows
         self.candidate = candidate or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = EngineStats()
         self.is_leader = threading.Event()
@@ -386,17 +374,30 @@ class Engine:
 
     def _snapshot(self, model: _Model) -> scheduler.Snapshot:
         machines: dict[str, scheduler.Machine] = dict(model.machines)
-        for machine, why in self._held(model).items():
+        held = self._held(model) | self._drains.holds(model.schedule, machines.keys())
+        for machine, why in held.items():
             last = self._machines.get(machine)
             machines[machine] = scheduler.Machine(
                 machine, dict(last.metadata) if last is not None else {}, held=why
             )
+        for machine in self._drains.records.keys() & machines.keys():
+            machines[machine] = replace(machines[machine], cordoned=True)
+        drain, wake = self._drains.pass_plan(
+            model.schedule,
+            model.specs,
+            model.reasons,
+            model.machines.keys(),
+            self.registry.unit_states,
+        )
+        if wake is not None:  # moved units on their way: their states are read again
+            wake += time.monotonic()
+            self._next_judgement = min(self._next_judgement or wake, wake)
         invalid = {
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
             for name, why in model.invalid.items()
         }
         alone = model.left_alone()
-        policies = self._policies(model)
+        policies = self._failures.policies(model.specs)
         expiry = self._failures.next_expiry(policies)
         if expiry is not None:
             self._next_judgement = min(self._next_judgement or expiry, expiry)
@@ -408,12 +409,9 @@ class Engine:
             _without(invalid, alone),
             _without(self._running(model), alone),
             _without(self._failures.avoidances(policies, time.monotonic()), alone),
+            _without(drain.evict, alone),
+            _without(drain.notes, alone),
         )
-
-    def _policies(self, model: _Model) -> dict[str, tuple[str, ReschedulePolicy | None]]:
-        """Units with failure records: (their contents, their RescheduleOnFailure=)."""
-        specs = (model.specs.get(unit) for unit in self._failures.units())
-        return {s.name: (s.hash, s.options.reschedule) for s in specs if s is not None}
 
     def _start_adopting(self) -> None:
         self._adopt_until = time.monotonic() + ADOPT_WINDOW
@@ -455,6 +453,7 @@ class Engine:
             self._blind_until = time.monotonic() + self.grace_seconds()
         self._force = self.registry.force_reschedule_requested()
         self._failures.load(self.registry.read_failures()[1], time.monotonic())
+        self._drains.reset(view.cordons)
         if self.registry.adoption_requested():
             self._start_adopting()
         model = _Model(
@@ -493,6 +492,7 @@ class Engine:
             self.registry.watch_contents,
             self.registry.watch_engine,
             self.registry.watch_failures,
+            self.registry.watch_cordons,
         )
         for watch in watches:
             self._cancels.append(
@@ -599,6 +599,8 @@ class Engine:
                     self._failures.apply(event, time.monotonic())
                     if event.record is not None:
                         log_event("unit_failures_reported", unit=event.unit, machine=event.machine)
+                elif isinstance(event, CordonEvent):
+                    self._drains.event(event)
                 elif event.record is None:
                     model.records.pop(event.name, None)
                     model.specs.pop(event.name, None)
@@ -682,7 +684,7 @@ class Engine:
         if self._adopt_requested:
             clears.append(ClearAdoptionRequest())
         # Failure records whose backoff ended (or whose unit went): deleted by the leader.
-        expired = self._failures.expired(self._policies(model), time.monotonic())
+        expired = self._failures.expired(self._failures.policies(model.specs), time.monotonic())
         groups = [clears] if clears else []
         groups += [[ForgetFailure(machine, unit)] for machine, unit in expired]
         if groups:
@@ -699,7 +701,7 @@ class Engine:
             self._on_pass(planned - started, time.perf_counter() - started)
 
     def _execute(self, model: _Model, planned: list[scheduler.Change]) -> None:
-        changes = _grouped_by_machine(planned)
+        changes = scheduler.grouped_by_machine(planned)
 
         def written(start: int, end: int) -> None:
             self.stats.transactions += 1

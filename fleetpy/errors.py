@@ -94,3 +94,8 @@ class SigningError(FleetpyError):
 
 class ContainerError(FleetpyError):
     """An invalid [Container] section: unknown key, bad value, or a clash with [Service]."""
+
+
+class DrainError(FleetpyError):
+    """A cordon, drain or maintenance window that cannot be asked for (an unknown or
+    dead machine, a bad option), or a drain that did not finish."""

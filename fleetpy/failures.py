@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from .model.failures import FailureEvent, FailureRecord
 from .unitfile.reschedule import ReschedulePolicy, describe_span
+from .unitfile.unit import FleetOptions
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,15 @@ def judge(
     )
 
 
+class _Spec(Protocol):  # scheduler.UnitSpec (which imports this module)
+    @property
+    def name(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+    @property
+    def options(self) -> FleetOptions: ...
+
+
 class FailureBook:
     """The engine's failure records, with when it first saw each."""
 
@@ -91,6 +102,13 @@ class FailureBook:
 
     def units(self) -> set[str]:
         return {unit for unit, _ in self._seen}
+
+    def policies(
+        self, specs: Mapping[str, _Spec]
+    ) -> dict[str, tuple[str, ReschedulePolicy | None]]:
+        """Units with failure records: (their contents, their RescheduleOnFailure=)."""
+        found = (specs.get(unit) for unit in self.units())
+        return {s.name: (s.hash, s.options.reschedule) for s in found if s is not None}
 
     def forgotten(self, machine: str, unit: str) -> None:
         self._seen.pop((unit, machine), None)

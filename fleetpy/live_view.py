@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from .errors import FleetpyError
 from .log import log_event
+from .model.cordons import CordonEvent
 from .model.events import (
     MachineEvent,
     MetadataEvent,
@@ -38,7 +39,15 @@ SETTLE_SECONDS = 0.05
 # After a failed re-read (etcd down), try again this often; the last view stays served.
 RETRY_SECONDS = 1.0
 
-ViewEvent = UnitEvent | ReasonEvent | StateEvent | ScheduleEvent | MachineEvent | MetadataEvent
+ViewEvent = (
+    UnitEvent
+    | ReasonEvent
+    | StateEvent
+    | ScheduleEvent
+    | MachineEvent
+    | MetadataEvent
+    | CordonEvent
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,7 @@ class LiveView:
             self.registry.watch_schedule(on, after),
             self.registry.watch_machines(on, after),
             self.registry.watch_metadata(on, after),
+            self.registry.watch_cordons(on, after),
         ]
         self.resyncs += 1
         if self.with_contents:
@@ -288,6 +298,8 @@ def apply_events(view: ClusterView, events: list[ViewEvent]) -> ClusterView:
                 machines[event.machine] = replace(
                     machines[event.machine], operator_metadata=event.overlay or {}
                 )
+        elif isinstance(event, CordonEvent):
+            _set(own("cordons"), event.machine, event.record)
         elif isinstance(event, UnitEvent):
             _set(own("units"), event.name, event.record)
         elif isinstance(event, ReasonEvent):
@@ -307,7 +319,7 @@ def touched(events: list[ViewEvent]) -> Touched:
         if isinstance(event, (StateEvent, ScheduleEvent)):
             units.add(event.unit)
             machines.add(event.machine)
-        elif isinstance(event, (MachineEvent, MetadataEvent)):
+        elif isinstance(event, (MachineEvent, MetadataEvent, CordonEvent)):
             machines.add(event.machine)
         elif isinstance(event, UnitEvent):
             units.add(event.name)

@@ -29,6 +29,7 @@ from enum import StrEnum
 
 from fleetpy.states import PLACED_STATES, DesiredState
 
+from .drain import CANNOT_LEAVE, EVERY_MACHINE_CORDONED, MOVED_OFF, cannot_leave, moved_off
 from .failures import Avoidance
 from .unitfile.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
 
@@ -56,6 +57,8 @@ class ReasonKind(StrEnum):
     INVALID = "invalid"  # the unit's contents cannot be used
     NOT_REPORTING = "not-reporting"  # left on a machine out of touch
     FAILURES = "failures"  # RescheduleOnFailure=: moved off (or kept on) where it failed
+    CORDONED = "cordoned"  # every live machine is cordoned
+    DRAINING = "draining"  # moved off a draining machine, or cannot leave it
     OTHER = "other"
     PENDING = "pending"  # no reason stored: the engine has not got to the unit yet
 
@@ -78,6 +81,9 @@ _REASON_PREFIXES: tuple[tuple[str, ReasonKind], ...] = (
     ("invalid unit", ReasonKind.INVALID),
     ("left on machine ", ReasonKind.NOT_REPORTING),
     ("failed ", ReasonKind.FAILURES),
+    (EVERY_MACHINE_CORDONED, ReasonKind.CORDONED),
+    (MOVED_OFF, ReasonKind.DRAINING),
+    (CANNOT_LEAVE, ReasonKind.DRAINING),
 )
 
 
@@ -112,11 +118,13 @@ class Machine:
     units; a `held` machine is not reporting but is not given up either (the engine's
     grace period after it was blind, or a mass loss): its units stay where they are,
     constraints unchecked, and nothing new goes there. `held` says why ("" for a hold
-    too short to mention)."""
+    too short to mention). A `cordoned` machine (an operator's cordon, fleetpy.drain)
+    keeps what it has and takes nothing new."""
 
     id: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     held: str | None = None
+    cordoned: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,12 @@ class Snapshot:
     # unit -> machines it failed on repeatedly (RescheduleOnFailure=, fleetpy.failures):
     # not placed there while another machine can take it.
     avoid: Mapping[str, Avoidance] = field(default_factory=dict)
+    # unit -> the draining machine it leaves now (fleetpy.drain chose it): placed elsewhere
+    # if it can be (its MachineOf= dependents follow it), or left there, saying why.
+    evict: Mapping[str, str] = field(default_factory=dict)
+    # unit -> a reason to keep storing while it is placed (moved off a draining machine
+    # and not active where it went yet; or one that cannot leave, not tried this pass).
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -223,6 +237,20 @@ class PlacementPlan:
 
     def __len__(self) -> int:
         return len(self.changes)
+
+
+def grouped_by_machine(changes: list[Change]) -> list[Change]:
+    """The plan's new placements grouped by machine (in decision order within each), the
+    other changes where they are. Transactions are cut by size, so a machine's new units
+    arrive in one transaction (one watch response: its agent wakes, reconciles and
+    reports once) instead of one in each of as many transactions. Any prefix of the
+    placements is still a valid state: they only add, and a machine's are in the order
+    the planner decided them (a MachineOf= unit after the one it follows)."""
+    placements = [c for c in changes if isinstance(c, Schedule)]
+    if len(placements) < 2:
+        return changes
+    ordered = iter(sorted(placements, key=lambda c: c.machine))
+    return [next(ordered) if isinstance(c, Schedule) else c for c in changes]
 
 
 def is_placeable(spec: UnitSpec) -> bool:
@@ -344,11 +372,12 @@ class _Planner:
                 machines.setdefault(entry.machine, Machine(entry.machine, {}, held=NO_MACHINES))
         self.machines: Mapping[str, Machine] = machines
         self.alive = sorted(m for m, machine in machines.items() if machine.held is None)
-        self.notes: dict[str, str] = {}  # unit -> why it stays on a held machine
         # unit -> machines it may not go to (it failed there; fleetpy.failures)
         self.avoid: dict[str, frozenset[str]] = {
             name: a.machines for name, a in snapshot.avoid.items() if not a.stays
         }
+        self.open = [m for m in self.alive if not machines[m].cordoned]  # may take new units
+        self.notes: dict[str, str] = dict(snapshot.notes)  # + why it stays on a held machine
         self.placeable: dict[str, UnitSpec] = {
             name: spec for name, spec in snapshot.units.items() if is_placeable(spec)
         }
@@ -556,8 +585,10 @@ class _Planner:
             return _Blocker("metadata", _describe_metadata(options.machine_metadata))
         return None
 
-    def _may_stay(self, name: str, machine: str) -> bool:
+    def _may_stay(self, name: str, machine: str, evicting: bool = True) -> bool:
         if machine not in self.machines:
+            return False
+        if evicting and self.snapshot.evict.get(name) == machine:
             return False
         held = self.machines[machine].held
         if held is not None:
@@ -589,6 +620,36 @@ class _Planner:
         # Already sorted by rank, hence already a heap.
 
     # ---- phase 2: place the rest ----------------------------------------
+
+    def keep_unmovable(self) -> None:
+        """Evicted units that found no other machine stay on the draining one, saying
+        why (their MachineOf= dependents with them): a drain never unschedules a unit."""
+        schedule = self.snapshot.schedule
+        kept: list[tuple[str, str]] = []
+        for name, machine in self.snapshot.evict.items():
+            entry = schedule.get(name)
+            if (
+                name in self.assignment
+                or name not in self.placeable
+                or entry is None
+                or entry.machine != machine
+                or not self._may_stay(name, machine, evicting=False)
+            ):
+                continue
+            why = self.failures.pop(name, "no other machine can take it")
+            self.notes[name] = cannot_leave(machine, why)
+            self._assign(name, machine)
+            kept.append((name, machine))
+            for dependent in self.dependents.get(name, ()):
+                if dependent not in self.assignment:
+                    heapq.heappush(self.queue, (self.rank[dependent], dependent))
+        self.place_pending()
+        while kept:  # the dependents back beside them say why, and theirs
+            name, machine = kept.pop()
+            for dependent in self.dependents.get(name, ()):
+                if self.assignment.get(dependent) == machine and dependent not in self.notes:
+                    self.notes[dependent] = cannot_leave(machine, f"it follows {name} (MachineOf=)")
+                    kept.append((dependent, machine))
 
     def place_pending(self) -> None:
         while self.queue:
@@ -647,6 +708,12 @@ class _Planner:
             if target is None or target.held is not None:
                 self._fail(name, f"no machine with id {options.machine_id} is alive")
                 return None
+            if self.snapshot.evict.get(name) == options.machine_id:
+                self._fail(name, f"MachineID={options.machine_id} pins it to that machine")
+                return None
+            if self._closed(name, options.machine_id):
+                self._fail(name, f"machine {options.machine_id} cannot take it: it is cordoned")
+                return None
             blocker = self._static_blocker(options, options.machine_id) or self._blocker(
                 name, options, options.machine_id
             )
@@ -654,7 +721,16 @@ class _Planner:
                 self._fail(name, f"machine {options.machine_id} cannot take it: {blocker.phrase()}")
                 return None
             return options.machine_id
+        if not self.open:
+            self._fail(name, EVERY_MACHINE_CORDONED)
+            return None
         return self._choose_from_pool(name, options)
+
+    def _closed(self, name: str, machine: str) -> bool:
+        """A cordoned machine takes back only a unit it already has (one that could not
+        leave it, or that follows such a unit)."""
+        entry = self.snapshot.schedule.get(name)
+        return self.machines[machine].cordoned and (entry is None or entry.machine != machine)
 
     def _choose_beside(self, name: str, options: FleetOptions) -> str | None:
         if name in self.cycles:
@@ -678,6 +754,9 @@ class _Planner:
         held = self.machines[host].held
         if held is not None:
             self._fail(name, f"waiting for {target}, whose machine {host} is not reporting")
+            return None
+        if self._closed(name, host):
+            self._fail(name, f"cannot join {target} on machine {host}: it is cordoned")
             return None
         blocker = self._static_blocker(options, host) or self._blocker(name, options, host)
         if blocker is not None:
@@ -807,12 +886,12 @@ class _Planner:
     def _machines_matching(
         self, requirements: tuple[tuple[str, tuple[str, ...]], ...]
     ) -> list[str]:
-        """Live machines meeting the requirements: held ones take nothing new."""
+        """Live machines meeting the requirements: held and cordoned ones take nothing new."""
         if not requirements:
-            return self.alive
+            return self.open
         if self.metadata_index is None:
             index: dict[str, dict[str, list[str]]] = {}
-            for machine_id in self.alive:
+            for machine_id in self.open:
                 for meta_key, value in self.machines[machine_id].metadata.items():
                     index.setdefault(meta_key, {}).setdefault(value, []).append(machine_id)
             self.metadata_index = index
@@ -847,6 +926,7 @@ class _Planner:
         moves: list[Change] = []
         retargets: list[Change] = []
         schedules: list[Change] = []
+        draining = set(self.snapshot.evict.values())
         # Assignment order is decision order (a re-placed unit is re-inserted).
         for name, machine in self.assignment.items():
             spec = units[name]
@@ -857,6 +937,8 @@ class _Planner:
                 moves.append(
                     Move(name, old.machine, machine, spec.desired, spec.hash, spec.signature)
                 )
+                if old.machine in draining:  # it, or a MachineOf= dependent following it
+                    self.notes[name] = moved_off(old.machine, machine)
             elif (old.desired, old.hash, old.signature) != (
                 spec.desired,
                 spec.hash,
@@ -955,4 +1037,6 @@ def plan_placements(snapshot: Snapshot) -> PlacementPlan:
     planner = _Planner(snapshot)
     planner.keep_valid_placements()
     planner.place_pending()
+    if snapshot.evict:
+        planner.keep_unmovable()
     return planner.changes()

@@ -4,7 +4,8 @@ live view, the engine leader and the deployment records (table-tested without a 
     {"revision": etcd revision of the view,
      "leader": the leading engine's id or null,
      "summary": {"machines": N, "units": N, "phases": {phase: N}},
-     "machines": [{"id", "ip", "hostname", "metadata": {k: v}, "units": [names]}],
+     "machines": [{"id", "ip", "hostname", "metadata": {k: v}, "units": [names],
+                   "cordon": as list-machines shows it, or null}],
      "units": [{"name", "desired", "phase", "detail", "machine", "machines", "load",
                 "active", "sub", "health", "message", "hash", "global", "owner", "commit",
                 "reason"}],
@@ -36,6 +37,7 @@ from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import Any
 
+from ..client.listings import cordon_text
 from ..model.records import ClusterView, DeploymentRecord, MachineRecord, UnitRecord, UnitState
 from ..states import RUNNING_STATES, ActiveState, DesiredState, LoadState
 
@@ -212,6 +214,7 @@ def document(
                 "hostname": m.hostname,
                 "metadata": dict(sorted(m.metadata.items())),
                 "units": sorted(on_machine.get(m.id, ())),
+                "cordon": _cordon(view, m.id),
             }
             for _, m in sorted(view.machines.items())
         ],
@@ -228,14 +231,21 @@ def _json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-def _machine(machine: MachineRecord, units: Collection[str]) -> dict[str, Any]:
+def _machine(machine: MachineRecord, units: Collection[str], cordon: str | None) -> dict[str, Any]:
     return {
         "id": machine.id,
         "ip": machine.ip,
         "hostname": machine.hostname,
         "metadata": dict(sorted(machine.metadata.items())),
         "units": sorted(units),
+        "cordon": cordon,
     }
+
+
+def _cordon(view: ClusterView, machine: str) -> str | None:
+    """A machine's cordon as list-machines shows it (null: none)."""
+    record = view.cordons.get(machine)
+    return None if record is None else cordon_text(record)
 
 
 def _where(view: ClusterView, name: str) -> frozenset[str]:
@@ -347,7 +357,9 @@ class Dashboard:
                 if self.machines.pop(machine_id, None) is not None:
                     machines_gone.append(machine_id)
                 continue
-            row = _json(_machine(found, self.on_machine.get(machine_id, ())))
+            row = _json(
+                _machine(found, self.on_machine.get(machine_id, ()), _cordon(view, machine_id))
+            )
             if self.machines.get(machine_id) != row:
                 self.machines[machine_id] = row
                 set_machines.append(row)

@@ -21,13 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..client.listings import summary_state
+from ..client.listings import cordon_json, summary_state
 from ..client.operations import PutOutcome, PutResult
 from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
 from ..files import MAX_UNIT_FILE_BYTES, over_limit
 from ..log import log_event
 from ..metadata import MetadataChange
-from ..model.records import ClusterView, UnitState
+from ..model.cordons import CordonRecord
+from ..model.records import ClusterView, MachineRecord, UnitState
 from ..states import ActiveState, DesiredState
 from ..unitfile.unit import UnitFile, fleet_notes, parse_name, parse_unit
 from .messages import JSON, ApiRequest, ApiResponse, error_response, json_response, no_content
@@ -144,10 +145,22 @@ def _state_json(unit: str, machine: str, state: UnitState) -> dict[str, Any]:
     return data
 
 
+def _machine_json(machine: MachineRecord, cordon: CordonRecord | None) -> dict[str, Any]:
+    """fleet's machine; fleetpy's extra (a cordon, drain or maintenance window) under
+    "fleetpy", as a state's message is, where fleet's clients ignore it."""
+    data: dict[str, Any] = {
+        "id": machine.id,
+        "primaryIP": machine.ip,
+        "metadata": dict(sorted(machine.metadata.items())),
+    }
+    if cordon is not None:
+        data["fleetpy"] = {"cordon": cordon_json(cordon)}
+    return data
+
+
 def machine_rows(view: ClusterView) -> list[tuple[str, dict[str, Any]]]:
     return [
-        (m.id, {"id": m.id, "primaryIP": m.ip, "metadata": dict(sorted(m.metadata.items()))})
-        for _, m in sorted(view.machines.items())
+        (m.id, _machine_json(m, view.cordons.get(m.id))) for _, m in sorted(view.machines.items())
     ]
 
 

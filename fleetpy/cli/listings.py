@@ -142,16 +142,23 @@ LISTINGS = (
     ),
     Listing(
         "list-machines",
-        "List the machines alive in the cluster.",
+        "List the machines alive in the cluster (and each one's cordon: cordoned, "
+        "draining, in maintenance).",
         lambda ctx: listings.machine_rows(open_registry(ctx)),
-        lambda r: {"machine": r.machine, "ip": r.ip, "metadata": dict(r.metadata)},
+        lambda r: {
+            "machine": r.machine,
+            "ip": r.ip,
+            "metadata": dict(r.metadata),
+            "cordon": listings.cordon_json(r.cordon),
+        },
         lambda r, full: {
             "machine": r.machine if full else r.machine[:8],
             "ip": r.ip or "-",
             "metadata": ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items())) or "-",
+            "cordon": listings.cordon_text(r.cordon),
         },
-        ("machine", "ip", "metadata"),
-        ("machine", "ip", "metadata"),
+        ("machine", "ip", "metadata", "cordon"),
+        ("machine", "ip", "metadata", "cordon"),
     ),
 )
 for _listing in LISTINGS:

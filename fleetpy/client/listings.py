@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..states import RUNNING_STATES, DesiredState, LoadState
 
 if TYPE_CHECKING:  # the records: loaded with the view a listing reads, not by --help
+    from ..model.cordons import CordonRecord
     from ..registry import ClusterView, UnitState
     from ..registry.roles import OperatorRegistry
     from ..registry.views import Listing
@@ -46,6 +47,7 @@ class MachineRow:
     machine: str
     ip: str
     metadata: Mapping[str, str]
+    cordon: CordonRecord | None = None  # an operator's cordon, drain or maintenance window
 
 
 def summary_state(states: Mapping[str, UnitState] | None) -> DesiredState:
@@ -107,7 +109,44 @@ def unit_rows(view: ClusterView | Listing) -> list[UnitRow]:
 
 
 def machine_rows(registry: OperatorRegistry) -> list[MachineRow]:
+    machines = registry.list_machines()
+    cordons = registry.cordons() if machines else {}
     return [
-        MachineRow(machine=m.id, ip=m.ip, metadata=dict(sorted(m.metadata.items())))
-        for _, m in sorted(registry.list_machines().items())
+        MachineRow(
+            machine=m.id,
+            ip=m.ip,
+            metadata=dict(sorted(m.metadata.items())),
+            cordon=cordons.get(m.id),
+        )
+        for _, m in sorted(machines.items())
     ]
+
+
+def cordon_text(record: CordonRecord | None) -> str:
+    """A machine's cordon in a word or three: cordoned, draining (max N), maintenance
+    until ..."""
+    from ..drain import until_text
+    from ..model.cordons import CordonMode
+
+    if record is None:
+        return "-"
+    if record.maintenance_until is not None:
+        return f"maintenance until {until_text(record)}"
+    if record.mode is CordonMode.DRAINING:
+        globals_too = ", global units too" if record.include_global else ""
+        return f"draining (max {record.max_unavailable}{globals_too})"
+    return "cordoned"
+
+
+def cordon_json(record: CordonRecord | None) -> dict[str, object] | None:
+    """A machine's cordon as list-machines -o json and the fleet API show it."""
+    if record is None:
+        return None
+    return {
+        "mode": str(record.mode),
+        "maxUnavailable": record.max_unavailable,
+        "includeGlobal": record.include_global,
+        "maintenanceUntil": record.maintenance_until,
+        "by": record.by,
+        "at": record.at,
+    }

@@ -22,6 +22,7 @@ from .codecs import (
     typed_field,
     versioned_json,
 )
+from .cordons import CordonRecord
 from .global_rolls import GlobalRoll
 
 
@@ -286,6 +287,8 @@ class ClusterView:
     newer_units: frozenset[str] = frozenset()
     newer_schedule: dict[str, str] = field(default_factory=dict)
     newer_machines: frozenset[str] = frozenset()
+    # Operators' cordons by machine id (fleetpy.model.cordons), also of machines away.
+    cordons: dict[str, CordonRecord] = field(default_factory=dict)
 
 
 # Watch events: one typed record per change. A value that is not a fleetpy record

@@ -15,6 +15,10 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
   P/metadata/<machine>          operators' metadata overlay of the machine (PATCH /machines):
                                 {key: value, or null when removed}; no lease, so it
                                 outlives agent restarts (fleetpy.metadata has the rules)
+  P/cordon/<machine>            CordonRecord: an operator's cordon of the machine (no new
+                                units), with a drain (its units moved elsewhere, at most N
+                                at a time not yet active) or a maintenance window (its units
+                                held while it reboots); no lease (fleetpy.drain has the rules)
   P/state/<machine>/<name>      UnitState reported by the agent, attached to its lease (by
                                 machine first: an agent's etcd role may write only its own)
   P/failure/<machine>/<name>    FailureRecord: the unit failed RescheduleOnFailure= times
@@ -40,8 +44,8 @@ before versions). A newer one is RecordTooNew: said once per key and version and
 alone; where absence would mean "stop" or "unschedule", readers get Newer in its place.
 
 The records, their codecs and the events are fleetpy.model's; here, one module per key
-family (units, deployments, machines, metadata, failures, schedule, views, watches, backup,
-auth, history) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
+family (units, deployments, machines, metadata, cordons, failures, schedule, views, watches,
+backup, auth, history) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
 what each kind of client may call (the protocols of access.py's roles).
 
 This package's own module imports only RegistryConfig and the defaults (settings.py);

@@ -8,7 +8,8 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/watcher/,           |
 |                           |                                         | P/signature/,         |
 |                           |                                         | P/metadata/,          |
-|                           |                                         | P/failure/ (deletes)  |
+|                           |                                         | P/failure/ (deletes), |
+|                           |                                         | P/cordon/,            |
 |                           |                                         | P/engine/force-resch. |
 |                           |                                         | P/engine/adopt        |
 |                           |                                         | P/fleetpy-layout      |
@@ -18,8 +19,8 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | deletes unused blobs) |
 |                           |                                         | P/failure/ (deletes)  |
 | fleetpy-agent-<machine>   | P/schedule/<machine>/, P/global/,       | P/machines/<machine>, |
-|                           | P/metadata/<machine>, P/fleetpy-layout  | P/state/<machine>/,   |
-|                           |                                         | P/failure/<machine>/  |
+|                           | P/metadata/<machine>,                   | P/state/<machine>/,   |
+|                           | P/cordon/<machine>, P/fleetpy-layout    | P/failure/<machine>/  |
 
 Every role also reads the single marker key of each prefix enclosing P (for /fleetpy:
 /fleetpy-layout), the one grant outside P: clients read them to refuse a prefix nested
@@ -74,8 +75,8 @@ def _markers(prefix: str) -> list[KeyPermission]:
 
 def operator_role(prefix: str) -> Role:
     """The CLI and API: reads everything, writes what users ask for (units, contents,
-    apply's deployment records, git watchers, signatures, machines' metadata overlays, the
-    engine's one-shot requests: force-reschedule, and adopt from a restore)."""
+    apply's deployment records, git watchers, signatures, machines' metadata overlays and
+    cordons, the engine's one-shot requests: force-reschedule, and adopt from a restore)."""
     return Role(
         OPERATOR,
         (
@@ -92,6 +93,7 @@ def operator_role(prefix: str) -> Role:
                     "signature",
                     "metadata",
                     "failure",  # `force-reschedule UNIT` deletes a unit's failure records
+                    "cordon",
                 )
             ),
             _key(Access.WRITE, join(prefix, "engine", FORCE_RESCHEDULE)),
@@ -128,6 +130,7 @@ def agent_role(prefix: str, machine_id: str) -> Role:
             _under(Access.READ, prefix, "schedule", machine_id),
             _under(Access.READ, prefix, "global"),
             _key(Access.READ, join(prefix, "metadata", machine_id)),
+            _key(Access.READ, join(prefix, "cordon", machine_id)),
             # Read too: registering checks that no other agent holds the id.
             _key(Access.READWRITE, join(prefix, "machines", machine_id)),
             _under(Access.WRITE, prefix, "state", machine_id),

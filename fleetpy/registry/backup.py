@@ -13,14 +13,16 @@ from .transport import EtcdPermissionDenied, prefix_range_end
 
 # What people wrote (a backup's contents), in the order a restore writes it: contents
 # before the units that name them, units last (the engine places what it sees).
-DESIRED_KINDS = ("content", "global", "metadata", "deploy", "unit")
+DESIRED_KINDS = ("content", "global", "metadata", "cordon", "deploy", "unit")
 
 
 class Backups(RegistryBase):
     """The desired state's keys, read at one revision and written back."""
 
     def read_desired(self) -> tuple[int, dict[str, str]]:
-        """Every key of DESIRED_KINDS at one revision: (revision, {"kind/rel": value})."""
+        """Every key of DESIRED_KINDS at one revision: (revision, {"kind/rel": value}),
+        but those under a lease (a maintenance window: restored without its lease, it
+        would never end)."""
         starts = [self._prefix(kind) for kind in DESIRED_KINDS]
         _, responses, revision = self._txn(
             [], [self.txn.get(s, prefix_range_end(s)) for s in starts]
@@ -28,6 +30,8 @@ class Backups(RegistryBase):
         found: dict[str, str] = {}
         for kind, start, kvs in zip(DESIRED_KINDS, starts, responses):
             for value, meta in kvs:
+                if meta.lease:  # a maintenance window's cordon: it ends with its lease
+                    continue
                 found[f"{kind}/{self._strip(start, meta.key)}"] = utf8_text(value)
         return revision, found
 

@@ -21,6 +21,7 @@ from ..model.codecs import (
     overlay_from_json,
     utf8_text,
 )
+from ..model.cordons import CordonRecord
 from ..model.failures import FailureRecord
 from ..model.records import DeploymentRecord, MachineRecord, ScheduleEntry, UnitRecord, UnitState
 from .layout import LAYOUT_KEY, LAYOUT_VALUE, ancestor_markers, ancestors, join
@@ -158,7 +159,7 @@ class RegistryBase:
         unit: UnitRecord, machines: MachineRecord, metadata: an overlay (dict), schedule
         ("machine/unit") and global: ScheduleEntry, state ("machine/unit"): UnitState,
         reason and content: str, deploy: DeploymentRecord, failure ("machine/unit"):
-        FailureRecord.
+        FailureRecord, cordon: CordonRecord.
         """
         if kind == "unit":
             return UnitRecord.from_json(rel, value, revision)
@@ -186,6 +187,8 @@ class RegistryBase:
         if kind == "failure":
             machine, _, unit = rel.partition("/")
             return FailureRecord.from_json(machine, unit, value)
+        if kind == "cordon":
+            return CordonRecord.from_json(rel, value)
         return utf8_text(value)
 
     def _decoded(

@@ -1,4 +1,4 @@
-"""The one class Registry: every key family's operations (units, machines, metadata,
+"""The one class Registry: every key family's operations (units, machines, metadata, cordons,
 failures, schedule, views, watches, backups, access control, history) on one etcd connection.
 
 Its own module, not the package's __init__, so that importing fleetpy.registry (for
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import RegistryError
 from .auth import AccessControl
 from .backup import Backups
+from .cordons import CordonKeys
 from .endpoints import MAX_ENDPOINTS, normalize_prefix, parse_endpoint
 from .failures import FailureKeys
 from .global_rolls import GlobalRollKeys
@@ -35,6 +36,7 @@ class Registry(
     MachineKeys,
     MetadataKeys,
     FailureKeys,
+    CordonKeys,
     ScheduleKeys,
     Views,
     Watches,

@@ -15,12 +15,13 @@ offer only that.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..metadata import MetadataChange, Overlay
 from ..model import events
 from ..model.changes import EngineWrite, UnitChange
+from ..model.cordons import CordonEvent, CordonRecord
 from ..model.events import WatchBatch
 from ..model.failures import FailureEvent, FailureRecord
 from ..model.records import (
@@ -36,6 +37,7 @@ from ..model.records import (
 
 if TYPE_CHECKING:  # the transport loads gRPC: a protocol's user need not
     from .transport import EndpointStats
+    from .views import Listing
 
 Event = TypeVar("Event")
 # A watch's callback, given each batch; a watch returns its stop function.
@@ -65,6 +67,12 @@ class MachineWatches(Protocol):
     def watch_machines(
         self,
         callback: OnBatch[events.MachineEvent],
+        start_revision: int | None = ...,
+        machine: str | None = ...,
+    ) -> Stop: ...
+    def watch_cordons(
+        self,
+        callback: OnBatch[CordonEvent],
         start_revision: int | None = ...,
         machine: str | None = ...,
     ) -> Stop: ...
@@ -112,6 +120,17 @@ class ClusterReader(MachineWatches, Connected, Protocol):
     def watch_engine(
         self, callback: OnBatch[events.EngineEvent], start_revision: int | None = ...
     ) -> Stop: ...
+    def read_listing(
+        self,
+        *,
+        units: bool = ...,
+        placed: bool = ...,
+        reasons: bool = ...,
+        states: bool = ...,
+        machines: bool = ...,
+    ) -> Listing: ...
+    def cordons(self) -> dict[str, CordonRecord]: ...
+    def unit_states(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], UnitState]: ...
     def watch_deployments(
         self, callback: OnBatch[events.DeploymentEvent], start_revision: int | None = ...
     ) -> Stop: ...
@@ -119,7 +138,7 @@ class ClusterReader(MachineWatches, Connected, Protocol):
 
 class OperatorRegistry(ClusterReader, Leases, Protocol):
     """The CLI, the client library and the API (fleetpy-operator): units, contents,
-    deployments and their watchers, machines' metadata, the engine's one-shot requests,
+    deployments and their watchers, machines' metadata and cordons, the engine's one-shot requests,
     backup and restore of the desired state."""
 
     @property
@@ -144,6 +163,8 @@ class OperatorRegistry(ClusterReader, Leases, Protocol):
     def change_metadata(self, changes: Sequence[MetadataChange]) -> int: ...
     def request_force_reschedule(self) -> None: ...
     def forget_failures(self, units: Sequence[str]) -> dict[str, list[str]]: ...
+    def put_cordon(self, record: CordonRecord, window: int = ...) -> int: ...
+    def remove_cordon(self, machine: str) -> bool: ...
     def read_desired(self) -> tuple[int, dict[str, str]]: ...
     def restore_desired(self, keys: Mapping[str, str]) -> int: ...
     def get_global(self, name: str) -> tuple[ScheduleEntry, int] | None: ...
@@ -183,13 +204,14 @@ class EngineRegistry(ClusterReader, Leases, Protocol):
 
 class AgentRegistry(MachineWatches, Leases, Connected, Protocol):
     """One machine's agent (fleetpy-agent-<machine>): its machine record and unit states,
-    its schedule, the global units, its operators' metadata overlay."""
+    its schedule, the global units, its operators' metadata overlay and cordon."""
 
     def layout_present(self, revision: int = ...) -> bool: ...
     def register_machine(
         self, machine: MachineRecord, lease_id: int, states: Sequence[UnitState] = ...
     ) -> None: ...
     def agent_overlay(self, machine_id: str) -> tuple[int, Overlay] | None: ...
+    def agent_cordon(self, machine_id: str) -> tuple[int, CordonRecord | None] | None: ...
     def report_states(
         self, states: Sequence[UnitState], lease_id: int, removed: Sequence[tuple[str, str]] = ...
     ) -> None: ...

@@ -1,4 +1,4 @@
-"""The cluster read at one revision: units, machines, schedule, reasons and states."""
+"""The cluster read at one revision: units, machines, schedule, reasons, cordons and states."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import NamedTuple
 from ..errors import RegistryError
 from ..metadata import Overlay
 from ..model.codecs import MACHINE_ID, Newer
+from ..model.cordons import CordonRecord
 from ..model.records import (
     ClusterView,
     MachineRecord,
@@ -106,7 +107,7 @@ class Views(RegistryBase):
         raise AssertionError("unreachable")
 
     def _read_view(self, with_states: bool, with_text: bool, piecewise: bool) -> ClusterView:
-        prefixes = ["unit", "machines", "metadata", "schedule", "reason"]
+        prefixes = ["unit", "machines", "metadata", "schedule", "reason", "cordon"]
         prefixes += ["state"] if with_states else []
         revision = 0
         responses: list[list[tuple[bytes, KeyValue]]] = []
@@ -132,6 +133,7 @@ class Views(RegistryBase):
         overlays: dict[str, Overlay] = {}
         schedule: dict[str, tuple[str, ScheduleEntry]] = {}
         reasons: dict[str, str] = {}
+        cordons: dict[str, CordonRecord] = {}
         states: dict[str, dict[str, UnitState]] = {}
         newer: dict[str, dict[str, str]] = {"unit": {}, "schedule": {}, "machines": {}}
         newer["metadata"] = newer["machines"]  # a machine the engine must leave as it is
@@ -158,6 +160,8 @@ class Views(RegistryBase):
                     schedule[entry.name] = (rel.partition("/")[0], entry)
                 elif name == "reason":
                     reasons[rel] = record
+                elif name == "cordon":
+                    cordons[rel] = record
                 else:
                     states.setdefault(record.name, {})[record.machine] = record
         machines = with_overlays(machines, overlays)
@@ -172,6 +176,7 @@ class Views(RegistryBase):
             frozenset(newer["unit"]),
             newer["schedule"],
             frozenset(newer["machines"]),
+            cordons,
         )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from ..log import log_event
 from ..model import events
 from ..model.codecs import Newer
+from ..model.cordons import CordonEvent
 from ..model.events import E, WatchBatch
 from ..model.failures import FailureEvent, FailureRecord
 from ..model.records import ScheduleEntry, UnitState
@@ -212,3 +213,20 @@ class Watches(RegistryBase):
             return FailureEvent(machine, unit, record)
 
         return self._watch("failure", event, callback, start_revision)
+
+    def watch_cordons(
+        self,
+        callback: Callable[[WatchBatch[CordonEvent]], None],
+        start_revision: int | None = None,
+        machine: str | None = None,
+    ) -> Callable[[], None]:
+        """Operators' cordons of machines (drains, maintenance windows): every machine's,
+        or only `machine`'s (its agent may read that one key)."""
+        return self._watch(
+            "cordon",
+            lambda rel, record: CordonEvent(rel, record),
+            callback,
+            start_revision,
+            machine,
+            exact=True,
+        )

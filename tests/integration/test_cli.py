@@ -494,17 +494,22 @@ def test_list_units(run: Run, cluster: dict[str, str]) -> None:
 
 def test_list_machines(run: Run, cluster: dict[str, str]) -> None:
     assert table(run("list-machines")) == [
-        ["MACHINE", "IP", "METADATA"],
-        ["11111111", "10.0.0.1", "az=b,role=web"],
-        ["22222222", "10.0.0.2", "-"],
+        ["MACHINE", "IP", "METADATA", "CORDON"],
+        ["11111111", "10.0.0.1", "az=b,role=web", "-"],
+        ["22222222", "10.0.0.2", "-", "-"],
     ]
     assert table(run("list-machines", "--no-legend", "-l", "--fields", "machine")) == [
         [cluster["m1"]],
         [cluster["m2"]],
     ]
     assert json.loads(run("list-machines", "-o", "json").stdout) == [
-        {"machine": cluster["m1"], "ip": "10.0.0.1", "metadata": {"az": "b", "role": "web"}},
-        {"machine": cluster["m2"], "ip": "10.0.0.2", "metadata": {}},
+        {
+            "machine": cluster["m1"],
+            "ip": "10.0.0.1",
+            "metadata": {"az": "b", "role": "web"},
+            "cordon": None,
+        },
+        {"machine": cluster["m2"], "ip": "10.0.0.2", "metadata": {}, "cordon": None},
     ]
 
 

@@ -574,5 +574,5 @@ def test_a_view_read_piecewise_is_the_view_read_at_once(
         pieces = registry.read_view(with_text=False, piecewise=True)
     finally:
         registry._etcd.range = original  # type: ignore[method-assign]
-    assert len(written) == 6  # a request per family
+    assert len(written) == 7  # a request per family
     assert set(pieces.units) == set(whole.units) | {"x0.service"}  # at the first's revision

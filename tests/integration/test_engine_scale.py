@@ -107,8 +107,9 @@ def test_agents_sharing_an_etcd_client_each_watch_their_own_schedule(cluster: Cl
         cluster.agent(machine)
     stream = cluster.registry._etcd._stream
     assert stream is not None
-    # schedule, global units, own record, operators' metadata: four per agent, one stream
-    assert len(stream.active) == 4 * len(machines)
+    # schedule, global units, own record, operators' metadata and cordon: five per agent
+    # (each a key or prefix of its own machine's, but the globals), one stream
+    assert len(stream.active) == 5 * len(machines)
     before = {m: cluster.agents[m].stats.wakeups for m in machines}
     cluster.registry.change_units([unit(f"u{i}.service") for i in range(10)])
     cluster.engine()

@@ -55,6 +55,7 @@ OPERATOR_TABLE = [
     (W, "/fleetpy/signature/" + "ab" * 32, True),
     (W, "/fleetpy/metadata/m1", True),
     (W, "/fleetpy/failure/m1/a.service", True),  # force-reschedule UNIT
+    (W, "/fleetpy/cordon/m1", True),
     (W, "/fleetpy/engine/force-reschedule", True),
     (W, "/fleetpy/engine/adopt", True),
     (W, "/fleetpy/fleetpy-layout", True),
@@ -87,6 +88,7 @@ ENGINE_TABLE = [
     (W, "/fleetpy/deploy/web", False),
     (R, "/fleetpy/metadata/m1", True),
     (W, "/fleetpy/metadata/m1", False),
+    (W, "/fleetpy/cordon/m1", False),  # cordons are operators'
     (W, "/fleetpy/fleetpy-layout", False),
     (R, "/fleetpyx", False),
 ]
@@ -113,6 +115,9 @@ AGENT_TABLE = [  # the agent of m1, with m10 and m2 in the cluster
     (R, "/fleetpy/metadata/m10", False),
     (R, "/fleetpy/metadata/m2", False),
     (W, "/fleetpy/metadata/m1", False),  # operators' metadata: the agent cannot override it
+    (R, "/fleetpy/cordon/m1", True),  # a drain of its machine may stop its globals
+    (R, "/fleetpy/cordon/m2", False),
+    (W, "/fleetpy/cordon/m1", False),  # its cordon is the operator's
     (W, "/fleetpy/machines/m10", False),
     (W, "/fleetpy/machines/m1/x", False),
     (W, "/fleetpy/state/m10/a.service", False),
@@ -153,6 +158,7 @@ def test_agent_role_is_exactly_its_own_keys() -> None:
         under(R, "/fleetpy/schedule/m1/"),
         under(R, "/fleetpy/global/"),
         KeyPermission(R, b"/fleetpy/metadata/m1"),
+        KeyPermission(R, b"/fleetpy/cordon/m1"),
         KeyPermission(Access.READWRITE, b"/fleetpy/machines/m1"),
         under(W, "/fleetpy/state/m1/"),
         under(W, "/fleetpy/failure/m1/"),

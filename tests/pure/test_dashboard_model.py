@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fleetpy.api.dashboard_model import Dashboard, Phase, apply_delta, document, unit_phase
+from fleetpy.model.cordons import CordonMode, CordonRecord
 from fleetpy.model.records import (
     ClusterView,
     DeploymentRecord,
@@ -255,6 +256,7 @@ def test_document_lists_machines_units_unplaced_and_leader() -> None:
         states=[state("a", "m1"), state("c", "m2", "activating", sub="start")],
         reasons={"b": "no machine has role=db"},
     )
+    v = replace(v, cordons={"m2": CordonRecord("m2", CordonMode.DRAINING, 2)})
     doc = document(v, "engine-1", {})
     assert doc["revision"] == 7 and doc["leader"] == "engine-1"
     assert doc["summary"] == {
@@ -263,8 +265,10 @@ def test_document_lists_machines_units_unplaced_and_leader() -> None:
         "phases": {"active": 1, "starting": 1, "unplaced": 1},
     }
     assert doc["machines"] == [
-        {"id": "m1", "ip": "10.0.0.1", "hostname": "", "metadata": {"n": "0"}, "units": ["a"]},
-        {"id": "m2", "ip": "10.0.0.2", "hostname": "", "metadata": {"n": "1"}, "units": ["c"]},
+        {"id": "m1", "ip": "10.0.0.1", "hostname": "", "metadata": {"n": "0"}, "units": ["a"]}
+        | {"cordon": None},
+        {"id": "m2", "ip": "10.0.0.2", "hostname": "", "metadata": {"n": "1"}, "units": ["c"]}
+        | {"cordon": "draining (max 2)"},
     ]
     units = {u["name"]: u for u in doc["units"]}
     assert units["a"] | {"hash": ""} == {

@@ -105,6 +105,9 @@ class HandsOutAnything:
     def agent_overlay(self, machine: str) -> tuple[int, dict[str, str | None]]:
         return 1, {}
 
+    def agent_cordon(self, machine: str) -> None:
+        return None  # a role from before cordons
+
     def watch_metadata(
         self, callback: Callable[[WatchBatch[Any]], None], start: int, machine: str
     ) -> Callable[[], None]:

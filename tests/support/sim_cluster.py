@@ -1,11 +1,13 @@
 """An engine and simulated agents in this process against the test's etcd prefix, and
 unit changes to feed them (test_engine, test_api_server, test_dashboard); the `cluster`
-fixture: one on the test's prefix, closed after it (a module may define its own)."""
+fixture: one on the test's prefix, closed after it (a module may define its own); checks
+run in the background while a test acts (`watch`, `never_twice`)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -41,10 +43,12 @@ class Cluster:
         self.agents: dict[str, Agent] = {}
         self.engines: list[Engine] = []
 
-    def agent(self, machine: str, ttl: int = 2, **metadata: str) -> Agent:
+    def agent(
+        self, machine: str, ttl: int = 2, start_seconds: float = 0.0, **metadata: str
+    ) -> Agent:
         agent = Agent(
             self.registry,
-            SimulatedUnitManager(),
+            SimulatedUnitManager(start_seconds),
             AgentSettings(machine_id=machine, metadata=metadata, ttl=ttl),
         ).start()
         agent.ready.wait(10)
@@ -93,3 +97,29 @@ def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
     c = Cluster(registry_config)
     yield c
     c.close()
+
+
+def watch(check: Callable[[], None]) -> tuple[threading.Event, list[str]]:
+    """Run CHECK every 50 ms until the event is set; what it raised, kept."""
+    stop, seen = threading.Event(), []
+
+    def loop() -> None:
+        while not stop.wait(0.05):
+            try:
+                check()
+            except AssertionError as exc:
+                seen.append(str(exc))
+
+    threading.Thread(target=loop, daemon=True).start()
+    return stop, seen
+
+
+def never_twice(cluster: Cluster) -> Callable[[], None]:
+    """A check for `watch`: no unit active on two simulated hosts at once."""
+
+    def check() -> None:
+        hosted = [name for name, _ in cluster.hosted()]
+        twice = {name for name in hosted if hosted.count(name) > 1}
+        assert not twice, f"running on two machines at once: {twice}"
+
+    return check

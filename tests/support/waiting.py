@@ -1,9 +1,11 @@
-"""Polling helper for tests that wait on a real cluster to converge."""
+"""Polling helpers for tests that wait on a real cluster to converge, or watch it."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def until(
@@ -18,3 +20,22 @@ def until(
             return
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def polling(step: Callable[[], None], interval: float = 0.2) -> Iterator[None]:
+    """Run STEP every INTERVAL seconds in a thread of its own while the block runs (and
+    not after: the thread is joined on the way out)."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.wait(interval):
+            step()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

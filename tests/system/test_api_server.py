@@ -23,6 +23,7 @@ import pytest
 from fleetpy.api import ApiServer
 from fleetpy.config import ApiSettings
 from fleetpy.errors import ConfigError
+from fleetpy.model.cordons import CordonMode, CordonRecord
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unitfile.unit import content_hash
 
@@ -374,3 +375,23 @@ def test_patch_machines_sets_metadata_that_fleetctl_and_the_engine_see(
         )
     finally:
         cluster.close()
+
+
+def test_fleetctl_lists_a_cordoned_machine(
+    fleet: Callable[..., str], registry_config: RegistryConfig, tmp_path: Path
+) -> None:
+    """fleetpy's extra field on a machine (its cordon, under "fleetpy") is in the API's
+    answer, and fleetctl, which ignores it, lists the machine as before."""
+    with Registry(registry_config) as registry:
+        registry.put_cordon(CordonRecord("m1", CordonMode.DRAINING, 2))
+    conn = UnixConnection(str(tmp_path / "api.sock"))
+
+    def cordoned() -> bool:
+        machines = request(conn, "GET", "/fleet/v1/machines")[1]["machines"]
+        return any(
+            m.get("fleetpy", {}).get("cordon", {}).get("mode") == "draining" for m in machines
+        )
+
+    until(cordoned, what="the API to show m1's cordon")
+    machines = fleet("list-machines", "--full", "--no-legend")
+    assert sorted(line.split("\t")[0] for line in machines.splitlines()) == ["m1", "m2"]

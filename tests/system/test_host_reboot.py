@@ -9,7 +9,6 @@ at a reboot) or on its disk (`unit_dir` under /var/lib/fleetpy: left there by th
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from fleetpy.cluster.nspawn import AGENT_UNIT, Host
 
 from support.fleet import containers
 from support.hosts_fixtures import SharedHosts
-from support.waiting import until
+from support.waiting import polling, until
 
 pytestmark = pytest.mark.hosts
 
@@ -87,25 +86,18 @@ class PlacementLog:
 @contextmanager
 def placements(shared: SharedHosts, units: list[str]) -> Iterator[PlacementLog]:
     log = PlacementLog({unit: set() for unit in units})
-    done = threading.Event()
 
     def poll() -> None:
-        while not done.wait(0.2):
-            try:
-                now = placement(shared)
-            except Exception as exc:  # recorded: the test fails on it
-                log.errors.append(repr(exc))
-                continue
-            for unit in units:
-                log.seen[unit].add(now.get(unit, "(unplaced)"))
+        try:
+            now = placement(shared)
+        except Exception as exc:  # recorded: the test fails on it
+            log.errors.append(repr(exc))
+            return
+        for unit in units:
+            log.seen[unit].add(now.get(unit, "(unplaced)"))
 
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
+    with polling(poll):
         yield log
-    finally:
-        done.set()
-        thread.join()
 
 
 def running_containers(shared: SharedHosts, unit: str) -> list[str]:

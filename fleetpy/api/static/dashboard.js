@@ -164,7 +164,8 @@
     fill($("machines").tBodies[0], machines.map((m) => {
       const tr = el("tr");
       tr.dataset.machine = m.id;
-      tr.append(el("td", m.id, "id"), el("td", m.ip, "ip"), el("td", m.hostname, "hostname"),
+      const id = m.cordon ? `${m.id} (${m.cordon})` : m.id;
+      tr.append(el("td", id, "id"), el("td", m.ip, "ip"), el("td", m.hostname, "hostname"),
         chips("metadata", Object.entries(m.metadata).map(([k, v]) => `${k}=${v}`)),
         chips("units", m.units));
       return tr;
