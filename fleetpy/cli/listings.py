@@ -3,7 +3,7 @@ one table of what each reads and shows; keys list is made the same way."""
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import typer
@@ -28,6 +28,9 @@ class Listing:
     default: Sequence[str] | None = (
         None  # the columns shown without --fields; None: no --fields and --full
     )
+    # Default columns shown only when some row has something in them (a machine's cordon):
+    # the usual table stays fleetctl's, for the scripts that read it.
+    sparse: Mapping[str, Callable[[Any], bool]] = field(default_factory=dict)
 
 
 def listing_command(listing: Listing) -> Callable[..., None]:
@@ -42,6 +45,10 @@ def listing_command(listing: Listing) -> Callable[..., None]:
     ) -> None:
         chosen = chosen_fields(fields, listing.fields, listing.default or listing.fields)
         rows = listing.read(ctx)
+        if fields is None:
+            chosen = [
+                f for f in chosen if f not in listing.sparse or any(map(listing.sparse[f], rows))
+            ]
         if output is Output.json:
             print_json([listing.as_json(r) for r in rows])
             return
@@ -159,6 +166,7 @@ LISTINGS = (
         },
         ("machine", "ip", "metadata", "cordon"),
         ("machine", "ip", "metadata", "cordon"),
+        {"cordon": lambda r: r.cordon is not None},
     ),
 )
 for _listing in LISTINGS:

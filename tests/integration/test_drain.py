@@ -235,6 +235,10 @@ def test_cli_cordon_drain_uncordon(cluster: Cluster, run: Run) -> None:
     assert (result.exit_code, result.stdout.strip()) == (0, "Uncordoned machine m1")
     result = run("uncordon", "m1")
     assert (result.exit_code, result.stdout.strip()) == (0, "Machine m1 was not cordoned")
+    assert run("uncordon", "m2").exit_code == 0
+    # Nothing cordoned: list-machines shows fleetctl's columns only.
+    assert run("list-machines").stdout.split()[:3] == ["MACHINE", "IP", "METADATA"]
+    assert "CORDON" not in run("list-machines").stdout
 
 
 def test_the_api_and_the_dashboard_show_a_cordon(registry: Registry) -> None:
