@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .agent_plan import DesiredUnit, plan, select_globals
+from .capacity import CapacityReport
 from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
 from .failure_count import FailureCounter
@@ -33,6 +34,7 @@ from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
 from .model.records import MachineRecord, ScheduleEntry, UnitState, entries_for
 from .registry import MachineIdInUse
 from .registry.roles import AgentRegistry
+from .resources import Resources
 from .states import (
     JOB_PENDING,
     PLACED_STATES,
@@ -130,12 +132,14 @@ class Agent:
         hostname: str | None = None,
         instance: str | None = None,
         health: HealthSource | None = None,
+        capacity: Resources | None = None,
     ) -> None:
         """SETTINGS with the machine id read (config.read_machine_id); TRUSTED: the public
         keys whose signatures this machine accepts (None: no check, every unit runs);
         INSTANCE tells this agent's registration apart from another host's with the same
         machine id (agent_instance(): kept across the agent's restarts; by default this
-        process's); HEALTH: where containers' health comes from (None: not followed)."""
+        process's); HEALTH: where containers' health comes from (None: not followed);
+        CAPACITY: the CPUs and memory it offers (None: this host's, measured)."""
         if settings.machine_id is None:
             raise ValueError("an agent needs its machine id")
         self.registry = registry
@@ -168,6 +172,7 @@ class Agent:
         self._held = False  # holding units while etcd lost fleetpy's data (_DataMissing)
         self._data_back_at: float | None = None  # when the held data was seen back
         self._health = HealthMonitor(self._machine_id, health, self._health_changed)
+        self.resources = CapacityReport(manager, capacity)
         # RescheduleOnFailure=: failures of units placed here; count_failure takes any source's.
         self.failures = FailureCounter(
             self._machine_id,
@@ -260,14 +265,8 @@ class Agent:
 
     def _register(self) -> None:
         lease = self.registry.grant_lease(self.settings.ttl)
-        record = MachineRecord(
-            self.machine_id,
-            self.settings.public_ip,
-            dict(self.settings.metadata),
-            self.hostname,
-            self.settings.ttl,
-            self.instance,
-        )
+        used = self.resources.measure()
+        record = self._record(used)
         with self._report_lock:
             # States lived under the old lease: written again, with the record.
             current = self._states(self.manager.observe())
@@ -276,12 +275,26 @@ class Agent:
             # write failed, the next sync registers again.
             self._lease = lease
             self._reported = current
+            self.resources.reported = used
         self._states_changed.set()  # whatever changed since
         log_event(
             "machine_registered",
             machine=self.machine_id,
             lease=f"{self._lease:x}",
             ttl=self.settings.ttl,
+        )
+
+    def _record(self, used: Resources | None) -> MachineRecord:
+        settings = self.settings
+        return MachineRecord(
+            self.machine_id,
+            settings.public_ip,
+            dict(settings.metadata),
+            self.hostname,
+            settings.ttl,
+            self.instance,
+            capacity=self.resources.capacity,
+            used=used,
         )
 
     def _keepalive(self) -> None:
@@ -294,6 +307,11 @@ class Agent:
                 if self.registry.refresh_lease(lease) <= 0:
                     log_event("lease_expired", machine=self.machine_id)
                     self._request_resync()
+                elif (used := self.resources.due()) is not None:
+                    with self._report_lock:  # the record, as registered, with its usage now
+                        if self._lease == lease:
+                            self.registry.register_machine(self._record(used), lease)
+                            self.resources.reported = used
             except FleetpyError as exc:
                 if not self._resync_pending.is_set():
                     log_event("etcd_unreachable", machine=self.machine_id, error=str(exc))

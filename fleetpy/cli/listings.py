@@ -150,21 +150,28 @@ LISTINGS = (
     Listing(
         "list-machines",
         "List the machines alive in the cluster (and each one's cordon: cordoned, "
-        "draining, in maintenance).",
+        "draining, in maintenance; its CPUs and memory, and what fleetpy's units use of "
+        "them, with --fields).",
         lambda ctx: listings.machine_rows(open_registry(ctx)),
         lambda r: {
             "machine": r.machine,
             "ip": r.ip,
             "metadata": dict(r.metadata),
             "cordon": listings.cordon_json(r.cordon),
+            "capacity": listings.resources_json(r.capacity),
+            "used": listings.resources_json(r.used),
         },
         lambda r, full: {
             "machine": r.machine if full else r.machine[:8],
             "ip": r.ip or "-",
             "metadata": ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items())) or "-",
             "cordon": listings.cordon_text(r.cordon),
+            "cpus": listings.resources_text(r.capacity, memory=False),
+            "memory": listings.resources_text(r.capacity, memory=True),
+            "cpu-used": listings.resources_text(r.used, memory=False),
+            "memory-used": listings.resources_text(r.used, memory=True),
         },
-        ("machine", "ip", "metadata", "cordon"),
+        ("machine", "ip", "metadata", "cordon", "cpus", "memory", "cpu-used", "memory-used"),
         ("machine", "ip", "metadata", "cordon"),
         {"cordon": lambda r: r.cordon is not None},
     ),

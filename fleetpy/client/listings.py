@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..resources import MILLI, Resources, format_cpus, format_memory
 from ..states import RUNNING_STATES, DesiredState, LoadState
 
 if TYPE_CHECKING:  # the records: loaded with the view a listing reads, not by --help
@@ -48,6 +49,8 @@ class MachineRow:
     ip: str
     metadata: Mapping[str, str]
     cordon: CordonRecord | None = None  # an operator's cordon, drain or maintenance window
+    capacity: Resources | None = None  # its CPUs and memory (None: an agent before reports)
+    used: Resources | None = None  # what systemd accounts to its fleetpy units
 
 
 def summary_state(states: Mapping[str, UnitState] | None) -> DesiredState:
@@ -117,9 +120,36 @@ def machine_rows(registry: OperatorRegistry) -> list[MachineRow]:
             ip=m.ip,
             metadata=dict(sorted(m.metadata.items())),
             cordon=cordons.get(m.id),
+            capacity=m.capacity,
+            used=m.used,
         )
         for _, m in sorted(machines.items())
     ]
+
+
+def resources_text(figures: Resources | None, memory: bool) -> str:
+    """A machine's memory or CPUs for a table: `7.5 GiB`, `2 CPUs`; `-` if not reported."""
+    if figures is None:
+        return "-"
+    return format_memory(figures.memory) if memory else format_cpus(figures.cpu)
+
+
+def resources_summary(capacity: Resources | None, used: Resources | None) -> str | None:
+    """A machine's resources in one line (the dashboard): `4 CPUs, 7.5 GiB (used: 0.3
+    CPUs, 1.2 GiB)`; None if its agent does not report them."""
+    if capacity is None:
+        return None
+    text = f"{format_cpus(capacity.cpu)}, {format_memory(capacity.memory)}"
+    if used is not None:
+        text += f" (used: {format_cpus(used.cpu)}, {format_memory(used.memory)})"
+    return text
+
+
+def resources_json(figures: Resources | None) -> dict[str, object] | None:
+    """A machine's resources as list-machines -o json and the fleet API show them."""
+    if figures is None:
+        return None
+    return {"memory": figures.memory, "cpus": figures.cpu / MILLI}
 
 
 def cordon_text(record: CordonRecord | None) -> str:

@@ -40,9 +40,12 @@ from fleetpy.errors import (
 )
 from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
 
+from ..resources import NOTHING, Resources
 from .quoting import WordsError, split_words
 from .reschedule import OPTIONS as RESCHEDULE_OPTIONS
 from .reschedule import ReschedulePolicy, reschedule_policy
+from .reservation import OPTIONS as RESERVATION_OPTIONS
+from .reservation import reservation
 
 # ---------------------------------------------------------------------------
 # Unit names
@@ -482,6 +485,7 @@ FLEET_OPTIONS: tuple[str, ...] = (
     "Spread",
     "MaxPerMachine",
     *RESCHEDULE_OPTIONS,
+    *RESERVATION_OPTIONS,
 )
 # fleet's older names, still in its docs of v1.0 and in real unit files: read as the
 # current key, with a note. fleet read a boot id as a machine id (it never matched a
@@ -494,7 +498,11 @@ LEGACY_FLEET_OPTIONS: Mapping[str, str] = {
     "X-Conflicts": "Conflicts",
 }
 MAX_PER_MACHINE_LIMIT = 100_000
-_SINGLE_VALUED = ("MachineID", "Global", "Spread", "MaxPerMachine", *RESCHEDULE_OPTIONS)
+_SINGLE_VALUED = (
+    *("MachineID", "Global", "Spread", "MaxPerMachine"),
+    *RESCHEDULE_OPTIONS,
+    *RESERVATION_OPTIONS,
+)
 _GLOBAL_COMPANIONS = ("MachineMetadata", "Conflicts")
 _BOOLEANS = {
     "true": True,
@@ -522,6 +530,7 @@ class FleetOptions:
     spread: str | None = None  # metadata key to spread template instances over
     max_per_machine: int | None = None  # per template, across its instances
     reschedule: ReschedulePolicy | None = None  # RescheduleOnFailure= and its companions
+    reserves: Resources = NOTHING  # what it needs free where it goes (.reservation)
     # What was read differently from how it was written (legacy names, a self-conflict):
     # for the user's eyes, not part of the options' meaning.
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -803,5 +812,8 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
         spread=spread,
         max_per_machine=max_per_machine,
         reschedule=reschedule_policy(single, name),
+        reserves=reservation(
+            unit.values, single, name, containers=(CONTAINER_SECTION, EXPANDED_CONTAINER_SECTION)
+        ),
         notes=tuple(dict.fromkeys(notes)),
     )
