@@ -34,6 +34,8 @@ from fleetpy.scheduler import plan_placements as plan
 from fleetpy.states import DesiredState
 from fleetpy.unitfile.unit import FleetOptions, fleet_options, parse_unit
 
+from support.paths import UNITS
+
 GiB = 1024**3
 MiB = 1024**2
 M1 = "3f2a" + "0" * 28
@@ -372,3 +374,8 @@ def test_services_usage_sums_what_systemd_accounts() -> None:
         GiB,
         3 * 10**9,
     )
+
+
+def test_the_example_database_reserves_its_containers_limits() -> None:
+    text = (UNITS / "db.service").read_text()
+    assert reserves(text) == Resources(2 * GiB, 1000)
