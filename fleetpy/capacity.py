@@ -20,25 +20,34 @@ from .resources import MILLI, Resources, moved_past_threshold
 class AccountsUsage(Protocol):
     """A unit manager that can say what its units use (systemd's accounting)."""
 
-    def usage(self) -> tuple[int, int]:
-        """Bytes of memory its units use now, and the CPU time (ns) they used in all."""
+    def usage(self) -> tuple[int, int] | None:
+        """Bytes of memory its units use now, and the CPU time (ns) they used in all;
+        None when systemd accounts neither (no memory or cpu controller there)."""
         ...
 
 
 UNACCOUNTED = 2**64 - 1  # systemd's figure for what it does not account
 
 
-def services_usage(names: list[str], get: Callable[[str, str], int | None]) -> tuple[int, int]:
+def services_usage(
+    names: list[str], get: Callable[[str, str], int | None]
+) -> tuple[int, int] | None:
     """The sums of MemoryCurrent and CPUUsageNSec over the services among NAMES, as
-    GET(name, property) reads them (None: the unit is gone)."""
+    GET(name, property) reads them (None: the unit is gone); None if systemd accounted
+    neither figure of any of them (a host whose cgroups lack the controllers: "not
+    reported" rather than a usage of 0)."""
     memory = cpu = 0
+    read = accounted = False
     for name in names:
         if not name.endswith(".service"):
             continue  # sockets, timers, paths: no processes of their own
-        current, used = get(name, "MemoryCurrent"), get(name, "CPUUsageNSec")
-        memory += current if current is not None and current != UNACCOUNTED else 0
-        cpu += used if used is not None and used != UNACCOUNTED else 0
-    return memory, cpu
+        figures = [get(name, "MemoryCurrent"), get(name, "CPUUsageNSec")]
+        known = [value if value is not None and value != UNACCOUNTED else None for value in figures]
+        read = read or any(value is not None for value in figures)
+        accounted = accounted or any(value is not None for value in known)
+        memory += known[0] or 0
+        cpu += known[1] or 0
+    return None if read and not accounted else (memory, cpu)
 
 
 def host_capacity() -> Resources:
@@ -69,9 +78,10 @@ class CapacityReport:
     def measure(self) -> Resources | None:
         """The units' usage now: memory, and CPUs as the CPU time used since the last
         measure over the time between (0 the first time). None: not accounted."""
-        if self._manager is None:
+        usage = None if self._manager is None else self._manager.usage()
+        if usage is None:
             return None
-        memory, cpu_ns = self._manager.usage()
+        memory, cpu_ns = usage
         now = self._clock()
         with self._lock:
             last, self._cpu = self._cpu, (cpu_ns, now)

@@ -518,7 +518,7 @@ class SystemdUnitManager:
         with self._lock:
             return dict(self._units)
 
-    def usage(self) -> tuple[int, int]:
+    def usage(self) -> tuple[int, int] | None:
         """Memory (bytes) and CPU time (ns) systemd accounts to this agent's running
         services (fleetpy.capacity.AccountsUsage): their MemoryCurrent, CPUUsageNSec."""
         names = [n for n, u in self.observe().items() if u.active in RUNNING_STATES]

@@ -332,7 +332,7 @@ class Accounting:
     def __init__(self) -> None:
         self.memory, self.cpu_ns = 0, 0
 
-    def usage(self) -> tuple[int, int]:
+    def usage(self) -> tuple[int, int] | None:
         return self.memory, self.cpu_ns
 
 
@@ -374,6 +374,19 @@ def test_services_usage_sums_what_systemd_accounts() -> None:
         GiB,
         3 * 10**9,
     )
+    assert services_usage([], lambda name, prop: None) == (0, 0)  # nothing running
+
+
+def test_a_host_where_systemd_accounts_nothing_reports_no_usage_rather_than_zero() -> None:
+    # A host without the memory and cpu controllers (the test hosts' nspawn containers on
+    # a cgroup v1 machine): MemoryCurrent=[not set], CPUUsageNSec=[not set].
+    assert services_usage(["a.service"], lambda name, prop: UNACCOUNTED) is None
+
+    class Unaccounted:
+        def usage(self) -> tuple[int, int] | None:
+            return None
+
+    assert CapacityReport(Unaccounted(), Resources(GiB, 1000)).due() is None
 
 
 def test_the_example_database_reserves_its_containers_limits() -> None:
