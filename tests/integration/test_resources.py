@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import Result
 
+from fleetpy.agent import Agent
 from fleetpy.api import fleetv1
 from fleetpy.live_view import LiveView
 from fleetpy.model.records import MachineRecord
@@ -23,7 +24,7 @@ from fleetpy.unitfile.unit import fleet_options, parse_unit
 
 from support.cli_helpers import SERVICE, one_error_line, snapshot, write
 from support.cli_run import Run
-from support.sim_cluster import Cluster, unit
+from support.sim_cluster import Cluster, unit, watch
 from support.waiting import until
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -167,3 +168,45 @@ def test_reservations_fit_on_a_thousand_simulated_machines(cluster: Cluster) -> 
         "it reserves 64 GiB, more than any machine has (largest 32 GiB)"
     )
     assert {reason_kind(r) for r in view.reasons.values()} == {ReasonKind.RESOURCES}
+
+
+def test_an_engine_failover_and_a_machine_that_shrank_move_nothing(cluster: Cluster) -> None:
+    for machine in ("m1", "m2"):
+        cluster.agent(machine, capacity=Resources(4 * GiB, 2000))
+    first = cluster.engine()
+    cluster.registry.change_units([unit(f"db{i}.service", "ReserveMemory=2G") for i in range(4)])
+    until(lambda: len(cluster.running()) == 4, timeout=30, what="4 databases active")
+    before = cluster.placement()
+    assert Counter(before.values()) == {"m1": 2, "m2": 2}
+
+    def unchanged() -> None:
+        assert cluster.placement() == before, "a database moved"
+        assert len(cluster.hosted()) == 4, "a database stopped"
+
+    stop, seen = watch(unchanged)
+    # m1's agent comes back offering 1 GiB (an operator kept memory for the OS): what
+    # it runs stays, reservations over its capacity or not; nothing new goes there.
+    old = cluster.agents["m1"]
+    old.stop(revoke=False)
+    cluster.agents["m1"] = Agent(
+        cluster.registry,
+        old.manager,
+        old.settings,
+        instance=old.instance,
+        capacity=Resources(GiB, 2000),
+    ).start()
+    until(
+        lambda: cluster.registry.list_machines()["m1"].capacity == Resources(GiB, 2000),
+        what="m1 registered with its new capacity",
+    )
+    first.stop()
+    second = cluster.engine()  # a new leader: a full read, a full pass
+    cluster.registry.change_units([unit("db4.service", "ReserveMemory=2G")])
+    until(lambda: "db4.service" in cluster.registry.read_view().reasons, what="db4's reason")
+    assert cluster.registry.read_view().reasons["db4.service"] == (
+        "no machine has 2 GiB free; largest free 0 B on m2…"
+    )
+    assert second.stats.passes >= 1
+    stop.set()
+    assert seen == []
+    assert cluster.placement() == before
