@@ -437,7 +437,7 @@ class _Planner:
         # order is insertion order, never hash order.
         self.assignment: dict[str, str] = {}
         self.hosted: dict[str, dict[str, None]] = {machine: {} for machine in self.machines}
-        self.reserved: dict[str, Resources] = {}  # machine -> its units' reservations
+        self.reserved: dict[str, Resources] = self._global_reservations()
         self.conflict_holders: dict[str, dict[str, tuple[str, ...]]] = {
             m: {} for m in self.machines
         }
@@ -456,6 +456,25 @@ class _Planner:
         # with the same options until something is unassigned (epoch bump).
         self.epoch = 0
         self.failure_memo: dict[tuple[object, ...], tuple[int, str]] = {}
+
+    def _global_reservations(self) -> dict[str, Resources]:
+        """Machine -> what the global units it runs reserve (their limits hold on every
+        machine they match): its share before any placed unit's."""
+        running = [
+            spec.options
+            for name, spec in self.snapshot.units.items()
+            if spec.options.is_global
+            and spec.options.reserves
+            and spec.desired is DesiredState.LAUNCHED
+            and not is_template(name)
+        ]
+        reserved: dict[str, Resources] = {}
+        for machine in self.open if running else ():
+            metadata = self.machines[machine].metadata
+            for options in running:
+                if options.matches_metadata(metadata):
+                    reserved[machine] = reserved.get(machine, NOTHING) + options.reserves
+        return reserved
 
     # ---- ordering -------------------------------------------------------
 

@@ -294,6 +294,17 @@ CASES: list[tuple[str, Snapshot, list[Change]]] = [
         [S("s@1.service", M1), S("s@2.service", M2), S("s@3.service", M1)],
     ),
     (
+        "global units' limits count on every machine they run on",
+        snap(
+            [
+                unit("mon.service", memory=GiB, is_global=True, machine_metadata=(("n", ("m1",)),)),
+                unit("db.service", memory=7 * GiB // 2),
+            ],
+            machines(m1=Resources(4 * GiB), m2=Resources(2 * GiB)),
+        ),
+        [SetReason("db.service", "no machine has 3.5 GiB free; largest free 3 GiB on 3f2a0000…")],
+    ),
+    (
         "MachineID= to a machine where it does not fit says what is free there",
         snap(
             [unit("db.service", memory=2 * GiB, machine_id=M2)],
