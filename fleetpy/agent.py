@@ -197,6 +197,8 @@ class Agent:
             threading.Thread(
                 target=self._reporter, daemon=True, name=f"report-{self.machine_id[:8]}"
             ),
+            # Its own thread: a systemd slow to answer never delays a lease renewal.
+            threading.Thread(target=self._usage, daemon=True, name=f"usage-{self.machine_id[:8]}"),
         ]
         for thread in self._threads:
             thread.start()
@@ -307,15 +309,31 @@ class Agent:
                 if self.registry.refresh_lease(lease) <= 0:
                     log_event("lease_expired", machine=self.machine_id)
                     self._request_resync()
-                elif (used := self.resources.due()) is not None:
-                    with self._report_lock:  # the record, as registered, with its usage now
-                        if self._lease == lease:
-                            self.registry.register_machine(self._record(used), lease)
-                            self.resources.reported = used
             except FleetpyError as exc:
                 if not self._resync_pending.is_set():
                     log_event("etcd_unreachable", machine=self.machine_id, error=str(exc))
                 self._request_resync()
+
+    def _usage(self) -> None:
+        """Write the machine record again when its units' usage moved past the threshold
+        (fleetpy.capacity), measured as often as the lease is renewed."""
+        failing = False  # said once until a write goes through again
+        while not self._stop.wait(max(0.5, self.settings.ttl / 3)):
+            lease = self._lease
+            if lease is None:
+                continue
+            try:
+                used = self.resources.due()
+                if used is not None:
+                    with self._report_lock:  # the record as registered, its usage now
+                        if self._lease == lease:
+                            self.registry.register_machine(self._record(used), lease)
+                            self.resources.reported = used
+                failing = False
+            except FleetpyError as exc:  # etcd or systemd away: measured again next time
+                if not failing:
+                    log_event("usage_not_reported", machine=self.machine_id, error=str(exc))
+                failing = True
 
     def _request_resync(self) -> None:
         # One pending resync is enough however long etcd stays away.

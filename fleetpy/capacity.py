@@ -1,9 +1,9 @@
 """What an agent reports of its machine's resources in its machine record: the machine's
 CPUs and memory (its capacity, which the engine places reservations against), and what
 systemd accounts as used by the units fleetpy placed there (for people: `list-machines`,
-the API, the dashboard). The usage is measured at every lease renewal the agent makes
-anyway, and written again only when it moved past a threshold (fleetpy.resources), never
-on a timer of its own: a busy cluster does not rewrite every machine's record a second."""
+the API, the dashboard). The usage is measured as often as the agent renews its lease
+(on a thread of its own), and written again only when it moved past a threshold
+(fleetpy.resources): a busy cluster does not rewrite every machine's record a second."""
 
 from __future__ import annotations
 
