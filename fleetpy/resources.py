@@ -14,8 +14,9 @@ number (`0.5`, `2`) or systemd's CPUQuota= percentage (`150%`).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 MILLI = 1000  # a CPU, in the unit CPUs are counted in
 
@@ -66,6 +67,29 @@ class Resources:
 
 
 NOTHING = Resources()
+
+
+class Reserving(Protocol):
+    """A unit's options as far as reservations go (fleetpy.unitfile.unit.FleetOptions)."""
+
+    @property
+    def reserves(self) -> Resources: ...
+
+    def matches_metadata(self, metadata: Mapping[str, str]) -> bool: ...
+
+
+def global_reservations(
+    globals_running: Iterable[Reserving], machines: Mapping[str, Mapping[str, str]]
+) -> dict[str, Resources]:
+    """Machine (by its metadata) -> what the global units that run there reserve: a
+    global unit's limits hold on every machine it matches."""
+    reserving = [options for options in globals_running if options.reserves]
+    reserved: dict[str, Resources] = {}
+    for machine, metadata in machines.items() if reserving else ():
+        for options in reserving:
+            if options.matches_metadata(metadata):
+                reserved[machine] = reserved.get(machine, NOTHING) + options.reserves
+    return reserved
 
 
 def parse_size(text: str) -> int | None:

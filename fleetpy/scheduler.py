@@ -32,7 +32,7 @@ from fleetpy.states import PLACED_STATES, DesiredState
 from .drain import CANNOT_LEAVE, EVERY_MACHINE_CORDONED, MOVED_OFF, cannot_leave, moved_off
 from .failures import Avoidance
 from .model.records import MachineRecord
-from .resources import NOTHING, Resources, describe, shortfall
+from .resources import NOTHING, Resources, describe, global_reservations, shortfall
 from .unitfile.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
 
 # Desired states that put a unit on a machine; anything else is not placed.
@@ -458,23 +458,18 @@ class _Planner:
         self.failure_memo: dict[tuple[object, ...], tuple[int, str]] = {}
 
     def _global_reservations(self) -> dict[str, Resources]:
-        """Machine -> what the global units it runs reserve (their limits hold on every
-        machine they match): its share before any placed unit's."""
-        running = [
+        """Machine -> what the global units it runs reserve: its share before any placed
+        unit's (only machines that take new units matter)."""
+        running = (
             spec.options
             for name, spec in self.snapshot.units.items()
             if spec.options.is_global
-            and spec.options.reserves
             and spec.desired is DesiredState.LAUNCHED
             and not is_template(name)
-        ]
-        reserved: dict[str, Resources] = {}
-        for machine in self.open if running else ():
-            metadata = self.machines[machine].metadata
-            for options in running:
-                if options.matches_metadata(metadata):
-                    reserved[machine] = reserved.get(machine, NOTHING) + options.reserves
-        return reserved
+        )
+        return global_reservations(
+            running, {machine: self.machines[machine].metadata for machine in self.open}
+        )
 
     # ---- ordering -------------------------------------------------------
 

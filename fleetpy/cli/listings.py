@@ -71,6 +71,12 @@ def listing_command(listing: Listing) -> Callable[..., None]:
     return edge(command)
 
 
+def _fields_asked(ctx: typer.Context) -> list[str]:
+    """The --fields a listing was given (none: its defaults)."""
+    asked = ctx.params.get("fields")
+    return [f.strip().lower() for f in asked.split(",")] if isinstance(asked, str) else []
+
+
 def _short(text: str | None, full: bool, length: int) -> str:
     return (text if full else (text or "")[:length]) or "-"
 
@@ -152,7 +158,10 @@ LISTINGS = (
         "List the machines alive in the cluster (and each one's cordon: cordoned, "
         "draining, in maintenance; its CPUs and memory, and what fleetpy's units use of "
         "them, with --fields).",
-        lambda ctx: listings.machine_rows(open_registry(ctx)),
+        lambda ctx: listings.machine_rows(
+            open_registry(ctx),
+            reservations=bool({"reserved", "free"} & set(_fields_asked(ctx))),
+        ),
         lambda r: {
             "machine": r.machine,
             "ip": r.ip,
@@ -170,8 +179,13 @@ LISTINGS = (
             "memory": listings.resources_text(r.capacity, memory=True),
             "cpu-used": listings.resources_text(r.used, memory=False),
             "memory-used": listings.resources_text(r.used, memory=True),
+            "reserved": listings.reserved_text(r.reserved),
+            "free": listings.free_text(r.capacity, r.reserved),
         },
-        ("machine", "ip", "metadata", "cordon", "cpus", "memory", "cpu-used", "memory-used"),
+        (
+            *("machine", "ip", "metadata", "cordon"),
+            *("cpus", "memory", "cpu-used", "memory-used", "reserved", "free"),
+        ),
         ("machine", "ip", "metadata", "cordon"),
         {"cordon": lambda r: r.cordon is not None},
     ),

@@ -5,9 +5,11 @@ reservations on 1,000 simulated machines where they fit, saying why not where no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -210,3 +212,19 @@ def test_an_engine_failover_and_a_machine_that_shrank_move_nothing(cluster: Clus
     stop.set()
     assert seen == []
     assert cluster.placement() == before
+
+
+def test_list_machines_shows_what_is_reserved_and_free_as_the_engine_counts_it(
+    cluster: Cluster, run: Run
+) -> None:
+    cluster.agent("m1", capacity=Resources(8 * GiB, 4000))
+    cluster.engine()
+    monitor = unit("mon.service", is_global=True)
+    monitor = replace(monitor, text=(monitor.text or "") + "MemoryMax=512M\n")
+    monitor = replace(monitor, hash=hashlib.sha256((monitor.text or "").encode()).hexdigest())
+    cluster.registry.change_units([unit("db.service", "ReserveMemory=2G\nReserveCPU=1"), monitor])
+    until(lambda: len(cluster.running()) == 2, timeout=30, what="db and the monitor active")
+    assert table(run("list-machines", "--fields", "machine,reserved,free")) == [
+        ["MACHINE", "RESERVED", "FREE"],
+        ["m1", "2.5", "GiB,", "1", "CPU", "5.5", "GiB,", "3", "CPUs"],
+    ]
