@@ -42,6 +42,7 @@ from ..errors import FleetpyError
 from ..registry import Registry, RegistryConfig
 from .credentials import ClusterCredentials
 from .etcd import EtcdCluster, EtcdServer
+from .keeper import current_boot, freeze_keeper, is_keeper
 from .network import CLUSTER_NAME, DEFAULT_SUBNET, BridgeNetwork, remove_link, remove_netns
 from .nspawn import (
     Host,
@@ -92,9 +93,10 @@ class HostRecord:
     veth: str = ""
     state_dir: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
-    nspawn: ProcessRecord | None = None
+    nspawn: ProcessRecord | None = None  # its first boot's; current_init() finds a later one
     init: ProcessRecord | None = None
     pid_ns: str = ""
+    keeper: ProcessRecord | None = None  # boots it again after a reboot (nspawn.keeper_argv)
 
 
 @dataclass
@@ -138,9 +140,10 @@ class ClusterState:
 
         hosts = [
             HostRecord(
-                **{k: v for k, v in h.items() if k not in ("nspawn", "init")},
+                **{k: v for k, v in h.items() if k not in ("nspawn", "init", "keeper")},
                 nspawn=process(h.get("nspawn")),
                 init=process(h.get("init")),
+                keeper=process(h.get("keeper")),
             )
             for h in data.pop("hosts", [])
         ]
@@ -349,7 +352,8 @@ def _make(
             binds=[(Path(f"{identity}.pub"), "/root/.ssh/authorized_keys")],
         )
         record.machine_id = host.machine_id
-        record.nspawn = ProcessRecord.of(host.process.pid, str(host.console_log))
+        record.keeper = ProcessRecord.of(host.process.pid, str(host.console_log))
+        record.nspawn = ProcessRecord.of(host.nspawn_pid)
         record.init = ProcessRecord.of(host.init_pid)
         record.pid_ns = host.pid_ns
         state.save()
@@ -458,12 +462,24 @@ def status(name: str) -> tuple[ClusterState, list[MemberStatus]]:
     for number, engine in enumerate(state.engines, start=1):
         rows.append(MemberStatus("engine", f"engine {number}", engine.alive(), f"pid {engine.pid}"))
     for host in state.hosts:
-        alive = host.init is not None and host.init.alive()
+        alive = current_init(host) != 0
         meta = ",".join(f"{k}={v}" for k, v in sorted(host.metadata.items()))
-        rows.append(
-            MemberStatus("host", host.name, alive, f"{host.address} {host.machine_id[:8]} {meta}")
-        )
+        detail = f"{host.address} {host.machine_id[:8]} {meta}"
+        if not alive and host.keeper is not None and host.keeper.alive():
+            detail += " (rebooting)"
+        rows.append(MemberStatus("host", host.name, alive, detail))
     return state, rows
+
+
+def current_init(host: HostRecord) -> int:
+    """The pid of the host's init now (its keeper may have booted it again since `up`
+    recorded the first one); 0 if it is not running (down, or between two boots)."""
+    if host.keeper is None:  # a cluster made before keepers
+        return host.init.pid if host.init is not None and host.init.alive() else 0
+    if not host.keeper.alive():
+        return 0
+    boot = current_boot(host.keeper.pid)
+    return boot.init if boot is not None else 0
 
 
 # ----------------------------------------------------------------------------- down
@@ -506,13 +522,27 @@ def _signal(record: ProcessRecord | None) -> None:
             os.kill(record.pid, signal.SIGKILL)
 
 
-def _signal_host(host: HostRecord) -> None:
-    """A host's init first: killing nspawn alone orphans it, and it runs on."""
+def _host_processes(host: HostRecord) -> list[ProcessRecord | None]:
+    """A host's processes: its keeper, frozen first so it boots nothing more (also when
+    its guest is rebooting), the boot it runs now, and those `up` recorded."""
+    now: list[ProcessRecord | None] = []
+    if host.keeper is not None and host.keeper.alive():
+        boot = freeze_keeper(host.keeper.pid)
+        if boot is not None:
+            now = [ProcessRecord.of(boot.init), ProcessRecord.of(boot.nspawn)]
+    return [*now, host.init, host.nspawn, host.keeper]
+
+
+def _signal_host(host: HostRecord, processes: Sequence[ProcessRecord | None]) -> None:
+    """A host's init first: killing nspawn alone orphans it, and it runs on. The recorded
+    one is checked to be in the host's pid namespace still; the others are live records."""
     if host.init is not None and host.init.alive():
         with contextlib.suppress(OSError):
             if os.readlink(f"/proc/{host.init.pid}/ns/pid") == host.pid_ns:
                 os.kill(host.init.pid, signal.SIGKILL)
-    _signal(host.nspawn)
+    for record in processes:
+        if record is not host.init:
+            _signal(record)
 
 
 @dataclass(frozen=True)
@@ -588,7 +618,7 @@ def strays(name: str, directory: str) -> list[int]:
             continue
         with contextlib.suppress(OSError):
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            ours = os.path.basename(argv[0]) in _STRAY_PROGRAMS and any(
+            ours = (os.path.basename(argv[0]) in _STRAY_PROGRAMS or is_keeper(argv)) and any(
                 needle in arg for arg in argv
             )
             if ours or mark in (entry / "environ").read_bytes().split(b"\0"):
@@ -596,9 +626,22 @@ def strays(name: str, directory: str) -> list[int]:
     return found
 
 
+def _is_keeper_pid(pid: int) -> bool:
+    try:
+        return is_keeper(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+    except OSError:
+        return False
+
+
 def _kill_stray(pid: int) -> None:
     """SIGKILL a process; an nspawn's container init first (in its own pid namespace),
-    since killing nspawn alone leaves the container running."""
+    since killing nspawn alone leaves the container running; a keeper is frozen first,
+    so it boots nothing more."""
+    with contextlib.suppress(OSError):
+        if _is_keeper_pid(pid):
+            boot = freeze_keeper(pid)
+            for process in (boot.init, boot.nspawn) if boot else ():
+                os.kill(process, signal.SIGKILL)
     with contextlib.suppress(OSError):
         own_ns = os.readlink("/proc/self/ns/pid")
         children = " ".join(
@@ -634,7 +677,8 @@ def down(name: str, say: Callable[[str], None] | None = None) -> list[Removal]:
     if (directory / "state.json").exists():
         state = ClusterState.load(name)
         _remove_listed(state, note)
-    unrecorded = strays(name, str(directory))
+    # Keepers first: one killed after its nspawn could boot it again.
+    unrecorded = sorted(strays(name, str(directory)), key=lambda pid: not _is_keeper_pid(pid))
     for pid in unrecorded:
         _kill_stray(pid)
     if unrecorded:
@@ -678,11 +722,12 @@ def _remove_listed(state: ClusterState, note: Callable[[Iterable[Removal]], None
             ]
         )
     )
+    hosts = [(h, _host_processes(h)) for h in state.hosts]
     note(
         _end(
             [
-                _Processes(f"host {h.name}", [h.init, h.nspawn], partial(_signal_host, h))
-                for h in state.hosts
+                _Processes(f"host {h.name}", processes, partial(_signal_host, h, processes))
+                for h, processes in hosts
             ]
         )
     )
