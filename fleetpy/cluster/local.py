@@ -56,6 +56,7 @@ from .nspawn import (
 STATE_ROOT = Path("/run/fleetpy/clusters")
 CLUSTER_MARK = "FLEETPY_LOCAL_CLUSTER"  # in the environment of the engines up starts
 SSH_USER = "root"
+HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"  # a host's, bound from its state dir
 RACKS = ("r1", "r2", "r3")
 
 
@@ -296,22 +297,7 @@ def _make(
     ssh_dir = directory / "ssh"
     ssh_dir.mkdir()
     identity = ssh_dir / "id_ed25519"
-    subprocess.run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            f"fleetpy-{name}",
-            "-f",
-            str(identity),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    _ssh_keygen(identity, f"fleetpy-{name}")
     state.identity = str(identity)
     state.known_hosts = str(ssh_dir / "known_hosts")
     state.save()
@@ -336,6 +322,11 @@ def _make(
         state.save()
         record.address = network.add_host(host_name, index)
         machine_id = machine_ids[index - 1]
+        # Its ssh host key, made here once: its /etc starts afresh at every boot, and a key
+        # its sshd made at each boot would be another machine's to ssh after a reboot.
+        host_key = Path(record.state_dir) / "ssh" / "ssh_host_ed25519_key"
+        host_key.parent.mkdir(parents=True)
+        _ssh_keygen(host_key, f"root@{host_name}")
         agent_tls = creds.install_agent(machine_id, Path(record.state_dir) / "etc") if creds else {}
         host = launch_host(
             rootfs,
@@ -349,7 +340,11 @@ def _make(
             network=network,
             state_dir=Path(record.state_dir),
             detach=True,
-            binds=[(Path(f"{identity}.pub"), "/root/.ssh/authorized_keys")],
+            binds=[
+                (Path(f"{identity}.pub"), "/root/.ssh/authorized_keys"),
+                (host_key, HOST_KEY),
+                (Path(f"{host_key}.pub"), f"{HOST_KEY}.pub"),
+            ],
         )
         record.machine_id = host.machine_id
         record.keeper = ProcessRecord.of(host.process.pid, str(host.console_log))
@@ -390,19 +385,19 @@ def _make(
     return state
 
 
+def _ssh_keygen(path: Path, comment: str) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
 def _write_known_hosts(state: ClusterState, hosts: Sequence[Host]) -> None:
     lines = []
     for host in hosts:
-        key = ""
-        deadline = time.monotonic() + 30
-        while not key and time.monotonic() < deadline:  # sshd makes its keys at boot
-            result = host.run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"], check=False)
-            key = " ".join(result.stdout.split()[:2])
-            if not key:
-                time.sleep(0.2)
-        if not key:
-            raise ClusterError(f"host {host.name} made no ssh host key (is sshd running?)")
-        lines.append(f"{host.public_ip} {key}\n")
+        public = (host.state_dir / "ssh" / "ssh_host_ed25519_key.pub").read_text()
+        lines.append(f"{host.public_ip} {' '.join(public.split()[:2])}\n")
     Path(state.known_hosts).write_text("".join(lines))
 
 
