@@ -6,8 +6,10 @@ meaning of systemd's keys of the same names, for units anywhere in the cluster).
   active on the machine the engine placed it on; then it is started. Once started it
   stays, whatever db.service does next.
 - `BindsTo=db.service` is a Requires= that also holds the unit while db.service is not
-  active: its agent stops it when db.service stops or fails (or its machine is lost),
-  and starts it again when db.service is active again. Held, it keeps its machine.
+  active: its agent stops it when db.service stops or fails (or is destroyed, or its
+  machine is judged lost), and starts it again when db.service is active again. Held, it
+  keeps its machine. What the engine cannot see (db's machine held through a grace period
+  or an etcd outage, db's state not reported again yet) stops nothing.
 - A held unit's reason says what it waits for ("waiting for db.service to be active: it
   failed on 3f2a…"), in list-unit-files and the API.
 
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from enum import Enum
 
 from .model.records import UnitState
-from .scheduler import Scheduled, UnitSpec
+from .scheduler import Machine, Scheduled, UnitSpec
 from .states import ActiveState, DesiredState
 
 # How often the engine reads its dependencies' states while some launched unit has one.
@@ -38,44 +41,56 @@ def waiting(target: str, why: str) -> str:
     return f"waiting for {target} to be active: {why}"
 
 
-def _why_inactive(
+class Seen(Enum):
+    """What the engine can tell of a dependency."""
+
+    ACTIVE = "active"
+    DOWN = "down"  # not submitted, not started, not placed, its machine lost, or reported so
+    UNKNOWN = "unknown"  # its machine is held (out of touch), or its state not reported yet
+
+
+def seen(
     target: str,
     specs: Mapping[str, UnitSpec],
     schedule: Mapping[str, Scheduled],
-    alive: Set[str],
+    machines: Mapping[str, Machine],
     states: Mapping[str, UnitState],
-) -> str:
+) -> tuple[Seen, str]:
+    """A dependency as the engine sees it, and why it is not active."""
     spec = specs.get(target)
     if spec is None:
-        return "no such unit is submitted (destroyed, or not submitted yet)"
+        return Seen.DOWN, "no such unit is submitted (destroyed, or not submitted yet)"
     if spec.desired is not DesiredState.LAUNCHED:
-        return f"it is not started (desired state {spec.desired})"
+        return Seen.DOWN, f"it is not started (desired state {spec.desired})"
     entry = schedule.get(target)
     if entry is None:
-        return "it is not placed on any machine"
-    if entry.machine not in alive:
-        return f"its machine {entry.machine} is not reporting"
+        return Seen.DOWN, "it is not placed on any machine"
+    machine = machines.get(entry.machine)
+    if machine is None or machine.held is not None:
+        # Held: the engine does not know (an etcd outage looks alike); lost: it moves.
+        down = Seen.DOWN if machine is None else Seen.UNKNOWN
+        return down, f"its machine {entry.machine} is not reporting"
     state = states.get(target)
-    if state is None:
-        return f"it is placed on {entry.machine}, not reported there yet"
-    return f"it is {state.active} ({state.sub}) on {entry.machine}"
-
-
-def is_active(state: UnitState | None) -> bool:
-    return state is not None and state.active == ActiveState.ACTIVE
+    if state is None:  # e.g. its agent registered again after an outage, not reported yet
+        return Seen.UNKNOWN, f"it is placed on {entry.machine}, not reported there yet"
+    if state.active in (ActiveState.ACTIVE, ActiveState.RELOADING):
+        return Seen.ACTIVE, ""
+    return Seen.DOWN, f"it is {state.active} ({state.sub}) on {entry.machine}"
 
 
 def plan_dependencies(
     specs: Mapping[str, UnitSpec],
     schedule: Mapping[str, Scheduled],
-    alive: Set[str],
+    machines: Mapping[str, Machine],
     states: Mapping[str, UnitState],
 ) -> dict[str, str]:
     """The launched units held loaded this pass, and why: unit -> reason.
 
     `states`: dependency -> its state where it is placed (only those read). A unit with
-    Requires= is held until every dependency is active on a live machine; once its
-    schedule entry says launched (started), only its BindsTo= dependencies hold it."""
+    Requires= is held until every dependency is active on a live machine. Once its
+    schedule entry says launched (started), only its BindsTo= dependencies hold it, and
+    only when known to be down: a started unit is never stopped for what the engine
+    cannot see (a machine out of touch, a state not reported again yet)."""
     held: dict[str, str] = {}
     for name, spec in specs.items():
         options = spec.options
@@ -86,10 +101,10 @@ def plan_dependencies(
         for target in options.requires:
             if started and target not in options.binds_to:
                 continue
-            placed = schedule.get(target)
-            if placed is not None and placed.machine in alive and is_active(states.get(target)):
+            status, why = seen(target, specs, schedule, machines, states)
+            if status is Seen.ACTIVE or (started and status is Seen.UNKNOWN):
                 continue
-            held[name] = waiting(target, _why_inactive(target, specs, schedule, alive, states))
+            held[name] = waiting(target, why)
             break
     return held
 
@@ -138,7 +153,7 @@ class Dependencies:
         self,
         specs: Mapping[str, UnitSpec],
         schedule: Mapping[str, Scheduled],
-        alive: Set[str],
+        machines: Mapping[str, Machine],
         read: ReadStates,
     ) -> tuple[Mapping[str, UnitSpec], dict[str, str]]:
         """The engine's pass: the specs to place (held units loaded) and the held units'
@@ -151,7 +166,7 @@ class Dependencies:
         self._seen = self._summary(found)
         self._next = time.monotonic() + POLL_SECONDS
         states = {unit: state for (_, unit), state in found.items() if state is not None}
-        held = plan_dependencies(specs, schedule, alive, states)
+        held = plan_dependencies(specs, schedule, machines, states)
         return with_holds(specs, held), held
 
     def wait(self, now: float) -> float:

@@ -396,7 +396,7 @@ class Engine:
             wake += time.monotonic()
             self._next_judgement = min(self._next_judgement or wake, wake)
         specs, waiting = self._deps.pass_plan(
-            model.specs, model.schedule, model.machines.keys(), self.registry.unit_states
+            model.specs, model.schedule, machines, self.registry.unit_states
         )
         invalid = {
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)

@@ -86,11 +86,12 @@ def test_the_example_web_tier_requires_and_binds_to_the_database() -> None:
 
 
 DB_AT_M2 = {"db.service": Scheduled("m2", L, "h")}
-ALIVE = {"m1", "m2"}
+ALIVE = {"m1": Machine("m1"), "m2": Machine("m2")}
+M2_HELD = {"m1": Machine("m1"), "m2": Machine("m2", held="the engine had lost sight of it")}
 
 
 @pytest.mark.parametrize(
-    ("units", "schedule", "alive", "states", "held"),
+    ("units", "schedule", "machines", "states", "held"),
     [
         # db active on another machine: web starts.
         (
@@ -158,9 +159,49 @@ ALIVE = {"m1", "m2"}
         (
             [web(), spec("db.service")],
             DB_AT_M2,
-            {"m1"},
+            {"m1": Machine("m1")},
             {"db.service": state("db.service", "m2", "active")},
             {"web.service": "waiting for db.service to be active: its machine m2 is not reporting"},
+        ),
+        # ... and a started web bound to it is stopped (db will move).
+        (
+            [web(binds=True), spec("db.service")],
+            DB_AT_M2 | {"web.service": Scheduled("m1", L, "h")},
+            {"m1": Machine("m1")},
+            {},
+            {"web.service": "waiting for db.service to be active: its machine m2 is not reporting"},
+        ),
+        # db's machine held (out of touch, not judged lost): web waits to start, but a
+        # started web bound to db is not stopped for what the engine cannot see.
+        (
+            [web(), spec("db.service")],
+            DB_AT_M2,
+            M2_HELD,
+            {},
+            {"web.service": "waiting for db.service to be active: its machine m2 is not reporting"},
+        ),
+        (
+            [web(binds=True), spec("db.service")],
+            DB_AT_M2 | {"web.service": Scheduled("m1", L, "h")},
+            M2_HELD,
+            {},
+            {},
+        ),
+        # db's state not reported (again) yet, its machine back: likewise.
+        (
+            [web(binds=True), spec("db.service")],
+            DB_AT_M2 | {"web.service": Scheduled("m1", L, "h")},
+            ALIVE,
+            {},
+            {},
+        ),
+        # Reloading is active.
+        (
+            [web(binds=True), spec("db.service")],
+            DB_AT_M2 | {"web.service": Scheduled("m1", L, "h")},
+            ALIVE,
+            {"db.service": state("db.service", "m2", "reloading", "reload")},
+            {},
         ),
         # Started (its entry says launched): Requires= no longer holds it, BindsTo= does.
         (
@@ -207,11 +248,11 @@ ALIVE = {"m1", "m2"}
 def test_plan_dependencies(
     units: list[UnitSpec],
     schedule: Mapping[str, Scheduled],
-    alive: set[str],
+    machines: Mapping[str, Machine],
     states: Mapping[str, UnitState],
     held: dict[str, str],
 ) -> None:
-    assert plan_dependencies({u.name: u for u in units}, schedule, alive, states) == held
+    assert plan_dependencies({u.name: u for u in units}, schedule, machines, states) == held
 
 
 def test_targets_are_only_launched_units_dependencies() -> None:
