@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
+from fleetpy.api import fleetv1
 from fleetpy.model.changes import UnitChange
 from fleetpy.states import DesiredState
 
@@ -20,6 +22,11 @@ DB = "db.service"
 
 def reason(cluster: Cluster, name: str) -> str | None:
     return cluster.registry.read_view(with_states=False).reasons.get(name)
+
+
+def web_in_api(cluster: Cluster) -> dict[str, Any]:
+    """web.service as fleet's API gives it."""
+    return fleetv1.unit_json(cluster.registry.read_view(), WEB, [])
 
 
 def started_after_db(cluster: Cluster) -> tuple[threading.Event, list[str]]:
@@ -64,9 +71,11 @@ def test_web_waits_for_db_on_another_machine_and_follows_it_with_binds_to(
     cluster.registry.change_units([UnitChange(DB, desired=DesiredState.LOADED)])
     until(lambda: cluster.running() == {}, what="web stopped after db")
     assert cluster.placement()[WEB] == "m1"
-    assert reason(cluster, WEB) == (
-        "waiting for db.service to be active: it is not started (desired state loaded)"
-    )
+    waiting = "waiting for db.service to be active: it is not started (desired state loaded)"
+    assert reason(cluster, WEB) == waiting
+    until(lambda: web_in_api(cluster)["currentState"] == "loaded", what="web loaded in the API")
+    assert web_in_api(cluster)["desiredState"] == "launched"
+    assert web_in_api(cluster)["fleetpy"]["reason"] == waiting
     cluster.registry.change_units([UnitChange(DB, desired=DesiredState.LAUNCHED)])
     until(lambda: cluster.running() == {DB: "m2", WEB: "m1"}, what="db and web active again")
     # db destroyed: web stopped, saying so.

@@ -7,32 +7,17 @@ lost), never for what it cannot see."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.registry import RegistryConfig
 
 from support.outages import pause_etcd, revoke_every_lease
 from support.sim_cluster import Cluster, unit, watch
 from support.waiting import until
 
 WEB, DB = "web.service", "db.service"
-
-
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    """This module's own etcd: the test pauses it."""
-    with EtcdServer() as server:
-        yield server
-
-
-@pytest.fixture
-def cluster(etcd: EtcdServer, prefix: str) -> Iterator[Cluster]:
-    c = Cluster(RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=5))
-    yield c
-    c.close()
 
 
 def revoke_db_machine_lease(etcd: EtcdServer, cluster: Cluster) -> None:
@@ -53,11 +38,12 @@ def revoke_db_machine_lease(etcd: EtcdServer, cluster: Cluster) -> None:
     ],
 )
 def test_a_bound_unit_rides_out_an_outage(
-    etcd: EtcdServer,
-    cluster: Cluster,
+    own_etcd: EtcdServer,
+    own_cluster: Cluster,
     outage: Callable[[EtcdServer, Cluster], object],
     capfd: pytest.CaptureFixture[str],
 ) -> None:
+    etcd, cluster = own_etcd, own_cluster
     cluster.agent("m1", role="web")
     cluster.agent("m2", role="db")
     cluster.engine()
