@@ -60,6 +60,8 @@ def seen(
     spec = specs.get(target)
     if spec is None:
         return Seen.DOWN, "no such unit is submitted (destroyed, or not submitted yet)"
+    if spec.options.is_global:  # it runs on every machine: none is the one to wait for
+        return Seen.DOWN, "it is a global unit; only a unit the engine places can be required"
     if spec.desired is not DesiredState.LAUNCHED:
         return Seen.DOWN, f"it is not started (desired state {spec.desired})"
     entry = schedule.get(target)

@@ -226,6 +226,17 @@ M2_HELD = {"m1": Machine("m1"), "m2": Machine("m2", held="the engine had lost si
             {"db.service": state("db.service", "m2", "inactive", "dead")},
             {"web.service": "waiting for db.service to be active: it is inactive (dead) on m2"},
         ),
+        # A global unit cannot be required (which machine's would count?).
+        (
+            [web(), spec("db.service", is_global=True)],
+            {},
+            ALIVE,
+            {},
+            {
+                "web.service": "waiting for db.service to be active: it is a global unit; "
+                "only a unit the engine places can be required"
+            },
+        ),
         # Only launched units are held: a loaded one is loaded anyway.
         ([spec("web.service", LD, requires=("db.service",))], {}, ALIVE, {}, {}),
         # The first dependency not active is named.
