@@ -161,3 +161,22 @@ def test_submit_warns_of_a_dependency_not_submitted_and_refuses_a_cycle(
         "(each unit would wait for the next to be active; BindsTo= counts as Requires=)"
     )
     assert run("list-unit-files", "--no-legend").output.count(".service") == 1
+
+
+def test_apply_refuses_a_dependency_cycle_and_writes_nothing(run: Run, tmp_path: Path) -> None:
+    directory = tmp_path / "cycle"
+    directory.mkdir()
+    write(directory, "a.service", "Requires=b.service")
+    write(directory, "b.service", "BindsTo=a.service")
+    (directory / "fleetpy.yaml").write_text(
+        "name: cycle\nunits:\n  - name: a.service\n    template: a.service\n"
+        "  - name: b.service\n    template: b.service\n"
+    )
+    for verb in ("plan", "apply"):
+        result = run(verb, str(directory))
+        assert result.exit_code == 1, result.output
+        assert one_error_line(result) == (
+            "fleetpy: error: [X-Fleet] Requires= cycle: a.service -> b.service -> a.service "
+            "(each unit would wait for the next to be active; BindsTo= counts as Requires=)"
+        )
+    assert run("list-unit-files", "--no-legend").output.strip() == ""
