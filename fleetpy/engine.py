@@ -385,19 +385,16 @@ class Engine:
             )
         for machine in self._drains.records.keys() & machines.keys():
             machines[machine] = replace(machines[machine], cordoned=True)
+        # Units held loaded for their dependencies: a drain moves them as loaded ones.
+        specs, waiting = self._deps.pass_plan(
+            model.specs, model.schedule, machines, self.registry.unit_states
+        )
         drain, wake = self._drains.pass_plan(
-            model.schedule,
-            model.specs,
-            model.reasons,
-            model.machines.keys(),
-            self.registry.unit_states,
+            model.schedule, specs, model.reasons, model.machines.keys(), self.registry.unit_states
         )
         if wake is not None:  # moved units on their way: their states are read again
             wake += time.monotonic()
             self._next_judgement = min(self._next_judgement or wake, wake)
-        specs, waiting = self._deps.pass_plan(
-            model.specs, model.schedule, machines, self.registry.unit_states
-        )
         invalid = {
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
             for name, why in model.invalid.items()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetpy.api import fleetv1
+from fleetpy.client import drain
 from fleetpy.model.changes import UnitChange
 from fleetpy.states import DesiredState
 
@@ -180,3 +181,21 @@ def test_apply_refuses_a_dependency_cycle_and_writes_nothing(run: Run, tmp_path:
             "(each unit would wait for the next to be active; BindsTo= counts as Requires=)"
         )
     assert run("list-unit-files", "--no-legend").output.strip() == ""
+
+
+def test_a_drain_moves_a_waiting_unit_and_finishes(cluster: Cluster) -> None:
+    """A unit held loaded (waiting for its dependency) arrives loaded where it was moved:
+    the drain counts it as arrived, not as on its way for ever."""
+    cluster.agent("m1")
+    cluster.engine()
+    cluster.registry.change_units([unit(WEB, "Requires=db.service")])
+    until(lambda: cluster.placement().get(WEB) == "m1", what="web placed (loaded) on m1")
+    cluster.agent("m2")
+    drain.start_drain(cluster.registry, "m1", 1)
+    progress = drain.wait_drain(cluster.registry, "m1", 30, lambda p: None)
+    assert progress.done and progress.stuck == {}
+    assert cluster.placement()[WEB] == "m2"
+    until(
+        lambda: (reason(cluster, WEB) or "").startswith("waiting for db.service to be active"),
+        what="web's reason: waiting again, where it went",
+    )
