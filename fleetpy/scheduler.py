@@ -23,6 +23,7 @@ How a plan is made:
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -62,6 +63,7 @@ class ReasonKind(StrEnum):
     CORDONED = "cordoned"  # every live machine is cordoned
     DRAINING = "draining"  # moved off a draining machine, or cannot leave it
     RESOURCES = "resources"  # its reservation fits on no eligible machine
+    DEPENDENCY = "dependency"  # held loaded until a Requires=/BindsTo= unit is active
     OTHER = "other"
     PENDING = "pending"  # no reason stored: the engine has not got to the unit yet
 
@@ -91,11 +93,17 @@ _REASON_PREFIXES: tuple[tuple[str, ReasonKind], ...] = (
 )
 
 
+# fleetpy.dependencies' reasons: a unit held loaded until the units it requires are active.
+_DEPENDENCY_WAIT = re.compile(r"waiting for \S+ to be active")
+
+
 def reason_kind(reason: str) -> ReasonKind:
     """The kind of a stored reason text."""
     # "no machine has 2 GiB free" (resources.shortfall) vs "no machine has role=db"
     if reason.startswith("no machine has ") and "=" not in reason.partition(";")[0]:
         return ReasonKind.RESOURCES
+    if _DEPENDENCY_WAIT.match(reason):  # before MachineOf='s "waiting for X to be placed"
+        return ReasonKind.DEPENDENCY
     for prefix, kind in _REASON_PREFIXES:
         if reason.startswith(prefix):
             return kind

@@ -484,6 +484,8 @@ FLEET_OPTIONS: tuple[str, ...] = (
     "Replaces",
     "Spread",
     "MaxPerMachine",
+    "Requires",
+    "BindsTo",
     *RESCHEDULE_OPTIONS,
     *RESERVATION_OPTIONS,
 )
@@ -531,6 +533,10 @@ class FleetOptions:
     max_per_machine: int | None = None  # per template, across its instances
     reschedule: ReschedulePolicy | None = None  # RescheduleOnFailure= and its companions
     reserves: Resources = NOTHING  # what it needs free where it goes (.reservation)
+    # Units that must be active somewhere before this one starts (Requires= and BindsTo=,
+    # fleetpy.dependencies); `binds_to`, those whose stop also stops it until they return.
+    requires: tuple[str, ...] = ()
+    binds_to: tuple[str, ...] = ()
     # What was read differently from how it was written (legacy names, a self-conflict):
     # for the user's eyes, not part of the options' meaning.
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -778,6 +784,10 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
 
     replaces = all_words("Replaces")
     check_unit_names("Replaces", replaces)
+    binds_to = all_words("BindsTo")
+    check_unit_names("BindsTo", binds_to)
+    requires = all_words("Requires")
+    check_unit_names("Requires", requires)
 
     spread = single("Spread")
     if spread is not None and "=" in spread:
@@ -815,5 +825,7 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
         reserves=reservation(
             unit.values, single, name, containers=(CONTAINER_SECTION, EXPANDED_CONTAINER_SECTION)
         ),
+        requires=tuple(dict.fromkeys(requires + binds_to)),
+        binds_to=tuple(dict.fromkeys(binds_to)),
         notes=tuple(dict.fromkeys(notes)),
     )
