@@ -95,6 +95,15 @@ class _DataMissing(Exception):
     """etcd has no fleetpy marker under the prefix while units run here."""
 
 
+def _rewrites_only(batch: WatchBatch[_AgentEvent]) -> bool:
+    """A batch of the agent's own machine record that neither deletes it nor breaks."""
+    return (
+        batch.error is None
+        and bool(batch.events)
+        and all(isinstance(e, MachineEvent) and e.record is not None for e in batch.events)
+    )
+
+
 def agent_instance(path: os.PathLike[str] | str) -> str:
     """This agent's instance id: the host's name and a token kept in PATH (on disk, so the
     same across the agent's restarts and the host's reboots: a rebooted host takes its
@@ -344,6 +353,8 @@ class Agent:
     def _on_watch(self, batch: WatchBatch[_AgentEvent], kind: str, generation: int) -> None:
         if generation != self._generation:
             return  # a watch from before the last fresh read; its events are stale
+        if kind == "machine" and _rewrites_only(batch):
+            return  # its own record written again (its usage): only a deletion matters
         self.stats.wakeups += 1
         if batch.error is None and not batch.events:
             self.stats.empty_wakeups += 1

@@ -120,6 +120,16 @@ def test_agents_report_capacity_and_write_usage_again_only_past_a_threshold(
     assert agent.resources.measure() == Resources(510 * MiB, 0)
     time.sleep(2)  # four lease renewals (ttl 1: one every 0.5 s), each measuring it
     assert cluster.registry.list_machines()["m1"].used == Resources(480 * MiB, 0)
+    # Its own record written again wakes neither its loop nor its counts (it watches the
+    # record only to see it deleted): once woke it per write, failing test_engine_scale.
+    woken = agent.stats.wakeups
+    agent.manager.memory_per_unit = 64 * MiB  # type: ignore[attr-defined]
+    until(
+        lambda: cluster.registry.list_machines()["m1"].used == Resources(30 * 64 * MiB, 0),
+        what="the usage written again",
+    )
+    time.sleep(0.5)  # its watch has had the write
+    assert agent.stats.wakeups == woken
 
 
 def test_reservations_fit_on_a_thousand_simulated_machines(cluster: Cluster) -> None:
