@@ -4,9 +4,6 @@ usage that moved while etcd was paused is written once it is back, and nothing m
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.resources import Resources
@@ -18,16 +15,10 @@ from support.waiting import until
 GiB, MiB = 1024**3, 1024**2
 
 
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    """An etcd of this test's own, for `cluster` (support.sim_cluster): it is paused."""
-    with EtcdServer() as server:
-        yield server
-
-
 def test_usage_that_moved_while_etcd_was_paused_is_written_when_it_is_back(
-    etcd: EtcdServer, cluster: Cluster
+    own_etcd: EtcdServer, own_cluster: Cluster
 ) -> None:
+    etcd, cluster = own_etcd, own_cluster
     capacity = Resources(8 * GiB, 4000)
     agent = cluster.agent("m1", ttl=6, capacity=capacity)  # the lease outlives the pause
     cluster.agent("m2", ttl=6, capacity=capacity)
