@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .agent_plan import DesiredUnit, plan, select_globals
+from .capacity import CapacityReport
 from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
 from .failure_count import FailureCounter
@@ -33,6 +34,7 @@ from .model.events import MachineEvent, MetadataEvent, ScheduleEvent, WatchBatch
 from .model.records import MachineRecord, ScheduleEntry, UnitState, entries_for
 from .registry import MachineIdInUse
 from .registry.roles import AgentRegistry
+from .resources import Resources
 from .states import (
     JOB_PENDING,
     PLACED_STATES,
@@ -93,6 +95,15 @@ class _DataMissing(Exception):
     """etcd has no fleetpy marker under the prefix while units run here."""
 
 
+def _rewrites_only(batch: WatchBatch[_AgentEvent]) -> bool:
+    """A batch of the agent's own machine record that neither deletes it nor breaks."""
+    return (
+        batch.error is None
+        and bool(batch.events)
+        and all(isinstance(e, MachineEvent) and e.record is not None for e in batch.events)
+    )
+
+
 def agent_instance(path: os.PathLike[str] | str) -> str:
     """This agent's instance id: the host's name and a token kept in PATH (on disk, so the
     same across the agent's restarts and the host's reboots: a rebooted host takes its
@@ -130,12 +141,14 @@ class Agent:
         hostname: str | None = None,
         instance: str | None = None,
         health: HealthSource | None = None,
+        capacity: Resources | None = None,
     ) -> None:
         """SETTINGS with the machine id read (config.read_machine_id); TRUSTED: the public
         keys whose signatures this machine accepts (None: no check, every unit runs);
         INSTANCE tells this agent's registration apart from another host's with the same
         machine id (agent_instance(): kept across the agent's restarts; by default this
-        process's); HEALTH: where containers' health comes from (None: not followed)."""
+        process's); HEALTH: where containers' health comes from (None: not followed);
+        CAPACITY: the CPUs and memory it offers (None: this host's, measured)."""
         if settings.machine_id is None:
             raise ValueError("an agent needs its machine id")
         self.registry = registry
@@ -168,6 +181,7 @@ class Agent:
         self._held = False  # holding units while etcd lost fleetpy's data (_DataMissing)
         self._data_back_at: float | None = None  # when the held data was seen back
         self._health = HealthMonitor(self._machine_id, health, self._health_changed)
+        self.resources = CapacityReport(manager, capacity)
         # RescheduleOnFailure=: failures of units placed here; count_failure takes any source's.
         self.failures = FailureCounter(
             self._machine_id,
@@ -192,6 +206,8 @@ class Agent:
             threading.Thread(
                 target=self._reporter, daemon=True, name=f"report-{self.machine_id[:8]}"
             ),
+            # Its own thread: a systemd slow to answer never delays a lease renewal.
+            threading.Thread(target=self._usage, daemon=True, name=f"usage-{self.machine_id[:8]}"),
         ]
         for thread in self._threads:
             thread.start()
@@ -260,14 +276,8 @@ class Agent:
 
     def _register(self) -> None:
         lease = self.registry.grant_lease(self.settings.ttl)
-        record = MachineRecord(
-            self.machine_id,
-            self.settings.public_ip,
-            dict(self.settings.metadata),
-            self.hostname,
-            self.settings.ttl,
-            self.instance,
-        )
+        used = self.resources.measure()
+        record = self._record(used)
         with self._report_lock:
             # States lived under the old lease: written again, with the record.
             current = self._states(self.manager.observe())
@@ -276,12 +286,26 @@ class Agent:
             # write failed, the next sync registers again.
             self._lease = lease
             self._reported = current
+            self.resources.reported = used
         self._states_changed.set()  # whatever changed since
         log_event(
             "machine_registered",
             machine=self.machine_id,
             lease=f"{self._lease:x}",
             ttl=self.settings.ttl,
+        )
+
+    def _record(self, used: Resources | None) -> MachineRecord:
+        settings = self.settings
+        return MachineRecord(
+            self.machine_id,
+            settings.public_ip,
+            dict(settings.metadata),
+            self.hostname,
+            settings.ttl,
+            self.instance,
+            capacity=self.resources.capacity,
+            used=used,
         )
 
     def _keepalive(self) -> None:
@@ -299,6 +323,27 @@ class Agent:
                     log_event("etcd_unreachable", machine=self.machine_id, error=str(exc))
                 self._request_resync()
 
+    def _usage(self) -> None:
+        """Write the machine record again when its units' usage moved past the threshold
+        (fleetpy.capacity), measured as often as the lease is renewed."""
+        failing = False  # said once until a write goes through again
+        while not self._stop.wait(max(0.5, self.settings.ttl / 3)):
+            lease = self._lease
+            if lease is None:
+                continue
+            try:
+                used = self.resources.due()
+                if used is not None:
+                    with self._report_lock:  # the record as registered, its usage now
+                        if self._lease == lease:
+                            self.registry.register_machine(self._record(used), lease)
+                            self.resources.reported = used
+                failing = False
+            except FleetpyError as exc:  # etcd or systemd away: measured again next time
+                if not failing:
+                    log_event("usage_not_reported", machine=self.machine_id, error=str(exc))
+                failing = True
+
     def _request_resync(self) -> None:
         # One pending resync is enough however long etcd stays away.
         if not self._resync_pending.is_set():
@@ -308,6 +353,8 @@ class Agent:
     def _on_watch(self, batch: WatchBatch[_AgentEvent], kind: str, generation: int) -> None:
         if generation != self._generation:
             return  # a watch from before the last fresh read; its events are stale
+        if kind == "machine" and _rewrites_only(batch):
+            return  # its own record written again (its usage): only a deletion matters
         self.stats.wakeups += 1
         if batch.error is None and not batch.events:
             self.stats.empty_wakeups += 1

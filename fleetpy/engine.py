@@ -462,9 +462,7 @@ class Engine:
         model = _Model(
             revision=view.revision,
             records=dict(view.units),
-            machines={
-                m.id: scheduler.Machine(m.id, dict(m.metadata)) for m in view.machines.values()
-            },
+            machines={m.id: scheduler.Machine.of(m) for m in view.machines.values()},
             schedule={
                 unit: scheduler.Scheduled(machine, entry.desired, entry.hash, entry.signature)
                 for unit, (machine, entry) in view.schedule.items()
@@ -638,7 +636,7 @@ class Engine:
         self._remember_machine(record)
         if event.machine not in model.machines:
             log_event("machine_joined", machine=event.machine)
-        model.machines[event.machine] = scheduler.Machine(record.id, dict(record.metadata))
+        model.machines[event.machine] = scheduler.Machine.of(record)
 
     def _metadata_event(self, model: _Model, event: MetadataEvent) -> None:
         """Operators changed a machine's metadata: units are placed by the new one (the
@@ -653,7 +651,7 @@ class Engine:
             record = replace(record, operator_metadata=overlay)
             self._remember_machine(record)
             if event.machine in model.machines:
-                model.machines[event.machine] = scheduler.Machine(record.id, dict(record.metadata))
+                model.machines[event.machine] = scheduler.Machine.of(record)
         log_event("machine_metadata_changed", machine=event.machine, keys=len(overlay))
 
     # -- reconcile

@@ -32,6 +32,8 @@ from fleetpy.states import PLACED_STATES, DesiredState
 
 from .drain import CANNOT_LEAVE, EVERY_MACHINE_CORDONED, MOVED_OFF, cannot_leave, moved_off
 from .failures import Avoidance
+from .model.records import MachineRecord
+from .resources import NOTHING, Resources, describe, global_reservations, shortfall
 from .unitfile.unit import FleetOptions, glob_matcher, has_glob, is_template, template_of
 
 # Desired states that put a unit on a machine; anything else is not placed.
@@ -60,6 +62,7 @@ class ReasonKind(StrEnum):
     FAILURES = "failures"  # RescheduleOnFailure=: moved off (or kept on) where it failed
     CORDONED = "cordoned"  # every live machine is cordoned
     DRAINING = "draining"  # moved off a draining machine, or cannot leave it
+    RESOURCES = "resources"  # its reservation fits on no eligible machine
     DEPENDENCY = "dependency"  # held loaded until a Requires=/BindsTo= unit is active
     OTHER = "other"
     PENDING = "pending"  # no reason stored: the engine has not got to the unit yet
@@ -78,6 +81,7 @@ _REASON_PREFIXES: tuple[tuple[str, ReasonKind], ...] = (
     ("replaced by ", ReasonKind.CONFLICTS),
     ("MaxPerMachine=", ReasonKind.MAX_PER_MACHINE),
     ("it lacks ", ReasonKind.METADATA),
+    ("it reserves ", ReasonKind.RESOURCES),
     ("MachineID=", ReasonKind.MACHINE_ID),
     ("every eligible machine is excluded", ReasonKind.CONSTRAINTS),
     ("invalid unit", ReasonKind.INVALID),
@@ -95,6 +99,9 @@ _DEPENDENCY_WAIT = re.compile(r"waiting for \S+ to be active")
 
 def reason_kind(reason: str) -> ReasonKind:
     """The kind of a stored reason text."""
+    # "no machine has 2 GiB free" (resources.shortfall) vs "no machine has role=db"
+    if reason.startswith("no machine has ") and "=" not in reason.partition(";")[0]:
+        return ReasonKind.RESOURCES
     if _DEPENDENCY_WAIT.match(reason):  # before MachineOf='s "waiting for X to be placed"
         return ReasonKind.DEPENDENCY
     for prefix, kind in _REASON_PREFIXES:
@@ -127,12 +134,19 @@ class Machine:
     grace period after it was blind, or a mass loss): its units stay where they are,
     constraints unchecked, and nothing new goes there. `held` says why ("" for a hold
     too short to mention). A `cordoned` machine (an operator's cordon, fleetpy.drain)
-    keeps what it has and takes nothing new."""
+    keeps what it has and takes nothing new. `capacity`: the CPUs and memory its agent
+    reports (None from agents before resource reports: it takes only units that reserve
+    nothing)."""
 
     id: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     held: str | None = None
     cordoned: bool = False
+    capacity: Resources | None = None
+
+    @classmethod
+    def of(cls, record: MachineRecord) -> Machine:
+        return cls(record.id, dict(record.metadata), capacity=record.capacity)
 
 
 @dataclass(frozen=True)
@@ -302,6 +316,7 @@ class _Blocker:
     # Conflicts glob or Replaces names it), so it cannot be shared between
     # units with identical options.
     name_dependent: bool = False
+    machine: str = ""  # kind "resources": the machine it does not fit on
 
     def phrase(self) -> str:
         if self.kind == "conflict":
@@ -314,11 +329,16 @@ class _Blocker:
             return f"it lacks {self.detail}"
         if self.kind == "failed":
             return "it failed there repeatedly"
+        if self.kind == "resources":
+            return self.detail
         return f"MachineID={self.detail} is a different machine"
 
 
 def _summarize_blockers(blockers: list[_Blocker]) -> str:
     """One sentence for "every eligible machine refused", grouped by cause."""
+    blockers = [
+        _Blocker("resources", "too little free") if b.kind == "resources" else b for b in blockers
+    ]
     groups: dict[tuple[str, str, int], tuple[set[str], list[int]]] = {}
     for blocker in blockers:
         # Conflicts/replacements group over all partner units; the rest per detail.
@@ -425,6 +445,7 @@ class _Planner:
         # order is insertion order, never hash order.
         self.assignment: dict[str, str] = {}
         self.hosted: dict[str, dict[str, None]] = {machine: {} for machine in self.machines}
+        self.reserved: dict[str, Resources] = self._global_reservations()
         self.conflict_holders: dict[str, dict[str, tuple[str, ...]]] = {
             m: {} for m in self.machines
         }
@@ -443,6 +464,20 @@ class _Planner:
         # with the same options until something is unassigned (epoch bump).
         self.epoch = 0
         self.failure_memo: dict[tuple[object, ...], tuple[int, str]] = {}
+
+    def _global_reservations(self) -> dict[str, Resources]:
+        """Machine -> what the global units it runs reserve: its share before any placed
+        unit's (only machines that take new units matter)."""
+        running = (
+            spec.options
+            for name, spec in self.snapshot.units.items()
+            if spec.options.is_global
+            and spec.desired is DesiredState.LAUNCHED
+            and not is_template(name)
+        )
+        return global_reservations(
+            running, {machine: self.machines[machine].metadata for machine in self.open}
+        )
 
     # ---- ordering -------------------------------------------------------
 
@@ -505,6 +540,9 @@ class _Planner:
     def _assign(self, name: str, machine: str) -> None:
         self.assignment[name] = machine
         self.hosted[machine][name] = None
+        reserves = self.placeable[name].options.reserves
+        if reserves:
+            self.reserved[machine] = self.reserved.get(machine, NOTHING) + reserves
         group = self.group_of[name]
         hosts = self.group_hosts.setdefault(group, {})
         hosts[machine] = hosts.get(machine, 0) + 1
@@ -519,6 +557,9 @@ class _Planner:
     def _unassign(self, name: str) -> str:
         machine = self.assignment.pop(name)
         del self.hosted[machine][name]
+        reserves = self.placeable[name].options.reserves
+        if reserves:
+            self.reserved[machine] -= reserves
         group = self.group_of[name]
         self.group_hosts[group][machine] -= 1
         for key in self.spread_keys.get(group, ()):
@@ -583,6 +624,44 @@ class _Planner:
             if self.assignment.get(rival) == machine and self._wins(rival, name):
                 return _Blocker("replaced", rival, name_dependent=True)
         return None
+
+    def _free(self, machine: str) -> Resources | None:
+        """What MACHINE has left for new reservations (None: it reports no capacity)."""
+        capacity = self.machines[machine].capacity
+        return None if capacity is None else capacity - self.reserved.get(machine, NOTHING)
+
+    def _fit_blocker(self, options: FleetOptions, machine: str) -> _Blocker | None:
+        """Why the unit's reservation does not fit on MACHINE (None: it does). Checked
+        only where a unit goes, never where it already is: a placed unit stays."""
+        reserves = options.reserves
+        if not reserves:
+            return None
+        free = self._free(machine)
+        if free is None:
+            return _Blocker(
+                "resources",
+                f"it reserves {describe(reserves)}, and the machine reports no capacity",
+                machine=machine,
+            )
+        if reserves.fits_in(free):
+            return None
+        shown = Resources(
+            max(free.memory, 0) if reserves.memory else 0, max(free.cpu, 0) if reserves.cpu else 0
+        )
+        return _Blocker(
+            "resources",
+            f"it reserves {describe(reserves)}, {describe(shown)} free there",
+            machine=machine,
+        )
+
+    def _shortfall(self, options: FleetOptions, blockers: list[_Blocker]) -> str | None:
+        """The reason when only reservations kept the unit off every candidate."""
+        if not blockers or any(b.kind != "resources" for b in blockers):
+            return None
+        candidates = [b.machine for b in blockers]
+        capacity = {m: c for m in candidates if (c := self.machines[m].capacity) is not None}
+        free = {m: c - self.reserved.get(m, NOTHING) for m, c in capacity.items()}
+        return shortfall(options.reserves, free, capacity)
 
     def _static_blocker(self, options: FleetOptions, machine: str) -> _Blocker | None:
         if options.machine_id is not None and options.machine_id != machine:
@@ -722,8 +801,10 @@ class _Planner:
             if self._closed(name, options.machine_id):
                 self._fail(name, f"machine {options.machine_id} cannot take it: it is cordoned")
                 return None
-            blocker = self._static_blocker(options, options.machine_id) or self._blocker(
-                name, options, options.machine_id
+            blocker = (
+                self._static_blocker(options, options.machine_id)
+                or self._blocker(name, options, options.machine_id)
+                or self._fit_blocker(options, options.machine_id)
             )
             if blocker is not None:
                 self._fail(name, f"machine {options.machine_id} cannot take it: {blocker.phrase()}")
@@ -766,7 +847,11 @@ class _Planner:
         if self._closed(name, host):
             self._fail(name, f"cannot join {target} on machine {host}: it is cordoned")
             return None
-        blocker = self._static_blocker(options, host) or self._blocker(name, options, host)
+        blocker = (
+            self._static_blocker(options, host)
+            or self._blocker(name, options, host)
+            or self._fit_blocker(options, host)
+        )
         if blocker is not None:
             self._fail(name, f"cannot join {target} on machine {host}: {blocker.phrase()}")
             return None
@@ -788,6 +873,7 @@ class _Planner:
             options.conflicts,
             options.max_per_machine,
             self.group_of[name] if options.max_per_machine is not None else None,
+            options.reserves,
         )
         remembered = self.failure_memo.get(memo_key)
         if remembered is not None and remembered[0] == self.epoch:
@@ -832,7 +918,7 @@ class _Planner:
             if best is None or machine != best[2]:
                 heapq.heappush(pool.heaps[heap_key], (len(self.hosted[machine]), machine))
         if best is None:
-            reason = _summarize_blockers(blockers)
+            reason = self._shortfall(options, blockers) or _summarize_blockers(blockers)
             self._fail(name, reason)
             if not any(blocker.name_dependent for blocker in blockers):
                 self.failure_memo[memo_key] = (self.epoch, reason)
@@ -860,7 +946,7 @@ class _Planner:
                 continue
             if load > current or machine in refused:
                 continue  # stale duplicate
-            blocker = self._blocker(name, options, machine)
+            blocker = self._blocker(name, options, machine) or self._fit_blocker(options, machine)
             if blocker is None:
                 found = machine
                 break

@@ -34,6 +34,7 @@ import dbus
 from dbus.mainloop.glib import DBusGMainLoop
 from gi.repository import GLib
 
+from .capacity import services_usage
 from .errors import FleetpyError
 from .log import log_event, stamp
 from .states import JOB_PENDING, JOB_REFUSED, RUNNING_STATES
@@ -54,6 +55,7 @@ SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
 MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
 UNIT_IFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_IFACE = "org.freedesktop.systemd1.Service"
 PROPS_IFACE = "org.freedesktop.DBus.Properties"
 RUNTIME_UNIT_DIR = Path("/run/systemd/system")
 STOP_TIMEOUT = 120.0
@@ -515,6 +517,20 @@ class SystemdUnitManager:
     def observe(self) -> dict[str, ObservedUnit]:
         with self._lock:
             return dict(self._units)
+
+    def usage(self) -> tuple[int, int] | None:
+        """Memory (bytes) and CPU time (ns) systemd accounts to this agent's running
+        services (fleetpy.capacity.AccountsUsage): their MemoryCurrent, CPUUsageNSec."""
+        names = [n for n, u in self.observe().items() if u.active in RUNNING_STATES]
+
+        def get(name: str, prop: str) -> int | None:
+            path, args = unit_object_path(name), (SERVICE_IFACE, prop)
+            try:
+                return int(self._bus.call_blocking(SYSTEMD, path, PROPS_IFACE, "Get", "ss", args))
+            except dbus.DBusException:
+                return None  # gone meanwhile
+
+        return self._on_loop(lambda: services_usage(names, get))
 
     def execute(self, actions: Sequence[Action]) -> None:
         stops = [a.name for a in actions if isinstance(a, StopUnit)]

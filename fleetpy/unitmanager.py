@@ -131,6 +131,9 @@ def _running(name: str, content_hash: str) -> ObservedUnit:
     )
 
 
+SIMULATED_MEMORY_PER_UNIT = 16 * 1024**2
+
+
 class SimulatedUnitManager:
     """Keeps unit states in memory; behaves like systemd for started/stopped units, start
     jobs included. A unit whose ExecStart= runs `false` fails its start (its start job
@@ -144,10 +147,20 @@ class SimulatedUnitManager:
         self._failing: set[str] = set()  # units whose current contents fail to start
         self._lock = threading.Lock()
         self._listener: StateListener | None = None
+        # A simulated figure of what systemd would account to the units: this much memory
+        # per active unit, and CPU time a test may advance (cpu_ns).
+        self.memory_per_unit = SIMULATED_MEMORY_PER_UNIT
+        self.cpu_ns = 0
 
     def observe(self) -> dict[str, ObservedUnit]:
         with self._lock:
             return dict(self._units)
+
+    def usage(self) -> tuple[int, int]:
+        """Memory and CPU time of its units, simulated (fleetpy.capacity.AccountsUsage)."""
+        with self._lock:
+            active = sum(unit.active == ActiveState.ACTIVE for unit in self._units.values())
+        return active * self.memory_per_unit, self.cpu_ns
 
     def set_listener(self, listener: StateListener) -> None:
         self._listener = listener

@@ -5,7 +5,8 @@ live view, the engine leader and the deployment records (table-tested without a 
      "leader": the leading engine's id or null,
      "summary": {"machines": N, "units": N, "phases": {phase: N}},
      "machines": [{"id", "ip", "hostname", "metadata": {k: v}, "units": [names],
-                   "cordon": as list-machines shows it, or null}],
+                   "cordon": as list-machines shows it, or null,
+                   "resources": its CPUs and memory, and what its units use, or null}],
      "units": [{"name", "desired", "phase", "detail", "machine", "machines", "load",
                 "active", "sub", "health", "message", "hash", "global", "owner", "commit",
                 "reason"}],
@@ -37,7 +38,7 @@ from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import Any
 
-from ..client.listings import cordon_text
+from ..client.listings import cordon_text, resources_summary
 from ..model.records import ClusterView, DeploymentRecord, MachineRecord, UnitRecord, UnitState
 from ..states import RUNNING_STATES, ActiveState, DesiredState, LoadState
 
@@ -215,6 +216,7 @@ def document(
                 "metadata": dict(sorted(m.metadata.items())),
                 "units": sorted(on_machine.get(m.id, ())),
                 "cordon": _cordon(view, m.id),
+                "resources": resources_summary(m.capacity, m.used),
             }
             for _, m in sorted(view.machines.items())
         ],
@@ -239,6 +241,7 @@ def _machine(machine: MachineRecord, units: Collection[str], cordon: str | None)
         "metadata": dict(sorted(machine.metadata.items())),
         "units": sorted(units),
         "cordon": cordon,
+        "resources": resources_summary(machine.capacity, machine.used),
     }
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..client.listings import cordon_json, summary_state
+from ..client.listings import cordon_json, resources_json, summary_state
 from ..client.operations import PutOutcome, PutResult
 from ..errors import FleetpyError, RegistryError, StateError, UnknownUnitError
 from ..files import MAX_UNIT_FILE_BYTES, over_limit
@@ -146,15 +146,23 @@ def _state_json(unit: str, machine: str, state: UnitState) -> dict[str, Any]:
 
 
 def _machine_json(machine: MachineRecord, cordon: CordonRecord | None) -> dict[str, Any]:
-    """fleet's machine; fleetpy's extra (a cordon, drain or maintenance window) under
-    "fleetpy", as a state's message is, where fleet's clients ignore it."""
+    """fleet's machine; fleetpy's extra (a cordon, drain or maintenance window; its CPUs
+    and memory, and what its units use) under "fleetpy", as a state's message is, where
+    fleet's clients ignore it."""
     data: dict[str, Any] = {
         "id": machine.id,
         "primaryIP": machine.ip,
         "metadata": dict(sorted(machine.metadata.items())),
     }
+    extra: dict[str, Any] = {}
     if cordon is not None:
-        data["fleetpy"] = {"cordon": cordon_json(cordon)}
+        extra["cordon"] = cordon_json(cordon)
+    if machine.capacity is not None:
+        extra["capacity"] = resources_json(machine.capacity)
+    if machine.used is not None:
+        extra["used"] = resources_json(machine.used)
+    if extra:
+        data["fleetpy"] = extra
     return data
 
 

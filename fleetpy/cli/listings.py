@@ -71,6 +71,12 @@ def listing_command(listing: Listing) -> Callable[..., None]:
     return edge(command)
 
 
+def _fields_asked(ctx: typer.Context) -> list[str]:
+    """The --fields a listing was given (none: its defaults)."""
+    asked = ctx.params.get("fields")
+    return [f.strip().lower() for f in asked.split(",")] if isinstance(asked, str) else []
+
+
 def _short(text: str | None, full: bool, length: int) -> str:
     return (text if full else (text or "")[:length]) or "-"
 
@@ -150,21 +156,36 @@ LISTINGS = (
     Listing(
         "list-machines",
         "List the machines alive in the cluster (and each one's cordon: cordoned, "
-        "draining, in maintenance).",
-        lambda ctx: listings.machine_rows(open_registry(ctx)),
+        "draining, in maintenance; its CPUs and memory, and what fleetpy's units use of "
+        "them, with --fields).",
+        lambda ctx: listings.machine_rows(
+            open_registry(ctx),
+            reservations=bool({"reserved", "free"} & set(_fields_asked(ctx))),
+        ),
         lambda r: {
             "machine": r.machine,
             "ip": r.ip,
             "metadata": dict(r.metadata),
             "cordon": listings.cordon_json(r.cordon),
+            "capacity": listings.resources_json(r.capacity),
+            "used": listings.resources_json(r.used),
         },
         lambda r, full: {
             "machine": r.machine if full else r.machine[:8],
             "ip": r.ip or "-",
             "metadata": ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items())) or "-",
             "cordon": listings.cordon_text(r.cordon),
+            "cpus": listings.resources_text(r.capacity, memory=False),
+            "memory": listings.resources_text(r.capacity, memory=True),
+            "cpu-used": listings.resources_text(r.used, memory=False),
+            "memory-used": listings.resources_text(r.used, memory=True),
+            "reserved": listings.reserved_text(r.reserved),
+            "free": listings.free_text(r.capacity, r.reserved),
         },
-        ("machine", "ip", "metadata", "cordon"),
+        (
+            *("machine", "ip", "metadata", "cordon"),
+            *("cpus", "memory", "cpu-used", "memory-used", "reserved", "free"),
+        ),
         ("machine", "ip", "metadata", "cordon"),
         {"cordon": lambda r: r.cordon is not None},
     ),

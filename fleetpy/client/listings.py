@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..resources import MILLI, NOTHING, Resources, format_cpus, format_memory, global_reservations
 from ..states import RUNNING_STATES, DesiredState, LoadState
 
 if TYPE_CHECKING:  # the records: loaded with the view a listing reads, not by --help
     from ..model.cordons import CordonRecord
+    from ..model.records import MachineRecord
     from ..registry import ClusterView, UnitState
     from ..registry.roles import OperatorRegistry
     from ..registry.views import Listing
@@ -48,6 +50,9 @@ class MachineRow:
     ip: str
     metadata: Mapping[str, str]
     cordon: CordonRecord | None = None  # an operator's cordon, drain or maintenance window
+    capacity: Resources | None = None  # its CPUs and memory (None: an agent before reports)
+    used: Resources | None = None  # what systemd accounts to its fleetpy units
+    reserved: Resources | None = None  # its units' reservations (read only when asked)
 
 
 def summary_state(states: Mapping[str, UnitState] | None) -> DesiredState:
@@ -108,18 +113,97 @@ def unit_rows(view: ClusterView | Listing) -> list[UnitRow]:
     return rows
 
 
-def machine_rows(registry: OperatorRegistry) -> list[MachineRow]:
+def machine_rows(registry: OperatorRegistry, reservations: bool = False) -> list[MachineRow]:
+    """The machines; RESERVATIONS: with what their units reserve (every unit record and
+    each placed unit's contents read: only when a listing shows it)."""
     machines = registry.list_machines()
     cordons = registry.cordons() if machines else {}
+    reserved = reserved_on(registry, machines) if reservations and machines else {}
     return [
         MachineRow(
             machine=m.id,
             ip=m.ip,
             metadata=dict(sorted(m.metadata.items())),
             cordon=cordons.get(m.id),
+            capacity=m.capacity,
+            used=m.used,
+            reserved=reserved.get(m.id, NOTHING) if reservations else None,
         )
         for _, m in sorted(machines.items())
     ]
+
+
+def reserved_on(
+    registry: OperatorRegistry, machines: Mapping[str, MachineRecord]
+) -> dict[str, Resources]:
+    """Machine -> the reservations of the units placed there and of the global units
+    that run there, as the engine counts them (fleetpy.resources)."""
+    from ..errors import FleetpyError
+    from ..unitfile.unit import FleetOptions, fleet_options, is_template, parse_unit
+
+    listing = registry.read_listing(units=True, placed=True)
+    records = listing.units
+    running = {
+        name: record
+        for name, record in records.items()
+        if name in listing.placed
+        or (record.is_global and record.desired is DesiredState.LAUNCHED and not is_template(name))
+    }
+    texts = registry.get_contents(sorted({record.hash for record in running.values()}))
+    options: dict[str, FleetOptions] = {}
+    for name, record in running.items():
+        try:
+            options[name] = fleet_options(parse_unit(texts.get(record.hash, ""), name), name)
+        except FleetpyError:
+            continue  # an invalid unit is never placed: it reserves nothing
+    reserved = global_reservations(
+        (options[n] for n in options if records[n].is_global),
+        {machine: record.metadata for machine, record in machines.items()},
+    )
+    for name, machine in listing.placed.items():
+        if name in options and not records[name].is_global:
+            reserved[machine] = reserved.get(machine, NOTHING) + options[name].reserves
+    return reserved
+
+
+def resources_text(figures: Resources | None, memory: bool) -> str:
+    """A machine's memory or CPUs for a table: `7.5 GiB`, `2 CPUs`; `-` if not reported."""
+    if figures is None:
+        return "-"
+    return format_memory(figures.memory) if memory else format_cpus(figures.cpu)
+
+
+def reserved_text(reserved: Resources | None) -> str:
+    """What a machine's units reserve: `3 GiB, 1.5 CPUs`; `-` for nothing."""
+    if not reserved:
+        return "-"
+    return f"{format_memory(reserved.memory)}, {format_cpus(reserved.cpu)}"
+
+
+def free_text(capacity: Resources | None, reserved: Resources | None) -> str:
+    """What a machine has left for new reservations (the engine's arithmetic)."""
+    if capacity is None or reserved is None:
+        return "-"
+    free = capacity - reserved
+    return f"{format_memory(max(free.memory, 0))}, {format_cpus(max(free.cpu, 0))}"
+
+
+def resources_summary(capacity: Resources | None, used: Resources | None) -> str | None:
+    """A machine's resources in one line (the dashboard): `4 CPUs, 7.5 GiB (used: 0.3
+    CPUs, 1.2 GiB)`; None if its agent does not report them."""
+    if capacity is None:
+        return None
+    text = f"{format_cpus(capacity.cpu)}, {format_memory(capacity.memory)}"
+    if used is not None:
+        text += f" (used: {format_cpus(used.cpu)}, {format_memory(used.memory)})"
+    return text
+
+
+def resources_json(figures: Resources | None) -> dict[str, object] | None:
+    """A machine's resources as list-machines -o json and the fleet API show them."""
+    if figures is None:
+        return None
+    return {"memory": figures.memory, "cpus": figures.cpu / MILLI}
 
 
 def cordon_text(record: CordonRecord | None) -> str:

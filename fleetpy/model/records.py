@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from ..metadata import Overlay, effective
+from ..resources import Resources
 from ..states import DesiredState
 from .codecs import (
     MalformedRecord,
@@ -167,6 +168,10 @@ class MachineRecord:
     # Which agent holds the id: the same across its restarts on one boot, another on a
     # host cloned with the same /etc/machine-id ("" from agents before it was recorded).
     instance: str = ""
+    # CPUs and memory of the machine, and what its fleetpy units use of them as systemd
+    # accounts it (fleetpy.capacity): None from agents before resource reports.
+    capacity: Resources | None = None
+    used: Resources | None = None
     # Operators' overlay (P/metadata/<id>), attached by readers; not part of this record.
     operator_metadata: Overlay = field(default_factory=dict)
 
@@ -179,15 +184,18 @@ class MachineRecord:
         return effective(self.own_metadata, self.operator_metadata)
 
     def to_json(self) -> str:
-        return versioned_json(
-            {
-                "ip": self.ip,
-                "metadata": dict(self.own_metadata),
-                "hostname": self.hostname,
-                "ttl": self.ttl,
-                "instance": self.instance,
-            }
-        )
+        data: dict[str, Any] = {
+            "ip": self.ip,
+            "metadata": dict(self.own_metadata),
+            "hostname": self.hostname,
+            "ttl": self.ttl,
+            "instance": self.instance,
+        }
+        if self.capacity is not None:  # records without it stay as they were
+            data["capacity"] = self.capacity.to_data()
+        if self.used is not None:
+            data["used"] = self.used.to_data()
+        return versioned_json(data)
 
     @classmethod
     def from_json(cls, machine_id: str, raw: bytes) -> MachineRecord:
@@ -213,7 +221,19 @@ class MachineRecord:
             hostname=typed_field(data, "hostname", str, ""),
             ttl=ttl,
             instance=typed_field(data, "instance", str, ""),
+            capacity=_resources(data, "capacity"),
+            used=_resources(data, "used"),
         )
+
+
+def _resources(data: Mapping[str, Any], name: str) -> Resources | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    try:
+        return Resources.from_data(value)
+    except ValueError as exc:
+        raise MalformedRecord(f"field {name!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,12 @@ from fleetpy.errors import (
 )
 from fleetpy.files import MAX_UNIT_FILE_BYTES, display_path, read_text_file
 
+from ..resources import NOTHING, Resources
 from .quoting import WordsError, split_words
 from .reschedule import OPTIONS as RESCHEDULE_OPTIONS
 from .reschedule import ReschedulePolicy, reschedule_policy
+from .reservation import OPTIONS as RESERVATION_OPTIONS
+from .reservation import reservation
 
 # ---------------------------------------------------------------------------
 # Unit names
@@ -484,6 +487,7 @@ FLEET_OPTIONS: tuple[str, ...] = (
     "Requires",
     "BindsTo",
     *RESCHEDULE_OPTIONS,
+    *RESERVATION_OPTIONS,
 )
 # fleet's older names, still in its docs of v1.0 and in real unit files: read as the
 # current key, with a note. fleet read a boot id as a machine id (it never matched a
@@ -496,7 +500,11 @@ LEGACY_FLEET_OPTIONS: Mapping[str, str] = {
     "X-Conflicts": "Conflicts",
 }
 MAX_PER_MACHINE_LIMIT = 100_000
-_SINGLE_VALUED = ("MachineID", "Global", "Spread", "MaxPerMachine", *RESCHEDULE_OPTIONS)
+_SINGLE_VALUED = (
+    *("MachineID", "Global", "Spread", "MaxPerMachine"),
+    *RESCHEDULE_OPTIONS,
+    *RESERVATION_OPTIONS,
+)
 _GLOBAL_COMPANIONS = ("MachineMetadata", "Conflicts")
 _BOOLEANS = {
     "true": True,
@@ -524,6 +532,7 @@ class FleetOptions:
     spread: str | None = None  # metadata key to spread template instances over
     max_per_machine: int | None = None  # per template, across its instances
     reschedule: ReschedulePolicy | None = None  # RescheduleOnFailure= and its companions
+    reserves: Resources = NOTHING  # what it needs free where it goes (.reservation)
     # Units that must be active somewhere before this one starts (Requires= and BindsTo=,
     # fleetpy.dependencies); `binds_to`, those whose stop also stops it until they return.
     requires: tuple[str, ...] = ()
@@ -813,6 +822,9 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
         spread=spread,
         max_per_machine=max_per_machine,
         reschedule=reschedule_policy(single, name),
+        reserves=reservation(
+            unit.values, single, name, containers=(CONTAINER_SECTION, EXPANDED_CONTAINER_SECTION)
+        ),
         requires=tuple(dict.fromkeys(requires + binds_to)),
         binds_to=tuple(dict.fromkeys(binds_to)),
         notes=tuple(dict.fromkeys(notes)),

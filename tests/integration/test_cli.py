@@ -492,6 +492,9 @@ def test_list_units(run: Run, cluster: dict[str, str]) -> None:
     assert all(set(row) == fields for row in data)
 
 
+NOTHING_MORE = {"cordon": None, "capacity": None, "used": None}  # machines of old agents
+
+
 def test_list_machines(run: Run, cluster: dict[str, str]) -> None:
     assert table(run("list-machines")) == [  # fleetctl's columns while nothing is cordoned
         ["MACHINE", "IP", "METADATA"],
@@ -507,9 +510,9 @@ def test_list_machines(run: Run, cluster: dict[str, str]) -> None:
             "machine": cluster["m1"],
             "ip": "10.0.0.1",
             "metadata": {"az": "b", "role": "web"},
-            "cordon": None,
-        },
-        {"machine": cluster["m2"], "ip": "10.0.0.2", "metadata": {}, "cordon": None},
+        }
+        | NOTHING_MORE,
+        {"machine": cluster["m2"], "ip": "10.0.0.2", "metadata": {}} | NOTHING_MORE,
     ]
 
 

@@ -19,6 +19,7 @@ from fleetpy.model.records import (
     UnitRecord,
     UnitState,
 )
+from fleetpy.resources import Resources
 from fleetpy.states import DesiredState
 
 H1, H2 = "1" * 64, "2" * 64
@@ -256,7 +257,14 @@ def test_document_lists_machines_units_unplaced_and_leader() -> None:
         states=[state("a", "m1"), state("c", "m2", "activating", sub="start")],
         reasons={"b": "no machine has role=db"},
     )
-    v = replace(v, cordons={"m2": CordonRecord("m2", CordonMode.DRAINING, 2)})
+    m2 = replace(
+        v.machines["m2"], capacity=Resources(8 * 1024**3, 4000), used=Resources(2**30, 250)
+    )
+    v = replace(
+        v,
+        cordons={"m2": CordonRecord("m2", CordonMode.DRAINING, 2)},
+        machines={**v.machines, "m2": m2},
+    )
     doc = document(v, "engine-1", {})
     assert doc["revision"] == 7 and doc["leader"] == "engine-1"
     assert doc["summary"] == {
@@ -266,9 +274,9 @@ def test_document_lists_machines_units_unplaced_and_leader() -> None:
     }
     assert doc["machines"] == [
         {"id": "m1", "ip": "10.0.0.1", "hostname": "", "metadata": {"n": "0"}, "units": ["a"]}
-        | {"cordon": None},
+        | {"cordon": None, "resources": None},
         {"id": "m2", "ip": "10.0.0.2", "hostname": "", "metadata": {"n": "1"}, "units": ["c"]}
-        | {"cordon": "draining (max 2)"},
+        | {"cordon": "draining (max 2)", "resources": "4 CPUs, 8 GiB (used: 0.25 CPUs, 1 GiB)"},
     ]
     units = {u["name"]: u for u in doc["units"]}
     assert units["a"] | {"hash": ""} == {

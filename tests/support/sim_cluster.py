@@ -18,6 +18,7 @@ from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
+from fleetpy.resources import Resources
 from fleetpy.states import DesiredState
 from fleetpy.unitmanager import SimulatedUnitManager
 
@@ -46,12 +47,19 @@ class Cluster:
         self.engines: list[Engine] = []
 
     def agent(
-        self, machine: str, ttl: int = 2, start_seconds: float = 0.0, **metadata: str
+        self,
+        machine: str,
+        ttl: int = 2,
+        start_seconds: float = 0.0,
+        capacity: Resources | None = None,
+        **metadata: str,
     ) -> Agent:
+        """CAPACITY: the CPUs and memory the machine offers (None: this host's)."""
         agent = Agent(
             self.registry,
             SimulatedUnitManager(start_seconds),
             AgentSettings(machine_id=machine, metadata=metadata, ttl=ttl),
+            capacity=capacity,
         ).start()
         agent.ready.wait(10)
         self.agents[machine] = agent

@@ -165,7 +165,8 @@
       const tr = el("tr");
       tr.dataset.machine = m.id;
       const id = m.cordon ? `${m.id} (${m.cordon})` : m.id;
-      tr.append(el("td", id, "id"), el("td", m.ip, "ip"), el("td", m.hostname, "hostname"),
+      const host = m.resources ? `${m.hostname} · ${m.resources}` : m.hostname;
+      tr.append(el("td", id, "id"), el("td", m.ip, "ip"), el("td", host, "hostname"),
         chips("metadata", Object.entries(m.metadata).map(([k, v]) => `${k}=${v}`)),
         chips("units", m.units));
       return tr;
