@@ -341,3 +341,23 @@ def test_cordon_record_round_trip() -> None:
     record = CordonRecord("m1", CordonMode.DRAINING, 3, True, 12.5, "ops@host", 10.0)
     assert CordonRecord.from_json("m1", record.to_json().encode()) == record
     assert CordonRecord.from_json("m1", b"{}") == CordonRecord("m1")
+
+
+@pytest.mark.parametrize(
+    ("active", "pass_now", "poll_at"),
+    [("activating", False, 11.0), ("active", True, 5.0)],
+)
+def test_a_poll_asks_for_a_pass_only_once_a_unit_on_its_way_arrived(
+    active: str, pass_now: bool, poll_at: float
+) -> None:
+    drains = Drains()
+    drains.poll_at = 5.0
+    reasons = {"a.service": moved_off("m1", "m2"), "b.service": "no machine has disk=ssd"}
+
+    def read(pairs: Any) -> dict[tuple[str, str], UnitState]:
+        assert list(pairs) == [("m2", "a.service")]  # only the units on their way
+        return {("m2", "a.service"): UnitState("a.service", "m2", "loaded", active, "")}
+
+    assert drains.poll(reasons, {"a.service": unit("a.service")}, read, 10.0) is pass_now
+    assert drains.poll_at == poll_at  # a pass sets the next one (pass_plan)
+    assert drains.poll({}, {}, read, 10.0) is False and drains.poll_at is None
