@@ -19,7 +19,9 @@ records (P/cordon/<machine>, fleetpy.model.cordons).
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -203,10 +205,9 @@ class Drains:
         reasons: Mapping[str, str],
         alive: Set[str],
         read_states: ReadStates,
-        now: float,
     ) -> DrainPlan:
         """The engine's pass: its drain plan (none, and nothing computed, when no machine
-        drains and no unit is on its way); `poll_at` set by next_wake."""
+        drains and no unit is on its way); the next look set by next_wake."""
         drain = DrainPlan()
         if self.next_wake(reasons) or self.draining():
             drain = self.plan(
@@ -218,25 +219,27 @@ class Drains:
                 read_states,
             )
         wake = self.next_wake(reasons, drain)
-        self.poll_at = None if wake is None else now + wake
+        self.poll_at = None if wake is None else time.monotonic() + wake
         return drain
 
-    def poll(
-        self,
-        reasons: Mapping[str, str],
-        specs: Mapping[str, _Spec],
-        read_states: ReadStates,
-        now: float,
+    def wait(self, now: float) -> float:
+        """Seconds until the next look at the units on their way (inf: none)."""
+        return math.inf if self.poll_at is None else max(0.0, self.poll_at - now)
+
+    def changed(
+        self, reasons: Mapping[str, str], specs: Mapping[str, _Spec], read_states: ReadStates
     ) -> bool:
-        """At `poll_at`: whether a unit on its way has arrived, so that a pass moves the
-        next. Until one has, a pass would plan what the last one did (every other change
-        is an event that makes its own pass): only their states are read, again in
-        POLL_SECONDS, not the whole cluster planned once a second."""
+        """When a look is due: whether a unit on its way has arrived, so that a pass
+        moves the next. Until one has, a pass would plan what the last one did (every
+        other change is an event that makes its own pass): only their states are read,
+        again in POLL_SECONDS, not the whole cluster planned once a second."""
+        if self.poll_at is None or time.monotonic() < self.poll_at:
+            return False
         ways = _ways(reasons)
         desired = {unit: specs[unit].desired for unit in ways if unit in specs}
         if ways and _arrivals(ways, desired, read_states):
             return True
-        self.poll_at = now + POLL_SECONDS if ways else None
+        self.poll_at = time.monotonic() + POLL_SECONDS if ways else None
         return False
 
     def plan(

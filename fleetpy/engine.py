@@ -235,18 +235,17 @@ class Engine:
             timeout = max(
                 0.05, min(settings.lease_ttl / 3, last_full + settings.reconcile_interval - now)
             )
-            judgement, poll = self._next_judgement, self._drains.poll_at
-            for due in (d for d in (judgement, poll) if d is not None):
-                timeout = max(0.01, min(timeout, due - now + 0.01))
-            resync, dirty = self._wait_for_events(model, timeout)
+            judgement = self._next_judgement
+            if judgement is not None:
+                timeout = max(0.01, min(timeout, judgement - now + 0.01))
+            resync, dirty = self._wait_for_events(model, min(timeout, self._drains.wait(now)))
+            # Units moved off a draining machine: a pass once one of them has arrived.
+            dirty = (
+                self._drains.changed(model.reasons, model.specs, self.registry.unit_states) or dirty
+            )
             self._election.keep_alive()
             if judgement is not None and time.monotonic() >= judgement:
                 dirty = True  # a hold ended: machines still missing are judged again
-            if not dirty and poll is not None and time.monotonic() >= poll:
-                # Units moved off a draining machine: a pass once one has arrived.
-                dirty = self._drains.poll(
-                    model.reasons, model.specs, self.registry.unit_states, time.monotonic()
-                )
             if resync or time.monotonic() - last_full >= self.settings.reconcile_interval:
                 model = self._full_read(blind=resync)
                 self._collect_garbage(model)
@@ -393,7 +392,6 @@ class Engine:
             model.reasons,
             model.machines.keys(),
             self.registry.unit_states,
-            time.monotonic(),
         )
         invalid = {
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
