@@ -169,6 +169,7 @@ class Drains:
     def __init__(self) -> None:
         self.records: dict[str, CordonRecord] = {}
         self.poll_at: float | None = None
+        self._specs: Mapping[str, _Spec] = {}  # as the last pass had them (held ones loaded)
 
     def reset(self, records: Mapping[str, CordonRecord]) -> None:
         self.records = dict(records)
@@ -209,6 +210,7 @@ class Drains:
         """The engine's pass: its drain plan (none, and nothing computed, when no machine
         drains and no unit is on its way); the next look set by next_wake."""
         drain = DrainPlan()
+        self._specs = specs
         if self.next_wake(reasons) or self.draining():
             drain = self.plan(
                 {unit: entry.machine for unit, entry in schedule.items()},
@@ -226,9 +228,7 @@ class Drains:
         """Seconds until the next look at the units on their way (inf: none)."""
         return math.inf if self.poll_at is None else max(0.0, self.poll_at - now)
 
-    def changed(
-        self, reasons: Mapping[str, str], specs: Mapping[str, _Spec], read_states: ReadStates
-    ) -> bool:
+    def changed(self, reasons: Mapping[str, str], read_states: ReadStates) -> bool:
         """When a look is due: whether a unit on its way has arrived, so that a pass
         moves the next. Until one has, a pass would plan what the last one did (every
         other change is an event that makes its own pass): only their states are read,
@@ -236,7 +236,7 @@ class Drains:
         if self.poll_at is None or time.monotonic() < self.poll_at:
             return False
         ways = _ways(reasons)
-        desired = {unit: specs[unit].desired for unit in ways if unit in specs}
+        desired = {unit: self._specs[unit].desired for unit in ways if unit in self._specs}
         if ways and _arrivals(ways, desired, read_states):
             return True
         self.poll_at = time.monotonic() + POLL_SECONDS if ways else None

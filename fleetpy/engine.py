@@ -16,13 +16,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import scheduler
 from .compaction import CompactionSchedule
 from .config import AgentSettings, EngineSettings
+from .dependencies import Dependencies
 from .drain import Drains
 from .election import Election, LostLeadership
 from .errors import FleetpyError
@@ -81,7 +82,7 @@ class _Model:
 V = TypeVar("V")
 
 
-def _without(units: dict[str, V], names: set[str]) -> dict[str, V]:
+def _without(units: Mapping[str, V], names: set[str]) -> Mapping[str, V]:
     return {n: v for n, v in units.items() if n not in names} if names else units
 
 
@@ -137,6 +138,7 @@ class Engine:
         self._overlays: dict[str, Overlay] = {}  # operators' metadata, by machine id
         self._failures = FailureBook()  # RescheduleOnFailure=: agents' failure records
         self._drains = Drains()  # operators' cordons, drains and maintenance windows
+        self._deps = Dependencies()  # Requires=/BindsTo=: the states of units required
         self.candidate = candidate or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = EngineStats()
         self.is_leader = threading.Event()
@@ -238,11 +240,11 @@ class Engine:
             judgement = self._next_judgement
             if judgement is not None:
                 timeout = max(0.01, min(timeout, judgement - now + 0.01))
-            resync, dirty = self._wait_for_events(model, min(timeout, self._drains.wait(now)))
+            looks = min(self._deps.wait(now), self._drains.wait(now))
+            resync, dirty = self._wait_for_events(model, min(timeout, looks))
+            dirty = self._deps.changed(model.schedule, self.registry.unit_states) or dirty
             # Units moved off a draining machine: a pass once one of them has arrived.
-            dirty = (
-                self._drains.changed(model.reasons, model.specs, self.registry.unit_states) or dirty
-            )
+            dirty = self._drains.changed(model.reasons, self.registry.unit_states) or dirty
             self._election.keep_alive()
             if judgement is not None and time.monotonic() >= judgement:
                 dirty = True  # a hold ended: machines still missing are judged again
@@ -386,12 +388,12 @@ class Engine:
             )
         for machine in self._drains.records.keys() & machines.keys():
             machines[machine] = replace(machines[machine], cordoned=True)
+        # Units held loaded for their dependencies: a drain moves them as loaded ones.
+        specs, waiting = self._deps.pass_plan(
+            model.specs, model.schedule, machines, self.registry.unit_states
+        )
         drain = self._drains.pass_plan(
-            model.schedule,
-            model.specs,
-            model.reasons,
-            model.machines.keys(),
-            self.registry.unit_states,
+            model.schedule, specs, model.reasons, model.machines.keys(), self.registry.unit_states
         )
         invalid = {
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
@@ -403,7 +405,7 @@ class Engine:
         if expiry is not None:
             self._next_judgement = min(self._next_judgement or expiry, expiry)
         return scheduler.Snapshot(
-            _without(model.specs, alone),
+            _without(specs, alone),
             machines,
             _without(model.schedule, alone),
             _without(model.reasons, alone),
@@ -411,7 +413,7 @@ class Engine:
             _without(self._running(model), alone),
             _without(self._failures.avoidances(policies, time.monotonic()), alone),
             _without(drain.evict, alone),
-            _without(drain.notes, alone),
+            _without(waiting | drain.notes, alone),
         )
 
     def _start_adopting(self) -> None:

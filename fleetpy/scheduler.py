@@ -23,6 +23,7 @@ How a plan is made:
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -59,6 +60,7 @@ class ReasonKind(StrEnum):
     FAILURES = "failures"  # RescheduleOnFailure=: moved off (or kept on) where it failed
     CORDONED = "cordoned"  # every live machine is cordoned
     DRAINING = "draining"  # moved off a draining machine, or cannot leave it
+    DEPENDENCY = "dependency"  # held loaded until a Requires=/BindsTo= unit is active
     OTHER = "other"
     PENDING = "pending"  # no reason stored: the engine has not got to the unit yet
 
@@ -87,8 +89,14 @@ _REASON_PREFIXES: tuple[tuple[str, ReasonKind], ...] = (
 )
 
 
+# fleetpy.dependencies' reasons: a unit held loaded until the units it requires are active.
+_DEPENDENCY_WAIT = re.compile(r"waiting for \S+ to be active")
+
+
 def reason_kind(reason: str) -> ReasonKind:
     """The kind of a stored reason text."""
+    if _DEPENDENCY_WAIT.match(reason):  # before MachineOf='s "waiting for X to be placed"
+        return ReasonKind.DEPENDENCY
     for prefix, kind in _REASON_PREFIXES:
         if reason.startswith(prefix):
             return kind

@@ -5,7 +5,7 @@ MachineOf= cycles refused) before anything is written: bad input writes nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from ..errors import FleetOptionError, FleetpyError, SigningError, StateError, UnknownUnitError
@@ -208,10 +208,16 @@ def _file_change(
     )
 
 
-# Only MachineOf= cycles are refused: no placement satisfies one. Units that replace
-# each other are legal (fleet accepts them): the one started last wins (fleetpy.scheduler).
+# MachineOf= cycles are refused: no placement satisfies one; and Requires=/BindsTo= ones:
+# each unit would wait for the next to be active, for ever. Units that replace each other
+# are legal (fleet accepts them): the one started last wins (fleetpy.scheduler).
 EDGES: dict[str, Callable[[FleetOptions], tuple[str, ...]]] = {
     "MachineOf": lambda o: o.machine_of,
+    "Requires": lambda o: o.requires,
+}
+_CYCLE_WHY = {
+    "MachineOf": "no placement can satisfy it",
+    "Requires": "each unit would wait for the next to be active; BindsTo= counts as Requires=",
 }
 
 
@@ -241,13 +247,16 @@ def _cycle_through(edges: Mapping[str, Sequence[str]], root: str) -> list[str] |
 
 def check_cycles(
     registry: OperatorRegistry, contents: Contents, new: Mapping[str, FleetOptions]
-) -> None:
-    """Refuse MachineOf= cycles that this command's new units would close,
-    following targets into already submitted units (read only when there are edges)."""
+) -> set[str]:
+    """Refuse MachineOf= and Requires= cycles that this command's new units would close,
+    following targets into already submitted units (read only when there are edges).
+    Returns the targets that are not submitted units (a dependency may come later)."""
     options = dict(new)
+    missing: set[str] = set()
     frontier = {t for o in new.values() for edge in EDGES.values() for t in edge(o)} - set(options)
     while frontier:
         records = {n: r for n, r in registry.get_units(sorted(frontier)).items() if r is not None}
+        missing |= frontier - records.keys()
         contents.prefetch(r.hash for r in records.values())
         for name, record in records.items():
             text = contents.get(record.hash)
@@ -273,8 +282,25 @@ def check_cycles(
             cycle = _cycle_through(graph, name)
             if cycle is not None:
                 raise FleetOptionError(
-                    f"[X-Fleet] {kind}= cycle: {' -> '.join(cycle)} (no placement can satisfy it)"
+                    f"[X-Fleet] {kind}= cycle: {' -> '.join(cycle)} ({_CYCLE_WHY[kind]})"
                 )
+    return missing
+
+
+def missing_dependencies(new: Mapping[str, FleetOptions], missing: Set[str]) -> list[str]:
+    """Warnings for Requires=/BindsTo= naming units not submitted (yet): not refused, as
+    fleet never refused a unit for naming one submitted later (apply submits in any
+    order); the unit waits, saying so, until that one is submitted and active."""
+    notes = []
+    for name, options in sorted(new.items()):
+        for target in options.requires:
+            if target in missing:
+                key = "BindsTo" if target in options.binds_to else "Requires"
+                notes.append(
+                    f"[X-Fleet] {key}={target} in {name}: no unit {target} is submitted; "
+                    f"{name} will wait until it is submitted and active"
+                )
+    return notes
 
 
 def plan_submit(
@@ -360,9 +386,12 @@ def plan_submit(
         changes.append(change)
         if (current is None or replacing) and from_file.options is not None:
             new_options[name] = from_file.options
+    missing: set[str] = set()
     if any(edge(o) for o in new_options.values() for edge in EDGES.values()):
-        check_cycles(registry, contents, new_options)
-    notes = tuple(note for local in locals_.values() for note in local.notes)
+        missing = check_cycles(registry, contents, new_options)
+    notes = tuple(note for local in locals_.values() for note in local.notes) + tuple(
+        missing_dependencies(new_options, missing)
+    )
     return CommandPlan(tuple(changes), tuple(names), known, notes)
 
 

@@ -42,6 +42,7 @@ from ..errors import FleetpyError
 from ..registry import Registry, RegistryConfig
 from .credentials import ClusterCredentials
 from .etcd import EtcdCluster, EtcdServer
+from .keeper import current_boot, freeze_keeper, is_keeper
 from .network import CLUSTER_NAME, DEFAULT_SUBNET, BridgeNetwork, remove_link, remove_netns
 from .nspawn import (
     Host,
@@ -55,6 +56,7 @@ from .nspawn import (
 STATE_ROOT = Path("/run/fleetpy/clusters")
 CLUSTER_MARK = "FLEETPY_LOCAL_CLUSTER"  # in the environment of the engines up starts
 SSH_USER = "root"
+HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"  # a host's, bound from its state dir
 RACKS = ("r1", "r2", "r3")
 
 
@@ -92,9 +94,10 @@ class HostRecord:
     veth: str = ""
     state_dir: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
-    nspawn: ProcessRecord | None = None
+    nspawn: ProcessRecord | None = None  # its first boot's; current_init() finds a later one
     init: ProcessRecord | None = None
     pid_ns: str = ""
+    keeper: ProcessRecord | None = None  # boots it again after a reboot (nspawn.keeper_argv)
 
 
 @dataclass
@@ -138,9 +141,10 @@ class ClusterState:
 
         hosts = [
             HostRecord(
-                **{k: v for k, v in h.items() if k not in ("nspawn", "init")},
+                **{k: v for k, v in h.items() if k not in ("nspawn", "init", "keeper")},
                 nspawn=process(h.get("nspawn")),
                 init=process(h.get("init")),
+                keeper=process(h.get("keeper")),
             )
             for h in data.pop("hosts", [])
         ]
@@ -293,22 +297,7 @@ def _make(
     ssh_dir = directory / "ssh"
     ssh_dir.mkdir()
     identity = ssh_dir / "id_ed25519"
-    subprocess.run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            f"fleetpy-{name}",
-            "-f",
-            str(identity),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    _ssh_keygen(identity, f"fleetpy-{name}")
     state.identity = str(identity)
     state.known_hosts = str(ssh_dir / "known_hosts")
     state.save()
@@ -333,6 +322,11 @@ def _make(
         state.save()
         record.address = network.add_host(host_name, index)
         machine_id = machine_ids[index - 1]
+        # Its ssh host key, made here once: its /etc starts afresh at every boot, and a key
+        # its sshd made at each boot would be another machine's to ssh after a reboot.
+        host_key = Path(record.state_dir) / "ssh" / "ssh_host_ed25519_key"
+        host_key.parent.mkdir(parents=True)
+        _ssh_keygen(host_key, f"root@{host_name}")
         agent_tls = creds.install_agent(machine_id, Path(record.state_dir) / "etc") if creds else {}
         host = launch_host(
             rootfs,
@@ -346,10 +340,15 @@ def _make(
             network=network,
             state_dir=Path(record.state_dir),
             detach=True,
-            binds=[(Path(f"{identity}.pub"), "/root/.ssh/authorized_keys")],
+            binds=[
+                (Path(f"{identity}.pub"), "/root/.ssh/authorized_keys"),
+                (host_key, HOST_KEY),
+                (Path(f"{host_key}.pub"), f"{HOST_KEY}.pub"),
+            ],
         )
         record.machine_id = host.machine_id
-        record.nspawn = ProcessRecord.of(host.process.pid, str(host.console_log))
+        record.keeper = ProcessRecord.of(host.process.pid, str(host.console_log))
+        record.nspawn = ProcessRecord.of(host.nspawn_pid)
         record.init = ProcessRecord.of(host.init_pid)
         record.pid_ns = host.pid_ns
         state.save()
@@ -386,19 +385,19 @@ def _make(
     return state
 
 
+def _ssh_keygen(path: Path, comment: str) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
 def _write_known_hosts(state: ClusterState, hosts: Sequence[Host]) -> None:
     lines = []
     for host in hosts:
-        key = ""
-        deadline = time.monotonic() + 30
-        while not key and time.monotonic() < deadline:  # sshd makes its keys at boot
-            result = host.run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"], check=False)
-            key = " ".join(result.stdout.split()[:2])
-            if not key:
-                time.sleep(0.2)
-        if not key:
-            raise ClusterError(f"host {host.name} made no ssh host key (is sshd running?)")
-        lines.append(f"{host.public_ip} {key}\n")
+        public = (host.state_dir / "ssh" / "ssh_host_ed25519_key.pub").read_text()
+        lines.append(f"{host.public_ip} {' '.join(public.split()[:2])}\n")
     Path(state.known_hosts).write_text("".join(lines))
 
 
@@ -458,12 +457,24 @@ def status(name: str) -> tuple[ClusterState, list[MemberStatus]]:
     for number, engine in enumerate(state.engines, start=1):
         rows.append(MemberStatus("engine", f"engine {number}", engine.alive(), f"pid {engine.pid}"))
     for host in state.hosts:
-        alive = host.init is not None and host.init.alive()
+        alive = current_init(host) != 0
         meta = ",".join(f"{k}={v}" for k, v in sorted(host.metadata.items()))
-        rows.append(
-            MemberStatus("host", host.name, alive, f"{host.address} {host.machine_id[:8]} {meta}")
-        )
+        detail = f"{host.address} {host.machine_id[:8]} {meta}"
+        if not alive and host.keeper is not None and host.keeper.alive():
+            detail += " (rebooting)"
+        rows.append(MemberStatus("host", host.name, alive, detail))
     return state, rows
+
+
+def current_init(host: HostRecord) -> int:
+    """The pid of the host's init now (its keeper may have booted it again since `up`
+    recorded the first one); 0 if it is not running (down, or between two boots)."""
+    if host.keeper is None:  # a cluster made before keepers
+        return host.init.pid if host.init is not None and host.init.alive() else 0
+    if not host.keeper.alive():
+        return 0
+    boot = current_boot(host.keeper.pid)
+    return boot.init if boot is not None else 0
 
 
 # ----------------------------------------------------------------------------- down
@@ -506,13 +517,27 @@ def _signal(record: ProcessRecord | None) -> None:
             os.kill(record.pid, signal.SIGKILL)
 
 
-def _signal_host(host: HostRecord) -> None:
-    """A host's init first: killing nspawn alone orphans it, and it runs on."""
+def _host_processes(host: HostRecord) -> list[ProcessRecord | None]:
+    """A host's processes: its keeper, frozen first so it boots nothing more (also when
+    its guest is rebooting), the boot it runs now, and those `up` recorded."""
+    now: list[ProcessRecord | None] = []
+    if host.keeper is not None and host.keeper.alive():
+        boot = freeze_keeper(host.keeper.pid)
+        if boot is not None:
+            now = [ProcessRecord.of(boot.init), ProcessRecord.of(boot.nspawn)]
+    return [*now, host.init, host.nspawn, host.keeper]
+
+
+def _signal_host(host: HostRecord, processes: Sequence[ProcessRecord | None]) -> None:
+    """A host's init first: killing nspawn alone orphans it, and it runs on. The recorded
+    one is checked to be in the host's pid namespace still; the others are live records."""
     if host.init is not None and host.init.alive():
         with contextlib.suppress(OSError):
             if os.readlink(f"/proc/{host.init.pid}/ns/pid") == host.pid_ns:
                 os.kill(host.init.pid, signal.SIGKILL)
-    _signal(host.nspawn)
+    for record in processes:
+        if record is not host.init:
+            _signal(record)
 
 
 @dataclass(frozen=True)
@@ -588,7 +613,7 @@ def strays(name: str, directory: str) -> list[int]:
             continue
         with contextlib.suppress(OSError):
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            ours = os.path.basename(argv[0]) in _STRAY_PROGRAMS and any(
+            ours = (os.path.basename(argv[0]) in _STRAY_PROGRAMS or is_keeper(argv)) and any(
                 needle in arg for arg in argv
             )
             if ours or mark in (entry / "environ").read_bytes().split(b"\0"):
@@ -596,9 +621,22 @@ def strays(name: str, directory: str) -> list[int]:
     return found
 
 
+def _is_keeper_pid(pid: int) -> bool:
+    try:
+        return is_keeper(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+    except OSError:
+        return False
+
+
 def _kill_stray(pid: int) -> None:
     """SIGKILL a process; an nspawn's container init first (in its own pid namespace),
-    since killing nspawn alone leaves the container running."""
+    since killing nspawn alone leaves the container running; a keeper is frozen first,
+    so it boots nothing more."""
+    with contextlib.suppress(OSError):
+        if _is_keeper_pid(pid):
+            boot = freeze_keeper(pid)
+            for process in (boot.init, boot.nspawn) if boot else ():
+                os.kill(process, signal.SIGKILL)
     with contextlib.suppress(OSError):
         own_ns = os.readlink("/proc/self/ns/pid")
         children = " ".join(
@@ -634,7 +672,8 @@ def down(name: str, say: Callable[[str], None] | None = None) -> list[Removal]:
     if (directory / "state.json").exists():
         state = ClusterState.load(name)
         _remove_listed(state, note)
-    unrecorded = strays(name, str(directory))
+    # Keepers first: one killed after its nspawn could boot it again.
+    unrecorded = sorted(strays(name, str(directory)), key=lambda pid: not _is_keeper_pid(pid))
     for pid in unrecorded:
         _kill_stray(pid)
     if unrecorded:
@@ -678,11 +717,12 @@ def _remove_listed(state: ClusterState, note: Callable[[Iterable[Removal]], None
             ]
         )
     )
+    hosts = [(h, _host_processes(h)) for h in state.hosts]
     note(
         _end(
             [
-                _Processes(f"host {h.name}", [h.init, h.nspawn], partial(_signal_host, h))
-                for h in state.hosts
+                _Processes(f"host {h.name}", processes, partial(_signal_host, h, processes))
+                for h, processes in hosts
             ]
         )
     )

@@ -22,7 +22,9 @@ API:
 
 A host's disk is its state dir: /etc/fleetpy (agent.yaml) and /var/lib/fleetpy (the
 agent's instance token) survive a reboot; everything else it writes (the rootfs's
-overlay, /run) starts empty at every boot.
+overlay, /run) starts empty at every boot. A host's process is its keeper (keeper_argv),
+which boots it again when its guest asks for a reboot (`systemctl reboot` inside: nspawn
+exits 133), as systemd-nspawn@.service does; Host follows it into the new boot.
   ensure_dockerd(log_path=...) -> bool, ensure_busybox_image(tag) -> str
 
 Hosts share this machine's network (SharedNetwork); HostNetwork is the seam
@@ -58,6 +60,7 @@ from typing import Any, Protocol
 import yaml
 
 from fleetpy import hostfiles
+from fleetpy.cluster.keeper import Boot, current_boot, end_keeper, keeper_argv, process_state
 from fleetpy.errors import FleetpyError
 
 # This fleetpy's package directory: hosts bind it and import it from there.
@@ -357,11 +360,12 @@ class Host:
     public_ip: str
     rootfs: Path
     state_dir: Path
-    process: subprocess.Popen[bytes]  # systemd-nspawn
-    init_pid: int  # the host's systemd, as seen from this machine
+    process: subprocess.Popen[bytes]  # its keeper (keeper_argv), which runs systemd-nspawn
+    init_pid: int  # the host's systemd, as seen from this machine (this boot's)
     pid_ns: str  # identity of the host's pid namespace, e.g. "pid:[4026532301]"
     network: HostNetwork
     remove_containers: bool = True
+    nspawn_pid: int = 0  # this boot's systemd-nspawn
     # How it was booted (systemd-nspawn's argv; detached or not): boot() does it again.
     argv: tuple[str, ...] = ()
     detach: bool = False
@@ -389,6 +393,8 @@ class Host:
     ) -> subprocess.CompletedProcess[str]:
         if not self.alive:
             raise HostError(f"host={self.name} is not running")
+        if not self.follow():
+            raise HostError(f"host={self.name} is rebooting")
         try:
             result = subprocess.run(
                 ["nsenter", "-t", str(self.init_pid), "-a", *argv],
@@ -441,8 +447,21 @@ class Host:
                         pids.append(int(entry.name))
         return pids
 
+    def follow(self) -> bool:
+        """Follow the host into its current boot (after its guest rebooted, nspawn ran
+        again): True if it has one, False between two boots or once it ended."""
+        if self._init_is_ours():
+            return True
+        boot = current_boot(self.process.pid) if self.alive else None
+        if boot is None:
+            return False
+        self.nspawn_pid, self.init_pid, self.pid_ns = boot.nspawn, boot.init, boot.pid_ns
+        _log("host_rebooted", name=self.name, init_pid=self.init_pid)
+        return True
+
     def wait_booted(self, timeout: float = 90.0) -> None:
-        """Until the host's systemd finished booting ("running" or "degraded")."""
+        """Until the host's systemd finished booting ("running" or "degraded"); also after
+        a reboot its guest asked for."""
         deadline = time.monotonic() + timeout
         state = ""
         while time.monotonic() < deadline:
@@ -451,6 +470,9 @@ class Host:
                     f"host={self.name} exited during boot rc={self.process.returncode}, "
                     f"console {self.console_log}:\n{_tail(self.console_log)}"
                 )
+            if not self.follow():  # between two boots
+                time.sleep(0.05)
+                continue
             left = max(1.0, deadline - time.monotonic())
             # Fails fast until PID 1 listens on its private bus, then --wait
             # blocks until boot is done.
@@ -480,7 +502,8 @@ class Host:
         with contextlib.suppress(ProcessLookupError):
             if self._init_is_ours():
                 os.kill(self.init_pid, signal.SIGKILL)
-            self.process.kill()
+        if self.alive:
+            end_keeper(self.process.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Clean poweroff; kill() if it takes longer than TIMEOUT."""
@@ -508,9 +531,8 @@ class Host:
             raise HostError(f"host={self.name} is running: power it off first")
         if not self.argv:
             raise HostError(f"host={self.name} was not started by launch_host: cannot boot it")
-        self.process, self.init_pid, self.pid_ns = _spawn(
-            self.name, self.state_dir, self.detach, *self.argv
-        )
+        self.process, boot = _spawn(self.name, self.state_dir, self.detach, *self.argv)
+        self.nspawn_pid, self.init_pid, self.pid_ns = boot.nspawn, boot.init, boot.pid_ns
         self._finished = False
         _log("host_launched", name=self.name, machine_id=self.machine_id, init_pid=self.init_pid)
         self.wait_booted(timeout)
@@ -524,7 +546,11 @@ class Host:
         self.boot(timeout)
 
     def _power_off(self, timeout: float, release: bool, containers: bool) -> None:
-        if self.alive and self._init_is_ours():
+        if self.alive and not self.follow():  # between two boots: nothing to shut down
+            self._send_kill()
+            self._finish("killed", release, containers)
+            return
+        if self.alive:
             os.kill(self.init_pid, signal.SIGRTMIN + 4)  # systemd: start poweroff.target
             try:
                 self.process.wait(timeout)
@@ -546,7 +572,11 @@ class Host:
         if self._finished:
             return
         self.process.wait(timeout=30)
-        _wait_for(f"host {self.name}'s processes to exit", lambda: not self.processes(), 30)
+        _wait_for(
+            f"host {self.name}'s processes to exit",
+            lambda: not self.processes() and process_state(self.nspawn_pid) in ("", "Z", "X"),
+            30,
+        )
         self._finished = True
         # All hosts share this machine's dockerd, so a host's containers would
         # outlive it; a dead machine's containers are dead too.
@@ -567,22 +597,6 @@ def _write_host_state(
         f"# written by fleetpy.cluster.nspawn for host {name}\n"
         + yaml.safe_dump(dict(config), sort_keys=False)
     )
-
-
-def _find_init(nspawn_pid: int) -> int | None:
-    """The nspawn process's child that is PID 1 of a new pid namespace."""
-    with contextlib.suppress(OSError):
-        for task in os.scandir(f"/proc/{nspawn_pid}/task"):
-            for child in Path(task.path, "children").read_text().split():
-                with contextlib.suppress(OSError):
-                    for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                        if (
-                            line.startswith("NSpid:")
-                            and len(line.split()) > 2
-                            and line.split()[-1] == "1"
-                        ):
-                            return int(child)
-    return None
 
 
 def launch_host(
@@ -667,13 +681,14 @@ def launch_host(
         # The socket is bound by inode: dockerd must not restart while hosts run.
         argv += [f"--bind={DOCKER_SOCKET}", f"--bind-ro={docker_cli}:/usr/bin/docker"]
 
-    process, init_pid, pid_ns = _spawn(name, state_dir, detach, *argv)
+    process, boot = _spawn(name, state_dir, detach, *argv)
     _log(
         "host_launched",
         name=name,
         machine_id=machine_id,
-        nspawn_pid=process.pid,
-        init_pid=init_pid,
+        keeper_pid=process.pid,
+        nspawn_pid=boot.nspawn,
+        init_pid=boot.init,
         state_dir=state_dir,
     )
     return Host(
@@ -683,8 +698,9 @@ def launch_host(
         rootfs=rootfs,
         state_dir=state_dir,
         process=process,
-        init_pid=init_pid,
-        pid_ns=pid_ns,
+        init_pid=boot.init,
+        pid_ns=boot.pid_ns,
+        nspawn_pid=boot.nspawn,
         network=network,
         argv=tuple(argv),
         detach=detach,
@@ -693,37 +709,40 @@ def launch_host(
 
 def _spawn(
     name: str, state_dir: Path, detach: bool, *argv: str
-) -> tuple[subprocess.Popen[bytes], int, str]:
-    """Run systemd-nspawn ARGV; (its process, the host's init pid, its pid namespace)
-    once that init exists."""
+) -> tuple[subprocess.Popen[bytes], Boot]:
+    """Run systemd-nspawn ARGV under a keeper; (the keeper's process, the host's boot)
+    once its init exists."""
     with open(state_dir / "console.log", "ab") as console:
         process = subprocess.Popen(
-            argv if detach else _with_parent(argv),
+            keeper_argv(_with_parent(argv))
+            if detach
+            else _with_parent(keeper_argv(_with_parent(argv))),
             stdin=subprocess.DEVNULL,
             stdout=console,
             stderr=subprocess.STDOUT,
             start_new_session=detach,
         )
     try:
-        init_pid = 0
+        boot: Boot | None = None
 
         def found_init() -> bool:
-            nonlocal init_pid
+            nonlocal boot
             if process.poll() is not None:
                 raise HostError(
                     f"host={name} nspawn exited rc={process.returncode}, "
                     f"console {state_dir / 'console.log'}:\n{_tail(state_dir / 'console.log')}"
                 )
-            init_pid = _find_init(process.pid) or 0
-            return init_pid != 0
+            boot = current_boot(process.pid)
+            return boot is not None
 
         _wait_for(f"host {name}'s init", found_init, 30, interval=0.05)
-        pid_ns = os.readlink(f"/proc/{init_pid}/ns/pid")
     except BaseException:
-        process.kill()
+        if process.poll() is None:
+            end_keeper(process.pid)
         process.wait()
         raise
-    return process, init_pid, pid_ns
+    assert boot is not None
+    return process, boot
 
 
 def start_host(rootfs: Path, name: str, *, boot_timeout: float = 90.0, **options: Any) -> Host:

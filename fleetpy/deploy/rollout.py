@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..client.arguments import select_units
+from ..client.plans import EDGES, Contents, check_cycles
 from ..client.waiting import UnitProgress, WaitTarget, wait_for
-from ..errors import DeploymentError, FleetpyError, StateError
+from ..errors import DeploymentError, FleetOptionError, FleetpyError, StateError
 from ..model.changes import UnitChange
 from ..model.records import DeploymentRecord, DeploymentSession, UnitRecord
 from ..registry.roles import OperatorRegistry
@@ -105,6 +106,11 @@ def plan_deployment(
             f"already exist, created by {whose}: {', '.join(foreign[:5])}"
             f"{' ...' if len(foreign) > 5 else ''}; destroy them or rename them here"
         )
+    if any(edge(u.options) for u in units for edge in EDGES.values()):
+        try:  # as submit does: a MachineOf= or Requires= cycle is refused, nothing written
+            check_cycles(registry, Contents(registry), {u.name: u.options for u in units})
+        except FleetOptionError as exc:
+            raise DeploymentError(str(exc)) from None
     old_hashes = sorted(
         {r.hash for r in current.values() if r is not None} - {u.hash for u in units}
     )

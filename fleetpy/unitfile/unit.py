@@ -481,6 +481,8 @@ FLEET_OPTIONS: tuple[str, ...] = (
     "Replaces",
     "Spread",
     "MaxPerMachine",
+    "Requires",
+    "BindsTo",
     *RESCHEDULE_OPTIONS,
 )
 # fleet's older names, still in its docs of v1.0 and in real unit files: read as the
@@ -522,6 +524,10 @@ class FleetOptions:
     spread: str | None = None  # metadata key to spread template instances over
     max_per_machine: int | None = None  # per template, across its instances
     reschedule: ReschedulePolicy | None = None  # RescheduleOnFailure= and its companions
+    # Units that must be active somewhere before this one starts (Requires= and BindsTo=,
+    # fleetpy.dependencies); `binds_to`, those whose stop also stops it until they return.
+    requires: tuple[str, ...] = ()
+    binds_to: tuple[str, ...] = ()
     # What was read differently from how it was written (legacy names, a self-conflict):
     # for the user's eyes, not part of the options' meaning.
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -769,6 +775,10 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
 
     replaces = all_words("Replaces")
     check_unit_names("Replaces", replaces)
+    binds_to = all_words("BindsTo")
+    check_unit_names("BindsTo", binds_to)
+    requires = all_words("Requires")
+    check_unit_names("Requires", requires)
 
     spread = single("Spread")
     if spread is not None and "=" in spread:
@@ -803,5 +813,7 @@ def fleet_options(unit: UnitFile, name: str) -> FleetOptions:
         spread=spread,
         max_per_machine=max_per_machine,
         reschedule=reschedule_policy(single, name),
+        requires=tuple(dict.fromkeys(requires + binds_to)),
+        binds_to=tuple(dict.fromkeys(binds_to)),
         notes=tuple(dict.fromkeys(notes)),
     )

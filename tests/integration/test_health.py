@@ -48,3 +48,24 @@ def test_unhealthy_container_restarted_in_place_and_listed(cluster: Cluster, run
     assert host.restarts == ["box.service"]  # once for that turn; keep never
     docker.set(box, Health.UNHEALTHY)
     until(lambda: host.restarts == ["box.service"] * 2, what="box restarted again")
+
+
+def test_unhealthy_restarts_count_as_failures_with_reschedule_on_failure(cluster: Cluster) -> None:
+    """An unhealthy container's restart is one of its failures (RescheduleOnFailure=): at
+    the threshold its agent writes the failure record the engine moves units by."""
+    docker, host, _ = health_agent(cluster, ttl=2)
+    cluster.registry.change_units(
+        [container_unit("box.service", "[X-Fleet]\nRescheduleOnFailure=2\n")]
+    )
+    box = f"fleetpy-box-{MACHINE}"
+    until(lambda: docker.followed == {box}, what="box followed")
+    for turn in (1, 2):
+        docker.set(box, Health.HEALTHY)
+        until(lambda: health_of(cluster, "box.service") == "healthy", what="box healthy")
+        assert cluster.registry.read_failures()[1] == []  # below the threshold
+        docker.set(box, Health.UNHEALTHY)
+        until(lambda: host.restarts == ["box.service"] * turn, what=f"restart {turn}")
+    until(lambda: cluster.registry.read_failures()[1] != [], what="the failure record")
+    [record] = cluster.registry.read_failures()[1]
+    assert (record.unit, record.machine, record.failures) == ("box.service", MACHINE, 2)
+    assert "unhealthy" in record.cause

@@ -192,7 +192,7 @@ SUBPROCESS_CALLS = {
 
 
 # Functions whose result is an argv list (typed list[str]; checked by mypy --strict).
-ARGV_BUILDERS = {"ssh_argv", "_with_parent"}
+ARGV_BUILDERS = {"ssh_argv", "_with_parent", "keeper_argv"}
 
 
 Source = tuple[str, ast.Module]

@@ -349,7 +349,8 @@ def test_a_look_asks_for_a_pass_only_once_a_unit_on_its_way_arrived(
     active: str, pass_now: bool
 ) -> None:
     drains = Drains()
-    assert drains.wait(10.0) == math.inf and not drains.changed({}, {}, lambda pairs: {})
+    assert drains.wait(10.0) == math.inf and not drains.changed({}, lambda pairs: {})
+    drains.pass_plan({}, {"a.service": unit("a.service")}, {}, set(), lambda pairs: {})
     drains.poll_at = 0.0  # a look is due
     reasons = {"a.service": moved_off("m1", "m2"), "b.service": "no machine has disk=ssd"}
 
@@ -357,8 +358,8 @@ def test_a_look_asks_for_a_pass_only_once_a_unit_on_its_way_arrived(
         assert list(pairs) == [("m2", "a.service")]  # only the units on their way
         return {("m2", "a.service"): UnitState("a.service", "m2", "loaded", active, "")}
 
-    assert drains.changed(reasons, {"a.service": unit("a.service")}, read) is pass_now
+    assert drains.changed(reasons, read) is pass_now
     # Arrived: the pass sets the next look. Not: looked at again in a second, no pass.
     assert (drains.poll_at == 0.0) is pass_now
     drains.poll_at = 0.0
-    assert not drains.changed({}, {}, read) and drains.poll_at is None  # none on its way
+    assert not drains.changed({}, read) and drains.poll_at is None  # none on its way

@@ -11,6 +11,7 @@ from subprocess import CompletedProcess, run
 from fleetpy.cluster.local import STATE_ROOT, ClusterState, strays
 from fleetpy.cluster.network import ip
 
+from support.hosts_fixtures import require_host_prerequisites
 from support.paths import ROOT
 
 CHECKOUT_FLEETPY = (sys.executable, "-m", "fleetpy")
@@ -25,6 +26,7 @@ TEST_CLUSTERS: dict[str, str] = {
     "tpip": "10.213.69.0/24",  # test_pip_install: the venv's fleetpy
     "tdown": "10.213.70.0/24",  # test_local_cluster: `down` after losses
     "tstuck": "10.213.71.0/24",  # test_local_cluster: `down` around a mount
+    "tboot": "10.213.72.0/24",  # test_cluster_reboot: hosts rebooted from inside
     "sec": "10.213.78.0/24",  # test_secure_cluster, shared by the module
 }
 
@@ -46,6 +48,17 @@ def cli(
         timeout=timeout,
         cwd=cwd,
     )
+
+
+def cluster_up(name: str, *options: str) -> ClusterState:
+    """`fleetpy cluster up --name NAME --subnet (its TEST_CLUSTERS one) OPTIONS`, after a
+    `down` of what an earlier run left; its state once up succeeded."""
+    require_host_prerequisites()
+    if (STATE_ROOT / name).exists():
+        cli("cluster", "down", "--name", name)
+    result = cli("cluster", "up", "--name", name, "--subnet", TEST_CLUSTERS[name], *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ClusterState.load(name)
 
 
 def sourced(state: ClusterState) -> dict[str, str]:

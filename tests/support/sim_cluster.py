@@ -1,6 +1,7 @@
 """An engine and simulated agents in this process against the test's etcd prefix, and
 unit changes to feed them (test_engine, test_api_server, test_dashboard); the `cluster`
-fixture: one on the test's prefix, closed after it (a module may define its own); checks
+fixture: one on the test's prefix, closed after it (a module may define its own), and
+`own_cluster` on an etcd of the test's own (`own_etcd`, for faults); checks
 run in the background while a test acts (`watch`, `never_twice`)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from fleetpy.agent import Agent
+from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.engine import Engine
 from fleetpy.model.changes import UnitChange
@@ -95,6 +97,21 @@ class Cluster:
 @pytest.fixture
 def cluster(registry_config: RegistryConfig) -> Iterator[Cluster]:
     c = Cluster(registry_config)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def own_etcd() -> Iterator[EtcdServer]:
+    """An etcd of the test's own, for a test that pauses, kills or revokes its leases."""
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_cluster(own_etcd: EtcdServer, prefix: str) -> Iterator[Cluster]:
+    """A cluster on the test's own etcd (own_etcd)."""
+    c = Cluster(RegistryConfig(endpoints=(own_etcd.endpoint,), prefix=prefix, timeout=5))
     yield c
     c.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,25 @@ def test_stop_powers_off_cleanly(hosts: HostFactory) -> None:
     assert host.process.returncode == 0
     assert host.processes() == []
     assert "Powering off." in Path(host.console_log).read_text(errors="replace")
+
+
+def test_a_reboot_from_inside_boots_the_host_again_a_poweroff_from_inside_ends_it(
+    hosts: HostFactory,
+) -> None:
+    """The guest's own `systemctl reboot` (nspawn exits 133): the host boots again, the
+    same machine, and Host follows it into its new boot; its own `systemctl poweroff`
+    ends it, as under systemd-nspawn@.service."""
+    (host,) = hosts(1)
+    first = host.init_pid
+    host.systemctl("reboot")
+    until(lambda: host.follow() and host.init_pid != first, 60, "the host booted again")
+    host.wait_booted()
+    assert host.run(["cat", "/etc/machine-id"]).stdout.strip() == host.machine_id
+    assert host.init_pid in host.processes()
+    assert "Rebooting" in Path(host.console_log).read_text(errors="replace")
+
+    host.systemctl("poweroff")
+    host.process.wait(60)
+    assert (host.alive, host.process.returncode) == (False, 0)
+    time.sleep(2)  # nothing boots it again
+    assert not host.follow()

@@ -19,8 +19,7 @@ import pytest
 from fleetpy.cluster.local import STATE_ROOT, ClusterState
 from fleetpy.cluster.network import ip
 
-from support.cluster_harness import TEST_CLUSTERS, cli, leftovers, sourced
-from support.hosts_fixtures import require_host_prerequisites
+from support.cluster_harness import TEST_CLUSTERS, cli, cluster_up, leftovers, sourced
 from support.paths import ROOT
 from support.waiting import until
 
@@ -29,27 +28,8 @@ pytestmark = pytest.mark.hosts
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterState]:
-    require_host_prerequisites()
     name = "t6c"
-    subnet = TEST_CLUSTERS[name]
-    if (STATE_ROOT / name).exists():
-        cli("cluster", "down", "--name", name)
-    result = cli(
-        "cluster",
-        "up",
-        "--name",
-        name,
-        "--hosts",
-        "3",
-        "--etcd-members",
-        "3",
-        "--subnet",
-        subnet,
-        "--ttl",
-        "5",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = ClusterState.load(name)
+    state = cluster_up(name, "--hosts", "3", "--etcd-members", "3", "--ttl", "5")
     try:
         yield state
     finally:
@@ -354,16 +334,6 @@ def test_second_up_is_refused_and_a_crashed_up_is_cleaned(cluster: ClusterState)
     assert missing.returncode == 0 and "no local cluster named t6x" in missing.stdout
 
 
-def _up(name: str, hosts: int) -> ClusterState:
-    require_host_prerequisites()
-    if (STATE_ROOT / name).exists():
-        cli("cluster", "down", "--name", name)
-    subnet = TEST_CLUSTERS[name]
-    result = cli("cluster", "up", "--name", name, "--hosts", str(hosts), "--subnet", subnet)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return ClusterState.load(name)
-
-
 def _dead(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
@@ -375,7 +345,7 @@ def test_down_finishes_after_a_host_died_a_veth_went_and_etcd_was_killed() -> No
     """[19.5] What died before `down` counts as removed, the rest is still removed, and
     `down` says which was which; a second `down` does nothing, successfully."""
     name = "tdown"
-    state = _up(name, 3)
+    state = cluster_up(name, "--hosts", "3")
     try:
         dead, unplugged, alive = state.hosts
         assert dead.init and dead.nspawn
@@ -427,7 +397,7 @@ def test_down_removes_the_rest_of_what_it_cannot_remove_and_says_so() -> None:
     directory): one error line naming it, exit 1, everything else removed, the state kept;
     once it is unmounted, `down` again finishes."""
     name = "tstuck"
-    state = _up(name, 1)
+    state = cluster_up(name, "--hosts", "1")
     mount = Path(state.hosts[0].state_dir) / "mounted"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)

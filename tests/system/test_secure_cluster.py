@@ -15,38 +15,17 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from fleetpy.cluster.local import STATE_ROOT, ClusterState
+from fleetpy.cluster.local import ClusterState
 
-from support.cluster_harness import TEST_CLUSTERS, cli, leftovers, sourced
-from support.hosts_fixtures import require_host_prerequisites
+from support.cluster_harness import cli, cluster_up, leftovers, sourced
 
 pytestmark = pytest.mark.hosts
 NAME = "sec"
-SUBNET = TEST_CLUSTERS[NAME]
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterState]:
-    require_host_prerequisites()
-    if (STATE_ROOT / NAME).exists():
-        cli("cluster", "down", "--name", NAME)
-    result = cli(
-        "cluster",
-        "up",
-        "--secure",
-        "--name",
-        NAME,
-        "--hosts",
-        "2",
-        "--etcd-members",
-        "3",
-        "--subnet",
-        SUBNET,
-        "--ttl",
-        "5",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = ClusterState.load(NAME)
+    state = cluster_up(NAME, "--secure", "--hosts", "2", "--etcd-members", "3", "--ttl", "5")
     try:
         yield state
     finally:
