@@ -105,6 +105,28 @@ def start_engine(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
 ENGINE_TTL = 10  # the engines' lease: a killed leader is succeeded after about this long
 
 
+UNIT_TEXT = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n").serialize()
+
+
+def submit_units(config: RegistryConfig, names: list[str], text: str = UNIT_TEXT) -> None:
+    """Submit units NAMES (desired launched) through the registry API the CLI uses, 40 a
+    transaction, from 4 clients at once."""
+    unit_hash = parse_unit(text).hash
+    chunks = [names[i : i + 40] for i in range(0, len(names), 40)]
+
+    def submit(part: list[list[str]]) -> None:
+        reg = Registry(config)
+        for chunk in part:
+            reg.change_units([UnitChange(n, "launched", text, unit_hash) for n in chunk])
+        reg.close()
+
+    threads = [threading.Thread(target=submit, args=(chunks[k::4],)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def placed_twice(units: dict[str, list[str]]) -> int:
     """Units that more than one simulated machine's unit manager holds."""
     seen: dict[str, int] = {}
@@ -160,8 +182,7 @@ def main() -> None:
         )
         agents_seconds = time.perf_counter() - t_agents
 
-        text = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n").serialize()
-        unit_hash = parse_unit(text).hash
+        text = UNIT_TEXT
         names = [f"bench{i:06d}.service" for i in range(args.units)]
 
         requests_before = grpc_request_count(server.metrics())
@@ -171,19 +192,7 @@ def main() -> None:
         # registry API the CLI uses, so placement throughput is measured on its own.
         print(f"submitting {args.units} units...", file=sys.stderr)
         t0 = time.perf_counter()
-        chunks = [names[i : i + 40] for i in range(0, len(names), 40)]
-
-        def submit(part: list[list[str]]) -> None:
-            reg = Registry(config)
-            for chunk in part:
-                reg.change_units([UnitChange(n, "launched", text, unit_hash) for n in chunk])
-            reg.close()
-
-        threads = [threading.Thread(target=submit, args=(chunks[k::4],)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        submit_units(config, names, text)
         submit_seconds = time.perf_counter() - t0
         requests_after_submit = grpc_request_count(server.metrics())
 

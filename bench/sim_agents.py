@@ -16,8 +16,10 @@ What is harness-only (a real host runs one agent in its own process):
 
 Protocol (line-oriented JSON, stdout): `{"ready": n, "seconds": s}` once all agents
 registered; then on stdin `stats` answers `{"wakeups", "empty_wakeups", "units"}`
-(units: machine -> names its unit manager holds) and `stop` (or EOF) ends the worker.
-Agents' logs go to stderr.
+(units: machine -> names its unit manager holds), `runs SINCE` answers `{"runs"}`
+(machine -> [unit, started, stopped or null] for each time a unit was active there that
+started or ended after SINCE, time.monotonic(), one clock for every process here), and
+`stop` (or EOF) ends the worker. Agents' logs go to stderr.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings
 from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.unitmanager import SimulatedUnitManager
+from fleetpy.states import ActiveState
+from fleetpy.unitmanager import Action, SimulatedUnitManager
 
 # Harness-only: threads waiting for the GIL wake every switch interval (5 ms by default)
 # to ask for it. With hundreds of agents' threads woken at once in one process (a wave
@@ -48,6 +51,42 @@ SWITCH_INTERVAL = 0.05
 # Workers starting (importing, registering their agents) at once: 50 at once on a busy
 # machine starved each other until gRPC's keepalive pings timed out.
 STARTING = 4
+
+
+class RecordingUnitManager(SimulatedUnitManager):
+    """A simulated unit manager that keeps when each unit was active here (`runs`): a
+    benchmark checks from them that no unit ran on two machines at once, which sampling
+    the managers could miss."""
+
+    def __init__(self, start_seconds: float = 0.0) -> None:
+        super().__init__(start_seconds)
+        self.runs: list[list[Any]] = []  # [unit, started, stopped or None]
+        self._open: dict[str, list[Any]] = {}
+
+    def _note(self, name: str, now: float) -> None:
+        with self._lock:
+            unit = self._units.get(name)
+        active = unit is not None and unit.active == ActiveState.ACTIVE
+        run = self._open.get(name)
+        if active and run is None:
+            self._open[name] = [name, now, None]
+            self.runs.append(self._open[name])
+        elif not active and run is not None:
+            run[2] = now
+            del self._open[name]
+
+    def execute(self, actions: Sequence[Action]) -> None:
+        super().execute(actions)
+        now = time.monotonic()
+        for name in {action.name for action in actions}:
+            self._note(name, now)
+
+    def _started(self, name: str, content_hash: str) -> None:
+        super()._started(name, content_hash)
+        self._note(name, time.monotonic())
+
+    def runs_since(self, since: float) -> list[list[Any]]:
+        return [r for r in self.runs if r[1] >= since or (r[2] is not None and r[2] >= since)]
 
 
 def machine_id(index: int) -> str:
@@ -62,6 +101,7 @@ def start_agents(
     ttl: int = 60,
     per_connection: int = 100,
     wave: int = 25,
+    start_seconds: float = 0.0,
 ) -> list[Agent]:
     """Agents for machines `indexes`, each with its own lease and watches, sharing one
     etcd client per `per_connection`; started `wave` at a time. Their registries are
@@ -74,7 +114,7 @@ def start_agents(
             registries.append(registry)
         agent = Agent(
             registry,
-            SimulatedUnitManager(),
+            RecordingUnitManager(start_seconds),
             AgentSettings(
                 machine_id=machine_id(index), metadata={"zone": f"z{index % 3}"}, ttl=ttl
             ),
@@ -103,6 +143,11 @@ def stats(agents: Sequence[Agent]) -> dict[str, Any]:
         "empty_wakeups": sum(a.stats.empty_wakeups for a in agents),
         "units": {a.machine_id: sorted(a.manager.observe()) for a in agents},
     }
+
+
+def _runs(agent: Agent, since: float) -> list[list[Any]]:
+    manager = agent.manager
+    return manager.runs_since(since) if isinstance(manager, RecordingUnitManager) else []
 
 
 @dataclass
@@ -147,6 +192,7 @@ def spawn_workers(
     ttl: int = 60,
     timeout: float = 600,
     profile: str | None = None,
+    start_seconds: float = 0.0,
 ) -> list[Worker]:
     """Start `machines` simulated agents in worker processes of `per_process` each, and
     return once every one has registered (`profile`: the first worker's, see --profile).
@@ -178,6 +224,8 @@ def spawn_workers(
                 str(count),
                 "--ttl",
                 str(ttl),
+                "--start-seconds",
+                str(start_seconds),
                 *(["--profile", profile] if profile and not first else []),
             ],
             stdin=subprocess.PIPE,
@@ -200,6 +248,14 @@ def gather(workers: Sequence[Worker]) -> dict[str, Any]:
         total["empty_wakeups"] += answer["empty_wakeups"]
         total["units"].update(answer["units"])
     return total
+
+
+def runs_since(workers: Sequence[Worker], since: float) -> dict[str, list[list[Any]]]:
+    """Every worker's `runs SINCE` (RecordingUnitManager), merged by machine."""
+    merged: dict[str, list[list[Any]]] = {}
+    for worker in workers:
+        merged.update(worker.ask(f"runs {since!r}")["runs"])
+    return merged
 
 
 def dump_profile(prefix: str) -> None:
@@ -229,6 +285,9 @@ def main() -> None:
         "--profile", help="file prefix: profile this worker (yappi, CPU; pip install yappi)"
     )
     parser.add_argument("--switch-interval", type=float, default=SWITCH_INTERVAL)
+    parser.add_argument(
+        "--start-seconds", type=float, default=0.0, help="a started unit is activating this long"
+    )
     args = parser.parse_args()
     sys.setswitchinterval(args.switch_interval)
     if args.profile:
@@ -246,6 +305,7 @@ def main() -> None:
         ttl=args.ttl,
         per_connection=args.per_connection,
         wave=args.wave,
+        start_seconds=args.start_seconds,
     )
     print(json.dumps({"ready": len(agents), "seconds": time.perf_counter() - started}), flush=True)
     dumps = 0
@@ -257,6 +317,10 @@ def main() -> None:
                 if args.profile:
                     dumps += 1
                     dump_profile(f"{args.profile}-{dumps}")
+            elif command.startswith("runs "):
+                since = float(command.split()[1])
+                runs = {a.machine_id: _runs(a, since) for a in agents}
+                print(json.dumps({"runs": {m: r for m, r in runs.items() if r}}), flush=True)
             elif command == "stop":
                 break
     finally:

@@ -19,7 +19,9 @@ records (P/cordon/<machine>, fleetpy.model.cordons).
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -145,6 +147,9 @@ def until_text(record: CordonRecord) -> str:
     return f"{datetime.fromtimestamp(record.maintenance_until, UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
+ReadStates = Callable[[Iterable[tuple[str, str]]], Mapping[tuple[str, str], UnitState]]
+
+
 class _Placement(Protocol):  # scheduler.Scheduled (the scheduler imports this module)
     @property
     def machine(self) -> str: ...
@@ -158,10 +163,13 @@ class _Spec(Protocol):  # scheduler.UnitSpec
 
 
 class Drains:
-    """The cordon records the engine leads with: read at each full read, then watched."""
+    """The cordon records the engine leads with: read at each full read, then watched;
+    and when to look at the units on their way again (`poll_at`, monotonic)."""
 
     def __init__(self) -> None:
         self.records: dict[str, CordonRecord] = {}
+        self.poll_at: float | None = None
+        self._specs: Mapping[str, _Spec] = {}  # as the last pass had them (held ones loaded)
 
     def reset(self, records: Mapping[str, CordonRecord]) -> None:
         self.records = dict(records)
@@ -197,11 +205,12 @@ class Drains:
         specs: Mapping[str, _Spec],
         reasons: Mapping[str, str],
         alive: Set[str],
-        read_states: Callable[[Iterable[tuple[str, str]]], Mapping[tuple[str, str], UnitState]],
-    ) -> tuple[DrainPlan, float | None]:
+        read_states: ReadStates,
+    ) -> DrainPlan:
         """The engine's pass: its drain plan (none, and nothing computed, when no machine
-        drains and no unit is on its way) and when to look again (next_wake)."""
+        drains and no unit is on its way); the next look set by next_wake."""
         drain = DrainPlan()
+        self._specs = specs
         if self.next_wake(reasons) or self.draining():
             drain = self.plan(
                 {unit: entry.machine for unit, entry in schedule.items()},
@@ -211,7 +220,27 @@ class Drains:
                 alive,
                 read_states,
             )
-        return drain, self.next_wake(reasons, drain)
+        wake = self.next_wake(reasons, drain)
+        self.poll_at = None if wake is None else time.monotonic() + wake
+        return drain
+
+    def wait(self, now: float) -> float:
+        """Seconds until the next look at the units on their way (inf: none)."""
+        return math.inf if self.poll_at is None else max(0.0, self.poll_at - now)
+
+    def changed(self, reasons: Mapping[str, str], read_states: ReadStates) -> bool:
+        """When a look is due: whether a unit on its way has arrived, so that a pass
+        moves the next. Until one has, a pass would plan what the last one did (every
+        other change is an event that makes its own pass): only their states are read,
+        again in POLL_SECONDS, not the whole cluster planned once a second."""
+        if self.poll_at is None or time.monotonic() < self.poll_at:
+            return False
+        ways = _ways(reasons)
+        desired = {unit: self._specs[unit].desired for unit in ways if unit in self._specs}
+        if ways and _arrivals(ways, desired, read_states):
+            return True
+        self.poll_at = time.monotonic() + POLL_SECONDS if ways else None
+        return False
 
     def plan(
         self,
@@ -220,16 +249,30 @@ class Drains:
         machine_of: Mapping[str, tuple[str, ...]],
         reasons: Mapping[str, str],
         alive: Set[str],
-        read_states: Callable[[Iterable[tuple[str, str]]], Mapping[tuple[str, str], UnitState]],
+        read_states: ReadStates,
     ) -> DrainPlan:
         """plan_drain, with the states of the units on their way read (only those)."""
-        ways = {unit: way for unit, way in ((u, moving(r)) for u, r in reasons.items()) if way}
+        ways = _ways(reasons)
         if not ways and not self.draining():
             return DrainPlan()
-        states = read_states((to, unit) for unit, (_, to) in ways.items()) if ways else {}
-        done = {
-            unit
-            for unit, (_, to) in ways.items()
-            if unit in desired and arrived(desired[unit], states.get((to, unit)))
-        }
+        done = _arrivals(ways, desired, read_states) if ways else set()
         return plan_drain(self.records, placed, machine_of, reasons, alive, done)
+
+
+def _ways(reasons: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Units on their way: (draining machine, destination), from their stored reasons."""
+    return {unit: way for unit, way in ((u, moving(r)) for u, r in reasons.items()) if way}
+
+
+def _arrivals(
+    ways: Mapping[str, tuple[str, str]],
+    desired: Mapping[str, DesiredState],
+    read_states: ReadStates,
+) -> set[str]:
+    """Units on their way that their destination reports arrived (only their states read)."""
+    states = read_states((to, unit) for unit, (_, to) in ways.items())
+    return {
+        unit
+        for unit, (_, to) in ways.items()
+        if unit in desired and arrived(desired[unit], states.get((to, unit)))
+    }

@@ -240,8 +240,11 @@ class Engine:
             judgement = self._next_judgement
             if judgement is not None:
                 timeout = max(0.01, min(timeout, judgement - now + 0.01))
-            resync, dirty = self._wait_for_events(model, min(timeout, self._deps.wait(now)))
+            looks = min(self._deps.wait(now), self._drains.wait(now))
+            resync, dirty = self._wait_for_events(model, min(timeout, looks))
             dirty = self._deps.changed(model.schedule, self.registry.unit_states) or dirty
+            # Units moved off a draining machine: a pass once one of them has arrived.
+            dirty = self._drains.changed(model.reasons, self.registry.unit_states) or dirty
             self._election.keep_alive()
             if judgement is not None and time.monotonic() >= judgement:
                 dirty = True  # a hold ended: machines still missing are judged again
@@ -389,12 +392,9 @@ class Engine:
         specs, waiting = self._deps.pass_plan(
             model.specs, model.schedule, machines, self.registry.unit_states
         )
-        drain, wake = self._drains.pass_plan(
+        drain = self._drains.pass_plan(
             model.schedule, specs, model.reasons, model.machines.keys(), self.registry.unit_states
         )
-        if wake is not None:  # moved units on their way: their states are read again
-            wake += time.monotonic()
-            self._next_judgement = min(self._next_judgement or wake, wake)
         invalid = {
             name: scheduler.InvalidUnit(name, model.records[name].desired, why)
             for name, why in model.invalid.items()

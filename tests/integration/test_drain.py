@@ -328,3 +328,42 @@ def test_a_drain_that_times_out_says_what_is_left(cluster: Cluster, run: Run) ->
     # ok.service waits behind it (one at a time), and the record stays for the next run.
     assert cluster.placement()["ok.service"] == "m1"
     assert list(cluster.registry.cordons()) == ["m1"]
+
+
+def test_units_on_their_way_cost_a_pass_when_they_arrive_not_every_second(
+    cluster: Cluster,
+) -> None:
+    cluster.agent("m1")
+    engine = cluster.engine()
+    cluster.registry.change_units([unit(f"u{i}.service") for i in range(2)])
+    until(lambda: len(cluster.running()) == 2, what="2 units on m1")
+    cluster.agent("m2", start_seconds=4.0)  # each moved unit activating 4 s: 4 looks
+    until(lambda: engine.stats.passes > 0, what="a first pass")
+
+    def passes() -> int:  # but those after the engine's periodic full reads (every 5 s)
+        return engine.stats.passes - engine.stats.full_reads
+
+    before = passes()
+    drain.start_drain(cluster.registry, "m1", 1)
+    assert drain.wait_drain(cluster.registry, "m1", 60, lambda p: None).done
+    # One pass for the cordon (the first unit leaves), one per arrival (the next leaves);
+    # the looks in between read those units' states and plan nothing (was one pass each).
+    assert passes() - before <= 3
+    assert cluster.running() == {"u0.service": "m2", "u1.service": "m2"}
+
+
+def test_a_unit_that_cannot_leave_costs_no_pass_while_the_machine_drains(
+    cluster: Cluster,
+) -> None:
+    cluster.agent("m1")
+    engine = cluster.engine()
+    cluster.registry.change_units([unit("a.service")])
+    until(lambda: cluster.running() == {"a.service": "m1"}, what="a on m1")
+    drain.start_drain(cluster.registry, "m1", 1)
+    progress = drain.wait_drain(cluster.registry, "m1", 30, lambda p: None)
+    assert progress.stuck == {"a.service": "every live machine is cordoned"}
+    passes = engine.stats.passes - engine.stats.full_reads  # (one every 5 s: a pass each)
+    time.sleep(3)  # it is tried again when the cluster changes, not once a second
+    assert engine.stats.passes - engine.stats.full_reads == passes
+    cluster.agent("m2")  # a change: it leaves
+    until(lambda: cluster.running() == {"a.service": "m2"}, what="a moved to m2")

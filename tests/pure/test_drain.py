@@ -3,6 +3,7 @@ scheduler's cordoned machines and evictions, the cordon record's codec), as tabl
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -341,3 +342,24 @@ def test_cordon_record_round_trip() -> None:
     record = CordonRecord("m1", CordonMode.DRAINING, 3, True, 12.5, "ops@host", 10.0)
     assert CordonRecord.from_json("m1", record.to_json().encode()) == record
     assert CordonRecord.from_json("m1", b"{}") == CordonRecord("m1")
+
+
+@pytest.mark.parametrize(("active", "pass_now"), [("activating", False), ("active", True)])
+def test_a_look_asks_for_a_pass_only_once_a_unit_on_its_way_arrived(
+    active: str, pass_now: bool
+) -> None:
+    drains = Drains()
+    assert drains.wait(10.0) == math.inf and not drains.changed({}, lambda pairs: {})
+    drains.pass_plan({}, {"a.service": unit("a.service")}, {}, set(), lambda pairs: {})
+    drains.poll_at = 0.0  # a look is due
+    reasons = {"a.service": moved_off("m1", "m2"), "b.service": "no machine has disk=ssd"}
+
+    def read(pairs: Any) -> dict[tuple[str, str], UnitState]:
+        assert list(pairs) == [("m2", "a.service")]  # only the units on their way
+        return {("m2", "a.service"): UnitState("a.service", "m2", "loaded", active, "")}
+
+    assert drains.changed(reasons, read) is pass_now
+    # Arrived: the pass sets the next look. Not: looked at again in a second, no pass.
+    assert (drains.poll_at == 0.0) is pass_now
+    drains.poll_at = 0.0
+    assert not drains.changed({}, read) and drains.poll_at is None  # none on its way
