@@ -4,9 +4,6 @@ the agents and the waiting CLI's library wait etcd out, and the drain finishes."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from fleetpy.client import drain
 from fleetpy.cluster.etcd import EtcdServer
@@ -15,13 +12,6 @@ from fleetpy.registry import Registry, RegistryConfig
 
 from support.sim_cluster import Cluster, never_twice, unit, watch
 from support.waiting import until
-
-
-@pytest.fixture
-def own_etcd() -> Iterator[EtcdServer]:
-    """An etcd of the test's own: it is restarted mid-drain."""
-    with EtcdServer() as server:
-        yield server
 
 
 def test_a_drain_goes_on_across_an_etcd_restart(own_etcd: EtcdServer, prefix: str) -> None:

@@ -26,15 +26,9 @@ from support.waiting import until
 
 
 @pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    """This module's own etcd: the test kills it."""
-    with EtcdServer() as server:
-        yield server
-
-
-@pytest.fixture
-def cluster(etcd: EtcdServer, prefix: str) -> Iterator[Cluster]:
-    c = Cluster(RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=5))
+def cluster(own_etcd: EtcdServer, prefix: str) -> Iterator[Cluster]:
+    """support.rollout's cluster on the test's own etcd (sim_cluster's own_etcd): it is killed."""
+    c = Cluster(RegistryConfig(endpoints=(own_etcd.endpoint,), prefix=prefix, timeout=5))
     yield c
     c.close()
 
@@ -64,7 +58,7 @@ class HostWatch:
 
 
 def test_a_roll_rides_out_etcd_killed_mid_step(
-    etcd: EtcdServer, cluster: Cluster, tmp_path: Path
+    own_etcd: EtcdServer, cluster: Cluster, tmp_path: Path
 ) -> None:
     registry, _ = first_version(cluster, tmp_path)
     directory = monitor(tmp_path, "2")
@@ -90,7 +84,7 @@ def test_a_roll_rides_out_etcd_killed_mid_step(
         applying.start()
         assert second_step.wait(60), "the roll's second step"
         time.sleep(0.1)  # the step written: its machine switching while etcd is away
-        kill_etcd(etcd, 3.0)
+        kill_etcd(own_etcd, 3.0)
         applying.join(120)
         assert not applying.is_alive()
         if isinstance(outcome[0], FleetpyError):

@@ -5,30 +5,14 @@ a host really killed: tests/system/test_outages.py::test_dead_host_units_move)."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.registry import RegistryConfig
 
 from support.sim_cluster import Cluster, unit
 from support.waiting import until
-
-
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    """This module's own etcd: the test pauses it."""
-    with EtcdServer() as server:
-        yield server
-
-
-@pytest.fixture
-def cluster(etcd: EtcdServer, prefix: str) -> Iterator[Cluster]:
-    c = Cluster(RegistryConfig(endpoints=(etcd.endpoint,), prefix=prefix, timeout=5))
-    yield c
-    c.close()
 
 
 def start(cluster: Cluster) -> dict[str, str]:
@@ -59,45 +43,45 @@ GRACE = 4.0
 
 
 def test_a_live_agents_lease_a_paused_etcd_revoked_moves_nothing(
-    etcd: EtcdServer, cluster: Cluster, capfd: pytest.CaptureFixture[str]
+    own_etcd: EtcdServer, own_cluster: Cluster, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """etcd paused 3 s: m1's lease (TTL 2) runs out meanwhile and etcd revokes it when it
     resumes; m2's, m3's (TTL 30) and the engine's survive. One machine of three is no mass
     loss; m1's agent registers anew and keeps its units."""
-    before = start(cluster)
-    lease = cluster.agents["m1"]._lease
-    pause(etcd, 3.0)
+    before = start(own_cluster)
+    lease = own_cluster.agents["m1"]._lease
+    pause(own_etcd, 3.0)
     until(
         lambda: (
-            cluster.agents["m1"]._lease not in (None, lease)
-            and set(cluster.registry.list_machines()) == {"m1", "m2", "m3"}
+            own_cluster.agents["m1"]._lease not in (None, lease)
+            and set(own_cluster.registry.list_machines()) == {"m1", "m2", "m3"}
         ),
         what="m1's lease revoked and m1 registered anew",
     )
     time.sleep(1.5)  # longer than any settle: a move would have been written by now
-    assert cluster.placement() == before
-    assert sorted(cluster.hosted()) == sorted(before.items())
+    assert own_cluster.placement() == before
+    assert sorted(own_cluster.hosted()) == sorted(before.items())
     assert "event=unit_moved" not in capfd.readouterr().err
 
 
 def test_a_machine_lost_while_etcd_was_paused_waits_the_grace_period(
-    etcd: EtcdServer, cluster: Cluster, capfd: pytest.CaptureFixture[str]
+    own_etcd: EtcdServer, own_cluster: Cluster, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """m1's agent dies right before etcd is paused 3 s: its lease runs out during the
     pause and etcd revokes it when it resumes. The engine cannot tell that from a live
     agent's lease revoked for etcd's own silence (its witness saw etcd silent 3 s), so m1
     gets the grace period: its units stay 1.5 s after the loss (the old 1 s settle moved
     them), then move."""
-    before = start(cluster)
-    cluster.agents.pop("m1").stop(revoke=False)
-    pause(etcd, 3.0)
-    until(lambda: "m1" not in cluster.registry.list_machines(), what="m1's lease revoked")
+    before = start(own_cluster)
+    own_cluster.agents.pop("m1").stop(revoke=False)
+    pause(own_etcd, 3.0)
+    until(lambda: "m1" not in own_cluster.registry.list_machines(), what="m1's lease revoked")
     gone = time.monotonic()
     time.sleep(1.5)
-    assert cluster.placement() == before
-    reasons = cluster.registry.read_view().reasons
+    assert own_cluster.placement() == before
+    reasons = own_cluster.registry.read_view().reasons
     assert any("the engine had lost sight of it" in why for why in reasons.values()), reasons
-    until(lambda: "m1" not in cluster.placement().values(), timeout=GRACE + 10, what="moved")
+    until(lambda: "m1" not in own_cluster.placement().values(), timeout=GRACE + 10, what="moved")
     assert time.monotonic() - gone >= GRACE - 1.0
     err = capfd.readouterr().err
     assert "event=machine_loss_doubtful" in err and "machine=m1" in err
