@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from enum import Enum
 
-from .model.records import UnitState
+from .model.records import ReadStates, UnitState
 from .scheduler import Machine, Scheduled, UnitSpec
 from .states import ActiveState, DesiredState
 
 # How often the engine reads its dependencies' states while some launched unit has one.
 POLL_SECONDS = 1.0
-
-ReadStates = Callable[[Iterable[tuple[str, str]]], Mapping[tuple[str, str], UnitState]]
 
 
 def waiting(target: str, why: str) -> str:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from .model.cordons import CordonEvent, CordonMode, CordonRecord
-from .model.records import UnitState
+from .model.records import ReadStates, UnitState
 from .states import ActiveState, DesiredState, LoadState
 from .unitfile.unit import FleetOptions
 
@@ -145,9 +145,6 @@ def until_text(record: CordonRecord) -> str:
     """When a maintenance window ends, as the operator who asked for it was told."""
     assert record.maintenance_until is not None
     return f"{datetime.fromtimestamp(record.maintenance_until, UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-ReadStates = Callable[[Iterable[tuple[str, str]]], Mapping[tuple[str, str], UnitState]]
 
 
 class _Placement(Protocol):  # scheduler.Scheduled (the scheduler imports this module)

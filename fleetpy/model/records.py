@@ -6,7 +6,7 @@ has the checks and schema versions)."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -278,6 +278,11 @@ class UnitState:
             job=typed_field(data, "job", str, ""),
             health=typed_field(data, "health", str, ""),
         )
+
+
+# Reads the states of the given (machine, unit) pairs (the registry's unit_states): the
+# engine's looks at the few units it waits for (drains' moved units, dependencies).
+ReadStates = Callable[[Iterable[tuple[str, str]]], Mapping[tuple[str, str], UnitState]]
 
 
 class MachineSchedule(NamedTuple):
