@@ -35,6 +35,12 @@ running it again):
      whose link still points at fleet's file is one fleetpy does not run here (migrate
      refused it): it is left running under fleet's last state and named in the report.
 
+`migrate` holds each of fleet's machines in a maintenance window for its hand-over (its
+units stay placed while its agent is not there yet). The hand-over does not end it: the
+agent's etcd role may not write cordons (an operator's record), and the hold is what keeps
+a host that is down half-way (as the test's) from losing its units. The report says it is
+there; the operator runs `fleetpy uncordon` once every host is handed over.
+
 `leftovers` and `pending` are pure (tests/pure/test_fleet_handover.py).
 """
 
@@ -54,10 +60,18 @@ from pathlib import Path
 from typing import Any
 
 from .agent_plan import select_globals
+from .drain import until_text
 from .errors import FleetpyError
 from .log import log_event
 from .model.records import ScheduleEntry, UnitState, entries_for
-from .states import PLACED_STATES, RUNNING_STATES, ActiveState, DesiredState, LoadState
+from .states import (
+    JOB_PENDING,
+    PLACED_STATES,
+    RUNNING_STATES,
+    ActiveState,
+    DesiredState,
+    LoadState,
+)
 
 FLEET_UNITS_DIR = "/run/fleet/units"  # fleetd's units_directory default
 LINK_DIR = "/run/systemd/system"  # where fleetd (LinkUnitFiles, runtime) and fleetpy link units
@@ -90,6 +104,10 @@ class HandoverReport:
     taken: tuple[str, ...]  # units fleetpy's agent runs here now
     left_to_fleet: tuple[str, ...]  # units still running from fleet's files
     removed: tuple[str, ...]  # fleet's unit files removed
+    # The end of a maintenance window on this machine (`migrate`'s hold for the hand-over,
+    # or an operator's), None without one: the operator ends it (`fleetpy uncordon`).
+    held_until: str | None = None
+    failed: tuple[str, ...] = ()  # units to run here whose start by the agent failed
 
 
 # ----------------------------------------------------------------------------- pure
@@ -119,8 +137,19 @@ def settled(entry: ScheduleEntry, state: UnitState | None) -> bool:
     if state.active == ActiveState.REJECTED:
         return True
     if entry.desired is DesiredState.LAUNCHED:
-        return state.active in RUNNING_STATES
+        # Running, or the agent's own start of it has ended otherwise (failed: reported).
+        return state.active in RUNNING_STATES or state.job not in ("", JOB_PENDING)
     return state.load == LoadState.LOADED
+
+
+def not_running(desired: Mapping[str, ScheduleEntry], states: Mapping[str, UnitState]) -> list[str]:
+    """Units of DESIRED meant to run that do not (their start failed)."""
+    return sorted(
+        name
+        for name, entry in desired.items()
+        if entry.desired is DesiredState.LAUNCHED
+        and (name not in states or states[name].active not in RUNNING_STATES)
+    )
 
 
 def pending(desired: Mapping[str, ScheduleEntry], states: Mapping[str, UnitState]) -> list[str]:
@@ -343,13 +372,23 @@ def hand_over(
                 f"fleetpy's agent has not taken over {', '.join(left)} after {timeout:g}s "
                 "(fleetd is stopped, the units run): run this again to finish"
             )
-        desired, _ = now()
+        desired, states = now()
+        cordon = registry.agent_cordon(machine)
+        record = cordon[1] if cordon is not None else None
     finally:
         registry.close()
     files = fleet_files(root)
     handed, kept = leftovers(files, fleet_links(root, files))
     removed = remove_fleet_files(root, handed)
-    report = HandoverReport(machine, fleetd, tuple(sorted(desired)), tuple(kept), tuple(removed))
+    report = HandoverReport(
+        machine,
+        fleetd,
+        tuple(sorted(desired)),
+        tuple(kept),
+        tuple(removed),
+        until_text(record) if record is not None and record.maintenance_until else None,
+        tuple(not_running(desired, states)),
+    )
     log_event(
         "host_handed_over",
         machine=machine,

@@ -51,6 +51,16 @@ def migrate_host(
         out(f"+ {name}")
     for name in report.left_to_fleet:
         out(f"= {name}  left running under fleet's last state (fleetpy does not run it here)")
+    for name in report.failed:
+        out(f"! {name}  did not start here (fleetpy's agent started it: see list-units)")
+    if report.failed:
+        say(f"fleetpy: warning: {len(report.failed)} unit(s) failed to start on this machine")
+    if report.held_until is not None:
+        say(
+            f"fleetpy: machine {report.machine} is held in a maintenance window until {report.held_until} "
+            f"(the migration's hold): once every host is handed over, "
+            f"`fleetpy uncordon {report.machine}` ends it"
+        )
     if report.left_to_fleet:
         say(
             f"fleetpy: warning: {len(report.left_to_fleet)} unit(s) still run from fleet's "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetpy.fleet_handover import desired_here, leftovers, pending, settled
+from fleetpy.fleet_handover import desired_here, leftovers, not_running, pending, settled
 from fleetpy.model.records import ScheduleEntry, UnitState
 from fleetpy.states import DesiredState
 
@@ -20,8 +20,11 @@ def entry(
     return ScheduleEntry(name, "h-" + name, desired, text)
 
 
-def state(name: str, active: str, load: str = "loaded", digest: str | None = None) -> UnitState:
-    return UnitState(name, "m1", load, active, "x", "h-" + name if digest is None else digest)
+def state(
+    name: str, active: str, load: str = "loaded", digest: str | None = None, job: str = ""
+) -> UnitState:
+    digest = "h-" + name if digest is None else digest
+    return UnitState(name, "m1", load, active, "x", digest, job=job)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +63,9 @@ def test_leftovers_sorts_and_splits_several() -> None:
         (L, state("u", "active"), True),
         (L, state("u", "activating"), True),
         (L, state("u", "inactive"), False),
-        (L, state("u", "failed"), False),
+        (L, state("u", "failed"), False),  # fleet's failure: the agent has not started it
+        (L, state("u", "failed", job="failed"), True),  # the agent's start failed: reported
+        (L, state("u", "inactive", job="pending"), False),
         (L, state("u", "active", digest="h-old"), False),  # another version's state
         (D, state("u", "inactive"), True),
         (D, state("u", "inactive", load="not-found"), False),
@@ -75,6 +80,17 @@ def test_pending_lists_what_is_not_settled() -> None:
     desired = {"a.service": entry("a.service"), "b.service": entry("b.service", D)}
     assert pending(desired, {}) == ["a.service", "b.service"]
     assert pending(desired, {"a.service": state("a.service", "active")}) == ["b.service"]
+
+
+def test_not_running_names_launched_units_that_do_not_run() -> None:
+    desired = {n: entry(n) for n in ("a.service", "b.service", "c.service")}
+    desired["d.service"] = entry("d.service", D)
+    states = {
+        "a.service": state("a.service", "active"),
+        "b.service": state("b.service", "failed", job="failed"),
+        "d.service": state("d.service", "inactive"),
+    }
+    assert not_running(desired, states) == ["b.service", "c.service"]
 
 
 def test_desired_here_takes_placed_and_matching_globals() -> None:
