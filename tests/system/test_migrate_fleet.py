@@ -1,0 +1,137 @@
+"""`fleetpy migrate --from-fleet` from a keyspace the real fleetctl v1.0.0 wrote (its etcd
+driver, into the session etcd's v2 API), with machines and placements as fleetd and fleet's
+engine write them; then the real fleetctl, pointed at `fleetpy api`, lists the same units
+and machines as it listed from fleet's etcd (issue 27, items 1 and 3)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.registry import RegistryConfig
+
+from support.api_fixtures import Api
+from support.fleet_keys import FleetKeys, machine_keys
+from support.fleetctl import fleetctl_binary, fleetctl_on
+from support.sim_cluster import Cluster
+from support.waiting import until
+
+M1, M2 = "c" * 32, "d" * 32
+UNITS = {
+    "web.service": "[Service]\nExecStart=/bin/sleep 1000\n",
+    "side.service": "[Service]\nExecStart=/bin/sleep 1001\n\n[X-Fleet]\nMachineOf=web.service\n",
+    "db@.service": "[Service]\nExecStart=/bin/sleep %i\n\n[X-Fleet]\nMachineMetadata=rack=r2\n",
+    "g.service": "[Service]\nExecStart=/bin/sleep 1002\n\n[X-Fleet]\nGlobal=true\n",
+    "idle.service": "[Service]\nExecStart=/bin/sleep 1003\n",
+    "spare.service": "[Service]\nExecStart=/bin/sleep 1004\n",
+    # fleet only warned about the misspelt option; fleetpy refuses the unit.
+    "bad.service": "[Service]\nExecStart=/bin/sleep 1005\n\n[X-Fleet]\nMachineMetdata=rack=r1\n",
+}
+# Where fleet's engine placed them.
+TARGETS = {
+    "web.service": M1,
+    "side.service": M1,
+    "db@1.service": M2,
+    "idle.service": M2,
+    "bad.service": M2,
+}
+
+
+def fleetctl_etcd(endpoint: str, prefix: str, cwd: Path) -> Callable[..., str]:
+    """fleet's fleetctl with its etcd driver: it writes fleet's keyspace itself."""
+
+    def fleetctl(*args: str) -> str:
+        result = subprocess.run(
+            [
+                fleetctl_binary(),
+                "--driver=etcd",
+                f"--endpoint={endpoint}",
+                f"--etcd-key-prefix={prefix}/",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd,
+        )
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    return fleetctl
+
+
+def rows(listing: str) -> list[tuple[str, ...]]:
+    return sorted(tuple(line.split()) for line in listing.strip().splitlines())
+
+
+@pytest.fixture
+def fleet_cluster(
+    etcd: EtcdServer, prefix: str, tmp_path: Path
+) -> tuple[FleetKeys, Callable[..., str]]:
+    """A fleet cluster's keyspace: units by fleetctl, machines and placements as fleetd and
+    fleet's engine write them."""
+    keys = FleetKeys(etcd.endpoint, f"/fleet{prefix}")
+    fleetctl = fleetctl_etcd(etcd.endpoint, keys.prefix, tmp_path)
+    for name, text in UNITS.items():
+        (tmp_path / name).write_text(text)
+    fleetctl("submit", *UNITS)
+    fleetctl("start", "--no-block", "web.service", "side.service", "db@1.service")
+    fleetctl("start", "--no-block", "g.service", "bad.service")
+    fleetctl("load", "--no-block", "idle.service")
+    keys.put(
+        {
+            **machine_keys(M1, "10.0.0.1", {"rack": "r1"}),
+            **machine_keys(M2, "10.0.0.2", {"rack": "r2"}, {"disk": "ssd"}),
+            **{f"job/{unit}/target": machine for unit, machine in TARGETS.items()},
+        }
+    )
+    return keys, fleetctl
+
+
+def test_fleetctl_lists_the_same_units_and_machines_from_fleetpy_after_the_migration(
+    fleet_cluster: tuple[FleetKeys, Callable[..., str]],
+    registry_config: RegistryConfig,
+    api: Api,
+    tmp_path: Path,
+) -> None:
+    keys, fleet_side = fleet_cluster
+    unit_fields = ("list-unit-files", "--full", "--no-legend", "--fields=unit,dstate,target")
+    machine_fields = ("list-machines", "--full", "--no-legend", "--fields=machine,ip,metadata")
+    fleet_units, fleet_machines = fleet_side(*unit_fields), fleet_side(*machine_fields)
+    assert (M1, "10.0.0.1", "rack=r1") in rows(fleet_machines)
+
+    command = ["fleetpy", "--endpoint", registry_config.endpoints[0]]
+    command += ["--etcd-prefix", registry_config.prefix, "migrate"]
+    command += ["--from-fleet", keys.endpoint, "--fleet-prefix", keys.prefix + "/"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "7 to add, 0 unchanged, 1 refused" in result.stdout
+    assert "! bad.service  refused, stays under fleet: unknown [X-Fleet] option" in result.stdout
+
+    cluster = Cluster(registry_config)  # the hosts' fleetpy agents, then an engine
+    try:
+        cluster.agent(M1, public_ip="10.0.0.1")
+        cluster.agent(M2, public_ip="10.0.0.2")
+        cluster.engine()
+        sock = str(tmp_path / "api.sock")
+        api(listen=sock)
+        fleetpy_side = fleetctl_on(sock, tmp_path)
+        # Every unit but the refused one, where fleet had it; the machines, as fleet had them.
+        expected = [row for row in rows(fleet_units) if row[0] != "bad.service"]
+        assert rows(fleetpy_side(*unit_fields)) == expected
+        assert rows(fleetpy_side(*machine_fields)) == rows(fleet_machines)
+        listed = ("list-units", "--full", "--no-legend", "--fields=unit,machine")
+        placed = {(unit, machine) for unit, machine in TARGETS.items() if unit != "bad.service"}
+        placed |= {("g.service", M1), ("g.service", M2)}
+
+        def units_on_their_machines() -> bool:
+            found = {(u, m.partition("/")[0]) for u, m in rows(fleetpy_side(*listed))}
+            return found == placed
+
+        until(units_on_their_machines, what="every unit listed on fleet's machine")
+    finally:
+        cluster.close()
