@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..fleet_import import MigrationPlan, plan
 from ..fleet_keyspace import FleetSnapshot, read_fleet
 from ..registry.roles import MigrationRegistry
-from .drain import who
+from .drain import maintenance
 
 DEFAULT_HOLD = "1h"  # for the hosts' hand-over (`--hold`, as drain's --window)
 
@@ -34,5 +34,6 @@ def migrate(
     planned = plan(fleet, registry.migration_side())
     if dry_run or not planned.has_changes:
         return Migration(fleet, planned)
-    written = registry.write_migration(planned, hold, who())
+    holds = [maintenance(machine, hold) for machine in planned.holds]
+    written = registry.write_migration(planned, holds, hold)
     return Migration(fleet, planned, tuple(written))

@@ -17,7 +17,6 @@ finishes an interrupted migration.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,12 +60,15 @@ class FleetMigrationKeys(RegistryBase):
             cordoned=frozenset(cordons),
         )
 
-    def write_migration(self, plan: MigrationPlan, hold: int, by: str) -> list[str]:
-        """Write PLAN; returns the units written. HOLD: seconds the hand-over holds last."""
+    def write_migration(
+        self, plan: MigrationPlan, holds: Sequence[CordonRecord], window: int
+    ) -> list[str]:
+        """Write PLAN; returns the units written. HOLDS: the hand-over holds of the plan's
+        machines, the cordons of a maintenance window of WINDOW seconds (one lease)."""
         self.ensure_layout()
         leader = self.txn.version(self.key("engine", "leader"), 0)
-        if plan.holds or plan.metadata:
-            self._write_machines(plan, hold, by, leader)
+        if holds or plan.metadata:
+            self._write_machines(plan, holds, window, leader)
         written: list[str] = []
         for chunk in sized_chunks(plan.units, UNITS_PER_TXN, lambda u: 2 * len(u.text) + 512):
             compares: list[Any] = [leader]
@@ -84,16 +86,12 @@ class FleetMigrationKeys(RegistryBase):
             written.extend(unit.name for unit in chunk)
         return written
 
-    def _write_machines(self, plan: MigrationPlan, hold: int, by: str, leader: Any) -> None:
-        lease = self._etcd.lease_grant(hold).id if plan.holds else 0
-        now = time.time()
+    def _write_machines(
+        self, plan: MigrationPlan, holds: Sequence[CordonRecord], window: int, leader: Any
+    ) -> None:
+        lease = self._etcd.lease_grant(window).id if holds else 0
         items: list[tuple[str, str, int]] = [
-            (
-                self.key("cordon", machine),
-                CordonRecord(machine, maintenance_until=now + hold, by=by, at=now).to_json(),
-                lease,
-            )
-            for machine in plan.holds
+            (self.key("cordon", record.machine), record.to_json(), lease) for record in holds
         ]
         items += [
             (self.key("metadata", machine), overlay_to_json(metadata), 0)

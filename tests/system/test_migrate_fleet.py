@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from fleetpy.cluster.etcd import EtcdServer
-from fleetpy.registry import RegistryConfig
+from fleetpy.fleet_keyspace import read_fleet
+from fleetpy.registry import Registry, RegistryConfig
 
 from support.api_fixtures import Api
-from support.fleet_keys import FleetKeys, machine_keys
+from support.fleet_keys import FleetKeys, machine_keys, unit_keys
 from support.fleetctl import fleetctl_binary, fleetctl_on
 from support.sim_cluster import Cluster
 from support.waiting import until
@@ -28,6 +30,9 @@ UNITS = {
     "g.service": "[Service]\nExecStart=/bin/sleep 1002\n\n[X-Fleet]\nGlobal=true\n",
     "idle.service": "[Service]\nExecStart=/bin/sleep 1003\n",
     "spare.service": "[Service]\nExecStart=/bin/sleep 1004\n",
+    # Continued lines, a comment, an empty assignment: fleet kept them, and so does fleetpy.
+    "cont.service": "[Unit]\nDescription=a  b\n# c\n\n[Service]\nExecStart=/bin/sh -c \\\n"
+    '   "sleep 1; \\\n   sleep 2"\nEnvironment=A=1\nEnvironment=\nEnvironment="B=2 3"\n',
     # fleet only warned about the misspelt option; fleetpy refuses the unit.
     "bad.service": "[Service]\nExecStart=/bin/sleep 1005\n\n[X-Fleet]\nMachineMetdata=rack=r1\n",
 }
@@ -95,6 +100,7 @@ def fleet_cluster(
 def test_fleetctl_lists_the_same_units_and_machines_from_fleetpy_after_the_migration(
     fleet_cluster: tuple[FleetKeys, Callable[..., str]],
     registry_config: RegistryConfig,
+    registry: Registry,
     api: Api,
     tmp_path: Path,
 ) -> None:
@@ -109,7 +115,15 @@ def test_fleetctl_lists_the_same_units_and_machines_from_fleetpy_after_the_migra
     command += ["--from-fleet", keys.endpoint, "--fleet-prefix", keys.prefix + "/"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "7 to add, 0 unchanged, 1 refused" in result.stdout
+    assert "8 to add, 0 unchanged, 1 refused" in result.stdout
+    # Each unit's text in fleetpy is fleet's, byte for byte (go-systemd's serialization is
+    # fleetpy's canonical form), so the agents write the unit files fleetd wrote.
+    fleet = read_fleet(keys.endpoint, keys.prefix)
+    migrated = registry.list_units()
+    texts = registry.get_contents([record.hash for record in migrated.values()])
+    assert {name: texts[record.hash] for name, record in migrated.items()} == {
+        name: unit.text for name, unit in fleet.units.items() if name != "bad.service"
+    }
     assert "! bad.service  refused, stays under fleet: unknown [X-Fleet] option" in result.stdout
 
     cluster = Cluster(registry_config)  # the hosts' fleetpy agents, then an engine
@@ -135,3 +149,54 @@ def test_fleetctl_lists_the_same_units_and_machines_from_fleetpy_after_the_migra
         until(units_on_their_machines, what="every unit listed on fleet's machine")
     finally:
         cluster.close()
+
+
+def test_an_etcd_without_the_v2_api_is_one_line_and_nothing_is_written(
+    registry_config: RegistryConfig, registry: Registry
+) -> None:
+    with EtcdServer() as v3_only:  # etcd 3.4's default: no v2 API
+        command = ["fleetpy", "--endpoint", registry_config.endpoints[0]]
+        command += ["--etcd-prefix", registry_config.prefix, "migrate"]
+        result = subprocess.run(
+            [*command, "--from-fleet", v3_only.endpoint], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith("fleetpy: error: etcd 3.4.") and result.stderr.endswith(
+        f" at {v3_only.endpoint} does not serve the v2 API fleet used (etcd 3.4: start it "
+        "with --enable-v2=true)\n"
+    )
+    assert result.stderr.count("\n") == 1
+    assert registry.read_view(with_states=False).units == {}
+
+
+def test_a_migration_killed_half_way_is_finished_by_running_it_again(
+    etcd: EtcdServer, prefix: str, registry_config: RegistryConfig, registry: Registry
+) -> None:
+    keys = FleetKeys(etcd.endpoint, f"/fleet{prefix}")
+    count = 1500
+    text = "[Service]\nExecStart=/bin/sleep %i\n"
+    writes = machine_keys(M1) | unit_keys("u@.service", text)
+    for index in range(count):
+        writes |= unit_keys(f"u@{index}.service", text, "launched", M1)
+    with ThreadPoolExecutor(8) as pool:
+        items = list(writes.items())
+        list(pool.map(lambda part: keys.put(dict(part)), [items[i::8] for i in range(8)]))
+    command = ["fleetpy", "--endpoint", registry_config.endpoints[0]]
+    command += ["--etcd-prefix", registry_config.prefix, "migrate"]
+    command += ["--from-fleet", keys.endpoint, "--fleet-prefix", keys.prefix]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until(lambda: registry.count("unit") > 0, timeout=60, interval=0.005, what="a first write")
+    finally:
+        first.kill()
+        first.wait()
+    view = registry.read_view(with_states=False)
+    assert 0 < len(view.units) < count + 1, "killed before it finished"
+    # Whole units only: each one written has its placement, and nothing else is placed.
+    placed = {unit for unit, (machine, _) in view.schedule.items() if machine == M1}
+    assert placed == set(view.units) - {"u@.service"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{count + 1 - len(view.units)} to add, {len(view.units)} unchanged" in result.stdout
+    view = registry.read_view(with_states=False)
+    assert len(view.units) == count + 1 and len(view.schedule) == count
