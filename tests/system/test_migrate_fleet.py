@@ -74,7 +74,7 @@ def rows(listing: str) -> list[tuple[str, ...]]:
 
 
 @pytest.fixture
-def fleet_cluster(
+def fleetctl_keyspace(
     etcd: EtcdServer, prefix: str, tmp_path: Path
 ) -> tuple[FleetKeys, Callable[..., str]]:
     """A fleet cluster's keyspace: units by fleetctl, machines and placements as fleetd and
@@ -98,13 +98,13 @@ def fleet_cluster(
 
 
 def test_fleetctl_lists_the_same_units_and_machines_from_fleetpy_after_the_migration(
-    fleet_cluster: tuple[FleetKeys, Callable[..., str]],
+    fleetctl_keyspace: tuple[FleetKeys, Callable[..., str]],
     registry_config: RegistryConfig,
     registry: Registry,
     api: Api,
     tmp_path: Path,
 ) -> None:
-    keys, fleet_side = fleet_cluster
+    keys, fleet_side = fleetctl_keyspace
     unit_fields = ("list-unit-files", "--full", "--no-legend", "--fields=unit,dstate,target")
     machine_fields = ("list-machines", "--full", "--no-legend", "--fields=machine,ip,metadata")
     fleet_units, fleet_machines = fleet_side(*unit_fields), fleet_side(*machine_fields)
