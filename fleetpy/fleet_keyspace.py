@@ -103,7 +103,7 @@ def _value(node: Mapping[str, Any], key: str) -> str:
 def _json_object(node: Mapping[str, Any], key: str) -> dict[str, Any]:
     try:
         data = json.loads(_value(node, key))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FleetKeyspaceError(f"{key}: not JSON; fleet never wrote it") from None
     if not isinstance(data, dict):
         raise FleetKeyspaceError(f"{key}: not a JSON object; fleet never wrote it")
@@ -257,7 +257,7 @@ def read_fleet(
     status, body = _get(f"{base}/version", timeout, base)
     try:
         version = json.loads(body) if status == 200 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         version = None
     if not isinstance(version, dict) or "etcdserver" not in version:
         raise FleetKeyspaceError(f"{base} does not answer as etcd does (GET /version)")
@@ -269,6 +269,10 @@ def read_fleet(
         )
     try:
         answer = json.loads(body)
+    except RecursionError:
+        raise FleetKeyspaceError(
+            f"keys under {prefix}/ at {base} nest deeper than fleet's ever did: not fleet's"
+        ) from None
     except ValueError:
         answer = None
     if status == 404 and isinstance(answer, dict) and answer.get("errorCode") == 100:

@@ -202,6 +202,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(
         ("job/web.service/object", "{not json", "job/web.service/object: not JSON"),
         ("job/web.service/target-state", "started", "'started' is not one of fleet's states"),
         (f"machines/{M1}/object", '{"ID": "someone-else"}', "ID is not"),
+        ("job/" + "/".join(["d"] * 700), "x", "nest deeper than fleet's ever did"),
     ],
 )
 def test_records_fleet_never_wrote_are_named_and_nothing_is_written(
