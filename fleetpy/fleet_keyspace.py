@@ -283,7 +283,9 @@ def read_fleet(
                 f"etcd {version['etcdserver']} at {base} does not serve the v2 API fleet "
                 "used (etcd 3.4: start it with --enable-v2=true)"
             )
-        raise FleetKeyspaceError(f"etcd at {base} answered {status} to a v2 read of {prefix}")
+        said = answer.get("message") if isinstance(answer, dict) else None
+        why = f": {str(said)[:200]}" if said else ""
+        raise FleetKeyspaceError(f"etcd at {base} answered {status} to a v2 read of {prefix}{why}")
     node = answer["node"]
     if not isinstance(node, dict) or not node.get("dir"):
         raise FleetKeyspaceError(

@@ -5,7 +5,10 @@ and machines as it listed from fleet's etcd (issue 27, items 1 and 3)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +39,8 @@ UNITS = {
     # fleet only warned about the misspelt option; fleetpy refuses the unit.
     "bad.service": "[Service]\nExecStart=/bin/sleep 1005\n\n[X-Fleet]\nMachineMetdata=rack=r1\n",
 }
+# etcd's v2 guest role, all of whose rights are revoked (etcd v2 auth).
+GUEST_KEYS = {"kv": {"read": ["/*"], "write": ["/*"]}}
 # Where fleet's engine placed them.
 TARGETS = {
     "web.service": M1,
@@ -200,3 +205,30 @@ def test_a_migration_killed_half_way_is_finished_by_running_it_again(
     assert f"{count + 1 - len(view.units)} to add, {len(view.units)} unchanged" in result.stdout
     view = registry.read_view(with_states=False)
     assert len(view.units) == count + 1 and len(view.schedule) == count
+
+
+def test_an_etcd_asking_for_v2_credentials_is_one_line_and_nothing_is_written(
+    registry_config: RegistryConfig, registry: Registry
+) -> None:
+    with EtcdServer(extra_args=("--enable-v2=true",)) as guarded:
+        base = guarded.endpoint
+        v2_auth = [
+            ("PUT", "/v2/auth/users/root", {"user": "root", "password": "pw"}),
+            ("PUT", "/v2/auth/enable", None),
+            ("PUT", "/v2/auth/roles/guest", {"role": "guest", "revoke": GUEST_KEYS}),
+        ]
+        for method, path, body in v2_auth:
+            request = urllib.request.Request(
+                base + path, json.dumps(body).encode() if body else None, method=method
+            )
+            request.add_header("Authorization", "Basic " + base64.b64encode(b"root:pw").decode())
+            urllib.request.urlopen(request, timeout=10).close()
+        command = ["fleetpy", "--endpoint", registry_config.endpoints[0]]
+        command += ["--etcd-prefix", registry_config.prefix, "migrate", "--from-fleet", base]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"fleetpy: error: etcd at {base} answered 401 to a v2 read of /_coreos.com/fleet: "
+        "The request requires user authentication\n"
+    )
+    assert registry.read_view(with_states=False).units == {}
