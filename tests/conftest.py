@@ -29,6 +29,7 @@ pytest_plugins = [
     "support.dashboard",
     "support.fleet",  # before hosts_fixtures, which imports it: both assertion-rewritten
     "support.hosts_fixtures",
+    "support.fleet_hosts",  # a real fleet v1.0 cluster on hosts (fleet_cluster)
     "support.hostile_harness",
     "support.cli_helpers",
     "support.signing_cli",

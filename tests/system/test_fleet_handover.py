@@ -1,0 +1,163 @@
+"""The hand-over of a host from fleetd to fleetpy's agent (fleetpy/fleet_handover.py,
+`fleetpy migrate-host`) on a real fleet v1.0 cluster (tests/support/fleet_hosts.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetpy.cluster.etcd import EtcdServer
+from fleetpy.cluster.nspawn import Host
+from fleetpy.fleet_handover import HandoverError, freeze_fleet_engine, stop_fleetd
+
+from support.fleet_hosts import (
+    FLEET_PREFIX,
+    FLEET_UNIT,
+    FleetCluster,
+    FleetClusterFactory,
+    fleet_v2,
+)
+from support.waiting import until
+
+pytestmark = pytest.mark.hosts
+
+SLEEPER = "[Unit]\nDescription=%n\n\n[Service]\nExecStart=/bin/sleep 100000\n"
+
+
+def migrate_host(
+    cluster: FleetCluster, machine: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    host = cluster.host(machine)
+    return host.run(
+        [
+            "fleetpy",
+            "migrate-host",
+            "--from-fleet",
+            cluster.etcd.endpoint,
+            "--timeout",
+            "60",
+            *args,
+        ],
+        check=False,
+        timeout=120,
+    )
+
+
+def engine_version(cluster: FleetCluster) -> str | None:
+    node = fleet_v2(cluster.etcd.endpoint, FLEET_PREFIX + "engine/version", recursive=False)
+    return None if node is None else str(node["value"])
+
+
+def test_units_fleetpy_does_not_have_stay_running_under_fleet(
+    fleet_cluster: FleetClusterFactory,
+) -> None:
+    """fleetpy's keyspace is empty (nothing migrated): the hand-over takes nothing, kills
+    fleetd past its purge, and every unit fleet ran keeps running, same MainPID."""
+    cluster = fleet_cluster(metadata=[{"role": "web"}])
+    (host,) = cluster.hosts
+    names = ["a.service", "b@1.service"]
+    for name in ("a.service", "b@.service"):
+        cluster.write(name, SLEEPER)
+    cluster.fleetctl("start", "--no-block", *(str(cluster.workdir / n) for n in names))
+    cluster.fleetctl("load", "--no-block", cluster.write("c.service", SLEEPER))
+    cluster.wait_active(names)
+    until(lambda: host.show("c.service", "LoadState") == "loaded", what="c loaded by fleetd")
+    pids = {name: host.main_pid(name) for name in names}
+    cluster.enable_agent(host)
+
+    result = migrate_host(cluster, host.machine_id)
+    assert result.returncode == 0, result.stderr
+    assert f"Machine {host.machine_id}: fleetd killed, 0 units taken over" in result.stdout
+    for name in [*names, "c.service"]:
+        assert f"= {name}  left running under fleet's last state" in result.stdout
+    assert not host.is_active(FLEET_UNIT) and not host.is_active("fleet.socket")
+    assert host.systemctl("is-enabled", FLEET_UNIT, check=False).stdout.strip() == "disabled"
+    assert host.is_active("fleetpy-agent.service")
+    assert engine_version(cluster) == "2"
+    time.sleep(3)  # fleetd's purge, had it run, stops units at once
+    assert {name: host.main_pid(name) for name in names} == pids
+    assert host.show("c.service", "LoadState") == "loaded"
+
+    again = migrate_host(cluster, host.machine_id)
+    assert again.returncode == 0, again.stderr
+    assert "fleetd not running, 0 units taken over" in again.stdout
+    assert {name: host.main_pid(name) for name in names} == pids
+
+
+def test_a_frozen_fleet_engine_moves_nothing_off_a_host_whose_fleetd_died(
+    fleet_cluster: FleetClusterFactory,
+) -> None:
+    """Why the hand-over freezes fleet's engine before it kills a fleetd. Control: without
+    the freeze, fleet starts the unit of a host whose fleetd died on another host, and it
+    runs twice. With it, nothing moves: the unit runs where it ran, once."""
+    cluster = fleet_cluster(metadata=[{}, {}, {}], agent_ttl="3s")
+    u1 = cluster.write("u1.service", SLEEPER)
+    u2 = cluster.write("u2.service", SLEEPER + "\n[X-Fleet]\nConflicts=u1.service\n")
+    cluster.fleetctl("start", "--no-block", u1, u2)
+    cluster.wait_active(["u1.service", "u2.service"])
+    first, second = cluster.where("u1.service"), cluster.where("u2.service")
+    third = next(h for h in cluster.hosts if h not in (first, second))
+    pids = {"u1.service": first.main_pid("u1.service"), "u2.service": second.main_pid("u2.service")}
+
+    kill_fleetd(first)  # no freeze: u1 is started again on the third host (u2 conflicts)
+    until(lambda: third.is_active("u1.service"), timeout=60, what="fleet moving u1")
+    assert first.main_pid("u1.service") == pids["u1.service"]  # ... and it runs twice
+
+    assert freeze_fleet_engine(cluster.etcd.endpoint, FLEET_PREFIX) == 1
+    kill_fleetd(second)
+    time.sleep(12)  # 4 TTLs: fleet moved u1 within 2 of them
+    assert not third.is_active("u2.service") and not first.is_active("u2.service")
+    assert second.main_pid("u2.service") == pids["u2.service"]
+    assert cluster.where("u2.service") is second
+
+
+def kill_fleetd(host: Host) -> None:
+    """fleetd stopped on HOST as the hand-over does it (past its purge), nothing else."""
+    root = Path(f"/proc/{host.init_pid}/root")
+    assert stop_fleetd(lambda argv: host.run(argv, check=False), root) == "killed"
+
+
+@pytest.fixture
+def v2_etcd() -> Iterator[EtcdServer]:
+    with EtcdServer(extra_args=("--enable-v2=true",)) as server:
+        yield server
+
+
+def v2_put(etcd: EtcdServer, key: str, value: str) -> None:
+    data = urllib.parse.urlencode({"value": value}).encode()
+    request = urllib.request.Request(f"{etcd.endpoint}/v2/keys{key}", data=data, method="PUT")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+@pytest.mark.parametrize(("before", "after"), [(None, "2"), ("0", "2"), ("1", "2"), ("3", "3")])
+def test_freeze_sets_fleets_engine_version_above_v1(
+    v2_etcd: EtcdServer, before: str | None, after: str
+) -> None:
+    v2_put(v2_etcd, FLEET_PREFIX + "machines/m1/object", "{}")
+    if before is not None:
+        v2_put(v2_etcd, FLEET_PREFIX + "engine/version", before)
+    assert freeze_fleet_engine(v2_etcd.endpoint, FLEET_PREFIX) == int(before or 0)
+    node = fleet_v2(v2_etcd.endpoint, FLEET_PREFIX + "engine/version", recursive=False)
+    assert node is not None and node["value"] == after
+
+
+def test_freeze_bad_input_is_one_line_and_writes_nothing(
+    v2_etcd: EtcdServer, etcd: EtcdServer
+) -> None:
+    with pytest.raises(HandoverError, match=r"^cannot reach fleet's etcd at http://127.0.0.1:1"):
+        freeze_fleet_engine("http://127.0.0.1:1", FLEET_PREFIX)
+    with pytest.raises(HandoverError, match=r"has no etcd v2 API .*--enable-v2=true"):
+        freeze_fleet_engine(etcd.endpoint, FLEET_PREFIX)  # the session's etcd: v3 only
+    with pytest.raises(HandoverError, match=r"^no fleet data under /_coreos.com/fleet/ in "):
+        freeze_fleet_engine(v2_etcd.endpoint, FLEET_PREFIX)
+    v2_put(v2_etcd, FLEET_PREFIX + "job/a.service/target-state", "launched")
+    with pytest.raises(HandoverError, match=r"^no fleet data under /other/ in "):
+        freeze_fleet_engine(v2_etcd.endpoint, "/other")
+    assert fleet_v2(v2_etcd.endpoint, "/other") is None
+    assert fleet_v2(v2_etcd.endpoint, FLEET_PREFIX + "engine") is None
