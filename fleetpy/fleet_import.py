@@ -42,6 +42,14 @@ class FleetpySide:
     registered: Set[str] = frozenset()  # machines whose fleetpy agent reports now
     overlays: Mapping[str, Overlay] = field(default_factory=dict)
     cordoned: Set[str] = frozenset()
+    engine_leads: bool = False  # placements are written only while no engine leads
+
+
+# Why a migration writes nothing while an engine leads (the schedule is the engine's).
+ENGINE_LEADS = (
+    "an engine leads this prefix: a migration writes placements only while none does (the "
+    "engine places units itself); stop the engines, migrate, then start them"
+)
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,8 @@ def parse_keyspace(root: Mapping[str, Any], prefix: str) -> FleetSnapshot:
     return FleetSnapshot(units, machines, missing)
 
 
-def _endpoint(url: str) -> str:
+def etcd_base_url(url: str) -> str:
+    """etcd's client URL as given to --from-fleet, checked: scheme://host:port."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise FleetKeyspaceError(
@@ -252,7 +253,7 @@ def read_fleet(
     url: str, prefix: str = DEFAULT_FLEET_PREFIX, timeout: float = 10.0
 ) -> FleetSnapshot:
     """fleet's keyspace under PREFIX at the etcd of URL, through its v2 API."""
-    base = _endpoint(url)
+    base = etcd_base_url(url)
     prefix = normalize_fleet_prefix(prefix)
     status, body = _get(f"{base}/version", timeout, base)
     try:

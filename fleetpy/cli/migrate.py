@@ -107,6 +107,8 @@ def migrate_command(
             f"{len(plan.holds)} hand-over holds"
         )
         _print_plan(plan, hold)
+        if done.froze:
+            out("Froze fleet's engines (its engine version set above v1.0's): none moves a unit")
         if not dry_run and plan.has_changes:
             out(f"Migrated {len(done.written)} units from fleet")
     if not dry_run and plan.refused:

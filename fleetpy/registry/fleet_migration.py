@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import PartialWriteError, RegistryError
-from ..fleet_import import FleetpySide, ImportedUnit, MigrationPlan
+from ..fleet_import import ENGINE_LEADS, FleetpySide, ImportedUnit, MigrationPlan
 from ..model.codecs import Newer, overlay_to_json
 from ..model.cordons import CordonRecord
 from ..model.records import ScheduleEntry, UnitRecord
@@ -40,9 +40,10 @@ class FleetMigrationKeys(RegistryBase):
         starts = [self._prefix(kind) for kind in kinds]
         gets = [self.txn.get(start, prefix_range_end(start)) for start in starts]
         layout = [] if self._layout_checked else self._layout_gets()
-        _, responses, _ = self._txn([], gets + layout)
+        leader = [self.txn.get(self.key("engine", "leader"))]
+        _, responses, _ = self._txn([], gets + leader + layout)
         if layout:
-            self._check_layout(responses[len(gets) :])
+            self._check_layout(responses[len(gets) + 1 :])
         found: list[dict[str, Any]] = []
         for kind, start, kvs in zip(kinds, starts, responses):
             records: dict[str, Any] = {}
@@ -58,6 +59,7 @@ class FleetMigrationKeys(RegistryBase):
             registered=frozenset(machines),
             overlays={m: o for m, o in overlays.items() if isinstance(o, dict)},
             cordoned=frozenset(cordons),
+            engine_leads=bool(responses[len(gets)]),
         )
 
     def write_migration(
@@ -127,11 +129,7 @@ class FleetMigrationKeys(RegistryBase):
         if self._txn(compares, ops)[0]:
             return
         if self._get(self.key("engine", "leader")) is not None:
-            raise RegistryError(
-                "an engine leads this prefix: a migration writes placements only while none "
-                "does (the engine places units itself); stop the engines, migrate, then "
-                "start them"
-            )
+            raise RegistryError(ENGINE_LEADS)
         raise RegistryError(
             "another client wrote the same units or machines meanwhile; run migrate again "
             "(it writes only what is still missing)"

@@ -80,9 +80,13 @@ def test_fleets_units_go_where_fleet_ran_them_and_a_second_run_changes_nothing(
     assert {u["unit"]: u["machine"] for u in planned["units"]}["db@1.service"] == M2
     assert planned["refused"][0]["unit"] == "bad.service"
 
+    assert fleet_keys.get("engine/version") is None  # a dry run froze nothing
+
     code, out, err = migrate(run, fleet_keys)
     assert code == 0, err
     assert "Migrated 6 units from fleet" in out
+    # fleet's engines stand aside from then on: none moves what fleetpy now places.
+    assert fleet_keys.get("engine/version") == "2"
     assert "1 of fleet's units not migrated" in err
     view = registry.read_view(with_states=False)
     assert {n: (r.desired, r.is_global) for n, r in view.units.items()} == {
@@ -118,6 +122,7 @@ def test_no_placement_is_written_while_an_engine_leads(
     assert code == 1
     assert err.startswith("fleetpy: error: an engine leads this prefix") and err.count("\n") == 1
     nothing_written(registry)
+    assert fleet_keys.get("engine/version") is None  # fleet's engine left as it was
 
 
 def test_an_interrupted_migration_is_finished_by_running_it_again(
@@ -194,6 +199,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(
     assert result.stderr.startswith("fleetpy: error: ") and result.stderr.count("\n") == 1
     assert message in result.stderr, result.stderr
     nothing_written(registry)
+    assert fleet_keys.get("engine/version") is None
 
 
 @pytest.mark.parametrize(
@@ -214,6 +220,7 @@ def test_records_fleet_never_wrote_are_named_and_nothing_is_written(
     assert code == 1 and err.startswith("fleetpy: error: ") and err.count("\n") == 1
     assert message in err and fleet_keys.prefix in err
     nothing_written(registry)
+    assert fleet_keys.get("engine/version") is None
 
 
 def test_a_hold_out_of_range_is_refused(
