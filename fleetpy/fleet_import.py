@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from .errors import FleetpyError
 from .fleet_keyspace import FleetSnapshot, FleetUnit
 from .metadata import MAX_ITEMS, Overlay, key_problem, value_problem
+from .model.codecs import MACHINE_ID
 from .states import PLACED_STATES, DesiredState
 from .unitfile.unit import checked_as, fleet_options, parse_name, parse_unit
 
@@ -41,6 +42,14 @@ class FleetpySide:
     registered: Set[str] = frozenset()  # machines whose fleetpy agent reports now
     overlays: Mapping[str, Overlay] = field(default_factory=dict)
     cordoned: Set[str] = frozenset()
+    engine_leads: bool = False  # placements are written only while no engine leads
+
+
+# Why a migration writes nothing while an engine leads (the schedule is the engine's).
+ENGINE_LEADS = (
+    "an engine leads this prefix: a migration writes placements only while none does (the "
+    "engine places units itself); stop the engines, migrate, then start them"
+)
 
 
 @dataclass(frozen=True)
@@ -93,8 +102,8 @@ def converted(unit: FleetUnit) -> ImportedUnit | str:
     return ImportedUnit(unit.name, contents.serialize(), contents.hash, desired, options.is_global)
 
 
-def _placed(unit: ImportedUnit, fleet_unit: FleetUnit, machines: Set[str]) -> ImportedUnit:
-    """Where fleet's engine had placed it, if it stands."""
+def _placed(unit: ImportedUnit, fleet_unit: FleetUnit, machines: Set[str]) -> ImportedUnit | str:
+    """Where fleet's engine had placed it, if it stands (or why fleetpy cannot have it there)."""
     if unit.is_global or parse_name(unit.name).is_template:
         return unit
     if unit.desired not in PLACED_STATES:
@@ -102,6 +111,8 @@ def _placed(unit: ImportedUnit, fleet_unit: FleetUnit, machines: Set[str]) -> Im
     target = fleet_unit.target
     if target is None:
         return _with_note(unit, "fleet had not placed it; fleetpy's engine places it")
+    if not MACHINE_ID.fullmatch(target):
+        return f"fleet placed it on {target!r}, a machine id fleetpy does not take"
     if target not in machines:
         return _with_note(
             unit,
@@ -141,6 +152,9 @@ def plan(fleet: FleetSnapshot, fleetpy: FleetpySide) -> MigrationPlan:
             refused.append(Left(name, found))
             continue
         unit = _placed(found, fleet_unit, fleet.machines.keys())
+        if isinstance(unit, str):
+            refused.append(Left(name, unit))
+            continue
         if name in fleetpy.newer_units:
             kept.append(Left(name, "fleetpy has it, written by a newer fleetpy; left as it is"))
         elif name in fleetpy.units:
@@ -163,7 +177,9 @@ def plan(fleet: FleetSnapshot, fleetpy: FleetpySide) -> MigrationPlan:
     for machine_id, machine in sorted(fleet.machines.items()):
         if not machine.metadata:
             continue
-        problem = _metadata_problem(machine.metadata)
+        problem = (
+            None if MACHINE_ID.fullmatch(machine_id) else "a machine id fleetpy does not take"
+        ) or _metadata_problem(machine.metadata)
         overlay = fleetpy.overlays.get(machine_id)
         if problem:
             kept.append(Left(f"machine {machine_id}", f"metadata not migrated: {problem}"))

@@ -103,7 +103,7 @@ def _value(node: Mapping[str, Any], key: str) -> str:
 def _json_object(node: Mapping[str, Any], key: str) -> dict[str, Any]:
     try:
         data = json.loads(_value(node, key))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FleetKeyspaceError(f"{key}: not JSON; fleet never wrote it") from None
     if not isinstance(data, dict):
         raise FleetKeyspaceError(f"{key}: not a JSON object; fleet never wrote it")
@@ -213,7 +213,8 @@ def parse_keyspace(root: Mapping[str, Any], prefix: str) -> FleetSnapshot:
     return FleetSnapshot(units, machines, missing)
 
 
-def _endpoint(url: str) -> str:
+def etcd_base_url(url: str) -> str:
+    """etcd's client URL as given to --from-fleet, checked: scheme://host:port."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise FleetKeyspaceError(
@@ -252,12 +253,12 @@ def read_fleet(
     url: str, prefix: str = DEFAULT_FLEET_PREFIX, timeout: float = 10.0
 ) -> FleetSnapshot:
     """fleet's keyspace under PREFIX at the etcd of URL, through its v2 API."""
-    base = _endpoint(url)
+    base = etcd_base_url(url)
     prefix = normalize_fleet_prefix(prefix)
     status, body = _get(f"{base}/version", timeout, base)
     try:
         version = json.loads(body) if status == 200 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         version = None
     if not isinstance(version, dict) or "etcdserver" not in version:
         raise FleetKeyspaceError(f"{base} does not answer as etcd does (GET /version)")
@@ -269,6 +270,10 @@ def read_fleet(
         )
     try:
         answer = json.loads(body)
+    except RecursionError:
+        raise FleetKeyspaceError(
+            f"keys under {prefix}/ at {base} nest deeper than fleet's ever did: not fleet's"
+        ) from None
     except ValueError:
         answer = None
     if status == 404 and isinstance(answer, dict) and answer.get("errorCode") == 100:
@@ -279,7 +284,9 @@ def read_fleet(
                 f"etcd {version['etcdserver']} at {base} does not serve the v2 API fleet "
                 "used (etcd 3.4: start it with --enable-v2=true)"
             )
-        raise FleetKeyspaceError(f"etcd at {base} answered {status} to a v2 read of {prefix}")
+        said = answer.get("message") if isinstance(answer, dict) else None
+        why = f": {str(said)[:200]}" if said else ""
+        raise FleetKeyspaceError(f"etcd at {base} answered {status} to a v2 read of {prefix}{why}")
     node = answer["node"]
     if not isinstance(node, dict) or not node.get("dir"):
         raise FleetKeyspaceError(

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 verbs = typer.Typer()
 
 
-def _plan_json(url: str, prefix: str, plan: "MigrationPlan", written: list[str]) -> dict[str, Any]:
+def _plan_json(
+    url: str, prefix: str, plan: "MigrationPlan", written: list[str], froze: bool
+) -> dict[str, Any]:
     return {
         "from": url,
         "fleet_prefix": prefix,
@@ -37,6 +39,7 @@ def _plan_json(url: str, prefix: str, plan: "MigrationPlan", written: list[str])
         "kept": [{"name": left.name, "reason": left.why} for left in plan.kept],
         "unchanged": list(plan.unchanged),
         "written": written,
+        "froze_fleet_engine": froze,
     }
 
 
@@ -98,7 +101,7 @@ def migrate_command(
     done = migrate(open_registry(ctx), from_fleet, fleet_prefix, dry_run=dry_run, hold=seconds)
     plan = done.plan
     if output is Output.json:
-        print_json([_plan_json(from_fleet, fleet_prefix, plan, list(done.written))])
+        print_json([_plan_json(from_fleet, fleet_prefix, plan, list(done.written), done.froze)])
     else:
         out(
             f"fleet at {from_fleet} ({len(done.fleet.units)} units, {len(done.fleet.machines)} "
@@ -107,6 +110,8 @@ def migrate_command(
             f"{len(plan.holds)} hand-over holds"
         )
         _print_plan(plan, hold)
+        if done.froze:
+            out("Froze fleet's engines (its engine version set above v1.0's): none moves a unit")
         if not dry_run and plan.has_changes:
             out(f"Migrated {len(done.written)} units from fleet")
     if not dry_run and plan.refused:

@@ -107,11 +107,15 @@ def start_drain(
 def start_maintenance(registry: OperatorRegistry, what: str, window: int) -> CordonRecord:
     """Cordon a live machine for a maintenance window: while the window lasts, its units
     stay on it even when it stops reporting (a reboot), and nothing new goes there."""
-    machine = resolve_machine(registry, what, alive=True)
-    now = time.time()
-    record = CordonRecord(machine, maintenance_until=now + window, by=who(), at=now)
+    record = maintenance(resolve_machine(registry, what, alive=True), window)
     registry.put_cordon(record, window=window)
     return record
+
+
+def maintenance(machine: str, window: int) -> CordonRecord:
+    """The cordon record of MACHINE's maintenance window of WINDOW seconds, from now."""
+    now = time.time()
+    return CordonRecord(machine, maintenance_until=now + window, by=who(), at=now)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ finishes an interrupted migration.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import PartialWriteError, RegistryError
-from ..fleet_import import FleetpySide, ImportedUnit, MigrationPlan
+from ..fleet_import import ENGINE_LEADS, FleetpySide, ImportedUnit, MigrationPlan
 from ..model.codecs import Newer, overlay_to_json
 from ..model.cordons import CordonRecord
 from ..model.records import ScheduleEntry, UnitRecord
@@ -41,9 +40,10 @@ class FleetMigrationKeys(RegistryBase):
         starts = [self._prefix(kind) for kind in kinds]
         gets = [self.txn.get(start, prefix_range_end(start)) for start in starts]
         layout = [] if self._layout_checked else self._layout_gets()
-        _, responses, _ = self._txn([], gets + layout)
+        leader = [self.txn.get(self.key("engine", "leader"))]
+        _, responses, _ = self._txn([], gets + leader + layout)
         if layout:
-            self._check_layout(responses[len(gets) :])
+            self._check_layout(responses[len(gets) + 1 :])
         found: list[dict[str, Any]] = []
         for kind, start, kvs in zip(kinds, starts, responses):
             records: dict[str, Any] = {}
@@ -59,14 +59,18 @@ class FleetMigrationKeys(RegistryBase):
             registered=frozenset(machines),
             overlays={m: o for m, o in overlays.items() if isinstance(o, dict)},
             cordoned=frozenset(cordons),
+            engine_leads=bool(responses[len(gets)]),
         )
 
-    def write_migration(self, plan: MigrationPlan, hold: int, by: str) -> list[str]:
-        """Write PLAN; returns the units written. HOLD: seconds the hand-over holds last."""
+    def write_migration(
+        self, plan: MigrationPlan, holds: Sequence[CordonRecord], window: int
+    ) -> list[str]:
+        """Write PLAN; returns the units written. HOLDS: the hand-over holds of the plan's
+        machines, the cordons of a maintenance window of WINDOW seconds (one lease)."""
         self.ensure_layout()
         leader = self.txn.version(self.key("engine", "leader"), 0)
-        if plan.holds or plan.metadata:
-            self._write_machines(plan, hold, by, leader)
+        if holds or plan.metadata:
+            self._write_machines(plan, holds, window, leader)
         written: list[str] = []
         for chunk in sized_chunks(plan.units, UNITS_PER_TXN, lambda u: 2 * len(u.text) + 512):
             compares: list[Any] = [leader]
@@ -84,16 +88,12 @@ class FleetMigrationKeys(RegistryBase):
             written.extend(unit.name for unit in chunk)
         return written
 
-    def _write_machines(self, plan: MigrationPlan, hold: int, by: str, leader: Any) -> None:
-        lease = self._etcd.lease_grant(hold).id if plan.holds else 0
-        now = time.time()
+    def _write_machines(
+        self, plan: MigrationPlan, holds: Sequence[CordonRecord], window: int, leader: Any
+    ) -> None:
+        lease = self._etcd.lease_grant(window).id if holds else 0
         items: list[tuple[str, str, int]] = [
-            (
-                self.key("cordon", machine),
-                CordonRecord(machine, maintenance_until=now + hold, by=by, at=now).to_json(),
-                lease,
-            )
-            for machine in plan.holds
+            (self.key("cordon", record.machine), record.to_json(), lease) for record in holds
         ]
         items += [
             (self.key("metadata", machine), overlay_to_json(metadata), 0)
@@ -129,11 +129,7 @@ class FleetMigrationKeys(RegistryBase):
         if self._txn(compares, ops)[0]:
             return
         if self._get(self.key("engine", "leader")) is not None:
-            raise RegistryError(
-                "an engine leads this prefix: a migration writes placements only while none "
-                "does (the engine places units itself); stop the engines, migrate, then "
-                "start them"
-            )
+            raise RegistryError(ENGINE_LEADS)
         raise RegistryError(
             "another client wrote the same units or machines meanwhile; run migrate again "
             "(it writes only what is still missing)"

@@ -97,6 +97,19 @@ def test_units_fleetpy_refuses_are_named_with_the_reason_and_not_written(
     assert left.name == unit.name and reason in left.why
 
 
+def test_a_machine_id_fleetpy_does_not_take_is_refused_where_it_would_be_written() -> None:
+    odd = "a machine"
+    fleet = snapshot(fleet_unit("a.service", target=odd), machines={odd: {"rack": "r1"}})
+    result = plan(fleet, FleetpySide())
+    assert result.units == () and result.holds == () and result.metadata == {}
+    assert result.refused == (
+        Left("a.service", "fleet placed it on 'a machine', a machine id fleetpy does not take"),
+    )
+    assert result.kept == (
+        Left("machine a machine", "metadata not migrated: a machine id fleetpy does not take"),
+    )
+
+
 def test_a_unit_whose_contents_fleet_lost_is_refused() -> None:
     fleet = FleetSnapshot({}, {}, {"a.service": "ab" * 20})
     assert plan(fleet, FleetpySide()).refused == (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -90,6 +91,17 @@ class FleetKeys:
             request.add_header("Content-Type", "application/x-www-form-urlencoded")
             with urllib.request.urlopen(request, timeout=10) as response:
                 assert response.status in (200, 201), (rel, response.status)
+
+    def get(self, rel: str) -> str | None:
+        """The value of one of fleet's keys; None if there is none."""
+        url = f"{self.endpoint}/v2/keys{self.prefix}/{urllib.parse.quote(rel)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return str(json.load(response)["node"]["value"])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
 
     def delete(self, rel: str) -> None:
         url = f"{self.endpoint}/v2/keys{self.prefix}/{urllib.parse.quote(rel)}?recursive=true"
