@@ -342,6 +342,7 @@ def hand_over(
 ) -> HandoverReport:
     """Steps 1-6 of the module's docstring on this host."""
     from .config import load_config_file, read_machine_id, resolve
+    from .fleet_keyspace import etcd_base_url, read_fleet
     from .registry import Registry
 
     if not Path(config_path).exists():
@@ -354,7 +355,8 @@ def hand_over(
     registry = Registry(settings.etcd)
     try:
         registry.read_machine_schedule(machine)  # fleetpy's etcd answers, before any change
-        freeze_fleet_engine(fleet_endpoint, fleet_prefix)
+        read_fleet(fleet_endpoint, fleet_prefix)  # fleet's etcd, v2 API and data, as migrate
+        freeze_fleet_engine(etcd_base_url(fleet_endpoint), fleet_prefix)
         fleetd = stop_fleetd(run, root)
         _must(run, "systemctl", "enable", "--now", AGENT_SERVICE)
 

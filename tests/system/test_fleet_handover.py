@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -147,17 +148,49 @@ def test_freeze_sets_fleets_engine_version_above_v1(
     assert node is not None and node["value"] == after
 
 
-def test_freeze_bad_input_is_one_line_and_writes_nothing(
-    v2_etcd: EtcdServer, etcd: EtcdServer
-) -> None:
+def test_freeze_bad_input_is_one_line_and_writes_nothing(v2_etcd: EtcdServer) -> None:
     with pytest.raises(HandoverError, match=r"^cannot reach fleet's etcd at http://127.0.0.1:1"):
         freeze_fleet_engine("http://127.0.0.1:1", FLEET_PREFIX)
-    with pytest.raises(HandoverError, match=r"has no etcd v2 API .*--enable-v2=true"):
-        freeze_fleet_engine(etcd.endpoint, FLEET_PREFIX)  # the session's etcd: v3 only
+    with EtcdServer() as v3_only, pytest.raises(HandoverError, match=r"has no etcd v2 API"):
+        freeze_fleet_engine(v3_only.endpoint, FLEET_PREFIX)
     with pytest.raises(HandoverError, match=r"^no fleet data under /_coreos.com/fleet/ in "):
         freeze_fleet_engine(v2_etcd.endpoint, FLEET_PREFIX)
     v2_put(v2_etcd, FLEET_PREFIX + "job/a.service/target-state", "launched")
     with pytest.raises(HandoverError, match=r"^no fleet data under /other/ in "):
         freeze_fleet_engine(v2_etcd.endpoint, "/other")
     assert fleet_v2(v2_etcd.endpoint, "/other") is None
+    assert fleet_v2(v2_etcd.endpoint, FLEET_PREFIX + "engine") is None
+
+
+def test_migrate_host_bad_input_is_one_line_and_changes_nothing(
+    v2_etcd: EtcdServer, etcd: EtcdServer, prefix: str, tmp_path: Path
+) -> None:
+    """Checked before anything changes (here, where no systemd runs, a step past the checks
+    would fail at its first systemctl: each of these ends earlier)."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"endpoint: {etcd.endpoint}\netcd_prefix: {prefix}\nmachine_id: {'a' * 32}\n")
+    v2_put(v2_etcd, FLEET_PREFIX + "machines/m1/object", "{}")
+
+    def migrate_host(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "fleetpy", "migrate-host", "--config", str(config), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    with EtcdServer() as v3_only:
+        cases = {
+            ("--from-fleet", "http://127.0.0.1:1"): "cannot reach fleet's etcd at ",
+            ("--from-fleet", v3_only.endpoint): "does not serve the v2 API fleet used",
+            ("--from-fleet", v2_etcd.endpoint, "--fleet-prefix", "/other/"): "no fleet data under",
+            ("--from-fleet", "ftp://x"): "not an etcd URL",
+            (
+                "--from-fleet",
+                v2_etcd.endpoint,
+                "--config",
+                "/nonexistent",
+            ): "no fleetpy agent config",
+        }
+        for args, said in cases.items():
+            result = migrate_host(*args)
+            assert result.returncode == 1, (args, result.stderr)
+            assert result.stderr.startswith("fleetpy: error: ") and said in result.stderr, args
+            assert result.stderr.count("\n") == 1, result.stderr
     assert fleet_v2(v2_etcd.endpoint, FLEET_PREFIX + "engine") is None
