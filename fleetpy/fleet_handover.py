@@ -23,8 +23,9 @@ running it again):
      fleet's etcd answers with fleet's data under the prefix;
   2. fleet's engine frozen (above);
   3. fleetd stopped without its purge: a runtime drop-in (KillSignal=SIGKILL, Restart=no,
-     no ExecStop), then fleet.socket and fleet.service stopped (the socket first: a
-     connection to /var/run/fleet.sock would start fleetd again) and disabled;
+     no ExecStop), then fleet.socket and fleet.service stopped (with the socket: a
+     connection to /var/run/fleet.sock would start fleetd again), disabled and masked
+     (`systemctl unmask` to go back to fleet);
   4. fleetpy's agent started. It finds none of the units in its own directory, so it
      writes each unit fleetpy schedules here, relinks /run/systemd/system/<name> to its
      file and starts it: a start of a unit that runs already is a no-op in systemd (same
@@ -245,13 +246,22 @@ def _show(run: Run, unit: str, prop: str) -> str:
 def stop_fleetd(
     run: Run, root: Path = Path("/"), service: str = FLEET_SERVICE, socket: str = FLEET_SOCKET
 ) -> str:
-    """fleetd stopped without its purge, and disabled: "killed" now, "not running" (stopped
-    before: a resumed hand-over, a host rebooted without it), or "absent" (no such unit)."""
-    if _show(run, service, "LoadState") in ("not-found", "masked", ""):
+    """fleetd stopped without its purge, then masked (disabled where a unit file in /etc
+    rules masking out): "killed" now, "not running" (stopped before: a resumed hand-over,
+    a host rebooted without it), or "absent" (no such unit)."""
+    load = _show(run, service, "LoadState")
+    if load in ("not-found", ""):
         return "absent"
-    units = [socket, service] if _show(run, socket, "LoadState") == "loaded" else [service]
+    units = (
+        [socket, service] if _show(run, socket, "LoadState") in ("loaded", "masked") else [service]
+    )
     running = any(_show(run, unit, "ActiveState") in RUNNING_STATES for unit in units)
     if running:
+        if load == "masked":  # its drop-ins are not read: nothing makes its stop safe
+            raise HandoverError(
+                f"{service} is masked but running: kill it with `systemctl kill "
+                f"--signal=SIGKILL {service}` (never stop it: fleetd stops its units)"
+            )
         drop_in = root / LINK_DIR.lstrip("/") / f"{service}.d" / DROP_IN_NAME
         drop_in.parent.mkdir(parents=True, exist_ok=True)
         tmp = drop_in.with_suffix(".tmp")
@@ -260,10 +270,16 @@ def stop_fleetd(
         _must(run, "systemctl", "daemon-reload")
         if _show(run, service, "KillSignal") != str(signal.SIGKILL.value):
             raise HandoverError(f"systemd did not take {drop_in}: fleetd left running")
-        # The socket first: a connection to it would start fleetd again.
+        # The socket with it: a connection to the socket would start fleetd again.
         _must(run, "systemctl", "stop", *units)
         log_event("fleetd_stopped", service=service, signal="SIGKILL")
-    run(["systemctl", "disable", *units])  # fails harmlessly for units without [Install]
+    if load != "masked":
+        # Never again, at a boot or by something that starts it (CoreOS's cloud-config
+        # starts fleet.service at every boot): its agent would act on fleet's schedule.
+        run(["systemctl", "disable", *units])  # fails harmlessly without [Install]
+        masked = run(["systemctl", "mask", *units])
+        if masked.returncode != 0:  # a unit file in /etc: systemd masks there only
+            log_event("fleetd_not_masked", service=service, error=masked.stderr.strip())
     run(["systemctl", "reset-failed", service])  # killed: "failed" is expected
     return "killed" if running else "not running"
 

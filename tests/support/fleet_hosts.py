@@ -11,7 +11,7 @@ with its etcd driver (it writes units and desired states straight into fleet's k
 `/_coreos.com/fleet/` by default); `fleet_v2(...)` reads that keyspace over etcd's v2 HTTP
 API.
 
-The hosts' /etc is an overlay that starts empty at each boot: a host rebooted comes back
+The hosts' root is an overlay that starts empty at each boot: a host rebooted comes back
 without fleetd's units (a machine where fleet was uninstalled) and, /run being empty too,
 without the units fleet ran there. Everything is killed at teardown, also when the test
 failed; fleetd's journal stays readable until then (`host.journal("fleet.service")`).
@@ -193,7 +193,8 @@ FleetClusterFactory = Callable[..., FleetCluster]
 
 
 def install_fleetd(host: Host, etcd: EtcdServer, metadata: Mapping[str, str], ttl: str) -> None:
-    """fleet.service and fleet.socket in HOST's /etc, enabled and started."""
+    """fleet.service and fleet.socket where CoreOS shipped them (/usr/lib/systemd/system),
+    enabled and started."""
     environment = {
         "FLEET_ETCD_SERVERS": etcd.endpoint,
         "FLEET_PUBLIC_IP": host.public_ip,
@@ -201,7 +202,7 @@ def install_fleetd(host: Host, etcd: EtcdServer, metadata: Mapping[str, str], tt
         "FLEET_METADATA": ",".join(f"{k}={v}" for k, v in metadata.items()),
     }
     for name, text in ((FLEET_UNIT, _service(environment)), ("fleet.socket", _SOCKET)):
-        host.run(["tee", f"/etc/systemd/system/{name}"], input=text)
+        host.run(["tee", f"/usr/lib/systemd/system/{name}"], input=text)
     host.systemctl("daemon-reload")
     host.systemctl("enable", "--now", "fleet.socket", FLEET_UNIT)
 

@@ -78,7 +78,8 @@ def test_units_fleetpy_does_not_have_stay_running_under_fleet(
     for name in [*names, "c.service"]:
         assert f"= {name}  left running under fleet's last state" in result.stdout
     assert not host.is_active(FLEET_UNIT) and not host.is_active("fleet.socket")
-    assert host.systemctl("is-enabled", FLEET_UNIT, check=False).stdout.strip() == "disabled"
+    for unit in (FLEET_UNIT, "fleet.socket"):  # never again, whatever starts it
+        assert host.systemctl("is-enabled", unit, check=False).stdout.strip() == "masked"
     assert host.is_active("fleetpy-agent.service")
     assert engine_version(cluster) == "2"
     time.sleep(3)  # fleetd's purge, had it run, stops units at once
