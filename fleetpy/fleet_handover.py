@@ -250,14 +250,16 @@ def stop_fleetd(
     rules masking out): "killed" now, "not running" (stopped before: a resumed hand-over,
     a host rebooted without it), or "absent" (no such unit)."""
     load = _show(run, service, "LoadState")
-    if load in ("not-found", ""):
+    if load in (LoadState.NOT_FOUND, ""):
         return "absent"
     units = (
-        [socket, service] if _show(run, socket, "LoadState") in ("loaded", "masked") else [service]
+        [socket, service]
+        if _show(run, socket, "LoadState") in (LoadState.LOADED, LoadState.MASKED)
+        else [service]
     )
     running = any(_show(run, unit, "ActiveState") in RUNNING_STATES for unit in units)
     if running:
-        if load == "masked":  # its drop-ins are not read: nothing makes its stop safe
+        if load == LoadState.MASKED:  # its drop-ins are not read: nothing makes its stop safe
             raise HandoverError(
                 f"{service} is masked but running: kill it with `systemctl kill "
                 f"--signal=SIGKILL {service}` (never stop it: fleetd stops its units)"
@@ -273,7 +275,7 @@ def stop_fleetd(
         # The socket with it: a connection to the socket would start fleetd again.
         _must(run, "systemctl", "stop", *units)
         log_event("fleetd_stopped", service=service, signal="SIGKILL")
-    if load != "masked":
+    if load != LoadState.MASKED:
         # Never again, at a boot or by something that starts it (CoreOS's cloud-config
         # starts fleet.service at every boot): its agent would act on fleet's schedule.
         run(["systemctl", "disable", *units])  # fails harmlessly without [Install]
