@@ -56,7 +56,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,7 @@ class HandoverReport:
     # or an operator's), None without one: the operator ends it (`fleetpy uncordon`).
     held_until: str | None = None
     failed: tuple[str, ...] = ()  # units to run here whose start by the agent failed
+    refused: Mapping[str, str] = field(default_factory=dict)  # the agent's refusals: why
 
 
 # ----------------------------------------------------------------------------- pure
@@ -143,13 +144,24 @@ def settled(entry: ScheduleEntry, state: UnitState | None) -> bool:
     return state.load == LoadState.LOADED
 
 
+def rejected(states: Mapping[str, UnitState]) -> dict[str, str]:
+    """Units the agent refused to hand to systemd (e.g. unsigned, where hosts require
+    signatures): name -> why."""
+    return {
+        name: state.message or state.sub
+        for name, state in sorted(states.items())
+        if state.active == ActiveState.REJECTED
+    }
+
+
 def not_running(desired: Mapping[str, ScheduleEntry], states: Mapping[str, UnitState]) -> list[str]:
-    """Units of DESIRED meant to run that do not (their start failed)."""
+    """Units of DESIRED meant to run that do not (their start failed); not those refused."""
+    accounted = RUNNING_STATES | {ActiveState.REJECTED}  # running, or refused (said apart)
     return sorted(
         name
         for name, entry in desired.items()
         if entry.desired is DesiredState.LAUNCHED
-        and (name not in states or states[name].active not in RUNNING_STATES)
+        and (name not in states or states[name].active not in accounted)
     )
 
 
@@ -403,11 +415,12 @@ def hand_over(
     report = HandoverReport(
         machine,
         fleetd,
-        tuple(sorted(desired)),
+        tuple(sorted(set(desired) - set(rejected(states)))),
         tuple(kept),
         tuple(removed),
         until_text(record) if record is not None and record.maintenance_until else None,
         tuple(not_running(desired, states)),
+        rejected(states),
     )
     log_event(
         "host_handed_over",

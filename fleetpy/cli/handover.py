@@ -51,6 +51,8 @@ def migrate_host(
         out(f"+ {name}")
     for name in report.left_to_fleet:
         out(f"= {name}  left running under fleet's last state (fleetpy does not run it here)")
+    for name, why in report.refused.items():
+        out(f"! {name}  refused by fleetpy's agent here: {why}")
     for name in report.failed:
         out(f"! {name}  did not start here (fleetpy's agent started it: see list-units)")
     if report.failed:

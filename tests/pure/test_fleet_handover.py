@@ -3,9 +3,18 @@ the agent took over, which units it has not settled yet, what it runs here."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from fleetpy.fleet_handover import desired_here, leftovers, not_running, pending, settled
+from fleetpy.fleet_handover import (
+    desired_here,
+    leftovers,
+    not_running,
+    pending,
+    rejected,
+    settled,
+)
 from fleetpy.model.records import ScheduleEntry, UnitState
 from fleetpy.states import DesiredState
 
@@ -91,6 +100,9 @@ def test_not_running_names_launched_units_that_do_not_run() -> None:
         "d.service": state("d.service", "inactive"),
     }
     assert not_running(desired, states) == ["b.service", "c.service"]
+    states["c.service"] = replace(state("c.service", "rejected", "not-loaded"), message="unsigned")
+    assert not_running(desired, states) == ["b.service"]
+    assert rejected(states) == {"c.service": "unsigned"}
 
 
 def test_desired_here_takes_placed_and_matching_globals() -> None:
