@@ -14,7 +14,7 @@ import pytest
 
 from fleetpy.model.records import UnitState
 from fleetpy.registry import Registry
-from fleetpy.unitfile.signing import load_trusted_keys
+from fleetpy.unitfile.signing import Accepted, load_trusted_keys, signature_version
 
 from support.cli_run import Run
 from support.signing_cli import one_error_line
@@ -125,7 +125,10 @@ def test_replacing_a_signed_unit_needs_a_signature(
     assert after is not None and before is not None and after.hash != before.hash
     assert after.signature is not None and key_id in after.signature
     trusted = load_trusted_keys(tmp_path / "home" / ".config" / "fleetpy" / "keys", print)
-    assert trusted.verify("web.service", after.hash, after.signature) is None
+    verdict = trusted.verify("web.service", after.hash, after.signature)
+    assert isinstance(verdict, Accepted)
+    # Signed past the version it replaces: agents that ran the old one accept it.
+    assert verdict.version > signature_version(before.signature)
 
 
 def test_list_units_shows_a_rejection(run: Run, registry: Registry) -> None:
