@@ -17,19 +17,9 @@ from fleetpy.unitfile.signing import (
 )
 
 from support.cli_run import Run
-from support.signing_cli import one_error_line
+from support.signing_cli import SERVICE, one_error_line, unit_file
 
 pytestmark = pytest.mark.usefixtures("signing_env")
-
-SERVICE = "[Service]\nExecStart=/bin/sleep 1000\n"
-
-
-def unit_file(tmp_path: Path, name: str = "web.service", text: str = SERVICE) -> str:
-    path = tmp_path / "units" / name
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    return str(path)
-
 
 def keys(run: Run, *names: str) -> dict[str, str]:
     return {name: run("keys", "generate", name).stdout.split()[1] for name in names}

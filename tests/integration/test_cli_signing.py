@@ -17,20 +17,10 @@ from fleetpy.registry import Registry
 from fleetpy.unitfile.signing import Accepted, load_trusted_keys, signature_version
 
 from support.cli_run import Run
-from support.signing_cli import one_error_line
+from support.signing_cli import SERVICE, one_error_line, unit_file
 
 # No FLEETPY_* setting, HOME and the working directory in tmp_path (support.signing_cli).
 pytestmark = pytest.mark.usefixtures("signing_env")
-
-SERVICE = "[Service]\nExecStart=/bin/sleep 1000\n"
-
-
-def unit_file(tmp_path: Path, name: str = "web.service", text: str = SERVICE) -> str:
-    path = tmp_path / "units" / name
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    return str(path)
-
 
 def test_keys_generate_and_list(run: Run, tmp_path: Path) -> None:
     made = run("keys", "generate", "ops")
