@@ -32,7 +32,8 @@ verbs = typer.Typer()
 
 _REPLACE_HELP = (
     "Replace a submitted unit whose file has other contents, {which}. An instance named "
-    "without its file takes its template's contents."
+    "without its file takes its template's contents. With --sign, a file is signed anew "
+    "(a newer version) even when its contents are the unit's."
 )
 
 # Each state verb's help, and which units its --replace replaces (client.verbs decides).

@@ -200,6 +200,7 @@ def _file_change(
     signer: Signer | None,
     replace: bool = False,
     current: UnitRecord | None = None,
+    sign_again: bool = False,
 ) -> UnitChange:
     return UnitChange(
         name,
@@ -208,20 +209,25 @@ def _file_change(
         hash=local.hash,
         is_global=local.is_global,
         replace=replace,
-        signature=file_signature(signer, name, local.hash, current),
+        signature=file_signature(signer, name, local.hash, current, sign_again),
     )
 
 
 def file_signature(
-    signer: Signer | None, name: str, content_hash: str, current: UnitRecord | None
+    signer: Signer | None,
+    name: str,
+    content_hash: str,
+    current: UnitRecord | None,
+    again: bool = False,
 ) -> str | None:
     """The signature to store with a unit's contents read from its file: None when there
     is no signer, or `current` holds these contents signed by this key already (kept as
-    they are: nothing changes); else one at a version past the stored one."""
+    they are, unless signing `again`: --replace, a deliberate re-sign, as of an older
+    version put back); else one at a version past the stored one."""
     stored = None if current is None else current.signature
     if signer is None:
         return None
-    if current is not None and current.hash == content_hash:
+    if current is not None and current.hash == content_hash and not again:
         if signer.has_signed(name, content_hash, stored):
             return None
     return signer.sign(name, content_hash, signature_version(stored))
@@ -399,7 +405,7 @@ def plan_submit(
         replacing = current is not None and current.hash != from_file.hash
         if current is not None and replacing and not replace:
             raise _different_contents(current, from_file.hash, desired)
-        change = _file_change(name, from_file, desired, signer, replacing, current)
+        change = _file_change(name, from_file, desired, signer, replacing, current, replace)
         if current is not None and replacing:
             check_replace(current, change, desired)
         changes.append(change)

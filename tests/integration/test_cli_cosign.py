@@ -21,6 +21,7 @@ from support.signing_cli import SERVICE, one_error_line, unit_file
 
 pytestmark = pytest.mark.usefixtures("signing_env")
 
+
 def keys(run: Run, *names: str) -> dict[str, str]:
     return {name: run("keys", "generate", name).stdout.split()[1] for name in names}
 
@@ -59,6 +60,13 @@ def test_a_second_operator_adds_a_signature_at_the_same_version(
     # start --sign with the same contents, by a key that signed them: kept as it is.
     assert run("start", "--no-block", "--sign", "alice", path).exit_code == 0
     assert registry.get_unit("web.service") == after
+    # With --replace it is signed anew (as to run an older version again on purpose):
+    # a newer version, by this key alone.
+    assert run("start", "--no-block", "--replace", "--sign", "alice", path).exit_code == 0
+    resigned = registry.get_unit("web.service")
+    assert resigned is not None and resigned.hash == after.hash
+    assert signature_version(resigned.signature) > version
+    assert [s.key_id for s in parse_signatures(resigned.signature or "") or []] == [ids["alice"]]
 
 
 def test_an_instance_is_signed_from_its_templates_file(

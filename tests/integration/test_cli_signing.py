@@ -22,6 +22,7 @@ from support.signing_cli import SERVICE, one_error_line, unit_file
 # No FLEETPY_* setting, HOME and the working directory in tmp_path (support.signing_cli).
 pytestmark = pytest.mark.usefixtures("signing_env")
 
+
 def test_keys_generate_and_list(run: Run, tmp_path: Path) -> None:
     made = run("keys", "generate", "ops")
     assert made.exit_code == 0, made.output
