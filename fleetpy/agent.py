@@ -43,7 +43,7 @@ from .states import (
     DesiredState,
     LoadState,
 )
-from .unitfile.signing import TrustedKeys, Verdict
+from .unitfile.signing import Rejection, TrustedKeys, Verdict
 from .unitmanager import (
     Action,
     ObservedUnit,
@@ -315,6 +315,8 @@ class Agent:
     def _keepalive(self) -> None:
         interval = max(0.5, self.settings.ttl / 3)
         while not self._stop.wait(interval):
+            if any(v.reason is Rejection.FUTURE for _, v in self._rejected.values()):
+                self._queue.put(("health", None))  # screened again as this clock moves on
             lease = self._lease
             if lease is None:
                 continue
@@ -605,7 +607,7 @@ class Agent:
         self._health.follow((u.name, u.hash, u.text) for u in desired.values())
         self.failures.keep(desired.keys())
         policy = Policy(self.versions.get(), self.settings.signatures_required)
-        decided = plan(desired, self.manager.observe(), self.trusted, self._newer, policy)
+        decided = plan(desired, self.manager.observe(), self.trusted, self._newer, policy=policy)
         for name, (content_hash, verdict) in sorted(decided.rejected.items()):
             if self._rejected.get(name) != (content_hash, verdict):
                 log_event(

@@ -97,6 +97,7 @@ def plan(
     observed: Mapping[str, ObservedUnit],
     trusted: TrustedKeys | None = None,
     newer: Set[str] = frozenset(),
+    *,
     policy: Policy = Policy(),
 ) -> AgentPlan:
     """The agent's whole decision. A refused unit counts as not desired here: if an

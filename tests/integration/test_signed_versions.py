@@ -18,11 +18,13 @@ from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.states import DesiredState
 from fleetpy.unitfile.signing import (
+    FUTURE_SKEW_MS,
     Signer,
     TrustedKey,
     TrustedKeys,
     generate_key,
     load_signer,
+    now_ms,
     signature_version,
 )
 from fleetpy.unitfile.unit import content_hash
@@ -134,3 +136,15 @@ def test_nothing_runs_while_the_versions_cannot_be_written(
     host.agent = host.start_agent()  # a round again: written, then run
     until(lambda: host.state("web.service")[0] == "active", what="active once writable")
     assert json.loads(host.versions.read_text())["versions"]["web.service"] > 0
+
+
+def test_a_version_from_the_future_runs_once_this_clock_gets_there(
+    host: Host, signer: Signer
+) -> None:
+    ahead = now_ms() + FUTURE_SKEW_MS + 3000  # 3 s beyond what this clock accepts
+    put(host, OLD, signer.sign_at("web.service", content_hash(OLD), ahead))
+    until(lambda: host.state("web.service")[:2] == ("rejected", "future"), what="refused")
+    assert "web.service" not in host.manager.observe()
+    # Nothing else happens: the agent screens it again as its clock moves on.
+    until(lambda: host.state("web.service")[0] == "active", timeout=20, what="active in time")
+    assert now_ms() >= ahead - FUTURE_SKEW_MS
