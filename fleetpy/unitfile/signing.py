@@ -554,9 +554,12 @@ class Signer:
 
     def has_signed(self, name: str, content_hash: str, signature: str | None) -> bool:
         """Does `signature` (a unit's set) hold a valid signature of this key for
-        (name, content_hash), at any version?"""
+        (name, content_hash) that binds a version? A v1 one does not count: signing again
+        moves the unit to a version, which agents then protect from rollback."""
+        parsed = None if signature is None else parse_signatures(signature)
+        versioned = " ".join(s.text() for s in parsed or () if s.version is not None)
         mine = TrustedKeys({k: v for k, v in self.own.keys.items() if k == self.key_id})
-        return isinstance(mine.verify(name, content_hash, signature), Accepted)
+        return isinstance(mine.verify(name, content_hash, versioned or None), Accepted)
 
     def cosign(self, name: str, content_hash: str, signature: str | None) -> str:
         """`signature` (a unit's set) with this key's signature of (name, content_hash)

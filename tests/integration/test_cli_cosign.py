@@ -136,3 +136,27 @@ def test_sign_refuses_what_it_cannot_vouch_for(
         assert registry.get_unit("web.service") == before, case
         assert registry.get_unit("db.service") == db_before, case
     assert registry.get_unit("new.service") is None
+
+
+def test_a_signature_from_before_versions_is_signed_again(
+    run: Run, registry: Registry, tmp_path: Path
+) -> None:
+    """A unit signed before versions (v1) is moved to a version by signing it again,
+    even by the key that signed it: from then on hosts protect it from rollback."""
+    from fleetpy.model.changes import UnitChange
+    from fleetpy.states import DesiredState
+    from fleetpy.unitfile.signing import format_signature, load_signer, message
+    from fleetpy.unitfile.unit import content_hash, parse_unit
+
+    keys(run, "alice")
+    alice = load_signer("alice", tmp_path / "home" / ".config" / "fleetpy" / "keys", print)
+    text = parse_unit(SERVICE, "web.service").serialize()
+    digest = content_hash(text)
+    old = format_signature(alice.key_id, alice.private.sign(message("web.service", digest)))
+    registry.change_units(
+        [UnitChange("web.service", DesiredState.LAUNCHED, text, digest, signature=old)]
+    )
+    assert run("start", "--no-block", "--sign", "alice", unit_file(tmp_path)).exit_code == 0
+    record = registry.get_unit("web.service")
+    assert record is not None and record.hash == digest
+    assert signature_version(record.signature) > 0

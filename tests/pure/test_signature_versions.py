@@ -288,7 +288,9 @@ def test_has_signed_is_this_keys_valid_signature_at_any_version() -> None:
     assert not C.has_signed(NAME, OLD_HASH, both)
     assert not A.has_signed(NAME, NEW_HASH, both)
     assert not A.has_signed(NAME, OLD_HASH, None)
-    assert A.has_signed(NAME, OLD_HASH, v1(A))
+    # A v1 signature binds no version: signing again moves the unit to one.
+    assert not A.has_signed(NAME, OLD_HASH, v1(A))
+    assert A.has_signed(NAME, OLD_HASH, v1(B) + " " + A.sign(NAME, OLD_HASH))
 
 
 # ----------------------------------------------------------------------------- the agent's plan
