@@ -404,3 +404,33 @@ def test_apply_rollback_signs_the_previous_version_anew_and_restart_works(
     # restart keeps working: the same signed version is stopped and started again.
     assert restart(cluster.registry, ["app@*"], timeout=20) == ["app@1.service", "app@2.service"]
     assert all(active(cluster, n) for n in old)
+
+
+def test_a_global_units_rollback_is_signed_anew(cluster: SignedCluster) -> None:
+    """A failing version of a global unit, rolled back: the machine that took it runs the
+    previous version again, signed anew (it accepted the failed one's newer version)."""
+    from fleetpy.deploy.rollout import ApplyOptions, apply_deployment, plan_deployment
+    from fleetpy.errors import DeploymentError
+
+    from support.global_rollout import UNIT, monitor, monitor_hash
+    from support.rollout import render
+
+    ops = cluster.signer()
+    options = ApplyOptions(min_ready=0, timeout=10, rollback=True)
+
+    def apply(version: str) -> None:
+        name, units = render(monitor(cluster.workdir, version))
+        plan = plan_deployment(cluster.registry, name, units, version, signer=ops)
+        apply_deployment(cluster.registry, plan, units, options, signer=ops)
+
+    apply("1")
+    old = monitor_hash(monitor(cluster.workdir, "1"))
+    everywhere = dict.fromkeys(MACHINES, (old, "active"))
+
+    def running() -> dict[str, tuple[str, str]]:
+        return {m: (s.hash, s.active) for m, s in cluster.states(UNIT).items()}
+
+    until(lambda: running() == everywhere, what="version 1 on every machine")
+    with pytest.raises(DeploymentError, match=f"rolled back {UNIT} to the previous version"):
+        apply("bad")
+    until(lambda: running() == everywhere, what="version 1 back on every machine")
