@@ -34,6 +34,10 @@ ALLOWED = {
     "clocks a little apart",
     "client/drain.py": "when a cordon was asked and when a maintenance window ends, for "
     "people; the window's end is etcd's, the lease its record is written under",
+    "unitfile/signing.py": "a signature's version is its signing time, never less than the "
+    "stored version + 1 whatever the signer's clock; an agent refuses one more than "
+    "FUTURE_SKEW_MS ahead of its own clock (`future`): a host more than 5 minutes slow "
+    "refuses new versions, but stops nothing (what runs stays)",
 }
 
 
