@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from ..errors import RegistryError
 from ..log import log_event
+from ..model.audit import AuditTrail
 from ..model.codecs import (
     SCHEMA_VERSION,
     MalformedRecord,
@@ -159,7 +160,7 @@ class RegistryBase:
         unit: UnitRecord, machines: MachineRecord, metadata: an overlay (dict), schedule
         ("machine/unit") and global: ScheduleEntry, state ("machine/unit"): UnitState,
         reason and content: str, deploy: DeploymentRecord, failure ("machine/unit"):
-        FailureRecord, cordon: CordonRecord.
+        FailureRecord, cordon: CordonRecord, audit: AuditTrail.
         """
         if kind == "unit":
             return UnitRecord.from_json(rel, value, revision)
@@ -189,6 +190,8 @@ class RegistryBase:
             return FailureRecord.from_json(machine, unit, value)
         if kind == "cordon":
             return CordonRecord.from_json(rel, value)
+        if kind == "audit":
+            return AuditTrail.from_json(rel, value, revision)
         return utf8_text(value)
 
     def _decoded(
