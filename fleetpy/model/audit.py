@@ -11,6 +11,7 @@ what they cannot hide is that the unit's record was written at a revision no ent
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -46,6 +47,14 @@ class AuditVerb(StrEnum):
     ORIGIN = "origin"  # the same unit recorded as applied from another commit
     DESTROY = "destroy"
     RESTORE = "restore"  # written back from a backup (`fleetpy restore`)
+    # Steps on a global unit's machines (its global entry, not its record), one entry
+    # per run of steps by the same client (detail: how many machines so far):
+    ROLL = "roll"  # moved to the unit's new version (apply's rolling update)
+    RESTART = "restart"  # stopped and started again (`fleetpy restart`)
+
+
+# The verbs whose change wrote the unit's record (and so share its revision).
+RECORD_VERBS = frozenset(AuditVerb) - {AuditVerb.ROLL, AuditVerb.RESTART}
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,13 @@ class AuditEntry:
         )
 
 
+_COUNT = re.compile(r"([0-9]{1,9}) machines?")
+
+
+def _machines(count: int) -> str:
+    return f"{count} machine" if count == 1 else f"{count} machines"
+
+
 def _cut(text: str | None) -> str | None:
     return None if text is None else text[:MAX_FIELD_CHARS]
 
@@ -136,6 +152,21 @@ class AuditTrail:
             entries[-1] = replace(entries[-1], revision=self.revision)
         return replace(self, entries=tuple([*entries, entry][-AUDIT_KEPT:]))
 
+    def stepped(self, entry: AuditEntry, machines: int) -> AuditTrail:
+        """A roll or restart step over MACHINES more machines: counted into the last
+        entry when the same client's run of the same steps on the same version goes on,
+        else appended."""
+        last = self.entries[-1] if self.entries else None
+        same = last is not None and (
+            (last.verb, last.user, last.local_user, last.host, last.hash)
+            == (entry.verb, entry.user, entry.local_user, entry.host, entry.hash)
+        )
+        counted = _COUNT.fullmatch(last.detail) if last is not None and same else None
+        if counted is None:
+            return self.appended(replace(entry, detail=_machines(machines)))
+        total = int(counted.group(1)) + machines
+        return replace(self, entries=(*self.entries[:-1], replace(entry, detail=_machines(total))))
+
     def to_json(self) -> str:
         return versioned_json({"entries": [e.to_data() for e in self.entries]})
 
@@ -151,8 +182,10 @@ class AuditTrail:
     def unrecorded(self, unit_revision: int | None) -> bool:
         """Whether the unit's record (its mod_revision, None: no record) was last written
         by someone who left no entry here: fleetpy writes the record and the trail in one
-        transaction, so both carry the same revision (and a destroy is the last entry)."""
-        last = self.entries[-1] if self.entries else None
+        transaction, so both carry the same revision (and a destroy is the last such
+        entry). Roll and restart steps write the global entry, not the record."""
+        written = [e for e in self.entries if e.verb in RECORD_VERBS]
+        last = written[-1] if written else None
         if unit_revision is None:
             return last is not None and last.verb is not AuditVerb.DESTROY
         return last is None or last.revision != unit_revision
@@ -188,6 +221,7 @@ def verb_of(
 
 __all__ = [
     "AUDIT_KEPT",
+    "RECORD_VERBS",
     "TRAIL_BYTES",
     "AuditEntry",
     "AuditTrail",

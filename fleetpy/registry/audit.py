@@ -83,9 +83,13 @@ class AuditKeys(RegistryBase):
     def _audit_append(self, trail: AuditTrail, entry: AuditEntry) -> tuple[Compare, PutOp]:
         """The guard on the trail as read, and the put of it with ENTRY appended: two
         writers of the same unit cannot both append to the same trail."""
+        return self._audit_write(trail, trail.appended(entry))
+
+    def _audit_write(self, trail: AuditTrail, written: AuditTrail) -> tuple[Compare, PutOp]:
+        """The guard on TRAIL as read, and the put of WRITTEN in its place."""
         key = self.key("audit", trail.unit)
         guard = self.txn.mod(key, trail.revision) if trail.revision else self.txn.version(key, 0)
-        return guard, self.txn.put(key, trail.appended(entry).to_json())
+        return guard, self.txn.put(key, written.to_json())
 
     def unit_histories(self, names: Sequence[str]) -> dict[str, AuditTrail]:
         """Several trails in one request (a unit without one: an empty trail)."""

@@ -25,6 +25,7 @@ from support.api_fixtures import Api, UnixConnection, request
 from support.cli_helpers import SERVICE, one_error_line, write
 from support.cli_run import Run
 from support.etcd_transport import transport
+from support.global_rollout import UNIT, first_version, monitor, monitor_hash, started_everywhere
 from support.rollout import Cluster, apply, deployment
 from support.waiting import until
 
@@ -239,3 +240,48 @@ def test_history_after_a_rolling_apply(sim: Cluster, run: Run, tmp_path: Path) -
     ]
     assert entries[0]["hash"] != entries[1]["hash"]
     assert data["unrecorded"] is False
+
+
+def test_history_after_a_rolling_apply_and_a_restart_of_a_global_unit(
+    sim: Cluster, run: Run, tmp_path: Path
+) -> None:
+    _, directory = first_version(sim, tmp_path)
+    monitor(tmp_path, "2")
+    apply(sim.registry, directory, origin="c2")
+    started_everywhere(sim, directory)
+    assert run("restart", UNIT, "--max-unavailable", "2").exit_code == 0
+    started_everywhere(sim, directory)
+    data = history(run, UNIT)
+    entries = data["entries"]
+    assert isinstance(entries, list)
+    # The new version written once (it rolls over the three machines), the roll's steps
+    # counted in one entry, the restart's two batches in another.
+    assert [(e["verb"], e.get("detail", "")) for e in entries] == [
+        ("start", ""),
+        ("replace", "rolling over 3 machines"),
+        ("roll", "3 machines"),
+        ("restart", "3 machines"),
+    ]
+    assert entries[1]["hash"] == entries[2]["hash"] == entries[3]["hash"] == monitor_hash(directory)
+    assert data["unrecorded"] is False
+
+
+@pytest.mark.usefixtures("signing_env")
+def test_signed_changes_name_their_key_and_a_re_sign_is_its_own_entry(
+    run: Run, tmp_path: Path
+) -> None:
+    ops = run("keys", "generate", "ops").stdout.split()[1]
+    new = run("keys", "generate", "new").stdout.split()[1]
+    path = write(tmp_path, "web.service")
+    assert run("start", "--no-block", "--sign", "ops", path).exit_code == 0
+    assert run("start", "--no-block", "--sign", "new", path).exit_code == 0  # re-signed
+    assert run("stop", "--no-block", "web.service").exit_code == 0
+    entries = history(run, "web.service")["entries"]
+    assert isinstance(entries, list)
+    assert [(e["verb"], e.get("keys")) for e in entries] == [
+        ("start", [ops]),
+        ("re-sign", [new]),
+        ("stop", [new]),  # the unit's signature is kept: it carries the key still
+    ]
+    shown = run("history", "web.service").stdout.splitlines()
+    assert [line.split()[6] for line in shown[1:]] == [ops, new, new]

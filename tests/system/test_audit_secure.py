@@ -1,0 +1,103 @@
+"""The audit trail on a TLS + auth etcd (issue [17] items 4 and 5): the user an entry
+names is the one etcd knows the client as (its certificate's CN, or --username); only the
+operator's role may write trails; what etcd's root writes around fleetpy shows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fleetpy.model.changes import UnitChange
+from fleetpy.registry import Registry
+from fleetpy.registry.transport import EtcdPermissionDenied
+from fleetpy.states import DesiredState
+from fleetpy.unitfile.unit import parse_unit
+
+from support.paths import ROOT
+from support.secure_fixtures import SecureEtcd, secure_etcd
+
+PASSWORD = "audit-pass-0123456789"
+SERVICE = "[Service]\nExecStart=/bin/sleep 1000\n"
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureEtcd]:
+    directory = tmp_path_factory.mktemp("audit")
+    with secure_etcd(directory, ("m1",), passwords={"fleetpy-operator": PASSWORD}) as etcd:
+        yield etcd
+
+
+def fleetpy(secure: SecureEtcd, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "fleetpy", *args],
+        env=secure.env(),  # the operator's certificate
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == code, result.stderr
+    return result
+
+
+def test_the_user_shown_is_the_certificates(secure: SecureEtcd, tmp_path: Path) -> None:
+    unit = tmp_path / "web.service"
+    unit.write_text(SERVICE)
+    fleetpy(secure, "start", "--no-block", str(unit))
+    fleetpy(secure, "stop", "--no-block", "web.service")
+    data = json.loads(fleetpy(secure, "history", "web.service", "-o", "json").stdout)
+    assert [(e["verb"], e["user"]) for e in data["entries"]] == [
+        ("start", "fleetpy-operator"),
+        ("stop", "fleetpy-operator"),
+    ]
+    assert data["unrecorded"] is False
+    table = fleetpy(secure, "history", "web.service").stdout.splitlines()
+    assert [line.split()[1:3] for line in table[1:]] == [
+        ["start", "fleetpy-operator"],
+        ["stop", "fleetpy-operator"],
+    ]
+
+
+def test_a_password_user_is_named_by_its_user_name(secure: SecureEtcd) -> None:
+    config = secure.config(secure.creds.operator)
+    # The same etcd user by name and password, its certificate's CN aside: etcd takes the
+    # token's user, and so does the trail.
+    with Registry(replace(config, username="fleetpy-operator", password=PASSWORD)) as reg:
+        assert reg.etcd_user == "fleetpy-operator"
+        text = parse_unit(SERVICE).serialize()
+        reg.change_units(
+            [UnitChange("pw.service", DesiredState.LOADED, text, parse_unit(SERVICE).hash)]
+        )
+        trail = reg.unit_history("pw.service")
+    assert trail is not None and [e.user for e in trail.entries] == ["fleetpy-operator"]
+
+
+def test_only_the_operator_writes_trails(secure: SecureEtcd) -> None:
+    creds = secure.creds
+    for who, user in ((creds.engine, "fleetpy-engine"), (creds.agents["m1"], "fleetpy-agent-m1")):
+        with secure.transport(who) as client:
+            with pytest.raises(EtcdPermissionDenied) as info:
+                client.put("/fleetpy/audit/web.service", "{}")
+            assert f"permission denied for user {user}" in str(info.value)
+
+
+def test_roots_write_around_fleetpy_shows(secure: SecureEtcd, tmp_path: Path) -> None:
+    unit = tmp_path / "db.service"
+    unit.write_text(SERVICE)
+    fleetpy(secure, "start", "--no-block", str(unit))
+    key = "/fleetpy/unit/db.service"
+    with secure.transport(secure.creds.root) as root:
+        value = root.range(key).kvs[0].value
+        root.put(key, value.replace(b'"launched"', b'"inactive"'))
+    shown = fleetpy(secure, "history", "db.service")
+    assert "without an entry here" in shown.stderr
+    with secure.transport(secure.creds.root) as root:
+        root.delete(key)
+    data = json.loads(fleetpy(secure, "history", "db.service", "-o", "json").stdout)
+    assert data["unrecorded"] is True and data["revision"] is None
