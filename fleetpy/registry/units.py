@@ -278,13 +278,18 @@ class UnitKeys(DeploymentKeys, AuditKeys):
         """The records of WANTED and the trails of NAMES in one request (a chunk of
         change_units: at most 30 names and their templates)."""
         gets = [self.txn.get(self.key("unit", n)) for n in wanted]
-        _, responses, _ = self._txn([], [*gets, *self._audit_gets(names)])
+        trail_gets = self._audit_gets(names)
+        # Clients read before they write: check the layout in the same request.
+        layout = [] if self._layout_checked else self._layout_gets()
+        _, responses, _ = self._txn([], [*gets, *trail_gets, *layout])
+        if layout:
+            self._check_layout(responses[len(gets) + len(trail_gets) :])
         found: dict[str, UnitRecord | None] = {}
         for name, kvs in zip(wanted, responses):
             found[name] = None
             for value, meta in kvs:
                 found[name] = self._unit_record(name, meta.key, value, meta.mod_revision)
-        return found, self._audit_read(names, responses[len(gets) :])
+        return found, self._audit_read(names, responses[len(gets) : len(gets) + len(trail_gets)])
 
     def owned_units(self, owner: str) -> dict[str, UnitRecord]:
         return {name: record for name, record in self.list_units().items() if record.owner == owner}

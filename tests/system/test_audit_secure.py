@@ -5,8 +5,6 @@ operator's role may write trails; what etcd's root writes around fleetpy shows."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +17,6 @@ from fleetpy.registry.transport import EtcdPermissionDenied
 from fleetpy.states import DesiredState
 from fleetpy.unitfile.unit import parse_unit
 
-from support.paths import ROOT
 from support.secure_fixtures import SecureEtcd, secure_etcd
 
 PASSWORD = "audit-pass-0123456789"
@@ -33,31 +30,18 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureEtcd]:
         yield etcd
 
 
-def fleetpy(secure: SecureEtcd, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "fleetpy", *args],
-        env=secure.env(),  # the operator's certificate
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert result.returncode == code, result.stderr
-    return result
-
-
 def test_the_user_shown_is_the_certificates(secure: SecureEtcd, tmp_path: Path) -> None:
     unit = tmp_path / "web.service"
     unit.write_text(SERVICE)
-    fleetpy(secure, "start", "--no-block", str(unit))
-    fleetpy(secure, "stop", "--no-block", "web.service")
-    data = json.loads(fleetpy(secure, "history", "web.service", "-o", "json").stdout)
+    secure.cli("start", "--no-block", str(unit))
+    secure.cli("stop", "--no-block", "web.service")
+    data = json.loads(secure.cli("history", "web.service", "-o", "json").stdout)
     assert [(e["verb"], e["user"]) for e in data["entries"]] == [
         ("start", "fleetpy-operator"),
         ("stop", "fleetpy-operator"),
     ]
     assert data["unrecorded"] is False
-    table = fleetpy(secure, "history", "web.service").stdout.splitlines()
+    table = secure.cli("history", "web.service").stdout.splitlines()
     assert [line.split()[1:3] for line in table[1:]] == [
         ["start", "fleetpy-operator"],
         ["stop", "fleetpy-operator"],
@@ -90,14 +74,14 @@ def test_only_the_operator_writes_trails(secure: SecureEtcd) -> None:
 def test_roots_write_around_fleetpy_shows(secure: SecureEtcd, tmp_path: Path) -> None:
     unit = tmp_path / "db.service"
     unit.write_text(SERVICE)
-    fleetpy(secure, "start", "--no-block", str(unit))
+    secure.cli("start", "--no-block", str(unit))
     key = "/fleetpy/unit/db.service"
     with secure.transport(secure.creds.root) as root:
         value = root.range(key).kvs[0].value
         root.put(key, value.replace(b'"launched"', b'"inactive"'))
-    shown = fleetpy(secure, "history", "db.service")
+    shown = secure.cli("history", "db.service")
     assert "without an entry here" in shown.stderr
     with secure.transport(secure.creds.root) as root:
         root.delete(key)
-    data = json.loads(fleetpy(secure, "history", "db.service", "-o", "json").stdout)
+    data = json.loads(secure.cli("history", "db.service", "-o", "json").stdout)
     assert data["unrecorded"] is True and data["revision"] is None
