@@ -48,18 +48,24 @@ CONFLICT_RETRIES = 50
 T = TypeVar("T")
 
 
-def sized_chunks(items: Sequence[T], limit: int, size: Callable[[T], int]) -> Iterator[Sequence[T]]:
-    """Runs of ITEMS for one transaction each: at most LIMIT items and MAX_TXN_BYTES of
-    their SIZE (a single larger item goes alone)."""
+def sized_chunks(
+    items: Sequence[T],
+    limit: int,
+    size: Callable[[T], int],
+    weight: Callable[[T], int] = lambda item: 1,
+) -> Iterator[Sequence[T]]:
+    """Runs of ITEMS for one transaction each: at most LIMIT of their WEIGHT (by default,
+    LIMIT items) and MAX_TXN_BYTES of their SIZE (a single larger item goes alone)."""
     chunk: list[T] = []
-    total = 0
+    total = weighed = 0
     for item in items:
-        bytes_ = size(item)
-        if chunk and (len(chunk) >= limit or total + bytes_ > MAX_TXN_BYTES):
+        bytes_, ops = size(item), weight(item)
+        if chunk and (weighed + ops > limit or total + bytes_ > MAX_TXN_BYTES):
             yield chunk
-            chunk, total = [], 0
+            chunk, total, weighed = [], 0, 0
         chunk.append(item)
         total += bytes_
+        weighed += ops
     if chunk:
         yield chunk
 

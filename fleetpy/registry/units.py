@@ -23,14 +23,21 @@ from .transport import prefix_range_end
 
 
 def _unit_chunks(changes: Sequence[UnitChange]) -> Iterator[Sequence[UnitChange]]:
-    """Transactions of at most 30 units (content, record, global entry, audit trail: 4
-    ops each) and MAX_TXN_BYTES of unit text (a global unit's text is written twice) and
-    trails."""
+    """Transactions of at most MAX_TXN_OPS operations, and as many guards (_change_ops), and
+    MAX_TXN_BYTES of unit text (a global unit's text is written twice) and trails."""
     return sized_chunks(
         changes,
-        MAX_TXN_OPS // 4,
+        MAX_TXN_OPS,
         lambda change: len(change.text or "") * (2 if change.is_global else 1) + TRAIL_BYTES,
+        _change_ops,
     )
+
+
+def _change_ops(change: UnitChange) -> int:
+    """A change's operations or guards, whichever are more: its record and trail (put and
+    guard each), its content (a put) or its template (a guard), its global entry (both).
+    3 for most: 40 units a transaction."""
+    return 2 + (change.text is not None or change.template is not None) + change.is_global
 
 
 class UnitKeys(DeploymentKeys, AuditKeys):

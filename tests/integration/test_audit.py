@@ -285,3 +285,39 @@ def test_signed_changes_name_their_key_and_a_re_sign_is_its_own_entry(
     ]
     shown = run("history", "web.service").stdout.splitlines()
     assert [line.split()[6] for line in shown[1:]] == [ops, new, new]
+
+
+def test_batches_with_their_trails_fit_in_etcds_transactions(registry: Registry) -> None:
+    """etcd takes at most 128 operations and 128 guards a transaction: a trail's put and
+    guard per unit still fit, for units with contents, global units and template instances."""
+    plain = parse_unit(SERVICE)
+    everywhere = parse_unit(SERVICE + "\n[X-Fleet]\nGlobal=true\n")
+    template = parse_unit("[Service]\nExecStart=/bin/sleep %i\n")
+    changes = [
+        UnitChange(f"p{i:03d}.service", DesiredState.LOADED, plain.serialize(), plain.hash)
+        for i in range(100)
+    ]
+    changes += [
+        UnitChange(
+            f"g{i:03d}.service",
+            DesiredState.LAUNCHED,
+            everywhere.serialize(),
+            everywhere.hash,
+            is_global=True,
+        )
+        for i in range(100)
+    ]
+    changes.append(UnitChange("t@.service", None, template.serialize(), template.hash))
+    registry.change_units(changes)
+    instances = [
+        UnitChange(f"t@{i}.service", DesiredState.LAUNCHED, template="t@.service")
+        for i in range(100)
+    ]
+    registry.change_units(instances)
+    registry.destroy_units([c.name for c in changes[:150]])
+    for name in ("p000.service", "g099.service", "t@.service", "t@99.service"):
+        trail = registry.unit_history(name)
+        assert trail is not None, name
+        record = registry.get_unit(name)
+        assert not trail.unrecorded(None if record is None else record.revision), name
+    assert registry.unit_history("g049.service").entries[-1].verb == "destroy"  # type: ignore[union-attr]

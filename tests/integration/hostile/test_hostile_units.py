@@ -169,18 +169,17 @@ def test_partial_write_says_what_was_written(hostile: Hostile) -> None:
         # Another client submits different contents for a unit of the third transaction
         # after our read: our guarded write of that chunk fails and the re-read refuses it.
         rival = parse_unit(f"{BODY}X-Rival=1\n")
-        # (30 units a transaction: each writes a unit's content, record, global entry, trail.)
-        registry.change_units([UnitChange("u070.service", None, rival.serialize(), rival.hash)])
+        registry.change_units([UnitChange("u090.service", None, rival.serialize(), rival.hash)])
         with pytest.raises(PartialWriteError) as info:
             registry.change_units(changes, known)
         message = str(info.value)
         assert message.startswith(
-            "wrote 60 of 100 units (u000.service, u001.service, "
-            "u002.service and 57 more) before an error; not written: "
-            "u060.service, u061.service, u062.service and 37 more: "
-            "u070.service is already submitted with different contents"
+            "wrote 80 of 100 units (u000.service, u001.service, "
+            "u002.service and 77 more) before an error; not written: "
+            "u080.service, u081.service, u082.service and 17 more: "
+            "u090.service is already submitted with different contents"
         )
         assert "\n" not in message
-        assert len(registry.list_units()) == 61
+        assert len(registry.list_units()) == 81
     finally:
         registry.close()
