@@ -49,6 +49,7 @@ class AuditVerb(StrEnum):
     ORIGIN = "origin"  # the same unit recorded as applied from another commit
     DESTROY = "destroy"
     RESTORE = "restore"  # written back from a backup (`fleetpy restore`)
+    MIGRATE = "migrate"  # taken over from fleet (`fleetpy migrate --from-fleet`)
     # Steps on a global unit's machines (its global entry, not its record), one entry
     # per run of steps by the same client (detail: how many machines so far):
     ROLL = "roll"  # moved to the unit's new version (apply's rolling update)

@@ -11,12 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from fleetpy.agent import Agent
+from fleetpy.config import AgentSettings, EngineSettings
+from fleetpy.engine import Engine
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry
 from fleetpy.registry.transport import EtcdPermissionDenied
 from fleetpy.states import DesiredState
 from fleetpy.unitfile.unit import parse_unit
+from fleetpy.unitmanager import SimulatedUnitManager
 
+from support.rollout import deployment
 from support.secure_fixtures import SecureEtcd, secure_etcd
 
 PASSWORD = "audit-pass-0123456789"
@@ -85,3 +90,31 @@ def test_roots_write_around_fleetpy_shows(secure: SecureEtcd, tmp_path: Path) ->
         root.delete(key)
     data = json.loads(secure.cli("history", "db.service", "-o", "json").stdout)
     assert data["unrecorded"] is True and data["revision"] is None
+
+
+def test_history_after_a_rolling_apply_with_each_role_its_own_certificate(
+    secure: SecureEtcd, tmp_path: Path
+) -> None:
+    creds = secure.creds
+    registries = [secure.registry(creds.agents["m1"]), secure.registry(creds.engine)]
+    agent = Agent(
+        registries[0], SimulatedUnitManager(), AgentSettings(machine_id="m1", ttl=3)
+    ).start()
+    engine = Engine(registries[1], EngineSettings(lease_ttl=3, reconcile_interval=1)).start()
+    try:
+        assert agent.ready.wait(10)
+        directory = deployment(tmp_path, instances=2)
+        secure.cli("apply", str(directory), "--commit", "c1", "--min-ready", "0")
+        deployment(tmp_path, version="2", instances=2)
+        secure.cli("apply", str(directory), "--commit", "c2", "--min-ready", "0")
+        data = json.loads(secure.cli("history", "app@2.service", "-o", "json").stdout)
+        assert [(e["verb"], e["origin"], e["user"]) for e in data["entries"]] == [
+            ("start", "c1", "fleetpy-operator"),
+            ("replace", "c2", "fleetpy-operator"),
+        ]
+        assert data["unrecorded"] is False
+    finally:
+        engine.stop()
+        agent.stop()
+        for registry in registries:
+            registry.close()
