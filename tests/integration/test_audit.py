@@ -321,3 +321,19 @@ def test_batches_with_their_trails_fit_in_etcds_transactions(registry: Registry)
         record = registry.get_unit(name)
         assert not trail.unrecorded(None if record is None else record.revision), name
     assert registry.unit_history("g049.service").entries[-1].verb == "destroy"  # type: ignore[union-attr]
+
+
+def test_a_junk_trail_is_said_once_and_replaced_by_the_next_change(
+    run: Run, registry_config: RegistryConfig, units_dir: Path
+) -> None:
+    assert run("start", "--no-block", write(units_dir, "web.service")).exit_code == 0
+    with transport(*registry_config.endpoints) as raw:
+        raw.put(f"{registry_config.prefix}/audit/web.service", b"\xff not json")
+    shown = run("history", "web.service")
+    assert shown.exit_code == 0 and "Traceback" not in shown.output + shown.stderr
+    lines = shown.stderr.splitlines()
+    assert len(lines) == 2 and "not a fleetpy record" in lines[0], shown.stderr
+    assert "without an entry here" in lines[1]
+    assert run("stop", "--no-block", "web.service").exit_code == 0  # the guard holds
+    data = history(run, "web.service")
+    assert verbs(data) == ["stop"] and data["unrecorded"] is False
