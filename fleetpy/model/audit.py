@@ -153,7 +153,8 @@ class AuditTrail:
         entries = list(self.entries)
         if entries and entries[-1].revision == 0:
             entries[-1] = replace(entries[-1], revision=self.revision)
-        return replace(self, entries=tuple([*entries, entry][-AUDIT_KEPT:]))
+        entries.append(entry)
+        return AuditTrail(self.unit, tuple(entries[-AUDIT_KEPT:]), self.revision)
 
     def stepped(self, entry: AuditEntry, machines: int) -> AuditTrail:
         """A roll or restart step over MACHINES more machines: counted into the last

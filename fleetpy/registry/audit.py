@@ -30,6 +30,13 @@ class AuditKeys(RegistryBase):
     # Who this client writes as in etcd: --username, else its client certificate's CN
     # (what etcd takes the user from); None on an etcd without auth. Set by Registry.
     etcd_user: str | None = None
+    _client: tuple[str, str] | None = None  # (login, host name), read once
+
+    def _client_identity(self) -> tuple[str, str]:
+        """This client's login and host name (read once: a batch has one writer)."""
+        if self._client is None:
+            self._client = (_local_user(), socket.gethostname())
+        return self._client
 
     def unit_history(self, name: str) -> AuditTrail | None:
         """NAME's trail (None: no entry was ever written for it, or it is unreadable)."""
@@ -67,12 +74,13 @@ class AuditKeys(RegistryBase):
     ) -> AuditEntry:
         """An entry by this client, now, for RECORD as written (None: destroyed)."""
         kid = signature_key_id(record.signature) if record is not None else None
+        login, host = self._client_identity()
         return AuditEntry(
             verb,
             round(time.time(), 3),
             self.etcd_user,
-            _local_user(),
-            socket.gethostname(),
+            login,
+            host,
             record.hash if record is not None else None,
             record.desired if record is not None else None,
             (kid,) if kid else (),

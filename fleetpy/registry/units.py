@@ -283,7 +283,7 @@ class UnitKeys(DeploymentKeys, AuditKeys):
         self, wanted: Sequence[str], names: Sequence[str]
     ) -> tuple[dict[str, UnitRecord | None], dict[str, AuditTrail]]:
         """The records of WANTED and the trails of NAMES in one request (a chunk of
-        change_units: at most 30 names and their templates)."""
+        change_units: at most 40 names and their templates)."""
         gets = [self.txn.get(self.key("unit", n)) for n in wanted]
         trail_gets = self._audit_gets(names)
         # Clients read before they write: check the layout in the same request.
