@@ -146,17 +146,25 @@ class UnitKeys(DeploymentKeys, AuditKeys):
 
         `known`: records the caller just read (get_units), used for the first attempt
         so a command costs one read and one write; a lost race re-reads.
+
+        Each change appends to the unit's audit trail in the same transaction. The first
+        attempt reads only the trails of units that exist (a new unit's trail is written
+        if there is none: the rare name used before loses the race once); a lost race
+        re-reads records and trails in one request.
         """
         results: list[UnitRecord] = []
         for chunk in _unit_chunks(changes):
-            first = [known]
+            first: list[Mapping[str, UnitRecord | None] | None] = [known]
+            hopeful = [True]
 
             def attempt(
                 chunk: Sequence[UnitChange] = chunk,
                 first: list[Mapping[str, UnitRecord | None] | None] = first,
+                hopeful: list[bool] = hopeful,
             ) -> list[UnitRecord]:
                 records, first[0] = first[0], None
-                return self._change_chunk(chunk, records, session)
+                new_trails, hopeful[0] = hopeful[0], False
+                return self._change_chunk(chunk, records, session, new_trails)
 
             try:
                 results.extend(self._retry(attempt))
@@ -176,15 +184,25 @@ class UnitKeys(DeploymentKeys, AuditKeys):
         chunk: Sequence[UnitChange],
         known: Mapping[str, UnitRecord | None] | None,
         session: DeploymentSession | None,
+        new_trails: bool = False,
     ) -> list[UnitRecord]:
+        """One transaction of change_units. NEW_TRAILS: take units without a record to
+        have no trail either (guarded so: a wrong guess fails the transaction)."""
         names = [c.name for c in chunk]
         templates = sorted({c.template for c in chunk if c.template})
         wanted = [*names, *templates]
+        trails: dict[str, AuditTrail] = {}
         if known is None or any(n not in known for n in wanted):
-            known, trails = self._units_and_trails(wanted, names)
-        else:  # the caller read the records (one request); the trails are read here
-            trails = self.unit_histories(names)
+            if new_trails:
+                known = self.get_units(wanted)
+            else:
+                known, trails = self._units_and_trails(wanted, names)
         existing = {n: r for n in wanted if (r := known[n]) is not None}
+        unread = [n for n in names if n not in trails and (n in existing or not new_trails)]
+        if unread:  # the trails of units that exist (all, after a lost race)
+            trails.update(self.unit_histories(unread))
+        for name in names:
+            trails.setdefault(name, AuditTrail(name))
 
         compares: list[Any] = []
         ops: list[Any] = []

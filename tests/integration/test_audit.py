@@ -337,3 +337,17 @@ def test_a_junk_trail_is_said_once_and_replaced_by_the_next_change(
     assert run("stop", "--no-block", "web.service").exit_code == 0  # the guard holds
     data = history(run, "web.service")
     assert verbs(data) == ["stop"] and data["unrecorded"] is False
+
+
+def test_a_name_used_again_continues_its_trail(run: Run, units_dir: Path) -> None:
+    path = write(units_dir, "web.service")
+    assert run("start", "--no-block", path).exit_code == 0
+    assert run("destroy", "web.service").exit_code == 0
+    # A new unit's trail is taken to be absent first: here it is not, and the write is
+    # retried with it read, in the same command.
+    assert run("start", "--no-block", path).exit_code == 0
+    assert run("destroy", "web.service").exit_code == 0
+    assert run("submit", path).exit_code == 0
+    data = history(run, "web.service")
+    assert verbs(data) == ["start", "destroy", "start", "destroy", "submit"]
+    assert data["unrecorded"] is False
