@@ -73,7 +73,9 @@ class AuditKeys(RegistryBase):
         self, verb: AuditVerb, record: UnitRecord | None, detail: str = ""
     ) -> AuditEntry:
         """An entry by this client, now, for RECORD as written (None: destroyed)."""
-        kid = signature_key_id(record.signature) if record is not None else None
+        # Several signatures are one text, separated by spaces: each one's key.
+        texts = (record.signature or "").split(" ") if record is not None else []
+        kids = tuple(kid for text in texts if (kid := signature_key_id(text)))
         login, host = self._client_identity()
         return AuditEntry(
             verb,
@@ -83,7 +85,7 @@ class AuditKeys(RegistryBase):
             host,
             record.hash if record is not None else None,
             record.desired if record is not None else None,
-            (kid,) if kid else (),
+            kids,
             record.origin if record is not None else None,
             detail,
         )

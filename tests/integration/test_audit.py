@@ -19,6 +19,7 @@ from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.transport import prefix_range_end
 from fleetpy.states import DesiredState
+from fleetpy.unitfile.signing import format_signature
 from fleetpy.unitfile.unit import parse_unit
 
 from support.api_fixtures import Api, UnixConnection, request
@@ -351,3 +352,14 @@ def test_a_name_used_again_continues_its_trail(run: Run, units_dir: Path) -> Non
     data = history(run, "web.service")
     assert verbs(data) == ["start", "destroy", "start", "destroy", "submit"]
     assert data["unrecorded"] is False
+
+
+def test_each_signature_of_a_unit_names_its_key(registry: Registry) -> None:
+    first, second = "0123456789abcdef", "fedcba9876543210"
+    signatures = " ".join(format_signature(k, bytes(64)) for k in (first, second))
+    unit = parse_unit(SERVICE)
+    registry.change_units(
+        [UnitChange("web.service", None, unit.serialize(), unit.hash, signature=signatures)]
+    )
+    trail = registry.unit_history("web.service")
+    assert trail is not None and trail.entries[0].keys == (first, second)
