@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from .options import FullOption, NoLegendOption, OutputOption
+from .options import FullOption, NoLegendOption
 from .output import Output, out, print_table, say
 from .wiring import edge, open_registry
 
@@ -13,6 +13,12 @@ from .wiring import edge, open_registry
 verbs = typer.Typer()
 
 FIELDS = ("time", "verb", "user", "host", "desired", "hash", "keys", "revision")
+HistoryOutput = Annotated[
+    Output,
+    typer.Option(
+        "--output", "-o", help="table, or json (one object: the unit, its entries, unrecorded)."
+    ),
+]
 
 
 @verbs.command()
@@ -22,7 +28,7 @@ def history(
     unit: Annotated[str, typer.Argument(help="A unit's name (submitted now or before).")],
     no_legend: NoLegendOption = False,
     full: FullOption = False,
-    output: OutputOption = Output.table,
+    output: HistoryOutput = Output.table,
 ) -> None:
     """Who changed a unit's desired state, from which host, when, to what (its last
     changes, oldest first; USER is the etcd user, KEYS the signing keys' ids)."""
