@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from fleetpy.deploy.rollout import ApplyOptions
+from fleetpy.errors import DeploymentError
 from fleetpy.model.audit import AUDIT_KEPT
 from fleetpy.model.changes import UnitChange
 from fleetpy.registry import Registry, RegistryConfig
@@ -363,3 +365,25 @@ def test_each_signature_of_a_unit_names_its_key(registry: Registry) -> None:
     )
     trail = registry.unit_history("web.service")
     assert trail is not None and trail.entries[0].keys == (first, second)
+
+
+def test_a_rolled_back_apply_shows_both_replacements(
+    sim: Cluster, run: Run, tmp_path: Path
+) -> None:
+    directory = deployment(tmp_path, instances=1)
+    apply(sim.registry, directory, origin="c1")
+    until(lambda: len(sim.active()) == 1, what="1 active")
+    deployment(tmp_path, version="2", instances=1, command="/bin/false")
+    with pytest.raises(DeploymentError):
+        apply(
+            sim.registry,
+            directory,
+            options=ApplyOptions(min_ready=0, timeout=10, rollback=True),
+            origin="bad",
+        )
+    entries = history(run, "app@1.service")["entries"]
+    assert isinstance(entries, list)
+    assert [(e["verb"], e["origin"]) for e in entries][:2] == [("start", "c1"), ("replace", "bad")]
+    assert (entries[2]["verb"], entries[2]["origin"]) == ("replace", "c1")  # put back
+    assert entries[2]["hash"] == entries[0]["hash"]
+    assert len(entries) == 3, entries
