@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .agent_plan import DesiredUnit, plan, select_globals
+from .accepted_versions import AcceptedVersions
+from .agent_plan import DesiredUnit, Policy, plan, select_globals
 from .capacity import CapacityReport
 from .config import AgentSettings
 from .errors import FleetpyError, UnitNameError
@@ -42,7 +43,7 @@ from .states import (
     DesiredState,
     LoadState,
 )
-from .unitfile.signing import TrustedKeys, Verdict
+from .unitfile.signing import Rejection, TrustedKeys, Verdict
 from .unitmanager import (
     Action,
     ObservedUnit,
@@ -142,9 +143,11 @@ class Agent:
         instance: str | None = None,
         health: HealthSource | None = None,
         capacity: Resources | None = None,
+        versions: AcceptedVersions | None = None,
     ) -> None:
         """SETTINGS with the machine id read (config.read_machine_id); TRUSTED: the public
         keys whose signatures this machine accepts (None: no check, every unit runs);
+        VERSIONS: the signed versions accepted here before (None: kept in memory only);
         INSTANCE tells this agent's registration apart from another host's with the same
         machine id (agent_instance(): kept across the agent's restarts; by default this
         process's); HEALTH: where containers' health comes from (None: not followed);
@@ -156,6 +159,7 @@ class Agent:
         self.settings = settings
         self._machine_id = settings.machine_id
         self.trusted = trusted
+        self.versions = versions or AcceptedVersions()
         self.hostname = hostname or socket.gethostname()
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.stats = AgentStats()
@@ -311,6 +315,8 @@ class Agent:
     def _keepalive(self) -> None:
         interval = max(0.5, self.settings.ttl / 3)
         while not self._stop.wait(interval):
+            if any(v.reason is Rejection.FUTURE for _, v in self._rejected.values()):
+                self._queue.put(("health", None))  # screened again as this clock moves on
             lease = self._lease
             if lease is None:
                 continue
@@ -600,7 +606,8 @@ class Agent:
         desired = self.desired()
         self._health.follow((u.name, u.hash, u.text) for u in desired.values())
         self.failures.keep(desired.keys())
-        decided = plan(desired, self.manager.observe(), self.trusted, self._newer)
+        policy = Policy(self.versions.get(), self.settings.signatures_required)
+        decided = plan(desired, self.manager.observe(), self.trusted, self._newer, policy=policy)
         for name, (content_hash, verdict) in sorted(decided.rejected.items()):
             if self._rejected.get(name) != (content_hash, verdict):
                 log_event(
@@ -613,6 +620,11 @@ class Agent:
                 )
         self._rejected = decided.rejected
         actions = decided.actions
+        try:  # before any unit reaches systemd: an older version is refused from now on
+            self.versions.record(decided.versions)
+        except FleetpyError as exc:
+            log_event("accepted_versions_not_kept", machine=self.machine_id, error=str(exc))
+            actions = []  # tried again next round; nothing runs that was not recorded
         if actions:
             self.stats.actions += len(actions)
             counts = dict.fromkeys(("stop", "remove", "write", "start"), 0)

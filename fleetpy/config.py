@@ -53,6 +53,7 @@ class AgentSettings:
     unit_dir: str = "/run/fleetpy/units"
     unit_manager: UnitManagerKind = UnitManagerKind.SYSTEMD
     trusted_keys: str | None = None  # a directory of *.pub; None: units are not verified
+    signatures_required: int = 1  # distinct trusted keys that must have signed a unit
 
 
 @dataclass(frozen=True)
@@ -433,6 +434,15 @@ SETTINGS: tuple[Setting, ...] = (
         "(default: units are not verified)",
         Scope.AGENT,
         "trusted_keys",
+    ),
+    Setting(
+        "signatures_required",
+        "--signatures-required",
+        "FLEETPY_SIGNATURES_REQUIRED",
+        _bounded_int(1, 8),
+        "how many distinct trusted keys must have signed a unit (with --trusted-keys)",
+        Scope.AGENT,
+        "signatures_required",
     ),
     Setting(
         "lease_ttl",

@@ -94,6 +94,7 @@ def operator_role(prefix: str) -> Role:
                     "metadata",
                     "failure",  # `force-reschedule UNIT` deletes a unit's failure records
                     "cordon",
+                    "audit",  # each change of a unit appends to its trail
                 )
             ),
             _key(Access.WRITE, join(prefix, "engine", FORCE_RESCHEDULE)),

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "fleetpy"
 
 
 CORE = ("fleetpy.registry", "fleetpy.scheduler", "fleetpy.engine", "fleetpy.agent")
-MODEL = ("changes", "codecs", "cordons", "events", "failures", "global_rolls", "records")
+MODEL = ("audit", "changes", "codecs", "cordons", "events", "failures", "global_rolls", "records")
 
 
 def loaded_by(modules: str, matching: str) -> list[str]:

@@ -32,8 +32,14 @@ ALLOWED = {
     "the TLS handshake that was refused used it",
     "cluster/pki.py": "certificate validity when they are made, backdated 5 minutes for "
     "clocks a little apart",
+    "registry/audit.py": "an audit entry's time, for people: the writing client's word "
+    "(etcd's revision orders the entries)",
     "client/drain.py": "when a cordon was asked and when a maintenance window ends, for "
     "people; the window's end is etcd's, the lease its record is written under",
+    "unitfile/signing.py": "a signature's version is its signing time, never less than the "
+    "stored version + 1 whatever the signer's clock; an agent refuses one more than "
+    "FUTURE_SKEW_MS ahead of its own clock (`future`): a host more than 5 minutes slow "
+    "refuses new versions, but stops nothing (what runs stays)",
 }
 
 
