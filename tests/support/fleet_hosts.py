@@ -214,16 +214,16 @@ def fleet_cluster(
     prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FleetClusterFactory]:
-    """Factory: fleet_cluster(metadata=[{...}, ...], agent_ttl="10s") -> FleetCluster, one
-    host per mapping, fleetd on each; their fleetpy agents (off) are configured for the
-    test's etcd and `prefix`."""
+    """Factory: fleet_cluster(metadata=[{...}, ...], agent_ttl="10s", **launch_host options)
+    -> FleetCluster, one host per mapping, fleetd on each; their fleetpy agents (off) are
+    configured for the test's etcd and `prefix` (and the options' extra_config, binds...)."""
     fleet_tool("fleetd")  # skips the test when the binaries are missing
     workdir = tmp_path_factory.mktemp("fleet")
     etcd = EtcdServer(extra_args=("--enable-v2=true",))
     pools: list[HostPool] = []
 
     def start(
-        metadata: Sequence[Mapping[str, str]] = ({},), agent_ttl: str = "10s"
+        metadata: Sequence[Mapping[str, str]] = ({},), agent_ttl: str = "10s", **options: Any
     ) -> FleetCluster:
         if not etcd.running:
             etcd.start()
@@ -240,7 +240,10 @@ def fleet_cluster(
             etcd_prefix=prefix,
             ttl=3,
             agent=False,
-            binds=[(Path(fleet_tool("fleetd")), FLEETD_IN_HOST)],
+            **{
+                **options,
+                "binds": [*options.get("binds", ()), (Path(fleet_tool("fleetd")), FLEETD_IN_HOST)],
+            },
         )
         for host, host_metadata in zip(started, metadata):
             install_fleetd(host, etcd, host_metadata, agent_ttl)

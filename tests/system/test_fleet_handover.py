@@ -17,6 +17,7 @@ from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import Host
 from fleetpy.fleet_handover import HandoverError, freeze_fleet_engine, stop_fleetd
 
+from support.fleet import cli_env, run_cli
 from support.fleet_hosts import (
     FLEET_PREFIX,
     FLEET_UNIT,
@@ -195,3 +196,38 @@ def test_migrate_host_bad_input_is_one_line_and_changes_nothing(
             assert result.stderr.startswith("fleetpy: error: ") and said in result.stderr, args
             assert result.stderr.count("\n") == 1, result.stderr
     assert fleet_v2(v2_etcd.endpoint, FLEET_PREFIX + "engine") is None
+
+
+def test_units_the_agent_refuses_keep_running_under_fleet(
+    fleet_cluster: FleetClusterFactory, prefix: str, tmp_path: Path
+) -> None:
+    """Hosts whose agents require signed units refuse what `migrate` wrote (fleet had no
+    signatures): the hand-over names them, and they go on running from fleet's files, same
+    MainPID, rather than being stopped or lost."""
+    env = cli_env("http://127.0.0.1:1", prefix) | {"FLEETPY_KEYS_DIR": str(tmp_path / "keys")}
+    run_cli([sys.executable, "-m", "fleetpy", "keys", "generate", "ops"], env, tmp_path)
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "ops.pub").write_bytes((tmp_path / "keys" / "ops.pub").read_bytes())
+    cluster = fleet_cluster(
+        extra_config={"trusted_keys": "/etc/fleetpy-trusted"},
+        binds=[(trusted, "/etc/fleetpy-trusted")],
+    )
+    (host,) = cluster.hosts
+    cluster.fleetctl("start", "--no-block", cluster.write("a.service", SLEEPER))
+    cluster.wait_active(["a.service"])
+    pid = host.main_pid("a.service")
+    env = cli_env(cluster.etcd.endpoint, prefix)
+    migrate = [sys.executable, "-m", "fleetpy", "migrate", "--from-fleet", cluster.etcd.endpoint]
+    run_cli(migrate, env, tmp_path)
+    cluster.enable_agent(host)
+
+    result = migrate_host(cluster, host.machine_id)
+    assert result.returncode == 0, result.stderr
+    assert f"Machine {host.machine_id}: fleetd killed, 0 units taken over" in result.stdout
+    assert "! a.service  refused by fleetpy's agent here: " in result.stdout
+    assert "= a.service  left running under fleet's last state" in result.stdout
+    time.sleep(3)
+    assert host.main_pid("a.service") == pid
+    link = host.run(["readlink", "/run/systemd/system/a.service"]).stdout.strip()
+    assert link.startswith("/run/fleet/units/")
