@@ -19,8 +19,9 @@ dies. fleetd's agents keep running what they run; nothing is scheduled by fleet 
 
 The steps, each safe to run again (a killed run, or one that timed out, is resumed by
 running it again):
-  1. checks, changing nothing: fleetpy's agent config exists and names this machine,
-     fleet's etcd answers with fleet's data under the prefix;
+  1. checks, changing nothing: fleetpy's agent config exists, fleetpy's etcd answers,
+     fleet's etcd answers with fleet's data under the prefix (fleet_keyspace.read_fleet,
+     as `migrate` reads it);
   2. fleet's engine frozen (above);
   3. fleetd stopped without its purge: a runtime drop-in (KillSignal=SIGKILL, Restart=no,
      no ExecStop), then fleet.socket and fleet.service stopped (with the socket: a
@@ -34,7 +35,8 @@ running it again):
      this machine's metadata selects) in its desired state;
   6. fleet's copies removed from /run/fleet/units for the units the agent relinked. A unit
      whose link still points at fleet's file is one fleetpy does not run here (migrate
-     refused it): it is left running under fleet's last state and named in the report.
+     refused it, or the agent did: unsigned where signatures are required): it is left
+     running under fleet's last state and named in the report.
 
 `migrate` holds each of fleet's machines in a maintenance window for its hand-over (its
 units stay placed while its agent is not there yet). The hand-over does not end it: the
@@ -42,7 +44,8 @@ agent's etcd role may not write cordons (an operator's record), and the hold is 
 a host that is down half-way (as the test's) from losing its units. The report says it is
 there; the operator runs `fleetpy uncordon` once every host is handed over.
 
-`leftovers` and `pending` are pure (tests/pure/test_fleet_handover.py).
+`leftovers`, `settled`, `pending`, `not_running`, `rejected` and `desired_here` are pure
+(tests/pure/test_fleet_handover.py).
 """
 
 from __future__ import annotations
