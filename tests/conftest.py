@@ -29,6 +29,7 @@ pytest_plugins = [
     "support.dashboard",
     "support.fleet",  # before hosts_fixtures, which imports it: both assertion-rewritten
     "support.hosts_fixtures",
+    "support.fleet_hosts",  # a real fleet v1.0 cluster on hosts (fleet_cluster)
     "support.hostile_harness",
     "support.cli_helpers",
     "support.signing_cli",
@@ -51,7 +52,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def etcd() -> Iterator[EtcdServer]:
-    with EtcdServer() as server:
+    # With fleet's v2 API too: migration tests write fleet's keys there (a store apart
+    # from v3's, which fleetpy uses).
+    with EtcdServer(extra_args=("--enable-v2=true",)) as server:
         yield server
 
 

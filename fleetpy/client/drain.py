@@ -26,19 +26,20 @@ _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?")
 POLL_SECONDS = 1.0
 
 
-def parse_window(text: str) -> int:
-    """A maintenance window: seconds, or a duration such as 90s, 15m, 1h30m."""
+def parse_window(text: str, option: str = "--window") -> int:
+    """A maintenance window (given with OPTION): seconds, or a duration such as 90s, 15m,
+    1h30m."""
     found = _DURATION.fullmatch(text.strip())
     if not text.strip() or found is None:
-        raise DrainError(f"--window {text!r}: expected a duration such as 900, 15m or 1h30m")
+        raise DrainError(f"{option} {text!r}: expected a duration such as 900, 15m or 1h30m")
     hours, minutes, seconds = (int(g or 0) for g in found.groups())
     total = hours * 3600 + minutes * 60 + seconds
     if not 1 <= total <= MAX_WINDOW:
-        raise DrainError(f"--window {text!r}: expected 1 s to {MAX_WINDOW // 86400} days")
+        raise DrainError(f"{option} {text!r}: expected 1 s to {MAX_WINDOW // 86400} days")
     return total
 
 
-def _who() -> str:
+def who() -> str:
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -71,7 +72,7 @@ def resolve_machine(registry: OperatorRegistry, what: str, *, alive: bool) -> st
 def cordon(registry: OperatorRegistry, what: str) -> str:
     """Cordon a machine (a drain or maintenance window on it ends): its id."""
     machine = resolve_machine(registry, what, alive=False)
-    registry.put_cordon(CordonRecord(machine, by=_who(), at=time.time()))
+    registry.put_cordon(CordonRecord(machine, by=who(), at=time.time()))
     return machine
 
 
@@ -97,7 +98,7 @@ def start_drain(
         raise DrainError(f"--max-unavailable {max_unavailable}: expected 1 or more")
     machine = resolve_machine(registry, what, alive=True)
     record = CordonRecord(
-        machine, CordonMode.DRAINING, max_unavailable, include_global, by=_who(), at=time.time()
+        machine, CordonMode.DRAINING, max_unavailable, include_global, by=who(), at=time.time()
     )
     registry.put_cordon(record)
     return machine
@@ -106,11 +107,15 @@ def start_drain(
 def start_maintenance(registry: OperatorRegistry, what: str, window: int) -> CordonRecord:
     """Cordon a live machine for a maintenance window: while the window lasts, its units
     stay on it even when it stops reporting (a reboot), and nothing new goes there."""
-    machine = resolve_machine(registry, what, alive=True)
-    now = time.time()
-    record = CordonRecord(machine, maintenance_until=now + window, by=_who(), at=now)
+    record = maintenance(resolve_machine(registry, what, alive=True), window)
     registry.put_cordon(record, window=window)
     return record
+
+
+def maintenance(machine: str, window: int) -> CordonRecord:
+    """The cordon record of MACHINE's maintenance window of WINDOW seconds, from now."""
+    now = time.time()
+    return CordonRecord(machine, maintenance_until=now + window, by=who(), at=now)
 
 
 @dataclass(frozen=True)

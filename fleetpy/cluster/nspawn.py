@@ -73,6 +73,7 @@ AGENT_UNIT = hostfiles.UNIT
 DEFAULT_ETCD_ENDPOINTS = ("http://127.0.0.1:2379",)
 BUSYBOX_IMAGE = "local/busybox:latest"
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+PENDING_CONFIG = "agent.yaml.pending"  # a host launched with agent=False: its agent's config
 
 # Paths inside a host; the same names are used by provision.sh.
 _HOST_SOURCE = "/opt/fleetpy/src/fleetpy"
@@ -588,12 +589,13 @@ class Host:
 
 
 def _write_host_state(
-    state_dir: Path, name: str, machine_id: str, config: Mapping[str, object]
+    state_dir: Path, name: str, machine_id: str, config: Mapping[str, object], agent: bool = True
 ) -> None:
     (state_dir / "etc").mkdir(parents=True, exist_ok=True)
     (state_dir / "var-lib-fleetpy").mkdir(exist_ok=True)
     (state_dir / "machine-id").write_text(machine_id + "\n")
-    (state_dir / "etc" / "agent.yaml").write_text(
+    # The agent's unit starts only if agent.yaml exists (ConditionPathExists).
+    (state_dir / "etc" / ("agent.yaml" if agent else PENDING_CONFIG)).write_text(
         f"# written by fleetpy.cluster.nspawn for host {name}\n"
         + yaml.safe_dump(dict(config), sort_keys=False)
     )
@@ -617,6 +619,7 @@ def launch_host(
     docker: bool = True,
     detach: bool = False,
     binds: Sequence[tuple[Path, str]] = (),
+    agent: bool = True,
 ) -> Host:
     """Start booting a host and return once its init exists (see wait_booted).
 
@@ -628,6 +631,9 @@ def launch_host(
     installed, as a packer image does.
     detach: the host outlives this process (a long-lived cluster); otherwise it is
     powered off when the thread that launched it exits.
+    agent: False boots the host with fleetpy's agent off: its config is written to
+    /etc/fleetpy/agent.yaml.pending, for a test to move into place (a host that runs
+    something else first, e.g. fleetd, until fleetpy takes it over).
     """
     if not _HOSTNAME.match(name):
         raise HostError(f"invalid host name {name!r}: letters, digits and '-', at most 63")
@@ -645,7 +651,7 @@ def launch_host(
         if value is not None:
             config[key] = value
     config.update(extra_config or {})
-    _write_host_state(state_dir, name, machine_id, config)
+    _write_host_state(state_dir, name, machine_id, config, agent)
 
     argv = [
         "systemd-nspawn",

@@ -9,7 +9,9 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 mid-roll its GlobalRoll: the previous version, the machines
                                 still on it, the machines a rolling restart holds stopped
   P/schedule/<machine>/<name>   ScheduleEntry: the unit placed on that machine, with its
-                                text, so an agent needs nothing but its own prefix
+                                text, so an agent needs nothing but its own prefix (the
+                                engine's; `migrate --from-fleet` writes fleet's placements
+                                there while no engine leads: fleet_migration.py)
   P/reason/<name>               why the engine could not place the unit (plain text)
   P/machines/<machine>          MachineRecord, attached to the agent's lease
   P/metadata/<machine>          operators' metadata overlay of the machine (PATCH /machines):

@@ -1,6 +1,6 @@
 """The one class Registry: every key family's operations (units, machines, metadata, cordons,
-failures, schedule, views, watches, backups, access control, history, audit trails) on one
-etcd connection.
+failures, schedule, views, watches, backups, access control, history, audit trails, a
+migration from fleet) on one etcd connection.
 
 Its own module, not the package's __init__, so that importing fleetpy.registry (for
 RegistryConfig, or a record) does not load gRPC: the CLI's --help and the agent's
@@ -19,6 +19,7 @@ from .backup import Backups
 from .cordons import CordonKeys
 from .endpoints import MAX_ENDPOINTS, normalize_prefix, parse_endpoint
 from .failures import FailureKeys
+from .fleet_migration import FleetMigrationKeys
 from .global_rolls import GlobalRollKeys
 from .history import History
 from .machines import MachineKeys
@@ -45,6 +46,7 @@ class Registry(
     Backups,
     AccessControl,
     History,
+    FleetMigrationKeys,
     AuditKeys,
 ):
     """fleetpy's view of etcd: every key family's operations, on one connection.
@@ -98,9 +100,9 @@ class Registry(
 
 
 if TYPE_CHECKING:  # mypy checks that the one Registry offers every role's protocol
-    from .roles import AgentRegistry, EngineRegistry, OperatorRegistry
+    from .roles import AgentRegistry, EngineRegistry, MigrationRegistry, OperatorRegistry
 
     def _offers_every_role(
         registry: Registry,
-    ) -> tuple[OperatorRegistry, EngineRegistry, AgentRegistry]:
-        return registry, registry, registry
+    ) -> tuple[OperatorRegistry, EngineRegistry, AgentRegistry, MigrationRegistry]:
+        return registry, registry, registry, registry

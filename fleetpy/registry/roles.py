@@ -7,6 +7,8 @@
 |                    |                         | git watchers, backup                            |
 | `EngineRegistry`   | fleetpy-engine          | the engine                                      |
 | `AgentRegistry`    | fleetpy-agent-<machine> | an agent: its own machine's keys only           |
+| `MigrationRegistry`| root, or fleetpy-engine | `fleetpy migrate --from-fleet`: fleet's units   |
+|                    | (it writes P/schedule/) | with their placements, while no engine leads    |
 
 `Registry` has them all (checked by mypy in registry/__init__.py); a caller's signature
 says which it takes, so what it may do is read off its type, and a stand-in store need
@@ -37,6 +39,7 @@ from ..model.records import (
 )
 
 if TYPE_CHECKING:  # the transport loads gRPC: a protocol's user need not
+    from ..fleet_import import FleetpySide, MigrationPlan
     from .transport import EndpointStats
     from .views import Listing
 
@@ -233,3 +236,13 @@ __all__ = [
     "MachineWatches",
     "OperatorRegistry",
 ]
+
+
+class MigrationRegistry(Connected, Protocol):
+    """`fleetpy migrate --from-fleet`: what fleetpy holds that the plan depends on, and the
+    plan written (placements too, while no engine leads: registry/fleet_migration.py)."""
+
+    def migration_side(self) -> FleetpySide: ...
+    def write_migration(
+        self, plan: MigrationPlan, holds: Sequence[CordonRecord], window: int
+    ) -> list[str]: ...

@@ -32,12 +32,19 @@ def run_cli(
     return result
 
 
+def cli_env(endpoint: str, prefix: str) -> dict[str, str]:
+    """The environment of a fleetpy command on etcd ENDPOINT and PREFIX (none of the
+    test run's own FLEETPY_ settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
+    env.update(FLEETPY_ENDPOINT=endpoint, FLEETPY_ETCD_PREFIX=prefix)
+    return env
+
+
 class Fleet:
     """The operator's side: the fleetpy CLI and an engine, outside the hosts."""
 
     def __init__(self, etcd: EtcdServer, prefix: str, workdir: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
-        self.env.update(FLEETPY_ENDPOINT=etcd.endpoint, FLEETPY_ETCD_PREFIX=prefix)
+        self.env = cli_env(etcd.endpoint, prefix)
         self.workdir = workdir
         with open(workdir / "engine.log", "ab") as log:  # the engine keeps its own copy
             self.engine = subprocess.Popen(

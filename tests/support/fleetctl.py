@@ -13,16 +13,22 @@ import pytest
 from support.paths import ROOT
 
 
-def fleetctl_binary() -> str:
+def fleet_tool(name: str) -> str:
+    """fleet's own NAME (fleetctl, fleetd) v1.0.0: $NAME in capitals, PATH, ../shared/tools;
+    skips the test when there is none."""
     for candidate in (
-        os.environ.get("FLEETCTL"),
-        shutil.which("fleetctl"),
-        str(ROOT.parent / "shared" / "tools" / "fleetctl"),
-        "/work/shared/tools/fleetctl",
+        os.environ.get(name.upper()),
+        shutil.which(name),
+        str(ROOT.parent / "shared" / "tools" / name),
+        f"/work/shared/tools/{name}",
     ):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    pytest.skip("fleetctl v1.0.0 not found ($FLEETCTL, PATH, ../shared/tools/fleetctl)")
+    pytest.skip(f"{name} v1.0.0 not found (${name.upper()}, PATH, ../shared/tools/{name})")
+
+
+def fleetctl_binary() -> str:
+    return fleet_tool("fleetctl")
 
 
 def fleetctl_on(sock: str, cwd: Path) -> Callable[..., str]:

@@ -52,13 +52,14 @@ class Cluster:
         ttl: int = 2,
         start_seconds: float = 0.0,
         capacity: Resources | None = None,
+        public_ip: str = "",
         **metadata: str,
     ) -> Agent:
         """CAPACITY: the CPUs and memory the machine offers (None: this host's)."""
         agent = Agent(
             self.registry,
             SimulatedUnitManager(start_seconds),
-            AgentSettings(machine_id=machine, metadata=metadata, ttl=ttl),
+            AgentSettings(machine_id=machine, metadata=metadata, ttl=ttl, public_ip=public_ip),
             capacity=capacity,
         ).start()
         agent.ready.wait(10)
