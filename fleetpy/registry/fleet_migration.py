@@ -22,17 +22,19 @@ from typing import Any
 
 from ..errors import PartialWriteError, RegistryError
 from ..fleet_import import ENGINE_LEADS, FleetpySide, ImportedUnit, MigrationPlan
+from ..model.audit import AuditTrail, AuditVerb
 from ..model.codecs import Newer, overlay_to_json
 from ..model.cordons import CordonRecord
 from ..model.records import ScheduleEntry, UnitRecord
-from .base import MAX_TXN_OPS, RegistryBase, partial_message, sized_chunks
+from .audit import AuditKeys
+from .base import MAX_TXN_OPS, partial_message, sized_chunks
 from .transport import prefix_range_end
 
-# Per unit: its content, record and placement (three puts) and two guards.
-UNITS_PER_TXN = MAX_TXN_OPS // 4
+# Per unit: its content, record, placement and audit trail (four puts) and three guards.
+UNITS_PER_TXN = MAX_TXN_OPS // 5
 
 
-class FleetMigrationKeys(RegistryBase):
+class FleetMigrationKeys(AuditKeys):
     """Read what a migration plan needs; write a plan."""
 
     def migration_side(self) -> FleetpySide:
@@ -76,8 +78,10 @@ class FleetMigrationKeys(RegistryBase):
             compares: list[Any] = [leader]
             ops: list[Any] = []
             contents: set[str] = set()
+            # A name used before keeps its trail (audit.py): the migration appends to it.
+            trails = self.unit_histories([unit.name for unit in chunk])
             for unit in chunk:
-                compares.extend(self._unit_writes(unit, ops, contents))
+                compares.extend(self._unit_writes(unit, ops, contents, trails[unit.name]))
             try:
                 self._guarded_write(compares, ops)
             except RegistryError as exc:
@@ -105,8 +109,11 @@ class FleetMigrationKeys(RegistryBase):
                 [self.txn.put(key, value, lease=lease_id) for key, value, lease_id in chunk],
             )
 
-    def _unit_writes(self, unit: ImportedUnit, ops: list[Any], contents: set[str]) -> list[Any]:
-        """The unit's puts (appended to OPS), and its guards."""
+    def _unit_writes(
+        self, unit: ImportedUnit, ops: list[Any], contents: set[str], trail: AuditTrail
+    ) -> list[Any]:
+        """The unit's puts (appended to OPS), and its guards; its audit trail says where
+        it came from, in the same transaction, as every change of a unit does."""
         if unit.hash not in contents:
             contents.add(unit.hash)
             ops.append(self.txn.put(self.key("content", unit.hash), unit.text))
@@ -114,6 +121,12 @@ class FleetMigrationKeys(RegistryBase):
         unit_key = self.key("unit", unit.name)
         ops.append(self.txn.put(unit_key, record.to_json()))
         guards = [self.txn.version(unit_key, 0)]
+        where = f"from fleet, on machine {unit.machine}" if unit.machine else "from fleet"
+        audit_guard, audit_put = self._audit_append(
+            trail, self._audit_entry(AuditVerb.MIGRATE, record, where)
+        )
+        guards.append(audit_guard)
+        ops.append(audit_put)
         entry = ScheduleEntry(unit.name, unit.hash, unit.desired, unit.text)
         if unit.is_global:
             placed = self.key("global", unit.name)
