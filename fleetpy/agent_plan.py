@@ -7,12 +7,13 @@ and executes the actions."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import FleetpyError
 from .log import log_event
 from .model.records import ScheduleEntry
 from .states import PLACED_STATES, RUNNING_STATES, DesiredState
+from .trust import KEY_WITHDRAWN
 from .unitfile.signing import TrustedKeys, Verdict
 from .unitfile.unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import Action, ObservedUnit, RemoveUnit, StartUnit, StopUnit, WriteUnit
@@ -31,6 +32,9 @@ class DesiredUnit:
 class AgentPlan:
     actions: list[Action]
     rejected: dict[str, tuple[str, Verdict]]  # unit -> (its content hash, why refused)
+    # Refused only because its key stopped counting, and left running as it runs here
+    # (on_revoke=keep): unit -> why its signature no longer counts.
+    kept: dict[str, Verdict] = field(default_factory=dict)
 
 
 def screen(
@@ -61,15 +65,26 @@ def plan(
     observed: Mapping[str, ObservedUnit],
     trusted: TrustedKeys | None = None,
     newer: Set[str] = frozenset(),
+    keep_withdrawn: bool = False,
 ) -> AgentPlan:
     """The agent's whole decision. A refused unit counts as not desired here: if an
     earlier, valid version of it runs (its record was since replaced by a forged or
     unsigned one), that is stopped and removed too, since the cluster no longer asks
     for what runs and what it asks for may not run. A unit whose schedule entry is
-    `newer` than this agent reads is left exactly as it is: neither stopped nor started."""
+    `newer` than this agent reads is left exactly as it is: neither stopped nor started.
+    With KEEP_WITHDRAWN (on_revoke=keep), so is a unit refused only because its key was
+    revoked, expired or removed, when exactly that content is what the host has: what
+    ran when the key counted runs on; nothing new is started with it."""
     accepted, rejected = screen({n: u for n, u in desired.items() if n not in newer}, trusted)
-    kept = {n: u for n, u in observed.items() if n not in newer}
-    return AgentPlan(plan_actions(accepted, kept), rejected)
+    kept: dict[str, Verdict] = {}
+    if keep_withdrawn:
+        for name, (content_hash, verdict) in list(rejected.items()):
+            here = observed.get(name)
+            if verdict.reason in KEY_WITHDRAWN and here is not None and here.hash == content_hash:
+                kept[name] = verdict
+                del rejected[name]
+    left = {n: u for n, u in observed.items() if n not in newer and n not in kept}
+    return AgentPlan(plan_actions(accepted, left), rejected, kept)
 
 
 def plan_actions(

@@ -13,7 +13,7 @@ from .transport import EtcdPermissionDenied, prefix_range_end
 
 # What people wrote (a backup's contents), in the order a restore writes it: contents
 # before the units that name them, units last (the engine places what it sees).
-DESIRED_KINDS = ("content", "global", "metadata", "cordon", "deploy", "unit")
+DESIRED_KINDS = ("content", "global", "metadata", "cordon", "trust", "deploy", "unit")
 
 
 class Backups(RegistryBase):

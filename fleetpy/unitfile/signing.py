@@ -75,6 +75,8 @@ class Rejection(StrEnum):
     MALFORMED = "bad-signature"  # not a signature in fleetpy's format
     UNTRUSTED = "untrusted-key"  # signed by a key this machine does not trust
     FORGED = "wrong-signature"  # a trusted key id, but the signature does not verify
+    REVOKED = "revoked-key"  # signed by a key the trust record revoked (fleetpy.trust)
+    EXPIRED = "expired-key"  # signed by a key past its expiry in the trust record
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,8 @@ class TrustedKeys:
 
     keys: Mapping[str, TrustedKey] = field(default_factory=dict)  # key id -> key
     source: str = ""  # the directory they came from
+    # Keys whose signatures no longer count, and why (revoked, expired: fleetpy.trust).
+    retired: Mapping[str, Verdict] = field(default_factory=dict)  # key id -> verdict
 
     def verify(self, name: str, content_hash: str, signature: str | None) -> Verdict | None:
         """None when `signature` is a trusted key's signature of (name, content_hash)."""
@@ -320,6 +324,8 @@ class TrustedKeys:
             return Verdict(Rejection.MALFORMED, "the signature is not in fleetpy's format")
         kid, raw = parsed
         key = self.keys.get(kid)
+        if key is None and kid in self.retired:
+            return self.retired[kid]
         if key is None:
             return Verdict(Rejection.UNTRUSTED, f"signed by key {kid}, which is not trusted")
         from cryptography.exceptions import InvalidSignature

@@ -13,7 +13,16 @@ PACKAGE = ROOT / "fleetpy"
 
 
 CORE = ("fleetpy.registry", "fleetpy.scheduler", "fleetpy.engine", "fleetpy.agent")
-MODEL = ("changes", "codecs", "cordons", "events", "failures", "global_rolls", "records")
+MODEL = (
+    "changes",
+    "codecs",
+    "cordons",
+    "events",
+    "failures",
+    "global_rolls",
+    "records",
+    "trust",
+)
 
 
 def loaded_by(modules: str, matching: str) -> list[str]:
