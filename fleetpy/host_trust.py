@@ -83,7 +83,7 @@ class HostTrust:
                 f"cannot read trusted keys directory {display_path(self.directory)}: "
                 "no such directory"
             )
-        self.rescan()
+        self.rescan(quiet=True)  # said in trusted_keys_loaded below
         self._load_cache()
         self._recompute()
         log_event(
@@ -148,8 +148,8 @@ class HostTrust:
             said for said in self._said if said != what and not said.startswith(what + ":")
         }
 
-    def rescan(self) -> bool:
-        """Stat the directory again; whether the root keys changed."""
+    def rescan(self, quiet: bool = False) -> bool:
+        """Stat the directory again; whether the root keys changed (logged unless QUIET)."""
         try:
             entries = sorted(e for e in os.listdir(self.directory) if e.endswith(PUBLIC_SUFFIX))
         except OSError as exc:
@@ -172,6 +172,8 @@ class HostTrust:
             return False
         with self._lock:
             self._recompute()
+        if quiet:
+            return True
         log_event(
             "trusted_keys_changed",
             machine=self.machine,

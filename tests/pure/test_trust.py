@@ -445,3 +445,18 @@ def test_an_expiry_passes_after_its_span_on_the_hosts_own_clock(tmp_path: Path) 
     assert RELEASE.key_id not in keys.keys
     assert keys.retired[RELEASE.key_id].reason is Rejection.EXPIRED
     assert keys.retired == host().current().retired
+
+
+# ----------------------------------------------------------------------------- the setting
+
+
+def test_on_revoke_setting_from_flag_environment_and_file() -> None:
+    from fleetpy.config import OnRevoke, resolve
+
+    assert resolve({}, environ={}).agent.on_revoke is OnRevoke.KEEP  # the default
+    assert resolve({}, environ={"FLEETPY_ON_REVOKE": "stop"}).agent.on_revoke is OnRevoke.STOP
+    assert resolve({}, {"on_revoke": "stop"}, environ={}).agent.on_revoke is OnRevoke.STOP
+    flag = resolve({"on_revoke": "keep"}, {"on_revoke": "stop"}, environ={})
+    assert flag.agent.on_revoke is OnRevoke.KEEP
+    with pytest.raises(ConfigError, match="expected keep or stop"):
+        resolve({}, environ={"FLEETPY_ON_REVOKE": "kill"})

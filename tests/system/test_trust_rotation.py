@@ -9,6 +9,7 @@ daemon its own etcd user)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from fleetpy.client import operations, trust
 from fleetpy.config import OnRevoke
+from fleetpy.host_trust import RESCAN
 from fleetpy.model.trust import TrustRecord
 from fleetpy.registry import RegistryConfig
 from fleetpy.trust import sign_record
@@ -189,14 +191,53 @@ def test_forged_replayed_and_deleted_records_change_nothing(
         lambda: state_is(cluster, "after.service", "rejected", "revoked-key"),
         what="still revoked",
     )
-    err = capfd.readouterr().err
+    captured: list[str] = []
+
+    def lines(machine: str) -> list[str]:
+        captured.append(capfd.readouterr().err)
+        return [line for line in "".join(captured).splitlines() if f"machine={machine}" in line]
+
+    def all_said(machine: str) -> bool:
+        return any("event=trust_record_missing" in line for line in lines(machine))
+
+    until(lambda: all(all_said(m) for m in MACHINES), what="every agent saw the deletion")
     for machine in MACHINES:
-        lines = [line for line in err.splitlines() if f"machine={machine}" in line]
-        refused = [line for line in lines if "event=trust_record_refused" in line]
+        refused = [line for line in lines(machine) if "event=trust_record_refused" in line]
         assert [("reason=not-root" in r, "reason=older" in r) for r in refused] == [
             (True, False),
             (False, True),
         ], refused
-        assert sum("event=trust_record_missing" in line for line in lines) == 1
+        assert sum("event=trust_record_missing" in line for line in lines(machine)) == 1
     # The kept unit ran through all of it.
     assert len(cluster.running_on("web.service")) == 1
+
+
+def test_a_vanished_trusted_directory_keeps_the_last_good_set(
+    cluster: TrustCluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    start(cluster, "web.service", "root")
+    until(lambda: state_is(cluster, "web.service", "active"), what="root's unit active")
+    capfd.readouterr()
+    cluster.trusted_dir.rename(cluster.workdir / "moved")
+    # Nothing that runs stops, and the root key still signs what starts next.
+    start(cluster, "next.service", "root")
+    until(lambda: state_is(cluster, "next.service", "active"), what="root's next unit active")
+    start(cluster, "alien.service", "stranger")
+    until(
+        lambda: state_is(cluster, "alien.service", "rejected", "untrusted-key"),
+        what="a stranger still refused",
+    )
+    assert len(cluster.running_on("web.service")) == 1
+    # Said once per agent, however many rescans find it gone.
+    captured: list[str] = []
+
+    def said(machine: str) -> list[str]:
+        captured.append(capfd.readouterr().err)
+        lines = "".join(captured).splitlines()
+        return [line for line in lines if f"machine={machine}" in line and "is unreadable" in line]
+
+    until(lambda: all(said(m) for m in MACHINES), what="every agent said it")
+    time.sleep(2 * RESCAN + 0.5)  # two more rescans
+    for machine in MACHINES:
+        lines = said(machine)
+        assert len(lines) == 1 and "keeping the 1 keys read before" in lines[0], lines
