@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,16 +40,7 @@ from typing import TYPE_CHECKING
 
 from .model.codecs import MalformedRecord
 from .model.trust import ReleaseKey, SignedTrust, TrustRecord
-from .unitfile.signing import (
-    Rejection,
-    Signer,
-    TrustedKey,
-    TrustedKeys,
-    Verdict,
-    format_signature,
-    key_id,
-    parse_signature,
-)
+from .unitfile.signing import Rejection, Signer, TrustedKey, TrustedKeys, Verdict, key_id
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -91,10 +83,24 @@ def next_serial(current: TrustRecord | None, clock_ms: int) -> int:
     return max(clock_ms, 0 if current is None else current.serial + 1)
 
 
+# A record's signature: "ed25519:<key id>:<base64url, unpadded>". Its own text, not a unit
+# signature's (fleetpy.unitfile.signing owns that format, which may change on its own).
+_RECORD_SIGNATURE = re.compile(r"ed25519:([0-9a-f]{16}):([A-Za-z0-9_-]{86})")
+
+
 def sign_record(record: TrustRecord, signer: Signer) -> SignedTrust:
     body = record.body()
     raw = signer.private.sign(DOMAIN + body.encode("utf-8"))
-    return SignedTrust(body, format_signature(signer.key_id, raw))
+    return SignedTrust(body, f"ed25519:{signer.key_id}:{encode_public(raw)}")
+
+
+def parse_record_signature(text: str) -> tuple[str, bytes] | None:
+    """(key id, raw signature) of a record's signature, or None if it is not one."""
+    found = _RECORD_SIGNATURE.fullmatch(text)
+    if found is None:
+        return None
+    raw = base64.urlsafe_b64decode(found.group(2) + "==")
+    return (found.group(1), raw) if encode_public(raw) == found.group(2) else None
 
 
 def public_raw(public: str) -> bytes:
@@ -103,6 +109,7 @@ def public_raw(public: str) -> bytes:
 
 
 def encode_public(raw: bytes) -> str:
+    """base64url, unpadded (a raw public key, a raw signature)."""
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -130,7 +137,7 @@ def open_record(
                 raise MalformedRecord(f"key {key.key_id} is not the id of its public key")
     except (MalformedRecord, ValueError, binascii.Error) as exc:
         return Refused(Refusal.MALFORMED, f"not a trust record fleetpy writes: {exc}")
-    parsed = parse_signature(envelope.signature)
+    parsed = parse_record_signature(envelope.signature)
     if parsed is None:
         return Refused(Refusal.MALFORMED, "its signature is not in fleetpy's format")
     kid, signature = parsed

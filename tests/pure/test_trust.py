@@ -30,7 +30,7 @@ from fleetpy.trust import (
     open_record,
     sign_record,
 )
-from fleetpy.unitfile.signing import Rejection, Signer, TrustedKey, TrustedKeys, key_id
+from fleetpy.unitfile.signing import Rejection, Signer, TrustedKey, TrustedKeys, Verdict, key_id
 from fleetpy.unitfile.unit import content_hash
 from fleetpy.unitmanager import ObservedUnit, RemoveUnit, StopUnit
 
@@ -165,7 +165,7 @@ def test_admit(
 
 def verdict(keys: TrustedKeys, signer: Signer) -> Rejection | None:
     found = keys.check("a.service", DIGEST, TEXT, sign(signer))
-    return None if found is None else found.reason
+    return found.reason if isinstance(found, Verdict) else None
 
 
 def sign(signer: Signer) -> str:
@@ -206,7 +206,7 @@ def test_keys_in_force(
 def test_revoked_verdict_names_the_key_and_reason() -> None:
     keys = effective(ROOT_SET, record(2, revoked=(RELEASE.key_id,)), 1500.0)
     found = keys.check("a.service", DIGEST, TEXT, sign(RELEASE))
-    assert found is not None
+    assert isinstance(found, Verdict)
     assert RELEASE.key_id in found.detail and "revoked" in found.detail and "lost" in found.detail
 
 
