@@ -1,6 +1,7 @@
 """The main job, end to end on this machine: `fleetpy cluster up` (etcd, two engines,
 three real hosts on their own IPs: systemd-nspawn, real systemd, sshd, the real agent),
-the example deployment from units/, and the fleetpy CLI exactly as an operator uses it.
+the example deployments from units/ and units/stack/, and the fleetpy CLI exactly as an
+operator uses it.
 
     .venv/bin/python scripts/demo.py [--keep] [--hosts N] [--etcd-members 1|3]
                                            (scripts/demo.sh sets up first)
@@ -61,6 +62,13 @@ def main() -> int:
         fleetpy("apply", str(ROOT / "units"), "--min-ready", "1")
         fleetpy("list-units")
 
+        say(
+            "units/stack: a database placed only where 1 GiB and half a CPU are free, and a"
+            " web tier started once the database is active, wherever it runs"
+        )
+        fleetpy("apply", str(ROOT / "units" / "stack"), "--min-ready", "1")
+        fleetpy("list-machines", "--fields", "machine,cpus,memory,reserved,free")
+
         say("on the units' machines, over ssh: status, journal, a command")
         fleetpy("status", "web@1.service")
         fleetpy("journal", "--lines", "3", "web-sidekick@1.service")
@@ -77,6 +85,7 @@ def main() -> int:
         say("stop and destroy")
         fleetpy("stop", "web-sidekick@*")
         fleetpy("destroy", "web@*", "web-sidekick@*", "monitor.service")
+        fleetpy("destroy", "web-db.service", "db.service")
         fleetpy("list-unit-files")
         say("done")
     finally:

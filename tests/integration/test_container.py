@@ -228,3 +228,19 @@ def test_example_container_units_render_expand_and_verify(tmp_path: Path) -> Non
         verify(tmp_path, unit.name, unit.text)
     local = read_unit_file(str(ROOT / "units" / "web-container@.service"))
     verify(tmp_path, "web-container@1.service", local.text)
+
+
+def test_the_example_stack_reserves_for_its_database_and_its_web_tier_requires_it(
+    tmp_path: Path,
+) -> None:
+    from fleetpy.deploy.deployment import load_deployment, render_deployment
+    from fleetpy.resources import Resources
+
+    rendered = {u.name: u for u in render_deployment(load_deployment(ROOT / "units" / "stack"))}
+    assert list(rendered) == ["db.service", "web-db.service"]
+    db, web = rendered["db.service"], rendered["web-db.service"]
+    assert db.options.reserves == Resources(1024**3, 500)  # its container's Memory=, CPUs=
+    assert not db.options.requires
+    assert web.options.requires == ("db.service",) and web.options.binds_to == ("db.service",)
+    for unit in rendered.values():
+        verify(tmp_path, unit.name, unit.text)

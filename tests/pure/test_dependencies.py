@@ -27,8 +27,6 @@ from fleetpy.scheduler import (
 from fleetpy.states import DesiredState
 from fleetpy.unitfile.unit import FleetOptions, fleet_options, parse_unit
 
-from support.paths import UNITS
-
 L = DesiredState.LAUNCHED
 LD = DesiredState.LOADED
 
@@ -74,12 +72,6 @@ def test_requires_and_binds_to_are_read_binds_to_counting_as_requires() -> None:
 def test_bad_dependencies_are_refused(section: str, error: str) -> None:
     with pytest.raises(FleetOptionError, match=error):
         options_of(section)
-
-
-def test_the_example_web_tier_requires_and_binds_to_the_database() -> None:
-    unit = parse_unit((UNITS / "web-db.service").read_text(), "web-db.service")
-    options = fleet_options(unit, "web-db.service")
-    assert options.requires == ("db.service",) and options.binds_to == ("db.service",)
 
 
 # -- the plan: unit -> reason it is held loaded

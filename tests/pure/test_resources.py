@@ -34,8 +34,6 @@ from fleetpy.scheduler import plan_placements as plan
 from fleetpy.states import DesiredState
 from fleetpy.unitfile.unit import FleetOptions, fleet_options, parse_unit
 
-from support.paths import UNITS
-
 GiB = 1024**3
 MiB = 1024**2
 M1 = "3f2a" + "0" * 28
@@ -398,8 +396,3 @@ def test_a_host_where_systemd_accounts_nothing_reports_no_usage_rather_than_zero
             return None
 
     assert CapacityReport(Unaccounted(), Resources(GiB, 1000)).due() is None
-
-
-def test_the_example_database_reserves_its_containers_limits() -> None:
-    text = (UNITS / "db.service").read_text()
-    assert reserves(text) == Resources(2 * GiB, 1000)

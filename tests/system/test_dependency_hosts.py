@@ -10,6 +10,7 @@ import json
 import pytest
 
 from support.hosts_fixtures import SharedHosts
+from support.paths import UNITS
 from support.waiting import until
 
 pytestmark = pytest.mark.hosts
@@ -74,3 +75,26 @@ def test_web_waits_for_db_on_the_other_host_and_follows_it(on_shared_hosts: Shar
     assert since(shared, web_host.machine_id, "web.service") > since(
         shared, db_host.machine_id, "db.service"
     )
+
+
+def test_the_example_stack_applies_the_database_then_its_web_tier(
+    on_shared_hosts: SharedHosts,
+) -> None:
+    """units/stack as a user runs it: `plan`, then `apply` of the directory in the repo.
+    The database's container reserves 1 GiB and half a CPU where it is placed; the web
+    tier is started only once the database is active (healthy), and apply waits for both."""
+    shared = on_shared_hosts
+    stack = str(UNITS / "stack")
+    planned = shared.fleet("plan", stack, check=False)
+    assert planned.returncode == 2, planned.stderr
+    assert "db.service" in planned.stdout and "web-db.service" in planned.stdout
+    shared.fleet("apply", stack, "--min-ready", "1")
+    view = shared.registry.read_view(with_states=False)
+    db_machine, web_machine = view.schedule["db.service"][0], view.schedule["web-db.service"][0]
+    db_host, web_host = shared.host(db_machine), shared.host(web_machine)
+    assert db_host.is_active("db.service") and web_host.is_active("web-db.service")
+    assert since(shared, web_machine, "web-db.service") > since(shared, db_machine, "db.service")
+    table = shared.fleet("list-machines", "--fields", "machine,reserved", "-l", "--no-legend")
+    reserved = dict(line.split(None, 1) for line in table.stdout.splitlines())
+    assert reserved[db_machine].startswith("1 GiB, 0.5 CPU"), reserved
+    assert shared.fleet("plan", stack, check=False).returncode == 0  # nothing left to do
