@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SigningError
-from ..model.trust import KEY_ID, ReleaseKey, TrustRecord
+from ..model.codecs import MalformedRecord
+from ..model.trust import KEY_ID, ReleaseKey, SignedTrust, TrustRecord
 from ..registry.roles import OperatorRegistry
 from ..trust import (
     Refused,
@@ -109,6 +110,11 @@ def _write(
     in_force = read(registry, signer.own)
     record = change(in_force.record, next_serial(in_force.record, now_ms()), _who(), time.time())
     envelope = sign_record(record, signer)
+    try:  # what every agent will check: never write a record they would refuse
+        SignedTrust.from_json(envelope.to_json().encode("utf-8"))
+        TrustRecord.from_body(envelope.body)
+    except MalformedRecord as exc:
+        raise SigningError(f"the trust record would be refused by agents: {exc}") from None
     registry.put_trust_record(envelope.to_json(), in_force.mod_revision)
     return record
 

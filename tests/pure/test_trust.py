@@ -460,3 +460,39 @@ def test_on_revoke_setting_from_flag_environment_and_file() -> None:
     assert flag.agent.on_revoke is OnRevoke.KEEP
     with pytest.raises(ConfigError, match="expected keep or stop"):
         resolve({}, environ={"FLEETPY_ON_REVOKE": "kill"})
+
+
+class _Registry:
+    """The trust record's two calls, in memory (client.trust's only registry use)."""
+
+    def __init__(self) -> None:
+        self.raw: str | None = None
+        self.revision = 0
+
+    def trust_record(self) -> tuple[int, str | None, int]:
+        return self.revision, self.raw, self.revision
+
+    def put_trust_record(self, raw: str, expected: int) -> int:
+        assert expected == self.revision
+        self.raw, self.revision = raw, self.revision + 1
+        return self.revision
+
+
+def test_the_cli_never_writes_a_record_agents_would_refuse() -> None:
+    """Revocations add up; past MAX_ENTRIES the record would be refused by every agent,
+    so the CLI refuses to write it (one line) and the record in force stays."""
+    from fleetpy.client import trust as client_trust
+    from fleetpy.errors import SigningError
+    from fleetpy.model.trust import MAX_ENTRIES
+
+    registry = _Registry()
+    root = Signer(
+        ROOT.name, ROOT.key_id, ROOT.private, TrustedKeys({ROOT.key_id: trusted_key(ROOT)})
+    )
+    kids = [f"{n:016x}" for n in range(MAX_ENTRIES + 1)]
+    for kid in kids[:MAX_ENTRIES]:
+        client_trust.revoke(registry, root, kid, "")  # type: ignore[arg-type]
+    before = registry.raw
+    with pytest.raises(SigningError, match="would be refused by agents: more than 256 revoked"):
+        client_trust.revoke(registry, root, kids[-1], "")  # type: ignore[arg-type]
+    assert registry.raw == before
