@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .agent_plan import DesiredUnit, plan, select_globals
+from .accepted_versions import AcceptedVersions
+from .agent_plan import DesiredUnit, Policy, plan, select_globals
 from .capacity import CapacityReport
 from .config import AgentSettings, OnRevoke
 from .errors import FleetpyError, UnitNameError
@@ -43,7 +44,7 @@ from .states import (
     DesiredState,
     LoadState,
 )
-from .unitfile.signing import TrustedKeys, Verdict
+from .unitfile.signing import Rejection, TrustedKeys, Verdict
 from .unitmanager import (
     Action,
     ObservedUnit,
@@ -143,10 +144,12 @@ class Agent:
         instance: str | None = None,
         health: HealthSource | None = None,
         capacity: Resources | None = None,
+        versions: AcceptedVersions | None = None,
     ) -> None:
         """SETTINGS with the machine id read (config.read_machine_id); TRUSTED: the public
         keys whose signatures this machine accepts, fixed or followed as they change
         (fleetpy.host_trust; None: no check, every unit runs);
+        VERSIONS: the signed versions accepted here before (None: kept in memory only);
         INSTANCE tells this agent's registration apart from another host's with the same
         machine id (agent_instance(): kept across the agent's restarts; by default this
         process's); HEALTH: where containers' health comes from (None: not followed);
@@ -158,6 +161,7 @@ class Agent:
         self.settings = settings
         self._machine_id = settings.machine_id
         self._trust = trust_source(trusted)
+        self.versions = versions or AcceptedVersions()
         self.hostname = hostname or socket.gethostname()
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.stats = AgentStats()
@@ -321,6 +325,8 @@ class Agent:
     def _keepalive(self) -> None:
         interval = max(0.5, self.settings.ttl / 3)
         while not self._stop.wait(interval):
+            if any(v.reason is Rejection.FUTURE for _, v in self._rejected.values()):
+                self._queue.put(("health", None))  # screened again as this clock moves on
             lease = self._lease
             if lease is None:
                 continue
@@ -613,8 +619,16 @@ class Agent:
         desired = self.desired()
         self._health.follow((u.name, u.hash, u.text) for u in desired.values())
         self.failures.keep(desired.keys())
+        policy = Policy(self.versions.get(), self.settings.signatures_required)
         keep = self.settings.on_revoke is OnRevoke.KEEP
-        decided = plan(desired, self.manager.observe(), self.trusted, self._newer, keep)
+        decided = plan(
+            desired,
+            self.manager.observe(),
+            self.trusted,
+            self._newer,
+            policy=policy,
+            keep_withdrawn=keep,
+        )
         for name, verdict in sorted(decided.kept.items()):
             if self._kept.get(name) != verdict:
                 log_event(
@@ -638,6 +652,11 @@ class Agent:
                 )
         self._rejected = decided.rejected
         actions = decided.actions
+        try:  # before any unit reaches systemd: an older version is refused from now on
+            self.versions.record(decided.versions)
+        except FleetpyError as exc:
+            log_event("accepted_versions_not_kept", machine=self.machine_id, error=str(exc))
+            actions = []  # tried again next round; nothing runs that was not recorded
         if actions:
             self.stats.actions += len(actions)
             counts = dict.fromkeys(("stop", "remove", "write", "start"), 0)

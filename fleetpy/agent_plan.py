@@ -1,6 +1,7 @@
 """The agent's decisions, pure functions of what it is asked to run and what its unit
 manager observes: `plan(desired, observed, trusted)` = which units it refuses (`screen`:
-only with trusted keys configured) and the actions for the rest (`plan_actions`); and
+only with trusted keys configured; a `Policy` adds the versions accepted before and how
+many signatures a unit needs) and the actions for the rest (`plan_actions`); and
 `select_globals`, the global units this machine runs. fleetpy.agent gathers the inputs
 and executes the actions."""
 
@@ -14,7 +15,7 @@ from .log import log_event
 from .model.records import ScheduleEntry
 from .states import PLACED_STATES, RUNNING_STATES, DesiredState
 from .trust import KEY_WITHDRAWN
-from .unitfile.signing import TrustedKeys, Verdict
+from .unitfile.signing import HOLDING, Accepted, TrustedKeys, Verdict
 from .unitfile.unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import Action, ObservedUnit, RemoveUnit, StartUnit, StopUnit, WriteUnit
 
@@ -29,35 +30,70 @@ class DesiredUnit:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """What a signed unit must also satisfy here, besides trusted signatures."""
+
+    versions: Mapping[str, int] = field(default_factory=dict)  # highest accepted, by name
+    required: int = 1  # distinct trusted keys that must have signed (signatures_required)
+    now: int | None = None  # ms; None: this machine's clock
+
+
+@dataclass(frozen=True)
 class AgentPlan:
     actions: list[Action]
     rejected: dict[str, tuple[str, Verdict]]  # unit -> (its content hash, why refused)
+    # The version each accepted signed unit binds: recorded (accepted_versions) before
+    # the actions run, so that no older one is accepted again.
+    versions: dict[str, int] = field(default_factory=dict)
     # Refused only because its key stopped counting, and left running as it runs here
     # (on_revoke=keep): unit -> why its signature no longer counts.
     kept: dict[str, Verdict] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Screened:
+    accepted: dict[str, DesiredUnit]
+    rejected: dict[str, tuple[str, Verdict]]
+    versions: dict[str, int]  # of the accepted units, when signatures are checked
+
+    @property
+    def held(self) -> set[str]:
+        """Refused units whose running version (if any) stays as it is (HOLDING)."""
+        return {n for n, (_, verdict) in self.rejected.items() if verdict.reason in HOLDING}
+
+
 def screen(
-    desired: Mapping[str, DesiredUnit], trusted: TrustedKeys | None
-) -> tuple[dict[str, DesiredUnit], dict[str, tuple[str, Verdict]]]:
-    """(the units this machine may run, the refused ones and why).
+    desired: Mapping[str, DesiredUnit], trusted: TrustedKeys | None, policy: Policy = Policy()
+) -> Screened:
+    """The units this machine may run, the refused ones and why.
 
     Without trusted keys every unit may run (fleet's behaviour). With them, a unit runs
-    only if a trusted key signed its name and content hash and its text is that content:
-    a unit written into etcd without a key, or a signed one whose text was swapped, is
-    refused before its file is written.
+    only if enough trusted keys signed its name, content hash and version, its text is
+    that content, and its version is not older than one accepted here before: a unit
+    written into etcd without a key, a signed one whose text was swapped, or an older
+    signed version replayed, is refused before its file is written.
     """
     if trusted is None:
-        return dict(desired), {}
+        return Screened(dict(desired), {}, {})
     accepted: dict[str, DesiredUnit] = {}
     rejected: dict[str, tuple[str, Verdict]] = {}
+    versions: dict[str, int] = {}
     for name, unit in desired.items():
-        verdict = trusted.check(name, unit.hash, unit.text, unit.signature)
-        if verdict is None:
+        verdict = trusted.check(
+            name,
+            unit.hash,
+            unit.text,
+            unit.signature,
+            required=policy.required,
+            accepted=policy.versions.get(name),
+            now=policy.now,
+        )
+        if isinstance(verdict, Accepted):
             accepted[name] = unit
+            versions[name] = verdict.version
         else:
             rejected[name] = (unit.hash, verdict)
-    return accepted, rejected
+    return Screened(accepted, rejected, versions)
 
 
 def plan(
@@ -65,26 +101,32 @@ def plan(
     observed: Mapping[str, ObservedUnit],
     trusted: TrustedKeys | None = None,
     newer: Set[str] = frozenset(),
+    *,
+    policy: Policy = Policy(),
     keep_withdrawn: bool = False,
 ) -> AgentPlan:
     """The agent's whole decision. A refused unit counts as not desired here: if an
     earlier, valid version of it runs (its record was since replaced by a forged or
     unsigned one), that is stopped and removed too, since the cluster no longer asks
-    for what runs and what it asks for may not run. A unit whose schedule entry is
-    `newer` than this agent reads is left exactly as it is: neither stopped nor started.
+    for what runs and what it asks for may not run. Except when trusted keys did sign
+    what is asked, only not acceptably yet (an older version, one from the future, too
+    few signatures: HOLDING): what runs was accepted and is left as it is, as is a unit
+    whose schedule entry is `newer` than this agent reads: neither stopped nor started.
     With KEEP_WITHDRAWN (on_revoke=keep), so is a unit refused only because its key was
     revoked, expired or removed, when exactly that content is what the host has: what
     ran when the key counted runs on; nothing new is started with it."""
-    accepted, rejected = screen({n: u for n, u in desired.items() if n not in newer}, trusted)
+    screened = screen({n: u for n, u in desired.items() if n not in newer}, trusted, policy)
     kept: dict[str, Verdict] = {}
     if keep_withdrawn:
-        for name, (content_hash, verdict) in list(rejected.items()):
+        for name, (content_hash, verdict) in list(screened.rejected.items()):
             here = observed.get(name)
             if verdict.reason in KEY_WITHDRAWN and here is not None and here.hash == content_hash:
                 kept[name] = verdict
-                del rejected[name]
-    left = {n: u for n, u in observed.items() if n not in newer and n not in kept}
-    return AgentPlan(plan_actions(accepted, left), rejected, kept)
+                del screened.rejected[name]
+    held = screened.held | set(kept)
+    left = {n: u for n, u in observed.items() if n not in newer and n not in held}
+    actions = plan_actions(screened.accepted, left)
+    return AgentPlan(actions, screened.rejected, screened.versions, kept)
 
 
 def plan_actions(

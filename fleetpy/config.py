@@ -62,6 +62,7 @@ class AgentSettings:
     unit_manager: UnitManagerKind = UnitManagerKind.SYSTEMD
     trusted_keys: str | None = None  # a directory of *.pub; None: units are not verified
     on_revoke: OnRevoke = OnRevoke.KEEP
+    signatures_required: int = 1  # distinct trusted keys that must have signed a unit
 
 
 @dataclass(frozen=True)
@@ -459,6 +460,15 @@ SETTINGS: tuple[Setting, ...] = (
         "removed (default: keep)",
         Scope.AGENT,
         "on_revoke",
+    ),
+    Setting(
+        "signatures_required",
+        "--signatures-required",
+        "FLEETPY_SIGNATURES_REQUIRED",
+        _bounded_int(1, 8),
+        "how many distinct trusted keys must have signed a unit (with --trusted-keys)",
+        Scope.AGENT,
+        "signatures_required",
     ),
     Setting(
         "lease_ttl",

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .accepted_versions import AcceptedVersions
 from .agent import Agent, agent_instance
 from .config import (
     AgentSettings,
@@ -162,6 +163,9 @@ def run_agent(settings: Settings) -> None:
     """`fleetpy agent`: register this machine and run the units placed on it."""
     machine_id = settings.agent.machine_id or read_machine_id()
     trusted = trusted_keys(settings.agent, machine_id)
+    # Beside the instance token, on the host's disk: it must survive restarts and reboots.
+    versions_file = instance_file(settings.agent, machine_id).with_suffix(".versions")
+    versions = None if trusted is None else AcceptedVersions(versions_file)
     collectors = _metrics_registry(settings.metrics.listen)
     instruments: AgentMetrics | None = None
     if collectors is not None:
@@ -180,6 +184,7 @@ def run_agent(settings: Settings) -> None:
         replace(settings.agent, machine_id=machine_id),
         trusted=trusted,
         instance=agent_instance(instance_file(settings.agent, machine_id)),
+        versions=versions,
         # Containers' health where systemd runs them (a simulated host has no docker).
         health=None if settings.agent.unit_manager is UnitManagerKind.SIMULATED else DockerHealth(),
     )

@@ -1,5 +1,5 @@
 """The unit verbs: submit, load, start, stop and unload made from one table (the client's
-STATE_VERBS, with their words here), destroy, force-reschedule and cat."""
+STATE_VERBS, with their words here), destroy, force-reschedule, cat and sign."""
 
 import inspect
 from collections.abc import Callable, Sequence
@@ -32,7 +32,8 @@ verbs = typer.Typer()
 
 _REPLACE_HELP = (
     "Replace a submitted unit whose file has other contents, {which}. An instance named "
-    "without its file takes its template's contents."
+    "without its file takes its template's contents. With --sign, a file is signed anew "
+    "(a newer version) even when its contents are the unit's."
 )
 
 # Each state verb's help, and which units its --replace replaces (client.verbs decides).
@@ -178,6 +179,43 @@ def cat(
 
     text = operations.unit_text(open_registry(ctx), unit, expanded=expanded)
     out(text, nl=not text.endswith("\n"), keep="\n\t")
+
+
+@verbs.command()
+@edge
+def sign(
+    ctx: typer.Context,
+    units: Annotated[
+        list[str],
+        typer.Argument(
+            help="Unit files (or instances named beside their template's file) of submitted units.",
+            show_default=False,
+            metavar="FILE",
+        ),
+    ],
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            metavar="KEY",
+            help="The key: a name in the keys directory, or a path (default: the sign_key "
+            "setting, env FLEETPY_SIGN_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Add your signature to submitted units without changing them, for agents that
+    require several (signatures_required): only where the file's contents are the unit's.
+    Nothing restarts; units wait for enough signatures, then run."""
+    from ..client.cosign import cosign
+    from ..errors import SigningError
+
+    signer = signer_for(ctx, key)
+    if signer is None:
+        raise SigningError("no signing key: give --key KEY (or set FLEETPY_SIGN_KEY)")
+    for done in cosign(open_registry(ctx), units, signer):
+        what = "Signed" if done.added else "Already signed"
+        out(f"{what} {done.name}: version {done.version}, keys {', '.join(done.key_ids)}")
 
 
 def _finish(

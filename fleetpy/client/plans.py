@@ -13,7 +13,7 @@ from ..registry import UnitChange, UnitRecord
 from ..registry.roles import OperatorRegistry
 from ..states import DesiredState, verb
 from ..unitfile.container import check_instance
-from ..unitfile.signing import Signer
+from ..unitfile.signing import Signer, Verdict, signature_version
 from ..unitfile.unit import FleetOptions, fleet_options, has_glob, parse_name, parse_unit
 from .arguments import (
     LocalUnit,
@@ -59,24 +59,27 @@ class Contents:
             self.texts.update({h: found.get(h) for h in missing})
 
 
-def _extended_signature(signer: Signer | None, record: UnitRecord, name: str) -> str | None:
+def _extended_signature(
+    signer: Signer | None, record: UnitRecord, name: str, current: UnitRecord | None
+) -> str | None:
     """The signature of `name` with `record`'s contents, for a unit named without its file
-    (a submitted unit, or a new instance of a submitted template). The contents are what
-    etcd holds, so they are signed only if one of the signer's own keys signed them
-    already: a record forged in etcd is never signed on the operator's behalf."""
+    (a submitted unit, or a new instance of a submitted template; `current`: the unit's
+    own record, if any). The contents are what etcd holds, so they are signed only if one
+    of the signer's own keys signed them already: a record forged in etcd is never signed
+    on the operator's behalf. None: this key signed them already (nothing to change)."""
     if signer is None:
         return None
     refused = signer.own.verify(record.name, record.hash, record.signature)
-    if refused is not None:
+    if isinstance(refused, Verdict):
         what = "template " if record.name != name else ""
         raise SigningError(
             f"cannot sign {name}: {what}{record.name} is stored in etcd without a signature "
             f"of a key in {signer.own.source or 'the keys directory'} ({refused.detail}); "
             f"sign it from its unit file: give the file's path instead of the name"
         )
-    signature = signer.sign(name, record.hash)
-    # ed25519 signatures are deterministic: the same one means this key signed it already.
-    return None if record.name == name and record.signature == signature else signature
+    if record.name == name and signer.has_signed(name, record.hash, record.signature):
+        return None
+    return signer.sign(name, record.hash, signature_version(current.signature if current else None))
 
 
 def _different_contents(
@@ -128,10 +131,10 @@ def _instance_change(
     current = units.get(name)
     template = units.get(parsed.template or "") if parsed.is_instance else None
     if current is not None and not (replace and template and template.hash != current.hash):
-        signature = _extended_signature(signer, current, name)
+        signature = _extended_signature(signer, current, name, current)
         return UnitChange(name, desired=desired, signature=signature), None
     if template is not None:
-        signature = _extended_signature(signer, template, name)
+        signature = _extended_signature(signer, template, name, current)
         text = contents.get(template.hash)
         if text is None:
             raise UnknownUnitError(f"the contents of template {template.name} are missing")
@@ -196,6 +199,8 @@ def _file_change(
     desired: DesiredState | None,
     signer: Signer | None,
     replace: bool = False,
+    current: UnitRecord | None = None,
+    sign_again: bool = False,
 ) -> UnitChange:
     return UnitChange(
         name,
@@ -204,8 +209,28 @@ def _file_change(
         hash=local.hash,
         is_global=local.is_global,
         replace=replace,
-        signature=None if signer is None else signer.sign(name, local.hash),
+        signature=file_signature(signer, name, local.hash, current, sign_again),
     )
+
+
+def file_signature(
+    signer: Signer | None,
+    name: str,
+    content_hash: str,
+    current: UnitRecord | None,
+    again: bool = False,
+) -> str | None:
+    """The signature to store with a unit's contents read from its file: None when there
+    is no signer, or `current` holds these contents signed by this key already (kept as
+    they are, unless signing `again`: --replace, a deliberate re-sign, as of an older
+    version put back); else one at a version past the stored one."""
+    stored = None if current is None else current.signature
+    if signer is None:
+        return None
+    if current is not None and current.hash == content_hash and not again:
+        if signer.has_signed(name, content_hash, stored):
+            return None
+    return signer.sign(name, content_hash, signature_version(stored))
 
 
 # MachineOf= cycles are refused: no placement satisfies one; and Requires=/BindsTo= ones:
@@ -380,7 +405,7 @@ def plan_submit(
         replacing = current is not None and current.hash != from_file.hash
         if current is not None and replacing and not replace:
             raise _different_contents(current, from_file.hash, desired)
-        change = _file_change(name, from_file, desired, signer, replace=replacing)
+        change = _file_change(name, from_file, desired, signer, replacing, current, replace)
         if current is not None and replacing:
             check_replace(current, change, desired)
         changes.append(change)

@@ -7,9 +7,11 @@ content hash, the engine retargets it in place (same machine, if its constraints
 allow), and that machine's agent stops the old contents, rewrites the unit file and
 starts the new one, so `systemctl` on the host shows the same unit before and after.
 
-With a signer every unit apply writes is signed (its name and content hash); a unit whose
-contents did not change but whose stored signature is not this key's is re-signed in
-place (a SIGN change: nothing restarts), which is how a deployment moves to a new key.
+With a signer every unit apply writes is signed (its name, content hash and a version past
+the stored one); a unit whose contents did not change but which this key has not signed is
+re-signed in place (a SIGN change: nothing restarts), which is how a deployment moves to a
+new key. A rollback signs the previous contents anew, at a newer version: agents refuse a
+version older than one they accepted, so the previous signature would not do.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..model.changes import UnitChange
 from ..model.records import DeploymentRecord, DeploymentSession, UnitRecord
 from ..registry.roles import OperatorRegistry
 from ..states import ActiveState, DesiredState
-from ..unitfile.signing import Signer, signature_key_id
+from ..unitfile.signing import Signer, Verdict, signature_key_ids, signature_version
 from .deployment import RenderedUnit
 from .global_rollout import RollOptions, restart_global, roll_version, rolling_machines
 
@@ -132,8 +134,8 @@ def plan_deployment(
         elif record.is_global and (left := _unfinished_roll(registry, unit.name)):
             diff = f"rolling update unfinished: {left} still run the previous version\n"
             changes.append(_changed(unit, record, diff, resume=True))
-        elif signer is not None and record.signature != signer.sign(unit.name, unit.hash):
-            was = signature_key_id(record.signature)
+        elif signer is not None and not signer.has_signed(unit.name, unit.hash, record.signature):
+            was = ", ".join(signature_key_ids(record.signature))
             changes.append(
                 UnitDiff(
                     unit.name,
@@ -294,8 +296,27 @@ def apply_deployment(
     started = time.monotonic()
     by_name = {u.name: u for u in units}
 
+    # Each unit's versions only move forward: past the stored one, and past any this
+    # apply signed already (a rollback's comes after the failed version's).
+    signed = {c.name: signature_version(c.old_signature) for c in plan.changes}
+
     def sign(name: str, content_hash: str | None) -> str | None:
-        return None if signer is None or content_hash is None else signer.sign(name, content_hash)
+        if signer is None or content_hash is None:
+            return None
+        signature = signer.sign(name, content_hash, signed.get(name, 0))
+        signed[name] = signature_version(signature)
+        return signature
+
+    def sign_again(name: str, content_hash: str, old_signature: str | None) -> str | None:
+        """A rollback's signature: the previous contents (read from etcd) signed anew at a
+        newer version only if one of the signer's own keys signed them before, as
+        `start --sign NAME` does; else their own signature, which agents that accepted
+        the newer version refuse (`rollback`): the unit then stays as it runs."""
+        if signer is None or isinstance(
+            signer.own.verify(name, content_hash, old_signature), Verdict
+        ):
+            return old_signature
+        return sign(name, content_hash)
 
     record = registry.get_deployment(plan.deployment) or DeploymentRecord(plan.deployment)
     if record.commit != plan.last_applied or record.applying != plan.applying:
@@ -409,7 +430,15 @@ def apply_deployment(
             back = ""
             if options.rollback:
                 back = _roll_back(
-                    registry, plan, batch, by_name, old_texts, session, options, on_progress
+                    registry,
+                    plan,
+                    batch,
+                    by_name,
+                    old_texts,
+                    session,
+                    options,
+                    on_progress,
+                    sign_again,
                 )
             raise fail(", ".join(names), why, back)
         replaced.extend(names)
@@ -423,7 +452,9 @@ def apply_deployment(
         except DeploymentError as exc:
             back = ""
             if options.rollback:
-                back = _roll_back_global(registry, plan, change.name, session, options, on_progress)
+                back = _roll_back_global(
+                    registry, plan, change.name, session, options, on_progress, sign_again
+                )
             raise fail(change.name, str(exc), back) from None
         replaced.append(change.name)
 
@@ -495,6 +526,7 @@ def _roll_back_global(
     session: DeploymentSession,
     options: ApplyOptions,
     on_progress: Progress,
+    sign_again: Callable[[str, str, str | None], str | None],
 ) -> str:
     """Put a global unit's previous version back on the machines its roll moved (the
     others still run it): from its entry, which holds that version whole."""
@@ -516,7 +548,7 @@ def _roll_back_global(
                     owner=plan.deployment,
                     origin=plan.last_applied or None,
                     replace=True,
-                    signature=old.signature,  # the previous record's own, as _roll_back
+                    signature=sign_again(name, old.hash, old.signature),
                 )
             ],
             session=session,
@@ -538,8 +570,10 @@ def _roll_back(
     session: DeploymentSession,
     options: ApplyOptions,
     on_progress: Progress,
+    sign_again: Callable[[str, str, str | None], str | None],
 ) -> str:
-    """Put the previous versions of a failed step back; a note for the error message."""
+    """Put the previous versions of a failed step back (signed by `sign_again`); a note
+    for the error message."""
     back = [c for c in batch if not c.start and c.old_hash in old_texts]
     if not back:
         return "; nothing to roll back"
@@ -557,9 +591,7 @@ def _roll_back(
                     owner=plan.deployment,
                     origin=plan.last_applied or None,
                     replace=True,
-                    # The previous record's own signature, whatever it was: a rollback
-                    # signs nothing it read from etcd.
-                    signature=c.old_signature,
+                    signature=sign_again(c.name, c.old_hash or "", c.old_signature),
                 )
                 for c in back
             ],

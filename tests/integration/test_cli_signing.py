@@ -14,22 +14,13 @@ import pytest
 
 from fleetpy.model.records import UnitState
 from fleetpy.registry import Registry
-from fleetpy.unitfile.signing import load_trusted_keys
+from fleetpy.unitfile.signing import Accepted, load_trusted_keys, signature_version
 
 from support.cli_run import Run
-from support.signing_cli import one_error_line
+from support.signing_cli import SERVICE, one_error_line, unit_file
 
 # No FLEETPY_* setting, HOME and the working directory in tmp_path (support.signing_cli).
 pytestmark = pytest.mark.usefixtures("signing_env")
-
-SERVICE = "[Service]\nExecStart=/bin/sleep 1000\n"
-
-
-def unit_file(tmp_path: Path, name: str = "web.service", text: str = SERVICE) -> str:
-    path = tmp_path / "units" / name
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    return str(path)
 
 
 def test_keys_generate_and_list(run: Run, tmp_path: Path) -> None:
@@ -125,7 +116,10 @@ def test_replacing_a_signed_unit_needs_a_signature(
     assert after is not None and before is not None and after.hash != before.hash
     assert after.signature is not None and key_id in after.signature
     trusted = load_trusted_keys(tmp_path / "home" / ".config" / "fleetpy" / "keys", print)
-    assert trusted.verify("web.service", after.hash, after.signature) is None
+    verdict = trusted.verify("web.service", after.hash, after.signature)
+    assert isinstance(verdict, Accepted)
+    # Signed past the version it replaces: agents that ran the old one accept it.
+    assert verdict.version > signature_version(before.signature)
 
 
 def test_list_units_shows_a_rejection(run: Run, registry: Registry) -> None:

@@ -45,3 +45,25 @@ def test_agent_trusted_keys_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ],
     )
     assert "cannot read trusted keys directory" in one_error_line(result)
+
+
+def test_agent_signatures_required_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fleetpy.entrypoints
+
+    seen: dict[str, Settings] = {}
+    monkeypatch.setattr(fleetpy.entrypoints, "run_agent", lambda settings: seen.update(s=settings))
+    config = tmp_path / "agent.yaml"
+    config.write_text("signatures_required: 2\nmachine_id: m1\n")
+    result = CliRunner().invoke(app, ["agent", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert seen["s"].agent.signatures_required == 2
+    monkeypatch.setenv("FLEETPY_SIGNATURES_REQUIRED", "3")
+    assert CliRunner().invoke(app, ["agent", "--config", str(config)]).exit_code == 0
+    assert seen["s"].agent.signatures_required == 3
+    flag = ["agent", "--config", str(config), "--signatures-required", "1"]
+    assert CliRunner().invoke(app, flag).exit_code == 0
+    assert seen["s"].agent.signatures_required == 1
+    monkeypatch.delenv("FLEETPY_SIGNATURES_REQUIRED")
+    for bad in ("0", "9", "two", "-1"):
+        line = one_error_line(CliRunner().invoke(app, [*flag[:-1], bad]))
+        assert "signatures" in line, line

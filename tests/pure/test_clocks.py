@@ -40,6 +40,10 @@ ALLOWED = {
     "both: hosts judge only their difference, on their own clock (host_trust)",
     "cli/keys.py": "--expires and --grace read on the writer's clock (as client/trust.py), "
     "and times printed for people",
+    "unitfile/signing.py": "a signature's version is its signing time, never less than the "
+    "stored version + 1 whatever the signer's clock; an agent refuses one more than "
+    "FUTURE_SKEW_MS ahead of its own clock (`future`): a host more than 5 minutes slow "
+    "refuses new versions, but stops nothing (what runs stays)",
 }
 
 

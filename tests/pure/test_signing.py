@@ -1,4 +1,5 @@
-"""fleetpy.unitfile.signing: key files, signatures over (name, content hash), trusted key sets."""
+"""fleetpy.unitfile.signing: key files, signatures over (name, content hash, version),
+trusted key sets."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 
 from fleetpy.errors import ConfigError, SigningError
 from fleetpy.unitfile.signing import (
+    Accepted,
     Rejection,
+    Verdict,
     generate_key,
     list_keys,
     load_signer,
@@ -83,18 +86,22 @@ def test_sign_and_verify(tmp_path: Path) -> None:
     assert signer.key_id == info.key_id
     signature = signer.sign("web.service", HASH)
     parsed = parse_signature(signature)
-    assert parsed is not None and parsed[0] == info.key_id
+    assert parsed is not None and parsed.key_id == info.key_id
     trusted = load_trusted_keys(trusted_dir(tmp_path, info.public_path), no_warning)
-    assert trusted.check("web.service", HASH, TEXT, signature) is None
+    accepted = trusted.check("web.service", HASH, TEXT, signature)
+    assert accepted == Accepted(parsed.level, (info.key_id,))
     # The same key given as a path.
     assert load_signer(str(info.private_path), tmp_path / "elsewhere", no_warning).key_id == (
         info.key_id
     )
 
 
-def test_the_message_is_domain_separated_and_binds_the_name() -> None:
+def test_the_message_is_domain_separated_and_binds_the_name_and_version() -> None:
     assert message("a.service", HASH).startswith(b"fleetpy unit signature v1\x00")
     assert message("a.service", HASH) != message("b.service", HASH)
+    assert message("a.service", HASH, 0).startswith(b"fleetpy unit signature v2\x00")
+    assert message("a.service", HASH, 1) != message("a.service", HASH, 2)
+    assert message("a.service", HASH, 0) != message("a.service", HASH)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +153,7 @@ def test_tampering_is_refused(tmp_path: Path, case: str, reason: Rejection) -> N
     elif case == "untrusted key":
         signature = stranger.sign(name, digest)
     verdict = trusted.check(name, digest, text, signature)
-    assert verdict is not None and verdict.reason is reason, verdict
+    assert isinstance(verdict, Verdict) and verdict.reason is reason, verdict
     assert verdict.detail and "\n" not in verdict.detail
 
 
@@ -156,15 +163,15 @@ def test_rotation_two_trusted_keys_at_once(tmp_path: Path) -> None:
     both = load_trusted_keys(trusted_dir(tmp_path, old.public_path, new.public_path), no_warning)
     for key in ("old", "new"):
         signature = load_signer(key, keys, no_warning).sign("a.service", HASH)
-        assert both.check("a.service", HASH, TEXT, signature) is None
+        assert isinstance(both.check("a.service", HASH, TEXT, signature), Accepted)
     # Retiring the old key: its signatures stop counting, the new key's still do.
     (tmp_path / "trusted" / "old.pub").unlink()
     only_new = load_trusted_keys(tmp_path / "trusted", no_warning)
     old_signature = load_signer("old", keys, no_warning).sign("a.service", HASH)
     verdict = only_new.check("a.service", HASH, TEXT, old_signature)
-    assert verdict is not None and verdict.reason is Rejection.UNTRUSTED
+    assert isinstance(verdict, Verdict) and verdict.reason is Rejection.UNTRUSTED
     new_signature = load_signer("new", keys, no_warning).sign("a.service", HASH)
-    assert only_new.check("a.service", HASH, TEXT, new_signature) is None
+    assert isinstance(only_new.check("a.service", HASH, TEXT, new_signature), Accepted)
 
 
 def test_private_key_readable_by_others_is_refused(tmp_path: Path) -> None:
@@ -226,7 +233,7 @@ def test_trusted_keys_directory_missing_or_empty(tmp_path: Path) -> None:
     empty = load_trusted_keys(tmp_path, warnings.append)
     assert warnings == [f"no usable public key in {tmp_path}: every unit will be rejected"]
     verdict = empty.check("a.service", HASH, TEXT, None)
-    assert verdict is not None and verdict.reason is Rejection.UNSIGNED
+    assert isinstance(verdict, Verdict) and verdict.reason is Rejection.UNSIGNED
 
 
 def test_signer_vouches_only_for_its_own_keys(tmp_path: Path) -> None:
@@ -237,6 +244,6 @@ def test_signer_vouches_only_for_its_own_keys(tmp_path: Path) -> None:
     signer = load_signer("a", keys, no_warning)
     b = load_signer("b", keys, no_warning)
     c = load_signer(str(stranger.private_path), tmp_path / "elsewhere", no_warning)
-    assert signer.own.verify("x.service", HASH, b.sign("x.service", HASH)) is None
+    assert isinstance(signer.own.verify("x.service", HASH, b.sign("x.service", HASH)), Accepted)
     refused = signer.own.verify("x.service", HASH, c.sign("x.service", HASH))
-    assert refused is not None and refused.reason is Rejection.UNTRUSTED
+    assert isinstance(refused, Verdict) and refused.reason is Rejection.UNTRUSTED

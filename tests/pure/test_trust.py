@@ -310,6 +310,32 @@ def test_a_withdrawn_key_starts_nothing_new() -> None:
     assert decided.rejected["a.service"][1].reason is Rejection.REVOKED
 
 
+def test_two_of_three_with_one_key_revoked_is_left_to_on_revoke() -> None:
+    """Several signatures (signatures_required): a unit signed by two keys, one of them
+    revoked since, no longer has enough; it is a withdrawn key's unit (on_revoke), not one
+    merely short of signatures (which would hold it whatever on_revoke says)."""
+    from fleetpy.agent_plan import Policy
+
+    keys = effective(
+        TrustedKeys({ROOT.key_id: trusted_key(ROOT)}, "dir"),
+        record(2, release(NEXT), revoked=(RELEASE.key_id,)),
+        1500.0,
+    )
+    digest = content_hash(TEXT)
+    version = now_ms()
+    both = " ".join(s.sign_at("a.service", digest, version) for s in (ROOT, RELEASE))
+    before = effective(ROOT_SET, record(2, release(RELEASE)), 1500.0)
+    want_both = {"a.service": DesiredUnit("a.service", digest, DesiredState.LAUNCHED, TEXT, both)}
+    assert plan(want_both, running(), before, policy=Policy(required=2)).rejected == {}
+    want = {"a.service": DesiredUnit("a.service", digest, DesiredState.LAUNCHED, TEXT, both)}
+    policy = Policy(required=2)
+    kept = plan(want, running(), keys, policy=policy, keep_withdrawn=True)
+    assert kept.actions == [] and kept.kept["a.service"].reason is Rejection.REVOKED
+    stopped = plan(want, running(), keys, policy=policy, keep_withdrawn=False)
+    assert stopped.actions == [StopUnit("a.service"), RemoveUnit("a.service")]
+    assert stopped.rejected["a.service"][1].reason is Rejection.REVOKED
+
+
 # ----------------------------------------------------------------------------- the host
 
 

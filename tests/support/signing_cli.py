@@ -1,5 +1,5 @@
 """The CLI signing tests' environment (no FLEETPY_* setting, HOME and the working
-directory in the test's tmp_path) and the one line a refused key gets."""
+directory in the test's tmp_path), the one line a refused key gets, and unit files."""
 
 from __future__ import annotations
 
@@ -26,3 +26,14 @@ def one_error_line(result: Result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fleetpy: error: "), result.stderr
     return lines[0]
+
+
+SERVICE = "[Service]\nExecStart=/bin/sleep 1000\n"
+
+
+def unit_file(tmp_path: Path, name: str = "web.service", text: str = SERVICE) -> str:
+    """A unit file under tmp_path/units (NAME may hold a subdirectory)."""
+    path = tmp_path / "units" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)

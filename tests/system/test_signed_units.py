@@ -365,3 +365,72 @@ def test_apply_signs_adds_rolling_updates_and_re_signs(cluster: SignedCluster) -
     # An unsigned new version is refused by the machines: apply stops at once.
     with pytest.raises(DeploymentError, match="rejected on m"):
         apply("3", None, "c3")
+
+
+def test_apply_rollback_signs_the_previous_version_anew_and_restart_works(
+    cluster: SignedCluster,
+) -> None:
+    """Agents refuse a version older than one they ran: a rollback puts the previous
+    contents back under a newer signature (the signer's own key had signed them)."""
+    from fleetpy.deploy.rollout import ApplyOptions, apply_deployment, plan_deployment, restart
+    from fleetpy.errors import DeploymentError
+    from fleetpy.unitfile.signing import signature_version
+
+    from support.rollout import deployment, render
+
+    ops = cluster.signer()
+    directory = deployment(cluster.workdir, instances=2)
+    options = ApplyOptions(min_ready=0, timeout=10, rollback=True)
+
+    def apply(origin: str) -> None:
+        name, units = render(directory)
+        plan = plan_deployment(cluster.registry, name, units, origin, signer=ops)
+        apply_deployment(cluster.registry, plan, units, options, signer=ops)
+
+    apply("c1")
+    _, old_units = render(directory)
+    old = {u.name: u.hash for u in old_units}
+    until(lambda: all(active(cluster, n) for n in old), what="version 1 active")
+    deployment(cluster.workdir, version="2", instances=2, command="/bin/false")
+    with pytest.raises(DeploymentError, match="rolled back app@1.service to the previous version"):
+        apply("c2")
+    record = cluster.registry.get_unit("app@1.service")
+    assert record is not None and record.hash == old["app@1.service"]
+    state = cluster.state("app@1.service")
+    assert state is not None and state.hash == old["app@1.service"] and state.active == "active"
+    # Its signature is newer than the failed version's, which the machine had accepted.
+    assert signature_version(record.signature) > 0
+    assert active(cluster, "app@2.service")
+    # restart keeps working: the same signed version is stopped and started again.
+    assert restart(cluster.registry, ["app@*"], timeout=20) == ["app@1.service", "app@2.service"]
+    assert all(active(cluster, n) for n in old)
+
+
+def test_a_global_units_rollback_is_signed_anew(cluster: SignedCluster) -> None:
+    """A failing version of a global unit, rolled back: the machine that took it runs the
+    previous version again, signed anew (it accepted the failed one's newer version)."""
+    from fleetpy.deploy.rollout import ApplyOptions, apply_deployment, plan_deployment
+    from fleetpy.errors import DeploymentError
+
+    from support.global_rollout import UNIT, monitor, monitor_hash
+    from support.rollout import render
+
+    ops = cluster.signer()
+    options = ApplyOptions(min_ready=0, timeout=10, rollback=True)
+
+    def apply(version: str) -> None:
+        name, units = render(monitor(cluster.workdir, version))
+        plan = plan_deployment(cluster.registry, name, units, version, signer=ops)
+        apply_deployment(cluster.registry, plan, units, options, signer=ops)
+
+    apply("1")
+    old = monitor_hash(monitor(cluster.workdir, "1"))
+    everywhere = dict.fromkeys(MACHINES, (old, "active"))
+
+    def running() -> dict[str, tuple[str, str]]:
+        return {m: (s.hash, s.active) for m, s in cluster.states(UNIT).items()}
+
+    until(lambda: running() == everywhere, what="version 1 on every machine")
+    with pytest.raises(DeploymentError, match=f"rolled back {UNIT} to the previous version"):
+        apply("bad")
+    until(lambda: running() == everywhere, what="version 1 back on every machine")
