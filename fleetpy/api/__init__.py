@@ -1,8 +1,9 @@
 """`fleetpy api`: fleet's HTTP API v1 served from one watch-fed view of the cluster.
 
 messages: requests and responses as plain data; fleetv1: fleet's routes as handlers of them;
-auth: who may use a TCP listener; server: sockets, TLS and the route table; dashboard (with
-dashboard_model, sse and static/): the read-only page at / and its server-sent events.
+audit: fleetpy's own /fleetpy/v1/units/<name>/history; auth: who may use a TCP listener;
+server: sockets, TLS and the route table; dashboard (with dashboard_model, sse and
+static/): the read-only page at / and its server-sent events.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..client import operations
+from ..client.history import unit_history
 from ..config import ApiSettings
 from ..live_view import LiveView
 from ..log import log_event
 from ..metadata import MetadataChange
 from ..registry.roles import OperatorRegistry
 from ..states import DesiredState
+from .audit import PREFIX, AuditRoute
 from .dashboard import DashboardFeed
 from .fleetv1 import FleetV1
 from .server import ApiServer, Route
@@ -49,8 +52,9 @@ class RegistryWriter:
 
 def fleet_routes(live: LiveView, registry: OperatorRegistry) -> list[Route]:
     handler = FleetV1(live, RegistryWriter(registry))
-    # fleet served the same API under both prefixes.
-    return [Route("/fleet/v1", handler), Route("/v1-alpha", handler)]
+    history = AuditRoute(lambda name: unit_history(registry, name))
+    # fleet served the same API under both prefixes; fleetpy's own routes beside it.
+    return [Route("/fleet/v1", handler), Route("/v1-alpha", handler), Route(PREFIX, history)]
 
 
 def serve_view(

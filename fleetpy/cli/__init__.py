@@ -6,18 +6,18 @@ and the agent's and engine's options, are generated from config.SETTINGS so CLI,
 environment and YAML stay one table. Every FleetpyError becomes one `fleetpy: error: ...`
 line on stderr; usage errors exit EXIT_USAGE.
 
-One module per verb group (units, listings, drain, deploy, etcd, remote, render, daemons, and the
+One module per verb group (units, listings, history, drain, deploy, etcd, remote, render, daemons, and the
 groups keys and cluster), the app and its option wiring in wiring, what is printed and how
 in output, options several groups share in options.
 """
 
 from collections.abc import Sequence
 
-from . import cluster, daemons, deploy, drain, etcd, keys, listings, remote, render, units
+from . import cluster, daemons, deploy, drain, etcd, history, keys, listings, remote, render, units
 from .wiring import app
 
 # The verbs in the order `fleetpy --help` lists them, then the groups.
-for module in (units, listings, drain, deploy, etcd, remote, render, daemons):
+for module in (units, listings, history, drain, deploy, etcd, remote, render, daemons):
     app.add_typer(module.verbs)
 app.add_typer(etcd.etcd_app)
 app.add_typer(keys.keys_app)

@@ -28,6 +28,9 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
   P/failure/<machine>/<name>    FailureRecord: the unit failed RescheduleOnFailure= times
                                 within its window there (its agent writes it, no lease); the
                                 engine moves the unit and deletes it when the backoff ends
+  P/audit/<name>                AuditTrail: the unit's last changes (who, host, time, verb,
+                                hash, desired state), appended in the transaction of each
+                                change, kept after a destroy (fleetpy.model.audit)
   P/engine/leader               id of the leading engine, attached to its lease
   P/engine/force-reschedule     an operator's one-shot request to move units off machines
                                 that are not reporting (despite a pause or grace period)
@@ -49,7 +52,7 @@ alone; where absence would mean "stop" or "unschedule", readers get Newer in its
 
 The records, their codecs and the events are fleetpy.model's; here, one module per key
 family (units, deployments, machines, metadata, cordons, failures, trust, schedule, views,
-watches, backup, auth, history) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
+watches, backup, auth, history, audit) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
 what each kind of client may call (the protocols of access.py's roles).
 
 This package's own module imports only RegistryConfig and the defaults (settings.py);

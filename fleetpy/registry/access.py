@@ -96,6 +96,7 @@ def operator_role(prefix: str) -> Role:
                     "failure",  # `force-reschedule UNIT` deletes a unit's failure records
                     "cordon",
                     "trust",  # the trust record (`fleetpy keys trust|rotate|revoke`)
+                    "audit",  # each change of a unit appends to its trail
                 )
             ),
             _key(Access.WRITE, join(prefix, "engine", FORCE_RESCHEDULE)),

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import RegistryError
 from ..log import log_event
+from ..model.audit import AuditTrail, AuditVerb
 from ..model.codecs import MalformedRecord, utf8_text
-from .base import MAX_TXN_OPS, RegistryBase, sized_chunks
+from ..model.records import UnitRecord
+from .audit import AuditKeys
+from .base import MAX_TXN_OPS, sized_chunks
 from .layout import ADOPT
 from .transport import EtcdPermissionDenied, prefix_range_end
 
 # What people wrote (a backup's contents), in the order a restore writes it: contents
-# before the units that name them, units last (the engine places what it sees).
-DESIRED_KINDS = ("content", "global", "metadata", "cordon", "trust", "deploy", "unit")
+# before the units that name them, units last (the engine places what it sees). Audit
+# trails are history rather than desired state: a restored unit's is written with it.
+DESIRED_KINDS = ("content", "global", "metadata", "cordon", "trust", "deploy", "audit", "unit")
+AUDIT_PREFIX = "audit/"
 
 
-class Backups(RegistryBase):
+class Backups(AuditKeys):
     """The desired state's keys, read at one revision and written back."""
 
     def read_desired(self) -> tuple[int, dict[str, str]]:
@@ -50,14 +56,17 @@ class Backups(RegistryBase):
             except MalformedRecord as exc:
                 raise RegistryError(f"backup key {rel_key}: {exc}") from None
         _, present = self.read_desired()
-        other = sorted(k for k, v in present.items() if keys.get(k) != v)
+        # Trails left by destroyed units are no reason to refuse (and are kept).
+        other = sorted(
+            k for k, v in present.items() if keys.get(k) != v and not k.startswith(AUDIT_PREFIX)
+        )
         if other:
             raise RegistryError(
                 f"prefix {self.prefix or '/'} already holds other desired state ({len(other)} "
                 f"keys, e.g. {other[0]}): restore into an empty prefix or etcd"
             )
         todo = sorted(
-            (k for k in keys if k not in present),
+            (k for k in keys if k not in present and not self._restored_with_unit(k, keys)),
             key=lambda k: (DESIRED_KINDS.index(k.partition("/")[0]), k),
         )
         if todo:
@@ -72,10 +81,13 @@ class Backups(RegistryBase):
                     "from before restore asked; `fleetpy cluster up --secure` renews roles): "
                     "restored units are placed anew, and may restart elsewhere"
                 )
-        for chunk in sized_chunks(todo, MAX_TXN_OPS, lambda k: len(k) + len(keys[k])):
+        # Half as many keys as a transaction takes: a unit's trail goes with it.
+        for chunk in sized_chunks(todo, MAX_TXN_OPS // 2, lambda k: len(k) + 2 * len(keys[k])):
             full = [self.key(k) for k in chunk]
             ops = [self.txn.put(f, keys[k]) for f, k in zip(full, chunk)]
-            succeeded, _, _ = self._txn([self.txn.version(f, 0) for f in full], ops)
+            compares = [self.txn.version(f, 0) for f in full]
+            self._restore_trails(chunk, keys, compares, ops)
+            succeeded, _, _ = self._txn(compares, ops)
             if not succeeded:
                 raise RegistryError(
                     f"prefix {self.prefix or '/'} was written to while restoring; run restore again"
@@ -83,3 +95,25 @@ class Backups(RegistryBase):
         if todo:
             log_event("desired_state_restored", prefix=self.prefix, keys=len(todo))
         return len(todo)
+
+    @staticmethod
+    def _restored_with_unit(key: str, keys: Mapping[str, str]) -> bool:
+        """A trail whose unit the backup holds: written in that unit's transaction."""
+        return key.startswith(AUDIT_PREFIX) and "unit/" + key[len(AUDIT_PREFIX) :] in keys
+
+    def _restore_trails(
+        self, chunk: Sequence[str], keys: Mapping[str, str], compares: list[Any], ops: list[Any]
+    ) -> None:
+        """Each restored unit's trail, in its transaction, with a `restore` entry: the one
+        in the prefix (a destroyed unit's, newer), else the backup's, else a new one."""
+        names = [k.partition("/")[2] for k in chunk if k.startswith("unit/")]
+        if not names:
+            return
+        for name, trail in self.unit_histories(names).items():
+            backed_up = keys.get(AUDIT_PREFIX + name)
+            if not trail.revision and backed_up is not None:
+                trail = AuditTrail.from_json(name, backed_up.encode())
+            record = UnitRecord.from_json(name, keys["unit/" + name].encode())
+            guard, put = self._audit_append(trail, self._audit_entry(AuditVerb.RESTORE, record))
+            compares.append(guard)
+            ops.append(put)

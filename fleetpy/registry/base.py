@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from ..errors import RegistryError
 from ..log import log_event
+from ..model.audit import AuditTrail
 from ..model.codecs import (
     SCHEMA_VERSION,
     MalformedRecord,
@@ -47,18 +48,24 @@ CONFLICT_RETRIES = 50
 T = TypeVar("T")
 
 
-def sized_chunks(items: Sequence[T], limit: int, size: Callable[[T], int]) -> Iterator[Sequence[T]]:
-    """Runs of ITEMS for one transaction each: at most LIMIT items and MAX_TXN_BYTES of
-    their SIZE (a single larger item goes alone)."""
+def sized_chunks(
+    items: Sequence[T],
+    limit: int,
+    size: Callable[[T], int],
+    weight: Callable[[T], int] = lambda item: 1,
+) -> Iterator[Sequence[T]]:
+    """Runs of ITEMS for one transaction each: at most LIMIT of their WEIGHT (by default,
+    LIMIT items) and MAX_TXN_BYTES of their SIZE (a single larger item goes alone)."""
     chunk: list[T] = []
-    total = 0
+    total = weighed = 0
     for item in items:
-        bytes_ = size(item)
-        if chunk and (len(chunk) >= limit or total + bytes_ > MAX_TXN_BYTES):
+        bytes_, ops = size(item), weight(item)
+        if chunk and (weighed + ops > limit or total + bytes_ > MAX_TXN_BYTES):
             yield chunk
-            chunk, total = [], 0
+            chunk, total, weighed = [], 0, 0
         chunk.append(item)
         total += bytes_
+        weighed += ops
     if chunk:
         yield chunk
 
@@ -159,7 +166,7 @@ class RegistryBase:
         unit: UnitRecord, machines: MachineRecord, metadata: an overlay (dict), schedule
         ("machine/unit") and global: ScheduleEntry, state ("machine/unit"): UnitState,
         reason and content: str, deploy: DeploymentRecord, failure ("machine/unit"):
-        FailureRecord, cordon: CordonRecord.
+        FailureRecord, cordon: CordonRecord, audit: AuditTrail.
         """
         if kind == "unit":
             return UnitRecord.from_json(rel, value, revision)
@@ -189,6 +196,8 @@ class RegistryBase:
             return FailureRecord.from_json(machine, unit, value)
         if kind == "cordon":
             return CordonRecord.from_json(rel, value)
+        if kind == "audit":
+            return AuditTrail.from_json(rel, value, revision)
         return utf8_text(value)
 
     def _decoded(

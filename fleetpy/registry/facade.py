@@ -1,5 +1,6 @@
 """The one class Registry: every key family's operations (units, machines, metadata, cordons,
-failures, trust, schedule, views, watches, backups, access control, history) on one etcd connection.
+failures, trust, schedule, views, watches, backups, access control, history, audit trails) on
+one etcd connection.
 
 Its own module, not the package's __init__, so that importing fleetpy.registry (for
 RegistryConfig, or a record) does not load gRPC: the CLI's --help and the agent's
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import RegistryError
+from .audit import AuditKeys
 from .auth import AccessControl
 from .backup import Backups
 from .cordons import CordonKeys
@@ -45,6 +47,7 @@ class Registry(
     Backups,
     AccessControl,
     History,
+    AuditKeys,
 ):
     """fleetpy's view of etcd: every key family's operations, on one connection.
     Thread-safe: the underlying gRPC client is."""
@@ -52,11 +55,14 @@ class Registry(
     def __init__(self, config: RegistryConfig, warn: Callable[[str], None] | None = None) -> None:
         self.config = config
         prefix = normalize_prefix(config.prefix)
-        super().__init__(self._connect(), prefix, warn)
+        transport, self.etcd_user = self._connect()
+        super().__init__(transport, prefix, warn)
 
     # -- connection
 
-    def _connect(self) -> EtcdTransport:
+    def _connect(self) -> tuple[EtcdTransport, str | None]:
+        """The transport, and the etcd user it acts as (--username, else the client
+        certificate's CN; None: no credentials) for the audit trail."""
         config = self.config
         if len(config.endpoints) > MAX_ENDPOINTS:
             raise RegistryError(
@@ -73,7 +79,7 @@ class Registry(
         if (config.username is None) != (config.password is None):
             given = "--username" if config.username is not None else "--password"
             raise RegistryError(f"{given} needs the other: etcd's user and password go together")
-        return EtcdTransport(
+        transport = EtcdTransport(
             endpoints,
             timeout=config.timeout,
             tls=tls,
@@ -81,6 +87,7 @@ class Registry(
             password=config.password,
             diagnosis=tls,
         )
+        return transport, config.username or (tls.identity if tls is not None else None)
 
     def close(self) -> None:
         self._etcd.close()

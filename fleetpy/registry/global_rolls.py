@@ -3,12 +3,14 @@ unit's global entry, P/global/<name>; a client moves it on one step per transact
 
 from __future__ import annotations
 
+from ..model.audit import AuditVerb
 from ..model.global_rolls import stepped
-from ..model.records import DeploymentSession, ScheduleEntry
+from ..model.records import DeploymentSession, ScheduleEntry, UnitRecord
+from .audit import AuditKeys
 from .deployments import DeploymentKeys
 
 
-class GlobalRollKeys(DeploymentKeys):
+class GlobalRollKeys(DeploymentKeys, AuditKeys):
     """A global unit's entry as agents read it, and the steps of its roll."""
 
     def get_global(self, name: str) -> tuple[ScheduleEntry, int] | None:
@@ -30,7 +32,8 @@ class GlobalRollKeys(DeploymentKeys):
     ) -> ScheduleEntry | None:
         """One step of NAME's roll in one transaction (model.global_rolls.stepped), guarded
         by the entry as read (a concurrent change of the unit is not lost: read again) and
-        by SESSION's deployment record. The entry as written; None if the unit has none."""
+        by SESSION's deployment record, and counted in the unit's audit trail (a roll when
+        machines MOVE, else a restart). The entry as written; None if the unit has none."""
 
         def attempt() -> ScheduleEntry | None:
             found = self.get_global(name)
@@ -48,8 +51,15 @@ class GlobalRollKeys(DeploymentKeys):
             if new == entry:
                 return entry
             key = self.key("global", name)
+            trail = self.unit_histories([name])[name]
+            verb = AuditVerb.ROLL if move else AuditVerb.RESTART
+            written = UnitRecord(name, entry.hash, entry.desired, True, signature=entry.signature)
+            step = trail.stepped(self._audit_entry(verb, written), len(move or stop))
+            guard, put = self._audit_write(trail, step)
             self._guarded(
-                [self.txn.mod(key, revision)], [self.txn.put(key, new.to_json())], session
+                [self.txn.mod(key, revision), guard],
+                [self.txn.put(key, new.to_json()), put],
+                session,
             )
             return new
 

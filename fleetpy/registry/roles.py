@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..metadata import MetadataChange, Overlay
 from ..model import events
+from ..model.audit import AuditTrail
 from ..model.changes import EngineWrite, UnitChange
 from ..model.cordons import CordonEvent, CordonRecord
 from ..model.events import WatchBatch
@@ -171,6 +172,7 @@ class OperatorRegistry(ClusterReader, Leases, Protocol):
     def read_desired(self) -> tuple[int, dict[str, str]]: ...
     def restore_desired(self, keys: Mapping[str, str]) -> int: ...
     def get_global(self, name: str) -> tuple[ScheduleEntry, int] | None: ...
+    def unit_history(self, name: str) -> AuditTrail | None: ...
     def step_global_roll(
         self,
         name: str,

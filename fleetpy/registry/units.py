@@ -1,5 +1,6 @@
 """Units and their contents (clients write them; the engine deletes unused contents):
-P/unit, P/global and P/content."""
+P/unit, P/global and P/content; each change of a unit appends to its P/audit trail in the
+same transaction (audit.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import FleetpyError, PartialWriteError, StateError, UnknownUnitError
+from ..model.audit import TRAIL_BYTES, AuditTrail, AuditVerb, verb_of
 from ..model.changes import UnitChange
 from ..model.codecs import CONTENT_HASH, SCHEMA_VERSION, MalformedRecord, RecordTooNew
 from ..model.global_rolls import GlobalVersion, after_write
 from ..model.records import DeploymentSession, ScheduleEntry, UnitRecord
 from ..states import DesiredState
+from .audit import AuditKeys
 from .base import MAX_TXN_OPS, chunks, partial_message, sized_chunks
 from .deployments import DeploymentKeys
 from .layout import LAYOUT_KEY, LAYOUT_VALUE
@@ -20,18 +23,26 @@ from .transport import prefix_range_end
 
 
 def _unit_chunks(changes: Sequence[UnitChange]) -> Iterator[Sequence[UnitChange]]:
-    """Transactions of at most 40 units (content, record, global entry: 3 ops each) and
-    MAX_TXN_BYTES of unit text (a global unit's text is written twice)."""
+    """Transactions of at most MAX_TXN_OPS operations, and as many guards (_change_ops), and
+    MAX_TXN_BYTES of unit text (a global unit's text is written twice) and trails."""
     return sized_chunks(
         changes,
-        MAX_TXN_OPS // 3,
-        lambda change: len(change.text or "") * (2 if change.is_global else 1) + 256,
+        MAX_TXN_OPS,
+        lambda change: len(change.text or "") * (2 if change.is_global else 1) + TRAIL_BYTES,
+        _change_ops,
     )
 
 
-class UnitKeys(DeploymentKeys):
+def _change_ops(change: UnitChange) -> int:
+    """A change's operations or guards, whichever are more: its record and trail (put and
+    guard each), its content (a put) or its template (a guard), its global entry (both).
+    3 for most: 40 units a transaction."""
+    return 2 + (change.text is not None or change.template is not None) + change.is_global
+
+
+class UnitKeys(DeploymentKeys, AuditKeys):
     """Units and contents (on DeploymentKeys: an apply's unit writes are guarded by its
-    deployment record)."""
+    deployment record; on AuditKeys: each change is recorded in the unit's trail)."""
 
     def get_unit(self, name: str) -> UnitRecord | None:
         meta = self._get(self.key("unit", name))
@@ -135,17 +146,25 @@ class UnitKeys(DeploymentKeys):
 
         `known`: records the caller just read (get_units), used for the first attempt
         so a command costs one read and one write; a lost race re-reads.
+
+        Each change appends to the unit's audit trail in the same transaction. The first
+        attempt reads only the trails of units that exist (a new unit's trail is written
+        if there is none: the rare name used before loses the race once); a lost race
+        re-reads records and trails in one request.
         """
         results: list[UnitRecord] = []
         for chunk in _unit_chunks(changes):
-            first = [known]
+            first: list[Mapping[str, UnitRecord | None] | None] = [known]
+            hopeful = [True]
 
             def attempt(
                 chunk: Sequence[UnitChange] = chunk,
                 first: list[Mapping[str, UnitRecord | None] | None] = first,
+                hopeful: list[bool] = hopeful,
             ) -> list[UnitRecord]:
                 records, first[0] = first[0], None
-                return self._change_chunk(chunk, records, session)
+                new_trails, hopeful[0] = hopeful[0], False
+                return self._change_chunk(chunk, records, session, new_trails)
 
             try:
                 results.extend(self._retry(attempt))
@@ -165,13 +184,25 @@ class UnitKeys(DeploymentKeys):
         chunk: Sequence[UnitChange],
         known: Mapping[str, UnitRecord | None] | None,
         session: DeploymentSession | None,
+        new_trails: bool = False,
     ) -> list[UnitRecord]:
+        """One transaction of change_units. NEW_TRAILS: take units without a record to
+        have no trail either (guarded so: a wrong guess fails the transaction)."""
         names = [c.name for c in chunk]
         templates = sorted({c.template for c in chunk if c.template})
         wanted = [*names, *templates]
+        trails: dict[str, AuditTrail] = {}
         if known is None or any(n not in known for n in wanted):
-            known = self.get_units(wanted)
+            if new_trails:
+                known = self.get_units(wanted)
+            else:
+                known, trails = self._units_and_trails(wanted, names)
         existing = {n: r for n in wanted if (r := known[n]) is not None}
+        unread = [n for n in names if n not in trails and (n in existing or not new_trails)]
+        if unread:  # the trails of units that exist (all, after a lost race)
+            trails.update(self.unit_histories(unread))
+        for name in names:
+            trails.setdefault(name, AuditTrail(name))
 
         compares: list[Any] = []
         ops: list[Any] = []
@@ -234,6 +265,20 @@ class UnitKeys(DeploymentKeys):
                 record = replace(record, desired=change.desired)
             if current is None or record != current:
                 ops.append(self.txn.put(key, record.to_json()))
+                verb = verb_of(
+                    current.hash if current else None,
+                    current.desired if current else None,
+                    current.signature if current else None,
+                    record.hash,
+                    record.desired,
+                    record.signature,
+                )
+                detail = f"rolling over {len(change.rolling)} machines" if change.rolling else ""
+                guard, put = self._audit_append(
+                    trails[change.name], self._audit_entry(verb, record, detail)
+                )
+                compares.append(guard)
+                ops.append(put)
                 if record.is_global:
                     put, guard = self._global_put(record, change)
                     ops.append(put)
@@ -251,6 +296,25 @@ class UnitKeys(DeploymentKeys):
             self._layout_unmarked = False
         # What was written now has this mod_revision (a reader can wait for it to show).
         return [r if r in unchanged else replace(r, revision=revision) for r in results]
+
+    def _units_and_trails(
+        self, wanted: Sequence[str], names: Sequence[str]
+    ) -> tuple[dict[str, UnitRecord | None], dict[str, AuditTrail]]:
+        """The records of WANTED and the trails of NAMES in one request (a chunk of
+        change_units: at most 40 names and their templates)."""
+        gets = [self.txn.get(self.key("unit", n)) for n in wanted]
+        trail_gets = self._audit_gets(names)
+        # Clients read before they write: check the layout in the same request.
+        layout = [] if self._layout_checked else self._layout_gets()
+        _, responses, _ = self._txn([], [*gets, *trail_gets, *layout])
+        if layout:
+            self._check_layout(responses[len(gets) + len(trail_gets) :])
+        found: dict[str, UnitRecord | None] = {}
+        for name, kvs in zip(wanted, responses):
+            found[name] = None
+            for value, meta in kvs:
+                found[name] = self._unit_record(name, meta.key, value, meta.mod_revision)
+        return found, self._audit_read(names, responses[len(gets) : len(gets) + len(trail_gets)])
 
     def owned_units(self, owner: str) -> dict[str, UnitRecord]:
         return {name: record for name, record in self.list_units().items() if record.owner == owner}
@@ -294,7 +358,7 @@ class UnitKeys(DeploymentKeys):
             _, responses, _ = self._txn([], self._layout_gets())
             self._check_layout(responses)
         destroyed: list[str] = []
-        for chunk in chunks(list(names), MAX_TXN_OPS // 2):
+        for chunk in chunks(list(names), MAX_TXN_OPS // 3):
             try:
                 destroyed.extend(self._destroy_chunk(chunk, session))
             except FleetpyError as exc:
@@ -317,13 +381,21 @@ class UnitKeys(DeploymentKeys):
     ) -> list[str]:
         def attempt() -> list[str]:
             gets = [self.txn.get(self.key("unit", n)) for n in chunk]
-            _, responses, _ = self._txn([], gets)
-            compares, ops, done = [], [], []
+            _, responses, _ = self._txn([], [*gets, *self._audit_gets(chunk)])
+            trails = self._audit_read(chunk, responses[len(gets) :])
+            compares: list[Any] = []
+            ops: list[Any] = []
+            done: list[str] = []
             for name, kvs in zip(chunk, responses):
                 for _value, meta in kvs:
                     compares.append(self.txn.mod(self.key("unit", name), meta.mod_revision))
                     ops.append(self.txn.delete(self.key("unit", name)))
                     ops.append(self.txn.delete(self.key("global", name)))
+                    guard, put = self._audit_append(
+                        trails[name], self._audit_entry(AuditVerb.DESTROY, None)
+                    )
+                    compares.append(guard)
+                    ops.append(put)
                     done.append(name)
             if ops:
                 self._guarded(compares, ops, session)

@@ -14,6 +14,7 @@ PACKAGE = ROOT / "fleetpy"
 
 CORE = ("fleetpy.registry", "fleetpy.scheduler", "fleetpy.engine", "fleetpy.agent")
 MODEL = (
+    "audit",
     "changes",
     "codecs",
     "cordons",

@@ -32,6 +32,8 @@ ALLOWED = {
     "the TLS handshake that was refused used it",
     "cluster/pki.py": "certificate validity when they are made, backdated 5 minutes for "
     "clocks a little apart",
+    "registry/audit.py": "an audit entry's time, for people: the writing client's word "
+    "(etcd's revision orders the entries)",
     "client/drain.py": "when a cordon was asked and when a maintenance window ends, for "
     "people; the window's end is etcd's, the lease its record is written under",
     "trust.py": "a trust record's serial starts from the writer's clock, but is at least the "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,8 @@ from fleetpy.cluster.pki import Credential
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.registry.tls import load_tls
 from fleetpy.registry.transport import Endpoint, EtcdTransport
+
+from support.paths import ROOT
 
 PREFIX = "/fleetpy"
 
@@ -47,6 +51,19 @@ class SecureEtcd:
             assert parsed.hostname and parsed.port
             endpoints.append(Endpoint(parsed.hostname, parsed.port))
         return EtcdTransport(endpoints, tls=material, timeout=timeout, diagnosis=material)
+
+    def cli(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        """`python -m fleetpy ARGS` as the operator; its exit code must be CODE."""
+        result = subprocess.run(
+            [sys.executable, "-m", "fleetpy", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert result.returncode == code, result.stderr
+        return result
 
     def env(self, who: Credential | None = None) -> dict[str, str]:
         """The environment of a CLI subprocess acting as WHO (the operator by default)."""

@@ -85,3 +85,10 @@ def test_push_of_a_new_image_rolls_every_web_instance(
         assert host.main_pid(name) != pids[name]
         status = host.systemctl("status", name, check=False).stdout
         assert f"{name} - example web server" in status
+    # Each version's write is in the unit's audit trail ([17] item 4), with its commit.
+    for name in web:
+        trail, record = registry.unit_history(name), registry.get_unit(name)
+        assert trail is not None and record is not None
+        assert [e.verb for e in trail.entries] == ["start", "replace"]
+        assert len({e.origin for e in trail.entries}) == 2
+        assert not trail.unrecorded(record.revision)

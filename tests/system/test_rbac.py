@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from fleetpy.registry import Registry
 from fleetpy.registry.transport import EtcdPermissionDenied, EtcdTransport, prefix_range_end
 from fleetpy.unitmanager import SimulatedUnitManager
 
-from support.paths import ROOT
 from support.secure_fixtures import SecureEtcd, secure_etcd
 from support.waiting import until
 
@@ -125,16 +123,7 @@ def test_the_engine_cannot_submit_or_pose_as_agent(secure: SecureEtcd) -> None:
 
 
 def fleetpy(secure: SecureEtcd, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "fleetpy", *args],
-        env=secure.env(),  # the operator's credential
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    return result
+    return secure.cli(*args)  # the operator's credential
 
 
 def test_engine_agents_and_cli_each_with_their_own_credential(
