@@ -17,16 +17,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .accepted_versions import AcceptedVersions
 from .agent_plan import DesiredUnit, Policy, plan, select_globals
 from .capacity import CapacityReport
-from .config import AgentSettings
+from .config import AgentSettings, OnRevoke
 from .errors import FleetpyError, UnitNameError
 from .failure_count import FailureCounter
 from .health import HealthMonitor, HealthSource
+from .host_trust import FixedTrust, HostTrust, trust_source
 from .log import log_event, stamp
 from .machine_orders import MachineOrders
 from .metadata import effective
@@ -138,7 +139,7 @@ class Agent:
         manager: UnitManager,
         settings: AgentSettings,
         *,
-        trusted: TrustedKeys | None = None,
+        trusted: TrustedKeys | HostTrust | FixedTrust | None = None,
         hostname: str | None = None,
         instance: str | None = None,
         health: HealthSource | None = None,
@@ -146,7 +147,8 @@ class Agent:
         versions: AcceptedVersions | None = None,
     ) -> None:
         """SETTINGS with the machine id read (config.read_machine_id); TRUSTED: the public
-        keys whose signatures this machine accepts (None: no check, every unit runs);
+        keys whose signatures this machine accepts, fixed or followed as they change
+        (fleetpy.host_trust; None: no check, every unit runs);
         VERSIONS: the signed versions accepted here before (None: kept in memory only);
         INSTANCE tells this agent's registration apart from another host's with the same
         machine id (agent_instance(): kept across the agent's restarts; by default this
@@ -158,7 +160,7 @@ class Agent:
         self.manager = manager
         self.settings = settings
         self._machine_id = settings.machine_id
-        self.trusted = trusted
+        self._trust = trust_source(trusted)
         self.versions = versions or AcceptedVersions()
         self.hostname = hostname or socket.gethostname()
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
@@ -174,6 +176,7 @@ class Agent:
         self._orders = MachineOrders(self._machine_id)  # its metadata overlay, its cordon
         self._reported: dict[str, UnitState] = {}
         self._rejected: dict[str, tuple[str, Verdict]] = {}  # replaced whole, never mutated
+        self._kept: dict[str, Verdict] = {}  # on_revoke=keep: running, key withdrawn
         self._cancels: list[Callable[[], None]] = []
         self._synced = False
         self._generation = 0  # bumped by every fresh read; older watch events are dropped
@@ -198,10 +201,16 @@ class Agent:
     def machine_id(self) -> str:
         return self._machine_id
 
+    @property
+    def trusted(self) -> TrustedKeys | None:
+        """The keys whose signatures count here now (None: units are not verified)."""
+        return self._trust.current()
+
     # -- lifecycle
 
     def start(self) -> Agent:
         self.manager.set_listener(self._on_state)
+        self._trust.start(lambda: self._queue.put(("trust", None)))  # screened again
         self._threads = [
             threading.Thread(target=self._loop, name=f"agent-{self.machine_id[:8]}", daemon=True),
             threading.Thread(
@@ -262,6 +271,7 @@ class Agent:
         self._states_changed.set()
         self._queue.put(("stop", None))
         self._health.close()
+        self._trust.close()
         for cancel in self._cancels:
             cancel()
         for thread in self._threads:
@@ -388,6 +398,9 @@ class Agent:
         self._cancels += self._orders.follow(  # their events go the metadata's way
             self.registry, lambda b: self._on_watch(b, "metadata", generation)
         )
+        self._cancels += self._trust.follow(  # the trust record's too
+            self.registry, lambda b: self._on_watch(b, "metadata", generation)
+        )
         self._cancels.append(
             self.registry.watch_schedule(
                 lambda b: self._on_watch(b, "schedule", generation),
@@ -425,7 +438,7 @@ class Agent:
             return False
         target = self._placed if kind == "schedule" else self._globals
         for event in batch.events:
-            if self._orders.apply(event):
+            if self._orders.apply(event) or self._trust.apply(event):
                 continue
             if not isinstance(event, ScheduleEvent):
                 continue  # this machine's record: handled in _drain
@@ -532,7 +545,7 @@ class Agent:
                     log_event("machine_record_gone", machine=self.machine_id)
                     self._lease, self._synced = None, False  # register anew
                     return
-            elif kind == "health":
+            elif kind in ("health", "trust"):
                 needs_reconcile = True
             elif kind in ("schedule", "global", "metadata"):
                 generation, batch = payload
@@ -607,7 +620,26 @@ class Agent:
         self._health.follow((u.name, u.hash, u.text) for u in desired.values())
         self.failures.keep(desired.keys())
         policy = Policy(self.versions.get(), self.settings.signatures_required)
-        decided = plan(desired, self.manager.observe(), self.trusted, self._newer, policy=policy)
+        keep = self.settings.on_revoke is OnRevoke.KEEP
+        decided = plan(
+            desired,
+            self.manager.observe(),
+            self.trusted,
+            self._newer,
+            policy=policy,
+            keep_withdrawn=keep,
+        )
+        for name, verdict in sorted(decided.kept.items()):
+            if self._kept.get(name) != verdict:
+                log_event(
+                    "unit_kept",
+                    machine=self.machine_id,
+                    unit=name,
+                    reason=verdict.reason,
+                    detail=verdict.detail,
+                    action="left running as it runs (on_revoke=keep)",
+                )
+        self._kept = decided.kept
         for name, (content_hash, verdict) in sorted(decided.rejected.items()):
             if self._rejected.get(name) != (content_hash, verdict):
                 log_event(
@@ -689,7 +721,9 @@ class Agent:
             # States made by the unit manager's own calls (not signalled): counted here.
             self.failures.observe(state.name, state.active, state.sub, state.job, state.message)
             if state.active == ActiveState.FAILED or (
-                state.message and state.active != ActiveState.REJECTED
+                state.message
+                and state.active != ActiveState.REJECTED
+                and state.name not in self._kept
             ):
                 log_event(
                     "unit_failed",
@@ -715,6 +749,10 @@ class Agent:
                 content_hash,
                 verdict.detail,
             )
+        for name, verdict in self._kept.items():
+            if name in current:
+                message = f"{verdict.detail}: kept running (on_revoke=keep)"
+                current[name] = replace(current[name], message=message)
         return current
 
 

@@ -14,6 +14,7 @@ from .errors import FleetpyError
 from .log import log_event
 from .model.records import ScheduleEntry
 from .states import PLACED_STATES, RUNNING_STATES, DesiredState
+from .trust import KEY_WITHDRAWN
 from .unitfile.signing import HOLDING, Accepted, TrustedKeys, Verdict
 from .unitfile.unit import FleetOptions, conflicts, fleet_options, parse_unit
 from .unitmanager import Action, ObservedUnit, RemoveUnit, StartUnit, StopUnit, WriteUnit
@@ -44,6 +45,9 @@ class AgentPlan:
     # The version each accepted signed unit binds: recorded (accepted_versions) before
     # the actions run, so that no older one is accepted again.
     versions: dict[str, int] = field(default_factory=dict)
+    # Refused only because its key stopped counting, and left running as it runs here
+    # (on_revoke=keep): unit -> why its signature no longer counts.
+    kept: dict[str, Verdict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ def plan(
     newer: Set[str] = frozenset(),
     *,
     policy: Policy = Policy(),
+    keep_withdrawn: bool = False,
 ) -> AgentPlan:
     """The agent's whole decision. A refused unit counts as not desired here: if an
     earlier, valid version of it runs (its record was since replaced by a forged or
@@ -106,11 +111,22 @@ def plan(
     for what runs and what it asks for may not run. Except when trusted keys did sign
     what is asked, only not acceptably yet (an older version, one from the future, too
     few signatures: HOLDING): what runs was accepted and is left as it is, as is a unit
-    whose schedule entry is `newer` than this agent reads: neither stopped nor started."""
+    whose schedule entry is `newer` than this agent reads: neither stopped nor started.
+    With KEEP_WITHDRAWN (on_revoke=keep), so is a unit refused only because its key was
+    revoked, expired or removed, when exactly that content is what the host has: what
+    ran when the key counted runs on; nothing new is started with it."""
     screened = screen({n: u for n, u in desired.items() if n not in newer}, trusted, policy)
-    held = screened.held
-    kept = {n: u for n, u in observed.items() if n not in newer and n not in held}
-    return AgentPlan(plan_actions(screened.accepted, kept), screened.rejected, screened.versions)
+    kept: dict[str, Verdict] = {}
+    if keep_withdrawn:
+        for name, (content_hash, verdict) in list(screened.rejected.items()):
+            here = observed.get(name)
+            if verdict.reason in KEY_WITHDRAWN and here is not None and here.hash == content_hash:
+                kept[name] = verdict
+                del screened.rejected[name]
+    held = screened.held | set(kept)
+    left = {n: u for n, u in observed.items() if n not in newer and n not in held}
+    actions = plan_actions(screened.accepted, left)
+    return AgentPlan(actions, screened.rejected, screened.versions, kept)
 
 
 def plan_actions(

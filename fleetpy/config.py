@@ -44,6 +44,14 @@ class UnitManagerKind(StrEnum):
     SIMULATED = "simulated"  # in memory: scale tests and benchmarks
 
 
+class OnRevoke(StrEnum):
+    """What an agent does with a unit running with exactly the content a key signed, when
+    that key stops counting (revoked, expired, removed: fleetpy.trust)."""
+
+    KEEP = "keep"  # it runs on as it runs; it is not started again, nor changed
+    STOP = "stop"  # stopped and removed, as any refused unit
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     machine_id: str | None = None  # None: read /etc/machine-id
@@ -53,6 +61,7 @@ class AgentSettings:
     unit_dir: str = "/run/fleetpy/units"
     unit_manager: UnitManagerKind = UnitManagerKind.SYSTEMD
     trusted_keys: str | None = None  # a directory of *.pub; None: units are not verified
+    on_revoke: OnRevoke = OnRevoke.KEEP
     signatures_required: int = 1  # distinct trusted keys that must have signed a unit
 
 
@@ -205,6 +214,13 @@ def _unit_manager(value: Any) -> UnitManagerKind:
         return UnitManagerKind(str(value))
     except ValueError:
         raise ValueError(f"expected {' or '.join(UnitManagerKind)}") from None
+
+
+def _on_revoke(value: Any) -> OnRevoke:
+    try:
+        return OnRevoke(str(value))
+    except ValueError:
+        raise ValueError(f"expected {' or '.join(OnRevoke)}") from None
 
 
 def _path(value: Any) -> str:
@@ -434,6 +450,16 @@ SETTINGS: tuple[Setting, ...] = (
         "(default: units are not verified)",
         Scope.AGENT,
         "trusted_keys",
+    ),
+    Setting(
+        "on_revoke",
+        "--on-revoke",
+        "FLEETPY_ON_REVOKE",
+        _on_revoke,
+        "keep or stop a unit running here whose key was since revoked, expired or "
+        "removed (default: keep)",
+        Scope.AGENT,
+        "on_revoke",
     ),
     Setting(
         "signatures_required",

@@ -30,9 +30,9 @@ from .config import (
 )
 from .errors import ConfigError, FleetpyError
 from .health import DockerHealth
+from .host_trust import HostTrust
 from .log import escape_controls, log_event
 from .registry import Registry
-from .unitfile.signing import TrustedKeys, load_trusted_keys
 from .unitmanager import SimulatedUnitManager, UnitManager
 
 if TYPE_CHECKING:  # metrics (prometheus_client) is imported only when metrics are on
@@ -94,19 +94,14 @@ def _close(server: MetricsServer | None) -> None:
         server.close()
 
 
-def trusted_keys(settings: AgentSettings) -> TrustedKeys | None:
-    """The agent's trusted keys (read once, at start: restart the agent to rotate)."""
+def trusted_keys(settings: AgentSettings, machine_id: str) -> HostTrust | None:
+    """The agent's trusted keys: its directory's root keys and the trust record, followed
+    while it runs (fleetpy.host_trust); the record it accepted is kept beside its instance
+    token, so a restart never brings back a revoked key."""
     if settings.trusted_keys is None:
         return None
-    keys = load_trusted_keys(
-        settings.trusted_keys, lambda message: log_event("trusted_keys_warning", detail=message)
-    )
-    log_event(
-        "trusted_keys_loaded",
-        directory=keys.source,
-        keys=",".join(sorted(keys.keys)) or "none",
-    )
-    return keys
+    cache = instance_file(settings, machine_id).with_name(f"trust-{machine_id}.json")
+    return HostTrust(settings.trusted_keys, cache, machine_id)
 
 
 def _check_layout(registry: Registry, manager: UnitManager | None = None) -> None:
@@ -167,7 +162,7 @@ def run_engine(settings: Settings) -> None:
 def run_agent(settings: Settings) -> None:
     """`fleetpy agent`: register this machine and run the units placed on it."""
     machine_id = settings.agent.machine_id or read_machine_id()
-    trusted = trusted_keys(settings.agent)
+    trusted = trusted_keys(settings.agent, machine_id)
     # Beside the instance token, on the host's disk: it must survive restarts and reboots.
     versions_file = instance_file(settings.agent, machine_id).with_suffix(".versions")
     versions = None if trusted is None else AcceptedVersions(versions_file)

@@ -21,6 +21,10 @@ Key layout under the prefix P (default ``/fleetpy``); values are JSON unless not
                                 units), with a drain (its units moved elsewhere, at most N
                                 at a time not yet active) or a maintenance window (its units
                                 held while it reboots); no lease (fleetpy.drain has the rules)
+  P/trust/record                the trust record, signed by a root key the hosts hold: the
+                                release keys that sign units (with expiries) and the
+                                revoked keys, with a serial that only moves forward
+                                (fleetpy.trust has the rules; every agent watches it)
   P/state/<machine>/<name>      UnitState reported by the agent, attached to its lease (by
                                 machine first: an agent's etcd role may write only its own)
   P/failure/<machine>/<name>    FailureRecord: the unit failed RescheduleOnFailure= times
@@ -49,8 +53,8 @@ before versions). A newer one is RecordTooNew: said once per key and version and
 alone; where absence would mean "stop" or "unschedule", readers get Newer in its place.
 
 The records, their codecs and the events are fleetpy.model's; here, one module per key
-family (units, deployments, machines, metadata, cordons, failures, schedule, views, watches,
-backup, auth, history, audit) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
+family (units, deployments, machines, metadata, cordons, failures, trust, schedule, views,
+watches, backup, auth, history, audit) on base.py's plumbing, joined in the one class Registry (facade.py). roles.py has
 what each kind of client may call (the protocols of access.py's roles).
 
 This package's own module imports only RegistryConfig and the defaults (settings.py);

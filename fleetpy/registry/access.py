@@ -9,7 +9,7 @@ needs, and nothing outside the prefix P (least privilege).
 |                           |                                         | P/signature/,         |
 |                           |                                         | P/metadata/,          |
 |                           |                                         | P/failure/ (deletes), |
-|                           |                                         | P/cordon/,            |
+|                           |                                         | P/cordon/, P/trust/,  |
 |                           |                                         | P/engine/force-resch. |
 |                           |                                         | P/engine/adopt        |
 |                           |                                         | P/fleetpy-layout      |
@@ -21,6 +21,7 @@ needs, and nothing outside the prefix P (least privilege).
 | fleetpy-agent-<machine>   | P/schedule/<machine>/, P/global/,       | P/machines/<machine>, |
 |                           | P/metadata/<machine>,                   | P/state/<machine>/,   |
 |                           | P/cordon/<machine>, P/fleetpy-layout    | P/failure/<machine>/  |
+|                           | P/trust/record                          |                       |
 
 Every role also reads the single marker key of each prefix enclosing P (for /fleetpy:
 /fleetpy-layout), the one grant outside P: clients read them to refuse a prefix nested
@@ -94,6 +95,7 @@ def operator_role(prefix: str) -> Role:
                     "metadata",
                     "failure",  # `force-reschedule UNIT` deletes a unit's failure records
                     "cordon",
+                    "trust",  # the trust record (`fleetpy keys trust|rotate|revoke`)
                     "audit",  # each change of a unit appends to its trail
                 )
             ),
@@ -132,6 +134,7 @@ def agent_role(prefix: str, machine_id: str) -> Role:
             _under(Access.READ, prefix, "global"),
             _key(Access.READ, join(prefix, "metadata", machine_id)),
             _key(Access.READ, join(prefix, "cordon", machine_id)),
+            _key(Access.READ, join(prefix, "trust", "record")),  # the keys it trusts
             # Read too: registering checks that no other agent holds the id.
             _key(Access.READWRITE, join(prefix, "machines", machine_id)),
             _under(Access.WRITE, prefix, "state", machine_id),

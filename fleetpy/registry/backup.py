@@ -18,7 +18,7 @@ from .transport import EtcdPermissionDenied, prefix_range_end
 # What people wrote (a backup's contents), in the order a restore writes it: contents
 # before the units that name them, units last (the engine places what it sees). Audit
 # trails are history rather than desired state: a restored unit's is written with it.
-DESIRED_KINDS = ("content", "global", "metadata", "cordon", "deploy", "audit", "unit")
+DESIRED_KINDS = ("content", "global", "metadata", "cordon", "trust", "deploy", "audit", "unit")
 AUDIT_PREFIX = "audit/"
 
 

@@ -1,6 +1,6 @@
 """The one class Registry: every key family's operations (units, machines, metadata, cordons,
-failures, schedule, views, watches, backups, access control, history, audit trails, a
-migration from fleet) on one etcd connection.
+failures, trust, schedule, views, watches, backups, access control, history, audit trails,
+a migration from fleet) on one etcd connection.
 
 Its own module, not the package's __init__, so that importing fleetpy.registry (for
 RegistryConfig, or a record) does not load gRPC: the CLI's --help and the agent's
@@ -28,6 +28,7 @@ from .schedule import ScheduleKeys
 from .settings import RegistryConfig
 from .tls import TlsMaterial, load_tls
 from .transport import Endpoint, EtcdTransport
+from .trust import TrustKeys
 from .units import UnitKeys
 from .views import Views
 from .watches import Watches
@@ -42,6 +43,7 @@ class Registry(
     CordonKeys,
     ScheduleKeys,
     Views,
+    TrustKeys,
     Watches,
     Backups,
     AccessControl,

@@ -97,6 +97,8 @@ class Rejection(StrEnum):
     MALFORMED = "bad-signature"  # not a signature in fleetpy's format
     UNTRUSTED = "untrusted-key"  # signed by a key this machine does not trust
     FORGED = "wrong-signature"  # a trusted key id, but the signature does not verify
+    REVOKED = "revoked-key"  # signed by a key the trust record revoked (fleetpy.trust)
+    EXPIRED = "expired-key"  # signed by a key past its expiry in the trust record
     ROLLBACK = "rollback"  # older than the version this machine accepted already
     FUTURE = "future"  # a version further ahead of this machine's clock than FUTURE_SKEW_MS
     TOO_FEW = "too-few-signatures"  # fewer distinct trusted keys than the policy requires
@@ -407,6 +409,8 @@ class TrustedKeys:
 
     keys: Mapping[str, TrustedKey] = field(default_factory=dict)  # key id -> key
     source: str = ""  # the directory they came from
+    # Keys whose signatures no longer count, and why (revoked, expired: fleetpy.trust).
+    retired: Mapping[str, Verdict] = field(default_factory=dict)  # key id -> verdict
 
     def verify(
         self, name: str, content_hash: str, signature: str | None, required: int = 1
@@ -424,8 +428,12 @@ class TrustedKeys:
 
         signers: dict[int, set[str]] = {}  # version -> distinct trusted keys that signed it
         refused: Verdict | None = None
+        withdrawn: Verdict | None = None  # a signature by a key revoked or expired since
         for sig in parsed:
             key = self.keys.get(sig.key_id)
+            if key is None and sig.key_id in self.retired:
+                withdrawn = withdrawn or self.retired[sig.key_id]
+                continue
             if key is None:
                 refused = refused or Verdict(
                     Rejection.UNTRUSTED, f"signed by key {sig.key_id}, which is not trusted"
@@ -445,6 +453,8 @@ class TrustedKeys:
         if enough:
             version = max(enough)
             return Accepted(version, tuple(sorted(signers[version])))
+        if withdrawn is not None:  # it would have counted: the agent's on_revoke decides
+            return withdrawn
         if not signers:
             assert refused is not None
             return refused

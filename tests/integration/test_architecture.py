@@ -13,7 +13,17 @@ PACKAGE = ROOT / "fleetpy"
 
 
 CORE = ("fleetpy.registry", "fleetpy.scheduler", "fleetpy.engine", "fleetpy.agent")
-MODEL = ("audit", "changes", "codecs", "cordons", "events", "failures", "global_rolls", "records")
+MODEL = (
+    "audit",
+    "changes",
+    "codecs",
+    "cordons",
+    "events",
+    "failures",
+    "global_rolls",
+    "records",
+    "trust",
+)
 
 
 def loaded_by(modules: str, matching: str) -> list[str]:

@@ -159,6 +159,7 @@ def test_agent_role_is_exactly_its_own_keys() -> None:
         under(R, "/fleetpy/global/"),
         KeyPermission(R, b"/fleetpy/metadata/m1"),
         KeyPermission(R, b"/fleetpy/cordon/m1"),
+        KeyPermission(R, b"/fleetpy/trust/record"),  # the keys it trusts beyond its roots
         KeyPermission(Access.READWRITE, b"/fleetpy/machines/m1"),
         under(W, "/fleetpy/state/m1/"),
         under(W, "/fleetpy/failure/m1/"),

@@ -36,6 +36,12 @@ ALLOWED = {
     "(etcd's revision orders the entries)",
     "client/drain.py": "when a cordon was asked and when a maintenance window ends, for "
     "people; the window's end is etcd's, the lease its record is written under",
+    "trust.py": "a trust record's serial starts from the writer's clock, but is at least the "
+    "last serial + 1 and no host compares it with a clock; times printed for people",
+    "client/trust.py": "a trust record's `at` and its keys' expiries, on the writer's clock "
+    "both: hosts judge only their difference, on their own clock (host_trust)",
+    "cli/keys.py": "--expires and --grace read on the writer's clock (as client/trust.py), "
+    "and times printed for people",
     "unitfile/signing.py": "a signature's version is its signing time, never less than the "
     "stored version + 1 whatever the signer's clock; an agent refuses one more than "
     "FUTURE_SKEW_MS ahead of its own clock (`future`): a host more than 5 minutes slow "

@@ -57,7 +57,7 @@ class SignedHosts:
 
     def keys(self, *names: str) -> dict[str, str]:
         """Generate keys (name -> id) into the directory every host trusts (bound in;
-        agents read it at their start)."""
+        agents rescan it while they run: fleetpy.host_trust)."""
         ids = {}
         for name in names:
             ids[name] = self.cli("keys", "generate", name).stdout.split()[1]
