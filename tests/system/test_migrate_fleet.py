@@ -20,6 +20,7 @@ from fleetpy.fleet_keyspace import read_fleet
 from fleetpy.registry import Registry, RegistryConfig
 
 from support.api_fixtures import Api
+from support.cluster_harness import CHECKOUT_FLEETPY
 from support.fleet_keys import FleetKeys, machine_keys, unit_keys
 from support.fleetctl import fleetctl_binary, fleetctl_on
 from support.sim_cluster import Cluster
@@ -115,7 +116,7 @@ def test_fleetctl_lists_the_same_units_and_machines_from_fleetpy_after_the_migra
     fleet_units, fleet_machines = fleet_side(*unit_fields), fleet_side(*machine_fields)
     assert (M1, "10.0.0.1", "rack=r1") in rows(fleet_machines)
 
-    command = ["fleetpy", "--endpoint", registry_config.endpoints[0]]
+    command = [*CHECKOUT_FLEETPY, "--endpoint", registry_config.endpoints[0]]
     command += ["--etcd-prefix", registry_config.prefix, "migrate"]
     command += ["--from-fleet", keys.endpoint, "--fleet-prefix", keys.prefix + "/"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -160,7 +161,7 @@ def test_an_etcd_without_the_v2_api_is_one_line_and_nothing_is_written(
     registry_config: RegistryConfig, registry: Registry
 ) -> None:
     with EtcdServer() as v3_only:  # etcd 3.4's default: no v2 API
-        command = ["fleetpy", "--endpoint", registry_config.endpoints[0]]
+        command = [*CHECKOUT_FLEETPY, "--endpoint", registry_config.endpoints[0]]
         command += ["--etcd-prefix", registry_config.prefix, "migrate"]
         result = subprocess.run(
             [*command, "--from-fleet", v3_only.endpoint], capture_output=True, text=True, timeout=60
@@ -186,7 +187,7 @@ def test_a_migration_killed_half_way_is_finished_by_running_it_again(
     with ThreadPoolExecutor(8) as pool:
         items = list(writes.items())
         list(pool.map(lambda part: keys.put(dict(part)), [items[i::8] for i in range(8)]))
-    command = ["fleetpy", "--endpoint", registry_config.endpoints[0]]
+    command = [*CHECKOUT_FLEETPY, "--endpoint", registry_config.endpoints[0]]
     command += ["--etcd-prefix", registry_config.prefix, "migrate"]
     command += ["--from-fleet", keys.endpoint, "--fleet-prefix", keys.prefix]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -223,7 +224,7 @@ def test_an_etcd_asking_for_v2_credentials_is_one_line_and_nothing_is_written(
             )
             request.add_header("Authorization", "Basic " + base64.b64encode(b"root:pw").decode())
             urllib.request.urlopen(request, timeout=10).close()
-        command = ["fleetpy", "--endpoint", registry_config.endpoints[0]]
+        command = [*CHECKOUT_FLEETPY, "--endpoint", registry_config.endpoints[0]]
         command += ["--etcd-prefix", registry_config.prefix, "migrate", "--from-fleet", base]
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1

@@ -14,6 +14,7 @@ from fleetpy.api import build
 from fleetpy.config import ApiSettings
 from fleetpy.registry import Registry, RegistryConfig
 
+from support.cluster_harness import CHECKOUT_FLEETPY
 from support.fleet_hosts import FLEET_PREFIX, FleetClusterFactory, fleet_v2
 from support.fleetctl import fleetctl_on
 from support.sim_cluster import Cluster
@@ -52,7 +53,7 @@ def test_a_real_fleets_units_and_machines_come_over_as_fleet_listed_them(
     fleet_units = sorted(fleet.fleetctl(*unit_fields).splitlines())
     fleet_machines = sorted(fleet.fleetctl(*machine_fields).splitlines())
 
-    command = ["fleetpy", "--endpoint", fleet.etcd.endpoint, "--etcd-prefix", prefix]
+    command = [*CHECKOUT_FLEETPY, "--endpoint", fleet.etcd.endpoint, "--etcd-prefix", prefix]
     command += ["migrate", "--from-fleet", fleet.etcd.endpoint]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

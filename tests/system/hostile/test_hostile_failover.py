@@ -70,9 +70,10 @@ class Fleet(Hostile):
 
     def gone(self, unit: str) -> bool:
         """No record of UNIT is left: destroy deleted its own, the engine its schedule
-        entry, the agent its reported state."""
+        entry, the agent its reported state (its audit trail stays, by design)."""
         _, kvs = self.keyspace().state(self.prefix + "/")
-        return not any(key.endswith(f"/{unit}") for key in kvs)
+        trail = f"{self.prefix}/audit/{unit}"
+        return not any(key.endswith(f"/{unit}") and key != trail for key in kvs)
 
 
 def run_every_command(fleet: Fleet, tag: str) -> None:
