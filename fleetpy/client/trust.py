@@ -102,12 +102,33 @@ def read(registry: OperatorRegistry, own: TrustedKeys) -> InForce:
     return InForce(opened.record, opened.envelope.signature.split(":")[1], mod_revision)
 
 
+def _check_root(signer: Signer, record: TrustRecord | None) -> None:
+    """Refuse to sign with a key the record in force names as a release key or revoked:
+    agents accept a record only from a root key of their trusted directory, and a root
+    key is never in the record (a record it signed would be refused on every host while
+    the CLI said it was written)."""
+    if record is None:
+        return
+    if record.revocation(signer.key_id) is not None:
+        raise SigningError(
+            f"--root {signer.name}: key {signer.key_id} is revoked in the trust record; "
+            "agents refuse a record it signs"
+        )
+    if record.key(signer.key_id) is not None:
+        raise SigningError(
+            f"--root {signer.name}: key {signer.key_id} is a release key in the trust "
+            "record, not a root key (one in the agents' trusted directory); agents would "
+            "refuse a record it signs"
+        )
+
+
 def _write(
     registry: OperatorRegistry,
     signer: Signer,
     change: Callable[[TrustRecord | None, int, str, float], TrustRecord],
 ) -> TrustRecord:
     in_force = read(registry, signer.own)
+    _check_root(signer, in_force.record)
     record = change(in_force.record, next_serial(in_force.record, now_ms()), who(), time.time())
     envelope = sign_record(record, signer)
     try:  # what every agent will check: never write a record they would refuse

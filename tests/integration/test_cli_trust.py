@@ -92,6 +92,7 @@ def test_trust_rotate_revoke_and_list(run: Run, registry: Registry, tmp_path: Pa
         (("rotate", "v1", "v1", "--root", "root"), "the same key"),
         (("trust", "v1", "--root", "root"), "is revoked: a revoked key is never trusted again"),
         (("revoke", "v1", "--root", "root"), "is revoked already"),
+        (("trust", "root", "--root", "v1"), "is revoked in the trust record"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -127,3 +128,15 @@ def in_force_raw(registry: Registry) -> tuple[int, str | None]:
     found = registry.trust_record()
     assert found is not None
     return found[0], found[1]
+
+
+def test_a_release_key_is_refused_as_root(run: Run, registry: Registry, tmp_path: Path) -> None:
+    """Agents accept a record only from a root key of their trusted directory: one signed
+    by a release key would be refused on every host while the CLI said it was written
+    (seen in a trial: `keys trust v2 --root v1` said "Trusted key")."""
+    generate(run, "root", "v1", "v2")
+    assert run("keys", "trust", "v1", "--root", "root").exit_code == 0
+    before = in_force(registry, tmp_path)
+    line = one_error_line(run("keys", "trust", "v2", "--root", "v1"))
+    assert "is a release key in the trust record, not a root key" in line
+    assert in_force(registry, tmp_path) == before
