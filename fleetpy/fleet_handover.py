@@ -26,7 +26,8 @@ running it again):
   3. fleetd stopped without its purge: a runtime drop-in (KillSignal=SIGKILL, Restart=no,
      no ExecStop), then fleet.socket and fleet.service stopped (with the socket: a
      connection to /var/run/fleet.sock would start fleetd again), disabled and masked
-     (`systemctl unmask` to go back to fleet);
+     (fleet's own unit files in /etc moved aside first, where systemd cannot mask them:
+     move them back and `systemctl unmask` to go back to fleet);
   4. fleetpy's agent started. It finds none of the units in its own directory, so it
      writes each unit fleetpy schedules here, relinks /run/systemd/system/<name> to its
      file and starts it: a start of a unit that runs already is a no-op in systemd (same
@@ -86,6 +87,8 @@ AGENT_SERVICE = "fleetpy-agent.service"
 # version every v1.0 engine stands aside.
 FROZEN_ENGINE_VERSION = 2
 DROP_IN_NAME = "50-fleetpy-handover.conf"
+ETC_UNIT_DIR = "/etc/systemd/system"
+MOVED_ASIDE = ".moved-aside-by-fleetpy"  # fleet's own unit file in /etc, kept to go back
 DROP_IN = """\
 # Written by `fleetpy migrate-host`: fleetd stops every unit it runs on SIGTERM (its
 # purge); SIGKILL ends it alone, its units (their own cgroups) keep running.
@@ -294,11 +297,30 @@ def stop_fleetd(
         # Never again, at a boot or by something that starts it (CoreOS's cloud-config
         # starts fleet.service at every boot): its agent would act on fleet's schedule.
         run(["systemctl", "disable", *units])  # fails harmlessly without [Install]
-        masked = run(["systemctl", "mask", *units])
-        if masked.returncode != 0:  # a unit file in /etc: systemd masks there only
-            log_event("fleetd_not_masked", service=service, error=masked.stderr.strip())
+        _mask(run, root, units, service)
     run(["systemctl", "reset-failed", service])  # killed: "failed" is expected
     return "killed" if running else "not running"
+
+
+def _mask(run: Run, root: Path, units: Sequence[str], service: str) -> None:
+    """UNITS masked. systemd masks with a link in /etc/systemd/system, which a unit file of
+    the same name there rules out (fleet installed by hand, not shipped in /usr/lib as on
+    CoreOS): such a file is moved aside first (NAME + MOVED_ASIDE: move it back and
+    `systemctl unmask` to go back to fleet)."""
+    moved = False
+    for unit in units:
+        fragment = _show(run, unit, "FragmentPath")
+        if fragment.startswith(ETC_UNIT_DIR + "/"):
+            path = root / fragment.lstrip("/")
+            if path.is_file() and not path.is_symlink():
+                os.replace(path, path.with_name(path.name + MOVED_ASIDE))
+                log_event("fleet_unit_moved_aside", unit=unit, path=f"{fragment}{MOVED_ASIDE}")
+                moved = True
+    if moved:
+        _must(run, "systemctl", "daemon-reload")
+    masked = run(["systemctl", "mask", *units])
+    if masked.returncode != 0:
+        log_event("fleetd_not_masked", service=service, error=masked.stderr.strip())
 
 
 def fleet_links(root: Path, names: Iterable[str]) -> dict[str, str | None]:

@@ -192,9 +192,18 @@ class FleetCluster:
 FleetClusterFactory = Callable[..., FleetCluster]
 
 
-def install_fleetd(host: Host, etcd: EtcdServer, metadata: Mapping[str, str], ttl: str) -> None:
-    """fleet.service and fleet.socket where CoreOS shipped them (/usr/lib/systemd/system),
-    enabled and started."""
+COREOS_UNIT_DIR = "/usr/lib/systemd/system"
+
+
+def install_fleetd(
+    host: Host,
+    etcd: EtcdServer,
+    metadata: Mapping[str, str],
+    ttl: str,
+    unit_dir: str = COREOS_UNIT_DIR,
+) -> None:
+    """fleet.service and fleet.socket where CoreOS shipped them (/usr/lib/systemd/system;
+    UNIT_DIR /etc/systemd/system: as installed by hand elsewhere), enabled and started."""
     environment = {
         "FLEET_ETCD_SERVERS": etcd.endpoint,
         "FLEET_PUBLIC_IP": host.public_ip,
@@ -202,7 +211,7 @@ def install_fleetd(host: Host, etcd: EtcdServer, metadata: Mapping[str, str], tt
         "FLEET_METADATA": ",".join(f"{k}={v}" for k, v in metadata.items()),
     }
     for name, text in ((FLEET_UNIT, _service(environment)), ("fleet.socket", _SOCKET)):
-        host.run(["tee", f"/usr/lib/systemd/system/{name}"], input=text)
+        host.run(["tee", f"{unit_dir}/{name}"], input=text)
     host.systemctl("daemon-reload")
     host.systemctl("enable", "--now", "fleet.socket", FLEET_UNIT)
 
@@ -214,7 +223,8 @@ def fleet_cluster(
     prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FleetClusterFactory]:
-    """Factory: fleet_cluster(metadata=[{...}, ...], agent_ttl="10s", **launch_host options)
+    """Factory: fleet_cluster(metadata=[{...}, ...], agent_ttl="10s", fleet_unit_dir=...,
+    **launch_host options)
     -> FleetCluster, one host per mapping, fleetd on each; their fleetpy agents (off) are
     configured for the test's etcd and `prefix` (and the options' extra_config, binds...)."""
     fleet_tool("fleetd")  # skips the test when the binaries are missing
@@ -223,7 +233,10 @@ def fleet_cluster(
     pools: list[HostPool] = []
 
     def start(
-        metadata: Sequence[Mapping[str, str]] = ({},), agent_ttl: str = "10s", **options: Any
+        metadata: Sequence[Mapping[str, str]] = ({},),
+        agent_ttl: str = "10s",
+        fleet_unit_dir: str = COREOS_UNIT_DIR,
+        **options: Any,
     ) -> FleetCluster:
         if not etcd.running:
             etcd.start()
@@ -246,7 +259,7 @@ def fleet_cluster(
             },
         )
         for host, host_metadata in zip(started, metadata):
-            install_fleetd(host, etcd, host_metadata, agent_ttl)
+            install_fleetd(host, etcd, host_metadata, agent_ttl, fleet_unit_dir)
         cluster = FleetCluster(etcd, started, workdir, metadata=list(metadata))
         until(
             lambda: cluster.machines() == sorted(h.machine_id for h in started),

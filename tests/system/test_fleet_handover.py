@@ -15,7 +15,13 @@ import pytest
 
 from fleetpy.cluster.etcd import EtcdServer
 from fleetpy.cluster.nspawn import Host
-from fleetpy.fleet_handover import HandoverError, freeze_fleet_engine, stop_fleetd
+from fleetpy.fleet_handover import (
+    ETC_UNIT_DIR,
+    MOVED_ASIDE,
+    HandoverError,
+    freeze_fleet_engine,
+    stop_fleetd,
+)
 
 from support.fleet import cli_env, run_cli
 from support.fleet_hosts import (
@@ -56,12 +62,15 @@ def engine_version(cluster: FleetCluster) -> str | None:
     return None if node is None else str(node["value"])
 
 
+@pytest.mark.parametrize("fleet_unit_dir", ["/usr/lib/systemd/system", "/etc/systemd/system"])
 def test_units_fleetpy_does_not_have_stay_running_under_fleet(
-    fleet_cluster: FleetClusterFactory,
+    fleet_cluster: FleetClusterFactory, fleet_unit_dir: str
 ) -> None:
     """fleetpy's keyspace is empty (nothing migrated): the hand-over takes nothing, kills
-    fleetd past its purge, and every unit fleet ran keeps running, same MainPID."""
-    cluster = fleet_cluster(metadata=[{"role": "web"}])
+    fleetd past its purge, and every unit fleet ran keeps running, same MainPID. fleet's
+    own units where CoreOS shipped them, or in /etc as installed by hand (where systemd
+    cannot mask a unit before its file is moved aside)."""
+    cluster = fleet_cluster(metadata=[{"role": "web"}], fleet_unit_dir=fleet_unit_dir)
     (host,) = cluster.hosts
     names = ["a.service", "b@1.service"]
     for name in ("a.service", "b@.service"):
@@ -81,6 +90,9 @@ def test_units_fleetpy_does_not_have_stay_running_under_fleet(
     assert not host.is_active(FLEET_UNIT) and not host.is_active("fleet.socket")
     for unit in (FLEET_UNIT, "fleet.socket"):  # never again, whatever starts it
         assert host.systemctl("is-enabled", unit, check=False).stdout.strip() == "masked"
+        if fleet_unit_dir == ETC_UNIT_DIR:  # kept, to go back to fleet
+            kept = host.run(["test", "-f", f"{ETC_UNIT_DIR}/{unit}{MOVED_ASIDE}"], check=False)
+            assert kept.returncode == 0
     assert host.is_active("fleetpy-agent.service")
     assert engine_version(cluster) == "2"
     time.sleep(3)  # fleetd's purge, had it run, stops units at once
