@@ -93,11 +93,14 @@ def _pending_detail(view: ClusterView, name: str, record: UnitRecord, no_engine:
         machine = placed[0]
         state = states.get(machine)
         where = machine_label(view, machine)
-        return (
+        shown = (
             f"placed on {where}, reports {_state_text(state)}"
             if state is not None
             else f"placed on {where}, no state reported yet"
         )
+        # Placed but held by the engine (a Requires= dependency not active): say why.
+        held = view.reasons.get(name)
+        return f"{shown}; {held}" if held else shown
     if record.is_global:
         if not view.machines:
             from ..scheduler import NO_MACHINES  # the engine's own words

@@ -199,3 +199,19 @@ def test_a_drain_moves_a_waiting_unit_and_finishes(cluster: Cluster) -> None:
         lambda: (reason(cluster, WEB) or "").startswith("waiting for db.service to be active"),
         what="web's reason: waiting again, where it went",
     )
+
+
+def test_a_blocking_start_that_times_out_says_what_its_unit_waits_for(
+    cluster: Cluster, run: Run, tmp_path: Path
+) -> None:
+    """start (and apply) time out naming the dependency a placed unit waits for, not only
+    its systemd state (a trial of units/stack: 'reports loaded/inactive/dead')."""
+    cluster.agent("m1")
+    cluster.engine()
+    web = tmp_path / WEB
+    web.write_text("[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nRequires=db.service\n")
+    result = run("start", "--block-attempts", "3", str(web))
+    assert result.exit_code == 1
+    # (the engine and agent of this process log on the same stderr)
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("fleetpy: error:")]
+    assert "placed on m1" in line and "waiting for db.service to be active" in line, line
