@@ -91,10 +91,11 @@ def test_a_guest_reboot_comes_back_as_the_same_machine_poweroff_and_crash_stay_d
     window = cli("drain", machine, "--no-move", "--window", "2m", env=env)
     assert window.returncode == 0, window.stderr
 
-    # A unit whose stop takes 6 s keeps the host shutting down for longer than its TTL (3 s)
-    # once its agent stopped: its lease ends, and only the window keeps its units placed.
+    # A unit whose stop takes 12 s keeps the host shutting down for longer than its TTL (3 s)
+    # once its agent stopped: its lease ends, and only the window keeps its units placed
+    # (~9 s without a lease: the CLI sampled every few seconds under load still sees it).
     slow = ["systemd-run", "--unit", "slowstop", "-p", "RemainAfterExit=yes"]
-    assert _in_host(host.name, *slow, "-p", "ExecStop=/bin/sleep 6", "/bin/true").returncode == 0
+    assert _in_host(host.name, *slow, "-p", "ExecStop=/bin/sleep 12", "/bin/true").returncode == 0
     # The operator's reboot: the host goes down and comes back by itself.
     first = _init_of(host.name)
     cli("ssh", machine, "systemctl", "reboot", env=env, timeout=60)
