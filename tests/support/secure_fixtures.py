@@ -65,6 +65,15 @@ class SecureEtcd:
         assert result.returncode == code, result.stderr
         return result
 
+    def root_etcdctl_options(self) -> tuple[str, ...]:
+        """etcdctl's TLS options as etcd's root: someone with etcd access around fleetpy."""
+        creds = self.creds
+        return (
+            f"--cacert={creds.ca.cert_file}",
+            f"--cert={creds.root.cert_file}",
+            f"--key={creds.root.key_file}",
+        )
+
     def env(self, who: Credential | None = None) -> dict[str, str]:
         """The environment of a CLI subprocess acting as WHO (the operator by default)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPY_")}
@@ -100,3 +109,28 @@ def secure_etcd(
         yield etcd
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Who connects as whom: on a secure etcd each daemon its own etcd user, on a plain one
+    the same settings for all; `raw`: etcdctl's options as etcd's root (the forger)."""
+
+    operator: RegistryConfig
+    engine: RegistryConfig
+    agents: Mapping[str, RegistryConfig]
+    raw: Sequence[str] = ()
+
+    @classmethod
+    def plain(cls, config: RegistryConfig, machines: Sequence[str]) -> Roles:
+        return cls(config, config, dict.fromkeys(machines, config))
+
+    @classmethod
+    def secure(cls, etcd: SecureEtcd, machines: Sequence[str]) -> Roles:
+        creds = etcd.creds
+        return cls(
+            etcd.config(creds.operator),
+            etcd.config(creds.engine),
+            {m: etcd.config(creds.agents[m]) for m in machines},
+            raw=etcd.root_etcdctl_options(),
+        )

@@ -86,15 +86,12 @@ class SignedHosts:
 
     def forge(self, key: str, value: str) -> None:
         """Write a key under the prefix with etcd's root certificate (etcdctl)."""
-        creds = self.etcd.creds
         subprocess.run(
             [
                 "etcdctl",
                 "--endpoints",
                 ",".join(self.etcd.endpoints),
-                f"--cacert={creds.ca.cert_file}",
-                f"--cert={creds.root.cert_file}",
-                f"--key={creds.root.key_file}",
+                *self.etcd.root_etcdctl_options(),
                 "put",
                 f"{self.etcd.prefix}/{key}",
             ],

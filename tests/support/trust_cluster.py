@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from pathlib import Path
 
 from fleetpy.agent import Agent
@@ -20,24 +19,14 @@ from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unitfile.signing import Signer, generate_key, load_signer
 from fleetpy.unitmanager import SimulatedUnitManager
 
-from support.secure_fixtures import secure_etcd
+from support.secure_fixtures import Roles, secure_etcd
 
 MACHINES = ("m1", "m2")
 KEYS = ("root", "root2", "v1", "v2")  # root keys: in the hosts' directory; v*: release keys
 
 
-@dataclass(frozen=True)
-class TrustRoles:
-    """Who connects as whom: the same settings for all on a plain etcd."""
-
-    operator: RegistryConfig
-    engine: RegistryConfig
-    agents: Mapping[str, RegistryConfig]
-    raw: Sequence[str] = ()  # etcdctl's options as etcd's root (someone with etcd access)
-
-
 class TrustCluster:
-    def __init__(self, roles: TrustRoles, workdir: Path, on_revoke: OnRevoke) -> None:
+    def __init__(self, roles: Roles, workdir: Path, on_revoke: OnRevoke) -> None:
         self.roles = roles
         self.workdir = workdir
         self.on_revoke = on_revoke
@@ -128,31 +117,18 @@ def trust_cluster(
 ) -> Iterator[TrustCluster]:
     """The cluster on a plain etcd (the session's) or a TLS+auth one of its own."""
     if kind == "plain":
-        config = replace(registry_config)
-        roles = TrustRoles(config, config, dict.fromkeys(MACHINES, config))
-        cluster = TrustCluster(roles, workdir, on_revoke)
+        cluster = TrustCluster(Roles.plain(registry_config, MACHINES), workdir, on_revoke)
         try:
             yield cluster
         finally:
             cluster.close()
         return
     with secure_etcd(workdir / "etcd", machines=MACHINES) as etcd:
-        creds = etcd.creds
-        roles = TrustRoles(
-            etcd.config(creds.operator),
-            etcd.config(creds.engine),
-            {m: etcd.config(creds.agents[m]) for m in MACHINES},
-            raw=(
-                f"--cacert={creds.ca.cert_file}",
-                f"--cert={creds.root.cert_file}",
-                f"--key={creds.root.key_file}",
-            ),
-        )
-        cluster = TrustCluster(roles, workdir, on_revoke)
+        cluster = TrustCluster(Roles.secure(etcd, MACHINES), workdir, on_revoke)
         try:
             yield cluster
         finally:
             cluster.close()
 
 
-__all__ = ["MACHINES", "TrustCluster", "TrustRoles", "trust_cluster"]
+__all__ = ["MACHINES", "TrustCluster", "trust_cluster"]

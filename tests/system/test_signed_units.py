@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from fleetpy.unitfile.signing import Signer, generate_key, load_signer, load_tru
 from fleetpy.unitfile.unit import content_hash, parse_unit
 from fleetpy.unitmanager import SimulatedUnitManager
 
-from support.secure_fixtures import secure_etcd
+from support.secure_fixtures import Roles, secure_etcd
 from support.waiting import until
 
 MACHINES = ("m1", "m2")
@@ -127,39 +126,17 @@ class SignedCluster:
             registry.close()
 
 
-@dataclass(frozen=True)
-class Roles:
-    """Who connects as whom: the same settings for all on a plain etcd."""
-
-    operator: RegistryConfig
-    engine: RegistryConfig
-    agents: Mapping[str, RegistryConfig]
-    raw: Sequence[str] = ()  # etcdctl's TLS options for the forger
-
-
 @pytest.fixture(params=["plain", "tls-auth"])
 def cluster(
     request: pytest.FixtureRequest, registry_config: RegistryConfig, tmp_path: Path
 ) -> Iterator[SignedCluster]:
     if request.param == "plain":
-        roles = Roles(registry_config, registry_config, dict.fromkeys(MACHINES, registry_config))
-        c = SignedCluster(roles, tmp_path)
+        c = SignedCluster(Roles.plain(registry_config, MACHINES), tmp_path)
         yield c
         c.close()
         return
     with secure_etcd(tmp_path / "etcd", machines=MACHINES) as etcd:
-        creds = etcd.creds
-        roles = Roles(
-            etcd.config(creds.operator),
-            etcd.config(creds.engine),
-            {m: etcd.config(creds.agents[m]) for m in MACHINES},
-            raw=(
-                f"--cacert={creds.ca.cert_file}",
-                f"--cert={creds.root.cert_file}",
-                f"--key={creds.root.key_file}",
-            ),
-        )
-        c = SignedCluster(roles, tmp_path)
+        c = SignedCluster(Roles.secure(etcd, MACHINES), tmp_path)
         yield c
         c.close()
 

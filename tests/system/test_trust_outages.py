@@ -17,8 +17,9 @@ from fleetpy.config import OnRevoke
 from fleetpy.errors import FleetpyError
 from fleetpy.registry import RegistryConfig
 
+from support.secure_fixtures import Roles
 from support.sim_cluster import watch
-from support.trust_cluster import MACHINES, TrustCluster, TrustRoles
+from support.trust_cluster import MACHINES, TrustCluster
 from support.waiting import until
 
 GOOD = "[Service]\nExecStart=/bin/sleep 1000\n"
@@ -27,9 +28,7 @@ GOOD = "[Service]\nExecStart=/bin/sleep 1000\n"
 @pytest.fixture
 def cluster(own_etcd: EtcdServer, prefix: str, tmp_path: Path) -> Iterator[TrustCluster]:
     config = RegistryConfig(endpoints=(own_etcd.endpoint,), prefix=prefix, timeout=5)
-    made = TrustCluster(
-        TrustRoles(config, config, dict.fromkeys(MACHINES, config)), tmp_path, OnRevoke.KEEP
-    )
+    made = TrustCluster(Roles.plain(config, MACHINES), tmp_path, OnRevoke.KEEP)
     yield made
     made.close()
 
