@@ -5,6 +5,8 @@ from typing import Annotated
 
 import typer
 
+from ..fleet_keyspace import DEFAULT_FLEET_PREFIX
+from .options import FleetPrefixOption
 from .output import out, say
 from .wiring import edge
 
@@ -25,10 +27,7 @@ def migrate_host(
             metavar="ETCD_URL",
         ),
     ],
-    fleet_prefix: Annotated[
-        str,
-        typer.Option("--fleet-prefix", help="fleet's etcd key prefix (fleetd's etcd_key_prefix)."),
-    ] = "/_coreos.com/fleet/",
+    fleet_prefix: FleetPrefixOption = DEFAULT_FLEET_PREFIX,
     agent_config: Annotated[
         str, typer.Option("--config", help="This host's fleetpy agent config.")
     ] = DEFAULT_CONFIG,

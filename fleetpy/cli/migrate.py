@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .options import OutputOption
+from ..fleet_keyspace import DEFAULT_FLEET_PREFIX
+from .options import FleetPrefixOption, OutputOption
 from .output import Output, out, print_json, say
 from .wiring import edge, open_registry
 
@@ -72,10 +73,7 @@ def migrate_command(
             metavar="ETCD_URL",
         ),
     ],
-    fleet_prefix: Annotated[
-        str,
-        typer.Option("--fleet-prefix", help="fleet's etcd key prefix (fleetd's etcd_key_prefix)."),
-    ] = "/_coreos.com/fleet/",
+    fleet_prefix: FleetPrefixOption = DEFAULT_FLEET_PREFIX,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only print what would be written.")
     ] = False,

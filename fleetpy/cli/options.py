@@ -54,3 +54,9 @@ OutputOption = Annotated[
     Output,
     typer.Option("--output", "-o", help="table, or json (an array of objects; ignores --fields)."),
 ]
+# fleet's etcd key prefix, for the verbs that read a fleet cluster (migrate, migrate-host);
+# its default is fleet_keyspace.DEFAULT_FLEET_PREFIX.
+FleetPrefixOption = Annotated[
+    str,
+    typer.Option("--fleet-prefix", help="fleet's etcd key prefix (fleetd's etcd_key_prefix)."),
+]
