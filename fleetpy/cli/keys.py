@@ -75,10 +75,14 @@ keys_app.command("list")(
 )
 
 
+def _warn(message: str) -> None:
+    say(f"fleetpy: warning: {message}")
+
+
 def _root(ctx: typer.Context, spec: str) -> Any:
     from ..unitfile.signing import load_signer
 
-    return load_signer(spec, sign_settings(ctx).keys_dir, lambda m: say(f"fleetpy: warning: {m}"))
+    return load_signer(spec, sign_settings(ctx).keys_dir, _warn)
 
 
 def _until(expires: float | None) -> str:
@@ -111,7 +115,7 @@ def keys_trust(
     signer = _root(ctx, root)
     when = None if expires is None else trust.parse_when(expires, "--expires", time.time())
     release = trust.release_key(key, sign_settings(ctx).keys_dir, when)
-    record, _ = trust.trust(open_registry(ctx), signer, release)
+    record, _ = trust.trust(open_registry(ctx), signer, release, _warn)
     out(
         f"Trusted key {release.key_id} ({release.name}) until {_until(when)}; "
         f"trust record serial {record.serial}"
@@ -132,7 +136,7 @@ def keys_revoke(
     from ..client import trust
 
     kid = trust.key_ref(key, sign_settings(ctx).keys_dir)
-    record = trust.revoke(open_registry(ctx), _root(ctx, root), kid, reason)
+    record = trust.revoke(open_registry(ctx), _root(ctx, root), kid, reason, _warn)
     out(f"Revoked key {kid}; trust record serial {record.serial}")
 
 
@@ -163,7 +167,7 @@ def keys_rotate(
     until = trust.parse_when(grace, "--grace", now)
     coming = trust.release_key(new, keys_dir, None)
     going = trust.release_key(old, keys_dir, None)
-    record = trust.rotate(open_registry(ctx), signer, going, coming, until - now)
+    record = trust.rotate(open_registry(ctx), signer, going, coming, until - now, _warn)
     out(
         f"Trusted key {coming.key_id} ({coming.name}); key {going.key_id} ({going.name}) "
         f"expires {_until(until)}: re-sign before (`fleetpy apply --sign {coming.name}`); "
@@ -177,7 +181,7 @@ def _trusted(ctx: typer.Context) -> Sequence[Any]:
     from ..client import trust
     from ..unitfile.signing import load_trusted_keys
 
-    own = load_trusted_keys(sign_settings(ctx).keys_dir, lambda m: say(f"fleetpy: warning: {m}"))
+    own = load_trusted_keys(sign_settings(ctx).keys_dir, _warn)
     return trust.rows(trust.read(open_registry(ctx), own), time.time())
 
 

@@ -33,6 +33,7 @@ from ..unitfile.signing import (
     PUBLIC_SUFFIX,
     Signer,
     TrustedKeys,
+    Warn,
     key_id,
     keys_directory,
     list_keys,
@@ -102,11 +103,14 @@ def read(registry: OperatorRegistry, own: TrustedKeys) -> InForce:
     return InForce(opened.record, opened.envelope.signature.split(":")[1], mod_revision)
 
 
-def _check_root(signer: Signer, record: TrustRecord | None) -> None:
-    """Refuse to sign with a key the record in force names as a release key or revoked:
-    agents accept a record only from a root key of their trusted directory, and a root
-    key is never in the record (a record it signed would be refused on every host while
-    the CLI said it was written)."""
+def _check_root(signer: Signer, in_force: InForce, warn: Warn) -> None:
+    """Agents accept a record only from a root key of their trusted directory that the
+    record in force did not revoke. A revoked key is refused here (every agent would refuse
+    what it signs while the CLI said it was written). A key the record lists as signing
+    units may still be a root key (`keys rotate ROOT NEW` lists ROOT with its expiry): the
+    CLI cannot know the hosts' roots, so it warns, unless that key signed the record in
+    force already."""
+    record = in_force.record
     if record is None:
         return
     if record.revocation(signer.key_id) is not None:
@@ -114,11 +118,11 @@ def _check_root(signer: Signer, record: TrustRecord | None) -> None:
             f"--root {signer.name}: key {signer.key_id} is revoked in the trust record; "
             "agents refuse a record it signs"
         )
-    if record.key(signer.key_id) is not None:
-        raise SigningError(
-            f"--root {signer.name}: key {signer.key_id} is a release key in the trust "
-            "record, not a root key (one in the agents' trusted directory); agents would "
-            "refuse a record it signs"
+    if record.key(signer.key_id) is not None and signer.key_id != in_force.signed_by:
+        warn(
+            f"--root {signer.name}: key {signer.key_id} is listed in the trust record as a "
+            "key that signs units; agents accept the record only if it is also a root key "
+            "in their trusted directory"
         )
 
 
@@ -126,9 +130,10 @@ def _write(
     registry: OperatorRegistry,
     signer: Signer,
     change: Callable[[TrustRecord | None, int, str, float], TrustRecord],
+    warn: Warn,
 ) -> TrustRecord:
     in_force = read(registry, signer.own)
-    _check_root(signer, in_force.record)
+    _check_root(signer, in_force, warn)
     record = change(in_force.record, next_serial(in_force.record, now_ms()), who(), time.time())
     envelope = sign_record(record, signer)
     try:  # what every agent will check: never write a record they would refuse
@@ -172,8 +177,12 @@ def key_ref(spec: str, keys_dir: str | Path) -> str:
     return release_key(spec, keys_dir, None).key_id
 
 
+def _silent(message: str) -> None:
+    pass
+
+
 def trust(
-    registry: OperatorRegistry, signer: Signer, key: ReleaseKey
+    registry: OperatorRegistry, signer: Signer, key: ReleaseKey, warn: Warn = _silent
 ) -> tuple[TrustRecord, ReleaseKey]:
     """Let KEY sign units (again: a new expiry replaces the old one)."""
     if key.expires is not None and key.expires <= time.time():
@@ -182,10 +191,12 @@ def trust(
     def change(record: TrustRecord | None, serial: int, by: str, at: float) -> TrustRecord:
         return with_key(record, key, serial, by, at)
 
-    return _write(registry, signer, change), key
+    return _write(registry, signer, change, warn), key
 
 
-def revoke(registry: OperatorRegistry, signer: Signer, kid: str, reason: str) -> TrustRecord:
+def revoke(
+    registry: OperatorRegistry, signer: Signer, kid: str, reason: str, warn: Warn = _silent
+) -> TrustRecord:
     """Revoke KID from now on (for good: a revoked key is never trusted again)."""
     if kid == signer.key_id:
         raise SigningError(f"key {kid} signs this record: revoke a root key with another root key")
@@ -195,7 +206,7 @@ def revoke(registry: OperatorRegistry, signer: Signer, kid: str, reason: str) ->
             raise SigningError(f"key {kid} is revoked already")
         return with_revocation(record, kid, reason, serial, by, at)
 
-    return _write(registry, signer, change)
+    return _write(registry, signer, change, warn)
 
 
 def rotate(
@@ -204,6 +215,7 @@ def rotate(
     old: ReleaseKey,
     new: ReleaseKey,
     grace: float,
+    warn: Warn = _silent,
 ) -> TrustRecord:
     """Trust NEW, and let OLD sign units only for GRACE seconds more (re-sign meanwhile:
     `fleetpy apply --sign NEW`). Both in one record, so agents never see one without the
@@ -219,7 +231,7 @@ def rotate(
             current = with_key(current, old, serial, by, at)
         return with_expiry(current, old.key_id, expires, serial, by, at)
 
-    return _write(registry, signer, change)
+    return _write(registry, signer, change, warn)
 
 
 @dataclass(frozen=True)

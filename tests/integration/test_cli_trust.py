@@ -130,13 +130,28 @@ def in_force_raw(registry: Registry) -> tuple[int, str | None]:
     return found[0], found[1]
 
 
-def test_a_release_key_is_refused_as_root(run: Run, registry: Registry, tmp_path: Path) -> None:
-    """Agents accept a record only from a root key of their trusted directory: one signed
-    by a release key would be refused on every host while the CLI said it was written
-    (seen in a trial: `keys trust v2 --root v1` said "Trusted key")."""
-    generate(run, "root", "v1", "v2")
+def test_a_key_listed_as_signing_units_is_warned_of_as_root(run: Run, tmp_path: Path) -> None:
+    """Agents accept a record only from a root key of their trusted directory, which the
+    CLI cannot see: a key the record lists as signing units gets a warning as --root (a
+    trial: `keys trust v2 --root v1` said only "Trusted key" and every agent refused the
+    record). A root key rotated out (listed with its expiry) that signed the record in
+    force signs on without one: a revocation must not be blocked."""
+    ids = generate(run, "root", "v1", "v2")
     assert run("keys", "trust", "v1", "--root", "root").exit_code == 0
-    before = in_force(registry, tmp_path)
-    line = one_error_line(run("keys", "trust", "v2", "--root", "v1"))
-    assert "is a release key in the trust record, not a root key" in line
-    assert in_force(registry, tmp_path) == before
+    done = run("keys", "trust", "v2", "--root", "v1")
+    assert done.exit_code == 0, done.output
+    assert (
+        f"fleetpy: warning: --root v1: key {ids['v1']} is listed in the trust record as a key "
+        "that signs units" in done.stderr
+    )
+
+
+def test_a_rotated_root_key_still_signs_the_record(run: Run, tmp_path: Path) -> None:
+    ids = generate(run, "root", "v1", "v2")
+    assert run("keys", "trust", "v1", "--root", "root").exit_code == 0
+    rotated = run("keys", "rotate", "root", "v2", "--root", "root", "--grace", "1h")
+    assert rotated.exit_code == 0, rotated.output
+    revoked = run("keys", "revoke", "v1", "--root", "root")
+    assert revoked.exit_code == 0, revoked.output
+    assert "warning" not in revoked.stderr
+    assert revoked.stdout.startswith(f"Revoked key {ids['v1']}")
