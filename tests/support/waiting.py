@@ -24,9 +24,11 @@ def until(
 
 @contextmanager
 def polling(step: Callable[[], None], interval: float = 0.2) -> Iterator[None]:
-    """Run STEP every INTERVAL seconds in a thread of its own while the block runs (and
-    not after: the thread is joined on the way out)."""
+    """Run STEP once before the block starts (so what was there before it is seen however
+    slow the machine), then every INTERVAL seconds in a thread of its own while the block
+    runs (and not after: the thread is joined on the way out)."""
     done = threading.Event()
+    step()
 
     def loop() -> None:
         while not done.wait(interval):
