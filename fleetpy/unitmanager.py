@@ -145,6 +145,8 @@ class SimulatedUnitManager:
         self.start_seconds = start_seconds
         self._units: dict[str, ObservedUnit] = {}
         self._failing: set[str] = set()  # units whose current contents fail to start
+        # Contents that fail to start on this host only (a test's machine-specific fault).
+        self.failing_hashes: set[str] = set()
         self._lock = threading.Lock()
         self._listener: StateListener | None = None
         # A simulated figure of what systemd would account to the units: this much memory
@@ -173,7 +175,7 @@ class SimulatedUnitManager:
                 unit = self._units.get(action.name)
                 if isinstance(action, WriteUnit):
                     new = ObservedUnit(action.name, action.hash)
-                    if _FAILS.search(action.text):
+                    if _FAILS.search(action.text) or action.hash in self.failing_hashes:
                         self._failing.add(action.name)
                     else:
                         self._failing.discard(action.name)

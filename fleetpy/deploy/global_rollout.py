@@ -139,6 +139,33 @@ def still_active(view: ClusterView, unit: str, want: Mapping[str, str]) -> list[
     return problems
 
 
+def wait_everywhere(
+    registry: OperatorRegistry, name: str, content_hash: str, timeout: float
+) -> str | None:
+    """None once every registered machine that reports NAME runs CONTENT_HASH, started;
+    else why not, in one line. A rollback's wait: each machine it moved back must run the
+    previous version, not only one of them (which a wait for "launched" is content with)."""
+    progress: list[MachineProgress] = []
+
+    def settled(view: ClusterView) -> bool:
+        nonlocal progress
+        reporting = view.states.get(name, {})
+        want = {machine: content_hash for machine in reporting if machine in view.machines}
+        progress = judge(view, name, want, Phase.STARTED)
+        return all(p.status in (Status.DONE, Status.FAILED) for p in progress)
+
+    live = LiveView(registry).follow()
+    try:
+        live.wait_until(settled, timeout)
+    finally:
+        live.close()
+    failed = "; ".join(p.detail for p in progress if p.status is Status.FAILED)
+    waiting = "; ".join(p.detail for p in progress if p.status is not Status.DONE)
+    if failed:
+        return failed
+    return f"timed out after {timeout:g}s: {waiting}" if waiting else None
+
+
 class _Roll:
     """One client's roll of one global unit: its steps and their waits."""
 

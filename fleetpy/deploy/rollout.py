@@ -32,7 +32,13 @@ from ..registry.roles import OperatorRegistry
 from ..states import ActiveState, DesiredState
 from ..unitfile.signing import Signer, Verdict, signature_key_ids, signature_version
 from .deployment import RenderedUnit
-from .global_rollout import RollOptions, restart_global, roll_version, rolling_machines
+from .global_rollout import (
+    RollOptions,
+    restart_global,
+    roll_version,
+    rolling_machines,
+    wait_everywhere,
+)
 
 
 class ChangeKind(StrEnum):
@@ -553,11 +559,11 @@ def _roll_back_global(
             ],
             session=session,
         )
-        why = _wait_launched(registry, [name], options.timeout)
+        why = wait_everywhere(registry, name, old.hash, options.timeout)
     except FleetpyError as exc:
         return f"; rollback failed: {exc}"
     if why is not None:
-        return f"; rolled back, but the previous version is not active either: {why}"
+        return f"; rolled back, but the previous version is not active everywhere: {why}"
     return f"; rolled back {name} to the previous version"
 
 

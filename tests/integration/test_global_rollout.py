@@ -30,7 +30,7 @@ from support.global_rollout import (
     running,
     started_everywhere,
 )
-from support.rollout import Cluster, apply, render
+from support.rollout import Cluster, apply, failing_apply_with_rollback, render
 from support.waiting import until
 
 
@@ -87,15 +87,50 @@ def test_a_failing_version_stops_the_roll_on_its_first_machine(
     assert change.resume and "2 machines still run the previous version" in change.diff
 
     # Rolled back: the failed machine runs the previous version again, nothing else moved.
-    with pytest.raises(DeploymentError) as info:
-        apply(
-            registry,
-            directory,
-            options=ApplyOptions(min_ready=0, timeout=10, rollback=True),
-            origin="bad",
-        )
-    assert f"rolled back {UNIT} to the previous version" in str(info.value)
+    assert f"rolled back {UNIT} to the previous version" in failing_apply_with_rollback(
+        registry, directory
+    )
     until(lambda: sorted(running(cluster).values()) == [(old, "active")] * 3, what="old back")
+
+
+def failed_on_m0(cluster: Cluster, tmp_path: Path) -> tuple[Registry, Path, str]:
+    """The bad version failed on m0, the first machine of its roll; m1 and m2 still run
+    the previous version (whose hash is returned)."""
+    registry, directory = first_version(cluster, tmp_path)
+    old = monitor_hash(directory)
+    directory = monitor(tmp_path, "bad")
+    with pytest.raises(DeploymentError):
+        apply(registry, directory, options=ApplyOptions(min_ready=0, timeout=10), origin="bad")
+    return registry, directory, old
+
+
+def m0(cluster: Cluster) -> SimulatedUnitManager:
+    manager = cluster.agents[0].manager
+    assert isinstance(manager, SimulatedUnitManager)
+    return manager
+
+
+def test_a_rollback_waits_for_each_machine_it_moved_back(cluster: Cluster, tmp_path: Path) -> None:
+    """The apply with --rollback goes on with the roll (the bad version fails on m1 too),
+    then puts the previous version back: done only once m0 (whose start takes 2 s now)
+    and m1 run it again, not as soon as one machine (m2, never moved) runs it."""
+    registry, directory, old = failed_on_m0(cluster, tmp_path)
+    m0(cluster).start_seconds = 2.0
+    message = failing_apply_with_rollback(registry, directory)
+    assert f"rolled back {UNIT} to the previous version" in message
+    assert running(cluster) == dict.fromkeys(["m0", "m1", "m2"], (old, "active"))
+
+
+def test_a_rollback_one_machine_refuses_is_not_reported_done(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    registry, directory, old = failed_on_m0(cluster, tmp_path)
+    m0(cluster).failing_hashes.add(old)  # the previous version fails on m0 now
+    message = failing_apply_with_rollback(registry, directory)
+    assert "rolled back, but the previous version is not active everywhere: failed on m0" in (
+        message
+    ), message
+    assert running(cluster)["m1"] == running(cluster)["m2"] == (old, "active")
 
 
 class Killed(Exception):

@@ -25,7 +25,15 @@ from fleetpy.states import DesiredState
 from fleetpy.unitfile.unit import parse_unit
 
 from support.cli_run import Run
-from support.rollout import APP, SIDE, Cluster, apply, deployment, render
+from support.rollout import (
+    APP,
+    SIDE,
+    Cluster,
+    apply,
+    deployment,
+    failing_apply_with_rollback,
+    render,
+)
 from support.waiting import until
 
 
@@ -226,14 +234,7 @@ def test_a_failing_version_stops_the_rollout_and_rolls_back(
     until(lambda: len(cluster.active()) == 3, what="3 active")
     _, old_units = render(directory)
     deployment(tmp_path, version="2", instances=3, command="/bin/false")
-    with pytest.raises(DeploymentError) as info:
-        apply(
-            registry,
-            directory,
-            options=ApplyOptions(min_ready=0, timeout=10, rollback=True),
-            origin="bad",
-        )
-    message = str(info.value)
+    message = failing_apply_with_rollback(registry, directory)
     assert message.startswith("stopped at app@1.service: app@1.service failed on m")
     assert "rolled back app@1.service to the previous version" in message
     assert "the rest is untouched" in message

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fleetpy.agent import Agent
 from fleetpy.config import AgentSettings, EngineSettings
 from fleetpy.deploy.deployment import RenderedUnit, load_deployment, render_deployment
@@ -16,6 +18,7 @@ from fleetpy.deploy.rollout import (
     plan_deployment,
 )
 from fleetpy.engine import Engine
+from fleetpy.errors import DeploymentError
 from fleetpy.registry import Registry, RegistryConfig
 from fleetpy.unitmanager import SimulatedUnitManager
 
@@ -121,3 +124,15 @@ def apply(
     name, units = render(directory)
     plan = plan_deployment(registry, name, units, origin, prune)
     return plan, apply_deployment(registry, plan, units, options)
+
+
+def failing_apply_with_rollback(registry: Registry, directory: Path) -> str:
+    """`apply --rollback` of a version that fails (origin "bad"): its error message."""
+    with pytest.raises(DeploymentError) as info:
+        apply(
+            registry,
+            directory,
+            options=ApplyOptions(min_ready=0, timeout=10, rollback=True),
+            origin="bad",
+        )
+    return str(info.value)
