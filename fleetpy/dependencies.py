@@ -53,9 +53,13 @@ def seen(
     schedule: Mapping[str, Scheduled],
     machines: Mapping[str, Machine],
     states: Mapping[str, UnitState],
+    invalid: Mapping[str, str],
 ) -> tuple[Seen, str]:
-    """A dependency as the engine sees it, and why it is not active."""
+    """A dependency as the engine sees it, and why it is not active. INVALID: the units
+    submitted whose contents the engine cannot use (unit -> why), which have no spec."""
     spec = specs.get(target)
+    if spec is None and target in invalid:
+        return Seen.DOWN, f"it is submitted but invalid ({invalid[target]})"
     if spec is None:
         return Seen.DOWN, "no such unit is submitted (destroyed, or not submitted yet)"
     if spec.options.is_global:  # it runs on every machine: none is the one to wait for
@@ -83,6 +87,7 @@ def plan_dependencies(
     schedule: Mapping[str, Scheduled],
     machines: Mapping[str, Machine],
     states: Mapping[str, UnitState],
+    invalid: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The launched units held loaded this pass, and why: unit -> reason.
 
@@ -101,7 +106,7 @@ def plan_dependencies(
         for target in options.requires:
             if started and target not in options.binds_to:
                 continue
-            status, why = seen(target, specs, schedule, machines, states)
+            status, why = seen(target, specs, schedule, machines, states, invalid or {})
             if status is Seen.ACTIVE or (started and status is Seen.UNKNOWN):
                 continue
             held[name] = waiting(target, why)
@@ -155,9 +160,11 @@ class Dependencies:
         schedule: Mapping[str, Scheduled],
         machines: Mapping[str, Machine],
         read: ReadStates,
+        invalid: Mapping[str, str] | None = None,
     ) -> tuple[Mapping[str, UnitSpec], dict[str, str]]:
         """The engine's pass: the specs to place (held units loaded) and the held units'
-        reasons. Nothing is read while no launched unit has a dependency."""
+        reasons (INVALID: the submitted units the engine cannot use, unit -> why). Nothing
+        is read while no launched unit has a dependency."""
         self._targets = targets(specs)
         if not self._targets:
             self._seen, self._next = {}, None
@@ -166,7 +173,7 @@ class Dependencies:
         self._seen = self._summary(found)
         self._next = time.monotonic() + POLL_SECONDS
         states = {unit: state for (_, unit), state in found.items() if state is not None}
-        held = plan_dependencies(specs, schedule, machines, states)
+        held = plan_dependencies(specs, schedule, machines, states, invalid)
         return with_holds(specs, held), held
 
     def wait(self, now: float) -> float:

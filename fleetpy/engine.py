@@ -390,7 +390,7 @@ class Engine:
             machines[machine] = replace(machines[machine], cordoned=True)
         # Units held loaded for their dependencies: a drain moves them as loaded ones.
         specs, waiting = self._deps.pass_plan(
-            model.specs, model.schedule, machines, self.registry.unit_states
+            model.specs, model.schedule, machines, self.registry.unit_states, model.invalid
         )
         drain = self._drains.pass_plan(
             model.schedule, specs, model.reasons, model.machines.keys(), self.registry.unit_states

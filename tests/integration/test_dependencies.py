@@ -88,6 +88,25 @@ def test_web_waits_for_db_on_another_machine_and_follows_it_with_binds_to(
     )
 
 
+def test_a_dependency_submitted_but_invalid_is_named_so(cluster: Cluster) -> None:
+    """db.service written (by an older client, or straight into etcd) with [X-Fleet]
+    options the engine cannot use: web waits, and its reason says db is invalid and why,
+    not that no such unit is submitted."""
+    cluster.agent("m1")
+    cluster.engine()
+    cluster.registry.change_units(
+        [unit(DB, "MaxPerMachine=lots"), unit(WEB, "Requires=db.service")]
+    )
+    until(
+        lambda: (reason(cluster, WEB) or "").startswith(
+            "waiting for db.service to be active: it is submitted but invalid ("
+        ),
+        what="web waiting for db, invalid",
+    )
+    assert "MaxPerMachine" in (reason(cluster, WEB) or ""), reason(cluster, WEB)
+    assert cluster.running() == {}
+
+
 def test_requires_alone_leaves_a_started_unit_running_and_db_machine_lost(
     cluster: Cluster,
 ) -> None:

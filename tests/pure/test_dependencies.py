@@ -340,3 +340,12 @@ def test_a_poll_says_changed_only_when_a_dependency_state_changed() -> None:
     assert deps.changed(DB_AT_M2, reads)
     deps._next = 0.0
     assert deps.changed({"db.service": Scheduled("m1", L, "h")}, reads)  # moved
+
+
+def test_a_dependency_submitted_but_invalid_is_named_so() -> None:
+    """Not "no such unit is submitted": it is, and the engine says why it cannot use it."""
+    why = "invalid [X-Fleet] MachineOf=: not a unit name"
+    held = plan_dependencies({"web.service": web()}, {}, ALIVE, {}, {"db.service": why})
+    assert held == {
+        "web.service": f"waiting for db.service to be active: it is submitted but invalid ({why})"
+    }
