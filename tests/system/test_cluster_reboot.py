@@ -126,7 +126,16 @@ def test_a_guest_reboot_comes_back_as_the_same_machine_poweroff_and_crash_stay_d
     assert sorted(m["machine"] for m in machines) == sorted(h.machine_id for h in cluster.hosts)
     assert next(m["ip"] for m in machines if m["machine"] == machine) == host.address
     assert _alive() == {h.name: True for h in cluster.hosts}
-    ssh = cli("ssh", machine, "hostname", env=env)  # the host key known_hosts has still
+    # The host key known_hosts has still. sshd may start after the agent has brought the
+    # unit back (under load): a refused connection is waited out, nothing else is.
+    answers: list[subprocess.CompletedProcess[str]] = []
+
+    def sshd_answers() -> bool:
+        answers.append(cli("ssh", machine, "hostname", env=env))
+        return "Connection refused" not in answers[-1].stderr
+
+    until(sshd_answers, timeout=60, what="sshd on the rebooted host")
+    ssh = answers[-1]
     assert (ssh.returncode, ssh.stdout.strip()) == (0, host.name), ssh.stderr
     uncordoned = cli("uncordon", machine, env=env)
     assert uncordoned.returncode == 0, uncordoned.stderr

@@ -93,5 +93,6 @@ def test_reported_states_survive_a_daemon_reload(cluster: Cluster) -> None:
     # few tens of milliseconds, and it logs nothing for a reload that could be waited on.
     time.sleep(1)
     cluster.assert_untouched()  # the units do run on, untouched
-    latest = cluster.observer.since(time.monotonic() - 0.5)[-1]
+    # The next sample (under load one may take longer than the observer's 0.1 s).
+    latest = cluster.observer.wait(lambda s: True, time.monotonic(), 10, "a sample")
     assert cluster.all_active(latest), f"reported after a daemon-reload: {dict(latest.states)}"
