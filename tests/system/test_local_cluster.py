@@ -199,6 +199,17 @@ def test_killed_etcd_member_and_killed_leading_engine(
     finally:
         cli("destroy", "t6-*", "hello.service", env=env)
 
+        # Gone from list-units before the next test takes every unit's place as its
+        # `before`: each agent reports its copy gone once it stopped it and removed its file.
+        def gone() -> bool:
+            listed = cli("list-units", "-o", "json", env=env)
+            return listed.returncode == 0 and not any(
+                u["unit"].startswith("t6-") or u["unit"] == "hello.service"
+                for u in json.loads(listed.stdout)
+            )
+
+        until(gone, timeout=60, what="the destroyed units gone from list-units")
+
 
 def test_quorum_lost_keeps_units_running_fails_commands_fast_and_moves_nothing(
     cluster: ClusterState, tmp_path: Path
