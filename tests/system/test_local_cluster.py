@@ -66,6 +66,15 @@ def test_example_deployment_and_remote_verbs(cluster: ClusterState) -> None:
         "web@3.service",
         "monitor.service",
     }
+    # A global unit's apply ends once one machine started it (and it stayed active for
+    # --min-ready): the other machines report theirs when they do (later, under load).
+    every = {h.machine_id for h in cluster.hosts}
+
+    def monitors_everywhere() -> bool:
+        rows = json.loads(cli("list-units", "-o", "json", env=env).stdout)
+        return {u["machine"] for u in rows if u["unit"] == "monitor.service"} == every
+
+    until(monitors_everywhere, timeout=60, what="monitor.service reported on every machine")
     status = cli("status", "web@1.service", env=env)
     assert status.returncode == 0, status.stderr
     assert "web@1.service - example web server, instance 1" in status.stdout
