@@ -109,6 +109,21 @@ def test_a_running_fleet_cluster_moves_to_fleetpy_without_a_restart(
     cluster.fleetctl("start", "--no-block", *LAUNCHED)
     cluster.fleetctl("load", "--no-block", *LOADED)
     cluster.wait_active(LAUNCHED)
+    # That waits for a global unit on one machine: both web hosts' copies reported active
+    # before they are read (fleet's listing is compared with fleetpy's after the migration).
+    webs = {web1.machine_id, web2.machine_id}
+    until(
+        lambda: (
+            {
+                row["machine"]
+                for key, row in cluster.units().items()
+                if key.split()[0] == "glob.service" and row["active"] == "active"
+            }
+            == webs
+        ),
+        timeout=90,
+        what="fleet reporting glob.service active on both web hosts",
+    )
 
     def loaded(unit: str) -> bool:
         return cluster.where(unit).show(unit, "LoadState") == "loaded"

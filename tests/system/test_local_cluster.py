@@ -66,6 +66,15 @@ def test_example_deployment_and_remote_verbs(cluster: ClusterState) -> None:
         "web@3.service",
         "monitor.service",
     }
+    # A global unit's apply ends once one machine started it (and it stayed active for
+    # --min-ready): the other machines report theirs when they do (later, under load).
+    every = {h.machine_id for h in cluster.hosts}
+
+    def monitors_everywhere() -> bool:
+        rows = json.loads(cli("list-units", "-o", "json", env=env).stdout)
+        return {u["machine"] for u in rows if u["unit"] == "monitor.service"} == every
+
+    until(monitors_everywhere, timeout=60, what="monitor.service reported on every machine")
     status = cli("status", "web@1.service", env=env)
     assert status.returncode == 0, status.stderr
     assert "web@1.service - example web server, instance 1" in status.stdout
@@ -198,6 +207,17 @@ def test_killed_etcd_member_and_killed_leading_engine(
         assert len(names) == len(set(names)) == 10  # none placed twice
     finally:
         cli("destroy", "t6-*", "hello.service", env=env)
+
+        # Gone from list-units before the next test takes every unit's place as its
+        # `before`: each agent reports its copy gone once it stopped it and removed its file.
+        def gone() -> bool:
+            listed = cli("list-units", "-o", "json", env=env)
+            return listed.returncode == 0 and not any(
+                u["unit"].startswith("t6-") or u["unit"] == "hello.service"
+                for u in json.loads(listed.stdout)
+            )
+
+        until(gone, timeout=60, what="the destroyed units gone from list-units")
 
 
 def test_quorum_lost_keeps_units_running_fails_commands_fast_and_moves_nothing(

@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from fleetpy.cluster.local import ClusterState
 
 from support.cluster_harness import cli, cluster_up, leftovers, sourced
+from support.waiting import until
 
 pytestmark = pytest.mark.hosts
 NAME = "sec"
@@ -68,7 +69,19 @@ def test_example_deployment_runs_and_an_agent_credential_cannot_submit(
     env = sourced(cluster)
     result = cli("apply", "units", "--min-ready", "1", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    units = json.loads(cli("list-units", "-o", "json", env=env).stdout)
+
+    def listed() -> list[dict[str, str]]:
+        return list(json.loads(cli("list-units", "-o", "json", env=env).stdout))
+
+    # A global unit's apply ends once one machine started it (and it stayed active for
+    # --min-ready): the other machines report theirs when they do (later, under load).
+    every = {h.machine_id for h in cluster.hosts}
+    until(
+        lambda: {u["machine"] for u in listed() if u["unit"] == "monitor.service"} == every,
+        timeout=60,
+        what="monitor.service reported on every machine",
+    )
+    units = listed()
     assert {u["unit"] for u in units if u["active"] == "active"} >= {
         "web@1.service",
         "web@2.service",

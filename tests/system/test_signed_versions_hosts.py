@@ -85,7 +85,11 @@ def test_an_older_signed_version_replayed_as_etcd_root_never_reaches_systemd(
         timeout=60,
         what="the restarted agent refusing the replay",
     )
-    assert cluster.state("web.service")[:2] == ("rejected", "rollback")
+    # It registered with what runs (active), logged the refusal, then reports it.
+    until(
+        lambda: cluster.state("web.service")[:2] == ("rejected", "rollback"),
+        what="the refusal reported again",
+    )
     assert host.is_active("web.service") and host.main_pid("web.service") == pid
     assert "sleep 1002" in host.systemctl("cat", "web.service").stdout
 
