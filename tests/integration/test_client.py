@@ -308,11 +308,13 @@ def fake_agent(
 ) -> threading.Thread:
     """Report a unit's state as an agent would, once `waiting` is set: wait_for is
     following the cluster (its first progress report), so the state reaches it by the
-    watch, after it began."""
+    watch, after it began. The machine registers before (here, at once): wait_for's
+    watches of machines and of states progress independently, so a machine registered
+    just before its state could reach the view after it (a loaded machine saw that)."""
+    lease = registry.grant_lease(30)
+    registry.register_machine(MachineRecord(machine, "10.0.0.9"), lease)
 
     def run() -> None:
-        lease = registry.grant_lease(30)
-        registry.register_machine(MachineRecord(machine, "10.0.0.9"), lease)
         assert waiting.wait(10)
         digest = hash_ or registry.get_unit(unit).hash  # type: ignore[union-attr]
         registry.report_states(
