@@ -13,7 +13,7 @@ import pytest
 from fleetpy.api import fleetv1
 from fleetpy.api.dashboard_model import Dashboard, document
 from fleetpy.client import drain
-from fleetpy.drain import CANNOT_LEAVE, moved_off
+from fleetpy.drain import CANNOT_LEAVE, moved_off, moving
 from fleetpy.errors import DrainError
 from fleetpy.live_view import LiveView, touched
 from fleetpy.model.changes import UnitChange
@@ -320,6 +320,17 @@ def test_a_drain_that_times_out_says_what_is_left(cluster: Cluster, run: Run) ->
     cluster.registry.change_units([failing, unit("ok.service")])
     until(lambda: len(cluster.placement()) == 2, what="both placed on m1")
     cluster.agent("m2")
+    assert run("drain", "m1", "--no-block").exit_code == 0
+    # bad.service leaves first (one at a time) and fails on m2: the engine's pass, the move
+    # and m2's report are waited for here (seconds under load), so the drain run again
+    # below ends on them however slow the machine, after its 3 s.
+
+    def failed_on_m2() -> bool:
+        reason = cluster.registry.read_view().reasons.get("bad.service", "")
+        state = cluster.registry.list_states().get("bad.service", {}).get("m2")
+        return moving(reason) == ("m1", "m2") and state is not None and state.active == "failed"
+
+    until(failed_on_m2, what="bad.service on its way to m2 and failed there")
     result = run("drain", "m1", "--timeout", "3")
     line = one_error_line(result, progress=True)
     assert "drain of machine m1 not finished after 3s: " in line
