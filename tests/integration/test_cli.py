@@ -239,13 +239,17 @@ def test_blocking_start_reports_engine_reason(
 
 @pytest.fixture
 def agent_thread(registry: Registry) -> Iterator[Callable[[str, str, float], None]]:
-    """Start a fake agent that reports `unit` as `active` after a delay."""
+    """Start a fake agent that reports `unit` as `active` after a delay. Its machine
+    registers at once, before the CLI runs: the CLI's watches of machines and of states
+    progress independently, so a machine registered while it waits could reach its view
+    after the state (the progress line would lack the IP)."""
     threads: list[threading.Thread] = []
 
     def start(unit: str, active: str, delay: float) -> None:
+        lease = registry.grant_lease(30)
+        registry.register_machine(MachineRecord("a" * 32, "10.1.2.3"), lease)
+
         def run() -> None:
-            lease = registry.grant_lease(30)
-            registry.register_machine(MachineRecord("a" * 32, "10.1.2.3"), lease)
             deadline = time.monotonic() + 10
             while registry.get_unit(unit) is None and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -33,7 +33,15 @@ def test_agents_hold_their_units_while_etcd_has_lost_fleetpys_data(
     assert {m: a.stats.actions for m, a in cluster.agents.items()} == actions
     for agent in cluster.agents.values():
         assert {n for n, s in agent.manager.observe().items() if s.active == "active"}
-    said = [line for line in capsys.readouterr().err.splitlines() if "fleetpy_data_missing" in line]
+    # Each agent says so once it has seen the data gone (by its watch; later under load).
+    said: list[str] = []
+
+    def both_said() -> bool:
+        err = capsys.readouterr().err.splitlines()
+        said.extend(line for line in err if "fleetpy_data_missing" in line)
+        return {line.split("machine=")[1].split()[0] for line in said} == {"m1", "m2"}
+
+    until(both_said, what="each agent's fleetpy_data_missing line")
     assert sorted(line.split("machine=")[1].split()[0] for line in said) == ["m1", "m2"]
 
     # Written anew (a restore, or the operator starting over): the agents follow it again.

@@ -151,7 +151,8 @@ def test_failover_to_a_second_engine(cluster: Cluster) -> None:
     assert not second.is_leader.is_set()
     first._stop.set()  # dies without resigning; its lease must run out
     first._queue.put(("stop", None))
-    until(second.is_leader.is_set, timeout=8, what="second leads")
+    # Once the first's lease (2 s) has run out and the second has campaigned again.
+    until(second.is_leader.is_set, timeout=20, what="second leads")
     cluster.registry.change_units([unit("a.service")])
     until(lambda: cluster.running() == {"a.service": "m1"}, what="placed by second")
 
@@ -268,7 +269,8 @@ def test_machine_missing_after_a_new_leader_waits_the_grace_period(cluster: Clus
         what="the engine's note that m1's units are held for the grace period",
     )
     assert cluster.placement() == before  # inside the grace period: held
-    until(lambda: "m1" not in cluster.placement().values(), timeout=10, what="moved off m1")
+    # Once the grace period (3 s) has passed and the engine has judged m1 lost.
+    until(lambda: "m1" not in cluster.placement().values(), timeout=20, what="moved off m1")
     assert time.monotonic() - started >= 2.5
 
 

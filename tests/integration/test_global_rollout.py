@@ -59,6 +59,7 @@ def test_a_new_version_rolls_max_unavailable_machines_at_a_time(
                 ApplyOptions(max_unavailable=at_once, min_ready=0.2, timeout=20),
                 events.append,
             )
+            watch.caught_up(directory)
         finally:
             watch.cancel()
         assert UNIT in result.replaced
@@ -195,9 +196,10 @@ def test_restart_of_a_global_unit_goes_machine_by_machine(
     watch = Downtime(registry)
     try:
         result = run("restart", UNIT, "--max-unavailable", "2")
+        assert result.exit_code == 0, result.output
+        watch.caught_up(directory)
     finally:
         watch.cancel()
-    assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [f"Restarted {UNIT}"]
     steps = [line for line in result.stderr.splitlines() if line.startswith("restart")]
     assert len(steps) == 2, result.stderr

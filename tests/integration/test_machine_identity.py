@@ -23,12 +23,12 @@ from support.waiting import until
 TTL = 2
 
 
-def host(cluster: Cluster, name: str, instance: str) -> Agent:
+def host(cluster: Cluster, name: str, instance: str, ttl: int = TTL) -> Agent:
     """An agent for machine id m1 on host NAME."""
     return Agent(
         Registry(cluster.config),
         SimulatedUnitManager(),
-        AgentSettings(machine_id="m1", ttl=TTL),
+        AgentSettings(machine_id="m1", ttl=ttl),
         hostname=name,
         instance=instance,
     ).start()
@@ -69,12 +69,15 @@ def test_a_clone_with_the_same_machine_id_is_refused_and_runs_nothing(
 def test_the_same_agent_restarting_takes_its_registration_back_at_once(
     cluster: Cluster,
 ) -> None:
-    first = host(cluster, "alpha", "i-alpha")
+    # A lease long enough that registering (slower under load) fits well inside half of
+    # it: waiting for the old lease would take all of it.
+    ttl = 10
+    first = host(cluster, "alpha", "i-alpha", ttl)
     assert first.ready.wait(10)
     first.stop(revoke=False)  # as the daemon stops: the lease runs on
-    again = host(cluster, "alpha", "i-alpha")
+    again = host(cluster, "alpha", "i-alpha", ttl)
     try:
-        assert again.ready.wait(TTL / 2), "waited for the old lease instead of taking over"
+        assert again.ready.wait(ttl / 2), "waited for the old lease instead of taking over"
     finally:
         again.stop()
 
@@ -87,7 +90,8 @@ def test_a_host_rebooted_without_its_token_waits_for_its_old_lease_and_is_told_w
     first.stop(revoke=False)  # the host goes down; its lease runs on
     again = host(cluster, "alpha", "i-lost")  # same name, its instance file was not kept
     try:
-        assert again.ready.wait(TTL + 3), "the old lease ended: it registers"
+        # The old lease ends within TTL, then its next try (every second) registers.
+        assert again.ready.wait(TTL + 10), "the old lease ended: it registers"
         said = [
             line for line in capsys.readouterr().err.splitlines() if "machine_id_in_use" in line
         ]

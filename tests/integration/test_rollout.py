@@ -176,6 +176,7 @@ def test_rolling_update_keeps_at_most_max_unavailable_down(
     until(lambda: len(cluster.active()) == 6, what="6 active")
     down: set[str] = set()
     worst = [0]
+    started: set[tuple[str, str]] = set()  # (unit, hash) seen active
     lock = threading.Lock()
 
     def on_states(batch: WatchBatch[StateEvent]) -> None:
@@ -183,6 +184,7 @@ def test_rolling_update_keeps_at_most_max_unavailable_down(
             for event in batch.events:
                 if event.state is not None and event.state.active == "active":
                     down.discard(event.unit)
+                    started.add((event.unit, event.state.hash))
                 else:
                     down.add(event.unit)
             worst[0] = max(worst[0], len(down))
@@ -193,6 +195,15 @@ def test_rolling_update_keeps_at_most_max_unavailable_down(
         _, result = apply(
             registry, directory, options=ApplyOptions(max_unavailable=2, min_ready=0.3, timeout=20)
         )
+        # This watch is its own, not the apply's: it can lag behind it (under load). Once
+        # it has seen the last new version active, it has seen every stop before.
+        new = {(u.name, u.hash) for u in render(directory)[1]}
+
+        def seen_new_active() -> bool:
+            with lock:
+                return new <= started
+
+        until(seen_new_active, what="the watch to see every new version active")
     finally:
         cancel()
     assert len(result.replaced) == 6

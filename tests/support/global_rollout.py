@@ -50,11 +50,14 @@ def running(cluster: Cluster) -> dict[str, tuple[str, str]]:
 
 
 class Downtime:
-    """The most machines seen not running the monitor active at once, from state events."""
+    """The most machines seen not running the monitor active at once, from state events.
+    Its watch is its own: it can lag behind the roll's (which ends on their view of the
+    states), so `caught_up` is waited for before its figures are read."""
 
     def __init__(self, registry: Registry) -> None:
         self.down: set[str] = set()
         self.worst = 0
+        self.last: dict[str, tuple[str, str]] = {}  # machine -> (hash, ACTIVE) last seen
         self.lock = threading.Lock()
         self.cancel = registry.watch_states(self.on_states, registry.read_view().revision + 1)
 
@@ -67,7 +70,20 @@ class Downtime:
                     self.down.discard(event.machine)
                 else:
                     self.down.add(event.machine)
+                state = event.state
+                self.last[event.machine] = ("", "") if state is None else (state.hash, state.active)
             self.worst = max(self.worst, len(self.down))
+
+    def caught_up(self, directory: Path, machines: int = 3) -> None:
+        """Wait until this watch has seen the monitor's version in DIRECTORY active on
+        MACHINES machines (and so every event before: a watch delivers in order)."""
+        want = [(monitor_hash(directory), "active")] * machines
+
+        def seen() -> bool:
+            with self.lock:
+                return sorted(self.last.values()) == want
+
+        until(seen, what="the downtime watch to see the monitor active everywhere")
 
 
 def started_everywhere(cluster: Cluster, directory: Path, machines: int = 3) -> None:
