@@ -474,7 +474,9 @@ def test_wait_for_times_out_naming_the_missing_engine(registry: Registry, units_
     operations.start(registry, [write(units_dir, "a.service")])
     began = time.monotonic()
     result = waiting.wait_for(registry, ["a.service"], WaitTarget.LAUNCHED, 1)
-    assert 0.9 < time.monotonic() - began < 3
+    # Its one attempt, not the backstop's 10 s (the view's start-up and final read on a
+    # loaded machine take the rest).
+    assert 0.9 < time.monotonic() - began < 5
     assert result.timed_out
     assert result.error_message() == (
         "timed out after 1s waiting for a.service to be launched (no engine is running)"
