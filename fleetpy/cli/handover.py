@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from ..fleet_keyspace import DEFAULT_FLEET_PREFIX
-from .options import FleetPrefixOption
+from .options import FleetPrefixOption, FromFleetOption
 from .output import out, say
 from .wiring import edge
 
@@ -18,15 +18,7 @@ DEFAULT_CONFIG = "/etc/fleetpy/agent.yaml"
 @verbs.command("migrate-host")
 @edge
 def migrate_host(
-    from_fleet: Annotated[
-        str,
-        typer.Option(
-            "--from-fleet",
-            help="The client URL of fleet's etcd (its v2 API), as given to `fleetpy migrate`.",
-            show_default=False,
-            metavar="ETCD_URL",
-        ),
-    ],
+    from_fleet: FromFleetOption,
     fleet_prefix: FleetPrefixOption = DEFAULT_FLEET_PREFIX,
     agent_config: Annotated[
         str, typer.Option("--config", help="This host's fleetpy agent config.")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..fleet_keyspace import DEFAULT_FLEET_PREFIX
-from .options import FleetPrefixOption, OutputOption
+from .options import FleetPrefixOption, FromFleetOption, OutputOption
 from .output import Output, out, print_json, say
 from .wiring import edge, open_registry
 
@@ -64,15 +64,7 @@ def _print_plan(plan: "MigrationPlan", hold: str) -> None:
 @edge
 def migrate_command(
     ctx: typer.Context,
-    from_fleet: Annotated[
-        str,
-        typer.Option(
-            "--from-fleet",
-            help="The client URL of fleet's etcd (its v2 API), e.g. http://10.0.0.1:2379.",
-            show_default=False,
-            metavar="ETCD_URL",
-        ),
-    ],
+    from_fleet: FromFleetOption,
     fleet_prefix: FleetPrefixOption = DEFAULT_FLEET_PREFIX,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only print what would be written.")

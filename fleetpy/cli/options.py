@@ -54,8 +54,17 @@ OutputOption = Annotated[
     Output,
     typer.Option("--output", "-o", help="table, or json (an array of objects; ignores --fields)."),
 ]
-# fleet's etcd key prefix, for the verbs that read a fleet cluster (migrate, migrate-host);
-# its default is fleet_keyspace.DEFAULT_FLEET_PREFIX.
+# The fleet cluster the verbs that read one (migrate, migrate-host) read: its etcd, and
+# fleet's key prefix there (its default is fleet_keyspace.DEFAULT_FLEET_PREFIX).
+FromFleetOption = Annotated[
+    str,
+    typer.Option(
+        "--from-fleet",
+        help="The client URL of fleet's etcd (its v2 API), e.g. http://10.0.0.1:2379.",
+        show_default=False,
+        metavar="ETCD_URL",
+    ),
+]
 FleetPrefixOption = Annotated[
     str,
     typer.Option("--fleet-prefix", help="fleet's etcd key prefix (fleetd's etcd_key_prefix)."),
