@@ -9,29 +9,21 @@ forger there holds etcd's root certificate)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fleetpy.agent import Agent
 from fleetpy.client import listings, operations, waiting
-from fleetpy.config import AgentSettings, EngineSettings
-from fleetpy.engine import Engine
 from fleetpy.errors import SigningError
-from fleetpy.model.records import UnitState
-from fleetpy.registry import Registry, RegistryConfig
-from fleetpy.unitfile.signing import Signer, generate_key, load_signer, load_trusted_keys
+from fleetpy.registry import RegistryConfig
+from fleetpy.unitfile.signing import Signer, TrustedKeys, load_trusted_keys
 from fleetpy.unitfile.unit import content_hash, parse_unit
-from fleetpy.unitmanager import SimulatedUnitManager
 
-from support.secure_fixtures import Roles, secure_etcd
+from support.secure_fixtures import Roles
+from support.signed_cluster import GOOD, MACHINES, SignedClusterBase, signed_cluster_on
 from support.waiting import until
 
-MACHINES = ("m1", "m2")
-GOOD = "[Service]\nExecStart=/bin/sleep 1000\n"
 EVIL = "[Service]\nExecStart=/bin/sh -c 'echo pwned'\n"
 
 
@@ -39,106 +31,34 @@ def canonical(text: str) -> str:
     return parse_unit(text, "test").serialize()
 
 
-def etcdctl(endpoint: str, *args: str, value: str | None = None, tls: Sequence[str] = ()) -> None:
-    subprocess.run(
-        ["etcdctl", "--endpoints", endpoint, *tls, *args],
-        input=None if value is None else value.encode(),
-        capture_output=True,
-        check=True,
-        timeout=30,
-        env={**os.environ, "ETCDCTL_API": "3"},
-    )
-
-
-class SignedCluster:
-    """Two simulated machines that trust `trusted/`, an engine, and the operator's keys."""
+class SignedCluster(SignedClusterBase):
+    """Two simulated machines that trust `trusted/` (read at start), an engine, and the
+    operator's keys."""
 
     def __init__(self, roles: Roles, workdir: Path) -> None:
-        self.roles = roles
-        self.config = roles.operator
-        self.endpoint = self.config.endpoints[0]
-        self.workdir = workdir
-        self.registry = Registry(self.config)
-        self.agent_registries = {m: Registry(c) for m, c in roles.agents.items()}
-        self.keys = workdir / "keys"
-        self.trusted_dir = workdir / "trusted"
-        self.trusted_dir.mkdir()
-        for name in ("ops", "next"):
-            info = generate_key(self.keys, name)
-            (self.trusted_dir / info.public_path.name).write_bytes(info.public_path.read_bytes())
-        generate_key(workdir / "stranger", "stranger")  # a key nobody trusts
-        self.managers = {m: SimulatedUnitManager() for m in MACHINES}
-        self.agents = {m: self.agent(m) for m in self.managers}
-        self.engine = self.start_engine()
+        super().__init__(roles, workdir, ("ops", "next"), roots=("ops", "next"))
 
-    def start_engine(self) -> Engine:
-        return Engine(
-            Registry(self.roles.engine), EngineSettings(lease_ttl=2, reconcile_interval=5)
-        ).start()
-
-    def agent(self, machine: str) -> Agent:
-        trusted = load_trusted_keys(self.trusted_dir, lambda m: None)
-        agent = Agent(
-            self.agent_registries[machine],
-            self.managers[machine],
-            AgentSettings(machine_id=machine, ttl=3),
-            trusted=trusted,
-        ).start()
-        assert agent.ready.wait(10)
-        return agent
-
-    def restart_agent(self, machine: str) -> None:
-        self.agents[machine].stop(revoke=False)
-        self.agents[machine] = self.agent(machine)
+    def trusted(self, machine: str) -> TrustedKeys:
+        return load_trusted_keys(self.trusted_dir, lambda m: None)
 
     def signer(self, name: str = "ops") -> Signer:
-        if name == "stranger":
-            return load_signer(name, self.workdir / "stranger", lambda m: None)
-        return load_signer(name, self.keys, lambda m: None)
-
-    def unit_file(self, name: str, text: str = GOOD) -> str:
-        path = self.workdir / name
-        path.write_text(text)
-        return str(path)
-
-    def states(self, unit: str) -> dict[str, UnitState]:
-        return self.registry.list_states().get(unit, {})
-
-    def state(self, unit: str) -> UnitState | None:
-        found = list(self.states(unit).values())
-        return found[0] if len(found) == 1 else None
+        return super().signer(name)
 
     def seen_by_managers(self, unit: str) -> bool:
         """Did any machine's unit manager ever hold the unit (its file written)?"""
         return any(unit in m.observe() for m in self.managers.values())
 
     def raw_put(self, key: str, value: str) -> None:
-        etcdctl(
-            self.endpoint, "put", f"{self.config.prefix}/{key}", value=value, tls=self.roles.raw
-        )
-
-    def close(self) -> None:
-        for agent in self.agents.values():
-            agent.stop()
-        self.engine.stop()
-        self.registry.close()
-        for registry in self.agent_registries.values():
-            registry.close()
+        self.etcdctl("put", self.raw_key(key), value=value)
 
 
 @pytest.fixture(params=["plain", "tls-auth"])
 def cluster(
     request: pytest.FixtureRequest, registry_config: RegistryConfig, tmp_path: Path
 ) -> Iterator[SignedCluster]:
-    if request.param == "plain":
-        c = SignedCluster(Roles.plain(registry_config, MACHINES), tmp_path)
-        yield c
-        c.close()
-        return
-    with secure_etcd(tmp_path / "etcd", machines=MACHINES) as etcd:
-        c = SignedCluster(Roles.secure(etcd, MACHINES), tmp_path)
-        yield c
-        c.close()
+    yield from signed_cluster_on(
+        request.param, registry_config, tmp_path, lambda roles: SignedCluster(roles, tmp_path)
+    )
 
 
 def active(cluster: SignedCluster, unit: str) -> bool:

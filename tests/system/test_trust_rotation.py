@@ -22,10 +22,10 @@ from fleetpy.model.trust import TrustRecord
 from fleetpy.registry import RegistryConfig
 from fleetpy.trust import sign_record
 
+from support.signed_cluster import GOOD
 from support.trust_cluster import MACHINES, TrustCluster, trust_cluster
 from support.waiting import until
 
-GOOD = "[Service]\nExecStart=/bin/sleep 1000\n"
 OTHER = "[Service]\nExecStart=/bin/sleep 2000\n"
 
 
