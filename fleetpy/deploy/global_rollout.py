@@ -139,31 +139,51 @@ def still_active(view: ClusterView, unit: str, want: Mapping[str, str]) -> list[
     return problems
 
 
+def settle(
+    live: LiveView,
+    unit: str,
+    want: Callable[[ClusterView], Mapping[str, str]],
+    phase: Phase,
+    timeout: float,
+) -> str | None:
+    """Wait until each machine of WANT(view) (machine -> the content hash it must run or
+    have stopped) reached PHASE, or failed. None when each did; else why not, in one line:
+    the failures, or else what the timeout left waiting."""
+    progress: list[MachineProgress] = []
+
+    def settled(view: ClusterView) -> bool:
+        nonlocal progress
+        progress = judge(view, unit, want(view), phase)
+        return all(p.status in (Status.DONE, Status.FAILED) for p in progress)
+
+    live.wait_until(settled, timeout)
+    failed = [p for p in progress if p.status is Status.FAILED]
+    waiting = [p for p in progress if p.status in (Status.WAITING, Status.GONE)]
+    if failed:
+        return "; ".join(p.detail for p in failed)
+    if waiting:
+        return f"timed out after {timeout:g}s waiting for it to be {phase}: " + "; ".join(
+            p.detail for p in waiting
+        )
+    return None
+
+
 def wait_everywhere(
     registry: OperatorRegistry, name: str, content_hash: str, timeout: float
 ) -> str | None:
     """None once every registered machine that reports NAME runs CONTENT_HASH, started;
     else why not, in one line. A rollback's wait: each machine it moved back must run the
     previous version, not only one of them (which a wait for "launched" is content with)."""
-    progress: list[MachineProgress] = []
 
-    def settled(view: ClusterView) -> bool:
-        nonlocal progress
-        reporting = view.states.get(name, {})
-        want = {machine: content_hash for machine in reporting if machine in view.machines}
-        progress = judge(view, name, want, Phase.STARTED)
-        return all(p.status in (Status.DONE, Status.FAILED) for p in progress)
+    def reporting(view: ClusterView) -> dict[str, str]:
+        machines = view.states.get(name, {}).keys() & view.machines.keys()
+        return dict.fromkeys(machines, content_hash)
 
     live = LiveView(registry).follow()
     try:
-        live.wait_until(settled, timeout)
+        return settle(live, name, reporting, Phase.STARTED, timeout)
     finally:
         live.close()
-    failed = "; ".join(p.detail for p in progress if p.status is Status.FAILED)
-    waiting = "; ".join(p.detail for p in progress if p.status is not Status.DONE)
-    if failed:
-        return failed
-    return f"timed out after {timeout:g}s: {waiting}" if waiting else None
 
 
 class _Roll:
@@ -197,21 +217,8 @@ class _Roll:
     def wait(self, want: Mapping[str, str], phase: Phase, total: int) -> None:
         """Until every machine of WANT reached PHASE; DeploymentError saying which did
         not, and why, when one failed or the step's timeout ran out."""
-        progress: list[MachineProgress] = []
-
-        def settled(view: ClusterView) -> bool:
-            nonlocal progress
-            progress = judge(view, self.name, want, phase)
-            return all(p.status in (Status.DONE, Status.FAILED) for p in progress)
-
-        self.live.wait_until(settled, self.options.timeout)
-        failed = [p for p in progress if p.status is Status.FAILED]
-        waiting = [p for p in progress if p.status in (Status.WAITING, Status.GONE)]
-        if failed or waiting:
-            why = "; ".join(p.detail for p in failed) or (
-                f"timed out after {self.options.timeout:g}s waiting for it to be {phase}: "
-                + "; ".join(p.detail for p in waiting)
-            )
+        why = settle(self.live, self.name, lambda view: want, phase, self.options.timeout)
+        if why is not None:
             raise self.stopped(why, total)
         if phase is Phase.STARTED and self.options.min_ready > 0:
             self.report("ready", f"{self.options.min_ready:g}s", self.done, total)
